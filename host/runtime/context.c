@@ -1,0 +1,186 @@
+/* context.c: dua_context lifecycle: device selection, OpenCL context/queue (own or the caller's), probes. */
+#include "runtime/context_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void dua_context_options_init(dua_context_options *options) {
+  if (!options)
+    return;
+  memset(options, 0, sizeof *options);
+  options->device_index = -1;
+  options->log_level = DUA_LOG_ERROR;
+}
+
+static dua_context *context_alloc(const dua_context_options *options) {
+  dua_context *ctx = calloc(1, sizeof *ctx);
+  if (!ctx)
+    return NULL;
+  ctx->last_error = calloc(1, DUA_ERROR_TEXT_MAX);
+  if (!ctx->last_error) {
+    free(ctx);
+    return NULL;
+  }
+  ctx->log_level = DUA_LOG_ERROR;
+  if (options) {
+    ctx->log = options->log;
+    ctx->log_user = options->log_user;
+    ctx->log_level = options->log_level;
+    ctx->fast_paths_disabled = options->disable_fast_paths != 0;
+  }
+  const char *no_mma = getenv("DUA_NO_MMA");
+  if (no_mma && *no_mma && strcmp(no_mma, "0") != 0)
+    ctx->fast_paths_disabled = 1;
+  const char *dir = getenv("DUA_CL_DIR");
+  if (dir && *dir)
+    snprintf(ctx->cl_dir, sizeof ctx->cl_dir, "%s", dir);
+  return ctx;
+}
+
+/* Shared tail of both constructors: queue, static info, caches, probes. */
+static dua_status context_finish_setup(dua_context *ctx) {
+  dua_status st = dua_device_query(ctx->platform, ctx->device, &ctx->info);
+  if (st != DUA_SUCCESS)
+    return st;
+  if (!ctx->queue) {
+    cl_int err = CL_SUCCESS;
+    ctx->queue = clCreateCommandQueue(ctx->cl_ctx, ctx->device, CL_QUEUE_PROFILING_ENABLE, &err);
+    if (err != CL_SUCCESS)
+      return dua_fail(ctx, (dua_status)err, "clCreateCommandQueue failed: %s", dua_status_string((dua_status)err));
+  }
+  dua_disk_cache_init(ctx);
+  dua_probe_run(ctx);
+  dua_log(ctx, DUA_LOG_INFO, "dua context on %s / %s", ctx->info.platform_name, ctx->info.name);
+  return DUA_SUCCESS;
+}
+
+dua_status dua_context_create(const dua_context_options *options, dua_context **out) {
+  if (!out)
+    return DUA_ERROR_INVALID_ARGUMENT;
+  int index = options ? options->device_index : -1;
+  const char *selector = options ? options->selector : NULL;
+  char why[512] = "";
+  if (index < 0) {
+    if (!selector)
+      selector = getenv("DUA_DEVICE");
+    dua_status st = dua_device_select(selector, &index, why, sizeof why);
+    if (st != DUA_SUCCESS) {
+      if (options && options->log)
+        options->log(DUA_LOG_ERROR, why, options->log_user);
+      return st;
+    }
+  }
+  dua_context *ctx = context_alloc(options);
+  if (!ctx)
+    return DUA_ERROR_OUT_OF_MEMORY;
+  dua_status st = dua_device_lookup(index, &ctx->platform, &ctx->device);
+  if (st != DUA_SUCCESS) {
+    if (options && options->log)
+      options->log(DUA_LOG_ERROR, "device index out of range", options->log_user);
+    dua_context_destroy(ctx);
+    return st;
+  }
+  cl_int err = CL_SUCCESS;
+  cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)ctx->platform, 0};
+  ctx->cl_ctx = clCreateContext(props, 1, &ctx->device, NULL, NULL, &err);
+  if (err != CL_SUCCESS) {
+    dua_context_destroy(ctx);
+    return (dua_status)err;
+  }
+  st = context_finish_setup(ctx);
+  if (st != DUA_SUCCESS) {
+    dua_context_destroy(ctx);
+    return st;
+  }
+  ctx->info.index = index;
+  *out = ctx;
+  return DUA_SUCCESS;
+}
+
+dua_status dua_context_create_from_cl(cl_context context, cl_device_id device, cl_command_queue queue,
+                                      const dua_context_options *options, dua_context **out) {
+  if (!out || !context || !device)
+    return DUA_ERROR_INVALID_ARGUMENT;
+  /* The device must belong to the context, and the queue to both. */
+  cl_uint ndev = 0;
+  cl_device_id devs[64];
+  if (clGetContextInfo(context, CL_CONTEXT_DEVICES, sizeof devs, devs, NULL) != CL_SUCCESS ||
+      clGetContextInfo(context, CL_CONTEXT_NUM_DEVICES, sizeof ndev, &ndev, NULL) != CL_SUCCESS)
+    return DUA_ERROR_INVALID_ARGUMENT;
+  int found = 0;
+  for (cl_uint i = 0; i < ndev && i < 64; i++)
+    found |= devs[i] == device;
+  if (!found)
+    return DUA_ERROR_INVALID_ARGUMENT;
+  if (queue) {
+    cl_context qctx = NULL;
+    cl_device_id qdev = NULL;
+    if (clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL) != CL_SUCCESS ||
+        clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qdev, &qdev, NULL) != CL_SUCCESS || qctx != context ||
+        qdev != device)
+      return DUA_ERROR_INVALID_ARGUMENT;
+  }
+  dua_context *ctx = context_alloc(options);
+  if (!ctx)
+    return DUA_ERROR_OUT_OF_MEMORY;
+  cl_platform_id platform = NULL;
+  clGetDeviceInfo(device, CL_DEVICE_PLATFORM, sizeof platform, &platform, NULL);
+  ctx->platform = platform;
+  ctx->device = device;
+  ctx->cl_ctx = context;
+  clRetainContext(context);
+  if (queue) {
+    ctx->queue = queue;
+    clRetainCommandQueue(queue);
+  }
+  dua_status st = context_finish_setup(ctx);
+  if (st != DUA_SUCCESS) {
+    dua_context_destroy(ctx);
+    return st;
+  }
+  ctx->info.index = -1; /* not from dua's enumeration */
+  *out = ctx;
+  return DUA_SUCCESS;
+}
+
+void dua_context_destroy(dua_context *ctx) {
+  if (!ctx)
+    return;
+  if (ctx->queue)
+    clFinish(ctx->queue);
+  dua_program_cache_release(ctx);
+  if (ctx->queue)
+    clReleaseCommandQueue(ctx->queue);
+  if (ctx->cl_ctx)
+    clReleaseContext(ctx->cl_ctx);
+  free(ctx->last_error);
+  free(ctx);
+}
+
+dua_status dua_context_device_info(const dua_context *ctx, dua_device_info *info) {
+  if (!ctx || !info)
+    return DUA_ERROR_INVALID_ARGUMENT;
+  *info = ctx->info;
+  return DUA_SUCCESS;
+}
+
+dua_status dua_context_finish(dua_context *ctx) {
+  if (!ctx)
+    return DUA_ERROR_INVALID_ARGUMENT;
+  cl_int err = clFinish(ctx->queue);
+  if (err != CL_SUCCESS)
+    return dua_fail(ctx, (dua_status)err, "clFinish failed: %s", dua_status_string((dua_status)err));
+  return DUA_SUCCESS;
+}
+
+dua_status dua_context_cache_stats(const dua_context *ctx, dua_cache_stats *stats) {
+  if (!ctx || !stats)
+    return DUA_ERROR_INVALID_ARGUMENT;
+  *stats = ctx->cache;
+  return DUA_SUCCESS;
+}
+
+cl_context dua_context_cl_context(const dua_context *ctx) { return ctx ? ctx->cl_ctx : NULL; }
+cl_device_id dua_context_cl_device(const dua_context *ctx) { return ctx ? ctx->device : NULL; }
+cl_command_queue dua_context_cl_queue(const dua_context *ctx) { return ctx ? ctx->queue : NULL; }

@@ -1,0 +1,103 @@
+/* context_internal.h: the dua_context and dua_buffer structs and the runtime's internal interface
+ * (errors, logging, program cache, probes), shared by host/runtime and the subsystems above it. */
+#ifndef DUA_CONTEXT_INTERNAL_H
+#define DUA_CONTEXT_INTERNAL_H
+
+#include "dua_cl.h"
+
+#include <stdarg.h>
+
+#define DUA_ERROR_TEXT_MAX 65536
+#define DUA_MAX_KERNELS_PER_PROGRAM 16
+
+typedef struct dua_program_entry {
+  char *sources;        /* names joined by ',' (e.g. "common,attn_fwd") */
+  char *options;        /* full build options */
+  cl_program program;
+  int kernel_count;
+  char *kernel_names[DUA_MAX_KERNELS_PER_PROGRAM];
+  cl_kernel kernels[DUA_MAX_KERNELS_PER_PROGRAM];
+  struct dua_program_entry *next;
+} dua_program_entry;
+
+struct dua_context {
+  cl_platform_id platform;
+  cl_device_id device;
+  cl_context cl_ctx;
+  cl_command_queue queue;
+  dua_device_info info;
+  int fast_paths_disabled; /* options or DUA_NO_MMA=1 */
+  dua_log_fn log;
+  void *log_user;
+  dua_log_level log_level;
+  char *last_error; /* DUA_ERROR_TEXT_MAX bytes */
+  dua_program_entry *programs;
+  dua_cache_stats cache;
+  char cl_dir[512]; /* DUA_CL_DIR, "" for embedded sources */
+};
+
+struct dua_buffer {
+  dua_context *ctx;
+  cl_mem mem;
+  size_t bytes;
+};
+
+/* Records a formatted error as the context's last error and returns status (ctx may be NULL). */
+dua_status dua_fail(dua_context *ctx, dua_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Appends text to the last error (for build logs). */
+void dua_error_append(dua_context *ctx, const char *text);
+void dua_log(const dua_context *ctx, dua_log_level level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* OpenCL error code -> "CL_..." name, or NULL if unknown. */
+const char *dua_cl_error_name(cl_int code);
+
+/* Device enumeration: fills platform/device of global index; returns DUA_ERROR_NO_PLATFORM/NO_DEVICE. */
+dua_status dua_device_lookup(int index, cl_platform_id *platform, cl_device_id *device);
+/* Static capability query of one device (no kernels run). */
+dua_status dua_device_query(cl_platform_id platform, cl_device_id device, dua_device_info *info);
+/* Resolves a selector string (index, type word, or name substring) to a global index. */
+dua_status dua_device_select(const char *selector, int *index, char *why, size_t why_size);
+
+/* NUMA node of a PCI device via hwloc; -1 if unknown. */
+int dua_topology_pci_numa_node(int domain, int bus, int device, int function);
+
+/* Compile-and-run probes on the context's device (fills info.preferred_work_group_multiple,
+ * nv_mma_*). Failures only turn fast paths off; they are logged, never returned. */
+void dua_probe_run(dua_context *ctx);
+
+/* Embedded OpenCL C sources (generated at build time from cl/ *.cl). */
+typedef struct dua_embedded_source {
+  const char *name; /* file name without .cl */
+  const char *text;
+} dua_embedded_source;
+extern const dua_embedded_source dua_embedded_sources[];
+extern const int dua_embedded_source_count;
+
+/* Program cache: sources is a comma-separated list of cl/ file names concatenated in order; options
+ * are -D build options. Looks up memory, then disk, then builds; returns a kernel of the program.
+ * The returned cl_kernel is owned by the context (no release). */
+dua_status dua_program_kernel(dua_context *ctx, const char *sources, const char *options, const char *kernel,
+                              cl_kernel *out);
+/* Same, returning the cl_program (owned by the context). */
+dua_status dua_program_get(dua_context *ctx, const char *sources, const char *options, cl_program *out);
+void dua_program_cache_release(dua_context *ctx);
+
+/* On-disk cache (disk_cache.c). key_hex: 64 hex chars + NUL. */
+void dua_disk_cache_init(dua_context *ctx);
+void dua_disk_cache_key(const dua_context *ctx, const char *source_text, const char *options, char key_hex[65]);
+/* Loads a cached binary; returns 1 and a malloc'ed blob on success, 0 if absent, -1 if rejected. */
+int dua_disk_cache_load(dua_context *ctx, const char *key_hex, unsigned char **blob, size_t *size);
+void dua_disk_cache_store(dua_context *ctx, const char *key_hex, const unsigned char *blob, size_t size);
+
+/* Validation helper for buffers / tensors used by entry points. */
+dua_status dua_tensor_check(dua_context *ctx, const dua_tensor *t, const char *name);
+
+#endif

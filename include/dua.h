@@ -1,0 +1,347 @@
+/* dua.h: public API of libdua, block-sparse attention whose sparsity is learned.
+ *
+ * No OpenCL type appears here; dua_cl.h adds interop with a caller's OpenCL objects.
+ * Conventions (shared/DESIGN.md section 4):
+ *   - every function returns dua_status (or a value that cannot fail); DUA_SUCCESS is 0;
+ *   - negative OpenCL error codes pass through unchanged, library codes are below -2000;
+ *   - every *_create has a NULL-safe *_destroy;
+ *   - on error nothing is written to outputs, and dua_context_last_error() says why;
+ *   - the library never exits, aborts or prints: diagnostics go to the log callback.
+ */
+#ifndef DUA_H
+#define DUA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DUA_VERSION_MAJOR 0
+#define DUA_VERSION_MINOR 1
+#define DUA_VERSION_PATCH 0
+
+#if defined(DUA_BUILDING_LIBRARY) && defined(__GNUC__)
+#define DUA_API __attribute__((visibility("default")))
+#else
+#define DUA_API
+#endif
+
+/* ---------------------------------------------------------------- status */
+
+typedef enum dua_status {
+  DUA_SUCCESS = 0,
+  /* -1 .. -1999: OpenCL error codes, passed through unchanged */
+  DUA_ERROR_INVALID_ARGUMENT = -2001, /* a NULL, a bad shape, stride, dtype, size... */
+  DUA_ERROR_UNSUPPORTED = -2002,      /* valid request this build or device cannot do */
+  DUA_ERROR_OUT_OF_MEMORY = -2003,    /* host allocation failed */
+  DUA_ERROR_NO_PLATFORM = -2004,      /* no OpenCL platform (no ICD installed) */
+  DUA_ERROR_NO_DEVICE = -2005,        /* no device matches the selection */
+  DUA_ERROR_BUILD_FAILED = -2006,     /* kernel build failed; the log is in last_error */
+  DUA_ERROR_IO = -2007,               /* a file could not be read or written */
+  DUA_ERROR_CORRUPT_FILE = -2008,     /* a file failed validation and was refused */
+  DUA_ERROR_INTERNAL = -2009          /* a bug in dua: please report it */
+} dua_status;
+
+/* Text for a status: library codes and OpenCL codes ("CL_OUT_OF_RESOURCES"). Never NULL. */
+DUA_API const char *dua_status_string(dua_status status);
+
+/* "MAJOR.MINOR.PATCH" of the library actually loaded. */
+DUA_API const char *dua_version(void);
+
+/* ---------------------------------------------------------------- logging */
+
+typedef enum dua_log_level {
+  DUA_LOG_ERROR = 0,
+  DUA_LOG_WARNING = 1,
+  DUA_LOG_INFO = 2,
+  DUA_LOG_DEBUG = 3
+} dua_log_level;
+
+typedef void (*dua_log_fn)(dua_log_level level, const char *message, void *user);
+
+/* ---------------------------------------------------------------- devices */
+
+typedef enum dua_device_type {
+  DUA_DEVICE_ANY = 0,
+  DUA_DEVICE_GPU = 1,
+  DUA_DEVICE_CPU = 2,
+  DUA_DEVICE_ACCELERATOR = 3
+} dua_device_type;
+
+/* What the capability probe found. Strings are NUL-terminated and truncated to fit. */
+typedef struct dua_device_info {
+  int index;          /* global index across platforms, as dua-info lists it */
+  int platform_index; /* platform, in OpenCL enumeration order */
+  dua_device_type type;
+  char platform_name[128];
+  char platform_version[128];
+  char name[128];
+  char vendor[128];
+  char device_version[128];
+  char driver_version[128];
+  char opencl_c_version[64];
+  unsigned compute_units;
+  unsigned max_clock_mhz;
+  uint64_t global_mem_bytes;
+  uint64_t local_mem_bytes;
+  uint64_t max_alloc_bytes;
+  size_t max_work_group_size;
+  size_t preferred_work_group_multiple; /* from a trivial kernel; 0 if not probed */
+  unsigned native_vector_width_float;
+  unsigned native_vector_width_half;
+  int has_fp16;          /* cl_khr_fp16 */
+  int has_fp64;          /* cl_khr_fp64 */
+  int has_subgroups;     /* cl_khr_subgroups or OpenCL 3.0 __opencl_c_subgroups */
+  int has_subgroup_shuffle; /* cl_khr_subgroup_shuffle */
+  int has_intel_subgroup_mma; /* cl_intel_subgroup_matrix_multiply_accumulate */
+  int nv_compute_capability;  /* 90 for sm_90; 0 when the driver does not say */
+  int has_pci_bus_info;  /* cl_khr_pci_bus_info */
+  int pci_domain, pci_bus, pci_device, pci_function;
+  int numa_node;         /* hwloc NUMA node the device hangs off; -1 unknown */
+  int nv_mma_probed;     /* 1 once the compile-and-run probe ran (contexts only) */
+  int nv_mma_f16;        /* inline-PTX mma.sync m16n8k16 f16 passed the probe */
+  int nv_mma_tf32;       /* inline-PTX mma.sync m16n8k8 tf32 passed the probe */
+} dua_device_info;
+
+/* Number of OpenCL devices across all platforms. DUA_ERROR_NO_PLATFORM if there is none. */
+DUA_API dua_status dua_device_count(int *count);
+
+/* Static facts about device `index` (no context, no probe kernels: nv_mma_* stay 0). */
+DUA_API dua_status dua_device_get_info(int index, dua_device_info *info);
+
+/* Host topology from hwloc. */
+typedef struct dua_host_topology {
+  int packages;
+  int numa_nodes;
+  int cores;
+  int hardware_threads;
+} dua_host_topology;
+
+DUA_API dua_status dua_host_topology_get(dua_host_topology *topology);
+
+/* ---------------------------------------------------------------- context */
+
+typedef struct dua_context dua_context;
+
+/* Device selection. With options == NULL, or selector == NULL and device_index < 0, the environment
+ * variable DUA_DEVICE is used, and without it the first GPU, else the first CPU, else the first device.
+ * A selector string is one of: a device index ("2"), a type ("gpu", "cpu", "accelerator"), or a
+ * case-insensitive substring of "platform name / device name" ("nvidia", "pthread"). */
+typedef struct dua_context_options {
+  int device_index;       /* >= 0 selects by index; < 0 = use selector */
+  const char *selector;   /* see above; NULL = DUA_DEVICE, then the default rule */
+  dua_log_fn log;         /* may be NULL */
+  void *log_user;
+  dua_log_level log_level; /* messages above this level are not sent; default DUA_LOG_ERROR */
+  int disable_fast_paths; /* 1 = portable kernels only (also: DUA_NO_MMA=1) */
+} dua_context_options;
+
+/* Fills *options with defaults (device_index -1, selector NULL, no log). */
+DUA_API void dua_context_options_init(dua_context_options *options);
+
+DUA_API dua_status dua_context_create(const dua_context_options *options, dua_context **out);
+DUA_API void dua_context_destroy(dua_context *ctx);
+
+/* Why the last call on this context failed (including the full OpenCL build log). Never NULL. */
+DUA_API const char *dua_context_last_error(const dua_context *ctx);
+
+/* Probed capabilities of the context's device, including the compile-and-run probes. */
+DUA_API dua_status dua_context_device_info(const dua_context *ctx, dua_device_info *info);
+
+/* Waits for all work queued on the context. */
+DUA_API dua_status dua_context_finish(dua_context *ctx);
+
+/* Program cache statistics, for tests and dua-info. */
+typedef struct dua_cache_stats {
+  unsigned memory_hits;  /* programs reused from this context's memory */
+  unsigned disk_hits;    /* programs loaded from the on-disk cache */
+  unsigned builds;       /* programs built from source */
+  unsigned disk_rejects; /* on-disk entries found corrupt or stale and rebuilt */
+  int disk_enabled;      /* 0 when DUA_CACHE=0 or no directory could be used */
+  char directory[512];   /* on-disk cache directory ("" when disabled) */
+} dua_cache_stats;
+
+DUA_API dua_status dua_context_cache_stats(const dua_context *ctx, dua_cache_stats *stats);
+
+/* Builds (or loads from cache) every kernel program dua would use with these build options, so that
+ * later calls do not pay for compilation. Mostly for tests and tools. */
+DUA_API dua_status dua_context_warm_up(dua_context *ctx);
+
+/* ---------------------------------------------------------------- buffers */
+
+typedef struct dua_buffer dua_buffer;
+
+/* Device memory of `bytes` bytes (> 0). Contents are undefined until written. */
+DUA_API dua_status dua_buffer_create(dua_context *ctx, size_t bytes, dua_buffer **out);
+DUA_API void dua_buffer_destroy(dua_buffer *buffer);
+DUA_API size_t dua_buffer_size(const dua_buffer *buffer);
+
+/* Blocking copies between host memory and [offset, offset + bytes) of the buffer. */
+DUA_API dua_status dua_buffer_write(dua_buffer *buffer, size_t offset, size_t bytes, const void *src);
+DUA_API dua_status dua_buffer_read(const dua_buffer *buffer, size_t offset, size_t bytes, void *dst);
+/* Sets every byte of [offset, offset + bytes) to `value` (for poisoning outputs in tests). */
+DUA_API dua_status dua_buffer_fill_bytes(dua_buffer *buffer, size_t offset, size_t bytes, uint8_t value);
+
+/* ---------------------------------------------------------------- tensors */
+
+typedef enum dua_dtype { DUA_F32 = 0, DUA_F16 = 1 } dua_dtype;
+
+/* A view into a buffer: 4-D shape, strides in elements, byte offset. Costs nothing to make.
+ * Attention tensors are logically (batch, heads, tokens, head_dim); strides make (B,N,H,D) storage a
+ * view too. */
+typedef struct dua_tensor {
+  dua_buffer *buffer;
+  size_t offset; /* bytes from the buffer start */
+  dua_dtype dtype;
+  int64_t shape[4];
+  int64_t strides[4]; /* elements */
+} dua_tensor;
+
+/* Contiguous (row-major) view of shape s0 x s1 x s2 x s3 at byte offset. */
+DUA_API dua_tensor dua_tensor_contiguous(dua_buffer *buffer, size_t offset, dua_dtype dtype, int64_t s0,
+                                         int64_t s1, int64_t s2, int64_t s3);
+
+/* Bytes per element of a dtype (4 or 2); 0 for an unknown dtype. */
+DUA_API size_t dua_dtype_size(dua_dtype dtype);
+
+/* IEEE binary16 conversions (round to nearest even; NaN and infinities kept), for filling fp16 tensors. */
+DUA_API uint16_t dua_float_to_half(float value);
+DUA_API float dua_half_to_float(uint16_t value);
+
+
+/* ---------------------------------------------------------------- layouts (DESIGN.md section 2) */
+
+/* Which key blocks each query block sees. N tokens, block size BLK (power of two 16..256),
+ * nb = ceil(N / BLK). Per head h: arity p_h >= 2 and tree depth D_h = smallest d with p_h^d >= nb.
+ *   positional tree: query block m and key block n share the depth-d subtree iff
+ *       (m + s) / g == (n + s) / g, g = p^(D - d), s = shift (blocks). d = 0 is dense: every pair
+ *       shares the root, whatever the shift.
+ *   content tree (paths != NULL): blocks share the depth-d subtree iff their first d path digits agree.
+ *   token extras, OR'd with the tree: window (|i - j| <= W, W > 0) and sink (keys j < S);
+ *   then AND'd with causality (j <= i) when causal.
+ * A row with no visible key outputs zeros and LSE = -inf. */
+typedef struct dua_layout_desc {
+  int32_t seq_len;          /* N > 0: query and key tokens */
+  int32_t block;            /* BLK: 16, 32, 64, 128 or 256 */
+  int32_t batch;            /* B > 0 (content paths are per batch) */
+  int32_t heads;            /* Hq > 0: query heads; routing is per query head */
+  int32_t kv_heads;         /* Hkv, divides Hq (GQA: head h reads K/V head h / (Hq / Hkv)); 0 = Hq */
+  int32_t arity;            /* p >= 2 for every head, unless arities != NULL */
+  const int32_t *arities;   /* [heads] per-head arity, or NULL */
+  const int32_t *depths;    /* [heads] per-head depth in [0, D_h], -1 = deepest (D_h); NULL = all 0 */
+  int32_t shift;            /* positional tree block shift s >= 0 */
+  int32_t window;           /* token window W >= 0, 0 = none */
+  int32_t sink;             /* leading sink keys S >= 0, 0 = none */
+  int32_t causal;           /* 0 or 1 */
+  const uint8_t *paths;     /* content tree: [batch][heads][nb][max_h D_h] digits (digit < p_h), root
+                             * first; NULL = positional tree */
+} dua_layout_desc;
+
+typedef struct dua_layout dua_layout;
+
+/* Validates desc (every bad value is named in *error) and makes a host layout. The desc's arrays are
+ * copied. error may be NULL; otherwise it receives a NUL-terminated message (up to error_size bytes). */
+DUA_API dua_status dua_layout_create(const dua_layout_desc *desc, dua_layout **out, char *error,
+                                     size_t error_size);
+
+/* List form supplied by the caller (FlexAttention-style BSR): for each (b, h, query block m),
+ * counts[(b*H + h)*nb + m] visible key blocks, whose indices are
+ * indices[((b*H + h)*nb + m)*nb + 0 .. count). Element masks inside listed blocks still apply the
+ * desc's causal flag and the sequence tail; depths/paths/window/sink of desc are ignored (use 0s). */
+DUA_API dua_status dua_layout_create_from_lists(const dua_layout_desc *desc, const int32_t *counts,
+                                                const int32_t *indices, dua_layout **out, char *error,
+                                                size_t error_size);
+
+DUA_API void dua_layout_destroy(dua_layout *layout);
+
+/* Number of blocks nb and tree depth D_h of head h. */
+DUA_API int32_t dua_layout_num_blocks(const dua_layout *layout);
+DUA_API int32_t dua_layout_tree_depth(const dua_layout *layout, int32_t head);
+
+/* Is key token j visible from query token i for (batch b, head h)? The exact rule, for references. */
+DUA_API int dua_layout_visible(const dua_layout *layout, int32_t b, int32_t h, int32_t i, int32_t j);
+
+/* Density: visible token pairs / N^2 and visited key blocks / nb^2, averaged over (batch, head). */
+typedef struct dua_layout_density {
+  double pairs;
+  double blocks;
+  double full_blocks;    /* blocks visited without an element mask, / nb^2 */
+  double partial_blocks; /* blocks visited with an element mask, / nb^2 */
+} dua_layout_density;
+
+DUA_API dua_status dua_layout_density_get(const dua_layout *layout, dua_layout_density *density);
+
+/* Block mask of (b, h) as text: one line per query block, '#' full, '+' partial, '.' skipped. Writes at
+ * most size bytes including the NUL; returns the bytes needed (like snprintf). */
+DUA_API size_t dua_layout_mask_text(const dua_layout *layout, int32_t b, int32_t h, char *out, size_t size);
+
+/* Writes the block mask of (b, h) as an SVG picture to path. */
+DUA_API dua_status dua_layout_mask_svg(const dua_layout *layout, int32_t b, int32_t h, const char *path);
+
+/* Host list form (built on demand from the rule, or the caller's lists). For (b, h, m):
+ * visited key blocks in ascending order, the first `full` of them need no element mask...
+ * Arrays are owned by the layout and stay valid until it is destroyed. Shapes:
+ *   counts [B*H*nb], full_counts [B*H*nb], indices [B*H*nb*nb] (row (b*H+h)*nb+m, first counts[.] used;
+ *   full blocks first, then partial blocks, each ascending).
+ * Transposed (for dK/dV): for key block n, the query blocks that visit it, same split and shapes. */
+typedef struct dua_block_lists {
+  int32_t num_blocks;
+  const int32_t *counts;
+  const int32_t *full_counts;
+  const int32_t *indices;
+} dua_block_lists;
+
+DUA_API dua_status dua_layout_lists(dua_layout *layout, int transposed, dua_block_lists *lists);
+
+/* ---------------------------------------------------------------- attention */
+
+typedef enum dua_attention_algo {
+  DUA_ALGO_AUTO = 0,  /* rule form where the layout has one, else lists */
+  DUA_ALGO_RULE = 1,  /* blocks enumerated in the kernel from the layout rule */
+  DUA_ALGO_LIST = 2,  /* blocks read from the device list form */
+  DUA_ALGO_NAIVE = 3  /* materialized scores (B*H*N*N fp32 scratch): the baseline, not for real use */
+} dua_attention_algo;
+
+typedef struct dua_attention_params {
+  float scale;              /* score scale; 0 = 1/sqrt(head_dim) */
+  dua_attention_algo algo;
+  /* Optional level bias (DESIGN.md section 7): fp32 tensor of shape (heads, max_h D_h + 1, 1, 1);
+   * element [h][k] is added to the score of every tree pair whose blocks share k leading levels;
+   * window and sink pairs get 0. NULL = none. */
+  const dua_tensor *level_bias;
+} dua_attention_params;
+
+DUA_API void dua_attention_params_init(dua_attention_params *params);
+
+/* O = softmax(scale * Q K^T + bias, masked by layout) V, per (batch, query head).
+ *   q, o:  (B, Hq,  N, Dh)   fp32 or fp16 (all four of q, k, v, o share one dtype)
+ *   k, v:  (B, Hkv, N, Dh)
+ *   lse:   (B, Hq,  N, 1)    fp32, natural log of the softmax denominator (-inf for empty rows); may
+ *          be NULL.
+ * Dh in {32, 64, 96, 128}. Queued on the context's queue; does not wait. */
+DUA_API dua_status dua_attention_forward(dua_context *ctx, dua_layout *layout,
+                                         const dua_attention_params *params, const dua_tensor *q,
+                                         const dua_tensor *k, const dua_tensor *v, const dua_tensor *o,
+                                         const dua_tensor *lse);
+
+/* CPU reference in double accumulation, same semantics, host arrays in the same element order as
+ * the tensors' strides describe (pass host pointers; dtype of q/k/v/o: fp32 only, lse optional).
+ * level_bias: host [heads][max D + 1] or NULL. Shapes as dua_attention_forward. */
+typedef struct dua_host_tensor {
+  float *data;
+  int64_t shape[4];
+  int64_t strides[4];
+} dua_host_tensor;
+
+DUA_API dua_status dua_attention_reference(const dua_layout *layout, float scale, const float *level_bias,
+                                           const dua_host_tensor *q, const dua_host_tensor *k,
+                                           const dua_host_tensor *v, const dua_host_tensor *o,
+                                           const dua_host_tensor *lse);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DUA_H */

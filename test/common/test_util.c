@@ -1,0 +1,68 @@
+/* test_util.c: shared helpers for the Check suites (see test_util.h). */
+#include "test_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+uint64_t test_seed(void) {
+  static uint64_t seed = 0;
+  if (!seed) {
+    const char *s = getenv("DUA_TEST_SEED");
+    seed = s && *s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL);
+    if (!seed)
+      seed = 1;
+  }
+  return seed;
+}
+
+test_rng test_rng_make(uint64_t seed) {
+  test_rng r = {seed * 0x9E3779B97F4A7C15ull + test_seed()};
+  return r;
+}
+
+uint64_t test_rng_next(test_rng *r) { /* splitmix64 */
+  uint64_t z = (r->state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+int test_rng_int(test_rng *r, int lo, int hi) { return lo + (int)(test_rng_next(r) % (uint64_t)(hi - lo + 1)); }
+
+float test_rng_float(test_rng *r) { return (float)((test_rng_next(r) >> 40) * (1.0 / (1ull << 24)) * 2.0 - 1.0); }
+
+dua_context *test_context(void) {
+  dua_context *ctx = NULL;
+  dua_status st = dua_context_create(NULL, &ctx);
+  ck_assert_msg(st == DUA_SUCCESS, "no OpenCL device for the cl suite: %s (install pocl-opencl-icd)",
+                dua_status_string(st));
+  return ctx;
+}
+
+long test_compare(const float *x, const float *ref, size_t n, double atol, double rtol, double *max_err) {
+  long first = -1;
+  double worst = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    double err = fabs((double)x[i] - (double)ref[i]);
+    if (isnan(x[i]) || isnan(err) || err > atol + rtol * fabs((double)ref[i])) {
+      if (first < 0)
+        first = (long)i;
+    }
+    if (err > worst || isnan(err))
+      worst = err;
+  }
+  if (max_err)
+    *max_err = worst;
+  return first;
+}
+
+int test_run_suite(Suite *s) {
+  SRunner *sr = srunner_create(s);
+  fprintf(stderr, "test seed %llu (set DUA_TEST_SEED to repeat)\n", (unsigned long long)test_seed());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,31 @@
+/* test_util.h: shared helpers for the Check suites: a seeded PRNG, context creation that fails loudly
+ * (tests must run on a real device, never skip), tolerance checks and a runner main. */
+#ifndef DUA_TEST_UTIL_H
+#define DUA_TEST_UTIL_H
+
+#include "dua.h"
+
+#include <check.h>
+#include <stdint.h>
+
+typedef struct test_rng {
+  uint64_t state;
+} test_rng;
+
+/* Seed from the test name and a per-run salt (DUA_TEST_SEED, else the time), printed on failure. */
+test_rng test_rng_make(uint64_t seed);
+uint64_t test_rng_next(test_rng *r);
+int test_rng_int(test_rng *r, int lo, int hi); /* uniform in [lo, hi] */
+float test_rng_float(test_rng *r);             /* uniform in [-1, 1) */
+uint64_t test_seed(void);                       /* run salt */
+
+/* Creates a context on the default device (DUA_DEVICE or first GPU/CPU); ck_abort on failure. */
+dua_context *test_context(void);
+
+/* |x - ref| <= atol + rtol |ref|, never NaN. Returns the index of the first failure or -1. */
+long test_compare(const float *x, const float *ref, size_t n, double atol, double rtol, double *max_err);
+
+/* Runs a suite; returns the process exit code. */
+int test_run_suite(Suite *s);
+
+#endif
