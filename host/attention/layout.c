@@ -38,6 +38,8 @@ static void tree_depth_of(int64_t nb, int64_t p, int32_t *depth, int64_t *span) 
 static void layout_free(struct dua_layout *l) {
   if (l == NULL)
     return;
+  if (l->device && l->device_release)
+    l->device_release(l->device);
   free(l->arity);
   free(l->tree_depth);
   free(l->depth);
@@ -57,7 +59,9 @@ static void layout_free(struct dua_layout *l) {
   free(l);
 }
 
-void dua_layout_destroy(dua_layout *layout) { layout_free(layout); }
+void dua_layout_destroy(dua_layout *layout) {
+  layout_free(layout);
+}
 
 /* Validates the fields shared by both constructors and fills the per-head arrays of a new layout.
  * use_routing = 0 for list layouts (depths, shift, window, sink, paths ignored). */
@@ -351,7 +355,9 @@ dua_status dua_layout_create_from_lists(const dua_layout_desc *desc, const int32
   return DUA_SUCCESS;
 }
 
-int32_t dua_layout_num_blocks(const dua_layout *layout) { return layout ? layout->num_blocks : 0; }
+int32_t dua_layout_num_blocks(const dua_layout *layout) {
+  return layout ? layout->num_blocks : 0;
+}
 
 int32_t dua_layout_tree_depth(const dua_layout *layout, int32_t head) {
   if (layout == NULL || head < 0 || head >= layout->heads)

@@ -26,12 +26,12 @@ typedef enum dua_layout_kind {
 struct dua_layout {
   dua_layout_kind kind;
   int32_t seq_len, block, batch, heads, kv_heads;
-  int32_t num_blocks; /* nb = ceil(N / BLK) */
-  int32_t max_depth;  /* Dmax = max_h D_h: path length and level-bias row length - 1 */
-  int32_t shift;      /* blocks; positional only (kept as given, 0 <= shift <= max_h p_h^D_h) */
-  int32_t window;     /* tokens, clamped to N (|i - j| <= N - 1 always), 0 = none */
-  int32_t sink;       /* tokens, clamped to N, 0 = none */
-  int32_t causal;     /* 0 or 1 */
+  int32_t num_blocks;  /* nb = ceil(N / BLK) */
+  int32_t max_depth;   /* Dmax = max_h D_h: path length and level-bias row length - 1 */
+  int32_t shift;       /* blocks; positional only (kept as given, 0 <= shift <= max_h p_h^D_h) */
+  int32_t window;      /* tokens, clamped to N (|i - j| <= N - 1 always), 0 = none */
+  int32_t sink;        /* tokens, clamped to N, 0 = none */
+  int32_t causal;      /* 0 or 1 */
   int32_t *arity;      /* [heads] p_h >= 2 */
   int32_t *tree_depth; /* [heads] D_h = smallest d with p_h^d >= nb */
   int32_t *depth;      /* [heads] routing depth d_h in [0, D_h] (-1 resolved) */
@@ -46,10 +46,13 @@ struct dua_layout {
   int32_t *user_counts;  /* [batch*heads][nb] */
   int32_t *user_indices; /* [batch*heads][nb][nb] */
   /* host list form, built on demand by dua_layout_lists ([0] forward, [1] transposed) */
-  int32_t *list_counts[2];  /* [batch*heads][nb] */
-  int32_t *list_full[2];    /* [batch*heads][nb] */
-  int32_t *list_indices[2]; /* [batch*heads][nb][nb] */
+  int32_t *list_counts[2];          /* [batch*heads][nb] */
+  int32_t *list_full[2];            /* [batch*heads][nb] */
+  int32_t *list_indices[2];         /* [batch*heads][nb][nb] */
   char error[DUA_LAYOUT_ERROR_MAX]; /* why the last dua_layout_lists / density call failed */
+  /* device copies for one context (layout_device.c), made on first use and released with the layout */
+  void *device;
+  void (*device_release)(void *device);
 };
 
 /* Per-head rule parameters: everything a kernel needs for one (batch, head). */
@@ -78,8 +81,12 @@ static inline dua_rule dua_layout_rule(const struct dua_layout *l, int32_t h) {
   return r;
 }
 
-static inline int32_t dua_min_i32(int32_t a, int32_t b) { return a < b ? a : b; }
-static inline int32_t dua_max_i32(int32_t a, int32_t b) { return a > b ? a : b; }
+static inline int32_t dua_min_i32(int32_t a, int32_t b) {
+  return a < b ? a : b;
+}
+static inline int32_t dua_max_i32(int32_t a, int32_t b) {
+  return a > b ? a : b;
+}
 
 /* Last existing query row of block m: min(N, (m+1)*BLK) - 1. */
 static inline int64_t dua_block_last_row(const dua_rule *r, int32_t m) {
@@ -214,7 +221,8 @@ static inline const uint8_t *dua_layout_path(const struct dua_layout *l, int32_t
 }
 
 /* Content lca: common prefix length of the two paths, capped at D_h. */
-static inline int32_t dua_content_lca(const struct dua_layout *l, int32_t b, int32_t h, int32_t m, int32_t n) {
+static inline int32_t dua_content_lca(const struct dua_layout *l, int32_t b, int32_t h, int32_t m,
+                                      int32_t n) {
   const uint8_t *pm = dua_layout_path(l, b, h, m), *pn = dua_layout_path(l, b, h, n);
   int32_t d = 0;
   while (d < l->tree_depth[h] && pm[d] == pn[d])

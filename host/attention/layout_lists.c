@@ -63,13 +63,15 @@ int32_t dua_layout_row_blocks(const struct dua_layout *l, int32_t b, int32_t h, 
   }
   if (full != NULL)
     for (int32_t k = 0; k < count; k++)
-      full[k] = (uint8_t)dua_tile_full(&r, m, blocks[k],
-                                       l->kind == DUA_LAYOUT_LIST || dua_layout_block_shared(l, b, h, m, blocks[k]));
+      full[k] = (uint8_t)dua_tile_full(
+          &r, m, blocks[k], l->kind == DUA_LAYOUT_LIST || dua_layout_block_shared(l, b, h, m, blocks[k]));
   return count;
 }
 
 /* Size of [lo, hi] (inclusive), 0 if empty. */
-static int64_t span_len(int64_t lo, int64_t hi) { return hi >= lo ? hi - lo + 1 : 0; }
+static int64_t span_len(int64_t lo, int64_t hi) {
+  return hi >= lo ? hi - lo + 1 : 0;
+}
 
 int64_t dua_layout_tile_pairs(const struct dua_layout *l, int32_t b, int32_t h, int32_t m, int32_t n,
                               int full) {

@@ -9,8 +9,8 @@
 #include <string.h>
 
 /* Row m of the block mask as characters cells[0..nb). Uses scratch blocks/full of nb entries. */
-static void mask_row(const struct dua_layout *l, int32_t b, int32_t h, int32_t m, char *cells, int32_t *blocks,
-                     uint8_t *full) {
+static void mask_row(const struct dua_layout *l, int32_t b, int32_t h, int32_t m, char *cells,
+                     int32_t *blocks, uint8_t *full) {
   memset(cells, '.', (size_t)l->num_blocks);
   int32_t c = dua_layout_row_blocks(l, b, h, m, blocks, full);
   for (int32_t k = 0; k < c; k++)
@@ -90,8 +90,8 @@ dua_status dua_layout_mask_svg(const dua_layout *layout, int32_t b, int32_t h, c
   fprintf(f,
           "<text x=\"%d\" y=\"16\" font-family=\"monospace\" font-size=\"12\">%s N=%d BLK=%d nb=%d b=%d h=%d "
           "p=%d D=%d depth=%d</text>\n",
-          margin, kind_names[l->kind], (int)l->seq_len, (int)l->block, (int)nb, (int)b, (int)h, (int)l->arity[h],
-          (int)l->tree_depth[h], (int)l->depth[h]);
+          margin, kind_names[l->kind], (int)l->seq_len, (int)l->block, (int)nb, (int)b, (int)h,
+          (int)l->arity[h], (int)l->tree_depth[h], (int)l->depth[h]);
   fprintf(f,
           "<text x=\"%d\" y=\"32\" font-family=\"monospace\" font-size=\"12\">shift=%d window=%d sink=%d "
           "causal=%d | full #1f77b4, partial #ffbf00, skipped #eeeeee</text>\n",

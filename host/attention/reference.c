@@ -44,8 +44,9 @@ static size_t at(const dua_host_tensor *t, int64_t a, int64_t b, int64_t c, int6
 }
 
 dua_status dua_attention_reference(const dua_layout *layout, float scale, const float *level_bias,
-                                   const dua_host_tensor *q, const dua_host_tensor *k, const dua_host_tensor *v,
-                                   const dua_host_tensor *o, const dua_host_tensor *lse) {
+                                   const dua_host_tensor *q, const dua_host_tensor *k,
+                                   const dua_host_tensor *v, const dua_host_tensor *o,
+                                   const dua_host_tensor *lse) {
   if (layout == NULL)
     return DUA_ERROR_INVALID_ARGUMENT;
   /* the layout is heap memory owned by the library: its error text is the message channel */
@@ -73,9 +74,9 @@ dua_status dua_attention_reference(const dua_layout *layout, float scale, const 
   int32_t nb = l->num_blocks, blk = l->block;
   const float *bias = l->kind == DUA_LAYOUT_LIST ? NULL : level_bias;
 
-  int32_t *blocks = malloc((size_t)nb * sizeof(int32_t)); /* [nb] visited key blocks of a query block */
-  uint8_t *full = malloc((size_t)nb);                     /* [nb] */
-  uint8_t *shared = malloc((size_t)nb);                   /* [nb] tile shares the tree */
+  int32_t *blocks = malloc((size_t)nb * sizeof(int32_t));  /* [nb] visited key blocks of a query block */
+  uint8_t *full = malloc((size_t)nb);                      /* [nb] */
+  uint8_t *shared = malloc((size_t)nb);                    /* [nb] tile shares the tree */
   double *tile_bias = malloc((size_t)nb * sizeof(double)); /* [nb] level bias of tree pairs */
   double *scores = malloc((size_t)N * sizeof(double));     /* [N] scores of one row */
   int64_t *cols = malloc((size_t)N * sizeof(int64_t));     /* [N] their key indices */
@@ -99,8 +100,9 @@ dua_status dua_attention_reference(const dua_layout *layout, float scale, const 
         int32_t c = dua_layout_row_blocks(l, b, h, m, blocks, full);
         for (int32_t t = 0; t < c; t++) {
           shared[t] = (uint8_t)dua_layout_block_shared(l, b, h, m, blocks[t]);
-          tile_bias[t] = bias ? (double)bias[(size_t)h * (l->max_depth + 1) + dua_layout_lca(l, b, h, m, blocks[t])]
-                              : 0.0;
+          tile_bias[t] =
+              bias ? (double)bias[(size_t)h * (l->max_depth + 1) + dua_layout_lca(l, b, h, m, blocks[t])]
+                   : 0.0;
         }
         int64_t last = dua_block_last_row(&r, m);
         for (int64_t i = (int64_t)m * blk; i <= last; i++) {

@@ -1,6 +1,7 @@
 /* context.c: dua_context lifecycle: device selection, OpenCL context/queue (own or the caller's), probes. */
 #include "runtime/context_internal.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,8 @@ static dua_context *context_alloc(const dua_context_options *options) {
     free(ctx);
     return NULL;
   }
+  static atomic_uint_fast64_t next_serial = 1;
+  ctx->serial = (uint64_t)atomic_fetch_add(&next_serial, 1);
   ctx->log_level = DUA_LOG_ERROR;
   if (options) {
     ctx->log = options->log;
@@ -150,6 +153,8 @@ void dua_context_destroy(dua_context *ctx) {
   if (ctx->queue)
     clFinish(ctx->queue);
   dua_program_cache_release(ctx);
+  if (ctx->scratch)
+    clReleaseMemObject(ctx->scratch);
   if (ctx->queue)
     clReleaseCommandQueue(ctx->queue);
   if (ctx->cl_ctx)
@@ -184,3 +189,28 @@ dua_status dua_context_cache_stats(const dua_context *ctx, dua_cache_stats *stat
 cl_context dua_context_cl_context(const dua_context *ctx) { return ctx ? ctx->cl_ctx : NULL; }
 cl_device_id dua_context_cl_device(const dua_context *ctx) { return ctx ? ctx->device : NULL; }
 cl_command_queue dua_context_cl_queue(const dua_context *ctx) { return ctx ? ctx->queue : NULL; }
+
+dua_status dua_context_scratch(dua_context *ctx, size_t bytes, cl_mem *out) {
+  if (bytes <= ctx->scratch_bytes && ctx->scratch) {
+    *out = ctx->scratch;
+    return DUA_SUCCESS;
+  }
+  if (ctx->info.max_alloc_bytes && bytes > ctx->info.max_alloc_bytes)
+    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "scratch of %zu bytes exceeds the device's largest allocation (%llu)",
+                    bytes, (unsigned long long)ctx->info.max_alloc_bytes);
+  if (ctx->scratch) {
+    clFinish(ctx->queue); /* queued work may still use the old scratch */
+    clReleaseMemObject(ctx->scratch);
+    ctx->scratch = NULL;
+    ctx->scratch_bytes = 0;
+  }
+  cl_int err = CL_SUCCESS;
+  cl_mem mem = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
+  if (err != CL_SUCCESS)
+    return dua_fail(ctx, (dua_status)err, "allocating %zu bytes of scratch failed: %s", bytes,
+                    dua_status_string((dua_status)err));
+  ctx->scratch = mem;
+  ctx->scratch_bytes = bytes;
+  *out = mem;
+  return DUA_SUCCESS;
+}

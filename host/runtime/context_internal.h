@@ -21,6 +21,7 @@ typedef struct dua_program_entry {
 } dua_program_entry;
 
 struct dua_context {
+  uint64_t serial; /* unique per process: caches keyed by context compare this, never the pointer */
   cl_platform_id platform;
   cl_device_id device;
   cl_context cl_ctx;
@@ -34,7 +35,12 @@ struct dua_context {
   dua_program_entry *programs;
   dua_cache_stats cache;
   char cl_dir[512]; /* DUA_CL_DIR, "" for embedded sources */
+  cl_mem scratch;    /* grow-only scratch memory (dua_context_scratch) */
+  size_t scratch_bytes;
 };
+
+/* Scratch device memory of at least bytes, owned by the context and reused across calls. */
+dua_status dua_context_scratch(dua_context *ctx, size_t bytes, cl_mem *out);
 
 struct dua_buffer {
   dua_context *ctx;

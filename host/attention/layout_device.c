@@ -1,0 +1,115 @@
+/* layout_device.c: uploads a layout's rule tables, content buckets and block lists to a context's device. */
+#include "attention/layout_device.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void release(void *p) {
+  dua_layout_device *d = p;
+  if (!d)
+    return;
+  cl_mem *mems[] = {&d->head_rules, &d->paths,     &d->order,        &d->rank_range,
+                    &d->list_counts, &d->list_full, &d->list_indices, &d->dummy};
+  for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
+    if (*mems[i])
+      clReleaseMemObject(*mems[i]);
+  free(d);
+}
+
+static dua_status upload(dua_context *ctx, const void *data, size_t bytes, cl_mem *out, const char *what) {
+  cl_int err = CL_SUCCESS;
+  *out = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes, (void *)data, &err);
+  if (err != CL_SUCCESS)
+    return dua_fail(ctx, (dua_status)err, "uploading the layout's %s (%zu bytes) failed: %s", what, bytes,
+                    dua_status_string((dua_status)err));
+  return DUA_SUCCESS;
+}
+
+static dua_status upload_rules(dua_context *ctx, const dua_layout *l, dua_layout_device *d) {
+  size_t heads = (size_t)l->heads;
+  cl_int *rules = malloc(heads * 4 * sizeof(cl_int));
+  if (!rules)
+    return DUA_ERROR_OUT_OF_MEMORY;
+  for (size_t h = 0; h < heads; h++) {
+    rules[4 * h + 0] = l->depth[h];
+    rules[4 * h + 1] = l->group[h];
+    rules[4 * h + 2] = l->tree_depth[h];
+    rules[4 * h + 3] = l->arity[h];
+  }
+  dua_status st = upload(ctx, rules, heads * 4 * sizeof(cl_int), &d->head_rules, "head rules");
+  free(rules);
+  if (st != DUA_SUCCESS || l->kind != DUA_LAYOUT_CONTENT)
+    return st;
+  size_t rows = (size_t)l->batch * heads * (size_t)l->num_blocks;
+  if (l->max_depth > 0) {
+    st = upload(ctx, l->paths, rows * (size_t)l->max_depth, &d->paths, "paths");
+    if (st != DUA_SUCCESS)
+      return st;
+  }
+  st = upload(ctx, l->order, rows * sizeof(int32_t), &d->order, "bucket order");
+  if (st != DUA_SUCCESS)
+    return st;
+  cl_int *range = malloc(rows * 2 * sizeof(cl_int));
+  if (!range)
+    return DUA_ERROR_OUT_OF_MEMORY;
+  for (size_t r = 0; r < rows; r++) {
+    range[2 * r] = l->rank_lo[r];
+    range[2 * r + 1] = l->rank_hi[r];
+  }
+  st = upload(ctx, range, rows * 2 * sizeof(cl_int), &d->rank_range, "bucket ranges");
+  free(range);
+  return st;
+}
+
+static dua_status upload_lists(dua_context *ctx, dua_layout *l, dua_layout_device *d) {
+  dua_block_lists lists;
+  dua_status st = dua_layout_lists(l, 0, &lists);
+  if (st != DUA_SUCCESS)
+    return dua_fail(ctx, st, "building block lists: %s", l->error);
+  size_t rows = (size_t)l->batch * (size_t)l->heads * (size_t)l->num_blocks;
+  if ((st = upload(ctx, lists.counts, rows * sizeof(int32_t), &d->list_counts, "list counts")) != DUA_SUCCESS ||
+      (st = upload(ctx, lists.full_counts, rows * sizeof(int32_t), &d->list_full, "list full counts")) !=
+          DUA_SUCCESS ||
+      (st = upload(ctx, lists.indices, rows * (size_t)l->num_blocks * sizeof(int32_t), &d->list_indices,
+                   "list indices")) != DUA_SUCCESS)
+    return st;
+  return DUA_SUCCESS;
+}
+
+dua_status dua_layout_device_get(dua_context *ctx, dua_layout *layout, int with_lists, dua_layout_device **out) {
+  dua_layout_device *d = layout->device;
+  if (d && d->ctx_serial != ctx->serial) { /* used with another context before: start over */
+    release(d);
+    layout->device = NULL;
+    d = NULL;
+  }
+  if (!d) {
+    d = calloc(1, sizeof *d);
+    if (!d)
+      return DUA_ERROR_OUT_OF_MEMORY;
+    d->ctx_serial = ctx->serial;
+    static const cl_int zeros[4] = {0, 0, 0, 0};
+    dua_status st = upload(ctx, zeros, sizeof zeros, &d->dummy, "dummy argument");
+    if (st == DUA_SUCCESS)
+      st = upload_rules(ctx, layout, d);
+    if (st != DUA_SUCCESS) {
+      release(d);
+      return st;
+    }
+    layout->device = d;
+    layout->device_release = release;
+  }
+  if (with_lists && !d->list_counts) {
+    dua_status st = upload_lists(ctx, layout, d);
+    if (st != DUA_SUCCESS) {
+      if (d->list_counts)
+        clReleaseMemObject(d->list_counts);
+      if (d->list_full)
+        clReleaseMemObject(d->list_full);
+      d->list_counts = d->list_full = NULL;
+      return st;
+    }
+  }
+  *out = d;
+  return DUA_SUCCESS;
+}

@@ -1,0 +1,47 @@
+/* fwd_params.c: default tile parameters for the portable forward kernel (cl/attn_fwd.cl), checked against
+ * the device's local memory and work-group limits. */
+#include "tuning/fwd_params.h"
+
+size_t dua_fwd_local_bytes(const dua_fwd_params *p, int head_dim) {
+  size_t row = (size_t)head_dim + 4; /* ROW_STRIDE in attn_fwd.cl */
+  return sizeof(float) * ((size_t)p->block_m * row + (size_t)p->block_n * row +
+                          (size_t)p->block_m * ((size_t)p->block_n + 1) + 2u * (size_t)p->block_m * p->threads_n);
+}
+
+int dua_fwd_params_valid(const dua_fwd_params *p, int head_dim, int layout_block, const dua_device_info *dev) {
+  if (p->block_m <= 0 || p->block_n <= 0 || p->threads_m <= 0 || p->threads_n <= 0)
+    return 0;
+  if (p->block_m % p->threads_m || p->block_n % p->threads_n || head_dim % p->threads_n || head_dim % 4)
+    return 0;
+  if (layout_block % p->block_m || layout_block % p->block_n)
+    return 0;
+  size_t threads = (size_t)p->threads_m * p->threads_n;
+  if (dev && dev->max_work_group_size && threads > dev->max_work_group_size)
+    return 0;
+  if (dev && dev->local_mem_bytes && dua_fwd_local_bytes(p, head_dim) > dev->local_mem_bytes)
+    return 0;
+  return 1;
+}
+
+dua_fwd_params dua_fwd_params_default(int head_dim, int layout_block, const dua_device_info *dev) {
+  dua_fwd_params p;
+  p.block_m = head_dim >= 96 ? 32 : 64;
+  p.block_n = 32;
+  p.threads_m = 16;
+  p.threads_n = 16;
+  if (p.block_m > layout_block)
+    p.block_m = layout_block;
+  if (p.block_n > layout_block)
+    p.block_n = layout_block;
+  if (p.threads_m > p.block_m)
+    p.threads_m = p.block_m;
+  /* shrink until the device accepts it */
+  while (!dua_fwd_params_valid(&p, head_dim, layout_block, dev) && p.block_m > p.threads_m)
+    p.block_m /= 2;
+  while (!dua_fwd_params_valid(&p, head_dim, layout_block, dev) && p.threads_m > 1) {
+    p.threads_m /= 2;
+    if (p.block_m % p.threads_m)
+      p.block_m = p.threads_m;
+  }
+  return p;
+}
