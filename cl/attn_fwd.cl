@@ -5,8 +5,8 @@
  * Skipped key blocks are never loaded. Outputs O and LSE (natural log; -inf and O = 0 for empty rows).
  *
  * Work-items form a TM x TN grid. Thread (ty, tx) owns query rows ty + TM*i (i < RM), score columns
- * tx + TN*j (j < CN) and output columns tx + TN*k (k < DK). Local memory holds the Q tile, one K or V chunk
- * and the probabilities P of the chunk.
+ * tx + TN*j (j < CN) and the DK contiguous output columns DK*tx .. DK*tx + DK-1, so V and P are read from
+ * local memory as float4. Local memory holds the Q tile, one K or V chunk and the probabilities P.
  *
  * Key-block enumeration (DUA_ENUM): 0 = rule intervals (sink, window, positional tree range), 1 = intervals
  * plus the content-tree bucket of the query block, 2 = device block lists (full blocks first).
@@ -40,10 +40,16 @@
 #define CN (BLOCK_N / TN)
 #define DK (HEAD_DIM / TN)
 #define ROW_STRIDE (HEAD_DIM + 4) /* local row pitch (floats): float4-aligned, staggers banks */
-#define P_STRIDE (BLOCK_N + 1)
+#define P_STRIDE (BLOCK_N + 4) /* float4-aligned rows */
 
-#if (BLOCK_M % TM) || (BLOCK_N % TN) || (HEAD_DIM % TN) || (HEAD_DIM % 4)
-#error "tile parameters must divide: BLOCK_M % TM, BLOCK_N % TN, HEAD_DIM % TN, HEAD_DIM % 4"
+#if (BLOCK_M % TM) || (BLOCK_N % TN) || (HEAD_DIM % TN) || (DK % 4) || (BLOCK_N % 4)
+#error "tile parameters must divide: BLOCK_M % TM, BLOCK_N % TN, HEAD_DIM % TN, (HEAD_DIM / TN) % 4, BLOCK_N % 4"
+#endif
+
+#ifdef DUA_PRECISE_EXP
+#define DUA_EXP2 exp2
+#else
+#define DUA_EXP2 native_exp2 /* ex2.approx on NVIDIA; the tests bound the error like any other */
 #endif
 
 typedef struct {
@@ -234,11 +240,11 @@ dua_attn_fwd(__global const dua_store_t *q, __global const dua_store_t *k, __glo
         for (int t = 0; t < TN; t++)
           mx = fmax(mx, row_max_part[r * TN + t]);
         const float m_use = mx == -INFINITY ? 0.0f : mx; /* all masked so far: p = 0, alpha = 1 */
-        alpha[i] = exp2(m_run[i] - m_use);
+        alpha[i] = DUA_EXP2(m_run[i] - m_use);
         m_run[i] = mx;
         float sum = 0.0f;
         for (int j = 0; j < CN; j++) {
-          float p = exp2(s[i][j] - m_use);
+          float p = DUA_EXP2(s[i][j] - m_use);
           p_tile[r * P_STRIDE + tx + TN * j] = p;
           sum += p;
         }
@@ -257,14 +263,21 @@ dua_attn_fwd(__global const dua_store_t *q, __global const dua_store_t *k, __glo
         for (int c = 0; c < DK; c++)
           acc[i][c] *= alpha[i];
       }
-      for (int jj = 0; jj < BLOCK_N; jj++) {
-        float vv[DK];
-        for (int c = 0; c < DK; c++)
-          vv[c] = kv_tile[jj * ROW_STRIDE + tx + TN * c];
-        for (int i = 0; i < RM; i++) {
-          const float p = p_tile[(ty + TM * i) * P_STRIDE + jj];
-          for (int c = 0; c < DK; c++)
-            acc[i][c] = fma(p, vv[c], acc[i][c]);
+      for (int jj = 0; jj < BLOCK_N; jj += 4) {
+        float4 pv[RM];
+        for (int i = 0; i < RM; i++)
+          pv[i] = vload4(0, p_tile + (ty + TM * i) * P_STRIDE + jj);
+        for (int u = 0; u < 4; u++) {
+          for (int c4 = 0; c4 < DK; c4 += 4) {
+            const float4 vv = vload4(0, kv_tile + (jj + u) * ROW_STRIDE + DK * tx + c4);
+            for (int i = 0; i < RM; i++) {
+              const float p = u == 0 ? pv[i].x : u == 1 ? pv[i].y : u == 2 ? pv[i].z : pv[i].w;
+              acc[i][c4 + 0] = fma(p, vv.x, acc[i][c4 + 0]);
+              acc[i][c4 + 1] = fma(p, vv.y, acc[i][c4 + 1]);
+              acc[i][c4 + 2] = fma(p, vv.z, acc[i][c4 + 2]);
+              acc[i][c4 + 3] = fma(p, vv.w, acc[i][c4 + 3]);
+            }
+          }
         }
       }
     }
@@ -278,7 +291,7 @@ dua_attn_fwd(__global const dua_store_t *q, __global const dua_store_t *k, __glo
     const float inv = l_run[i] > 0.0f ? 1.0f / l_run[i] : 0.0f;
     __global dua_store_t *o_row = o + offsets.s3 + b * o_strides.s0 + h * o_strides.s1 + row * o_strides.s2;
     for (int c = 0; c < DK; c++)
-      DUA_STORE(acc[i][c] * inv, o_row, tx + TN * c);
+      DUA_STORE(acc[i][c] * inv, o_row, DK * tx + c);
     if (has_lse && tx == 0)
       lse[aux_offsets.s0 + b * lse_strides.s0 + h * lse_strides.s1 + row * lse_strides.s2] =
           l_run[i] > 0.0f ? (m_run[i] + log2(l_run[i])) * DUA_LN2 : -INFINITY;

@@ -17,13 +17,13 @@
 #include <string.h>
 #include <time.h>
 
-#define MAXV 64                     /* values per sweep flag */
-#define ROTATE_LIMIT (64u << 20)    /* input sets smaller than this (Q+K+V bytes) rotate among 3 copies */
+#define MAXV 64                  /* values per sweep flag */
+#define ROTATE_LIMIT (64u << 20) /* input sets smaller than this (Q+K+V bytes) rotate among 3 copies */
 #ifndef CHECK_BUDGET
 #define CHECK_BUDGET 3e9 /* double operations one full-slice reference check may cost */
 #endif
-#define CHECK_SLICES 4              /* most (b, h) slices checked in full */
-#define CHECK_ROWS 48               /* rows per slice in the row-sample check */
+#define CHECK_SLICES 4 /* most (b, h) slices checked in full */
+#define CHECK_ROWS 48  /* rows per slice in the row-sample check */
 
 /* --help, in parts: ISO C requires compilers to support only 4095-byte string literals */
 static const char *const usage_text[] = {
@@ -58,7 +58,8 @@ static const char *const usage_text[] = {
     "  --atol A --rtol R   check tolerance |x - ref| <= A + R |ref| (fp32: 1e-4, 1e-3; fp16: 2e-3, 4e-3)\n"
     "  --reps R            timed calls per variant (default: enough for --min-time, at least 5)\n"
     "  --min-time S        seconds of timed calls per variant when --reps is not given (default 0.3)\n"
-    "  --warmup W          untimed calls per variant before timing (default 3)\n"
+    "  --warmup W          untimed calls per variant before timing (default 3; stops early after "
+    "--min-time)\n"
     "  --timer T           events (default; falls back to wall if markers give no profiling data) or wall\n"
     "  --no-naive          skip the naive baseline (it is also skipped, with a note, when its scores\n"
     "                      B*H*N*N*4 bytes exceed 1/4 of min(max allocation, global memory))\n"
@@ -66,17 +67,20 @@ static const char *const usage_text[] = {
     "  --no-dense          skip the dua dense variant\n"
     "  --peak-tflops X     measured compute ceiling of the device (TFLOP/s) for the roofline fraction\n"
     "  --peak-gbps Y       measured memory bandwidth ceiling (GB/s) for the roofline fraction\n"
-    "  --json FILE         one JSON object per measurement line to FILE ('-' = stdout; the table then goes to\n"
+    "  --json FILE         one JSON object per measurement line to FILE ('-' = stdout; the table then goes "
+    "to\n"
     "                      stderr)\n"
     "  --seed S            input seed (default 1)\n"
     "  --help              this text\n"
     "\n",
-    "variants: dua_sparse = the layout of the flags (params.algo --algo); dua_dense = the same kernel on the\n"
+    "variants: dua_sparse = the layout of the flags (params.algo --algo); dua_dense = the same kernel on "
+    "the\n"
     "full layout (every depth 0, no window or sink, same causal flag); naive = DUA_ALGO_NAIVE on the sparse\n"
     "layout (materialized B*H*N*N fp32 scores; the paper's 'dense').\n"
     "\n"
     "definitions (per variant, on the layout it runs):\n"
-    "  visited FLOPs = 4 * Dh * B * Hq * sum over visited (query block, key block) pairs of rows x cols that\n"
+    "  visited FLOPs = 4 * Dh * B * Hq * sum over visited (query block, key block) pairs of rows x cols "
+    "that\n"
     "                  exist (tails counted exactly, masked elements inside a visited block counted)\n"
     "  useful FLOPs  = 4 * Dh * visible (query, key) token pairs, summed over batch and heads\n"
     "  bytes         = compulsory traffic: Q, K, V read once and O written once at the storage dtype, plus\n"
@@ -92,12 +96,15 @@ static const char *const usage_text[] = {
     "Q+K+V set is under 64 MiB, calls rotate among 3 input sets so caches do not flatter small problems.\n"
     "Inputs are uniform in [-1, 1) (fp16 via dua_float_to_half).\n"
     "\n"
-    "--check: outputs are poisoned (NaN) and one call runs; every O element must be written and not NaN, LSE\n"
-    "never NaN. Then, when one (b, h) slice costs under ~3e9 double operations, up to 4 slices ((0,0),\n"
-    "(B-1,H-1), (B/2,H/2), (0,H-1)) are compared in full with dua_attention_reference (run on a one-batch\n"
-    "one-head layout with that head's depth); otherwise 48 rows of slices (0,0) and (B-1,H-1) (first,\n"
-    "last, block edges, random) are compared with a double-precision softmax over the keys that\n"
-    "dua_layout_visible (the exact rule) says are visible. Rows with no visible key must be exactly 0.\n"
+    "--check (set 0 of the inputs, every variant): O and LSE are poisoned with NaN and one call runs; every\n"
+    "O element must be written and not NaN, LSE never NaN or +inf (all slices scanned). Then, when one\n"
+    "(b, h) slice costs under ~3e9 double operations (2*Dh*visited elements), up to 4 distinct slices of\n"
+    "(0,0), (B-1,H-1), (B/2,H/2), (0,H-1), (B-1,0) are compared in full, O and (with --lse) LSE, with\n"
+    "dua_attention_reference on a one-batch one-head layout with that head's depth; otherwise 48 rows of\n"
+    "slices (0,0) and (B-1,H-1) (first, block edges, middle, last, random) are compared with a double\n"
+    "softmax over the keys that dua_layout_visible (the library's exact rule) says are visible.\n"
+    "Rows with no visible key must be exactly 0 (LSE -inf). Each variant is checked against the reference\n"
+    "on its own layout, never against another variant.\n"
     "\n"
     "exit status: 0 success, 1 dua error or check failure, 2 bad usage.\n"};
 
@@ -191,9 +198,13 @@ static uint64_t splitmix(uint64_t *s) {
 }
 
 /* Uniform in [-1, 1), 24 random bits. */
-static float uniform(uint64_t *s) { return (float)((double)(splitmix(s) >> 40) * (2.0 / 16777216.0) - 1.0); }
+static float uniform(uint64_t *s) {
+  return (float)((double)(splitmix(s) >> 40) * (2.0 / 16777216.0) - 1.0);
+}
 
-static const char *dtype_name(dua_dtype t) { return t == DUA_F16 ? "fp16" : "fp32"; }
+static const char *dtype_name(dua_dtype t) {
+  return t == DUA_F16 ? "fp16" : "fp32";
+}
 
 static const char *algo_name(dua_attention_algo a) {
   switch (a) {
@@ -239,116 +250,126 @@ static double parse_double(const char *flag, const char *s) {
   return v;
 }
 
-static dua_dtype parse_dtype(const char *s) {
-  if (strcmp(s, "fp16") == 0)
-    return DUA_F16;
-  if (strcmp(s, "fp32") == 0)
-    return DUA_F32;
-  fail_usage("--dtype: '%s' is not supported (fp16 or fp32)", s);
-  return DUA_F32;
+/* Every option: name and how many values it takes (0 = switch, 1 = one, -1 = one or more). */
+static const struct {
+  const char *name;
+  int values;
+} known[] = {
+    {"--n", -1},          {"--depth", -1},      {"--dtype", -1},      {"--batch", 1},  {"--heads", 1},
+    {"--kv-heads", 1},    {"--dim", 1},         {"--block", 1},       {"--arity", 1},  {"--window", 1},
+    {"--sink", 1},        {"--shift", 1},       {"--head-depths", 1}, {"--pass", 1},   {"--algo", 1},
+    {"--device", 1},      {"--json", 1},        {"--reps", 1},        {"--warmup", 1}, {"--min-time", 1},
+    {"--timer", 1},       {"--peak-tflops", 1}, {"--peak-gbps", 1},   {"--atol", 1},   {"--rtol", 1},
+    {"--seed", 1},        {"--causal", 0},      {"--check", 0},       {"--lse", 0},    {"--no-naive", 0},
+    {"--force-naive", 0}, {"--no-dense", 0},    {"--help", 0},        {"--tf32", 0}};
+
+static int pick(const char *flag, const char *v, const char *const *names, int count) {
+  for (int i = 0; i < count; i++)
+    if (strcmp(v, names[i]) == 0)
+      return i;
+  fprintf(stderr, "dua-bench: %s: '%s' is not one of", flag, v);
+  for (int i = 0; i < count; i++)
+    fprintf(stderr, " %s", names[i]);
+  fprintf(stderr, "\n");
+  exit(2);
 }
 
-/* Values of a flag: "--flag=v" gives one, else every following argument up to the next "--..." (so -1 is
- * a value). Returns the number of values taken; *vals points into argv or at *inline_val. */
-static int flag_values(int argc, char **argv, int i, const char *eq, char **inline_val, char ***vals) {
-  if (eq != NULL) {
-    *inline_val = (char *)eq + 1;
-    *vals = inline_val;
-    return 1;
+static void parse_head_depths(options *o, const char *list) {
+  const char *s = list;
+  o->nhead_depths = 0;
+  while (*s) {
+    const char *comma = strchr(s, ',');
+    char item[32];
+    size_t l = comma ? (size_t)(comma - s) : strlen(s);
+    if (l == 0 || l >= sizeof item || o->nhead_depths >= (int)(sizeof o->head_depths / sizeof(int)))
+      fail_usage("--head-depths: bad list '%s'", list);
+    memcpy(item, s, l);
+    item[l] = '\0';
+    o->head_depths[o->nhead_depths++] = parse_int("--head-depths", item);
+    s += l + (comma != NULL);
   }
-  int c = 0;
-  while (i + 1 + c < argc && strncmp(argv[i + 1 + c], "--", 2) != 0)
-    c++;
-  *vals = argv + i + 1;
-  return c;
+  if (o->nhead_depths == 0)
+    fail_usage("--head-depths: empty list '%s'", list);
 }
 
 static void parse_args(int argc, char **argv, options *o) {
+  static const char *const dtypes[] = {"fp32", "fp16"}, *const algos[] = {"auto", "rule", "list"};
+  static const char *const timers[] = {"wall", "events"}, *const passes[] = {"fwd", "fwdbwd", "decode"};
   memset(o, 0, sizeof *o);
   o->n[0] = 8192, o->nn = 1;
   o->depth[0] = -1, o->ndepth = 1;
   o->dtype[0] = DUA_F16, o->dtype[1] = DUA_F32, o->ndtype = 2;
-  o->batch = 8, o->heads = 8, o->kv_heads = 0, o->dim = 64, o->block = 128, o->arity = 2;
+  o->batch = 8, o->heads = 8, o->dim = 64, o->block = 128, o->arity = 2;
   o->algo = DUA_ALGO_AUTO;
   o->warmup = 3, o->min_time = 0.3, o->use_events = 1, o->seed = 1;
   o->atol = o->rtol = -1;
   for (int i = 1; i < argc; i++) {
-    char name[64];
-    const char *a = argv[i];
-    if (strncmp(a, "--", 2) != 0)
-      fail_usage("unexpected argument '%s'", a);
-    const char *eq = strchr(a, '=');
+    /* "--flag=v" gives one value; otherwise the values are the following arguments up to the next
+     * "--..." (so -1 is a value) */
+    char name[32];
+    const char *a = argv[i], *eq = strchr(a, '=');
     size_t len = eq ? (size_t)(eq - a) : strlen(a);
-    if (len >= sizeof name)
-      fail_usage("unknown option '%s'", a);
+    int kind = -2;
+    if (strcmp(a, "-h") == 0)
+      len = 6, a = "--help";
+    for (size_t k = 0; k < sizeof known / sizeof known[0] && len < sizeof name; k++)
+      if (strlen(known[k].name) == len && strncmp(a, known[k].name, len) == 0)
+        kind = known[k].values;
+    if (kind == -2)
+      fail_usage(strncmp(a, "--", 2) ? "unexpected argument '%s' (values follow their option)"
+                                     : "unknown option '%s'",
+                 a);
     memcpy(name, a, len);
     name[len] = '\0';
-    char *inline_val = NULL, **vals;
-    int nv = flag_values(argc, argv, i, eq, &inline_val, &vals);
-    int multi = strcmp(name, "--n") == 0 || strcmp(name, "--depth") == 0 || strcmp(name, "--dtype") == 0;
-    int boolean = strcmp(name, "--causal") == 0 || strcmp(name, "--check") == 0 || strcmp(name, "--lse") == 0 ||
-                  strcmp(name, "--no-naive") == 0 || strcmp(name, "--force-naive") == 0 ||
-                  strcmp(name, "--no-dense") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0;
-    if (boolean) {
-      if (eq != NULL)
-        fail_usage("%s takes no value", name);
-      nv = 0;
-    } else if (nv == 0) {
-      fail_usage("%s needs a value", name);
-    } else if (!multi) {
-      nv = 1;
-    } else if (nv > MAXV) {
-      fail_usage("%s: too many values", name);
+    char *vals[MAXV];
+    int nv = 0;
+    if (eq != NULL) {
+      vals[nv++] = (char *)eq + 1;
+    } else {
+      while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0 && (kind < 0 || nv < kind)) {
+        if (nv == MAXV)
+          fail_usage("%s: too many values", name);
+        vals[nv++] = argv[++i];
+      }
     }
+    if (kind == 0 && nv > 0)
+      fail_usage("%s takes no value", name);
+    if (kind != 0 && nv == 0)
+      fail_usage("%s needs a value", name);
+    const char *v = nv ? vals[0] : "";
     if (strcmp(name, "--help") == 0) {
       for (size_t k = 0; k < sizeof usage_text / sizeof usage_text[0]; k++)
         fputs(usage_text[k], stdout);
       exit(0);
     } else if (strcmp(name, "--n") == 0) {
-      for (int k = 0; k < nv; k++)
-        o->n[k] = parse_int(name, vals[k]);
-      o->nn = nv;
+      for (o->nn = 0; o->nn < nv; o->nn++)
+        o->n[o->nn] = parse_int(name, vals[o->nn]);
     } else if (strcmp(name, "--depth") == 0) {
-      for (int k = 0; k < nv; k++)
-        o->depth[k] = parse_int(name, vals[k]);
-      o->ndepth = nv;
+      for (o->ndepth = 0; o->ndepth < nv; o->ndepth++)
+        o->depth[o->ndepth] = parse_int(name, vals[o->ndepth]);
     } else if (strcmp(name, "--dtype") == 0) {
-      for (int k = 0; k < nv; k++)
-        o->dtype[k] = parse_dtype(vals[k]);
-      o->ndtype = nv;
+      for (o->ndtype = 0; o->ndtype < nv; o->ndtype++)
+        o->dtype[o->ndtype] = pick(name, vals[o->ndtype], dtypes, 2) ? DUA_F16 : DUA_F32;
     } else if (strcmp(name, "--batch") == 0) {
-      o->batch = parse_int(name, vals[0]);
+      o->batch = parse_int(name, v);
     } else if (strcmp(name, "--heads") == 0) {
-      o->heads = parse_int(name, vals[0]);
+      o->heads = parse_int(name, v);
     } else if (strcmp(name, "--kv-heads") == 0) {
-      o->kv_heads = parse_int(name, vals[0]);
+      o->kv_heads = parse_int(name, v);
     } else if (strcmp(name, "--dim") == 0) {
-      o->dim = parse_int(name, vals[0]);
+      o->dim = parse_int(name, v);
     } else if (strcmp(name, "--block") == 0) {
-      o->block = parse_int(name, vals[0]);
+      o->block = parse_int(name, v);
     } else if (strcmp(name, "--arity") == 0) {
-      o->arity = parse_int(name, vals[0]);
+      o->arity = parse_int(name, v);
     } else if (strcmp(name, "--window") == 0) {
-      o->window = parse_int(name, vals[0]);
+      o->window = parse_int(name, v);
     } else if (strcmp(name, "--sink") == 0) {
-      o->sink = parse_int(name, vals[0]);
+      o->sink = parse_int(name, v);
     } else if (strcmp(name, "--shift") == 0) {
-      o->shift = parse_int(name, vals[0]);
+      o->shift = parse_int(name, v);
     } else if (strcmp(name, "--head-depths") == 0) {
-      char *s = vals[0];
-      o->nhead_depths = 0;
-      while (*s) {
-        char *comma = strchr(s, ','), item[32];
-        size_t l = comma ? (size_t)(comma - s) : strlen(s);
-        if (l == 0 || l >= sizeof item || o->nhead_depths >= (int)(sizeof o->head_depths / sizeof(int)))
-          fail_usage("--head-depths: bad list '%s'", vals[0]);
-        memcpy(item, s, l);
-        item[l] = '\0';
-        o->head_depths[o->nhead_depths++] = parse_int(name, item);
-        s += l + (comma != NULL);
-      }
-      if (o->nhead_depths == 0)
-        fail_usage("--head-depths: empty list '%s'", vals[0]);
+      parse_head_depths(o, v);
     } else if (strcmp(name, "--causal") == 0) {
       o->causal = 1;
     } else if (strcmp(name, "--lse") == 0) {
@@ -362,57 +383,38 @@ static void parse_args(int argc, char **argv, options *o) {
     } else if (strcmp(name, "--no-dense") == 0) {
       o->no_dense = 1;
     } else if (strcmp(name, "--pass") == 0) {
-      if (strcmp(vals[0], "fwd") != 0)
-        fail_usage("--pass %s: only the forward pass (fwd) is implemented in dua so far", vals[0]);
+      if (pick(name, v, passes, 3) != 0)
+        fail_usage("--pass %s: only the forward pass (fwd) is implemented in dua so far", v);
     } else if (strcmp(name, "--algo") == 0) {
-      if (strcmp(vals[0], "auto") == 0)
-        o->algo = DUA_ALGO_AUTO;
-      else if (strcmp(vals[0], "rule") == 0)
-        o->algo = DUA_ALGO_RULE;
-      else if (strcmp(vals[0], "list") == 0)
-        o->algo = DUA_ALGO_LIST;
-      else
-        fail_usage("--algo: '%s' is not one of auto, rule, list", vals[0]);
+      o->algo = (dua_attention_algo)pick(name, v, algos, 3); /* DUA_ALGO_AUTO, _RULE, _LIST */
     } else if (strcmp(name, "--device") == 0) {
-      o->device = vals[0];
+      o->device = v;
     } else if (strcmp(name, "--json") == 0) {
-      o->json = vals[0];
+      o->json = v;
     } else if (strcmp(name, "--reps") == 0) {
-      o->reps = parse_int(name, vals[0]);
-      if (o->reps < 1)
-        fail_usage("--reps %s: must be >= 1", vals[0]);
+      if ((o->reps = parse_int(name, v)) < 1)
+        fail_usage("--reps %s: must be >= 1", v);
     } else if (strcmp(name, "--warmup") == 0) {
-      o->warmup = parse_int(name, vals[0]);
-      if (o->warmup < 0)
-        fail_usage("--warmup %s: must be >= 0", vals[0]);
+      if ((o->warmup = parse_int(name, v)) < 0)
+        fail_usage("--warmup %s: must be >= 0", v);
     } else if (strcmp(name, "--min-time") == 0) {
-      o->min_time = parse_double(name, vals[0]);
-      if (o->min_time <= 0)
-        fail_usage("--min-time %s: must be > 0", vals[0]);
+      if ((o->min_time = parse_double(name, v)) <= 0)
+        fail_usage("--min-time %s: must be > 0", v);
     } else if (strcmp(name, "--timer") == 0) {
-      if (strcmp(vals[0], "events") == 0)
-        o->use_events = 1;
-      else if (strcmp(vals[0], "wall") == 0)
-        o->use_events = 0;
-      else
-        fail_usage("--timer: '%s' is not events or wall", vals[0]);
+      o->use_events = pick(name, v, timers, 2);
     } else if (strcmp(name, "--peak-tflops") == 0) {
-      o->peak_tflops = parse_double(name, vals[0]);
+      o->peak_tflops = parse_double(name, v);
     } else if (strcmp(name, "--peak-gbps") == 0) {
-      o->peak_gbps = parse_double(name, vals[0]);
+      o->peak_gbps = parse_double(name, v);
     } else if (strcmp(name, "--atol") == 0) {
-      o->atol = parse_double(name, vals[0]);
+      o->atol = parse_double(name, v);
     } else if (strcmp(name, "--rtol") == 0) {
-      o->rtol = parse_double(name, vals[0]);
+      o->rtol = parse_double(name, v);
     } else if (strcmp(name, "--seed") == 0) {
-      o->seed = (unsigned long long)parse_double(name, vals[0]);
+      o->seed = (unsigned long long)parse_double(name, v);
     } else if (strcmp(name, "--tf32") == 0) {
-      fail_usage("%s is a peers.py option (PyTorch's tf32 switch); dua has no tf32 path yet", name);
-    } else {
-      fail_usage("unknown option '%s'", a);
+      fail_usage("%s is peers.py's PyTorch tf32 switch; dua has no tf32 path yet", name);
     }
-    if (eq == NULL)
-      i += nv;
   }
   /* checks the layout would not name as such (the rest is validated by dua_layout_create) */
   if (o->batch <= 0 || o->heads <= 0 || o->dim <= 0)
@@ -447,12 +449,14 @@ static void json_str(FILE *f, const char *key, const char *s) {
 
 static void json_num(FILE *f, const char *key, double v) {
   if (isfinite(v))
-    fprintf(f, ", \"%s\": %.6g", key, v);
+    fprintf(f, ", \"%s\": %.10g", key, v);
   else
     fprintf(f, ", \"%s\": null", key);
 }
 
-static void json_int(FILE *f, const char *key, long long v) { fprintf(f, ", \"%s\": %lld", key, v); }
+static void json_int(FILE *f, const char *key, long long v) {
+  fprintf(f, ", \"%s\": %lld", key, v);
+}
 
 /* ------------------------------------------------------------------ layouts and counts */
 
@@ -464,7 +468,8 @@ static void resolve_depths(const options *o, int depth, int D, int32_t *out) {
   }
 }
 
-static dua_layout *make_layout(const options *o, int n, int batch, int heads, const int32_t *depths, int extras) {
+static dua_layout *make_layout(const options *o, int n, int batch, int heads, const int32_t *depths,
+                               int extras) {
   dua_layout_desc d;
   memset(&d, 0, sizeof d);
   d.seq_len = n;
@@ -482,7 +487,8 @@ static dua_layout *make_layout(const options *o, int n, int batch, int heads, co
   char err[512];
   dua_status st = dua_layout_create(&d, &l, err, sizeof err);
   if (st != DUA_SUCCESS) {
-    fprintf(stderr, "dua-bench: dua_layout_create failed: %s (%d): %s\n", dua_status_string(st), (int)st, err);
+    fprintf(stderr, "dua-bench: dua_layout_create failed: %s (%d): %s\n", dua_status_string(st), (int)st,
+            err);
     exit(1);
   }
   return l;
@@ -616,7 +622,8 @@ static void finish(bench *b) {
 /* ------------------------------------------------------------------ check */
 
 /* Reads slice (b, h) of an attention tensor (N x width elements, contiguous) into floats. */
-static void read_slice(bench *b, dua_buffer *buf, dua_dtype dt, int heads, int bi, int h, int width, float *out) {
+static void read_slice(bench *b, dua_buffer *buf, dua_dtype dt, int heads, int bi, int h, int width,
+                       float *out) {
   size_t count = (size_t)b->n * width, es = dua_dtype_size(dt);
   size_t off = ((size_t)bi * heads + h) * count * es;
   dua_status st;
@@ -680,8 +687,9 @@ static void check_slice_full(bench *b, check_stats *c, int bi, int h, int32_t de
   }
   if (b->opt->lse) /* LSE: same tolerance; empty rows must be -inf on both sides */
     for (int i = 0; i < N; i++) {
-      int bad = (isinf(rl[i]) || isinf(lse[i])) ? lse[i] != rl[i]
-                                               : !(fabs((double)lse[i] - rl[i]) <= c->atol + c->rtol * fabs(rl[i]));
+      int bad = (isinf(rl[i]) || isinf(lse[i]))
+                    ? lse[i] != rl[i]
+                    : !(fabs((double)lse[i] - rl[i]) <= c->atol + c->rtol * fabs(rl[i]));
       c->compared++;
       if (bad && c->bad++ == 0)
         snprintf(c->first_bad, sizeof c->first_bad, "b=%d h=%d row=%d: lse %.7g, expected %.7g", bi, h, i,
@@ -781,16 +789,17 @@ static void check_variant(bench *b, const char *variant, dua_layout *layout, con
         nan_l += isnan(lse[i]) || (isinf(lse[i]) && lse[i] > 0);
     }
   if (nan_o || nan_l) {
-    fprintf(stderr, "dua-bench: CHECK FAILED (%s, n=%d, %s): %lld output elements NaN or never written, %lld LSE "
-                    "values NaN or +inf\n",
+    fprintf(stderr,
+            "dua-bench: CHECK FAILED (%s, n=%d, %s): %lld output elements NaN or never written, %lld LSE "
+            "values NaN or +inf\n",
             variant, N, dtype_name(b->dtype), nan_o, nan_l);
     exit(1);
   }
   double cost = 2.0 * DH * elements_per_slice;
   int nslices = cost <= 0 ? CHECK_SLICES : (int)fmin(CHECK_SLICES, floor(CHECK_BUDGET / cost));
   if (nslices > 0) {
-    int cand[CHECK_SLICES][2] = {{0, 0}, {B - 1, H - 1}, {B / 2, H / 2}, {0, H - 1}}, done = 0;
-    for (int s = 0; s < CHECK_SLICES && done < nslices; s++) {
+    int cand[][2] = {{0, 0}, {B - 1, H - 1}, {B / 2, H / 2}, {0, H - 1}, {B - 1, 0}}, done = 0;
+    for (int s = 0; s < (int)(sizeof cand / sizeof cand[0]) && done < nslices; s++) {
       int dup = 0;
       for (int t = 0; t < s; t++)
         dup |= cand[t][0] == cand[s][0] && cand[t][1] == cand[s][1];
@@ -810,14 +819,15 @@ static void check_variant(bench *b, const char *variant, dua_layout *layout, con
   }
   free(q), free(k), free(v), free(out), free(ro), free(lse), free(rl);
   if (c.bad) {
-    fprintf(stderr,
-            "dua-bench: CHECK FAILED (%s, n=%d, %s): %lld of %lld values outside |x - ref| <= %g + %g |ref|, max "
-            "error %.3g; first: %s\n",
-            variant, N, dtype_name(b->dtype), c.bad, c.compared, c.atol, c.rtol, c.max_err, c.first_bad);
+    fprintf(
+        stderr,
+        "dua-bench: CHECK FAILED (%s, n=%d, %s): %lld of %lld values outside |x - ref| <= %g + %g |ref|, max "
+        "error %.3g; first: %s\n",
+        variant, N, dtype_name(b->dtype), c.bad, c.compared, c.atol, c.rtol, c.max_err, c.first_bad);
     exit(1);
   }
-  fprintf(stderr, "  check %-10s ok: %s, %lld values, max |err| %.3g (tolerance %g + %g |ref|)\n", variant, what,
-          c.compared, c.max_err, c.atol, c.rtol);
+  fprintf(stderr, "  check %-10s ok: %s, %lld values, max |err| %.3g (tolerance %g + %g |ref|)\n", variant,
+          what, c.compared, c.max_err, c.atol, c.rtol);
 }
 
 /* ------------------------------------------------------------------ timing */
@@ -847,16 +857,29 @@ static cl_event marker(bench *b) {
 static timing time_variant(bench *b, dua_layout *layout, const dua_attention_params *p) {
   const options *o = b->opt;
   timing t = {NAN, NAN, NAN, 0, 0};
+  /* warm-up calls, each finished and timed; the fastest after the first (which may compile kernels) is the
+   * estimate for --reps; warm-up stops early once it has taken --min-time */
   int set = 0;
-  for (int i = 0; i < o->warmup; i++)
-    call(b, layout, p, (set++) % b->nsets, o->lse);
-  finish(b);
-  int R = o->reps;
-  if (R == 0) {
+  double one = -1, spent = 0;
+  for (int i = 0; i < o->warmup; i++) {
     double t0 = now_s();
     call(b, layout, p, (set++) % b->nsets, o->lse);
     finish(b);
-    double one = now_s() - t0;
+    double dt = now_s() - t0;
+    spent += dt;
+    if (i > 0 || o->warmup == 1)
+      one = one < 0 || dt < one ? dt : one;
+    if (i > 0 && spent > o->min_time)
+      break;
+  }
+  int R = o->reps;
+  if (R == 0) {
+    if (one < 0) {
+      double t0 = now_s();
+      call(b, layout, p, (set++) % b->nsets, o->lse);
+      finish(b);
+      one = now_s() - t0;
+    }
     double want = ceil(o->min_time / (one > 1e-7 ? one : 1e-7));
     R = want < 5 ? 5 : (want > 100000 ? 100000 : (int)want);
   }
@@ -870,7 +893,7 @@ static timing time_variant(bench *b, dua_layout *layout, const dua_attention_par
   for (int tr = 0; tr < trials; tr++) {
     double t0 = now_s();
     if (events && (ev[nev++] = marker(b)) == NULL)
-      events = 0;
+      events = 0, nev--;
     for (int i = 0; i < per; i++) {
       call(b, layout, p, (set++) % b->nsets, o->lse);
       if (events && (ev[nev++] = marker(b)) == NULL)
@@ -890,7 +913,8 @@ static timing time_variant(bench *b, dua_layout *layout, const dua_attention_par
       cl_ulong prev = 0;
       for (int i = 0; i <= per && ok; i++, idx++) {
         cl_ulong end = 0;
-        if (clGetEventProfilingInfo(ev[idx], CL_PROFILING_COMMAND_END, sizeof end, &end, NULL) != CL_SUCCESS ||
+        if (clGetEventProfilingInfo(ev[idx], CL_PROFILING_COMMAND_END, sizeof end, &end, NULL) !=
+                CL_SUCCESS ||
             end == 0 || (i > 0 && end < prev))
           ok = 0;
         if (i > 0 && ok) {
@@ -947,8 +971,8 @@ static result *add_result(bench *b) {
   return r;
 }
 
-static void write_json(bench *b, const problem *pr, int var, const char *name, const timing *t, const result *r,
-                       const char *algo, const char *checked, int extras) {
+static void write_json(bench *b, const problem *pr, int var, const char *name, const timing *t,
+                       const result *r, const char *algo, const char *checked, int extras) {
   FILE *f = b->json;
   if (f == NULL)
     return;
@@ -1024,27 +1048,28 @@ static void print_table(bench *b) {
   fprintf(f, "\ndua-bench on %s (%s, driver %s), pass fwd%s\n", b->info.name, b->info.platform_name,
           b->info.driver_version, o->lse ? ", with LSE" : "");
   fprintf(f, "%-10s %6s %3s %3s %3s %4s %4s %2s %5s %5s %5s %3s %4s %8s %8s %10s %8s %8s %8s %8s %8s%s %s\n",
-          "variant", "n", "B", "H", "Hkv", "Dh", "blk", "p", "depth", "win", "sink", "cau", "type", "dens_blk",
-          "dens_pr", "ms", "TFLOP/s", "useful", "GB/s", "x_dense", "x_naive", o->peak_tflops > 0 ? "  roofl" : "",
-          "check");
+          "variant", "n", "B", "H", "Hkv", "Dh", "blk", "p", "depth", "win", "sink", "cau", "type",
+          "dens_blk", "dens_pr", "ms", "TFLOP/s", "useful", "GB/s", "x_dense", "x_naive",
+          o->peak_tflops > 0 ? "  roofl" : "", "check");
   for (int i = 0; i < b->nresults; i++) {
     const result *r = &b->results[i];
-    fprintf(f, "%-10s %6d %3d %3d %3d %4d %4d %2d %5s %5d %5d %3s %4s %8.5f %8.5f ", r->variant, r->n, r->batch,
-            r->heads, r->kv_heads, r->dim, r->block, r->arity, r->depth, r->window, r->sink, r->causal ? "yes" : "no",
-            r->dtype, r->density, r->density_pairs);
+    fprintf(f, "%-10s %6d %3d %3d %3d %4d %4d %2d %5s %5d %5d %3s %4s %8.5f %8.5f ", r->variant, r->n,
+            r->batch, r->heads, r->kv_heads, r->dim, r->block, r->arity, r->depth, r->window, r->sink,
+            r->causal ? "yes" : "no", r->dtype, r->density, r->density_pairs);
     if (r->skipped[0]) {
       fprintf(f, "skipped: %s\n", r->skipped);
       continue;
     }
-    fprintf(f, "%10.4f %8.4f %8.4f %8.2f %8.2f %8.2f", r->ms, r->tflops, r->useful_tflops, r->gbps, r->vs_dense,
-            r->vs_naive);
+    fprintf(f, "%10.4f %8.4f %8.4f %8.2f %8.2f %8.2f", r->ms, r->tflops, r->useful_tflops, r->gbps,
+            r->vs_dense, r->vs_naive);
     if (o->peak_tflops > 0)
       fprintf(f, " %7.1f%%", 100.0 * r->roof);
     fprintf(f, " %s\n", r->check[0] ? r->check : "-");
   }
-  fprintf(f, "ms: median per call (%s); TFLOP/s on visited blocks (4*Dh*rows*cols of visited blocks); useful: "
-             "on visible pairs; GB/s on compulsory bytes (Q,K,V,O once%s); x_dense, x_naive: speedup of the row "
-             "over dua_dense and naive (NaN when not run)\n",
+  fprintf(f,
+          "ms: median per call (%s); TFLOP/s on visited blocks (4*Dh*rows*cols of visited blocks); useful: "
+          "on visible pairs; GB/s on compulsory bytes (Q,K,V,O once%s); x_dense, x_naive: speedup of the row "
+          "over dua_dense and naive (NaN when not run)\n",
           b->events_ok && o->use_events ? "device time from profiling markers" : "host wall clock",
           o->lse ? ", LSE" : "");
 }
@@ -1112,8 +1137,9 @@ static void run_problem(bench *b, int depth_arg) {
              "scores need %.0f MiB > 1/4 of min(max alloc, global mem) = %.0f MiB (--force-naive runs it)",
              scores / 1048576.0, limit / 1048576.0);
 
-  fprintf(stderr, "problem n=%d B=%d H=%d Hkv=%d Dh=%d blk=%d p=%d depth=%s (tree %d) window=%d sink=%d%s %s: "
-                  "density %.5f blocks, %.5f pairs; %d input set%s\n",
+  fprintf(stderr,
+          "problem n=%d B=%d H=%d Hkv=%d Dh=%d blk=%d p=%d depth=%s (tree %d) window=%d sink=%d%s %s: "
+          "density %.5f blocks, %.5f pairs; %d input set%s\n",
           N, B, H, o->kv_heads, o->dim, o->block, o->arity, pr.depth_text, b->tree_depth, o->window, o->sink,
           o->causal ? " causal" : "", dtype_name(b->dtype), pr.dens[0].blocks, pr.dens[0].pairs, b->nsets,
           b->nsets == 1 ? "" : "s");
@@ -1161,7 +1187,8 @@ static void run_problem(bench *b, int depth_arg) {
     }
     /* the dense line describes the full layout it ran: depth 0, no window, sink or shift */
     const char *algo = var == V_SPARSE ? algo_name(o->algo) : (var == V_DENSE ? "auto" : "naive");
-    write_json(b, &pr, var, names[var], &t[var], r, algo, checked[var][0] ? checked[var] : NULL, var != V_DENSE);
+    write_json(b, &pr, var, names[var], &t[var], r, algo, checked[var][0] ? checked[var] : NULL,
+               var != V_DENSE);
   }
   dua_layout_destroy(sparse);
   dua_layout_destroy(dense);

@@ -5,13 +5,14 @@
 size_t dua_fwd_local_bytes(const dua_fwd_params *p, int head_dim) {
   size_t row = (size_t)head_dim + 4; /* ROW_STRIDE in attn_fwd.cl */
   return sizeof(float) * ((size_t)p->block_m * row + (size_t)p->block_n * row +
-                          (size_t)p->block_m * ((size_t)p->block_n + 1) + 2u * (size_t)p->block_m * p->threads_n);
+                          (size_t)p->block_m * ((size_t)p->block_n + 4) + 2u * (size_t)p->block_m * p->threads_n);
 }
 
 int dua_fwd_params_valid(const dua_fwd_params *p, int head_dim, int layout_block, const dua_device_info *dev) {
   if (p->block_m <= 0 || p->block_n <= 0 || p->threads_m <= 0 || p->threads_n <= 0)
     return 0;
-  if (p->block_m % p->threads_m || p->block_n % p->threads_n || head_dim % p->threads_n || head_dim % 4)
+  if (p->block_m % p->threads_m || p->block_n % p->threads_n || head_dim % p->threads_n ||
+      (head_dim / p->threads_n) % 4 || p->block_n % 4)
     return 0;
   if (layout_block % p->block_m || layout_block % p->block_n)
     return 0;
@@ -28,7 +29,7 @@ dua_fwd_params dua_fwd_params_default(int head_dim, int layout_block, const dua_
   p.block_m = head_dim >= 96 ? 32 : 64;
   p.block_n = 32;
   p.threads_m = 16;
-  p.threads_n = 16;
+  p.threads_n = head_dim % 64 == 0 ? 16 : 8; /* DK = head_dim / threads_n must be a multiple of 4 */
   if (p.block_m > layout_block)
     p.block_m = layout_block;
   if (p.block_n > layout_block)

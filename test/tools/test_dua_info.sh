@@ -1,0 +1,29 @@
+#!/bin/sh
+# dua-info: lists the device, prints valid JSON with the probed fields, and fails clearly with no platform.
+set -eu
+info=$1
+out=$("$info")
+echo "$out" | grep -q "compute units" || { echo "dua-info printed no device:"; echo "$out"; exit 1; }
+echo "$out" | grep -q "attention path" || { echo "dua-info printed no kernel path"; exit 1; }
+"$info" --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["devices"], "no devices in --json"
+for k in ("name", "vendor", "driver_version", "compute_units", "local_mem_bytes", "max_work_group_size",
+          "fp16", "subgroups", "nv_mma_f16", "attention_path", "program_cache", "numa_node"):
+    assert k in d["devices"][0], "missing " + k
+assert d["host"]["cores"] >= 1
+print("json ok:", d["devices"][0]["name"])'
+"$info" --device 0 >/dev/null
+if "$info" --device no-such-device-xyz >/dev/null 2>&1; then echo "a bad --device was accepted"; exit 1; fi
+if "$info" --bogus >/dev/null 2>&1; then echo "an unknown flag was accepted"; exit 1; fi
+# No OpenCL platform at all: an empty vendor directory for the ICD loader.
+empty=$(mktemp -d)
+set +e
+msg=$(OCL_ICD_VENDORS="$empty" OCL_ICD_FILENAMES="" "$info" 2>&1)
+rc=$?
+set -e
+rmdir "$empty"
+[ "$rc" -ne 0 ] || { echo "dua-info exited 0 without a platform"; exit 1; }
+echo "$msg" | grep -qi "no OpenCL platform" || { echo "unclear message without a platform: $msg"; exit 1; }
+echo "no-platform message ok: $msg"
