@@ -340,6 +340,26 @@ DUA_API dua_status dua_attention_reference(const dua_layout *layout, float scale
                                            const dua_host_tensor *v, const dua_host_tensor *o,
                                            const dua_host_tensor *lse);
 
+/* Gradients of a forward pass (FlashAttention-2 structure): given q, k, v, the forward's o and lse, and
+ * d_o = dLoss/dO, writes dq (B, Hq, N, Dh), dk and dv (B, Hkv, N, Dh; summed over the query heads of a GQA
+ * group) in q's dtype, and, when params->level_bias is set and d_level_bias is not NULL, the gradient of
+ * the level bias (fp32, shape of params->level_bias), summed over batch and positions. Deterministic:
+ * no floating-point atomics. Queued on the context's queue; does not wait. */
+DUA_API dua_status dua_attention_backward(dua_context *ctx, dua_layout *layout, const dua_attention_params *params,
+                                          const dua_tensor *q, const dua_tensor *k, const dua_tensor *v,
+                                          const dua_tensor *o, const dua_tensor *lse, const dua_tensor *d_o,
+                                          const dua_tensor *dq, const dua_tensor *dk, const dua_tensor *dv,
+                                          const dua_tensor *d_level_bias);
+
+/* CPU reference backward in double accumulation (recomputes the forward itself): host tensors as in
+ * dua_attention_reference; d_o has q's shape; dq, dk, dv are written; d_level_bias ([heads][max D + 1]) is
+ * written when level_bias and d_level_bias are both non-NULL. */
+DUA_API dua_status dua_attention_backward_reference(const dua_layout *layout, float scale, const float *level_bias,
+                                                    const dua_host_tensor *q, const dua_host_tensor *k,
+                                                    const dua_host_tensor *v, const dua_host_tensor *d_o,
+                                                    const dua_host_tensor *dq, const dua_host_tensor *dk,
+                                                    const dua_host_tensor *dv, float *d_level_bias);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,17 +1,15 @@
 /* forward.c: dua_attention_forward: argument validation, kernel variant choice and launch of the portable
  * block-sparse forward (cl/attn_fwd.cl) or the naive materialized baseline (cl/attn_naive.cl).
  * Steady state: no allocation, no upload and no synchronization per call. */
-#include "attention/layout_device.h"
+#include "attention/forward_internal.h"
 #include "tuning/fwd_params.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 
-typedef struct {
-  cl_int n_tokens, blk, nb, shift, window, sink, causal, hq, hkv, max_depth;
-} shape_arg; /* dua_fwd_shape / dua_naive_shape in the kernels */
 
 static cl_long4 strides_of(const dua_tensor *t) {
   cl_long4 s;
@@ -204,6 +202,115 @@ static dua_status forward_naive(dua_context *ctx, dua_layout *l, const dua_atten
   return DUA_SUCCESS;
 }
 
+/* Kernel arguments shared by every forward kernel variant (portable and vendor fast paths). */
+static dua_fwd_call make_call(const dua_layout *l, const dua_attention_params *params, float scale,
+                              const dua_tensor *q, const dua_tensor *k, const dua_tensor *v, const dua_tensor *o,
+                              const dua_tensor *lse, const dua_layout_device *dev) {
+  dua_fwd_call c;
+  memset(&c, 0, sizeof c);
+  c.shape = shape_of(l);
+  c.q_strides = strides_of(q);
+  c.k_strides = strides_of(k);
+  c.v_strides = strides_of(v);
+  c.o_strides = strides_of(o);
+  c.lse_strides = lse ? strides_of(lse) : c.q_strides;
+  c.offsets = (cl_long4){{element_offset(q), element_offset(k), element_offset(v), element_offset(o)}};
+  c.aux_offsets = (cl_long2){{lse ? element_offset(lse) : 0, params->level_bias ? element_offset(params->level_bias) : 0}};
+  c.has_lse = lse != NULL;
+  c.scale_log2 = scale * 1.4426950408889634f;
+  c.bias_stride = params->level_bias ? (cl_int)params->level_bias->strides[0] : 0;
+  c.q = q->buffer->mem;
+  c.k = k->buffer->mem;
+  c.v = v->buffer->mem;
+  c.o = o->buffer->mem;
+  c.lse = lse ? lse->buffer->mem : dev->dummy;
+  c.head_rules = dev->head_rules;
+  c.paths = dev->paths ? dev->paths : dev->dummy;
+  c.order = dev->order ? dev->order : dev->dummy;
+  c.rank_range = dev->rank_range ? dev->rank_range : dev->dummy;
+  c.list_counts = dev->list_counts ? dev->list_counts : dev->dummy;
+  c.list_full = dev->list_full ? dev->list_full : dev->dummy;
+  c.list_indices = dev->list_indices ? dev->list_indices : dev->dummy;
+  c.level_bias = params->level_bias ? params->level_bias->buffer->mem : dev->dummy;
+  c.head_dim = (int)q->shape[3];
+  c.fp16 = q->dtype == DUA_F16;
+  c.has_bias = params->level_bias != NULL;
+  c.enum_mode = (l->kind == DUA_LAYOUT_LIST || params->algo == DUA_ALGO_LIST) ? 2 : l->kind == DUA_LAYOUT_CONTENT ? 1 : 0;
+  c.tree_mode = l->kind == DUA_LAYOUT_LIST ? 2 : l->kind == DUA_LAYOUT_CONTENT ? 1 : 0;
+  c.batch = l->batch;
+  c.heads = l->heads;
+  c.num_blocks = l->num_blocks;
+  c.block = l->block;
+  return c;
+}
+
+dua_status dua_fwd_set_args(dua_context *ctx, cl_kernel kernel, const dua_fwd_call *c) {
+  arg_list a = {kernel, 0, CL_SUCCESS};
+  arg(&a, sizeof c->q, &c->q);
+  arg(&a, sizeof c->k, &c->k);
+  arg(&a, sizeof c->v, &c->v);
+  arg(&a, sizeof c->o, &c->o);
+  arg(&a, sizeof c->lse, &c->lse);
+  arg(&a, sizeof c->q_strides, &c->q_strides);
+  arg(&a, sizeof c->k_strides, &c->k_strides);
+  arg(&a, sizeof c->v_strides, &c->v_strides);
+  arg(&a, sizeof c->o_strides, &c->o_strides);
+  arg(&a, sizeof c->lse_strides, &c->lse_strides);
+  arg(&a, sizeof c->offsets, &c->offsets);
+  arg(&a, sizeof c->aux_offsets, &c->aux_offsets);
+  arg(&a, sizeof c->has_lse, &c->has_lse);
+  arg(&a, sizeof c->shape, &c->shape);
+  arg(&a, sizeof c->scale_log2, &c->scale_log2);
+  arg(&a, sizeof c->head_rules, &c->head_rules);
+  arg(&a, sizeof c->paths, &c->paths);
+  arg(&a, sizeof c->order, &c->order);
+  arg(&a, sizeof c->rank_range, &c->rank_range);
+  arg(&a, sizeof c->list_counts, &c->list_counts);
+  arg(&a, sizeof c->list_full, &c->list_full);
+  arg(&a, sizeof c->list_indices, &c->list_indices);
+  arg(&a, sizeof c->level_bias, &c->level_bias);
+  arg(&a, sizeof c->bias_stride, &c->bias_stride);
+  if (a.err != CL_SUCCESS)
+    return dua_fail(ctx, (dua_status)a.err, "forward kernel: setting argument %u failed: %s", a.index - 1,
+                    dua_status_string((dua_status)a.err));
+  return DUA_SUCCESS;
+}
+
+static dua_status forward_portable(dua_context *ctx, const dua_fwd_call *c) {
+  dua_fwd_params tp = dua_fwd_params_default(c->head_dim, c->block, &ctx->info);
+  const char *tile = getenv("DUA_FWD_TILE"); /* developer override "block_m,block_n,threads_m,threads_n" */
+  if (tile && *tile) {
+    dua_fwd_params o;
+    if (sscanf(tile, "%d,%d,%d,%d", &o.block_m, &o.block_n, &o.threads_m, &o.threads_n) != 4 ||
+        !dua_fwd_params_valid(&o, c->head_dim, c->block, &ctx->info))
+      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
+                      "DUA_FWD_TILE = \"%s\" is not a valid block_m,block_n,threads_m,threads_n for head_dim %d, "
+                      "block %d on this device",
+                      tile, c->head_dim, c->block);
+    tp = o;
+  }
+  if (!dua_fwd_params_valid(&tp, c->head_dim, c->block, &ctx->info))
+    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
+                    "dua_attention_forward: no forward tile fits this device for head_dim %d, block %d "
+                    "(local memory %llu bytes, max work-group %zu)",
+                    c->head_dim, c->block, (unsigned long long)ctx->info.local_mem_bytes, ctx->info.max_work_group_size);
+  char options[256];
+  snprintf(options, sizeof options,
+           "-DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DTM=%d -DTN=%d -DDUA_FP16=%d -DDUA_ENUM=%d -DDUA_TREE=%d "
+           "-DDUA_BIAS=%d",
+           c->head_dim, tp.block_m, tp.block_n, tp.threads_m, tp.threads_n, c->fp16, c->enum_mode, c->tree_mode,
+           c->has_bias);
+  cl_kernel kernel;
+  dua_status st = dua_program_kernel(ctx, "common,attn_fwd", options, "dua_attn_fwd", &kernel);
+  if (st != DUA_SUCCESS || (st = dua_fwd_set_args(ctx, kernel, c)) != DUA_SUCCESS)
+    return st;
+  const size_t threads = (size_t)tp.threads_m * tp.threads_n;
+  const size_t tiles = (size_t)c->num_blocks * (size_t)(c->block / tp.block_m);
+  size_t global[3] = {tiles * threads, (size_t)c->heads, (size_t)c->batch};
+  size_t local[3] = {threads, 1, 1};
+  return launch(ctx, kernel, 3, global, local, "dua_attn_fwd");
+}
+
 dua_status dua_attention_forward(dua_context *ctx, dua_layout *l, const dua_attention_params *params,
                                  const dua_tensor *q, const dua_tensor *k, const dua_tensor *v, const dua_tensor *o,
                                  const dua_tensor *lse) {
@@ -227,75 +334,13 @@ dua_status dua_attention_forward(dua_context *ctx, dua_layout *l, const dua_atte
     return st;
   if (params->algo == DUA_ALGO_NAIVE)
     return forward_naive(ctx, l, params, scale, q, k, v, o, lse, dev);
-
-  dua_fwd_params tp = dua_fwd_params_default(head_dim, l->block, &ctx->info);
-  if (!dua_fwd_params_valid(&tp, head_dim, l->block, &ctx->info))
-    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
-                    "dua_attention_forward: no forward tile fits this device for head_dim %d, block %d "
-                    "(local memory %llu bytes, max work-group %zu)",
-                    head_dim, l->block, (unsigned long long)ctx->info.local_mem_bytes, ctx->info.max_work_group_size);
-  const int enum_mode = use_lists ? 2 : l->kind == DUA_LAYOUT_CONTENT ? 1 : 0;
-  const int tree_mode = l->kind == DUA_LAYOUT_LIST ? 2 : l->kind == DUA_LAYOUT_CONTENT ? 1 : 0;
-  char options[256];
-  snprintf(options, sizeof options,
-           "-DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DTM=%d -DTN=%d -DDUA_FP16=%d -DDUA_ENUM=%d -DDUA_TREE=%d "
-           "-DDUA_BIAS=%d",
-           head_dim, tp.block_m, tp.block_n, tp.threads_m, tp.threads_n, q->dtype == DUA_F16, enum_mode, tree_mode,
-           params->level_bias != NULL);
-  cl_kernel kernel;
-  if ((st = dua_program_kernel(ctx, "common,attn_fwd", options, "dua_attn_fwd", &kernel)) != DUA_SUCCESS)
-    return st;
-
-  shape_arg shape = shape_of(l);
-  cl_long4 qs = strides_of(q), ks = strides_of(k), vs = strides_of(v), os = strides_of(o);
-  cl_long4 lse_s = lse ? strides_of(lse) : qs;
-  cl_long4 offs = {{element_offset(q), element_offset(k), element_offset(v), element_offset(o)}};
-  cl_long2 aux = {{lse ? element_offset(lse) : 0, params->level_bias ? element_offset(params->level_bias) : 0}};
-  cl_int has_lse = lse != NULL;
-  cl_float scale_log2 = scale * 1.4426950408889634f;
-  cl_int bias_stride = params->level_bias ? (cl_int)params->level_bias->strides[0] : 0;
-  cl_mem qm = q->buffer->mem, km = k->buffer->mem, vm = v->buffer->mem, om = o->buffer->mem;
-  cl_mem lsem = lse ? lse->buffer->mem : dev->dummy;
-  cl_mem paths = dev->paths ? dev->paths : dev->dummy, order = dev->order ? dev->order : dev->dummy;
-  cl_mem ranks = dev->rank_range ? dev->rank_range : dev->dummy;
-  cl_mem counts = dev->list_counts ? dev->list_counts : dev->dummy;
-  cl_mem full = dev->list_full ? dev->list_full : dev->dummy;
-  cl_mem indices = dev->list_indices ? dev->list_indices : dev->dummy;
-  cl_mem bias = params->level_bias ? params->level_bias->buffer->mem : dev->dummy;
-
-  arg_list a = {kernel, 0, CL_SUCCESS};
-  arg(&a, sizeof qm, &qm);
-  arg(&a, sizeof km, &km);
-  arg(&a, sizeof vm, &vm);
-  arg(&a, sizeof om, &om);
-  arg(&a, sizeof lsem, &lsem);
-  arg(&a, sizeof qs, &qs);
-  arg(&a, sizeof ks, &ks);
-  arg(&a, sizeof vs, &vs);
-  arg(&a, sizeof os, &os);
-  arg(&a, sizeof lse_s, &lse_s);
-  arg(&a, sizeof offs, &offs);
-  arg(&a, sizeof aux, &aux);
-  arg(&a, sizeof has_lse, &has_lse);
-  arg(&a, sizeof shape, &shape);
-  arg(&a, sizeof scale_log2, &scale_log2);
-  arg(&a, sizeof dev->head_rules, &dev->head_rules);
-  arg(&a, sizeof paths, &paths);
-  arg(&a, sizeof order, &order);
-  arg(&a, sizeof ranks, &ranks);
-  arg(&a, sizeof counts, &counts);
-  arg(&a, sizeof full, &full);
-  arg(&a, sizeof indices, &indices);
-  arg(&a, sizeof bias, &bias);
-  arg(&a, sizeof bias_stride, &bias_stride);
-  if (a.err != CL_SUCCESS)
-    return dua_fail(ctx, (dua_status)a.err, "dua_attn_fwd: setting argument %u failed: %s", a.index - 1,
-                    dua_status_string((dua_status)a.err));
-  const size_t threads = (size_t)tp.threads_m * tp.threads_n;
-  const size_t tiles = (size_t)l->num_blocks * (size_t)(l->block / tp.block_m);
-  size_t global[3] = {tiles * threads, (size_t)l->heads, (size_t)l->batch};
-  size_t local[3] = {threads, 1, 1};
-  return launch(ctx, kernel, 3, global, local, "dua_attn_fwd");
+  const dua_fwd_call call = make_call(l, params, scale, q, k, v, o, lse, dev);
+  if (ctx->info.nv_mma_f16 && !ctx->fast_paths_disabled) {
+    st = dua_forward_nv_mma(ctx, &call);
+    if (st != DUA_ERROR_UNSUPPORTED)
+      return st; /* done, or a real failure; UNSUPPORTED: this shape has no tensor-core kernel */
+  }
+  return forward_portable(ctx, &call);
 }
 
 dua_status dua_context_warm_up(dua_context *ctx) {
