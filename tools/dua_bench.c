@@ -65,6 +65,7 @@ static const char *const usage_text[] = {
     "                      B*H*N*N*4 bytes exceed 1/4 of min(max allocation, global memory))\n"
     "  --force-naive       run the naive baseline even above that limit\n"
     "  --no-dense          skip the dua dense variant\n"
+    "  --show-mask         print the block mask of batch 0, head 0 (# full, + partial, . skipped)\n"
     "  --peak-tflops X     measured compute ceiling of the device (TFLOP/s) for the roofline fraction\n"
     "  --peak-gbps Y       measured memory bandwidth ceiling (GB/s) for the roofline fraction\n"
     "  --json FILE         one JSON object per measurement line to FILE ('-' = stdout; the table then goes "
@@ -117,7 +118,7 @@ typedef struct options {
   int batch, heads, kv_heads, dim, block, arity, window, sink, causal, shift, lse;
   dua_attention_algo algo;
   const char *device, *json;
-  int check, reps, warmup, use_events, no_naive, force_naive, no_dense;
+  int check, reps, warmup, use_events, no_naive, force_naive, no_dense, show_mask;
   double min_time, peak_tflops, peak_gbps, atol, rtol;
   unsigned long long seed;
 } options;
@@ -261,7 +262,7 @@ static const struct {
     {"--device", 1},      {"--json", 1},        {"--reps", 1},        {"--warmup", 1}, {"--min-time", 1},
     {"--timer", 1},       {"--peak-tflops", 1}, {"--peak-gbps", 1},   {"--atol", 1},   {"--rtol", 1},
     {"--seed", 1},        {"--causal", 0},      {"--check", 0},       {"--lse", 0},    {"--no-naive", 0},
-    {"--force-naive", 0}, {"--no-dense", 0},    {"--help", 0},        {"--tf32", 0}};
+    {"--force-naive", 0}, {"--no-dense", 0},    {"--help", 0},        {"--tf32", 0},   {"--show-mask", 0}};
 
 static int pick(const char *flag, const char *v, const char *const *names, int count) {
   for (int i = 0; i < count; i++)
@@ -382,6 +383,8 @@ static void parse_args(int argc, char **argv, options *o) {
       o->force_naive = 1;
     } else if (strcmp(name, "--no-dense") == 0) {
       o->no_dense = 1;
+    } else if (strcmp(name, "--show-mask") == 0) {
+      o->show_mask = 1;
     } else if (strcmp(name, "--pass") == 0) {
       if (pick(name, v, passes, 3) != 0)
         fail_usage("--pass %s: only the forward pass (fwd) is implemented in dua so far", v);
@@ -1096,6 +1099,14 @@ static void run_problem(bench *b, int depth_arg) {
     snprintf(pr.depth_text, sizeof pr.depth_text, "mixed");
 
   dua_layout *sparse = make_layout(o, N, B, H, depths, 1);
+  if (o->show_mask) { /* '#' full block, '+' partial (element mask), '.' skipped */
+    size_t need = dua_layout_mask_text(sparse, 0, 0, NULL, 0);
+    char *text = malloc(need + 1);
+    if (text && dua_layout_mask_text(sparse, 0, 0, text, need + 1) == need)
+      fprintf(stderr, "block mask of batch 0, head 0 (N=%d, block %d; # full, + partial, . skipped):\n%s\n", N,
+              o->block, text);
+    free(text);
+  }
   dua_layout *dense = make_layout(o, N, B, H, NULL, 0);
   dua_layout *lay[3] = {sparse, dense, sparse};
   size_t es = dua_dtype_size(b->dtype);
