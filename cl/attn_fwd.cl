@@ -28,9 +28,6 @@
 #ifndef TN
 #define TN 16
 #endif
-#ifndef DUA_ENUM
-#define DUA_ENUM 0
-#endif
 #ifndef DUA_BIAS
 #define DUA_BIAS 0
 #endif
@@ -52,9 +49,6 @@
 #define DUA_EXP2 native_exp2 /* ex2.approx on NVIDIA; the tests bound the error like any other */
 #endif
 
-typedef struct {
-  int n_tokens, blk, nb, shift, window, sink, causal, hq, hkv, max_depth;
-} dua_fwd_shape;
 
 /* Loads rows [r0, r0 + rows) of a (tokens x HEAD_DIM) slice into local memory (rows past n_tokens: 0). */
 inline void load_tile(__local float *dst, __global const dua_store_t *src, long row_stride, int r0, int rows,
@@ -77,7 +71,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void
 dua_attn_fwd(__global const dua_store_t *q, __global const dua_store_t *k, __global const dua_store_t *v,
              __global dua_store_t *o, __global float *lse, /* lse may be a 1-element dummy when has_lse = 0 */
              long4 q_strides, long4 k_strides, long4 v_strides, long4 o_strides, long4 lse_strides,
-             long4 offsets /* elements: q, k, v, o */, long2 aux_offsets /* lse, level_bias */, int has_lse, dua_fwd_shape shape, float scale_log2, __global const dua_head_rule *head_rules,
+             long4 offsets /* elements: q, k, v, o */, long2 aux_offsets /* lse, level_bias */, int has_lse, dua_shape shape, float scale_log2, __global const dua_head_rule *head_rules,
              __global const uchar *paths,    /* [B][Hq][nb][max_depth] (DUA_TREE == 1) */
              __global const int *order,      /* [B*Hq][nb] (DUA_ENUM == 1) */
              __global const int *rank_range, /* [B*Hq][nb] x (lo, hi) (DUA_ENUM == 1) */
@@ -121,61 +115,11 @@ dua_attn_fwd(__global const dua_store_t *q, __global const dua_store_t *k, __glo
   }
 
   /* ---- enumerate the visited key blocks: a few intervals, a bucket, or a list */
-#if DUA_ENUM == 2
-  const int n_items = list_counts[bh * shape.nb + m];
-  const int n_full = list_full[bh * shape.nb + m];
-  __global const int *items = list_indices + (bh * shape.nb + m) * shape.nb;
-#else
-  int2 iv[3];
-  int2 tree = (int2)(0, 0);
-#if DUA_TREE == 0
-  tree = dua_tree_range(hr, m, shape.shift, shape.nb);
-#endif
-  const int n_iv = dua_visit_intervals(m, tree, shape.blk, shape.n_tokens, shape.nb, shape.window, shape.sink,
-                                       shape.causal, iv);
-  int n_items = 0;
-  for (int t = 0; t < n_iv; t++)
-    n_items += iv[t].y - iv[t].x;
-#if DUA_ENUM == 1
-  const int bucket_lo = rank_range[2 * (bh * shape.nb + m)], bucket_hi = rank_range[2 * (bh * shape.nb + m) + 1];
-  const int n_interval_items = n_items;
-  n_items += bucket_hi - bucket_lo;
-#endif
-#endif
-
-  for (int item = 0; item < n_items; item++) {
+  const dua_row_visits rv = dua_row_visits_begin(m, bh, hr, shape, rank_range, list_counts, list_full);
+  for (int item = 0; item < rv.n_items; item++) {
     int n, shared, full;
-#if DUA_ENUM == 2
-    n = items[item];
-#if DUA_TREE == 2
-    shared = 1;
-#else
-    shared = block_shared(hr, m, n, shape.shift, path_m, paths_bh, shape.max_depth);
-#endif
-    full = item < n_full;
-#else
-#if DUA_ENUM == 1
-    if (item >= n_interval_items) {
-      n = order[bh * shape.nb + bucket_lo + (item - n_interval_items)];
-      int in_iv = 0;
-      for (int t = 0; t < n_iv; t++)
-        in_iv |= n >= iv[t].x && n < iv[t].y;
-      if (in_iv || (shape.causal && n > m))
-        continue; /* visited through an interval already, or in the future: uniform across the group */
-      shared = 1;
-    } else
-#endif
-    {
-      int rest = item, t = 0;
-      while (rest >= iv[t].y - iv[t].x) {
-        rest -= iv[t].y - iv[t].x;
-        t++;
-      }
-      n = iv[t].x + rest;
-      shared = block_shared(hr, m, n, shape.shift, path_m, paths_bh, shape.max_depth);
-    }
-    full = dua_tile_full(m, n, shared, shape.blk, shape.n_tokens, shape.window, shape.sink, shape.causal);
-#endif
+    if (!dua_row_visit(&rv, item, m, bh, hr, shape, path_m, paths_bh, order, list_indices, &n, &shared, &full))
+      continue; /* uniform across the work-group */
     float beta = 0.0f;
 #if DUA_BIAS
     if (shared)

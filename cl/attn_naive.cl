@@ -2,14 +2,11 @@
  * layout's mask written to a (B, Hq, N, N) fp32 scratch, a row softmax in place, then O = P V. Three
  * launches, every score stored: the reference point that fused kernels are measured against. */
 
-typedef struct {
-  int n_tokens, blk, nb, shift, window, sink, causal, hq, hkv, max_depth;
-} dua_naive_shape;
 
 /* global (N keys, N queries, B*Hq) */
 __kernel void dua_naive_scores(__global const dua_store_t *q, __global const dua_store_t *k,
                                __global float *scores, long4 q_strides, long4 k_strides, long2 offsets,
-                               dua_naive_shape shape, int head_dim, float scale,
+                               dua_shape shape, int head_dim, float scale,
                                __global const dua_head_rule *head_rules, __global const uchar *paths,
                                __global const float *level_bias, long bias_offset, int bias_stride, int has_bias) {
   const int j = get_global_id(0), i = get_global_id(1), bh = get_global_id(2);

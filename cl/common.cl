@@ -146,3 +146,89 @@ inline int block_lca(dua_head_rule hr, int m, int n, int shift, __global const u
 #endif
 }
 
+
+/* Problem scalars passed by value to the attention kernels (host: shape_arg in forward_internal.h). */
+typedef struct {
+  int n_tokens, blk, nb, shift, window, sink, causal, hq, hkv, max_depth;
+} dua_shape;
+
+#ifndef DUA_ENUM
+#define DUA_ENUM 0 /* 0 rule intervals, 1 intervals + content bucket, 2 device block lists */
+#endif
+
+/* The visited key blocks of query block m of (b, h), enumerated as items 0 .. n_items-1 in time
+ * proportional to their number: rule intervals (sink, window, positional tree range), then the content
+ * bucket (DUA_ENUM 1), or the device list row, full blocks first (DUA_ENUM 2). */
+typedef struct {
+  int2 iv[3];
+  int n_iv, n_interval_items, n_items, bucket_lo, n_full;
+} dua_row_visits;
+
+inline dua_row_visits dua_row_visits_begin(int m, long bh, dua_head_rule hr, dua_shape shape,
+                                           __global const int *rank_range, __global const int *list_counts,
+                                           __global const int *list_full) {
+  dua_row_visits rv;
+  rv.n_iv = rv.n_interval_items = rv.bucket_lo = rv.n_full = 0;
+#if DUA_ENUM == 2
+  rv.n_items = list_counts[bh * shape.nb + m];
+  rv.n_full = list_full[bh * shape.nb + m];
+#else
+  int2 tree = (int2)(0, 0);
+#if DUA_TREE == 0
+  tree = dua_tree_range(hr, m, shape.shift, shape.nb);
+#endif
+  rv.n_iv = dua_visit_intervals(m, tree, shape.blk, shape.n_tokens, shape.nb, shape.window, shape.sink,
+                                shape.causal, rv.iv);
+  int items = 0;
+  for (int t = 0; t < rv.n_iv; t++)
+    items += rv.iv[t].y - rv.iv[t].x;
+  rv.n_interval_items = items;
+#if DUA_ENUM == 1
+  rv.bucket_lo = rank_range[2 * (bh * shape.nb + m)];
+  items += rank_range[2 * (bh * shape.nb + m) + 1] - rv.bucket_lo;
+#endif
+  rv.n_items = items;
+#endif
+  return rv;
+}
+
+/* Item `item` of the row: sets *n, *shared (tree-visible) and *full (no element mask needed). Returns 0
+ * when the item is to be skipped (a bucket block already visited through an interval, or in the future). */
+inline int dua_row_visit(const dua_row_visits *rv, int item, int m, long bh, dua_head_rule hr, dua_shape shape,
+                         __global const uchar *path_m, __global const uchar *paths_bh, __global const int *order,
+                         __global const int *list_indices, int *n, int *shared, int *full) {
+#if DUA_ENUM == 2
+  *n = list_indices[(bh * shape.nb + m) * shape.nb + item];
+#if DUA_TREE == 2
+  *shared = 1;
+#else
+  *shared = block_shared(hr, m, *n, shape.shift, path_m, paths_bh, shape.max_depth);
+#endif
+  *full = item < rv->n_full;
+  return 1;
+#else
+#if DUA_ENUM == 1
+  if (item >= rv->n_interval_items) {
+    int nn = order[bh * shape.nb + rv->bucket_lo + (item - rv->n_interval_items)];
+    for (int t = 0; t < rv->n_iv; t++)
+      if (nn >= rv->iv[t].x && nn < rv->iv[t].y)
+        return 0;
+    if (shape.causal && nn > m)
+      return 0;
+    *n = nn;
+    *shared = 1;
+    *full = dua_tile_full(m, nn, 1, shape.blk, shape.n_tokens, shape.window, shape.sink, shape.causal);
+    return 1;
+  }
+#endif
+  int rest = item, t = 0;
+  while (rest >= rv->iv[t].y - rv->iv[t].x) {
+    rest -= rv->iv[t].y - rv->iv[t].x;
+    t++;
+  }
+  *n = rv->iv[t].x + rest;
+  *shared = block_shared(hr, m, *n, shape.shift, path_m, paths_bh, shape.max_depth);
+  *full = dua_tile_full(m, *n, *shared, shape.blk, shape.n_tokens, shape.window, shape.sink, shape.causal);
+  return 1;
+#endif
+}

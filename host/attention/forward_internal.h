@@ -7,7 +7,7 @@
 
 typedef struct {
   cl_int n_tokens, blk, nb, shift, window, sink, causal, hq, hkv, max_depth;
-} shape_arg; /* dua_fwd_shape / dua_naive_shape in the kernels */
+} shape_arg; /* dua_shape in cl/common.cl */
 
 /* Arguments of dua_attn_fwd-style kernels, in kernel argument order, plus the choices that select the
  * variant (-D options). */
@@ -25,6 +25,48 @@ typedef struct dua_fwd_call {
   int head_dim, fp16, has_bias, enum_mode, tree_mode; /* DUA_ENUM, DUA_TREE of attn_fwd.cl */
   int batch, heads, num_blocks, block;
 } dua_fwd_call;
+
+static inline cl_long4 dua_strides4(const dua_tensor *t) {
+  cl_long4 s;
+  for (int d = 0; d < 4; d++)
+    s.s[d] = t->strides[d];
+  return s;
+}
+
+/* A tensor's byte offset in elements. */
+static inline cl_long dua_elem_offset(const dua_tensor *t) { return (cl_long)(t->offset / dua_dtype_size(t->dtype)); }
+
+static inline shape_arg dua_shape_of(const dua_layout *l) {
+  shape_arg s = {l->seq_len, l->block, l->num_blocks, l->shift, l->window, l->sink,
+                 l->causal,  l->heads, l->kv_heads,   l->max_depth};
+  return s;
+}
+
+/* Sets kernel arguments in order; remembers the first failure. */
+typedef struct {
+  cl_kernel kernel;
+  cl_uint index;
+  cl_int err;
+} dua_arg_list;
+
+static inline void dua_arg(dua_arg_list *a, size_t size, const void *value) {
+  if (a->err == CL_SUCCESS)
+    a->err = clSetKernelArg(a->kernel, a->index, size, value);
+  a->index++;
+}
+
+/* Enqueues an NDRange; names the kernel in the error. */
+dua_status dua_launch(dua_context *ctx, cl_kernel kernel, cl_uint dims, const size_t *global, const size_t *local,
+                      const char *what);
+
+/* Checks t's shape against (d0, d1, d2, d3); fn names the entry point in the message. */
+dua_status dua_check_shape(dua_context *ctx, const char *fn, const dua_tensor *t, const char *name, int64_t d0,
+                           int64_t d1, int64_t d2, int64_t d3);
+
+/* The forward's argument checks (q, k, v, o, optional lse, params); fn names the entry point. */
+dua_status dua_attention_validate(dua_context *ctx, const char *fn, const dua_layout *l,
+                                  const dua_attention_params *p, const dua_tensor *q, const dua_tensor *k,
+                                  const dua_tensor *v, const dua_tensor *o, const dua_tensor *lse);
 
 /* Sets the 24 arguments of a dua_attn_fwd-style kernel. */
 dua_status dua_fwd_set_args(dua_context *ctx, cl_kernel kernel, const dua_fwd_call *call);

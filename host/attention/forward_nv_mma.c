@@ -1,9 +1,50 @@
-/* forward_nv_mma.c: NVIDIA tensor-core (inline-PTX mma.sync) forward. Not written yet: every call falls back
- * to the portable kernel. */
+/* forward_nv_mma.c: NVIDIA tensor-core forward (cl/attn_fwd_mma.cl, inline-PTX mma.sync m16n8k16) for fp16
+ * storage, head dims 64 and 128, block sizes >= 64, 16-byte aligned rows. Anything else returns
+ * DUA_ERROR_UNSUPPORTED without recording an error, and the portable kernel runs instead.
+ *
+ * On a device that is not NVIDIA's (reached only when a test forces ctx->info.nv_mma_f16), the kernel is built
+ * with DUA_MMA_EMULATE=1: the warp instructions are emulated in plain OpenCL, so PoCL can check the kernel. */
 #include "attention/forward_internal.h"
 
-dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *call) {
-  (void)ctx;
-  (void)call;
-  return DUA_ERROR_UNSUPPORTED;
+#include <stdio.h>
+#include <string.h>
+
+#define MMA_BLOCK_M 64 /* query rows per work-group (attn_fwd_mma.cl BM) */
+#define MMA_THREADS 128
+
+/* Every row of every tensor starts on a 16-byte boundary (cp.async moves 16 bytes; O is stored as half2). */
+static int rows_aligned(const dua_fwd_call *c) {
+  const cl_long4 *s[4] = {&c->q_strides, &c->k_strides, &c->v_strides, &c->o_strides};
+  for (int i = 0; i < 4; i++) {
+    if (c->offsets.s[i] % 8 != 0)
+      return 0;
+    for (int d = 0; d < 3; d++)
+      if (s[i]->s[d] % 8 != 0)
+        return 0;
+  }
+  return 1;
+}
+
+static int is_nvidia(const dua_context *ctx) {
+  return strstr(ctx->info.vendor, "NVIDIA") != NULL || strstr(ctx->info.platform_name, "NVIDIA") != NULL;
+}
+
+dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
+  if (!c->fp16 || (c->head_dim != 64 && c->head_dim != 128) || c->block < MMA_BLOCK_M || !rows_aligned(c))
+    return DUA_ERROR_UNSUPPORTED;
+  char options[256];
+  snprintf(options, sizeof options, "-DHEAD_DIM=%d -DDUA_FP16=1 -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=%d%s",
+           c->head_dim, c->enum_mode, c->tree_mode, c->has_bias, is_nvidia(ctx) ? "" : " -DDUA_MMA_EMULATE=1");
+  cl_kernel kernel;
+  dua_status st = dua_program_kernel(ctx, "common,attn_fwd_mma", options, "dua_attn_fwd_mma", &kernel);
+  if (st != DUA_SUCCESS || (st = dua_fwd_set_args(ctx, kernel, c)) != DUA_SUCCESS)
+    return st;
+  const size_t tiles = (size_t)c->num_blocks * (size_t)(c->block / MMA_BLOCK_M);
+  size_t global[3] = {tiles * MMA_THREADS, (size_t)c->heads, (size_t)c->batch};
+  size_t local[3] = {MMA_THREADS, 1, 1};
+  cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, 0, NULL, NULL);
+  if (err != CL_SUCCESS)
+    return dua_fail(ctx, (dua_status)err, "launching dua_attn_fwd_mma failed: %s", dua_status_string((dua_status)err));
+  dua_log(ctx, DUA_LOG_DEBUG, "forward: tensor-core kernel dua_attn_fwd_mma (%s)", options);
+  return DUA_SUCCESS;
 }

@@ -8,8 +8,9 @@ static void release(void *p) {
   dua_layout_device *d = p;
   if (!d)
     return;
-  cl_mem *mems[] = {&d->head_rules, &d->paths,     &d->order,        &d->rank_range,
-                    &d->list_counts, &d->list_full, &d->list_indices, &d->dummy};
+  cl_mem *mems[] = {&d->head_rules,   &d->paths,      &d->order,         &d->rank_range,
+                    &d->list_counts,  &d->list_full,  &d->list_indices,  &d->tlist_counts,
+                    &d->tlist_full,   &d->tlist_indices, &d->dummy};
   for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
     if (*mems[i])
       clReleaseMemObject(*mems[i]);
@@ -61,22 +62,30 @@ static dua_status upload_rules(dua_context *ctx, const dua_layout *l, dua_layout
   return st;
 }
 
-static dua_status upload_lists(dua_context *ctx, dua_layout *l, dua_layout_device *d) {
+/* Uploads the forward (transposed = 0) or transposed block lists into the three handles given. */
+static dua_status upload_lists(dua_context *ctx, dua_layout *l, int transposed, cl_mem *counts, cl_mem *full,
+                               cl_mem *indices) {
   dua_block_lists lists;
-  dua_status st = dua_layout_lists(l, 0, &lists);
+  dua_status st = dua_layout_lists(l, transposed, &lists);
   if (st != DUA_SUCCESS)
     return dua_fail(ctx, st, "building block lists: %s", l->error);
   size_t rows = (size_t)l->batch * (size_t)l->heads * (size_t)l->num_blocks;
-  if ((st = upload(ctx, lists.counts, rows * sizeof(int32_t), &d->list_counts, "list counts")) != DUA_SUCCESS ||
-      (st = upload(ctx, lists.full_counts, rows * sizeof(int32_t), &d->list_full, "list full counts")) !=
-          DUA_SUCCESS ||
-      (st = upload(ctx, lists.indices, rows * (size_t)l->num_blocks * sizeof(int32_t), &d->list_indices,
-                   "list indices")) != DUA_SUCCESS)
+  if ((st = upload(ctx, lists.counts, rows * sizeof(int32_t), counts, "list counts")) != DUA_SUCCESS ||
+      (st = upload(ctx, lists.full_counts, rows * sizeof(int32_t), full, "list full counts")) != DUA_SUCCESS ||
+      (st = upload(ctx, lists.indices, rows * (size_t)l->num_blocks * sizeof(int32_t), indices, "list indices")) !=
+          DUA_SUCCESS) {
+    cl_mem *all[3] = {counts, full, indices};
+    for (int i = 0; i < 3; i++)
+      if (*all[i]) {
+        clReleaseMemObject(*all[i]);
+        *all[i] = NULL;
+      }
     return st;
+  }
   return DUA_SUCCESS;
 }
 
-dua_status dua_layout_device_get(dua_context *ctx, dua_layout *layout, int with_lists, dua_layout_device **out) {
+dua_status dua_layout_device_get(dua_context *ctx, dua_layout *layout, int lists, dua_layout_device **out) {
   dua_layout_device *d = layout->device;
   if (d && d->ctx_serial != ctx->serial) { /* used with another context before: start over */
     release(d);
@@ -99,17 +108,13 @@ dua_status dua_layout_device_get(dua_context *ctx, dua_layout *layout, int with_
     layout->device = d;
     layout->device_release = release;
   }
-  if (with_lists && !d->list_counts) {
-    dua_status st = upload_lists(ctx, layout, d);
-    if (st != DUA_SUCCESS) {
-      if (d->list_counts)
-        clReleaseMemObject(d->list_counts);
-      if (d->list_full)
-        clReleaseMemObject(d->list_full);
-      d->list_counts = d->list_full = NULL;
-      return st;
-    }
-  }
+  dua_status st = DUA_SUCCESS;
+  if ((lists & DUA_DEVICE_LISTS) && !d->list_counts)
+    st = upload_lists(ctx, layout, 0, &d->list_counts, &d->list_full, &d->list_indices);
+  if (st == DUA_SUCCESS && (lists & DUA_DEVICE_TRANSPOSED_LISTS) && !d->tlist_counts)
+    st = upload_lists(ctx, layout, 1, &d->tlist_counts, &d->tlist_full, &d->tlist_indices);
+  if (st != DUA_SUCCESS)
+    return st;
   *out = d;
   return DUA_SUCCESS;
 }

@@ -15,10 +15,16 @@ typedef struct dua_layout_device {
   cl_mem list_counts;  /* [B*Hq][nb] int, made when lists are first needed; NULL before */
   cl_mem list_full;    /* [B*Hq][nb] int */
   cl_mem list_indices; /* [B*Hq][nb][nb] int */
+  cl_mem tlist_counts;  /* transposed lists (for key block n, the query blocks visiting it), as above */
+  cl_mem tlist_full;
+  cl_mem tlist_indices;
   cl_mem dummy;        /* 16 bytes for unused kernel arguments */
 } dua_layout_device;
 
-/* The device copies of layout for ctx (made now if needed; with_lists also uploads the block lists). */
-dua_status dua_layout_device_get(dua_context *ctx, dua_layout *layout, int with_lists, dua_layout_device **out);
+/* What dua_layout_device_get uploads besides the rule tables. */
+enum { DUA_DEVICE_LISTS = 1, DUA_DEVICE_TRANSPOSED_LISTS = 2 };
+
+/* The device copies of layout for ctx (made now if needed; `lists` is a mask of the list forms wanted). */
+dua_status dua_layout_device_get(dua_context *ctx, dua_layout *layout, int lists, dua_layout_device **out);
 
 #endif

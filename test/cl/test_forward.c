@@ -61,40 +61,6 @@ static dua_tensor dev_view(dua_buffer *buf, dua_dtype dt, int64_t b, int64_t h, 
   return t;
 }
 
-static void fill(float *x, size_t n, test_rng *r, dua_dtype dt) {
-  for (size_t i = 0; i < n; i++) {
-    float f = test_rng_float(r);
-    x[i] = dt == DUA_F16 ? dua_half_to_float(dua_float_to_half(f)) : f;
-  }
-}
-
-static dua_buffer *upload(dua_context *ctx, const float *x, size_t n, dua_dtype dt) {
-  dua_buffer *buf = NULL;
-  ck_assert_int_eq(dua_buffer_create(ctx, n * dua_dtype_size(dt), &buf), DUA_SUCCESS);
-  if (dt == DUA_F16) {
-    uint16_t *h = malloc(n * 2);
-    for (size_t i = 0; i < n; i++)
-      h[i] = dua_float_to_half(x[i]);
-    ck_assert_int_eq(dua_buffer_write(buf, 0, n * 2, h), DUA_SUCCESS);
-    free(h);
-  } else {
-    ck_assert_int_eq(dua_buffer_write(buf, 0, n * 4, x), DUA_SUCCESS);
-  }
-  return buf;
-}
-
-static void download(dua_buffer *buf, float *x, size_t n, dua_dtype dt) {
-  if (dt == DUA_F16) {
-    uint16_t *h = malloc(n * 2);
-    ck_assert_int_eq(dua_buffer_read(buf, 0, n * 2, h), DUA_SUCCESS);
-    for (size_t i = 0; i < n; i++)
-      x[i] = dua_half_to_float(h[i]);
-    free(h);
-  } else {
-    ck_assert_int_eq(dua_buffer_read(buf, 0, n * 4, x), DUA_SUCCESS);
-  }
-}
-
 static dua_layout *make_layout(problem *p) {
   dua_layout *l = NULL;
   char err[256] = "";
@@ -116,9 +82,9 @@ static void run_problem(dua_context *ctx, problem *p, dua_layout *l, run *r, tes
     r->q = malloc(r->nq * 4);
     r->k = malloc(r->nk * 4);
     r->v = malloc(r->nk * 4);
-    fill(r->q, r->nq, rng, p->dtype);
-    fill(r->k, r->nk, rng, p->dtype);
-    fill(r->v, r->nk, rng, p->dtype);
+    test_fill(r->q, r->nq, rng, p->dtype);
+    test_fill(r->k, r->nk, rng, p->dtype);
+    test_fill(r->v, r->nk, rng, p->dtype);
   }
   r->o = malloc(r->nq * 4);
   r->lse = malloc(r->nl * 4);
@@ -135,8 +101,8 @@ static void run_problem(dua_context *ctx, problem *p, dua_layout *l, run *r, tes
     for (size_t i = 0; i < r->nbias; i++)
       r->bias[i] = 2.0f * test_rng_float(rng);
   }
-  dua_buffer *bq = upload(ctx, r->q, r->nq, p->dtype), *bk = upload(ctx, r->k, r->nk, p->dtype);
-  dua_buffer *bv = upload(ctx, r->v, r->nk, p->dtype), *bo = NULL, *bl = NULL, *bb = NULL;
+  dua_buffer *bq = test_upload(ctx, r->q, r->nq, p->dtype), *bk = test_upload(ctx, r->k, r->nk, p->dtype);
+  dua_buffer *bv = test_upload(ctx, r->v, r->nk, p->dtype), *bo = NULL, *bl = NULL, *bb = NULL;
   ck_assert_int_eq(dua_buffer_create(ctx, r->nq * dua_dtype_size(p->dtype), &bo), DUA_SUCCESS);
   ck_assert_int_eq(dua_buffer_create(ctx, r->nl * 4, &bl), DUA_SUCCESS);
   /* poison: all-ones bytes are NaN in fp32 and fp16 */
@@ -149,15 +115,15 @@ static void run_problem(dua_context *ctx, problem *p, dua_layout *l, run *r, tes
   dua_attention_params_init(&params);
   params.algo = p->algo;
   if (p->with_bias) {
-    bb = upload(ctx, r->bias, r->nbias, DUA_F32);
+    bb = test_upload(ctx, r->bias, r->nbias, DUA_F32);
     tb = dua_tensor_contiguous(bb, 0, DUA_F32, H, dmax + 1, 1, 1);
     params.level_bias = &tb;
   }
   dua_status st = dua_attention_forward(ctx, l, &params, &tq, &tk, &tv, &to, &tl);
   ck_assert_msg(st == DUA_SUCCESS, "forward failed: %s: %s", dua_status_string(st), dua_context_last_error(ctx));
   ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
-  download(bo, r->o, r->nq, p->dtype);
-  download(bl, r->lse, r->nl, DUA_F32);
+  test_download(bo, r->o, r->nq, p->dtype);
+  test_download(bl, r->lse, r->nl, DUA_F32);
   r->hq = host_view(r->q, B, H, N, D, p->bnhd);
   r->hk = host_view(r->k, B, HK, N, D, p->bnhd);
   r->hv = host_view(r->v, B, HK, N, D, p->bnhd);
@@ -442,7 +408,7 @@ START_TEST(invalid_arguments_leave_outputs_untouched) {
   ck_assert_int_eq(dua_buffer_create(ctx, 2 * 64 * 4, &bl), DUA_SUCCESS);
   test_rng rng = test_rng_make(107);
   float *x = malloc(n * 4);
-  fill(x, n, &rng, DUA_F32);
+  test_fill(x, n, &rng, DUA_F32);
   ck_assert_int_eq(dua_buffer_write(bq, 0, n * 4, x), DUA_SUCCESS);
   ck_assert_int_eq(dua_buffer_fill_bytes(bo, 0, n * 4, 0x5A), DUA_SUCCESS);
   ck_assert_int_eq(dua_buffer_fill_bytes(bl, 0, 2 * 64 * 4, 0x5A), DUA_SUCCESS);

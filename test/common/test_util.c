@@ -66,3 +66,39 @@ int test_run_suite(Suite *s) {
   srunner_free(sr);
   return failed == 0 ? 0 : 1;
 }
+
+void test_fill(float *x, size_t n, test_rng *r, dua_dtype dtype) {
+  for (size_t i = 0; i < n; i++) {
+    float f = test_rng_float(r);
+    x[i] = dtype == DUA_F16 ? dua_half_to_float(dua_float_to_half(f)) : f;
+  }
+}
+
+dua_buffer *test_upload(dua_context *ctx, const float *x, size_t n, dua_dtype dtype) {
+  dua_buffer *buf = NULL;
+  ck_assert_int_eq(dua_buffer_create(ctx, n * dua_dtype_size(dtype), &buf), DUA_SUCCESS);
+  if (dtype == DUA_F16) {
+    uint16_t *h = malloc(n * 2);
+    ck_assert_ptr_nonnull(h);
+    for (size_t i = 0; i < n; i++)
+      h[i] = dua_float_to_half(x[i]);
+    ck_assert_int_eq(dua_buffer_write(buf, 0, n * 2, h), DUA_SUCCESS);
+    free(h);
+  } else {
+    ck_assert_int_eq(dua_buffer_write(buf, 0, n * 4, x), DUA_SUCCESS);
+  }
+  return buf;
+}
+
+void test_download(dua_buffer *buf, float *x, size_t n, dua_dtype dtype) {
+  if (dtype == DUA_F16) {
+    uint16_t *h = malloc(n * 2);
+    ck_assert_ptr_nonnull(h);
+    ck_assert_int_eq(dua_buffer_read(buf, 0, n * 2, h), DUA_SUCCESS);
+    for (size_t i = 0; i < n; i++)
+      x[i] = dua_half_to_float(h[i]);
+    free(h);
+  } else {
+    ck_assert_int_eq(dua_buffer_read(buf, 0, n * 4, x), DUA_SUCCESS);
+  }
+}

@@ -25,6 +25,13 @@ dua_context *test_context(void);
 /* |x - ref| <= atol + rtol |ref|, never NaN. Returns the index of the first failure or -1. */
 long test_compare(const float *x, const float *ref, size_t n, double atol, double rtol, double *max_err);
 
+/* n random values in [-1, 1), rounded to what dtype stores (so a reference sees the device's inputs). */
+void test_fill(float *x, size_t n, test_rng *r, dua_dtype dtype);
+/* A new device buffer holding x (converted to dtype); ck_abort on failure. */
+dua_buffer *test_upload(dua_context *ctx, const float *x, size_t n, dua_dtype dtype);
+/* Reads n elements of dtype back as floats. */
+void test_download(dua_buffer *buf, float *x, size_t n, dua_dtype dtype);
+
 /* Runs a suite; returns the process exit code. */
 int test_run_suite(Suite *s);
 

@@ -1,0 +1,525 @@
+/* attn_fwd_mma.cl: NVIDIA tensor-core block-sparse attention forward for fp16 storage (inline PTX: cp.async,
+ * ldmatrix, mma.sync m16n8k16 f16 x f16 -> f32, shfl.sync, ex2.approx), FlashAttention-2 style.
+ *
+ * Same arguments and semantics as dua_attn_fwd in attn_fwd.cl (layout enumeration DUA_ENUM, tree membership
+ * DUA_TREE, level bias DUA_BIAS, causal, window, sink, tails, GQA, strides, LSE, empty rows), and the same
+ * per-block skip decisions: skipped key blocks are never loaded.
+ *
+ * A work-group of 4 warps (128 work-items) owns 64 query rows of one (batch, query head), 16 rows per warp.
+ * Q (64 x HEAD_DIM) is staged once through local memory into A fragments held in registers. Key tiles of 64
+ * keys are staged in local memory (K and V one buffer each, with cp.async: V(j) streams in while S = Q K(j)^T
+ * runs, K(j+1) while O += P V(j) runs). Scores, the online softmax (fp32, exp2 with log2(e) folded into the
+ * scale) and O live in mma C fragments; P is rounded to f16 and re-packed from C into A fragments.
+ *
+ * Requirements checked by the host (forward_nv_mma.c): fp16 storage, HEAD_DIM 64 or 128, block size >= 64,
+ * every row of q, k, v, o 16-byte aligned (element offsets and strides multiples of 8).
+ *
+ * DUA_MMA_EMULATE=1 replaces each warp-level instruction by plain OpenCL over local memory (with barriers),
+ * so that the kernel's indexing and layout logic can be checked on any device (PoCL); slow, tests only. */
+
+#ifndef HEAD_DIM
+#define HEAD_DIM 64
+#endif
+#ifndef DUA_ENUM
+#define DUA_ENUM 0
+#endif
+#ifndef DUA_BIAS
+#define DUA_BIAS 0
+#endif
+#ifndef DUA_MMA_EMULATE
+#define DUA_MMA_EMULATE 0
+#endif
+
+#define BM 64       /* query rows per work-group: 4 warps x 16 rows */
+#define BN 64       /* keys per K/V tile */
+#define THREADS 128 /* 4 warps */
+#define PITCH (HEAD_DIM + 8) /* halves per local row: +16 bytes puts the 8 rows of an ldmatrix in 8 bank groups */
+#define KSTEPS (HEAD_DIM / 16) /* k-steps of S = Q K^T (16 head-dim columns each) */
+#define STILES (BN / 8)        /* n-tiles of S (8 keys each) */
+#define OTILES (HEAD_DIM / 8)  /* n-tiles of O (8 head-dim columns each) */
+
+#if HEAD_DIM % 16
+#error "HEAD_DIM must be a multiple of 16"
+#endif
+
+typedef struct {
+  int n_tokens, blk, nb, shift, window, sink, causal, hq, hkv, max_depth;
+} dua_fwd_shape;
+
+#if DUA_MMA_EMULATE
+/* Scratch of the emulated warp instructions: one slot per work-item. */
+#define EMU_PARAMS , __local int *emu_i, __local uint *emu_u, __local float *emu_f
+#define EMU_ARGS , emu_i, emu_u, emu_f
+#else
+#define EMU_PARAMS
+#define EMU_ARGS
+inline uint smem_addr(__local const void *p) { return (uint)(size_t)p; }
+#endif
+
+/* 16-byte asynchronous copy global -> local (completes at cp_wait + barrier). */
+inline void cp16(__local ushort *dst, __global const ushort *src) {
+#if DUA_MMA_EMULATE
+  *(__local uint4 *)dst = *(__global const uint4 *)src;
+#else
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src) : "memory");
+#endif
+}
+
+inline void cp_commit(void) {
+#if !DUA_MMA_EMULATE
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+
+#if DUA_MMA_EMULATE
+#define CP_WAIT(n)
+#else
+#define CP_WAIT(n) asm volatile("cp.async.wait_group " #n ";" ::: "memory")
+#endif
+
+/* ldmatrix .x4: lane l gives the local offset (halves) of row l % 8 of 8x8 matrix l / 8; register i receives
+ * (row g, columns 2t, 2t+1) of matrix i (lane = 4g + t), lower column in the low 16 bits. */
+inline uint4 ldsm_x4(__local const ushort *base, int off EMU_PARAMS) {
+  uint4 r;
+#if DUA_MMA_EMULATE
+  const int tid = get_local_id(0), w0 = tid & ~31, g = (tid & 31) >> 2, t = tid & 3;
+  emu_i[tid] = off;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  uint v[4];
+  for (int i = 0; i < 4; i++) {
+    const int ro = emu_i[w0 + 8 * i + g];
+    v[i] = (uint)base[ro + 2 * t] | ((uint)base[ro + 2 * t + 1] << 16);
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+  r = (uint4)(v[0], v[1], v[2], v[3]);
+#else
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.s0), "=r"(r.s1), "=r"(r.s2), "=r"(r.s3)
+               : "r"(smem_addr(base + off))
+               : "memory");
+#endif
+  return r;
+}
+
+/* ldmatrix .x4 .trans: same addressing; register i receives (rows 2t, 2t+1; column g) of matrix i. */
+inline uint4 ldsm_x4_trans(__local const ushort *base, int off EMU_PARAMS) {
+  uint4 r;
+#if DUA_MMA_EMULATE
+  const int tid = get_local_id(0), w0 = tid & ~31, g = (tid & 31) >> 2, t = tid & 3;
+  emu_i[tid] = off;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  uint v[4];
+  for (int i = 0; i < 4; i++)
+    v[i] = (uint)base[emu_i[w0 + 8 * i + 2 * t] + g] | ((uint)base[emu_i[w0 + 8 * i + 2 * t + 1] + g] << 16);
+  barrier(CLK_LOCAL_MEM_FENCE);
+  r = (uint4)(v[0], v[1], v[2], v[3]);
+#else
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.s0), "=r"(r.s1), "=r"(r.s2), "=r"(r.s3)
+               : "r"(smem_addr(base + off))
+               : "memory");
+#endif
+  return r;
+}
+
+/* D = A B + D, m16n8k16, A 16x16 row-major f16, B 16x8 "col" f16, D 16x8 f32 (lane = 4g + t):
+ * a = {(g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)}, b = {(k 2t.., n g), (k 2t+8.., n g)},
+ * d = {(g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)}. */
+inline float4 mma_16816(float4 d, uint4 a, uint2 b EMU_PARAMS) {
+#if DUA_MMA_EMULATE
+  const int tid = get_local_id(0), w0 = tid & ~31, g = (tid & 31) >> 2, t = tid & 3;
+  emu_u[6 * tid + 0] = a.s0;
+  emu_u[6 * tid + 1] = a.s1;
+  emu_u[6 * tid + 2] = a.s2;
+  emu_u[6 * tid + 3] = a.s3;
+  emu_u[6 * tid + 4] = b.s0;
+  emu_u[6 * tid + 5] = b.s1;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  __local const half *hv = (__local const half *)emu_u; /* little-endian: half 2i is the low half of uint i */
+  float out[4];
+  for (int e = 0; e < 4; e++) {
+    const int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
+    float acc = 0.0f;
+    for (int k = 0; k < 16; k++) {
+      const int a_lane = 4 * (row & 7) + ((k & 7) >> 1), a_reg = (row >> 3) + 2 * (k >> 3);
+      const int b_lane = 4 * col + ((k & 7) >> 1), b_reg = 4 + (k >> 3);
+      acc += vload_half(2 * (6 * (w0 + a_lane) + a_reg) + (k & 1), hv) *
+             vload_half(2 * (6 * (w0 + b_lane) + b_reg) + (k & 1), hv);
+    }
+    out[e] = acc;
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+  return d + (float4)(out[0], out[1], out[2], out[3]);
+#else
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%0,%1,%2,%3};"
+               : "+f"(d.s0), "+f"(d.s1), "+f"(d.s2), "+f"(d.s3)
+               : "r"(a.s0), "r"(a.s1), "r"(a.s2), "r"(a.s3), "r"(b.s0), "r"(b.s1));
+  return d;
+#endif
+}
+
+/* Butterfly exchange with lane ^ mask (mask 1 or 2: inside a quad, the 4 lanes holding one C-fragment row). */
+inline float shfl_xor(float x, int mask EMU_PARAMS) {
+#if DUA_MMA_EMULATE
+  const int tid = get_local_id(0);
+  emu_f[tid] = x;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  const float y = emu_f[tid ^ mask];
+  barrier(CLK_LOCAL_MEM_FENCE);
+  return y;
+#else
+  float y;
+  asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(y) : "f"(x), "r"(mask));
+  return y;
+#endif
+}
+
+/* Two floats -> two f16 (round to nearest even) in one register, lo in the low 16 bits. */
+inline uint pack_half2(float lo, float hi) {
+#if DUA_MMA_EMULATE
+  ushort2 hh;
+  vstore_half2_rte((float2)(lo, hi), 0, (__private half *)&hh);
+  return (uint)hh.x | ((uint)hh.y << 16);
+#else
+  uint r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+#endif
+}
+
+inline float fast_exp2(float x) {
+#if DUA_MMA_EMULATE
+  return native_exp2(x);
+#else
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); /* ex2(-inf) = +0 */
+  return y;
+#endif
+}
+
+/* Starts the copy of rows [r0, r0 + 64) x HEAD_DIM of a (tokens x HEAD_DIM) slice into dst (pitch PITCH);
+ * rows past n_tokens are zero-filled (V rows meet p = 0 there: they must be finite). */
+inline void load_tile_async(__local ushort *dst, __global const ushort *src, long row_stride, int r0, int n_tokens,
+                            int tid) {
+  for (int idx = tid; idx < BN * (HEAD_DIM / 8); idx += THREADS) {
+    const int r = idx / (HEAD_DIM / 8), c = (idx % (HEAD_DIM / 8)) * 8;
+    __local ushort *d = dst + r * PITCH + c;
+    if (r0 + r < n_tokens)
+      cp16(d, src + (long)(r0 + r) * row_stride + c);
+    else
+      *(__local uint4 *)d = (uint4)(0);
+  }
+}
+
+/* The visited key blocks of one query block: intervals (+ content bucket) or a device list. */
+typedef struct {
+  int n_items;
+#if DUA_ENUM == 2
+  int n_full;
+  __global const int *items;
+#else
+  int2 iv[3];
+  int n_iv;
+#if DUA_ENUM == 1
+  int n_interval_items, bucket_lo;
+  __global const int *order_bh;
+#endif
+#endif
+} visit_list;
+
+/* Position of the key tile being processed: item (visited block index), block n, first key j0. */
+typedef struct {
+  int item, n, j0, col_end, shared, full;
+  float beta; /* level bias of the block, log2 units (0 without DUA_BIAS) */
+} tile_pos;
+
+/* Moves p to the next key tile to visit, in the order and with the skips of attn_fwd.cl (the next 64 keys of
+ * the block, else the next visited block); returns 0 when there is none. Uniform across the work-group. */
+inline int next_tile(tile_pos *p, const visit_list *vl, dua_head_rule hr, int m, int row_end, dua_fwd_shape shape,
+                     __global const uchar *path_m, __global const uchar *paths_bh,
+                     __global const float *bias_h /* level_bias + offset + h * bias_stride */) {
+  if (p->item >= 0) {
+    p->j0 += BN;
+    if (p->j0 < p->col_end && !(shape.causal && p->j0 > row_end - 1))
+      return 1;
+  }
+  for (p->item++; p->item < vl->n_items; p->item++) {
+    const int item = p->item;
+    int n, shared, full;
+#if DUA_ENUM == 2
+    n = vl->items[item];
+#if DUA_TREE == 2
+    shared = 1;
+#else
+    shared = block_shared(hr, m, n, shape.shift, path_m, paths_bh, shape.max_depth);
+#endif
+    full = item < vl->n_full;
+#else
+#if DUA_ENUM == 1
+    if (item >= vl->n_interval_items) {
+      n = vl->order_bh[vl->bucket_lo + (item - vl->n_interval_items)];
+      int in_iv = 0;
+      for (int t = 0; t < vl->n_iv; t++)
+        in_iv |= n >= vl->iv[t].x && n < vl->iv[t].y;
+      if (in_iv || (shape.causal && n > m))
+        continue; /* visited through an interval already, or in the future */
+      shared = 1;
+    } else
+#endif
+    {
+      int rest = item, t = 0;
+      while (rest >= vl->iv[t].y - vl->iv[t].x) {
+        rest -= vl->iv[t].y - vl->iv[t].x;
+        t++;
+      }
+      n = vl->iv[t].x + rest;
+      shared = block_shared(hr, m, n, shape.shift, path_m, paths_bh, shape.max_depth);
+    }
+    full = dua_tile_full(m, n, shared, shape.blk, shape.n_tokens, shape.window, shape.sink, shape.causal);
+#endif
+    float beta = 0.0f;
+#if DUA_BIAS
+    if (shared)
+      beta = bias_h[block_lca(hr, m, n, shape.shift, path_m, paths_bh, shape.max_depth)] * DUA_LOG2E;
+#endif
+    p->n = n;
+    p->shared = shared;
+    p->full = full;
+    p->beta = beta;
+    p->j0 = n * shape.blk;
+    p->col_end = min(shape.n_tokens, p->j0 + shape.blk);
+    if (shape.causal && p->j0 > row_end - 1)
+      continue; /* the whole block is in the future of every row of this tile: nothing is loaded */
+    return 1;
+  }
+  return 0;
+}
+
+/* Scaled score x of (row, col) with bias and the element mask of attn_fwd.cl. */
+inline float masked_score(float x, int row, int col, int shared, float beta, dua_fwd_shape s) {
+  const int extra = dua_token_extra(row, col, s.window, s.sink);
+  const int vis = (shared || extra) && col < s.n_tokens && row < s.n_tokens && (!s.causal || col <= row);
+  return vis ? x + (extra ? 0.0f : beta) : -INFINITY;
+}
+
+__kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void
+dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, __global const dua_store_t *v,
+                 __global dua_store_t *o, __global float *lse, long4 q_strides, long4 k_strides, long4 v_strides,
+                 long4 o_strides, long4 lse_strides, long4 offsets, long2 aux_offsets, int has_lse,
+                 dua_fwd_shape shape, float scale_log2, __global const dua_head_rule *head_rules,
+                 __global const uchar *paths, __global const int *order, __global const int *rank_range,
+                 __global const int *list_counts, __global const int *list_full, __global const int *list_indices,
+                 __global const float *level_bias, int bias_stride) {
+  /* K and V tiles, 64 keys x HEAD_DIM halves each (pitch PITCH); Q passes through v_s once */
+  __local ushort k_s[BN * PITCH] __attribute__((aligned(16)));
+  __local ushort v_s[BN * PITCH] __attribute__((aligned(16)));
+#if DUA_MMA_EMULATE
+  __local int emu_i[THREADS];
+  __local uint emu_u[THREADS * 6];
+  __local float emu_f[THREADS];
+#endif
+
+  const int tid = get_local_id(0), lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int h = get_group_id(1), b = get_group_id(2);
+  const int tiles_per_block = shape.blk / BM;
+  const int m = get_group_id(0) / tiles_per_block;
+  const int row0 = m * shape.blk + (get_group_id(0) % tiles_per_block) * BM;
+  if (row0 >= shape.n_tokens)
+    return; /* whole work-group */
+  const int row_end = min(shape.n_tokens, row0 + BM); /* exclusive */
+  const int hk = h / (shape.hq / shape.hkv);
+  const long bh = (long)b * shape.hq + h;
+  const dua_head_rule hr = head_rules[h];
+
+  __global const ushort *q_bh = (__global const ushort *)(q + offsets.s0 + b * q_strides.s0 + h * q_strides.s1);
+  __global const ushort *k_bh = (__global const ushort *)(k + offsets.s1 + b * k_strides.s0 + hk * k_strides.s1);
+  __global const ushort *v_bh = (__global const ushort *)(v + offsets.s2 + b * v_strides.s0 + hk * v_strides.s1);
+  __global const uchar *paths_bh = paths + bh * shape.nb * shape.max_depth;
+  __global const uchar *path_m = paths_bh + (long)m * shape.max_depth;
+  __global const float *bias_h = level_bias + aux_offsets.s1 + (long)h * bias_stride;
+  (void)order;
+  (void)rank_range;
+  (void)list_counts;
+  (void)list_full;
+  (void)list_indices;
+
+  /* ---- the visited key blocks (as attn_fwd.cl) */
+  visit_list vl;
+#if DUA_ENUM == 2
+  vl.n_items = list_counts[bh * shape.nb + m];
+  vl.n_full = list_full[bh * shape.nb + m];
+  vl.items = list_indices + (bh * shape.nb + m) * shape.nb;
+#else
+  int2 tree = (int2)(0, 0);
+#if DUA_TREE == 0
+  tree = dua_tree_range(hr, m, shape.shift, shape.nb);
+#endif
+  vl.n_iv = dua_visit_intervals(m, tree, shape.blk, shape.n_tokens, shape.nb, shape.window, shape.sink,
+                                shape.causal, vl.iv);
+  vl.n_items = 0;
+  for (int i = 0; i < vl.n_iv; i++)
+    vl.n_items += vl.iv[i].y - vl.iv[i].x;
+#if DUA_ENUM == 1
+  vl.bucket_lo = rank_range[2 * (bh * shape.nb + m)];
+  vl.n_interval_items = vl.n_items;
+  vl.n_items += rank_range[2 * (bh * shape.nb + m) + 1] - vl.bucket_lo;
+  vl.order_bh = order + bh * shape.nb;
+#endif
+#endif
+
+  /* ---- prologue: Q -> v_s and the first K tile -> k_s; Q rows of this warp into A fragments */
+  load_tile_async(v_s, q_bh, q_strides.s2, row0, shape.n_tokens, tid);
+  cp_commit();
+  tile_pos cur;
+  cur.item = -1;
+  int have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, bias_h);
+  if (have)
+    load_tile_async(k_s, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
+  cp_commit();
+  CP_WAIT(1); /* Q has landed */
+  barrier(CLK_LOCAL_MEM_FENCE);
+  uint4 qf[KSTEPS]; /* A fragments of Q (16 rows x HEAD_DIM) for each k-step */
+#pragma unroll
+  for (int kk = 0; kk < KSTEPS; kk++)
+    qf[kk] = ldsm_x4(v_s, (warp * 16 + (lane & 15)) * PITCH + kk * 16 + (lane >> 4) * 8 EMU_ARGS);
+  barrier(CLK_LOCAL_MEM_FENCE); /* v_s is free */
+
+  float4 acc[OTILES]; /* O (16 rows x HEAD_DIM) of this warp as C fragments */
+#pragma unroll
+  for (int i = 0; i < OTILES; i++)
+    acc[i] = (float4)(0.0f);
+  float m_run[2] = {-INFINITY, -INFINITY}; /* running max (log2 units) of rows g and g + 8 */
+  float l_run[2] = {0.0f, 0.0f};           /* this lane's part of the running row sums */
+  const int r_lo = row0 + warp * 16 + g, r_hi = r_lo + 8;
+
+  while (have) {
+    /* V(j) streams in while S = Q K(j)^T runs */
+    load_tile_async(v_s, v_bh, v_strides.s2, cur.j0, shape.n_tokens, tid);
+    cp_commit();
+    CP_WAIT(1); /* K(j) has landed */
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    /* S (16 rows x 64 keys): B = K^T, i.e. K rows (keys x d) are B^T row-major. ldmatrix .x4 matrices:
+     * (keys +0..7, d +0..7), (keys +0..7, d +8..15), (keys +8..15, d +0..7), (keys +8..15, d +8..15). */
+    float4 s[STILES];
+#pragma unroll
+    for (int i = 0; i < STILES; i++)
+      s[i] = (float4)(0.0f);
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; kk++) {
+#pragma unroll
+      for (int np = 0; np < STILES / 2; np++) {
+        const uint4 kb = ldsm_x4(
+            k_s, (np * 16 + (lane & 7) + ((lane >> 4) & 1) * 8) * PITCH + kk * 16 + ((lane >> 3) & 1) * 8 EMU_ARGS);
+        s[2 * np] = mma_16816(s[2 * np], qf[kk], kb.s01 EMU_ARGS);
+        s[2 * np + 1] = mma_16816(s[2 * np + 1], qf[kk], kb.s23 EMU_ARGS);
+      }
+    }
+
+    /* scale, bias, element mask; lane holds rows g (.s0, .s1) and g + 8 (.s2, .s3), keys j0 + 8i + 2t (+1) */
+#if DUA_BIAS
+    const int elementwise = !cur.full || (shape.window > 0 || shape.sink > 0);
+#else
+    const int elementwise = !cur.full;
+#endif
+    float mx0 = m_run[0], mx1 = m_run[1];
+#pragma unroll
+    for (int i = 0; i < STILES; i++) {
+      float4 x = s[i] * scale_log2;
+      if (elementwise) {
+        const int c = cur.j0 + 8 * i + 2 * t;
+        x.s0 = masked_score(x.s0, r_lo, c, cur.shared, cur.beta, shape);
+        x.s1 = masked_score(x.s1, r_lo, c + 1, cur.shared, cur.beta, shape);
+        x.s2 = masked_score(x.s2, r_hi, c, cur.shared, cur.beta, shape);
+        x.s3 = masked_score(x.s3, r_hi, c + 1, cur.shared, cur.beta, shape);
+      } else {
+        x += cur.beta;
+      }
+      s[i] = x;
+      mx0 = fmax(mx0, fmax(x.s0, x.s1));
+      mx1 = fmax(mx1, fmax(x.s2, x.s3));
+    }
+    mx0 = fmax(mx0, shfl_xor(mx0, 1 EMU_ARGS));
+    mx1 = fmax(mx1, shfl_xor(mx1, 1 EMU_ARGS));
+    mx0 = fmax(mx0, shfl_xor(mx0, 2 EMU_ARGS));
+    mx1 = fmax(mx1, shfl_xor(mx1, 2 EMU_ARGS));
+    const float mu0 = mx0 == -INFINITY ? 0.0f : mx0, mu1 = mx1 == -INFINITY ? 0.0f : mx1; /* all masked: p = 0 */
+    const float alpha0 = fast_exp2(m_run[0] - mu0), alpha1 = fast_exp2(m_run[1] - mu1);
+    m_run[0] = mx0;
+    m_run[1] = mx1;
+
+    /* P = exp2(S - m), rounded to f16 and re-packed as A fragments of P V: key step kk uses S tiles 2kk (keys
+     * 2t..2t+1) and 2kk + 1 (keys 2t+8..2t+9): a = {(g, tile 2kk), (g+8, tile 2kk), (g, 2kk+1), (g+8, 2kk+1)} */
+    uint4 pa[BN / 16];
+    float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+    for (int i = 0; i < STILES; i++) {
+      const float p0 = fast_exp2(s[i].s0 - mu0), p1 = fast_exp2(s[i].s1 - mu0);
+      const float p2 = fast_exp2(s[i].s2 - mu1), p3 = fast_exp2(s[i].s3 - mu1);
+      sum0 += p0 + p1;
+      sum1 += p2 + p3;
+      const uint lo = pack_half2(p0, p1), hi = pack_half2(p2, p3);
+      if (i & 1) {
+        pa[i >> 1].s2 = lo;
+        pa[i >> 1].s3 = hi;
+      } else {
+        pa[i >> 1].s0 = lo;
+        pa[i >> 1].s1 = hi;
+      }
+    }
+    l_run[0] = l_run[0] * alpha0 + sum0;
+    l_run[1] = l_run[1] * alpha1 + sum1;
+#pragma unroll
+    for (int i = 0; i < OTILES; i++)
+      acc[i] *= (float4)(alpha0, alpha0, alpha1, alpha1);
+
+    CP_WAIT(0); /* V(j) has landed */
+    barrier(CLK_LOCAL_MEM_FENCE); /* ... for every warp, and every warp is done with k_s */
+    have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, bias_h);
+    if (have) /* K(j+1) streams in while O += P V(j) runs */
+      load_tile_async(k_s, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
+    cp_commit();
+
+    /* O += P V: B = V (keys x d) stored row-major, so ldmatrix .trans; .x4 matrices: (keys +0..7, d +0..7),
+     * (keys +8..15, d +0..7), (keys +0..7, d +8..15), (keys +8..15, d +8..15) -> b of d-tiles 2dp, 2dp + 1 */
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; kk++) {
+#pragma unroll
+      for (int dp = 0; dp < OTILES / 2; dp++) {
+        const uint4 vb = ldsm_x4_trans(
+            v_s, (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * PITCH + dp * 16 + ((lane >> 4) & 1) * 8 EMU_ARGS);
+        acc[2 * dp] = mma_16816(acc[2 * dp], pa[kk], vb.s01 EMU_ARGS);
+        acc[2 * dp + 1] = mma_16816(acc[2 * dp + 1], pa[kk], vb.s23 EMU_ARGS);
+      }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE); /* v_s is free */
+  }
+
+  /* ---- normalize and write: empty rows give O = 0 and LSE = -inf */
+  float l0 = l_run[0], l1 = l_run[1];
+  l0 += shfl_xor(l0, 1 EMU_ARGS);
+  l1 += shfl_xor(l1, 1 EMU_ARGS);
+  l0 += shfl_xor(l0, 2 EMU_ARGS);
+  l1 += shfl_xor(l1, 2 EMU_ARGS);
+  const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+  __global dua_store_t *o_bh = o + offsets.s3 + b * o_strides.s0 + h * o_strides.s1;
+  if (r_lo < shape.n_tokens) {
+    __global uint *o_row = (__global uint *)(o_bh + r_lo * o_strides.s2 + 2 * t); /* 4-byte aligned (host) */
+#pragma unroll
+    for (int i = 0; i < OTILES; i++)
+      o_row[4 * i] = pack_half2(acc[i].s0 * inv0, acc[i].s1 * inv0);
+    if (has_lse && t == 0)
+      lse[aux_offsets.s0 + b * lse_strides.s0 + h * lse_strides.s1 + r_lo * lse_strides.s2] =
+          l0 > 0.0f ? (m_run[0] + log2(l0)) * DUA_LN2 : -INFINITY;
+  }
+  if (r_hi < shape.n_tokens) {
+    __global uint *o_row = (__global uint *)(o_bh + r_hi * o_strides.s2 + 2 * t);
+#pragma unroll
+    for (int i = 0; i < OTILES; i++)
+      o_row[4 * i] = pack_half2(acc[i].s2 * inv1, acc[i].s3 * inv1);
+    if (has_lse && t == 0)
+      lse[aux_offsets.s0 + b * lse_strides.s0 + h * lse_strides.s1 + r_hi * lse_strides.s2] =
+          l1 > 0.0f ? (m_run[1] + log2(l1)) * DUA_LN2 : -INFINITY;
+  }
+}

@@ -1,0 +1,359 @@
+/* test_backward.c: dua_attention_backward on the default OpenCL device against the double-precision CPU
+ * backward reference (itself checked against finite differences in test_reference_bwd.c): every layout
+ * feature alone and combined, rule and list enumeration, caller lists with empty rows, GQA (dK/dV summed over
+ * the group), tails, fp16, (B,N,H,D) strides, the level-bias gradient, determinism (two runs bit for bit),
+ * poisoned outputs fully overwritten, and invalid arguments that leave outputs untouched. */
+#include "test_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Gradients are sums over up to N terms of O(1) products: fp32 accumulation against the double reference,
+ * |x - ref| <= 2e-4 + 2e-3 |ref|. fp16 storage rounds every input and output to half (relative 4.9e-4) and
+ * P enters in fp32: 3e-3 + 6e-3 |ref|. */
+#define F32_ATOL 2e-4
+#define F32_RTOL 2e-3
+#define F16_ATOL 3e-3
+#define F16_RTOL 6e-3
+
+typedef struct case_desc {
+  dua_layout_desc desc;
+  int32_t depths[8], arities[8];
+  uint8_t *paths;
+  int head_dim, bnhd, with_bias;
+  dua_dtype dtype;
+  dua_attention_algo algo;
+} case_desc;
+
+static void strides_for(int64_t s[4], int64_t h, int64_t n, int64_t d, int bnhd) {
+  s[3] = 1;
+  if (bnhd) {
+    s[1] = d;
+    s[2] = h * d;
+    s[0] = n * h * d;
+  } else {
+    s[2] = d;
+    s[1] = n * d;
+    s[0] = h * n * d;
+  }
+}
+
+static dua_host_tensor host_view(float *data, int64_t b, int64_t h, int64_t n, int64_t d, int bnhd) {
+  dua_host_tensor t = {data, {b, h, n, d}, {0, 0, 0, 0}};
+  strides_for(t.strides, h, n, d, bnhd);
+  return t;
+}
+
+static dua_tensor dev_view(dua_buffer *buf, dua_dtype dt, int64_t b, int64_t h, int64_t n, int64_t d, int bnhd) {
+  dua_tensor t = dua_tensor_contiguous(buf, 0, dt, b, h, n, d);
+  strides_for(t.strides, h, n, d, bnhd);
+  return t;
+}
+
+static int32_t max_tree_depth(const dua_layout *l, int heads) {
+  int32_t m = 0;
+  for (int h = 0; h < heads; h++)
+    if (dua_layout_tree_depth(l, h) > m)
+      m = dua_layout_tree_depth(l, h);
+  return m;
+}
+
+typedef struct grads {
+  float *dq, *dk, *dv, *db;
+} grads;
+
+/* Runs forward + backward on the device; returns the gradients (host, float). */
+static grads device_grads(dua_context *ctx, dua_layout *l, const case_desc *c, const float *q, const float *k,
+                          const float *v, const float *g, const float *bias, size_t nq, size_t nk, size_t nb) {
+  const dua_layout_desc *d = &c->desc;
+  const int64_t B = d->batch, H = d->heads, HK = d->kv_heads ? d->kv_heads : H, N = d->seq_len, D = c->head_dim;
+  const size_t es = dua_dtype_size(c->dtype);
+  dua_buffer *bq = test_upload(ctx, q, nq, c->dtype), *bk = test_upload(ctx, k, nk, c->dtype);
+  dua_buffer *bv = test_upload(ctx, v, nk, c->dtype), *bg = test_upload(ctx, g, nq, c->dtype);
+  dua_buffer *bo, *bl, *bdq, *bdk, *bdv, *bb = NULL, *bdb = NULL;
+  ck_assert_int_eq(dua_buffer_create(ctx, nq * es, &bo), DUA_SUCCESS);
+  ck_assert_int_eq(dua_buffer_create(ctx, (size_t)(B * H * N) * 4, &bl), DUA_SUCCESS);
+  ck_assert_int_eq(dua_buffer_create(ctx, nq * es, &bdq), DUA_SUCCESS);
+  ck_assert_int_eq(dua_buffer_create(ctx, nk * es, &bdk), DUA_SUCCESS);
+  ck_assert_int_eq(dua_buffer_create(ctx, nk * es, &bdv), DUA_SUCCESS);
+  ck_assert_int_eq(dua_buffer_fill_bytes(bdq, 0, nq * es, 0xFF), DUA_SUCCESS); /* NaN poison */
+  ck_assert_int_eq(dua_buffer_fill_bytes(bdk, 0, nk * es, 0xFF), DUA_SUCCESS);
+  ck_assert_int_eq(dua_buffer_fill_bytes(bdv, 0, nk * es, 0xFF), DUA_SUCCESS);
+  dua_tensor tq = dev_view(bq, c->dtype, B, H, N, D, c->bnhd), tk = dev_view(bk, c->dtype, B, HK, N, D, c->bnhd);
+  dua_tensor tv = dev_view(bv, c->dtype, B, HK, N, D, c->bnhd), tg = dev_view(bg, c->dtype, B, H, N, D, c->bnhd);
+  dua_tensor to = dev_view(bo, c->dtype, B, H, N, D, c->bnhd), tdq = dev_view(bdq, c->dtype, B, H, N, D, c->bnhd);
+  dua_tensor tdk = dev_view(bdk, c->dtype, B, HK, N, D, c->bnhd), tdv = dev_view(bdv, c->dtype, B, HK, N, D, c->bnhd);
+  dua_tensor tl = dua_tensor_contiguous(bl, 0, DUA_F32, B, H, N, 1), tb, tdb;
+  dua_attention_params params;
+  dua_attention_params_init(&params);
+  params.algo = c->algo;
+  const int32_t levels = max_tree_depth(l, (int)H) + 1;
+  if (bias) {
+    bb = test_upload(ctx, bias, nb, DUA_F32);
+    ck_assert_int_eq(dua_buffer_create(ctx, nb * 4, &bdb), DUA_SUCCESS);
+    ck_assert_int_eq(dua_buffer_fill_bytes(bdb, 0, nb * 4, 0xFF), DUA_SUCCESS);
+    tb = dua_tensor_contiguous(bb, 0, DUA_F32, H, levels, 1, 1);
+    tdb = dua_tensor_contiguous(bdb, 0, DUA_F32, H, levels, 1, 1);
+    params.level_bias = &tb;
+  }
+  dua_status st = dua_attention_forward(ctx, l, &params, &tq, &tk, &tv, &to, &tl);
+  ck_assert_msg(st == DUA_SUCCESS, "forward: %s", dua_context_last_error(ctx));
+  st = dua_attention_backward(ctx, l, &params, &tq, &tk, &tv, &to, &tl, &tg, &tdq, &tdk, &tdv, bias ? &tdb : NULL);
+  ck_assert_msg(st == DUA_SUCCESS, "backward: %s: %s", dua_status_string(st), dua_context_last_error(ctx));
+  ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
+  grads out = {malloc(nq * 4), malloc(nk * 4), malloc(nk * 4), bias ? malloc(nb * 4) : NULL};
+  test_download(bdq, out.dq, nq, c->dtype);
+  test_download(bdk, out.dk, nk, c->dtype);
+  test_download(bdv, out.dv, nk, c->dtype);
+  if (bias)
+    test_download(bdb, out.db, nb, DUA_F32);
+  dua_buffer *all[] = {bq, bk, bv, bg, bo, bl, bdq, bdk, bdv, bb, bdb};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+    dua_buffer_destroy(all[i]);
+  return out;
+}
+
+static void grads_free(grads *g) {
+  free(g->dq);
+  free(g->dk);
+  free(g->dv);
+  free(g->db);
+}
+
+static void expect_close(const char *what, const char *name, const float *x, const float *ref, size_t n,
+                         dua_dtype dt) {
+  double err;
+  const double atol = dt == DUA_F16 ? F16_ATOL : F32_ATOL, rtol = dt == DUA_F16 ? F16_RTOL : F32_RTOL;
+  long bad = test_compare(x, ref, n, atol, rtol, &err);
+  ck_assert_msg(bad < 0, "%s: %s[%ld] = %g, reference %g (max error %g)", what, name, bad,
+                (double)(bad >= 0 ? x[bad] : 0), (double)(bad >= 0 ? ref[bad] : 0), err);
+}
+
+static void check_case(dua_context *ctx, case_desc *c, dua_layout *l, test_rng *rng) {
+  const dua_layout_desc *d = &c->desc;
+  const int64_t B = d->batch, H = d->heads, HK = d->kv_heads ? d->kv_heads : H, N = d->seq_len, D = c->head_dim;
+  const size_t nq = (size_t)(B * H * N * D), nk = (size_t)(B * HK * N * D);
+  const int32_t levels = max_tree_depth(l, (int)H) + 1;
+  const size_t nb = (size_t)(H * levels);
+  float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *g = malloc(nq * 4), *bias = NULL;
+  test_fill(q, nq, rng, c->dtype);
+  test_fill(k, nk, rng, c->dtype);
+  test_fill(v, nk, rng, c->dtype);
+  test_fill(g, nq, rng, c->dtype);
+  if (c->with_bias) {
+    bias = malloc(nb * 4);
+    test_fill(bias, nb, rng, DUA_F32);
+  }
+  grads dev = device_grads(ctx, l, c, q, k, v, g, bias, nq, nk, nb);
+  grads ref = {malloc(nq * 4), malloc(nk * 4), malloc(nk * 4), bias ? malloc(nb * 4) : NULL};
+  dua_host_tensor hq = host_view(q, B, H, N, D, c->bnhd), hk = host_view(k, B, HK, N, D, c->bnhd);
+  dua_host_tensor hv = host_view(v, B, HK, N, D, c->bnhd), hg = host_view(g, B, H, N, D, c->bnhd);
+  dua_host_tensor hdq = host_view(ref.dq, B, H, N, D, c->bnhd), hdk = host_view(ref.dk, B, HK, N, D, c->bnhd);
+  dua_host_tensor hdv = host_view(ref.dv, B, HK, N, D, c->bnhd);
+  ck_assert_int_eq(dua_attention_backward_reference(l, 0.0f, bias, &hq, &hk, &hv, &hg, &hdq, &hdk, &hdv, ref.db),
+                   DUA_SUCCESS);
+  char what[200];
+  snprintf(what, sizeof what, "N=%d blk=%d B=%d H=%d Hkv=%d depth0=%d W=%d S=%d causal=%d content=%d Dh=%d %s%s%s algo=%d",
+           d->seq_len, d->block, d->batch, d->heads, d->kv_heads, d->depths ? d->depths[0] : 0, d->window, d->sink,
+           d->causal, d->paths != NULL, c->head_dim, c->dtype == DUA_F16 ? "fp16" : "fp32", c->bnhd ? " BNHD" : "",
+           bias ? " bias" : "", (int)c->algo);
+  expect_close(what, "dq", dev.dq, ref.dq, nq, c->dtype);
+  expect_close(what, "dk", dev.dk, ref.dk, nk, c->dtype);
+  expect_close(what, "dv", dev.dv, ref.dv, nk, c->dtype);
+  if (bias) { /* a sum over up to B*N*N/levels pairs: scale the absolute tolerance by the row count */
+    double err;
+    long bad = test_compare(dev.db, ref.db, nb, (c->dtype == DUA_F16 ? F16_ATOL : F32_ATOL) * (double)N,
+                            c->dtype == DUA_F16 ? F16_RTOL : F32_RTOL, &err);
+    ck_assert_msg(bad < 0, "%s: d_level_bias[%ld] = %g, reference %g", what, bad, (double)(bad >= 0 ? dev.db[bad] : 0),
+                  (double)(bad >= 0 ? ref.db[bad] : 0));
+  }
+  /* deterministic: a second run gives the same bits */
+  grads again = device_grads(ctx, l, c, q, k, v, g, bias, nq, nk, nb);
+  ck_assert_msg(memcmp(again.dq, dev.dq, nq * 4) == 0 && memcmp(again.dk, dev.dk, nk * 4) == 0 &&
+                    memcmp(again.dv, dev.dv, nk * 4) == 0 && (!bias || memcmp(again.db, dev.db, nb * 4) == 0),
+                "%s: two runs differ", what);
+  grads_free(&again);
+  grads_free(&dev);
+  grads_free(&ref);
+  free(q);
+  free(k);
+  free(v);
+  free(g);
+  free(bias);
+}
+
+static case_desc base_case(int32_t n, int32_t blk, int head_dim) {
+  case_desc c;
+  memset(&c, 0, sizeof c);
+  c.desc.seq_len = n;
+  c.desc.block = blk;
+  c.desc.batch = 1;
+  c.desc.heads = 2;
+  c.desc.arity = 2;
+  c.head_dim = head_dim;
+  c.dtype = DUA_F32;
+  return c;
+}
+
+static void run_case(dua_context *ctx, case_desc *c, test_rng *rng) {
+  dua_layout *l = NULL;
+  char err[256] = "";
+  ck_assert_msg(dua_layout_create(&c->desc, &l, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  check_case(ctx, c, l, rng);
+  dua_layout_destroy(l);
+}
+
+START_TEST(dense_and_block_diagonal) {
+  dua_context *ctx = test_context();
+  test_rng rng = test_rng_make(201);
+  for (int causal = 0; causal <= 1; causal++) {
+    case_desc c = base_case(160, 32, 64);
+    c.desc.causal = causal;
+    run_case(ctx, &c, &rng);
+    c.depths[0] = c.depths[1] = -1;
+    c.desc.depths = c.depths;
+    c.desc.seq_len = 150; /* tail */
+    run_case(ctx, &c, &rng);
+  }
+  dua_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(random_layouts) {
+  dua_context *ctx = test_context();
+  test_rng rng = test_rng_make(202 + (uint64_t)_i);
+  static const int dims[4] = {32, 64, 96, 128};
+  static const int blocks[3] = {16, 32, 64};
+  for (int n_case = 0; n_case < 2; n_case++) { /* one head dim per loop index: few kernel builds on PoCL */
+    case_desc c = base_case(test_rng_int(&rng, 1, 200), blocks[test_rng_int(&rng, 0, 2)], dims[_i % 4]);
+    dua_layout_desc *d = &c.desc;
+    d->batch = test_rng_int(&rng, 1, 2);
+    d->heads = 4;
+    d->kv_heads = test_rng_int(&rng, 0, 2) == 0 ? 0 : test_rng_int(&rng, 0, 1) ? 2 : 1;
+    d->arity = test_rng_int(&rng, 2, 3);
+    d->causal = test_rng_int(&rng, 0, 1);
+    d->window = test_rng_int(&rng, 0, 2) == 0 ? test_rng_int(&rng, 1, 50) : 0;
+    d->sink = test_rng_int(&rng, 0, 2) == 0 ? test_rng_int(&rng, 1, 20) : 0;
+    const int nb = (d->seq_len + d->block - 1) / d->block;
+    int dmax = 0;
+    for (int h = 0; h < 4; h++) {
+      int D = 0;
+      for (long span = 1; span < nb; span *= d->arity)
+        D++;
+      c.depths[h] = test_rng_int(&rng, -1, D);
+      dmax = D > dmax ? D : dmax;
+    }
+    d->depths = c.depths;
+    if (test_rng_int(&rng, 0, 2) == 0 && dmax > 0) {
+      size_t np = (size_t)d->batch * 4 * nb * dmax;
+      c.paths = malloc(np);
+      for (size_t i = 0; i < np; i++)
+        c.paths[i] = (uint8_t)test_rng_int(&rng, 0, d->arity - 1);
+      d->paths = c.paths;
+    } else if (dmax > 0) {
+      d->shift = test_rng_int(&rng, 0, nb);
+    }
+    c.dtype = test_rng_int(&rng, 0, 2) == 0 ? DUA_F16 : DUA_F32;
+    c.bnhd = test_rng_int(&rng, 0, 1);
+    c.with_bias = test_rng_int(&rng, 0, 1);
+    c.algo = test_rng_int(&rng, 0, 2) == 0 ? DUA_ALGO_LIST : DUA_ALGO_AUTO;
+    run_case(ctx, &c, &rng);
+    free(c.paths);
+  }
+  dua_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(caller_lists_with_empty_rows) {
+  dua_context *ctx = test_context();
+  test_rng rng = test_rng_make(203);
+  case_desc c = base_case(100, 16, 32);
+  c.desc.causal = 1;
+  const int nb = 7, rows = 2 * nb;
+  int32_t counts[14], indices[14 * 7];
+  for (int r = 0; r < rows; r++) {
+    counts[r] = r == 2 ? 0 : test_rng_int(&rng, 1, nb);
+    int used[7] = {0};
+    for (int i = 0; i < counts[r]; i++) {
+      int n;
+      do
+        n = test_rng_int(&rng, 0, nb - 1);
+      while (used[n]);
+      used[n] = 1;
+      indices[r * nb + i] = n;
+    }
+  }
+  dua_layout *l = NULL;
+  char err[256];
+  ck_assert_msg(dua_layout_create_from_lists(&c.desc, counts, indices, &l, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  check_case(ctx, &c, l, &rng);
+  dua_layout_destroy(l);
+  dua_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(invalid_arguments_leave_outputs_untouched) {
+  dua_context *ctx = test_context();
+  case_desc c = base_case(64, 32, 64);
+  dua_layout *l = NULL;
+  ck_assert_int_eq(dua_layout_create(&c.desc, &l, NULL, 0), DUA_SUCCESS);
+  const size_t n = 2 * 64 * 64;
+  dua_buffer *bx, *bdq, *bl;
+  ck_assert_int_eq(dua_buffer_create(ctx, n * 4, &bx), DUA_SUCCESS);
+  ck_assert_int_eq(dua_buffer_create(ctx, n * 4, &bdq), DUA_SUCCESS);
+  ck_assert_int_eq(dua_buffer_create(ctx, 2 * 64 * 4, &bl), DUA_SUCCESS);
+  ck_assert_int_eq(dua_buffer_fill_bytes(bx, 0, n * 4, 0x11), DUA_SUCCESS);
+  ck_assert_int_eq(dua_buffer_fill_bytes(bdq, 0, n * 4, 0x5A), DUA_SUCCESS);
+  ck_assert_int_eq(dua_buffer_fill_bytes(bl, 0, 2 * 64 * 4, 0x22), DUA_SUCCESS);
+  dua_tensor x = dua_tensor_contiguous(bx, 0, DUA_F32, 1, 2, 64, 64), dq = dua_tensor_contiguous(bdq, 0, DUA_F32, 1, 2, 64, 64);
+  dua_tensor lse = dua_tensor_contiguous(bl, 0, DUA_F32, 1, 2, 64, 1), bad = x;
+  bad.shape[2] = 32;
+  dua_tensor half = x;
+  half.dtype = DUA_F16;
+  dua_attention_params naive;
+  dua_attention_params_init(&naive);
+  naive.algo = DUA_ALGO_NAIVE;
+  ck_assert_int_eq(dua_attention_backward(ctx, l, NULL, &x, &x, &x, &x, NULL, &x, &dq, &x, &x, NULL),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "lse is NULL"));
+  ck_assert_int_eq(dua_attention_backward(ctx, l, NULL, &x, &x, &x, &x, &lse, &bad, &dq, &x, &x, NULL),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "d_o.shape[2]"));
+  ck_assert_int_eq(dua_attention_backward(ctx, l, NULL, &x, &x, &x, &x, &lse, &x, &dq, &half, &x, NULL),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "dk.dtype"));
+  ck_assert_int_eq(dua_attention_backward(ctx, l, NULL, &x, &x, &x, &x, &lse, &x, &dq, &x, &x, &lse),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "params.level_bias is NULL"));
+  ck_assert_int_eq(dua_attention_backward(ctx, l, &naive, &x, &x, &x, &x, &lse, &x, &dq, &x, &x, NULL),
+                   DUA_ERROR_UNSUPPORTED);
+  ck_assert_int_eq(dua_attention_backward(ctx, l, NULL, &x, &x, &x, &x, &lse, &x, NULL, &x, &x, NULL),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_int_eq(dua_attention_backward(NULL, l, NULL, &x, &x, &x, &x, &lse, &x, &dq, &x, &x, NULL),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  unsigned char *back = malloc(n * 4);
+  ck_assert_int_eq(dua_buffer_read(bdq, 0, n * 4, back), DUA_SUCCESS);
+  for (size_t i = 0; i < n * 4; i++)
+    ck_assert_msg(back[i] == 0x5A, "dq byte %zu written by a refused call", i);
+  free(back);
+  dua_buffer_destroy(bx);
+  dua_buffer_destroy(bdq);
+  dua_buffer_destroy(bl);
+  dua_layout_destroy(l);
+  dua_context_destroy(ctx);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("backward");
+  TCase *tc = tcase_create("core");
+  tcase_set_timeout(tc, 1200);
+  tcase_add_test(tc, dense_and_block_diagonal);
+  tcase_add_loop_test(tc, random_layouts, 0, 4);
+  tcase_add_test(tc, caller_lists_with_empty_rows);
+  tcase_add_test(tc, invalid_arguments_leave_outputs_untouched);
+  suite_add_tcase(s, tc);
+  return test_run_suite(s);
+}

@@ -1,0 +1,533 @@
+/* test_forward_mma.c: the NVIDIA tensor-core forward (cl/attn_fwd_mma.cl) against the double-precision CPU
+ * reference, on whatever device the cl suite runs on. On NVIDIA (ctx info nv_mma_f16) every fp16 case with
+ * head dim 64/128, block >= 64 and aligned rows must take the mma kernel (a DEBUG log line proves it), and
+ * every other case (fp32, head dims 32/96, blocks 16/32, misaligned views) must fall back to the portable
+ * kernel. Elsewhere the same cases run on the portable kernel, and with DUA_TEST_MMA_EMULATE=1 the mma kernel
+ * itself runs with its warp instructions emulated in plain OpenCL (DUA_MMA_EMULATE), so PoCL checks its
+ * indexing and layout logic. Each test also runs with DUA_NO_MMA=1 set before the context exists. */
+#include "test_util.h"
+
+#include "runtime/context_internal.h" /* to force the emulated mma kernel on non-NVIDIA devices */
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* fp16 storage: inputs exactly representable, output rounded to half once (relative 2^-11 = 4.9e-4). The mma
+ * path also rounds P (in [0, 1]) to f16 before P V: each weight is off by at most 2^-12 relative, so O moves by
+ * at most 2^-12 max|v| = 2.4e-4 for |v| <= 1 (random signs make it far smaller), inside the same stated bound
+ * |x - ref| <= 1e-3 + 2e-3 |ref| as the portable kernel. fp32: 1e-4 + 1e-3 |ref|. */
+#define F32_ATOL 1e-4
+#define F32_RTOL 1e-3
+#define F16_ATOL 1e-3
+#define F16_RTOL 2e-3
+
+typedef struct problem {
+  dua_layout_desc desc;
+  int32_t depths[16], arities[16];
+  uint8_t *paths;
+  int head_dim;
+  dua_dtype dtype;
+  int bnhd;            /* (B,N,H,D) storage */
+  int with_bias;       /* random level bias */
+  int misalign;        /* view q, k, v, o at a 1-element offset: rows not 16-byte aligned */
+  dua_attention_algo algo;
+} problem;
+
+typedef struct run {
+  float *q, *k, *v, *o, *lse, *ref_o, *ref_lse, *bias;
+  size_t nq, nk, nl, nbias;
+  dua_host_tensor hq, hk, hv, ho, hl;
+} run;
+
+/* ---- context with a counter of tensor-core launches */
+typedef struct mma_ctx {
+  dua_context *ctx;
+  int mma_launches;
+  int mma_possible; /* the mma kernel can run here (NVIDIA probe, or forced emulation), fast paths on */
+  int emulated;
+} mma_ctx;
+
+static void count_log(dua_log_level level, const char *msg, void *user) {
+  (void)level;
+  if (strstr(msg, "dua_attn_fwd_mma"))
+    ((mma_ctx *)user)->mma_launches++;
+}
+
+/* no_mma: set DUA_NO_MMA=1 before the context exists (the kill switch). */
+static void mma_context(mma_ctx *m, int no_mma) {
+  memset(m, 0, sizeof *m);
+  if (no_mma)
+    setenv("DUA_NO_MMA", "1", 1);
+  else
+    unsetenv("DUA_NO_MMA");
+  dua_context_options opt;
+  dua_context_options_init(&opt);
+  opt.log = count_log;
+  opt.log_user = m;
+  opt.log_level = DUA_LOG_DEBUG;
+  dua_status st = dua_context_create(&opt, &m->ctx);
+  ck_assert_msg(st == DUA_SUCCESS, "no OpenCL device for the cl suite: %s", dua_status_string(st));
+  const char *emu = getenv("DUA_TEST_MMA_EMULATE");
+  if (!m->ctx->info.nv_mma_f16 && emu && *emu && strcmp(emu, "0") != 0) {
+    m->ctx->info.nv_mma_f16 = 1; /* forward_nv_mma.c builds the emulated kernel on non-NVIDIA devices */
+    m->emulated = 1;
+  }
+  m->mma_possible = m->ctx->info.nv_mma_f16 && !m->ctx->fast_paths_disabled;
+  if (no_mma)
+    ck_assert_msg(!m->mma_possible, "DUA_NO_MMA=1 did not turn the tensor-core path off");
+  fprintf(stderr, "device %s: nv_mma_f16 %d%s, DUA_NO_MMA %d\n", m->ctx->info.name, m->ctx->info.nv_mma_f16,
+          m->emulated ? " (emulated)" : "", no_mma);
+}
+
+/* Does this problem take the tensor-core kernel (forward_nv_mma.c's rules)? */
+static int expect_mma(const mma_ctx *m, const problem *p) {
+  return m->mma_possible && p->dtype == DUA_F16 && (p->head_dim == 64 || p->head_dim == 128) &&
+         p->desc.block >= 64 && !p->misalign;
+}
+
+static void strides_for(int64_t s[4], int64_t b, int64_t h, int64_t n, int64_t d, int bnhd) {
+  (void)b;
+  s[3] = 1;
+  if (bnhd) {
+    s[1] = d;
+    s[2] = h * d;
+    s[0] = n * h * d;
+  } else {
+    s[2] = d;
+    s[1] = n * d;
+    s[0] = h * n * d;
+  }
+}
+
+static dua_host_tensor host_view(float *data, int64_t b, int64_t h, int64_t n, int64_t d, int bnhd) {
+  dua_host_tensor t = {data, {b, h, n, d}, {0, 0, 0, 0}};
+  strides_for(t.strides, b, h, n, d, bnhd);
+  return t;
+}
+
+static dua_tensor dev_view(dua_buffer *buf, size_t offset, dua_dtype dt, int64_t b, int64_t h, int64_t n, int64_t d,
+                           int bnhd) {
+  dua_tensor t = dua_tensor_contiguous(buf, offset, dt, b, h, n, d);
+  strides_for(t.strides, b, h, n, d, bnhd);
+  return t;
+}
+
+static void fill(float *x, size_t n, test_rng *r, dua_dtype dt) {
+  for (size_t i = 0; i < n; i++) {
+    float f = test_rng_float(r);
+    x[i] = dt == DUA_F16 ? dua_half_to_float(dua_float_to_half(f)) : f;
+  }
+}
+
+/* Buffer of n elements after `pad` leading elements (the misaligned views). */
+static dua_buffer *upload(dua_context *ctx, const float *x, size_t n, dua_dtype dt, size_t pad) {
+  dua_buffer *buf = NULL;
+  const size_t es = dua_dtype_size(dt);
+  ck_assert_int_eq(dua_buffer_create(ctx, (n + pad) * es, &buf), DUA_SUCCESS);
+  if (dt == DUA_F16) {
+    uint16_t *h = malloc(n * 2);
+    for (size_t i = 0; i < n; i++)
+      h[i] = dua_float_to_half(x[i]);
+    ck_assert_int_eq(dua_buffer_write(buf, pad * 2, n * 2, h), DUA_SUCCESS);
+    free(h);
+  } else {
+    ck_assert_int_eq(dua_buffer_write(buf, pad * 4, n * 4, x), DUA_SUCCESS);
+  }
+  return buf;
+}
+
+static void download(dua_buffer *buf, float *x, size_t n, dua_dtype dt, size_t pad) {
+  if (dt == DUA_F16) {
+    uint16_t *h = malloc(n * 2);
+    ck_assert_int_eq(dua_buffer_read(buf, pad * 2, n * 2, h), DUA_SUCCESS);
+    for (size_t i = 0; i < n; i++)
+      x[i] = dua_half_to_float(h[i]);
+    free(h);
+  } else {
+    ck_assert_int_eq(dua_buffer_read(buf, pad * 4, n * 4, x), DUA_SUCCESS);
+  }
+}
+
+static dua_layout *make_layout(problem *p) {
+  dua_layout *l = NULL;
+  char err[256] = "";
+  dua_status st = dua_layout_create(&p->desc, &l, err, sizeof err);
+  ck_assert_msg(st == DUA_SUCCESS, "layout rejected: %s", err);
+  return l;
+}
+
+static void describe(const problem *p, char *buf, size_t size) {
+  const dua_layout_desc *d = &p->desc;
+  snprintf(buf, size,
+           "N=%d blk=%d B=%d H=%d Hkv=%d p=%d depth0=%d shift=%d W=%d S=%d causal=%d content=%d Dh=%d %s%s%s%s "
+           "algo=%d",
+           d->seq_len, d->block, d->batch, d->heads, d->kv_heads, d->arity, d->depths ? d->depths[0] : 0, d->shift,
+           d->window, d->sink, d->causal, d->paths != NULL, p->head_dim, p->dtype == DUA_F16 ? "fp16" : "fp32",
+           p->bnhd ? " BNHD" : "", p->with_bias ? " bias" : "", p->misalign ? " misaligned" : "", (int)p->algo);
+}
+
+/* Runs the device forward (outputs poisoned with NaN first) and the reference on fresh random inputs, and
+ * checks which kernel ran. */
+static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng *rng) {
+  dua_context *ctx = m->ctx;
+  const dua_layout_desc *d = &p->desc;
+  const int64_t B = d->batch, H = d->heads, HK = d->kv_heads ? d->kv_heads : d->heads, N = d->seq_len,
+                D = p->head_dim;
+  const size_t pad = p->misalign ? 1 : 0, es = dua_dtype_size(p->dtype);
+  r->nq = (size_t)(B * H * N * D);
+  r->nk = (size_t)(B * HK * N * D);
+  r->nl = (size_t)(B * H * N);
+  r->q = malloc(r->nq * 4);
+  r->k = malloc(r->nk * 4);
+  r->v = malloc(r->nk * 4);
+  fill(r->q, r->nq, rng, p->dtype);
+  fill(r->k, r->nk, rng, p->dtype);
+  fill(r->v, r->nk, rng, p->dtype);
+  r->o = malloc(r->nq * 4);
+  r->lse = malloc(r->nl * 4);
+  r->ref_o = malloc(r->nq * 4);
+  r->ref_lse = malloc(r->nl * 4);
+  int32_t dmax = dua_layout_tree_depth(l, 0);
+  for (int h = 1; h < H; h++)
+    if (dua_layout_tree_depth(l, h) > dmax)
+      dmax = dua_layout_tree_depth(l, h);
+  r->nbias = (size_t)(H * (dmax + 1));
+  r->bias = NULL;
+  if (p->with_bias) {
+    r->bias = malloc(r->nbias * 4);
+    for (size_t i = 0; i < r->nbias; i++)
+      r->bias[i] = 2.0f * test_rng_float(rng);
+  }
+  dua_buffer *bq = upload(ctx, r->q, r->nq, p->dtype, pad), *bk = upload(ctx, r->k, r->nk, p->dtype, pad);
+  dua_buffer *bv = upload(ctx, r->v, r->nk, p->dtype, pad), *bo = NULL, *bl = NULL, *bb = NULL;
+  ck_assert_int_eq(dua_buffer_create(ctx, (r->nq + pad) * es, &bo), DUA_SUCCESS);
+  ck_assert_int_eq(dua_buffer_create(ctx, r->nl * 4, &bl), DUA_SUCCESS);
+  /* poison: all-ones bytes are NaN in fp32 and fp16 */
+  ck_assert_int_eq(dua_buffer_fill_bytes(bo, 0, (r->nq + pad) * es, 0xFF), DUA_SUCCESS);
+  ck_assert_int_eq(dua_buffer_fill_bytes(bl, 0, r->nl * 4, 0xFF), DUA_SUCCESS);
+  dua_tensor tq = dev_view(bq, pad * es, p->dtype, B, H, N, D, p->bnhd);
+  dua_tensor tk = dev_view(bk, pad * es, p->dtype, B, HK, N, D, p->bnhd);
+  dua_tensor tv = dev_view(bv, pad * es, p->dtype, B, HK, N, D, p->bnhd);
+  dua_tensor to = dev_view(bo, pad * es, p->dtype, B, H, N, D, p->bnhd);
+  dua_tensor tl = dua_tensor_contiguous(bl, 0, DUA_F32, B, H, N, 1), tb;
+  dua_attention_params params;
+  dua_attention_params_init(&params);
+  params.algo = p->algo;
+  if (p->with_bias) {
+    bb = upload(ctx, r->bias, r->nbias, DUA_F32, 0);
+    tb = dua_tensor_contiguous(bb, 0, DUA_F32, H, dmax + 1, 1, 1);
+    params.level_bias = &tb;
+  }
+  const int launches0 = m->mma_launches;
+  dua_status st = dua_attention_forward(ctx, l, &params, &tq, &tk, &tv, &to, &tl);
+  char what[256];
+  describe(p, what, sizeof what);
+  ck_assert_msg(st == DUA_SUCCESS, "%s: forward failed: %s: %s", what, dua_status_string(st),
+                dua_context_last_error(ctx));
+  ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
+  const int want = expect_mma(m, p), got = m->mma_launches - launches0;
+  ck_assert_msg(got == want, "%s: tensor-core kernel launched %d times, expected %d", what, got, want);
+  download(bo, r->o, r->nq, p->dtype, pad);
+  download(bl, r->lse, r->nl, DUA_F32, 0);
+  r->hq = host_view(r->q, B, H, N, D, p->bnhd);
+  r->hk = host_view(r->k, B, HK, N, D, p->bnhd);
+  r->hv = host_view(r->v, B, HK, N, D, p->bnhd);
+  r->ho = host_view(r->ref_o, B, H, N, D, p->bnhd);
+  r->hl = host_view(r->ref_lse, B, H, N, 1, 0);
+  ck_assert_int_eq(dua_attention_reference(l, 0.0f, r->bias, &r->hq, &r->hk, &r->hv, &r->ho, &r->hl), DUA_SUCCESS);
+  dua_buffer_destroy(bq);
+  dua_buffer_destroy(bk);
+  dua_buffer_destroy(bv);
+  dua_buffer_destroy(bo);
+  dua_buffer_destroy(bl);
+  dua_buffer_destroy(bb);
+}
+
+static void compare(const problem *p, const run *r) {
+  char what[256];
+  describe(p, what, sizeof what);
+  double atol = p->dtype == DUA_F16 ? F16_ATOL : F32_ATOL, rtol = p->dtype == DUA_F16 ? F16_RTOL : F32_RTOL, err;
+  long bad = test_compare(r->o, r->ref_o, r->nq, atol, rtol, &err);
+  ck_assert_msg(bad < 0, "%s: O[%ld] = %g, reference %g (max error %g)", what, bad, (double)(bad >= 0 ? r->o[bad] : 0),
+                (double)(bad >= 0 ? r->ref_o[bad] : 0), err);
+  for (size_t i = 0; i < r->nl; i++) {
+    if (isinf(r->ref_lse[i]))
+      ck_assert_msg(isinf(r->lse[i]) && r->lse[i] < 0, "%s: LSE[%zu] = %g, want -inf", what, i, (double)r->lse[i]);
+    else
+      ck_assert_msg(fabs(r->lse[i] - r->ref_lse[i]) <= 1e-4 + 1e-4 * fabs(r->ref_lse[i]),
+                    "%s: LSE[%zu] = %.7g, reference %.7g", what, i, (double)r->lse[i], (double)r->ref_lse[i]);
+  }
+}
+
+static void run_free(run *r) {
+  free(r->q);
+  free(r->k);
+  free(r->v);
+  free(r->o);
+  free(r->lse);
+  free(r->ref_o);
+  free(r->ref_lse);
+  free(r->bias);
+  memset(r, 0, sizeof *r);
+}
+
+static void check_problem(mma_ctx *m, problem *p, test_rng *rng) {
+  dua_layout *l = make_layout(p);
+  run r;
+  memset(&r, 0, sizeof r);
+  run_problem(m, p, l, &r, rng);
+  compare(p, &r);
+  run_free(&r);
+  dua_layout_destroy(l);
+}
+
+static problem base_problem(int32_t n, int32_t blk, int head_dim) {
+  problem p;
+  memset(&p, 0, sizeof p);
+  p.desc.seq_len = n;
+  p.desc.block = blk;
+  p.desc.batch = 1;
+  p.desc.heads = 2;
+  p.desc.arity = 2;
+  p.head_dim = head_dim;
+  p.dtype = DUA_F16;
+  return p;
+}
+
+static void set_depths(problem *p, int32_t d0, int32_t d1) {
+  for (int h = 0; h < p->desc.heads; h++)
+    p->depths[h] = h % 2 ? d1 : d0;
+  p->desc.depths = p->depths;
+}
+
+/* _i: 0 = default context (the mma kernel where available), 1 = DUA_NO_MMA=1 */
+
+START_TEST(dense_and_block_sizes) {
+  mma_ctx m;
+  mma_context(&m, _i);
+  test_rng rng = test_rng_make(201);
+  static const int blocks[5] = {16, 32, 64, 128, 256};
+  for (int bi = 0; bi < 5; bi++)
+    for (int causal = 0; causal <= 1; causal++) {
+      problem p = base_problem(bi < 2 ? 128 : 320, blocks[bi], 64);
+      p.desc.causal = causal;
+      check_problem(&m, &p, &rng); /* depths NULL: all 0 = dense */
+    }
+  dua_context_destroy(m.ctx);
+}
+END_TEST
+
+START_TEST(block_diagonal_depth_and_tails) {
+  mma_ctx m;
+  mma_context(&m, _i);
+  test_rng rng = test_rng_make(202);
+  static const int ns[5] = {300, 37, 64, 130, 1000};
+  static const int blks[5] = {64, 64, 128, 256, 128};
+  for (int c = 0; c < 5; c++) { /* block-diagonal; N < 64, N not a multiple of 64, N < block */
+    problem p = base_problem(ns[c], blks[c], 64);
+    set_depths(&p, -1, -1);
+    check_problem(&m, &p, &rng);
+  }
+  for (int depth = 1; depth <= 3; depth++) { /* N = 2048, block 128: nb = 16, D = 4 */
+    problem p = base_problem(2048, 128, 64);
+    set_depths(&p, depth, depth == 3 ? 2 : 3);
+    p.desc.causal = depth == 2;
+    check_problem(&m, &p, &rng);
+  }
+  dua_context_destroy(m.ctx);
+}
+END_TEST
+
+START_TEST(causal_window_sink_shift) {
+  mma_ctx m;
+  mma_context(&m, _i);
+  test_rng rng = test_rng_make(203);
+  for (int c = 0; c < 4; c++) {
+    problem p = base_problem(333 + 100 * c, c % 2 ? 128 : 64, c < 2 ? 64 : 128);
+    p.desc.heads = 3;
+    p.depths[0] = 1;
+    p.depths[1] = 3;
+    p.depths[2] = -1;
+    p.desc.depths = p.depths;
+    p.desc.window = c == 3 ? 150 : 20;
+    p.desc.sink = c == 2 ? 70 : 5;
+    p.desc.causal = c != 1;
+    p.desc.shift = c;
+    p.algo = c == 3 ? DUA_ALGO_LIST : DUA_ALGO_AUTO; /* device lists */
+    check_problem(&m, &p, &rng);
+  }
+  dua_context_destroy(m.ctx);
+}
+END_TEST
+
+static void random_paths(problem *p, test_rng *rng) {
+  const dua_layout_desc *d = &p->desc;
+  int nb = (d->seq_len + d->block - 1) / d->block, dmax = 0;
+  for (int h = 0; h < d->heads; h++) {
+    int ar = d->arities ? p->arities[h] : d->arity, D = 0;
+    for (long span = 1; span < nb; span *= ar)
+      D++;
+    dmax = D > dmax ? D : dmax;
+  }
+  size_t np = (size_t)d->batch * d->heads * nb * dmax;
+  p->paths = malloc(np ? np : 1);
+  for (int b = 0; b < d->batch; b++)
+    for (int h = 0; h < d->heads; h++)
+      for (int blk = 0; blk < nb; blk++)
+        for (int lv = 0; lv < dmax; lv++)
+          p->paths[(((size_t)b * d->heads + h) * nb + blk) * dmax + lv] =
+              (uint8_t)test_rng_int(rng, 0, (d->arities ? p->arities[h] : d->arity) - 1);
+  p->desc.paths = p->paths;
+}
+
+START_TEST(content_paths_bias_gqa_bnhd) {
+  mma_ctx m;
+  mma_context(&m, _i);
+  test_rng rng = test_rng_make(204);
+  for (int c = 0; c < 6; c++) {
+    problem p = base_problem(c == 5 ? 700 : 512, c == 4 ? 128 : 64, c % 3 == 2 ? 128 : 64);
+    p.desc.batch = 2;
+    p.desc.heads = 4;
+    p.desc.kv_heads = c % 3 == 0 ? 0 : c % 3 == 1 ? 2 : 1; /* GQA */
+    p.desc.causal = c % 2;
+    p.desc.window = c == 1 ? 33 : 0;
+    p.desc.sink = c == 3 ? 9 : 0;
+    p.depths[0] = -1;
+    p.depths[1] = 1;
+    p.depths[2] = 2;
+    p.depths[3] = 0;
+    p.desc.depths = p.depths;
+    if (c < 4)
+      random_paths(&p, &rng); /* content tree (bucket enumeration) */
+    p.with_bias = c != 2;
+    p.bnhd = c >= 2;
+    p.algo = c == 1 ? DUA_ALGO_LIST : DUA_ALGO_AUTO;
+    check_problem(&m, &p, &rng);
+    free(p.paths);
+  }
+  dua_context_destroy(m.ctx);
+}
+END_TEST
+
+/* Random layouts, all fp16, head dims and blocks cycling through the covered and the fallback ones. */
+START_TEST(random_layouts) {
+  mma_ctx m;
+  mma_context(&m, _i);
+  test_rng rng = test_rng_make(205);
+  static const int dims[4] = {64, 128, 64, 32};
+  static const int blocks[4] = {64, 128, 256, 32};
+  for (int c = 0; c < 8; c++) {
+    problem p = base_problem(test_rng_int(&rng, 1, 600), blocks[test_rng_int(&rng, 0, 3)], dims[c % 4]);
+    dua_layout_desc *d = &p.desc;
+    d->batch = test_rng_int(&rng, 1, 2);
+    d->heads = 4;
+    d->kv_heads = test_rng_int(&rng, 0, 1) ? 2 : 0;
+    d->arity = test_rng_int(&rng, 2, 3);
+    d->causal = test_rng_int(&rng, 0, 1);
+    d->window = test_rng_int(&rng, 0, 2) == 0 ? test_rng_int(&rng, 1, 150) : 0;
+    d->sink = test_rng_int(&rng, 0, 2) == 0 ? test_rng_int(&rng, 1, 80) : 0;
+    int nb = (d->seq_len + d->block - 1) / d->block;
+    if (test_rng_int(&rng, 0, 1)) {
+      for (int h = 0; h < 4; h++)
+        p.arities[h] = test_rng_int(&rng, 2, 4);
+      d->arities = p.arities;
+    }
+    int dmax = 0;
+    for (int h = 0; h < 4; h++) {
+      int ar = d->arities ? p.arities[h] : d->arity, D = 0;
+      for (long span = 1; span < nb; span *= ar)
+        D++;
+      p.depths[h] = test_rng_int(&rng, -1, D);
+      dmax = D > dmax ? D : dmax;
+    }
+    d->depths = p.depths;
+    if (test_rng_int(&rng, 0, 2) == 0 && dmax > 0)
+      random_paths(&p, &rng);
+    else if (test_rng_int(&rng, 0, 1) && dmax > 0)
+      d->shift = test_rng_int(&rng, 0, nb);
+    p.bnhd = test_rng_int(&rng, 0, 1);
+    p.with_bias = test_rng_int(&rng, 0, 2) == 0;
+    p.algo = test_rng_int(&rng, 0, 2) == 0 ? DUA_ALGO_LIST : DUA_ALGO_AUTO;
+    check_problem(&m, &p, &rng);
+    free(p.paths);
+  }
+  dua_context_destroy(m.ctx);
+}
+END_TEST
+
+/* Fallbacks: fp32 storage, head dims 32/96, misaligned rows: the portable kernel runs, results still right. */
+START_TEST(fallbacks) {
+  mma_ctx m;
+  mma_context(&m, _i);
+  test_rng rng = test_rng_make(206);
+  problem p = base_problem(200, 64, 64);
+  set_depths(&p, 1, -1);
+  p.dtype = DUA_F32;
+  check_problem(&m, &p, &rng);
+  p.dtype = DUA_F16;
+  p.head_dim = 96;
+  check_problem(&m, &p, &rng);
+  p.head_dim = 64;
+  p.misalign = 1;
+  check_problem(&m, &p, &rng);
+  p.misalign = 0;
+  check_problem(&m, &p, &rng); /* and the aligned twin takes the fast path */
+  dua_context_destroy(m.ctx);
+}
+END_TEST
+
+/* Caller lists (DUA_TREE 2) with an empty query block: zeros and LSE -inf, never NaN. */
+START_TEST(caller_lists_with_empty_rows) {
+  mma_ctx m;
+  mma_context(&m, _i & 1);
+  test_rng rng = test_rng_make(207);
+  const int blk = 64, n_tokens = 420, nb = 7, rows = 2 * nb, dh = _i & 2 ? 128 : 64;
+  problem p = base_problem(n_tokens, blk, dh);
+  p.desc.causal = (_i >> 2) & 1;
+  int32_t counts[14], indices[14 * 7];
+  for (int r = 0; r < rows; r++) {
+    counts[r] = r == 3 ? 0 : test_rng_int(&rng, 0, nb); /* row 3 (b0 h0 m3) is empty */
+    int used[7] = {0};
+    for (int c = 0; c < counts[r]; c++) {
+      int n;
+      do
+        n = test_rng_int(&rng, 0, nb - 1);
+      while (used[n]);
+      used[n] = 1;
+      indices[r * nb + c] = n;
+    }
+  }
+  dua_layout *l = NULL;
+  char err[256];
+  ck_assert_msg(dua_layout_create_from_lists(&p.desc, counts, indices, &l, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  run r;
+  memset(&r, 0, sizeof r);
+  run_problem(&m, &p, l, &r, &rng);
+  compare(&p, &r);
+  for (int i = 3 * blk; i < 4 * blk; i++) {
+    ck_assert(isinf(r.lse[i]) && r.lse[i] < 0);
+    for (int c = 0; c < dh; c++)
+      ck_assert_msg(r.o[(size_t)i * dh + c] == 0.0f, "empty row %d not zero", i);
+  }
+  run_free(&r);
+  dua_layout_destroy(l);
+  dua_context_destroy(m.ctx);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("forward_mma");
+  TCase *tc = tcase_create("core");
+  tcase_set_timeout(tc, 1200);
+  tcase_add_loop_test(tc, dense_and_block_sizes, 0, 2);
+  tcase_add_loop_test(tc, block_diagonal_depth_and_tails, 0, 2);
+  tcase_add_loop_test(tc, causal_window_sink_shift, 0, 2);
+  tcase_add_loop_test(tc, content_paths_bias_gqa_bnhd, 0, 2);
+  tcase_add_loop_test(tc, random_layouts, 0, 2);
+  tcase_add_loop_test(tc, fallbacks, 0, 2);
+  tcase_add_loop_test(tc, caller_lists_with_empty_rows, 0, 8);
+  suite_add_tcase(s, tc);
+  return test_run_suite(s);
+}
