@@ -44,7 +44,8 @@ static const char *const usage_text[] = {
     "  --sink S            leading keys always visible, 0 = none (default 0)\n"
     "  --causal            causal mask\n"
     "  --dtype T...        fp16 and/or fp32 (default fp16 fp32)\n"
-    "  --pass fwd          only the forward pass exists so far (fwdbwd and decode are refused)\n"
+    "  --pass P            fwd (default), bwd (the backward alone, after one forward), or fwdbwd\n"
+    "                      (forward + backward of a random dO, as peers.py --pass fwdbwd); naive runs fwd only\n"
     "dua only:\n"
     "  --kv-heads H        K/V heads for GQA, divides --heads (default = heads)\n"
     "  --head-depths LIST  comma-separated depth per head (replaces the --depth sweep)\n"
@@ -86,6 +87,8 @@ static const char *const usage_text[] = {
     "  useful FLOPs  = 4 * Dh * visible (query, key) token pairs, summed over batch and heads\n"
     "  bytes         = compulsory traffic: Q, K, V read once and O written once at the storage dtype, plus\n"
     "                  the fp32 LSE with --lse (K/V re-reads across query blocks are not counted)\n"
+    "  --pass bwd multiplies FLOPs by 2.5 (S, dP, dV, dQ, dK products) and bytes by 2 (plus dO, dQ, dK, dV);\n"
+    "  --pass fwdbwd by 3.5 and 3 (FlashAttention's convention)\n"
     "  TFLOP/s = visited FLOPs / time; useful TFLOP/s = useful FLOPs / time; GB/s = bytes / time\n"
     "  density = visited blocks / nb^2 (peers.py's BlockMask density); density_pairs = visible pairs / N^2\n"
     "  roofline fraction = max(visited FLOPs / peak FLOP/s, bytes / peak B/s) / measured time\n"
@@ -115,7 +118,7 @@ typedef struct options {
   int head_depths[MAXV * 16], nhead_depths;
   dua_dtype dtype[MAXV];
   int ndtype;
-  int batch, heads, kv_heads, dim, block, arity, window, sink, causal, shift, lse;
+  int batch, heads, kv_heads, dim, block, arity, window, sink, causal, shift, lse, pass; /* pass: 0 fwd 1 bwd 2 fwdbwd */
   dua_attention_algo algo;
   const char *device, *json;
   int check, reps, warmup, use_events, no_naive, force_naive, no_dense, show_mask;
@@ -140,8 +143,8 @@ typedef struct bench {
   int n, nb, tree_depth;
   dua_dtype dtype;
   int nsets;
-  dua_buffer *qb[3], *kb[3], *vb[3], *ob, *lb;
-  dua_tensor q[3], k[3], v[3], o, lse;
+  dua_buffer *qb[3], *kb[3], *vb[3], *ob, *lb, *gb, *dqb, *dkb, *dvb; /* gb: dO; d*: gradients (bwd passes) */
+  dua_tensor q[3], k[3], v[3], o, lse, g, dq, dk, dv;
   FILE *json, *table;
   result *results;
   int nresults, cap;
@@ -386,8 +389,9 @@ static void parse_args(int argc, char **argv, options *o) {
     } else if (strcmp(name, "--show-mask") == 0) {
       o->show_mask = 1;
     } else if (strcmp(name, "--pass") == 0) {
-      if (pick(name, v, passes, 3) != 0)
-        fail_usage("--pass %s: only the forward pass (fwd) is implemented in dua so far", v);
+      static const char *const passes3[] = {"fwd", "bwd", "fwdbwd"};
+      (void)passes;
+      o->pass = pick(name, v, passes3, 3);
     } else if (strcmp(name, "--algo") == 0) {
       o->algo = (dua_attention_algo)pick(name, v, algos, 3); /* DUA_ALGO_AUTO, _RULE, _LIST */
     } else if (strcmp(name, "--device") == 0) {
@@ -596,6 +600,17 @@ static void alloc_problem(bench *b) {
   b->o = dua_tensor_contiguous(b->ob, 0, b->dtype, B, H, N, DH);
   b->lb = new_buffer(b, (size_t)(B * H * N) * sizeof(float));
   b->lse = dua_tensor_contiguous(b->lb, 0, DUA_F32, B, H, N, 1);
+  if (o->pass) {
+    b->gb = new_buffer(b, qn * es);
+    fill_random(b, b->gb, qn, o->seed * 7919ull + 5);
+    b->dqb = new_buffer(b, qn * es);
+    b->dkb = new_buffer(b, kn * es);
+    b->dvb = new_buffer(b, kn * es);
+    b->g = dua_tensor_contiguous(b->gb, 0, b->dtype, B, H, N, DH);
+    b->dq = dua_tensor_contiguous(b->dqb, 0, b->dtype, B, H, N, DH);
+    b->dk = dua_tensor_contiguous(b->dkb, 0, b->dtype, B, HKV, N, DH);
+    b->dv = dua_tensor_contiguous(b->dvb, 0, b->dtype, B, HKV, N, DH);
+  }
 }
 
 static void free_problem(bench *b) {
@@ -606,14 +621,40 @@ static void free_problem(bench *b) {
   }
   dua_buffer_destroy(b->ob);
   dua_buffer_destroy(b->lb);
+  dua_buffer *grads[4] = {b->gb, b->dqb, b->dkb, b->dvb};
+  for (int i = 0; i < 4; i++)
+    dua_buffer_destroy(grads[i]);
+  b->gb = b->dqb = b->dkb = b->dvb = NULL;
   b->nsets = 0;
 }
 
-static void call(bench *b, dua_layout *layout, const dua_attention_params *p, int set, int with_lse) {
+static void forward_call(bench *b, dua_layout *layout, const dua_attention_params *p, int set, int with_lse) {
   dua_status st = dua_attention_forward(b->ctx, layout, p, &b->q[set], &b->k[set], &b->v[set], &b->o,
                                         with_lse ? &b->lse : NULL);
   if (st != DUA_SUCCESS)
     die_dua(b->ctx, st, "dua_attention_forward");
+}
+
+static void backward_call(bench *b, dua_layout *layout, const dua_attention_params *p, int set) {
+  dua_status st = dua_attention_backward(b->ctx, layout, p, &b->q[set], &b->k[set], &b->v[set], &b->o, &b->lse,
+                                         &b->g, &b->dq, &b->dk, &b->dv, NULL);
+  if (st != DUA_SUCCESS)
+    die_dua(b->ctx, st, "dua_attention_backward");
+}
+
+/* One timed unit of the chosen pass. (bwd reuses the O and LSE of the last forward, made by prepare().) */
+static void call(bench *b, dua_layout *layout, const dua_attention_params *p, int set, int with_lse) {
+  if (b->opt->pass != 1)
+    forward_call(b, layout, p, set, with_lse || b->opt->pass == 2);
+  if (b->opt->pass != 0)
+    backward_call(b, layout, p, set);
+}
+
+/* The backward alone needs a forward's O and LSE on each input set; the gradients of different sets then
+ * use set 0's O and LSE, which costs the same work. */
+static void prepare(bench *b, dua_layout *layout, const dua_attention_params *p) {
+  if (b->opt->pass == 1)
+    forward_call(b, layout, p, 0, 1);
 }
 
 static void finish(bench *b) {
@@ -772,7 +813,7 @@ static void check_variant(bench *b, const char *variant, dua_layout *layout, con
   if ((st = dua_buffer_fill_bytes(b->ob, 0, dua_buffer_size(b->ob), 0xff)) != DUA_SUCCESS ||
       (st = dua_buffer_fill_bytes(b->lb, 0, dua_buffer_size(b->lb), 0xff)) != DUA_SUCCESS)
     die_dua(b->ctx, st, "dua_buffer_fill_bytes");
-  call(b, layout, p, 0, 1);
+  forward_call(b, layout, p, 0, 1);
   finish(b);
   float *q = xmalloc(slice * 4), *k = xmalloc(slice * 4), *v = xmalloc(slice * 4), *out = xmalloc(slice * 4);
   float *ro = xmalloc(slice * 4), *lse = xmalloc((size_t)N * 4), *rl = xmalloc((size_t)N * 4);
@@ -860,6 +901,7 @@ static cl_event marker(bench *b) {
 static timing time_variant(bench *b, dua_layout *layout, const dua_attention_params *p) {
   const options *o = b->opt;
   timing t = {NAN, NAN, NAN, 0, 0};
+  prepare(b, layout, p);
   /* warm-up calls, each finished and timed; the fastest after the first (which may compile kernels) is the
    * estimate for --reps; warm-up stops early once it has taken --min-time */
   int set = 0;
@@ -980,7 +1022,8 @@ static void write_json(bench *b, const problem *pr, int var, const char *name, c
   if (f == NULL)
     return;
   const options *o = b->opt;
-  fprintf(f, "{\"variant\": \"%s\", \"peer\": \"%s\", \"pass_\": \"fwd\"", name, name);
+  static const char *const pass_names[3] = {"fwd", "bwd", "fwdbwd"};
+  fprintf(f, "{\"variant\": \"%s\", \"peer\": \"%s\", \"pass_\": \"%s\"", name, name, pass_names[o->pass]);
   json_int(f, "n", b->n);
   json_int(f, "batch", o->batch);
   json_int(f, "heads", o->heads);
@@ -1048,8 +1091,9 @@ static void write_json(bench *b, const problem *pr, int var, const char *name, c
 static void print_table(bench *b) {
   FILE *f = b->table;
   const options *o = b->opt;
-  fprintf(f, "\ndua-bench on %s (%s, driver %s), pass fwd%s\n", b->info.name, b->info.platform_name,
-          b->info.driver_version, o->lse ? ", with LSE" : "");
+  static const char *const pass_names[3] = {"fwd", "bwd", "fwdbwd"};
+  fprintf(f, "\ndua-bench on %s (%s, driver %s), pass %s%s\n", b->info.name, b->info.platform_name,
+          b->info.driver_version, pass_names[o->pass], o->lse ? ", with LSE" : "");
   fprintf(f, "%-10s %6s %3s %3s %3s %4s %4s %2s %5s %5s %5s %3s %4s %8s %8s %10s %8s %8s %8s %8s %8s%s %s\n",
           "variant", "n", "B", "H", "Hkv", "Dh", "blk", "p", "depth", "win", "sink", "cau", "type",
           "dens_blk", "dens_pr", "ms", "TFLOP/s", "useful", "GB/s", "x_dense", "x_naive",
@@ -1070,7 +1114,7 @@ static void print_table(bench *b) {
     fprintf(f, " %s\n", r->check[0] ? r->check : "-");
   }
   fprintf(f,
-          "ms: median per call (%s); TFLOP/s on visited blocks (4*Dh*rows*cols of visited blocks); useful: "
+          "ms: median per call (%s); TFLOP/s on visited blocks (4*Dh*rows*cols of visited blocks; x2.5 bwd, x3.5 fwdbwd); useful: "
           "on visible pairs; GB/s on compulsory bytes (Q,K,V,O once%s); x_dense, x_naive: speedup of the row "
           "over dua_dense and naive (NaN when not run)\n",
           b->events_ok && o->use_events ? "device time from profiling markers" : "host wall clock",
@@ -1110,16 +1154,20 @@ static void run_problem(bench *b, int depth_arg) {
   dua_layout *dense = make_layout(o, N, B, H, NULL, 0);
   dua_layout *lay[3] = {sparse, dense, sparse};
   size_t es = dua_dtype_size(b->dtype);
-  pr.bytes = (double)es * ((double)B * H * N * o->dim * 2 + (double)B * o->kv_heads * N * o->dim * 2) +
-             (o->lse ? 4.0 * B * H * N : 0.0);
+  /* fwd: 2 matrix products a visited pair, bwd: 5 (S, dP, dV, dQ, dK); bytes: Q, K, V, O (fwd), plus dO, dQ, dK,
+   * dV and a re-read of the four (bwd) */
+  const double flop_factor = o->pass == 0 ? 1.0 : o->pass == 1 ? 2.5 : 3.5;
+  const double byte_factor = o->pass == 0 ? 1.0 : o->pass == 1 ? 2.0 : 3.0;
+  pr.bytes = byte_factor * (double)es * ((double)B * H * N * o->dim * 2 + (double)B * o->kv_heads * N * o->dim * 2) +
+             (o->lse || o->pass ? 4.0 * B * H * N : 0.0);
   double elements[3];
   for (int var = 0; var < 2; var++) {
     dua_status st = dua_layout_density_get(lay[var], &pr.dens[var]);
     if (st != DUA_SUCCESS)
       die_dua(NULL, st, "dua_layout_density_get");
     elements[var] = visited_elements(o, N, var == V_SPARSE ? depths : NULL);
-    pr.visited_flops[var] = 4.0 * o->dim * elements[var];
-    pr.useful_flops[var] = 4.0 * o->dim * pr.dens[var].pairs * (double)N * N * B * H;
+    pr.visited_flops[var] = flop_factor * 4.0 * o->dim * elements[var];
+    pr.useful_flops[var] = flop_factor * 4.0 * o->dim * pr.dens[var].pairs * (double)N * N * B * H;
   }
   pr.dens[V_NAIVE] = pr.dens[V_SPARSE];
   elements[V_NAIVE] = elements[V_SPARSE];
@@ -1143,6 +1191,8 @@ static void run_problem(bench *b, int depth_arg) {
                  4.0;
   if (o->no_naive)
     snprintf(skipped[V_NAIVE], sizeof skipped[V_NAIVE], "--no-naive");
+  else if (o->pass)
+    snprintf(skipped[V_NAIVE], sizeof skipped[V_NAIVE], "the naive baseline has no backward");
   else if (!o->force_naive && scores > limit)
     snprintf(skipped[V_NAIVE], sizeof skipped[V_NAIVE],
              "scores need %.0f MiB > 1/4 of min(max alloc, global mem) = %.0f MiB (--force-naive runs it)",
@@ -1155,6 +1205,9 @@ static void run_problem(bench *b, int depth_arg) {
           o->causal ? " causal" : "", dtype_name(b->dtype), pr.dens[0].blocks, pr.dens[0].pairs, b->nsets,
           b->nsets == 1 ? "" : "s");
   char checked[3][48] = {"", "", ""};
+  if (o->check && o->pass)
+    fprintf(stderr, "  note: --check validates the forward of each variant; the backward kernels are validated against "
+                    "the CPU reference by the test suite (test_backward)\n");
   if (o->check)
     for (int var = 0; var < 3; var++)
       if (!skipped[var][0])
