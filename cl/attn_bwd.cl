@@ -39,29 +39,13 @@
 #error "tile parameters must divide: BLOCK_M, BLOCK_N by TM and TN; HEAD_DIM by TN; (HEAD_DIM / TN) by 4"
 #endif
 
-/* Rows [r0, r0 + rows) of a (tokens x HEAD_DIM) slice into local memory; rows past n_tokens are 0. */
-inline void bwd_load_tile(__local float *dst, __global const dua_store_t *src, long row_stride, int r0, int rows,
-                          int n_tokens, int tid) {
-  for (int idx = tid; idx < rows * (HEAD_DIM / 4); idx += THREADS) {
-    int r = idx / (HEAD_DIM / 4), c = (idx % (HEAD_DIM / 4)) * 4;
-    float4 v = (float4)(0.0f);
-    if (r0 + r < n_tokens) {
-#if DUA_FP16
-      v = vload_half4(0, src + (long)(r0 + r) * row_stride + c);
-#else
-      v = vload4(0, src + (long)(r0 + r) * row_stride + c);
-#endif
-    }
-    vstore4(v, 0, dst + r * ROW_STRIDE + c);
-  }
-}
-
 /* x * scale_log2 + bias (log2 units) if (row, col) is visible, else -inf. */
 inline float bwd_score(float x, int row, int col, int shared, float beta, int elementwise, dua_shape shape) {
   if (!elementwise)
     return x + beta;
   int extra = dua_token_extra(row, col, shape.window, shape.sink);
-  int vis = (shared || extra) && col < shape.n_tokens && row < shape.n_tokens && (!shape.causal || col <= row);
+  int vis =
+      (shared || extra) && col < shape.n_tokens && row < shape.n_tokens && (!shape.causal || col <= row);
   return vis ? x + (extra ? 0.0f : beta) : -INFINITY;
 }
 
@@ -73,7 +57,8 @@ __kernel void dua_attn_bwd_pre(__global const dua_store_t *o, __global const dua
   if (i >= shape.n_tokens)
     return;
   __global const dua_store_t *orow = o + offsets.s0 + b * o_strides.s0 + h * o_strides.s1 + i * o_strides.s2;
-  __global const dua_store_t *grow = d_o + offsets.s1 + b * do_strides.s0 + h * do_strides.s1 + i * do_strides.s2;
+  __global const dua_store_t *grow =
+      d_o + offsets.s1 + b * do_strides.s0 + h * do_strides.s1 + i * do_strides.s2;
   float acc = 0.0f;
   for (int d = 0; d < HEAD_DIM; d++)
     acc = fma(DUA_LOAD(orow, d), DUA_LOAD(grow, d), acc);
@@ -92,8 +77,8 @@ dua_attn_bwd_dq(__global const dua_store_t *q, __global const dua_store_t *k, __
                 long4 aux_offsets /* dq, lse, delta, level bias */, dua_shape shape, float scale,
                 float scale_log2, __global const dua_head_rule *head_rules, __global const uchar *paths,
                 __global const int *order, __global const int *rank_range, __global const int *list_counts,
-                __global const int *list_full, __global const int *list_indices, __global const float *level_bias,
-                int bias_stride) {
+                __global const int *list_full, __global const int *list_indices,
+                __global const float *level_bias, int bias_stride) {
   __local float q_tile[BLOCK_M * ROW_STRIDE] __attribute__((aligned(16)));
   __local float do_tile[BLOCK_M * ROW_STRIDE] __attribute__((aligned(16)));
   __local float k_tile[BLOCK_N * ROW_STRIDE] __attribute__((aligned(16)));
@@ -116,16 +101,17 @@ dua_attn_bwd_dq(__global const dua_store_t *q, __global const dua_store_t *k, __
   __global const uchar *paths_bh = paths + bh * shape.nb * shape.max_depth;
   __global const uchar *path_m = paths_bh + (long)m * shape.max_depth;
 
-  bwd_load_tile(q_tile, q + offsets.s0 + b * q_strides.s0 + h * q_strides.s1, q_strides.s2, row0, BLOCK_M,
-                shape.n_tokens, tid);
-  bwd_load_tile(do_tile, d_o + offsets.s3 + b * do_strides.s0 + h * do_strides.s1, do_strides.s2, row0, BLOCK_M,
-                shape.n_tokens, tid);
+  dua_load_rows(q_tile, q + offsets.s0 + b * q_strides.s0 + h * q_strides.s1, q_strides.s2, row0, BLOCK_M,
+                shape.n_tokens, tid, THREADS, HEAD_DIM, ROW_STRIDE);
+  dua_load_rows(do_tile, d_o + offsets.s3 + b * do_strides.s0 + h * do_strides.s1, do_strides.s2, row0,
+                BLOCK_M, shape.n_tokens, tid, THREADS, HEAD_DIM, ROW_STRIDE);
   float lse2[RQ], dlt[RQ], acc[RQ][DK];
   for (int i = 0; i < RQ; i++) {
     const int row = row0 + ty + TM * i;
-    lse2[i] = row < shape.n_tokens ? lse[aux_offsets.s1 + b * lse_strides.s0 + h * lse_strides.s1 +
-                                         row * lse_strides.s2] * DUA_LOG2E
-                                   : 0.0f;
+    lse2[i] =
+        row < shape.n_tokens
+            ? lse[aux_offsets.s1 + b * lse_strides.s0 + h * lse_strides.s1 + row * lse_strides.s2] * DUA_LOG2E
+            : 0.0f;
     dlt[i] = row < shape.n_tokens ? delta[aux_offsets.s2 + bh * shape.n_tokens + row] : 0.0f;
     if (isinf(lse2[i]))
       lse2[i] = 0.0f; /* empty row: every score is masked, P = 0 */
@@ -136,7 +122,8 @@ dua_attn_bwd_dq(__global const dua_store_t *q, __global const dua_store_t *k, __
   const dua_row_visits rv = dua_row_visits_begin(m, bh, hr, shape, rank_range, list_counts, list_full);
   for (int item = 0; item < rv.n_items; item++) {
     int n, shared, full;
-    if (!dua_row_visit(&rv, item, m, bh, hr, shape, path_m, paths_bh, order, list_indices, &n, &shared, &full))
+    if (!dua_row_visit(&rv, item, m, bh, hr, shape, path_m, paths_bh, order, list_indices, &n, &shared,
+                       &full))
       continue;
     float beta = 0.0f;
 #if DUA_BIAS
@@ -153,8 +140,10 @@ dua_attn_bwd_dq(__global const dua_store_t *q, __global const dua_store_t *k, __
       if (shape.causal && j0 > row_end - 1)
         break;
       barrier(CLK_LOCAL_MEM_FENCE);
-      bwd_load_tile(k_tile, k_bh, k_strides.s2, j0, BLOCK_N, shape.n_tokens, tid);
-      bwd_load_tile(v_tile, v_bh, v_strides.s2, j0, BLOCK_N, shape.n_tokens, tid);
+      dua_load_rows(k_tile, k_bh, k_strides.s2, j0, BLOCK_N, shape.n_tokens, tid, THREADS, HEAD_DIM,
+                    ROW_STRIDE);
+      dua_load_rows(v_tile, v_bh, v_strides.s2, j0, BLOCK_N, shape.n_tokens, tid, THREADS, HEAD_DIM,
+                    ROW_STRIDE);
       barrier(CLK_LOCAL_MEM_FENCE);
       float s[RQ][CK], dp[RQ][CK];
       for (int i = 0; i < RQ; i++)
@@ -203,7 +192,8 @@ dua_attn_bwd_dq(__global const dua_store_t *q, __global const dua_store_t *k, __
     const int row = row0 + ty + TM * i;
     if (row >= shape.n_tokens)
       continue;
-    __global dua_store_t *out = dq + aux_offsets.s0 + b * dq_strides.s0 + h * dq_strides.s1 + row * dq_strides.s2;
+    __global dua_store_t *out =
+        dq + aux_offsets.s0 + b * dq_strides.s0 + h * dq_strides.s1 + row * dq_strides.s2;
     for (int c = 0; c < DK; c++)
       DUA_STORE(acc[i][c] * scale, out, DK * tx + c);
   }
@@ -222,9 +212,9 @@ dua_attn_bwd_dkdv(__global const dua_store_t *q, __global const dua_store_t *k, 
                   long4 dv_strides, long4 lse_strides, long4 offsets /* q, k, v, d_o */,
                   long4 aux_offsets /* dk, dv, lse, delta */, long2 bias_offsets /* level bias, partials */,
                   dua_shape shape, float scale, float scale_log2, __global const dua_head_rule *head_rules,
-                  __global const uchar *paths, __global const int *tlist_counts, __global const int *tlist_full,
-                  __global const int *tlist_indices, __global const float *level_bias, int bias_stride,
-                  int levels) {
+                  __global const uchar *paths, __global const int *tlist_counts,
+                  __global const int *tlist_full, __global const int *tlist_indices,
+                  __global const float *level_bias, int bias_stride, int levels) {
   __local float q_tile[BLOCK_M * ROW_STRIDE] __attribute__((aligned(16)));
   __local float do_tile[BLOCK_M * ROW_STRIDE] __attribute__((aligned(16)));
   __local float k_tile[BLOCK_N * ROW_STRIDE] __attribute__((aligned(16)));
@@ -247,10 +237,10 @@ dua_attn_bwd_dkdv(__global const dua_store_t *q, __global const dua_store_t *k, 
     return;
   const int group = shape.hq / shape.hkv;
 
-  bwd_load_tile(k_tile, k + offsets.s1 + b * k_strides.s0 + hk * k_strides.s1, k_strides.s2, key0, BLOCK_N,
-                shape.n_tokens, tid);
-  bwd_load_tile(v_tile, v + offsets.s2 + b * v_strides.s0 + hk * v_strides.s1, v_strides.s2, key0, BLOCK_N,
-                shape.n_tokens, tid);
+  dua_load_rows(k_tile, k + offsets.s1 + b * k_strides.s0 + hk * k_strides.s1, k_strides.s2, key0, BLOCK_N,
+                shape.n_tokens, tid, THREADS, HEAD_DIM, ROW_STRIDE);
+  dua_load_rows(v_tile, v + offsets.s2 + b * v_strides.s0 + hk * v_strides.s1, v_strides.s2, key0, BLOCK_N,
+                shape.n_tokens, tid, THREADS, HEAD_DIM, ROW_STRIDE);
   float dk_acc[RK][DK], dv_acc[RK][DK];
   for (int a = 0; a < RK; a++)
     for (int c = 0; c < DK; c++)
@@ -293,13 +283,16 @@ dua_attn_bwd_dkdv(__global const dua_store_t *q, __global const dua_store_t *k, 
         if (shape.causal && i0 + BLOCK_M - 1 < key0)
           continue; /* every row of this chunk precedes every key of the tile */
         barrier(CLK_LOCAL_MEM_FENCE);
-        bwd_load_tile(q_tile, q_bh, q_strides.s2, i0, BLOCK_M, shape.n_tokens, tid);
-        bwd_load_tile(do_tile, do_bh, do_strides.s2, i0, BLOCK_M, shape.n_tokens, tid);
+        dua_load_rows(q_tile, q_bh, q_strides.s2, i0, BLOCK_M, shape.n_tokens, tid, THREADS, HEAD_DIM,
+                      ROW_STRIDE);
+        dua_load_rows(do_tile, do_bh, do_strides.s2, i0, BLOCK_M, shape.n_tokens, tid, THREADS, HEAD_DIM,
+                      ROW_STRIDE);
         for (int r = tid; r < BLOCK_M; r += THREADS) {
           const int row = i0 + r;
           float l2 = 0.0f, dl = 0.0f;
           if (row < shape.n_tokens) {
-            l2 = lse[aux_offsets.s2 + b * lse_strides.s0 + h * lse_strides.s1 + row * lse_strides.s2] * DUA_LOG2E;
+            l2 = lse[aux_offsets.s2 + b * lse_strides.s0 + h * lse_strides.s1 + row * lse_strides.s2] *
+                 DUA_LOG2E;
             dl = delta[aux_offsets.s3 + bh * shape.n_tokens + row];
           }
           row_stats[r] = isinf(l2) ? 0.0f : l2;
@@ -385,8 +378,10 @@ dua_attn_bwd_dkdv(__global const dua_store_t *q, __global const dua_store_t *k, 
     const int key = key0 + ty + TM * a;
     if (key >= shape.n_tokens)
       continue;
-    __global dua_store_t *kout = dk + aux_offsets.s0 + b * dk_strides.s0 + hk * dk_strides.s1 + key * dk_strides.s2;
-    __global dua_store_t *vout = dv + aux_offsets.s1 + b * dv_strides.s0 + hk * dv_strides.s1 + key * dv_strides.s2;
+    __global dua_store_t *kout =
+        dk + aux_offsets.s0 + b * dk_strides.s0 + hk * dk_strides.s1 + key * dk_strides.s2;
+    __global dua_store_t *vout =
+        dv + aux_offsets.s1 + b * dv_strides.s0 + hk * dv_strides.s1 + key * dv_strides.s2;
     for (int c = 0; c < DK; c++) {
       DUA_STORE(dk_acc[a][c] * scale, kout, DK * tx + c);
       DUA_STORE(dv_acc[a][c], vout, DK * tx + c);
@@ -396,8 +391,9 @@ dua_attn_bwd_dkdv(__global const dua_store_t *q, __global const dua_store_t *k, 
 
 /* global (Hq * levels): d_level_bias[h][l] = sum over batch and key tiles of the partials, in order.
  * Tiles past the sequence end were never written: the host zero-fills the partials once per call. */
-__kernel void dua_attn_bwd_bias(__global const float *bias_partial, __global float *d_bias, long partial_offset,
-                                long out_offset, int out_stride, int batch, int hq, int key_tiles, int levels) {
+__kernel void dua_attn_bwd_bias(__global const float *bias_partial, __global float *d_bias,
+                                long partial_offset, long out_offset, int out_stride, int batch, int hq,
+                                int key_tiles, int levels) {
   const int idx = get_global_id(0), h = idx / levels, l = idx % levels;
   if (h >= hq)
     return;

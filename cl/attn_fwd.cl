@@ -37,10 +37,11 @@
 #define CN (BLOCK_N / TN)
 #define DK (HEAD_DIM / TN)
 #define ROW_STRIDE (HEAD_DIM + 4) /* local row pitch (floats): float4-aligned, staggers banks */
-#define P_STRIDE (BLOCK_N + 4) /* float4-aligned rows */
+#define P_STRIDE (BLOCK_N + 4)    /* float4-aligned rows */
 
 #if (BLOCK_M % TM) || (BLOCK_N % TN) || (HEAD_DIM % TN) || (DK % 4) || (BLOCK_N % 4)
-#error "tile parameters must divide: BLOCK_M % TM, BLOCK_N % TN, HEAD_DIM % TN, (HEAD_DIM / TN) % 4, BLOCK_N % 4"
+#error                                                                                                       \
+    "tile parameters must divide: BLOCK_M % TM, BLOCK_N % TN, HEAD_DIM % TN, (HEAD_DIM / TN) % 4, BLOCK_N % 4"
 #endif
 
 #ifdef DUA_PRECISE_EXP
@@ -49,29 +50,12 @@
 #define DUA_EXP2 native_exp2 /* ex2.approx on NVIDIA; the tests bound the error like any other */
 #endif
 
-
-/* Loads rows [r0, r0 + rows) of a (tokens x HEAD_DIM) slice into local memory (rows past n_tokens: 0). */
-inline void load_tile(__local float *dst, __global const dua_store_t *src, long row_stride, int r0, int rows,
-                      int n_tokens, int tid) {
-  for (int idx = tid; idx < rows * (HEAD_DIM / 4); idx += THREADS) {
-    int r = idx / (HEAD_DIM / 4), c = (idx % (HEAD_DIM / 4)) * 4;
-    float4 v = (float4)(0.0f);
-    if (r0 + r < n_tokens) {
-#if DUA_FP16
-      v = vload_half4(0, src + (long)(r0 + r) * row_stride + c);
-#else
-      v = vload4(0, src + (long)(r0 + r) * row_stride + c);
-#endif
-    }
-    vstore4(v, 0, dst + r * ROW_STRIDE + c);
-  }
-}
-
 __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void
 dua_attn_fwd(__global const dua_store_t *q, __global const dua_store_t *k, __global const dua_store_t *v,
              __global dua_store_t *o, __global float *lse, /* lse may be a 1-element dummy when has_lse = 0 */
              long4 q_strides, long4 k_strides, long4 v_strides, long4 o_strides, long4 lse_strides,
-             long4 offsets /* elements: q, k, v, o */, long2 aux_offsets /* lse, level_bias */, int has_lse, dua_shape shape, float scale_log2, __global const dua_head_rule *head_rules,
+             long4 offsets /* elements: q, k, v, o */, long2 aux_offsets /* lse, level_bias */, int has_lse,
+             dua_shape shape, float scale_log2, __global const dua_head_rule *head_rules,
              __global const uchar *paths,    /* [B][Hq][nb][max_depth] (DUA_TREE == 1) */
              __global const int *order,      /* [B*Hq][nb] (DUA_ENUM == 1) */
              __global const int *rank_range, /* [B*Hq][nb] x (lo, hi) (DUA_ENUM == 1) */
@@ -103,7 +87,8 @@ dua_attn_fwd(__global const dua_store_t *q, __global const dua_store_t *k, __glo
   __global const uchar *path_m = paths_bh + (long)m * shape.max_depth;
   (void)path_m;
 
-  load_tile(q_tile, q_bh, q_strides.s2, row0, BLOCK_M, shape.n_tokens, tid);
+  dua_load_rows(q_tile, q_bh, q_strides.s2, row0, BLOCK_M, shape.n_tokens, tid, THREADS, HEAD_DIM,
+                ROW_STRIDE);
 
   float acc[RM][DK];
   float m_run[RM], l_run[RM];
@@ -118,12 +103,14 @@ dua_attn_fwd(__global const dua_store_t *q, __global const dua_store_t *k, __glo
   const dua_row_visits rv = dua_row_visits_begin(m, bh, hr, shape, rank_range, list_counts, list_full);
   for (int item = 0; item < rv.n_items; item++) {
     int n, shared, full;
-    if (!dua_row_visit(&rv, item, m, bh, hr, shape, path_m, paths_bh, order, list_indices, &n, &shared, &full))
+    if (!dua_row_visit(&rv, item, m, bh, hr, shape, path_m, paths_bh, order, list_indices, &n, &shared,
+                       &full))
       continue; /* uniform across the work-group */
     float beta = 0.0f;
 #if DUA_BIAS
     if (shared)
-      beta = level_bias[aux_offsets.s1 + h * bias_stride + block_lca(hr, m, n, shape.shift, path_m, paths_bh, shape.max_depth)] *
+      beta = level_bias[aux_offsets.s1 + h * bias_stride +
+                        block_lca(hr, m, n, shape.shift, path_m, paths_bh, shape.max_depth)] *
              DUA_LOG2E;
     const int elementwise = !full || (shape.window > 0 || shape.sink > 0);
 #else
@@ -134,9 +121,10 @@ dua_attn_fwd(__global const dua_store_t *q, __global const dua_store_t *k, __glo
 
     for (int j0 = col_block0; j0 < col_block_end; j0 += BLOCK_N) {
       if (shape.causal && j0 > row_end - 1)
-        break; /* every later column is in the future of every row of this tile */
+        break;                      /* every later column is in the future of every row of this tile */
       barrier(CLK_LOCAL_MEM_FENCE); /* kv_tile, p_tile and partials are free */
-      load_tile(kv_tile, k_bh, k_strides.s2, j0, BLOCK_N, shape.n_tokens, tid);
+      dua_load_rows(kv_tile, k_bh, k_strides.s2, j0, BLOCK_N, shape.n_tokens, tid, THREADS, HEAD_DIM,
+                    ROW_STRIDE);
       barrier(CLK_LOCAL_MEM_FENCE);
 
       /* S = Q K^T for my RM x CN scores */
@@ -194,7 +182,8 @@ dua_attn_fwd(__global const dua_store_t *q, __global const dua_store_t *k, __glo
         }
         row_sum_part[r * TN + tx] = sum;
       }
-      load_tile(kv_tile, v_bh, v_strides.s2, j0, BLOCK_N, shape.n_tokens, tid);
+      dua_load_rows(kv_tile, v_bh, v_strides.s2, j0, BLOCK_N, shape.n_tokens, tid, THREADS, HEAD_DIM,
+                    ROW_STRIDE);
       barrier(CLK_LOCAL_MEM_FENCE);
 
       /* O = alpha O + P V */

@@ -2,13 +2,13 @@
  * layout's mask written to a (B, Hq, N, N) fp32 scratch, a row softmax in place, then O = P V. Three
  * launches, every score stored: the reference point that fused kernels are measured against. */
 
-
 /* global (N keys, N queries, B*Hq) */
 __kernel void dua_naive_scores(__global const dua_store_t *q, __global const dua_store_t *k,
                                __global float *scores, long4 q_strides, long4 k_strides, long2 offsets,
                                dua_shape shape, int head_dim, float scale,
                                __global const dua_head_rule *head_rules, __global const uchar *paths,
-                               __global const float *level_bias, long bias_offset, int bias_stride, int has_bias) {
+                               __global const float *level_bias, long bias_offset, int bias_stride,
+                               int has_bias) {
   const int j = get_global_id(0), i = get_global_id(1), bh = get_global_id(2);
   const int b = bh / shape.hq, h = bh % shape.hq, hk = h / (shape.hq / shape.hkv);
   const int m = i / shape.blk, n = j / shape.blk;
@@ -33,8 +33,8 @@ __kernel void dua_naive_scores(__global const dua_store_t *q, __global const dua
 }
 
 /* global (N queries, B*Hq): softmax of one row in place; LSE (natural log), -inf and zeros when empty */
-__kernel void dua_naive_softmax(__global float *scores, __global float *lse, long4 lse_strides, long lse_offset,
-                                int has_lse, int n_tokens, int hq) {
+__kernel void dua_naive_softmax(__global float *scores, __global float *lse, long4 lse_strides,
+                                long lse_offset, int has_lse, int n_tokens, int hq) {
   const int i = get_global_id(0), bh = get_global_id(1);
   __global float *row = scores + ((long)bh * n_tokens + i) * n_tokens;
   float mx = -INFINITY;
@@ -53,8 +53,9 @@ __kernel void dua_naive_softmax(__global float *scores, __global float *lse, lon
 }
 
 /* global (head_dim, N queries, B*Hq): O = P V */
-__kernel void dua_naive_pv(__global const float *scores, __global const dua_store_t *v, __global dua_store_t *o,
-                           long4 v_strides, long4 o_strides, long2 offsets, int n_tokens, int hq, int hkv) {
+__kernel void dua_naive_pv(__global const float *scores, __global const dua_store_t *v,
+                           __global dua_store_t *o, long4 v_strides, long4 o_strides, long2 offsets,
+                           int n_tokens, int hq, int hkv) {
   const int d = get_global_id(0), i = get_global_id(1), bh = get_global_id(2);
   const int b = bh / hq, h = bh % hq, hk = h / (hq / hkv);
   __global const float *p = scores + ((long)bh * n_tokens + i) * n_tokens;

@@ -23,7 +23,9 @@ typedef float dua_store_t;
 typedef int4 dua_head_rule;
 
 /* Last existing row of query block m. */
-inline int dua_block_last_row(int m, int blk, int n_tokens) { return min(n_tokens, (m + 1) * blk) - 1; }
+inline int dua_block_last_row(int m, int blk, int n_tokens) {
+  return min(n_tokens, (m + 1) * blk) - 1;
+}
 
 /* Positional tree range [lo, hi) of blocks sharing m's depth-d subtree (d == 0: all). */
 inline int2 dua_tree_range(dua_head_rule hr, int m, int shift, int nb) {
@@ -70,7 +72,8 @@ inline int dua_token_extra(int i, int j, int window, int sink) {
 }
 
 /* Tile (m, n) needs no element mask (see layout_internal.h dua_tile_full). */
-inline int dua_tile_full(int m, int n, int tree_shared, int blk, int n_tokens, int window, int sink, int causal) {
+inline int dua_tile_full(int m, int n, int tree_shared, int blk, int n_tokens, int window, int sink,
+                         int causal) {
   if ((n + 1) * blk > n_tokens || (causal && n >= m))
     return 0;
   if (tree_shared)
@@ -85,8 +88,8 @@ inline int dua_tile_full(int m, int n, int tree_shared, int blk, int n_tokens, i
 }
 
 /* Up to 3 sorted disjoint visited-block intervals: sink, window and tree range, clipped by causality. */
-inline int dua_visit_intervals(int m, int2 tree, int blk, int n_tokens, int nb, int window, int sink, int causal,
-                               int2 *out) {
+inline int dua_visit_intervals(int m, int2 tree, int blk, int n_tokens, int nb, int window, int sink,
+                               int causal, int2 *out) {
   int cap = causal ? m + 1 : nb;
   int2 iv0 = (int2)(0, dua_sink_blocks(m, blk, n_tokens, sink, causal));
   int2 iv1 = dua_window_range(m, blk, n_tokens, window, causal);
@@ -146,7 +149,6 @@ inline int block_lca(dua_head_rule hr, int m, int n, int shift, __global const u
 #endif
 }
 
-
 /* Problem scalars passed by value to the attention kernels (host: shape_arg in forward_internal.h). */
 typedef struct {
   int n_tokens, blk, nb, shift, window, sink, causal, hq, hkv, max_depth;
@@ -194,9 +196,10 @@ inline dua_row_visits dua_row_visits_begin(int m, long bh, dua_head_rule hr, dua
 
 /* Item `item` of the row: sets *n, *shared (tree-visible) and *full (no element mask needed). Returns 0
  * when the item is to be skipped (a bucket block already visited through an interval, or in the future). */
-inline int dua_row_visit(const dua_row_visits *rv, int item, int m, long bh, dua_head_rule hr, dua_shape shape,
-                         __global const uchar *path_m, __global const uchar *paths_bh, __global const int *order,
-                         __global const int *list_indices, int *n, int *shared, int *full) {
+inline int dua_row_visit(const dua_row_visits *rv, int item, int m, long bh, dua_head_rule hr,
+                         dua_shape shape, __global const uchar *path_m, __global const uchar *paths_bh,
+                         __global const int *order, __global const int *list_indices, int *n, int *shared,
+                         int *full) {
 #if DUA_ENUM == 2
   *n = list_indices[(bh * shape.nb + m) * shape.nb + item];
 #if DUA_TREE == 2
@@ -231,4 +234,23 @@ inline int dua_row_visit(const dua_row_visits *rv, int item, int m, long bh, dua
   *full = dua_tile_full(m, *n, *shared, shape.blk, shape.n_tokens, shape.window, shape.sink, shape.causal);
   return 1;
 #endif
+}
+
+/* Rows [r0, r0 + rows) of a (tokens x head_dim) slice into local memory with row pitch `pitch` floats,
+ * converted to fp32; rows past n_tokens are zero. Every work-item of a group of `threads` calls it. */
+inline void dua_load_rows(__local float *dst, __global const dua_store_t *src, long row_stride, int r0,
+                          int rows, int n_tokens, int tid, int threads, int head_dim, int pitch) {
+  const int vecs = head_dim / 4;
+  for (int idx = tid; idx < rows * vecs; idx += threads) {
+    const int r = idx / vecs, c = (idx % vecs) * 4;
+    float4 v = (float4)(0.0f);
+    if (r0 + r < n_tokens) {
+#if DUA_FP16
+      v = vload_half4(0, src + (long)(r0 + r) * row_stride + c);
+#else
+      v = vload4(0, src + (long)(r0 + r) * row_stride + c);
+#endif
+    }
+    vstore4(v, 0, dst + r * pitch + c);
+  }
 }

@@ -91,18 +91,18 @@ typedef struct dua_device_info {
   size_t preferred_work_group_multiple; /* from a trivial kernel; 0 if not probed */
   unsigned native_vector_width_float;
   unsigned native_vector_width_half;
-  int has_fp16;          /* cl_khr_fp16 */
-  int has_fp64;          /* cl_khr_fp64 */
-  int has_subgroups;     /* cl_khr_subgroups or OpenCL 3.0 __opencl_c_subgroups */
-  int has_subgroup_shuffle; /* cl_khr_subgroup_shuffle */
+  int has_fp16;               /* cl_khr_fp16 */
+  int has_fp64;               /* cl_khr_fp64 */
+  int has_subgroups;          /* cl_khr_subgroups or OpenCL 3.0 __opencl_c_subgroups */
+  int has_subgroup_shuffle;   /* cl_khr_subgroup_shuffle */
   int has_intel_subgroup_mma; /* cl_intel_subgroup_matrix_multiply_accumulate */
   int nv_compute_capability;  /* 90 for sm_90; 0 when the driver does not say */
-  int has_pci_bus_info;  /* cl_khr_pci_bus_info */
+  int has_pci_bus_info;       /* cl_khr_pci_bus_info */
   int pci_domain, pci_bus, pci_device, pci_function;
-  int numa_node;         /* hwloc NUMA node the device hangs off; -1 unknown */
-  int nv_mma_probed;     /* 1 once the compile-and-run probe ran (contexts only) */
-  int nv_mma_f16;        /* inline-PTX mma.sync m16n8k16 f16 passed the probe */
-  int nv_mma_tf32;       /* inline-PTX mma.sync m16n8k8 tf32 passed the probe */
+  int numa_node;     /* hwloc NUMA node the device hangs off; -1 unknown */
+  int nv_mma_probed; /* 1 once the compile-and-run probe ran (contexts only) */
+  int nv_mma_f16;    /* inline-PTX mma.sync m16n8k16 f16 passed the probe */
+  int nv_mma_tf32;   /* inline-PTX mma.sync m16n8k8 tf32 passed the probe */
 } dua_device_info;
 
 /* Number of OpenCL devices across all platforms. DUA_ERROR_NO_PLATFORM if there is none. */
@@ -130,12 +130,12 @@ typedef struct dua_context dua_context;
  * A selector string is one of: a device index ("2"), a type ("gpu", "cpu", "accelerator"), or a
  * case-insensitive substring of "platform name / device name" ("nvidia", "pthread"). */
 typedef struct dua_context_options {
-  int device_index;       /* >= 0 selects by index; < 0 = use selector */
-  const char *selector;   /* see above; NULL = DUA_DEVICE, then the default rule */
-  dua_log_fn log;         /* may be NULL */
+  int device_index;     /* >= 0 selects by index; < 0 = use selector */
+  const char *selector; /* see above; NULL = DUA_DEVICE, then the default rule */
+  dua_log_fn log;       /* may be NULL */
   void *log_user;
   dua_log_level log_level; /* messages above this level are not sent; default DUA_LOG_ERROR */
-  int disable_fast_paths; /* 1 = portable kernels only (also: DUA_NO_MMA=1) */
+  int disable_fast_paths;  /* 1 = portable kernels only (also: DUA_NO_MMA=1) */
 } dua_context_options;
 
 /* Fills *options with defaults (device_index -1, selector NULL, no log). */
@@ -210,7 +210,6 @@ DUA_API size_t dua_dtype_size(dua_dtype dtype);
 DUA_API uint16_t dua_float_to_half(float value);
 DUA_API float dua_half_to_float(uint16_t value);
 
-
 /* ---------------------------------------------------------------- layouts (DESIGN.md section 2) */
 
 /* Which key blocks each query block sees. N tokens, block size BLK (power of two 16..256),
@@ -223,20 +222,20 @@ DUA_API float dua_half_to_float(uint16_t value);
  *   then AND'd with causality (j <= i) when causal.
  * A row with no visible key outputs zeros and LSE = -inf. */
 typedef struct dua_layout_desc {
-  int32_t seq_len;          /* N > 0: query and key tokens */
-  int32_t block;            /* BLK: 16, 32, 64, 128 or 256 */
-  int32_t batch;            /* B > 0 (content paths are per batch) */
-  int32_t heads;            /* Hq > 0: query heads; routing is per query head */
-  int32_t kv_heads;         /* Hkv, divides Hq (GQA: head h reads K/V head h / (Hq / Hkv)); 0 = Hq */
-  int32_t arity;            /* p >= 2 for every head, unless arities != NULL */
-  const int32_t *arities;   /* [heads] per-head arity, or NULL */
-  const int32_t *depths;    /* [heads] per-head depth in [0, D_h], -1 = deepest (D_h); NULL = all 0 */
-  int32_t shift;            /* positional tree block shift s >= 0 */
-  int32_t window;           /* token window W >= 0, 0 = none */
-  int32_t sink;             /* leading sink keys S >= 0, 0 = none */
-  int32_t causal;           /* 0 or 1 */
-  const uint8_t *paths;     /* content tree: [batch][heads][nb][max_h D_h] digits (digit < p_h), root
-                             * first; NULL = positional tree */
+  int32_t seq_len;        /* N > 0: query and key tokens */
+  int32_t block;          /* BLK: 16, 32, 64, 128 or 256 */
+  int32_t batch;          /* B > 0 (content paths are per batch) */
+  int32_t heads;          /* Hq > 0: query heads; routing is per query head */
+  int32_t kv_heads;       /* Hkv, divides Hq (GQA: head h reads K/V head h / (Hq / Hkv)); 0 = Hq */
+  int32_t arity;          /* p >= 2 for every head, unless arities != NULL */
+  const int32_t *arities; /* [heads] per-head arity, or NULL */
+  const int32_t *depths;  /* [heads] per-head depth in [0, D_h], -1 = deepest (D_h); NULL = all 0 */
+  int32_t shift;          /* positional tree block shift s >= 0 */
+  int32_t window;         /* token window W >= 0, 0 = none */
+  int32_t sink;           /* leading sink keys S >= 0, 0 = none */
+  int32_t causal;         /* 0 or 1 */
+  const uint8_t *paths;   /* content tree: [batch][heads][nb][max_h D_h] digits (digit < p_h), root
+                           * first; NULL = positional tree */
 } dua_layout_desc;
 
 typedef struct dua_layout dua_layout;
@@ -298,14 +297,14 @@ DUA_API dua_status dua_layout_lists(dua_layout *layout, int transposed, dua_bloc
 /* ---------------------------------------------------------------- attention */
 
 typedef enum dua_attention_algo {
-  DUA_ALGO_AUTO = 0,  /* rule form where the layout has one, else lists */
-  DUA_ALGO_RULE = 1,  /* blocks enumerated in the kernel from the layout rule */
-  DUA_ALGO_LIST = 2,  /* blocks read from the device list form */
-  DUA_ALGO_NAIVE = 3  /* materialized scores (B*H*N*N fp32 scratch): the baseline, not for real use */
+  DUA_ALGO_AUTO = 0, /* rule form where the layout has one, else lists */
+  DUA_ALGO_RULE = 1, /* blocks enumerated in the kernel from the layout rule */
+  DUA_ALGO_LIST = 2, /* blocks read from the device list form */
+  DUA_ALGO_NAIVE = 3 /* materialized scores (B*H*N*N fp32 scratch): the baseline, not for real use */
 } dua_attention_algo;
 
 typedef struct dua_attention_params {
-  float scale;              /* score scale; 0 = 1/sqrt(head_dim) */
+  float scale; /* score scale; 0 = 1/sqrt(head_dim) */
   dua_attention_algo algo;
   /* Optional level bias (DESIGN.md section 7): fp32 tensor of shape (heads, max_h D_h + 1, 1, 1);
    * element [h][k] is added to the score of every tree pair whose blocks share k leading levels;
@@ -345,20 +344,22 @@ DUA_API dua_status dua_attention_reference(const dua_layout *layout, float scale
  * group) in q's dtype, and, when params->level_bias is set and d_level_bias is not NULL, the gradient of
  * the level bias (fp32, shape of params->level_bias), summed over batch and positions. Deterministic:
  * no floating-point atomics. Queued on the context's queue; does not wait. */
-DUA_API dua_status dua_attention_backward(dua_context *ctx, dua_layout *layout, const dua_attention_params *params,
-                                          const dua_tensor *q, const dua_tensor *k, const dua_tensor *v,
-                                          const dua_tensor *o, const dua_tensor *lse, const dua_tensor *d_o,
-                                          const dua_tensor *dq, const dua_tensor *dk, const dua_tensor *dv,
+DUA_API dua_status dua_attention_backward(dua_context *ctx, dua_layout *layout,
+                                          const dua_attention_params *params, const dua_tensor *q,
+                                          const dua_tensor *k, const dua_tensor *v, const dua_tensor *o,
+                                          const dua_tensor *lse, const dua_tensor *d_o, const dua_tensor *dq,
+                                          const dua_tensor *dk, const dua_tensor *dv,
                                           const dua_tensor *d_level_bias);
 
 /* CPU reference backward in double accumulation (recomputes the forward itself): host tensors as in
  * dua_attention_reference; d_o has q's shape; dq, dk, dv are written; d_level_bias ([heads][max D + 1]) is
  * written when level_bias and d_level_bias are both non-NULL. */
-DUA_API dua_status dua_attention_backward_reference(const dua_layout *layout, float scale, const float *level_bias,
-                                                    const dua_host_tensor *q, const dua_host_tensor *k,
-                                                    const dua_host_tensor *v, const dua_host_tensor *d_o,
-                                                    const dua_host_tensor *dq, const dua_host_tensor *dk,
-                                                    const dua_host_tensor *dv, float *d_level_bias);
+DUA_API dua_status dua_attention_backward_reference(const dua_layout *layout, float scale,
+                                                    const float *level_bias, const dua_host_tensor *q,
+                                                    const dua_host_tensor *k, const dua_host_tensor *v,
+                                                    const dua_host_tensor *d_o, const dua_host_tensor *dq,
+                                                    const dua_host_tensor *dk, const dua_host_tensor *dv,
+                                                    float *d_level_bias);
 
 #ifdef __cplusplus
 }

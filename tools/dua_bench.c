@@ -45,7 +45,8 @@ static const char *const usage_text[] = {
     "  --causal            causal mask\n"
     "  --dtype T...        fp16 and/or fp32 (default fp16 fp32)\n"
     "  --pass P            fwd (default), bwd (the backward alone, after one forward), or fwdbwd\n"
-    "                      (forward + backward of a random dO, as peers.py --pass fwdbwd); naive runs fwd only\n"
+    "                      (forward + backward of a random dO, as peers.py --pass fwdbwd); naive runs fwd "
+    "only\n"
     "dua only:\n"
     "  --kv-heads H        K/V heads for GQA, divides --heads (default = heads)\n"
     "  --head-depths LIST  comma-separated depth per head (replaces the --depth sweep)\n"
@@ -87,7 +88,8 @@ static const char *const usage_text[] = {
     "  useful FLOPs  = 4 * Dh * visible (query, key) token pairs, summed over batch and heads\n"
     "  bytes         = compulsory traffic: Q, K, V read once and O written once at the storage dtype, plus\n"
     "                  the fp32 LSE with --lse (K/V re-reads across query blocks are not counted)\n"
-    "  --pass bwd multiplies FLOPs by 2.5 (S, dP, dV, dQ, dK products) and bytes by 2 (plus dO, dQ, dK, dV);\n"
+    "  --pass bwd multiplies FLOPs by 2.5 (S, dP, dV, dQ, dK products) and bytes by 2 (plus dO, dQ, dK, "
+    "dV);\n"
     "  --pass fwdbwd by 3.5 and 3 (FlashAttention's convention)\n"
     "  TFLOP/s = visited FLOPs / time; useful TFLOP/s = useful FLOPs / time; GB/s = bytes / time\n"
     "  density = visited blocks / nb^2 (peers.py's BlockMask density); density_pairs = visible pairs / N^2\n"
@@ -118,7 +120,8 @@ typedef struct options {
   int head_depths[MAXV * 16], nhead_depths;
   dua_dtype dtype[MAXV];
   int ndtype;
-  int batch, heads, kv_heads, dim, block, arity, window, sink, causal, shift, lse, pass; /* pass: 0 fwd 1 bwd 2 fwdbwd */
+  int batch, heads, kv_heads, dim, block, arity, window, sink, causal, shift, lse,
+      pass; /* pass: 0 fwd 1 bwd 2 fwdbwd */
   dua_attention_algo algo;
   const char *device, *json;
   int check, reps, warmup, use_events, no_naive, force_naive, no_dense, show_mask;
@@ -636,8 +639,8 @@ static void forward_call(bench *b, dua_layout *layout, const dua_attention_param
 }
 
 static void backward_call(bench *b, dua_layout *layout, const dua_attention_params *p, int set) {
-  dua_status st = dua_attention_backward(b->ctx, layout, p, &b->q[set], &b->k[set], &b->v[set], &b->o, &b->lse,
-                                         &b->g, &b->dq, &b->dk, &b->dv, NULL);
+  dua_status st = dua_attention_backward(b->ctx, layout, p, &b->q[set], &b->k[set], &b->v[set], &b->o,
+                                         &b->lse, &b->g, &b->dq, &b->dk, &b->dv, NULL);
   if (st != DUA_SUCCESS)
     die_dua(b->ctx, st, "dua_attention_backward");
 }
@@ -1114,7 +1117,8 @@ static void print_table(bench *b) {
     fprintf(f, " %s\n", r->check[0] ? r->check : "-");
   }
   fprintf(f,
-          "ms: median per call (%s); TFLOP/s on visited blocks (4*Dh*rows*cols of visited blocks; x2.5 bwd, x3.5 fwdbwd); useful: "
+          "ms: median per call (%s); TFLOP/s on visited blocks (4*Dh*rows*cols of visited blocks; x2.5 bwd, "
+          "x3.5 fwdbwd); useful: "
           "on visible pairs; GB/s on compulsory bytes (Q,K,V,O once%s); x_dense, x_naive: speedup of the row "
           "over dua_dense and naive (NaN when not run)\n",
           b->events_ok && o->use_events ? "device time from profiling markers" : "host wall clock",
@@ -1147,19 +1151,20 @@ static void run_problem(bench *b, int depth_arg) {
     size_t need = dua_layout_mask_text(sparse, 0, 0, NULL, 0);
     char *text = malloc(need + 1);
     if (text && dua_layout_mask_text(sparse, 0, 0, text, need + 1) == need)
-      fprintf(stderr, "block mask of batch 0, head 0 (N=%d, block %d; # full, + partial, . skipped):\n%s\n", N,
-              o->block, text);
+      fprintf(stderr, "block mask of batch 0, head 0 (N=%d, block %d; # full, + partial, . skipped):\n%s\n",
+              N, o->block, text);
     free(text);
   }
   dua_layout *dense = make_layout(o, N, B, H, NULL, 0);
   dua_layout *lay[3] = {sparse, dense, sparse};
   size_t es = dua_dtype_size(b->dtype);
-  /* fwd: 2 matrix products a visited pair, bwd: 5 (S, dP, dV, dQ, dK); bytes: Q, K, V, O (fwd), plus dO, dQ, dK,
-   * dV and a re-read of the four (bwd) */
+  /* fwd: 2 matrix products a visited pair, bwd: 5 (S, dP, dV, dQ, dK); bytes: Q, K, V, O (fwd), plus dO, dQ,
+   * dK, dV and a re-read of the four (bwd) */
   const double flop_factor = o->pass == 0 ? 1.0 : o->pass == 1 ? 2.5 : 3.5;
   const double byte_factor = o->pass == 0 ? 1.0 : o->pass == 1 ? 2.0 : 3.0;
-  pr.bytes = byte_factor * (double)es * ((double)B * H * N * o->dim * 2 + (double)B * o->kv_heads * N * o->dim * 2) +
-             (o->lse || o->pass ? 4.0 * B * H * N : 0.0);
+  pr.bytes =
+      byte_factor * (double)es * ((double)B * H * N * o->dim * 2 + (double)B * o->kv_heads * N * o->dim * 2) +
+      (o->lse || o->pass ? 4.0 * B * H * N : 0.0);
   double elements[3];
   for (int var = 0; var < 2; var++) {
     dua_status st = dua_layout_density_get(lay[var], &pr.dens[var]);
@@ -1206,8 +1211,10 @@ static void run_problem(bench *b, int depth_arg) {
           b->nsets == 1 ? "" : "s");
   char checked[3][48] = {"", "", ""};
   if (o->check && o->pass)
-    fprintf(stderr, "  note: --check validates the forward of each variant; the backward kernels are validated against "
-                    "the CPU reference by the test suite (test_backward)\n");
+    fprintf(
+        stderr,
+        "  note: --check validates the forward of each variant; the backward kernels are validated against "
+        "the CPU reference by the test suite (test_backward)\n");
   if (o->check)
     for (int var = 0; var < 3; var++)
       if (!skipped[var][0])

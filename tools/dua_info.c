@@ -39,11 +39,13 @@ static const char *mma_path(const dua_device_info *d, int disabled) {
   if (disabled)
     return "portable (fast paths disabled by DUA_NO_MMA)";
   if (d->nv_mma_f16 && d->nv_mma_tf32)
-    return "nvidia mma.sync available (f16, tf32); attention kernels use the portable path until the mma kernels land";
+    return "nvidia mma.sync available (f16, tf32); attention kernels use the portable path until the mma "
+           "kernels land";
   return "portable (mma.sync probe failed)";
 }
 
-static void print_text(const dua_device_info *d, int probed, const dua_cache_stats *cache, int fast_disabled) {
+static void print_text(const dua_device_info *d, int probed, const dua_cache_stats *cache,
+                       int fast_disabled) {
   printf("device %d  [%s]  %s\n", d->index, type_name(d->type), d->name);
   printf("  platform            %s (%s)\n", d->platform_name, d->platform_version);
   printf("  vendor              %s\n", d->vendor);
@@ -56,17 +58,22 @@ static void print_text(const dua_device_info *d, int probed, const dua_cache_sta
   printf("  local memory        %llu KiB\n", (unsigned long long)(d->local_mem_bytes / 1024));
   printf("  max work-group      %zu (preferred multiple %zu)\n", d->max_work_group_size,
          d->preferred_work_group_multiple);
-  printf("  native vector width float %u, half %u\n", d->native_vector_width_float, d->native_vector_width_half);
+  printf("  native vector width float %u, half %u\n", d->native_vector_width_float,
+         d->native_vector_width_half);
   printf("  cl_khr_fp16 %s, cl_khr_fp64 %s, sub-groups %s, sub-group shuffle %s, intel sub-group mma %s\n",
          d->has_fp16 ? "yes" : "no", d->has_fp64 ? "yes" : "no", d->has_subgroups ? "yes" : "no",
          d->has_subgroup_shuffle ? "yes" : "no", d->has_intel_subgroup_mma ? "yes" : "no");
   if (d->nv_compute_capability)
-    printf("  NVIDIA compute capability %d.%d\n", d->nv_compute_capability / 10, d->nv_compute_capability % 10);
+    printf("  NVIDIA compute capability %d.%d\n", d->nv_compute_capability / 10,
+           d->nv_compute_capability % 10);
   if (d->has_pci_bus_info)
-    printf("  PCI %04x:%02x:%02x.%x, NUMA node %d\n", d->pci_domain, d->pci_bus, d->pci_device, d->pci_function,
-           d->numa_node);
+    printf("  PCI %04x:%02x:%02x.%x, NUMA node %d\n", d->pci_domain, d->pci_bus, d->pci_device,
+           d->pci_function, d->numa_node);
   if (probed) {
-    printf("  mma.sync probe      %s\n", d->nv_mma_probed ? (d->nv_mma_f16 ? (d->nv_mma_tf32 ? "f16 ok, tf32 ok" : "f16 ok, tf32 failed") : "f16 failed") : "not applicable");
+    printf("  mma.sync probe      %s\n",
+           d->nv_mma_probed
+               ? (d->nv_mma_f16 ? (d->nv_mma_tf32 ? "f16 ok, tf32 ok" : "f16 ok, tf32 failed") : "f16 failed")
+               : "not applicable");
     printf("  attention path      %s\n", mma_path(d, fast_disabled));
     printf("  program cache       %s\n", cache->disk_enabled ? cache->directory : "off");
   } else {
@@ -92,17 +99,20 @@ static void print_json(const dua_device_info *d, int probed, const dua_cache_sta
   json_string(d->driver_version);
   printf(", \"opencl_c_version\": ");
   json_string(d->opencl_c_version);
-  printf(",\n     \"compute_units\": %u, \"max_clock_mhz\": %u, \"global_mem_bytes\": %llu, \"local_mem_bytes\": %llu,"
+  printf(",\n     \"compute_units\": %u, \"max_clock_mhz\": %u, \"global_mem_bytes\": %llu, "
+         "\"local_mem_bytes\": %llu,"
          " \"max_alloc_bytes\": %llu, \"max_work_group_size\": %zu, \"preferred_work_group_multiple\": %zu,",
          d->compute_units, d->max_clock_mhz, (unsigned long long)d->global_mem_bytes,
-         (unsigned long long)d->local_mem_bytes, (unsigned long long)d->max_alloc_bytes, d->max_work_group_size,
-         d->preferred_work_group_multiple);
-  printf("\n     \"fp16\": %s, \"fp64\": %s, \"subgroups\": %s, \"subgroup_shuffle\": %s, \"intel_subgroup_mma\": %s,"
+         (unsigned long long)d->local_mem_bytes, (unsigned long long)d->max_alloc_bytes,
+         d->max_work_group_size, d->preferred_work_group_multiple);
+  printf("\n     \"fp16\": %s, \"fp64\": %s, \"subgroups\": %s, \"subgroup_shuffle\": %s, "
+         "\"intel_subgroup_mma\": %s,"
          " \"nv_compute_capability\": %d, \"pci_bus_info\": %s, \"numa_node\": %d,",
          d->has_fp16 ? "true" : "false", d->has_fp64 ? "true" : "false", d->has_subgroups ? "true" : "false",
          d->has_subgroup_shuffle ? "true" : "false", d->has_intel_subgroup_mma ? "true" : "false",
          d->nv_compute_capability, d->has_pci_bus_info ? "true" : "false", d->numa_node);
-  printf("\n     \"probed\": %s, \"nv_mma_probed\": %s, \"nv_mma_f16\": %s, \"nv_mma_tf32\": %s, \"fast_paths_disabled\": %s,"
+  printf("\n     \"probed\": %s, \"nv_mma_probed\": %s, \"nv_mma_f16\": %s, \"nv_mma_tf32\": %s, "
+         "\"fast_paths_disabled\": %s,"
          " \"attention_path\": ",
          probed ? "true" : "false", d->nv_mma_probed ? "true" : "false", d->nv_mma_f16 ? "true" : "false",
          d->nv_mma_tf32 ? "true" : "false", fast_disabled ? "true" : "false");
@@ -124,7 +134,8 @@ int main(int argc, char **argv) {
       printf("usage: dua-info [--json] [--device SELECTOR]\n"
              "Lists OpenCL devices, their probed capabilities and the kernel paths dua uses.\n"
              "SELECTOR: an index, gpu|cpu|accelerator, or a substring of \"platform / device\".\n"
-             "Environment: DUA_DEVICE (default device), DUA_NO_MMA=1, DUA_CACHE=0, DUA_CACHE_DIR, DUA_CL_DIR.\n");
+             "Environment: DUA_DEVICE (default device), DUA_NO_MMA=1, DUA_CACHE=0, DUA_CACHE_DIR, "
+             "DUA_CL_DIR.\n");
       return 0;
     } else {
       fprintf(stderr, "dua-info: unknown argument \"%s\" (try --help)\n", argv[i]);
@@ -203,7 +214,8 @@ int main(int argc, char **argv) {
       printf("host (hwloc): %d package%s, %d NUMA node%s, %d cores, %d hardware threads\n", topo.packages,
              topo.packages == 1 ? "" : "s", topo.numa_nodes, topo.numa_nodes == 1 ? "" : "s", topo.cores,
              topo.hardware_threads);
-    printf("default device: %s\n", env_dev ? env_dev : "first GPU, else first CPU (set DUA_DEVICE to choose)");
+    printf("default device: %s\n",
+           env_dev ? env_dev : "first GPU, else first CPU (set DUA_DEVICE to choose)");
   }
   return 0;
 }

@@ -16,14 +16,14 @@ static dua_status check_like(dua_context *ctx, const dua_tensor *t, const char *
   if (st != DUA_SUCCESS)
     return st;
   if (t->dtype != dtype)
-    return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "%s: %s.dtype = %d, expected %d", FN, name, (int)t->dtype,
-                    (int)dtype);
-  if ((st = dua_check_shape(ctx, FN, t, name, like->shape[0], like->shape[1], like->shape[2], like->shape[3])) !=
-      DUA_SUCCESS)
+    return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "%s: %s.dtype = %d, expected %d", FN, name,
+                    (int)t->dtype, (int)dtype);
+  if ((st = dua_check_shape(ctx, FN, t, name, like->shape[0], like->shape[1], like->shape[2],
+                            like->shape[3])) != DUA_SUCCESS)
     return st;
   if (t->strides[3] != 1)
-    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "%s: %s.strides[3] = %lld; head_dim must be contiguous", FN, name,
-                    (long long)t->strides[3]);
+    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "%s: %s.strides[3] = %lld; head_dim must be contiguous", FN,
+                    name, (long long)t->strides[3]);
   return DUA_SUCCESS;
 }
 
@@ -46,9 +46,11 @@ static dua_status validate_backward(dua_context *ctx, const dua_layout *l, const
     return st;
   if (d_bias) {
     if (!p->level_bias)
-      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "%s: d_level_bias is set but params.level_bias is NULL", FN);
+      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
+                      "%s: d_level_bias is set but params.level_bias is NULL", FN);
     if ((st = dua_tensor_check(ctx, d_bias, "d_level_bias")) != DUA_SUCCESS ||
-        (st = dua_check_shape(ctx, FN, d_bias, "d_level_bias", l->heads, l->max_depth + 1, 1, 1)) != DUA_SUCCESS)
+        (st = dua_check_shape(ctx, FN, d_bias, "d_level_bias", l->heads, l->max_depth + 1, 1, 1)) !=
+            DUA_SUCCESS)
       return st;
     if (d_bias->dtype != DUA_F32 || d_bias->strides[1] != 1)
       return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
@@ -58,9 +60,10 @@ static dua_status validate_backward(dua_context *ctx, const dua_layout *l, const
 }
 
 dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_attention_params *params,
-                                  const dua_tensor *q, const dua_tensor *k, const dua_tensor *v, const dua_tensor *o,
-                                  const dua_tensor *lse, const dua_tensor *d_o, const dua_tensor *dq,
-                                  const dua_tensor *dk, const dua_tensor *dv, const dua_tensor *d_bias) {
+                                  const dua_tensor *q, const dua_tensor *k, const dua_tensor *v,
+                                  const dua_tensor *o, const dua_tensor *lse, const dua_tensor *d_o,
+                                  const dua_tensor *dq, const dua_tensor *dk, const dua_tensor *dv,
+                                  const dua_tensor *d_bias) {
   if (!ctx)
     return DUA_ERROR_INVALID_ARGUMENT;
   if (!l)
@@ -76,12 +79,13 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
   const int head_dim = (int)q->shape[3];
   dua_bwd_params tp = dua_bwd_params_default(head_dim, l->block, &ctx->info);
   if (!dua_bwd_params_valid(&tp, head_dim, l->block, &ctx->info))
-    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "%s: no backward tile fits this device for head_dim %d, block %d", FN,
-                    head_dim, l->block);
+    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
+                    "%s: no backward tile fits this device for head_dim %d, block %d", FN, head_dim,
+                    l->block);
   const int use_lists = l->kind == DUA_LAYOUT_LIST || params->algo == DUA_ALGO_LIST;
   dua_layout_device *dev = NULL;
-  if ((st = dua_layout_device_get(ctx, l, DUA_DEVICE_TRANSPOSED_LISTS | (use_lists ? DUA_DEVICE_LISTS : 0), &dev)) !=
-      DUA_SUCCESS)
+  if ((st = dua_layout_device_get(ctx, l, DUA_DEVICE_TRANSPOSED_LISTS | (use_lists ? DUA_DEVICE_LISTS : 0),
+                                  &dev)) != DUA_SUCCESS)
     return st;
 
   /* scratch: delta [B*Hq*N] then the level-bias partials [B*Hq*key_tiles*levels] */
@@ -96,15 +100,17 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
   char options[256];
   const int enum_mode = use_lists ? 2 : l->kind == DUA_LAYOUT_CONTENT ? 1 : 0;
   const int tree_mode = l->kind == DUA_LAYOUT_LIST ? 2 : l->kind == DUA_LAYOUT_CONTENT ? 1 : 0;
-  snprintf(options, sizeof options,
-           "-DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DTM=%d -DTN=%d -DDUA_FP16=%d -DDUA_ENUM=%d -DDUA_TREE=%d "
-           "-DDUA_BIAS=%d",
-           head_dim, tp.block_m, tp.block_n, tp.threads_m, tp.threads_n, q->dtype == DUA_F16, enum_mode, tree_mode,
-           has_bias);
+  snprintf(
+      options, sizeof options,
+      "-DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DTM=%d -DTN=%d -DDUA_FP16=%d -DDUA_ENUM=%d -DDUA_TREE=%d "
+      "-DDUA_BIAS=%d",
+      head_dim, tp.block_m, tp.block_n, tp.threads_m, tp.threads_n, q->dtype == DUA_F16, enum_mode, tree_mode,
+      has_bias);
   cl_kernel k_pre, k_dq, k_dkdv, k_bias = NULL;
   if ((st = dua_program_kernel(ctx, "common,attn_bwd", options, "dua_attn_bwd_pre", &k_pre)) != DUA_SUCCESS ||
       (st = dua_program_kernel(ctx, "common,attn_bwd", options, "dua_attn_bwd_dq", &k_dq)) != DUA_SUCCESS ||
-      (st = dua_program_kernel(ctx, "common,attn_bwd", options, "dua_attn_bwd_dkdv", &k_dkdv)) != DUA_SUCCESS ||
+      (st = dua_program_kernel(ctx, "common,attn_bwd", options, "dua_attn_bwd_dkdv", &k_dkdv)) !=
+          DUA_SUCCESS ||
       (d_bias && (st = dua_program_kernel(ctx, "common,attn_bwd", options, "dua_attn_bwd_bias", &k_bias)) !=
                      DUA_SUCCESS))
     return st;
@@ -113,9 +119,11 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
   const cl_float scale = params->scale > 0.0f ? params->scale : 1.0f / sqrtf((float)head_dim);
   const cl_float scale_log2 = scale * 1.4426950408889634f;
   const cl_long4 qs = dua_strides4(q), ks = dua_strides4(k), vs = dua_strides4(v), os = dua_strides4(o);
-  const cl_long4 gs = dua_strides4(d_o), dqs = dua_strides4(dq), dks = dua_strides4(dk), dvs = dua_strides4(dv);
+  const cl_long4 gs = dua_strides4(d_o), dqs = dua_strides4(dq), dks = dua_strides4(dk),
+                 dvs = dua_strides4(dv);
   const cl_long4 ls = dua_strides4(lse);
-  const cl_long4 in_off = {{dua_elem_offset(q), dua_elem_offset(k), dua_elem_offset(v), dua_elem_offset(d_o)}};
+  const cl_long4 in_off = {
+      {dua_elem_offset(q), dua_elem_offset(k), dua_elem_offset(v), dua_elem_offset(d_o)}};
   const cl_long delta_off = 0, partial_off = (cl_long)n_delta;
   const cl_long bias_off = has_bias ? dua_elem_offset(params->level_bias) : 0;
   const cl_int bias_stride = has_bias ? (cl_int)params->level_bias->strides[0] : 0;
@@ -175,8 +183,9 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
   /* 3. dK, dV (and level-bias partials) over key tiles, the transposed lists */
   if (has_bias) {
     const cl_float zero = 0.0f;
-    cl_int err = clEnqueueFillBuffer(ctx->queue, scratch, &zero, sizeof zero, (size_t)partial_off * sizeof(float),
-                                     n_partial * sizeof(float), 0, NULL, NULL);
+    cl_int err =
+        clEnqueueFillBuffer(ctx->queue, scratch, &zero, sizeof zero, (size_t)partial_off * sizeof(float),
+                            n_partial * sizeof(float), 0, NULL, NULL);
     if (err != CL_SUCCESS)
       return dua_fail(ctx, (dua_status)err, "%s: clearing the level-bias partials failed: %s", FN,
                       dua_status_string((dua_status)err));
@@ -197,7 +206,8 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
   dua_arg(&a, sizeof shape, &shape);
   dua_arg(&a, sizeof scale, &scale);
   dua_arg(&a, sizeof scale_log2, &scale_log2);
-  const cl_mem t_mems[6] = {dev->head_rules, paths, dev->tlist_counts, dev->tlist_full, dev->tlist_indices, bm};
+  const cl_mem t_mems[6] = {dev->head_rules,    paths, dev->tlist_counts, dev->tlist_full,
+                            dev->tlist_indices, bm};
   for (int i = 0; i < 6; i++)
     dua_arg(&a, sizeof t_mems[i], &t_mems[i]);
   dua_arg(&a, sizeof bias_stride, &bias_stride);
@@ -214,7 +224,8 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
   a = (dua_arg_list){k_bias, 0, CL_SUCCESS};
   const cl_mem out = d_bias->buffer->mem;
   const cl_long out_off = dua_elem_offset(d_bias);
-  const cl_int out_stride = (cl_int)d_bias->strides[0], nbatch = l->batch, hq = l->heads, kt = (cl_int)key_tiles;
+  const cl_int out_stride = (cl_int)d_bias->strides[0], nbatch = l->batch, hq = l->heads,
+               kt = (cl_int)key_tiles;
   dua_arg(&a, sizeof scratch, &scratch);
   dua_arg(&a, sizeof out, &out);
   dua_arg(&a, sizeof partial_off, &partial_off);

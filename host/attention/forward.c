@@ -9,26 +9,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-
-
-dua_status dua_launch(dua_context *ctx, cl_kernel kernel, cl_uint dims, const size_t *global, const size_t *local,
-                         const char *what) {
+dua_status dua_launch(dua_context *ctx, cl_kernel kernel, cl_uint dims, const size_t *global,
+                      const size_t *local, const char *what) {
   cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, dims, NULL, global, local, 0, NULL, NULL);
   if (err != CL_SUCCESS)
-    return dua_fail(ctx, (dua_status)err, "launching %s failed: %s", what, dua_status_string((dua_status)err));
+    return dua_fail(ctx, (dua_status)err, "launching %s failed: %s", what,
+                    dua_status_string((dua_status)err));
   return DUA_SUCCESS;
 }
 
 static dua_status forward_naive(dua_context *ctx, dua_layout *l, const dua_attention_params *p, float scale,
-                                const dua_tensor *q, const dua_tensor *k, const dua_tensor *v, const dua_tensor *o,
-                                const dua_tensor *lse, dua_layout_device *dev) {
+                                const dua_tensor *q, const dua_tensor *k, const dua_tensor *v,
+                                const dua_tensor *o, const dua_tensor *lse, dua_layout_device *dev) {
   char options[128];
   snprintf(options, sizeof options, "-DDUA_FP16=%d -DDUA_TREE=%d", q->dtype == DUA_F16,
            l->kind == DUA_LAYOUT_CONTENT ? 1 : 0);
   cl_kernel k_scores, k_softmax, k_pv;
   dua_status st;
-  if ((st = dua_program_kernel(ctx, "common,attn_naive", options, "dua_naive_scores", &k_scores)) != DUA_SUCCESS ||
-      (st = dua_program_kernel(ctx, "common,attn_naive", options, "dua_naive_softmax", &k_softmax)) != DUA_SUCCESS ||
+  if ((st = dua_program_kernel(ctx, "common,attn_naive", options, "dua_naive_scores", &k_scores)) !=
+          DUA_SUCCESS ||
+      (st = dua_program_kernel(ctx, "common,attn_naive", options, "dua_naive_softmax", &k_softmax)) !=
+          DUA_SUCCESS ||
       (st = dua_program_kernel(ctx, "common,attn_naive", options, "dua_naive_pv", &k_pv)) != DUA_SUCCESS)
     return st;
   const size_t n = (size_t)l->seq_len, bh = (size_t)l->batch * l->heads;
@@ -39,12 +40,14 @@ static dua_status forward_naive(dua_context *ctx, dua_layout *l, const dua_atten
   cl_int head_dim = (cl_int)q->shape[3], has_bias = p->level_bias != NULL, has_lse = lse != NULL;
   cl_long4 qs = dua_strides4(q), ks = dua_strides4(k), vs = dua_strides4(v), os = dua_strides4(o);
   cl_long4 lse_s = lse ? dua_strides4(lse) : qs;
-  cl_long2 qk_off = {{dua_elem_offset(q), dua_elem_offset(k)}}, vo_off = {{dua_elem_offset(v), dua_elem_offset(o)}};
+  cl_long2 qk_off = {{dua_elem_offset(q), dua_elem_offset(k)}},
+           vo_off = {{dua_elem_offset(v), dua_elem_offset(o)}};
   cl_long bias_off = has_bias ? dua_elem_offset(p->level_bias) : 0, lse_off = lse ? dua_elem_offset(lse) : 0;
   cl_int bias_stride = has_bias ? (cl_int)p->level_bias->strides[0] : 0;
   cl_mem qm = q->buffer->mem, km = k->buffer->mem, vm = v->buffer->mem, om = o->buffer->mem;
   cl_mem paths = dev->paths ? dev->paths : dev->dummy;
-  cl_mem bias = has_bias ? p->level_bias->buffer->mem : dev->dummy, lsem = lse ? lse->buffer->mem : dev->dummy;
+  cl_mem bias = has_bias ? p->level_bias->buffer->mem : dev->dummy,
+         lsem = lse ? lse->buffer->mem : dev->dummy;
   cl_int nt = l->seq_len, hq = l->heads, hkv = l->kv_heads;
 
   dua_arg_list a = {k_scores, 0, CL_SUCCESS};
@@ -76,7 +79,8 @@ static dua_status forward_naive(dua_context *ctx, dua_layout *l, const dua_atten
   dua_arg(&a, sizeof nt, &nt);
   dua_arg(&a, sizeof hq, &hq);
   size_t g2[2] = {n, bh};
-  if (a.err != CL_SUCCESS || (st = dua_launch(ctx, k_softmax, 2, g2, NULL, "dua_naive_softmax")) != DUA_SUCCESS)
+  if (a.err != CL_SUCCESS ||
+      (st = dua_launch(ctx, k_softmax, 2, g2, NULL, "dua_naive_softmax")) != DUA_SUCCESS)
     return a.err != CL_SUCCESS ? dua_fail(ctx, (dua_status)a.err, "naive softmax: argument %u", a.index) : st;
 
   a = (dua_arg_list){k_pv, 0, CL_SUCCESS};
@@ -97,8 +101,8 @@ static dua_status forward_naive(dua_context *ctx, dua_layout *l, const dua_atten
 
 /* Kernel arguments shared by every forward kernel variant (portable and vendor fast paths). */
 static dua_fwd_call make_call(const dua_layout *l, const dua_attention_params *params, float scale,
-                              const dua_tensor *q, const dua_tensor *k, const dua_tensor *v, const dua_tensor *o,
-                              const dua_tensor *lse, const dua_layout_device *dev) {
+                              const dua_tensor *q, const dua_tensor *k, const dua_tensor *v,
+                              const dua_tensor *o, const dua_tensor *lse, const dua_layout_device *dev) {
   dua_fwd_call c;
   memset(&c, 0, sizeof c);
   c.shape = dua_shape_of(l);
@@ -108,7 +112,8 @@ static dua_fwd_call make_call(const dua_layout *l, const dua_attention_params *p
   c.o_strides = dua_strides4(o);
   c.lse_strides = lse ? dua_strides4(lse) : c.q_strides;
   c.offsets = (cl_long4){{dua_elem_offset(q), dua_elem_offset(k), dua_elem_offset(v), dua_elem_offset(o)}};
-  c.aux_offsets = (cl_long2){{lse ? dua_elem_offset(lse) : 0, params->level_bias ? dua_elem_offset(params->level_bias) : 0}};
+  c.aux_offsets = (cl_long2){
+      {lse ? dua_elem_offset(lse) : 0, params->level_bias ? dua_elem_offset(params->level_bias) : 0}};
   c.has_lse = lse != NULL;
   c.scale_log2 = scale * 1.4426950408889634f;
   c.bias_stride = params->level_bias ? (cl_int)params->level_bias->strides[0] : 0;
@@ -128,7 +133,9 @@ static dua_fwd_call make_call(const dua_layout *l, const dua_attention_params *p
   c.head_dim = (int)q->shape[3];
   c.fp16 = q->dtype == DUA_F16;
   c.has_bias = params->level_bias != NULL;
-  c.enum_mode = (l->kind == DUA_LAYOUT_LIST || params->algo == DUA_ALGO_LIST) ? 2 : l->kind == DUA_LAYOUT_CONTENT ? 1 : 0;
+  c.enum_mode = (l->kind == DUA_LAYOUT_LIST || params->algo == DUA_ALGO_LIST) ? 2
+                : l->kind == DUA_LAYOUT_CONTENT                               ? 1
+                                                                              : 0;
   c.tree_mode = l->kind == DUA_LAYOUT_LIST ? 2 : l->kind == DUA_LAYOUT_CONTENT ? 1 : 0;
   c.batch = l->batch;
   c.heads = l->heads;
@@ -176,23 +183,26 @@ static dua_status forward_portable(dua_context *ctx, const dua_fwd_call *c) {
     dua_fwd_params o;
     if (sscanf(tile, "%d,%d,%d,%d", &o.block_m, &o.block_n, &o.threads_m, &o.threads_n) != 4 ||
         !dua_fwd_params_valid(&o, c->head_dim, c->block, &ctx->info))
-      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
-                      "DUA_FWD_TILE = \"%s\" is not a valid block_m,block_n,threads_m,threads_n for head_dim %d, "
-                      "block %d on this device",
-                      tile, c->head_dim, c->block);
+      return dua_fail(
+          ctx, DUA_ERROR_INVALID_ARGUMENT,
+          "DUA_FWD_TILE = \"%s\" is not a valid block_m,block_n,threads_m,threads_n for head_dim %d, "
+          "block %d on this device",
+          tile, c->head_dim, c->block);
     tp = o;
   }
   if (!dua_fwd_params_valid(&tp, c->head_dim, c->block, &ctx->info))
     return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
                     "dua_attention_forward: no forward tile fits this device for head_dim %d, block %d "
                     "(local memory %llu bytes, max work-group %zu)",
-                    c->head_dim, c->block, (unsigned long long)ctx->info.local_mem_bytes, ctx->info.max_work_group_size);
+                    c->head_dim, c->block, (unsigned long long)ctx->info.local_mem_bytes,
+                    ctx->info.max_work_group_size);
   char options[256];
-  snprintf(options, sizeof options,
-           "-DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DTM=%d -DTN=%d -DDUA_FP16=%d -DDUA_ENUM=%d -DDUA_TREE=%d "
-           "-DDUA_BIAS=%d",
-           c->head_dim, tp.block_m, tp.block_n, tp.threads_m, tp.threads_n, c->fp16, c->enum_mode, c->tree_mode,
-           c->has_bias);
+  snprintf(
+      options, sizeof options,
+      "-DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DTM=%d -DTN=%d -DDUA_FP16=%d -DDUA_ENUM=%d -DDUA_TREE=%d "
+      "-DDUA_BIAS=%d",
+      c->head_dim, tp.block_m, tp.block_n, tp.threads_m, tp.threads_n, c->fp16, c->enum_mode, c->tree_mode,
+      c->has_bias);
   cl_kernel kernel;
   dua_status st = dua_program_kernel(ctx, "common,attn_fwd", options, "dua_attn_fwd", &kernel);
   if (st != DUA_SUCCESS || (st = dua_fwd_set_args(ctx, kernel, c)) != DUA_SUCCESS)
@@ -205,8 +215,8 @@ static dua_status forward_portable(dua_context *ctx, const dua_fwd_call *c) {
 }
 
 dua_status dua_attention_forward(dua_context *ctx, dua_layout *l, const dua_attention_params *params,
-                                 const dua_tensor *q, const dua_tensor *k, const dua_tensor *v, const dua_tensor *o,
-                                 const dua_tensor *lse) {
+                                 const dua_tensor *q, const dua_tensor *k, const dua_tensor *v,
+                                 const dua_tensor *o, const dua_tensor *lse) {
   if (!ctx)
     return DUA_ERROR_INVALID_ARGUMENT;
   if (!l)
@@ -246,10 +256,11 @@ dua_status dua_context_warm_up(dua_context *ctx) {
       if (!dua_fwd_params_valid(&tp, dims[i], 128, &ctx->info))
         continue;
       char options[256];
-      snprintf(options, sizeof options,
-               "-DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DTM=%d -DTN=%d -DDUA_FP16=%d -DDUA_ENUM=0 -DDUA_TREE=0 "
-               "-DDUA_BIAS=0",
-               dims[i], tp.block_m, tp.block_n, tp.threads_m, tp.threads_n, fp16);
+      snprintf(
+          options, sizeof options,
+          "-DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DTM=%d -DTN=%d -DDUA_FP16=%d -DDUA_ENUM=0 -DDUA_TREE=0 "
+          "-DDUA_BIAS=0",
+          dims[i], tp.block_m, tp.block_n, tp.threads_m, tp.threads_n, fp16);
       cl_kernel kernel;
       dua_status st = dua_program_kernel(ctx, "common,attn_fwd", options, "dua_attn_fwd", &kernel);
       if (st != DUA_SUCCESS)

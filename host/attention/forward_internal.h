@@ -34,11 +34,13 @@ static inline cl_long4 dua_strides4(const dua_tensor *t) {
 }
 
 /* A tensor's byte offset in elements. */
-static inline cl_long dua_elem_offset(const dua_tensor *t) { return (cl_long)(t->offset / dua_dtype_size(t->dtype)); }
+static inline cl_long dua_elem_offset(const dua_tensor *t) {
+  return (cl_long)(t->offset / dua_dtype_size(t->dtype));
+}
 
 static inline shape_arg dua_shape_of(const dua_layout *l) {
-  shape_arg s = {l->seq_len, l->block, l->num_blocks, l->shift, l->window, l->sink,
-                 l->causal,  l->heads, l->kv_heads,   l->max_depth};
+  shape_arg s = {l->seq_len, l->block,  l->num_blocks, l->shift,    l->window,
+                 l->sink,    l->causal, l->heads,      l->kv_heads, l->max_depth};
   return s;
 }
 
@@ -56,12 +58,12 @@ static inline void dua_arg(dua_arg_list *a, size_t size, const void *value) {
 }
 
 /* Enqueues an NDRange; names the kernel in the error. */
-dua_status dua_launch(dua_context *ctx, cl_kernel kernel, cl_uint dims, const size_t *global, const size_t *local,
-                      const char *what);
+dua_status dua_launch(dua_context *ctx, cl_kernel kernel, cl_uint dims, const size_t *global,
+                      const size_t *local, const char *what);
 
 /* Checks t's shape against (d0, d1, d2, d3); fn names the entry point in the message. */
-dua_status dua_check_shape(dua_context *ctx, const char *fn, const dua_tensor *t, const char *name, int64_t d0,
-                           int64_t d1, int64_t d2, int64_t d3);
+dua_status dua_check_shape(dua_context *ctx, const char *fn, const dua_tensor *t, const char *name,
+                           int64_t d0, int64_t d1, int64_t d2, int64_t d3);
 
 /* The forward's argument checks (q, k, v, o, optional lse, params); fn names the entry point. */
 dua_status dua_attention_validate(dua_context *ctx, const char *fn, const dua_layout *l,

@@ -8,9 +8,9 @@ static void release(void *p) {
   dua_layout_device *d = p;
   if (!d)
     return;
-  cl_mem *mems[] = {&d->head_rules,   &d->paths,      &d->order,         &d->rank_range,
-                    &d->list_counts,  &d->list_full,  &d->list_indices,  &d->tlist_counts,
-                    &d->tlist_full,   &d->tlist_indices, &d->dummy};
+  cl_mem *mems[] = {&d->head_rules,  &d->paths,         &d->order,        &d->rank_range,
+                    &d->list_counts, &d->list_full,     &d->list_indices, &d->tlist_counts,
+                    &d->tlist_full,  &d->tlist_indices, &d->dummy};
   for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
     if (*mems[i])
       clReleaseMemObject(*mems[i]);
@@ -71,9 +71,10 @@ static dua_status upload_lists(dua_context *ctx, dua_layout *l, int transposed, 
     return dua_fail(ctx, st, "building block lists: %s", l->error);
   size_t rows = (size_t)l->batch * (size_t)l->heads * (size_t)l->num_blocks;
   if ((st = upload(ctx, lists.counts, rows * sizeof(int32_t), counts, "list counts")) != DUA_SUCCESS ||
-      (st = upload(ctx, lists.full_counts, rows * sizeof(int32_t), full, "list full counts")) != DUA_SUCCESS ||
-      (st = upload(ctx, lists.indices, rows * (size_t)l->num_blocks * sizeof(int32_t), indices, "list indices")) !=
-          DUA_SUCCESS) {
+      (st = upload(ctx, lists.full_counts, rows * sizeof(int32_t), full, "list full counts")) !=
+          DUA_SUCCESS ||
+      (st = upload(ctx, lists.indices, rows * (size_t)l->num_blocks * sizeof(int32_t), indices,
+                   "list indices")) != DUA_SUCCESS) {
     cl_mem *all[3] = {counts, full, indices};
     for (int i = 0; i < 3; i++)
       if (*all[i]) {

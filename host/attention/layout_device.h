@@ -15,10 +15,10 @@ typedef struct dua_layout_device {
   cl_mem list_counts;  /* [B*Hq][nb] int, made when lists are first needed; NULL before */
   cl_mem list_full;    /* [B*Hq][nb] int */
   cl_mem list_indices; /* [B*Hq][nb][nb] int */
-  cl_mem tlist_counts;  /* transposed lists (for key block n, the query blocks visiting it), as above */
+  cl_mem tlist_counts; /* transposed lists (for key block n, the query blocks visiting it), as above */
   cl_mem tlist_full;
   cl_mem tlist_indices;
-  cl_mem dummy;        /* 16 bytes for unused kernel arguments */
+  cl_mem dummy; /* 16 bytes for unused kernel arguments */
 } dua_layout_device;
 
 /* What dua_layout_device_get uploads besides the rule tables. */

@@ -4,8 +4,8 @@
 
 #include <math.h>
 
-dua_status dua_check_shape(dua_context *ctx, const char *fn, const dua_tensor *t, const char *name, int64_t d0,
-                           int64_t d1, int64_t d2, int64_t d3) {
+dua_status dua_check_shape(dua_context *ctx, const char *fn, const dua_tensor *t, const char *name,
+                           int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
   const int64_t want[4] = {d0, d1, d2, d3};
   static const char *dims[4] = {"batch", "heads", "tokens", "head_dim"};
   for (int d = 0; d < 4; d++)
@@ -77,9 +77,8 @@ dua_status dua_attention_validate(dua_context *ctx, const char *fn, const dua_la
     if (bytes > (double)ctx->info.max_alloc_bytes)
       return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
                       "%s: the naive baseline needs %.0f bytes of scores, more than the device's "
-                      "largest allocation (%llu)", fn,
-                      bytes, (unsigned long long)ctx->info.max_alloc_bytes);
+                      "largest allocation (%llu)",
+                      fn, bytes, (unsigned long long)ctx->info.max_alloc_bytes);
   }
   return DUA_SUCCESS;
 }
-

@@ -31,7 +31,9 @@ dua_status dua_buffer_create(dua_context *ctx, size_t bytes, dua_buffer **out) {
 dua_status dua_buffer_wrap_cl(dua_context *ctx, cl_mem mem, dua_buffer **out) {
   if (!ctx || !mem || !out)
     return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "dua_buffer_wrap_cl: %s is NULL",
-                    !ctx ? "ctx" : !mem ? "mem" : "out");
+                    !ctx   ? "ctx"
+                    : !mem ? "mem"
+                           : "out");
   cl_context owner = NULL;
   size_t bytes = 0;
   if (clGetMemObjectInfo(mem, CL_MEM_CONTEXT, sizeof owner, &owner, NULL) != CL_SUCCESS ||
@@ -57,8 +59,12 @@ void dua_buffer_destroy(dua_buffer *buffer) {
   free(buffer);
 }
 
-size_t dua_buffer_size(const dua_buffer *buffer) { return buffer ? buffer->bytes : 0; }
-cl_mem dua_buffer_cl_mem(const dua_buffer *buffer) { return buffer ? buffer->mem : NULL; }
+size_t dua_buffer_size(const dua_buffer *buffer) {
+  return buffer ? buffer->bytes : 0;
+}
+cl_mem dua_buffer_cl_mem(const dua_buffer *buffer) {
+  return buffer ? buffer->mem : NULL;
+}
 
 static dua_status check_range(const dua_buffer *buffer, size_t offset, size_t bytes, const void *ptr,
                               const char *fn) {
@@ -77,9 +83,11 @@ dua_status dua_buffer_write(dua_buffer *buffer, size_t offset, size_t bytes, con
   dua_status st = check_range(buffer, offset, bytes, src, "dua_buffer_write");
   if (st != DUA_SUCCESS || bytes == 0)
     return st;
-  cl_int err = clEnqueueWriteBuffer(buffer->ctx->queue, buffer->mem, CL_TRUE, offset, bytes, src, 0, NULL, NULL);
+  cl_int err =
+      clEnqueueWriteBuffer(buffer->ctx->queue, buffer->mem, CL_TRUE, offset, bytes, src, 0, NULL, NULL);
   if (err != CL_SUCCESS)
-    return dua_fail(buffer->ctx, (dua_status)err, "clEnqueueWriteBuffer failed: %s", dua_status_string((dua_status)err));
+    return dua_fail(buffer->ctx, (dua_status)err, "clEnqueueWriteBuffer failed: %s",
+                    dua_status_string((dua_status)err));
   return DUA_SUCCESS;
 }
 
@@ -87,9 +95,11 @@ dua_status dua_buffer_read(const dua_buffer *buffer, size_t offset, size_t bytes
   dua_status st = check_range(buffer, offset, bytes, dst, "dua_buffer_read");
   if (st != DUA_SUCCESS || bytes == 0)
     return st;
-  cl_int err = clEnqueueReadBuffer(buffer->ctx->queue, buffer->mem, CL_TRUE, offset, bytes, dst, 0, NULL, NULL);
+  cl_int err =
+      clEnqueueReadBuffer(buffer->ctx->queue, buffer->mem, CL_TRUE, offset, bytes, dst, 0, NULL, NULL);
   if (err != CL_SUCCESS)
-    return dua_fail(buffer->ctx, (dua_status)err, "clEnqueueReadBuffer failed: %s", dua_status_string((dua_status)err));
+    return dua_fail(buffer->ctx, (dua_status)err, "clEnqueueReadBuffer failed: %s",
+                    dua_status_string((dua_status)err));
   return DUA_SUCCESS;
 }
 
@@ -101,7 +111,8 @@ dua_status dua_buffer_fill_bytes(dua_buffer *buffer, size_t offset, size_t bytes
   if (err == CL_SUCCESS)
     err = clFinish(buffer->ctx->queue);
   if (err != CL_SUCCESS)
-    return dua_fail(buffer->ctx, (dua_status)err, "clEnqueueFillBuffer failed: %s", dua_status_string((dua_status)err));
+    return dua_fail(buffer->ctx, (dua_status)err, "clEnqueueFillBuffer failed: %s",
+                    dua_status_string((dua_status)err));
   return DUA_SUCCESS;
 }
 
@@ -149,11 +160,12 @@ dua_status dua_tensor_check(dua_context *ctx, const dua_tensor *t, const char *n
   uint64_t last = 0;
   for (int d = 0; d < 4; d++) {
     if (t->shape[d] <= 0)
-      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "tensor %s: shape[%d] = %lld must be positive", name, d,
-                      (long long)t->shape[d]);
+      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "tensor %s: shape[%d] = %lld must be positive", name,
+                      d, (long long)t->shape[d]);
     if (t->strides[d] < 0 || t->strides[d] > ((int64_t)1 << 40) || t->shape[d] > ((int64_t)1 << 31))
-      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "tensor %s: shape[%d] = %lld / strides[%d] = %lld out of range",
-                      name, d, (long long)t->shape[d], d, (long long)t->strides[d]);
+      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
+                      "tensor %s: shape[%d] = %lld / strides[%d] = %lld out of range", name, d,
+                      (long long)t->shape[d], d, (long long)t->strides[d]);
     uint64_t span = (uint64_t)(t->shape[d] - 1) * (uint64_t)t->strides[d];
     if (span > (UINT64_MAX >> 2) - last)
       return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "tensor %s: extent overflows", name);
@@ -162,6 +174,7 @@ dua_status dua_tensor_check(dua_context *ctx, const dua_tensor *t, const char *n
   uint64_t end = t->offset / es + last + 1;
   if (end > UINT64_MAX / es || end * es > t->buffer->bytes)
     return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
-                    "tensor %s: its last element lies past the end of its %zu-byte buffer", name, t->buffer->bytes);
+                    "tensor %s: its last element lies past the end of its %zu-byte buffer", name,
+                    t->buffer->bytes);
   return DUA_SUCCESS;
 }

@@ -50,7 +50,8 @@ static dua_status context_finish_setup(dua_context *ctx) {
     cl_int err = CL_SUCCESS;
     ctx->queue = clCreateCommandQueue(ctx->cl_ctx, ctx->device, CL_QUEUE_PROFILING_ENABLE, &err);
     if (err != CL_SUCCESS)
-      return dua_fail(ctx, (dua_status)err, "clCreateCommandQueue failed: %s", dua_status_string((dua_status)err));
+      return dua_fail(ctx, (dua_status)err, "clCreateCommandQueue failed: %s",
+                      dua_status_string((dua_status)err));
   }
   dua_disk_cache_init(ctx);
   dua_probe_run(ctx);
@@ -120,8 +121,8 @@ dua_status dua_context_create_from_cl(cl_context context, cl_device_id device, c
     cl_context qctx = NULL;
     cl_device_id qdev = NULL;
     if (clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL) != CL_SUCCESS ||
-        clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qdev, &qdev, NULL) != CL_SUCCESS || qctx != context ||
-        qdev != device)
+        clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qdev, &qdev, NULL) != CL_SUCCESS ||
+        qctx != context || qdev != device)
       return DUA_ERROR_INVALID_ARGUMENT;
   }
   dua_context *ctx = context_alloc(options);
@@ -186,9 +187,15 @@ dua_status dua_context_cache_stats(const dua_context *ctx, dua_cache_stats *stat
   return DUA_SUCCESS;
 }
 
-cl_context dua_context_cl_context(const dua_context *ctx) { return ctx ? ctx->cl_ctx : NULL; }
-cl_device_id dua_context_cl_device(const dua_context *ctx) { return ctx ? ctx->device : NULL; }
-cl_command_queue dua_context_cl_queue(const dua_context *ctx) { return ctx ? ctx->queue : NULL; }
+cl_context dua_context_cl_context(const dua_context *ctx) {
+  return ctx ? ctx->cl_ctx : NULL;
+}
+cl_device_id dua_context_cl_device(const dua_context *ctx) {
+  return ctx ? ctx->device : NULL;
+}
+cl_command_queue dua_context_cl_queue(const dua_context *ctx) {
+  return ctx ? ctx->queue : NULL;
+}
 
 dua_status dua_context_scratch(dua_context *ctx, size_t bytes, cl_mem *out) {
   if (bytes <= ctx->scratch_bytes && ctx->scratch) {
@@ -196,8 +203,9 @@ dua_status dua_context_scratch(dua_context *ctx, size_t bytes, cl_mem *out) {
     return DUA_SUCCESS;
   }
   if (ctx->info.max_alloc_bytes && bytes > ctx->info.max_alloc_bytes)
-    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "scratch of %zu bytes exceeds the device's largest allocation (%llu)",
-                    bytes, (unsigned long long)ctx->info.max_alloc_bytes);
+    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
+                    "scratch of %zu bytes exceeds the device's largest allocation (%llu)", bytes,
+                    (unsigned long long)ctx->info.max_alloc_bytes);
   if (ctx->scratch) {
     clFinish(ctx->queue); /* queued work may still use the old scratch */
     clReleaseMemObject(ctx->scratch);

@@ -11,8 +11,8 @@
 #define DUA_MAX_KERNELS_PER_PROGRAM 16
 
 typedef struct dua_program_entry {
-  char *sources;        /* names joined by ',' (e.g. "common,attn_fwd") */
-  char *options;        /* full build options */
+  char *sources; /* names joined by ',' (e.g. "common,attn_fwd") */
+  char *options; /* full build options */
   cl_program program;
   int kernel_count;
   char *kernel_names[DUA_MAX_KERNELS_PER_PROGRAM];
@@ -35,7 +35,7 @@ struct dua_context {
   dua_program_entry *programs;
   dua_cache_stats cache;
   char cl_dir[512]; /* DUA_CL_DIR, "" for embedded sources */
-  cl_mem scratch;    /* grow-only scratch memory (dua_context_scratch) */
+  cl_mem scratch;   /* grow-only scratch memory (dua_context_scratch) */
   size_t scratch_bytes;
 };
 
@@ -98,7 +98,8 @@ void dua_program_cache_release(dua_context *ctx);
 
 /* On-disk cache (disk_cache.c). key_hex: 64 hex chars + NUL. */
 void dua_disk_cache_init(dua_context *ctx);
-void dua_disk_cache_key(const dua_context *ctx, const char *source_text, const char *options, char key_hex[65]);
+void dua_disk_cache_key(const dua_context *ctx, const char *source_text, const char *options,
+                        char key_hex[65]);
 /* Loads a cached binary; returns 1 and a malloc'ed blob on success, 0 if absent, -1 if rejected. */
 int dua_disk_cache_load(dua_context *ctx, const char *key_hex, unsigned char **blob, size_t *size);
 void dua_disk_cache_store(dua_context *ctx, const char *key_hex, const unsigned char *blob, size_t size);

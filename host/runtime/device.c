@@ -262,13 +262,14 @@ dua_status dua_device_select(const char *selector, int *index, char *why, size_t
         continue;
       char full[300];
       snprintf(full, sizeof full, "%s / %s", info.platform_name, info.name);
-      if ((want != DUA_DEVICE_ANY && info.type == want) || (want == DUA_DEVICE_ANY && contains_nocase(full, selector))) {
+      if ((want != DUA_DEVICE_ANY && info.type == want) ||
+          (want == DUA_DEVICE_ANY && contains_nocase(full, selector))) {
         *index = i;
         return DUA_SUCCESS;
       }
     }
-    snprintf(why, why_size, "no device matches selector \"%s\" (%d devices; run dua-info to list them)", selector,
-             count);
+    snprintf(why, why_size, "no device matches selector \"%s\" (%d devices; run dua-info to list them)",
+             selector, count);
     return DUA_ERROR_NO_DEVICE;
   }
   /* default: first GPU, else first CPU, else device 0 */

@@ -74,12 +74,18 @@ static void to_hex(const unsigned char *bytes, size_t n, char *hex) {
   hex[2 * n] = '\0';
 }
 
-void dua_disk_cache_key(const dua_context *ctx, const char *source_text, const char *options, char key_hex[65]) {
+void dua_disk_cache_key(const dua_context *ctx, const char *source_text, const char *options,
+                        char key_hex[65]) {
   EVP_MD_CTX *md = EVP_MD_CTX_new();
   unsigned char digest[32];
   unsigned int len = 32;
-  const char *parts[] = {source_text,       options,           ctx->info.name, ctx->info.driver_version,
-                         ctx->info.platform_name, ctx->info.platform_version, dua_version()};
+  const char *parts[] = {source_text,
+                         options,
+                         ctx->info.name,
+                         ctx->info.driver_version,
+                         ctx->info.platform_name,
+                         ctx->info.platform_version,
+                         dua_version()};
   if (!md) { /* without a digest context no entry can be trusted: a key that never matches */
     memset(key_hex, '0', 64);
     key_hex[64] = '\0';
@@ -116,7 +122,9 @@ static uint64_t read_u64(const unsigned char *p) {
   return v;
 }
 
-static uint32_t read_u32(const unsigned char *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint32_t read_u32(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
 
 static void write_le(unsigned char *p, uint64_t v, int bytes) {
   for (int i = 0; i < bytes; i++)

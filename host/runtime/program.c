@@ -100,7 +100,8 @@ static dua_status assemble_source(dua_context *ctx, const char *sources, char **
 
 static void record_build_log(dua_context *ctx, cl_program program) {
   size_t need = 0;
-  if (clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &need) != CL_SUCCESS || !need)
+  if (clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &need) != CL_SUCCESS ||
+      !need)
     return;
   char *log = malloc(need + 1);
   if (!log)
@@ -113,7 +114,8 @@ static void record_build_log(dua_context *ctx, cl_program program) {
   free(log);
 }
 
-static cl_program build_from_binary(dua_context *ctx, const unsigned char *blob, size_t size, const char *options) {
+static cl_program build_from_binary(dua_context *ctx, const unsigned char *blob, size_t size,
+                                    const char *options) {
   cl_int err = CL_SUCCESS, bin_status = CL_SUCCESS;
   cl_program program =
       clCreateProgramWithBinary(ctx->cl_ctx, 1, &ctx->device, &size, &blob, &bin_status, &err);
@@ -177,8 +179,8 @@ static dua_status build_program(dua_context *ctx, const char *sources, const cha
     }
     err = clBuildProgram(program, 1, &ctx->device, full, NULL, NULL);
     if (err != CL_SUCCESS) {
-      dua_fail(ctx, DUA_ERROR_BUILD_FAILED, "building kernels %s with options \"%s\" failed: %s", sources, full,
-               dua_status_string((dua_status)err));
+      dua_fail(ctx, DUA_ERROR_BUILD_FAILED, "building kernels %s with options \"%s\" failed: %s", sources,
+               full, dua_status_string((dua_status)err));
       record_build_log(ctx, program);
       clReleaseProgram(program);
       free(text);

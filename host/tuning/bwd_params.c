@@ -10,7 +10,8 @@ size_t dua_bwd_local_bytes(const dua_bwd_params *p, int head_dim) {
   return sizeof(float) * (dq > dkdv ? dq : dkdv);
 }
 
-int dua_bwd_params_valid(const dua_bwd_params *p, int head_dim, int layout_block, const dua_device_info *dev) {
+int dua_bwd_params_valid(const dua_bwd_params *p, int head_dim, int layout_block,
+                         const dua_device_info *dev) {
   if (p->block_m <= 0 || p->block_n <= 0 || p->threads_m <= 0 || p->threads_n <= 0)
     return 0;
   if (p->block_m % p->threads_m || p->block_n % p->threads_m || p->block_m % p->threads_n ||

@@ -4,11 +4,13 @@
 
 size_t dua_fwd_local_bytes(const dua_fwd_params *p, int head_dim) {
   size_t row = (size_t)head_dim + 4; /* ROW_STRIDE in attn_fwd.cl */
-  return sizeof(float) * ((size_t)p->block_m * row + (size_t)p->block_n * row +
-                          (size_t)p->block_m * ((size_t)p->block_n + 4) + 2u * (size_t)p->block_m * p->threads_n);
+  return sizeof(float) *
+         ((size_t)p->block_m * row + (size_t)p->block_n * row +
+          (size_t)p->block_m * ((size_t)p->block_n + 4) + 2u * (size_t)p->block_m * p->threads_n);
 }
 
-int dua_fwd_params_valid(const dua_fwd_params *p, int head_dim, int layout_block, const dua_device_info *dev) {
+int dua_fwd_params_valid(const dua_fwd_params *p, int head_dim, int layout_block,
+                         const dua_device_info *dev) {
   if (p->block_m <= 0 || p->block_n <= 0 || p->threads_m <= 0 || p->threads_n <= 0)
     return 0;
   if (p->block_m % p->threads_m || p->block_n % p->threads_n || head_dim % p->threads_n ||

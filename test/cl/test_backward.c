@@ -46,7 +46,8 @@ static dua_host_tensor host_view(float *data, int64_t b, int64_t h, int64_t n, i
   return t;
 }
 
-static dua_tensor dev_view(dua_buffer *buf, dua_dtype dt, int64_t b, int64_t h, int64_t n, int64_t d, int bnhd) {
+static dua_tensor dev_view(dua_buffer *buf, dua_dtype dt, int64_t b, int64_t h, int64_t n, int64_t d,
+                           int bnhd) {
   dua_tensor t = dua_tensor_contiguous(buf, 0, dt, b, h, n, d);
   strides_for(t.strides, h, n, d, bnhd);
   return t;
@@ -66,9 +67,11 @@ typedef struct grads {
 
 /* Runs forward + backward on the device; returns the gradients (host, float). */
 static grads device_grads(dua_context *ctx, dua_layout *l, const case_desc *c, const float *q, const float *k,
-                          const float *v, const float *g, const float *bias, size_t nq, size_t nk, size_t nb) {
+                          const float *v, const float *g, const float *bias, size_t nq, size_t nk,
+                          size_t nb) {
   const dua_layout_desc *d = &c->desc;
-  const int64_t B = d->batch, H = d->heads, HK = d->kv_heads ? d->kv_heads : H, N = d->seq_len, D = c->head_dim;
+  const int64_t B = d->batch, H = d->heads, HK = d->kv_heads ? d->kv_heads : H, N = d->seq_len,
+                D = c->head_dim;
   const size_t es = dua_dtype_size(c->dtype);
   dua_buffer *bq = test_upload(ctx, q, nq, c->dtype), *bk = test_upload(ctx, k, nk, c->dtype);
   dua_buffer *bv = test_upload(ctx, v, nk, c->dtype), *bg = test_upload(ctx, g, nq, c->dtype);
@@ -81,10 +84,14 @@ static grads device_grads(dua_context *ctx, dua_layout *l, const case_desc *c, c
   ck_assert_int_eq(dua_buffer_fill_bytes(bdq, 0, nq * es, 0xFF), DUA_SUCCESS); /* NaN poison */
   ck_assert_int_eq(dua_buffer_fill_bytes(bdk, 0, nk * es, 0xFF), DUA_SUCCESS);
   ck_assert_int_eq(dua_buffer_fill_bytes(bdv, 0, nk * es, 0xFF), DUA_SUCCESS);
-  dua_tensor tq = dev_view(bq, c->dtype, B, H, N, D, c->bnhd), tk = dev_view(bk, c->dtype, B, HK, N, D, c->bnhd);
-  dua_tensor tv = dev_view(bv, c->dtype, B, HK, N, D, c->bnhd), tg = dev_view(bg, c->dtype, B, H, N, D, c->bnhd);
-  dua_tensor to = dev_view(bo, c->dtype, B, H, N, D, c->bnhd), tdq = dev_view(bdq, c->dtype, B, H, N, D, c->bnhd);
-  dua_tensor tdk = dev_view(bdk, c->dtype, B, HK, N, D, c->bnhd), tdv = dev_view(bdv, c->dtype, B, HK, N, D, c->bnhd);
+  dua_tensor tq = dev_view(bq, c->dtype, B, H, N, D, c->bnhd),
+             tk = dev_view(bk, c->dtype, B, HK, N, D, c->bnhd);
+  dua_tensor tv = dev_view(bv, c->dtype, B, HK, N, D, c->bnhd),
+             tg = dev_view(bg, c->dtype, B, H, N, D, c->bnhd);
+  dua_tensor to = dev_view(bo, c->dtype, B, H, N, D, c->bnhd),
+             tdq = dev_view(bdq, c->dtype, B, H, N, D, c->bnhd);
+  dua_tensor tdk = dev_view(bdk, c->dtype, B, HK, N, D, c->bnhd),
+             tdv = dev_view(bdv, c->dtype, B, HK, N, D, c->bnhd);
   dua_tensor tl = dua_tensor_contiguous(bl, 0, DUA_F32, B, H, N, 1), tb, tdb;
   dua_attention_params params;
   dua_attention_params_init(&params);
@@ -100,7 +107,8 @@ static grads device_grads(dua_context *ctx, dua_layout *l, const case_desc *c, c
   }
   dua_status st = dua_attention_forward(ctx, l, &params, &tq, &tk, &tv, &to, &tl);
   ck_assert_msg(st == DUA_SUCCESS, "forward: %s", dua_context_last_error(ctx));
-  st = dua_attention_backward(ctx, l, &params, &tq, &tk, &tv, &to, &tl, &tg, &tdq, &tdk, &tdv, bias ? &tdb : NULL);
+  st = dua_attention_backward(ctx, l, &params, &tq, &tk, &tv, &to, &tl, &tg, &tdq, &tdk, &tdv,
+                              bias ? &tdb : NULL);
   ck_assert_msg(st == DUA_SUCCESS, "backward: %s: %s", dua_status_string(st), dua_context_last_error(ctx));
   ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
   grads out = {malloc(nq * 4), malloc(nk * 4), malloc(nk * 4), bias ? malloc(nb * 4) : NULL};
@@ -133,7 +141,8 @@ static void expect_close(const char *what, const char *name, const float *x, con
 
 static void check_case(dua_context *ctx, case_desc *c, dua_layout *l, test_rng *rng) {
   const dua_layout_desc *d = &c->desc;
-  const int64_t B = d->batch, H = d->heads, HK = d->kv_heads ? d->kv_heads : H, N = d->seq_len, D = c->head_dim;
+  const int64_t B = d->batch, H = d->heads, HK = d->kv_heads ? d->kv_heads : H, N = d->seq_len,
+                D = c->head_dim;
   const size_t nq = (size_t)(B * H * N * D), nk = (size_t)(B * HK * N * D);
   const int32_t levels = max_tree_depth(l, (int)H) + 1;
   const size_t nb = (size_t)(H * levels);
@@ -152,13 +161,15 @@ static void check_case(dua_context *ctx, case_desc *c, dua_layout *l, test_rng *
   dua_host_tensor hv = host_view(v, B, HK, N, D, c->bnhd), hg = host_view(g, B, H, N, D, c->bnhd);
   dua_host_tensor hdq = host_view(ref.dq, B, H, N, D, c->bnhd), hdk = host_view(ref.dk, B, HK, N, D, c->bnhd);
   dua_host_tensor hdv = host_view(ref.dv, B, HK, N, D, c->bnhd);
-  ck_assert_int_eq(dua_attention_backward_reference(l, 0.0f, bias, &hq, &hk, &hv, &hg, &hdq, &hdk, &hdv, ref.db),
-                   DUA_SUCCESS);
+  ck_assert_int_eq(
+      dua_attention_backward_reference(l, 0.0f, bias, &hq, &hk, &hv, &hg, &hdq, &hdk, &hdv, ref.db),
+      DUA_SUCCESS);
   char what[200];
-  snprintf(what, sizeof what, "N=%d blk=%d B=%d H=%d Hkv=%d depth0=%d W=%d S=%d causal=%d content=%d Dh=%d %s%s%s algo=%d",
-           d->seq_len, d->block, d->batch, d->heads, d->kv_heads, d->depths ? d->depths[0] : 0, d->window, d->sink,
-           d->causal, d->paths != NULL, c->head_dim, c->dtype == DUA_F16 ? "fp16" : "fp32", c->bnhd ? " BNHD" : "",
-           bias ? " bias" : "", (int)c->algo);
+  snprintf(what, sizeof what,
+           "N=%d blk=%d B=%d H=%d Hkv=%d depth0=%d W=%d S=%d causal=%d content=%d Dh=%d %s%s%s algo=%d",
+           d->seq_len, d->block, d->batch, d->heads, d->kv_heads, d->depths ? d->depths[0] : 0, d->window,
+           d->sink, d->causal, d->paths != NULL, c->head_dim, c->dtype == DUA_F16 ? "fp16" : "fp32",
+           c->bnhd ? " BNHD" : "", bias ? " bias" : "", (int)c->algo);
   expect_close(what, "dq", dev.dq, ref.dq, nq, c->dtype);
   expect_close(what, "dk", dev.dk, ref.dk, nk, c->dtype);
   expect_close(what, "dv", dev.dv, ref.dv, nk, c->dtype);
@@ -166,8 +177,8 @@ static void check_case(dua_context *ctx, case_desc *c, dua_layout *l, test_rng *
     double err;
     long bad = test_compare(dev.db, ref.db, nb, (c->dtype == DUA_F16 ? F16_ATOL : F32_ATOL) * (double)N,
                             c->dtype == DUA_F16 ? F16_RTOL : F32_RTOL, &err);
-    ck_assert_msg(bad < 0, "%s: d_level_bias[%ld] = %g, reference %g", what, bad, (double)(bad >= 0 ? dev.db[bad] : 0),
-                  (double)(bad >= 0 ? ref.db[bad] : 0));
+    ck_assert_msg(bad < 0, "%s: d_level_bias[%ld] = %g, reference %g", what, bad,
+                  (double)(bad >= 0 ? dev.db[bad] : 0), (double)(bad >= 0 ? ref.db[bad] : 0));
   }
   /* deterministic: a second run gives the same bits */
   grads again = device_grads(ctx, l, c, q, k, v, g, bias, nq, nk, nb);
@@ -287,7 +298,8 @@ START_TEST(caller_lists_with_empty_rows) {
   }
   dua_layout *l = NULL;
   char err[256];
-  ck_assert_msg(dua_layout_create_from_lists(&c.desc, counts, indices, &l, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  ck_assert_msg(dua_layout_create_from_lists(&c.desc, counts, indices, &l, err, sizeof err) == DUA_SUCCESS,
+                "%s", err);
   check_case(ctx, &c, l, &rng);
   dua_layout_destroy(l);
   dua_context_destroy(ctx);
@@ -307,7 +319,8 @@ START_TEST(invalid_arguments_leave_outputs_untouched) {
   ck_assert_int_eq(dua_buffer_fill_bytes(bx, 0, n * 4, 0x11), DUA_SUCCESS);
   ck_assert_int_eq(dua_buffer_fill_bytes(bdq, 0, n * 4, 0x5A), DUA_SUCCESS);
   ck_assert_int_eq(dua_buffer_fill_bytes(bl, 0, 2 * 64 * 4, 0x22), DUA_SUCCESS);
-  dua_tensor x = dua_tensor_contiguous(bx, 0, DUA_F32, 1, 2, 64, 64), dq = dua_tensor_contiguous(bdq, 0, DUA_F32, 1, 2, 64, 64);
+  dua_tensor x = dua_tensor_contiguous(bx, 0, DUA_F32, 1, 2, 64, 64),
+             dq = dua_tensor_contiguous(bdq, 0, DUA_F32, 1, 2, 64, 64);
   dua_tensor lse = dua_tensor_contiguous(bl, 0, DUA_F32, 1, 2, 64, 1), bad = x;
   bad.shape[2] = 32;
   dua_tensor half = x;

@@ -42,7 +42,9 @@ static int for_each_entry(const char *dir, void (*fn)(const char *path)) {
   return n;
 }
 
-static void truncate_entry(const char *path) { ck_assert_int_eq(truncate(path, 40), 0); }
+static void truncate_entry(const char *path) {
+  ck_assert_int_eq(truncate(path, 40), 0);
+}
 
 static void flip_payload_byte(const char *path) {
   FILE *f = fopen(path, "r+b");
@@ -127,11 +129,17 @@ static void check_corruption_is_rebuilt(void (*damage)(const char *)) {
   ck_assert_uint_ge(s.disk_hits, 2);
 }
 
-START_TEST(truncated_entries_are_rebuilt) { check_corruption_is_rebuilt(truncate_entry); }
+START_TEST(truncated_entries_are_rebuilt) {
+  check_corruption_is_rebuilt(truncate_entry);
+}
 END_TEST
-START_TEST(flipped_bytes_are_rebuilt) { check_corruption_is_rebuilt(flip_payload_byte); }
+START_TEST(flipped_bytes_are_rebuilt) {
+  check_corruption_is_rebuilt(flip_payload_byte);
+}
 END_TEST
-START_TEST(trailing_bytes_are_rebuilt) { check_corruption_is_rebuilt(append_garbage); }
+START_TEST(trailing_bytes_are_rebuilt) {
+  check_corruption_is_rebuilt(append_garbage);
+}
 END_TEST
 
 START_TEST(cache_can_be_disabled) {

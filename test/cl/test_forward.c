@@ -55,7 +55,8 @@ static dua_host_tensor host_view(float *data, int64_t b, int64_t h, int64_t n, i
   return t;
 }
 
-static dua_tensor dev_view(dua_buffer *buf, dua_dtype dt, int64_t b, int64_t h, int64_t n, int64_t d, int bnhd) {
+static dua_tensor dev_view(dua_buffer *buf, dua_dtype dt, int64_t b, int64_t h, int64_t n, int64_t d,
+                           int bnhd) {
   dua_tensor t = dua_tensor_contiguous(buf, 0, dt, b, h, n, d);
   strides_for(t.strides, b, h, n, d, bnhd);
   return t;
@@ -108,8 +109,10 @@ static void run_problem(dua_context *ctx, problem *p, dua_layout *l, run *r, tes
   /* poison: all-ones bytes are NaN in fp32 and fp16 */
   ck_assert_int_eq(dua_buffer_fill_bytes(bo, 0, r->nq * dua_dtype_size(p->dtype), 0xFF), DUA_SUCCESS);
   ck_assert_int_eq(dua_buffer_fill_bytes(bl, 0, r->nl * 4, 0xFF), DUA_SUCCESS);
-  dua_tensor tq = dev_view(bq, p->dtype, B, H, N, D, p->bnhd), tk = dev_view(bk, p->dtype, B, HK, N, D, p->bnhd);
-  dua_tensor tv = dev_view(bv, p->dtype, B, HK, N, D, p->bnhd), to = dev_view(bo, p->dtype, B, H, N, D, p->bnhd);
+  dua_tensor tq = dev_view(bq, p->dtype, B, H, N, D, p->bnhd),
+             tk = dev_view(bk, p->dtype, B, HK, N, D, p->bnhd);
+  dua_tensor tv = dev_view(bv, p->dtype, B, HK, N, D, p->bnhd),
+             to = dev_view(bo, p->dtype, B, H, N, D, p->bnhd);
   dua_tensor tl = dua_tensor_contiguous(bl, 0, DUA_F32, B, H, N, 1), tb;
   dua_attention_params params;
   dua_attention_params_init(&params);
@@ -120,7 +123,8 @@ static void run_problem(dua_context *ctx, problem *p, dua_layout *l, run *r, tes
     params.level_bias = &tb;
   }
   dua_status st = dua_attention_forward(ctx, l, &params, &tq, &tk, &tv, &to, &tl);
-  ck_assert_msg(st == DUA_SUCCESS, "forward failed: %s: %s", dua_status_string(st), dua_context_last_error(ctx));
+  ck_assert_msg(st == DUA_SUCCESS, "forward failed: %s: %s", dua_status_string(st),
+                dua_context_last_error(ctx));
   ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
   test_download(bo, r->o, r->nq, p->dtype);
   test_download(bl, r->lse, r->nl, DUA_F32);
@@ -129,7 +133,8 @@ static void run_problem(dua_context *ctx, problem *p, dua_layout *l, run *r, tes
   r->hv = host_view(r->v, B, HK, N, D, p->bnhd);
   r->ho = host_view(r->ref_o, B, H, N, D, p->bnhd);
   r->hl = host_view(r->ref_lse, B, H, N, 1, 0);
-  ck_assert_int_eq(dua_attention_reference(l, 0.0f, r->bias, &r->hq, &r->hk, &r->hv, &r->ho, &r->hl), DUA_SUCCESS);
+  ck_assert_int_eq(dua_attention_reference(l, 0.0f, r->bias, &r->hq, &r->hk, &r->hv, &r->ho, &r->hl),
+                   DUA_SUCCESS);
   dua_buffer_destroy(bq);
   dua_buffer_destroy(bk);
   dua_buffer_destroy(bv);
@@ -143,21 +148,24 @@ static void describe(const problem *p, char *buf, size_t size) {
   snprintf(buf, size,
            "N=%d blk=%d B=%d H=%d Hkv=%d p=%d depth0=%d shift=%d W=%d S=%d causal=%d content=%d Dh=%d %s%s%s "
            "algo=%d",
-           d->seq_len, d->block, d->batch, d->heads, d->kv_heads, d->arity, d->depths ? d->depths[0] : 0, d->shift,
-           d->window, d->sink, d->causal, d->paths != NULL, p->head_dim, p->dtype == DUA_F16 ? "fp16" : "fp32",
-           p->bnhd ? " BNHD" : "", p->with_bias ? " bias" : "", (int)p->algo);
+           d->seq_len, d->block, d->batch, d->heads, d->kv_heads, d->arity, d->depths ? d->depths[0] : 0,
+           d->shift, d->window, d->sink, d->causal, d->paths != NULL, p->head_dim,
+           p->dtype == DUA_F16 ? "fp16" : "fp32", p->bnhd ? " BNHD" : "", p->with_bias ? " bias" : "",
+           (int)p->algo);
 }
 
 static void compare(const problem *p, const run *r) {
   char what[256];
   describe(p, what, sizeof what);
-  double atol = p->dtype == DUA_F16 ? F16_ATOL : F32_ATOL, rtol = p->dtype == DUA_F16 ? F16_RTOL : F32_RTOL, err;
+  double atol = p->dtype == DUA_F16 ? F16_ATOL : F32_ATOL, rtol = p->dtype == DUA_F16 ? F16_RTOL : F32_RTOL,
+         err;
   long bad = test_compare(r->o, r->ref_o, r->nq, atol, rtol, &err);
-  ck_assert_msg(bad < 0, "%s: O[%ld] = %g, reference %g (max error %g)", what, bad, (double)(bad >= 0 ? r->o[bad] : 0),
-                (double)(bad >= 0 ? r->ref_o[bad] : 0), err);
+  ck_assert_msg(bad < 0, "%s: O[%ld] = %g, reference %g (max error %g)", what, bad,
+                (double)(bad >= 0 ? r->o[bad] : 0), (double)(bad >= 0 ? r->ref_o[bad] : 0), err);
   for (size_t i = 0; i < r->nl; i++) {
     if (isinf(r->ref_lse[i]))
-      ck_assert_msg(isinf(r->lse[i]) && r->lse[i] < 0, "%s: LSE[%zu] = %g, want -inf", what, i, (double)r->lse[i]);
+      ck_assert_msg(isinf(r->lse[i]) && r->lse[i] < 0, "%s: LSE[%zu] = %g, want -inf", what, i,
+                    (double)r->lse[i]);
     else
       ck_assert_msg(fabs(r->lse[i] - r->ref_lse[i]) <= 1e-4 + 1e-4 * fabs(r->ref_lse[i]),
                     "%s: LSE[%zu] = %.7g, reference %.7g", what, i, (double)r->lse[i], (double)r->ref_lse[i]);
@@ -224,14 +232,16 @@ START_TEST(block_diagonal_with_tail) {
 }
 END_TEST
 
-/* Random layouts: every feature alone and combined. Head dims and dtypes cycle so each kernel variant runs. */
+/* Random layouts: every feature alone and combined. Head dims and dtypes cycle so each kernel variant runs.
+ */
 START_TEST(random_layouts) {
   dua_context *ctx = test_context();
   test_rng rng = test_rng_make(103 + (uint64_t)_i);
   static const int dims[4] = {32, 64, 96, 128};
   static const int blocks[4] = {16, 32, 64, 128};
   for (int c = 0; c < 6; c++) {
-    problem p = base_problem(test_rng_int(&rng, 1, 420), blocks[test_rng_int(&rng, 0, 3)], dims[(c + _i) % 4]);
+    problem p =
+        base_problem(test_rng_int(&rng, 1, 420), blocks[test_rng_int(&rng, 0, 3)], dims[(c + _i) % 4]);
     dua_layout_desc *d = &p.desc;
     d->batch = test_rng_int(&rng, 1, 2);
     d->heads = 4;
@@ -322,7 +332,8 @@ START_TEST(caller_lists_with_empty_rows) {
   }
   dua_layout *l = NULL;
   char err[256];
-  ck_assert_msg(dua_layout_create_from_lists(&p.desc, counts, indices, &l, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  ck_assert_msg(dua_layout_create_from_lists(&p.desc, counts, indices, &l, err, sizeof err) == DUA_SUCCESS,
+                "%s", err);
   run r;
   memset(&r, 0, sizeof r);
   run_problem(ctx, &p, l, &r, &rng);
@@ -412,7 +423,8 @@ START_TEST(invalid_arguments_leave_outputs_untouched) {
   ck_assert_int_eq(dua_buffer_write(bq, 0, n * 4, x), DUA_SUCCESS);
   ck_assert_int_eq(dua_buffer_fill_bytes(bo, 0, n * 4, 0x5A), DUA_SUCCESS);
   ck_assert_int_eq(dua_buffer_fill_bytes(bl, 0, 2 * 64 * 4, 0x5A), DUA_SUCCESS);
-  dua_tensor q = dua_tensor_contiguous(bq, 0, DUA_F32, 1, 2, 64, 64), o = dua_tensor_contiguous(bo, 0, DUA_F32, 1, 2, 64, 64);
+  dua_tensor q = dua_tensor_contiguous(bq, 0, DUA_F32, 1, 2, 64, 64),
+             o = dua_tensor_contiguous(bo, 0, DUA_F32, 1, 2, 64, 64);
   dua_tensor lse = dua_tensor_contiguous(bl, 0, DUA_F32, 1, 2, 64, 1);
   struct {
     const char *name;
@@ -430,29 +442,57 @@ START_TEST(invalid_arguments_leave_outputs_untouched) {
                {"strided head dim", DUA_ERROR_UNSUPPORTED, "strides[3]"},
                {"overflowing stride", DUA_ERROR_INVALID_ARGUMENT, "tensor q"}};
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-    dua_tensor tq = q, tk = q, tv = q, to = o, tl = lse, tb = dua_tensor_contiguous(bl, 0, DUA_F32, 2, 5, 1, 1);
+    dua_tensor tq = q, tk = q, tv = q, to = o, tl = lse,
+               tb = dua_tensor_contiguous(bl, 0, DUA_F32, 2, 5, 1, 1);
     const dua_tensor *pv = &tv;
     dua_attention_params params;
     dua_attention_params_init(&params);
     switch (c) {
-    case 0: tq.shape[0] = 2; break;
-    case 1: tk.shape[2] = 63; break;
-    case 2: tq = tk = tv = to = dua_tensor_contiguous(bq, 0, DUA_F32, 1, 2, 64, 80); break;
-    case 3: to.dtype = DUA_F16; break;
-    case 4: tl.dtype = DUA_F16; break;
-    case 5: pv = NULL; break;
-    case 6: params.scale = -1.0f; break;
-    case 7: params.algo = (dua_attention_algo)9; break;
-    case 8: params.level_bias = &tb; break;
-    case 9: tq.strides[3] = 2; tq.shape[3] = 64; tq.strides[2] = 128; tq.shape[2] = 32; tk = tv = tq; break;
-    case 10: tq.strides[1] = INT64_MAX / 4; break;
+    case 0:
+      tq.shape[0] = 2;
+      break;
+    case 1:
+      tk.shape[2] = 63;
+      break;
+    case 2:
+      tq = tk = tv = to = dua_tensor_contiguous(bq, 0, DUA_F32, 1, 2, 64, 80);
+      break;
+    case 3:
+      to.dtype = DUA_F16;
+      break;
+    case 4:
+      tl.dtype = DUA_F16;
+      break;
+    case 5:
+      pv = NULL;
+      break;
+    case 6:
+      params.scale = -1.0f;
+      break;
+    case 7:
+      params.algo = (dua_attention_algo)9;
+      break;
+    case 8:
+      params.level_bias = &tb;
+      break;
+    case 9:
+      tq.strides[3] = 2;
+      tq.shape[3] = 64;
+      tq.strides[2] = 128;
+      tq.shape[2] = 32;
+      tk = tv = tq;
+      break;
+    case 10:
+      tq.strides[1] = INT64_MAX / 4;
+      break;
     }
     dua_status st = dua_attention_forward(ctx, l, &params, &tq, &tk, pv, &to, &tl);
     if (c == 9 && st == DUA_ERROR_INVALID_ARGUMENT) /* the shape check may speak first */
       continue;
     ck_assert_msg(st == cases[c].want, "%s: got %s", cases[c].name, dua_status_string(st));
-    ck_assert_msg(strstr(dua_context_last_error(ctx), cases[c].msg) != NULL, "%s: message \"%s\" lacks \"%s\"",
-                  cases[c].name, dua_context_last_error(ctx), cases[c].msg);
+    ck_assert_msg(strstr(dua_context_last_error(ctx), cases[c].msg) != NULL,
+                  "%s: message \"%s\" lacks \"%s\"", cases[c].name, dua_context_last_error(ctx),
+                  cases[c].msg);
   }
   ck_assert_int_eq(dua_attention_forward(ctx, NULL, NULL, &q, &q, &q, &o, NULL), DUA_ERROR_INVALID_ARGUMENT);
   ck_assert_int_eq(dua_attention_forward(NULL, l, NULL, &q, &q, &q, &o, NULL), DUA_ERROR_INVALID_ARGUMENT);

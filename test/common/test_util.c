@@ -29,9 +29,13 @@ uint64_t test_rng_next(test_rng *r) { /* splitmix64 */
   return z ^ (z >> 31);
 }
 
-int test_rng_int(test_rng *r, int lo, int hi) { return lo + (int)(test_rng_next(r) % (uint64_t)(hi - lo + 1)); }
+int test_rng_int(test_rng *r, int lo, int hi) {
+  return lo + (int)(test_rng_next(r) % (uint64_t)(hi - lo + 1));
+}
 
-float test_rng_float(test_rng *r) { return (float)((test_rng_next(r) >> 40) * (1.0 / (1ull << 24)) * 2.0 - 1.0); }
+float test_rng_float(test_rng *r) {
+  return (float)((test_rng_next(r) >> 40) * (1.0 / (1ull << 24)) * 2.0 - 1.0);
+}
 
 dua_context *test_context(void) {
   dua_context *ctx = NULL;

@@ -17,7 +17,7 @@ test_rng test_rng_make(uint64_t seed);
 uint64_t test_rng_next(test_rng *r);
 int test_rng_int(test_rng *r, int lo, int hi); /* uniform in [lo, hi] */
 float test_rng_float(test_rng *r);             /* uniform in [-1, 1) */
-uint64_t test_seed(void);                       /* run salt */
+uint64_t test_seed(void);                      /* run salt */
 
 /* Creates a context on the default device (DUA_DEVICE or first GPU/CPU); ck_abort on failure. */
 dua_context *test_context(void);

@@ -20,6 +20,7 @@ int main(void) {
     fprintf(stderr, "an all-zero layout was accepted\n");
     return 1;
   }
-  printf("consumer linked libdua %s: %s (%s)\n", dua_version(), dua_status_string(DUA_ERROR_INVALID_ARGUMENT), err);
+  printf("consumer linked libdua %s: %s (%s)\n", dua_version(), dua_status_string(DUA_ERROR_INVALID_ARGUMENT),
+         err);
   return 0;
 }

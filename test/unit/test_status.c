@@ -6,9 +6,15 @@
 #include <string.h>
 
 START_TEST(status_strings_cover_every_code) {
-  const dua_status codes[] = {DUA_SUCCESS,         DUA_ERROR_INVALID_ARGUMENT, DUA_ERROR_UNSUPPORTED,
-                              DUA_ERROR_OUT_OF_MEMORY, DUA_ERROR_NO_PLATFORM,  DUA_ERROR_NO_DEVICE,
-                              DUA_ERROR_BUILD_FAILED, DUA_ERROR_IO,            DUA_ERROR_CORRUPT_FILE,
+  const dua_status codes[] = {DUA_SUCCESS,
+                              DUA_ERROR_INVALID_ARGUMENT,
+                              DUA_ERROR_UNSUPPORTED,
+                              DUA_ERROR_OUT_OF_MEMORY,
+                              DUA_ERROR_NO_PLATFORM,
+                              DUA_ERROR_NO_DEVICE,
+                              DUA_ERROR_BUILD_FAILED,
+                              DUA_ERROR_IO,
+                              DUA_ERROR_CORRUPT_FILE,
                               DUA_ERROR_INTERNAL};
   for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
     const char *s = dua_status_string(codes[i]);
@@ -49,10 +55,10 @@ START_TEST(half_rounds_to_nearest_even) {
   ck_assert_uint_eq(dua_float_to_half(1.0f), 0x3c00);
   ck_assert_uint_eq(dua_float_to_half(-2.0f), 0xc000);
   ck_assert_uint_eq(dua_float_to_half(65504.0f), 0x7bff);
-  ck_assert_uint_eq(dua_float_to_half(65520.0f), 0x7c00); /* rounds up to infinity */
-  ck_assert_uint_eq(dua_float_to_half(1.0f + 1.0f / 2048), 0x3c00);          /* tie, even stays */
-  ck_assert_uint_eq(dua_float_to_half(1.0f + 3.0f / 2048), 0x3c02);          /* tie, rounds to even */
-  ck_assert_uint_eq(dua_float_to_half(5.9604645e-8f), 0x0001);              /* smallest subnormal */
+  ck_assert_uint_eq(dua_float_to_half(65520.0f), 0x7c00);           /* rounds up to infinity */
+  ck_assert_uint_eq(dua_float_to_half(1.0f + 1.0f / 2048), 0x3c00); /* tie, even stays */
+  ck_assert_uint_eq(dua_float_to_half(1.0f + 3.0f / 2048), 0x3c02); /* tie, rounds to even */
+  ck_assert_uint_eq(dua_float_to_half(5.9604645e-8f), 0x0001);      /* smallest subnormal */
   ck_assert_uint_eq(dua_float_to_half(2.0e-8f), 0x0000);
   ck_assert_uint_eq(dua_float_to_half(INFINITY), 0x7c00);
   test_rng r = test_rng_make(7);
