@@ -27,32 +27,6 @@ typedef struct case_desc {
   dua_attention_algo algo;
 } case_desc;
 
-static void strides_for(int64_t s[4], int64_t h, int64_t n, int64_t d, int bnhd) {
-  s[3] = 1;
-  if (bnhd) {
-    s[1] = d;
-    s[2] = h * d;
-    s[0] = n * h * d;
-  } else {
-    s[2] = d;
-    s[1] = n * d;
-    s[0] = h * n * d;
-  }
-}
-
-static dua_host_tensor host_view(float *data, int64_t b, int64_t h, int64_t n, int64_t d, int bnhd) {
-  dua_host_tensor t = {data, {b, h, n, d}, {0, 0, 0, 0}};
-  strides_for(t.strides, h, n, d, bnhd);
-  return t;
-}
-
-static dua_tensor dev_view(dua_buffer *buf, dua_dtype dt, int64_t b, int64_t h, int64_t n, int64_t d,
-                           int bnhd) {
-  dua_tensor t = dua_tensor_contiguous(buf, 0, dt, b, h, n, d);
-  strides_for(t.strides, h, n, d, bnhd);
-  return t;
-}
-
 static int32_t max_tree_depth(const dua_layout *l, int heads) {
   int32_t m = 0;
   for (int h = 0; h < heads; h++)
@@ -84,14 +58,14 @@ static grads device_grads(dua_context *ctx, dua_layout *l, const case_desc *c, c
   ck_assert_int_eq(dua_buffer_fill_bytes(bdq, 0, nq * es, 0xFF), DUA_SUCCESS); /* NaN poison */
   ck_assert_int_eq(dua_buffer_fill_bytes(bdk, 0, nk * es, 0xFF), DUA_SUCCESS);
   ck_assert_int_eq(dua_buffer_fill_bytes(bdv, 0, nk * es, 0xFF), DUA_SUCCESS);
-  dua_tensor tq = dev_view(bq, c->dtype, B, H, N, D, c->bnhd),
-             tk = dev_view(bk, c->dtype, B, HK, N, D, c->bnhd);
-  dua_tensor tv = dev_view(bv, c->dtype, B, HK, N, D, c->bnhd),
-             tg = dev_view(bg, c->dtype, B, H, N, D, c->bnhd);
-  dua_tensor to = dev_view(bo, c->dtype, B, H, N, D, c->bnhd),
-             tdq = dev_view(bdq, c->dtype, B, H, N, D, c->bnhd);
-  dua_tensor tdk = dev_view(bdk, c->dtype, B, HK, N, D, c->bnhd),
-             tdv = dev_view(bdv, c->dtype, B, HK, N, D, c->bnhd);
+  dua_tensor tq = test_dev_view(bq, c->dtype, B, H, N, D, c->bnhd),
+             tk = test_dev_view(bk, c->dtype, B, HK, N, D, c->bnhd);
+  dua_tensor tv = test_dev_view(bv, c->dtype, B, HK, N, D, c->bnhd),
+             tg = test_dev_view(bg, c->dtype, B, H, N, D, c->bnhd);
+  dua_tensor to = test_dev_view(bo, c->dtype, B, H, N, D, c->bnhd),
+             tdq = test_dev_view(bdq, c->dtype, B, H, N, D, c->bnhd);
+  dua_tensor tdk = test_dev_view(bdk, c->dtype, B, HK, N, D, c->bnhd),
+             tdv = test_dev_view(bdv, c->dtype, B, HK, N, D, c->bnhd);
   dua_tensor tl = dua_tensor_contiguous(bl, 0, DUA_F32, B, H, N, 1), tb, tdb;
   dua_attention_params params;
   dua_attention_params_init(&params);
@@ -157,10 +131,11 @@ static void check_case(dua_context *ctx, case_desc *c, dua_layout *l, test_rng *
   }
   grads dev = device_grads(ctx, l, c, q, k, v, g, bias, nq, nk, nb);
   grads ref = {malloc(nq * 4), malloc(nk * 4), malloc(nk * 4), bias ? malloc(nb * 4) : NULL};
-  dua_host_tensor hq = host_view(q, B, H, N, D, c->bnhd), hk = host_view(k, B, HK, N, D, c->bnhd);
-  dua_host_tensor hv = host_view(v, B, HK, N, D, c->bnhd), hg = host_view(g, B, H, N, D, c->bnhd);
-  dua_host_tensor hdq = host_view(ref.dq, B, H, N, D, c->bnhd), hdk = host_view(ref.dk, B, HK, N, D, c->bnhd);
-  dua_host_tensor hdv = host_view(ref.dv, B, HK, N, D, c->bnhd);
+  dua_host_tensor hq = test_host_view(q, B, H, N, D, c->bnhd), hk = test_host_view(k, B, HK, N, D, c->bnhd);
+  dua_host_tensor hv = test_host_view(v, B, HK, N, D, c->bnhd), hg = test_host_view(g, B, H, N, D, c->bnhd);
+  dua_host_tensor hdq = test_host_view(ref.dq, B, H, N, D, c->bnhd),
+                  hdk = test_host_view(ref.dk, B, HK, N, D, c->bnhd);
+  dua_host_tensor hdv = test_host_view(ref.dv, B, HK, N, D, c->bnhd);
   ck_assert_int_eq(
       dua_attention_backward_reference(l, 0.0f, bias, &hq, &hk, &hv, &hg, &hdq, &hdk, &hdv, ref.db),
       DUA_SUCCESS);

@@ -35,33 +35,6 @@ typedef struct run {
   dua_host_tensor hq, hk, hv, ho, hl;
 } run;
 
-static void strides_for(int64_t s[4], int64_t b, int64_t h, int64_t n, int64_t d, int bnhd) {
-  (void)b;
-  s[3] = 1;
-  if (bnhd) {
-    s[1] = d;
-    s[2] = h * d;
-    s[0] = n * h * d;
-  } else {
-    s[2] = d;
-    s[1] = n * d;
-    s[0] = h * n * d;
-  }
-}
-
-static dua_host_tensor host_view(float *data, int64_t b, int64_t h, int64_t n, int64_t d, int bnhd) {
-  dua_host_tensor t = {data, {b, h, n, d}, {0, 0, 0, 0}};
-  strides_for(t.strides, b, h, n, d, bnhd);
-  return t;
-}
-
-static dua_tensor dev_view(dua_buffer *buf, dua_dtype dt, int64_t b, int64_t h, int64_t n, int64_t d,
-                           int bnhd) {
-  dua_tensor t = dua_tensor_contiguous(buf, 0, dt, b, h, n, d);
-  strides_for(t.strides, b, h, n, d, bnhd);
-  return t;
-}
-
 static dua_layout *make_layout(problem *p) {
   dua_layout *l = NULL;
   char err[256] = "";
@@ -109,10 +82,10 @@ static void run_problem(dua_context *ctx, problem *p, dua_layout *l, run *r, tes
   /* poison: all-ones bytes are NaN in fp32 and fp16 */
   ck_assert_int_eq(dua_buffer_fill_bytes(bo, 0, r->nq * dua_dtype_size(p->dtype), 0xFF), DUA_SUCCESS);
   ck_assert_int_eq(dua_buffer_fill_bytes(bl, 0, r->nl * 4, 0xFF), DUA_SUCCESS);
-  dua_tensor tq = dev_view(bq, p->dtype, B, H, N, D, p->bnhd),
-             tk = dev_view(bk, p->dtype, B, HK, N, D, p->bnhd);
-  dua_tensor tv = dev_view(bv, p->dtype, B, HK, N, D, p->bnhd),
-             to = dev_view(bo, p->dtype, B, H, N, D, p->bnhd);
+  dua_tensor tq = test_dev_view(bq, p->dtype, B, H, N, D, p->bnhd),
+             tk = test_dev_view(bk, p->dtype, B, HK, N, D, p->bnhd);
+  dua_tensor tv = test_dev_view(bv, p->dtype, B, HK, N, D, p->bnhd),
+             to = test_dev_view(bo, p->dtype, B, H, N, D, p->bnhd);
   dua_tensor tl = dua_tensor_contiguous(bl, 0, DUA_F32, B, H, N, 1), tb;
   dua_attention_params params;
   dua_attention_params_init(&params);
@@ -128,11 +101,11 @@ static void run_problem(dua_context *ctx, problem *p, dua_layout *l, run *r, tes
   ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
   test_download(bo, r->o, r->nq, p->dtype);
   test_download(bl, r->lse, r->nl, DUA_F32);
-  r->hq = host_view(r->q, B, H, N, D, p->bnhd);
-  r->hk = host_view(r->k, B, HK, N, D, p->bnhd);
-  r->hv = host_view(r->v, B, HK, N, D, p->bnhd);
-  r->ho = host_view(r->ref_o, B, H, N, D, p->bnhd);
-  r->hl = host_view(r->ref_lse, B, H, N, 1, 0);
+  r->hq = test_host_view(r->q, B, H, N, D, p->bnhd);
+  r->hk = test_host_view(r->k, B, HK, N, D, p->bnhd);
+  r->hv = test_host_view(r->v, B, HK, N, D, p->bnhd);
+  r->ho = test_host_view(r->ref_o, B, H, N, D, p->bnhd);
+  r->hl = test_host_view(r->ref_lse, B, H, N, 1, 0);
   ck_assert_int_eq(dua_attention_reference(l, 0.0f, r->bias, &r->hq, &r->hk, &r->hv, &r->ho, &r->hl),
                    DUA_SUCCESS);
   dua_buffer_destroy(bq);

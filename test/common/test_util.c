@@ -106,3 +106,29 @@ void test_download(dua_buffer *buf, float *x, size_t n, dua_dtype dtype) {
     ck_assert_int_eq(dua_buffer_read(buf, 0, n * 4, x), DUA_SUCCESS);
   }
 }
+
+void test_attn_strides(int64_t s[4], int64_t heads, int64_t tokens, int64_t dim, int bnhd) {
+  s[3] = 1;
+  if (bnhd) {
+    s[1] = dim;
+    s[2] = heads * dim;
+    s[0] = tokens * heads * dim;
+  } else {
+    s[2] = dim;
+    s[1] = tokens * dim;
+    s[0] = heads * tokens * dim;
+  }
+}
+
+dua_host_tensor test_host_view(float *data, int64_t b, int64_t h, int64_t n, int64_t d, int bnhd) {
+  dua_host_tensor t = {data, {b, h, n, d}, {0, 0, 0, 0}};
+  test_attn_strides(t.strides, h, n, d, bnhd);
+  return t;
+}
+
+dua_tensor test_dev_view(dua_buffer *buf, dua_dtype dtype, int64_t b, int64_t h, int64_t n, int64_t d,
+                         int bnhd) {
+  dua_tensor t = dua_tensor_contiguous(buf, 0, dtype, b, h, n, d);
+  test_attn_strides(t.strides, h, n, d, bnhd);
+  return t;
+}

@@ -32,6 +32,13 @@ dua_buffer *test_upload(dua_context *ctx, const float *x, size_t n, dua_dtype dt
 /* Reads n elements of dtype back as floats. */
 void test_download(dua_buffer *buf, float *x, size_t n, dua_dtype dtype);
 
+/* Element strides of a (B, H, N, D) attention tensor stored as (B,H,N,D), or as (B,N,H,D) when bnhd. */
+void test_attn_strides(int64_t strides[4], int64_t heads, int64_t tokens, int64_t dim, int bnhd);
+/* Host and device views of such a tensor. */
+dua_host_tensor test_host_view(float *data, int64_t b, int64_t h, int64_t n, int64_t d, int bnhd);
+dua_tensor test_dev_view(dua_buffer *buf, dua_dtype dtype, int64_t b, int64_t h, int64_t n, int64_t d,
+                         int bnhd);
+
 /* Runs a suite; returns the process exit code. */
 int test_run_suite(Suite *s);
 
