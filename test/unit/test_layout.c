@@ -3,6 +3,7 @@
  * transpose, density, content buckets, mask text/SVG, and every argument check. */
 #include "attention/layout_internal.h"
 #include "dua.h"
+#include "test_util.h"
 
 #include <check.h>
 #include <math.h>
@@ -13,21 +14,11 @@
 
 /* ---------------------------------------------------------------- PRNG (splitmix64) */
 
-typedef struct rng {
-  uint64_t s;
-} rng;
-
-static uint64_t rng_next(rng *r) {
-  uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-/* uniform integer in [lo, hi] */
-static int32_t rng_int(rng *r, int32_t lo, int32_t hi) {
-  return lo + (int32_t)(rng_next(r) % (uint64_t)(hi - lo + 1));
-}
+/* Seeded per case and per run (test_util: DUA_TEST_SEED repeats a run). */
+typedef test_rng rng;
+#define rng_next test_rng_next
+#define rng_int test_rng_int
+#define rng_float test_rng_float
 
 /* ---------------------------------------------------------------- independent model of the rule */
 
@@ -364,7 +355,7 @@ START_TEST(test_random_rule) {
   static const int single[] = {
       0,        F_DEPTH,           F_ARITIES | F_DEPTH,          F_SHIFT | F_DEPTH, F_WINDOW, F_SINK,
       F_CAUSAL, F_PATHS | F_DEPTH, F_PATHS | F_DEPTH | F_ARITIES};
-  rng r = {0x1234567ull + 7919ull * (uint64_t)_i};
+  rng r = test_rng_make(0x1234567ull + 7919ull * (uint64_t)_i);
   int nsingle = (int)(sizeof single / sizeof single[0]);
   int features = _i < 2 * nsingle ? single[_i % nsingle] : (int)(rng_next(&r) & 127u) | F_DEPTH;
   model md;
@@ -381,7 +372,7 @@ END_TEST
 
 /* Caller-supplied lists: random subsets (given unsorted), causal or not, tails. */
 START_TEST(test_from_lists) {
-  rng r = {0xABCDEFull + 104729ull * (uint64_t)_i};
+  rng r = test_rng_make(0xABCDEFull + 104729ull * (uint64_t)_i);
   model md;
   m_random(&md, &r, rng_int(&r, 0, 1) ? F_CAUSAL : 0);
   md.desc.window = 5; /* ignored by list layouts */
@@ -669,7 +660,7 @@ END_TEST
 
 /* rule helpers that the kernels mirror: visit intervals are disjoint, sorted, and cover the model */
 START_TEST(test_visit_intervals) {
-  rng r = {0x51ull + 31337ull * (uint64_t)_i};
+  rng r = test_rng_make(0x51ull + 31337ull * (uint64_t)_i);
   model md;
   m_random(&md, &r, F_DEPTH | F_SHIFT | F_WINDOW | F_SINK | (rng_int(&r, 0, 1) ? F_CAUSAL : 0));
   dua_layout *l = create_ok(&md.desc);

@@ -3,6 +3,7 @@
  * full == dense, block-diagonal == per-chunk dense, empty rows, GQA, strides, level bias, bad shapes. */
 #include "attention/layout_internal.h"
 #include "dua.h"
+#include "test_util.h"
 
 #include <check.h>
 #include <math.h>
@@ -13,25 +14,11 @@
 
 /* ---------------------------------------------------------------- PRNG (splitmix64) */
 
-typedef struct rng {
-  uint64_t s;
-} rng;
-
-static uint64_t rng_next(rng *r) {
-  uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-static int32_t rng_int(rng *r, int32_t lo, int32_t hi) {
-  return lo + (int32_t)(rng_next(r) % (uint64_t)(hi - lo + 1));
-}
-
-/* uniform in [-1, 1), never all zeros */
-static float rng_float(rng *r) {
-  return (float)((double)(rng_next(r) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
+/* Seeded per case and per run (test_util: DUA_TEST_SEED repeats a run). */
+typedef test_rng rng;
+#define rng_next test_rng_next
+#define rng_int test_rng_int
+#define rng_float test_rng_float
 
 /* ---------------------------------------------------------------- host tensors */
 
@@ -265,7 +252,7 @@ END_TEST
 
 /* random rule layouts (all features), GQA, per-head arity, level bias, both storage orders */
 START_TEST(test_random_layouts) {
-  rng r = {0xC0FFEEull + 65537ull * (uint64_t)_i};
+  rng r = test_rng_make(0xC0FFEEull + 65537ull * (uint64_t)_i);
   model md;
   memset(&md, 0, sizeof md);
   dua_layout_desc *d = &md.desc;
@@ -323,7 +310,7 @@ END_TEST
 
 /* list layouts: random lists with empty rows; the level bias is ignored */
 START_TEST(test_random_lists) {
-  rng r = {0xBEEFull + 7777ull * (uint64_t)_i};
+  rng r = test_rng_make(0xBEEFull + 7777ull * (uint64_t)_i);
   model md;
   memset(&md, 0, sizeof md);
   md.desc = base_desc(rng_int(&r, 1, 100), 16);
@@ -385,7 +372,7 @@ static void dense_rows(const dua_host_tensor *q, const dua_host_tensor *k, const
 
 /* full layout == dense (causal or not); block-diagonal == dense per chunk */
 static void check_chunked(int32_t n, int32_t blk, int block_diagonal, int causal, uint64_t seed) {
-  rng r = {seed};
+  rng r = test_rng_make(seed);
   dua_layout_desc d = base_desc(n, blk);
   d.heads = 2;
   d.causal = causal;
@@ -450,7 +437,7 @@ static void expect_empty_row(const dua_host_tensor *o, const dua_host_tensor *ls
 }
 
 START_TEST(test_empty_rows) {
-  rng r = {31};
+  rng r = test_rng_make(31);
   /* list form: row block 1 empty, row block 2 lists only block 3 (future, causal) */
   dua_layout_desc d = base_desc(64, 16);
   d.causal = 1;
@@ -518,7 +505,7 @@ END_TEST
 
 /* GQA (Hq = 4, Hkv = 2) equals MHA with K/V heads replicated h -> h / 2, bit for bit */
 START_TEST(test_gqa) {
-  rng r = {41};
+  rng r = test_rng_make(41);
   dua_layout_desc d = base_desc(70, 16);
   d.heads = 4;
   d.kv_heads = 2;
@@ -561,7 +548,7 @@ END_TEST
 
 /* (B,N,H,D) storage through strides gives exactly the (B,H,N,D) result */
 START_TEST(test_strides) {
-  rng r = {51};
+  rng r = test_rng_make(51);
   dua_layout_desc d = base_desc(50, 16);
   d.batch = 2;
   d.heads = 3;
@@ -605,7 +592,7 @@ END_TEST
 /* level bias by hand: q . k = 0 so every score is its bias; N = 32, BLK = 16, nb = 2, D = 1, depth 0,
  * window 2: within-block pairs (lca 1) get b1, cross-block pairs (lca 0) get b0, |i - j| <= 2 get 0. */
 START_TEST(test_level_bias_manual) {
-  rng r = {61};
+  rng r = test_rng_make(61);
   dua_layout_desc d = base_desc(32, 16);
   d.window = 2;
   dua_layout *l = create_ok(&d);
@@ -662,7 +649,7 @@ static void expect_rejected(const dua_layout *l, float scale, const dua_host_ten
 }
 
 START_TEST(test_invalid_shapes) {
-  rng r = {71};
+  rng r = test_rng_make(71);
   dua_layout_desc d = base_desc(40, 16);
   d.batch = 2;
   d.heads = 4;

@@ -4,6 +4,7 @@
  * DESIGN.md section 2 formulas, strides, invalid shapes (outputs untouched) and NaN-freedom. */
 #include "attention/layout_internal.h"
 #include "dua.h"
+#include "test_util.h"
 
 #include <check.h>
 #include <math.h>
@@ -14,25 +15,11 @@
 
 /* ---------------------------------------------------------------- PRNG (splitmix64) */
 
-typedef struct rng {
-  uint64_t s;
-} rng;
-
-static uint64_t rng_next(rng *r) {
-  uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-static int32_t rng_int(rng *r, int32_t lo, int32_t hi) {
-  return lo + (int32_t)(rng_next(r) % (uint64_t)(hi - lo + 1));
-}
-
-/* uniform in [-1, 1) */
-static float rng_float(rng *r) {
-  return (float)((double)(rng_next(r) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
+/* Seeded per case and per run (test_util: DUA_TEST_SEED repeats a run). */
+typedef test_rng rng;
+#define rng_next test_rng_next
+#define rng_int test_rng_int
+#define rng_float test_rng_float
 
 /* ---------------------------------------------------------------- host tensors */
 
@@ -201,7 +188,7 @@ static void fd_tensor(const fd_case *c, const dua_layout *l, float *x, size_t co
 
 START_TEST(test_finite_differences) {
   const fd_case *c = &fd_cases[_i];
-  rng r = {0xFD0000ull + 7919ull * (uint64_t)_i};
+  rng r = test_rng_make(0xFD0000ull + 7919ull * (uint64_t)_i);
   dua_layout_desc d;
   memset(&d, 0, sizeof d);
   d.seq_len = c->n;
@@ -458,7 +445,7 @@ static void expect_close(float x, double ref, const char *what, size_t idx) {
 
 /* random rule layouts (all features), GQA, per-head arity, level bias, both storage orders */
 START_TEST(test_random_vs_dense) {
-  rng r = {0xDE45Eull + 104729ull * (uint64_t)_i};
+  rng r = test_rng_make(0xDE45Eull + 104729ull * (uint64_t)_i);
   model md;
   memset(&md, 0, sizeof md);
   dua_layout_desc *d = &md.desc;
@@ -574,7 +561,7 @@ END_TEST
 
 /* (B,N,H,D) storage through strides gives exactly the (B,H,N,D) result; d_level_bias NULL is allowed */
 START_TEST(test_strides) {
-  rng r = {0x57D1DEull};
+  rng r = test_rng_make(0x57D1DEull);
   dua_layout_desc d;
   memset(&d, 0, sizeof d);
   d.seq_len = 50;
@@ -652,7 +639,7 @@ static void expect_rejected(const dua_layout *l, float scale, bwd_args a, const 
 }
 
 START_TEST(test_invalid_shapes) {
-  rng r = {0xBAD5ull};
+  rng r = test_rng_make(0xBAD5ull);
   dua_layout_desc d;
   memset(&d, 0, sizeof d);
   d.seq_len = 40;
