@@ -4,7 +4,7 @@
 #   ceilings  fp32 FMA / mma.sync peaks (nv-mma-peak), device copy and cuBLAS fp32 GEMM (torch)
 #   fwd       dua-bench forward: N 2048 8192 32768, depths -1 3 0, fp16 fp32, + causal N 8192; then peers.py
 #             on the same problems, in the same call
-#   fwdbwd    dua-bench --pass fwdbwd at N 2048 8192 (and causal 8192); then peers.py --pass fwdbwd
+#   fwdbwd    dua-bench --pass fwdbwd at N 2048 8192 (depths -1 3 0), 32768 (-1 3), causal 8192; then peers.py
 #   sweep     the forward tile sweep (bench/gpu_tile_sweep.sh)
 # Output (at most 8 files come back): $OUT/{gpu.txt,tests.txt,ceilings.txt,dua_fwd.jsonl,peers_fwd.jsonl,
 # dua_fwdbwd.jsonl,peers_fwdbwd.jsonl,sweep.txt}; a summary table is printed last.
@@ -51,8 +51,10 @@ PY
       $P --n 8192 --depth -1 3 --dtype fp16 --causal; } 2>/dev/null | grep '^{' > "$OUT/peers_fwd.jsonl" ;;
   fwdbwd)
     $B --n 2048 8192 --depth -1 3 0 --dtype fp16 fp32 --pass fwdbwd --json - 2>/dev/null > "$OUT/dua_fwdbwd.jsonl"
+    $B --n 32768 --depth -1 3 --dtype fp16 fp32 --pass fwdbwd --no-dense --json - 2>/dev/null >> "$OUT/dua_fwdbwd.jsonl"
     $B --n 8192 --depth -1 3 --dtype fp16 --causal --pass fwdbwd --json - 2>/dev/null >> "$OUT/dua_fwdbwd.jsonl"
     { $P --n 2048 8192 --depth -1 3 0 --dtype fp16 fp32 --pass fwdbwd
+      $P --n 32768 --depth -1 3 --dtype fp16 fp32 --pass fwdbwd
       $P --n 8192 --depth -1 3 --dtype fp16 --causal --pass fwdbwd; } 2>/dev/null | grep '^{' \
       > "$OUT/peers_fwdbwd.jsonl" ;;
   sweep)

@@ -5,8 +5,9 @@
  * DUA_TREE, level bias DUA_BIAS, causal, window, sink, tails, GQA, strides, LSE, empty rows), and the same
  * per-block skip decisions: skipped key blocks are never loaded.
  *
- * A work-group of 4 warps (128 work-items) owns 64 query rows of one (batch, query head), 16 rows per warp.
- * Q (64 x HEAD_DIM) is staged once through local memory into A fragments held in registers. Key tiles of 64
+ * A work-group of 4 warps (128 work-items) owns BM = 64 MT query rows of one (batch, query head), 16 MT rows
+ * per warp (MT = 1 or 2). Q (BM x HEAD_DIM) is staged once through local memory into A fragments held in
+ * registers. Key tiles of 64
  * keys are staged in local memory (K and V one buffer each, with cp.async: V(j) streams in while S = Q K(j)^T
  * runs, K(j+1) while O += P V(j) runs). Scores, the online softmax (fp32, exp2 with log2(e) folded into the
  * scale) and O live in mma C fragments; P is rounded to f16 and re-packed from C into A fragments.
@@ -30,10 +31,14 @@
 #define DUA_MMA_EMULATE 0
 #endif
 
-#define BM 64       /* query rows per work-group: 4 warps x 16 rows */
-#define BN 64       /* keys per K/V tile */
-#define THREADS 128 /* 4 warps */
-#define PITCH (HEAD_DIM + 8) /* halves per local row: +16 bytes puts the 8 rows of an ldmatrix in 8 bank groups */
+#ifndef MT
+#define MT 1 /* m-tiles (16 rows) per warp; 2 halves the local-memory reads per mma (blocks >= 128) */
+#endif
+#define BM (64 * MT) /* query rows per work-group: 4 warps x 16 MT rows */
+#define BN 64        /* keys per K/V tile */
+#define THREADS 128  /* 4 warps */
+#define PITCH                                                                                                \
+  (HEAD_DIM + 8) /* halves per local row: +16 bytes puts the 8 rows of an ldmatrix in 8 bank groups */
 #define KSTEPS (HEAD_DIM / 16) /* k-steps of S = Q K^T (16 head-dim columns each) */
 #define STILES (BN / 8)        /* n-tiles of S (8 keys each) */
 #define OTILES (HEAD_DIM / 8)  /* n-tiles of O (8 head-dim columns each) */
@@ -53,7 +58,9 @@ typedef struct {
 #else
 #define EMU_PARAMS
 #define EMU_ARGS
-inline uint smem_addr(__local const void *p) { return (uint)(size_t)p; }
+inline uint smem_addr(__local const void *p) {
+  return (uint)(size_t)p;
+}
 #endif
 
 /* 16-byte asynchronous copy global -> local (completes at cp_wait + barrier). */
@@ -159,7 +166,8 @@ inline float4 mma_16816(float4 d, uint4 a, uint2 b EMU_PARAMS) {
 #endif
 }
 
-/* Butterfly exchange with lane ^ mask (mask 1 or 2: inside a quad, the 4 lanes holding one C-fragment row). */
+/* Butterfly exchange with lane ^ mask (mask 1 or 2: inside a quad, the 4 lanes holding one C-fragment row).
+ */
 inline float shfl_xor(float x, int mask EMU_PARAMS) {
 #if DUA_MMA_EMULATE
   const int tid = get_local_id(0);
@@ -200,8 +208,8 @@ inline float fast_exp2(float x) {
 
 /* Starts the copy of rows [r0, r0 + 64) x HEAD_DIM of a (tokens x HEAD_DIM) slice into dst (pitch PITCH);
  * rows past n_tokens are zero-filled (V rows meet p = 0 there: they must be finite). */
-inline void load_tile_async(__local ushort *dst, __global const ushort *src, long row_stride, int r0, int n_tokens,
-                            int tid) {
+inline void load_tile_async(__local ushort *dst, __global const ushort *src, long row_stride, int r0,
+                            int n_tokens, int tid) {
   for (int idx = tid; idx < BN * (HEAD_DIM / 8); idx += THREADS) {
     const int r = idx / (HEAD_DIM / 8), c = (idx % (HEAD_DIM / 8)) * 8;
     __local ushort *d = dst + r * PITCH + c;
@@ -236,8 +244,8 @@ typedef struct {
 
 /* Moves p to the next key tile to visit, in the order and with the skips of attn_fwd.cl (the next 64 keys of
  * the block, else the next visited block); returns 0 when there is none. Uniform across the work-group. */
-inline int next_tile(tile_pos *p, const visit_list *vl, dua_head_rule hr, int m, int row_end, dua_fwd_shape shape,
-                     __global const uchar *path_m, __global const uchar *paths_bh,
+inline int next_tile(tile_pos *p, const visit_list *vl, dua_head_rule hr, int m, int row_end,
+                     dua_fwd_shape shape, __global const uchar *path_m, __global const uchar *paths_bh,
                      __global const float *bias_h /* level_bias + offset + h * bias_stride */) {
   if (p->item >= 0) {
     p->j0 += BN;
@@ -305,12 +313,12 @@ inline float masked_score(float x, int row, int col, int shared, float beta, dua
 
 __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void
 dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, __global const dua_store_t *v,
-                 __global dua_store_t *o, __global float *lse, long4 q_strides, long4 k_strides, long4 v_strides,
-                 long4 o_strides, long4 lse_strides, long4 offsets, long2 aux_offsets, int has_lse,
-                 dua_fwd_shape shape, float scale_log2, __global const dua_head_rule *head_rules,
+                 __global dua_store_t *o, __global float *lse, long4 q_strides, long4 k_strides,
+                 long4 v_strides, long4 o_strides, long4 lse_strides, long4 offsets, long2 aux_offsets,
+                 int has_lse, dua_fwd_shape shape, float scale_log2, __global const dua_head_rule *head_rules,
                  __global const uchar *paths, __global const int *order, __global const int *rank_range,
-                 __global const int *list_counts, __global const int *list_full, __global const int *list_indices,
-                 __global const float *level_bias, int bias_stride) {
+                 __global const int *list_counts, __global const int *list_full,
+                 __global const int *list_indices, __global const float *level_bias, int bias_stride) {
   /* K and V tiles, 64 keys x HEAD_DIM halves each (pitch PITCH); Q passes through v_s once */
   __local ushort k_s[BN * PITCH] __attribute__((aligned(16)));
   __local ushort v_s[BN * PITCH] __attribute__((aligned(16)));
@@ -326,15 +334,18 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   const int m = get_group_id(0) / tiles_per_block;
   const int row0 = m * shape.blk + (get_group_id(0) % tiles_per_block) * BM;
   if (row0 >= shape.n_tokens)
-    return; /* whole work-group */
+    return;                                           /* whole work-group */
   const int row_end = min(shape.n_tokens, row0 + BM); /* exclusive */
   const int hk = h / (shape.hq / shape.hkv);
   const long bh = (long)b * shape.hq + h;
   const dua_head_rule hr = head_rules[h];
 
-  __global const ushort *q_bh = (__global const ushort *)(q + offsets.s0 + b * q_strides.s0 + h * q_strides.s1);
-  __global const ushort *k_bh = (__global const ushort *)(k + offsets.s1 + b * k_strides.s0 + hk * k_strides.s1);
-  __global const ushort *v_bh = (__global const ushort *)(v + offsets.s2 + b * v_strides.s0 + hk * v_strides.s1);
+  __global const ushort *q_bh =
+      (__global const ushort *)(q + offsets.s0 + b * q_strides.s0 + h * q_strides.s1);
+  __global const ushort *k_bh =
+      (__global const ushort *)(k + offsets.s1 + b * k_strides.s0 + hk * k_strides.s1);
+  __global const ushort *v_bh =
+      (__global const ushort *)(v + offsets.s2 + b * v_strides.s0 + hk * v_strides.s1);
   __global const uchar *paths_bh = paths + bh * shape.nb * shape.max_depth;
   __global const uchar *path_m = paths_bh + (long)m * shape.max_depth;
   __global const float *bias_h = level_bias + aux_offsets.s1 + (long)h * bias_stride;
@@ -368,30 +379,42 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #endif
 #endif
 
-  /* ---- prologue: Q -> v_s and the first K tile -> k_s; Q rows of this warp into A fragments */
+  /* ---- prologue: Q rows [row0, row0 + BM) -> v_s (m-tile 0) and k_s (m-tile 1), then into A fragments.
+   * Warp w owns rows mt * 64 + 16 w .. + 15 of the tile for each m-tile mt < MT. */
   load_tile_async(v_s, q_bh, q_strides.s2, row0, shape.n_tokens, tid);
+  if (MT > 1)
+    load_tile_async(k_s, q_bh, q_strides.s2, row0 + BN, shape.n_tokens, tid);
   cp_commit();
+  CP_WAIT(0);
+  barrier(CLK_LOCAL_MEM_FENCE);
+  uint4 qf[MT][KSTEPS]; /* A fragments of Q (16 rows x HEAD_DIM per m-tile) for each k-step */
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; kk++)
+      qf[mt][kk] =
+          ldsm_x4(mt ? k_s : v_s, (warp * 16 + (lane & 15)) * PITCH + kk * 16 + (lane >> 4) * 8 EMU_ARGS);
+  barrier(CLK_LOCAL_MEM_FENCE); /* k_s and v_s are free */
   tile_pos cur;
   cur.item = -1;
   int have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, bias_h);
   if (have)
     load_tile_async(k_s, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
   cp_commit();
-  CP_WAIT(1); /* Q has landed */
-  barrier(CLK_LOCAL_MEM_FENCE);
-  uint4 qf[KSTEPS]; /* A fragments of Q (16 rows x HEAD_DIM) for each k-step */
-#pragma unroll
-  for (int kk = 0; kk < KSTEPS; kk++)
-    qf[kk] = ldsm_x4(v_s, (warp * 16 + (lane & 15)) * PITCH + kk * 16 + (lane >> 4) * 8 EMU_ARGS);
-  barrier(CLK_LOCAL_MEM_FENCE); /* v_s is free */
 
-  float4 acc[OTILES]; /* O (16 rows x HEAD_DIM) of this warp as C fragments */
+  float4 acc[MT][OTILES]; /* O (16 rows x HEAD_DIM per m-tile) of this warp as C fragments */
+  float m_run[MT][2],
+      l_run[MT][2]; /* running max (log2 units) of rows g, g + 8; this lane's part of the sums */
+  int r_lo[MT];
 #pragma unroll
-  for (int i = 0; i < OTILES; i++)
-    acc[i] = (float4)(0.0f);
-  float m_run[2] = {-INFINITY, -INFINITY}; /* running max (log2 units) of rows g and g + 8 */
-  float l_run[2] = {0.0f, 0.0f};           /* this lane's part of the running row sums */
-  const int r_lo = row0 + warp * 16 + g, r_hi = r_lo + 8;
+  for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+    for (int i = 0; i < OTILES; i++)
+      acc[mt][i] = (float4)(0.0f);
+    m_run[mt][0] = m_run[mt][1] = -INFINITY;
+    l_run[mt][0] = l_run[mt][1] = 0.0f;
+    r_lo[mt] = row0 + mt * 64 + warp * 16 + g;
+  }
 
   while (have) {
     /* V(j) streams in while S = Q K(j)^T runs */
@@ -400,20 +423,26 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     CP_WAIT(1); /* K(j) has landed */
     barrier(CLK_LOCAL_MEM_FENCE);
 
-    /* S (16 rows x 64 keys): B = K^T, i.e. K rows (keys x d) are B^T row-major. ldmatrix .x4 matrices:
-     * (keys +0..7, d +0..7), (keys +0..7, d +8..15), (keys +8..15, d +0..7), (keys +8..15, d +8..15). */
-    float4 s[STILES];
+    /* S (16 rows x 64 keys per m-tile): B = K^T, i.e. K rows (keys x d) are B^T row-major. ldmatrix .x4
+     * matrices: (keys +0..7, d +0..7), (keys +0..7, d +8..15), (keys +8..15, d +0..7), (keys +8..15, d
+     * +8..15). */
+    float4 s[MT][STILES];
 #pragma unroll
-    for (int i = 0; i < STILES; i++)
-      s[i] = (float4)(0.0f);
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int i = 0; i < STILES; i++)
+        s[mt][i] = (float4)(0.0f);
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; kk++) {
 #pragma unroll
       for (int np = 0; np < STILES / 2; np++) {
-        const uint4 kb = ldsm_x4(
-            k_s, (np * 16 + (lane & 7) + ((lane >> 4) & 1) * 8) * PITCH + kk * 16 + ((lane >> 3) & 1) * 8 EMU_ARGS);
-        s[2 * np] = mma_16816(s[2 * np], qf[kk], kb.s01 EMU_ARGS);
-        s[2 * np + 1] = mma_16816(s[2 * np + 1], qf[kk], kb.s23 EMU_ARGS);
+        const uint4 kb = ldsm_x4(k_s, (np * 16 + (lane & 7) + ((lane >> 4) & 1) * 8) * PITCH + kk * 16 +
+                                          ((lane >> 3) & 1) * 8 EMU_ARGS);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          s[mt][2 * np] = mma_16816(s[mt][2 * np], qf[mt][kk], kb.s01 EMU_ARGS);
+          s[mt][2 * np + 1] = mma_16816(s[mt][2 * np + 1], qf[mt][kk], kb.s23 EMU_ARGS);
+        }
       }
     }
 
@@ -423,58 +452,72 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #else
     const int elementwise = !cur.full;
 #endif
-    float mx0 = m_run[0], mx1 = m_run[1];
-#pragma unroll
-    for (int i = 0; i < STILES; i++) {
-      float4 x = s[i] * scale_log2;
-      if (elementwise) {
-        const int c = cur.j0 + 8 * i + 2 * t;
-        x.s0 = masked_score(x.s0, r_lo, c, cur.shared, cur.beta, shape);
-        x.s1 = masked_score(x.s1, r_lo, c + 1, cur.shared, cur.beta, shape);
-        x.s2 = masked_score(x.s2, r_hi, c, cur.shared, cur.beta, shape);
-        x.s3 = masked_score(x.s3, r_hi, c + 1, cur.shared, cur.beta, shape);
-      } else {
-        x += cur.beta;
-      }
-      s[i] = x;
-      mx0 = fmax(mx0, fmax(x.s0, x.s1));
-      mx1 = fmax(mx1, fmax(x.s2, x.s3));
-    }
-    mx0 = fmax(mx0, shfl_xor(mx0, 1 EMU_ARGS));
-    mx1 = fmax(mx1, shfl_xor(mx1, 1 EMU_ARGS));
-    mx0 = fmax(mx0, shfl_xor(mx0, 2 EMU_ARGS));
-    mx1 = fmax(mx1, shfl_xor(mx1, 2 EMU_ARGS));
-    const float mu0 = mx0 == -INFINITY ? 0.0f : mx0, mu1 = mx1 == -INFINITY ? 0.0f : mx1; /* all masked: p = 0 */
-    const float alpha0 = fast_exp2(m_run[0] - mu0), alpha1 = fast_exp2(m_run[1] - mu1);
-    m_run[0] = mx0;
-    m_run[1] = mx1;
-
     /* P = exp2(S - m), rounded to f16 and re-packed as A fragments of P V: key step kk uses S tiles 2kk (keys
-     * 2t..2t+1) and 2kk + 1 (keys 2t+8..2t+9): a = {(g, tile 2kk), (g+8, tile 2kk), (g, 2kk+1), (g+8, 2kk+1)} */
-    uint4 pa[BN / 16];
-    float sum0 = 0.0f, sum1 = 0.0f;
+     * 2t..2t+1) and 2kk + 1 (keys 2t+8..2t+9): a = {(g, tile 2kk), (g+8, tile 2kk), (g, 2kk+1), (g+8, 2kk+1)}
+     */
+    uint4 pa[MT][BN / 16];
 #pragma unroll
-    for (int i = 0; i < STILES; i++) {
-      const float p0 = fast_exp2(s[i].s0 - mu0), p1 = fast_exp2(s[i].s1 - mu0);
-      const float p2 = fast_exp2(s[i].s2 - mu1), p3 = fast_exp2(s[i].s3 - mu1);
-      sum0 += p0 + p1;
-      sum1 += p2 + p3;
-      const uint lo = pack_half2(p0, p1), hi = pack_half2(p2, p3);
-      if (i & 1) {
-        pa[i >> 1].s2 = lo;
-        pa[i >> 1].s3 = hi;
-      } else {
-        pa[i >> 1].s0 = lo;
-        pa[i >> 1].s1 = hi;
+    for (int mt = 0; mt < MT; mt++) {
+      float mx0 = -INFINITY, mx1 = -INFINITY; /* tile row maxima: of x (masked tiles) or of raw s (full) */
+      const int rl = r_lo[mt], rh = rl + 8;
+#pragma unroll
+      for (int i = 0; i < STILES; i++) {
+        float4 x = s[mt][i];
+        if (elementwise) {
+          x *= scale_log2;
+          const int c = cur.j0 + 8 * i + 2 * t;
+          x.s0 = masked_score(x.s0, rl, c, cur.shared, cur.beta, shape);
+          x.s1 = masked_score(x.s1, rl, c + 1, cur.shared, cur.beta, shape);
+          x.s2 = masked_score(x.s2, rh, c, cur.shared, cur.beta, shape);
+          x.s3 = masked_score(x.s3, rh, c + 1, cur.shared, cur.beta, shape);
+          s[mt][i] = x;
+        }
+        mx0 = fmax(mx0, fmax(x.s0, x.s1));
+        mx1 = fmax(mx1, fmax(x.s2, x.s3));
       }
-    }
-    l_run[0] = l_run[0] * alpha0 + sum0;
-    l_run[1] = l_run[1] * alpha1 + sum1;
+      /* full tiles: scale_log2 > 0, so max(s) scale + beta is the max of x = s scale + beta; then
+       * p = exp2(s scale + (beta - m)), one fma per score (FlashAttention-2's folding) */
+      const float sc = elementwise ? 1.0f : scale_log2, bt = elementwise ? 0.0f : cur.beta;
+      if (!elementwise) {
+        mx0 = mx0 * scale_log2 + cur.beta;
+        mx1 = mx1 * scale_log2 + cur.beta;
+      }
+      mx0 = fmax(m_run[mt][0], mx0);
+      mx1 = fmax(m_run[mt][1], mx1);
+      mx0 = fmax(mx0, shfl_xor(mx0, 1 EMU_ARGS));
+      mx1 = fmax(mx1, shfl_xor(mx1, 1 EMU_ARGS));
+      mx0 = fmax(mx0, shfl_xor(mx0, 2 EMU_ARGS));
+      mx1 = fmax(mx1, shfl_xor(mx1, 2 EMU_ARGS));
+      const float mu0 = mx0 == -INFINITY ? 0.0f : mx0,
+                  mu1 = mx1 == -INFINITY ? 0.0f : mx1; /* all masked: p = 0 */
+      const float off0 = bt - mu0, off1 = bt - mu1;
+      const float alpha0 = fast_exp2(m_run[mt][0] - mu0), alpha1 = fast_exp2(m_run[mt][1] - mu1);
+      m_run[mt][0] = mx0;
+      m_run[mt][1] = mx1;
+      float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
-    for (int i = 0; i < OTILES; i++)
-      acc[i] *= (float4)(alpha0, alpha0, alpha1, alpha1);
+      for (int i = 0; i < STILES; i++) {
+        const float p0 = fast_exp2(fma(s[mt][i].s0, sc, off0)), p1 = fast_exp2(fma(s[mt][i].s1, sc, off0));
+        const float p2 = fast_exp2(fma(s[mt][i].s2, sc, off1)), p3 = fast_exp2(fma(s[mt][i].s3, sc, off1));
+        sum0 += p0 + p1;
+        sum1 += p2 + p3;
+        const uint lo = pack_half2(p0, p1), hi = pack_half2(p2, p3);
+        if (i & 1) {
+          pa[mt][i >> 1].s2 = lo;
+          pa[mt][i >> 1].s3 = hi;
+        } else {
+          pa[mt][i >> 1].s0 = lo;
+          pa[mt][i >> 1].s1 = hi;
+        }
+      }
+      l_run[mt][0] = l_run[mt][0] * alpha0 + sum0;
+      l_run[mt][1] = l_run[mt][1] * alpha1 + sum1;
+#pragma unroll
+      for (int i = 0; i < OTILES; i++)
+        acc[mt][i] *= (float4)(alpha0, alpha0, alpha1, alpha1);
+    }
 
-    CP_WAIT(0); /* V(j) has landed */
+    CP_WAIT(0);                   /* V(j) has landed */
     barrier(CLK_LOCAL_MEM_FENCE); /* ... for every warp, and every warp is done with k_s */
     have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, bias_h);
     if (have) /* K(j+1) streams in while O += P V(j) runs */
@@ -487,39 +530,48 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     for (int kk = 0; kk < BN / 16; kk++) {
 #pragma unroll
       for (int dp = 0; dp < OTILES / 2; dp++) {
-        const uint4 vb = ldsm_x4_trans(
-            v_s, (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * PITCH + dp * 16 + ((lane >> 4) & 1) * 8 EMU_ARGS);
-        acc[2 * dp] = mma_16816(acc[2 * dp], pa[kk], vb.s01 EMU_ARGS);
-        acc[2 * dp + 1] = mma_16816(acc[2 * dp + 1], pa[kk], vb.s23 EMU_ARGS);
+        const uint4 vb = ldsm_x4_trans(v_s, (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * PITCH + dp * 16 +
+                                                ((lane >> 4) & 1) * 8 EMU_ARGS);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          acc[mt][2 * dp] = mma_16816(acc[mt][2 * dp], pa[mt][kk], vb.s01 EMU_ARGS);
+          acc[mt][2 * dp + 1] = mma_16816(acc[mt][2 * dp + 1], pa[mt][kk], vb.s23 EMU_ARGS);
+        }
       }
     }
     barrier(CLK_LOCAL_MEM_FENCE); /* v_s is free */
   }
 
   /* ---- normalize and write: empty rows give O = 0 and LSE = -inf */
-  float l0 = l_run[0], l1 = l_run[1];
-  l0 += shfl_xor(l0, 1 EMU_ARGS);
-  l1 += shfl_xor(l1, 1 EMU_ARGS);
-  l0 += shfl_xor(l0, 2 EMU_ARGS);
-  l1 += shfl_xor(l1, 2 EMU_ARGS);
-  const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
   __global dua_store_t *o_bh = o + offsets.s3 + b * o_strides.s0 + h * o_strides.s1;
-  if (r_lo < shape.n_tokens) {
-    __global uint *o_row = (__global uint *)(o_bh + r_lo * o_strides.s2 + 2 * t); /* 4-byte aligned (host) */
 #pragma unroll
-    for (int i = 0; i < OTILES; i++)
-      o_row[4 * i] = pack_half2(acc[i].s0 * inv0, acc[i].s1 * inv0);
-    if (has_lse && t == 0)
-      lse[aux_offsets.s0 + b * lse_strides.s0 + h * lse_strides.s1 + r_lo * lse_strides.s2] =
-          l0 > 0.0f ? (m_run[0] + log2(l0)) * DUA_LN2 : -INFINITY;
-  }
-  if (r_hi < shape.n_tokens) {
-    __global uint *o_row = (__global uint *)(o_bh + r_hi * o_strides.s2 + 2 * t);
+  for (int mt = 0; mt < MT; mt++) {
+    float l0 = l_run[mt][0], l1 = l_run[mt][1];
+    l0 += shfl_xor(l0, 1 EMU_ARGS);
+    l1 += shfl_xor(l1, 1 EMU_ARGS);
+    l0 += shfl_xor(l0, 2 EMU_ARGS);
+    l1 += shfl_xor(l1, 2 EMU_ARGS);
+    const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
 #pragma unroll
-    for (int i = 0; i < OTILES; i++)
-      o_row[4 * i] = pack_half2(acc[i].s2 * inv1, acc[i].s3 * inv1);
-    if (has_lse && t == 0)
-      lse[aux_offsets.s0 + b * lse_strides.s0 + h * lse_strides.s1 + r_hi * lse_strides.s2] =
-          l1 > 0.0f ? (m_run[1] + log2(l1)) * DUA_LN2 : -INFINITY;
+    for (int half_i = 0; half_i < 2; half_i++) { /* rows g (C elements 0, 1) and g + 8 (elements 2, 3) */
+      const int row = r_lo[mt] + 8 * half_i;
+      const float l = half_i ? l1 : l0, inv = half_i ? inv1 : inv0;
+#if DUA_MMA_EMULATE
+      volatile int valid = row < shape.n_tokens; /* PoCL treated this branch as uniform (wrote rows >= N) */
+#else
+      const int valid = row < shape.n_tokens;
+#endif
+      if (valid) {
+        __global uint *o_row =
+            (__global uint *)(o_bh + row * o_strides.s2 + 2 * t); /* 4-byte aligned (host) */
+#pragma unroll
+        for (int i = 0; i < OTILES; i++)
+          o_row[4 * i] = half_i ? pack_half2(acc[mt][i].s2 * inv, acc[mt][i].s3 * inv)
+                                : pack_half2(acc[mt][i].s0 * inv, acc[mt][i].s1 * inv);
+        if (has_lse && t == 0)
+          lse[aux_offsets.s0 + b * lse_strides.s0 + h * lse_strides.s1 + row * lse_strides.s2] =
+              l > 0.0f ? (m_run[mt][half_i] + log2(l)) * DUA_LN2 : -INFINITY;
+      }
+    }
   }
 }

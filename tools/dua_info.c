@@ -35,13 +35,12 @@ static void json_string(const char *s) {
 
 static const char *mma_path(const dua_device_info *d, int disabled) {
   if (!d->nv_mma_probed)
-    return "portable (no vendor fast path on this device)";
+    return "portable kernels (no vendor fast path on this device)";
   if (disabled)
-    return "portable (fast paths disabled by DUA_NO_MMA)";
-  if (d->nv_mma_f16 && d->nv_mma_tf32)
-    return "nvidia mma.sync available (f16, tf32); attention kernels use the portable path until the mma "
-           "kernels land";
-  return "portable (mma.sync probe failed)";
+    return "portable kernels (fast paths disabled by DUA_NO_MMA)";
+  if (d->nv_mma_f16)
+    return "nvidia mma.sync: fp16 forward, head dims 64/128, blocks >= 64; everything else portable";
+  return "portable kernels (mma.sync probe failed)";
 }
 
 static void print_text(const dua_device_info *d, int probed, const dua_cache_stats *cache,

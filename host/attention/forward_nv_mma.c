@@ -1,15 +1,18 @@
 /* forward_nv_mma.c: NVIDIA tensor-core forward (cl/attn_fwd_mma.cl, inline-PTX mma.sync m16n8k16) for fp16
- * storage, head dims 64 and 128, block sizes >= 64, 16-byte aligned rows. Anything else returns
+ * storage, head dims 64 and 128, block sizes >= 64, 16-byte aligned rows. Each work-group owns 64 or 128
+ * query rows (MT = 2: head dim 64 with blocks >= 128) of one query block. Anything else returns
  * DUA_ERROR_UNSUPPORTED without recording an error, and the portable kernel runs instead.
  *
- * On a device that is not NVIDIA's (reached only when a test forces ctx->info.nv_mma_f16), the kernel is built
- * with DUA_MMA_EMULATE=1: the warp instructions are emulated in plain OpenCL, so PoCL can check the kernel. */
+ * On a device that is not NVIDIA's (reached only when a test forces ctx->info.nv_mma_f16), the kernel is
+ * built with DUA_MMA_EMULATE=1: the warp instructions are emulated in plain OpenCL, so PoCL can check the
+ * kernel. */
 #include "attention/forward_internal.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#define MMA_BLOCK_M 64 /* query rows per work-group (attn_fwd_mma.cl BM) */
+#define MMA_ROWS 64 /* query rows per work-group and m-tile per warp (attn_fwd_mma.cl BM = 64 MT) */
 #define MMA_THREADS 128
 
 /* Every row of every tensor starts on a 16-byte boundary (cp.async moves 16 bytes; O is stored as half2). */
@@ -30,21 +33,29 @@ static int is_nvidia(const dua_context *ctx) {
 }
 
 dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
-  if (!c->fp16 || (c->head_dim != 64 && c->head_dim != 128) || c->block < MMA_BLOCK_M || !rows_aligned(c))
+  if (!c->fp16 || (c->head_dim != 64 && c->head_dim != 128) || c->block < MMA_ROWS || !rows_aligned(c))
     return DUA_ERROR_UNSUPPORTED;
+  /* 32 query rows per warp (MT = 2) halve the local-memory reads per mma: 9% faster dense on an H100
+   * (bench/NOTES-mma.md); head dim 128 keeps 16 (its O and Q fragments alone would take ~200 registers) */
+  int mt = c->head_dim == 64 && c->block >= 2 * MMA_ROWS ? 2 : 1;
+  const char *force = getenv("DUA_MMA_MT"); /* developer override: 1, or 2 (block >= 128) */
+  if (force && (*force == '1' || (*force == '2' && c->block >= 2 * MMA_ROWS)))
+    mt = *force - '0';
   char options[256];
-  snprintf(options, sizeof options, "-DHEAD_DIM=%d -DDUA_FP16=1 -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=%d%s",
-           c->head_dim, c->enum_mode, c->tree_mode, c->has_bias, is_nvidia(ctx) ? "" : " -DDUA_MMA_EMULATE=1");
+  snprintf(options, sizeof options,
+           "-DHEAD_DIM=%d -DMT=%d -DDUA_FP16=1 -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=%d%s", c->head_dim, mt,
+           c->enum_mode, c->tree_mode, c->has_bias, is_nvidia(ctx) ? "" : " -DDUA_MMA_EMULATE=1");
   cl_kernel kernel;
   dua_status st = dua_program_kernel(ctx, "common,attn_fwd_mma", options, "dua_attn_fwd_mma", &kernel);
   if (st != DUA_SUCCESS || (st = dua_fwd_set_args(ctx, kernel, c)) != DUA_SUCCESS)
     return st;
-  const size_t tiles = (size_t)c->num_blocks * (size_t)(c->block / MMA_BLOCK_M);
+  const size_t tiles = (size_t)c->num_blocks * (size_t)(c->block / (mt * MMA_ROWS));
   size_t global[3] = {tiles * MMA_THREADS, (size_t)c->heads, (size_t)c->batch};
   size_t local[3] = {MMA_THREADS, 1, 1};
   cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, 0, NULL, NULL);
   if (err != CL_SUCCESS)
-    return dua_fail(ctx, (dua_status)err, "launching dua_attn_fwd_mma failed: %s", dua_status_string((dua_status)err));
+    return dua_fail(ctx, (dua_status)err, "launching dua_attn_fwd_mma failed: %s",
+                    dua_status_string((dua_status)err));
   dua_log(ctx, DUA_LOG_DEBUG, "forward: tensor-core kernel dua_attn_fwd_mma (%s)", options);
   return DUA_SUCCESS;
 }

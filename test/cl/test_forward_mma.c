@@ -15,9 +15,9 @@
 #include <string.h>
 
 /* fp16 storage: inputs exactly representable, output rounded to half once (relative 2^-11 = 4.9e-4). The mma
- * path also rounds P (in [0, 1]) to f16 before P V: each weight is off by at most 2^-12 relative, so O moves by
- * at most 2^-12 max|v| = 2.4e-4 for |v| <= 1 (random signs make it far smaller), inside the same stated bound
- * |x - ref| <= 1e-3 + 2e-3 |ref| as the portable kernel. fp32: 1e-4 + 1e-3 |ref|. */
+ * path also rounds P (in [0, 1]) to f16 before P V: each weight is off by at most 2^-12 relative, so O moves
+ * by at most 2^-12 max|v| = 2.4e-4 for |v| <= 1 (random signs make it far smaller), inside the same stated
+ * bound |x - ref| <= 1e-3 + 2e-3 |ref| as the portable kernel. fp32: 1e-4 + 1e-3 |ref|. */
 #define F32_ATOL 1e-4
 #define F32_RTOL 1e-3
 #define F16_ATOL 1e-3
@@ -29,9 +29,9 @@ typedef struct problem {
   uint8_t *paths;
   int head_dim;
   dua_dtype dtype;
-  int bnhd;            /* (B,N,H,D) storage */
-  int with_bias;       /* random level bias */
-  int misalign;        /* view q, k, v, o at a 1-element offset: rows not 16-byte aligned */
+  int bnhd;      /* (B,N,H,D) storage */
+  int with_bias; /* random level bias */
+  int misalign;  /* view q, k, v, o at a 1-element offset: rows not 16-byte aligned */
   dua_attention_algo algo;
 } problem;
 
@@ -107,8 +107,8 @@ static dua_host_tensor host_view(float *data, int64_t b, int64_t h, int64_t n, i
   return t;
 }
 
-static dua_tensor dev_view(dua_buffer *buf, size_t offset, dua_dtype dt, int64_t b, int64_t h, int64_t n, int64_t d,
-                           int bnhd) {
+static dua_tensor dev_view(dua_buffer *buf, size_t offset, dua_dtype dt, int64_t b, int64_t h, int64_t n,
+                           int64_t d, int bnhd) {
   dua_tensor t = dua_tensor_contiguous(buf, offset, dt, b, h, n, d);
   strides_for(t.strides, b, h, n, d, bnhd);
   return t;
@@ -160,12 +160,13 @@ static dua_layout *make_layout(problem *p) {
 
 static void describe(const problem *p, char *buf, size_t size) {
   const dua_layout_desc *d = &p->desc;
-  snprintf(buf, size,
-           "N=%d blk=%d B=%d H=%d Hkv=%d p=%d depth0=%d shift=%d W=%d S=%d causal=%d content=%d Dh=%d %s%s%s%s "
-           "algo=%d",
-           d->seq_len, d->block, d->batch, d->heads, d->kv_heads, d->arity, d->depths ? d->depths[0] : 0, d->shift,
-           d->window, d->sink, d->causal, d->paths != NULL, p->head_dim, p->dtype == DUA_F16 ? "fp16" : "fp32",
-           p->bnhd ? " BNHD" : "", p->with_bias ? " bias" : "", p->misalign ? " misaligned" : "", (int)p->algo);
+  snprintf(
+      buf, size,
+      "N=%d blk=%d B=%d H=%d Hkv=%d p=%d depth0=%d shift=%d W=%d S=%d causal=%d content=%d Dh=%d %s%s%s%s "
+      "algo=%d",
+      d->seq_len, d->block, d->batch, d->heads, d->kv_heads, d->arity, d->depths ? d->depths[0] : 0, d->shift,
+      d->window, d->sink, d->causal, d->paths != NULL, p->head_dim, p->dtype == DUA_F16 ? "fp16" : "fp32",
+      p->bnhd ? " BNHD" : "", p->with_bias ? " bias" : "", p->misalign ? " misaligned" : "", (int)p->algo);
 }
 
 /* Runs the device forward (outputs poisoned with NaN first) and the reference on fresh random inputs, and
@@ -236,7 +237,8 @@ static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng 
   r->hv = host_view(r->v, B, HK, N, D, p->bnhd);
   r->ho = host_view(r->ref_o, B, H, N, D, p->bnhd);
   r->hl = host_view(r->ref_lse, B, H, N, 1, 0);
-  ck_assert_int_eq(dua_attention_reference(l, 0.0f, r->bias, &r->hq, &r->hk, &r->hv, &r->ho, &r->hl), DUA_SUCCESS);
+  ck_assert_int_eq(dua_attention_reference(l, 0.0f, r->bias, &r->hq, &r->hk, &r->hv, &r->ho, &r->hl),
+                   DUA_SUCCESS);
   dua_buffer_destroy(bq);
   dua_buffer_destroy(bk);
   dua_buffer_destroy(bv);
@@ -248,13 +250,15 @@ static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng 
 static void compare(const problem *p, const run *r) {
   char what[256];
   describe(p, what, sizeof what);
-  double atol = p->dtype == DUA_F16 ? F16_ATOL : F32_ATOL, rtol = p->dtype == DUA_F16 ? F16_RTOL : F32_RTOL, err;
+  double atol = p->dtype == DUA_F16 ? F16_ATOL : F32_ATOL, rtol = p->dtype == DUA_F16 ? F16_RTOL : F32_RTOL,
+         err;
   long bad = test_compare(r->o, r->ref_o, r->nq, atol, rtol, &err);
-  ck_assert_msg(bad < 0, "%s: O[%ld] = %g, reference %g (max error %g)", what, bad, (double)(bad >= 0 ? r->o[bad] : 0),
-                (double)(bad >= 0 ? r->ref_o[bad] : 0), err);
+  ck_assert_msg(bad < 0, "%s: O[%ld] = %g, reference %g (max error %g)", what, bad,
+                (double)(bad >= 0 ? r->o[bad] : 0), (double)(bad >= 0 ? r->ref_o[bad] : 0), err);
   for (size_t i = 0; i < r->nl; i++) {
     if (isinf(r->ref_lse[i]))
-      ck_assert_msg(isinf(r->lse[i]) && r->lse[i] < 0, "%s: LSE[%zu] = %g, want -inf", what, i, (double)r->lse[i]);
+      ck_assert_msg(isinf(r->lse[i]) && r->lse[i] < 0, "%s: LSE[%zu] = %g, want -inf", what, i,
+                    (double)r->lse[i]);
     else
       ck_assert_msg(fabs(r->lse[i] - r->ref_lse[i]) <= 1e-4 + 1e-4 * fabs(r->ref_lse[i]),
                     "%s: LSE[%zu] = %.7g, reference %.7g", what, i, (double)r->lse[i], (double)r->ref_lse[i]);
@@ -457,7 +461,8 @@ START_TEST(random_layouts) {
 }
 END_TEST
 
-/* Fallbacks: fp32 storage, head dims 32/96, misaligned rows: the portable kernel runs, results still right. */
+/* Fallbacks: fp32 storage, head dims 32/96, misaligned rows: the portable kernel runs, results still right.
+ */
 START_TEST(fallbacks) {
   mma_ctx m;
   mma_context(&m, _i);
@@ -501,7 +506,8 @@ START_TEST(caller_lists_with_empty_rows) {
   }
   dua_layout *l = NULL;
   char err[256];
-  ck_assert_msg(dua_layout_create_from_lists(&p.desc, counts, indices, &l, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  ck_assert_msg(dua_layout_create_from_lists(&p.desc, counts, indices, &l, err, sizeof err) == DUA_SUCCESS,
+                "%s", err);
   run r;
   memset(&r, 0, sizeof r);
   run_problem(&m, &p, l, &r, &rng);
@@ -522,8 +528,8 @@ int main(void) {
   TCase *tc = tcase_create("core");
   tcase_set_timeout(tc, 1200);
   const char *only = getenv("DUA_TEST_ONLY"); /* developer filter: substring of a test name */
-#define ADD(fn, n)                                                                                                \
-  if (!only || strstr(#fn, only))                                                                                 \
+#define ADD(fn, n)                                                                                           \
+  if (!only || strstr(#fn, only))                                                                            \
     tcase_add_loop_test(tc, fn, 0, n);
   ADD(dense_and_block_sizes, 2)
   ADD(block_diagonal_depth_and_tails, 2)
