@@ -113,6 +113,7 @@ class Dua:
             "dua_attention_params_init": (None, [P(Params)]),
             "dua_attention_forward": (C.c_int, [vp, vp, P(Params), P(Tensor), P(Tensor), P(Tensor), P(Tensor),
                                                 P(Tensor)]),
+            "dua_attention_backward": (C.c_int, [vp, vp, P(Params)] + [P(Tensor)] * 10),
         }
         for name, (res, args) in sig.items():
             try:
@@ -213,6 +214,38 @@ class Dua:
                 self.L.dua_buffer_destroy(b)
         return o, lse
 
+    def gradients(self, layout, algo, q, k, v, g, dtype):
+        """Forward, then backward of dO = g on the device. Returns dQ, dK, dV as float64 arrays."""
+        B, H, N, D = q.shape
+        Hkv = k.shape[1]
+        np_dt, dt = (np.float16, DUA_F16) if dtype == "fp16" else (np.float32, DUA_F32)
+        es = np.dtype(np_dt).itemsize
+        bufs = [self.upload(a.astype(np_dt)) for a in (q, k, v, g)]
+        bufs += [self.empty(B * H * N * D * es), self.empty(B * H * N * 4)]  # O, LSE
+        bufs += [self.empty(B * H * N * D * es), self.empty(B * Hkv * N * D * es), self.empty(B * Hkv * N * D * es)]
+        try:
+            shapes = [(dt, B, H), (dt, B, Hkv), (dt, B, Hkv), (dt, B, H), (dt, B, H), (DUA_F32, B, H),
+                      (dt, B, H), (dt, B, Hkv), (dt, B, Hkv)]
+            t = [self.L.dua_tensor_contiguous(bufs[i], 0, sdt, sb, sh, N, 1 if i == 5 else D)
+                 for i, (sdt, sb, sh) in enumerate(shapes)]
+            tq, tk, tv, tg, to, tl, tdq, tdk, tdv = t
+            p = Params()
+            self.L.dua_attention_params_init(C.byref(p))
+            p.algo = ALGOS[algo]
+            self.check(self.L.dua_attention_forward(self.ctx, layout, C.byref(p), C.byref(tq), C.byref(tk),
+                                                    C.byref(tv), C.byref(to), C.byref(tl)), "dua_attention_forward")
+            self.check(self.L.dua_attention_backward(self.ctx, layout, C.byref(p), C.byref(tq), C.byref(tk),
+                                                     C.byref(tv), C.byref(to), C.byref(tl), C.byref(tg),
+                                                     C.byref(tdq), C.byref(tdk), C.byref(tdv), None),
+                       "dua_attention_backward")
+            self.check(self.L.dua_context_finish(self.ctx), "dua_context_finish")
+            return (self.download(bufs[6], (B, H, N, D), np_dt).astype(np.float64),
+                    self.download(bufs[7], (B, Hkv, N, D), np_dt).astype(np.float64),
+                    self.download(bufs[8], (B, Hkv, N, D), np_dt).astype(np.float64))
+        finally:
+            for b in bufs:
+                self.L.dua_buffer_destroy(b)
+
     def close(self):
         self.L.dua_context_destroy(self.ctx)
 
@@ -279,6 +312,54 @@ def torch_reference(q, k, v, mask):
     scores = (qt @ kt.transpose(-2, -1)) / math.sqrt(q.shape[-1])
     lse = torch.logsumexp(scores.masked_fill(~mask, float("-inf")), dim=-1)
     return out.numpy(), lse.numpy()
+
+
+def torch_gradients(q, k, v, g, mask):
+    """float64 autograd of sum(O * g) through masked attention. Rows with no visible key get a dummy key 0 and
+    their output is multiplied by 0, so they contribute exactly nothing (dua's rule: O = 0, no gradient)."""
+    group = q.shape[1] // k.shape[1]
+    qt, kt, vt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (q, k, v))
+    has_key = mask.any(dim=-1, keepdim=True)
+    safe = mask.clone()
+    safe[..., 0] |= ~has_key[..., 0]
+    kk, vv = kt.repeat_interleave(group, dim=1), vt.repeat_interleave(group, dim=1)
+    scores = (qt @ kk.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    out = torch.softmax(scores.masked_fill(~safe, float("-inf")), dim=-1) @ vv * has_key.double()
+    (out * torch.as_tensor(g, dtype=torch.float64)).sum().backward()
+    return qt.grad.numpy(), kt.grad.numpy(), vt.grad.numpy()
+
+
+def grad_tolerance(dtype):
+    """Gradients sum up to N products: fp32 2e-4 + 2e-3|ref|; fp16 storage rounds inputs and outputs: 3e-3 + 6e-3|ref|."""
+    return (3e-3, 6e-3) if dtype == "fp16" else (2e-4, 2e-3)
+
+
+def run_grad_case(dua, c, algo, rng):
+    B, H, Hkv, N, Dh = c["B"], c["H"], c["Hkv"], c["N"], c["Dh"]
+    dtype = c.get("dtype", "fp32")
+    q, g = (rng.uniform(-1, 1, size=(B, H, N, Dh)).astype(np.float32) for _ in range(2))
+    k, v = (rng.uniform(-1, 1, size=(B, Hkv, N, Dh)).astype(np.float32) for _ in range(2))
+    if dtype == "fp16":
+        q, k, v, g = (a.astype(np.float16).astype(np.float32) for a in (q, k, v, g))
+    layout = dua.layout(c, B, H, Hkv, N)
+    try:
+        grads = dua.gradients(layout, algo, q, k, v, g, dtype)
+    finally:
+        dua.L.dua_layout_destroy(layout)
+    refs = torch_gradients(q, k, v, g, mask_of(c, B, H, N))
+    atol, rtol = grad_tolerance(dtype)
+    ok, notes, worst = True, [], 0.0
+    for name, x, ref in zip(("dQ", "dK", "dV"), grads, refs):
+        if np.isnan(x).any():
+            ok = False
+            notes.append(f"{name}: {int(np.isnan(x).sum())} NaN/unwritten")
+        err = np.abs(x - ref)
+        worst = max(worst, float(err.max()))
+        bad = err > atol + rtol * np.abs(ref)
+        if bad.any():
+            ok = False
+            notes.append(f"{name}: {int(bad.sum())} values out of tolerance")
+    return dict(ok=ok, max_err=worst, note="; ".join(notes))
 
 
 # ---------------------------------------------------------------- cases
@@ -399,6 +480,8 @@ def main():
                     help="dua algorithms to check on every case (default: auto list naive)")
     ap.add_argument("--only", nargs="+", default=None, help="run only cases whose name contains one of these")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--grad", action="store_true",
+                    help="check dQ, dK, dV of dua_attention_backward against torch autograd (algos auto, list)")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
@@ -410,6 +493,8 @@ def main():
     cases = make_cases(rng)
     if a.only:
         cases = [c for c in cases if any(s in c["name"] for s in a.only)]
+    if a.grad:
+        sys.exit(grad_main(dua, cases, [x for x in a.algos if x in ("auto", "list", "rule")], rng))
     head = f"{'case':26} {'algo':5} {'N':>5} {'B':>2} {'H':>2} {'Hkv':>3} {'Dh':>3} {'blk':>3} {'dtype':5} " \
            f"{'density':>8} {'empty':>5} {'max|dO|':>9} {'max|dLSE|':>9}  result"
     print(head)
@@ -441,6 +526,31 @@ def main():
     total = len(cases) * len(a.algos)
     print(f"{total - failures - skipped} passed, {failures} failed, {skipped} skipped (n/a or unsupported) of {total}")
     sys.exit(1 if failures else 0)
+
+
+def grad_main(dua, cases, algos, rng):
+    print("gradients vs torch autograd (float64): fp32 |x-ref| <= 2e-4 + 2e-3|ref|, fp16 <= 3e-3 + 6e-3|ref|")
+    print(f"{'case':26} {'algo':5} {'N':>5} {'dtype':5} {'max|dX|':>9}  result")
+    failures = skipped = total = 0
+    for c in cases:
+        for algo in algos:
+            total += 1
+            line = f"{c['name']:26} {algo:5} {c['N']:5} {c.get('dtype', 'fp32'):5} "
+            if c.get("lists") is not None and algo == "rule":
+                skipped += 1
+                print(line + f"{'':>9}  n/a (rule needs a rule layout)")
+                continue
+            try:
+                r = run_grad_case(dua, c, algo, rng)
+            except DuaError as e:
+                failures += 1
+                print(line + f"{'':>9}  FAIL {e}")
+                continue
+            failures += not r["ok"]
+            print(line + f"{r['max_err']:9.2e}  " + ("ok" if r["ok"] else "FAIL " + r["note"]), flush=True)
+    dua.close()
+    print(f"{total - failures - skipped} passed, {failures} failed, {skipped} skipped (n/a) of {total}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
