@@ -37,7 +37,8 @@ DUA_ERROR_UNSUPPORTED = -2002
 
 class ContextOptions(C.Structure):
     _fields_ = [("device_index", C.c_int), ("selector", C.c_char_p), ("log", C.c_void_p),
-                ("log_user", C.c_void_p), ("log_level", C.c_int), ("disable_fast_paths", C.c_int)]
+                ("log_user", C.c_void_p), ("log_level", C.c_int), ("disable_fast_paths", C.c_int),
+                ("reserved", C.c_int * 16)]
 
 
 class DeviceInfo(C.Structure):
@@ -54,7 +55,7 @@ class DeviceInfo(C.Structure):
                 ("nv_compute_capability", C.c_int), ("has_pci_bus_info", C.c_int), ("pci_domain", C.c_int),
                 ("pci_bus", C.c_int), ("pci_device", C.c_int), ("pci_function", C.c_int),
                 ("numa_node", C.c_int), ("nv_mma_probed", C.c_int), ("nv_mma_f16", C.c_int),
-                ("nv_mma_tf32", C.c_int)]
+                ("nv_mma_tf32", C.c_int), ("reserved", C.c_int * 16)]
 
 
 class Tensor(C.Structure):

@@ -172,11 +172,13 @@ dua_attn_fwd(__global const dua_store_t *q, __global const dua_store_t *k, __glo
         for (int t = 0; t < TN; t++)
           mx = fmax(mx, row_max_part[r * TN + t]);
         const float m_use = mx == -INFINITY ? 0.0f : mx; /* all masked so far: p = 0, alpha = 1 */
-        alpha[i] = DUA_EXP2(m_run[i] - m_use);
+        alpha[i] = m_run[i] == -INFINITY
+                       ? 1.0f
+                       : DUA_EXP2(m_run[i] - m_use); /* native_* range is implementation-defined: no -inf */
         m_run[i] = mx;
         float sum = 0.0f;
         for (int j = 0; j < CN; j++) {
-          float p = DUA_EXP2(s[i][j] - m_use);
+          float p = s[i][j] == -INFINITY ? 0.0f : DUA_EXP2(s[i][j] - m_use);
           p_tile[r * P_STRIDE + tx + TN * j] = p;
           sum += p;
         }

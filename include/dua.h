@@ -7,6 +7,10 @@
  *   - every *_create has a NULL-safe *_destroy;
  *   - on error nothing is written to outputs, and dua_context_last_error() says why;
  *   - the library never exits, aborts or prints: diagnostics go to the log callback.
+ * Threads: a dua_context and everything made from it (buffers, and layouts while they are used with it) must
+ * be used by one thread at a time; different contexts are independent. Destroy buffers before their context.
+ * A layout keeps device copies for the last context it ran with: alternating one layout between two
+ * contexts re-uploads them on every switch (make one layout per context instead).
  */
 #ifndef DUA_H
 #define DUA_H
@@ -161,6 +165,7 @@ typedef struct dua_cache_stats {
   unsigned disk_rejects; /* on-disk entries found corrupt or stale and rebuilt */
   int disk_enabled;      /* 0 when DUA_CACHE=0 or no directory could be used */
   char directory[512];   /* on-disk cache directory ("" when disabled) */
+  int reserved[8];       /* room for later fields; zero */
 } dua_cache_stats;
 
 DUA_API dua_status dua_context_cache_stats(const dua_context *ctx, dua_cache_stats *stats);

@@ -15,9 +15,10 @@ extern "C" {
 #endif
 
 /* A context on the caller's OpenCL objects. `device` must belong to `context`; `queue` (may be NULL:
- * dua then creates its own, with profiling) must be on that context and device. The caller's objects
- * are retained for the context's lifetime and released afterwards; dua never releases the caller's
- * last reference. options may be NULL (its device selection fields are ignored). */
+ * dua then creates its own, with profiling) must be on that context and device, and in order (an
+ * out-of-order queue gives DUA_ERROR_UNSUPPORTED: dua's successive launches depend on each other). The
+ * caller's objects are retained for the context's lifetime and released afterwards; dua never releases the
+ * caller's last reference. options may be NULL (its device selection fields are ignored). */
 DUA_API dua_status dua_context_create_from_cl(cl_context context, cl_device_id device, cl_command_queue queue,
                                               const dua_context_options *options, dua_context **out);
 

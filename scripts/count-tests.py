@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Counts meson test results over one or more testlog.json files; prints 'N passed, N failed'.
-Exits 1 if any test failed or none ran (a run that executed nothing is a failure)."""
+Exits 1 if any test failed or was skipped, or if any log holds no test (a run that executed nothing fails)."""
 import json
 import sys
 
@@ -12,9 +12,11 @@ for path in sys.argv[1:]:
         print(f"missing test log {path}", file=sys.stderr)
         failed += 1
         continue
+    ran = 0
     for line in lines:
         if not line.strip():
             continue
+        ran += 1
         r = json.loads(line)
         if r.get("result") in ("OK", "EXPECTEDFAIL"):
             passed += 1
@@ -24,5 +26,8 @@ for path in sys.argv[1:]:
         else:
             failed += 1
             print(f"failed: {r.get('name')} ({r.get('result')}) in {path}", file=sys.stderr)
+    if ran == 0:  # every build's run must have executed tests
+        failed += 1
+        print(f"no test ran in {path}", file=sys.stderr)
 print(f"{passed} passed, {failed} failed")
 sys.exit(0 if failed == 0 and passed > 0 else 1)

@@ -56,6 +56,13 @@ static dua_status validate_backward(dua_context *ctx, const dua_layout *l, const
       return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
                       "%s: d_level_bias must be DUA_F32 with contiguous levels (strides[1] = 1)", FN);
   }
+  {
+    const dua_tensor *outs[4] = {dq, dk, dv, d_bias}, *ins[7] = {q, k, v, o, lse, d_o, p->level_bias};
+    static const char *const out_names[4] = {"dq", "dk", "dv", "d_level_bias"};
+    static const char *const in_names[7] = {"q", "k", "v", "o", "lse", "d_o", "level_bias"};
+    if ((st = dua_check_outputs(ctx, FN, outs, out_names, 4, ins, in_names, 7)) != DUA_SUCCESS)
+      return st;
+  }
   return DUA_SUCCESS;
 }
 
@@ -152,8 +159,6 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
   size_t g_pre[3] = {(size_t)l->seq_len, (size_t)l->heads, (size_t)l->batch};
   if (a.err != CL_SUCCESS)
     return dua_fail(ctx, (dua_status)a.err, "%s: dua_attn_bwd_pre argument %u", FN, a.index - 1);
-  if ((st = dua_launch(ctx, k_pre, 3, g_pre, NULL, "dua_attn_bwd_pre")) != DUA_SUCCESS)
-    return st;
 
   /* 2. dQ over query tiles, the forward's enumeration */
   a = (dua_arg_list){k_dq, 0, CL_SUCCESS};
@@ -177,19 +182,8 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
     return dua_fail(ctx, (dua_status)a.err, "%s: dua_attn_bwd_dq argument %u", FN, a.index - 1);
   const size_t q_tiles = (size_t)l->num_blocks * (size_t)(l->block / tp.block_m);
   size_t g_dq[3] = {q_tiles * threads, (size_t)l->heads, (size_t)l->batch};
-  if ((st = dua_launch(ctx, k_dq, 3, g_dq, local, "dua_attn_bwd_dq")) != DUA_SUCCESS)
-    return st;
 
   /* 3. dK, dV (and level-bias partials) over key tiles, the transposed lists */
-  if (has_bias) {
-    const cl_float zero = 0.0f;
-    cl_int err =
-        clEnqueueFillBuffer(ctx->queue, scratch, &zero, sizeof zero, (size_t)partial_off * sizeof(float),
-                            n_partial * sizeof(float), 0, NULL, NULL);
-    if (err != CL_SUCCESS)
-      return dua_fail(ctx, (dua_status)err, "%s: clearing the level-bias partials failed: %s", FN,
-                      dua_status_string((dua_status)err));
-  }
   a = (dua_arg_list){k_dkdv, 0, CL_SUCCESS};
   const cl_mem in_kv[9] = {qm, km, vm, gm, lm, scratch, dkm, dvm, scratch};
   for (int i = 0; i < 9; i++)
@@ -215,28 +209,43 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
   if (a.err != CL_SUCCESS)
     return dua_fail(ctx, (dua_status)a.err, "%s: dua_attn_bwd_dkdv argument %u", FN, a.index - 1);
   size_t g_kv[3] = {key_tiles * threads, (size_t)l->kv_heads, (size_t)l->batch};
-  if ((st = dua_launch(ctx, k_dkdv, 3, g_kv, local, "dua_attn_bwd_dkdv")) != DUA_SUCCESS)
-    return st;
 
   /* 4. level-bias gradient: fixed-order sum of the partials */
-  if (!d_bias)
-    return DUA_SUCCESS;
-  a = (dua_arg_list){k_bias, 0, CL_SUCCESS};
-  const cl_mem out = d_bias->buffer->mem;
-  const cl_long out_off = dua_elem_offset(d_bias);
-  const cl_int out_stride = (cl_int)d_bias->strides[0], nbatch = l->batch, hq = l->heads,
-               kt = (cl_int)key_tiles;
-  dua_arg(&a, sizeof scratch, &scratch);
-  dua_arg(&a, sizeof out, &out);
-  dua_arg(&a, sizeof partial_off, &partial_off);
-  dua_arg(&a, sizeof out_off, &out_off);
-  dua_arg(&a, sizeof out_stride, &out_stride);
-  dua_arg(&a, sizeof nbatch, &nbatch);
-  dua_arg(&a, sizeof hq, &hq);
-  dua_arg(&a, sizeof kt, &kt);
-  dua_arg(&a, sizeof n_levels, &n_levels);
-  if (a.err != CL_SUCCESS)
-    return dua_fail(ctx, (dua_status)a.err, "%s: dua_attn_bwd_bias argument %u", FN, a.index - 1);
   size_t g_bias[1] = {(size_t)l->heads * (size_t)levels};
-  return dua_launch(ctx, k_bias, 1, g_bias, NULL, "dua_attn_bwd_bias");
+  if (d_bias) {
+    a = (dua_arg_list){k_bias, 0, CL_SUCCESS};
+    const cl_mem out = d_bias->buffer->mem;
+    const cl_long out_off = dua_elem_offset(d_bias);
+    const cl_int out_stride = (cl_int)d_bias->strides[0], nbatch = l->batch, hq = l->heads,
+                 kt = (cl_int)key_tiles;
+    dua_arg(&a, sizeof scratch, &scratch);
+    dua_arg(&a, sizeof out, &out);
+    dua_arg(&a, sizeof partial_off, &partial_off);
+    dua_arg(&a, sizeof out_off, &out_off);
+    dua_arg(&a, sizeof out_stride, &out_stride);
+    dua_arg(&a, sizeof nbatch, &nbatch);
+    dua_arg(&a, sizeof hq, &hq);
+    dua_arg(&a, sizeof kt, &kt);
+    dua_arg(&a, sizeof n_levels, &n_levels);
+    if (a.err != CL_SUCCESS)
+      return dua_fail(ctx, (dua_status)a.err, "%s: dua_attn_bwd_bias argument %u", FN, a.index - 1);
+  }
+
+  /* Every argument is set: only now does anything reach the queue (a failure above wrote nothing). An enqueue
+   * failure from here on can leave the gradients partly written; the status says so. */
+  if ((st = dua_launch(ctx, k_pre, 3, g_pre, NULL, "dua_attn_bwd_pre")) != DUA_SUCCESS ||
+      (st = dua_launch(ctx, k_dq, 3, g_dq, local, "dua_attn_bwd_dq")) != DUA_SUCCESS)
+    return st;
+  if (has_bias) {
+    const cl_float zero = 0.0f;
+    cl_int err =
+        clEnqueueFillBuffer(ctx->queue, scratch, &zero, sizeof zero, (size_t)partial_off * sizeof(float),
+                            n_partial * sizeof(float), 0, NULL, NULL);
+    if (err != CL_SUCCESS)
+      return dua_fail(ctx, (dua_status)err, "%s: clearing the level-bias partials failed: %s", FN,
+                      dua_status_string((dua_status)err));
+  }
+  if ((st = dua_launch(ctx, k_dkdv, 3, g_kv, local, "dua_attn_bwd_dkdv")) != DUA_SUCCESS)
+    return st;
+  return d_bias ? dua_launch(ctx, k_bias, 1, g_bias, NULL, "dua_attn_bwd_bias") : DUA_SUCCESS;
 }

@@ -229,6 +229,11 @@ dua_status dua_attention_forward(dua_context *ctx, dua_layout *l, const dua_atte
   dua_status st = dua_attention_validate(ctx, "dua_attention_forward", l, params, q, k, v, o, lse);
   if (st != DUA_SUCCESS)
     return st;
+  const dua_tensor *outs[2] = {o, lse}, *ins[4] = {q, k, v, params->level_bias};
+  static const char *const out_names[2] = {"o", "lse"}, *const in_names[4] = {"q", "k", "v", "level_bias"};
+  if ((st = dua_check_outputs(ctx, "dua_attention_forward", outs, out_names, 2, ins, in_names, 4)) !=
+      DUA_SUCCESS)
+    return st;
   const int head_dim = (int)q->shape[3];
   const float scale = params->scale > 0.0f ? params->scale : 1.0f / sqrtf((float)head_dim);
   const int use_lists = l->kind == DUA_LAYOUT_LIST || params->algo == DUA_ALGO_LIST;
@@ -240,8 +245,14 @@ dua_status dua_attention_forward(dua_context *ctx, dua_layout *l, const dua_atte
   const dua_fwd_call call = make_call(l, params, scale, q, k, v, o, lse, dev);
   if (ctx->info.nv_mma_f16 && !ctx->fast_paths_disabled) {
     st = dua_forward_nv_mma(ctx, &call);
-    if (st != DUA_ERROR_UNSUPPORTED)
-      return st; /* done, or a real failure; UNSUPPORTED: this shape has no tensor-core kernel */
+    if (st == DUA_SUCCESS)
+      return st;
+    if (st != DUA_ERROR_UNSUPPORTED) { /* the probe passed but this kernel does not build or launch here */
+      dua_log(ctx, DUA_LOG_WARNING, "tensor-core forward unavailable (%s); using the portable kernels: %s",
+              dua_status_string(st), ctx->last_error);
+      ctx->fast_paths_disabled = 1;
+      ctx->last_error[0] = '\0';
+    }
   }
   return forward_portable(ctx, &call);
 }

@@ -70,6 +70,12 @@ dua_status dua_attention_validate(dua_context *ctx, const char *fn, const dua_la
                                   const dua_attention_params *p, const dua_tensor *q, const dua_tensor *k,
                                   const dua_tensor *v, const dua_tensor *o, const dua_tensor *lse);
 
+/* Outputs must write each element once (no zero stride over a dimension > 1) and must not overlap inputs or
+ * each other in the same buffer. NULL entries are skipped. */
+dua_status dua_check_outputs(dua_context *ctx, const char *fn, const dua_tensor *const *outs,
+                             const char *const *out_names, int n_outs, const dua_tensor *const *ins,
+                             const char *const *in_names, int n_ins);
+
 /* Sets the 24 arguments of a dua_attn_fwd-style kernel. */
 dua_status dua_fwd_set_args(dua_context *ctx, cl_kernel kernel, const dua_fwd_call *call);
 

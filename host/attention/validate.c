@@ -68,6 +68,10 @@ dua_status dua_attention_validate(dua_context *ctx, const char *fn, const dua_la
     if ((st = dua_tensor_check(ctx, bt, "level_bias")) != DUA_SUCCESS ||
         (st = dua_check_shape(ctx, fn, bt, "level_bias", l->heads, l->max_depth + 1, 1, 1)) != DUA_SUCCESS)
       return st;
+    if ((uint64_t)bt->strides[0] * (uint64_t)(l->heads - 1) > (uint64_t)INT32_MAX)
+      return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
+                      "%s: level_bias.strides[0] = %lld is too large for 32-bit indexing", fn,
+                      (long long)bt->strides[0]);
     if (bt->dtype != DUA_F32 || bt->strides[1] != 1)
       return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
                       "%s: level_bias must be DUA_F32 with contiguous levels (strides[1] = 1)", fn);
@@ -79,6 +83,44 @@ dua_status dua_attention_validate(dua_context *ctx, const char *fn, const dua_la
                       "%s: the naive baseline needs %.0f bytes of scores, more than the device's "
                       "largest allocation (%llu)",
                       fn, bytes, (unsigned long long)ctx->info.max_alloc_bytes);
+  }
+  return DUA_SUCCESS;
+}
+
+/* Byte range [lo, hi) a view can touch. dua_tensor_check has bounded every stride and shape already. */
+static void byte_range(const dua_tensor *t, uint64_t *lo, uint64_t *hi) {
+  uint64_t last = 0;
+  for (int d = 0; d < 4; d++)
+    last += (uint64_t)(t->shape[d] - 1) * (uint64_t)t->strides[d];
+  *lo = t->offset;
+  *hi = t->offset + (last + 1) * dua_dtype_size(t->dtype);
+}
+
+dua_status dua_check_outputs(dua_context *ctx, const char *fn, const dua_tensor *const *outs,
+                             const char *const *out_names, int n_outs, const dua_tensor *const *ins,
+                             const char *const *in_names, int n_ins) {
+  for (int i = 0; i < n_outs; i++) {
+    if (!outs[i])
+      continue;
+    for (int d = 0; d < 4; d++)
+      if (outs[i]->shape[d] > 1 && outs[i]->strides[d] == 0)
+        return dua_fail(
+            ctx, DUA_ERROR_INVALID_ARGUMENT,
+            "%s: output %s.strides[%d] = 0 with shape[%d] = %lld: elements would be written twice", fn,
+            out_names[i], d, d, (long long)outs[i]->shape[d]);
+    uint64_t lo, hi;
+    byte_range(outs[i], &lo, &hi);
+    for (int j = 0; j < n_ins + n_outs; j++) {
+      const dua_tensor *other = j < n_ins ? ins[j] : outs[j - n_ins];
+      if (!other || (j >= n_ins && j - n_ins <= i) || other->buffer != outs[i]->buffer)
+        continue;
+      uint64_t olo, ohi;
+      byte_range(other, &olo, &ohi);
+      if (lo < ohi && olo < hi)
+        return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "%s: output %s overlaps %s %s in the same buffer",
+                        fn, out_names[i], j < n_ins ? "input" : "output",
+                        j < n_ins ? in_names[j] : out_names[j - n_ins]);
+    }
   }
   return DUA_SUCCESS;
 }

@@ -124,6 +124,10 @@ dua_status dua_context_create_from_cl(cl_context context, cl_device_id device, c
         clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qdev, &qdev, NULL) != CL_SUCCESS ||
         qctx != context || qdev != device)
       return DUA_ERROR_INVALID_ARGUMENT;
+    cl_command_queue_properties props = 0;
+    if (clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL) != CL_SUCCESS ||
+        (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE))
+      return DUA_ERROR_UNSUPPORTED; /* dua's launches depend on in-order execution */
   }
   dua_context *ctx = context_alloc(options);
   if (!ctx)

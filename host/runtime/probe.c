@@ -98,7 +98,8 @@ void dua_probe_run(dua_context *ctx) {
   /* inline PTX only exists on NVIDIA's compiler; sm_80+ has these shapes */
   int nvidia =
       strstr(ctx->info.vendor, "NVIDIA") != NULL || strstr(ctx->info.platform_name, "NVIDIA") != NULL;
-  if (!nvidia || (ctx->info.nv_compute_capability && ctx->info.nv_compute_capability < 80))
+  if (!nvidia || (ctx->info.nv_compute_capability && ctx->info.nv_compute_capability < 80) ||
+      ctx->fast_paths_disabled) /* the kill switch also keeps inline PTX off the device */
     return;
   ctx->info.nv_mma_probed = 1;
   ctx->info.nv_mma_f16 = probe_mma_f16(ctx);

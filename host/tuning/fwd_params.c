@@ -31,8 +31,8 @@ dua_fwd_params dua_fwd_params_default(int head_dim, int layout_block, const dua_
   p.block_m = head_dim >= 96 ? 32 : 64;
   p.block_n = 32;
   p.threads_m = 16;
-  /* DK = head_dim / threads_n must be a multiple of 4; 8 columns a thread measured fastest for head dim 64 on an
-   * H100 (bench/RESULTS.md, tile sweep) and on PoCL; head dim 128 keeps 8 columns (16 threads) */
+  /* DK = head_dim / threads_n must be a multiple of 4; 8 columns a thread measured fastest for head dim 64 on
+   * an H100 (bench/RESULTS.md, tile sweep) and on PoCL; head dim 128 keeps 8 columns (16 threads) */
   p.threads_n = head_dim == 128 ? 16 : 8;
   if (p.block_m > layout_block)
     p.block_m = layout_block;

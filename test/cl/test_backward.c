@@ -321,6 +321,31 @@ START_TEST(invalid_arguments_leave_outputs_untouched) {
                    DUA_ERROR_INVALID_ARGUMENT);
   ck_assert_int_eq(dua_attention_backward(NULL, l, NULL, &x, &x, &x, &x, &lse, &x, &dq, &x, &x, NULL),
                    DUA_ERROR_INVALID_ARGUMENT);
+  /* outputs may not alias an input or each other, nor write an element twice */
+  dua_buffer *bk;
+  ck_assert_int_eq(dua_buffer_create(ctx, 2 * n * 4, &bk), DUA_SUCCESS);
+  dua_tensor dk = dua_tensor_contiguous(bk, 0, DUA_F32, 1, 2, 64, 64);
+  dua_tensor dv = dua_tensor_contiguous(bk, n * 4, DUA_F32, 1, 2, 64, 64);
+  ck_assert_int_eq(dua_attention_backward(ctx, l, NULL, &x, &x, &x, &x, &lse, &x, &dq, &x, &dv, NULL),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "output dk overlaps input q"));
+  ck_assert_int_eq(dua_attention_backward(ctx, l, NULL, &x, &x, &x, &x, &lse, &x, &dq, &dk, &dk, NULL),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "output dk overlaps output dv"));
+  dua_tensor twice = dk;
+  twice.strides[2] = 0;
+  ck_assert_int_eq(dua_attention_backward(ctx, l, NULL, &x, &x, &x, &x, &lse, &x, &dq, &twice, &dv, NULL),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "strides[2] = 0"));
+  ck_assert_int_eq(dua_buffer_fill_bytes(bk, 0, 2 * n * 4, 0x6B), DUA_SUCCESS);
+  ck_assert_int_eq(dua_attention_backward(ctx, l, NULL, &x, &x, &x, &x, &lse, &bad, &dq, &dk, &dv, NULL),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  unsigned char *kv_back = malloc(2 * n * 4);
+  ck_assert_int_eq(dua_buffer_read(bk, 0, 2 * n * 4, kv_back), DUA_SUCCESS);
+  for (size_t i = 0; i < 2 * n * 4; i++)
+    ck_assert_msg(kv_back[i] == 0x6B, "dk/dv byte %zu written by a refused call", i);
+  free(kv_back);
+  dua_buffer_destroy(bk);
   unsigned char *back = malloc(n * 4);
   ck_assert_int_eq(dua_buffer_read(bdq, 0, n * 4, back), DUA_SUCCESS);
   for (size_t i = 0; i < n * 4; i++)

@@ -130,6 +130,15 @@ START_TEST(interop_with_callers_objects) {
                    DUA_ERROR_INVALID_ARGUMENT);
   ck_assert_int_eq(dua_context_create_from_cl(NULL, device, queue, NULL, &ctx), DUA_ERROR_INVALID_ARGUMENT);
 
+  /* an out-of-order queue is refused: dua's launches depend on each other */
+  cl_command_queue ooo = clCreateCommandQueue(clctx, device, CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE, &err);
+  if (err == CL_SUCCESS) {
+    ck_assert_int_eq(dua_context_create_from_cl(clctx, device, ooo, NULL, &ctx), DUA_ERROR_UNSUPPORTED);
+    clReleaseCommandQueue(ooo);
+  } else { /* the device has no out-of-order queues: nothing dua could be handed */
+    ck_assert_int_eq(err, CL_INVALID_QUEUE_PROPERTIES);
+  }
+
   /* a cl_mem of another cl_context is refused */
   cl_context other = clCreateContext(NULL, 1, &device, NULL, NULL, &err);
   cl_mem foreign = clCreateBuffer(other, CL_MEM_READ_WRITE, 64, NULL, &err);

@@ -6,8 +6,9 @@ src=$2
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 meson install -C "$build" --destdir "$root" --no-rebuild >/dev/null
-pc=$(dirname "$(find "$root" -name dua.pc | head -1)")
-[ -n "$pc" ] || { echo "dua.pc was not installed"; exit 1; }
+pcfile=$(find "$root" -name dua.pc | head -1)
+[ -n "$pcfile" ] || { echo "dua.pc was not installed"; exit 1; }
+pc=$(dirname "$pcfile")
 export PKG_CONFIG_PATH="$pc" PKG_CONFIG_SYSROOT_DIR="$root"
 for f in dua.h dua_cl.h; do find "$root" -name "$f" | grep -q . || { echo "$f was not installed"; exit 1; }; done
 find "$root" -name dua-info | grep -q . || { echo "dua-info was not installed"; exit 1; }
