@@ -87,38 +87,11 @@ static int expect_mma(const mma_ctx *m, const problem *p) {
          p->desc.block >= 64 && !p->misalign;
 }
 
-static void strides_for(int64_t s[4], int64_t b, int64_t h, int64_t n, int64_t d, int bnhd) {
-  (void)b;
-  s[3] = 1;
-  if (bnhd) {
-    s[1] = d;
-    s[2] = h * d;
-    s[0] = n * h * d;
-  } else {
-    s[2] = d;
-    s[1] = n * d;
-    s[0] = h * n * d;
-  }
-}
-
-static dua_host_tensor host_view(float *data, int64_t b, int64_t h, int64_t n, int64_t d, int bnhd) {
-  dua_host_tensor t = {data, {b, h, n, d}, {0, 0, 0, 0}};
-  strides_for(t.strides, b, h, n, d, bnhd);
-  return t;
-}
-
 static dua_tensor dev_view(dua_buffer *buf, size_t offset, dua_dtype dt, int64_t b, int64_t h, int64_t n,
                            int64_t d, int bnhd) {
-  dua_tensor t = dua_tensor_contiguous(buf, offset, dt, b, h, n, d);
-  strides_for(t.strides, b, h, n, d, bnhd);
+  dua_tensor t = test_dev_view(buf, dt, b, h, n, d, bnhd);
+  t.offset = offset;
   return t;
-}
-
-static void fill(float *x, size_t n, test_rng *r, dua_dtype dt) {
-  for (size_t i = 0; i < n; i++) {
-    float f = test_rng_float(r);
-    x[i] = dt == DUA_F16 ? dua_half_to_float(dua_float_to_half(f)) : f;
-  }
 }
 
 /* Buffer of n elements after `pad` leading elements (the misaligned views). */
@@ -183,9 +156,9 @@ static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng 
   r->q = malloc(r->nq * 4);
   r->k = malloc(r->nk * 4);
   r->v = malloc(r->nk * 4);
-  fill(r->q, r->nq, rng, p->dtype);
-  fill(r->k, r->nk, rng, p->dtype);
-  fill(r->v, r->nk, rng, p->dtype);
+  test_fill(r->q, r->nq, rng, p->dtype);
+  test_fill(r->k, r->nk, rng, p->dtype);
+  test_fill(r->v, r->nk, rng, p->dtype);
   r->o = malloc(r->nq * 4);
   r->lse = malloc(r->nl * 4);
   r->ref_o = malloc(r->nq * 4);
@@ -232,11 +205,11 @@ static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng 
   ck_assert_msg(got == want, "%s: tensor-core kernel launched %d times, expected %d", what, got, want);
   download(bo, r->o, r->nq, p->dtype, pad);
   download(bl, r->lse, r->nl, DUA_F32, 0);
-  r->hq = host_view(r->q, B, H, N, D, p->bnhd);
-  r->hk = host_view(r->k, B, HK, N, D, p->bnhd);
-  r->hv = host_view(r->v, B, HK, N, D, p->bnhd);
-  r->ho = host_view(r->ref_o, B, H, N, D, p->bnhd);
-  r->hl = host_view(r->ref_lse, B, H, N, 1, 0);
+  r->hq = test_host_view(r->q, B, H, N, D, p->bnhd);
+  r->hk = test_host_view(r->k, B, HK, N, D, p->bnhd);
+  r->hv = test_host_view(r->v, B, HK, N, D, p->bnhd);
+  r->ho = test_host_view(r->ref_o, B, H, N, D, p->bnhd);
+  r->hl = test_host_view(r->ref_lse, B, H, N, 1, 0);
   ck_assert_int_eq(dua_attention_reference(l, 0.0f, r->bias, &r->hq, &r->hk, &r->hv, &r->ho, &r->hl),
                    DUA_SUCCESS);
   dua_buffer_destroy(bq);
