@@ -3,6 +3,7 @@
  * full == dense, block-diagonal == per-chunk dense, empty rows, GQA, strides, level bias, bad shapes. */
 #include "attention/layout_internal.h"
 #include "dua.h"
+#include "mask_model.h"
 #include "test_util.h"
 
 #include <check.h>
@@ -63,74 +64,6 @@ static void tensor_poison(dua_host_tensor *t) {
 }
 
 /* ---------------------------------------------------------------- independent naive model */
-
-typedef struct model {
-  dua_layout_desc desc;
-  int32_t nb, dmax;
-  int32_t arities[8], depths[8];
-  uint8_t *paths;
-  const int32_t *lcounts, *lindices; /* list model or NULL */
-} model;
-
-static int32_t m_arity(const model *md, int32_t h) {
-  return md->desc.arities ? md->desc.arities[h] : md->desc.arity;
-}
-
-static int32_t m_tree_depth(int32_t nb, int32_t p) {
-  int32_t d = 0;
-  for (int64_t s = 1; s < nb; s *= p)
-    d++;
-  return d;
-}
-
-static int32_t m_depth(const model *md, int32_t h) {
-  int32_t d = md->desc.depths ? md->desc.depths[h] : 0;
-  return d == -1 ? m_tree_depth(md->nb, m_arity(md, h)) : d;
-}
-
-static int m_share(const model *md, int32_t b, int32_t h, int32_t bm, int32_t bn, int32_t d) {
-  if (d == 0)
-    return 1;
-  int32_t D = m_tree_depth(md->nb, m_arity(md, h));
-  if (md->paths) {
-    const uint8_t *pm = md->paths + (((size_t)b * md->desc.heads + h) * md->nb + bm) * md->dmax;
-    const uint8_t *pn = md->paths + (((size_t)b * md->desc.heads + h) * md->nb + bn) * md->dmax;
-    return memcmp(pm, pn, (size_t)d) == 0;
-  }
-  int64_t g = 1, s = md->desc.shift;
-  for (int32_t e = 0; e < D - d; e++)
-    g *= m_arity(md, h);
-  return (bm + s) / g == (bn + s) / g;
-}
-
-static int32_t m_lca(const model *md, int32_t b, int32_t h, int32_t bm, int32_t bn) {
-  int32_t D = m_tree_depth(md->nb, m_arity(md, h)), best = 0;
-  for (int32_t d = 0; d <= D; d++)
-    if (m_share(md, b, h, bm, bn, d))
-      best = d;
-  return best;
-}
-
-static int m_tree(const model *md, int32_t b, int32_t h, int32_t i, int32_t j) {
-  if (md->lcounts) {
-    size_t row = ((size_t)b * md->desc.heads + h) * md->nb + i / md->desc.block;
-    for (int32_t k = 0; k < md->lcounts[row]; k++)
-      if (md->lindices[row * md->nb + k] == j / md->desc.block)
-        return 1;
-    return 0;
-  }
-  return m_share(md, b, h, i / md->desc.block, j / md->desc.block, m_depth(md, h));
-}
-
-static int m_extra(const model *md, int32_t i, int32_t j) {
-  if (md->lcounts)
-    return 0;
-  return (md->desc.window > 0 && abs(i - j) <= md->desc.window) || j < md->desc.sink;
-}
-
-static int m_visible(const model *md, int32_t b, int32_t h, int32_t i, int32_t j) {
-  return (m_tree(md, b, h, i, j) || m_extra(md, i, j)) && (!md->desc.causal || j <= i);
-}
 
 /* naive float attention with a materialized mask and bias; o, lse contiguous (B,H,N,D) / (B,H,N) */
 static void naive(const model *md, const float *lb, float scale, const dua_host_tensor *q,
