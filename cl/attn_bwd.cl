@@ -179,10 +179,7 @@ dua_attn_bwd_dq(__global const dua_store_t *q, __global const dua_store_t *k, __
           const float4 kv = vload4(0, k_tile + jj * ROW_STRIDE + DK * tx + c4);
           for (int i = 0; i < RQ; i++) {
             const float g = ds_tile[(ty + TM * i) * (BLOCK_N + 4) + jj];
-            acc[i][c4 + 0] = fma(g, kv.x, acc[i][c4 + 0]);
-            acc[i][c4 + 1] = fma(g, kv.y, acc[i][c4 + 1]);
-            acc[i][c4 + 2] = fma(g, kv.z, acc[i][c4 + 2]);
-            acc[i][c4 + 3] = fma(g, kv.w, acc[i][c4 + 3]);
+            DUA_FMA4(acc[i], c4, g, kv);
           }
         }
       }
@@ -341,14 +338,8 @@ dua_attn_bwd_dkdv(__global const dua_store_t *q, __global const dua_store_t *k, 
             for (int a = 0; a < RK; a++) {
               const float p = p_tile[(ty + TM * a) * (BLOCK_M + 4) + ii];
               const float g = ds_tile[(ty + TM * a) * (BLOCK_M + 4) + ii];
-              dv_acc[a][c4 + 0] = fma(p, gv.x, dv_acc[a][c4 + 0]);
-              dv_acc[a][c4 + 1] = fma(p, gv.y, dv_acc[a][c4 + 1]);
-              dv_acc[a][c4 + 2] = fma(p, gv.z, dv_acc[a][c4 + 2]);
-              dv_acc[a][c4 + 3] = fma(p, gv.w, dv_acc[a][c4 + 3]);
-              dk_acc[a][c4 + 0] = fma(g, qv.x, dk_acc[a][c4 + 0]);
-              dk_acc[a][c4 + 1] = fma(g, qv.y, dk_acc[a][c4 + 1]);
-              dk_acc[a][c4 + 2] = fma(g, qv.z, dk_acc[a][c4 + 2]);
-              dk_acc[a][c4 + 3] = fma(g, qv.w, dk_acc[a][c4 + 3]);
+              DUA_FMA4(dv_acc[a], c4, p, gv);
+              DUA_FMA4(dk_acc[a], c4, g, qv);
             }
           }
         }

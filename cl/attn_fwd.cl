@@ -207,10 +207,7 @@ dua_attn_fwd(__global const dua_store_t *q, __global const dua_store_t *k, __glo
             const float4 vv = vload4(0, kv_tile + (jj + u) * ROW_STRIDE + DK * tx + c4);
             for (int i = 0; i < RM; i++) {
               const float p = u == 0 ? pv[i].x : u == 1 ? pv[i].y : u == 2 ? pv[i].z : pv[i].w;
-              acc[i][c4 + 0] = fma(p, vv.x, acc[i][c4 + 0]);
-              acc[i][c4 + 1] = fma(p, vv.y, acc[i][c4 + 1]);
-              acc[i][c4 + 2] = fma(p, vv.z, acc[i][c4 + 2]);
-              acc[i][c4 + 3] = fma(p, vv.w, acc[i][c4 + 3]);
+              DUA_FMA4(acc[i], c4, p, vv);
             }
           }
         }

@@ -254,3 +254,12 @@ inline void dua_load_rows(__local float *dst, __global const dua_store_t *src, l
     vstore4(v, 0, dst + r * pitch + c);
   }
 }
+
+/* acc[c .. c+3] += s * v (v a float4): the rank-1 update every P.V, dS.K, P^T.dO and dS^T.Q product uses. */
+#define DUA_FMA4(acc, c, s, v)                                                                               \
+  do {                                                                                                       \
+    (acc)[(c) + 0] = fma((s), (v).x, (acc)[(c) + 0]);                                                        \
+    (acc)[(c) + 1] = fma((s), (v).y, (acc)[(c) + 1]);                                                        \
+    (acc)[(c) + 2] = fma((s), (v).z, (acc)[(c) + 2]);                                                        \
+    (acc)[(c) + 3] = fma((s), (v).w, (acc)[(c) + 3]);                                                        \
+  } while (0)

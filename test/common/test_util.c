@@ -132,3 +132,9 @@ dua_tensor test_dev_view(dua_buffer *buf, dua_dtype dtype, int64_t b, int64_t h,
   test_attn_strides(t.strides, h, n, d, bnhd);
   return t;
 }
+
+dua_host_tensor test_host_tensor_new(int64_t s0, int64_t s1, int64_t s2, int64_t s3, int bnhd) {
+  float *data = malloc((size_t)(s0 * s1 * s2 * s3) * sizeof(float));
+  ck_assert_ptr_nonnull(data);
+  return test_host_view(data, s0, s1, s2, s3, bnhd);
+}

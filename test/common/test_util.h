@@ -34,6 +34,8 @@ void test_download(dua_buffer *buf, float *x, size_t n, dua_dtype dtype);
 
 /* Element strides of a (B, H, N, D) attention tensor stored as (B,H,N,D), or as (B,N,H,D) when bnhd. */
 void test_attn_strides(int64_t strides[4], int64_t heads, int64_t tokens, int64_t dim, int bnhd);
+/* A new host tensor (malloc'ed data) of logical shape (s0, s1, s2, s3), stored as (B,H,N,D) or (B,N,H,D). */
+dua_host_tensor test_host_tensor_new(int64_t s0, int64_t s1, int64_t s2, int64_t s3, int bnhd);
 /* Host and device views of such a tensor. */
 dua_host_tensor test_host_view(float *data, int64_t b, int64_t h, int64_t n, int64_t d, int bnhd);
 dua_tensor test_dev_view(dua_buffer *buf, dua_dtype dtype, int64_t b, int64_t h, int64_t n, int64_t d,

@@ -23,28 +23,6 @@ typedef test_rng rng;
 
 /* ---------------------------------------------------------------- host tensors */
 
-/* (s0, s1, s2, s3) logical shape stored contiguously as (B,H,N,D), or as (B,N,H,D) when bnhd */
-static dua_host_tensor tensor_new(int64_t s0, int64_t s1, int64_t s2, int64_t s3, int bnhd) {
-  dua_host_tensor t;
-  t.data = malloc((size_t)(s0 * s1 * s2 * s3) * sizeof(float));
-  ck_assert_ptr_nonnull(t.data);
-  t.shape[0] = s0;
-  t.shape[1] = s1;
-  t.shape[2] = s2;
-  t.shape[3] = s3;
-  t.strides[3] = 1;
-  if (bnhd) {
-    t.strides[1] = s3;
-    t.strides[2] = s1 * s3;
-    t.strides[0] = s1 * s2 * s3;
-  } else {
-    t.strides[2] = s3;
-    t.strides[1] = s2 * s3;
-    t.strides[0] = s1 * s2 * s3;
-  }
-  return t;
-}
-
 static float *elem(const dua_host_tensor *t, int64_t a, int64_t b, int64_t c, int64_t d) {
   return t->data + a * t->strides[0] + b * t->strides[1] + c * t->strides[2] + d * t->strides[3];
 }
@@ -144,9 +122,9 @@ static void compare_with_naive(const model *md, dua_layout *l, const float *lb, 
                                int bnhd, rng *r) {
   int32_t B = md->desc.batch, H = md->desc.heads, N = md->desc.seq_len;
   int32_t HKV = md->desc.kv_heads ? md->desc.kv_heads : H;
-  dua_host_tensor q = tensor_new(B, H, N, dh, bnhd), k = tensor_new(B, HKV, N, dh, bnhd);
-  dua_host_tensor v = tensor_new(B, HKV, N, dh, bnhd), o = tensor_new(B, H, N, dh, 0);
-  dua_host_tensor lse = tensor_new(B, H, N, 1, 0);
+  dua_host_tensor q = test_host_tensor_new(B, H, N, dh, bnhd), k = test_host_tensor_new(B, HKV, N, dh, bnhd);
+  dua_host_tensor v = test_host_tensor_new(B, HKV, N, dh, bnhd), o = test_host_tensor_new(B, H, N, dh, 0);
+  dua_host_tensor lse = test_host_tensor_new(B, H, N, 1, 0);
   tensor_random(&q, r);
   tensor_random(&k, r);
   tensor_random(&v, r);
@@ -314,9 +292,9 @@ static void check_chunked(int32_t n, int32_t blk, int block_diagonal, int causal
     d.depths = depths;
   dua_layout *l = create_ok(&d);
   int32_t dh = 8;
-  dua_host_tensor q = tensor_new(1, 2, n, dh, 0), k = tensor_new(1, 2, n, dh, 0),
-                  v = tensor_new(1, 2, n, dh, 0);
-  dua_host_tensor o = tensor_new(1, 2, n, dh, 0), lse = tensor_new(1, 2, n, 1, 0);
+  dua_host_tensor q = test_host_tensor_new(1, 2, n, dh, 0), k = test_host_tensor_new(1, 2, n, dh, 0),
+                  v = test_host_tensor_new(1, 2, n, dh, 0);
+  dua_host_tensor o = test_host_tensor_new(1, 2, n, dh, 0), lse = test_host_tensor_new(1, 2, n, 1, 0);
   tensor_random(&q, &r);
   tensor_random(&k, &r);
   tensor_random(&v, &r);
@@ -377,9 +355,9 @@ START_TEST(test_empty_rows) {
   int32_t counts[4] = {1, 0, 1, 2}, indices[16] = {0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1, 3, 0, 0};
   dua_layout *l = NULL;
   ck_assert_int_eq(dua_layout_create_from_lists(&d, counts, indices, &l, NULL, 0), DUA_SUCCESS);
-  dua_host_tensor q = tensor_new(1, 1, 64, 4, 0), k = tensor_new(1, 1, 64, 4, 0),
-                  v = tensor_new(1, 1, 64, 4, 0);
-  dua_host_tensor o = tensor_new(1, 1, 64, 4, 0), lse = tensor_new(1, 1, 64, 1, 0);
+  dua_host_tensor q = test_host_tensor_new(1, 1, 64, 4, 0), k = test_host_tensor_new(1, 1, 64, 4, 0),
+                  v = test_host_tensor_new(1, 1, 64, 4, 0);
+  dua_host_tensor o = test_host_tensor_new(1, 1, 64, 4, 0), lse = test_host_tensor_new(1, 1, 64, 1, 0);
   tensor_random(&q, &r);
   tensor_random(&k, &r);
   tensor_random(&v, &r);
@@ -449,10 +427,10 @@ START_TEST(test_gqa) {
   dua_layout *lg = create_ok(&d);
   d.kv_heads = 0;
   dua_layout *lm = create_ok(&d);
-  dua_host_tensor q = tensor_new(1, 4, 70, 12, 0), k = tensor_new(1, 2, 70, 12, 0),
-                  v = tensor_new(1, 2, 70, 12, 0);
-  dua_host_tensor k4 = tensor_new(1, 4, 70, 12, 0), v4 = tensor_new(1, 4, 70, 12, 0);
-  dua_host_tensor o = tensor_new(1, 4, 70, 12, 0), o4 = tensor_new(1, 4, 70, 12, 0);
+  dua_host_tensor q = test_host_tensor_new(1, 4, 70, 12, 0), k = test_host_tensor_new(1, 2, 70, 12, 0),
+                  v = test_host_tensor_new(1, 2, 70, 12, 0);
+  dua_host_tensor k4 = test_host_tensor_new(1, 4, 70, 12, 0), v4 = test_host_tensor_new(1, 4, 70, 12, 0);
+  dua_host_tensor o = test_host_tensor_new(1, 4, 70, 12, 0), o4 = test_host_tensor_new(1, 4, 70, 12, 0);
   tensor_random(&q, &r);
   tensor_random(&k, &r);
   tensor_random(&v, &r);
@@ -493,7 +471,7 @@ START_TEST(test_strides) {
   dua_host_tensor t[2][5];
   for (int s = 0; s < 2; s++)
     for (int x = 0; x < 5; x++)
-      t[s][x] = tensor_new(2, 3, 50, x == 4 ? 1 : 6, s);
+      t[s][x] = test_host_tensor_new(2, 3, 50, x == 4 ? 1 : 6, s);
   for (int x = 0; x < 3; x++) {
     tensor_random(&t[0][x], &r);
     for (int64_t b = 0; b < 2; b++)
@@ -529,9 +507,9 @@ START_TEST(test_level_bias_manual) {
   dua_layout_desc d = base_desc(32, 16);
   d.window = 2;
   dua_layout *l = create_ok(&d);
-  dua_host_tensor q = tensor_new(1, 1, 32, 2, 0), k = tensor_new(1, 1, 32, 2, 0),
-                  v = tensor_new(1, 1, 32, 2, 0);
-  dua_host_tensor o = tensor_new(1, 1, 32, 2, 0), lse = tensor_new(1, 1, 32, 1, 0);
+  dua_host_tensor q = test_host_tensor_new(1, 1, 32, 2, 0), k = test_host_tensor_new(1, 1, 32, 2, 0),
+                  v = test_host_tensor_new(1, 1, 32, 2, 0);
+  dua_host_tensor o = test_host_tensor_new(1, 1, 32, 2, 0), lse = test_host_tensor_new(1, 1, 32, 1, 0);
   for (int64_t i = 0; i < 32; i++) {
     *elem(&q, 0, 0, i, 0) = 0.5f + rng_float(&r) * 0.25f;
     *elem(&q, 0, 0, i, 1) = 0.0f;
@@ -555,7 +533,7 @@ START_TEST(test_level_bias_manual) {
     expect_close(*elem(&lse, 0, 0, i, 0), (float)log(sum), "lse", (size_t)i);
   }
   /* bias changes the result vs none */
-  dua_host_tensor o2 = tensor_new(1, 1, 32, 2, 0);
+  dua_host_tensor o2 = test_host_tensor_new(1, 1, 32, 2, 0);
   ck_assert_int_eq(dua_attention_reference(l, 0.0f, NULL, &q, &k, &v, &o2, NULL), DUA_SUCCESS);
   ck_assert(memcmp(o.data, o2.data, 32 * 2 * sizeof(float)) != 0);
   dua_layout_destroy(l);
@@ -588,9 +566,9 @@ START_TEST(test_invalid_shapes) {
   d.heads = 4;
   d.kv_heads = 2;
   dua_layout *l = create_ok(&d);
-  dua_host_tensor q = tensor_new(2, 4, 40, 8, 0), k = tensor_new(2, 2, 40, 8, 0),
-                  v = tensor_new(2, 2, 40, 8, 0);
-  dua_host_tensor o = tensor_new(2, 4, 40, 8, 0), lse = tensor_new(2, 4, 40, 1, 0);
+  dua_host_tensor q = test_host_tensor_new(2, 4, 40, 8, 0), k = test_host_tensor_new(2, 2, 40, 8, 0),
+                  v = test_host_tensor_new(2, 2, 40, 8, 0);
+  dua_host_tensor o = test_host_tensor_new(2, 4, 40, 8, 0), lse = test_host_tensor_new(2, 4, 40, 1, 0);
   tensor_random(&q, &r);
   tensor_random(&k, &r);
   tensor_random(&v, &r);

@@ -24,28 +24,6 @@ typedef test_rng rng;
 
 /* ---------------------------------------------------------------- host tensors */
 
-/* (s0, s1, s2, s3) logical shape stored contiguously as (B,H,N,D), or as (B,N,H,D) when bnhd */
-static dua_host_tensor tensor_new(int64_t s0, int64_t s1, int64_t s2, int64_t s3, int bnhd) {
-  dua_host_tensor t;
-  t.data = malloc((size_t)(s0 * s1 * s2 * s3) * sizeof(float));
-  ck_assert_ptr_nonnull(t.data);
-  t.shape[0] = s0;
-  t.shape[1] = s1;
-  t.shape[2] = s2;
-  t.shape[3] = s3;
-  t.strides[3] = 1;
-  if (bnhd) {
-    t.strides[1] = s3;
-    t.strides[2] = s1 * s3;
-    t.strides[0] = s1 * s2 * s3;
-  } else {
-    t.strides[2] = s3;
-    t.strides[1] = s2 * s3;
-    t.strides[0] = s1 * s2 * s3;
-  }
-  return t;
-}
-
 static size_t tensor_count(const dua_host_tensor *t) {
   return (size_t)(t->shape[0] * t->shape[1] * t->shape[2] * t->shape[3]);
 }
@@ -247,14 +225,14 @@ START_TEST(test_finite_differences) {
       lb[h * (l->max_depth + 1) + dhead[h]] = -INFINITY;
   const float *lbp = c->bias ? lb : NULL;
 
-  dua_host_tensor q = tensor_new(c->batch, c->heads, c->n, c->dh, 0);
-  dua_host_tensor k = tensor_new(c->batch, hkv, c->n, c->dh, 0),
-                  v = tensor_new(c->batch, hkv, c->n, c->dh, 0);
-  dua_host_tensor g = tensor_new(c->batch, c->heads, c->n, c->dh, 0),
-                  o = tensor_new(c->batch, c->heads, c->n, c->dh, 0);
-  dua_host_tensor dq = tensor_new(c->batch, c->heads, c->n, c->dh, 0);
-  dua_host_tensor dk = tensor_new(c->batch, hkv, c->n, c->dh, 0),
-                  dv = tensor_new(c->batch, hkv, c->n, c->dh, 0);
+  dua_host_tensor q = test_host_tensor_new(c->batch, c->heads, c->n, c->dh, 0);
+  dua_host_tensor k = test_host_tensor_new(c->batch, hkv, c->n, c->dh, 0),
+                  v = test_host_tensor_new(c->batch, hkv, c->n, c->dh, 0);
+  dua_host_tensor g = test_host_tensor_new(c->batch, c->heads, c->n, c->dh, 0),
+                  o = test_host_tensor_new(c->batch, c->heads, c->n, c->dh, 0);
+  dua_host_tensor dq = test_host_tensor_new(c->batch, c->heads, c->n, c->dh, 0);
+  dua_host_tensor dk = test_host_tensor_new(c->batch, hkv, c->n, c->dh, 0),
+                  dv = test_host_tensor_new(c->batch, hkv, c->n, c->dh, 0);
   tensor_random(&q, &r);
   tensor_random(&k, &r);
   tensor_random(&v, &r);
@@ -450,10 +428,10 @@ START_TEST(test_random_vs_dense) {
   const float *lbp = rng_int(&r, 0, 3) ? lb : NULL;
   float scale = rng_int(&r, 0, 1) ? 0.0f : 0.3f + (float)rng_int(&r, 0, 10) / 10.0f;
   int bi = rng_int(&r, 0, 1), bo = rng_int(&r, 0, 1);
-  dua_host_tensor q = tensor_new(B, H, N, dh, bi), k = tensor_new(B, HKV, N, dh, bi);
-  dua_host_tensor v = tensor_new(B, HKV, N, dh, bi), g = tensor_new(B, H, N, dh, bi);
-  dua_host_tensor dq = tensor_new(B, H, N, dh, bo), dk = tensor_new(B, HKV, N, dh, bo);
-  dua_host_tensor dv = tensor_new(B, HKV, N, dh, bo);
+  dua_host_tensor q = test_host_tensor_new(B, H, N, dh, bi), k = test_host_tensor_new(B, HKV, N, dh, bi);
+  dua_host_tensor v = test_host_tensor_new(B, HKV, N, dh, bi), g = test_host_tensor_new(B, H, N, dh, bi);
+  dua_host_tensor dq = test_host_tensor_new(B, H, N, dh, bo), dk = test_host_tensor_new(B, HKV, N, dh, bo);
+  dua_host_tensor dv = test_host_tensor_new(B, HKV, N, dh, bo);
   tensor_random(&q, &r);
   tensor_random(&k, &r);
   tensor_random(&v, &r);
@@ -530,7 +508,7 @@ START_TEST(test_strides) {
   dua_host_tensor t[2][7]; /* q k v do dq dk dv */
   for (int s = 0; s < 2; s++)
     for (int x = 0; x < 7; x++)
-      t[s][x] = tensor_new(2, x == 1 || x == 2 || x == 5 || x == 6 ? 2 : 4, 50, 6, s);
+      t[s][x] = test_host_tensor_new(2, x == 1 || x == 2 || x == 5 || x == 6 ? 2 : 4, 50, 6, s);
   for (int x = 0; x < 4; x++) {
     tensor_random(&t[0][x], &r);
     for (int64_t b = 0; b < 2; b++)
@@ -598,10 +576,10 @@ START_TEST(test_invalid_shapes) {
   d.kv_heads = 2;
   d.arity = 2;
   dua_layout *l = create_ok(&d);
-  dua_host_tensor q = tensor_new(2, 4, 40, 8, 0), k = tensor_new(2, 2, 40, 8, 0),
-                  v = tensor_new(2, 2, 40, 8, 0);
-  dua_host_tensor g = tensor_new(2, 4, 40, 8, 0), dq = tensor_new(2, 4, 40, 8, 0);
-  dua_host_tensor dk = tensor_new(2, 2, 40, 8, 0), dv = tensor_new(2, 2, 40, 8, 0);
+  dua_host_tensor q = test_host_tensor_new(2, 4, 40, 8, 0), k = test_host_tensor_new(2, 2, 40, 8, 0),
+                  v = test_host_tensor_new(2, 2, 40, 8, 0);
+  dua_host_tensor g = test_host_tensor_new(2, 4, 40, 8, 0), dq = test_host_tensor_new(2, 4, 40, 8, 0);
+  dua_host_tensor dk = test_host_tensor_new(2, 2, 40, 8, 0), dv = test_host_tensor_new(2, 2, 40, 8, 0);
   tensor_random(&q, &r);
   tensor_random(&k, &r);
   tensor_random(&v, &r);
