@@ -1,0 +1,111 @@
+/* dua_train.h: public API of dua's trainer (shared/DESIGN.md section 7) and of routing files.
+ *
+ * A small GPT-style model whose dense math runs on CLBlast and whose attention runs on dua's block-sparse
+ * kernels learns per-head routing depths; the routing file it writes drives the inference kernels.
+ * Same conventions as dua.h (status codes, NULL-safe destroy, nothing printed, nothing half-written).
+ * Kept apart from dua.h so that applications that only run attention never see the trainer's types.
+ */
+#ifndef DUA_TRAIN_H
+#define DUA_TRAIN_H
+
+#include "dua.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- configuration */
+
+typedef enum dua_task_kind {
+  DUA_TASK_DYCK = 0,   /* Dyck-k: classify the closer required at the end of a prefix */
+  DUA_TASK_LISTOPS = 1 /* ListOps: value (0-9) of a nested MIN/MAX/MED/SUMMOD expression */
+} dua_task_kind;
+
+typedef enum dua_routing_mode {
+  DUA_ROUTING_DENSE = 0, /* every head dense (depth 0) */
+  DUA_ROUTING_NATIVE = 1 /* per-head per-level Gumbel-Sigmoid gates as a level bias, then hard depths */
+} dua_routing_mode;
+
+typedef enum dua_lr_decay { DUA_DECAY_COSINE = 0, DUA_DECAY_LINEAR = 1 } dua_lr_decay;
+
+/* Everything that defines a training run; recorded in the checkpoint. dua_trainer_config_init fills
+ * the defaults (the paper's Dyck-2 setup); dua_trainer_config_validate names the first bad field. */
+typedef struct dua_trainer_config {
+  /* task */
+  int32_t task;           /* dua_task_kind */
+  int32_t seq_len;        /* S: tokens per example (>= 8); examples longer than S are never generated */
+  int32_t dyck_kinds;     /* k of Dyck-k (bracket pairs), 1..8 */
+  int32_t dyck_max_depth; /* deepest nesting, >= 1 */
+  int32_t test_size;      /* held-out examples (de-duplicated against training), >= 1 */
+  /* model */
+  int32_t layers;    /* >= 1 */
+  int32_t width;     /* C: model width; C / heads must be 32, 64, 96 or 128 */
+  int32_t heads;     /* attention heads */
+  int32_t mlp_ratio; /* MLP hidden = mlp_ratio * C */
+  /* routing */
+  int32_t mode;             /* dua_routing_mode */
+  int32_t block;            /* BLK: 16..256, power of two */
+  int32_t arity;            /* tree arity p >= 2 */
+  int32_t window;           /* token window W >= 0 (OR'd with the tree) */
+  int32_t sink;             /* sink keys S >= 0 */
+  int32_t shift_alternate;  /* 1 = odd layers use block shift g/2 at their depth (Swin-style), 0 = none */
+  float tau_start, tau_end; /* Gumbel-Sigmoid temperature, annealed linearly */
+  float tau_frac;           /* fraction of the steps over which tau anneals (0..1] */
+  float hard_frac;          /* fraction of the steps after which depths are fixed (native mode), (0..1] */
+  float gate_init;          /* initial gate logit (negative = start dense) */
+  float gate_lr_scale;      /* gate learning rate = lr * gate_lr_scale */
+  float density_weight;     /* penalty weight on expected density above density_target; 0 = none */
+  float density_target;     /* (0..1] */
+  float skip_bias;          /* level-bias cut-off (< 0) below which blocks are skipped while training */
+  /* optimisation */
+  int32_t batch;   /* examples per step */
+  int32_t steps;   /* total optimizer steps */
+  int32_t warmup;  /* linear warm-up steps */
+  int32_t decay;   /* dua_lr_decay */
+  float lr;        /* peak learning rate */
+  float lr_min;    /* final learning rate as a fraction of lr, [0..1] */
+  float weight_decay, beta1, beta2, adam_eps;
+  float grad_clip; /* global gradient-norm clip, 0 = none */
+  uint64_t seed;   /* data, initialization and Gumbel noise */
+  int32_t eval_every; /* steps between evaluations, 0 = only at the end */
+  int32_t reserved[15]; /* zero */
+} dua_trainer_config;
+
+DUA_API void dua_trainer_config_init(dua_trainer_config *config);
+/* DUA_ERROR_INVALID_ARGUMENT with the field, its value and the allowed range in error. */
+DUA_API dua_status dua_trainer_config_validate(const dua_trainer_config *config, char *error,
+                                               size_t error_size);
+
+/* ---------------------------------------------------------------- routing files */
+
+/* Per layer and head: what the inference kernels run (a dua_layout_desc per layer follows from it). */
+typedef struct dua_routing_head {
+  int32_t depth; /* 0..D (D from seq_len, block, arity) */
+  int32_t arity;
+  int32_t block;
+  int32_t window;
+  int32_t sink;
+  int32_t shift; /* block shift s */
+} dua_routing_head;
+
+typedef struct dua_routing {
+  int32_t layers;
+  int32_t heads;
+  int32_t seq_len;
+  int32_t causal;
+  dua_routing_head *head; /* [layers * heads], row-major (layer, head) */
+} dua_routing;
+
+/* JSON file; written to a temporary name then renamed. Loading is strict: a missing, extra, wrong-typed
+ * or out-of-range field, or a truncated file, gives DUA_ERROR_CORRUPT_FILE naming the entry. */
+DUA_API dua_status dua_routing_save(const char *path, const dua_routing *routing, char *error,
+                                    size_t error_size);
+DUA_API dua_status dua_routing_load(const char *path, dua_routing *routing, char *error, size_t error_size);
+/* Frees routing->head (NULL-safe) and zeroes the struct. */
+DUA_API void dua_routing_free(dua_routing *routing);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DUA_TRAIN_H */
