@@ -73,7 +73,8 @@ dua_status dua_op_gelu_backward(dua_ops *ops, dua_span dinp, dua_span inp, dua_s
  *   logits [R, V]; targets: host int32 [R], each in [0, V) or == ignore_index (uploaded by the op).
  *   losses [R]: -log softmax(logits[r])[target] (0 for ignored rows);
  *   dlogits [R, V] = (softmax - onehot(target)) * grad_scale (0 rows for ignored; OVERWRITTEN, may alias
- *   logits); predictions [R] (int32 span, may have buf == NULL): argmax of logits[r] (lowest index on ties). */
+ *   logits exactly; buf == NULL: no gradient, e.g. for evaluation); predictions [R] (int32 span, may have
+ *   buf == NULL): argmax of logits[r] (lowest index on ties). */
 dua_status dua_op_crossentropy(dua_ops *ops, dua_span losses, dua_span dlogits, dua_span predictions,
                                dua_span logits, const int32_t *targets, int ignore_index, float grad_scale,
                                int R, int V);
