@@ -366,6 +366,83 @@ DUA_API dua_status dua_attention_backward_reference(const dua_layout *layout, fl
                                                     const dua_host_tensor *dk, const dua_host_tensor *dv,
                                                     float *d_level_bias);
 
+/* ---------------------------------------------------------------- kv cache and decode */
+
+/* Paged KV cache for generation. A pool of `num_pages` pages; a page holds `page_tokens` consecutive tokens
+ * of one sequence, for every layer and every KV head (device storage per layer:
+ * [num_pages][kv_heads][page_tokens][head_dim], K and V apart). Each sequence has a block table (page of
+ * its tokens [i*P, (i+1)*P)), shared by all layers and kept on the device; each (sequence, layer) has its
+ * own length. Pages are taken from the pool when an append needs them and given back when no sequence uses
+ * them any more; a forked sequence shares its parent's pages until one of them writes into a shared page
+ * (copy on write, of that page only).
+ *
+ * Pages and layout blocks: any power of two 16..256 for both. dua_decode skips in units of
+ * min(page_tokens, layout block, decode tile) tokens, so a skipped layout block never costs a page read:
+ * with page_tokens <= block every skipped block skips block/page_tokens whole pages; with larger pages only
+ * the visible blocks inside a page are read.
+ *
+ * Capacity: an append that needs more pages than are free, or that would grow a sequence past
+ * max_tokens, and a dua_kv_seq_add/fork without a free sequence slot, return DUA_ERROR_CAPACITY and
+ * change nothing (no page taken, no token written, no length changed). */
+#define DUA_ERROR_CAPACITY ((dua_status)-2010) /* a KV cache has no free page or sequence slot left */
+
+typedef struct dua_kv_cache_desc {
+  int32_t layers;      /* > 0 */
+  int32_t kv_heads;    /* Hkv > 0 */
+  int32_t head_dim;    /* 32, 64, 96 or 128 */
+  int32_t page_tokens; /* P: power of two 16..256 */
+  int32_t num_pages;   /* pages in the pool (> 0); device memory: 2*layers*num_pages*Hkv*P*head_dim*dtype */
+  int32_t max_seqs;    /* sequence slots (> 0); ids are 0 .. max_seqs-1 */
+  int32_t max_tokens;  /* most tokens one sequence may hold (> 0; sizes the block tables) */
+  dua_dtype dtype;     /* storage: DUA_F32 or DUA_F16 */
+  uint32_t page_order_seed; /* 0: free pages are handed out lowest first; else in a pseudo-random order
+                             * from this seed (block tables then look like a long-running server's) */
+  int32_t reserved[7];      /* zero */
+} dua_kv_cache_desc;
+
+typedef struct dua_kv_cache dua_kv_cache;
+
+/* Allocates the pool on ctx's device (one K and one V buffer per layer, each within the device's largest
+ * allocation). The cache belongs to ctx: use it only with ctx, destroy it before ctx. */
+DUA_API dua_status dua_kv_cache_create(dua_context *ctx, const dua_kv_cache_desc *desc, dua_kv_cache **out);
+/* Waits for the cache's queued work, then frees it. NULL-safe. */
+DUA_API void dua_kv_cache_destroy(dua_kv_cache *cache);
+
+/* A new empty sequence in the lowest free slot: *seq receives its id. */
+DUA_API dua_status dua_kv_seq_add(dua_kv_cache *cache, int32_t *seq);
+/* A new sequence *dst holding the same tokens as src (its pages shared, copied on write). */
+DUA_API dua_status dua_kv_seq_fork(dua_kv_cache *cache, int32_t src, int32_t *dst);
+/* Frees a sequence and gives back the pages no other sequence uses. */
+DUA_API dua_status dua_kv_seq_free(dua_kv_cache *cache, int32_t seq);
+/* Tokens that sequence seq holds at layer `layer`. */
+DUA_API dua_status dua_kv_seq_length(const dua_kv_cache *cache, int32_t seq, int32_t layer, int32_t *length);
+/* Pages in the pool that no sequence uses. */
+DUA_API dua_status dua_kv_cache_free_pages(const dua_kv_cache *cache, int32_t *free_pages);
+
+/* Appends T new tokens to each of n sequences at one layer: k and v are (n, Hkv, T, head_dim) tensors of
+ * ctx (fp32 or fp16, converted to the cache's dtype; head_dim contiguous); row i goes to sequence seqs[i],
+ * at positions length .. length+T-1 of that layer. seqs must be distinct live sequences. Pages are taken
+ * as needed (all or nothing: DUA_ERROR_CAPACITY when the pool or max_tokens cannot hold them). Queued on
+ * the context's queue; does not wait. */
+DUA_API dua_status dua_kv_append(dua_kv_cache *cache, int32_t layer, int32_t n, const int32_t *seqs,
+                                 const dua_tensor *k, const dua_tensor *v);
+
+/* Attention of T (1..4) new query tokens per sequence against the cache of one layer.
+ *   q, o:  (S, Hq, T, head_dim), fp32 or fp16 (the same for both; independent of the cache's dtype)
+ *   lse:   (S, Hq, T, 1) fp32 (natural log; -inf where nothing is visible), or NULL
+ *   seqs:  [S] live sequences (repeats allowed); sequence s of length L (at this layer) puts query token i
+ *          at position L - T + i, so the T tokens must have been appended first (dua_kv_append).
+ * Semantics: query position t of sequence s gets exactly row t of dua_attention_forward on that sequence's
+ * tokens with this layout (positional or content tree per head, window, sink, level bias), which must be
+ * causal (layout causal = 1) and have seq_len N >= every L, kv_heads = the cache's, heads = Hq, and batch
+ * = S (batch b routes sequence seqs[b]) or 1 (one routing for all). List layouts and DUA_ALGO_NAIVE/LIST
+ * are not supported (DUA_ERROR_UNSUPPORTED). A position < 0 (L < T, e.g. L = 0) gives O = 0 and
+ * LSE = -inf. Only key units holding a visible key are read; the query heads of a GQA group share each
+ * load. Long contexts are split across work-groups and merged through the LSE. Queued; does not wait. */
+DUA_API dua_status dua_decode(dua_context *ctx, dua_kv_cache *cache, int32_t layer, dua_layout *layout,
+                              const dua_attention_params *params, const int32_t *seqs, const dua_tensor *q,
+                              const dua_tensor *o, const dua_tensor *lse);
+
 #ifdef __cplusplus
 }
 #endif

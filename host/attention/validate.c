@@ -15,6 +15,25 @@ dua_status dua_check_shape(dua_context *ctx, const char *fn, const dua_tensor *t
   return DUA_SUCCESS;
 }
 
+/* The level bias of a rule layout: fp32 (heads, max_depth + 1, 1, 1) with contiguous levels. */
+dua_status dua_check_level_bias(dua_context *ctx, const char *fn, const dua_layout *l, const dua_tensor *bt) {
+  dua_status st;
+  if (l->kind == DUA_LAYOUT_LIST)
+    return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
+                    "%s: params.level_bias needs a rule layout (lists have no tree levels)", fn);
+  if ((st = dua_tensor_check(ctx, bt, "level_bias")) != DUA_SUCCESS ||
+      (st = dua_check_shape(ctx, fn, bt, "level_bias", l->heads, l->max_depth + 1, 1, 1)) != DUA_SUCCESS)
+    return st;
+  if ((uint64_t)bt->strides[0] * (uint64_t)(l->heads - 1) > (uint64_t)INT32_MAX)
+    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
+                    "%s: level_bias.strides[0] = %lld is too large for 32-bit indexing", fn,
+                    (long long)bt->strides[0]);
+  if (bt->dtype != DUA_F32 || bt->strides[1] != 1)
+    return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
+                    "%s: level_bias must be DUA_F32 with contiguous levels (strides[1] = 1)", fn);
+  return DUA_SUCCESS;
+}
+
 /* Everything an entry point must refuse before touching an output. */
 dua_status dua_attention_validate(dua_context *ctx, const char *fn, const dua_layout *l,
                                   const dua_attention_params *p, const dua_tensor *q, const dua_tensor *k,
@@ -60,22 +79,8 @@ dua_status dua_attention_validate(dua_context *ctx, const char *fn, const dua_la
                     "%s: params.algo = DUA_ALGO_RULE but the layout was made from lists", fn);
   if (l->kind == DUA_LAYOUT_LIST && p->algo == DUA_ALGO_NAIVE)
     return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "%s: the naive baseline needs a rule layout", fn);
-  if (p->level_bias) {
-    const dua_tensor *bt = p->level_bias;
-    if (l->kind == DUA_LAYOUT_LIST)
-      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
-                      "%s: params.level_bias needs a rule layout (lists have no tree levels)", fn);
-    if ((st = dua_tensor_check(ctx, bt, "level_bias")) != DUA_SUCCESS ||
-        (st = dua_check_shape(ctx, fn, bt, "level_bias", l->heads, l->max_depth + 1, 1, 1)) != DUA_SUCCESS)
-      return st;
-    if ((uint64_t)bt->strides[0] * (uint64_t)(l->heads - 1) > (uint64_t)INT32_MAX)
-      return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
-                      "%s: level_bias.strides[0] = %lld is too large for 32-bit indexing", fn,
-                      (long long)bt->strides[0]);
-    if (bt->dtype != DUA_F32 || bt->strides[1] != 1)
-      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
-                      "%s: level_bias must be DUA_F32 with contiguous levels (strides[1] = 1)", fn);
-  }
+  if (p->level_bias && (st = dua_check_level_bias(ctx, fn, l, p->level_bias)) != DUA_SUCCESS)
+    return st;
   if (p->algo == DUA_ALGO_NAIVE) {
     double bytes = 4.0 * (double)l->batch * l->heads * (double)l->seq_len * l->seq_len;
     if (bytes > (double)ctx->info.max_alloc_bytes)

@@ -53,6 +53,8 @@ const char *dua_cl_error_name(cl_int code) {
 }
 
 const char *dua_status_string(dua_status status) {
+  if (status == DUA_ERROR_CAPACITY) /* declared with the KV cache, outside the enum */
+    return "KV cache capacity exhausted (no free page or sequence slot)";
   switch (status) {
   case DUA_SUCCESS:
     return "success";
