@@ -1,0 +1,527 @@
+/* test_tasks.c: unit tests of the task generators and the batch loader. Every Dyck example is checked by a
+ * stack-based recognizer written here, every ListOps example by a recursive evaluator written here (both
+ * independent of the generators); training batches are a pure function of (seed, step), never contain a
+ * test example (also in a small example space where collisions are frequent), and the loader hands out
+ * exactly what dua_task_train_batch computes. Length, depth and answer-class histograms are printed. */
+#include "dua_train.h"
+#include "test_util.h"
+#include "train/task.h"
+#include "train/task_internal.h" /* the raw generators, to show how often a draw hits the test set */
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Check records every passing ck_assert (a write to the parent per call): in loops over many thousands of
+ * examples, test with a plain if and report only failures. */
+#define REQUIRE(cond, ...)                                                                                   \
+  do {                                                                                                       \
+    if (!(cond))                                                                                             \
+      ck_abort_msg(__VA_ARGS__);                                                                             \
+  } while (0)
+
+static dua_trainer_config dyck_config(int32_t seq_len, int32_t kinds, int32_t max_depth, int32_t test_size,
+                                      uint64_t seed) {
+  dua_trainer_config c;
+  dua_trainer_config_init(&c);
+  c.task = DUA_TASK_DYCK;
+  c.seq_len = seq_len;
+  c.dyck_kinds = kinds;
+  c.dyck_max_depth = max_depth;
+  c.test_size = test_size;
+  c.seed = seed;
+  return c;
+}
+
+static dua_trainer_config listops_config(int32_t seq_len, int32_t test_size, uint64_t seed) {
+  dua_trainer_config c;
+  dua_trainer_config_init(&c);
+  c.task = DUA_TASK_LISTOPS;
+  c.seq_len = seq_len;
+  c.test_size = test_size;
+  c.seed = seed;
+  return c;
+}
+
+static dua_task *make_task(const dua_trainer_config *c) {
+  dua_task *t = NULL;
+  char err[512] = "";
+  dua_status st = dua_task_create(c, &t, err, sizeof err);
+  REQUIRE(st == DUA_SUCCESS, "dua_task_create: %s", err);
+  ck_assert_ptr_nonnull(t);
+  return t;
+}
+
+/* ---------------------------------------------------------------- histograms */
+
+#define HMAX 160
+typedef struct histo {
+  long length[HMAX], depth[HMAX], cls[HMAX];
+  long examples, nested, closer_last;
+} histo;
+
+static void print_histo(const char *title, const histo *h, const dua_task *t, int32_t seq_len) {
+  fprintf(stderr, "%s: %ld examples\n  length:", title, h->examples);
+  for (int i = 0; i <= seq_len && i < HMAX; i++)
+    if (h->length[i])
+      fprintf(stderr, " %d:%ld", i, h->length[i]);
+  fprintf(stderr, "\n  depth:");
+  for (int i = 0; i < HMAX; i++)
+    if (h->depth[i])
+      fprintf(stderr, " %d:%ld", i, h->depth[i]);
+  fprintf(stderr, "\n  answer class:");
+  for (int i = 0; i < HMAX; i++)
+    if (h->cls[i])
+      fprintf(stderr, " %s:%ld (%.1f%%)", dua_task_token_name(t, i), h->cls[i],
+              100.0 * h->cls[i] / h->examples);
+  if (h->nested)
+    fprintf(stderr, "\n  nested (depth >= 2): %.1f%%", 100.0 * h->nested / h->examples);
+  if (h->closer_last)
+    fprintf(stderr, "\n  prefix ends on a closer: %.1f%%", 100.0 * h->closer_last / h->examples);
+  fprintf(stderr, "\n");
+}
+
+/* ---------------------------------------------------------------- Dyck checker */
+
+/* Checks one Dyck-k example from first principles; adds it to h. */
+static void check_dyck(const int32_t *tok, const int32_t *tgt, int32_t S, int32_t k, int32_t max_depth,
+                       histo *h, const char *where) {
+  int32_t answer_pos = -1;
+  for (int32_t i = 0; i < S; i++)
+    if (tgt[i] != DUA_IGNORE) {
+      REQUIRE(answer_pos < 0, "%s: two scored positions (%d and %d)", where, answer_pos, i);
+      answer_pos = i;
+    }
+  REQUIRE(answer_pos >= 0, "%s: no scored position", where);
+  int32_t len = answer_pos + 1;
+  REQUIRE(len <= S - 1, "%s: prefix of %d tokens exceeds seq_len - 1 = %d", where, len, S - 1);
+  for (int32_t i = len; i < S; i++)
+    REQUIRE(tok[i] == 0, "%s: token %d after the answer is %d, not PAD", where, i, tok[i]);
+  int32_t stack[1024], depth = 0, deepest = 0;
+  for (int32_t i = 0; i < len; i++) {
+    int32_t x = tok[i];
+    REQUIRE(x >= 1 && x <= 2 * k, "%s: token %d = %d is not a bracket", where, i, x);
+    if (x <= k) { /* opener of kind x - 1 */
+      REQUIRE(depth < 1024, "%s: nesting beyond the checker's stack", where);
+      stack[depth++] = x - 1;
+      if (depth > deepest)
+        deepest = depth;
+    } else {
+      REQUIRE(depth > 0, "%s: closer at %d with nothing open", where, i);
+      REQUIRE(stack[depth - 1] == x - k - 1, "%s: closer %d at %d does not match the open kind %d", where, x,
+              i, stack[depth - 1]);
+      depth--;
+    }
+  }
+  REQUIRE(depth >= 1, "%s: no bracket open at the end", where);
+  REQUIRE(deepest <= max_depth, "%s: nesting %d exceeds dyck_max_depth %d", where, deepest, max_depth);
+  int32_t want = k + 1 + stack[depth - 1];
+  REQUIRE(tgt[answer_pos] == want, "%s: target %d, the required closer is %d", where, tgt[answer_pos], want);
+  if (h) {
+    h->examples++;
+    h->length[len < HMAX ? len : HMAX - 1]++;
+    h->depth[deepest < HMAX ? deepest : HMAX - 1]++;
+    h->cls[want]++;
+    h->closer_last += tok[answer_pos] > k;
+  }
+}
+
+/* ---------------------------------------------------------------- ListOps evaluator */
+
+enum {
+  L_PAD = 0,
+  L_D0 = 1,
+  L_OPEN = 11,
+  L_MIN = 12,
+  L_MAX = 13,
+  L_MED = 14,
+  L_SUMMOD = 15,
+  L_CLOSE = 16,
+  L_EQ = 17
+};
+
+typedef struct parser {
+  const int32_t *tok;
+  int32_t len, pos, depth, deepest;
+  const char *where;
+} parser;
+
+static int cmp_int(const void *a, const void *b) {
+  int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+  return (x > y) - (x < y);
+}
+
+static int32_t parse_value(parser *p) {
+  REQUIRE(p->pos < p->len, "%s: expression runs off the end", p->where);
+  int32_t x = p->tok[p->pos++];
+  if (x >= L_D0 && x < L_D0 + 10)
+    return x - L_D0;
+  REQUIRE(x == L_OPEN, "%s: token %d at %d is neither a digit nor '['", p->where, x, p->pos - 1);
+  p->depth++;
+  if (p->depth > p->deepest)
+    p->deepest = p->depth;
+  REQUIRE(p->pos < p->len, "%s: '[' at the end", p->where);
+  int32_t op = p->tok[p->pos++];
+  REQUIRE(op >= L_MIN && op <= L_SUMMOD, "%s: '[' followed by %d, not an operator", p->where, op);
+  int32_t v[64], n = 0;
+  while (p->pos < p->len && p->tok[p->pos] != L_CLOSE) {
+    REQUIRE(n < 64, "%s: more than 64 arguments", p->where);
+    v[n++] = parse_value(p);
+  }
+  REQUIRE(p->pos < p->len, "%s: missing ']'", p->where);
+  p->pos++;
+  p->depth--;
+  REQUIRE(n >= 2 && n <= 4, "%s: operator with %d arguments", p->where, n);
+  int32_t r = 0;
+  switch (op) {
+  case L_MIN:
+    r = 9;
+    for (int32_t i = 0; i < n; i++)
+      r = v[i] < r ? v[i] : r;
+    break;
+  case L_MAX:
+    r = 0;
+    for (int32_t i = 0; i < n; i++)
+      r = v[i] > r ? v[i] : r;
+    break;
+  case L_MED:
+    qsort(v, (size_t)n, sizeof v[0], cmp_int);
+    r = v[(n - 1) / 2];
+    break;
+  default:
+    for (int32_t i = 0; i < n; i++)
+      r += v[i];
+    r %= 10;
+  }
+  return r;
+}
+
+static void check_listops(const int32_t *tok, const int32_t *tgt, int32_t S, histo *h, const char *where) {
+  int32_t eq = -1;
+  for (int32_t i = 0; i < S; i++)
+    if (tok[i] == L_EQ) {
+      REQUIRE(eq < 0, "%s: two '='", where);
+      eq = i;
+    }
+  REQUIRE(eq >= 0, "%s: no '='", where);
+  REQUIRE(tok[0] == L_OPEN, "%s: does not start with '['", where);
+  parser p = {tok, eq, 0, 0, 0, where};
+  int32_t value = parse_value(&p);
+  REQUIRE(p.pos == eq, "%s: tokens between the expression's end (%d) and '=' (%d)", where, p.pos, eq);
+  REQUIRE(p.deepest <= 5, "%s: depth %d > 5", where, p.deepest);
+  for (int32_t i = eq + 1; i < S; i++)
+    REQUIRE(tok[i] == L_PAD, "%s: token %d after '=' is %d, not PAD", where, i, tok[i]);
+  for (int32_t i = 0; i < S; i++)
+    REQUIRE(tgt[i] == (i == eq ? L_D0 + value : DUA_IGNORE), "%s: target %d = %d (value %d at '=' %d)", where,
+            i, tgt[i], value, eq);
+  if (h) {
+    h->examples++;
+    h->length[eq + 1 < HMAX ? eq + 1 : HMAX - 1]++;
+    h->depth[p.deepest]++;
+    h->cls[L_D0 + value]++;
+    h->nested += p.deepest >= 2;
+  }
+}
+
+/* ---------------------------------------------------------------- checks over a task */
+
+static void check_example(const dua_trainer_config *c, const int32_t *tok, const int32_t *tgt, histo *h,
+                          const char *where) {
+  if (c->task == DUA_TASK_DYCK)
+    check_dyck(tok, tgt, c->seq_len, c->dyck_kinds, c->dyck_max_depth, h, where);
+  else
+    check_listops(tok, tgt, c->seq_len, h, where);
+}
+
+/* Sorted copy of the test set, for membership by binary search. */
+static int32_t sort_len;
+static int cmp_row(const void *a, const void *b) {
+  return memcmp(a, b, (size_t)sort_len * 4);
+}
+
+/* Checks the test set (distinct, every example valid) and `steps` training batches (valid, none in the
+ * test set); returns the number of training examples that were in the test set (0) and fills histograms. */
+static void check_task(const dua_trainer_config *c, int steps, int32_t batch, histo *test_h, histo *train_h,
+                       double *raw_hit_rate) {
+  dua_task *t = make_task(c);
+  const int32_t S = c->seq_len, n = dua_task_test_size(t);
+  ck_assert_int_eq(n, c->test_size);
+  int32_t *tt = malloc((size_t)n * S * 4), *tg = malloc((size_t)n * S * 4);
+  int32_t *bt = malloc((size_t)batch * S * 4), *bg = malloc((size_t)batch * S * 4);
+  REQUIRE(tt && tg && bt && bg, "out of memory");
+  /* in two pieces, to exercise first/count */
+  dua_task_test_examples(t, 0, n / 2, tt, tg);
+  dua_task_test_examples(t, n / 2, n - n / 2, tt + (size_t)(n / 2) * S, tg + (size_t)(n / 2) * S);
+  char where[96];
+  for (int32_t i = 0; i < n; i++) {
+    snprintf(where, sizeof where, "test example %d", i);
+    check_example(c, tt + (size_t)i * S, tg + (size_t)i * S, test_h, where);
+  }
+  sort_len = S;
+  qsort(tt, (size_t)n, (size_t)S * 4, cmp_row);
+  for (int32_t i = 1; i < n; i++)
+    REQUIRE(memcmp(tt + (size_t)(i - 1) * S, tt + (size_t)i * S, (size_t)S * 4) != 0,
+            "the test set holds an example twice");
+  for (int step = 0; step < steps; step++) {
+    dua_task_train_batch(t, (uint64_t)step, batch, bt, bg);
+    for (int32_t i = 0; i < batch; i++) {
+      snprintf(where, sizeof where, "step %d example %d", step, i);
+      check_example(c, bt + (size_t)i * S, bg + (size_t)i * S, train_h, where);
+      REQUIRE(bsearch(bt + (size_t)i * S, tt, (size_t)n, (size_t)S * 4, cmp_row) == NULL,
+              "%s equals a test example", where);
+    }
+  }
+  if (raw_hit_rate) { /* the share of undeduplicated draws that are test examples */
+    dua_task_rng r;
+    dua_task_rng_seed(&r, test_seed());
+    int hits = 0;
+    for (int i = 0; i < 20000; i++) {
+      if (c->task == DUA_TASK_DYCK)
+        dua_dyck_generate(c, &r, bt, bg);
+      else
+        dua_listops_generate(c, &r, bt, bg);
+      hits += bsearch(bt, tt, (size_t)n, (size_t)S * 4, cmp_row) != NULL;
+    }
+    *raw_hit_rate = hits / 20000.0;
+  }
+  free(tt);
+  free(tg);
+  free(bt);
+  free(bg);
+  dua_task_destroy(t);
+}
+
+START_TEST(test_dyck_default) {
+  dua_trainer_config c;
+  dua_trainer_config_init(&c);
+  c.seed = test_seed();
+  static histo test_h, train_h;
+  memset(&test_h, 0, sizeof test_h);
+  memset(&train_h, 0, sizeof train_h);
+  check_task(&c, 2000, 64, &test_h, &train_h, NULL); /* a whole default run */
+  dua_task *t = make_task(&c);
+  ck_assert_int_eq(dua_task_vocab_size(t), 5);
+  ck_assert_str_eq(dua_task_token_name(t, 0), "PAD");
+  ck_assert_str_eq(dua_task_token_name(t, 1), "(");
+  ck_assert_str_eq(dua_task_token_name(t, 4), "]");
+  ck_assert_str_eq(dua_task_token_name(t, 5), "?");
+  print_histo("Dyck-2 S=32 max depth 8, test set", &test_h, t, c.seq_len);
+  print_histo("Dyck-2 S=32 max depth 8, 2000 train batches of 64", &train_h, t, c.seq_len);
+  dua_task_destroy(t);
+  /* varied: many lengths and depths, both answers common, most prefixes end on a closer */
+  int lengths = 0, depths = 0;
+  for (int i = 0; i < HMAX; i++) {
+    lengths += train_h.length[i] > 0;
+    depths += train_h.depth[i] > 0;
+  }
+  ck_assert_int_ge(lengths, 25);
+  ck_assert_int_ge(depths, 7);
+  ck_assert(train_h.cls[3] > train_h.examples / 3 && train_h.cls[4] > train_h.examples / 3);
+  ck_assert(train_h.closer_last > train_h.examples / 2);
+}
+END_TEST
+
+/* Other shapes: Dyck-1, Dyck-8 with deep nesting, the shortest sequences. */
+START_TEST(test_dyck_shapes) {
+  static const int32_t shapes[][4] = {/* seq_len, kinds, max depth, test size */
+                                      {16, 1, 4, 25},
+                                      {64, 8, 20, 1000},
+                                      {8, 2, 7, 12},
+                                      {128, 3, 1, 500},
+                                      {256, 4, 64, 300}};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    dua_trainer_config c =
+        dyck_config(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], test_seed() + s);
+    check_task(&c, 40, 32, NULL, NULL, NULL);
+  }
+}
+END_TEST
+
+START_TEST(test_listops) {
+  static const int32_t lengths[] = {128, 32, 8, 512};
+  for (size_t s = 0; s < sizeof lengths / sizeof lengths[0]; s++) {
+    /* S = 8 only has room for flat expressions: a few thousand, mostly of 2 arguments */
+    dua_trainer_config c = listops_config(lengths[s], lengths[s] == 8 ? 200 : 2000, test_seed() + 7 * s);
+    static histo test_h, train_h;
+    memset(&test_h, 0, sizeof test_h);
+    memset(&train_h, 0, sizeof train_h);
+    check_task(&c, lengths[s] >= 128 ? 300 : 1000, 64, &test_h, &train_h, NULL);
+    dua_task *t = make_task(&c);
+    ck_assert_int_eq(dua_task_vocab_size(t), 18);
+    ck_assert_str_eq(dua_task_token_name(t, 15), "SUMMOD");
+    ck_assert_str_eq(dua_task_token_name(t, 17), "=");
+    ck_assert_str_eq(dua_task_token_name(t, -1), "?");
+    char title[96];
+    snprintf(title, sizeof title, "ListOps S=%d, train batches", (int)lengths[s]);
+    print_histo(title, &train_h, t, c.seq_len);
+    dua_task_destroy(t);
+    if (lengths[s] >= 32) /* room to nest: most examples are nested, all depths occur */
+      ck_assert(train_h.nested > train_h.examples * 3 / 4);
+    if (lengths[s] >= 32)
+      for (int d = 1; d <= 5; d++)
+        ck_assert_int_gt(train_h.depth[d], 0);
+    for (int v = 0; v < 10; v++) /* every answer occurs */
+      ck_assert_int_gt(train_h.cls[1 + v], 0);
+  }
+}
+END_TEST
+
+/* A small example space: the test set is a large share of it, so training draws hit test examples often
+ * and must be redrawn; none may get through. */
+START_TEST(test_disjoint_small_space) {
+  double rate[3];
+  dua_trainer_config c = dyck_config(16, 1, 4, 25, test_seed());
+  check_task(&c, 1000, 64, NULL, NULL, &rate[0]);
+  c = dyck_config(8, 2, 7, 12, test_seed());
+  check_task(&c, 1000, 64, NULL, NULL, &rate[1]);
+  c = listops_config(8, 200, test_seed());
+  check_task(&c, 1000, 64, NULL, NULL, &rate[2]);
+  fprintf(stderr,
+          "share of raw draws in the test set (all redrawn): Dyck-1 S=16 %.1f%%, Dyck-2 S=8 %.1f%%, ListOps "
+          "S=8 %.1f%%\n",
+          100 * rate[0], 100 * rate[1], 100 * rate[2]);
+  for (int i = 0; i < 3; i++)
+    ck_assert(rate[i] > 0.05);
+}
+END_TEST
+
+/* Test sets that cannot be filled, or that would leave training almost nothing, are refused. */
+START_TEST(test_test_set_too_large) {
+  dua_task *t = (dua_task *)1;
+  char err[512] = "";
+  dua_trainer_config c = dyck_config(8, 1, 3, 2000, test_seed());
+  ck_assert_int_eq(dua_task_create(&c, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_ptr_null(t);
+  ck_assert_msg(strstr(err, "test_size") != NULL, "%s", err);
+  fprintf(stderr, "refused: %s\n", err);
+  c = dyck_config(10, 1, 3, 100, test_seed()); /* fillable, but most draws are test examples */
+  ck_assert_int_eq(dua_task_create(&c, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(err, "test_size") != NULL, "%s", err);
+  fprintf(stderr, "refused: %s\n", err);
+  c.seq_len = 4; /* bad config: named */
+  ck_assert_int_eq(dua_task_create(&c, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(err, "seq_len") != NULL, "%s", err);
+  ck_assert_int_eq(dua_task_create(NULL, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_int_eq(dua_task_create(&c, NULL, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+  dua_task_destroy(NULL);
+}
+END_TEST
+
+/* Batches are a pure function of (seed, step): same inputs give the same batch from two task objects, in
+ * any order; different steps or seeds differ; the test set depends on the seed only. */
+START_TEST(test_determinism) {
+  for (int task = 0; task < 2; task++) {
+    dua_trainer_config c =
+        task == 0 ? dyck_config(32, 2, 8, 500, test_seed()) : listops_config(64, 500, test_seed());
+    dua_task *a = make_task(&c), *b = make_task(&c);
+    const int32_t S = c.seq_len, B = 16;
+    size_t n = (size_t)B * S;
+    int32_t *t1 = malloc(n * 4), *g1 = malloc(n * 4), *t2 = malloc(n * 4), *g2 = malloc(n * 4);
+    int32_t *tt1 = malloc(500 * (size_t)S * 4), *tt2 = malloc(500 * (size_t)S * 4);
+    ck_assert(t1 && g1 && t2 && g2 && tt1 && tt2);
+    dua_task_test_examples(a, 0, 500, tt1, NULL);
+    dua_task_test_examples(b, 0, 500, tt2, NULL);
+    ck_assert(memcmp(tt1, tt2, 500 * (size_t)S * 4) == 0);
+    static const uint64_t steps[] = {0, 1, 2, 1000, 123456789, UINT64_MAX};
+    for (int i = 0; i < 6; i++) {
+      dua_task_train_batch(a, steps[i], B, t1, g1);
+      dua_task_train_batch(b, steps[5 - i], B, t2, g2); /* other order: no hidden state */
+      dua_task_train_batch(b, steps[i], B, t2, g2);
+      ck_assert(memcmp(t1, t2, n * 4) == 0 && memcmp(g1, g2, n * 4) == 0);
+      /* a smaller batch is a prefix of the larger one */
+      dua_task_train_batch(b, steps[i], B / 2, t2, g2);
+      ck_assert(memcmp(t1, t2, n * 2) == 0);
+    }
+    int same_rows = 0;
+    dua_task_train_batch(a, 7, B, t1, g1);
+    dua_task_train_batch(a, 8, B, t2, g2);
+    ck_assert(memcmp(t1, t2, n * 4) != 0);
+    for (int32_t i = 0; i < B; i++)
+      same_rows += memcmp(t1 + (size_t)i * S, t2 + (size_t)i * S, (size_t)S * 4) == 0;
+    ck_assert_int_le(same_rows, 2);
+    /* another seed: other batches and another test set */
+    dua_trainer_config c2 = c;
+    c2.seed = c.seed + 1;
+    dua_task *d = make_task(&c2);
+    dua_task_train_batch(d, 7, B, t2, g2);
+    ck_assert(memcmp(t1, t2, n * 4) != 0);
+    dua_task_test_examples(d, 0, 500, tt2, NULL);
+    ck_assert(memcmp(tt1, tt2, 500 * (size_t)S * 4) != 0);
+    /* out-of-range requests write nothing */
+    memset(tt2, 0x7f, (size_t)S * 4);
+    dua_task_test_examples(d, 499, 2, tt2, NULL);
+    dua_task_test_examples(d, -1, 1, tt2, NULL);
+    ck_assert_int_eq(tt2[0], 0x7f7f7f7f);
+    free(t1);
+    free(g1);
+    free(t2);
+    free(g2);
+    free(tt1);
+    free(tt2);
+    dua_task_destroy(a);
+    dua_task_destroy(b);
+    dua_task_destroy(d);
+  }
+}
+END_TEST
+
+/* The loader gives exactly dua_task_train_batch's batches, from any first step, for NUMA nodes known,
+ * unknown and "all"; requests out of order are refused. */
+START_TEST(test_loader) {
+  dua_trainer_config c =
+      _i == 0 ? dyck_config(32, 2, 8, 300, test_seed()) : listops_config(128, 300, test_seed());
+  dua_task *t = make_task(&c);
+  const int32_t S = c.seq_len, B = 24;
+  size_t n = (size_t)B * S;
+  int32_t *t1 = malloc(n * 4), *g1 = malloc(n * 4), *t2 = malloc(n * 4), *g2 = malloc(n * 4);
+  ck_assert(t1 && g1 && t2 && g2);
+  static const int nodes[] = {-1, 0, 999};
+  for (int k = 0; k < 3; k++) {
+    uint64_t first = k == 0 ? 0 : 1000 + (uint64_t)k;
+    dua_loader *l = NULL;
+    ck_assert_int_eq(dua_loader_create(t, B, nodes[k], first, &l), DUA_SUCCESS);
+    ck_assert_int_eq(dua_loader_next(l, first + 1, t1, g1), DUA_ERROR_INVALID_ARGUMENT); /* out of order */
+    for (uint64_t s = first; s < first + 60; s++) {
+      ck_assert_int_eq(dua_loader_next(l, s, t1, g1), DUA_SUCCESS);
+      dua_task_train_batch(t, s, B, t2, g2);
+      ck_assert_msg(memcmp(t1, t2, n * 4) == 0 && memcmp(g1, g2, n * 4) == 0, "loader step %llu differs",
+                    (unsigned long long)s);
+    }
+    ck_assert_int_eq(dua_loader_next(l, first, t1, g1), DUA_ERROR_INVALID_ARGUMENT); /* again */
+    ck_assert_int_eq(dua_loader_next(l, first + 60, NULL, g1), DUA_ERROR_INVALID_ARGUMENT);
+    dua_loader_destroy(l);
+  }
+  /* destroyed while the producer is ahead or busy */
+  dua_loader *l = NULL;
+  ck_assert_int_eq(dua_loader_create(t, B, -1, 5, &l), DUA_SUCCESS);
+  dua_loader_destroy(l);
+  ck_assert_int_eq(dua_loader_create(t, B, -1, 5, &l), DUA_SUCCESS);
+  ck_assert_int_eq(dua_loader_next(l, 5, t1, g1), DUA_SUCCESS);
+  dua_loader_destroy(l);
+  dua_loader_destroy(NULL);
+  ck_assert_int_eq(dua_loader_create(NULL, B, -1, 0, &l), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_int_eq(dua_loader_create(t, 0, -1, 0, &l), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_int_eq(dua_loader_create(t, B, -1, 0, NULL), DUA_ERROR_INVALID_ARGUMENT);
+  free(t1);
+  free(g1);
+  free(t2);
+  free(g2);
+  dua_task_destroy(t);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("tasks");
+  TCase *tc = tcase_create("tasks");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_dyck_default);
+  tcase_add_test(tc, test_dyck_shapes);
+  tcase_add_test(tc, test_listops);
+  tcase_add_test(tc, test_disjoint_small_space);
+  tcase_add_test(tc, test_test_set_too_large);
+  tcase_add_test(tc, test_determinism);
+  tcase_add_loop_test(tc, test_loader, 0, 2);
+  suite_add_tcase(s, tc);
+  return test_run_suite(s);
+}
