@@ -93,17 +93,15 @@ inline int next_unit(__local const uint *bm, int *cw, uint *rem) {
   return (*cw << 5) + (31 - (int)clz(low));
 }
 
-/* units[x] of a private array without dynamic indexing (keeps it in registers). */
+/* units[x] of a private array by selects over a constant trip count (unrolled: no dynamic register indexing). */
 inline int pick_unit(const int *units, int x) {
   int u = -1;
-#pragma unroll
   for (int y = 0; y < MAX_UPT; y++)
     u = y == x ? units[y] : u;
   return u;
 }
 inline long pick_base(const long *bases, int x) {
   long b = 0;
-#pragma unroll
   for (int y = 0; y < MAX_UPT; y++)
     b = y == x ? bases[y] : b;
   return b;

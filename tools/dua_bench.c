@@ -5,8 +5,7 @@
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
-#include "dua.h"
-#include "dua_cl.h"
+#include "dua_bench.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -17,7 +16,6 @@
 #include <string.h>
 #include <time.h>
 
-#define MAXV 64                  /* values per sweep flag */
 #define ROTATE_LIMIT (64u << 20) /* input sets smaller than this (Q+K+V bytes) rotate among 3 copies */
 #ifndef CHECK_BUDGET
 #define CHECK_BUDGET 3e9 /* double operations one full-slice reference check may cost */
@@ -44,9 +42,9 @@ static const char *const usage_text[] = {
     "  --sink S            leading keys always visible, 0 = none (default 0)\n"
     "  --causal            causal mask\n"
     "  --dtype T...        fp16 and/or fp32 (default fp16 fp32)\n"
-    "  --pass P            fwd (default), bwd (the backward alone, after one forward), or fwdbwd\n"
-    "                      (forward + backward of a random dO, as peers.py --pass fwdbwd); naive runs fwd "
-    "only\n"
+    "  --pass P            fwd (default), bwd (the backward alone, after one forward), fwdbwd (forward +\n"
+    "                      backward of a random dO, as peers.py --pass fwdbwd; naive runs fwd only), or\n"
+    "                      decode (paged-KV generation, as peers.py --pass decode; options at the end)\n"
     "dua only:\n"
     "  --kv-heads H        K/V heads for GQA, divides --heads (default = heads)\n"
     "  --head-depths LIST  comma-separated depth per head (replaces the --depth sweep)\n"
@@ -112,22 +110,36 @@ static const char *const usage_text[] = {
     "Rows with no visible key must be exactly 0 (LSE -inf). Each variant is checked against the reference\n"
     "on its own layout, never against another variant.\n"
     "\n"
-    "exit status: 0 success, 1 dua error or check failure, 2 bad usage.\n"};
-
-typedef struct options {
-  int n[MAXV], nn;
-  int depth[MAXV], ndepth;
-  int head_depths[MAXV * 16], nhead_depths;
-  dua_dtype dtype[MAXV];
-  int ndtype;
-  int batch, heads, kv_heads, dim, block, arity, window, sink, causal, shift, lse,
-      pass; /* pass: 0 fwd 1 bwd 2 fwdbwd */
-  dua_attention_algo algo;
-  const char *device, *json;
-  int check, reps, warmup, use_events, no_naive, force_naive, no_dense, show_mask;
-  double min_time, peak_tflops, peak_gbps, atol, rtol;
-  unsigned long long seed;
-} options;
+    "exit status: 0 success, 1 dua error or check failure, 2 bad usage.\n",
+    "\n"
+    "--pass decode: generation against a paged KV cache (dua_kv_cache, dua_decode). Each of --batch "
+    "sequences\n"
+    "holds --n tokens (--ragged: uniform in [n/2, n]); --tokens T query tokens per sequence sit at its last "
+    "T\n"
+    "positions. Variants on the same cache, queries and device: dua_sparse_decode (the layout of the flags;\n"
+    "decode is causal by construction, --causal is implied) and dua_dense_decode (depth 0, no window or "
+    "sink).\n"
+    "  --page P            page tokens, a power of two 16..256 (default 16)\n"
+    "  --page-order O      shuffled (default: free pages handed out in a seeded random order) or seq\n"
+    "  --ragged            context lengths uniform in [n/2, n] instead of all n\n"
+    "  --tokens T          query tokens per sequence, 1..4 (default 1)\n"
+    "  --copy-gbs X        the device's measured copy bandwidth (GB/s, read + write); default: measured in "
+    "the\n"
+    "                      same run (clEnqueueCopyBuffer of min(1 GiB, largest allocation / 2), median of "
+    "5)\n"
+    "decode figures:\n"
+    "  kv bytes  = K + V bytes the kernel reads: per (sequence, KV head), the key units of min(page, block, "
+    "32)\n"
+    "              tokens (the 32 is the default decode tile) holding a key visible to some query head of "
+    "the\n"
+    "              group and some query token, clipped to the context, x head_dim x dtype size x 2\n"
+    "  bytes     = kv bytes + Q read + O written (+ fp32 LSE with --lse); GB/s = bytes / ms\n"
+    "  of_copy   = GB/s / copy GB/s; visible = visible keys / context keys (peers.py's visible_fraction for\n"
+    "              the last position)\n"
+    "  x_dense   = dua_dense_decode ms / this ms; ideal = dense kv bytes / this variant's kv bytes\n"
+    "  --check (before timing, both variants): outputs poisoned with NaN, one call; every element written;\n"
+    "  then sequences 0 and B-1, every query head and token, against a double softmax over the keys that\n"
+    "  dua_layout_visible (the causal forward's rule) calls visible; tolerance as above.\n"};
 
 /* One measured (or skipped) variant of one problem, kept for the final table. */
 typedef struct result {
@@ -141,8 +153,7 @@ typedef struct bench {
   const options *opt;
   dua_context *ctx;
   dua_device_info info;
-  cl_command_queue queue;
-  int events_ok; /* markers gave profiling data so far */
+  bench_clock clock; /* ctx, queue, events_ok: markers gave profiling data so far */
   int n, nb, tree_depth;
   dua_dtype dtype;
   int nsets;
@@ -155,14 +166,14 @@ typedef struct bench {
 
 /* ------------------------------------------------------------------ small helpers */
 
-static void fail_usage(const char *fmt, const char *arg) {
+void fail_usage(const char *fmt, const char *arg) {
   fprintf(stderr, "dua-bench: ");
   fprintf(stderr, fmt, arg);
   fprintf(stderr, "\n(dua-bench --help lists the options)\n");
   exit(2);
 }
 
-static void die_dua(const dua_context *ctx, dua_status st, const char *what) {
+void die_dua(const dua_context *ctx, dua_status st, const char *what) {
   fprintf(stderr, "dua-bench: %s failed: %s (%d)", what, dua_status_string(st), (int)st);
   if (ctx != NULL)
     fprintf(stderr, ": %s", dua_context_last_error(ctx));
@@ -170,7 +181,7 @@ static void die_dua(const dua_context *ctx, dua_status st, const char *what) {
   exit(1);
 }
 
-static void *xmalloc(size_t bytes) {
+void *xmalloc(size_t bytes) {
   void *p = malloc(bytes ? bytes : 1);
   if (p == NULL) {
     fprintf(stderr, "dua-bench: out of host memory (%zu bytes)\n", bytes);
@@ -179,7 +190,7 @@ static void *xmalloc(size_t bytes) {
   return p;
 }
 
-static double now_s(void) {
+double now_s(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
@@ -190,14 +201,14 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-static double median(double *x, size_t n) {
+double median(double *x, size_t n) {
   if (n == 0)
     return NAN;
   qsort(x, n, sizeof *x, cmp_double);
   return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
 
-static uint64_t splitmix(uint64_t *s) {
+uint64_t splitmix(uint64_t *s) {
   uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -205,11 +216,11 @@ static uint64_t splitmix(uint64_t *s) {
 }
 
 /* Uniform in [-1, 1), 24 random bits. */
-static float uniform(uint64_t *s) {
+float uniform(uint64_t *s) {
   return (float)((double)(splitmix(s) >> 40) * (2.0 / 16777216.0) - 1.0);
 }
 
-static const char *dtype_name(dua_dtype t) {
+const char *dtype_name(dua_dtype t) {
   return t == DUA_F16 ? "fp16" : "fp32";
 }
 
@@ -226,7 +237,7 @@ static const char *algo_name(dua_attention_algo a) {
   }
 }
 
-static int tree_depth(int nb, int p) {
+int tree_depth(int nb, int p) {
   int d = 0;
   for (long long span = 1; span < nb; span *= p)
     d++;
@@ -262,13 +273,14 @@ static const struct {
   const char *name;
   int values;
 } known[] = {
-    {"--n", -1},          {"--depth", -1},      {"--dtype", -1},      {"--batch", 1},  {"--heads", 1},
-    {"--kv-heads", 1},    {"--dim", 1},         {"--block", 1},       {"--arity", 1},  {"--window", 1},
-    {"--sink", 1},        {"--shift", 1},       {"--head-depths", 1}, {"--pass", 1},   {"--algo", 1},
-    {"--device", 1},      {"--json", 1},        {"--reps", 1},        {"--warmup", 1}, {"--min-time", 1},
-    {"--timer", 1},       {"--peak-tflops", 1}, {"--peak-gbps", 1},   {"--atol", 1},   {"--rtol", 1},
-    {"--seed", 1},        {"--causal", 0},      {"--check", 0},       {"--lse", 0},    {"--no-naive", 0},
-    {"--force-naive", 0}, {"--no-dense", 0},    {"--help", 0},        {"--tf32", 0},   {"--show-mask", 0}};
+    {"--n", -1},          {"--depth", -1},      {"--dtype", -1},      {"--batch", 1},      {"--heads", 1},
+    {"--kv-heads", 1},    {"--dim", 1},         {"--block", 1},       {"--arity", 1},      {"--window", 1},
+    {"--sink", 1},        {"--shift", 1},       {"--head-depths", 1}, {"--pass", 1},       {"--algo", 1},
+    {"--device", 1},      {"--json", 1},        {"--reps", 1},        {"--warmup", 1},     {"--min-time", 1},
+    {"--timer", 1},       {"--peak-tflops", 1}, {"--peak-gbps", 1},   {"--atol", 1},       {"--rtol", 1},
+    {"--seed", 1},        {"--causal", 0},      {"--check", 0},       {"--lse", 0},        {"--no-naive", 0},
+    {"--force-naive", 0}, {"--no-dense", 0},    {"--help", 0},        {"--tf32", 0},       {"--show-mask", 0},
+    {"--page", 1},        {"--tokens", 1},      {"--copy-gbs", 1},    {"--page-order", 1}, {"--ragged", 0}};
 
 static int pick(const char *flag, const char *v, const char *const *names, int count) {
   for (int i = 0; i < count; i++)
@@ -301,7 +313,9 @@ static void parse_head_depths(options *o, const char *list) {
 
 static void parse_args(int argc, char **argv, options *o) {
   static const char *const dtypes[] = {"fp32", "fp16"}, *const algos[] = {"auto", "rule", "list"};
-  static const char *const timers[] = {"wall", "events"}, *const passes[] = {"fwd", "fwdbwd", "decode"};
+  static const char *const timers[] = {"wall", "events"}, *const passes[] = {"fwd", "bwd", "fwdbwd",
+                                                                             "decode"};
+  static const char *const orders[] = {"seq", "shuffled"};
   memset(o, 0, sizeof *o);
   o->n[0] = 8192, o->nn = 1;
   o->depth[0] = -1, o->ndepth = 1;
@@ -310,6 +324,7 @@ static void parse_args(int argc, char **argv, options *o) {
   o->algo = DUA_ALGO_AUTO;
   o->warmup = 3, o->min_time = 0.3, o->use_events = 1, o->seed = 1;
   o->atol = o->rtol = -1;
+  o->page = 16, o->tokens = 1, o->page_order = 1;
   for (int i = 1; i < argc; i++) {
     /* "--flag=v" gives one value; otherwise the values are the following arguments up to the next
      * "--..." (so -1 is a value) */
@@ -392,9 +407,18 @@ static void parse_args(int argc, char **argv, options *o) {
     } else if (strcmp(name, "--show-mask") == 0) {
       o->show_mask = 1;
     } else if (strcmp(name, "--pass") == 0) {
-      static const char *const passes3[] = {"fwd", "bwd", "fwdbwd"};
-      (void)passes;
-      o->pass = pick(name, v, passes3, 3);
+      o->pass = pick(name, v, passes, 4);
+    } else if (strcmp(name, "--page") == 0) {
+      o->page = parse_int(name, v);
+    } else if (strcmp(name, "--tokens") == 0) {
+      o->tokens = parse_int(name, v);
+    } else if (strcmp(name, "--copy-gbs") == 0) {
+      if ((o->copy_gbs = parse_double(name, v)) <= 0)
+        fail_usage("--copy-gbs %s: must be > 0", v);
+    } else if (strcmp(name, "--page-order") == 0) {
+      o->page_order = pick(name, v, orders, 2);
+    } else if (strcmp(name, "--ragged") == 0) {
+      o->ragged = 1;
     } else if (strcmp(name, "--algo") == 0) {
       o->algo = (dua_attention_algo)pick(name, v, algos, 3); /* DUA_ALGO_AUTO, _RULE, _LIST */
     } else if (strcmp(name, "--device") == 0) {
@@ -438,13 +462,17 @@ static void parse_args(int argc, char **argv, options *o) {
     fail_usage("%s", "--kv-heads must divide --heads");
   if (o->nhead_depths != 0 && o->nhead_depths != o->heads)
     fail_usage("%s", "--head-depths needs one depth per query head");
+  if (o->tokens < 1 || o->tokens > 4)
+    fail_usage("%s", "--tokens must be 1..4");
+  if (o->pass == 3 && (o->page < 16 || o->page > 256 || (o->page & (o->page - 1))))
+    fail_usage("%s", "--page must be a power of two in 16..256");
   if ((o->peak_tflops > 0) != (o->peak_gbps > 0))
     fail_usage("%s", "--peak-tflops and --peak-gbps go together (both measured ceilings)");
 }
 
 /* ------------------------------------------------------------------ JSON output */
 
-static void json_str(FILE *f, const char *key, const char *s) {
+void json_str(FILE *f, const char *key, const char *s) {
   fprintf(f, ", \"%s\": \"", key);
   for (; *s; s++) {
     if (*s == '"' || *s == '\\')
@@ -457,29 +485,28 @@ static void json_str(FILE *f, const char *key, const char *s) {
   fputc('"', f);
 }
 
-static void json_num(FILE *f, const char *key, double v) {
+void json_num(FILE *f, const char *key, double v) {
   if (isfinite(v))
     fprintf(f, ", \"%s\": %.10g", key, v);
   else
     fprintf(f, ", \"%s\": null", key);
 }
 
-static void json_int(FILE *f, const char *key, long long v) {
+void json_int(FILE *f, const char *key, long long v) {
   fprintf(f, ", \"%s\": %lld", key, v);
 }
 
 /* ------------------------------------------------------------------ layouts and counts */
 
 /* Depth of every head for sweep value `depth` (or --head-depths): -1 = deepest, above D clamps to D. */
-static void resolve_depths(const options *o, int depth, int D, int32_t *out) {
+void resolve_depths(const options *o, int depth, int D, int32_t *out) {
   for (int h = 0; h < o->heads; h++) {
     int d = o->nhead_depths ? o->head_depths[h] : depth;
     out[h] = d < 0 ? D : (d > D ? D : d);
   }
 }
 
-static dua_layout *make_layout(const options *o, int n, int batch, int heads, const int32_t *depths,
-                               int extras) {
+dua_layout *make_layout(const options *o, int n, int batch, int heads, const int32_t *depths, int extras) {
   dua_layout_desc d;
   memset(&d, 0, sizeof d);
   d.seq_len = n;
@@ -879,40 +906,39 @@ static void check_variant(bench *b, const char *variant, dua_layout *layout, con
 
 /* ------------------------------------------------------------------ timing */
 
-typedef struct timing {
-  double ms, ms_min, wall_ms;
-  int reps, events;
-} timing;
-
-static int queue_profiles(bench *b) {
+int queue_profiles(cl_command_queue queue) {
   cl_command_queue_properties props = 0;
-  if (b->queue == NULL ||
-      clGetCommandQueueInfo(b->queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL) != CL_SUCCESS)
+  if (queue == NULL ||
+      clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL) != CL_SUCCESS)
     return 0;
   return (props & CL_QUEUE_PROFILING_ENABLE) != 0;
 }
 
-static cl_event marker(bench *b) {
+static cl_event marker(cl_command_queue queue) {
   cl_event e = NULL;
-  if (clEnqueueMarkerWithWaitList(b->queue, 0, NULL, &e) != CL_SUCCESS)
+  if (clEnqueueMarkerWithWaitList(queue, 0, NULL, &e) != CL_SUCCESS)
     return NULL;
   return e;
 }
 
+static void clock_finish(bench_clock *c) {
+  dua_status st = dua_context_finish(c->ctx);
+  if (st != DUA_SUCCESS)
+    die_dua(c->ctx, st, "dua_context_finish");
+}
+
 /* Warm-up, then R calls (rotating input sets) in up to 5 trials; a marker before the first call and after
  * each call. Per-call device time = END(marker after) - END(marker before). */
-static timing time_variant(bench *b, dua_layout *layout, const dua_attention_params *p) {
-  const options *o = b->opt;
+timing time_calls(bench_clock *c, const options *o, int nsets, bench_call_fn fn, void *user) {
   timing t = {NAN, NAN, NAN, 0, 0};
-  prepare(b, layout, p);
   /* warm-up calls, each finished and timed; the fastest after the first (which may compile kernels) is the
    * estimate for --reps; warm-up stops early once it has taken --min-time */
   int set = 0;
   double one = -1, spent = 0;
   for (int i = 0; i < o->warmup; i++) {
     double t0 = now_s();
-    call(b, layout, p, (set++) % b->nsets, o->lse);
-    finish(b);
+    fn(user, (set++) % nsets);
+    clock_finish(c);
     double dt = now_s() - t0;
     spent += dt;
     if (i > 0 || o->warmup == 1)
@@ -924,8 +950,8 @@ static timing time_variant(bench *b, dua_layout *layout, const dua_attention_par
   if (R == 0) {
     if (one < 0) {
       double t0 = now_s();
-      call(b, layout, p, (set++) % b->nsets, o->lse);
-      finish(b);
+      fn(user, (set++) % nsets);
+      clock_finish(c);
       one = now_s() - t0;
     }
     double want = ceil(o->min_time / (one > 1e-7 ? one : 1e-7));
@@ -933,21 +959,21 @@ static timing time_variant(bench *b, dua_layout *layout, const dua_attention_par
   }
   int trials = R >= 25 ? 5 : 1, per = R / trials;
   R = per * trials;
-  int events = o->use_events && b->events_ok;
+  int events = o->use_events && c->events_ok;
   cl_event *ev = events ? xmalloc((size_t)(R + trials) * sizeof(cl_event)) : NULL;
   double *walls = xmalloc((size_t)trials * sizeof(double));
   int nev = 0;
   double wall_total = 0;
   for (int tr = 0; tr < trials; tr++) {
     double t0 = now_s();
-    if (events && (ev[nev++] = marker(b)) == NULL)
+    if (events && (ev[nev++] = marker(c->queue)) == NULL)
       events = 0, nev--;
     for (int i = 0; i < per; i++) {
-      call(b, layout, p, (set++) % b->nsets, o->lse);
-      if (events && (ev[nev++] = marker(b)) == NULL)
+      fn(user, (set++) % nsets);
+      if (events && (ev[nev++] = marker(c->queue)) == NULL)
         events = 0, nev--;
     }
-    finish(b);
+    clock_finish(c);
     double el = now_s() - t0;
     wall_total += 1e3 * el;
     walls[tr] = el / per;
@@ -977,9 +1003,9 @@ static timing time_variant(bench *b, dua_layout *layout, const dua_attention_par
       t.ms = median(d, (size_t)nd);
       t.ms_min = d[0];
       t.events = 1;
-    } else if (b->events_ok) {
+    } else if (c->events_ok) {
       fprintf(stderr, "  note: marker events gave no usable profiling data; timing with the wall clock\n");
-      b->events_ok = 0;
+      c->events_ok = 0;
     }
     free(d);
   }
@@ -992,6 +1018,23 @@ static timing time_variant(bench *b, dua_layout *layout, const dua_attention_par
   }
   free(walls);
   return t;
+}
+
+typedef struct fwd_user {
+  bench *b;
+  dua_layout *layout;
+  const dua_attention_params *p;
+} fwd_user;
+
+static void fwd_timed_call(void *user, int set) {
+  fwd_user *u = user;
+  call(u->b, u->layout, u->p, set, u->b->opt->lse);
+}
+
+static timing time_variant(bench *b, dua_layout *layout, const dua_attention_params *p) {
+  prepare(b, layout, p);
+  fwd_user u = {b, layout, p};
+  return time_calls(&b->clock, b->opt, b->nsets, fwd_timed_call, &u);
 }
 
 /* ------------------------------------------------------------------ reporting */
@@ -1121,7 +1164,7 @@ static void print_table(bench *b) {
           "x3.5 fwdbwd); useful: "
           "on visible pairs; GB/s on compulsory bytes (Q,K,V,O once%s); x_dense, x_naive: speedup of the row "
           "over dua_dense and naive (NaN when not run)\n",
-          b->events_ok && o->use_events ? "device time from profiling markers" : "host wall clock",
+          b->clock.events_ok && o->use_events ? "device time from profiling markers" : "host wall clock",
           o->lse ? ", LSE" : "");
 }
 
@@ -1292,12 +1335,20 @@ int main(int argc, char **argv) {
     die_dua(NULL, st, o.device ? "dua_context_create (--device)" : "dua_context_create");
   if ((st = dua_context_device_info(b.ctx, &b.info)) != DUA_SUCCESS)
     die_dua(b.ctx, st, "dua_context_device_info");
-  b.queue = dua_context_cl_queue(b.ctx);
-  b.events_ok = queue_profiles(&b);
-  if (o.use_events && !b.events_ok)
+  b.clock.ctx = b.ctx;
+  b.clock.queue = dua_context_cl_queue(b.ctx);
+  b.clock.events_ok = queue_profiles(b.clock.queue);
+  if (o.use_events && !b.clock.events_ok)
     fprintf(stderr, "note: dua's queue has no profiling; timing with the wall clock\n");
   fprintf(stderr, "dua-bench %s on %s (%s, driver %s)\n", dua_version(), b.info.name, b.info.platform_name,
           b.info.driver_version);
+  if (o.pass == 3) {
+    int rc = bench_decode(&o, b.ctx, b.table, b.json);
+    dua_context_destroy(b.ctx);
+    if (b.json != NULL && b.json != stdout)
+      fclose(b.json);
+    return rc;
+  }
   for (int i = 0; i < o.nn; i++) {
     b.n = o.n[i];
     if (o.block <= 0) {
