@@ -58,16 +58,16 @@ typedef struct dua_trainer_config {
   float density_target;     /* (0..1] */
   float skip_bias;          /* level-bias cut-off (< 0) below which blocks are skipped while training */
   /* optimisation */
-  int32_t batch;   /* examples per step */
-  int32_t steps;   /* total optimizer steps */
-  int32_t warmup;  /* linear warm-up steps */
-  int32_t decay;   /* dua_lr_decay */
-  float lr;        /* peak learning rate */
-  float lr_min;    /* final learning rate as a fraction of lr, [0..1] */
+  int32_t batch;  /* examples per step */
+  int32_t steps;  /* total optimizer steps */
+  int32_t warmup; /* linear warm-up steps */
+  int32_t decay;  /* dua_lr_decay */
+  float lr;       /* peak learning rate */
+  float lr_min;   /* final learning rate as a fraction of lr, [0..1] */
   float weight_decay, beta1, beta2, adam_eps;
-  float grad_clip; /* global gradient-norm clip, 0 = none */
-  uint64_t seed;   /* data, initialization and Gumbel noise */
-  int32_t eval_every; /* steps between evaluations, 0 = only at the end */
+  float grad_clip;      /* global gradient-norm clip, 0 = none */
+  uint64_t seed;        /* data, initialization and Gumbel noise */
+  int32_t eval_every;   /* steps between evaluations, 0 = only at the end */
   int32_t reserved[15]; /* zero */
 } dua_trainer_config;
 
@@ -103,6 +103,61 @@ DUA_API dua_status dua_routing_save(const char *path, const dua_routing *routing
 DUA_API dua_status dua_routing_load(const char *path, dua_routing *routing, char *error, size_t error_size);
 /* Frees routing->head (NULL-safe) and zeroes the struct. */
 DUA_API void dua_routing_free(dua_routing *routing);
+
+/* ---------------------------------------------------------------- trainer */
+
+typedef struct dua_trainer dua_trainer;
+
+/* What one optimizer step did. */
+typedef struct dua_train_stats {
+  int64_t step;    /* steps completed after this one */
+  int32_t phase;   /* 0 = soft gates (native) or dense, 1 = fixed depths through the hard kernels */
+  float loss;      /* mean cross-entropy over the batch's scored positions */
+  float accuracy;  /* argmax accuracy over the same positions */
+  float lr, tau;   /* learning rate and gate temperature used */
+  float grad_norm; /* global gradient norm before clipping */
+  float density;   /* key blocks the kernels visited / blocks of dense causal attention, mean over layers */
+  float expected_density; /* native soft phase: mean gate-expected density of token pairs; else = density */
+  double seconds;         /* wall time of the step, including waiting for the device */
+} dua_train_stats;
+
+/* Held-out evaluation, run with the hard routing exactly as the inference kernels run it. */
+typedef struct dua_eval_result {
+  double loss;     /* mean cross-entropy over scored test positions */
+  double accuracy; /* argmax accuracy over them */
+  double density;  /* key blocks visited / dense causal blocks, mean over layers */
+  int64_t scored;  /* scored positions */
+  double seconds;
+} dua_eval_result;
+
+/* A fresh model for config (validated; error names the bad field) on ctx; parameters from config->seed. */
+DUA_API dua_status dua_trainer_create(dua_context *ctx, const dua_trainer_config *config, dua_trainer **out,
+                                      char *error, size_t error_size);
+/* Resumes from a checkpoint written by dua_trainer_save: same model, optimizer state and step, so training
+ * continues bit-identically on the same device. A corrupt or mismatched file is refused. */
+DUA_API dua_status dua_trainer_load(dua_context *ctx, const char *path, dua_trainer **out, char *error,
+                                    size_t error_size);
+DUA_API dua_status dua_trainer_save(dua_trainer *trainer, const char *path, char *error, size_t error_size);
+DUA_API void dua_trainer_destroy(dua_trainer *trainer);
+
+DUA_API const dua_trainer_config *dua_trainer_get_config(const dua_trainer *trainer);
+/* Steps completed so far. */
+DUA_API int64_t dua_trainer_step_count(const dua_trainer *trainer);
+/* Raises the total number of steps (to continue a finished run); must not be below the steps done. */
+DUA_API dua_status dua_trainer_set_steps(dua_trainer *trainer, int32_t steps);
+/* One optimizer step on the next training batch. stats may be NULL. */
+DUA_API dua_status dua_trainer_step(dua_trainer *trainer, dua_train_stats *stats);
+/* Evaluates the whole test set with the hard routing (dense mode: dense). */
+DUA_API dua_status dua_trainer_evaluate(dua_trainer *trainer, dua_eval_result *result);
+/* The hard routing the evaluation runs (the extracted depths); free with dua_routing_free. */
+DUA_API dua_status dua_trainer_routing(const dua_trainer *trainer, dua_routing *routing);
+/* Gate probabilities sigmoid(z) [layers][heads][D] (D = dua_trainer_tree_depth), for depth maps; zeros in
+ * dense mode. */
+DUA_API int32_t dua_trainer_tree_depth(const dua_trainer *trainer);
+DUA_API dua_status dua_trainer_gate_probs(const dua_trainer *trainer, float *probs);
+/* Name of token id of the trainer's task ("?" if unknown); vocabulary size. */
+DUA_API const char *dua_trainer_token_name(const dua_trainer *trainer, int32_t id);
+DUA_API int32_t dua_trainer_vocab_size(const dua_trainer *trainer);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,28 @@
+/* gates.h: native routing mode's gate math on the host (DESIGN.md section 7). Per layer and head, gates
+ * g[1..D] = sigmoid(x), x = (z + logistic noise) / tau; gate l "on" cuts every block pair whose lowest common
+ * ancestor level lca < l. The kernels add beta[lca] = sum_{l > lca} log(1 - g[l]) = -sum softplus(x[l]) to
+ * each score, so a head has D + 1 bias numbers. Few numbers: computed here, not on the device. */
+#ifndef DUA_GATES_H
+#define DUA_GATES_H
+
+#include <stdint.h>
+
+/* x [H][D] and beta [H][D + 1] for one layer at one step; the noise is a pure function of
+ * (seed, step, layer, head, level). noise = 0 gives the deterministic (evaluation) values. */
+void dua_gates_sample(const float *z, int H, int D, float tau, uint64_t seed, uint64_t step, int layer,
+                      int noise, float *x, float *beta);
+/* Smallest k with beta[k] >= cutoff: block pairs with lca < k have weight < e^cutoff and are skipped. */
+int dua_gates_skip_depth(const float *beta, int D, float cutoff);
+/* Chain rule: dz[h][l-1] += sum_{k < l} dbeta[h][k] * (-sigmoid(x[h][l-1])) / tau. */
+void dua_gates_backward(const float *x, const float *dbeta, int H, int D, float tau, float *dz);
+/* Fraction of causal token pairs (j <= i < T) whose blocks share exactly k leading levels, k = 0..D, for the
+ * positional tree with block size blk, arity p and block shift s. frac [D + 1]. */
+void dua_gates_lca_fractions(int T, int blk, int p, int D, int s, double *frac);
+/* Expected density of each head, sum_k frac[k] exp(beta[h][k]); adds the gradient of
+ * weight * mean_h max(0, E_h - target) to dbeta. Returns the mean expected density. */
+double dua_gates_density(const float *beta, const double *frac, int H, int D, float weight, float target,
+                         float *dbeta);
+/* Hard depth of a head: the deepest level whose gate is on (z > 0), 0 when none is. */
+int dua_gates_extract_depth(const float *z_head, int D);
+
+#endif
