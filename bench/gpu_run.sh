@@ -6,8 +6,14 @@
 #             on the same problems, in the same call
 #   fwdbwd    dua-bench --pass fwdbwd at N 2048 8192 (depths -1 3 0), 32768 (-1 3), causal 8192; then peers.py
 #   sweep     the forward tile sweep (bench/gpu_tile_sweep.sh)
-# Output (at most 8 files come back): $OUT/{gpu.txt,tests.txt,ceilings.txt,dua_fwd.jsonl,peers_fwd.jsonl,
-# dua_fwdbwd.jsonl,peers_fwdbwd.jsonl,sweep.txt}; a summary table is printed last.
+#   decode    test_decode on the GPU; dua-bench --pass decode on the problems (batch 32, dim 128, block
+#             128, heads 8 and GQA 32/8, contexts 8K and 16K, depths 0..4, fp16; fp32, page = block, ragged
+#             lengths, window + sink at 16K), each measuring the device copy bandwidth in the same run; then
+#             peers.py --pass decode (SDPA dense and FlexAttention, contiguous KV) on the same problems; then a
+#             decode tile x split sweep on the dense and depth-4 fp16 16K problem
+# Output (at most 8 files come back per call): $OUT/{gpu.txt,tests.txt,ceilings.txt,dua_fwd.jsonl,
+# peers_fwd.jsonl,dua_fwdbwd.jsonl,peers_fwdbwd.jsonl,sweep.txt} and, for decode, $OUT/{decode_test.txt,
+# dua_decode.jsonl,dua_decode.log,peers_decode.jsonl,decode_sweep.jsonl}; a summary table is printed last.
 set -uo pipefail
 source .devkit/device-env.sh >/dev/null
 export PYTHONUNBUFFERED=1 DUA_CACHE_DIR=/tmp/dua-cache
@@ -59,6 +65,31 @@ PY
       > "$OUT/peers_fwdbwd.jsonl" ;;
   sweep)
     bash bench/gpu_tile_sweep.sh > "$OUT/sweep.txt" 2>&1; cat "$OUT/sweep.txt" ;;
+  decode)
+    { echo "== test_decode"; CK_FORK=no build-rel/test/test_decode 2>&1 | tail -3
+      echo "== test_decode with DUA_DECODE_SPLITS=5"; DUA_DECODE_SPLITS=5 CK_FORK=no build-rel/test/test_decode 2>&1 \
+        | tail -1; } > "$OUT/decode_test.txt" 2>&1; cat "$OUT/decode_test.txt"
+    D="build-rel/tools/dua-bench --pass decode --batch 32 --dim 128 --block 128 --json -"
+    { $D --heads 8 --n 8192 16384 --depth 0 1 2 3 4 --dtype fp16 --check
+      $D --heads 32 --kv-heads 8 --n 8192 16384 --depth 0 1 2 3 4 --dtype fp16 --check
+      $D --heads 8 --n 16384 --depth 0 2 4 --dtype fp32
+      $D --heads 8 --n 16384 --depth 0 2 4 --dtype fp16 --page 128
+      $D --heads 8 --n 16384 --depth 0 2 4 --dtype fp16 --ragged
+      $D --heads 8 --n 16384 --depth 4 --window 256 --sink 4 --dtype fp16; } 2>"$OUT/dua_decode.log" \
+      > "$OUT/dua_decode.jsonl"; grep -E "copy|CHECK|check|failed" "$OUT/dua_decode.log"
+    P="python3 .devkit/peers.py --pass decode --batch 32 --dim 128 --block 128"
+    { $P --heads 8 --n 8192 16384 --depth 0 1 2 3 4 --dtype fp16
+      $P --heads 8 --n 16384 --depth 0 2 4 --dtype fp32
+      $P --heads 8 --n 16384 --depth 4 --window 256 --sink 4 --dtype fp16 | sed 's/^{/{"window": 256, "sink": 4, /'
+    } 2>/dev/null | grep '^{' \
+      > "$OUT/peers_decode.jsonl"
+    for tile in 32,128,16 32,256,16 32,64,16 16,128,16 16,64,16; do
+      for splits in auto 2 4 8 16; do
+        if [ $splits = auto ]; then unset DUA_DECODE_SPLITS; else export DUA_DECODE_SPLITS=$splits; fi
+        DUA_DECODE_TILE=$tile $D --heads 8 --n 16384 --depth 0 4 --dtype fp16 --no-dense 2>/dev/null \
+          | sed "s/^{/{\"tile\": \"$tile\", \"splits\": \"$splits\", /"
+      done
+    done > "$OUT/decode_sweep.jsonl"; unset DUA_DECODE_SPLITS ;;
   esac
 done
 python3 bench/summarize.py "$OUT"

@@ -44,3 +44,43 @@ for pass_, dua_file, peer_file in (("fwd", "dua_fwd.jsonl", "peers_fwd.jsonl"),
               f"{d['ms'] if d else float('nan'):9.3f} {nv['ms'] if nv else float('nan'):9.3f} {s['tflops']:6.1f} | "
               f"{flex:8.3f} {peer('sdpa_dense'):8.3f} {peer('flex_blockmask', True):8.3f} {flex / s['ms']:7.2f} "
               f"{(d['ms'] / s['ms']) if d else float('nan'):7.2f}")
+
+# decode: dua-bench --pass decode next to peers.py --pass decode (peers have no GQA: a GQA row is shown next
+# to the peers' 8-head problem, which reads the same K/V bytes)
+dua, peers = load("dua_decode.jsonl"), load("peers_decode.jsonl")
+if dua:
+    print("\n== decode: ms (dua sparse / dua dense | flex / sdpa); GB/s and of_copy of dua sparse")
+    print(f"{'n':>6} {'H/Hkv':>6} {'depth':>5} {'win':>4} {'page':>4} {'rag':>3} {'dtype':>5} {'visible':>7} "
+          f"{'sparse':>8} {'dense':>8} {'x_dense':>7} {'ideal':>6} {'GB/s':>7} {'of_copy':>7} | {'flex':>8} "
+          f"{'sdpa':>8} {'flex/dua':>8}")
+    for r in dua:
+        if r["variant"] != "dua_sparse_decode" or "ms" not in r:
+            continue
+        dense = next((x for x in dua if x["variant"] == "dua_dense_decode" and "ms" in x and all(
+            x[k] == r[k] for k in ("n", "heads", "kv_heads", "dtype", "page", "ragged", "tokens"))), None)
+
+        def peer(name):
+            for p in peers:
+                if (p["peer"], p["n"], p["dtype"], p.get("window", 0), p.get("sink", 0)) == \
+                        (name, r["n"], r["dtype"], r["window"], r["sink"]) and p["heads"] == r["kv_heads"] and \
+                        (name == "sdpa_dense_decode" or p["depth"] == r["depth"]):
+                    return p["ms"]
+            return float("nan")
+        flex = peer("flex_decode")
+        print(f"{r['n']:6d} {str(r['heads']) + '/' + str(r['kv_heads']):>6} {r['depth']:5d} {r['window']:4d} "
+              f"{r['page']:4d} {'y' if r['ragged'] else 'n':>3} {r['dtype']:>5} {r['visible_fraction']:7.4f} "
+              f"{r['ms']:8.4f} {dense['ms'] if dense else float('nan'):8.4f} {r['speedup_vs_dense']:7.2f} "
+              f"{r['ideal_speedup']:6.2f} {r['gbps']:7.1f} {100 * r['fraction_of_copy']:6.1f}% | {flex:8.4f} "
+              f"{peer('sdpa_dense_decode'):8.4f} {flex / r['ms']:8.2f}")
+    sweep = load("decode_sweep.jsonl")
+    if sweep:
+        hi = max(r["depth"] for r in sweep)
+        print(f"\n== decode tile x splits (fp16, n 16384, B 32, H 8, Dh 128): ms at depth 0 / depth {hi}, of_copy at 0")
+        for tile in dict.fromkeys(r["tile"] for r in sweep):
+            cells = []
+            for splits in dict.fromkeys(r["splits"] for r in sweep):
+                d0 = next((r for r in sweep if (r["tile"], r["splits"], r["depth"]) == (tile, splits, 0)), None)
+                d4 = next((r for r in sweep if (r["tile"], r["splits"], r["depth"]) == (tile, splits, hi)), None)
+                if d0 and d4:
+                    cells.append(f"{splits}: {d0['ms']:.3f}/{d4['ms']:.3f} ({100 * d0['fraction_of_copy']:.0f}%)")
+            print(f"  tile {tile:>10}  " + "  ".join(cells))

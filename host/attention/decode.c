@@ -11,12 +11,12 @@
 #include <string.h>
 
 /* Defaults; DUA_DECODE_TILE=tile_n,threads,rows and DUA_DECODE_SPLITS=n override them (development). */
-#define DECODE_TILE_N 32       /* keys per tile */
-#define DECODE_THREADS 128     /* work-items per work-group */
-#define DECODE_ROWS 16         /* most query rows (heads x tokens) per work-group */
-#define DECODE_WAVES 8         /* split so that about WAVES x compute units work-groups run */
-#define DECODE_MIN_UNITS 8     /* at least this many key units (of the longest context) per split */
-#define DECODE_MAX_SPLITS 64   /* partial results per row */
+#define DECODE_TILE_N 32     /* keys per tile */
+#define DECODE_THREADS 128   /* work-items per work-group */
+#define DECODE_ROWS 16       /* most query rows (heads x tokens) per work-group */
+#define DECODE_WAVES 16      /* split so that about WAVES x compute units work-groups run (short last wave) */
+#define DECODE_MIN_UNITS 8   /* at least this many key units (of the longest context) per split */
+#define DECODE_MAX_SPLITS 64 /* partial results per row */
 #define DECODE_MAX_UNITS 65536 /* key units of the layout's N (the bitmap is WORDS = units/32 words) */
 
 typedef struct decode_plan {
