@@ -9,8 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DECODE_TILE 32    /* dua's default decode tile (host/attention/decode.c); DUA_DECODE_TILE overrides */
-#define APPEND_CHUNK 2048 /* tokens per dua_kv_append while filling */
+#define DECODE_TILE 32 /* dua's default decode tile (host/attention/decode.c); DUA_DECODE_TILE overrides */
+#define DECODE_CPU_TILE 16  /* its default on CPU devices */
+#define APPEND_CHUNK 2048   /* tokens per dua_kv_append while filling */
 #define COPY_MAX (1u << 30) /* bytes copied to measure the copy bandwidth */
 
 typedef struct dec {
@@ -195,12 +196,12 @@ typedef struct counts {
 } counts;
 
 /* The decode tile the library uses (for the read unit min(page, block, tile)). */
-static int decode_tile(void) {
+static int decode_tile(const dec *d) {
   const char *env = getenv("DUA_DECODE_TILE");
   int t = 0;
   if (env && sscanf(env, "%d", &t) == 1 && t >= 16)
     return t;
-  return DECODE_TILE;
+  return d->info.type == DUA_DEVICE_CPU ? DECODE_CPU_TILE : DECODE_TILE;
 }
 
 /* K/V bytes read (see --help); a length seen before reuses its count (positional layouts do not depend on
@@ -208,8 +209,8 @@ static int decode_tile(void) {
 static counts count_bytes(dec *d, dua_layout *l) {
   counts c = {0, 0, 0};
   int unit = d->o->page < d->o->block ? d->o->page : d->o->block;
-  if (unit > decode_tile())
-    unit = decode_tile();
+  if (unit > decode_tile(d))
+    unit = decode_tile(d);
   const int G = d->Hq / d->Hkv;
   uint8_t *mark = xmalloc((size_t)(d->n / unit + 2));
   double *kv = xmalloc((size_t)d->B * sizeof(double)), *vis = xmalloc((size_t)d->B * sizeof(double));

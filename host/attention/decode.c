@@ -11,9 +11,12 @@
 #include <string.h>
 
 /* Defaults; DUA_DECODE_TILE=tile_n,threads,rows and DUA_DECODE_SPLITS=n override them (development). */
-#define DECODE_TILE_N 32     /* keys per tile */
-#define DECODE_THREADS 128   /* work-items per work-group */
-#define DECODE_ROWS 16       /* most query rows (heads x tokens) per work-group */
+#define DECODE_TILE_N 32   /* keys per tile */
+#define DECODE_THREADS 128 /* work-items per work-group */
+#define DECODE_CPU_TILE_N                                                                                    \
+  16 /* CPU devices: PoCL runs a work-group's work-items in loops around each barrier; */
+#define DECODE_CPU_THREADS 32 /* 16 x 32 measured 20-35% faster there than 32 x 128 (bench/RESULTS.md) */
+#define DECODE_ROWS 16        /* most query rows (heads x tokens) per work-group */
 #define DECODE_WAVES 16      /* split so that about WAVES x compute units work-groups run (short last wave) */
 #define DECODE_MIN_UNITS 8   /* at least this many key units (of the longest context) per split */
 #define DECODE_MAX_SPLITS 64 /* partial results per row */
@@ -40,7 +43,9 @@ static size_t local_bytes(const decode_plan *p, int head_dim) {
 static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_layout *l, int tokens,
                             int32_t batch, int32_t max_len, decode_plan *p) {
   static const char *fn = "dua_decode";
-  int tile_n = DECODE_TILE_N, threads = DECODE_THREADS, rows = DECODE_ROWS;
+  const int cpu = ctx->info.type == DUA_DEVICE_CPU;
+  int tile_n = cpu ? DECODE_CPU_TILE_N : DECODE_TILE_N, threads = cpu ? DECODE_CPU_THREADS : DECODE_THREADS;
+  int rows = DECODE_ROWS;
   const char *env = getenv("DUA_DECODE_TILE");
   if (env && *env) {
     if (sscanf(env, "%d,%d,%d", &tile_n, &threads, &rows) != 3 || tile_n < 16 || tile_n > 128 ||

@@ -3,9 +3,10 @@
  * that sequence's tokens with the same layout: dense, positional depths, shift, window, sink, content
  * paths, level bias, GQA (also split into head chunks), 1..4 query tokens, fp16 storage and fp16 queries,
  * variable lengths in one batch, split-KV merges, shuffled and fragmented block tables over two layers,
- * forked sequences sharing pages (copy on write), contexts shorter than the query tokens (zeros, LSE -inf,
- * poisoned outputs overwritten), causality bit for bit, capacity exhaustion that changes nothing, and
- * invalid arguments named in the error with outputs untouched. */
+ * forked sequences sharing pages (copy on write), several kernel tiles (the GPU default among them),
+ * contexts shorter than the query tokens (zeros, LSE -inf, poisoned outputs overwritten), causality bit for
+ * bit, capacity exhaustion that changes nothing, and invalid arguments named in the error with outputs
+ * untouched. */
 #include "test_util.h"
 
 #include <math.h>
@@ -453,7 +454,12 @@ START_TEST(random_positional) {
   dopts o = dopts_make(test_rng_int(&r, 1, 4), test_rng_int(&r, 0, 1) ? DUA_F16 : DUA_F32);
   o.bnhd = test_rng_int(&r, 0, 1);
   o.with_bias = test_rng_int(&r, 0, 2) == 0;
+  static const char *const tiles[4] = {"32,128,16", "64,128,8", "16,64,4",
+                                       NULL}; /* NULL: the device default */
+  if (tiles[_i % 4])
+    setenv("DUA_DECODE_TILE", tiles[_i % 4], 1);
   check_decode_free(&f, &y, 0, S, s, &o);
+  unsetenv("DUA_DECODE_TILE");
   lay_free(&y);
   fx_close(&f);
 }
@@ -519,8 +525,7 @@ END_TEST
  * context, merged through the LSE; a smaller tile with fewer work-items. */
 START_TEST(split_kv_merge) {
   setenv("DUA_DECODE_SPLITS", _i ? "16" : "3", 1);
-  if (_i)
-    setenv("DUA_DECODE_TILE", "16,64,4", 1);
+  setenv("DUA_DECODE_TILE", _i ? "16,64,4" : "32,128,16", 1); /* and the GPU default tile */
   fixture f;
   const int N = 1000;
   dua_kv_cache_desc d = cache_desc(1, 2, 32, 16, 140, 3, N, DUA_F32);
