@@ -1,6 +1,6 @@
 #!/bin/bash
 # Runs on the GPU machine from the project root (see shared/devkit/README.md). Parts, in the order given:
-#   tests     the cl test programs on the GPU (forward, backward, tensor-core forward, runtime, cache)
+#   tests     the cl test programs on the GPU (forward, backward, tensor-core forward, runtime, cache, decode)
 #   ceilings  fp32 FMA / mma.sync peaks (nv-mma-peak), device copy and cuBLAS fp32 GEMM (torch)
 #   fwd       dua-bench forward: N 2048 8192 32768, depths -1 3 0, fp16 fp32, + causal N 8192; then peers.py
 #             on the same problems, in the same call
@@ -9,11 +9,13 @@
 #   decode    test_decode on the GPU; dua-bench --pass decode on the problems (batch 32, dim 128, block
 #             128, heads 8 and GQA 32/8, contexts 8K and 16K, depths 0..4, fp16; fp32, page = block, ragged
 #             lengths, window + sink at 16K), each measuring the device copy bandwidth in the same run; then
-#             peers.py --pass decode (SDPA dense and FlexAttention, contiguous KV) on the same problems; then a
-#             decode tile x split sweep on the dense and depth-4 fp16 16K problem
+#             peers.py --pass decode (SDPA dense and FlexAttention, contiguous KV) on the same problems
+#   decodesweep  decode tile x split sweep (DUA_DECODE_TILE, DUA_DECODE_SPLITS) on the fp16 16K problem,
+#             depths 0 and 4
 # Output (at most 8 files come back per call): $OUT/{gpu.txt,tests.txt,ceilings.txt,dua_fwd.jsonl,
-# peers_fwd.jsonl,dua_fwdbwd.jsonl,peers_fwdbwd.jsonl,sweep.txt} and, for decode, $OUT/{decode_test.txt,
-# dua_decode.jsonl,dua_decode.log,peers_decode.jsonl,decode_sweep.jsonl}; a summary table is printed last.
+# peers_fwd.jsonl,dua_fwdbwd.jsonl,peers_fwdbwd.jsonl,sweep.txt}, $OUT/{decode_test.txt,dua_decode.jsonl,
+# dua_decode.log,peers_decode.jsonl} (decode) and $OUT/decode_sweep.jsonl (decodesweep); a summary table is
+# printed last.
 set -uo pipefail
 source .devkit/device-env.sh >/dev/null
 export PYTHONUNBUFFERED=1 DUA_CACHE_DIR=/tmp/dua-cache
@@ -26,7 +28,7 @@ P="python3 .devkit/peers.py --batch 8 --heads 8 --dim 64"
 for part in ${*:-tests ceilings fwd}; do
   case $part in
   tests)
-    for t in forward backward forward_mma runtime cache; do
+    for t in forward backward forward_mma runtime cache decode; do
       [ -x build-rel/test/test_$t ] || continue
       echo "== test_$t"; CK_FORK=no build-rel/test/test_$t 2>&1 | tail -3
       echo "== test_$t with DUA_NO_MMA=1"; DUA_NO_MMA=1 CK_FORK=no build-rel/test/test_$t 2>&1 | tail -1
@@ -82,7 +84,9 @@ PY
       $P --heads 8 --n 16384 --depth 0 2 4 --dtype fp32
       $P --heads 8 --n 16384 --depth 4 --window 256 --sink 4 --dtype fp16 | sed 's/^{/{"window": 256, "sink": 4, /'
     } 2>/dev/null | grep '^{' \
-      > "$OUT/peers_decode.jsonl"
+      > "$OUT/peers_decode.jsonl" ;;
+  decodesweep)
+    D="build-rel/tools/dua-bench --pass decode --batch 32 --dim 128 --block 128 --json -"
     for tile in 32,128,16 32,256,16 32,64,16 16,128,16 16,64,16; do
       for splits in auto 2 4 8 16; do
         if [ $splits = auto ]; then unset DUA_DECODE_SPLITS; else export DUA_DECODE_SPLITS=$splits; fi
