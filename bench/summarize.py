@@ -72,15 +72,15 @@ if dua:
               f"{r['ms']:8.4f} {dense['ms'] if dense else float('nan'):8.4f} {r['speedup_vs_dense']:7.2f} "
               f"{r['ideal_speedup']:6.2f} {r['gbps']:7.1f} {100 * r['fraction_of_copy']:6.1f}% | {flex:8.4f} "
               f"{peer('sdpa_dense_decode'):8.4f} {flex / r['ms']:8.2f}")
-    sweep = load("decode_sweep.jsonl")
-    if sweep:
-        hi = max(r["depth"] for r in sweep)
-        print(f"\n== decode tile x splits (fp16, n 16384, B 32, H 8, Dh 128): ms at depth 0 / depth {hi}, of_copy at 0")
-        for tile in dict.fromkeys(r["tile"] for r in sweep):
-            cells = []
-            for splits in dict.fromkeys(r["splits"] for r in sweep):
-                d0 = next((r for r in sweep if (r["tile"], r["splits"], r["depth"]) == (tile, splits, 0)), None)
-                d4 = next((r for r in sweep if (r["tile"], r["splits"], r["depth"]) == (tile, splits, hi)), None)
-                if d0 and d4:
-                    cells.append(f"{splits}: {d0['ms']:.3f}/{d4['ms']:.3f} ({100 * d0['fraction_of_copy']:.0f}%)")
-            print(f"  tile {tile:>10}  " + "  ".join(cells))
+sweep = load("decode_sweep.jsonl")
+if sweep:
+    hi = max(r["depth"] for r in sweep)
+    print(f"\n== decode tile x splits (fp16, n 16384, B 32, H 8, Dh 128): ms at depth 0 / depth {hi}, of_copy at 0")
+    for tile in dict.fromkeys(r["tile"] for r in sweep):
+        cells = []
+        for splits in dict.fromkeys(r["splits"] for r in sweep):
+            d0 = next((r for r in sweep if (r["tile"], r["splits"], r["depth"]) == (tile, splits, 0)), None)
+            d4 = next((r for r in sweep if (r["tile"], r["splits"], r["depth"]) == (tile, splits, hi)), None)
+            if d0 and d4:
+                cells.append(f"{splits}: {d0['ms']:.3f}/{d4['ms']:.3f} ({100 * d0['fraction_of_copy']:.0f}%)")
+        print(f"  tile {tile:>10}  " + "  ".join(cells))
