@@ -54,7 +54,8 @@ typedef struct dua_trainer_config {
   float hard_frac;          /* fraction of the steps after which depths are fixed (native mode), (0..1] */
   float gate_init;          /* initial gate logit (negative = start dense) */
   float gate_lr_scale;      /* gate learning rate = lr * gate_lr_scale */
-  float density_weight;     /* penalty weight on expected density above density_target; 0 = none */
+  float density_weight;     /* penalty weight on a layer's expected density (mean over its heads) above
+                             * density_target, averaged over layers; 0 = none */
   float density_target;     /* (0..1] */
   float skip_bias;          /* level-bias cut-off (< 0) below which blocks are skipped while training */
   /* optimisation */

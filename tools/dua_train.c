@@ -51,7 +51,8 @@ static const flag flags[] = {
     {"hard-frac", F_FLOAT, CFG(hard_frac), "fraction of steps after which depths are fixed"},
     {"gate-init", F_FLOAT, CFG(gate_init), "initial gate logit (negative starts dense)"},
     {"gate-lr-scale", F_FLOAT, CFG(gate_lr_scale), "gate learning rate / lr"},
-    {"density-weight", F_FLOAT, CFG(density_weight), "penalty on expected density above the target"},
+    {"density-weight", F_FLOAT, CFG(density_weight),
+     "penalty on a layer's expected density above the target"},
     {"density-target", F_FLOAT, CFG(density_target), "density budget (fraction of causal pairs)"},
     {"skip-bias", F_FLOAT, CFG(skip_bias), "level bias below which blocks are skipped in training"},
     {"batch", F_INT, CFG(batch), "examples per step"},
@@ -154,6 +155,7 @@ typedef struct options {
   dua_trainer_config cfg;
   const char *out, *resume, *device;
   int eval_only, quiet, steps_given;
+  double time_limit;
 } options;
 
 static int parse_args(int argc, char **argv, options *o) {
@@ -187,6 +189,15 @@ static int parse_args(int argc, char **argv, options *o) {
     }
     if (!strcmp(a, "--device")) {
       o->device = v;
+      continue;
+    }
+    if (!strcmp(a, "--time-limit")) {
+      char *end = NULL;
+      o->time_limit = strtod(v, &end);
+      if (*end || end == v || !(o->time_limit >= 0)) {
+        fprintf(stderr, "dua-train: --time-limit %s: expected seconds >= 0\n", v);
+        return -1;
+      }
       continue;
     }
     int found = 0;
@@ -243,7 +254,7 @@ static void print_depths(dua_trainer *t, FILE *f) {
 }
 
 static int write_result(const char *path, dua_trainer *t, const dua_eval_result *e, double train_seconds,
-                        double tokens_per_s) {
+                        double tokens_per_s, int completed) {
   FILE *f = fopen(path, "w");
   if (!f)
     return -1;
@@ -253,10 +264,10 @@ static int write_result(const char *path, dua_trainer *t, const dua_eval_result 
   fprintf(f,
           "{\n  \"task\": \"%s\", \"mode\": \"%s\", \"steps\": %lld, \"seed\": %llu,\n"
           "  \"test_loss\": %.6f, \"test_accuracy\": %.6f, \"density\": %.6f, \"scored\": %lld,\n"
-          "  \"train_seconds\": %.3f, \"tokens_per_second\": %.1f,\n  \"depths\": [",
+          "  \"train_seconds\": %.3f, \"tokens_per_second\": %.1f, \"completed\": %s,\n  \"depths\": [",
           c->task ? "listops" : "dyck", c->mode ? "native" : "dense", (long long)dua_trainer_step_count(t),
           (unsigned long long)c->seed, e->loss, e->accuracy, e->density, (long long)e->scored, train_seconds,
-          tokens_per_s);
+          tokens_per_s, completed ? "true" : "false");
   for (int l = 0; have && l < r.layers; l++) {
     fprintf(f, "%s[", l ? ", " : "");
     for (int h = 0; h < r.heads; h++)
@@ -386,7 +397,8 @@ int main(int argc, char **argv) {
              tty ? "\r" : "", (long long)s.step, c->steps, s.loss, s.accuracy, s.tau, s.density,
              s.expected_density, tokens / (elapsed > 0 ? elapsed : 1), eta, tty ? "   " : "\n");
     fflush(stdout);
-    if ((c->eval_every > 0 && s.step % c->eval_every == 0) || s.step == c->steps) {
+    const int out_of_time = o.time_limit > 0 && now_seconds() - t_start > o.time_limit;
+    if ((c->eval_every > 0 && s.step % c->eval_every == 0) || s.step == c->steps || out_of_time) {
       if ((st = dua_trainer_evaluate(t, &ev)) != DUA_SUCCESS) {
         fprintf(stderr, "\ndua-train: evaluation failed: %s\n", dua_context_last_error(ctx));
         return 1;
@@ -400,6 +412,11 @@ int main(int argc, char **argv) {
       if (save_all(t, o.out) != 0)
         return 1;
     }
+    if (out_of_time) {
+      printf("time limit of %.0f s reached after %lld of %d steps\n", o.time_limit, (long long)s.step,
+             c->steps);
+      break;
+    }
   }
   fclose(csv);
   fclose(ecsv);
@@ -412,7 +429,7 @@ int main(int argc, char **argv) {
   printf("final: test accuracy %.4f, test loss %.4f, density %.4f, %.0f tokens/s, %.1f s training\n",
          ev.accuracy, ev.loss, ev.density, tps, train_seconds);
   join(path, sizeof path, o.out, "result.json");
-  if (write_result(path, t, &ev, train_seconds, tps) != 0)
+  if (write_result(path, t, &ev, train_seconds, tps, dua_trainer_step_count(t) == c->steps) != 0)
     fprintf(stderr, "dua-train: cannot write %s\n", path);
   if (dua_train_plots(o.out, t) != 0)
     fprintf(stderr, "dua-train: cannot write the plots in %s\n", o.out);

@@ -91,15 +91,13 @@ void dua_gates_lca_fractions(int T, int blk, int p, int D, int s, double *frac) 
 double dua_gates_density(const float *beta, const double *frac, int H, int D, float weight, float target,
                          float *dbeta) {
   double mean = 0.0;
-  for (int h = 0; h < H; h++) {
-    double e = 0.0;
+  for (int h = 0; h < H; h++)
     for (int k = 0; k <= D; k++)
-      e += frac[k] * exp((double)beta[h * (D + 1) + k]);
-    mean += e / H;
-    if (dbeta && weight > 0 && e > target)
+      mean += frac[k] * exp((double)beta[h * (D + 1) + k]) / H;
+  if (dbeta && weight > 0 && mean > target) /* the layer's budget: heads share it, so some may stay dense */
+    for (int h = 0; h < H; h++)
       for (int k = 0; k <= D; k++)
         dbeta[h * (D + 1) + k] += (float)(weight / H * frac[k] * exp((double)beta[h * (D + 1) + k]));
-  }
   return mean;
 }
 

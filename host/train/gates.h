@@ -18,8 +18,8 @@ void dua_gates_backward(const float *x, const float *dbeta, int H, int D, float 
 /* Fraction of causal token pairs (j <= i < T) whose blocks share exactly k leading levels, k = 0..D, for the
  * positional tree with block size blk, arity p and block shift s. frac [D + 1]. */
 void dua_gates_lca_fractions(int T, int blk, int p, int D, int s, double *frac);
-/* Expected density of each head, sum_k frac[k] exp(beta[h][k]); adds the gradient of
- * weight * mean_h max(0, E_h - target) to dbeta. Returns the mean expected density. */
+/* Expected density of a layer, mean over heads of sum_k frac[k] exp(beta[h][k]); adds the gradient of the
+ * budget penalty weight * max(0, mean - target) to dbeta (when dbeta != NULL). Returns the mean. */
 double dua_gates_density(const float *beta, const double *frac, int H, int D, float weight, float target,
                          float *dbeta);
 /* Hard depth of a head: the deepest level whose gate is on (z > 0), 0 when none is. */

@@ -125,7 +125,7 @@ START_TEST(density_gradient_matches_finite_differences) {
     beta[i] = -1.5f + test_rng_float(&r);
   for (int h = 0; h < H; h++)
     beta[h * (D + 1) + D] = 0.0f;
-  const float weight = 0.8f, target = 0.05f; /* both heads above the target: penalty active */
+  const float weight = 0.8f, target = 0.05f; /* the layer is above its budget: penalty active */
   double e0 = dua_gates_density(beta, frac, H, D, weight, target, dbeta);
   ck_assert(e0 > target);
   for (int i = 0; i < H * (D + 1); i++) {
