@@ -15,8 +15,8 @@
  *      S = Q K^T with the exact element mask (tree or window or sink, j <= t) and level bias; online softmax
  *      in fp32 with exp2 (log2(e) folded into Q); O = alpha O + P V.
  *   4. One split: O and LSE written directly. Several: normalized partial O and log2-LSE per split go to a
- *      scratch buffer and dua_decode_merge combines them (rows where nothing is visible give O = 0 and
- *      LSE = -inf, never NaN).
+ *      scratch buffer and dua_decode_merge (attn_decode_merge.cl) combines them (rows where nothing is
+ *      visible give O = 0 and LSE = -inf, never NaN).
  * Cache layout per layer: [num_pages][Hkv][PAGE][HEAD_DIM] (see kv_cache.cl); q, o: (S, Hq, TOKENS, HEAD_DIM)
  * views, fp32 or fp16 (qo_fp16); cache dtype: DUA_FP16 (common.cl). */
 
@@ -93,7 +93,7 @@ inline int next_unit(__local const uint *bm, int *cw, uint *rem) {
   return (*cw << 5) + (31 - (int)clz(low));
 }
 
-/* units[x] of a private array by selects over a constant trip count (unrolled: no dynamic register indexing). */
+/* units[x] of a private array by selects over a constant trip count (no dynamic register indexing). */
 inline int pick_unit(const int *units, int x) {
   int u = -1;
   for (int y = 0; y < MAX_UPT; y++)
@@ -105,6 +105,43 @@ inline long pick_base(const long *bases, int x) {
   for (int y = 0; y < MAX_UPT; y++)
     b = y == x ? bases[y] : b;
   return b;
+}
+
+/* A walk over a split's visible units: bitmap word, its bits not taken yet, units taken, units to take. */
+typedef struct {
+  int cw, taken, n_units;
+  uint rem;
+} unit_cursor;
+
+/* The next tile: up to TILE_N / UNIT units from the cursor (units[x], -1 past the split), each unit's page
+ * from the sequence's block-table row, and their K and V rows in registers (zeros past the context). */
+inline void fetch_tile(__local const uint *bm, unit_cursor *cur, int *units, float4 *kreg, float4 *vreg,
+                       __global const dua_store_t *kc, __global const dua_store_t *vc,
+                       __global const int *bt_row, int len, int unit_shift, int page_shift,
+                       long page_stride /* Hkv * PAGE */, long head_rows /* hk * PAGE */, int tid) {
+  long base[MAX_UPT]; /* element offset of each unit's first key */
+  const int unit = 1 << unit_shift, upt = TILE_N >> unit_shift;
+  for (int x = 0; x < MAX_UPT; x++) {
+    units[x] = -1;
+    base[x] = 0;
+    if (x < upt && cur->taken < cur->n_units) {
+      const int u = next_unit(bm, &cur->cw, &cur->rem), j = u << unit_shift;
+      units[x] = u;
+      base[x] =
+          (bt_row[j >> page_shift] * page_stride + head_rows + (j & ((1 << page_shift) - 1))) * HEAD_DIM;
+      cur->taken++;
+    }
+  }
+  for (int e = 0; e < KV_PER_THREAD; e++) {
+    const int f = tid + e * NT, kr = f / VEC, c = (f % VEC) * 4, x = kr >> unit_shift;
+    const int u = f < KV_VECS ? pick_unit(units, x) : -1;
+    kreg[e] = vreg[e] = (float4)(0.0f);
+    if (u >= 0 && (u << unit_shift) + (kr & (unit - 1)) < len) {
+      const long at = pick_base(base, x) + (long)(kr & (unit - 1)) * HEAD_DIM + c;
+      kreg[e] = KV_LOAD4(kc, at);
+      vreg[e] = KV_LOAD4(vc, at);
+    }
+  }
 }
 
 __kernel __attribute__((reqd_work_group_size(NT, 1, 1))) void
@@ -131,7 +168,7 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
   const int sidx = get_group_id(2);
   const int2 call = calls[sidx];
   const int seq = call.x, len = call.y;
-  const int unit = 1 << unit_shift, page_mask = (1 << page_shift) - 1;
+  const int unit = 1 << unit_shift;
   const int upt = TILE_N >> unit_shift;
   const long lb = layout_batch == 1 ? 0 : sidx;
   (void)paths, (void)order, (void)rank_range, (void)level_bias, (void)bias_stride;
@@ -196,43 +233,19 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
   for (; skip > 0; skip--)
     rem &= rem - 1u;
   const int n_units = u1 - u0, n_tiles = (n_units + upt - 1) / upt;
-  int taken = 0;
+  unit_cursor cur = {cw, 0, n_units, rem};
+  __global const int *bt_row = block_table + (long)seq * max_pages;
+  const long page_stride = (long)shape.hkv << page_shift, head_rows = (long)hk << page_shift;
 
   int cur_units[MAX_UPT], nxt_units[MAX_UPT];
-  long nxt_base[MAX_UPT]; /* element offset of each unit's first key in the pages */
   float4 kreg[KV_PER_THREAD], vreg[KV_PER_THREAD];
   float4 acc[PV_PER_THREAD];
   for (int e = 0; e < PV_PER_THREAD; e++)
     acc[e] = (float4)(0.0f);
-  const long hkv_rows = (long)shape.hkv << page_shift;
-
-#define FETCH_TILE()                                                                                         \
-  do {                                                                                                       \
-    for (int x = 0; x < MAX_UPT; x++) {                                                                      \
-      nxt_units[x] = -1;                                                                                     \
-      nxt_base[x] = 0;                                                                                       \
-      if (x < upt && taken < n_units) {                                                                      \
-        const int u = next_unit(bitmap, &cw, &rem), j = u << unit_shift;                                     \
-        const int page = block_table[(long)seq * max_pages + (j >> page_shift)];                             \
-        nxt_units[x] = u;                                                                                    \
-        nxt_base[x] = (page * hkv_rows + ((long)hk << page_shift) + (j & page_mask)) * HEAD_DIM;             \
-        taken++;                                                                                             \
-      }                                                                                                      \
-    }                                                                                                        \
-    for (int e = 0; e < KV_PER_THREAD; e++) {                                                                \
-      const int f = tid + e * NT, kr = f / VEC, c = (f % VEC) * 4, x = kr >> unit_shift;                     \
-      const int u = f < KV_VECS ? pick_unit(nxt_units, x) : -1;                                              \
-      kreg[e] = vreg[e] = (float4)(0.0f);                                                                    \
-      if (u >= 0 && (u << unit_shift) + (kr & (unit - 1)) < len) {                                           \
-        const long at = pick_base(nxt_base, x) + (long)(kr & (unit - 1)) * HEAD_DIM + c;                     \
-        kreg[e] = KV_LOAD4(kc, at);                                                                          \
-        vreg[e] = KV_LOAD4(vc, at);                                                                          \
-      }                                                                                                      \
-    }                                                                                                        \
-  } while (0)
 
   if (n_tiles > 0)
-    FETCH_TILE();
+    fetch_tile(bitmap, &cur, nxt_units, kreg, vreg, kc, vc, bt_row, len, unit_shift, page_shift, page_stride,
+               head_rows, tid);
   for (int t = 0; t < n_tiles; t++) {
     const int par = t & 1;
     for (int x = 0; x < MAX_UPT; x++)
@@ -245,8 +258,9 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
       }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    if (t + 1 < n_tiles)
-      FETCH_TILE(); /* next tile's loads overlap this tile's arithmetic */
+    if (t + 1 < n_tiles) /* the next tile's loads overlap this tile's arithmetic */
+      fetch_tile(bitmap, &cur, nxt_units, kreg, vreg, kc, vc, bt_row, len, unit_shift, page_shift,
+                 page_stride, head_rows, tid);
 
     /* ---- 3a. scores with the exact element mask */
     for (int p = tid; p < ROWS * TILE_N; p += NT) {
@@ -339,38 +353,4 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
         part[part_lse_offset + gr * splits + split] = l > 0.0f ? mx + log2(l) : -INFINITY;
     }
   }
-}
-
-/* Combines the splits of each row (s, h, i): O = sum_k w_k O_k / sum_k w_k, w_k = 2^(lse_k - max),
- * LSE = (max + log2 sum w) ln 2; no split with a visible key gives O = 0, LSE = -inf.
- * Global (HEAD_DIM / 4, S * Hq * TOKENS). */
-__kernel void dua_decode_merge(__global const float *part, long part_lse_offset, int splits,
-                               __global float *o, __global float *lse, long4 o_strides, long4 lse_strides,
-                               long4 offsets /* elements: -, o, lse, - */, int qo_fp16, int has_lse, int hq) {
-  const int c = get_global_id(0) * 4;
-  const long gr = get_global_id(1);
-  const int i = gr % TOKENS, h = (gr / TOKENS) % hq;
-  const long s = gr / TOKENS / hq;
-  __global const float *lse_k = part + part_lse_offset + gr * splits;
-  float mx = -INFINITY;
-  for (int k = 0; k < splits; k++)
-    mx = fmax(mx, lse_k[k]);
-  float4 acc = (float4)(0.0f);
-  float sum = 0.0f;
-  if (mx != -INFINITY)
-    for (int k = 0; k < splits; k++)
-      if (lse_k[k] != -INFINITY) {
-        const float w = exp2(lse_k[k] - mx);
-        sum += w;
-        acc = fma((float4)(w), vload4(0, part + (gr * splits + k) * HEAD_DIM + c), acc);
-      }
-  const float4 out = sum > 0.0f ? acc * (1.0f / sum) : (float4)(0.0f);
-  const long off = offsets.s1 + s * o_strides.s0 + h * o_strides.s1 + i * o_strides.s2 + c;
-  if (qo_fp16)
-    vstore_half4(out, 0, (__global half *)o + off);
-  else
-    vstore4(out, 0, o + off);
-  if (has_lse && c == 0)
-    lse[offsets.s2 + s * lse_strides.s0 + h * lse_strides.s1 + i * lse_strides.s2] =
-        sum > 0.0f ? (mx + log2(sum)) * DUA_LN2 : -INFINITY;
 }

@@ -1,7 +1,7 @@
 /* decode.c: dua_decode: argument validation, the launch plan (query heads per work-group, tile, bitmap size,
- * split-KV count) and the launch of cl/attn_decode.cl's dua_decode and, with several splits, its
- * dua_decode_merge. Steady state: no allocation on the device, no synchronization, and an upload only when
- * the (sequence, length) table differs from the previous call's. */
+ * split-KV count) and the launch of cl/attn_decode.cl's dua_decode and, with several splits,
+ * cl/attn_decode_merge.cl's dua_decode_merge. Steady state: no allocation on the device, no synchronization,
+ * and an upload only when the (sequence, length) table differs from the previous call's. */
 #include "attention/forward_internal.h"
 #include "attention/kv_internal.h"
 
@@ -253,10 +253,11 @@ dua_status dua_decode(dua_context *ctx, dua_kv_cache *cache, int32_t layer, dua_
            Dh, T, plan.hpw, plan.tile_n, plan.threads, plan.words, cache->desc.dtype == DUA_F16,
            l->kind == DUA_LAYOUT_CONTENT, params->level_bias != NULL);
   cl_kernel kernel, merge = NULL;
-  if ((st = dua_program_kernel(ctx, "common,attn_decode", options, "dua_decode", &kernel)) != DUA_SUCCESS)
+  if ((st = dua_program_kernel(ctx, "common,attn_decode,attn_decode_merge", options, "dua_decode",
+                               &kernel)) != DUA_SUCCESS)
     return st;
-  if (plan.splits > 1 && (st = dua_program_kernel(ctx, "common,attn_decode", options, "dua_decode_merge",
-                                                  &merge)) != DUA_SUCCESS)
+  if (plan.splits > 1 && (st = dua_program_kernel(ctx, "common,attn_decode,attn_decode_merge", options,
+                                                  "dua_decode_merge", &merge)) != DUA_SUCCESS)
     return st;
 
   const size_t rows = (size_t)S * (size_t)l->heads * (size_t)T;

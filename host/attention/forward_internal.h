@@ -71,7 +71,8 @@ dua_status dua_attention_validate(dua_context *ctx, const char *fn, const dua_la
                                   const dua_tensor *v, const dua_tensor *o, const dua_tensor *lse);
 
 /* The optional level bias of params (rule layout; fp32 (heads, max_depth + 1, 1, 1), contiguous levels). */
-dua_status dua_check_level_bias(dua_context *ctx, const char *fn, const dua_layout *l, const dua_tensor *bias);
+dua_status dua_check_level_bias(dua_context *ctx, const char *fn, const dua_layout *l,
+                                const dua_tensor *bias);
 
 /* Outputs must write each element once (no zero stride over a dimension > 1) and must not overlap inputs or
  * each other in the same buffer. NULL entries are skipped. */
