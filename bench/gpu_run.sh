@@ -12,10 +12,16 @@
 #             peers.py --pass decode (SDPA dense and FlexAttention, contiguous KV) on the same problems
 #   decodesweep  decode tile x split sweep (DUA_DECODE_TILE, DUA_DECODE_SPLITS) on the fp16 16K problem,
 #             depths 0 and 4
+#   decode2   the register-tile decode kernel against the previous one (DUA_DECODE_V1=1) in one call: tests
+#             (default, 5 splits); fp16 and fp32 at 8K and 16K, depths 0 2 4, heads 8, and GQA 32/8 fp16 16K,
+#             for both kernels, checked; the other fp16 conversions DUA_DECODE_HALF=1,2 (checked); a tile x
+#             split sweep of the new kernel (adds no point after 190 s); peers.py fp16 8K/16K depths 0 2 4 and
+#             fp32 16K dense (at most 100 s). Under 300 s.
 # Output (at most 8 files come back per call): $OUT/{gpu.txt,tests.txt,ceilings.txt,dua_fwd.jsonl,
 # peers_fwd.jsonl,dua_fwdbwd.jsonl,peers_fwdbwd.jsonl,sweep.txt}, $OUT/{decode_test.txt,dua_decode.jsonl,
-# dua_decode.log,peers_decode.jsonl} (decode) and $OUT/decode_sweep.jsonl (decodesweep); a summary table is
-# printed last.
+# dua_decode.log,peers_decode.jsonl} (decode), $OUT/decode_sweep.jsonl (decodesweep) and
+# $OUT/{decode2_test.txt,dua_decode2.jsonl,dua_decode2.log,decode2_sweep.jsonl,peers_decode2.jsonl} (decode2);
+# a summary table is printed last.
 set -uo pipefail
 source .devkit/device-env.sh >/dev/null
 export PYTHONUNBUFFERED=1 DUA_CACHE_DIR=/tmp/dua-cache
@@ -94,6 +100,33 @@ PY
           | sed "s/^{/{\"tile\": \"$tile\", \"splits\": \"$splits\", /"
       done
     done > "$OUT/decode_sweep.jsonl"; unset DUA_DECODE_SPLITS ;;
+  decode2)
+    T=build-rel/test/test_decode
+    { for e in DUA_DECODE_HALF=0 DUA_DECODE_SPLITS=5; do
+        echo "== test_decode with $e"; env $e CK_FORK=no $T 2>&1 | tail -1; done; } > "$OUT/decode2_test.txt" 2>&1
+    cat "$OUT/decode2_test.txt"
+    D="build-rel/tools/dua-bench --pass decode --batch 32 --dim 128 --block 128 --json -"
+    tag() { sed "s/^{/{\"kernel\": \"$1\", /"; }
+    { for k in v1 new; do
+        [ $k = v1 ] && export DUA_DECODE_V1=1 || unset DUA_DECODE_V1
+        $D --heads 8 --n 8192 16384 --depth 0 2 4 --dtype fp16 --check | tag $k
+        $D --heads 8 --n 8192 16384 --depth 0 2 4 --dtype fp32 --check | tag $k
+        $D --heads 32 --kv-heads 8 --n 16384 --depth 0 4 --dtype fp16 --check | tag $k
+      done; unset DUA_DECODE_V1
+      for h in 1 2; do DUA_DECODE_HALF=$h $D --heads 8 --n 16384 --depth 0 4 --dtype fp16 --check | tag new-half$h; done
+    } 2>"$OUT/dua_decode2.log" > "$OUT/dua_decode2.jsonl"; grep -E "copy b|CHECK|check.*(bad|fail)|failed" "$OUT/dua_decode2.log"
+    for point in 64,128,8:auto 64,128,8:4 64,128,8:16 64,128,8:32 32,128,8:auto 128,128,8:auto 64,256,8:auto \
+        64,64,8:auto 32,128,16:auto@fp32 64,128,16:auto@fp32 32,256,16:auto@fp32 32,128,16:16@fp32; do
+      [ $SECONDS -gt 190 ] && { echo "decode2 sweep: stopped at $point (time)"; break; }
+      tile=${point%%:*}; rest=${point#*:}; splits=${rest%@*}; dt=fp16; [ "$rest" != "${rest%@fp32}" ] && dt=fp32
+      if [ $splits = auto ]; then unset DUA_DECODE_SPLITS; else export DUA_DECODE_SPLITS=$splits; fi
+      DUA_DECODE_TILE=$tile $D --heads 8 --n 16384 --depth 0 4 --dtype $dt --no-dense 2>/dev/null \
+        | sed "s/^{/{\"tile\": \"$tile\", \"splits\": \"$splits\", /"
+    done > "$OUT/decode2_sweep.jsonl"; unset DUA_DECODE_SPLITS
+    P="python3 .devkit/peers.py --pass decode --batch 32 --dim 128 --block 128 --heads 8"
+    { timeout 70 $P --n 8192 16384 --depth 0 2 4 --dtype fp16; timeout 30 $P --n 16384 --depth 0 --dtype fp32
+    } 2>/dev/null \
+      | grep '^{' > "$OUT/peers_decode2.jsonl" ;;
   esac
 done
 python3 bench/summarize.py "$OUT"

@@ -84,3 +84,39 @@ if sweep:
             if d0 and d4:
                 cells.append(f"{splits}: {d0['ms']:.3f}/{d4['ms']:.3f} ({100 * d0['fraction_of_copy']:.0f}%)")
         print(f"  tile {tile:>10}  " + "  ".join(cells))
+
+# decode2: the register-tile decode kernel ("new") against the previous one ("v1", DUA_DECODE_V1=1) from one
+# call, next to FlexAttention's decode; new-half1/2 are the other fp16 conversions (DUA_DECODE_HALF)
+dua2, peers2 = load("dua_decode2.jsonl"), load("peers_decode2.jsonl")
+if dua2:
+    print("\n== decode2: dua sparse ms, previous kernel (v1) vs new; GB/s and of_copy of new | flex, flex/new")
+    print(f"{'n':>6} {'H/Hkv':>6} {'dtype':>5} {'depth':>5} {'v1':>8} {'new':>8} {'new/v1':>6} {'GB/s':>7} "
+          f"{'of_copy':>7} {'x_dense':>7} {'ideal':>6} {'half1':>8} {'half2':>8} | {'flex':>8} {'flex/new':>8}")
+    rows = [r for r in dua2 if r["variant"] == "dua_sparse_decode" and "ms" in r]
+    keys = list(dict.fromkeys((r["n"], r["heads"], r["kv_heads"], r["dtype"], r["depth"]) for r in rows))
+    for key in keys:
+        def get(kernel):
+            return next((r for r in rows if r["kernel"] == kernel and
+                         (r["n"], r["heads"], r["kv_heads"], r["dtype"], r["depth"]) == key), None)
+        v1, new, h1, h2 = get("v1"), get("new"), get("new-half1"), get("new-half2")
+        if not new:
+            continue
+        flex = next((p["ms"] for p in peers2 if p["peer"] == "flex_decode" and (p["n"], p["dtype"], p["depth"])
+                     == (key[0], key[3], key[4]) and p["heads"] == key[2]), float("nan"))
+        nan = float("nan")
+        print(f"{key[0]:6d} {str(key[1]) + '/' + str(key[2]):>6} {key[3]:>5} {key[4]:5d} "
+              f"{v1['ms'] if v1 else nan:8.4f} {new['ms']:8.4f} {(v1['ms'] / new['ms']) if v1 else nan:6.2f} "
+              f"{new['gbps']:7.1f} {100 * new['fraction_of_copy']:6.1f}% {new['speedup_vs_dense']:7.2f} "
+              f"{new['ideal_speedup']:6.2f} {h1['ms'] if h1 else nan:8.4f} {h2['ms'] if h2 else nan:8.4f} | "
+              f"{flex:8.4f} {flex / new['ms']:8.2f}")
+sweep2 = load("decode2_sweep.jsonl")
+if sweep2:
+    print("\n== decode2 sweep (new kernel, n 16384, B 32, H 8, Dh 128): ms at depth 0 / depth 4, of_copy at 0")
+    for dt, tile, splits in dict.fromkeys((r["dtype"], r["tile"], r["splits"]) for r in sweep2):
+        d0 = next((r for r in sweep2 if (r["dtype"], r["tile"], r["splits"], r["depth"]) == (dt, tile, splits, 0)),
+                  None)
+        d4 = next((r for r in sweep2 if (r["dtype"], r["tile"], r["splits"], r["depth"]) == (dt, tile, splits, 4)),
+                  None)
+        if d0 and d4:
+            print(f"  {dt} tile {tile:>10} splits {splits:>4}: {d0['ms']:.4f} / {d4['ms']:.4f} "
+                  f"({100 * d0['fraction_of_copy']:.1f}%)")

@@ -11,9 +11,11 @@
  *      counting nwords = ceil(L / UNIT / 32) bitmap words).
  *   2. The split takes its share [u0, u1) of the visible units, TILE_N / UNIT units per tile, walks them with
  *      a set-bit cursor and reads each unit's page from the block table. Skipped units are never read.
- *   3. Per tile: K and V (prefetched into registers during the previous tile) go to local memory; scores
- *      S = Q K^T with the exact element mask (tree or window or sink, j <= t) and level bias; online softmax
- *      in fp32 with exp2 (log2(e) folded into Q); O = alpha O + P V.
+ *   3. Per tile: scores S = Q K^T with the exact element mask (tree or window or sink, j <= t) and level
+ *      bias; online softmax in fp32 with exp2 (log2(e) folded into Q); O = alpha O + P V. The default kernel
+ *      (below the DUA_DECODE_V1 block) keeps K and V in registers, loaded 16 bytes at a time; DUA_DECODE_V1=1
+ *      builds the previous kernel (K/V staged through local memory, 4-element loads), kept as the
+ *      baseline of one side-by-side GPU measurement (bench/gpu_run.sh decode2).
  *   4. One split: O and LSE written directly. Several: normalized partial O and log2-LSE per split go to a
  *      scratch buffer and dua_decode_merge (attn_decode_merge.cl) combines them (rows where nothing is
  *      visible give O = 0 and LSE = -inf, never NaN).
@@ -41,14 +43,16 @@
 #ifndef DUA_BIAS
 #define DUA_BIAS 0
 #endif
+#ifndef DUA_DECODE_V1
+#define DUA_DECODE_V1 0 /* 1: the previous kernel (baseline) */
+#endif
+#ifndef DUA_HALF_CVT
+#define DUA_HALF_CVT                                                                                         \
+  0 /* fp16 cache: 0 raw 16-byte loads + vload_half8 at use, 1 the same + integer                            \
+     * conversion, 2 vloada_half8 loads (converted at load) */
+#endif
 
 #define ROWS (HPW * TOKENS)
-#define STRIDE (HEAD_DIM + 4) /* local row pitch in floats */
-#define VEC (HEAD_DIM / 4)
-#define KV_VECS (TILE_N * VEC)
-#define KV_PER_THREAD ((KV_VECS + NT - 1) / NT)
-#define PV_ITEMS (ROWS * VEC)
-#define PV_PER_THREAD ((PV_ITEMS + NT - 1) / NT)
 #define MAX_UPT (TILE_N / 16) /* most units per tile */
 
 #if (TILE_N % 16) || (HEAD_DIM % 4)
@@ -59,12 +63,6 @@
 #define DUA_EXP2 exp2
 #else
 #define DUA_EXP2 native_exp2 /* never called with -inf (guarded) */
-#endif
-
-#if DUA_FP16
-#define KV_LOAD4(p, i) vload_half4(0, (p) + (i))
-#else
-#define KV_LOAD4(p, i) vload4(0, (p) + (i))
 #endif
 
 /* Sets bits [ulo, uhi) of the bitmap; work-item `first` of `stride` takes words first, first+stride... */
@@ -112,6 +110,21 @@ typedef struct {
   int cw, taken, n_units;
   uint rem;
 } unit_cursor;
+
+#if DUA_DECODE_V1
+/* ---------------------------------------------------------------- the previous kernel (baseline) */
+#define STRIDE (HEAD_DIM + 4) /* local row pitch in floats */
+#define VEC (HEAD_DIM / 4)
+#define KV_VECS (TILE_N * VEC)
+#define KV_PER_THREAD ((KV_VECS + NT - 1) / NT)
+#define PV_ITEMS (ROWS * VEC)
+#define PV_PER_THREAD ((PV_ITEMS + NT - 1) / NT)
+
+#if DUA_FP16
+#define KV_LOAD4(p, i) vload_half4(0, (p) + (i))
+#else
+#define KV_LOAD4(p, i) vload4(0, (p) + (i))
+#endif
 
 /* The next tile: up to TILE_N / UNIT units from the cursor (units[x], -1 past the split), each unit's page
  * from the sequence's block-table row, and their K and V rows in registers (zeros past the context). */
@@ -354,3 +367,338 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
     }
   }
 }
+
+#else
+
+/* ---------------------------------------------------------------- the decode kernel (default)
+ * Work-item roles per tile of TILE_N keys, NT = KG * NV work-items (NV 16-byte loads per K/V row):
+ *   Q.K:  G = NT / TILE_N work-items per key; work-item (key t / G, part g = t % G) holds loads g, g + G, ...
+ *         of its key's K row in registers and writes one partial dot product per row to s_part.
+ *   softmax: work-item (row, key group kg) sums the partials of its KPT = TILE_N / KG keys, applies the exact
+ *         element mask and keeps an online softmax state (max, sum) of its own keys: no reduction across the
+ *         work-group per tile; the KG states meet once, after the last tile.
+ *   P.V:  work-item (kg = t / NV, load c = t % NV) holds load c of its group's KPT V rows and accumulates all
+ *         ROWS rows of output columns [c VE, (c+1) VE).
+ * Every K/V byte is loaded straight into registers with 16-byte loads (no local-memory staging): per tile
+ * each work-item issues KL K loads and KPT V loads; the next tile's K loads are issued before this tile's
+ * softmax and P.V, and its V loads before its own Q.K. Two barriers per tile. */
+
+#if DUA_FP16
+#define VE 8 /* elements per 16-byte load */
+#if DUA_HALF_CVT == 2
+typedef float8 kv_raw;
+#define KV_LD(p) vloada_half8(0, (p))
+#define kv_cvt(w) (w)
+#else
+typedef uint4 kv_raw;
+#define KV_LD(p) (*(__global const uint4 *)(p))
+#endif
+#if DUA_HALF_CVT == 1
+/* IEEE half bits to float by integer operations (exact: normals, subnormals, inf, nan). */
+inline float half_bits(uint h) {
+  const uint a = h & 0x7fffu;
+  const float f = a < 0x400u     ? (float)a * 0x1p-24f
+                  : a >= 0x7c00u ? as_float((a << 13) | 0x7f800000u)
+                                 : as_float((a << 13) + 0x38000000u);
+  return as_float(as_uint(f) | ((h & 0x8000u) << 16));
+}
+inline float8 kv_cvt(kv_raw w) {
+  return (float8)(half_bits(w.x & 0xffffu), half_bits(w.x >> 16), half_bits(w.y & 0xffffu),
+                  half_bits(w.y >> 16), half_bits(w.z & 0xffffu), half_bits(w.z >> 16),
+                  half_bits(w.w & 0xffffu), half_bits(w.w >> 16));
+}
+#elif DUA_HALF_CVT == 0
+/* The 8 halves of a register value through vload_half8 on its private copy. */
+inline float8 kv_cvt(kv_raw w) {
+  return vload_half8(0, (const __private half *)&w);
+}
+#endif
+typedef float8 kv_f;
+#define Q_LOAD(p) vload8(0, (p))
+#else
+#define VE 4
+typedef float4 kv_raw;
+typedef float4 kv_f;
+#define KV_LD(p) (*(__global const float4 *)(p))
+#define kv_cvt(w) (w)
+#define Q_LOAD(p) vload4(0, (p))
+#endif
+
+#define NV (HEAD_DIM / VE)       /* 16-byte loads per K/V row */
+#define KG (NT / NV)             /* key groups of the softmax and P.V */
+#define KPT (TILE_N / KG)        /* keys per key group */
+#define G (NT / TILE_N)          /* work-items per key in Q.K */
+#define KL ((NV + G - 1) / G)    /* K loads per work-item */
+#define RED_ITEMS (HEAD_DIM / 4) /* float4 outputs per row */
+
+#if (HEAD_DIM % VE) || (NT % NV) || (NT % TILE_N) || (TILE_N % KG) || KG < 1
+#error "the decode plan needs NT = KG * HEAD_DIM / VE, TILE_N | NT and KG | TILE_N"
+#endif
+
+inline float dot_kv(kv_f a, kv_f b) {
+#if DUA_FP16
+  return dot(a.lo, b.lo) + dot(a.hi, b.hi);
+#else
+  return dot(a, b);
+#endif
+}
+
+/* The next tile's units (units[x], -1 past the split) from the cursor and the element offset of each unit's
+ * first key (its page from the sequence's block-table row). */
+inline void next_units(__local const uint *bm, unit_cursor *cur, int *units, long *base,
+                       __global const int *bt_row, int unit_shift, int page_shift, long page_stride,
+                       long head_rows) {
+  const int upt = TILE_N >> unit_shift;
+  for (int x = 0; x < MAX_UPT; x++) {
+    units[x] = -1;
+    base[x] = 0;
+    if (x < upt && cur->taken < cur->n_units) {
+      const int u = next_unit(bm, &cur->cw, &cur->rem), j = u << unit_shift;
+      units[x] = u;
+      base[x] =
+          (bt_row[j >> page_shift] * page_stride + head_rows + (j & ((1 << page_shift) - 1))) * HEAD_DIM;
+      cur->taken++;
+    }
+  }
+}
+
+/* Load `which` (0..NV-1) of tile key kr, or zeros for a key past the split or the context. */
+inline kv_raw load_kv(__global const dua_store_t *p, const int *units, const long *base, int kr, int which,
+                      int len, int unit_shift) {
+  const int x = kr >> unit_shift, u = pick_unit(units, x), r = kr & ((1 << unit_shift) - 1);
+  kv_raw w = (kv_raw)(0);
+  if (u >= 0 && (u << unit_shift) + r < len)
+    w = KV_LD(p + pick_base(base, x) + (long)r * HEAD_DIM + which * VE);
+  return w;
+}
+
+__kernel __attribute__((reqd_work_group_size(NT, 1, 1))) void
+dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __global const int *block_table,
+           int max_pages, __global const int2 *calls /* [S] (seq, length) */, int page_shift, int unit_shift,
+           __global const float *q, __global float *o, __global float *lse, /* q, o: half when qo_fp16 */
+           long4 q_strides, long4 o_strides, long4 lse_strides, long4 offsets /* elements: q, o, lse, bias */,
+           int qo_fp16, int has_lse, __global float *part, long part_lse_offset, int splits, dua_shape shape,
+           float scale_log2, __global const dua_head_rule *head_rules, __global const uchar *paths,
+           int layout_batch, __global const int *order, __global const int *rank_range,
+           __global const float *level_bias, int bias_stride, int hchunks) {
+  __local uint bitmap[WORDS];
+  __local float q_loc[ROWS * HEAD_DIM] __attribute__((aligned(32)));
+  __local float s_part[ROWS * NT];    /* [row][key][part] partial scores */
+  __local float p_loc[ROWS * TILE_N]; /* [row][key] probabilities */
+  __local float a_loc[ROWS * KG];     /* [row][key group] this tile's rescale factor */
+  __local float m_st[ROWS * KG];      /* running max (log2 units) */
+  __local float l_st[ROWS * KG];      /* running sum */
+  __local float red[KG * HEAD_DIM] __attribute__((aligned(16))); /* final merge of the key groups */
+
+  const int tid = get_local_id(0), split = get_group_id(0);
+  const int hk = get_group_id(1) / hchunks;
+  const int h0 = hk * (shape.hq / shape.hkv) + (get_group_id(1) % hchunks) * HPW;
+  const int sidx = get_group_id(2);
+  const int2 call = calls[sidx];
+  const int seq = call.x, len = call.y;
+  const int unit = 1 << unit_shift;
+  const int upt = TILE_N >> unit_shift;
+  const long lb = layout_batch == 1 ? 0 : sidx;
+  (void)paths, (void)order, (void)rank_range, (void)level_bias, (void)bias_stride;
+
+  /* ---- bitmap cleared, Q rows (pre-scaled) loaded, softmax states reset */
+  const int nwords = (((len + unit - 1) >> unit_shift) + 31) >> 5;
+  for (int w = tid; w < nwords; w += NT)
+    bitmap[w] = 0u;
+  for (int idx = tid; idx < ROWS * (HEAD_DIM / 4); idx += NT) {
+    const int r = idx / (HEAD_DIM / 4), c = (idx % (HEAD_DIM / 4)) * 4, i = r % TOKENS,
+              pos = len - TOKENS + i;
+    float4 x = (float4)(0.0f);
+    if (pos >= 0) {
+      const long off =
+          offsets.s0 + sidx * q_strides.s0 + (h0 + r / TOKENS) * q_strides.s1 + i * q_strides.s2 + c;
+      x = qo_fp16 ? vload_half4(0, (__global const half *)q + off) : vload4(0, q + off);
+    }
+    vstore4(x * scale_log2, 0, q_loc + r * HEAD_DIM + c);
+  }
+  for (int x = tid; x < ROWS * KG; x += NT) {
+    m_st[x] = -INFINITY;
+    l_st[x] = 0.0f;
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+
+  /* ---- 1. mark the units holding a visible key of some row */
+  for (int r = 0; r < ROWS; r++) {
+    const int pos = len - TOKENS + r % TOKENS;
+    if (pos < 0)
+      continue; /* uniform */
+    const int h = h0 + r / TOKENS, m = pos / shape.blk;
+    if (shape.sink > 0)
+      mark_tokens(bitmap, 0, min(shape.sink, pos + 1), unit_shift, tid);
+    if (shape.window > 0)
+      mark_tokens(bitmap, max(0, pos - shape.window), pos + 1, unit_shift, tid);
+#if DUA_TREE == 0
+    const int2 tr = dua_tree_range(head_rules[h], m, shape.shift, shape.nb);
+    mark_tokens(bitmap, tr.x * shape.blk, min(tr.y * shape.blk, pos + 1), unit_shift, tid);
+#else
+    const long row = (lb * shape.hq + h) * shape.nb;
+    const int e0 = rank_range[2 * (row + m)], e1 = rank_range[2 * (row + m) + 1];
+    for (int e = e0 + tid; e < e1; e += NT) {
+      const int n = order[row + e];
+      if (n <= m) /* one block: at most 16 units, inside one bitmap word */
+        mark_units(bitmap, (n * shape.blk) >> unit_shift,
+                   ((min((n + 1) * shape.blk, pos + 1) - 1) >> unit_shift) + 1, 0, 1);
+    }
+#endif
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+
+  /* ---- 2. this split's visible units [u0, u1) and a cursor on unit u0 */
+  int total = 0;
+  for (int w = 0; w < nwords; w++)
+    total += popcount(bitmap[w]);
+  const int u0 = (int)(((long)total * split) / splits), u1 = (int)(((long)total * (split + 1)) / splits);
+  int cw = 0, skip = u0;
+  uint rem = nwords > 0 ? bitmap[0] : 0u;
+  while (cw + 1 < nwords && skip >= (int)popcount(rem)) {
+    skip -= popcount(rem);
+    rem = bitmap[++cw];
+  }
+  for (; skip > 0; skip--)
+    rem &= rem - 1u;
+  const int n_units = u1 - u0, n_tiles = (n_units + upt - 1) / upt;
+  unit_cursor cur = {cw, 0, n_units, rem};
+  __global const int *bt_row = block_table + (long)seq * max_pages;
+  const long page_stride = (long)shape.hkv << page_shift, head_rows = (long)hk << page_shift;
+
+  const int kq = tid / G, g = tid % G;      /* Q.K role */
+  const int kg = tid / NV, vc_i = tid % NV; /* P.V role */
+  int cur_units[MAX_UPT], nxt_units[MAX_UPT];
+  long cur_base[MAX_UPT], nxt_base[MAX_UPT];
+  kv_raw kraw[KL], vraw[KPT];
+  kv_f acc[ROWS];
+  for (int r = 0; r < ROWS; r++)
+    acc[r] = (kv_f)(0.0f);
+
+  if (n_tiles > 0) {
+    next_units(bitmap, &cur, nxt_units, nxt_base, bt_row, unit_shift, page_shift, page_stride, head_rows);
+    for (int i = 0; i < KL; i++)
+      kraw[i] =
+          g + i * G < NV ? load_kv(kc, nxt_units, nxt_base, kq, g + i * G, len, unit_shift) : (kv_raw)(0);
+  }
+  for (int t = 0; t < n_tiles; t++) {
+    for (int x = 0; x < MAX_UPT; x++) {
+      cur_units[x] = nxt_units[x];
+      cur_base[x] = nxt_base[x];
+    }
+    /* ---- 3a. this tile's V loads in flight; partial scores from the K rows in registers */
+    for (int i = 0; i < KPT; i++)
+      vraw[i] = load_kv(vc, cur_units, cur_base, kg * KPT + i, vc_i, len, unit_shift);
+    for (int r = 0; r < ROWS; r++) {
+      float d = 0.0f;
+      for (int i = 0; i < KL; i++)
+        if (g + i * G < NV)
+          d += dot_kv(kv_cvt(kraw[i]), Q_LOAD(q_loc + r * HEAD_DIM + (g + i * G) * VE));
+      s_part[r * NT + tid] = d;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    /* ---- 3b. the next tile's K loads in flight; scores, mask and online softmax per (row, key group) */
+    if (t + 1 < n_tiles) {
+      next_units(bitmap, &cur, nxt_units, nxt_base, bt_row, unit_shift, page_shift, page_stride, head_rows);
+      for (int i = 0; i < KL; i++)
+        kraw[i] =
+            g + i * G < NV ? load_kv(kc, nxt_units, nxt_base, kq, g + i * G, len, unit_shift) : (kv_raw)(0);
+    }
+    for (int it = tid; it < ROWS * KG; it += NT) {
+      const int r = it / KG, grp = it % KG, pos = len - TOKENS + r % TOKENS;
+      const int h = h0 + r / TOKENS, m = pos / shape.blk;
+      const dua_head_rule hr = head_rules[h];
+      __global const uchar *paths_bh = paths + (lb * shape.hq + h) * shape.nb * shape.max_depth;
+      __global const uchar *path_m = paths_bh + (long)max(m, 0) * shape.max_depth;
+      float mt = -INFINITY;
+      for (int i = 0; i < KPT; i++) {
+        const int kr = grp * KPT + i;
+        const int u = pick_unit(cur_units, kr >> unit_shift), j = (u << unit_shift) + (kr & (unit - 1));
+        float sc = -INFINITY;
+        if (u >= 0 && pos >= 0 && j <= pos) {
+          const int n = j / shape.blk;
+          const int shared = block_shared(hr, m, n, shape.shift, path_m, paths_bh, shape.max_depth);
+          const int extra = dua_token_extra(pos, j, shape.window, shape.sink);
+          if (shared || extra) {
+            sc = 0.0f;
+            for (int x = 0; x < G; x++)
+              sc += s_part[r * NT + kr * G + x];
+#if DUA_BIAS
+            if (!extra)
+              sc += level_bias[offsets.s3 + h * bias_stride +
+                               block_lca(hr, m, n, shape.shift, path_m, paths_bh, shape.max_depth)] *
+                    DUA_LOG2E;
+#endif
+          }
+        }
+        p_loc[r * TILE_N + kr] = sc;
+        mt = fmax(mt, sc);
+      }
+      const float mo = m_st[it], mn = fmax(mo, mt);
+      const float alpha = mo == -INFINITY ? 1.0f : DUA_EXP2(mo - mn);
+      float sum = 0.0f;
+      for (int i = 0; i < KPT; i++) {
+        const float s = p_loc[r * TILE_N + grp * KPT + i], p = s == -INFINITY ? 0.0f : DUA_EXP2(s - mn);
+        p_loc[r * TILE_N + grp * KPT + i] = p;
+        sum += p;
+      }
+      m_st[it] = mn;
+      l_st[it] = l_st[it] * alpha + sum;
+      a_loc[it] = alpha;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    /* ---- 3c. O = alpha O + P V over the group's keys */
+    for (int r = 0; r < ROWS; r++)
+      acc[r] *= a_loc[r * KG + kg];
+    for (int i = 0; i < KPT; i++) {
+      const kv_f v = kv_cvt(vraw[i]);
+      for (int r = 0; r < ROWS; r++)
+        acc[r] = fma((kv_f)(p_loc[r * TILE_N + kg * KPT + i]), v, acc[r]);
+    }
+  }
+
+  /* ---- 4. merge the key groups per row; write O and LSE, or this split's partials */
+  for (int r = 0; r < ROWS; r++) {
+    float mx = -INFINITY;
+    for (int x = 0; x < KG; x++)
+      mx = fmax(mx, m_st[r * KG + x]);
+    const float mk = m_st[r * KG + kg], wk = mk == -INFINITY ? 0.0f : DUA_EXP2(mk - mx);
+#if DUA_FP16
+    vstore8(acc[r] * wk, 0, red + kg * HEAD_DIM + vc_i * VE);
+#else
+    vstore4(acc[r] * wk, 0, red + kg * HEAD_DIM + vc_i * VE);
+#endif
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float l = 0.0f;
+    for (int x = 0; x < KG; x++)
+      l += m_st[r * KG + x] == -INFINITY ? 0.0f : l_st[r * KG + x] * DUA_EXP2(m_st[r * KG + x] - mx);
+    const int h = h0 + r / TOKENS, i = r % TOKENS;
+    for (int it = tid; it < RED_ITEMS; it += NT) {
+      const int c = it * 4;
+      float4 s = (float4)(0.0f);
+      for (int x = 0; x < KG; x++)
+        s += vload4(0, red + x * HEAD_DIM + c);
+      const float4 out = l > 0.0f ? s * (1.0f / l) : (float4)(0.0f);
+      if (splits == 1) {
+        const long off = offsets.s1 + sidx * o_strides.s0 + h * o_strides.s1 + i * o_strides.s2 + c;
+        if (qo_fp16)
+          vstore_half4(out, 0, (__global half *)o + off);
+        else
+          vstore4(out, 0, o + off);
+        if (has_lse && c == 0)
+          lse[offsets.s2 + sidx * lse_strides.s0 + h * lse_strides.s1 + i * lse_strides.s2] =
+              l > 0.0f ? (mx + log2(l)) * DUA_LN2 : -INFINITY;
+      } else {
+        const long gr = ((long)sidx * shape.hq + h) * TOKENS + i;
+        vstore4(out, 0, part + (gr * splits + split) * HEAD_DIM + c);
+        if (c == 0)
+          part[part_lse_offset + gr * splits + split] = l > 0.0f ? mx + log2(l) : -INFINITY;
+      }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+  }
+}
+
+#endif /* DUA_DECODE_V1 */

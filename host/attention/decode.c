@@ -10,9 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Defaults; DUA_DECODE_TILE=tile_n,threads,rows and DUA_DECODE_SPLITS=n override them (development). */
-#define DECODE_TILE_N 32   /* keys per tile */
-#define DECODE_THREADS 128 /* work-items per work-group */
+/* Defaults; DUA_DECODE_TILE=tile_n,threads,rows and DUA_DECODE_SPLITS=n override them (development), and
+ * DUA_DECODE_HALF=0|1|2 picks the fp16 conversion (cl/attn_decode.cl DUA_HALF_CVT). DUA_DECODE_V1=1 runs the
+ * previous kernel with its own plan (the baseline of bench/gpu_run.sh decode2; to be removed). */
+#define DECODE_TILE_N 32     /* keys per tile: fp32 cache (32 keys x 512 bytes x K,V = 32 KiB per tile) */
+#define DECODE_TILE_N_F16 64 /* fp16 cache: 64 keys x 256 bytes x K,V = 32 KiB per tile */
+#define DECODE_THREADS 128   /* work-items per work-group (rounded to a multiple of the loads per row) */
+#define DECODE_ACC_FLOATS 64 /* most output accumulators per work-item (rows x 16-byte load elements) */
 #define DECODE_CPU_TILE_N                                                                                    \
   16 /* CPU devices: PoCL runs a work-group's work-items in loops around each barrier; */
 #define DECODE_CPU_THREADS 32 /* 16 x 32 measured 20-35% faster there than 32 x 128 (bench/RESULTS.md) */
@@ -24,7 +28,13 @@
 
 typedef struct decode_plan {
   int tokens, hpw, hchunks, tile_n, threads, words, unit_shift, page_shift, splits;
+  int v1, half_cvt, key_groups; /* previous kernel; fp16 conversion; key groups (NT / loads per row) */
 } decode_plan;
+
+/* Elements per 16-byte K/V load of the default kernel. */
+static int load_elems(const dua_kv_cache *c) {
+  return c->desc.dtype == DUA_F16 ? 8 : 4;
+}
 
 static int log2i(int x) {
   int s = 0;
@@ -35,18 +45,53 @@ static int log2i(int x) {
 
 static size_t local_bytes(const decode_plan *p, int head_dim) {
   size_t rows = (size_t)p->hpw * p->tokens, stride = (size_t)head_dim + 4;
-  return 4 * ((size_t)p->words + rows * stride + 2 * (size_t)p->tile_n * stride + 2 * rows * p->tile_n +
-              3 * rows) +
-         64;
+  if (p->v1)
+    return 4 * ((size_t)p->words + rows * stride + 2 * (size_t)p->tile_n * stride + 2 * rows * p->tile_n +
+                3 * rows) +
+           64;
+  const size_t kg = (size_t)p->key_groups;
+  return 4 * ((size_t)p->words + rows * (size_t)head_dim + rows * (size_t)p->threads + rows * p->tile_n +
+              3 * rows * kg + kg * (size_t)head_dim) +
+         128;
+}
+
+/* The default kernel's work-group: NT = KG x (loads per row) work-items with KG a power of two <= tile_n,
+ * tile_n | NT (whole work-items per key in Q.K) and KG | tile_n (whole keys per key group); shrinks the
+ * tile (not below 16) or grows KG until both hold, and keeps NT within the device's work-group size. */
+static int fit_groups(decode_plan *p, int nv, size_t max_wg) {
+  int kg = 1;
+  while (kg * 2 * nv <= p->threads && kg * 2 <= p->tile_n)
+    kg *= 2;
+  while ((kg * nv) % p->tile_n)
+    if (kg * nv > p->tile_n && p->tile_n > 16)
+      p->tile_n /= 2;
+    else
+      kg *= 2;
+  while ((size_t)kg * nv > max_wg && kg > 1 && p->tile_n > 16) { /* halve both: divisibility holds */
+    kg /= 2;
+    p->tile_n /= 2;
+  }
+  p->key_groups = kg;
+  p->threads = kg * nv;
+  return (size_t)p->threads <= max_wg;
 }
 
 static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_layout *l, int tokens,
                             int32_t batch, int32_t max_len, decode_plan *p) {
   static const char *fn = "dua_decode";
   const int cpu = ctx->info.type == DUA_DEVICE_CPU;
-  int tile_n = cpu ? DECODE_CPU_TILE_N : DECODE_TILE_N, threads = cpu ? DECODE_CPU_THREADS : DECODE_THREADS;
-  int rows = DECODE_ROWS;
-  const char *env = getenv("DUA_DECODE_TILE");
+  const char *env = getenv("DUA_DECODE_V1");
+  p->v1 = env && *env == '1';
+  env = getenv("DUA_DECODE_HALF");
+  p->half_cvt = env && *env >= '0' && *env <= '2' ? *env - '0' : 0;
+  int tile_n = cpu                                  ? DECODE_CPU_TILE_N
+               : !p->v1 && c->desc.dtype == DUA_F16 ? DECODE_TILE_N_F16
+                                                    : DECODE_TILE_N;
+  int threads = cpu ? DECODE_CPU_THREADS : DECODE_THREADS;
+  int rows = p->v1 ? DECODE_ROWS : DECODE_ACC_FLOATS / load_elems(c);
+  if (rows > DECODE_ROWS)
+    rows = DECODE_ROWS;
+  env = getenv("DUA_DECODE_TILE");
   if (env && *env) {
     if (sscanf(env, "%d,%d,%d", &tile_n, &threads, &rows) != 3 || tile_n < 16 || tile_n > 128 ||
         (tile_n & (tile_n - 1)) || threads < 16 || threads > 1024 || (threads & (threads - 1)) || rows < 1 ||
@@ -71,6 +116,9 @@ static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_l
     }
   p->tile_n = tile_n;
   p->threads = threads;
+  if (!p->v1 && !fit_groups(p, c->desc.head_dim / load_elems(c), ctx->info.max_work_group_size))
+    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "%s: the device's work-groups (%zu work-items) are too small",
+                    fn, ctx->info.max_work_group_size);
   p->page_shift = log2i(c->desc.page_tokens);
   int unit = c->desc.page_tokens < l->block ? c->desc.page_tokens : l->block;
   for (;;) {
@@ -87,8 +135,8 @@ static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_l
       p->words *= 2;
     if (local_bytes(p, c->desc.head_dim) <= ctx->info.local_mem_bytes)
       break;
-    if (p->tile_n > 16)
-      p->tile_n /= 2;
+    if (p->tile_n > 16 && (p->v1 || p->tile_n > p->key_groups))
+      p->tile_n /= 2; /* the default kernel: tile_n | NT still holds, KG | tile_n while KG < tile_n */
     else if (p->hpw > 1)
       for (int d = p->hpw - 1; d >= 1; d--) {
         if (group % d == 0) {
@@ -249,9 +297,9 @@ dua_status dua_decode(dua_context *ctx, dua_kv_cache *cache, int32_t layer, dua_
   char options[256];
   snprintf(options, sizeof options,
            "-DHEAD_DIM=%d -DTOKENS=%d -DHPW=%d -DTILE_N=%d -DNT=%d -DWORDS=%d -DDUA_FP16=%d -DDUA_TREE=%d "
-           "-DDUA_BIAS=%d",
+           "-DDUA_BIAS=%d -DDUA_DECODE_V1=%d -DDUA_HALF_CVT=%d",
            Dh, T, plan.hpw, plan.tile_n, plan.threads, plan.words, cache->desc.dtype == DUA_F16,
-           l->kind == DUA_LAYOUT_CONTENT, params->level_bias != NULL);
+           l->kind == DUA_LAYOUT_CONTENT, params->level_bias != NULL, plan.v1, plan.half_cvt);
   cl_kernel kernel, merge = NULL;
   if ((st = dua_program_kernel(ctx, "common,attn_decode,attn_decode_merge", options, "dua_decode",
                                &kernel)) != DUA_SUCCESS)
