@@ -160,6 +160,114 @@ DUA_API dua_status dua_trainer_gate_probs(const dua_trainer *trainer, float *pro
 DUA_API const char *dua_trainer_token_name(const dua_trainer *trainer, int32_t id);
 DUA_API int32_t dua_trainer_vocab_size(const dua_trainer *trainer);
 
+/* ---------------------------------------------------------------- inference */
+
+/* A trained model loaded for inference: the parameters of a checkpoint written by dua_trainer_save (no
+ * gradients, no optimizer state), the task it was trained on (its held-out test set and token names), and a
+ * routing: per layer and head the depth the block-sparse kernels run. Every attention call runs the hard
+ * routing through dua_attention_forward (full sequences, prefill) or dua_decode (generation), so what is
+ * measured here is what the kernels execute. Like a dua_context, use a model from one thread at a time;
+ * destroy it before its context. The learned position embedding limits every sequence to the checkpoint's
+ * seq_len tokens: longer requests are refused (DUA_ERROR_INVALID_ARGUMENT). */
+typedef struct dua_inference_model dua_inference_model;
+
+/* Loads checkpoint_path. routing_path NULL: the checkpoint's hard routing, exactly what dua_trainer_evaluate
+ * runs (the fixed depths, or before they are fixed the deepest gate that is on; dense mode: every head
+ * dense). Otherwise a routing file (dua_routing_load; e.g. the routing.json dua-train writes, or an edited
+ * copy): its layers, heads, seq_len, causal flag and every head's arity and block must match the checkpoint,
+ * else DUA_ERROR_INVALID_ARGUMENT naming the mismatch; depth, window, sink and shift come from the file
+ * (window, sink and shift must be the same for the heads of a layer, which share one layout). A damaged or
+ * foreign file gives DUA_ERROR_CORRUPT_FILE, a missing one DUA_ERROR_IO; error receives the message. */
+DUA_API dua_status dua_inference_model_load(dua_context *ctx, const char *checkpoint_path,
+                                            const char *routing_path, dua_inference_model **out, char *error,
+                                            size_t error_size);
+/* NULL-safe. */
+DUA_API void dua_inference_model_destroy(dua_inference_model *model);
+
+/* The checkpoint's configuration (task, model shape, seq_len...) and optimizer steps done. */
+DUA_API const dua_trainer_config *dua_inference_config(const dua_inference_model *model);
+DUA_API int64_t dua_inference_step_count(const dua_inference_model *model);
+/* A copy of the routing the model runs; free with dua_routing_free. */
+DUA_API dua_status dua_inference_routing(const dua_inference_model *model, dua_routing *routing);
+/* Tree depth D of the routing (every head: 0 = dense .. D = block-diagonal). */
+DUA_API int32_t dua_inference_tree_depth(const dua_inference_model *model);
+/* Vocabulary size; name of a token id ("?" if unknown); id of a name (-1 if none). */
+DUA_API int32_t dua_inference_vocab_size(const dua_inference_model *model);
+DUA_API const char *dua_inference_token_name(const dua_inference_model *model, int32_t id);
+DUA_API int32_t dua_inference_token_id(const dua_inference_model *model, const char *name);
+/* The task's held-out test set: size, and example `index` as seq_len tokens and targets (targets are -1
+ * where nothing is scored, else the expected token). */
+DUA_API int32_t dua_inference_test_size(const dua_inference_model *model);
+DUA_API dua_status dua_inference_test_example(const dua_inference_model *model, int32_t index,
+                                              int32_t *tokens, int32_t *targets);
+/* Key blocks the attention visits per layer, as a fraction of dense causal attention's (dua_eval_result's
+ * density is their mean): per_layer [layers]. dense = 1: every head dense (1.0 everywhere). */
+DUA_API dua_status dua_inference_density(dua_inference_model *model, int dense, double *per_layer);
+
+/* Logits of `batch` sequences of `tokens_per_seq` tokens (1..seq_len): tokens [batch][tokens_per_seq] host
+ * ids in [0, vocab), logits [batch][tokens_per_seq][vocab] (or NULL). Position t's logits predict token t + 1
+ * and depend on tokens 0..t only (causal). Sequences shorter than seq_len are padded (token 0) to seq_len
+ * for the attention layouts, whose tree is defined over seq_len; the padding cannot reach earlier positions.
+ * dense = 1 runs every head dense instead of the routing. Blocking. */
+DUA_API dua_status dua_inference_forward(dua_inference_model *model, const int32_t *tokens, int32_t batch,
+                                         int32_t tokens_per_seq, int dense, float *logits);
+
+/* Loss and accuracy on the whole held-out test set, in batches of the checkpoint's batch size, with the
+ * model's routing (dense = 1: every head dense). With the checkpoint's routing the numbers are bit for bit
+ * those of dua_trainer_evaluate on the same checkpoint and device. */
+DUA_API dua_status dua_inference_evaluate(dua_inference_model *model, int dense, dua_eval_result *result);
+
+/* Median wall times over `reps` repetitions (after one warm-up) on one batch of test examples (the
+ * checkpoint's batch size), each ended by dua_context_finish: the whole forward up to the logits, and the
+ * attention calls alone (one dua_attention_forward per layer on the same activations). */
+typedef struct dua_inference_timing {
+  double forward_seconds;   /* per batch */
+  double attention_seconds; /* per batch, all layers */
+  int32_t batch, reps;
+} dua_inference_timing;
+
+DUA_API dua_status dua_inference_time(dua_inference_model *model, int dense, int32_t reps,
+                                      dua_inference_timing *timing);
+
+/* Generation. temperature 0 = greedy (argmax, lowest id on ties); > 0 samples softmax(logits / temperature)
+ * among the top_k most likely tokens (0 = all), from a stream that is a pure function of seed. dense = 1 runs
+ * every head dense (prefill and decode) instead of the routing. */
+typedef struct dua_generate_options {
+  float temperature;   /* >= 0 */
+  int32_t top_k;       /* 0..vocab */
+  uint64_t seed;       /* sampling stream */
+  int32_t dense;       /* 0 or 1 */
+  int32_t reserved[7]; /* zero */
+} dua_generate_options;
+
+/* temperature 0 (greedy), top_k 0, seed 1, dense 0. */
+DUA_API void dua_generate_options_init(dua_generate_options *options);
+
+typedef struct dua_generate_stats {
+  int32_t prompt_tokens, new_tokens;
+  int32_t decode_steps;     /* new_tokens - 1: the last new token is not fed back */
+  double prefill_seconds;   /* prompt through the block-sparse forward + K/V into the cache + first token */
+  double decode_seconds;    /* the decode steps (wall, each ends with its logits on the host) */
+  double tokens_per_second; /* new_tokens / (prefill_seconds + decode_seconds) */
+  double decode_tokens_per_second; /* decode_steps / decode_seconds (0 without decode steps) */
+  double kv_bytes_per_token;       /* K/V bytes dua_decode read per decode step, all layers, mean */
+  double dense_kv_bytes_per_token; /* the same for dense attention: every key of the context */
+  double density;                  /* the routing's mean block density (dua_inference_density) */
+} dua_generate_stats;
+
+/* Continues prompt [prompt_len] (1..seq_len tokens) by n_new >= 1 tokens, prompt_len + n_new <= seq_len:
+ * the prompt goes through the block-sparse forward (dua_attention_forward with each layer's layout) while
+ * each layer's K/V is written into a paged dua_kv_cache (fp32, 16-token pages); then each new token is
+ * fed back through dua_decode, one token per step, under the same routing. tokens [n_new] receives the new
+ * tokens; logits [n_new][vocab] (or NULL) the logits each was drawn from; stats may be NULL. K/V bytes are
+ * counted from the layout: the 16-token units of the context holding a key visible to the new token's
+ * query (what the decode kernel reads), times head_dim x 4 bytes x 2 (K and V), summed over heads and
+ * layers. Blocking. */
+DUA_API dua_status dua_inference_generate(dua_inference_model *model, const int32_t *prompt,
+                                          int32_t prompt_len, int32_t n_new,
+                                          const dua_generate_options *options, int32_t *tokens, float *logits,
+                                          dua_generate_stats *stats);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,91 @@
+#!/bin/sh
+# dua-run on a checkpoint dua-train trains for a few steps: eval prints the same loss and accuracy as
+# dua-train --eval-only, both columns and valid JSON; generate prints the prompt, the new tokens and the
+# K/V figures, text and JSON; bad files and bad arguments exit 1 or 2 with a message (never a crash).
+set -eu
+train=$1
+run=$2
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+"$train" --task dyck --mode native --steps 12 --warmup 2 --seed 3 --layers 2 --width 64 --heads 2 \
+  --seq-len 64 --batch 4 --test-size 16 --gate-init 3 --hard-frac 0.5 --window 3 --shift-alternate 1 \
+  --out "$dir/m" --quiet >"$dir/train.log"
+
+# eval: the trainer's numbers, sparse and dense columns, JSON
+ref=$("$train" --resume "$dir/m" --eval-only | sed -n 's/.*test loss \([0-9.]*\) accuracy \([0-9.]*\).*/\1 \2/p')
+"$run" eval "$dir/m" --reps 2 >"$dir/eval.txt"
+cat "$dir/eval.txt"
+got=$(awk '/^test loss/ {l = $3} /^test accuracy/ {a = $3} END {print l, a}' "$dir/eval.txt")
+[ "$ref" = "$got" ] || { echo "dua-run eval gives loss/accuracy $got, dua-train --eval-only $ref"; exit 1; }
+grep -q "sparse (routing)" "$dir/eval.txt" && grep -q "dense" "$dir/eval.txt" || { echo "missing a column"; exit 1; }
+grep -q "layer 1: depths" "$dir/eval.txt" || { echo "no per-layer routing"; exit 1; }
+"$run" eval "$dir/m/model.ckpt" --dense --json --reps 2 | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert "dense" in d and "sparse" not in d, d.keys()
+assert d["dense"]["density"] == 1.0 and d["dense"]["forward_ms_per_batch"] > 0
+assert len(d["layers"]) == 2 and len(d["layers"][0]["depths"]) == 2
+print("eval json ok")'
+"$run" eval "$dir/m" --routing "$dir/m/routing.json" --sparse --reps 1 | grep -q "test accuracy"
+
+# generate: text and JSON
+"$run" generate "$dir/m" --prompt-test 1 --new 5 >"$dir/gen.txt"
+cat "$dir/gen.txt"
+for want in "prompt (test example 1" "generated (5 tokens" "expected first token" "K/V read per decode step" \
+  "tokens/s"; do
+  grep -q "$want" "$dir/gen.txt" || { echo "generate printed no \"$want\""; exit 1; }
+done
+"$run" generate "$dir/m" --prompt "( [ ] (" --new 3 --temperature 0.7 --top-k 2 --seed 5 --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["prompt"] == ["(", "[", "]", "("], d["prompt"]
+assert len(d["generated"]) == 3 and d["decode_steps"] == 2
+assert 0 < d["kv_bytes_per_token"] <= d["dense_kv_bytes_per_token"]
+print("generate json ok")'
+
+# failures: exit status and message
+fails() { # expected status, message pattern, command...
+  want=$1
+  pattern=$2
+  shift 2
+  set +e
+  "$@" >"$dir/out" 2>"$dir/err"
+  rc=$?
+  set -e
+  [ "$rc" -eq "$want" ] || { echo "exit $rc (want $want): $*"; cat "$dir/err"; exit 1; }
+  grep -qi -- "$pattern" "$dir/err" || { echo "no \"$pattern\" in the message of: $*"; cat "$dir/err"; exit 1; }
+}
+fails 2 "expected a command" "$run"
+fails 2 "unknown command" "$run" train "$dir/m"
+fails 2 "expected a directory" "$run" eval --json
+fails 2 "unknown option" "$run" eval "$dir/m" --bogus
+fails 2 "integer in 1" "$run" eval "$dir/m" --reps 0
+fails 2 "exclude" "$run" eval "$dir/m" --sparse --dense
+fails 2 "exactly one" "$run" generate "$dir/m"
+fails 2 "exactly one" "$run" generate "$dir/m" --prompt "(" --prompt-test 1
+fails 2 "unknown token" "$run" generate "$dir/m" --prompt "( foo"
+fails 2 "no token" "$run" generate "$dir/m" --prompt "   "
+fails 2 "test set has 16" "$run" generate "$dir/m" --prompt-test 16
+fails 2 "seq_len" "$run" generate "$dir/m" --prompt "( (" --new 63
+fails 2 "number >= 0" "$run" generate "$dir/m" --prompt "(" --temperature -1
+fails 2 "top_k" "$run" generate "$dir/m" --prompt "(" --top-k 9
+fails 2 "needs a value" "$run" generate "$dir/m" --prompt
+fails 1 "No such file" "$run" eval "$dir/none"
+fails 1 "no device" "$run" eval "$dir/m" --device no-such-device-xyz
+cp "$dir/m/model.ckpt" "$dir/bad.ckpt"
+python3 -c '
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+b[len(b) // 2] ^= 0x20
+open(p, "wb").write(b)' "$dir/bad.ckpt"
+fails 1 "checksum\|corrupt\|damaged\|sha" "$run" eval "$dir/bad.ckpt"
+python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+d["seq_len"] = 128
+json.dump(d, open(sys.argv[2], "w"))' "$dir/m/routing.json" "$dir/r128.json"
+fails 1 "does not match the checkpoint" "$run" eval "$dir/m" --routing "$dir/r128.json"
+fails 1 "routing" "$run" generate "$dir/m" --prompt "(" --routing "$dir/none.json"
+"$run" --help | grep -q -- "--prompt-test" || { echo "--help does not document --prompt-test"; exit 1; }
+echo "dua-run ok"

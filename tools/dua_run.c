@@ -1,0 +1,512 @@
+/* dua-run: runs a model trained by dua-train (dua_inference_*, dua_train.h): held-out evaluation with the
+ * learned hard routing next to dense attention (accuracy, loss, per-layer density, time per batch), and
+ * generation through the block-sparse prefill and the sparse paged-KV decode (tokens/s, K/V bytes read per
+ * token sparse vs dense).
+ *
+ *   dua-run eval runs/dyck
+ *   dua-run generate runs/dyck --prompt-test 3 --new 8
+ *   dua-run generate runs/dyck --prompt "( [ ] (" --temperature 0.8 --top-k 3 --seed 2
+ */
+#include "dua_train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static void usage(FILE *f) {
+  fprintf(
+      f,
+      "usage: dua-run eval DIR [--sparse | --dense] [--reps N] [common options]\n"
+      "       dua-run generate DIR (--prompt-test N | --prompt \"TOKENS\") [--new K] [--temperature T]\n"
+      "                            [--top-k K] [--seed S] [--dense] [common options]\n"
+      "       dua-run --help\n\n"
+      "DIR is a dua-train output directory (its model.ckpt is loaded) or a checkpoint file.\n\n"
+      "eval: loss and accuracy on the task's held-out test set (never seen in training), evaluated exactly\n"
+      "  as dua-train evaluates (the same numbers for the same checkpoint and device), with the learned "
+      "hard\n"
+      "  routing (\"sparse\") and with every head dense, side by side; the routing's depths and block "
+      "density\n"
+      "  per layer (key blocks visited / those of dense causal attention); and the median wall time per\n"
+      "  batch (the checkpoint's batch size) of the whole forward up to the logits, and of the attention\n"
+      "  alone (one dua_attention_forward per layer on the same activations).\n"
+      "  --sparse          only the learned routing\n"
+      "  --dense           only dense attention\n"
+      "  --reps N          timed repetitions per figure, after one warm-up [10]\n\n"
+      "generate: continues a prompt. The prompt runs through the block-sparse forward while each layer's\n"
+      "  K/V is written into a paged KV cache; every new token then goes through dua_decode (one token per\n"
+      "  step) under the same routing. Prints the prompt and the new tokens with the task's token names,\n"
+      "  the prefill time and tokens/s (after a short warm-up generation), and the K/V bytes the decode\n"
+      "  read per token (the 16-token units of the context holding a key some head can see, all layers)\n"
+      "  next to what dense decode reads (every key of the context). Prompt and new tokens together must\n"
+      "  fit the model's seq_len (its learned position embedding has no position past it).\n"
+      "  --prompt-test N   the N-th test example up to its first scored position (its expected answer is\n"
+      "                    shown next to the first new token)\n"
+      "  --prompt \"TOKENS\" token names separated by spaces, e.g. \"( [ ] (\" (Dyck) or\n"
+      "                    \"[ MAX 3 [ MIN 4 7 ] ] =\" (ListOps); an unknown name lists the vocabulary\n"
+      "  --new K           new tokens [8, or as many as fit]\n"
+      "  --temperature T   0 = greedy (argmax) [0]; > 0 samples softmax(logits / T)\n"
+      "  --top-k K         sample among the K most likely tokens, 0 = all [0]\n"
+      "  --seed S          sampling seed [1]\n"
+      "  --dense           dense attention instead of the learned routing\n\n"
+      "common options:\n"
+      "  --routing FILE    run this routing file instead of the checkpoint's routing (it must match the\n"
+      "                    checkpoint's layers, heads, seq_len, block and arity; depths may differ)\n"
+      "  --device SEL      device index, gpu/cpu, or a name substring (default: DUA_DEVICE, first GPU)\n"
+      "  --json            one JSON object on stdout instead of the text report\n"
+      "  --help            this text\n\n"
+      "exit status: 0 success, 1 a file, device or run failed, 2 bad arguments.\n");
+}
+
+typedef struct options {
+  int eval, sparse_only, dense_only, json, reps, prompt_test, n_new, top_k;
+  const char *dir, *prompt, *routing, *device;
+  float temperature;
+  unsigned long long seed;
+} options;
+
+static int bad(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+static int bad(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "dua-run: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, " (see --help)\n");
+  va_end(ap);
+  return -1;
+}
+
+static int parse_int(const char *flag, const char *v, long lo, long hi, int *out) {
+  char *end = NULL;
+  errno = 0;
+  long x = strtol(v, &end, 10);
+  if (errno || end == v || *end || x < lo || x > hi) {
+    char range[64];
+    snprintf(range, sizeof range, "%ld..%ld", lo, hi);
+    fprintf(stderr, "dua-run: %s %s: expected an integer in %s (see --help)\n", flag, v, range);
+    return -1;
+  }
+  *out = (int)x;
+  return 0;
+}
+
+static int parse_args(int argc, char **argv, options *o) {
+  memset(o, 0, sizeof *o);
+  o->reps = 10, o->prompt_test = -1, o->n_new = -1, o->seed = 1;
+  for (int i = 1; i < argc; i++)
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      usage(stdout);
+      exit(0);
+    }
+  if (argc < 2)
+    return bad("expected a command: eval or generate");
+  if (!strcmp(argv[1], "eval"))
+    o->eval = 1;
+  else if (strcmp(argv[1], "generate") != 0)
+    return bad("unknown command \"%s\": expected eval or generate", argv[1]);
+  if (argc < 3 || !strncmp(argv[2], "--", 2))
+    return bad("%s: expected a directory (or checkpoint file) after \"%s\"", argv[1], argv[1]);
+  o->dir = argv[2];
+  for (int i = 3; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--json")) {
+      o->json = 1;
+      continue;
+    }
+    if (!strcmp(a, "--dense")) {
+      o->dense_only = 1;
+      continue;
+    }
+    if (!strcmp(a, "--sparse") && o->eval) {
+      o->sparse_only = 1;
+      continue;
+    }
+    static const char *const eval_flags[] = {"--reps", "--routing", "--device", NULL};
+    static const char *const gen_flags[] = {"--prompt-test", "--prompt", "--new",
+                                            "--temperature", "--top-k",  "--seed",
+                                            "--routing",     "--device", NULL};
+    const char *const *known = o->eval ? eval_flags : gen_flags;
+    int found = 0;
+    for (int k = 0; known[k]; k++)
+      found |= !strcmp(a, known[k]);
+    if (!found)
+      return bad("unknown option %s for %s", a, o->eval ? "eval" : "generate");
+    if (i + 1 >= argc)
+      return bad("%s needs a value", a);
+    const char *v = argv[++i];
+    if (!strcmp(a, "--reps")) {
+      if (parse_int(a, v, 1, 100000, &o->reps))
+        return -1;
+    } else if (!strcmp(a, "--routing")) {
+      o->routing = v;
+    } else if (!strcmp(a, "--device")) {
+      o->device = v;
+    } else if (!strcmp(a, "--prompt-test")) {
+      if (parse_int(a, v, 0, 1 << 30, &o->prompt_test))
+        return -1;
+    } else if (!strcmp(a, "--prompt")) {
+      o->prompt = v;
+    } else if (!strcmp(a, "--new")) {
+      if (parse_int(a, v, 1, 1 << 30, &o->n_new))
+        return -1;
+    } else if (!strcmp(a, "--top-k")) {
+      if (parse_int(a, v, 0, 1 << 30, &o->top_k))
+        return -1;
+    } else if (!strcmp(a, "--temperature")) {
+      char *end = NULL;
+      errno = 0;
+      o->temperature = strtof(v, &end);
+      if (errno || end == v || *end || !isfinite(o->temperature) || o->temperature < 0)
+        return bad("--temperature %s: expected a number >= 0", v);
+    } else if (!strcmp(a, "--seed")) {
+      char *end = NULL;
+      errno = 0;
+      o->seed = strtoull(v, &end, 10);
+      if (errno || end == v || *end || *v == '-')
+        return bad("--seed %s: expected an unsigned integer", v);
+    }
+  }
+  if (o->sparse_only && o->dense_only)
+    return bad("--sparse and --dense exclude each other");
+  if (!o->eval && (o->prompt_test >= 0) == (o->prompt != NULL))
+    return bad("generate needs exactly one of --prompt-test N and --prompt \"TOKENS\"");
+  return 0;
+}
+
+/* A JSON string (quotes, backslashes and control characters escaped). */
+static void json_string(const char *s) {
+  putchar('"');
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\')
+      printf("\\%c", *s);
+    else if ((unsigned char)*s < 0x20)
+      printf("\\u%04x", (unsigned)(unsigned char)*s);
+    else
+      putchar(*s);
+  }
+  putchar('"');
+}
+
+/* ---------------------------------------------------------------- eval */
+
+static void json_eval(const char *key, const dua_eval_result *e, const dua_inference_timing *t) {
+  printf("  \"%s\": {\"accuracy\": %.6f, \"loss\": %.6f, \"density\": %.6f, \"scored\": %lld, "
+         "\"forward_ms_per_batch\": %.4f, \"attention_ms_per_batch\": %.4f}",
+         key, e->accuracy, e->loss, e->density, (long long)e->scored, 1e3 * t->forward_seconds,
+         1e3 * t->attention_seconds);
+}
+
+static int run_eval(dua_context *ctx, dua_inference_model *m, const options *o, const char *device) {
+  const dua_trainer_config *c = dua_inference_config(m);
+  dua_routing r;
+  double *dens = malloc((size_t)c->layers * sizeof *dens);
+  if (!dens || dua_inference_routing(m, &r) != DUA_SUCCESS ||
+      dua_inference_density(m, 0, dens) != DUA_SUCCESS) {
+    fprintf(stderr, "dua-run: %s\n", dua_context_last_error(ctx));
+    free(dens);
+    return 1;
+  }
+  const int want[2] = {!o->dense_only, !o->sparse_only}; /* [0] sparse, [1] dense */
+  dua_eval_result e[2];
+  dua_inference_timing t[2];
+  memset(e, 0, sizeof e);
+  memset(t, 0, sizeof t);
+  for (int k = 0; k < 2; k++)
+    if (want[k] && (dua_inference_evaluate(m, k, &e[k]) != DUA_SUCCESS ||
+                    dua_inference_time(m, k, o->reps, &t[k]) != DUA_SUCCESS)) {
+      fprintf(stderr, "dua-run: evaluation failed: %s\n", dua_context_last_error(ctx));
+      dua_routing_free(&r);
+      free(dens);
+      return 1;
+    }
+  if (o->json) {
+    printf("{\n  \"checkpoint\": ");
+    json_string(o->dir);
+    printf(", \"device\": ");
+    json_string(device);
+    printf(
+        ", \"task\": \"%s\", \"step\": %lld, \"seq_len\": %d, \"batch\": %d, \"reps\": %d,\n  \"layers\": [",
+        c->task ? "listops" : "dyck", (long long)dua_inference_step_count(m), c->seq_len, c->batch, o->reps);
+    for (int l = 0; l < r.layers; l++) {
+      printf("%s{\"depths\": [", l ? ", " : "");
+      for (int h = 0; h < r.heads; h++)
+        printf("%s%d", h ? ", " : "", r.head[(size_t)l * r.heads + h].depth);
+      printf("], \"density\": %.6f}", dens[l]);
+    }
+    printf("]");
+    for (int k = 0; k < 2; k++)
+      if (want[k]) {
+        printf(",\n");
+        json_eval(k ? "dense" : "sparse", &e[k], &t[k]);
+      }
+    printf("\n}\n");
+  } else {
+    printf("routing (tree depth D = %d; depth 0 = dense, D = block-diagonal):\n",
+           dua_inference_tree_depth(m));
+    for (int l = 0; l < r.layers; l++) {
+      const dua_routing_head *h0 = &r.head[(size_t)l * r.heads];
+      printf("  layer %d: depths", l);
+      for (int h = 0; h < r.heads; h++)
+        printf(" %d", r.head[(size_t)l * r.heads + h].depth);
+      printf("  window %d sink %d shift %d  block density %.3f\n", h0->window, h0->sink, h0->shift, dens[l]);
+    }
+    printf("\n%-34s", "");
+    for (int k = 0; k < 2; k++)
+      if (want[k])
+        printf("%16s", k ? "dense" : "sparse (routing)");
+    printf("\n%-34s", "test accuracy");
+    for (int k = 0; k < 2; k++)
+      if (want[k])
+        printf("%16.4f", e[k].accuracy);
+    printf("\n%-34s", "test loss");
+    for (int k = 0; k < 2; k++)
+      if (want[k])
+        printf("%16.4f", e[k].loss);
+    printf("\n%-34s", "scored positions");
+    for (int k = 0; k < 2; k++)
+      if (want[k])
+        printf("%16lld", (long long)e[k].scored);
+    printf("\n%-34s", "block density");
+    for (int k = 0; k < 2; k++)
+      if (want[k])
+        printf("%16.3f", e[k].density);
+    printf("\n%-34s", "whole forward, ms per batch");
+    for (int k = 0; k < 2; k++)
+      if (want[k])
+        printf("%16.3f", 1e3 * t[k].forward_seconds);
+    printf("\n%-34s", "attention only, ms per batch");
+    for (int k = 0; k < 2; k++)
+      if (want[k])
+        printf("%16.3f", 1e3 * t[k].attention_seconds);
+    printf("\n");
+    if (want[0] && want[1])
+      printf("\nsparse vs dense: whole forward %.2fx, attention %.2fx faster\n",
+             t[1].forward_seconds / t[0].forward_seconds, t[1].attention_seconds / t[0].attention_seconds);
+    printf("(batch %d x %d tokens; median of %d after a warm-up; the whole forward runs to the logits;\n"
+           " attention only = the %d dua_attention_forward calls of a batch)\n",
+           c->batch, c->seq_len, o->reps, c->layers);
+  }
+  dua_routing_free(&r);
+  free(dens);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- generate */
+
+static void print_vocab(dua_inference_model *m) {
+  fprintf(stderr, "vocabulary:");
+  for (int v = 0; v < dua_inference_vocab_size(m); v++)
+    fprintf(stderr, " %s", dua_inference_token_name(m, v));
+  fprintf(stderr, "\n");
+}
+
+/* Token names separated by white space -> ids; -1 with a message on an unknown name. */
+static int parse_prompt(dua_inference_model *m, const char *text, int32_t *ids, int max) {
+  int n = 0;
+  const char *p = text;
+  for (;;) {
+    while (*p == ' ' || *p == '\t' || *p == '\n')
+      p++;
+    if (!*p)
+      break;
+    const char *e = p;
+    while (*e && *e != ' ' && *e != '\t' && *e != '\n')
+      e++;
+    char name[64];
+    size_t len = (size_t)(e - p);
+    int32_t id = -1;
+    if (len < sizeof name) {
+      memcpy(name, p, len);
+      name[len] = '\0';
+      id = dua_inference_token_id(m, name);
+    }
+    if (id < 0) {
+      fprintf(stderr, "dua-run: --prompt: unknown token \"%.*s\"\n", (int)len, p);
+      print_vocab(m);
+      return -1;
+    }
+    if (n == max) {
+      fprintf(stderr, "dua-run: --prompt has more than %d tokens (the model's seq_len)\n", max);
+      return -1;
+    }
+    ids[n++] = id;
+    p = e;
+  }
+  if (n == 0) {
+    fprintf(stderr, "dua-run: --prompt holds no token\n");
+    print_vocab(m);
+    return -1;
+  }
+  return n;
+}
+
+static void print_tokens(dua_inference_model *m, const int32_t *ids, int n) {
+  for (int i = 0; i < n; i++)
+    printf("%s%s", i ? " " : "", dua_inference_token_name(m, ids[i]));
+}
+
+static void json_tokens(dua_inference_model *m, const char *key, const int32_t *ids, int n) {
+  printf("  \"%s\": [", key);
+  for (int i = 0; i < n; i++) {
+    printf("%s", i ? ", " : "");
+    json_string(dua_inference_token_name(m, ids[i]));
+  }
+  printf("]");
+}
+
+static int run_generate(dua_context *ctx, dua_inference_model *m, const options *o, const char *device) {
+  const dua_trainer_config *c = dua_inference_config(m);
+  const int S = c->seq_len;
+  int32_t *prompt = malloc((size_t)S * sizeof *prompt), *targets = malloc((size_t)S * sizeof *targets);
+  int32_t *out = malloc((size_t)S * sizeof *out);
+  int rc = 1, P = 0, expected = -1;
+  if (!prompt || !targets || !out)
+    goto done;
+  if (o->prompt_test >= 0) {
+    const int n = dua_inference_test_size(m);
+    if (o->prompt_test >= n) {
+      fprintf(stderr, "dua-run: --prompt-test %d: the test set has %d examples (0..%d)\n", o->prompt_test, n,
+              n - 1);
+      rc = 2;
+      goto done;
+    }
+    if (dua_inference_test_example(m, o->prompt_test, prompt, targets) != DUA_SUCCESS) {
+      fprintf(stderr, "dua-run: %s\n", dua_context_last_error(ctx));
+      goto done;
+    }
+    P = S;
+    for (int i = 0; i < S; i++)
+      if (targets[i] >= 0) {
+        P = i + 1, expected = targets[i];
+        break;
+      }
+  } else if ((P = parse_prompt(m, o->prompt, prompt, S)) < 0) {
+    rc = 2;
+    goto done;
+  }
+  int n_new = o->n_new;
+  if (n_new < 0) { /* default: 8, or as many as fit */
+    n_new = S - P < 8 ? S - P : 8;
+    if (n_new < 1) {
+      fprintf(stderr, "dua-run: the prompt has %d tokens, the model's seq_len: no room for a new token\n", P);
+      rc = 2;
+      goto done;
+    }
+  }
+  dua_generate_options g;
+  dua_generate_options_init(&g);
+  g.temperature = o->temperature, g.top_k = o->top_k, g.seed = o->seed, g.dense = o->dense_only;
+  dua_generate_stats st;
+  /* warm-up (kernel builds, first launches, the cache's allocation), then the measured run */
+  dua_status s = dua_inference_generate(m, prompt, P, n_new < 2 ? n_new : 2, &g, out, NULL, NULL);
+  if (s == DUA_SUCCESS)
+    s = dua_inference_generate(m, prompt, P, n_new, &g, out, NULL, &st);
+  if (s != DUA_SUCCESS) {
+    fprintf(stderr, "dua-run: %s\n", dua_context_last_error(ctx));
+    rc = s == DUA_ERROR_INVALID_ARGUMENT ? 2 : 1;
+    goto done;
+  }
+  if (o->json) {
+    printf("{\n  \"checkpoint\": ");
+    json_string(o->dir);
+    printf(", \"device\": ");
+    json_string(device);
+    printf(", \"routing\": \"%s\", \"temperature\": %g, \"top_k\": %d, \"seed\": %llu,\n",
+           g.dense ? "dense" : "sparse", (double)g.temperature, g.top_k, o->seed);
+    json_tokens(m, "prompt", prompt, P);
+    printf(",\n");
+    json_tokens(m, "generated", out, n_new);
+    if (expected >= 0) {
+      printf(",\n  \"expected_first\": ");
+      json_string(dua_inference_token_name(m, expected));
+    }
+    printf(
+        ",\n  \"prefill_ms\": %.4f, \"decode_steps\": %d, \"decode_ms\": %.4f, \"tokens_per_second\": %.2f, "
+        "\"decode_tokens_per_second\": %.2f,\n  \"kv_bytes_per_token\": %.1f, \"dense_kv_bytes_per_token\": "
+        "%.1f, \"density\": %.6f\n}\n",
+        1e3 * st.prefill_seconds, st.decode_steps, 1e3 * st.decode_seconds, st.tokens_per_second,
+        st.decode_tokens_per_second, st.kv_bytes_per_token, st.dense_kv_bytes_per_token, st.density);
+  } else {
+    if (o->prompt_test >= 0)
+      printf("prompt (test example %d, %d tokens): ", o->prompt_test, P);
+    else
+      printf("prompt (%d tokens): ", P);
+    print_tokens(m, prompt, P);
+    printf("\ngenerated (%d tokens, %s, %s attention): ", n_new, g.temperature == 0 ? "greedy" : "sampled",
+           g.dense ? "dense" : "learned sparse");
+    print_tokens(m, out, n_new);
+    printf("\n");
+    if (expected >= 0)
+      printf("expected first token: %s (%s)\n", dua_inference_token_name(m, expected),
+             out[0] == expected ? "right" : "wrong");
+    printf("prefill: %d tokens in %.2f ms (block-sparse forward, K/V into the paged cache, first token)\n", P,
+           1e3 * st.prefill_seconds);
+    if (st.decode_steps > 0)
+      printf("decode: %d steps in %.2f ms, %.1f tokens/s (one token per dua_decode step, logits read back)\n",
+             st.decode_steps, 1e3 * st.decode_seconds, st.decode_tokens_per_second);
+    printf("overall: %.1f new tokens/s\n", st.tokens_per_second);
+    if (st.decode_steps > 0)
+      printf("K/V read per decode step: %.1f KB %s vs %.1f KB dense (%.2f of dense; block density %.3f)\n",
+             st.kv_bytes_per_token / 1024, g.dense ? "(dense routing)" : "sparse",
+             st.dense_kv_bytes_per_token / 1024, st.kv_bytes_per_token / st.dense_kv_bytes_per_token,
+             st.density);
+  }
+  rc = 0;
+done:
+  free(prompt);
+  free(targets);
+  free(out);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  options o;
+  if (parse_args(argc, argv, &o) != 0)
+    return 2;
+  char ckpt[4096], err[1024] = "";
+  struct stat sb;
+  if (stat(o.dir, &sb) != 0) {
+    fprintf(stderr, "dua-run: %s: %s\n", o.dir, strerror(errno));
+    return 1;
+  }
+  if (S_ISDIR(sb.st_mode))
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", o.dir);
+  else
+    snprintf(ckpt, sizeof ckpt, "%s", o.dir);
+  dua_context_options copt;
+  dua_context_options_init(&copt);
+  copt.selector = o.device;
+  dua_context *ctx = NULL;
+  dua_status st = dua_context_create(&copt, &ctx);
+  if (st != DUA_SUCCESS) {
+    fprintf(stderr, "dua-run: no device%s%s: %s\n", o.device ? " matches " : "", o.device ? o.device : "",
+            dua_status_string(st));
+    return 1;
+  }
+  dua_device_info info;
+  dua_context_device_info(ctx, &info);
+  dua_inference_model *m = NULL;
+  if ((st = dua_inference_model_load(ctx, ckpt, o.routing, &m, err, sizeof err)) != DUA_SUCCESS) {
+    fprintf(stderr, "dua-run: %s\n", err[0] ? err : dua_status_string(st));
+    dua_context_destroy(ctx);
+    return 1;
+  }
+  const dua_trainer_config *c = dua_inference_config(m);
+  if (!o.json)
+    printf("dua-run %s %s: %s, %s mode, step %lld, %d layers x %d heads, width %d, seq_len %d, block %d, "
+           "arity %d%s%s\ndevice: %s\n\n",
+           o.eval ? "eval" : "generate", ckpt, c->task ? "listops" : "dyck", c->mode ? "native" : "dense",
+           (long long)dua_inference_step_count(m), c->layers, c->heads, c->width, c->seq_len, c->block,
+           c->arity, o.routing ? ", routing " : "", o.routing ? o.routing : "", info.name);
+  int rc = o.eval ? run_eval(ctx, m, &o, info.name) : run_generate(ctx, m, &o, info.name);
+  dua_inference_model_destroy(m);
+  dua_context_destroy(ctx);
+  return rc;
+}
