@@ -1,19 +1,38 @@
 #!/bin/sh
 # The README's main job, on the default OpenCL device (first GPU, else PoCL on the CPU): installs what dua
-# needs (Debian 12, as root), builds a release, lists the devices, shows a learned-style layout, and runs the
-# block-sparse forward against dua dense and the naive baseline, each checked against the CPU reference.
-# The trainer (train -> extract -> sparse inference) is not written yet; this demo will grow into it.
+# needs (Debian 12, as root), builds a release, then
+#   1. trains a small Dyck-2 model whose heads learn routing depths (dua-train, native mode with a density
+#      budget), printing progress, the learned depth map and the held-out accuracy;
+#   2. extracts the routing (runs/demo/routing.json) and evaluates the same checkpoint with the hard sparse
+#      routing next to dense attention (dua-run eval: accuracy, density, time per batch);
+#   3. generates through the block-sparse prefill and the sparse paged-KV decode (dua-run generate);
+#   4. times the block-sparse attention kernel alone against dua dense and the naive baseline (dua-bench).
+# Sized to finish in a few minutes on a 2-core CPU; on a GPU use the full setup of bench/RESULTS.md.
+# DEMO_STEPS overrides the number of training steps.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh
 [ -f build-release/build.ninja ] || meson setup build-release --buildtype=release >/dev/null
 meson compile -C build-release >/dev/null
-build-release/tools/dua-info
+bin=build-release/tools
+$bin/dua-info | sed -n '1,12p'
+steps=${DEMO_STEPS:-1500}
+out=runs/demo
+rm -rf "$out"
 echo
-echo "== block-sparse forward: depth 3 of a binary tree (density 1/8), block-diagonal (1/16), dense"
-build-release/tools/dua-bench --n 2048 --batch 1 --heads 4 --dim 64 --block 128 --depth 3 -1 0 --dtype fp32 \
-  --check --show-mask --min-time 0.2 --warmup 1
+echo "== 1. train: Dyck-2 (S=32, block 16), 2 layers x 2 heads, native routing with a density budget, $steps steps"
+$bin/dua-train --task dyck --mode native --steps "$steps" --warmup 40 --eval-every 500 --width 64 --heads 2 \
+  --batch 32 --lr 3e-3 --density-weight 1 --density-target 0.8 --test-size 1000 --seed 1 --out "$out"
 echo
-echo "== causal, with a 64-token window and 16 sink tokens, fp16 storage"
-build-release/tools/dua-bench --n 2048 --batch 1 --heads 4 --dim 64 --block 128 --depth 2 --window 64 --sink 16 \
-  --causal --dtype fp16 --check --show-mask --min-time 0.2 --warmup 1
+echo "== 2. the extracted routing ($out/routing.json) and the same checkpoint, sparse vs dense"
+cat "$out/routing.json"
+$bin/dua-run eval "$out" --reps 3
+echo
+echo "== 3. generation: block-sparse prefill, then the sparse paged-KV decode, one token at a time"
+$bin/dua-run generate "$out" --prompt-test 3 --new 6
+echo
+echo "== 4. the block-sparse forward kernel alone: depth 3 of a binary tree (density 1/8), block-diagonal, dense"
+$bin/dua-bench --n 2048 --batch 1 --heads 4 --dim 64 --block 128 --depth 3 -1 0 --dtype fp32 \
+  --check --min-time 0.2 --warmup 1
+echo
+echo "plots: $out/loss.svg (loss, accuracy, density) and $out/depths.svg (learned depth map)"

@@ -228,7 +228,17 @@ static int parse_args(int argc, char **argv, options *o) {
   return 0;
 }
 
+/* mkdir -p */
 static int make_dir(const char *path) {
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *p = buf + 1; *p; p++)
+    if (*p == '/') {
+      *p = 0;
+      if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+        break;
+      *p = '/';
+    }
   if (mkdir(path, 0777) == 0 || errno == EEXIST)
     return 0;
   fprintf(stderr, "dua-train: cannot create %s: %s\n", path, strerror(errno));
