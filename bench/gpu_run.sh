@@ -12,15 +12,23 @@
 #             peers.py --pass decode (SDPA dense and FlexAttention, contiguous KV) on the same problems
 #   decodesweep  decode tile x split sweep (DUA_DECODE_TILE, DUA_DECODE_SPLITS) on the fp16 16K problem,
 #             depths 0 and 4
-#   decode2   the register-tile decode kernel against the previous one (DUA_DECODE_V1=1) in one call: tests
-#             (default, 5 splits); fp16 and fp32 at 8K and 16K, depths 0 2 4, heads 8, and GQA 32/8 fp16 16K,
-#             for both kernels, checked; the other fp16 conversions DUA_DECODE_HALF=1,2 (checked); a tile x
-#             split sweep of the new kernel (adds no point after 190 s); peers.py fp16 8K/16K depths 0 2 4 and
-#             fp32 16K dense (at most 100 s). Under 300 s.
+#   decode2   the regs decode kernel ("new", DUA_DECODE_KERNEL=regs) against the staged one ("v1",
+#             DUA_DECODE_KERNEL=staged) in one call: tests (default, 5 splits); fp16 and fp32 at 8K and 16K,
+#             depths 0 2 4, heads 8, and GQA 32/8 fp16 16K, for both kernels, checked; the other fp16
+#             conversions DUA_DECODE_HALF=1,2 (checked); a tile x split sweep of regs (adds no point after
+#             190 s); peers.py fp16 8K/16K depths 0 2 4 and fp32 16K dense (at most 100 s). Under 300 s. (The
+#             run in bench/RESULTS.md, commit 44b83f7, had regs at tiles 64,128,8 fp16 / 32,128,16 fp32; since
+#             then regs defaults to 32,128,8 / 32,256,16.)
+#   decode3   the per-case kernel choice (host/attention/decode.c) checked once: test_decode; dua-bench
+#             decode with the defaults, fp16 and fp32 16K depths 0 2 4 heads 8, GQA 32/8 fp16 16K depths 0 4
+#             and fp16 8K depths 0 2 4, checked; then, same call, the kernel not chosen on the heads-8 rows
+#             (staged for fp16, regs for fp32) as the baseline (skipped after 100 s). No peers, no sweep.
+#             Under 120 s.
 # Output (at most 8 files come back per call): $OUT/{gpu.txt,tests.txt,ceilings.txt,dua_fwd.jsonl,
 # peers_fwd.jsonl,dua_fwdbwd.jsonl,peers_fwdbwd.jsonl,sweep.txt}, $OUT/{decode_test.txt,dua_decode.jsonl,
 # dua_decode.log,peers_decode.jsonl} (decode), $OUT/decode_sweep.jsonl (decodesweep) and
-# $OUT/{decode2_test.txt,dua_decode2.jsonl,dua_decode2.log,decode2_sweep.jsonl,peers_decode2.jsonl} (decode2);
+# $OUT/{decode2_test.txt,dua_decode2.jsonl,dua_decode2.log,decode2_sweep.jsonl,peers_decode2.jsonl} (decode2),
+# $OUT/{decode3_test.txt,dua_decode3.jsonl,dua_decode3.log} (decode3);
 # a summary table is printed last.
 set -uo pipefail
 source .devkit/device-env.sh >/dev/null
@@ -108,11 +116,11 @@ PY
     D="build-rel/tools/dua-bench --pass decode --batch 32 --dim 128 --block 128 --json -"
     tag() { sed "s/^{/{\"kernel\": \"$1\", /"; }
     { for k in v1 new; do
-        [ $k = v1 ] && export DUA_DECODE_V1=1 || unset DUA_DECODE_V1
+        [ $k = v1 ] && export DUA_DECODE_KERNEL=staged || export DUA_DECODE_KERNEL=regs
         $D --heads 8 --n 8192 16384 --depth 0 2 4 --dtype fp16 --check | tag $k
         $D --heads 8 --n 8192 16384 --depth 0 2 4 --dtype fp32 --check | tag $k
         $D --heads 32 --kv-heads 8 --n 16384 --depth 0 4 --dtype fp16 --check | tag $k
-      done; unset DUA_DECODE_V1
+      done; export DUA_DECODE_KERNEL=regs
       for h in 1 2; do DUA_DECODE_HALF=$h $D --heads 8 --n 16384 --depth 0 4 --dtype fp16 --check | tag new-half$h; done
     } 2>"$OUT/dua_decode2.log" > "$OUT/dua_decode2.jsonl"; grep -E "copy b|CHECK|check.*(bad|fail)|failed" "$OUT/dua_decode2.log"
     for point in 64,128,8:auto 64,128,8:4 64,128,8:16 64,128,8:32 32,128,8:auto 128,128,8:auto 64,256,8:auto \
@@ -122,11 +130,25 @@ PY
       if [ $splits = auto ]; then unset DUA_DECODE_SPLITS; else export DUA_DECODE_SPLITS=$splits; fi
       DUA_DECODE_TILE=$tile $D --heads 8 --n 16384 --depth 0 4 --dtype $dt --no-dense 2>/dev/null \
         | sed "s/^{/{\"tile\": \"$tile\", \"splits\": \"$splits\", /"
-    done > "$OUT/decode2_sweep.jsonl"; unset DUA_DECODE_SPLITS
+    done > "$OUT/decode2_sweep.jsonl"; unset DUA_DECODE_SPLITS DUA_DECODE_KERNEL
     P="python3 .devkit/peers.py --pass decode --batch 32 --dim 128 --block 128 --heads 8"
     { timeout 70 $P --n 8192 16384 --depth 0 2 4 --dtype fp16; timeout 30 $P --n 16384 --depth 0 --dtype fp32
     } 2>/dev/null \
       | grep '^{' > "$OUT/peers_decode2.jsonl" ;;
+  decode3)
+    { echo "== test_decode"; CK_FORK=no build-rel/test/test_decode 2>&1 | tail -3; } > "$OUT/decode3_test.txt" 2>&1
+    cat "$OUT/decode3_test.txt"
+    D="build-rel/tools/dua-bench --pass decode --batch 32 --dim 128 --block 128 --json -"
+    tag() { sed "s/^{/{\"kernel\": \"$1\", /"; }
+    { $D --heads 8 --n 16384 --depth 0 2 4 --dtype fp16 fp32 --check | tag default
+      $D --heads 32 --kv-heads 8 --n 16384 --depth 0 4 --dtype fp16 --check | tag default
+      $D --heads 8 --n 8192 --depth 0 2 4 --dtype fp16 --check | tag default
+      if [ $SECONDS -le 100 ]; then
+        DUA_DECODE_KERNEL=staged $D --heads 8 --n 8192 16384 --depth 0 2 4 --dtype fp16 --no-dense | tag staged
+        DUA_DECODE_KERNEL=regs $D --heads 8 --n 16384 --depth 0 2 4 --dtype fp32 --no-dense | tag regs
+      else echo "decode3: baselines skipped (time)" >&2; fi
+    } 2>"$OUT/dua_decode3.log" > "$OUT/dua_decode3.jsonl"
+    grep -E "copy b|CHECK|check.*(bad|fail)|failed|skipped" "$OUT/dua_decode3.log" ;;
   esac
 done
 python3 bench/summarize.py "$OUT"

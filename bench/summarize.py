@@ -85,8 +85,9 @@ if sweep:
                 cells.append(f"{splits}: {d0['ms']:.3f}/{d4['ms']:.3f} ({100 * d0['fraction_of_copy']:.0f}%)")
         print(f"  tile {tile:>10}  " + "  ".join(cells))
 
-# decode2: the register-tile decode kernel ("new") against the previous one ("v1", DUA_DECODE_V1=1) from one
-# call, next to FlexAttention's decode; new-half1/2 are the other fp16 conversions (DUA_DECODE_HALF)
+# decode2: the regs decode kernel ("new", DUA_DECODE_KERNEL=regs) against the staged one ("v1",
+# DUA_DECODE_KERNEL=staged) from one call, next to FlexAttention's decode; new-half1/2 are the other fp16
+# conversions (DUA_DECODE_HALF)
 dua2, peers2 = load("dua_decode2.jsonl"), load("peers_decode2.jsonl")
 if dua2:
     print("\n== decode2: dua sparse ms, previous kernel (v1) vs new; GB/s and of_copy of new | flex, flex/new")
@@ -120,3 +121,21 @@ if sweep2:
         if d0 and d4:
             print(f"  {dt} tile {tile:>10} splits {splits:>4}: {d0['ms']:.4f} / {d4['ms']:.4f} "
                   f"({100 * d0['fraction_of_copy']:.1f}%)")
+
+# decode3: the per-case kernel choice (defaults) and, for heads 8, the kernel not chosen (tag staged or regs)
+dua3 = load("dua_decode3.jsonl")
+if dua3:
+    print("\n== decode3: dua sparse ms with the default choice (regs: fp16 one row per work-group; staged: the "
+          "rest) | the other kernel, other/default")
+    print(f"{'n':>6} {'H/Hkv':>6} {'dtype':>5} {'depth':>5} {'default':>8} {'GB/s':>7} {'of_copy':>7} "
+          f"{'x_dense':>7} {'ideal':>6} | {'other':>6} {'ms':>8} {'oth/def':>7}")
+    rows = [r for r in dua3 if r["variant"] == "dua_sparse_decode" and "ms" in r]
+    for r in (r for r in rows if r["kernel"] == "default"):
+        key = (r["n"], r["heads"], r["kv_heads"], r["dtype"], r["depth"])
+        o = next((x for x in rows if x["kernel"] != "default" and
+                  (x["n"], x["heads"], x["kv_heads"], x["dtype"], x["depth"]) == key), None)
+        nan = float("nan")
+        print(f"{r['n']:6d} {str(r['heads']) + '/' + str(r['kv_heads']):>6} {r['dtype']:>5} {r['depth']:5d} "
+              f"{r['ms']:8.4f} {r['gbps']:7.1f} {100 * r['fraction_of_copy']:6.1f}% {r['speedup_vs_dense']:7.2f} "
+              f"{r['ideal_speedup']:6.2f} | {o['kernel'] if o else '-':>6} {o['ms'] if o else nan:8.4f} "
+              f"{(o['ms'] / r['ms']) if o else nan:7.2f}")

@@ -12,10 +12,10 @@
  *   2. The split takes its share [u0, u1) of the visible units, TILE_N / UNIT units per tile, walks them with
  *      a set-bit cursor and reads each unit's page from the block table. Skipped units are never read.
  *   3. Per tile: scores S = Q K^T with the exact element mask (tree or window or sink, j <= t) and level
- *      bias; online softmax in fp32 with exp2 (log2(e) folded into Q); O = alpha O + P V. The default kernel
- *      (below the DUA_DECODE_V1 block) keeps K and V in registers, loaded 16 bytes at a time; DUA_DECODE_V1=1
- *      builds the previous kernel (K/V staged through local memory, 4-element loads), kept as the
- *      baseline of one side-by-side GPU measurement (bench/gpu_run.sh decode2).
+ *      bias; online softmax in fp32 with exp2 (log2(e) folded into Q); O = alpha O + P V. Two kernels:
+ *      DUA_DECODE_STAGED=1 stages K/V through local memory (4-element loads); DUA_DECODE_STAGED=0 ("regs")
+ *      keeps K and V in registers, loaded 16 bytes at a time. host/attention/decode.c picks one per cache
+ *      dtype, GQA group and tokens from the H100 measurements (bench/RESULTS.md).
  *   4. One split: O and LSE written directly. Several: normalized partial O and log2-LSE per split go to a
  *      scratch buffer and dua_decode_merge (attn_decode_merge.cl) combines them (rows where nothing is
  *      visible give O = 0 and LSE = -inf, never NaN).
@@ -43,8 +43,8 @@
 #ifndef DUA_BIAS
 #define DUA_BIAS 0
 #endif
-#ifndef DUA_DECODE_V1
-#define DUA_DECODE_V1 0 /* 1: the previous kernel (baseline) */
+#ifndef DUA_DECODE_STAGED
+#define DUA_DECODE_STAGED 0 /* 1: K/V staged through local memory; 0: K/V in registers */
 #endif
 #ifndef DUA_HALF_CVT
 #define DUA_HALF_CVT                                                                                         \
@@ -111,8 +111,8 @@ typedef struct {
   uint rem;
 } unit_cursor;
 
-#if DUA_DECODE_V1
-/* ---------------------------------------------------------------- the previous kernel (baseline) */
+#if DUA_DECODE_STAGED
+/* ---------------------------------------------------------------- the staged kernel */
 #define STRIDE (HEAD_DIM + 4) /* local row pitch in floats */
 #define VEC (HEAD_DIM / 4)
 #define KV_VECS (TILE_N * VEC)
@@ -370,7 +370,7 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
 
 #else
 
-/* ---------------------------------------------------------------- the decode kernel (default)
+/* ---------------------------------------------------------------- the regs kernel
  * Work-item roles per tile of TILE_N keys, NT = KG * NV work-items (NV 16-byte loads per K/V row):
  *   Q.K:  G = NT / TILE_N work-items per key; work-item (key t / G, part g = t % G) holds loads g, g + G, ...
  *         of its key's K row in registers and writes one partial dot product per row to s_part.
@@ -701,4 +701,4 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
   }
 }
 
-#endif /* DUA_DECODE_V1 */
+#endif /* DUA_DECODE_STAGED */

@@ -9,9 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DECODE_TILE 32 /* dua's default decode tile (host/attention/decode.c); DUA_DECODE_TILE overrides */
-#define DECODE_TILE_F16 64  /* its default for an fp16 cache (not with DUA_DECODE_V1=1) */
-#define DECODE_CPU_TILE 16  /* its default on CPU devices */
+#define DECODE_TILE 32      /* dua's default decode tile on GPUs, both kernels (host/attention/decode.c) */
+#define DECODE_CPU_TILE 16  /* its default on CPU devices; DUA_DECODE_TILE overrides both */
 #define APPEND_CHUNK 2048   /* tokens per dua_kv_append while filling */
 #define COPY_MAX (1u << 30) /* bytes copied to measure the copy bandwidth */
 
@@ -202,10 +201,7 @@ static int decode_tile(const dec *d) {
   int t = 0;
   if (env && sscanf(env, "%d", &t) == 1 && t >= 16)
     return t;
-  const char *v1 = getenv("DUA_DECODE_V1");
-  if (d->info.type == DUA_DEVICE_CPU)
-    return DECODE_CPU_TILE;
-  return d->dtype == DUA_F16 && !(v1 && *v1 == '1') ? DECODE_TILE_F16 : DECODE_TILE;
+  return d->info.type == DUA_DEVICE_CPU ? DECODE_CPU_TILE : DECODE_TILE;
 }
 
 /* K/V bytes read (see --help); a length seen before reuses its count (positional layouts do not depend on

@@ -10,17 +10,25 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Defaults; DUA_DECODE_TILE=tile_n,threads,rows and DUA_DECODE_SPLITS=n override them (development), and
- * DUA_DECODE_HALF=0|1|2 picks the fp16 conversion (cl/attn_decode.cl DUA_HALF_CVT). DUA_DECODE_V1=1 runs the
- * previous kernel with its own plan (the baseline of bench/gpu_run.sh decode2; to be removed). */
-#define DECODE_TILE_N 32     /* keys per tile: fp32 cache (32 keys x 512 bytes x K,V = 32 KiB per tile) */
-#define DECODE_TILE_N_F16 64 /* fp16 cache: 64 keys x 256 bytes x K,V = 32 KiB per tile */
-#define DECODE_THREADS 128   /* work-items per work-group (rounded to a multiple of the loads per row) */
-#define DECODE_ACC_FLOATS 64 /* most output accumulators per work-item (rows x 16-byte load elements) */
+/* Two kernels (cl/attn_decode.cl): "regs" keeps K and V in registers (16-byte loads, an online softmax per
+ * key group), "staged" stages them through local memory (4-element loads). The choice follows the H100
+ * measurements of bench/RESULTS.md (decode2, commit 44b83f7): regs only for an fp16 cache with one query row
+ * per work-group (no GQA sharing, one token) on GPU devices, where its tile 32,128,8 beat staged (16K dense
+ * 1.71 vs 2.08 ms, depth 4 0.165 vs 0.177 ms); staged everywhere else: it won fp32 at depth 4 (0.172 vs 0.192
+ * ms at regs' best fp32 tile) and GQA 32/8 (2.36 vs 3.20 ms dense), and the rest is unmeasured (CPU devices,
+ * several query tokens). DUA_DECODE_KERNEL=regs|staged forces one; DUA_DECODE_TILE=tile_n,threads,rows and
+ * DUA_DECODE_SPLITS=n override the plan (development); DUA_DECODE_HALF=0|1|2 picks regs' fp16 conversion
+ * (cl/attn_decode.cl DUA_HALF_CVT). */
+/* GPU plans, tile_n, work-items, most query rows: staged; regs with an fp16 cache (best of 8 measured
+ * settings: 1.71 ms 16K dense) and with an fp32 cache (best of 4: 1.78 ms, 80.6% of copy, 16K dense). */
+#define DECODE_STAGED_TILE 32, 128, 16
+#define DECODE_REGS_TILE_F16 32, 128, 8
+#define DECODE_REGS_TILE_F32 32, 256, 16
 #define DECODE_CPU_TILE_N                                                                                    \
   16 /* CPU devices: PoCL runs a work-group's work-items in loops around each barrier; */
 #define DECODE_CPU_THREADS 32 /* 16 x 32 measured 20-35% faster there than 32 x 128 (bench/RESULTS.md) */
 #define DECODE_ROWS 16        /* most query rows (heads x tokens) per work-group */
+#define DECODE_ACC_FLOATS 64  /* regs on CPU devices: most output accumulators per work-item (rows x VE) */
 #define DECODE_WAVES 16      /* split so that about WAVES x compute units work-groups run (short last wave) */
 #define DECODE_MIN_UNITS 8   /* at least this many key units (of the longest context) per split */
 #define DECODE_MAX_SPLITS 64 /* partial results per row */
@@ -28,10 +36,10 @@
 
 typedef struct decode_plan {
   int tokens, hpw, hchunks, tile_n, threads, words, unit_shift, page_shift, splits;
-  int v1, half_cvt, key_groups; /* previous kernel; fp16 conversion; key groups (NT / loads per row) */
+  int staged, half_cvt, key_groups; /* staged kernel; fp16 conversion; regs' key groups (NT / VE loads) */
 } decode_plan;
 
-/* Elements per 16-byte K/V load of the default kernel. */
+/* Elements per 16-byte K/V load of the regs kernel. */
 static int load_elems(const dua_kv_cache *c) {
   return c->desc.dtype == DUA_F16 ? 8 : 4;
 }
@@ -45,7 +53,7 @@ static int log2i(int x) {
 
 static size_t local_bytes(const decode_plan *p, int head_dim) {
   size_t rows = (size_t)p->hpw * p->tokens, stride = (size_t)head_dim + 4;
-  if (p->v1)
+  if (p->staged)
     return 4 * ((size_t)p->words + rows * stride + 2 * (size_t)p->tile_n * stride + 2 * rows * p->tile_n +
                 3 * rows) +
            64;
@@ -55,7 +63,7 @@ static size_t local_bytes(const decode_plan *p, int head_dim) {
          128;
 }
 
-/* The default kernel's work-group: NT = KG x (loads per row) work-items with KG a power of two <= tile_n,
+/* The regs kernel's work-group: NT = KG x (loads per row) work-items with KG a power of two <= tile_n,
  * tile_n | NT (whole work-items per key in Q.K) and KG | tile_n (whole keys per key group); shrinks the
  * tile (not below 16) or grows KG until both hold, and keeps NT within the device's work-group size. */
 static int fit_groups(decode_plan *p, int nv, size_t max_wg) {
@@ -79,18 +87,22 @@ static int fit_groups(decode_plan *p, int nv, size_t max_wg) {
 static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_layout *l, int tokens,
                             int32_t batch, int32_t max_len, decode_plan *p) {
   static const char *fn = "dua_decode";
-  const int cpu = ctx->info.type == DUA_DEVICE_CPU;
-  const char *env = getenv("DUA_DECODE_V1");
-  p->v1 = env && *env == '1';
+  const int cpu = ctx->info.type == DUA_DEVICE_CPU, group = l->heads / l->kv_heads;
+  const char *env = getenv("DUA_DECODE_KERNEL");
+  if (env && *env) {
+    if (strcmp(env, "regs") != 0 && strcmp(env, "staged") != 0)
+      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "DUA_DECODE_KERNEL = \"%s\" is not regs or staged",
+                      env);
+    p->staged = env[0] == 's';
+  } else /* the measured choice (top of this file) */
+    p->staged = cpu || c->desc.dtype != DUA_F16 || group != 1 || tokens != 1;
   env = getenv("DUA_DECODE_HALF");
   p->half_cvt = env && *env >= '0' && *env <= '2' ? *env - '0' : 0;
-  int tile_n = cpu                                  ? DECODE_CPU_TILE_N
-               : !p->v1 && c->desc.dtype == DUA_F16 ? DECODE_TILE_N_F16
-                                                    : DECODE_TILE_N;
-  int threads = cpu ? DECODE_CPU_THREADS : DECODE_THREADS;
-  int rows = p->v1 ? DECODE_ROWS : DECODE_ACC_FLOATS / load_elems(c);
-  if (rows > DECODE_ROWS)
-    rows = DECODE_ROWS;
+  static const int staged_tile[3] = {DECODE_STAGED_TILE}, regs_f16[3] = {DECODE_REGS_TILE_F16},
+                   regs_f32[3] = {DECODE_REGS_TILE_F32};
+  const int *def = p->staged ? staged_tile : c->desc.dtype == DUA_F16 ? regs_f16 : regs_f32;
+  int tile_n = cpu ? DECODE_CPU_TILE_N : def[0], threads = cpu ? DECODE_CPU_THREADS : def[1];
+  int rows = cpu ? (p->staged ? DECODE_ROWS : DECODE_ACC_FLOATS / load_elems(c)) : def[2];
   env = getenv("DUA_DECODE_TILE");
   if (env && *env) {
     if (sscanf(env, "%d,%d,%d", &tile_n, &threads, &rows) != 3 || tile_n < 16 || tile_n > 128 ||
@@ -106,7 +118,6 @@ static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_l
   if (threads < 16)
     return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "%s: the device's work-groups (%zu work-items) are too small",
                     fn, ctx->info.max_work_group_size);
-  const int group = l->heads / l->kv_heads;
   p->tokens = tokens;
   p->hpw = 1;
   for (int d = group; d >= 1; d--)
@@ -116,7 +127,7 @@ static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_l
     }
   p->tile_n = tile_n;
   p->threads = threads;
-  if (!p->v1 && !fit_groups(p, c->desc.head_dim / load_elems(c), ctx->info.max_work_group_size))
+  if (!p->staged && !fit_groups(p, c->desc.head_dim / load_elems(c), ctx->info.max_work_group_size))
     return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "%s: the device's work-groups (%zu work-items) are too small",
                     fn, ctx->info.max_work_group_size);
   p->page_shift = log2i(c->desc.page_tokens);
@@ -135,8 +146,8 @@ static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_l
       p->words *= 2;
     if (local_bytes(p, c->desc.head_dim) <= ctx->info.local_mem_bytes)
       break;
-    if (p->tile_n > 16 && (p->v1 || p->tile_n > p->key_groups))
-      p->tile_n /= 2; /* the default kernel: tile_n | NT still holds, KG | tile_n while KG < tile_n */
+    if (p->tile_n > 16 && (p->staged || p->tile_n > p->key_groups))
+      p->tile_n /= 2; /* regs: tile_n | NT still holds, KG | tile_n while KG < tile_n */
     else if (p->hpw > 1)
       for (int d = p->hpw - 1; d >= 1; d--) {
         if (group % d == 0) {
@@ -297,9 +308,9 @@ dua_status dua_decode(dua_context *ctx, dua_kv_cache *cache, int32_t layer, dua_
   char options[256];
   snprintf(options, sizeof options,
            "-DHEAD_DIM=%d -DTOKENS=%d -DHPW=%d -DTILE_N=%d -DNT=%d -DWORDS=%d -DDUA_FP16=%d -DDUA_TREE=%d "
-           "-DDUA_BIAS=%d -DDUA_DECODE_V1=%d -DDUA_HALF_CVT=%d",
+           "-DDUA_BIAS=%d -DDUA_DECODE_STAGED=%d -DDUA_HALF_CVT=%d",
            Dh, T, plan.hpw, plan.tile_n, plan.threads, plan.words, cache->desc.dtype == DUA_F16,
-           l->kind == DUA_LAYOUT_CONTENT, params->level_bias != NULL, plan.v1, plan.half_cvt);
+           l->kind == DUA_LAYOUT_CONTENT, params->level_bias != NULL, plan.staged, plan.half_cvt);
   cl_kernel kernel, merge = NULL;
   if ((st = dua_program_kernel(ctx, "common,attn_decode,attn_decode_merge", options, "dua_decode",
                                &kernel)) != DUA_SUCCESS)

@@ -408,6 +408,15 @@ START_TEST(dense_variable_lengths) {
 }
 END_TEST
 
+/* Puts back an environment variable saved with strdup (NULL: it was unset) and frees the copy. */
+static void restore_env(const char *name, char *saved) {
+  if (saved)
+    setenv(name, saved, 1);
+  else
+    unsetenv(name);
+  free(saved);
+}
+
 /* Random positional layouts: per-head depths and arities, shift, window, sink, level bias, GQA, page and
  * block sizes, head dims, 1..4 query tokens, fp16 cache and/or queries, (S,T,H,D) query storage. */
 START_TEST(random_positional) {
@@ -454,12 +463,18 @@ START_TEST(random_positional) {
   dopts o = dopts_make(test_rng_int(&r, 1, 4), test_rng_int(&r, 0, 1) ? DUA_F16 : DUA_F32);
   o.bnhd = test_rng_int(&r, 0, 1);
   o.with_bias = test_rng_int(&r, 0, 2) == 0;
-  static const char *const tiles[4] = {"32,128,16", "64,128,8", "16,64,4",
-                                       NULL}; /* NULL: the device default */
+  /* both kernels whatever the device's default choice; NULL: the device default */
+  static const char *const tiles[4] = {"32,128,16", "64,128,8", "16,64,4", NULL};
+  static const char *const kernels[4] = {"staged", "regs", "regs", NULL};
   if (tiles[_i % 4])
     setenv("DUA_DECODE_TILE", tiles[_i % 4], 1);
+  char *outer =
+      getenv("DUA_DECODE_KERNEL") ? strdup(getenv("DUA_DECODE_KERNEL")) : NULL; /* a whole-run choice */
+  if (kernels[_i % 4])
+    setenv("DUA_DECODE_KERNEL", kernels[_i % 4], 1);
   check_decode_free(&f, &y, 0, S, s, &o);
   unsetenv("DUA_DECODE_TILE");
+  restore_env("DUA_DECODE_KERNEL", outer);
   lay_free(&y);
   fx_close(&f);
 }
@@ -887,6 +902,11 @@ START_TEST(invalid_arguments_named) {
                   dua_context_last_error(ctx), dc[i].msg);
   }
   ck_assert_int_eq(dua_decode(NULL, c, 0, y.l, NULL, &s0, &q, &o, &lse), DUA_ERROR_INVALID_ARGUMENT);
+  char *outer = getenv("DUA_DECODE_KERNEL") ? strdup(getenv("DUA_DECODE_KERNEL")) : NULL;
+  setenv("DUA_DECODE_KERNEL", "v1", 1); /* the developer switch: regs or staged only */
+  ck_assert_int_eq(dua_decode(ctx, c, 0, y.l, NULL, &s0, &q, &o, &lse), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "DUA_DECODE_KERNEL = \"v1\""));
+  restore_env("DUA_DECODE_KERNEL", outer);
   ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
   unsigned char *back = malloc(dua_buffer_size(bo));
   ck_assert_int_eq(dua_buffer_read(bo, 0, dua_buffer_size(bo), back), DUA_SUCCESS);
