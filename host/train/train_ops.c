@@ -1,9 +1,11 @@
-/* train_ops.c: the trainer's layer operations (train_ops.h): kernels, scratch memory, argument checks, host
- * uploads of token/target ids, launches, and the elementwise and embedding ops. The other ops are in
- * train_ops_layers.c (layer norm, GELU, cross-entropy, sum of squares, AdamW) and train_ops_gemm.c (the
- * linear layer through CLBlast). */
+/* train_ops.c: the trainer's layer operations (train_ops.h): the choice of kernels per device type (GPU
+ * shapes from cl/train_ops.cl, CPU shapes from cl/train_ops_cpu.cl: see dua_ops_create_with), scratch memory,
+ * argument checks, host uploads of token/target ids, launches, and the elementwise and embedding ops. The
+ * other ops are in train_ops_layers.c (layer norm, GELU, cross-entropy, sum of squares, AdamW) and
+ * train_ops_gemm.c (the linear layer through CLBlast or dua's GEMM). */
 #include "train/train_ops_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,39 +25,170 @@ static const char *const kernel_names[OPS_KERNEL_COUNT] = {
     [OPS_XENT] = "dua_ops_xent",
     [OPS_SUMSQ] = "dua_ops_sumsq",
     [OPS_ADAMW] = "dua_ops_adamw",
+    [OPS_GEMM] = "dua_ops_gemm",
+    [OPS_PACK] = "dua_ops_pack",
+    [OPS_LN_FWD_ITEM] = "dua_ops_ln_fwd_item",
+    [OPS_LN_BWD_ITEM] = "dua_ops_ln_bwd_item",
+    [OPS_XENT_ITEM] = "dua_ops_xent_item",
+    [OPS_SUMSQ_ITEM] = "dua_ops_sumsq_item",
+    [OPS_GELU_FWD_ITEM] = "dua_ops_gelu_fwd_item",
+    [OPS_GELU_BWD_ITEM] = "dua_ops_gelu_bwd_item",
+    [OPS_COLSUM_ITEM] = "dua_ops_colsum_item",
+    [OPS_EMBED_FWD_ITEM] = "dua_ops_embed_fwd_item",
+    [OPS_EMBED_BWD_WTE_ITEM] = "dua_ops_embed_bwd_wte_item",
+    [OPS_EMBED_BWD_WPE_ITEM] = "dua_ops_embed_bwd_wpe_item",
 };
 
 #define WG_CAP 256 /* work-group size cap (row reductions, elementwise) */
 
+/* Defaults of the CPU path, measured with bench/train_ops_bench.c on PoCL 3.1 (2-core AVX-512 EPYC; see
+ * bench/RESULTS.md, "Trainer ops on PoCL"). */
+#define CPU_ITEM_WG 8 /* rows (work-items) per work-group of the row kernels */
+#define CPU_VW 8      /* lanes of the row reductions */
+#define CPU_GEMM_MR 8 /* dua_ops_gemm tile: 8 rows x 2 float8 */
+#define CPU_GEMM_VW 8
+#define CPU_GEMM_NV 2
+#define CPU_GEMM_WG 4    /* column tiles per work-group */
+#define CPU_STREAM_WG 64 /* work-group of the streaming kernels (GELU, GEMM packing) */
+
 /* ---- creation ---------------------------------------------------------------------------------------- */
 
+void dua_ops_options_init(dua_ops_options *o) {
+  memset(o, 0, sizeof *o);
+  o->row_kernels = DUA_OPS_ROW_AUTO;
+  o->gemm = DUA_OPS_GEMM_AUTO;
+  o->clblast_cpu_params = -1;
+  o->pack_a = -1;
+  o->pack_b_tn = -1;
+}
+
+void dua_ops_describe(const dua_ops *ops, char *text, size_t size) {
+  if (ops->row_item)
+    snprintf(text, size, "row kernels: a work-item per row (work-group %zu, %d lanes)", ops->item_wg,
+             ops->vw);
+  else
+    snprintf(text, size, "row kernels: a work-group of %zu per row", ops->wg);
+  const size_t used = strlen(text);
+  if (ops->gemm_dua)
+    snprintf(text + used, size - used, "; GEMM: dua_ops_gemm, tile %d x %dx%d, %zu tiles per work-group",
+             ops->tile.mr, ops->tile.nv, ops->tile.vw, ops->gemm_wg);
+  else
+    snprintf(text + used, size - used, "; GEMM: CLBlast (%s parameters)",
+             ops->clblast_params ? "dua's CPU" : "CLBlast's own");
+}
+
+/* The device's paths, unless DUA_TRAIN_OPS (a comma-separated list) overrides them: "portable" =
+ * "group,clblast" (the GPU paths, also the kill switch of the CPU kernels), "item" / "group" for the row
+ * kernels, "dua" / "clblast" for the GEMM. */
 dua_status dua_ops_create(dua_context *ctx, dua_ops **out) {
-  if (!ctx || !out)
-    return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "dua_ops_create: %s is NULL", ctx ? "out" : "ctx");
+  dua_ops_options o;
+  dua_ops_options_init(&o);
+  const char *env = getenv("DUA_TRAIN_OPS");
+  if (env && *env) {
+    char list[128];
+    snprintf(list, sizeof list, "%s", env);
+    for (char *save = NULL, *tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+      if (!strcmp(tok, "portable"))
+        o.row_kernels = DUA_OPS_ROW_GROUP, o.gemm = DUA_OPS_GEMM_CLBLAST;
+      else if (!strcmp(tok, "group") || !strcmp(tok, "item"))
+        o.row_kernels = !strcmp(tok, "item") ? DUA_OPS_ROW_ITEM : DUA_OPS_ROW_GROUP;
+      else if (!strcmp(tok, "clblast") || !strcmp(tok, "dua"))
+        o.gemm = !strcmp(tok, "dua") ? DUA_OPS_GEMM_DUA : DUA_OPS_GEMM_CLBLAST;
+      else
+        dua_log(ctx, DUA_LOG_WARNING, "DUA_TRAIN_OPS: ignoring \"%s\" (portable, group, item, clblast, dua)",
+                tok);
+    }
+  }
+  dua_status st = dua_ops_create_with(ctx, &o, out);
+  if (st == DUA_SUCCESS) {
+    char desc[256];
+    dua_ops_describe(*out, desc, sizeof desc);
+    dua_log(ctx, DUA_LOG_INFO, "train ops: %s", desc);
+  }
+  return st;
+}
+
+/* Loads kernels [first, last) of program `sources` built with options; lowers *wg to what they allow. */
+static dua_status load_kernels(dua_ops *ops, const char *sources, const char *options, int first, int last,
+                               size_t *wg) {
+  for (int i = first; i < last; i++) {
+    dua_status st = dua_program_kernel(ops->ctx, sources, options, kernel_names[i], &ops->kernels[i]);
+    if (st != DUA_SUCCESS)
+      return st;
+    size_t kmax = 0;
+    if (wg &&
+        clGetKernelWorkGroupInfo(ops->kernels[i], ops->ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kmax,
+                                 &kmax, NULL) == CL_SUCCESS &&
+        kmax && kmax < *wg)
+      *wg = kmax;
+  }
+  return DUA_SUCCESS;
+}
+
+static size_t pow2_floor(size_t x) {
+  size_t p = 1;
+  while (p * 2 <= x)
+    p *= 2;
+  return p;
+}
+
+/* Paths per device type. GPUs (and accelerators) keep the work-group-per-row kernels and CLBlast. CPU
+ * devices get the work-item-per-row kernels (a CPU runtime runs a work-group as a loop over its work-items
+ * and pays for every barrier of a local-memory tree) and dua_ops_gemm, which on PoCL beat CLBlast's SGEMM by
+ * a large factor at the trainer's shapes (CLBlast picks its "direct" GEMM kernel with 16x16 tiles there:
+ * bench/RESULTS.md). */
+dua_status dua_ops_create_with(dua_context *ctx, const dua_ops_options *o, dua_ops **out) {
+  if (!ctx || !out || !o)
+    return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "dua_ops_create: %s is NULL",
+                    !ctx   ? "ctx"
+                    : !out ? "out"
+                           : "options");
   *out = NULL;
+  const int vw = o->vw > 0 ? o->vw : CPU_VW;
+  const dua_ops_gemm_tile tile = {o->gemm_mr > 0 ? o->gemm_mr : CPU_GEMM_MR,
+                                  o->gemm_vw > 0 ? o->gemm_vw : CPU_GEMM_VW,
+                                  o->gemm_nv > 0 ? o->gemm_nv : CPU_GEMM_NV};
+  if ((vw != 4 && vw != 8 && vw != 16) || (tile.vw != 4 && tile.vw != 8 && tile.vw != 16) || tile.mr > 16 ||
+      tile.nv > 4)
+    return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
+                    "dua_ops_create: lanes %d / GEMM tile %d x %dx%d out of range (lanes and vector widths "
+                    "4, 8 or 16, at most 16 rows and 4 vectors)",
+                    vw, tile.mr, tile.nv, tile.vw);
   dua_ops *ops = calloc(1, sizeof *ops);
   if (!ops)
     return dua_fail(ctx, DUA_ERROR_OUT_OF_MEMORY, "dua_ops_create: out of host memory");
   ops->ctx = ctx;
+  const int cpu = ctx->info.type == DUA_DEVICE_CPU;
+  ops->row_item = o->row_kernels == DUA_OPS_ROW_AUTO ? cpu : o->row_kernels == DUA_OPS_ROW_ITEM;
+  ops->gemm_dua = o->gemm == DUA_OPS_GEMM_AUTO ? cpu : o->gemm == DUA_OPS_GEMM_DUA;
+  ops->item_wg = o->item_wg > 0 ? (size_t)o->item_wg : CPU_ITEM_WG;
+  ops->vw = vw;
+  ops->tile = tile;
+  ops->gemm_wg = o->gemm_wg > 0 ? (size_t)o->gemm_wg : CPU_GEMM_WG;
+  ops->pack_a = o->pack_a >= 0 ? o->pack_a : 1;
+  ops->pack_b_tn = o->pack_b_tn >= 0 ? o->pack_b_tn : 0;
   size_t wg = WG_CAP;
   if (ctx->info.max_work_group_size && ctx->info.max_work_group_size < wg)
     wg = ctx->info.max_work_group_size;
-  for (int i = 0; i < OPS_KERNEL_COUNT; i++) {
-    dua_status st = dua_program_kernel(ctx, "train_ops", "", kernel_names[i], &ops->kernels[i]);
-    if (st != DUA_SUCCESS) {
-      free(ops);
-      return st;
-    }
-    size_t kmax = 0;
-    if (clGetKernelWorkGroupInfo(ops->kernels[i], ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kmax, &kmax,
-                                 NULL) == CL_SUCCESS &&
-        kmax && kmax < wg)
-      wg = kmax;
+  dua_status st = load_kernels(ops, "train_ops", "", 0, OPS_PORTABLE_COUNT, &wg);
+  if (st == DUA_SUCCESS && (ops->row_item || ops->gemm_dua)) {
+    char options[160];
+    snprintf(options, sizeof options, "-DDUA_VW=%d -DDUA_GEMM_MR=%d -DDUA_GEMM_VW=%d -DDUA_GEMM_NV=%d",
+             ops->vw, ops->tile.mr, ops->tile.vw, ops->tile.nv);
+    size_t cpu_wg = ops->item_wg > ops->gemm_wg ? ops->item_wg : ops->gemm_wg;
+    cpu_wg = cpu_wg > CPU_STREAM_WG ? cpu_wg : CPU_STREAM_WG;
+    st = load_kernels(ops, "train_ops_cpu", options, OPS_PORTABLE_COUNT, OPS_KERNEL_COUNT, &cpu_wg);
+    ops->item_wg = ops->item_wg < cpu_wg ? ops->item_wg : cpu_wg;
+    ops->gemm_wg = ops->gemm_wg < cpu_wg ? ops->gemm_wg : cpu_wg;
+    ops->stream_wg = CPU_STREAM_WG < cpu_wg ? CPU_STREAM_WG : cpu_wg;
   }
-  size_t pow2 = 1;
-  while (pow2 * 2 <= wg)
-    pow2 *= 2;
-  ops->wg = pow2;
+  if (st != DUA_SUCCESS) {
+    free(ops);
+    return st;
+  }
+  ops->wg = pow2_floor(wg);
+  if (!ops->gemm_dua && (o->clblast_cpu_params == 1 || (o->clblast_cpu_params < 0 && cpu)))
+    ops->clblast_params = dua_ops_clblast_cpu_params(ops);
   *out = ops;
   return DUA_SUCCESS;
 }
@@ -182,11 +315,16 @@ dua_status dua_ops_upload_send(dua_ops *ops, dua_ops_upload *u, size_t count) {
 
 dua_status dua_ops_launch(dua_ops *ops, const dua_ops_args *a, cl_uint dims, const size_t *global,
                           const char *what) {
+  return dua_ops_launch_local(ops, a, dims, global, ops->wg, what);
+}
+
+dua_status dua_ops_launch_local(dua_ops *ops, const dua_ops_args *a, cl_uint dims, const size_t *global,
+                                size_t local, const char *what) {
   if (a->err != CL_SUCCESS)
     return dua_fail(ops->ctx, (dua_status)a->err, "%s: setting kernel argument %u failed: %s", what,
                     a->index - 1, dua_status_string((dua_status)a->err));
-  size_t g[2] = {(global[0] + ops->wg - 1) / ops->wg * ops->wg, dims > 1 ? global[1] : 1};
-  size_t l[2] = {ops->wg, 1};
+  size_t g[2] = {(global[0] + local - 1) / local * local, dims > 1 ? global[1] : 1};
+  size_t l[2] = {local, 1};
   cl_int err = clEnqueueNDRangeKernel(ops->ctx->queue, a->kernel, dims, NULL, g, l, 0, NULL, NULL);
   if (err != CL_SUCCESS)
     return dua_fail(ops->ctx, (dua_status)err, "%s: launching the kernel failed: %s", what,
@@ -196,7 +334,7 @@ dua_status dua_ops_launch(dua_ops *ops, const dua_ops_args *a, cl_uint dims, con
 
 dua_status dua_ops_colsum(dua_ops *ops, cl_mem dst, size_t dst_off, cl_mem src, size_t src_off, int rows,
                           int cols, int ld, int chunk, int accumulate) {
-  dua_ops_args a = dua_ops_args_of(ops, OPS_COLSUM);
+  dua_ops_args a = dua_ops_args_of(ops, ops->row_item ? OPS_COLSUM_ITEM : OPS_COLSUM);
   cl_ulong doff = dst_off, soff = src_off;
   dua_ops_arg(&a, sizeof dst, &dst);
   dua_ops_arg(&a, sizeof doff, &doff);
@@ -207,7 +345,13 @@ dua_status dua_ops_colsum(dua_ops *ops, cl_mem dst, size_t dst_off, cl_mem src, 
   dua_ops_arg_int(&a, ld);
   dua_ops_arg_int(&a, chunk);
   dua_ops_arg_int(&a, accumulate);
-  size_t global[2] = {(size_t)cols, (size_t)((rows + chunk - 1) / chunk)};
+  const size_t chunks = (size_t)((rows + chunk - 1) / chunk);
+  if (ops->row_item) { /* ops->vw columns per work-item */
+    const size_t global[2] = {((size_t)cols + (size_t)ops->vw - 1) / (size_t)ops->vw, chunks};
+    return dua_ops_launch_local(ops, &a, 2, global, global[0] < ops->item_wg ? global[0] : ops->item_wg,
+                                "dua_ops_colsum");
+  }
+  const size_t global[2] = {(size_t)cols, chunks};
   return dua_ops_launch(ops, &a, 2, global, "dua_ops_colsum");
 }
 
@@ -298,11 +442,17 @@ dua_status dua_op_embed_forward(dua_ops *ops, dua_span out, const int32_t *token
   memcpy(ops->tokens.host, tokens, R * sizeof(int32_t));
   if ((st = dua_ops_upload_send(ops, &ops->tokens, R)) != DUA_SUCCESS)
     return st;
-  dua_ops_args a = dua_ops_args_of(ops, OPS_EMBED_FWD);
+  dua_ops_args a = dua_ops_args_of(ops, ops->row_item ? OPS_EMBED_FWD_ITEM : OPS_EMBED_FWD);
   dua_ops_arg_span(&a, out);
   dua_ops_arg(&a, sizeof(cl_mem), &ops->tokens.dev);
   dua_ops_arg_span(&a, wte);
   dua_ops_arg_span(&a, wpe);
+  if (ops->row_item) { /* a work-item a row */
+    dua_ops_arg_int(&a, (int)R);
+    dua_ops_arg_int(&a, T);
+    dua_ops_arg_int(&a, C);
+    return dua_ops_launch_local(ops, &a, 1, &R, ops->item_wg, fn);
+  }
   dua_ops_arg_ulong(&a, R);
   dua_ops_arg_int(&a, T);
   dua_ops_arg_int(&a, C);
@@ -359,20 +509,26 @@ dua_status dua_op_embed_backward(dua_ops *ops, dua_span dwte, dua_span dwpe, dua
   if ((st = dua_ops_upload_send(ops, &ops->csr, total)) != DUA_SUCCESS)
     return st;
 
-  dua_ops_args a = dua_ops_args_of(ops, OPS_EMBED_BWD_WTE);
+  const int item = ops->row_item;
+  dua_ops_args a = dua_ops_args_of(ops, item ? OPS_EMBED_BWD_WTE_ITEM : OPS_EMBED_BWD_WTE);
   dua_ops_arg_span(&a, dwte);
   dua_ops_arg_span(&a, dout);
   dua_ops_arg(&a, sizeof(cl_mem), &ops->csr.dev);
   dua_ops_arg_int(&a, U);
   dua_ops_arg_int(&a, C);
-  const size_t uc = (size_t)U * (size_t)C;
-  if ((st = dua_ops_launch(ops, &a, 1, &uc, "dua_op_embed_backward (dwte)")) != DUA_SUCCESS)
+  /* CPU kernels: work-item (column vector, token or position) */
+  const size_t cvecs = ((size_t)C + (size_t)ops->vw - 1) / (size_t)ops->vw;
+  const size_t local = cvecs < ops->item_wg ? cvecs : ops->item_wg;
+  const size_t uc = (size_t)U * (size_t)C, uc_item[2] = {cvecs, (size_t)U}, tc_item[2] = {cvecs, (size_t)T};
+  if ((st = item ? dua_ops_launch_local(ops, &a, 2, uc_item, local, "dua_op_embed_backward (dwte)")
+                 : dua_ops_launch(ops, &a, 1, &uc, "dua_op_embed_backward (dwte)")) != DUA_SUCCESS)
     return st;
-  a = dua_ops_args_of(ops, OPS_EMBED_BWD_WPE);
+  a = dua_ops_args_of(ops, item ? OPS_EMBED_BWD_WPE_ITEM : OPS_EMBED_BWD_WPE);
   dua_ops_arg_span(&a, dwpe);
   dua_ops_arg_span(&a, dout);
   dua_ops_arg_int(&a, B);
   dua_ops_arg_int(&a, T);
   dua_ops_arg_int(&a, C);
-  return dua_ops_launch(ops, &a, 1, &TC, "dua_op_embed_backward (dwpe)");
+  return item ? dua_ops_launch_local(ops, &a, 2, tc_item, local, "dua_op_embed_backward (dwpe)")
+              : dua_ops_launch(ops, &a, 1, &TC, "dua_op_embed_backward (dwpe)");
 }

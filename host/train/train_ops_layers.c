@@ -26,13 +26,19 @@ dua_status dua_op_layernorm_forward(dua_ops *ops, dua_span out, dua_span mean, d
       (st = dua_ops_check_disjoint(ops, fn, "out", out, RC, "w", w, (size_t)C)) ||
       (st = dua_ops_check_disjoint(ops, fn, "out", out, RC, "b", b, (size_t)C)))
     return st;
-  dua_ops_args a = dua_ops_args_of(ops, OPS_LN_FWD);
+  dua_ops_args a = dua_ops_args_of(ops, ops->row_item ? OPS_LN_FWD_ITEM : OPS_LN_FWD);
   dua_ops_arg_span(&a, out);
   dua_ops_arg_span(&a, mean);
   dua_ops_arg_span(&a, rstd);
   dua_ops_arg_span(&a, inp);
   dua_ops_arg_span(&a, w);
   dua_ops_arg_span(&a, b);
+  if (ops->row_item) { /* a work-item a row */
+    dua_ops_arg_int(&a, R);
+    dua_ops_arg_int(&a, C);
+    const size_t rows = (size_t)R;
+    return dua_ops_launch_local(ops, &a, 1, &rows, ops->item_wg, fn);
+  }
   dua_ops_arg_int(&a, C);
   dua_ops_arg_local(&a, ops->wg * sizeof(cl_float));
   const size_t global = (size_t)R * ops->wg;
@@ -64,7 +70,7 @@ dua_status dua_op_layernorm_backward(dua_ops *ops, dua_span dinp, dua_span dw, d
   cl_mem partial;
   if ((st = dua_ops_scratch(ops, (size_t)groups * 2 * uC * sizeof(float), &partial)) != DUA_SUCCESS)
     return st;
-  dua_ops_args a = dua_ops_args_of(ops, OPS_LN_BWD);
+  dua_ops_args a = dua_ops_args_of(ops, ops->row_item ? OPS_LN_BWD_ITEM : OPS_LN_BWD);
   dua_ops_arg_span(&a, dinp);
   dua_ops_arg(&a, sizeof partial, &partial);
   dua_ops_arg_span(&a, dout);
@@ -75,9 +81,15 @@ dua_status dua_op_layernorm_backward(dua_ops *ops, dua_span dinp, dua_span dw, d
   dua_ops_arg_int(&a, R);
   dua_ops_arg_int(&a, C);
   dua_ops_arg_int(&a, DUA_OPS_LN_ROWS);
-  dua_ops_arg_local(&a, ops->wg * sizeof(cl_float));
-  const size_t global = (size_t)groups * ops->wg;
-  if ((st = dua_ops_launch(ops, &a, 1, &global, fn)) != DUA_SUCCESS)
+  if (ops->row_item) { /* a work-item per DUA_OPS_LN_ROWS rows */
+    const size_t items = (size_t)groups;
+    st = dua_ops_launch_local(ops, &a, 1, &items, ops->item_wg, fn);
+  } else {
+    dua_ops_arg_local(&a, ops->wg * sizeof(cl_float));
+    const size_t global = (size_t)groups * ops->wg;
+    st = dua_ops_launch(ops, &a, 1, &global, fn);
+  }
+  if (st != DUA_SUCCESS)
     return st;
   /* partial [groups, 2C]: dw sums in columns [0, C), db sums in [C, 2C); each reduced in group order */
   if ((st = dua_ops_colsum(ops, dw.buf->mem, dw.off, partial, 0, groups, C, 2 * C, groups, 1)) != DUA_SUCCESS)
@@ -87,17 +99,25 @@ dua_status dua_op_layernorm_backward(dua_ops *ops, dua_span dinp, dua_span dw, d
 
 /* ---- GELU -------------------------------------------------------------------------------------------- */
 
+/* An element per work-item (portable kernels), or ops->vw elements per work-item (CPU kernels). */
+static dua_status gelu_launch(dua_ops *ops, const dua_ops_args *a, size_t n, const char *fn) {
+  if (!ops->row_item)
+    return dua_ops_launch(ops, a, 1, &n, fn);
+  const size_t items = (n + (size_t)ops->vw - 1) / (size_t)ops->vw;
+  return dua_ops_launch_local(ops, a, 1, &items, ops->stream_wg, fn);
+}
+
 dua_status dua_op_gelu_forward(dua_ops *ops, dua_span out, dua_span inp, size_t n) {
   static const char fn[] = "dua_op_gelu_forward";
   dua_status st;
   if ((st = dua_ops_check(ops, fn)) || (st = dua_ops_check_n(ops, fn, n)) ||
       (st = dua_ops_check_span(ops, fn, "out", out, n)) || (st = dua_ops_check_span(ops, fn, "inp", inp, n)))
     return st;
-  dua_ops_args a = dua_ops_args_of(ops, OPS_GELU_FWD);
+  dua_ops_args a = dua_ops_args_of(ops, ops->row_item ? OPS_GELU_FWD_ITEM : OPS_GELU_FWD);
   dua_ops_arg_span(&a, out);
   dua_ops_arg_span(&a, inp);
   dua_ops_arg_ulong(&a, n);
-  return dua_ops_launch(ops, &a, 1, &n, fn);
+  return gelu_launch(ops, &a, n, fn);
 }
 
 dua_status dua_op_gelu_backward(dua_ops *ops, dua_span dinp, dua_span inp, dua_span dout, size_t n) {
@@ -108,12 +128,12 @@ dua_status dua_op_gelu_backward(dua_ops *ops, dua_span dinp, dua_span inp, dua_s
       (st = dua_ops_check_span(ops, fn, "inp", inp, n)) ||
       (st = dua_ops_check_span(ops, fn, "dout", dout, n)))
     return st;
-  dua_ops_args a = dua_ops_args_of(ops, OPS_GELU_BWD);
+  dua_ops_args a = dua_ops_args_of(ops, ops->row_item ? OPS_GELU_BWD_ITEM : OPS_GELU_BWD);
   dua_ops_arg_span(&a, dinp);
   dua_ops_arg_span(&a, inp);
   dua_ops_arg_span(&a, dout);
   dua_ops_arg_ulong(&a, n);
-  return dua_ops_launch(ops, &a, 1, &n, fn);
+  return gelu_launch(ops, &a, n, fn);
 }
 
 /* ---- cross-entropy ----------------------------------------------------------------------------------- */
@@ -159,7 +179,7 @@ dua_status dua_op_crossentropy(dua_ops *ops, dua_span losses, dua_span dlogits, 
     return st;
   /* absent optional outputs: any valid buffer stands in, the kernel does not touch it */
   const dua_span none = {losses.buf, 0};
-  dua_ops_args a = dua_ops_args_of(ops, OPS_XENT);
+  dua_ops_args a = dua_ops_args_of(ops, ops->row_item ? OPS_XENT_ITEM : OPS_XENT);
   dua_ops_arg_span(&a, losses);
   dua_ops_arg_span(&a, dlogits.buf ? dlogits : none);
   dua_ops_arg_int(&a, dlogits.buf != NULL);
@@ -169,6 +189,12 @@ dua_status dua_op_crossentropy(dua_ops *ops, dua_span losses, dua_span dlogits, 
   dua_ops_arg(&a, sizeof(cl_mem), &ops->targets.dev);
   dua_ops_arg_int(&a, ignore_index);
   dua_ops_arg_float(&a, grad_scale);
+  if (ops->row_item) { /* a work-item a row */
+    dua_ops_arg_int(&a, R);
+    dua_ops_arg_int(&a, V);
+    const size_t rows = (size_t)R;
+    return dua_ops_launch_local(ops, &a, 1, &rows, ops->item_wg, fn);
+  }
   dua_ops_arg_int(&a, V);
   dua_ops_arg_local(&a, ops->wg * sizeof(cl_float));
   dua_ops_arg_local(&a, ops->wg * sizeof(cl_int));
@@ -178,6 +204,49 @@ dua_status dua_op_crossentropy(dua_ops *ops, dua_span losses, dua_span dlogits, 
 
 /* ---- sum of squares ---------------------------------------------------------------------------------- */
 
+/* Reads partial[at] back into *result (blocking). */
+static dua_status read_result(dua_ops *ops, const char *fn, cl_mem partial, size_t at, float *result) {
+  float value = 0.0f;
+  cl_int err = clEnqueueReadBuffer(ops->ctx->queue, partial, CL_TRUE, at * sizeof(float), sizeof value,
+                                   &value, 0, NULL, NULL);
+  if (err != CL_SUCCESS)
+    return dua_fail(ops->ctx, (dua_status)err, "%s: reading the result back failed: %s", fn,
+                    dua_status_string((dua_status)err));
+  *result = value;
+  return DUA_SUCCESS;
+}
+
+/* The work-item path: G work-items (G a function of n only) each sum a contiguous chunk into
+ * partial[0..G), then one work-item sums those in order into partial[G]. */
+static dua_status sumsq_item(dua_ops *ops, dua_span x, size_t n, float *result) {
+  static const char fn[] = "dua_op_sumsq";
+  const size_t items = n < SUMSQ_MAX_GROUPS ? n : SUMSQ_MAX_GROUPS;
+  size_t chunk = (n + items - 1) / items;
+  chunk = (chunk + 15) / 16 * 16; /* whole vectors while aligned */
+  const size_t groups = (n + chunk - 1) / chunk;
+  cl_mem partial;
+  dua_status st;
+  if ((st = dua_ops_scratch(ops, (groups + 1) * sizeof(float), &partial)) != DUA_SUCCESS)
+    return st;
+  for (int stage = 0; stage < 2; stage++) {
+    dua_ops_args a = dua_ops_args_of(ops, OPS_SUMSQ_ITEM);
+    dua_ops_arg(&a, sizeof partial, &partial);
+    dua_ops_arg_ulong(&a, stage ? groups : 0);
+    if (stage)
+      dua_ops_arg(&a, sizeof partial, &partial);
+    else
+      dua_ops_arg(&a, sizeof(cl_mem), &x.buf->mem);
+    dua_ops_arg_ulong(&a, stage ? 0 : x.off);
+    dua_ops_arg_ulong(&a, stage ? groups : n);
+    dua_ops_arg_ulong(&a, stage ? groups : chunk);
+    dua_ops_arg_int(&a, !stage);
+    const size_t global = stage ? 1 : groups;
+    if ((st = dua_ops_launch_local(ops, &a, 1, &global, stage ? 1 : ops->item_wg, fn)) != DUA_SUCCESS)
+      return st;
+  }
+  return read_result(ops, fn, partial, groups, result);
+}
+
 dua_status dua_op_sumsq(dua_ops *ops, dua_span x, size_t n, float *result) {
   static const char fn[] = "dua_op_sumsq";
   dua_status st;
@@ -186,6 +255,8 @@ dua_status dua_op_sumsq(dua_ops *ops, dua_span x, size_t n, float *result) {
     return st;
   if (!result)
     return dua_fail(ops->ctx, DUA_ERROR_INVALID_ARGUMENT, "%s: result is NULL", fn);
+  if (ops->row_item)
+    return sumsq_item(ops, x, n, result);
   /* stage 1: G groups (a function of n only) write partial[0..G); stage 2: one group sums them into
    * partial[G] */
   size_t groups = (n + ops->wg - 1) / ops->wg;
@@ -215,14 +286,7 @@ dua_status dua_op_sumsq(dua_ops *ops, dua_span x, size_t n, float *result) {
   global = ops->wg;
   if ((st = dua_ops_launch(ops, &a, 1, &global, fn)) != DUA_SUCCESS)
     return st;
-  float value = 0.0f;
-  cl_int err = clEnqueueReadBuffer(ops->ctx->queue, partial, CL_TRUE, groups * sizeof(float), sizeof value,
-                                   &value, 0, NULL, NULL);
-  if (err != CL_SUCCESS)
-    return dua_fail(ops->ctx, (dua_status)err, "%s: reading the result back failed: %s", fn,
-                    dua_status_string((dua_status)err));
-  *result = value;
-  return DUA_SUCCESS;
+  return read_result(ops, fn, partial, groups, result);
 }
 
 /* ---- AdamW ------------------------------------------------------------------------------------------- */

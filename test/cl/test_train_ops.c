@@ -1,11 +1,12 @@
-/* test_train_ops.c: the trainer's layer ops (host/train/train_ops.h, cl/train_ops.cl, CLBlast) on the
- * default OpenCL device. Every forward against a double-precision CPU implementation on fresh random inputs
- * of odd sizes; every backward against the analytic double gradient AND against central finite
- * differences of L = sum(out * w_rand) evaluated with the device forward; += semantics (gradients pre-filled
- * with random values); ignored cross-entropy rows; AdamW against a CPU step; bit-identical repeats; spans
- * that write nothing outside themselves; invalid arguments refused with nothing written. */
+/* test_train_ops.c: the trainer's layer ops (host/train/train_ops.h, cl/train_ops.cl, cl/train_ops_cpu.cl,
+ * CLBlast) on the default OpenCL device, on each of its paths (see fx_open). Every forward against a
+ * double-precision CPU implementation on fresh random inputs of odd sizes; every backward against the
+ * analytic double gradient AND against central finite differences of L = sum(out * w_rand) evaluated with the
+ * device forward; += semantics (gradients pre-filled with random values); ignored cross-entropy rows; AdamW
+ * against a CPU step; bit-identical repeats; spans that write nothing outside themselves; invalid arguments
+ * refused with nothing written. */
 #include "test_util.h"
-#include "train/train_ops.h"
+#include "train/train_ops_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -45,11 +46,49 @@ typedef struct fx {
   test_rng rng;
 } fx;
 
-static void fx_open(fx *f, uint64_t seed) {
+/* Every test runs once per variant of the ops (a loop test, _i): the device's own choice (dua_ops_create),
+ * then each path forced, so both the work-group-per-row kernels + CLBlast (GPUs) and the CPU kernels +
+ * dua_ops_gemm are checked on whatever device runs the suite; the last two CPU variants use other tunings
+ * (lanes, GEMM tiles, work-group sizes, packing) so that every tail and packing branch is exercised. */
+enum {
+  VARIANT_AUTO,
+  VARIANT_GROUP_CLBLAST,
+  VARIANT_CPU,
+  VARIANT_CPU_SMALL,
+  VARIANT_CPU_WIDE,
+  VARIANT_ITEM_CLBLAST_CPU_PARAMS, /* CLBlast with dua's parameter override for CPU devices */
+  VARIANTS
+};
+
+static void fx_open(fx *f, uint64_t seed, int variant) {
   memset(f, 0, sizeof *f);
   f->ctx = test_context();
-  dua_status st = dua_ops_create(f->ctx, &f->ops);
+  dua_status st;
+  if (variant == VARIANT_AUTO) {
+    st = dua_ops_create(f->ctx, &f->ops);
+  } else {
+    dua_ops_options o;
+    dua_ops_options_init(&o);
+    o.row_kernels = variant == VARIANT_GROUP_CLBLAST ? DUA_OPS_ROW_GROUP : DUA_OPS_ROW_ITEM;
+    o.gemm = variant == VARIANT_GROUP_CLBLAST || variant == VARIANT_ITEM_CLBLAST_CPU_PARAMS
+                 ? DUA_OPS_GEMM_CLBLAST
+                 : DUA_OPS_GEMM_DUA;
+    o.clblast_cpu_params = variant == VARIANT_ITEM_CLBLAST_CPU_PARAMS;
+    if (variant == VARIANT_CPU_SMALL) { /* 4 lanes, 3 x 1x4 tiles, odd work-groups, nothing packed for TN */
+      o.item_wg = 3, o.vw = 4, o.gemm_mr = 3, o.gemm_vw = 4, o.gemm_nv = 1, o.gemm_wg = 3;
+      o.pack_a = 0, o.pack_b_tn = 1;
+    } else if (variant == VARIANT_CPU_WIDE) { /* 16 lanes, 5 x 2x16 tiles */
+      o.item_wg = 16, o.vw = 16, o.gemm_mr = 5, o.gemm_vw = 16, o.gemm_nv = 2, o.gemm_wg = 2;
+      o.pack_a = 1, o.pack_b_tn = 0;
+    }
+    st = dua_ops_create_with(f->ctx, &o, &f->ops);
+  }
   ck_assert_msg(st == DUA_SUCCESS, "dua_ops_create: %s", dua_context_last_error(f->ctx));
+  if (getenv("DUA_TEST_VERBOSE")) {
+    char desc[256];
+    dua_ops_describe(f->ops, desc, sizeof desc);
+    fprintf(stderr, "variant %d: %s\n", variant, desc);
+  }
   f->rng = test_rng_make(seed);
 }
 
@@ -267,7 +306,7 @@ static double gelu_grad_ref(double x, int wrong) {
 
 START_TEST(elementwise_fill_accumulate_add) {
   fx f;
-  fx_open(&f, 301);
+  fx_open(&f, 301, _i);
   const size_t n = 1001;
   float *a = rand_vec(&f, n, 1.0f), *b = rand_vec(&f, n, 1.0f), *back = host_vec(n);
   dua_span sa = fx_upload(&f, a, n), sb = fx_upload(&f, b, n), so = fx_span(&f, n), sx = fx_span(&f, n);
@@ -309,27 +348,26 @@ static void embed_fwd(fx *f, void *p) {
   ok(f, dua_op_embed_forward(f->ops, s->out, s->tokens, s->wte, s->wpe, s->B, s->T, s->C, s->V), "embed fwd");
 }
 
-START_TEST(embedding_forward_backward) {
-  fx f;
-  fx_open(&f, 302);
-  const int B = 3, T = 13, C = 48, V = 11, R = B * T;
-  int32_t tokens[3 * 13];
+static void embed_case(fx *f, int B, int T, int C, int V) {
+  const int R = B * T;
+  int32_t *tokens = malloc((size_t)R * sizeof *tokens);
+  ck_assert_ptr_nonnull(tokens);
   for (int r = 0; r < R; r++) /* token 4 never appears (no dwte row), token 0 often */
     do
-      tokens[r] = test_rng_int(&f.rng, 0, 2) == 0 ? 0 : test_rng_int(&f.rng, 0, V - 1);
+      tokens[r] = test_rng_int(&f->rng, 0, 2) == 0 ? 0 : test_rng_int(&f->rng, 0, V - 1);
     while (tokens[r] == 4);
   const size_t RC = (size_t)R * C, VC = (size_t)V * C, TC = (size_t)T * C;
-  float *wte = rand_vec(&f, VC, 1.0f), *wpe = rand_vec(&f, TC, 1.0f), *out = host_vec(RC);
-  embed_state s = {fx_span(&f, RC), fx_upload(&f, wte, VC), fx_upload(&f, wpe, TC), tokens, B, T, C, V};
-  embed_fwd(&f, &s);
+  float *wte = rand_vec(f, VC, 1.0f), *wpe = rand_vec(f, TC, 1.0f), *out = host_vec(RC);
+  embed_state s = {fx_span(f, RC), fx_upload(f, wte, VC), fx_upload(f, wpe, TC), tokens, B, T, C, V};
+  embed_fwd(f, &s);
   get(s.out, out, RC);
   for (int r = 0; r < R; r++)
     for (int c = 0; c < C; c++) /* one fp32 addition: exact */
       ck_assert(out[(size_t)r * C + c] == wte[(size_t)tokens[r] * C + c] + wpe[(size_t)(r % T) * C + c]);
 
-  float *dout = rand_vec(&f, RC, 1.0f), *g0te = rand_vec(&f, VC, 1.0f), *g0pe = rand_vec(&f, TC, 1.0f);
-  dua_span sdout = fx_upload(&f, dout, RC), sdwte = fx_upload(&f, g0te, VC), sdwpe = fx_upload(&f, g0pe, TC);
-  ok(&f, dua_op_embed_backward(f.ops, sdwte, sdwpe, sdout, tokens, B, T, C, V), "embed bwd");
+  float *dout = rand_vec(f, RC, 1.0f), *g0te = rand_vec(f, VC, 1.0f), *g0pe = rand_vec(f, TC, 1.0f);
+  dua_span sdout = fx_upload(f, dout, RC), sdwte = fx_upload(f, g0te, VC), sdwpe = fx_upload(f, g0pe, TC);
+  ok(f, dua_op_embed_backward(f->ops, sdwte, sdwpe, sdout, tokens, B, T, C, V), "embed bwd");
   double *rte = dvec(VC), *rpe = dvec(TC);
   for (int r = 0; r < R; r++)
     for (int c = 0; c < C; c++) {
@@ -338,12 +376,19 @@ START_TEST(embedding_forward_backward) {
     }
   double *gte = grad_check("embed dwte", sdwte, g0te, rte, VC);
   double *gpe = grad_check("embed dwpe", sdwpe, g0pe, rpe, TC);
-  fd_loss l = {&f, embed_fwd, &s, s.out, RC, dout, host_vec(RC)};
+  fd_loss l = {f, embed_fwd, &s, s.out, RC, dout, host_vec(RC)};
   expect_fd(&l, wte, s.wte, VC, gte, "embed dwte");
   expect_fd(&l, wpe, s.wpe, TC, gpe, "embed dwpe");
   free(l.scratch);
   free(wte), free(wpe), free(out), free(dout), free(g0te), free(g0pe), free(rte), free(rpe), free(gte),
-      free(gpe);
+      free(gpe), free(tokens);
+}
+
+START_TEST(embedding_forward_backward) {
+  fx f;
+  fx_open(&f, 302, _i);
+  embed_case(&f, 3, 13, 48, 11);
+  embed_case(&f, 2, 5, 37, 6); /* C not a multiple of the CPU kernels' lanes */
   fx_close(&f);
 }
 END_TEST
@@ -421,7 +466,7 @@ static void ln_case(fx *f, int R, int C, int with_fd) {
 
 START_TEST(layernorm_forward_backward) {
   fx f;
-  fx_open(&f, 303);
+  fx_open(&f, 303, _i);
   ln_case(&f, 37, 48, 2);
   ln_case(&f, 21, 300, 0); /* C above the work-group size; several row groups in the backward */
   ln_case(&f, 1, 7, 1);
@@ -523,11 +568,12 @@ static void mm_case(fx *f, int R, int C, int OC, int with_bias, int with_fd) {
 
 START_TEST(matmul_forward_backward) {
   fx f;
-  fx_open(&f, 304);
+  fx_open(&f, 304, _i);
   mm_case(&f, 37, 48, 29, 1, 1);
   mm_case(&f, 37, 48, 29, 0, 0);
   mm_case(&f, 5, 3, 2, 1, 1);
   mm_case(&f, 131, 65, 77, 1, 0); /* several column-sum chunks for dbias */
+  mm_case(&f, 70, 64, 40, 1, 0);  /* C a multiple of every GEMM tile width: the unpacked-B weight gradient */
   fx_close(&f);
 }
 END_TEST
@@ -546,7 +592,7 @@ static void gelu_fwd(fx *f, void *p) {
 
 START_TEST(gelu_forward_backward) {
   fx f;
-  fx_open(&f, 305);
+  fx_open(&f, 305, _i);
   const size_t n = 1001;
   float *x = rand_vec(&f, n, 4.0f), *out = host_vec(n);
   gelu_state s = {fx_span(&f, n), fx_upload(&f, x, n), n};
@@ -687,7 +733,7 @@ static void xent_case(fx *f, int R, int V) {
 
 START_TEST(crossentropy) {
   fx f;
-  fx_open(&f, 306);
+  fx_open(&f, 306, _i);
   xent_case(&f, 37, 11);
   xent_case(&f, 5, 517); /* V above the work-group size */
   fx_close(&f);
@@ -698,7 +744,7 @@ END_TEST
 
 START_TEST(sumsq) {
   fx f;
-  fx_open(&f, 307);
+  fx_open(&f, 307, _i);
   static const size_t sizes[] = {1, 1001, 300007};
   for (int k = 0; k < 3; k++) {
     const size_t n = sizes[k];
@@ -724,7 +770,7 @@ END_TEST
 
 START_TEST(adamw) {
   fx f;
-  fx_open(&f, 308);
+  fx_open(&f, 308, _i);
   const size_t n = 1001;
   float *p = rand_vec(&f, n, 1.0f), *m = rand_vec(&f, n, 0.1f), *v = host_vec(n), *back = host_vec(n);
   for (size_t i = 0; i < n; i++)
@@ -806,7 +852,7 @@ static float *det_run(fx *f, const float *x, const float *dout, const int32_t *t
 
 START_TEST(determinism) {
   fx f;
-  fx_open(&f, 309);
+  fx_open(&f, 309, _i);
   const int R = 100, C = 37, V = 13;
   float *x = rand_vec(&f, (size_t)R * C * 2, 1.0f), *dout = rand_vec(&f, (size_t)R * C, 1.0f);
   int32_t tokens[100], targets[100];
@@ -837,7 +883,7 @@ static void refused(fx *f, dua_status st, const char *needle) {
 
 START_TEST(invalid_arguments) {
   fx f;
-  fx_open(&f, 310);
+  fx_open(&f, 310, _i);
   const int B = 2, T = 5, C = 8, V = 7, R = B * T;
   const size_t RC = (size_t)R * C;
   float *x = rand_vec(&f, RC, 1.0f);
@@ -909,16 +955,16 @@ int main(void) {
   Suite *s = suite_create("train_ops");
   TCase *tc = tcase_create("core");
   tcase_set_timeout(tc, 600);
-  tcase_add_test(tc, elementwise_fill_accumulate_add);
-  tcase_add_test(tc, embedding_forward_backward);
-  tcase_add_test(tc, layernorm_forward_backward);
-  tcase_add_test(tc, matmul_forward_backward);
-  tcase_add_test(tc, gelu_forward_backward);
-  tcase_add_test(tc, crossentropy);
-  tcase_add_test(tc, sumsq);
-  tcase_add_test(tc, adamw);
-  tcase_add_test(tc, determinism);
-  tcase_add_test(tc, invalid_arguments);
+  tcase_add_loop_test(tc, elementwise_fill_accumulate_add, 0, VARIANTS);
+  tcase_add_loop_test(tc, embedding_forward_backward, 0, VARIANTS);
+  tcase_add_loop_test(tc, layernorm_forward_backward, 0, VARIANTS);
+  tcase_add_loop_test(tc, matmul_forward_backward, 0, VARIANTS);
+  tcase_add_loop_test(tc, gelu_forward_backward, 0, VARIANTS);
+  tcase_add_loop_test(tc, crossentropy, 0, VARIANTS);
+  tcase_add_loop_test(tc, sumsq, 0, VARIANTS);
+  tcase_add_loop_test(tc, adamw, 0, VARIANTS);
+  tcase_add_loop_test(tc, determinism, 0, VARIANTS);
+  tcase_add_loop_test(tc, invalid_arguments, 0, VARIANTS);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }
