@@ -211,6 +211,58 @@ DUA_API dua_tensor dua_tensor_contiguous(dua_buffer *buffer, size_t offset, dua_
 /* Bytes per element of a dtype (4 or 2); 0 for an unknown dtype. */
 DUA_API size_t dua_dtype_size(dua_dtype dtype);
 
+/* ---------------------------------------------------------------- tuning
+
+Kernel parameters (for now the portable forward's tile: kernel "fwd", parameters bm, bn, tm, tn = query
+rows per work-group, keys per step, work-group rows, work-group columns) come from the first of:
+  1. DUA_FWD_TILE="bm,bn,tm,tn" (developer override; an invalid value fails the call),
+  2. dua_context_set_tuning (this context's override),
+  3. the tuning database file: $DUA_TUNING_FILE if set, else $XDG_DATA_HOME/dua/tuning.json, else
+     ~/.local/share/dua/tuning.json; read once per context; entries match on kernel, dtype, head dim,
+     device name and driver version (dua-tune writes them). A malformed file is refused as a whole with a
+     warning through the log callback naming the bad entry, and the chain goes on,
+  4. defaults compiled into the library for the vendor (measured on NVIDIA H100 and PoCL),
+  5. generic defaults.
+A source whose parameters do not fit a call (layout block, device limits) is skipped for that call. */
+#define DUA_TUNING_MAX_PARAMS 8
+
+typedef enum dua_tuning_source {
+  DUA_TUNING_DEVELOPER_ENV = 0, /* DUA_FWD_TILE */
+  DUA_TUNING_OVERRIDE = 1,      /* dua_context_set_tuning */
+  DUA_TUNING_FILE = 2,          /* the tuning database */
+  DUA_TUNING_BUILTIN = 3,       /* compiled per-vendor defaults */
+  DUA_TUNING_GENERIC = 4        /* generic defaults */
+} dua_tuning_source;
+
+typedef struct dua_tuning_info {
+  int num_params;
+  int32_t params[DUA_TUNING_MAX_PARAMS];         /* what the kernel will use */
+  char param_names[DUA_TUNING_MAX_PARAMS][8];    /* "bm", "bn", ... */
+  int32_t default_params[DUA_TUNING_MAX_PARAMS]; /* the compiled default (built-in or generic) */
+  dua_tuning_source source;
+  char origin[600];  /* "env DUA_FWD_TILE", "override", "file <path>", "built-in <vendor>", "generic" */
+  char file[512];    /* the database file consulted ("" when none exists) */
+  char warning[512]; /* why that file was refused, "" when it was read (or absent) */
+} dua_tuning_info;
+
+/* Sets (num_params > 0) or clears (num_params == 0, params may be NULL) this context's parameters for
+ * kernel ("fwd"), dtype and head dim. Refuses (DUA_ERROR_INVALID_ARGUMENT, message naming the value) an
+ * unknown kernel, a wrong count, out-of-range values or parameters no layout block could use on this
+ * device. */
+DUA_API dua_status dua_context_set_tuning(dua_context *ctx, const char *kernel, dua_dtype dtype, int head_dim,
+                                          const int32_t *params, int num_params);
+
+/* The parameters kernel would use for dtype, head dim and layout block, and where they come from. */
+DUA_API dua_status dua_context_get_tuning(dua_context *ctx, const char *kernel, dua_dtype dtype, int head_dim,
+                                          int layout_block, dua_tuning_info *info);
+
+/* The parameter space of kernel on this device: every candidate (num_params values each, written to
+ * params[i * num_params ...] for i < max_candidates) that the device limits (local memory, work-group size,
+ * preferred work-group multiple) and the layout block allow; *count gets the total, which may exceed
+ * max_candidates. params may be NULL to count. */
+DUA_API dua_status dua_tuning_candidates(dua_context *ctx, const char *kernel, dua_dtype dtype, int head_dim,
+                                         int layout_block, int32_t *params, int max_candidates, int *count);
+
 /* IEEE binary16 conversions (round to nearest even; NaN and infinities kept), for filling fp16 tensors. */
 DUA_API uint16_t dua_float_to_half(float value);
 DUA_API float dua_half_to_float(uint16_t value);

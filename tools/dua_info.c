@@ -1,5 +1,6 @@
 /* dua-info: lists every OpenCL platform and device with the probed capabilities, the fast paths dua would
- * use, the program cache directory and the host topology (hwloc). --json prints the same for machines. */
+ * use, the forward kernel's tile parameters and where they come from (the tuning lookup chain), the program
+ * cache directory and the host topology (hwloc). --json prints the same for machines. */
 #include "dua.h"
 
 #include <stdio.h>
@@ -43,8 +44,46 @@ static const char *mma_path(const dua_device_info *d, int disabled) {
   return "portable kernels (mma.sync probe failed)";
 }
 
-static void print_text(const dua_device_info *d, int probed, const dua_cache_stats *cache,
-                       int fast_disabled) {
+/* Forward tile per dtype (fp32, fp16) and head dim, for layout block 128; ok = 0 where the lookup failed. */
+static const int tune_dims[4] = {32, 64, 96, 128};
+typedef struct tunings {
+  dua_tuning_info t[2][4];
+  int ok[2][4];
+  char error[2][4][256];
+} tunings;
+
+static void get_tunings(dua_context *ctx, tunings *tu) {
+  memset(tu, 0, sizeof *tu);
+  for (int f = 0; f < 2; f++)
+    for (int i = 0; i < 4; i++) {
+      dua_status st =
+          dua_context_get_tuning(ctx, "fwd", f ? DUA_F16 : DUA_F32, tune_dims[i], 128, &tu->t[f][i]);
+      tu->ok[f][i] = st == DUA_SUCCESS;
+      if (!tu->ok[f][i])
+        snprintf(tu->error[f][i], sizeof tu->error[f][i], "%s", dua_context_last_error(ctx));
+    }
+}
+
+static void print_tunings_text(const tunings *tu) {
+  printf("  forward tile        (bm,bn,tm,tn for layout block 128; source)\n");
+  for (int f = 0; f < 2; f++)
+    for (int i = 0; i < 4; i++) {
+      const dua_tuning_info *t = &tu->t[f][i];
+      if (tu->ok[f][i])
+        printf("    %s head_dim %3d  %d,%d,%d,%d  %s\n", f ? "fp16" : "fp32", tune_dims[i], (int)t->params[0],
+               (int)t->params[1], (int)t->params[2], (int)t->params[3], t->origin);
+      else
+        printf("    %s head_dim %3d  none: %s\n", f ? "fp16" : "fp32", tune_dims[i], tu->error[f][i]);
+    }
+  const dua_tuning_info *t0 = &tu->t[0][0];
+  if (t0->file[0])
+    printf("  tuning database     %s%s%s\n", t0->file, t0->warning[0] ? " REFUSED: " : "", t0->warning);
+  else
+    printf("  tuning database     none (DUA_TUNING_FILE, $XDG_DATA_HOME/dua/tuning.json)\n");
+}
+
+static void print_text(const dua_device_info *d, int probed, const dua_cache_stats *cache, int fast_disabled,
+                       const tunings *tu) {
   printf("device %d  [%s]  %s\n", d->index, type_name(d->type), d->name);
   printf("  platform            %s (%s)\n", d->platform_name, d->platform_version);
   printf("  vendor              %s\n", d->vendor);
@@ -75,13 +114,14 @@ static void print_text(const dua_device_info *d, int probed, const dua_cache_sta
                : "not applicable");
     printf("  attention path      %s\n", mma_path(d, fast_disabled));
     printf("  program cache       %s\n", cache->disk_enabled ? cache->directory : "off");
+    print_tunings_text(tu);
   } else {
     printf("  (not probed: context creation failed)\n");
   }
 }
 
 static void print_json(const dua_device_info *d, int probed, const dua_cache_stats *cache, int fast_disabled,
-                       int first) {
+                       int first, const tunings *tu) {
   printf("%s\n    {\"index\": %d, \"type\": ", first ? "" : ",", d->index);
   json_string(type_name(d->type));
   printf(", \"name\": ");
@@ -118,6 +158,24 @@ static void print_json(const dua_device_info *d, int probed, const dua_cache_sta
   json_string(mma_path(d, fast_disabled));
   printf(", \"program_cache\": ");
   json_string(probed && cache->disk_enabled ? cache->directory : "");
+  printf(",\n     \"forward_tiles\": [");
+  for (int f = 0; probed && f < 2; f++)
+    for (int i = 0; i < 4; i++) {
+      const dua_tuning_info *t = &tu->t[f][i];
+      printf("%s{\"dtype\": \"%s\", \"head_dim\": %d, ", f || i ? ", " : "", f ? "fp16" : "fp32",
+             tune_dims[i]);
+      if (tu->ok[f][i])
+        printf("\"bm\": %d, \"bn\": %d, \"tm\": %d, \"tn\": %d, \"source\": ", (int)t->params[0],
+               (int)t->params[1], (int)t->params[2], (int)t->params[3]);
+      else
+        printf("\"error\": ");
+      json_string(tu->ok[f][i] ? t->origin : tu->error[f][i]);
+      printf("}");
+    }
+  printf("], \"tuning_file\": ");
+  json_string(probed ? tu->t[0][0].file : "");
+  printf(", \"tuning_file_warning\": ");
+  json_string(probed ? tu->t[0][0].warning : "");
   printf("}");
 }
 
@@ -134,7 +192,8 @@ int main(int argc, char **argv) {
              "Lists OpenCL devices, their probed capabilities and the kernel paths dua uses.\n"
              "SELECTOR: an index, gpu|cpu|accelerator, or a substring of \"platform / device\".\n"
              "Environment: DUA_DEVICE (default device), DUA_NO_MMA=1, DUA_CACHE=0, DUA_CACHE_DIR, "
-             "DUA_CL_DIR.\n");
+             "DUA_CL_DIR,\n"
+             "DUA_TUNING_FILE (tuning database; else $XDG_DATA_HOME/dua/tuning.json), DUA_FWD_TILE.\n");
       return 0;
     } else {
       fprintf(stderr, "dua-info: unknown argument \"%s\" (try --help)\n", argv[i]);
@@ -185,17 +244,20 @@ int main(int argc, char **argv) {
     memset(&cache, 0, sizeof cache);
     int probed = dua_context_create(&o, &ctx) == DUA_SUCCESS;
     int fast_disabled = 0;
+    static tunings tu;
+    memset(&tu, 0, sizeof tu);
     if (probed) {
       dua_context_device_info(ctx, &info);
       dua_context_cache_stats(ctx, &cache);
+      get_tunings(ctx, &tu);
       const char *nm = getenv("DUA_NO_MMA");
       fast_disabled = nm && *nm && strcmp(nm, "0") != 0;
       dua_context_destroy(ctx);
     }
     if (json)
-      print_json(&info, probed, &cache, fast_disabled, first);
+      print_json(&info, probed, &cache, fast_disabled, first, &tu);
     else
-      print_text(&info, probed, &cache, fast_disabled), printf("\n");
+      print_text(&info, probed, &cache, fast_disabled, &tu), printf("\n");
     first = 0;
   }
   if (json) {

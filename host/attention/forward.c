@@ -3,6 +3,7 @@
  * Steady state: no allocation, no upload and no synchronization per call. */
 #include "attention/forward_internal.h"
 #include "tuning/fwd_params.h"
+#include "tuning/tuning.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -177,25 +178,11 @@ dua_status dua_fwd_set_args(dua_context *ctx, cl_kernel kernel, const dua_fwd_ca
 }
 
 static dua_status forward_portable(dua_context *ctx, const dua_fwd_call *c) {
-  dua_fwd_params tp = dua_fwd_params_default(c->head_dim, c->block, &ctx->info);
-  const char *tile = getenv("DUA_FWD_TILE"); /* developer override "block_m,block_n,threads_m,threads_n" */
-  if (tile && *tile) {
-    dua_fwd_params o;
-    if (sscanf(tile, "%d,%d,%d,%d", &o.block_m, &o.block_n, &o.threads_m, &o.threads_n) != 4 ||
-        !dua_fwd_params_valid(&o, c->head_dim, c->block, &ctx->info))
-      return dua_fail(
-          ctx, DUA_ERROR_INVALID_ARGUMENT,
-          "DUA_FWD_TILE = \"%s\" is not a valid block_m,block_n,threads_m,threads_n for head_dim %d, "
-          "block %d on this device",
-          tile, c->head_dim, c->block);
-    tp = o;
-  }
-  if (!dua_fwd_params_valid(&tp, c->head_dim, c->block, &ctx->info))
-    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
-                    "dua_attention_forward: no forward tile fits this device for head_dim %d, block %d "
-                    "(local memory %llu bytes, max work-group %zu)",
-                    c->head_dim, c->block, (unsigned long long)ctx->info.local_mem_bytes,
-                    ctx->info.max_work_group_size);
+  /* DUA_FWD_TILE, the context's override, the tuning database, compiled defaults (tuning/tuning.h) */
+  dua_fwd_params tp;
+  dua_status st = dua_tuning_fwd(ctx, c->head_dim, c->fp16, c->block, &tp, NULL, NULL, 0);
+  if (st != DUA_SUCCESS)
+    return st;
   char options[256];
   snprintf(
       options, sizeof options,
@@ -204,7 +191,7 @@ static dua_status forward_portable(dua_context *ctx, const dua_fwd_call *c) {
       c->head_dim, tp.block_m, tp.block_n, tp.threads_m, tp.threads_n, c->fp16, c->enum_mode, c->tree_mode,
       c->has_bias);
   cl_kernel kernel;
-  dua_status st = dua_program_kernel(ctx, "common,attn_fwd", options, "dua_attn_fwd", &kernel);
+  st = dua_program_kernel(ctx, "common,attn_fwd", options, "dua_attn_fwd", &kernel);
   if (st != DUA_SUCCESS || (st = dua_fwd_set_args(ctx, kernel, c)) != DUA_SUCCESS)
     return st;
   const size_t threads = (size_t)tp.threads_m * tp.threads_n;
@@ -263,9 +250,11 @@ dua_status dua_context_warm_up(dua_context *ctx) {
   static const int dims[4] = {32, 64, 96, 128};
   for (int fp16 = 0; fp16 <= 1; fp16++)
     for (int i = 0; i < 4; i++) {
-      dua_fwd_params tp = dua_fwd_params_default(dims[i], 128, &ctx->info);
-      if (!dua_fwd_params_valid(&tp, dims[i], 128, &ctx->info))
+      dua_fwd_params tp;
+      if (dua_tuning_fwd(ctx, dims[i], fp16, 128, &tp, NULL, NULL, 0) != DUA_SUCCESS) {
+        ctx->last_error[0] = '\0';
         continue;
+      }
       char options[256];
       snprintf(
           options, sizeof options,

@@ -158,6 +158,8 @@ void dua_context_destroy(dua_context *ctx) {
   if (ctx->queue)
     clFinish(ctx->queue);
   dua_program_cache_release(ctx);
+  if (ctx->tuning && ctx->tuning_free)
+    ctx->tuning_free(ctx->tuning);
   if (ctx->scratch)
     clReleaseMemObject(ctx->scratch);
   if (ctx->queue)

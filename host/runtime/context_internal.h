@@ -37,6 +37,9 @@ struct dua_context {
   char cl_dir[512]; /* DUA_CL_DIR, "" for embedded sources */
   cl_mem scratch;   /* grow-only scratch memory (dua_context_scratch) */
   size_t scratch_bytes;
+  /* tuning state (host/tuning/tuning.c), made on first use; runtime only frees it through the hook */
+  void *tuning;
+  void (*tuning_free)(void *tuning);
 };
 
 /* Scratch device memory of at least bytes, owned by the context and reused across calls. */

@@ -1,0 +1,247 @@
+/* test_tuning_db.c: unit tests (no device) of the tuning database reader and writer: the corpus of bad files
+ * under test/corpus/tuning/ (each refused with a message naming the entry, as EXPECT lists), good files
+ * accepted, every truncation of a good file refused, print/parse and save/load round trips, replacing
+ * entries, and seeded random mutations (no crash; what is accepted round-trips). */
+#include "test_util.h"
+#include "tuning/tuning_db.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *corpus_dir(void) {
+  const char *d = getenv("DUA_TUNING_CORPUS");
+  return d && *d ? d : "test/corpus/tuning";
+}
+
+static char *slurp(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  ck_assert_msg(f != NULL, "cannot open %s", path);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *buf = malloc((size_t)n + 1);
+  ck_assert(buf != NULL);
+  ck_assert_uint_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
+  buf[n] = '\0';
+  fclose(f);
+  *len = (size_t)n;
+  return buf;
+}
+
+static char *corpus_file(const char *name, size_t *len) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s", corpus_dir(), name);
+  return slurp(path, len);
+}
+
+static void assert_same_db(const dua_tuning_db *a, const dua_tuning_db *b) {
+  ck_assert_int_eq(a->count, b->count);
+  for (int i = 0; i < a->count; i++)
+    ck_assert_msg(!memcmp(&a->entries[i], &b->entries[i], sizeof a->entries[i]), "entry %d differs", i);
+}
+
+START_TEST(bad_corpus_refused_naming_the_entry) {
+  size_t len;
+  char *expect = corpus_file("EXPECT", &len);
+  int checked = 0;
+  for (char *line = strtok(expect, "\n"); line; line = strtok(NULL, "\n")) {
+    if (line[0] == '#')
+      continue;
+    char *tab = strchr(line, '\t');
+    ck_assert_msg(tab != NULL, "EXPECT line without a tab: %s", line);
+    *tab = '\0';
+    size_t n;
+    char *text = corpus_file(line, &n);
+    dua_tuning_db db = {0};
+    char why[512] = "";
+    ck_assert_msg(dua_tuning_db_parse(text, n, &db, why, sizeof why) == -1, "%s was accepted", line);
+    ck_assert_msg(strstr(why, tab + 1) != NULL, "%s: message \"%s\" lacks \"%s\"", line, why, tab + 1);
+    ck_assert_int_eq(db.count, 0);
+    ck_assert_ptr_null(db.entries);
+    free(text);
+    checked++;
+    *tab = '\t';
+  }
+  /* every bad_*.json in the directory is listed (so nobody adds one that is never checked) */
+  DIR *d = opendir(corpus_dir());
+  ck_assert(d != NULL);
+  int files = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;)
+    files += !strncmp(e->d_name, "bad_", 4);
+  closedir(d);
+  ck_assert_int_eq(files, checked);
+  ck_assert_int_ge(checked, 30);
+  free(expect);
+}
+END_TEST
+
+START_TEST(good_files_accepted) {
+  static const char *const names[] = {"good_two_entries.json", "good_empty.json"};
+  static const int counts[] = {2, 0};
+  for (int i = 0; i < 2; i++) {
+    size_t n;
+    char *text = corpus_file(names[i], &n);
+    dua_tuning_db db = {0};
+    char why[512] = "";
+    ck_assert_msg(dua_tuning_db_parse(text, n, &db, why, sizeof why) == 0, "%s: %s", names[i], why);
+    ck_assert_int_eq(db.count, counts[i]);
+    if (i == 0) {
+      const dua_tuning_entry *e = dua_tuning_db_find(&db, "fwd", 0, 64, "pthread-test-device", "3.1+test");
+      ck_assert(e != NULL);
+      ck_assert_int_eq(e->params[0], 64);
+      ck_assert_int_eq(e->params[1], 128);
+      ck_assert_int_eq(e->params[2], 16);
+      ck_assert_int_eq(e->params[3], 1);
+      ck_assert_int_eq(e->num_shapes, 2);
+      ck_assert_int_eq(e->shapes[1].depth, 3);
+      ck_assert(dua_tuning_db_find(&db, "fwd", 1, 64, "pthread-test-device", "3.1+test") == NULL);
+      ck_assert(dua_tuning_db_find(&db, "fwd", 0, 64, "pthread-test-device", "3.2") == NULL);
+      ck_assert(dua_tuning_db_find(&db, "fwd", 1, 128, "NVIDIA H100 80GB HBM3", "580.95.05") != NULL);
+    }
+    dua_tuning_db_free(&db);
+    free(text);
+  }
+}
+END_TEST
+
+START_TEST(every_truncation_refused) {
+  static const char *const names[] = {"good_two_entries.json", "good_empty.json"};
+  for (int f = 0; f < 2; f++) {
+    size_t n;
+    char *text = corpus_file(names[f], &n);
+    size_t last = (size_t)(strrchr(text, '}') - text); /* prefixes that keep the last brace are whole */
+    for (size_t len = 0; len <= last; len++) {
+      dua_tuning_db db = {0};
+      char why[512] = "";
+      ck_assert_msg(dua_tuning_db_parse(text, len, &db, why, sizeof why) == -1, "%s cut at %zu accepted",
+                    names[f], len);
+      ck_assert(why[0] != '\0');
+    }
+    free(text);
+  }
+}
+END_TEST
+
+START_TEST(print_parse_and_save_load_round_trip) {
+  size_t n;
+  char *text = corpus_file("good_two_entries.json", &n);
+  dua_tuning_db a = {0}, b = {0}, c = {0};
+  char why[512] = "";
+  ck_assert_int_eq(dua_tuning_db_parse(text, n, &a, why, sizeof why), 0);
+  char *printed = dua_tuning_db_print(&a);
+  ck_assert(printed != NULL);
+  ck_assert_msg(dua_tuning_db_parse(printed, strlen(printed), &b, why, sizeof why) == 0, "%s", why);
+  assert_same_db(&a, &b);
+  char dir[] = "/tmp/dua_tuning_db_XXXXXX";
+  ck_assert(mkdtemp(dir) != NULL);
+  char path[256];
+  snprintf(path, sizeof path, "%s/tuning.json", dir);
+  ck_assert_int_eq(dua_tuning_db_load(path, &c, why, sizeof why), 1); /* absent: not an error */
+  ck_assert_msg(dua_tuning_db_save(path, &a, why, sizeof why) == 0, "%s", why);
+  ck_assert_msg(dua_tuning_db_load(path, &c, why, sizeof why) == 0, "%s", why);
+  assert_same_db(&a, &c);
+  /* only the file remains (the temporary was renamed) */
+  DIR *d = opendir(dir);
+  int entries = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;)
+    entries += e->d_name[0] != '.';
+  closedir(d);
+  ck_assert_int_eq(entries, 1);
+  /* a refused file reports -1, never "absent" */
+  FILE *f = fopen(path, "w");
+  fputs("{\"format\": \"dua-tuning\", \"version\": 1, \"entries\": [", f);
+  fclose(f);
+  ck_assert_int_eq(dua_tuning_db_load(path, &c, why, sizeof why), -1);
+  ck_assert_int_eq(c.count, 0);
+  unlink(path);
+  rmdir(dir);
+  dua_tuning_db_free(&a);
+  dua_tuning_db_free(&b);
+  dua_tuning_db_free(&c);
+  free(printed);
+  free(text);
+}
+END_TEST
+
+START_TEST(put_replaces_by_key_and_validates) {
+  size_t n;
+  char *text = corpus_file("good_two_entries.json", &n);
+  dua_tuning_db db = {0};
+  char why[512] = "";
+  ck_assert_int_eq(dua_tuning_db_parse(text, n, &db, why, sizeof why), 0);
+  dua_tuning_entry e = db.entries[0];
+  e.params[0] = 32;
+  ck_assert_int_eq(dua_tuning_db_put(&db, &e, why, sizeof why), 0);
+  ck_assert_int_eq(db.count, 2);
+  ck_assert_int_eq(db.entries[0].params[0], 32);
+  e.head_dim = 96; /* a new key */
+  ck_assert_int_eq(dua_tuning_db_put(&db, &e, why, sizeof why), 0);
+  ck_assert_int_eq(db.count, 3);
+  e.params[1] = 24; /* not a power of two */
+  ck_assert_int_eq(dua_tuning_db_put(&db, &e, why, sizeof why), -1);
+  ck_assert_msg(strstr(why, "params.bn = 24") != NULL, "%s", why);
+  ck_assert_int_eq(db.count, 3);
+  dua_tuning_db_free(&db);
+  free(text);
+}
+END_TEST
+
+START_TEST(random_mutations_never_crash) {
+  size_t n;
+  char *text = corpus_file("good_two_entries.json", &n);
+  test_rng r = test_rng_make(test_seed() ^ 0x7u);
+  char *buf = malloc(n + 64);
+  int accepted = 0;
+  for (int it = 0; it < 3000; it++) {
+    memcpy(buf, text, n);
+    size_t len = n;
+    int edits = test_rng_int(&r, 1, 4);
+    for (int k = 0; k < edits; k++) {
+      size_t at = (size_t)test_rng_int(&r, 0, (int)len - 1);
+      static const char alphabet[] = "{}[]\",:0123456789-.eE tfn\\\x01\x80";
+      switch (test_rng_int(&r, 0, 2)) {
+      case 0:
+        buf[at] = alphabet[test_rng_int(&r, 0, (int)sizeof alphabet - 2)];
+        break;
+      case 1:
+        memmove(buf + at, buf + at + 1, len - at - 1), len--;
+        break;
+      default:
+        memmove(buf + at + 1, buf + at, len - at), buf[at] = buf[(at * 7) % len], len++;
+      }
+    }
+    dua_tuning_db a = {0}, b = {0};
+    char why[512];
+    if (dua_tuning_db_parse(buf, len, &a, why, sizeof why) == 0) {
+      accepted++;
+      char *p = dua_tuning_db_print(&a);
+      ck_assert(p != NULL);
+      ck_assert_msg(dua_tuning_db_parse(p, strlen(p), &b, why, sizeof why) == 0, "reprint refused: %s", why);
+      assert_same_db(&a, &b);
+      free(p);
+    }
+    dua_tuning_db_free(&a);
+    dua_tuning_db_free(&b);
+  }
+  (void)accepted;
+  free(buf);
+  free(text);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("tuning_db");
+  TCase *tc = tcase_create("core");
+  tcase_add_test(tc, bad_corpus_refused_naming_the_entry);
+  tcase_add_test(tc, good_files_accepted);
+  tcase_add_test(tc, every_truncation_refused);
+  tcase_add_test(tc, print_parse_and_save_load_round_trip);
+  tcase_add_test(tc, put_replaces_by_key_and_validates);
+  tcase_add_test(tc, random_mutations_never_crash);
+  suite_add_tcase(s, tc);
+  return test_run_suite(s);
+}
