@@ -112,6 +112,7 @@ dua_status dua_tuning_fwd(dua_context *ctx, int head_dim, int fp16, int layout_b
   dua_tuning_source src_dummy;
   if (!source)
     source = &src_dummy;
+  tuning_state *s = state(ctx); /* NULL only when out of memory: the compiled defaults still work */
   const char *tile = getenv("DUA_FWD_TILE"); /* developer override "block_m,block_n,threads_m,threads_n" */
   if (tile && *tile) {
     dua_fwd_params o;
@@ -128,7 +129,6 @@ dua_status dua_tuning_fwd(dua_context *ctx, int head_dim, int fp16, int layout_b
     snprintf(origin, origin_size, "env DUA_FWD_TILE");
     return DUA_SUCCESS;
   }
-  tuning_state *s = state(ctx); /* NULL only when out of memory: the compiled defaults still work */
   const override_entry *ov = find_override(s, "fwd", fp16, head_dim);
   if (ov) {
     dua_fwd_params p = fwd_from_array(ov->params);
