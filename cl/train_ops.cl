@@ -202,9 +202,11 @@ __kernel void dua_ops_gelu_bwd(__global float *dinp, ulong dinp_off, __global co
   if (i >= n)
     return;
   const float x = inp[inp_off + i];
-  const float t = tanh(DUA_GELU_K * (x + DUA_GELU_C * x * x * x));
+  /* 0.5 (1 + tanh u) = s = 1 / (1 + exp(-2u)) and 1 - tanh^2 u = 4 s (1 - s): unlike 1 - t * t with t rounded
+   * to one ulp of -1, this gives exactly 0 in the far negative tail (and stays finite where exp overflows) */
+  const float s = 1.0f / (1.0f + exp(-2.0f * DUA_GELU_K * (x + DUA_GELU_C * x * x * x)));
   const float du = DUA_GELU_K * (1.0f + 3.0f * DUA_GELU_C * x * x);
-  const float grad = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
+  const float grad = s + 2.0f * x * s * (1.0f - s) * du;
   dinp[dinp_off + i] += grad * dout[dout_off + i];
 }
 

@@ -377,7 +377,8 @@ __kernel void dua_ops_gelu_fwd_item(__global float *out, ulong out_off, __global
   }
 }
 
-/* dinp[i] += gelu'(x) dout[i],  gelu'(x) = s + 2 x s (1 - s) u' = s + 2 x e s^2 u',  u' = k (1 + 3c x^2) */
+/* dinp[i] += gelu'(x) dout[i],  gelu'(x) = s + 2 x s (1 - s) u',  u' = k (1 + 3c x^2); written with (1 - s), not
+ * e s^2, because e = exp(-2u) overflows to inf for x below about -10 and inf * 0 is NaN. */
 __kernel void dua_ops_gelu_bwd_item(__global float *dinp, ulong dinp_off, __global const float *inp,
                                     ulong inp_off, __global const float *dout, ulong dout_off, ulong n) {
   const ulong i0 = get_global_id(0) * DUA_VW;
@@ -390,7 +391,7 @@ __kernel void dua_ops_gelu_bwd_item(__global float *dinp, ulong dinp_off, __glob
     const floatV e = exp(-2.0f * DUA_GELU_K * (v + DUA_GELU_C * v * v * v));
     const floatV s = 1.0f / (1.0f + e);
     const floatV du = DUA_GELU_K * (1.0f + 3.0f * DUA_GELU_C * v * v);
-    const floatV grad = s + 2.0f * v * e * s * s * du;
+    const floatV grad = s + 2.0f * v * s * (1.0f - s) * du; /* e s^2 = s (1 - s): finite where e = inf */
     vstoreV(vloadV(0, dx) + grad * vloadV(0, dy), 0, dx);
   } else {
     for (int j = 0; j < (int)(n - i0); j++) {
@@ -398,7 +399,7 @@ __kernel void dua_ops_gelu_bwd_item(__global float *dinp, ulong dinp_off, __glob
       const float e = exp(-2.0f * DUA_GELU_K * (v + DUA_GELU_C * v * v * v));
       const float s = 1.0f / (1.0f + e);
       const float du = DUA_GELU_K * (1.0f + 3.0f * DUA_GELU_C * v * v);
-      dx[j] += (s + 2.0f * v * e * s * s * du) * dy[j];
+      dx[j] += (s + 2.0f * v * s * (1.0f - s) * du) * dy[j];
     }
   }
 }

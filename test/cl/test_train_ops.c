@@ -619,6 +619,25 @@ START_TEST(gelu_forward_backward) {
   ok(&f, dua_op_gelu_forward(f.ops, s.inp, s.inp, n), "gelu in place");
   get(s.inp, out, n);
   expect_close("gelu in place", out, ref, n, ATOL, RTOL);
+  /* far tails: exp(-2u) overflows to inf below x ~ -10; the gradient must stay finite (it was NaN once) */
+  float tails[12] = {-80.f, -40.f, -20.f, -12.f, -10.5f, -9.f, 9.f, 10.5f, 12.f, 20.f, 40.f, 80.f}, tout[12],
+        ones[12], zeros[12] = {0};
+  double tref[12], tgrad[12];
+  for (int i = 0; i < 12; i++) {
+    ones[i] = 1.0f;
+    tref[i] = gelu_ref(tails[i]);
+    tgrad[i] = gelu_grad_ref(tails[i], 0);
+  }
+  gelu_state t = {fx_span(&f, 12), fx_upload(&f, tails, 12), 12};
+  gelu_fwd(&f, &t);
+  get(t.out, tout, 12);
+  expect_close("gelu tails out", tout, tref, 12, ATOL, RTOL);
+  dua_span tdx = fx_upload(&f, zeros, 12), tdy = fx_upload(&f, ones, 12);
+  ok(&f, dua_op_gelu_backward(f.ops, tdx, t.inp, tdy, 12), "gelu tails bwd");
+  get(tdx, tout, 12);
+  for (int i = 0; i < 12; i++)
+    ck_assert_msg(isfinite(tout[i]), "gelu'(%g) = %g", (double)tails[i], (double)tout[i]);
+  expect_close("gelu tails dinp", tout, tgrad, 12, ATOL, RTOL);
   free(l.scratch);
   free(x), free(out), free(ref), free(dout), free(g0), free(rdx), free(wrong), free(gx);
   fx_close(&f);
