@@ -20,16 +20,16 @@ steps=${DEMO_STEPS:-1500}
 out=runs/demo
 rm -rf "$out"
 echo
-echo "== 1. train: Dyck-2 (S=32, block 16), 2 layers x 2 heads, native routing with a density budget, $steps steps"
-$bin/dua-train --task dyck --mode native --steps "$steps" --warmup 40 --eval-every 500 --width 64 --heads 2 \
-  --batch 32 --lr 3e-3 --density-weight 1 --density-target 0.8 --test-size 1000 --seed 1 --out "$out"
+echo "== 1. train: Dyck-2 (S=64, block 16: a 2-level tree), 2 layers x 2 heads, native routing with a density budget, $steps steps"
+$bin/dua-train --task dyck --seq-len 64 --mode native --steps "$steps" --warmup 50 --eval-every 500 --width 64 \
+  --heads 2 --batch 32 --lr 3e-3 --density-weight 1 --density-target 0.6 --test-size 1000 --seed 1 --out "$out"
 echo
 echo "== 2. the extracted routing ($out/routing.json) and the same checkpoint, sparse vs dense"
 cat "$out/routing.json"
 $bin/dua-run eval "$out" --reps 3
 echo
 echo "== 3. generation: block-sparse prefill, then the sparse paged-KV decode, one token at a time"
-$bin/dua-run generate "$out" --prompt-test 3 --new 6
+$bin/dua-run generate "$out" --prompt-test 11 --new 8
 echo
 echo "== 4. the block-sparse forward kernel alone: depth 3 of a binary tree (density 1/8), block-diagonal, dense"
 $bin/dua-bench --n 2048 --batch 1 --heads 4 --dim 64 --block 128 --depth 3 -1 0 --dtype fp32 \
