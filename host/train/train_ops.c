@@ -166,7 +166,7 @@ dua_status dua_ops_create_with(dua_context *ctx, const dua_ops_options *o, dua_o
   ops->tile = tile;
   ops->gemm_wg = o->gemm_wg > 0 ? (size_t)o->gemm_wg : CPU_GEMM_WG;
   ops->pack_a = o->pack_a >= 0 ? o->pack_a : 1;
-  ops->pack_b_tn = o->pack_b_tn >= 0 ? o->pack_b_tn : 0;
+  ops->pack_b_tn = o->pack_b_tn >= 0 ? o->pack_b_tn : 1;
   size_t wg = WG_CAP;
   if (ctx->info.max_work_group_size && ctx->info.max_work_group_size < wg)
     wg = ctx->info.max_work_group_size;

@@ -75,7 +75,10 @@ static dua_status pack(dua_ops *ops, const char *what, cl_mem dst, size_t at, cl
 
 /* C [m, n] (mode 0 =, 1 +=, 2 = bias +) A(m, k) B(k, n) on dua_ops_gemm (cl/train_ops_cpu.cl), with
  * A(i, k) = a[a_off + i sam + k sak] and B(k, j) = b[b_off + k sbk + j sbn]. B is first packed into column
- * panels in the ops' scratch; so is A when it is transposed (sam == 1: its rows are columns in memory). */
+ * panels in the ops' scratch; so is A when it is transposed (sam == 1: its rows are columns in memory, the
+ * weight gradient's dout^T). Reading a row-major B in place (ops->pack_b_tn = 0, only for a transposed A and
+ * N a multiple of the tile width) saves the copy but strides through memory by the row length: at R = 8192
+ * rows of 512 floats that made the weight gradient 4x slower on PoCL, so B is packed by default. */
 static dua_status gemm_dua(dua_ops *ops, const char *what, int m, int n, int k, cl_mem a, size_t a_off,
                            int sam, int sak, cl_mem b, size_t b_off, int sbk, int sbn, dua_span c, int ldc,
                            dua_span bias, int mode) {
