@@ -206,16 +206,6 @@ void dua_inference_model_destroy(dua_inference_model *m) {
   free(m);
 }
 
-static int tree_depth_of(int nb, int p) {
-  int d = 0;
-  long long g = 1;
-  while (g < nb) {
-    g *= p;
-    d++;
-  }
-  return d;
-}
-
 static void arena_layout(dua_inference_model *m) {
   const size_t R = (size_t)m->B * m->S, C = (size_t)m->C, M = (size_t)m->M;
   dua_inference_acts *a = &m->a;
@@ -377,28 +367,19 @@ static dua_status load(dua_inference_model *m, const dua_ckpt_section *s, int n,
   }
   m->L = c->layers, m->H = c->heads, m->C = c->width, m->Dh = c->width / c->heads;
   m->M = c->mlp_ratio * c->width, m->S = c->seq_len, m->B = c->batch;
-  m->D = tree_depth_of((c->seq_len + c->block - 1) / c->block, c->arity);
+  m->D = dua_tree_depth_of((c->seq_len + c->block - 1) / c->block, c->arity);
   dua_status st = dua_task_create(c, &m->task, error, error_size);
   if (st != DUA_SUCCESS)
     return st;
   m->V = dua_task_vocab_size(m->task);
-  const size_t V = (size_t)m->V, T = (size_t)m->S, C = (size_t)m->C, M = (size_t)m->M, L = (size_t)m->L;
-  const size_t sizes[P_COUNT] = {V * C, T * C, L * C,     L * C, L * 3 * C * C, L * 3 * C, L * C * C, L * C,
-                                 L * C, L * C, L * M * C, L * M, L * C * M,     L * C,     C,         C};
-  size_t at = 0;
-  for (int p = 0; p < P_COUNT; p++) {
-    m->param_size[p] = sizes[p];
-    m->param_off[p] = at;
-    at += sizes[p];
-  }
-  m->num_params = at;
+  m->num_params = dua_model_param_layout(c, m->V, m->param_size, m->param_off);
   const dua_ckpt_section *ps = dua_checkpoint_find(s, n, "params");
   if (!ps || ps->bytes != m->num_params * 4) {
     put(error, error_size, "checkpoint section \"params\" %s (the config needs %zu bytes)",
         ps ? "has the wrong size" : "is missing", m->num_params * 4);
     return DUA_ERROR_CORRUPT_FILE;
   }
-  const size_t LH = L * (size_t)m->H, R = (size_t)m->B * T;
+  const size_t LH = (size_t)m->L * (size_t)m->H, R = (size_t)m->B * (size_t)m->S;
   m->depths = calloc(LH, sizeof *m->depths);
   m->zeros = calloc((size_t)m->H, sizeof *m->zeros);
   m->tokens = malloc(R * sizeof *m->tokens);

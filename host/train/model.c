@@ -139,7 +139,7 @@ static dua_status init_params(dua_model *m) {
   return st;
 }
 
-static int tree_depth_of(int nb, int p) {
+int dua_tree_depth_of(int nb, int p) {
   int d = 0;
   long long g = 1;
   while (g < nb) {
@@ -147,6 +147,21 @@ static int tree_depth_of(int nb, int p) {
     d++;
   }
   return d;
+}
+
+size_t dua_model_param_layout(const dua_trainer_config *cfg, int vocab, size_t size[P_COUNT],
+                              size_t offset[P_COUNT]) {
+  const size_t V = (size_t)vocab, T = (size_t)cfg->seq_len, C = (size_t)cfg->width;
+  const size_t M = (size_t)cfg->mlp_ratio * C, L = (size_t)cfg->layers;
+  const size_t sizes[P_COUNT] = {V * C, T * C, L * C,     L * C, L * 3 * C * C, L * 3 * C, L * C * C, L * C,
+                                 L * C, L * C, L * M * C, L * M, L * C * M,     L * C,     C,         C};
+  size_t at = 0;
+  for (int p = 0; p < P_COUNT; p++) {
+    size[p] = sizes[p];
+    offset[p] = at;
+    at += sizes[p];
+  }
+  return at;
 }
 
 dua_status dua_model_create(dua_context *ctx, const dua_trainer_config *cfg, int vocab, dua_model **out) {
@@ -161,17 +176,9 @@ dua_status dua_model_create(dua_context *ctx, const dua_trainer_config *cfg, int
   d->B = cfg->batch, d->T = cfg->seq_len, d->C = cfg->width, d->H = cfg->heads;
   d->Dh = cfg->width / cfg->heads, d->M = cfg->mlp_ratio * cfg->width, d->L = cfg->layers, d->V = vocab;
   d->R = d->B * d->T;
-  m->tree_depth = tree_depth_of((cfg->seq_len + cfg->block - 1) / cfg->block, cfg->arity);
-  const size_t V = (size_t)vocab, T = (size_t)d->T, C = (size_t)d->C, M = (size_t)d->M, L = (size_t)d->L;
-  const size_t sizes[P_COUNT] = {V * C, T * C, L * C,     L * C, L * 3 * C * C, L * 3 * C, L * C * C, L * C,
-                                 L * C, L * C, L * M * C, L * M, L * C * M,     L * C,     C,         C};
-  size_t at = 0;
-  for (int p = 0; p < P_COUNT; p++) {
-    m->param_size[p] = sizes[p];
-    m->param_off[p] = at;
-    at += sizes[p];
-  }
-  m->num_params = at;
+  m->tree_depth = dua_tree_depth_of((cfg->seq_len + cfg->block - 1) / cfg->block, cfg->arity);
+  m->num_params = dua_model_param_layout(cfg, vocab, m->param_size, m->param_off);
+  const size_t L = (size_t)d->L;
   act_offsets a = offsets_of(d);
   m->acts_floats = a.total;
   const size_t bias_n = L * (size_t)d->H * (size_t)(m->tree_depth + 1);

@@ -63,6 +63,13 @@ typedef struct dua_model {
   char error[512];
 } dua_model;
 
+/* Tree depth D: smallest d with p^d >= nb (integer arithmetic). */
+int dua_tree_depth_of(int nb, int p);
+/* Sizes and offsets (fp32 elements) of the parameter tensors of config with vocabulary V, in arena order;
+ * returns the total. The one definition the trainer, checkpoints and inference share. */
+size_t dua_model_param_layout(const dua_trainer_config *config, int vocab, size_t size[P_COUNT],
+                              size_t offset[P_COUNT]);
+
 /* Allocates arenas for config (batch rows B = config->batch) and vocabulary V; parameters initialized
  * from config->seed (weights N(0, 0.02), residual projections scaled by 1/sqrt(2L), LN weights 1, biases
  * 0); AdamW moments zeroed. */
