@@ -1,6 +1,7 @@
-/* train_ops.h: the trainer's layer operations on the device (kernels in cl/train_ops.cl, or cl/train_ops_cpu.cl
- * on CPU devices; GEMMs through CLBlast on GPUs). Everything is fp32, contiguous row-major. A span names fp32 elements of a buffer from element
- * `off` on, so the model can keep all parameters, gradients and activations in a few arenas (llm.c style).
+/* train_ops.h: the trainer's layer operations on the device (kernels in cl/train_ops.cl, or
+ * cl/train_ops_cpu.cl on CPU devices; GEMMs through CLBlast on GPUs). Everything is fp32, contiguous
+ * row-major. A span names fp32 elements of a buffer from element `off` on, so the model can keep all
+ * parameters, gradients and activations in a few arenas (llm.c style).
  *
  * Conventions:
  *   - every op only enqueues on the context's queue (no host sync), except dua_op_sumsq, which reads back;
@@ -56,9 +57,9 @@ dua_status dua_op_layernorm_forward(dua_ops *ops, dua_span out, dua_span mean, d
 dua_status dua_op_layernorm_backward(dua_ops *ops, dua_span dinp, dua_span dw, dua_span db, dua_span dout,
                                      dua_span inp, dua_span w, dua_span mean, dua_span rstd, int R, int C);
 
-/* Linear layer: CLBlast SGEMM on GPUs, dua_ops_gemm (a CPU-tiled GEMM, several times faster than CLBlast on PoCL:
- * bench/RESULTS.md) on CPU devices; DUA_TRAIN_OPS forces a path.
- *   out [R, OC] = inp [R, C] * w [OC, C]^T + bias [OC]   (bias.buf == NULL: no bias) */
+/* Linear layer: CLBlast SGEMM on GPUs, dua_ops_gemm (a CPU-tiled GEMM, several times faster than CLBlast on
+ * PoCL: bench/RESULTS.md) on CPU devices; DUA_TRAIN_OPS forces a path. out [R, OC] = inp [R, C] * w [OC, C]^T
+ * + bias [OC]   (bias.buf == NULL: no bias) */
 dua_status dua_op_matmul_forward(dua_ops *ops, dua_span out, dua_span inp, dua_span w, dua_span bias, int R,
                                  int C, int OC);
 /* dinp [R, C] += dout [R, OC] * w [OC, C];  dw [OC, C] += dout^T * inp;  dbias [OC] += column sums of dout.
