@@ -13,6 +13,7 @@
  * the file still holds before anything is allocated for it, so a corrupt size cannot cause a huge
  * allocation. Saving writes a temporary file in the same directory, fsyncs it and renames it over path. */
 #include "train/checkpoint.h"
+#include "train/file_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -147,20 +148,6 @@ static void config_deserialize(const unsigned char *in, dua_trainer_config *c) {
 
 /* ---------------------------------------------------------------- helpers */
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
-#endif
-static dua_status
-fail(char *error, size_t error_size, dua_status status, const char *fmt, ...) {
-  if (error != NULL && error_size > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(error, error_size, fmt, ap);
-    va_end(ap);
-  }
-  return status;
-}
-
 /* A name is valid if it is non-empty and NUL-terminated within DUA_CKPT_NAME_MAX bytes. */
 static int name_ok(const char *name) {
   return name[0] != '\0' && memchr(name, '\0', DUA_CKPT_NAME_MAX) != NULL;
@@ -181,61 +168,47 @@ static void wr(writer *w, const void *p, size_t n) {
     w->ok = 0;
 }
 
-/* fsync the directory holding path, so that the rename is durable (best effort) */
-static void sync_parent(const char *path) {
-  char dir[4096];
-  const char *slash = strrchr(path, '/');
-  if (slash == NULL)
-    snprintf(dir, sizeof dir, ".");
-  else if (slash == path)
-    snprintf(dir, sizeof dir, "/");
-  else
-    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-  int fd = open(dir, O_RDONLY);
-  if (fd >= 0) {
-    (void)fsync(fd);
-    close(fd);
-  }
-}
-
 dua_status dua_checkpoint_save(const char *path, const dua_trainer_config *config,
                                const dua_ckpt_section *sections, int count, char *error, size_t error_size) {
   if (path == NULL || *path == '\0')
-    return fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT, "dua_checkpoint_save: path is NULL or empty");
+    return dua_train_fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
+                          "dua_checkpoint_save: path is NULL or empty");
   if (strlen(path) > 4000)
-    return fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT, "dua_checkpoint_save: path is too long");
+    return dua_train_fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
+                          "dua_checkpoint_save: path is too long");
   char why[512];
   if (dua_trainer_config_validate(config, why, sizeof why) != DUA_SUCCESS)
-    return fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT, "dua_checkpoint_save: %s", why);
+    return dua_train_fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT, "dua_checkpoint_save: %s", why);
   if (count < 0 || count > CKPT_MAX_SECTIONS || (count > 0 && sections == NULL))
-    return fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
-                "dua_checkpoint_save: count = %d must be in [0, %d] with sections non-NULL", count,
-                CKPT_MAX_SECTIONS);
+    return dua_train_fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
+                          "dua_checkpoint_save: count = %d must be in [0, %d] with sections non-NULL", count,
+                          CKPT_MAX_SECTIONS);
   for (int i = 0; i < count; i++) {
     if (!name_ok(sections[i].name))
-      return fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
-                  "dua_checkpoint_save: sections[%d].name is empty or not NUL-terminated within %d bytes", i,
-                  DUA_CKPT_NAME_MAX);
+      return dua_train_fail(
+          error, error_size, DUA_ERROR_INVALID_ARGUMENT,
+          "dua_checkpoint_save: sections[%d].name is empty or not NUL-terminated within %d bytes", i,
+          DUA_CKPT_NAME_MAX);
     if (sections[i].bytes > 0 && sections[i].data == NULL)
-      return fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
-                  "dua_checkpoint_save: sections[%d] (\"%s\") has %llu bytes but data is NULL", i,
-                  sections[i].name, (unsigned long long)sections[i].bytes);
+      return dua_train_fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
+                            "dua_checkpoint_save: sections[%d] (\"%s\") has %llu bytes but data is NULL", i,
+                            sections[i].name, (unsigned long long)sections[i].bytes);
     if (sections[i].bytes > (uint64_t)SIZE_MAX)
-      return fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
-                  "dua_checkpoint_save: sections[%d] is too large", i);
+      return dua_train_fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
+                            "dua_checkpoint_save: sections[%d] is too large", i);
     for (int j = 0; j < i; j++)
       if (strcmp(sections[i].name, sections[j].name) == 0)
-        return fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
-                    "dua_checkpoint_save: sections[%d] and sections[%d] are both named \"%s\"", j, i,
-                    sections[i].name);
+        return dua_train_fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
+                              "dua_checkpoint_save: sections[%d] and sections[%d] are both named \"%s\"", j,
+                              i, sections[i].name);
   }
 
   char tmp[4100];
   snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
   int fd = mkstemp(tmp);
   if (fd < 0)
-    return fail(error, error_size, DUA_ERROR_IO, "checkpoint %s: cannot create a temporary file: %s", path,
-                strerror(errno));
+    return dua_train_fail(error, error_size, DUA_ERROR_IO,
+                          "checkpoint %s: cannot create a temporary file: %s", path, strerror(errno));
   (void)fchmod(fd, 0644);
   writer w = {fdopen(fd, "wb"), EVP_MD_CTX_new(), 1};
   if (w.f == NULL || w.md == NULL || EVP_DigestInit_ex(w.md, EVP_sha256(), NULL) != 1) {
@@ -245,7 +218,7 @@ dua_status dua_checkpoint_save(const char *path, const dua_trainer_config *confi
       close(fd);
     EVP_MD_CTX_free(w.md);
     unlink(tmp);
-    return fail(error, error_size, DUA_ERROR_IO, "checkpoint %s: cannot start writing", path);
+    return dua_train_fail(error, error_size, DUA_ERROR_IO, "checkpoint %s: cannot start writing", path);
   }
   unsigned char head[16], cfg[512], u32[4], u64[8], digest[32];
   unsigned int dlen = 32;
@@ -280,10 +253,10 @@ dua_status dua_checkpoint_save(const char *path, const dua_trainer_config *confi
     if (w.ok)
       saved_errno = errno;
     unlink(tmp);
-    return fail(error, error_size, DUA_ERROR_IO, "checkpoint %s: write failed: %s", path,
-                strerror(saved_errno));
+    return dua_train_fail(error, error_size, DUA_ERROR_IO, "checkpoint %s: write failed: %s", path,
+                          strerror(saved_errno));
   }
-  sync_parent(path);
+  dua_sync_parent_dir(path);
   if (error != NULL && error_size > 0)
     error[0] = '\0';
   return DUA_SUCCESS;
@@ -322,15 +295,16 @@ void dua_checkpoint_free(dua_ckpt_section *sections, int count) {
 dua_status dua_checkpoint_load(const char *path, dua_trainer_config *config, dua_ckpt_section **sections_out,
                                int *count_out, char *error, size_t error_size) {
   if (path == NULL || config == NULL || sections_out == NULL || count_out == NULL)
-    return fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
-                "dua_checkpoint_load: path, config, sections and count must be non-NULL");
+    return dua_train_fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
+                          "dua_checkpoint_load: path, config, sections and count must be non-NULL");
   FILE *f = fopen(path, "rb");
   if (f == NULL)
-    return fail(error, error_size, DUA_ERROR_IO, "checkpoint %s: cannot open: %s", path, strerror(errno));
+    return dua_train_fail(error, error_size, DUA_ERROR_IO, "checkpoint %s: cannot open: %s", path,
+                          strerror(errno));
   struct stat sb;
   if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
     fclose(f);
-    return fail(error, error_size, DUA_ERROR_IO, "checkpoint %s: not a regular file", path);
+    return dua_train_fail(error, error_size, DUA_ERROR_IO, "checkpoint %s: not a regular file", path);
   }
   reader r = {f, EVP_MD_CTX_new(), (uint64_t)sb.st_size};
   dua_ckpt_section *secs = NULL;
@@ -429,7 +403,7 @@ done:
   fclose(f);
   if (st != DUA_SUCCESS) {
     dua_checkpoint_free(secs, count); /* calloc'ed: sections not reached hold NULL */
-    return fail(error, error_size, st, "checkpoint %s: %s", path, msg);
+    return dua_train_fail(error, error_size, st, "checkpoint %s: %s", path, msg);
   }
   *config = c;
   *sections_out = secs;

@@ -11,6 +11,7 @@
  * Saving validates the same rules (DUA_ERROR_INVALID_ARGUMENT), writes a temporary file in the same
  * directory, fsyncs it and renames it over the path. */
 #include "dua_train.h"
+#include "train/file_util.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -28,20 +29,6 @@
 #define ROUTING_MAX_FILE (16u << 20)
 #define ROUTING_MAX_SPAN (1ll << 30)
 #define ROUTING_MAX_ENTRIES (1ll << 22) /* layers * heads */
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
-#endif
-static dua_status
-fail(char *error, size_t error_size, dua_status status, const char *fmt, ...) {
-  if (error != NULL && error_size > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(error, error_size, fmt, ap);
-    va_end(ap);
-  }
-  return status;
-}
 
 /* ---------------------------------------------------------------- validation (save and load) */
 
@@ -122,46 +109,30 @@ static int check_all(const dua_routing *r, char *why, size_t n) {
 
 /* ---------------------------------------------------------------- save */
 
-/* fsync the directory holding path, so that the rename is durable (best effort) */
-static void sync_parent(const char *path) {
-  char dir[4096];
-  const char *slash = strrchr(path, '/');
-  if (slash == NULL)
-    snprintf(dir, sizeof dir, ".");
-  else if (slash == path)
-    snprintf(dir, sizeof dir, "/");
-  else
-    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-  int fd = open(dir, O_RDONLY);
-  if (fd >= 0) {
-    (void)fsync(fd);
-    close(fd);
-  }
-}
-
 dua_status dua_routing_save(const char *path, const dua_routing *routing, char *error, size_t error_size) {
   char why[320];
   if (path == NULL || *path == '\0' || strlen(path) > 4000)
-    return fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
-                "dua_routing_save: path is NULL, empty or too long");
+    return dua_train_fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
+                          "dua_routing_save: path is NULL, empty or too long");
   if (routing == NULL || routing->head == NULL)
-    return fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
-                "dua_routing_save: routing or routing->head is NULL");
+    return dua_train_fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
+                          "dua_routing_save: routing or routing->head is NULL");
   if (check_all(routing, why, sizeof why) != 0)
-    return fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT, "dua_routing_save: %s", why);
+    return dua_train_fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT, "dua_routing_save: %s", why);
 
   char tmp[4100];
   snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
   int fd = mkstemp(tmp);
   if (fd < 0)
-    return fail(error, error_size, DUA_ERROR_IO, "routing file %s: cannot create a temporary file: %s", path,
-                strerror(errno));
+    return dua_train_fail(error, error_size, DUA_ERROR_IO,
+                          "routing file %s: cannot create a temporary file: %s", path, strerror(errno));
   (void)fchmod(fd, 0644);
   FILE *f = fdopen(fd, "w");
   if (f == NULL) {
     close(fd);
     unlink(tmp);
-    return fail(error, error_size, DUA_ERROR_IO, "routing file %s: cannot write: %s", path, strerror(errno));
+    return dua_train_fail(error, error_size, DUA_ERROR_IO, "routing file %s: cannot write: %s", path,
+                          strerror(errno));
   }
   fprintf(f,
           "{\n  \"format\": \"%s\",\n  \"version\": %d,\n  \"layers\": %d,\n  \"heads\": %d,\n"
@@ -188,10 +159,10 @@ dua_status dua_routing_save(const char *path, const dua_routing *routing, char *
     if (ok)
       saved_errno = errno;
     unlink(tmp);
-    return fail(error, error_size, DUA_ERROR_IO, "routing file %s: write failed: %s", path,
-                strerror(saved_errno));
+    return dua_train_fail(error, error_size, DUA_ERROR_IO, "routing file %s: write failed: %s", path,
+                          strerror(saved_errno));
   }
-  sync_parent(path);
+  dua_sync_parent_dir(path);
   if (error != NULL && error_size > 0)
     error[0] = '\0';
   return DUA_SUCCESS;
@@ -309,8 +280,8 @@ dua_status dua_routing_load(const char *path, dua_routing *routing, char *error,
                                          "seq_len", "causal",  "routing"};
   static const char *const head_keys[] = {"depth", "arity", "block", "window", "sink", "shift"};
   if (path == NULL || routing == NULL)
-    return fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
-                "dua_routing_load: path and routing must be non-NULL");
+    return dua_train_fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
+                          "dua_routing_load: path and routing must be non-NULL");
   char why[400] = "";
   char *text = NULL;
   size_t size = 0;
@@ -419,7 +390,7 @@ done:
   free(text);
   if (st != DUA_SUCCESS) {
     free(r.head);
-    return fail(error, error_size, st, "routing file %s: %s", path, why);
+    return dua_train_fail(error, error_size, st, "routing file %s: %s", path, why);
   }
   *routing = r;
   if (error != NULL && error_size > 0)

@@ -4,6 +4,7 @@
  * same PRNG while it equals a test example. Creation refuses a test set that cannot be filled with
  * distinct examples, or that covers so much of the example distribution (over half of a probe sample)
  * that training would mostly be redraws. */
+#include "train/file_util.h"
 #include "train/task_internal.h"
 
 #include <stdarg.h>
@@ -29,20 +30,6 @@ struct dua_task {
   uint64_t *slot_hash;
   size_t mask; /* slots - 1 */
 };
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
-#endif
-static dua_status
-fail(char *error, size_t error_size, dua_status status, const char *fmt, ...) {
-  if (error != NULL && error_size > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(error, error_size, fmt, ap);
-    va_end(ap);
-  }
-  return status;
-}
 
 static uint64_t example_hash(const int32_t *tokens, int32_t n) {
   uint64_t h = 0x6475612d7461736bull;
@@ -77,14 +64,14 @@ static uint64_t stream_key(uint64_t seed, uint64_t domain, uint64_t step, uint64
 
 dua_status dua_task_create(const dua_trainer_config *config, dua_task **out, char *error, size_t error_size) {
   if (out == NULL)
-    return fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT, "dua_task_create: out is NULL");
+    return dua_train_fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT, "dua_task_create: out is NULL");
   *out = NULL;
   dua_status st = dua_trainer_config_validate(config, error, error_size);
   if (st != DUA_SUCCESS)
     return st;
   dua_task *t = calloc(1, sizeof *t);
   if (t == NULL)
-    return fail(error, error_size, DUA_ERROR_OUT_OF_MEMORY, "dua_task_create: out of memory");
+    return dua_train_fail(error, error_size, DUA_ERROR_OUT_OF_MEMORY, "dua_task_create: out of memory");
   t->config = *config;
   t->seq_len = config->seq_len;
   if (config->task == DUA_TASK_DYCK) {
@@ -105,8 +92,8 @@ dua_status dua_task_create(const dua_trainer_config *config, dua_task **out, cha
   t->slot_hash = malloc(slots * sizeof(uint64_t));
   if (!t->test_tokens || !t->test_targets || !t->slot || !t->slot_hash) {
     dua_task_destroy(t);
-    return fail(error, error_size, DUA_ERROR_OUT_OF_MEMORY,
-                "dua_task_create: out of memory for %zu test examples", n);
+    return dua_train_fail(error, error_size, DUA_ERROR_OUT_OF_MEMORY,
+                          "dua_task_create: out of memory for %zu test examples", n);
   }
   memset(t->slot, 0xff, slots * sizeof(int32_t));
 
@@ -131,17 +118,18 @@ dua_status dua_task_create(const dua_trainer_config *config, dua_task **out, cha
   if ((size_t)t->test_count < n) {
     int32_t found = t->test_count;
     dua_task_destroy(t);
-    return fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
-                "config.test_size = %d: only %d distinct examples found in %lld draws (seq_len %d); lower "
-                "test_size or lengthen the examples",
-                (int)n, (int)found, draws, (int)S);
+    return dua_train_fail(
+        error, error_size, DUA_ERROR_INVALID_ARGUMENT,
+        "config.test_size = %d: only %d distinct examples found in %lld draws (seq_len %d); lower "
+        "test_size or lengthen the examples",
+        (int)n, (int)found, draws, (int)S);
   }
 
   /* the share of fresh draws that land in the test set: training redraws those */
   int32_t *tok = malloc(2 * S * sizeof(int32_t));
   if (tok == NULL) {
     dua_task_destroy(t);
-    return fail(error, error_size, DUA_ERROR_OUT_OF_MEMORY, "dua_task_create: out of memory");
+    return dua_train_fail(error, error_size, DUA_ERROR_OUT_OF_MEMORY, "dua_task_create: out of memory");
   }
   dua_task_rng_seed(&r, stream_key(config->seed, DOMAIN_PROBE, 0, 0));
   int hits = 0;
@@ -152,7 +140,7 @@ dua_status dua_task_create(const dua_trainer_config *config, dua_task **out, cha
   free(tok);
   if (2 * hits > PROBE_DRAWS) {
     dua_task_destroy(t);
-    return fail(
+    return dua_train_fail(
         error, error_size, DUA_ERROR_INVALID_ARGUMENT,
         "config.test_size = %d: the test set holds %d of %d fresh draws, so training would rarely see "
         "an example of its own; lower test_size or lengthen the examples",
