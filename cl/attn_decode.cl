@@ -1,16 +1,11 @@
-/* attn_decode.cl: sparse paged-KV decode (OpenCL 1.2 C; needs common.cl before it).
+/* attn_decode.cl: sparse paged-KV decode (OpenCL 1.2 C; needs common.cl and attn_decode_units.cl before it).
  *
  * dua_decode: one work-group per (split, KV head x head chunk, sequence). It serves HPW query heads of one
  * GQA group and TOKENS query tokens of one sequence (ROWS = HPW * TOKENS rows), so every K/V element it
  * loads is used by all of them. Steps:
- *   1. Mark, in a local bitmap over key units of UNIT = 2^unit_shift tokens (UNIT = min(page, layout block,
- *      TILE_N): a unit lies inside one page and one layout block), the units that hold a visible key of some
- *      row: per row the sink keys [0, min(S, t+1)), the window keys [t-W, t] and the tree keys (positional:
- *      one contiguous block range; content: the bucket of blocks sharing the query block's path prefix),
- *      all clipped to the causal bound t. Work is proportional to the visible units (plus clearing and
- *      counting nwords = ceil(L / UNIT / 32) bitmap words).
- *   2. The split takes its share [u0, u1) of the visible units, TILE_N / UNIT units per tile, walks them with
- *      a set-bit cursor and reads each unit's page from the block table. Skipped units are never read.
+ *   1-2. attn_decode_units.cl: mark the visible key units in a local bitmap; take the split's share of
+ *      them, TILE_N / UNIT units per tile, walked with a set-bit cursor (each unit's page from the block
+ *      table). Skipped units are never read.
  *   3. Per tile: scores S = Q K^T with the exact element mask (tree or window or sink, j <= t) and level
  *      bias; online softmax in fp32 with exp2 (log2(e) folded into Q); O = alpha O + P V. Two kernels:
  *      DUA_DECODE_STAGED=1 stages K/V through local memory (4-element loads); DUA_DECODE_STAGED=0 ("regs")
@@ -22,26 +17,8 @@
  * Cache layout per layer: [num_pages][Hkv][PAGE][HEAD_DIM] (see kv_cache.cl); q, o: (S, Hq, TOKENS, HEAD_DIM)
  * views, fp32 or fp16 (qo_fp16); cache dtype: DUA_FP16 (common.cl). */
 
-#ifndef HEAD_DIM
-#define HEAD_DIM 128
-#endif
-#ifndef TOKENS
-#define TOKENS 1 /* query tokens per sequence */
-#endif
-#ifndef HPW
-#define HPW 1 /* query heads per work-group (a divisor of the GQA group) */
-#endif
 #ifndef TILE_N
 #define TILE_N 32 /* keys per tile: a multiple of UNIT (>= 16) */
-#endif
-#ifndef NT
-#define NT 128 /* work-items per work-group */
-#endif
-#ifndef WORDS
-#define WORDS 64 /* bitmap words: >= ceil(units of the layout's N / 32) */
-#endif
-#ifndef DUA_BIAS
-#define DUA_BIAS 0
 #endif
 #ifndef DUA_DECODE_STAGED
 #define DUA_DECODE_STAGED 0 /* 1: K/V staged through local memory; 0: K/V in registers */
@@ -52,44 +29,12 @@
      * conversion, 2 vloada_half8 loads (converted at load) */
 #endif
 
-#define ROWS (HPW * TOKENS)
 #define MAX_UPT (TILE_N / 16) /* most units per tile */
 
 #if (TILE_N % 16) || (HEAD_DIM % 4)
 #error "TILE_N must be a multiple of 16 and HEAD_DIM of 4"
 #endif
 
-#ifdef DUA_PRECISE_EXP
-#define DUA_EXP2 exp2
-#else
-#define DUA_EXP2 native_exp2 /* never called with -inf (guarded) */
-#endif
-
-/* Sets bits [ulo, uhi) of the bitmap; work-item `first` of `stride` takes words first, first+stride... */
-inline void mark_units(volatile __local uint *bm, int ulo, int uhi, int first, int stride) {
-  if (uhi <= ulo)
-    return;
-  for (int w = (ulo >> 5) + first; w <= ((uhi - 1) >> 5); w += stride) {
-    const int a = max(ulo, w << 5) - (w << 5), b = min(uhi, (w << 5) + 32) - (w << 5);
-    const uint mask = b - a == 32 ? 0xffffffffu : ((1u << (b - a)) - 1u) << a;
-    atomic_or(&bm[w], mask);
-  }
-}
-
-/* Units holding key tokens [lo, hi), marked by all work-items together. */
-inline void mark_tokens(volatile __local uint *bm, int lo, int hi, int unit_shift, int tid) {
-  if (hi > lo)
-    mark_units(bm, lo >> unit_shift, ((hi - 1) >> unit_shift) + 1, tid, NT);
-}
-
-/* Next set bit at or after the cursor (word *cw, remaining bits *rem); the caller knows one exists. */
-inline int next_unit(__local const uint *bm, int *cw, uint *rem) {
-  while (*rem == 0u)
-    *rem = bm[++*cw];
-  const uint low = *rem & (0u - *rem);
-  *rem &= *rem - 1u;
-  return (*cw << 5) + (31 - (int)clz(low));
-}
 
 /* units[x] of a private array by selects over a constant trip count (no dynamic register indexing). */
 inline int pick_unit(const int *units, int x) {
@@ -104,12 +49,6 @@ inline long pick_base(const long *bases, int x) {
     b = y == x ? bases[y] : b;
   return b;
 }
-
-/* A walk over a split's visible units: bitmap word, its bits not taken yet, units taken, units to take. */
-typedef struct {
-  int cw, taken, n_units;
-  uint rem;
-} unit_cursor;
 
 #if DUA_DECODE_STAGED
 /* ---------------------------------------------------------------- the staged kernel */
@@ -206,47 +145,11 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
   }
   barrier(CLK_LOCAL_MEM_FENCE);
 
-  /* ---- 1. mark the units holding a visible key of some row */
-  for (int r = 0; r < ROWS; r++) {
-    const int pos = len - TOKENS + r % TOKENS;
-    if (pos < 0)
-      continue; /* uniform */
-    const int h = h0 + r / TOKENS, m = pos / shape.blk;
-    if (shape.sink > 0)
-      mark_tokens(bitmap, 0, min(shape.sink, pos + 1), unit_shift, tid);
-    if (shape.window > 0)
-      mark_tokens(bitmap, max(0, pos - shape.window), pos + 1, unit_shift, tid);
-#if DUA_TREE == 0
-    const int2 tr = dua_tree_range(head_rules[h], m, shape.shift, shape.nb);
-    mark_tokens(bitmap, tr.x * shape.blk, min(tr.y * shape.blk, pos + 1), unit_shift, tid);
-#else
-    const long row = (lb * shape.hq + h) * shape.nb;
-    const int e0 = rank_range[2 * (row + m)], e1 = rank_range[2 * (row + m) + 1];
-    for (int e = e0 + tid; e < e1; e += NT) {
-      const int n = order[row + e];
-      if (n <= m) /* one block: at most 16 units, inside one bitmap word */
-        mark_units(bitmap, (n * shape.blk) >> unit_shift,
-                   ((min((n + 1) * shape.blk, pos + 1) - 1) >> unit_shift) + 1, 0, 1);
-    }
-#endif
-  }
+  /* ---- 1. mark the units holding a visible key of some row; 2. this split's share of them */
+  mark_visible_units(bitmap, len, h0, unit_shift, shape, head_rules, lb, order, rank_range, tid);
   barrier(CLK_LOCAL_MEM_FENCE);
-
-  /* ---- 2. this split's visible units [u0, u1) and a cursor on unit u0 */
-  int total = 0;
-  for (int w = 0; w < nwords; w++)
-    total += popcount(bitmap[w]);
-  const int u0 = (int)(((long)total * split) / splits), u1 = (int)(((long)total * (split + 1)) / splits);
-  int cw = 0, skip = u0;
-  uint rem = nwords > 0 ? bitmap[0] : 0u;
-  while (cw + 1 < nwords && skip >= (int)popcount(rem)) {
-    skip -= popcount(rem);
-    rem = bitmap[++cw];
-  }
-  for (; skip > 0; skip--)
-    rem &= rem - 1u;
-  const int n_units = u1 - u0, n_tiles = (n_units + upt - 1) / upt;
-  unit_cursor cur = {cw, 0, n_units, rem};
+  unit_cursor cur = split_cursor(bitmap, nwords, split, splits);
+  const int n_units = cur.n_units, n_tiles = (n_units + upt - 1) / upt;
   __global const int *bt_row = block_table + (long)seq * max_pages;
   const long page_stride = (long)shape.hkv << page_shift, head_rows = (long)hk << page_shift;
 
@@ -522,47 +425,11 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
   }
   barrier(CLK_LOCAL_MEM_FENCE);
 
-  /* ---- 1. mark the units holding a visible key of some row */
-  for (int r = 0; r < ROWS; r++) {
-    const int pos = len - TOKENS + r % TOKENS;
-    if (pos < 0)
-      continue; /* uniform */
-    const int h = h0 + r / TOKENS, m = pos / shape.blk;
-    if (shape.sink > 0)
-      mark_tokens(bitmap, 0, min(shape.sink, pos + 1), unit_shift, tid);
-    if (shape.window > 0)
-      mark_tokens(bitmap, max(0, pos - shape.window), pos + 1, unit_shift, tid);
-#if DUA_TREE == 0
-    const int2 tr = dua_tree_range(head_rules[h], m, shape.shift, shape.nb);
-    mark_tokens(bitmap, tr.x * shape.blk, min(tr.y * shape.blk, pos + 1), unit_shift, tid);
-#else
-    const long row = (lb * shape.hq + h) * shape.nb;
-    const int e0 = rank_range[2 * (row + m)], e1 = rank_range[2 * (row + m) + 1];
-    for (int e = e0 + tid; e < e1; e += NT) {
-      const int n = order[row + e];
-      if (n <= m) /* one block: at most 16 units, inside one bitmap word */
-        mark_units(bitmap, (n * shape.blk) >> unit_shift,
-                   ((min((n + 1) * shape.blk, pos + 1) - 1) >> unit_shift) + 1, 0, 1);
-    }
-#endif
-  }
+  /* ---- 1. mark the units holding a visible key of some row; 2. this split's share of them */
+  mark_visible_units(bitmap, len, h0, unit_shift, shape, head_rules, lb, order, rank_range, tid);
   barrier(CLK_LOCAL_MEM_FENCE);
-
-  /* ---- 2. this split's visible units [u0, u1) and a cursor on unit u0 */
-  int total = 0;
-  for (int w = 0; w < nwords; w++)
-    total += popcount(bitmap[w]);
-  const int u0 = (int)(((long)total * split) / splits), u1 = (int)(((long)total * (split + 1)) / splits);
-  int cw = 0, skip = u0;
-  uint rem = nwords > 0 ? bitmap[0] : 0u;
-  while (cw + 1 < nwords && skip >= (int)popcount(rem)) {
-    skip -= popcount(rem);
-    rem = bitmap[++cw];
-  }
-  for (; skip > 0; skip--)
-    rem &= rem - 1u;
-  const int n_units = u1 - u0, n_tiles = (n_units + upt - 1) / upt;
-  unit_cursor cur = {cw, 0, n_units, rem};
+  unit_cursor cur = split_cursor(bitmap, nwords, split, splits);
+  const int n_units = cur.n_units, n_tiles = (n_units + upt - 1) / upt;
   __global const int *bt_row = block_table + (long)seq * max_pages;
   const long page_stride = (long)shape.hkv << page_shift, head_rows = (long)hk << page_shift;
 

@@ -1,7 +1,8 @@
-/* decode.c: dua_decode: argument validation, the launch plan (query heads per work-group, tile, bitmap size,
- * split-KV count) and the launch of cl/attn_decode.cl's dua_decode and, with several splits,
- * cl/attn_decode_merge.cl's dua_decode_merge. Steady state: no allocation on the device, no synchronization,
- * and an upload only when the (sequence, length) table differs from the previous call's. */
+/* decode.c: dua_decode: argument validation, the launch plan (kernel, query heads per work-group, tile,
+ * bitmap size, split-KV count) and the launch of dua_decode (cl/attn_decode.cl or cl/attn_decode_warp.cl)
+ * and, with several splits, cl/attn_decode_merge.cl's dua_decode_merge. Steady state: no allocation on the
+ * device, no synchronization, and an upload only when the (sequence, length) table differs from the previous
+ * call's. */
 #include "attention/forward_internal.h"
 #include "attention/kv_internal.h"
 
@@ -10,14 +11,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Two kernels (cl/attn_decode.cl): "regs" keeps K and V in registers (16-byte loads, an online softmax per
- * key group), "staged" stages them through local memory (4-element loads). The choice follows the H100
+/* Three kernels: cl/attn_decode.cl's "regs" keeps K and V in registers (16-byte loads, an online softmax per
+ * key group) and "staged" stages them through local memory (4-element loads); cl/attn_decode_warp.cl's
+ * "warp" lets every warp stream its own units with no barrier (NVIDIA inline-PTX shuffles; emulated with
+ * local memory on other devices, for tests only). The choice follows the H100
  * measurements of bench/RESULTS.md (decode2, commit 44b83f7): regs only for an fp16 cache with one query row
  * per work-group (no GQA sharing, one token) on GPU devices, where its tile 32,128,8 beat staged (16K dense
  * 1.71 vs 2.08 ms, depth 4 0.165 vs 0.177 ms); staged everywhere else: it won fp32 at depth 4 (0.172 vs 0.192
  * ms at regs' best fp32 tile) and GQA 32/8 (2.36 vs 3.20 ms dense), and the rest is unmeasured (CPU devices,
- * several query tokens). DUA_DECODE_KERNEL=regs|staged forces one; DUA_DECODE_TILE=tile_n,threads,rows and
- * DUA_DECODE_SPLITS=n override the plan (development); DUA_DECODE_HALF=0|1|2 picks regs' fp16 conversion
+ * several query tokens). DUA_DECODE_KERNEL=regs|staged|warp forces one; DUA_DECODE_TILE=tile_n,threads,rows
+ * and DUA_DECODE_SPLITS=n override the plan (development); DUA_DECODE_HALF=0|1|2 picks regs' fp16 conversion
  * (cl/attn_decode.cl DUA_HALF_CVT). */
 /* GPU plans, tile_n, work-items, most query rows: staged; regs with an fp16 cache (best of 8 measured
  * settings: 1.71 ms 16K dense) and with an fp32 cache (best of 4: 1.78 ms, 80.6% of copy, 16K dense). */
@@ -33,10 +36,14 @@
 #define DECODE_MIN_UNITS 8   /* at least this many key units (of the longest context) per split */
 #define DECODE_MAX_SPLITS 64 /* partial results per row */
 #define DECODE_MAX_UNITS 65536 /* key units of the layout's N (the bitmap is WORDS = units/32 words) */
+/* warp kernel: keys per batch of a warp (KPW x UNROLL), work-items, most query rows; largest key unit */
+#define DECODE_WARP_TILE 8, 128, 4
+#define DECODE_WARP_MAX_UNIT 64
 
 typedef struct decode_plan {
   int tokens, hpw, hchunks, tile_n, threads, words, unit_shift, page_shift, splits;
   int staged, half_cvt, key_groups; /* staged kernel; fp16 conversion; regs' key groups (NT / VE loads) */
+  int warp, unroll, emulate;        /* warp kernel; its key steps per batch; shuffles emulated */
 } decode_plan;
 
 /* Elements per 16-byte K/V load of the regs kernel. */
@@ -51,8 +58,22 @@ static int log2i(int x) {
   return s;
 }
 
+static int is_nvidia(const dua_context *ctx) {
+  return strstr(ctx->info.vendor, "NVIDIA") != NULL || strstr(ctx->info.platform_name, "NVIDIA") != NULL;
+}
+
+/* Lanes per key row in the warp kernel (head_dim / elements per 16-byte load); 0 if it does not divide 32. */
+static int warp_lanes_per_key(const dua_kv_cache *c) {
+  const int lpk = c->desc.head_dim / load_elems(c);
+  return c->desc.head_dim % load_elems(c) == 0 && lpk >= 1 && 32 % lpk == 0 ? lpk : 0;
+}
+
 static size_t local_bytes(const decode_plan *p, int head_dim) {
   size_t rows = (size_t)p->hpw * p->tokens, stride = (size_t)head_dim + 4;
+  if (p->warp)
+    return 4 * ((size_t)p->words + (size_t)(p->threads / 32) * rows * ((size_t)head_dim + 2) +
+                (p->emulate ? (size_t)p->threads : 0)) +
+           64;
   if (p->staged)
     return 4 * ((size_t)p->words + rows * stride + 2 * (size_t)p->tile_n * stride + 2 * rows * p->tile_n +
                 3 * rows) +
@@ -90,32 +111,44 @@ static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_l
   const int cpu = ctx->info.type == DUA_DEVICE_CPU, group = l->heads / l->kv_heads;
   const char *env = getenv("DUA_DECODE_KERNEL");
   if (env && *env) {
-    if (strcmp(env, "regs") != 0 && strcmp(env, "staged") != 0)
-      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "DUA_DECODE_KERNEL = \"%s\" is not regs or staged",
-                      env);
+    if (strcmp(env, "regs") != 0 && strcmp(env, "staged") != 0 && strcmp(env, "warp") != 0)
+      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
+                      "DUA_DECODE_KERNEL = \"%s\" is not regs, staged or warp", env);
     p->staged = env[0] == 's';
+    p->warp = env[0] == 'w';
+    if (p->warp && !warp_lanes_per_key(c))
+      return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
+                      "%s: DUA_DECODE_KERNEL = warp needs head_dim / %d (a 16-byte load) to divide 32; "
+                      "head_dim = %d",
+                      fn, load_elems(c), (int)c->desc.head_dim);
   } else /* the measured choice (top of this file) */
     p->staged = cpu || c->desc.dtype != DUA_F16 || group != 1 || tokens != 1;
+  p->emulate = p->warp && !(is_nvidia(ctx) && ctx->info.nv_mma_f16);
   env = getenv("DUA_DECODE_HALF");
   p->half_cvt = env && *env >= '0' && *env <= '2' ? *env - '0' : 0;
   static const int staged_tile[3] = {DECODE_STAGED_TILE}, regs_f16[3] = {DECODE_REGS_TILE_F16},
                    regs_f32[3] = {DECODE_REGS_TILE_F32};
-  const int *def = p->staged ? staged_tile : c->desc.dtype == DUA_F16 ? regs_f16 : regs_f32;
-  int tile_n = cpu ? DECODE_CPU_TILE_N : def[0], threads = cpu ? DECODE_CPU_THREADS : def[1];
-  int rows = cpu ? (p->staged ? DECODE_ROWS : DECODE_ACC_FLOATS / load_elems(c)) : def[2];
+  static const int warp_tile[3] = {DECODE_WARP_TILE};
+  const int *def = p->warp                    ? warp_tile
+                   : p->staged                ? staged_tile
+                   : c->desc.dtype == DUA_F16 ? regs_f16
+                                              : regs_f32;
+  int tile_n = cpu && !p->warp ? DECODE_CPU_TILE_N : def[0],
+      threads = cpu && !p->warp ? DECODE_CPU_THREADS : def[1];
+  int rows = cpu && !p->warp ? (p->staged ? DECODE_ROWS : DECODE_ACC_FLOATS / load_elems(c)) : def[2];
   env = getenv("DUA_DECODE_TILE");
   if (env && *env) {
-    if (sscanf(env, "%d,%d,%d", &tile_n, &threads, &rows) != 3 || tile_n < 16 || tile_n > 128 ||
-        (tile_n & (tile_n - 1)) || threads < 16 || threads > 1024 || (threads & (threads - 1)) || rows < 1 ||
-        rows > 64)
+    if (sscanf(env, "%d,%d,%d", &tile_n, &threads, &rows) != 3 || tile_n < (p->warp ? 1 : 16) ||
+        tile_n > 128 || (tile_n & (tile_n - 1)) || threads < 16 || threads > 1024 ||
+        (threads & (threads - 1)) || rows < 1 || rows > 64)
       return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
                       "DUA_DECODE_TILE = \"%s\" is not tile_n,threads,rows (tile_n a power of two 16..128, "
-                      "threads a power of two 16..1024, rows 1..64)",
+                      "1..128 for the warp kernel, threads a power of two 16..1024, rows 1..64)",
                       env);
   }
   if ((size_t)threads > ctx->info.max_work_group_size)
     threads = (int)ctx->info.max_work_group_size;
-  if (threads < 16)
+  if (threads < (p->warp ? 32 : 16))
     return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "%s: the device's work-groups (%zu work-items) are too small",
                     fn, ctx->info.max_work_group_size);
   p->tokens = tokens;
@@ -127,13 +160,22 @@ static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_l
     }
   p->tile_n = tile_n;
   p->threads = threads;
-  if (!p->staged && !fit_groups(p, c->desc.head_dim / load_elems(c), ctx->info.max_work_group_size))
+  if (!p->staged && !p->warp &&
+      !fit_groups(p, c->desc.head_dim / load_elems(c), ctx->info.max_work_group_size))
     return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "%s: the device's work-groups (%zu work-items) are too small",
                     fn, ctx->info.max_work_group_size);
   p->page_shift = log2i(c->desc.page_tokens);
   int unit = c->desc.page_tokens < l->block ? c->desc.page_tokens : l->block;
+  if (p->warp) { /* a warp streams whole units; tile_n is its batch of keys */
+    const int kpw = 32 / warp_lanes_per_key(c);
+    if (unit > DECODE_WARP_MAX_UNIT)
+      unit = DECODE_WARP_MAX_UNIT;
+    p->unroll = p->tile_n / kpw < 1 ? 1 : p->tile_n / kpw;
+    while (p->unroll > 1 && p->unroll * kpw > unit)
+      p->unroll /= 2;
+  }
   for (;;) {
-    const int u = unit < p->tile_n ? unit : p->tile_n;
+    const int u = unit < p->tile_n || p->warp ? unit : p->tile_n;
     p->unit_shift = log2i(u);
     const int64_t units = ((int64_t)l->seq_len + u - 1) / u;
     if (units > DECODE_MAX_UNITS)
@@ -146,7 +188,7 @@ static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_l
       p->words *= 2;
     if (local_bytes(p, c->desc.head_dim) <= ctx->info.local_mem_bytes)
       break;
-    if (p->tile_n > 16 && (p->staged || p->tile_n > p->key_groups))
+    if (!p->warp && p->tile_n > 16 && (p->staged || p->tile_n > p->key_groups))
       p->tile_n /= 2; /* regs: tile_n | NT still holds, KG | tile_n while KG < tile_n */
     else if (p->hpw > 1)
       for (int d = p->hpw - 1; d >= 1; d--) {
@@ -305,18 +347,20 @@ dua_status dua_decode(dua_context *ctx, dua_kv_cache *cache, int32_t layer, dua_
   if (st != DUA_SUCCESS)
     return st;
 
-  char options[256];
+  char options[320];
   snprintf(options, sizeof options,
            "-DHEAD_DIM=%d -DTOKENS=%d -DHPW=%d -DTILE_N=%d -DNT=%d -DWORDS=%d -DDUA_FP16=%d -DDUA_TREE=%d "
-           "-DDUA_BIAS=%d -DDUA_DECODE_STAGED=%d -DDUA_HALF_CVT=%d",
+           "-DDUA_BIAS=%d -DDUA_DECODE_STAGED=%d -DDUA_HALF_CVT=%d -DUNROLL=%d -DDUA_WARP_EMULATE=%d",
            Dh, T, plan.hpw, plan.tile_n, plan.threads, plan.words, cache->desc.dtype == DUA_F16,
-           l->kind == DUA_LAYOUT_CONTENT, params->level_bias != NULL, plan.staged, plan.half_cvt);
+           l->kind == DUA_LAYOUT_CONTENT, params->level_bias != NULL, plan.staged, plan.half_cvt,
+           plan.unroll > 0 ? plan.unroll : 1, plan.emulate);
+  const char *sources = plan.warp ? "common,attn_decode_units,attn_decode_warp,attn_decode_merge"
+                                  : "common,attn_decode_units,attn_decode,attn_decode_merge";
   cl_kernel kernel, merge = NULL;
-  if ((st = dua_program_kernel(ctx, "common,attn_decode,attn_decode_merge", options, "dua_decode",
-                               &kernel)) != DUA_SUCCESS)
+  if ((st = dua_program_kernel(ctx, sources, options, "dua_decode", &kernel)) != DUA_SUCCESS)
     return st;
-  if (plan.splits > 1 && (st = dua_program_kernel(ctx, "common,attn_decode,attn_decode_merge", options,
-                                                  "dua_decode_merge", &merge)) != DUA_SUCCESS)
+  if (plan.splits > 1 &&
+      (st = dua_program_kernel(ctx, sources, options, "dua_decode_merge", &merge)) != DUA_SUCCESS)
     return st;
 
   const size_t rows = (size_t)S * (size_t)l->heads * (size_t)T;

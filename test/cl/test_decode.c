@@ -463,15 +463,16 @@ START_TEST(random_positional) {
   dopts o = dopts_make(test_rng_int(&r, 1, 4), test_rng_int(&r, 0, 1) ? DUA_F16 : DUA_F32);
   o.bnhd = test_rng_int(&r, 0, 1);
   o.with_bias = test_rng_int(&r, 0, 2) == 0;
-  /* both kernels whatever the device's default choice; NULL: the device default */
-  static const char *const tiles[4] = {"32,128,16", "64,128,8", "16,64,4", NULL};
-  static const char *const kernels[4] = {"staged", "regs", "regs", NULL};
-  if (tiles[_i % 4])
-    setenv("DUA_DECODE_TILE", tiles[_i % 4], 1);
+  /* every kernel whatever the device's default choice (the warp kernel emulated off NVIDIA: batches of
+   * 8 keys in 4 warps, and of 2 keys in 2 warps with 2 rows); NULL: the device default */
+  static const char *const tiles[6] = {"32,128,16", "64,128,8", "16,64,4", "8,128,4", "2,64,2", NULL};
+  static const char *const kernels[6] = {"staged", "regs", "regs", "warp", "warp", NULL};
+  if (tiles[_i % 6])
+    setenv("DUA_DECODE_TILE", tiles[_i % 6], 1);
   char *outer =
       getenv("DUA_DECODE_KERNEL") ? strdup(getenv("DUA_DECODE_KERNEL")) : NULL; /* a whole-run choice */
-  if (kernels[_i % 4])
-    setenv("DUA_DECODE_KERNEL", kernels[_i % 4], 1);
+  if (kernels[_i % 6])
+    setenv("DUA_DECODE_KERNEL", kernels[_i % 6], 1);
   check_decode_free(&f, &y, 0, S, s, &o);
   unsetenv("DUA_DECODE_TILE");
   restore_env("DUA_DECODE_KERNEL", outer);
@@ -932,7 +933,7 @@ int main(void) {
   TCase *tc = tcase_create("core");
   tcase_set_timeout(tc, 1200);
   tcase_add_test(tc, dense_variable_lengths);
-  tcase_add_loop_test(tc, random_positional, 0, 4);
+  tcase_add_loop_test(tc, random_positional, 0, 6);
   tcase_add_loop_test(tc, content_paths, 0, 2);
   tcase_add_test(tc, gqa_group_and_head_chunks);
   tcase_add_loop_test(tc, split_kv_merge, 0, 2);

@@ -1,0 +1,292 @@
+/* attn_decode_warp.cl: sparse paged-KV decode with warp-independent key streams (NVIDIA: shfl.sync inline
+ * PTX; needs common.cl and attn_decode_units.cl before it). Same arguments, semantics and outputs as
+ * dua_decode in attn_decode.cl; host/attention/decode.c chooses between them.
+ *
+ * The work-group (NW = NT / 32 warps) marks the visible key units and takes its split's share of them
+ * (attn_decode_units.cl). Then every warp works alone, with no barrier until the end: warp w takes units w,
+ * w + NW, w + 2 NW... of the share. A key row of HEAD_DIM elements is LPK = HEAD_DIM / VE 16-byte loads, so a
+ * warp holds KPW = 32 / LPK keys at once (lane = slot * LPK + part: key slot, 16-byte part of the row). Per
+ * batch of KPW x UNROLL keys of a unit, each lane issues UNROLL K loads and UNROLL V loads (all in flight
+ * together), forms its partial dot products with the query rows held in registers, sums them over the LPK
+ * lanes of the key with butterfly shuffles, applies the exact element mask (tree or window or sink, j <= t)
+ * and level bias, and updates an online softmax (fp32, exp2 with log2(e) folded into Q) and O += P V for its
+ * key slot. At the end the KPW slots of a warp merge by shuffles, the NW warps through local memory (one
+ * barrier), and O and LSE are written, or with several splits the split's normalized partial O and log2-LSE
+ * for dua_decode_merge (attn_decode_merge.cl). Rows with nothing visible give O = 0, LSE = -inf.
+ *
+ * Why (bench/RESULTS.md, decode): the tile kernels of attn_decode.cl spend each tile in serial steps between
+ * barriers (scores, one row's softmax on a few work-items, P V), so their time per tile hardly depends on the
+ * bytes it loads (fp16 ran as slow as fp32); here the only per-key work is a few FMAs and shuffles per lane,
+ * and a warp never waits for another.
+ *
+ * DUA_WARP_EMULATE=1 replaces shfl.sync by local memory and barriers (every loop that shuffles has a trip
+ * count uniform over the work-group), so the kernel's logic can be checked on any device (PoCL); tests only. */
+
+#ifndef DUA_WARP_EMULATE
+#define DUA_WARP_EMULATE 0
+#endif
+#ifndef UNROLL
+#define UNROLL 4 /* key steps per batch: loads in flight per lane = 2 x UNROLL */
+#endif
+
+#if DUA_FP16
+#define VE 8 /* elements per 16-byte load */
+typedef uint4 kv_raw;
+typedef float8 kv_f;
+inline kv_f kv_cvt(kv_raw w) {
+  return vload_half8(0, (const __private half *)&w);
+}
+#else
+#define VE 4
+typedef float4 kv_raw;
+typedef float4 kv_f;
+#define kv_cvt(w) (w)
+#endif
+#define KV_LD(p) (*(__global const kv_raw *)(p))
+
+#define LPK (HEAD_DIM / VE) /* lanes per key */
+#define KPW (32 / LPK)      /* keys per warp step */
+#define NW (NT / 32)        /* warps per work-group */
+
+#if (HEAD_DIM % VE) || (32 % LPK) || (NT % 32)
+#error "the warp decode needs HEAD_DIM / VE lanes per key dividing 32 and whole warps"
+#endif
+
+#if DUA_WARP_EMULATE
+#define SHFL_PARAMS , __local float *emu
+#define SHFL_ARGS , emu
+inline float shfl_xor(float x, int mask, __local float *emu) {
+  const int tid = get_local_id(0);
+  emu[tid] = x;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  const float y = emu[tid ^ mask];
+  barrier(CLK_LOCAL_MEM_FENCE);
+  return y;
+}
+#else
+#define SHFL_PARAMS
+#define SHFL_ARGS
+inline float shfl_xor(float x, int mask) {
+  float y;
+  asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(y) : "f"(x), "r"(mask));
+  return y;
+}
+#endif
+
+/* Sum over the LPK lanes of one key (every one of them gets it). */
+inline float key_sum(float x SHFL_PARAMS) {
+  for (int o = 1; o < LPK; o <<= 1)
+    x += shfl_xor(x, o SHFL_ARGS);
+  return x;
+}
+
+inline kv_f shfl_vec(kv_f x, int mask SHFL_PARAMS) {
+#if DUA_FP16
+  return (kv_f)(shfl_xor(x.s0, mask SHFL_ARGS), shfl_xor(x.s1, mask SHFL_ARGS), shfl_xor(x.s2, mask SHFL_ARGS),
+                shfl_xor(x.s3, mask SHFL_ARGS), shfl_xor(x.s4, mask SHFL_ARGS), shfl_xor(x.s5, mask SHFL_ARGS),
+                shfl_xor(x.s6, mask SHFL_ARGS), shfl_xor(x.s7, mask SHFL_ARGS));
+#else
+  return (kv_f)(shfl_xor(x.s0, mask SHFL_ARGS), shfl_xor(x.s1, mask SHFL_ARGS), shfl_xor(x.s2, mask SHFL_ARGS),
+                shfl_xor(x.s3, mask SHFL_ARGS));
+#endif
+}
+
+inline float dot_kv(kv_f a, kv_f b) {
+#if DUA_FP16
+  return dot(a.lo, b.lo) + dot(a.hi, b.hi);
+#else
+  return dot(a, b);
+#endif
+}
+
+/* VE query elements at q + off (fp16 or fp32 storage). */
+inline kv_f load_q(__global const float *q, long off, int qo_fp16) {
+  __global const half *qh = (__global const half *)q;
+#if DUA_FP16
+  return qo_fp16 ? vload_half8(0, qh + off) : vload8(0, q + off);
+#else
+  return qo_fp16 ? vload_half4(0, qh + off) : vload4(0, q + off);
+#endif
+}
+
+__kernel __attribute__((reqd_work_group_size(NT, 1, 1))) void
+dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __global const int *block_table,
+           int max_pages, __global const int2 *calls /* [S] (seq, length) */, int page_shift, int unit_shift,
+           __global const float *q, __global float *o, __global float *lse, /* q, o: half when qo_fp16 */
+           long4 q_strides, long4 o_strides, long4 lse_strides, long4 offsets /* elements: q, o, lse, bias */,
+           int qo_fp16, int has_lse, __global float *part, long part_lse_offset, int splits, dua_shape shape,
+           float scale_log2, __global const dua_head_rule *head_rules, __global const uchar *paths,
+           int layout_batch, __global const int *order, __global const int *rank_range,
+           __global const float *level_bias, int bias_stride, int hchunks) {
+  __local uint bitmap[WORDS];
+  __local float red[NW * ROWS * HEAD_DIM] __attribute__((aligned(16))); /* [warp][row][col] partial O */
+  __local float red_ml[NW * ROWS * 2];                                  /* [warp][row] (max, sum) */
+#if DUA_WARP_EMULATE
+  __local float emu[NT];
+#endif
+
+  const int tid = get_local_id(0), split = get_group_id(0);
+  const int lane = tid & 31, warp = tid >> 5, slot = lane / LPK, qpart = lane % LPK;
+  const int hk = get_group_id(1) / hchunks;
+  const int h0 = hk * (shape.hq / shape.hkv) + (get_group_id(1) % hchunks) * HPW;
+  const int sidx = get_group_id(2);
+  const int2 call = calls[sidx];
+  const int seq = call.x, len = call.y;
+  const int ukeys = 1 << unit_shift;
+  const long lb = layout_batch == 1 ? 0 : sidx;
+  (void)paths, (void)level_bias, (void)bias_stride;
+
+  /* ---- bitmap cleared; this lane's columns of the query rows (pre-scaled) in registers */
+  const int nwords = (((len + ukeys - 1) >> unit_shift) + 31) >> 5;
+  for (int w = tid; w < nwords; w += NT)
+    bitmap[w] = 0u;
+  kv_f qf[ROWS], acc[ROWS];
+  float m_r[ROWS], l_r[ROWS];
+  for (int r = 0; r < ROWS; r++) {
+    const int i = r % TOKENS, pos = len - TOKENS + i;
+    const long off =
+        offsets.s0 + sidx * q_strides.s0 + (h0 + r / TOKENS) * q_strides.s1 + i * q_strides.s2 + qpart * VE;
+    qf[r] = pos >= 0 ? load_q(q, off, qo_fp16) * scale_log2 : (kv_f)(0.0f);
+    acc[r] = (kv_f)(0.0f);
+    m_r[r] = -INFINITY;
+    l_r[r] = 0.0f;
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+
+  /* ---- 1. mark the units holding a visible key of some row; 2. this split's share of them */
+  mark_visible_units(bitmap, len, h0, unit_shift, shape, head_rules, lb, order, rank_range, tid);
+  barrier(CLK_LOCAL_MEM_FENCE);
+  unit_cursor cur = split_cursor(bitmap, nwords, split, splits);
+  const int n_units = cur.n_units, n_iter = (n_units + NW - 1) / NW; /* uniform over the work-group */
+  for (int s = 0; s < warp && s < n_units; s++)                        /* this warp starts at unit u0 + w */
+    next_unit(bitmap, &cur.cw, &cur.rem);
+  __global const int *bt_row = block_table + (long)seq * max_pages;
+  const long page_stride = (long)shape.hkv << page_shift, head_rows = (long)hk << page_shift;
+
+  /* ---- 3. the warp's units: batches of KPW x UNROLL keys */
+  for (int it = 0; it < n_iter; it++) {
+    const int idx = warp + it * NW;
+    int u = -1;
+    long base = 0;
+    if (idx < n_units) {
+      u = next_unit(bitmap, &cur.cw, &cur.rem);
+      for (int s = 1; s < NW && idx + s < n_units; s++) /* the other warps' units */
+        next_unit(bitmap, &cur.cw, &cur.rem);
+      const int j0 = u << unit_shift;
+      base = (bt_row[j0 >> page_shift] * page_stride + head_rows + (j0 & ((1 << page_shift) - 1))) * HEAD_DIM;
+    }
+    /* per row: does the unit's block share the row's tree (else only window/sink keys), and its bias */
+    int shared_r[ROWS];
+    float bias_r[ROWS];
+    for (int r = 0; r < ROWS; r++) {
+      const int pos = len - TOKENS + r % TOKENS, h = h0 + r / TOKENS;
+      shared_r[r] = 0;
+      bias_r[r] = 0.0f;
+      if (u >= 0 && pos >= 0) {
+        const int m = pos / shape.blk, n = (u << unit_shift) / shape.blk;
+        const dua_head_rule hr = head_rules[h];
+        __global const uchar *paths_bh = paths + (lb * shape.hq + h) * shape.nb * shape.max_depth;
+        __global const uchar *path_m = paths_bh + (long)m * shape.max_depth;
+        shared_r[r] = block_shared(hr, m, n, shape.shift, path_m, paths_bh, shape.max_depth);
+#if DUA_BIAS
+        if (shared_r[r])
+          bias_r[r] = level_bias[offsets.s3 + h * bias_stride +
+                                 block_lca(hr, m, n, shape.shift, path_m, paths_bh, shape.max_depth)] *
+                      DUA_LOG2E;
+#endif
+      }
+    }
+    for (int kb = 0; kb < ukeys; kb += KPW * UNROLL) {
+      kv_raw kr[UNROLL], vr[UNROLL];
+      int jj[UNROLL];
+      for (int x = 0; x < UNROLL; x++) {
+        const int key = kb + x * KPW + slot, j = (u << unit_shift) + key;
+        const int ok = u >= 0 && key < ukeys && j < len;
+        jj[x] = ok ? j : -1;
+        kr[x] = vr[x] = (kv_raw)(0);
+        if (ok) {
+          const long at = base + (long)key * HEAD_DIM + qpart * VE;
+          kr[x] = KV_LD(kc + at);
+          vr[x] = KV_LD(vc + at);
+        }
+      }
+      for (int r = 0; r < ROWS; r++) {
+        const int pos = len - TOKENS + r % TOKENS;
+        float sc[UNROLL], mt = -INFINITY;
+        for (int x = 0; x < UNROLL; x++) {
+          const float d = key_sum(dot_kv(qf[r], kv_cvt(kr[x])) SHFL_ARGS);
+          const int j = jj[x], extra = j >= 0 && dua_token_extra(pos, j, shape.window, shape.sink);
+          sc[x] = j >= 0 && j <= pos && (shared_r[r] || extra) ? d + (extra ? 0.0f : bias_r[r]) : -INFINITY;
+          mt = fmax(mt, sc[x]);
+        }
+        const float mo = m_r[r], mn = fmax(mo, mt);
+        const float alpha = mo == -INFINITY ? 1.0f : DUA_EXP2(mo - mn);
+        kv_f a = acc[r] * alpha;
+        float sum = 0.0f;
+        for (int x = 0; x < UNROLL; x++) {
+          const float p = sc[x] == -INFINITY ? 0.0f : DUA_EXP2(sc[x] - mn);
+          a = fma((kv_f)(p), kv_cvt(vr[x]), a);
+          sum += p;
+        }
+        acc[r] = a;
+        l_r[r] = l_r[r] * alpha + sum;
+        m_r[r] = mn;
+      }
+    }
+  }
+
+  /* ---- 4. merge the key slots of the warp (shuffles), then the warps (local memory) */
+  for (int r = 0; r < ROWS; r++)
+    for (int msk = LPK; msk < 32; msk <<= 1) {
+      const float mo = shfl_xor(m_r[r], msk SHFL_ARGS), lo = shfl_xor(l_r[r], msk SHFL_ARGS);
+      const kv_f ao = shfl_vec(acc[r], msk SHFL_ARGS);
+      const float mn = fmax(m_r[r], mo);
+      const float wa = m_r[r] == -INFINITY ? 0.0f : DUA_EXP2(m_r[r] - mn),
+                  wb = mo == -INFINITY ? 0.0f : DUA_EXP2(mo - mn);
+      acc[r] = acc[r] * wa + ao * wb;
+      l_r[r] = l_r[r] * wa + lo * wb;
+      m_r[r] = mn;
+    }
+  if (slot == 0)
+    for (int r = 0; r < ROWS; r++) {
+#if DUA_FP16
+      vstore8(acc[r], 0, red + (warp * ROWS + r) * HEAD_DIM + qpart * VE);
+#else
+      vstore4(acc[r], 0, red + (warp * ROWS + r) * HEAD_DIM + qpart * VE);
+#endif
+      if (qpart == 0) {
+        red_ml[2 * (warp * ROWS + r)] = m_r[r];
+        red_ml[2 * (warp * ROWS + r) + 1] = l_r[r];
+      }
+    }
+  barrier(CLK_LOCAL_MEM_FENCE);
+  for (int it = tid; it < ROWS * (HEAD_DIM / 4); it += NT) {
+    const int r = it / (HEAD_DIM / 4), c = (it % (HEAD_DIM / 4)) * 4, h = h0 + r / TOKENS, i = r % TOKENS;
+    float mx = -INFINITY;
+    for (int w = 0; w < NW; w++)
+      mx = fmax(mx, red_ml[2 * (w * ROWS + r)]);
+    float4 s = (float4)(0.0f);
+    float l = 0.0f;
+    for (int w = 0; w < NW; w++) {
+      const float mw = red_ml[2 * (w * ROWS + r)], ww = mw == -INFINITY ? 0.0f : DUA_EXP2(mw - mx);
+      s += vload4(0, red + (w * ROWS + r) * HEAD_DIM + c) * ww;
+      l += red_ml[2 * (w * ROWS + r) + 1] * ww;
+    }
+    const float4 out = l > 0.0f ? s * (1.0f / l) : (float4)(0.0f);
+    if (splits == 1) {
+      const long off = offsets.s1 + sidx * o_strides.s0 + h * o_strides.s1 + i * o_strides.s2 + c;
+      if (qo_fp16)
+        vstore_half4(out, 0, (__global half *)o + off);
+      else
+        vstore4(out, 0, o + off);
+      if (has_lse && c == 0)
+        lse[offsets.s2 + sidx * lse_strides.s0 + h * lse_strides.s1 + i * lse_strides.s2] =
+            l > 0.0f ? (mx + log2(l)) * DUA_LN2 : -INFINITY;
+    } else {
+      const long gr = ((long)sidx * shape.hq + h) * TOKENS + i;
+      vstore4(out, 0, part + (gr * splits + split) * HEAD_DIM + c);
+      if (c == 0)
+        part[part_lse_offset + gr * splits + split] = l > 0.0f ? mx + log2(l) : -INFINITY;
+    }
+  }
+}
