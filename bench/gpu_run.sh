@@ -24,11 +24,17 @@
 #             and fp16 8K depths 0 2 4, checked; then, same call, the kernel not chosen on the heads-8 rows
 #             (staged for fp16, regs for fp32) as the baseline (skipped after 100 s). No peers, no sweep.
 #             Under 120 s.
+#   decode4   the warp decode kernel (cl/attn_decode_warp.cl, DUA_DECODE_KERNEL=warp) against the default
+#             choice in one call: test_decode with warp forced; dua-bench decode fp16 and fp32 at 8K and 16K,
+#             depths 0 2 4, heads 8, and GQA 32/8 fp16 16K depths 0 4, checked, for warp and for the default;
+#             a warp tile x split sweep (16K fp16 depths 0 4; stops after 200 s); peers.py fp16 8K/16K
+#             depths 0 2 4 (at most 70 s). Under 330 s.
 # Output (at most 8 files come back per call): $OUT/{gpu.txt,tests.txt,ceilings.txt,dua_fwd.jsonl,
 # peers_fwd.jsonl,dua_fwdbwd.jsonl,peers_fwdbwd.jsonl,sweep.txt}, $OUT/{decode_test.txt,dua_decode.jsonl,
 # dua_decode.log,peers_decode.jsonl} (decode), $OUT/decode_sweep.jsonl (decodesweep) and
 # $OUT/{decode2_test.txt,dua_decode2.jsonl,dua_decode2.log,decode2_sweep.jsonl,peers_decode2.jsonl} (decode2),
-# $OUT/{decode3_test.txt,dua_decode3.jsonl,dua_decode3.log} (decode3);
+# $OUT/{decode3_test.txt,dua_decode3.jsonl,dua_decode3.log} (decode3), $OUT/{decode4_test.txt,dua_decode4.jsonl,
+# dua_decode4.log,decode4_sweep.jsonl,peers_decode4.jsonl} (decode4);
 # a summary table is printed last.
 set -uo pipefail
 source .devkit/device-env.sh >/dev/null
@@ -149,6 +155,28 @@ PY
       else echo "decode3: baselines skipped (time)" >&2; fi
     } 2>"$OUT/dua_decode3.log" > "$OUT/dua_decode3.jsonl"
     grep -E "copy b|CHECK|check.*(bad|fail)|failed|skipped" "$OUT/dua_decode3.log" ;;
+  decode4)
+    { echo "== test_decode, DUA_DECODE_KERNEL=warp"; DUA_DECODE_KERNEL=warp CK_FORK=no build-rel/test/test_decode 2>&1 | tail -3
+    } > "$OUT/decode4_test.txt" 2>&1
+    cat "$OUT/decode4_test.txt"
+    D="build-rel/tools/dua-bench --pass decode --batch 32 --dim 128 --block 128 --json -"
+    tag() { sed "s/^{/{\"kernel\": \"$1\", /"; }
+    { for k in warp default; do
+        if [ $k = warp ]; then export DUA_DECODE_KERNEL=warp; else unset DUA_DECODE_KERNEL; fi
+        $D --heads 8 --n 8192 16384 --depth 0 2 4 --dtype fp16 fp32 --check | tag $k
+        $D --heads 32 --kv-heads 8 --n 16384 --depth 0 4 --dtype fp16 --check | tag $k
+      done; export DUA_DECODE_KERNEL=warp
+    } 2>"$OUT/dua_decode4.log" > "$OUT/dua_decode4.jsonl"; grep -E "copy b|CHECK|check.*(bad|fail)|failed" "$OUT/dua_decode4.log"
+    for point in 8,128,4:auto 16,128,4:auto 4,128,4:auto 8,256,4:auto 16,256,4:auto 8,64,4:auto 8,128,4:4 \
+        8,128,4:16 16,128,4:16 4,128,4@fp32:auto 8,128,4@fp32:auto 16,256,4@fp32:auto; do
+      [ $SECONDS -gt 200 ] && { echo "decode4 sweep: stopped at $point (time)"; break; }
+      tile=${point%%[:@]*}; splits=${point##*:}; dt=fp16; [ "$point" != "${point%@fp32*}" ] && dt=fp32
+      if [ $splits = auto ]; then unset DUA_DECODE_SPLITS; else export DUA_DECODE_SPLITS=$splits; fi
+      DUA_DECODE_TILE=$tile $D --heads 8 --n 16384 --depth 0 4 --dtype $dt --no-dense 2>/dev/null \
+        | sed "s/^{/{\"tile\": \"$tile\", \"splits\": \"$splits\", /"
+    done > "$OUT/decode4_sweep.jsonl"; unset DUA_DECODE_SPLITS DUA_DECODE_KERNEL
+    P="python3 .devkit/peers.py --pass decode --batch 32 --dim 128 --block 128 --heads 8"
+    timeout 70 $P --n 8192 16384 --depth 0 2 4 --dtype fp16 2>/dev/null | grep '^{' > "$OUT/peers_decode4.jsonl" ;;
   esac
 done
 python3 bench/summarize.py "$OUT"
