@@ -29,12 +29,16 @@
 #             depths 0 2 4, heads 8, and GQA 32/8 fp16 16K depths 0 4, checked, for warp and for the default;
 #             a warp tile x split sweep (16K fp16 depths 0 4; stops after 200 s); peers.py fp16 8K/16K
 #             depths 0 2 4 (at most 70 s). Under 330 s.
+#   decode5   the defaults after decode4 (warp on NVIDIA, splits sized by the visible keys): test_decode;
+#             dua-bench decode fp16/fp32 8K/16K depths 0 1 2 3 4 heads 8, GQA 32/8 fp16 16K depths 0 2 4,
+#             ragged, window + sink, checked; a split sweep at depths 2 and 4 and GQA rows per work-group
+#             (stops after 200 s); peers.py fp16 8K/16K depths 0..4 and window + sink (at most 80 s).
 # Output (at most 8 files come back per call): $OUT/{gpu.txt,tests.txt,ceilings.txt,dua_fwd.jsonl,
 # peers_fwd.jsonl,dua_fwdbwd.jsonl,peers_fwdbwd.jsonl,sweep.txt}, $OUT/{decode_test.txt,dua_decode.jsonl,
 # dua_decode.log,peers_decode.jsonl} (decode), $OUT/decode_sweep.jsonl (decodesweep) and
 # $OUT/{decode2_test.txt,dua_decode2.jsonl,dua_decode2.log,decode2_sweep.jsonl,peers_decode2.jsonl} (decode2),
 # $OUT/{decode3_test.txt,dua_decode3.jsonl,dua_decode3.log} (decode3), $OUT/{decode4_test.txt,dua_decode4.jsonl,
-# dua_decode4.log,decode4_sweep.jsonl,peers_decode4.jsonl} (decode4);
+# dua_decode4.log,decode4_sweep.jsonl,peers_decode4.jsonl} (decode4), the same names with 5 (decode5);
 # a summary table is printed last.
 set -uo pipefail
 source .devkit/device-env.sh >/dev/null
@@ -177,6 +181,30 @@ PY
     done > "$OUT/decode4_sweep.jsonl"; unset DUA_DECODE_SPLITS DUA_DECODE_KERNEL
     P="python3 .devkit/peers.py --pass decode --batch 32 --dim 128 --block 128 --heads 8"
     timeout 70 $P --n 8192 16384 --depth 0 2 4 --dtype fp16 2>/dev/null | grep '^{' > "$OUT/peers_decode4.jsonl" ;;
+  decode5)
+    { echo "== test_decode"; CK_FORK=no build-rel/test/test_decode 2>&1 | tail -3; } > "$OUT/decode5_test.txt" 2>&1
+    cat "$OUT/decode5_test.txt"
+    D="build-rel/tools/dua-bench --pass decode --batch 32 --dim 128 --block 128 --json -"
+    { $D --heads 8 --n 8192 16384 --depth 0 1 2 3 4 --dtype fp16 fp32 --check
+      $D --heads 32 --kv-heads 8 --n 16384 --depth 0 2 4 --dtype fp16 --check
+      $D --heads 8 --n 16384 --depth 0 2 4 --dtype fp16 --ragged --check | sed 's/^{/{"ragged_run": 1, /'
+      $D --heads 8 --n 16384 --depth 4 --window 256 --sink 4 --dtype fp16 --check
+    } 2>"$OUT/dua_decode5.log" > "$OUT/dua_decode5.jsonl"; grep -E "copy b|CHECK|check.*(bad|fail)|failed" "$OUT/dua_decode5.log"
+    for point in 1:fp16:8 2:fp16:8 4:fp16:8 8:fp16:8 16:fp16:8 1:fp32:8 2:fp32:8 8:fp32:8 auto:fp16:32/8@4,128,1 \
+        auto:fp16:32/8@4,128,2 auto:fp16:32/8@4,256,4 auto:fp16:8@4,64,4 auto:fp16:8@2,128,4; do
+      [ $SECONDS -gt 200 ] && { echo "decode5 sweep: stopped at $point (time)"; break; }
+      splits=${point%%:*}; rest=${point#*:}; dt=${rest%%:*}; rest=${rest#*:}; heads=${rest%@*}; tile=""
+      [ "$rest" != "${rest#*@}" ] && tile=${rest#*@}
+      if [ $splits = auto ]; then unset DUA_DECODE_SPLITS; else export DUA_DECODE_SPLITS=$splits; fi
+      if [ -n "$tile" ]; then export DUA_DECODE_TILE=$tile; else unset DUA_DECODE_TILE; fi
+      h=${heads%/*}; kv=${heads#*/}
+      $D --heads $h --kv-heads $kv --n 8192 16384 --depth 0 2 4 --dtype $dt --no-dense 2>/dev/null \
+        | sed "s/^{/{\"tile\": \"$tile\", \"splits\": \"$splits\", /"
+    done > "$OUT/decode5_sweep.jsonl"; unset DUA_DECODE_SPLITS DUA_DECODE_TILE
+    P="python3 .devkit/peers.py --pass decode --batch 32 --dim 128 --block 128 --heads 8"
+    { timeout 60 $P --n 8192 16384 --depth 0 1 2 3 4 --dtype fp16
+      timeout 20 $P --n 16384 --depth 4 --window 256 --sink 4 --dtype fp16 | sed 's/^{/{"window": 256, "sink": 4, /'
+    } 2>/dev/null | grep '^{' > "$OUT/peers_decode5.jsonl" ;;
   esac
 done
 python3 bench/summarize.py "$OUT"

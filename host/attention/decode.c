@@ -14,13 +14,15 @@
 /* Three kernels: cl/attn_decode.cl's "regs" keeps K and V in registers (16-byte loads, an online softmax per
  * key group) and "staged" stages them through local memory (4-element loads); cl/attn_decode_warp.cl's
  * "warp" lets every warp stream its own units with no barrier (NVIDIA inline-PTX shuffles; emulated with
- * local memory on other devices, for tests only). The choice follows the H100
- * measurements of bench/RESULTS.md (decode2, commit 44b83f7): regs only for an fp16 cache with one query row
- * per work-group (no GQA sharing, one token) on GPU devices, where its tile 32,128,8 beat staged (16K dense
- * 1.71 vs 2.08 ms, depth 4 0.165 vs 0.177 ms); staged everywhere else: it won fp32 at depth 4 (0.172 vs 0.192
- * ms at regs' best fp32 tile) and GQA 32/8 (2.36 vs 3.20 ms dense), and the rest is unmeasured (CPU devices,
- * several query tokens). DUA_DECODE_KERNEL=regs|staged|warp forces one; DUA_DECODE_TILE=tile_n,threads,rows
- * and DUA_DECODE_SPLITS=n override the plan (development); DUA_DECODE_HALF=0|1|2 picks regs' fp16 conversion
+ * local memory on other devices, for tests only). The choice follows the H100 measurements of
+ * bench/RESULTS.md: warp wherever inline PTX works (NVIDIA, the mma probe passed) and a 16-byte load divides
+ * a key row into a power-of-two number of lanes: in decode4 (commit ac3723f) it beat the previous choice
+ * everywhere but GQA 32/8 at depth 4 (equal): 16K dense fp16 0.80 vs 1.70 ms (90% of copy), fp32 1.47 vs
+ * 1.84 ms, depth 4 fp16 0.082 vs 0.164 ms, GQA dense 1.92 vs 2.34 ms. Elsewhere, from decode2 (commit
+ * 44b83f7): regs for an fp16 cache with one query row per work-group on GPU devices (16K dense 1.71 vs 2.08
+ * ms against staged), staged for the rest (fp32 at depth 4, GQA, CPU devices, several query tokens).
+ * DUA_DECODE_KERNEL=regs|staged|warp forces one; DUA_DECODE_TILE=tile_n,threads,rows and
+ * DUA_DECODE_SPLITS=n override the plan (development); DUA_DECODE_HALF=0|1|2 picks regs' fp16 conversion
  * (cl/attn_decode.cl DUA_HALF_CVT). */
 /* GPU plans, tile_n, work-items, most query rows: staged; regs with an fp16 cache (best of 8 measured
  * settings: 1.71 ms 16K dense) and with an fp32 cache (best of 4: 1.78 ms, 80.6% of copy, 16K dense). */
@@ -32,12 +34,15 @@
 #define DECODE_CPU_THREADS 32 /* 16 x 32 measured 20-35% faster there than 32 x 128 (bench/RESULTS.md) */
 #define DECODE_ROWS 16        /* most query rows (heads x tokens) per work-group */
 #define DECODE_ACC_FLOATS 64  /* regs on CPU devices: most output accumulators per work-item (rows x VE) */
-#define DECODE_WAVES 16      /* split so that about WAVES x compute units work-groups run (short last wave) */
-#define DECODE_MIN_UNITS 8   /* at least this many key units (of the longest context) per split */
-#define DECODE_MAX_SPLITS 64 /* partial results per row */
-#define DECODE_MAX_UNITS 65536 /* key units of the layout's N (the bitmap is WORDS = units/32 words) */
-/* warp kernel: keys per batch of a warp (KPW x UNROLL), work-items, most query rows; largest key unit */
-#define DECODE_WARP_TILE 8, 128, 4
+#define DECODE_WAVES 16    /* split so that about WAVES x compute units work-groups run (short last wave) */
+#define DECODE_MIN_UNITS 8 /* at least this many key units (of the longest context) per split */
+#define DECODE_WARP_MIN_UNITS 4 /* warp kernel: at least this many units per warp and split */
+#define DECODE_MAX_SPLITS 64    /* partial results per row */
+#define DECODE_MAX_UNITS 65536  /* key units of the layout's N (the bitmap is WORDS = units/32 words) */
+/* warp kernel: keys per batch of a warp (KPW x UNROLL), work-items, most query rows (decode4 sweep, 16K:
+ * 4 keys per batch was best at depth 4 and within 3% of the best dense for fp16, best for fp32); largest
+ * key unit */
+#define DECODE_WARP_TILE 4, 128, 4
 #define DECODE_WARP_MAX_UNIT 64
 
 typedef struct decode_plan {
@@ -105,6 +110,20 @@ static int fit_groups(decode_plan *p, int nv, size_t max_wg) {
   return (size_t)p->threads <= max_wg;
 }
 
+/* Most keys one query row can see in a context of max_len tokens: for a positional tree the largest subtree
+ * of any head (g_h blocks, one more for a shifted edge) plus window and sink; the whole context otherwise.
+ * Splits are sized by it, so a sparse layout is not cut into splits with nothing to read. */
+static int64_t visible_tokens(const dua_layout *l, int32_t max_len) {
+  if (l->kind != DUA_LAYOUT_POSITIONAL)
+    return max_len;
+  int64_t g = 0;
+  for (int h = 0; h < l->heads; h++)
+    if (l->group[h] > g)
+      g = l->group[h];
+  const int64_t v = (g + 1) * l->block + l->window + 1 + l->sink;
+  return v < max_len ? v : max_len;
+}
+
 static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_layout *l, int tokens,
                             int32_t batch, int32_t max_len, decode_plan *p) {
   static const char *fn = "dua_decode";
@@ -121,8 +140,10 @@ static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_l
                       "%s: DUA_DECODE_KERNEL = warp needs head_dim / %d (a 16-byte load) to divide 32; "
                       "head_dim = %d",
                       fn, load_elems(c), (int)c->desc.head_dim);
-  } else /* the measured choice (top of this file) */
-    p->staged = cpu || c->desc.dtype != DUA_F16 || group != 1 || tokens != 1;
+  } else { /* the measured choice (top of this file) */
+    p->warp = !cpu && is_nvidia(ctx) && ctx->info.nv_mma_f16 && warp_lanes_per_key(c);
+    p->staged = !p->warp && (cpu || c->desc.dtype != DUA_F16 || group != 1 || tokens != 1);
+  }
   p->emulate = p->warp && !(is_nvidia(ctx) && ctx->info.nv_mma_f16);
   env = getenv("DUA_DECODE_HALF");
   p->half_cvt = env && *env >= '0' && *env <= '2' ? *env - '0' : 0;
@@ -215,8 +236,9 @@ static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_l
     const int64_t base = (int64_t)batch * l->kv_heads * p->hchunks;
     const int64_t target = (int64_t)DECODE_WAVES * (ctx->info.compute_units ? ctx->info.compute_units : 1);
     int64_t s = (target + base - 1) / base;
-    const int64_t by_len =
-        (((int64_t)max_len + (1 << p->unit_shift) - 1) >> p->unit_shift) / DECODE_MIN_UNITS;
+    const int64_t visible = visible_tokens(l, max_len);
+    const int64_t by_len = ((visible + (1 << p->unit_shift) - 1) >> p->unit_shift) /
+                           (p->warp ? DECODE_WARP_MIN_UNITS * (p->threads / 32) : DECODE_MIN_UNITS);
     if (s > by_len)
       s = by_len;
     if (s > DECODE_MAX_SPLITS)
