@@ -37,8 +37,11 @@
 #define DECODE_WAVES 16    /* split so that about WAVES x compute units work-groups run (short last wave) */
 #define DECODE_MIN_UNITS 8 /* at least this many key units (of the longest context) per split */
 #define DECODE_WARP_MIN_UNITS 4 /* warp kernel: at least this many units per warp and split */
-#define DECODE_MAX_SPLITS 64    /* partial results per row */
-#define DECODE_MAX_UNITS 65536  /* key units of the layout's N (the bitmap is WORDS = units/32 words) */
+#define DECODE_WARP_WAVES                                                                                    \
+  2 /* warp kernel: about 2 x compute units work-groups (decode5: 2 splits beat 4-16                         \
+     * at depths 2 and 4, equal dense, batch 32 x 8 heads on 132 SMs) */
+#define DECODE_MAX_SPLITS 64   /* partial results per row */
+#define DECODE_MAX_UNITS 65536 /* key units of the layout's N (the bitmap is WORDS = units/32 words) */
 /* warp kernel: keys per batch of a warp (KPW x UNROLL), work-items, most query rows (decode4 sweep, 16K:
  * 4 keys per batch was best at depth 4 and within 3% of the best dense for fp16, best for fp32); largest
  * key unit */
@@ -234,7 +237,8 @@ static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_l
     p->splits = (int)s;
   } else {
     const int64_t base = (int64_t)batch * l->kv_heads * p->hchunks;
-    const int64_t target = (int64_t)DECODE_WAVES * (ctx->info.compute_units ? ctx->info.compute_units : 1);
+    const int64_t target = (int64_t)(p->warp ? DECODE_WARP_WAVES : DECODE_WAVES) *
+                           (ctx->info.compute_units ? ctx->info.compute_units : 1);
     int64_t s = (target + base - 1) / base;
     const int64_t visible = visible_tokens(l, max_len);
     const int64_t by_len = ((visible + (1 << p->unit_shift) - 1) >> p->unit_shift) /
