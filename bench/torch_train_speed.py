@@ -41,11 +41,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_gpt import DuaGPT, decayed, tree_depth  # noqa: E402
 
 
-def sdpa_backend(q, k, v):
-    """Name of the backend SDPA picks for these inputs (causal, no mask)."""
+def sdpa_backend(q, k, v, mask=None, causal=True):
+    """Name of the backend SDPA picks for these inputs."""
     try:
         from torch.nn.attention import SDPBackend
-        idx = torch._fused_sdp_choice(q, k, v, None, 0.0, True)
+        idx = torch._fused_sdp_choice(q, k, v, mask, 0.0, causal)
         return SDPBackend(idx).name.lower()
     except Exception:  # noqa: BLE001 - private API: probe instead
         pass
@@ -54,7 +54,7 @@ def sdpa_backend(q, k, v):
         for b in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH):
             try:
                 with sdpa_kernel([b]):
-                    F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                    F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
                 return b.name.lower()
             except RuntimeError:
                 continue
@@ -93,7 +93,8 @@ class Gates(torch.nn.Module):
         return beta[:, :, self.lca]  # (L, H, nb, nb)
 
 
-def make_attention(variant, a, T, nb, device, flex_compiled):
+def make_attention(variant, a, T, device):
+    """attn(q, k, v, layer, tabs) for a variant; tabs = the (L, H, nb, nb) level-bias tables or None."""
     blk = a.block
     if variant == "dense":
         return lambda q, k, v, layer, tabs: F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -106,23 +107,33 @@ def make_attention(variant, a, T, nb, device, flex_compiled):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return attn
     if variant == "native_flex":
-        from torch.nn.attention.flex_attention import create_block_mask
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
         def causal_mod(b, h, qi, ki):
             return ki <= qi
         bm = create_block_mask(causal_mod, None, None, T, T, device=device)
 
-        def attn(q, k, v, layer, tabs):
-            tab = tabs[layer]
-
-            if a.flex_detach:
-                tab = tab.detach()
-
+        # compiled as a whole: the score_mod is made inside the compiled region and reads the table, an input
+        # of it, so one compilation serves every layer and step (a fresh closure per call would recompile)
+        def flex_layer(q, k, v, tab):
             def score_mod(score, b, h, qi, ki):
                 return score + tab[h, qi // blk, ki // blk]
-            return flex_compiled(q, k, v, score_mod=score_mod, block_mask=bm)
+            return flex_attention(q, k, v, score_mod=score_mod, block_mask=bm)
+        compiled = torch.compile(flex_layer, dynamic=False)
+
+        def attn(q, k, v, layer, tabs):
+            tab = tabs[layer]
+            return compiled(q, k, v, tab.detach() if a.flex_detach else tab)
         return attn
     raise ValueError(variant)
+
+
+def sdpa_mask_backend(a, device):
+    """The SDPA backend for native_sdpa's inputs (float additive mask, no is_causal)."""
+    T, H, Dh = a.seq_len, a.heads, a.width // a.heads
+    q = torch.randn(a.batch, H, T, Dh, device=device)
+    mask = torch.zeros(1, H, T, T, device=device)
+    return sdpa_backend(q, q, q, mask, False)
 
 
 class Skipped(Exception):
@@ -141,7 +152,7 @@ class Net(torch.nn.Module):
         return self.model(tokens, lambda q, k, v, layer: self.attn_fn(q, k, v, layer, tabs))
 
 
-def check_flex(a, device, flex):
+def check_flex(a, device, flex_attn):
     """native_flex's attention against native_sdpa's (materialized bias) on random inputs and random gate
     logits: max |difference| of the outputs and, where FlexAttention has a backward (not on CPU), of the
     gradients of q, k, v and z. fp32, TF32 off."""
@@ -156,21 +167,25 @@ def check_flex(a, device, flex):
     with torch.no_grad():
         gates.z.copy_(torch.randn(1, H, D, generator=g) * 2)
     torch.manual_seed(3)
+    out = {}
     with torch.set_grad_enabled(cuda):
         tabs = gates.tables(a.tau)
-        ref = make_attention("native_sdpa", a, T, nb, device, None)(q, k, v, 0, tabs)
-        got = make_attention("native_flex", a, T, nb, device, flex)(q, k, v, 0, tabs)
-    out = {"flex_vs_sdpa_out_max_abs_diff": float((got - ref).abs().max())}
-    if cuda:
+        ref = make_attention("native_sdpa", a, T, device)(q, k, v, 0, tabs)
         w = torch.randn(ref.shape, generator=g).to(device)
-        gr = torch.autograd.grad((ref * w).sum(), [q, k, v, gates.z], retain_graph=True)
+        gr = torch.autograd.grad((ref * w).sum(), [q, k, v, gates.z], retain_graph=True) if cuda else None
         try:
-            gf = torch.autograd.grad((got * w).sum(), [q, k, v, gates.z])
-            out["flex_vs_sdpa_grad_max_abs_diff"] = {n: float((x - y).abs().max()) for n, x, y in
-                                                     zip(("q", "k", "v", "z"), gf, gr)}
+            got = flex_attn(q, k, v, 0, tabs)
+            if cuda:
+                gf = torch.autograd.grad((got * w).sum(), [q, k, v, gates.z])
+                out["flex_vs_sdpa_grad_max_abs_diff"] = {n: float((x - y).abs().max()) for n, x, y in
+                                                         zip(("q", "k", "v", "z"), gf, gr)}
         except Exception as e:  # noqa: BLE001 - older torch: no gradient for tensors a score_mod captures
+            if not cuda:
+                raise
             out["flex_bias_grad"] = "unsupported (%s); trained with the bias detached" % repr(e)[:300]
             a.flex_detach = True
+            got = flex_attn(q, k, v, 0, tabs)
+    out["flex_vs_sdpa_out_max_abs_diff"] = float((got - ref).abs().max())
     return out
 
 
@@ -186,19 +201,15 @@ def run_variant(a, variant, tf32, device):
     model.to(device)
     native = variant.startswith("native")
     gates = Gates(a.layers, a.heads, D, nb, a.arity, a.gate_init, device) if native else None
-    flex = None
-    if variant == "native_flex":
-        from torch.nn.attention.flex_attention import flex_attention
-        flex = torch.compile(flex_attention, dynamic=False)
+    attn_fn = make_attention(variant, a, T, device)
     check = None
-    if flex is not None:
+    if variant == "native_flex" and (not tf32 or device == "cpu"):  # checked once, without TF32
         torch.backends.cuda.matmul.allow_tf32 = False
-        check = check_flex(a, device, flex)
+        check = check_flex(a, device, attn_fn)
         torch.backends.cuda.matmul.allow_tf32 = tf32
-        if device == "cpu":
-            raise Skipped("FlexAttention has no backward on CPU (the forward was checked against "
-                                      "native_sdpa: %s)" % json.dumps(check))
-    attn_fn = make_attention(variant, a, T, nb, device, flex)
+    if variant == "native_flex" and device == "cpu":
+        raise Skipped("FlexAttention has no backward on CPU (its forward was checked against native_sdpa: %s)"
+                      % json.dumps(check))
     decay, nodecay = [], []
     for name, _, p in model.arena():
         (decay if decayed(name) else nodecay).append(p)
@@ -223,6 +234,8 @@ def run_variant(a, variant, tf32, device):
     if variant == "dense":
         q = torch.randn(B, a.heads, T, a.width // a.heads, device=device)
         backend = sdpa_backend(q, q, q) if cuda else "cpu"
+    elif variant == "native_sdpa":
+        backend = sdpa_mask_backend(a, device) if cuda else "cpu"
 
     def step(i):
         tok, tgt = batches[i % len(batches)]
