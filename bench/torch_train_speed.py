@@ -233,9 +233,9 @@ def run_variant(a, variant, tf32, device):
     backend = None
     if variant == "dense":
         q = torch.randn(B, a.heads, T, a.width // a.heads, device=device)
-        backend = sdpa_backend(q, q, q) if cuda else "cpu"
+        backend = sdpa_backend(q, q, q)
     elif variant == "native_sdpa":
-        backend = sdpa_mask_backend(a, device) if cuda else "cpu"
+        backend = sdpa_mask_backend(a, device)
 
     def step(i):
         tok, tgt = batches[i % len(batches)]
