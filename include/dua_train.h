@@ -17,9 +17,16 @@ extern "C" {
 /* ---------------------------------------------------------------- configuration */
 
 typedef enum dua_task_kind {
-  DUA_TASK_DYCK = 0,   /* Dyck-k: classify the closer required at the end of a prefix */
-  DUA_TASK_LISTOPS = 1 /* ListOps: value (0-9) of a nested MIN/MAX/MED/SUMMOD expression */
+  DUA_TASK_DYCK = 0,         /* Dyck-k: classify the closer required at the end of a prefix */
+  DUA_TASK_LISTOPS = 1,      /* ListOps: value (0-9) of a nested MIN/MAX/MED/SUMMOD expression, most
+                              * examples nested, lengths spread over seq_len (dua's harder variant) */
+  DUA_TASK_LISTOPS_PAPER = 2 /* ListOps as the paper's generator draws it (36% a single flat operator) */
 } dua_task_kind;
+
+/* "dyck", "listops", "listops-paper"; "?" for a value that is no task. */
+DUA_API const char *dua_task_kind_name(int32_t task);
+/* The task called name (as dua_task_kind_name spells it), or -1. */
+DUA_API int32_t dua_task_kind_from_name(const char *name);
 
 typedef enum dua_routing_mode {
   DUA_ROUTING_DENSE = 0, /* every head dense (depth 0) */

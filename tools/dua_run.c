@@ -233,7 +233,7 @@ static int run_eval(dua_context *ctx, dua_inference_model *m, const options *o, 
     json_string(device);
     printf(
         ", \"task\": \"%s\", \"step\": %lld, \"seq_len\": %d, \"batch\": %d, \"reps\": %d,\n  \"layers\": [",
-        c->task ? "listops" : "dyck", (long long)dua_inference_step_count(m), c->seq_len, c->batch, o->reps);
+        dua_task_kind_name(c->task), (long long)dua_inference_step_count(m), c->seq_len, c->batch, o->reps);
     for (int l = 0; l < r.layers; l++) {
       printf("%s{\"depths\": [", l ? ", " : "");
       for (int h = 0; h < r.heads; h++)
@@ -502,7 +502,7 @@ int main(int argc, char **argv) {
   if (!o.json)
     printf("dua-run %s %s: %s, %s mode, step %lld, %d layers x %d heads, width %d, seq_len %d, block %d, "
            "arity %d%s%s\ndevice: %s\n\n",
-           o.eval ? "eval" : "generate", ckpt, c->task ? "listops" : "dyck", c->mode ? "native" : "dense",
+           o.eval ? "eval" : "generate", ckpt, dua_task_kind_name(c->task), c->mode ? "native" : "dense",
            (long long)dua_inference_step_count(m), c->layers, c->heads, c->width, c->seq_len, c->block,
            c->arity, o.routing ? ", routing " : "", o.routing ? o.routing : "", info.name);
   int rc = o.eval ? run_eval(ctx, m, &o, info.name) : run_generate(ctx, m, &o, info.name);

@@ -28,7 +28,7 @@ typedef struct flag {
 
 #define CFG(field) offsetof(dua_trainer_config, field)
 static const flag flags[] = {
-    {"task", F_TASK, CFG(task), "dyck | listops"},
+    {"task", F_TASK, CFG(task), "dyck | listops | listops-paper (see README, \"Tasks\")"},
     {"mode", F_MODE, CFG(mode), "dense | native (learned per-head depths)"},
     {"steps", F_INT, CFG(steps), "optimizer steps"},
     {"seed", F_U64, CFG(seed), "seed of data, initialization and gate noise"},
@@ -98,7 +98,7 @@ static void usage(FILE *f) {
       snprintf(def, sizeof def, "%llu", (unsigned long long)*(const uint64_t *)p);
       break;
     case F_TASK:
-      snprintf(def, sizeof def, "%s", *(const int32_t *)p ? "listops" : "dyck");
+      snprintf(def, sizeof def, "%s", dua_task_kind_name(*(const int32_t *)p));
       break;
     case F_MODE:
       snprintf(def, sizeof def, "%s", *(const int32_t *)p ? "native" : "dense");
@@ -139,7 +139,7 @@ static int parse_value(const flag *fl, const char *v, dua_trainer_config *c) {
     return 0;
   }
   case F_TASK:
-    *(int32_t *)p = !strcmp(v, "dyck") ? DUA_TASK_DYCK : !strcmp(v, "listops") ? DUA_TASK_LISTOPS : -1;
+    *(int32_t *)p = dua_task_kind_from_name(v);
     break;
   case F_MODE:
     *(int32_t *)p = !strcmp(v, "dense") ? DUA_ROUTING_DENSE : !strcmp(v, "native") ? DUA_ROUTING_NATIVE : -1;
@@ -275,7 +275,7 @@ static int write_result(const char *path, dua_trainer *t, const dua_eval_result 
           "{\n  \"task\": \"%s\", \"mode\": \"%s\", \"steps\": %lld, \"seed\": %llu,\n"
           "  \"test_loss\": %.6f, \"test_accuracy\": %.6f, \"density\": %.6f, \"scored\": %lld,\n"
           "  \"train_seconds\": %.3f, \"tokens_per_second\": %.1f, \"completed\": %s,\n  \"depths\": [",
-          c->task ? "listops" : "dyck", c->mode ? "native" : "dense", (long long)dua_trainer_step_count(t),
+          dua_task_kind_name(c->task), c->mode ? "native" : "dense", (long long)dua_trainer_step_count(t),
           (unsigned long long)c->seed, e->loss, e->accuracy, e->density, (long long)e->scored, train_seconds,
           tokens_per_s, completed ? "true" : "false");
   for (int l = 0; have && l < r.layers; l++) {
@@ -368,7 +368,7 @@ int main(int argc, char **argv) {
   }
   printf("dua-train: %s, %s mode, %d steps, %d layers x %d heads, width %d, S=%d, block %d, arity %d, D=%d "
          "on %s\n",
-         c->task ? "listops" : "dyck", c->mode ? "native" : "dense", c->steps, c->layers, c->heads, c->width,
+         dua_task_kind_name(c->task), c->mode ? "native" : "dense", c->steps, c->layers, c->heads, c->width,
          c->seq_len, c->block, c->arity, dua_trainer_tree_depth(t), info.name);
   join(path, sizeof path, o.out, "train.csv");
   int fresh = dua_trainer_step_count(t) == 0;

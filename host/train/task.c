@@ -1,9 +1,10 @@
 /* task.c: the task object shared by the generators: the held-out test set (distinct examples, drawn from a
- * stream seeded by config->seed), an exact-match hash set over it, and training batches as a pure function
- * of (seed, step): example i of step s comes from a PRNG seeded with (seed, s, i) and is redrawn from the
- * same PRNG while it equals a test example. Creation refuses a test set that cannot be filled with
- * distinct examples, or that covers so much of the example distribution (over half of a probe sample)
- * that training would mostly be redraws. */
+ * stream seeded by config->seed; for listops-paper the first test_size draws, repeats kept, so that the
+ * test set follows the paper's distribution exactly), an exact-match hash set over it, and training
+ * batches as a pure function of (seed, step): example i of step s comes from a PRNG seeded with (seed, s, i)
+ * and is redrawn from the same PRNG while it equals a test example. Creation refuses a test set that cannot
+ * be filled with distinct examples, or that covers so much of the example distribution (over half of a
+ * probe sample) that training would mostly be redraws. */
 #include "train/file_util.h"
 #include "train/task_internal.h"
 
@@ -24,6 +25,7 @@ struct dua_task {
   dua_trainer_config config;
   int32_t seq_len, vocab;
   dua_task_generate_fn generate;
+  int test_repeats; /* 1: the test set is test_size i.i.d. draws, repeats kept (the paper's distribution) */
   int32_t test_count;
   int32_t *test_tokens, *test_targets; /* [test_size][seq_len] */
   int32_t *slot;                       /* hash set: test example index, -1 = empty */
@@ -74,12 +76,20 @@ dua_status dua_task_create(const dua_trainer_config *config, dua_task **out, cha
     return dua_train_fail(error, error_size, DUA_ERROR_OUT_OF_MEMORY, "dua_task_create: out of memory");
   t->config = *config;
   t->seq_len = config->seq_len;
-  if (config->task == DUA_TASK_DYCK) {
+  switch (config->task) {
+  case DUA_TASK_DYCK:
     t->generate = dua_dyck_generate;
     t->vocab = dua_dyck_vocab_size(config);
-  } else {
+    break;
+  case DUA_TASK_LISTOPS:
     t->generate = dua_listops_generate;
     t->vocab = DUA_LISTOPS_VOCAB;
+    break;
+  default: /* DUA_TASK_LISTOPS_PAPER; validated above */
+    t->generate = dua_listops_paper_generate;
+    t->vocab = DUA_LISTOPS_VOCAB;
+    t->test_repeats = 1;
+    break;
   }
   const size_t n = (size_t)config->test_size, S = (size_t)config->seq_len;
   size_t slots = 16;
@@ -97,7 +107,8 @@ dua_status dua_task_create(const dua_trainer_config *config, dua_task **out, cha
   }
   memset(t->slot, 0xff, slots * sizeof(int32_t));
 
-  /* test set: draw until test_size distinct examples or the draw budget is spent */
+  /* test set: draw until test_size distinct examples or the draw budget is spent (test_repeats: the first
+   * test_size draws, a repeat kept as a second copy and entered into the hash set once) */
   dua_task_rng r;
   dua_task_rng_seed(&r, stream_key(config->seed, DOMAIN_TEST, 0, 0));
   const long long max_draws = 1000000 + 20ll * (long long)n;
@@ -109,10 +120,12 @@ dua_status dua_task_create(const dua_trainer_config *config, dua_task **out, cha
     draws++;
     uint64_t h = example_hash(tok, (int32_t)S);
     size_t where;
-    if (test_find(t, tok, h, &where) >= 0)
+    if (test_find(t, tok, h, &where) < 0) {
+      t->slot[where] = t->test_count;
+      t->slot_hash[where] = h;
+    } else if (!t->test_repeats) {
       continue;
-    t->slot[where] = t->test_count;
-    t->slot_hash[where] = h;
+    }
     t->test_count++;
   }
   if ((size_t)t->test_count < n) {
@@ -173,7 +186,12 @@ int32_t dua_task_vocab_size(const dua_task *t) {
 const char *dua_task_token_name(const dua_task *t, int32_t id) {
   if (t == NULL)
     return "?";
-  return t->config.task == DUA_TASK_DYCK ? dua_dyck_token_name(&t->config, id) : dua_listops_token_name(id);
+  switch (t->config.task) {
+  case DUA_TASK_DYCK:
+    return dua_dyck_token_name(&t->config, id);
+  default: /* the ListOps tasks */
+    return dua_listops_token_name(id);
+  }
 }
 
 void dua_task_train_batch(const dua_task *t, uint64_t step, int32_t batch, int32_t *tokens,

@@ -1,6 +1,6 @@
-/* task_internal.h: what task.c shares with the generators (task_dyck.c, task_listops.c) and the loader:
- * the seeded PRNG (xoshiro256** seeded through splitmix64) and the generator entry points. Token ids of
- * both tasks: 0 is PAD. */
+/* task_internal.h: what task.c shares with the generators (task_dyck.c, task_listops.c,
+ * task_listops_paper.c) and the loader: the seeded PRNG (xoshiro256** seeded through splitmix64) and the
+ * generator entry points. Token ids of every synthetic task: 0 is PAD. */
 #ifndef DUA_TASK_INTERNAL_H
 #define DUA_TASK_INTERNAL_H
 
@@ -86,5 +86,10 @@ enum {
 void dua_listops_generate(const dua_trainer_config *config, dua_task_rng *r, int32_t *tokens,
                           int32_t *targets);
 const char *dua_listops_token_name(int32_t id);
+/* Value of op over v[0..n) (MED sorts v in place). */
+int32_t dua_listops_apply(int32_t op, int32_t *v, int32_t n);
+/* ListOps as the paper's generator draws it (task_listops_paper.c); same vocabulary. */
+void dua_listops_paper_generate(const dua_trainer_config *config, dua_task_rng *r, int32_t *tokens,
+                                int32_t *targets);
 
 #endif

@@ -9,6 +9,7 @@
 #include "train/task_internal.h" /* the raw generators, to show how often a draw hits the test set */
 
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,10 +229,49 @@ static void check_listops(const int32_t *tok, const int32_t *tgt, int32_t S, his
 
 static void check_example(const dua_trainer_config *c, const int32_t *tok, const int32_t *tgt, histo *h,
                           const char *where) {
-  if (c->task == DUA_TASK_DYCK)
+  switch (c->task) {
+  case DUA_TASK_DYCK:
     check_dyck(tok, tgt, c->seq_len, c->dyck_kinds, c->dyck_max_depth, h, where);
-  else
+    break;
+  case DUA_TASK_LISTOPS:
     check_listops(tok, tgt, c->seq_len, h, where);
+    break;
+  case DUA_TASK_LISTOPS_PAPER: { /* the same grammar; operators only at levels 1-4 */
+    histo one;
+    memset(&one, 0, sizeof one);
+    check_listops(tok, tgt, c->seq_len, &one, where);
+    int32_t depth = 0;
+    while (one.depth[depth] == 0)
+      depth++;
+    REQUIRE(depth >= 1 && depth <= 4, "%s: bracket depth %d is not in 1..4", where, depth);
+    if (h) {
+      h->examples++;
+      for (int i = 0; i < HMAX; i++) {
+        h->length[i] += one.length[i];
+        h->depth[i] += one.depth[i];
+        h->cls[i] += one.cls[i];
+      }
+      h->nested += one.nested;
+    }
+    break;
+  }
+  default:
+    ck_abort_msg("%s: task %d has no checker", where, (int)c->task);
+  }
+}
+
+static void raw_generate(const dua_trainer_config *c, dua_task_rng *r, int32_t *tok, int32_t *tgt) {
+  switch (c->task) {
+  case DUA_TASK_DYCK:
+    dua_dyck_generate(c, r, tok, tgt);
+    break;
+  case DUA_TASK_LISTOPS:
+    dua_listops_generate(c, r, tok, tgt);
+    break;
+  default:
+    dua_listops_paper_generate(c, r, tok, tgt);
+    break;
+  }
 }
 
 /* Sorted copy of the test set, for membership by binary search. */
@@ -260,9 +300,10 @@ static void check_task(const dua_trainer_config *c, int steps, int32_t batch, hi
   }
   sort_len = S;
   qsort(tt, (size_t)n, (size_t)S * 4, cmp_row);
-  for (int32_t i = 1; i < n; i++)
-    REQUIRE(memcmp(tt + (size_t)(i - 1) * S, tt + (size_t)i * S, (size_t)S * 4) != 0,
-            "the test set holds an example twice");
+  if (c->task != DUA_TASK_LISTOPS_PAPER) /* listops-paper keeps the repeats of its i.i.d. test set */
+    for (int32_t i = 1; i < n; i++)
+      REQUIRE(memcmp(tt + (size_t)(i - 1) * S, tt + (size_t)i * S, (size_t)S * 4) != 0,
+              "the test set holds an example twice");
   for (int step = 0; step < steps; step++) {
     dua_task_train_batch(t, (uint64_t)step, batch, bt, bg);
     for (int32_t i = 0; i < batch; i++) {
@@ -277,10 +318,7 @@ static void check_task(const dua_trainer_config *c, int steps, int32_t batch, hi
     dua_task_rng_seed(&r, test_seed());
     int hits = 0;
     for (int i = 0; i < 20000; i++) {
-      if (c->task == DUA_TASK_DYCK)
-        dua_dyck_generate(c, &r, bt, bg);
-      else
-        dua_listops_generate(c, &r, bt, bg);
+      raw_generate(c, &r, bt, bg);
       hits += bsearch(bt, tt, (size_t)n, (size_t)S * 4, cmp_row) != NULL;
     }
     *raw_hit_rate = hits / 20000.0;
@@ -367,21 +405,160 @@ START_TEST(test_listops) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- listops-paper: exact distribution */
+
+/* The paper's generator in words: an argument at level L (root L = 1) is a digit when L >= 5 or, for L > 1,
+ * with probability 0.7, else an operator with n = 2..4 (uniform) arguments at level L + 1. dist[k][len] =
+ * P(bracket depth <= k and length len) of the root expression (without '='), from the recursion
+ *   G_L[k][len] = leaf_L [len == 1] + (1 - leaf_L) [k >= 1] mean_n conv^n(G_{L+1}[k - 1])[len - 3],
+ * derived here from that description, not from the generator's code. */
+#define PAPER_LEN 512
+static double paper_dist[5][PAPER_LEN]; /* root, [k = 0..4][len] */
+
+static void conv_power_mean(const double *g,
+                            double *out) { /* out = mean over n = 2..4 of g^{*n}, shifted 3 */
+  static double p1[PAPER_LEN], p2[PAPER_LEN];
+  memcpy(p1, g, sizeof p1);
+  memset(out, 0, PAPER_LEN * sizeof *out);
+  for (int n = 2; n <= 4; n++) {
+    memset(p2, 0, sizeof p2);
+    for (int a = 0; a < PAPER_LEN; a++)
+      if (p1[a] != 0.0)
+        for (int b = 0; a + b < PAPER_LEN; b++)
+          p2[a + b] += p1[a] * g[b];
+    memcpy(p1, p2, sizeof p1);
+    for (int len = 3; len < PAPER_LEN; len++)
+      out[len] += p1[len - 3] / 3.0;
+  }
+}
+
+static void paper_distribution(void) {
+  static double arg[6][5][PAPER_LEN]; /* [level 2..5][k][len] */
+  static double tmp[PAPER_LEN];
+  memset(arg, 0, sizeof arg);
+  for (int k = 0; k <= 4; k++)
+    arg[5][k][1] = 1.0; /* level 5: always a digit */
+  for (int L = 4; L >= 2; L--)
+    for (int k = 0; k <= 4; k++) {
+      arg[L][k][1] = 0.7;
+      if (k >= 1) {
+        conv_power_mean(arg[L + 1][k - 1], tmp);
+        for (int len = 0; len < PAPER_LEN; len++)
+          arg[L][k][len] += 0.3 * tmp[len];
+      }
+    }
+  memset(paper_dist, 0, sizeof paper_dist);
+  for (int k = 1; k <= 4; k++)
+    conv_power_mean(arg[2][k - 1], paper_dist[k]);
+}
+
+/* P(depth == k | length with '=' <= S) for k = 1..4, and P(length with '=' <= S). */
+static double paper_depth_given(int k, int32_t S, double *accept) {
+  double in = 0.0, below = 0.0, all = 0.0;
+  for (int len = 0; len < PAPER_LEN && len + 1 <= S; len++) {
+    in += paper_dist[k][len];
+    below += paper_dist[k - 1][len];
+    all += paper_dist[4][len];
+  }
+  if (accept)
+    *accept = all;
+  return (in - below) / all;
+}
+
+/* The flat fraction and the depth histogram of 20000 examples of the task's test set (i.i.d. draws for
+ * listops-paper) against the exact values, at seq_len 512 (never redrawn), 128 (the paper's; 6 draws in
+ * 10^6 are redrawn) and 24 (a quarter redrawn, so the exact values are conditional on the length); every
+ * example checked by the evaluator above. The tolerance is 5 binomial standard deviations, sqrt(p (1 - p) /
+ * 20000) <= 0.0035, i.e. at most 0.018 (a false failure about once in 3.5 million checks); a generator with
+ * leaf probability 0.6 instead of 0.7 (flat 0.235) or 2-3 arguments instead of 2-4 (flat 0.417) is off by 35
+ * or 17 standard deviations. */
+START_TEST(test_listops_paper_distribution) {
+  paper_distribution();
+  double total = 0.0;
+  for (int len = 0; len < PAPER_LEN; len++)
+    total += paper_dist[4][len];
+  ck_assert_msg(fabs(total - 1.0) < 1e-12, "the exact distribution sums to %.15f", total);
+  const double flat = (0.7 * 0.7 + 0.7 * 0.7 * 0.7 + 0.7 * 0.7 * 0.7 * 0.7) / 3.0; /* 0.3577 */
+  ck_assert_msg(fabs(paper_depth_given(1, 512, NULL) - flat) < 1e-12, "flat %.6f vs mean 0.7^n %.6f",
+                paper_depth_given(1, 512, NULL), flat);
+  static const int32_t lengths[] = {512, 128, 24};
+  for (int s = 0; s < 3; s++) {
+    const int32_t S = lengths[s], N = 20000;
+    dua_trainer_config c = listops_config(S, N, test_seed() + 11 * s);
+    c.task = DUA_TASK_LISTOPS_PAPER;
+    dua_task *t = make_task(&c);
+    ck_assert_int_eq(dua_task_test_size(t), N);
+    ck_assert_int_eq(dua_task_vocab_size(t), 18);
+    int32_t *tt = malloc((size_t)N * S * 4), *tg = malloc((size_t)N * S * 4);
+    ck_assert(tt && tg);
+    dua_task_test_examples(t, 0, N, tt, tg);
+    static histo h;
+    memset(&h, 0, sizeof h);
+    char where[64];
+    for (int32_t i = 0; i < N; i++) {
+      snprintf(where, sizeof where, "S=%d test example %d", (int)S, (int)i);
+      check_example(&c, tt + (size_t)i * S, tg + (size_t)i * S, &h, where);
+    }
+    double accept;
+    paper_depth_given(1, S, &accept);
+    fprintf(stderr, "listops-paper S=%d: %d test examples (i.i.d.), P(length <= S) = %.6f\n  depth:", (int)S,
+            (int)N, accept);
+    for (int k = 1; k <= 4; k++) {
+      const double want = paper_depth_given(k, S, NULL), got = (double)h.depth[k] / N;
+      const double tol = 5.0 * sqrt(want * (1.0 - want) / N);
+      fprintf(stderr, " %d: %.4f (exact %.4f +- %.4f)", k, got, want, tol);
+      ck_assert_msg(fabs(got - want) <= tol,
+                    "S=%d: depth %d in %.4f of the examples, exact %.4f (tolerance %.4f)", (int)S, k, got,
+                    want, tol);
+    }
+    fprintf(stderr, "\n  flat (a single operator): %.4f\n", (double)h.depth[1] / N);
+    ck_assert_int_eq(h.depth[0] + h.depth[5], 0);
+    /* repeats are kept: the 400 two-argument flat expressions make up 16% of the draws */
+    sort_len = S;
+    qsort(tt, (size_t)N, (size_t)S * 4, cmp_row);
+    int repeats = 0;
+    for (int32_t i = 1; i < N; i++)
+      repeats += memcmp(tt + (size_t)(i - 1) * S, tt + (size_t)i * S, (size_t)S * 4) == 0;
+    fprintf(stderr, "  repeated test examples (kept): %d\n", repeats);
+    ck_assert_int_gt(repeats, 1000);
+    /* training never sees a test example */
+    int32_t *bt = malloc((size_t)64 * S * 4), *bg = malloc((size_t)64 * S * 4);
+    ck_assert(bt && bg);
+    for (int step = 0; step < 100; step++) {
+      dua_task_train_batch(t, (uint64_t)step, 64, bt, bg);
+      for (int32_t i = 0; i < 64; i++) {
+        snprintf(where, sizeof where, "S=%d step %d example %d", (int)S, step, (int)i);
+        check_example(&c, bt + (size_t)i * S, bg + (size_t)i * S, NULL, where);
+        REQUIRE(bsearch(bt + (size_t)i * S, tt, (size_t)N, (size_t)S * 4, cmp_row) == NULL,
+                "%s equals a test example", where);
+      }
+    }
+    free(bt);
+    free(bg);
+    free(tt);
+    free(tg);
+    dua_task_destroy(t);
+  }
+}
+END_TEST
+
 /* A small example space: the test set is a large share of it, so training draws hit test examples often
  * and must be redrawn; none may get through. */
 START_TEST(test_disjoint_small_space) {
-  double rate[3];
+  double rate[4];
   dua_trainer_config c = dyck_config(16, 1, 4, 25, test_seed());
   check_task(&c, 1000, 64, NULL, NULL, &rate[0]);
   c = dyck_config(8, 2, 7, 12, test_seed());
   check_task(&c, 1000, 64, NULL, NULL, &rate[1]);
   c = listops_config(8, 200, test_seed());
   check_task(&c, 1000, 64, NULL, NULL, &rate[2]);
+  c.task = DUA_TASK_LISTOPS_PAPER; /* 4400 flat expressions fit S = 8 */
+  check_task(&c, 1000, 64, NULL, NULL, &rate[3]);
   fprintf(stderr,
           "share of raw draws in the test set (all redrawn): Dyck-1 S=16 %.1f%%, Dyck-2 S=8 %.1f%%, ListOps "
-          "S=8 %.1f%%\n",
-          100 * rate[0], 100 * rate[1], 100 * rate[2]);
-  for (int i = 0; i < 3; i++)
+          "S=8 %.1f%%, listops-paper S=8 %.1f%%\n",
+          100 * rate[0], 100 * rate[1], 100 * rate[2], 100 * rate[3]);
+  for (int i = 0; i < 4; i++)
     ck_assert(rate[i] > 0.05);
 }
 END_TEST
@@ -411,9 +588,10 @@ END_TEST
 /* Batches are a pure function of (seed, step): same inputs give the same batch from two task objects, in
  * any order; different steps or seeds differ; the test set depends on the seed only. */
 START_TEST(test_determinism) {
-  for (int task = 0; task < 2; task++) {
+  for (int task = 0; task < 3; task++) {
     dua_trainer_config c =
         task == 0 ? dyck_config(32, 2, 8, 500, test_seed()) : listops_config(64, 500, test_seed());
+    c.task = task == 2 ? DUA_TASK_LISTOPS_PAPER : c.task;
     dua_task *a = make_task(&c), *b = make_task(&c);
     const int32_t S = c.seq_len, B = 16;
     size_t n = (size_t)B * S;
@@ -518,6 +696,7 @@ int main(void) {
   tcase_add_test(tc, test_dyck_default);
   tcase_add_test(tc, test_dyck_shapes);
   tcase_add_test(tc, test_listops);
+  tcase_add_test(tc, test_listops_paper_distribution);
   tcase_add_test(tc, test_disjoint_small_space);
   tcase_add_test(tc, test_test_set_too_large);
   tcase_add_test(tc, test_determinism);

@@ -63,7 +63,7 @@ typedef struct bad_case {
   }
 #define BAD_LIST                                                                                             \
   BAD(task_lo, "task", "-1", c->task = -1)                                                                   \
-  BAD(task_hi, "task", "2", c->task = 2)                                                                     \
+  BAD(task_hi, "task", "3", c->task = 3)                                                                     \
   BAD(seq_lo, "seq_len", "7", c->seq_len = 7)                                                                \
   BAD(seq_hi, "seq_len", "65537", c->seq_len = 65537)                                                        \
   BAD(kinds_lo, "dyck_kinds", "0", c->dyck_kinds = 0)                                                        \
@@ -205,6 +205,28 @@ START_TEST(test_edges_accepted) {
 }
 END_TEST
 
+/* Task names: every kind has one, they round-trip, unknown values and names are refused. */
+START_TEST(test_task_names) {
+  static const char *const names[] = {"dyck", "listops", "listops-paper"};
+  const int n = (int)(sizeof names / sizeof names[0]);
+  for (int i = 0; i < n; i++) {
+    ck_assert_str_eq(dua_task_kind_name(i), names[i]);
+    ck_assert_int_eq(dua_task_kind_from_name(names[i]), i);
+    dua_trainer_config c;
+    dua_trainer_config_init(&c);
+    c.task = i;
+    c.seq_len = 128;
+    char err[256];
+    ck_assert_msg(dua_trainer_config_validate(&c, err, sizeof err) == DUA_SUCCESS, "%s: %s", names[i], err);
+  }
+  ck_assert_str_eq(dua_task_kind_name(n), "?");
+  ck_assert_str_eq(dua_task_kind_name(-1), "?");
+  ck_assert_int_eq(dua_task_kind_from_name("Dyck"), -1);
+  ck_assert_int_eq(dua_task_kind_from_name(""), -1);
+  ck_assert_int_eq(dua_task_kind_from_name(NULL), -1);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("train_config");
   TCase *tc = tcase_create("train_config");
@@ -212,6 +234,7 @@ int main(void) {
   tcase_add_test(tc, test_defaults);
   tcase_add_loop_test(tc, test_bad_field, 0, N_BAD);
   tcase_add_test(tc, test_edges_accepted);
+  tcase_add_test(tc, test_task_names);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }
