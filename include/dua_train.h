@@ -17,13 +17,14 @@ extern "C" {
 /* ---------------------------------------------------------------- configuration */
 
 typedef enum dua_task_kind {
-  DUA_TASK_DYCK = 0,         /* Dyck-k: classify the closer required at the end of a prefix */
-  DUA_TASK_LISTOPS = 1,      /* ListOps: value (0-9) of a nested MIN/MAX/MED/SUMMOD expression, most
-                              * examples nested, lengths spread over seq_len (dua's harder variant) */
-  DUA_TASK_LISTOPS_PAPER = 2 /* ListOps as the paper's generator draws it (36% a single flat operator) */
+  DUA_TASK_DYCK = 0,          /* Dyck-k: classify the closer required at the end of a prefix */
+  DUA_TASK_LISTOPS = 1,       /* ListOps: value (0-9) of a nested MIN/MAX/MED/SUMMOD expression, most
+                               * examples nested, lengths spread over seq_len (dua's harder variant) */
+  DUA_TASK_LISTOPS_PAPER = 2, /* ListOps as the paper's generator draws it (36% a single flat operator) */
+  DUA_TASK_DYCK_LM = 3        /* next-token LM on whole Dyck-k words of exactly seq_len tokens (even) */
 } dua_task_kind;
 
-/* "dyck", "listops", "listops-paper"; "?" for a value that is no task. */
+/* "dyck", "listops", "listops-paper", "dyck-lm"; "?" for a value that is no task. */
 DUA_API const char *dua_task_kind_name(int32_t task);
 /* The task called name (as dua_task_kind_name spells it), or -1. */
 DUA_API int32_t dua_task_kind_from_name(const char *name);
@@ -40,9 +41,10 @@ typedef enum dua_lr_decay { DUA_DECAY_COSINE = 0, DUA_DECAY_LINEAR = 1 } dua_lr_
 typedef struct dua_trainer_config {
   /* task */
   int32_t task;           /* dua_task_kind */
-  int32_t seq_len;        /* S: tokens per example (>= 8); examples longer than S are never generated */
-  int32_t dyck_kinds;     /* k of Dyck-k (bracket pairs), 1..8 */
-  int32_t dyck_max_depth; /* deepest nesting, >= 1 */
+  int32_t seq_len;        /* S: tokens per example, 8..65536 (dyck-lm: even); examples longer than S are
+                           * never generated */
+  int32_t dyck_kinds;     /* k of Dyck-k (bracket pairs), 1..8 (dyck, dyck-lm) */
+  int32_t dyck_max_depth; /* deepest nesting, 1..S-1 (dyck), 1..S/2 (dyck-lm) */
   int32_t test_size;      /* held-out examples (de-duplicated against training), >= 1 */
   /* model */
   int32_t layers;    /* >= 1 */

@@ -28,13 +28,14 @@ typedef struct flag {
 
 #define CFG(field) offsetof(dua_trainer_config, field)
 static const flag flags[] = {
-    {"task", F_TASK, CFG(task), "dyck | listops | listops-paper (see README, \"Tasks\")"},
+    {"task", F_TASK, CFG(task), "dyck | listops | listops-paper | dyck-lm (README, \"Tasks\")"},
     {"mode", F_MODE, CFG(mode), "dense | native (learned per-head depths)"},
     {"steps", F_INT, CFG(steps), "optimizer steps"},
     {"seed", F_U64, CFG(seed), "seed of data, initialization and gate noise"},
     {"seq-len", F_INT, CFG(seq_len), "tokens per example"},
-    {"dyck-kinds", F_INT, CFG(dyck_kinds), "bracket kinds k of Dyck-k"},
-    {"dyck-depth", F_INT, CFG(dyck_max_depth), "deepest Dyck nesting"},
+    {"dyck-kinds", F_INT, CFG(dyck_kinds), "bracket kinds k of Dyck-k (dyck, dyck-lm)"},
+    {"dyck-depth", F_INT, CFG(dyck_max_depth),
+     "deepest Dyck nesting (dyck: < seq-len, dyck-lm: <= seq-len/2)"},
     {"test-size", F_INT, CFG(test_size), "held-out examples (never seen in training)"},
     {"layers", F_INT, CFG(layers), "transformer blocks"},
     {"width", F_INT, CFG(width), "model width C (C / heads in 32, 64, 96, 128)"},
@@ -56,7 +57,7 @@ static const flag flags[] = {
     {"density-target", F_FLOAT, CFG(density_target), "density budget (fraction of causal pairs)"},
     {"skip-bias", F_FLOAT, CFG(skip_bias), "level bias below which blocks are skipped in training"},
     {"batch", F_INT, CFG(batch), "examples per step"},
-    {"warmup", F_INT, CFG(warmup), "linear warm-up steps"},
+    {"warmup", F_INT, CFG(warmup), "linear warm-up steps (steps / 10 when the default exceeds steps)"},
     {"decay", F_DECAY, CFG(decay), "cosine | linear learning-rate decay"},
     {"lr", F_FLOAT, CFG(lr), "peak learning rate"},
     {"lr-min", F_FLOAT, CFG(lr_min), "final learning rate / lr"},
@@ -154,7 +155,7 @@ static int parse_value(const flag *fl, const char *v, dua_trainer_config *c) {
 typedef struct options {
   dua_trainer_config cfg;
   const char *out, *resume, *device;
-  int eval_only, quiet, steps_given;
+  int eval_only, quiet, steps_given, warmup_given;
   double time_limit;
 } options;
 
@@ -209,12 +210,15 @@ static int parse_args(int argc, char **argv, options *o) {
           return -1;
         }
         o->steps_given |= !strcmp(flags[f].name, "steps");
+        o->warmup_given |= !strcmp(flags[f].name, "warmup");
       }
     if (!found) {
       fprintf(stderr, "dua-train: unknown option %s (see --help)\n", a);
       return -1;
     }
   }
+  if (!o->warmup_given && o->cfg.warmup > o->cfg.steps && o->cfg.steps > 0)
+    o->cfg.warmup = o->cfg.steps / 10; /* a short run: the default warm-up would exceed it */
   if (!o->resume && !o->out) {
     fprintf(stderr, "dua-train: --out DIR is required (see --help)\n");
     return -1;

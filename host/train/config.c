@@ -49,7 +49,7 @@ void dua_trainer_config_init(dua_trainer_config *c) {
   c->eval_every = 200;
 }
 
-static const char *const task_names[] = {"dyck", "listops", "listops-paper"};
+static const char *const task_names[] = {"dyck", "listops", "listops-paper", "dyck-lm"};
 #define N_TASKS ((int32_t)(sizeof task_names / sizeof task_names[0]))
 
 const char *dua_task_kind_name(int32_t task) {
@@ -125,9 +125,18 @@ dua_status dua_trainer_config_validate(const dua_trainer_config *c, char *error,
     return fail(error, error_size, "config.task = %d is not a task (%s)", (int)c->task, names);
   }
   CHECK_INT(seq_len, 8, 65536);
+  if (c->task == DUA_TASK_DYCK_LM && c->seq_len % 2 != 0)
+    return fail(error, error_size,
+                "config.seq_len = %d is odd: task dyck-lm needs an even seq_len (a balanced word of seq_len "
+                "tokens)",
+                (int)c->seq_len);
   CHECK_INT(dyck_kinds, 1, 8);
-  /* a Dyck prefix of at most seq_len - 1 tokens nests at most seq_len - 1 deep (other tasks ignore it) */
-  CHECK_INT(dyck_max_depth, 1, c->task == DUA_TASK_DYCK ? c->seq_len - 1 : 65535);
+  /* a Dyck prefix of at most seq_len - 1 tokens nests at most seq_len - 1 deep, a balanced word of seq_len
+   * tokens at most seq_len / 2 (other tasks ignore it) */
+  CHECK_INT(dyck_max_depth, 1,
+            c->task == DUA_TASK_DYCK      ? c->seq_len - 1
+            : c->task == DUA_TASK_DYCK_LM ? c->seq_len / 2
+                                          : 65535);
   CHECK_INT(test_size, 1, 1 << 20);
   if ((long long)c->test_size * c->seq_len > (1ll << 28))
     return fail(error, error_size,

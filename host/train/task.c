@@ -85,10 +85,14 @@ dua_status dua_task_create(const dua_trainer_config *config, dua_task **out, cha
     t->generate = dua_listops_generate;
     t->vocab = DUA_LISTOPS_VOCAB;
     break;
-  default: /* DUA_TASK_LISTOPS_PAPER; validated above */
+  case DUA_TASK_LISTOPS_PAPER:
     t->generate = dua_listops_paper_generate;
     t->vocab = DUA_LISTOPS_VOCAB;
     t->test_repeats = 1;
+    break;
+  default: /* DUA_TASK_DYCK_LM; validated above */
+    t->generate = dua_dyck_lm_generate;
+    t->vocab = dua_dyck_vocab_size(config);
     break;
   }
   const size_t n = (size_t)config->test_size, S = (size_t)config->seq_len;
@@ -188,6 +192,7 @@ const char *dua_task_token_name(const dua_task *t, int32_t id) {
     return "?";
   switch (t->config.task) {
   case DUA_TASK_DYCK:
+  case DUA_TASK_DYCK_LM:
     return dua_dyck_token_name(&t->config, id);
   default: /* the ListOps tasks */
     return dua_listops_token_name(id);

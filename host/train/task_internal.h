@@ -68,6 +68,10 @@ typedef void (*dua_task_generate_fn)(const dua_trainer_config *config, dua_task_
 /* Dyck-k: PAD, openers 1..k, closers k+1..2k. */
 void dua_dyck_generate(const dua_trainer_config *config, dua_task_rng *r, int32_t *tokens, int32_t *targets);
 int32_t dua_dyck_vocab_size(const dua_trainer_config *config);
+/* dyck-lm (same vocabulary, PAD unused): a balanced Dyck-k word of seq_len tokens, next-token targets. */
+#define DUA_DYCK_LM_P_OPEN 0.5 /* probability of an opener where an opener and a closer are both allowed */
+void dua_dyck_lm_generate(const dua_trainer_config *config, dua_task_rng *r, int32_t *tokens,
+                          int32_t *targets);
 const char *dua_dyck_token_name(const dua_trainer_config *config, int32_t id);
 
 /* ListOps: PAD, digits 0-9 (ids 1..10), '[' MIN MAX MED SUMMOD ']' '=' (ids 11..17). */

@@ -128,6 +128,78 @@ static void check_dyck(const int32_t *tok, const int32_t *tgt, int32_t S, int32_
   }
 }
 
+/* ---------------------------------------------------------------- Dyck-LM recognizer */
+
+/* Statistics of dyck-lm words: where an opener and a closer were both possible, how often an opener came;
+ * opener kinds; the distance from each opener to its closer. */
+typedef struct lm_stats {
+  long free_positions, free_opens, forced;
+  long kinds[8];
+  long words, deepest_hits;
+  long dist[32];       /* closer distance, bucket floor(log2) */
+  double best_correct; /* expected correct argmax predictions of the generator's own predictor */
+  long targets;
+} lm_stats;
+
+/* Checks one dyck-lm example from first principles: S brackets (no PAD), every closer matches the innermost
+ * open bracket, nesting <= max_depth, balanced at the end; targets are the next tokens, the last ignored. */
+static void check_dyck_lm(const int32_t *tok, const int32_t *tgt, int32_t S, int32_t k, int32_t max_depth,
+                          lm_stats *st, const char *where) {
+  static int32_t stack[65536], open_at[65536];
+  int32_t depth = 0, deepest = 0;
+  const int32_t m = max_depth < S / 2 ? max_depth : S / 2;
+  for (int32_t i = 0; i < S; i++) {
+    int32_t x = tok[i];
+    REQUIRE(x >= 1 && x <= 2 * k, "%s: token %d = %d is not a bracket", where, i, x);
+    if (st) { /* the choices the documented rule leaves at this position */
+      const int can_open = depth < m && depth + 1 <= S - i - 1, can_close = depth > 0;
+      if (can_open && can_close) {
+        st->free_positions++;
+        st->free_opens += x <= k;
+      } else {
+        st->forced++;
+      }
+      if (i > 0) { /* the predictor that knows the rule: P(its argmax is the token at i) */
+        st->targets++;
+        if (can_open && can_close)
+          st->best_correct += x > k ? (k == 1 ? 0.5 : 1.0) : (k == 1 ? 0.5 : 0.0);
+        else if (can_close)
+          st->best_correct += 1.0;
+        else
+          st->best_correct += 1.0 / k;
+      }
+    }
+    if (x <= k) {
+      stack[depth] = x - 1;
+      open_at[depth++] = i;
+      if (depth > deepest)
+        deepest = depth;
+      if (st)
+        st->kinds[x - 1]++;
+    } else {
+      REQUIRE(depth > 0, "%s: closer at %d with nothing open", where, i);
+      REQUIRE(stack[depth - 1] == x - k - 1, "%s: closer %d at %d does not match the open kind %d", where, x,
+              i, stack[depth - 1]);
+      depth--;
+      if (st) {
+        int b = 0;
+        for (int32_t d = i - open_at[depth]; d > 1; d >>= 1)
+          b++;
+        st->dist[b]++;
+      }
+    }
+    REQUIRE(depth <= max_depth, "%s: nesting %d at %d exceeds dyck_max_depth %d", where, depth, i, max_depth);
+  }
+  REQUIRE(depth == 0, "%s: %d brackets still open at the end", where, depth);
+  for (int32_t i = 0; i + 1 < S; i++)
+    REQUIRE(tgt[i] == tok[i + 1], "%s: target %d = %d, the next token is %d", where, i, tgt[i], tok[i + 1]);
+  REQUIRE(tgt[S - 1] == DUA_IGNORE, "%s: the last position is scored (%d)", where, tgt[S - 1]);
+  if (st) {
+    st->words++;
+    st->deepest_hits += deepest == m;
+  }
+}
+
 /* ---------------------------------------------------------------- ListOps evaluator */
 
 enum {
@@ -236,6 +308,13 @@ static void check_example(const dua_trainer_config *c, const int32_t *tok, const
   case DUA_TASK_LISTOPS:
     check_listops(tok, tgt, c->seq_len, h, where);
     break;
+  case DUA_TASK_DYCK_LM:
+    check_dyck_lm(tok, tgt, c->seq_len, c->dyck_kinds, c->dyck_max_depth, NULL, where);
+    if (h) {
+      h->examples++;
+      h->length[c->seq_len < HMAX ? c->seq_len : HMAX - 1]++;
+    }
+    break;
   case DUA_TASK_LISTOPS_PAPER: { /* the same grammar; operators only at levels 1-4 */
     histo one;
     memset(&one, 0, sizeof one);
@@ -268,8 +347,11 @@ static void raw_generate(const dua_trainer_config *c, dua_task_rng *r, int32_t *
   case DUA_TASK_LISTOPS:
     dua_listops_generate(c, r, tok, tgt);
     break;
-  default:
+  case DUA_TASK_LISTOPS_PAPER:
     dua_listops_paper_generate(c, r, tok, tgt);
+    break;
+  default:
+    dua_dyck_lm_generate(c, r, tok, tgt);
     break;
   }
 }
@@ -542,6 +624,89 @@ START_TEST(test_listops_paper_distribution) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- dyck-lm */
+
+static dua_trainer_config dyck_lm_config(int32_t seq_len, int32_t kinds, int32_t max_depth, int32_t test_size,
+                                         uint64_t seed) {
+  dua_trainer_config c = dyck_config(seq_len, kinds, max_depth, test_size, seed);
+  c.task = DUA_TASK_DYCK_LM;
+  return c;
+}
+
+/* Every example of the test set and of training batches is a balanced Dyck-k word of exactly S tokens
+ * within the depth bound, with the shifted tokens as targets (the recognizer above), over long and short
+ * sequences; training never holds a test example. At the positions where the rule allows both an opener and
+ * a closer, openers come with probability 0.5 and opener kinds are uniform (5 binomial standard
+ * deviations); a depth bound up to sqrt(S) is reached. Prints the closer-distance histogram and the accuracy
+ * the generator's own predictor would get (the ceiling of the all-target accuracy). */
+START_TEST(test_dyck_lm) {
+  static const int32_t shapes[][5] = {/* seq_len, kinds, max depth, test size, train steps */
+                                      {1024, 2, 8, 200, 20}, {4096, 2, 64, 40, 6}, {2048, 8, 1024, 40, 6},
+                                      {8, 1, 4, 3, 200},     {64, 3, 1, 100, 100}, {128, 1, 64, 200, 50}};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    const int32_t S = shapes[s][0], k = shapes[s][1], depth = shapes[s][2];
+    dua_trainer_config c = dyck_lm_config(S, k, depth, shapes[s][3], test_seed() + 13 * s);
+    check_task(&c, shapes[s][4], 16, NULL, NULL, NULL);
+    dua_task *t = make_task(&c);
+    ck_assert_int_eq(dua_task_vocab_size(t), 1 + 2 * k);
+    ck_assert_str_eq(dua_task_token_name(t, 1), "(");
+    ck_assert_str_eq(dua_task_token_name(t, 1 + k), ")");
+    /* statistics over test examples and training batches */
+    static lm_stats st;
+    memset(&st, 0, sizeof st);
+    const int32_t n = dua_task_test_size(t), B = 16;
+    int32_t *tok = malloc((size_t)(n > B ? n : B) * S * 4), *tgt = malloc((size_t)(n > B ? n : B) * S * 4);
+    ck_assert(tok && tgt);
+    dua_task_test_examples(t, 0, n, tok, tgt);
+    char where[64];
+    for (int32_t i = 0; i < n; i++) {
+      snprintf(where, sizeof where, "S=%d test example %d", (int)S, (int)i);
+      check_dyck_lm(tok + (size_t)i * S, tgt + (size_t)i * S, S, k, depth, &st, where);
+    }
+    for (int step = 0; step < 200 && st.free_positions < 200000; step++) {
+      dua_task_train_batch(t, (uint64_t)step, B, tok, tgt);
+      for (int32_t i = 0; i < B; i++) {
+        snprintf(where, sizeof where, "S=%d step %d example %d", (int)S, step, (int)i);
+        check_dyck_lm(tok + (size_t)i * S, tgt + (size_t)i * S, S, k, depth, &st, where);
+      }
+    }
+    free(tok);
+    free(tgt);
+    fprintf(stderr,
+            "dyck-lm S=%d k=%d depth <= %d: %ld words, %ld free positions (opener share %.4f), %ld forced, "
+            "%.1f%% of the words reach the depth bound; best possible accuracy %.4f\n  closer distance "
+            "(2^b..2^(b+1)-1):",
+            (int)S, (int)k, (int)depth, st.words, st.free_positions,
+            (double)st.free_opens / (double)(st.free_positions ? st.free_positions : 1), st.forced,
+            100.0 * st.deepest_hits / st.words, st.best_correct / (double)st.targets);
+    for (int b = 0; b < 32; b++)
+      if (st.dist[b])
+        fprintf(stderr, " %d:%ld", b, st.dist[b]);
+    fprintf(stderr, "\n");
+    if (S >= 64 &&
+        st.free_positions >
+            0) { /* (at S = 8 the 14 words of Dyck-1 are few: redrawing the 3 test words skews them) */
+      const double p = (double)st.free_opens / st.free_positions;
+      const double tol = 5.0 * sqrt(0.25 / st.free_positions);
+      ck_assert_msg(fabs(p - 0.5) <= tol, "S=%d: opener share %.4f at free positions, want 0.5 +- %.4f",
+                    (int)S, p, tol);
+      long openers = 0;
+      for (int i = 0; i < k; i++)
+        openers += st.kinds[i];
+      for (int i = 0; i < k; i++) {
+        const double q = 1.0 / k, got = (double)st.kinds[i] / openers;
+        const double kt = 5.0 * sqrt(q * (1 - q) / openers);
+        ck_assert_msg(fabs(got - q) <= kt, "S=%d: opener kind %d has share %.4f, want %.4f +- %.4f", (int)S,
+                      i, got, q, kt);
+      }
+    }
+    if ((long)depth * depth <= S) /* a bound within the walk's reach (about sqrt(S)) is reached */
+      ck_assert_int_gt(st.deepest_hits, 0);
+    dua_task_destroy(t);
+  }
+}
+END_TEST
+
 /* A small example space: the test set is a large share of it, so training draws hit test examples often
  * and must be redrawn; none may get through. */
 START_TEST(test_disjoint_small_space) {
@@ -588,10 +753,10 @@ END_TEST
 /* Batches are a pure function of (seed, step): same inputs give the same batch from two task objects, in
  * any order; different steps or seeds differ; the test set depends on the seed only. */
 START_TEST(test_determinism) {
-  for (int task = 0; task < 3; task++) {
-    dua_trainer_config c =
-        task == 0 ? dyck_config(32, 2, 8, 500, test_seed()) : listops_config(64, 500, test_seed());
-    c.task = task == 2 ? DUA_TASK_LISTOPS_PAPER : c.task;
+  for (int task = 0; task < 4; task++) {
+    dua_trainer_config c = task == 0 || task == 3 ? dyck_config(32, 2, 8, 500, test_seed())
+                                                  : listops_config(64, 500, test_seed());
+    c.task = task; /* dyck, listops, listops-paper, dyck-lm */
     dua_task *a = make_task(&c), *b = make_task(&c);
     const int32_t S = c.seq_len, B = 16;
     size_t n = (size_t)B * S;
@@ -697,6 +862,7 @@ int main(void) {
   tcase_add_test(tc, test_dyck_shapes);
   tcase_add_test(tc, test_listops);
   tcase_add_test(tc, test_listops_paper_distribution);
+  tcase_add_test(tc, test_dyck_lm);
   tcase_add_test(tc, test_disjoint_small_space);
   tcase_add_test(tc, test_test_set_too_large);
   tcase_add_test(tc, test_determinism);

@@ -63,13 +63,15 @@ typedef struct bad_case {
   }
 #define BAD_LIST                                                                                             \
   BAD(task_lo, "task", "-1", c->task = -1)                                                                   \
-  BAD(task_hi, "task", "3", c->task = 3)                                                                     \
+  BAD(task_hi, "task", "4", c->task = 4)                                                                     \
   BAD(seq_lo, "seq_len", "7", c->seq_len = 7)                                                                \
   BAD(seq_hi, "seq_len", "65537", c->seq_len = 65537)                                                        \
   BAD(kinds_lo, "dyck_kinds", "0", c->dyck_kinds = 0)                                                        \
   BAD(kinds_hi, "dyck_kinds", "9", c->dyck_kinds = 9)                                                        \
   BAD(depth_lo, "dyck_max_depth", "0", c->dyck_max_depth = 0)                                                \
   BAD(depth_hi, "dyck_max_depth", "32", c->dyck_max_depth = 32)                                              \
+  BAD(lm_odd, "seq_len", "33", (c->task = DUA_TASK_DYCK_LM, c->seq_len = 33, c->dyck_max_depth = 8))         \
+  BAD(lm_depth, "dyck_max_depth", "17", (c->task = DUA_TASK_DYCK_LM, c->dyck_max_depth = 17))                \
   BAD(test_lo, "test_size", "0", c->test_size = 0)                                                           \
   BAD(test_hi, "test_size", "1048577", c->test_size = 1048577)                                               \
   BAD(test_mem, "test_size", "262144", (c->seq_len = 2048, c->dyck_max_depth = 8, c->test_size = 262144))    \
@@ -172,6 +174,16 @@ START_TEST(test_edges_accepted) {
     c.block = b;
     ck_assert_msg(dua_trainer_config_validate(&c, err, sizeof err) == DUA_SUCCESS, "%s", err);
   }
+  static const int32_t lm[][2] = {{8, 4}, {8, 1}, {65536, 32768}}; /* dyck-lm: even S, depth up to S / 2 */
+  for (size_t i = 0; i < sizeof lm / sizeof lm[0]; i++) {
+    dua_trainer_config_init(&c);
+    c.task = DUA_TASK_DYCK_LM;
+    c.seq_len = lm[i][0];
+    c.dyck_max_depth = lm[i][1];
+    c.batch = 4;
+    c.test_size = 100;
+    ck_assert_msg(dua_trainer_config_validate(&c, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  }
   dua_trainer_config_init(&c);
   c.task = DUA_TASK_LISTOPS;
   c.seq_len = 8;
@@ -207,7 +219,7 @@ END_TEST
 
 /* Task names: every kind has one, they round-trip, unknown values and names are refused. */
 START_TEST(test_task_names) {
-  static const char *const names[] = {"dyck", "listops", "listops-paper"};
+  static const char *const names[] = {"dyck", "listops", "listops-paper", "dyck-lm"};
   const int n = (int)(sizeof names / sizeof names[0]);
   for (int i = 0; i < n; i++) {
     ck_assert_str_eq(dua_task_kind_name(i), names[i]);
