@@ -40,7 +40,8 @@ static void usage(FILE *f) {
       "  --reps N          timed repetitions per figure, after one warm-up [10]\n\n"
       "generate: continues a prompt. The prompt runs through the block-sparse forward while each layer's\n"
       "  K/V is written into a paged KV cache; every new token then goes through dua_decode (one token per\n"
-      "  step) under the same routing. Prints the prompt and the new tokens with the task's token names,\n"
+      "  step) under the same routing. Prints the prompt and the new tokens with the task's token names\n"
+      "  (task text: as text in quotes, UTF-8 as is, \\\\ \\n \\t \\r and \\xHH for other bytes),\n"
       "  the prefill time and tokens/s (after a short warm-up generation), and the K/V bytes the decode\n"
       "  read per token (the 16-token units of the context holding a key some head can see, all layers)\n"
       "  next to what dense decode reads (every key of the context). Prompt and new tokens together must\n"
@@ -49,7 +50,8 @@ static void usage(FILE *f) {
       "                    shown next to the first new token); for next-token tasks (dyck-lm, text) its\n"
       "                    first half, with the example's continuation shown next to the new tokens\n"
       "  --prompt \"TOKENS\" token names separated by spaces, e.g. \"( [ ] (\" (Dyck) or\n"
-      "                    \"[ MAX 3 [ MIN 4 7 ] ] =\" (ListOps); an unknown name lists the vocabulary\n"
+      "                    \"[ MAX 3 [ MIN 4 7 ] ] =\" (ListOps); an unknown name lists the vocabulary;\n"
+      "                    task text: the argument's bytes as they are (\"To be, or\")\n"
       "  --new K           new tokens [8, or as many as fit]\n"
       "  --temperature T   0 = greedy (argmax) [0]; > 0 samples softmax(logits / T)\n"
       "  --top-k K         sample among the K most likely tokens, 0 = all [0]\n"
@@ -58,6 +60,8 @@ static void usage(FILE *f) {
       "common options:\n"
       "  --routing FILE    run this routing file instead of the checkpoint's routing (it must match the\n"
       "                    checkpoint's layers, heads, seq_len, block and arity; depths may differ)\n"
+      "  --text FILE       task text: the corpus's new path if it moved since training (the checkpoint\n"
+      "                    records its absolute path, size and SHA-256; another file is refused)\n"
       "  --device SEL      device index, gpu/cpu, or a name substring (default: DUA_DEVICE, first GPU)\n"
       "  --json            one JSON object on stdout instead of the text report\n"
       "  --help            this text\n\n"
@@ -66,7 +70,7 @@ static void usage(FILE *f) {
 
 typedef struct options {
   int eval, sparse_only, dense_only, json, reps, prompt_test, n_new, top_k;
-  const char *dir, *prompt, *routing, *device;
+  const char *dir, *prompt, *routing, *device, *text;
   float temperature;
   unsigned long long seed;
 } options;
@@ -131,10 +135,10 @@ static int parse_args(int argc, char **argv, options *o) {
       o->sparse_only = 1;
       continue;
     }
-    static const char *const eval_flags[] = {"--reps", "--routing", "--device", NULL};
-    static const char *const gen_flags[] = {"--prompt-test", "--prompt", "--new",
-                                            "--temperature", "--top-k",  "--seed",
-                                            "--routing",     "--device", NULL};
+    static const char *const eval_flags[] = {"--reps", "--routing", "--device", "--text", NULL};
+    static const char *const gen_flags[] = {"--prompt-test", "--prompt", "--new",     "--temperature",
+                                            "--top-k",       "--seed",   "--routing", "--device",
+                                            "--text",        NULL};
     const char *const *known = o->eval ? eval_flags : gen_flags;
     int found = 0;
     for (int k = 0; known[k]; k++)
@@ -151,6 +155,8 @@ static int parse_args(int argc, char **argv, options *o) {
       o->routing = v;
     } else if (!strcmp(a, "--device")) {
       o->device = v;
+    } else if (!strcmp(a, "--text")) {
+      o->text = v;
     } else if (!strcmp(a, "--prompt-test")) {
       if (parse_int(a, v, 0, 1 << 30, &o->prompt_test))
         return -1;
@@ -405,11 +411,64 @@ static int parse_prompt(dua_inference_model *m, const char *text, int32_t *ids, 
   return n;
 }
 
+static int is_text(dua_inference_model *m) {
+  return dua_inference_config(m)->task == DUA_TASK_TEXT;
+}
+
+/* Length of the well-formed UTF-8 sequence of 2-4 bytes at b[0..n), 0 if none starts there. */
+static int utf8_len(const int32_t *b, int n) {
+  const int c = b[0];
+  int len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+  if (len == 0 || n < len)
+    return 0;
+  const int lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80, hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+  if (b[1] < lo || b[1] > hi)
+    return 0;
+  for (int k = 2; k < len; k++)
+    if (b[k] < 0x80 || b[k] > 0xBF)
+      return 0;
+  return len;
+}
+
+/* Byte tokens as text (malloc'ed): printable ASCII and well-formed UTF-8 as they are, backslash, newline,
+ * tab and carriage return as \\, \n, \t, \r, every other byte as \xHH. */
+static char *text_of(const int32_t *ids, int n) {
+  char *out = malloc((size_t)n * 4 + 1), *p = out;
+  if (!out)
+    return NULL;
+  for (int i = 0; i < n;) {
+    const int b = ids[i], len = b >= 0x80 ? utf8_len(ids + i, n - i) : 0;
+    if (len > 0) {
+      for (int k = 0; k < len; k++)
+        *p++ = (char)ids[i + k];
+      i += len;
+      continue;
+    }
+    if (b == '\\' || b == '\n' || b == '\t' || b == '\r')
+      p += sprintf(p, "\\%c", b == '\\' ? '\\' : b == '\n' ? 'n' : b == '\t' ? 't' : 'r');
+    else if (b >= 0x20 && b < 0x7f)
+      *p++ = (char)b;
+    else
+      p += sprintf(p, "\\x%02X", b & 0xff);
+    i++;
+  }
+  *p = '\0';
+  return out;
+}
+
+/* Tokens by name separated by spaces, or for the text task as one escaped text. */
 static void print_tokens(dua_inference_model *m, const int32_t *ids, int n) {
+  if (is_text(m)) {
+    char *t = text_of(ids, n);
+    printf("\"%s\"", t ? t : "?");
+    free(t);
+    return;
+  }
   for (int i = 0; i < n; i++)
     printf("%s%s", i ? " " : "", dua_inference_token_name(m, ids[i]));
 }
 
+/* "key": [names], and for the text task also "key_text": the escaped text. */
 static void json_tokens(dua_inference_model *m, const char *key, const int32_t *ids, int n) {
   printf("  \"%s\": [", key);
   for (int i = 0; i < n; i++) {
@@ -417,6 +476,28 @@ static void json_tokens(dua_inference_model *m, const char *key, const int32_t *
     json_string(dua_inference_token_name(m, ids[i]));
   }
   printf("]");
+  if (is_text(m)) {
+    char *t = text_of(ids, n);
+    printf(", \"%s_text\": ", key);
+    json_string(t ? t : "?");
+    free(t);
+  }
+}
+
+/* The text task's prompt: the argument's bytes. */
+static int text_prompt(const char *text, int32_t *ids, int max) {
+  const size_t n = strlen(text);
+  if (n == 0) {
+    fprintf(stderr, "dua-run: --prompt is empty\n");
+    return -1;
+  }
+  if (n > (size_t)max) {
+    fprintf(stderr, "dua-run: --prompt has %zu bytes, more than the model's seq_len %d\n", n, max);
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++)
+    ids[i] = (unsigned char)text[i];
+  return (int)n;
 }
 
 static int run_generate(dua_context *ctx, dua_inference_model *m, const options *o, const char *device) {
@@ -449,7 +530,8 @@ static int run_generate(dua_context *ctx, dua_inference_model *m, const options 
       P = S / 2, expected = -1, lm_rest = S - P;
       memcpy(rest, prompt + P, (size_t)lm_rest * sizeof *rest);
     }
-  } else if ((P = parse_prompt(m, o->prompt, prompt, S)) < 0) {
+  } else if ((P = is_text(m) ? text_prompt(o->prompt, prompt, S) : parse_prompt(m, o->prompt, prompt, S)) <
+             0) {
     rc = 2;
     goto done;
   }
@@ -569,7 +651,8 @@ int main(int argc, char **argv) {
   dua_device_info info;
   dua_context_device_info(ctx, &info);
   dua_inference_model *m = NULL;
-  if ((st = dua_inference_model_load(ctx, ckpt, o.routing, &m, err, sizeof err)) != DUA_SUCCESS) {
+  if ((st = dua_inference_model_load_with_corpus(ctx, ckpt, o.routing, o.text, &m, err, sizeof err)) !=
+      DUA_SUCCESS) {
     fprintf(stderr, "dua-run: %s\n", err[0] ? err : dua_status_string(st));
     dua_context_destroy(ctx);
     return 1;
@@ -581,6 +664,14 @@ int main(int argc, char **argv) {
            o.eval ? "eval" : "generate", ckpt, dua_task_kind_name(c->task), c->mode ? "native" : "dense",
            (long long)dua_inference_step_count(m), c->layers, c->heads, c->width, c->seq_len, c->block,
            c->arity, o.routing ? ", routing " : "", o.routing ? o.routing : "", info.name);
+  dua_text_corpus_info corpus;
+  if (!o.json && dua_inference_text_corpus(m, &corpus) == DUA_SUCCESS) {
+    printf("corpus %s: %llu bytes (held out: the last %llu), SHA-256 ", corpus.path,
+           (unsigned long long)corpus.bytes, (unsigned long long)corpus.heldout_bytes);
+    for (int i = 0; i < 32; i++)
+      printf("%02x", corpus.sha256[i]);
+    printf("\n\n");
+  }
   int rc = o.eval ? run_eval(ctx, m, &o, info.name) : run_generate(ctx, m, &o, info.name);
   dua_inference_model_destroy(m);
   dua_context_destroy(ctx);

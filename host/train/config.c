@@ -49,7 +49,7 @@ void dua_trainer_config_init(dua_trainer_config *c) {
   c->eval_every = 200;
 }
 
-static const char *const task_names[] = {"dyck", "listops", "listops-paper", "dyck-lm"};
+static const char *const task_names[] = {"dyck", "listops", "listops-paper", "dyck-lm", "text"};
 #define N_TASKS ((int32_t)(sizeof task_names / sizeof task_names[0]))
 
 const char *dua_task_kind_name(int32_t task) {

@@ -10,9 +10,11 @@
 
 #include <check.h>
 #include <math.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Check records every passing ck_assert (a write to the parent per call): in loops over many thousands of
  * examples, test with a plain if and report only failures. */
@@ -48,7 +50,7 @@ static dua_trainer_config listops_config(int32_t seq_len, int32_t test_size, uin
 static dua_task *make_task(const dua_trainer_config *c) {
   dua_task *t = NULL;
   char err[512] = "";
-  dua_status st = dua_task_create(c, &t, err, sizeof err);
+  dua_status st = dua_task_create(c, NULL, &t, err, sizeof err);
   REQUIRE(st == DUA_SUCCESS, "dua_task_create: %s", err);
   ck_assert_ptr_nonnull(t);
   return t;
@@ -733,19 +735,19 @@ START_TEST(test_test_set_too_large) {
   dua_task *t = (dua_task *)1;
   char err[512] = "";
   dua_trainer_config c = dyck_config(8, 1, 3, 2000, test_seed());
-  ck_assert_int_eq(dua_task_create(&c, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_int_eq(dua_task_create(&c, NULL, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
   ck_assert_ptr_null(t);
   ck_assert_msg(strstr(err, "test_size") != NULL, "%s", err);
   fprintf(stderr, "refused: %s\n", err);
   c = dyck_config(10, 1, 3, 100, test_seed()); /* fillable, but most draws are test examples */
-  ck_assert_int_eq(dua_task_create(&c, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_int_eq(dua_task_create(&c, NULL, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
   ck_assert_msg(strstr(err, "test_size") != NULL, "%s", err);
   fprintf(stderr, "refused: %s\n", err);
   c.seq_len = 4; /* bad config: named */
-  ck_assert_int_eq(dua_task_create(&c, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_int_eq(dua_task_create(&c, NULL, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
   ck_assert_msg(strstr(err, "seq_len") != NULL, "%s", err);
-  ck_assert_int_eq(dua_task_create(NULL, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
-  ck_assert_int_eq(dua_task_create(&c, NULL, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_int_eq(dua_task_create(NULL, NULL, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_int_eq(dua_task_create(&c, NULL, NULL, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
   dua_task_destroy(NULL);
 }
 END_TEST
@@ -854,6 +856,500 @@ START_TEST(test_loader) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- text corpus */
+
+static char text_dir[256];
+
+static void text_dir_make(void) {
+  const char *base = getenv("TMPDIR");
+  snprintf(text_dir, sizeof text_dir, "%s/dua_text_XXXXXX", base && *base ? base : "/tmp");
+  ck_assert_ptr_nonnull(mkdtemp(text_dir));
+}
+
+static void text_dir_remove(void) {
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", text_dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+
+static void text_path(char *out, size_t size, const char *name) {
+  snprintf(out, size, "%s/%s", text_dir, name);
+}
+
+static void write_file(const char *path, const unsigned char *data, size_t n) {
+  FILE *f = fopen(path, "wb");
+  REQUIRE(f != NULL, "cannot write %s", path);
+  REQUIRE(n == 0 || fwrite(data, 1, n, f) == n, "short write");
+  REQUIRE(fclose(f) == 0, "close");
+}
+
+/* A UTF-8 text of about n bytes (never more): seeded random words of 1-, 2-, 3- and 4-byte characters
+ * ("ab", "é", "日本", "𝄞") with spaces and newlines, so windows rarely repeat. Returns the length. */
+static size_t make_text(unsigned char *out, size_t n, uint64_t seed) {
+  static const char *const pieces[] = {"a",
+                                       "b",
+                                       "c",
+                                       "d",
+                                       "e",
+                                       "t",
+                                       "s",
+                                       "\xC3\xA9",
+                                       "\xC3\xBC",
+                                       "\xE6\x97\xA5",
+                                       "\xE6\x9C\xAC",
+                                       "\xF0\x9D\x84\x9E",
+                                       "\xE2\x82\xAC",
+                                       "o",
+                                       "n",
+                                       "r"};
+  test_rng r = test_rng_make(seed);
+  size_t len = 0;
+  for (;;) {
+    const char *p = test_rng_int(&r, 0, 9) == 0 ? (test_rng_int(&r, 0, 7) == 0 ? "\n" : " ")
+                                                : pieces[test_rng_int(&r, 0, 15)];
+    size_t k = strlen(p);
+    if (len + k > n)
+      break;
+    memcpy(out + len, p, k);
+    len += k;
+  }
+  return len;
+}
+
+static dua_trainer_config text_config(int32_t seq_len, int32_t test_size, uint64_t seed) {
+  dua_trainer_config c;
+  dua_trainer_config_init(&c);
+  c.task = DUA_TASK_TEXT;
+  c.seq_len = seq_len;
+  c.test_size = test_size;
+  c.seed = seed;
+  return c;
+}
+
+/* dua_task_create on the corpus at path (or a record); returns the status, the message in err. */
+static dua_status text_task(const dua_trainer_config *c, const char *path, dua_task **t, char *err,
+                            size_t err_size) {
+  dua_task_corpus corpus;
+  memset(&corpus, 0, sizeof corpus);
+  corpus.path = path;
+  *t = NULL;
+  err[0] = '\0';
+  return dua_task_create(c, &corpus, t, err, err_size);
+}
+
+/* Offset of window (tokens [S], targets [S]) in data: the unique o with tokens = data[o, o + S) and targets
+ * = data[o + 1, o + S] inside [lo, hi - S - 1]; -1 if none. */
+static long find_window(const unsigned char *data, size_t lo, size_t hi, const int32_t *tok,
+                        const int32_t *tgt, int32_t S) {
+  for (size_t o = lo; o + (size_t)S + 1 <= hi; o++) {
+    int32_t i = 0;
+    while (i < S && tok[i] == data[o + i] && tgt[i] == data[o + i + 1])
+      i++;
+    if (i == S)
+      return (long)o;
+  }
+  return -1;
+}
+
+/* Windows of a multi-byte UTF-8 corpus: the split (last tenth, moved back to a character start) computed
+ * here; every training window is S + 1 consecutive bytes of the training region, tokens then next bytes;
+ * the test windows lie in the held-out region, spread from its start to the file's end, their targets
+ * disjoint; training is a pure function of (seed, step), the test set depends on the file only; no
+ * training window equals a test window; token names are the bytes, escaped. */
+START_TEST(test_text_windows) {
+  text_dir_make();
+  static unsigned char data[40000];
+  char path[512], err[1024];
+  /* the naive cut lands inside a 4-byte character: the split must move back to its first byte */
+  size_t n = make_text(data, 30000, 77);
+  size_t cut = n - n / 10;
+  while ((data[cut] & 0xC0) != 0x80 || (data[cut - 1] & 0xC0) != 0x80) { /* a cut inside a 3/4-byte char */
+    data[n++] = 'x';
+    cut = n - n / 10;
+  }
+  text_path(path, sizeof path, "corpus.txt");
+  write_file(path, data, n);
+  size_t want_train = cut;
+  while ((data[want_train] & 0xC0) == 0x80)
+    want_train--;
+  const int32_t S = 64, N = 40;
+  dua_trainer_config c = text_config(S, N, test_seed());
+  dua_task *t = NULL;
+  ck_assert_msg(text_task(&c, path, &t, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  ck_assert_int_eq(dua_task_vocab_size(t), 256);
+  dua_text_corpus_info info;
+  ck_assert_int_eq(dua_task_text_corpus(t, &info), DUA_SUCCESS);
+  ck_assert_uint_eq(info.bytes, n);
+  ck_assert_uint_eq(info.train_bytes, want_train);
+  ck_assert_uint_eq(info.heldout_bytes, n - want_train);
+  ck_assert_msg(want_train < cut, "the test corpus does not exercise the move to a character start");
+  ck_assert(info.path[0] == '/' && strstr(info.path, "corpus.txt") != NULL);
+  /* SHA-256 of the file, computed here */
+  {
+    unsigned char d[32];
+    unsigned int dl = 32;
+    ck_assert_int_eq(EVP_Digest(data, n, d, &dl, EVP_sha256(), NULL), 1);
+    ck_assert(memcmp(d, info.sha256, 32) == 0);
+  }
+  ck_assert_str_eq(dua_task_token_name(t, 'a'), "a");
+  ck_assert_str_eq(dua_task_token_name(t, ' '), " ");
+  ck_assert_str_eq(dua_task_token_name(t, '\n'), "\\n");
+  ck_assert_str_eq(dua_task_token_name(t, '\\'), "\\\\");
+  ck_assert_str_eq(dua_task_token_name(t, 0xC3), "\\xC3");
+  ck_assert_str_eq(dua_task_token_name(t, 0), "\\x00");
+  ck_assert_str_eq(dua_task_token_name(t, 256), "?");
+  /* test set */
+  ck_assert_int_eq(dua_task_test_size(t), N);
+  int32_t *tt = malloc((size_t)N * S * 4), *tg = malloc((size_t)N * S * 4);
+  ck_assert(tt && tg);
+  dua_task_test_examples(t, 0, N, tt, tg);
+  long prev = -1;
+  for (int32_t i = 0; i < N; i++) {
+    long o = find_window(data, want_train, n, tt + (size_t)i * S, tg + (size_t)i * S, S);
+    REQUIRE(o >= 0, "test window %d is not S + 1 bytes of the held-out region", (int)i);
+    REQUIRE(i == 0 || o >= prev + S, "test windows %d and %d overlap in their targets (%ld, %ld)", (int)i - 1,
+            (int)i, prev, o);
+    if (i == 0)
+      ck_assert_int_eq(o, (long)want_train);
+    if (i == N - 1)
+      ck_assert_int_eq(o + S + 1, (long)n);
+    prev = o;
+  }
+  /* training windows: in the training region, seeded by (seed, step), never a test window */
+  sort_len = S;
+  qsort(tt, (size_t)N, (size_t)S * 4, cmp_row);
+  const int32_t B = 16;
+  int32_t *bt = malloc((size_t)B * S * 4), *bg = malloc((size_t)B * S * 4), *bt2 = malloc((size_t)B * S * 4),
+          *bg2 = malloc((size_t)B * S * 4);
+  ck_assert(bt && bg && bt2 && bg2);
+  long lowest = (long)n, highest = -1;
+  for (int step = 0; step < 40; step++) {
+    dua_task_train_batch(t, (uint64_t)step, B, bt, bg);
+    for (int32_t i = 0; i < B; i++) {
+      long o = find_window(data, 0, want_train, bt + (size_t)i * S, bg + (size_t)i * S, S);
+      REQUIRE(o >= 0, "step %d window %d is not S + 1 bytes of the training region", step, (int)i);
+      lowest = o < lowest ? o : lowest;
+      highest = o > highest ? o : highest;
+      REQUIRE(bsearch(bt + (size_t)i * S, tt, (size_t)N, (size_t)S * 4, cmp_row) == NULL,
+              "step %d window %d equals a test window", step, (int)i);
+    }
+  }
+  ck_assert_int_lt(lowest, (long)want_train / 10); /* the offsets cover the region */
+  ck_assert_int_gt(highest, (long)want_train * 9 / 10);
+  /* determinism: another task on the same file and seed gives the same batches and test set; another seed
+   * other batches and the same test set */
+  dua_task *t2 = NULL;
+  ck_assert_msg(text_task(&c, path, &t2, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  dua_task_train_batch(t, 123456789, B, bt, bg);
+  dua_task_train_batch(t2, 5, B, bt2, bg2);
+  dua_task_train_batch(t2, 123456789, B, bt2, bg2);
+  ck_assert(memcmp(bt, bt2, (size_t)B * S * 4) == 0 && memcmp(bg, bg2, (size_t)B * S * 4) == 0);
+  dua_task_destroy(t2);
+  c.seed++;
+  ck_assert_msg(text_task(&c, path, &t2, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  dua_task_train_batch(t2, 123456789, B, bt2, bg2);
+  ck_assert(memcmp(bt, bt2, (size_t)B * S * 4) != 0);
+  int32_t *tt2 = malloc((size_t)N * S * 4);
+  ck_assert_ptr_nonnull(tt2);
+  dua_task_test_examples(t, 0, N, tt, NULL);
+  dua_task_test_examples(t2, 0, N, tt2, NULL);
+  ck_assert(memcmp(tt, tt2, (size_t)N * S * 4) == 0);
+  free(tt2);
+  dua_task_destroy(t2);
+  free(bt);
+  free(bg);
+  free(bt2);
+  free(bg2);
+  free(tt);
+  free(tg);
+  dua_task_destroy(t);
+  text_dir_remove();
+}
+END_TEST
+
+/* A corpus whose held-out text also occurs in the training region: training draws hit test windows and are
+ * redrawn; none gets through. */
+START_TEST(test_text_disjoint_repeated) {
+  text_dir_make();
+  static unsigned char data[4000];
+  char path[512], err[1024];
+  const int32_t S = 16;
+  size_t n = make_text(data, 1800, 78);
+  for (size_t i = 0; i < n; i++) /* ASCII, so that copies cut no character */
+    if (data[i] >= 0x80)
+      data[i] = (unsigned char)('f' + data[i] % 8);
+  n = (size_t)(n / 9) * 9; /* 9 tenths of training text, then a copy of a piece of it as the held-out tenth */
+  const size_t tenth = n / 9;
+  memcpy(data + n, data + 100, tenth);
+  n += tenth;
+  text_path(path, sizeof path, "repeat.txt");
+  write_file(path, data, n);
+  dua_trainer_config c = text_config(S, 8, test_seed());
+  dua_task *t = NULL;
+  ck_assert_msg(text_task(&c, path, &t, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  const int32_t N = dua_task_test_size(t), B = 64;
+  int32_t *tt = malloc((size_t)N * S * 4), *bt = malloc((size_t)B * S * 4), *bg = malloc((size_t)B * S * 4);
+  ck_assert(tt && bt && bg);
+  dua_task_test_examples(t, 0, N, tt, NULL);
+  sort_len = S;
+  qsort(tt, (size_t)N, (size_t)S * 4, cmp_row);
+  /* raw draws: how many training offsets give a test window */
+  dua_text_corpus_info info;
+  ck_assert_int_eq(dua_task_text_corpus(t, &info), DUA_SUCCESS);
+  long hits_possible = 0;
+  for (size_t o = 0; o + (size_t)S + 1 <= info.train_bytes; o++) {
+    int32_t w[64];
+    for (int32_t i = 0; i < S; i++)
+      w[i] = data[o + i];
+    hits_possible += bsearch(w, tt, (size_t)N, (size_t)S * 4, cmp_row) != NULL;
+  }
+  fprintf(stderr, "text: %ld of %llu training offsets hold a test window (all redrawn)\n", hits_possible,
+          (unsigned long long)(info.train_bytes - (uint64_t)S));
+  ck_assert_int_ge(hits_possible, N);
+  for (int step = 0; step < 300; step++) {
+    dua_task_train_batch(t, (uint64_t)step, B, bt, bg);
+    for (int32_t i = 0; i < B; i++)
+      REQUIRE(bsearch(bt + (size_t)i * S, tt, (size_t)N, (size_t)S * 4, cmp_row) == NULL,
+              "step %d window %d equals a test window", step, (int)i);
+  }
+  free(tt);
+  free(bt);
+  free(bg);
+  dua_task_destroy(t);
+  text_dir_remove();
+}
+END_TEST
+
+/* Bad corpora: every kind of invalid UTF-8 refused with the byte offset of its first byte and the reason;
+ * a file one byte too small and a test_size one window too large refused with the numbers, the boundary
+ * cases accepted; a missing file or a directory, a corpus for another task, and text without a corpus. */
+START_TEST(test_text_bad_files) {
+  text_dir_make();
+  static const struct {
+    const char *bytes;
+    size_t len;
+    const char *why;
+  } bad[] = {{"\xC3\x28", 2, "continuation bytes"},
+             {"\x80", 1, "no lead byte"},
+             {"\xBF", 1, "no lead byte"},
+             {"\xC0\xAF", 2, "overlong"},
+             {"\xC1\xBF", 2, "overlong"},
+             {"\xE0\x80\xAF", 3, "overlong"},
+             {"\xF0\x80\x80\xAF", 4, "overlong"},
+             {"\xED\xA0\x80", 3, "surrogate"},
+             {"\xED\xBF\xBF", 3, "surrogate"},
+             {"\xF4\x90\x80\x80", 4, "above U+10FFFF"},
+             {"\xF5\x80\x80\x80", 4, "never occurs"},
+             {"\xFF", 1, "never occurs"},
+             {"\xE6\x97\x41", 3, "continuation bytes"},
+             {"\xF0\x9D\x84", 3, "end of the file"}};
+  static unsigned char data[8000];
+  char path[512], err[1024];
+  text_path(path, sizeof path, "bad.txt");
+  dua_trainer_config c = text_config(32, 4, test_seed());
+  dua_task *t = NULL;
+  for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+    size_t n = make_text(data, 4000, 90 + k);
+    const int at_end = strstr(bad[k].why, "end of the file") != NULL;
+    size_t off = at_end ? n : 1000 + 37 * k;
+    if (!at_end)
+      while ((data[off] & 0xC0) == 0x80) /* put it at a character boundary */
+        off++;
+    memcpy(data + off, bad[k].bytes, bad[k].len);
+    if (at_end)
+      n += bad[k].len;
+    else /* keep what follows valid: the rest of a character it overwrote becomes 'z' */
+      for (size_t i = off + bad[k].len; i < n && (data[i] & 0xC0) == 0x80; i++)
+        data[i] = 'z';
+    write_file(path, data, n);
+    ck_assert_int_eq(text_task(&c, path, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+    ck_assert_ptr_null(t);
+    char want[64];
+    snprintf(want, sizeof want, "byte offset %zu ", off);
+    ck_assert_msg(strstr(err, want) != NULL && strstr(err, bad[k].why) != NULL && strstr(err, "UTF-8"),
+                  "case %zu: want \"%s\" and \"%s\" in \"%s\"", k, want, bad[k].why, err);
+  }
+  fprintf(stderr, "refused: %s\n", err);
+  /* sizes: 10 (S + 1) bytes hold one test window; one byte less is too small */
+  const int32_t S = 32;
+  size_t n = 10 * (S + 1);
+  memset(data, 'a', n);
+  for (size_t i = 0; i < n; i++)
+    data[i] = (unsigned char)('a' + (i * 7 + i / 26) % 26);
+  write_file(path, data, n);
+  c = text_config(S, 1, test_seed());
+  ck_assert_msg(text_task(&c, path, &t, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  dua_task_destroy(t);
+  c.test_size = 2; /* (33 - 1) / 32 = 1 window */
+  ck_assert_int_eq(text_task(&c, path, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(err, "config.test_size = 2") && strstr(err, "at most 1 test window"), "%s", err);
+  fprintf(stderr, "refused: %s\n", err);
+  write_file(path, data, n - 1);
+  c.test_size = 1;
+  ck_assert_int_eq(text_task(&c, path, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(err, "too small") && strstr(err, "329 bytes") && strstr(err, "seq_len = 32"), "%s",
+                err);
+  fprintf(stderr, "refused: %s\n", err);
+  write_file(path, data, 0);
+  ck_assert_int_eq(text_task(&c, path, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(err, "too small"), "%s", err);
+  /* missing, a directory */
+  text_path(path, sizeof path, "missing.txt");
+  ck_assert_int_eq(text_task(&c, path, &t, err, sizeof err), DUA_ERROR_IO);
+  ck_assert_msg(strstr(err, "missing.txt") && strstr(err, "cannot open"), "%s", err);
+  ck_assert_int_eq(text_task(&c, text_dir, &t, err, sizeof err), DUA_ERROR_IO);
+  ck_assert_msg(strstr(err, "regular file"), "%s", err);
+  /* a corpus for another task; text without one */
+  dua_trainer_config d = dyck_config(32, 2, 8, 100, test_seed());
+  ck_assert_int_eq(text_task(&d, path, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(err, "config.task = dyck") && strstr(err, "--text"), "%s", err);
+  ck_assert_int_eq(dua_task_create(&c, NULL, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(err, "config.task = text needs a corpus"), "%s", err);
+  ck_assert_int_eq(text_task(&c, NULL, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_ptr_null(t);
+  text_dir_remove();
+}
+END_TEST
+
+/* The checkpoint record: written, read back and verified against the file; the same file under another
+ * path accepted; a changed byte, a truncation or an appended byte refused naming both identities; a moved
+ * file refused at the recorded path with the hint to give its new path; malformed records refused as
+ * corrupt; a record for another task, a missing one, and a path override for another task refused. */
+START_TEST(test_text_record) {
+  text_dir_make();
+  static unsigned char data[20000];
+  char path[512], moved[512], err[1024];
+  size_t n = make_text(data, 12000, 5);
+  text_path(path, sizeof path, "c.txt");
+  text_path(moved, sizeof moved, "moved.txt");
+  write_file(path, data, n);
+  dua_trainer_config c = text_config(32, 10, test_seed());
+  dua_task *t = NULL;
+  ck_assert_msg(text_task(&c, path, &t, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  void *rec = NULL;
+  uint64_t rec_bytes = 0;
+  ck_assert_int_eq(dua_task_corpus_record(t, &rec, &rec_bytes), DUA_SUCCESS);
+  ck_assert_ptr_nonnull(rec);
+  dua_text_corpus_info info;
+  ck_assert_int_eq(dua_task_text_corpus(t, &info), DUA_SUCCESS);
+  static char abs_path[4096]; /* info.path lives as long as the task */
+  snprintf(abs_path, sizeof abs_path, "%s", info.path);
+  info.path = abs_path;
+  /* the documented layout */
+  const unsigned char *p = rec;
+  const size_t plen = strlen(info.path);
+  ck_assert_uint_eq(rec_bytes, 56 + plen);
+  ck_assert(p[0] == 1 && p[1] == 0 && p[2] == 0 && p[3] == 0);
+  uint64_t b = 0, tb = 0;
+  for (int i = 7; i >= 0; i--) {
+    b = (b << 8) | p[4 + i];
+    tb = (tb << 8) | p[12 + i];
+  }
+  ck_assert_uint_eq(b, n);
+  ck_assert_uint_eq(tb, info.train_bytes);
+  ck_assert(memcmp(p + 20, info.sha256, 32) == 0);
+  ck_assert(p[52] == (plen & 0xff) && p[53] == (plen >> 8) && p[54] == 0 && p[55] == 0);
+  ck_assert(memcmp(p + 56, info.path, plen) == 0);
+  int32_t *ta = malloc(32 * 10 * 4), *tb2 = malloc(32 * 10 * 4);
+  ck_assert(ta && tb2);
+  dua_task_test_examples(t, 0, 10, ta, NULL);
+  dua_task_destroy(t);
+  /* verified reload from the record, at the recorded path */
+  dua_task_corpus corpus;
+  ck_assert_int_eq(dua_task_corpus_from_record(&c, rec, rec_bytes, NULL, &corpus, err, sizeof err),
+                   DUA_SUCCESS);
+  ck_assert(corpus.verify == 1 && corpus.path == NULL && strcmp(corpus.recorded, info.path) == 0);
+  ck_assert_msg(dua_task_create(&c, &corpus, &t, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  dua_task_test_examples(t, 0, 10, tb2, NULL);
+  ck_assert(memcmp(ta, tb2, 32 * 10 * 4) == 0);
+  dua_task_destroy(t);
+  /* moved: the recorded path fails with the hint, the new path given works */
+  ck_assert_int_eq(rename(path, moved), 0);
+  ck_assert_int_eq(dua_task_create(&c, &corpus, &t, err, sizeof err), DUA_ERROR_IO);
+  ck_assert_msg(strstr(err, "the path the checkpoint records") && strstr(err, "--text FILE"), "%s", err);
+  fprintf(stderr, "refused: %s\n", err);
+  ck_assert_int_eq(dua_task_corpus_from_record(&c, rec, rec_bytes, moved, &corpus, err, sizeof err),
+                   DUA_SUCCESS);
+  ck_assert_msg(dua_task_create(&c, &corpus, &t, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  dua_task_destroy(t);
+  /* changed files at the given path: one ASCII byte changed (same size, still UTF-8), one byte less, one
+   * byte more */
+  static unsigned char alt[20001];
+  for (int k = 0; k < 3; k++) {
+    memcpy(alt, data, n);
+    size_t len = k == 1 ? n - 1 : k == 2 ? n + 1 : n;
+    if (k == 2)
+      alt[n] = '\n';
+    for (size_t i = n / 2; k == 0 && i < n; i++)
+      if (alt[i] < 0x80) {
+        alt[i] = alt[i] == 'a' ? 'b' : 'a';
+        break;
+      }
+    write_file(moved, alt, len);
+    ck_assert_int_eq(dua_task_create(&c, &corpus, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+    ck_assert_ptr_null(t);
+    char want[64];
+    snprintf(want, sizeof want, "with %zu bytes", n);
+    ck_assert_msg(strstr(err, "is not the file the checkpoint was trained on") && strstr(err, info.path) &&
+                      strstr(err, want),
+                  "case %d: %s", k, err);
+    if (k == 0)
+      fprintf(stderr, "refused: %s\n", err);
+  }
+  write_file(moved, data, n);
+  ck_assert_msg(dua_task_create(&c, &corpus, &t, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  dua_task_destroy(t);
+  /* malformed records: each truncation, bad version, bad path length, NUL in the path, bad split */
+  unsigned char *m = malloc((size_t)rec_bytes + 8);
+  ck_assert_ptr_nonnull(m);
+  for (uint64_t len = 0; len < rec_bytes; len++) {
+    memcpy(m, rec, (size_t)len);
+    REQUIRE(dua_task_corpus_from_record(&c, m, len, NULL, &corpus, err, sizeof err) == DUA_ERROR_CORRUPT_FILE,
+            "a record truncated to %llu bytes was accepted", (unsigned long long)len);
+  }
+  memcpy(m, rec, (size_t)rec_bytes);
+  m[rec_bytes] = 'x'; /* one byte more than the path length says */
+  ck_assert_int_eq(dua_task_corpus_from_record(&c, m, rec_bytes + 1, NULL, &corpus, err, sizeof err),
+                   DUA_ERROR_CORRUPT_FILE);
+  static const int offsets[] = {0, 52, 53, 56, 12};
+  for (int k = 0; k < 5; k++) {
+    memcpy(m, rec, (size_t)rec_bytes);
+    if (offsets[k] == 56)
+      m[60] = 0; /* NUL in the path */
+    else if (offsets[k] == 12)
+      memcpy(m + 12, m + 4, 8); /* training region = the whole file */
+    else
+      m[offsets[k]] ^= 0x40;
+    ck_assert_int_eq(dua_task_corpus_from_record(&c, m, rec_bytes, NULL, &corpus, err, sizeof err),
+                     DUA_ERROR_CORRUPT_FILE);
+    ck_assert_msg(strstr(err, "text_corpus"), "%s", err);
+  }
+  ck_assert_int_eq(dua_task_corpus_from_record(&c, NULL, 0, NULL, &corpus, err, sizeof err),
+                   DUA_ERROR_CORRUPT_FILE);
+  ck_assert_msg(strstr(err, "missing"), "%s", err);
+  dua_trainer_config d = dyck_config(32, 2, 8, 100, test_seed());
+  ck_assert_int_eq(dua_task_corpus_from_record(&d, rec, rec_bytes, NULL, &corpus, err, sizeof err),
+                   DUA_ERROR_CORRUPT_FILE);
+  ck_assert_int_eq(dua_task_corpus_from_record(&d, NULL, 0, moved, &corpus, err, sizeof err),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(err, "task dyck reads none"), "%s", err);
+  ck_assert_int_eq(dua_task_corpus_from_record(&d, NULL, 0, NULL, &corpus, err, sizeof err), DUA_SUCCESS);
+  /* no record for other tasks */
+  dua_task *dt = make_task(&d);
+  void *none = (void *)1;
+  uint64_t none_bytes = 7;
+  ck_assert_int_eq(dua_task_corpus_record(dt, &none, &none_bytes), DUA_SUCCESS);
+  ck_assert(none == NULL && none_bytes == 0);
+  ck_assert_int_eq(dua_task_text_corpus(dt, &info), DUA_ERROR_INVALID_ARGUMENT);
+  dua_task_destroy(dt);
+  free(m);
+  free(ta);
+  free(tb2);
+  free(rec);
+  text_dir_remove();
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("tasks");
   TCase *tc = tcase_create("tasks");
@@ -863,6 +1359,10 @@ int main(void) {
   tcase_add_test(tc, test_listops);
   tcase_add_test(tc, test_listops_paper_distribution);
   tcase_add_test(tc, test_dyck_lm);
+  tcase_add_test(tc, test_text_windows);
+  tcase_add_test(tc, test_text_disjoint_repeated);
+  tcase_add_test(tc, test_text_bad_files);
+  tcase_add_test(tc, test_text_record);
   tcase_add_test(tc, test_disjoint_small_space);
   tcase_add_test(tc, test_test_set_too_large);
   tcase_add_test(tc, test_determinism);
