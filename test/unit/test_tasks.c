@@ -1,8 +1,14 @@
-/* test_tasks.c: unit tests of the task generators and the batch loader. Every Dyck example is checked by a
- * stack-based recognizer written here, every ListOps example by a recursive evaluator written here (both
- * independent of the generators); training batches are a pure function of (seed, step), never contain a
- * test example (also in a small example space where collisions are frequent), and the loader hands out
- * exactly what dua_task_train_batch computes. Length, depth and answer-class histograms are printed. */
+/* test_tasks.c: unit tests of the task generators, the text corpus and the batch loader. Every Dyck example
+ * is checked by a stack-based recognizer written here, every ListOps example by a recursive evaluator written
+ * here, every dyck-lm word by a recognizer of balanced Dyck-k words (all independent of the generators);
+ * listops-paper's flat fraction and depth histogram are compared with the exact distribution derived here
+ * from the paper's rule, dyck-lm's opener share and kinds with the documented probabilities; text windows are
+ * located in the file written by the test (split, regions, spacing of the test windows), bad corpora
+ * (invalid UTF-8 of every kind, too small, test set too large, missing) are refused with the offset or the
+ * numbers, and the checkpoint record is round-tripped, verified, and refused truncated or malformed. Batches
+ * are a pure function of (seed, step), never contain a test example (also in small example spaces and a
+ * corpus that repeats its held-out text, where collisions are frequent), and the loader hands out exactly
+ * what dua_task_train_batch computes. Length, depth and answer-class histograms are printed. */
 #include "dua_train.h"
 #include "test_util.h"
 #include "train/task.h"

@@ -1,6 +1,7 @@
 /* test_train_config.c: unit tests of the trainer configuration: the defaults are the paper's Dyck-2 setup
- * and valid; every field refuses a bad value (below, above, NaN where it is a float) with a message that
- * names the field and its value; edge values inside the ranges are accepted. */
+ * and valid; every field refuses a bad value (below, above, NaN where it is a float; task-specific bounds
+ * such as dyck-lm's even seq_len) with a message that names the field and its value; edge values inside the
+ * ranges are accepted; task names round-trip. */
 #include "dua_train.h"
 #include "test_util.h"
 
