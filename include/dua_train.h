@@ -17,9 +17,18 @@ extern "C" {
 /* ---------------------------------------------------------------- configuration */
 
 typedef enum dua_task_kind {
-  DUA_TASK_DYCK = 0,   /* Dyck-k: classify the closer required at the end of a prefix */
-  DUA_TASK_LISTOPS = 1 /* ListOps: value (0-9) of a nested MIN/MAX/MED/SUMMOD expression */
+  DUA_TASK_DYCK = 0,          /* Dyck-k: classify the closer required at the end of a prefix */
+  DUA_TASK_LISTOPS = 1,       /* ListOps: value (0-9) of a nested MIN/MAX/MED/SUMMOD expression, most
+                               * examples nested, lengths spread over seq_len (dua's harder variant) */
+  DUA_TASK_LISTOPS_PAPER = 2, /* ListOps as the paper's generator draws it (36% a single flat operator) */
+  DUA_TASK_DYCK_LM = 3,       /* next-token LM on whole Dyck-k words of exactly seq_len tokens (even) */
+  DUA_TASK_TEXT = 4           /* byte-level next-token LM on a UTF-8 file (see "text corpus" below) */
 } dua_task_kind;
+
+/* "dyck", "listops", "listops-paper", "dyck-lm", "text"; "?" for a value that is no task. */
+DUA_API const char *dua_task_kind_name(int32_t task);
+/* The task called name (as dua_task_kind_name spells it), or -1. */
+DUA_API int32_t dua_task_kind_from_name(const char *name);
 
 typedef enum dua_routing_mode {
   DUA_ROUTING_DENSE = 0, /* every head dense (depth 0) */
@@ -33,9 +42,10 @@ typedef enum dua_lr_decay { DUA_DECAY_COSINE = 0, DUA_DECAY_LINEAR = 1 } dua_lr_
 typedef struct dua_trainer_config {
   /* task */
   int32_t task;           /* dua_task_kind */
-  int32_t seq_len;        /* S: tokens per example (>= 8); examples longer than S are never generated */
-  int32_t dyck_kinds;     /* k of Dyck-k (bracket pairs), 1..8 */
-  int32_t dyck_max_depth; /* deepest nesting, >= 1 */
+  int32_t seq_len;        /* S: tokens per example, 8..65536 (dyck-lm: even); examples longer than S are
+                           * never generated */
+  int32_t dyck_kinds;     /* k of Dyck-k (bracket pairs), 1..8 (dyck, dyck-lm) */
+  int32_t dyck_max_depth; /* deepest nesting, 1..S-1 (dyck), 1..S/2 (dyck-lm) */
   int32_t test_size;      /* held-out examples (de-duplicated against training), >= 1 */
   /* model */
   int32_t layers;    /* >= 1 */
@@ -76,6 +86,34 @@ DUA_API void dua_trainer_config_init(dua_trainer_config *config);
 /* DUA_ERROR_INVALID_ARGUMENT with the field, its value and the allowed range in error. */
 DUA_API dua_status dua_trainer_config_validate(const dua_trainer_config *config, char *error,
                                                size_t error_size);
+
+/* ---------------------------------------------------------------- text corpus (task text) */
+
+/* DUA_TASK_TEXT reads its examples from a UTF-8 file, the corpus, given by path when a trainer is created
+ * (dua_trainer_create_with_corpus). The file must be valid UTF-8 (else DUA_ERROR_INVALID_ARGUMENT naming the
+ * byte offset of the first invalid sequence). The held-out region is the last floor(bytes / 10) bytes,
+ * extended backward to the start of the UTF-8 character it would cut; the rest is the training region; each
+ * must hold at least seq_len + 1 bytes. Vocabulary: the 256 byte values. A training example is the
+ * seq_len + 1 bytes at an offset drawn from (seed, step) in the training region: tokens its first seq_len
+ * bytes, targets the next byte at every position. The test set is config.test_size windows spread evenly
+ * over the held-out region, each byte scored at most once (test_size * seq_len + 1 <= held-out bytes, else
+ * DUA_ERROR_INVALID_ARGUMENT with the largest test_size that fits); it does not depend on the seed. No
+ * training window equals a test window.
+ *
+ * The checkpoint records the corpus: its absolute path, size and SHA-256 (and the split). Loading a
+ * checkpoint (dua_trainer_load, dua_inference_model_load) reads the recorded path; the *_with_corpus
+ * variants take another path for a file that moved. Either way the file must have the recorded size and
+ * SHA-256, else the load is refused (DUA_ERROR_INVALID_ARGUMENT, both identities in the message; a missing
+ * file gives DUA_ERROR_IO). A trainer saves the path it read, so a checkpoint resumed from a moved corpus
+ * records the new path. */
+typedef struct dua_text_corpus_info {
+  const char *path;         /* absolute path of the file read; valid while its trainer or model lives */
+  uint64_t bytes;           /* file size */
+  uint64_t train_bytes;     /* training region: bytes [0, train_bytes) */
+  uint64_t heldout_bytes;   /* held-out region: bytes [train_bytes, bytes) */
+  unsigned char sha256[32]; /* of the whole file */
+  int32_t reserved[8];      /* zero */
+} dua_text_corpus_info;
 
 /* ---------------------------------------------------------------- routing files */
 
@@ -134,10 +172,22 @@ typedef struct dua_eval_result {
 /* A fresh model for config (validated; error names the bad field) on ctx; parameters from config->seed. */
 DUA_API dua_status dua_trainer_create(dua_context *ctx, const dua_trainer_config *config, dua_trainer **out,
                                       char *error, size_t error_size);
+/* As dua_trainer_create; corpus_path names the corpus file of DUA_TASK_TEXT (required for it, and refused
+ * for any other task). dua_trainer_create is this with corpus_path NULL. */
+DUA_API dua_status dua_trainer_create_with_corpus(dua_context *ctx, const dua_trainer_config *config,
+                                                  const char *corpus_path, dua_trainer **out, char *error,
+                                                  size_t error_size);
 /* Resumes from a checkpoint written by dua_trainer_save: same model, optimizer state and step, so training
- * continues bit-identically on the same device. A corrupt or mismatched file is refused. */
+ * continues bit-identically on the same device. A corrupt or mismatched file is refused. A text checkpoint
+ * reads the corpus path it records, which must still hold the same file (size and SHA-256). */
 DUA_API dua_status dua_trainer_load(dua_context *ctx, const char *path, dua_trainer **out, char *error,
                                     size_t error_size);
+/* As dua_trainer_load; a non-NULL corpus_path replaces the recorded corpus path of a text checkpoint (the
+ * file moved; it must be the same file) and is refused for a checkpoint of another task. */
+DUA_API dua_status dua_trainer_load_with_corpus(dua_context *ctx, const char *path, const char *corpus_path,
+                                                dua_trainer **out, char *error, size_t error_size);
+/* The corpus of a text trainer; DUA_ERROR_INVALID_ARGUMENT for another task. */
+DUA_API dua_status dua_trainer_text_corpus(const dua_trainer *trainer, dua_text_corpus_info *info);
 DUA_API dua_status dua_trainer_save(dua_trainer *trainer, const char *path, char *error, size_t error_size);
 DUA_API void dua_trainer_destroy(dua_trainer *trainer);
 
@@ -181,6 +231,14 @@ typedef struct dua_inference_model dua_inference_model;
 DUA_API dua_status dua_inference_model_load(dua_context *ctx, const char *checkpoint_path,
                                             const char *routing_path, dua_inference_model **out, char *error,
                                             size_t error_size);
+/* As dua_inference_model_load; a non-NULL corpus_path replaces the corpus path a text checkpoint records
+ * (the same file, moved; see "text corpus") and is refused for a checkpoint of another task. */
+DUA_API dua_status dua_inference_model_load_with_corpus(dua_context *ctx, const char *checkpoint_path,
+                                                        const char *routing_path, const char *corpus_path,
+                                                        dua_inference_model **out, char *error,
+                                                        size_t error_size);
+/* The corpus of a text model; DUA_ERROR_INVALID_ARGUMENT for another task. */
+DUA_API dua_status dua_inference_text_corpus(const dua_inference_model *model, dua_text_corpus_info *info);
 /* NULL-safe. */
 DUA_API void dua_inference_model_destroy(dua_inference_model *model);
 

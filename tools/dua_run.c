@@ -33,20 +33,25 @@ static void usage(FILE *f) {
       "  per layer (key blocks visited / those of dense causal attention); and the median wall time per\n"
       "  batch (the checkpoint's batch size) of the whole forward up to the logits, and of the attention\n"
       "  alone (one dua_attention_forward per layer on the same activations).\n"
+      "  dyck-lm: test accuracy counts every next-token target (random openers included); a \"closer\n"
+      "  accuracy\" row counts only the targets that are closers, which the prefix determines.\n"
       "  --sparse          only the learned routing\n"
       "  --dense           only dense attention\n"
       "  --reps N          timed repetitions per figure, after one warm-up [10]\n\n"
       "generate: continues a prompt. The prompt runs through the block-sparse forward while each layer's\n"
       "  K/V is written into a paged KV cache; every new token then goes through dua_decode (one token per\n"
-      "  step) under the same routing. Prints the prompt and the new tokens with the task's token names,\n"
+      "  step) under the same routing. Prints the prompt and the new tokens with the task's token names\n"
+      "  (task text: as text in quotes, UTF-8 as is, \\\\ \\n \\t \\r and \\xHH for other bytes),\n"
       "  the prefill time and tokens/s (after a short warm-up generation), and the K/V bytes the decode\n"
       "  read per token (the 16-token units of the context holding a key some head can see, all layers)\n"
       "  next to what dense decode reads (every key of the context). Prompt and new tokens together must\n"
       "  fit the model's seq_len (its learned position embedding has no position past it).\n"
       "  --prompt-test N   the N-th test example up to its first scored position (its expected answer is\n"
-      "                    shown next to the first new token)\n"
+      "                    shown next to the first new token); for next-token tasks (dyck-lm, text) its\n"
+      "                    first half, with the example's continuation shown next to the new tokens\n"
       "  --prompt \"TOKENS\" token names separated by spaces, e.g. \"( [ ] (\" (Dyck) or\n"
-      "                    \"[ MAX 3 [ MIN 4 7 ] ] =\" (ListOps); an unknown name lists the vocabulary\n"
+      "                    \"[ MAX 3 [ MIN 4 7 ] ] =\" (ListOps); an unknown name lists the vocabulary;\n"
+      "                    task text: the argument's bytes as they are (\"To be, or\")\n"
       "  --new K           new tokens [8, or as many as fit]\n"
       "  --temperature T   0 = greedy (argmax) [0]; > 0 samples softmax(logits / T)\n"
       "  --top-k K         sample among the K most likely tokens, 0 = all [0]\n"
@@ -55,6 +60,8 @@ static void usage(FILE *f) {
       "common options:\n"
       "  --routing FILE    run this routing file instead of the checkpoint's routing (it must match the\n"
       "                    checkpoint's layers, heads, seq_len, block and arity; depths may differ)\n"
+      "  --text FILE       task text: the corpus's new path if it moved since training (the checkpoint\n"
+      "                    records its absolute path, size and SHA-256; another file is refused)\n"
       "  --device SEL      device index, gpu/cpu, or a name substring (default: DUA_DEVICE, first GPU)\n"
       "  --json            one JSON object on stdout instead of the text report\n"
       "  --help            this text\n\n"
@@ -63,7 +70,7 @@ static void usage(FILE *f) {
 
 typedef struct options {
   int eval, sparse_only, dense_only, json, reps, prompt_test, n_new, top_k;
-  const char *dir, *prompt, *routing, *device;
+  const char *dir, *prompt, *routing, *device, *text;
   float temperature;
   unsigned long long seed;
 } options;
@@ -128,10 +135,10 @@ static int parse_args(int argc, char **argv, options *o) {
       o->sparse_only = 1;
       continue;
     }
-    static const char *const eval_flags[] = {"--reps", "--routing", "--device", NULL};
-    static const char *const gen_flags[] = {"--prompt-test", "--prompt", "--new",
-                                            "--temperature", "--top-k",  "--seed",
-                                            "--routing",     "--device", NULL};
+    static const char *const eval_flags[] = {"--reps", "--routing", "--device", "--text", NULL};
+    static const char *const gen_flags[] = {"--prompt-test", "--prompt", "--new",     "--temperature",
+                                            "--top-k",       "--seed",   "--routing", "--device",
+                                            "--text",        NULL};
     const char *const *known = o->eval ? eval_flags : gen_flags;
     int found = 0;
     for (int k = 0; known[k]; k++)
@@ -148,6 +155,8 @@ static int parse_args(int argc, char **argv, options *o) {
       o->routing = v;
     } else if (!strcmp(a, "--device")) {
       o->device = v;
+    } else if (!strcmp(a, "--text")) {
+      o->text = v;
     } else if (!strcmp(a, "--prompt-test")) {
       if (parse_int(a, v, 0, 1 << 30, &o->prompt_test))
         return -1;
@@ -196,6 +205,43 @@ static void json_string(const char *s) {
 
 /* ---------------------------------------------------------------- eval */
 
+/* dyck-lm: argmax accuracy at the test positions whose target is a closer (determined by the prefix), from
+ * dua_inference_forward's logits over the whole test set in batches of the checkpoint's size. The
+ * evaluation's accuracy counts every next-token target, openers included, whose kind is random. */
+static int closer_accuracy(dua_inference_model *m, int dense, double *accuracy, long long *scored) {
+  const dua_trainer_config *c = dua_inference_config(m);
+  const int S = c->seq_len, B = c->batch, V = dua_inference_vocab_size(m), n = dua_inference_test_size(m);
+  const int32_t first_closer = 1 + c->dyck_kinds;
+  int32_t *tok = malloc((size_t)B * S * sizeof *tok), *tgt = malloc((size_t)B * S * sizeof *tgt);
+  float *logits = malloc((size_t)B * S * V * sizeof *logits);
+  long long right = 0, count = 0;
+  int rc = tok && tgt && logits ? 0 : -1;
+  for (int first = 0; rc == 0 && first < n; first += B) {
+    const int b = n - first < B ? n - first : B;
+    for (int i = 0; i < b && rc == 0; i++)
+      if (dua_inference_test_example(m, first + i, tok + (size_t)i * S, tgt + (size_t)i * S) != DUA_SUCCESS)
+        rc = -1;
+    if (rc == 0 && dua_inference_forward(m, tok, b, S, dense, logits) != DUA_SUCCESS)
+      rc = -1;
+    for (size_t r = 0; rc == 0 && r < (size_t)b * S; r++) {
+      if (tgt[r] < first_closer)
+        continue;
+      const float *l = logits + r * V;
+      int best = 0;
+      for (int v = 1; v < V; v++)
+        best = l[v] > l[best] ? v : best;
+      right += best == tgt[r];
+      count++;
+    }
+  }
+  free(tok);
+  free(tgt);
+  free(logits);
+  *accuracy = count ? (double)right / (double)count : 0.0;
+  *scored = count;
+  return rc;
+}
+
 static void json_eval(const char *key, const dua_eval_result *e, const dua_inference_timing *t) {
   printf("  \"%s\": {\"accuracy\": %.6f, \"loss\": %.6f, \"density\": %.6f, \"scored\": %lld, "
          "\"forward_ms_per_batch\": %.4f, \"attention_ms_per_batch\": %.4f}",
@@ -216,11 +262,15 @@ static int run_eval(dua_context *ctx, dua_inference_model *m, const options *o, 
   const int want[2] = {!o->dense_only, !o->sparse_only}; /* [0] sparse, [1] dense */
   dua_eval_result e[2];
   dua_inference_timing t[2];
+  double closer[2] = {0, 0};
+  long long closer_n[2] = {0, 0};
+  const int lm_closers = c->task == DUA_TASK_DYCK_LM;
   memset(e, 0, sizeof e);
   memset(t, 0, sizeof t);
   for (int k = 0; k < 2; k++)
     if (want[k] && (dua_inference_evaluate(m, k, &e[k]) != DUA_SUCCESS ||
-                    dua_inference_time(m, k, o->reps, &t[k]) != DUA_SUCCESS)) {
+                    dua_inference_time(m, k, o->reps, &t[k]) != DUA_SUCCESS ||
+                    (lm_closers && closer_accuracy(m, k, &closer[k], &closer_n[k]) != 0))) {
       fprintf(stderr, "dua-run: evaluation failed: %s\n", dua_context_last_error(ctx));
       dua_routing_free(&r);
       free(dens);
@@ -233,7 +283,7 @@ static int run_eval(dua_context *ctx, dua_inference_model *m, const options *o, 
     json_string(device);
     printf(
         ", \"task\": \"%s\", \"step\": %lld, \"seq_len\": %d, \"batch\": %d, \"reps\": %d,\n  \"layers\": [",
-        c->task ? "listops" : "dyck", (long long)dua_inference_step_count(m), c->seq_len, c->batch, o->reps);
+        dua_task_kind_name(c->task), (long long)dua_inference_step_count(m), c->seq_len, c->batch, o->reps);
     for (int l = 0; l < r.layers; l++) {
       printf("%s{\"depths\": [", l ? ", " : "");
       for (int h = 0; h < r.heads; h++)
@@ -245,6 +295,9 @@ static int run_eval(dua_context *ctx, dua_inference_model *m, const options *o, 
       if (want[k]) {
         printf(",\n");
         json_eval(k ? "dense" : "sparse", &e[k], &t[k]);
+        if (lm_closers)
+          printf(",\n  \"%s_closer_accuracy\": %.6f, \"%s_closer_scored\": %lld", k ? "dense" : "sparse",
+                 closer[k], k ? "dense" : "sparse", closer_n[k]);
       }
     printf("\n}\n");
   } else {
@@ -265,6 +318,12 @@ static int run_eval(dua_context *ctx, dua_inference_model *m, const options *o, 
     for (int k = 0; k < 2; k++)
       if (want[k])
         printf("%16.4f", e[k].accuracy);
+    if (lm_closers) {
+      printf("\n%-34s", "closer accuracy");
+      for (int k = 0; k < 2; k++)
+        if (want[k])
+          printf("%16.4f", closer[k]);
+    }
     printf("\n%-34s", "test loss");
     for (int k = 0; k < 2; k++)
       if (want[k])
@@ -292,6 +351,11 @@ static int run_eval(dua_context *ctx, dua_inference_model *m, const options *o, 
     printf("(batch %d x %d tokens; median of %d after a warm-up; the whole forward runs to the logits;\n"
            " attention only = the %d dua_attention_forward calls of a batch)\n",
            c->batch, c->seq_len, o->reps, c->layers);
+    if (lm_closers)
+      printf("(dyck-lm: test accuracy counts every next-token target, openers included, whose kind and\n"
+             " place are random, so even the generator's own predictor stays near 50%%; closer accuracy\n"
+             " counts the %lld targets that are closers, which the prefix determines: 1.0 is reachable)\n",
+             closer_n[want[0] ? 0 : 1]);
   }
   dua_routing_free(&r);
   free(dens);
@@ -347,11 +411,64 @@ static int parse_prompt(dua_inference_model *m, const char *text, int32_t *ids, 
   return n;
 }
 
+static int is_text(dua_inference_model *m) {
+  return dua_inference_config(m)->task == DUA_TASK_TEXT;
+}
+
+/* Length of the well-formed UTF-8 sequence of 2-4 bytes at b[0..n), 0 if none starts there. */
+static int utf8_len(const int32_t *b, int n) {
+  const int c = b[0];
+  int len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+  if (len == 0 || n < len)
+    return 0;
+  const int lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80, hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+  if (b[1] < lo || b[1] > hi)
+    return 0;
+  for (int k = 2; k < len; k++)
+    if (b[k] < 0x80 || b[k] > 0xBF)
+      return 0;
+  return len;
+}
+
+/* Byte tokens as text (malloc'ed): printable ASCII and well-formed UTF-8 as they are, backslash, newline,
+ * tab and carriage return as \\, \n, \t, \r, every other byte as \xHH. */
+static char *text_of(const int32_t *ids, int n) {
+  char *out = malloc((size_t)n * 4 + 1), *p = out;
+  if (!out)
+    return NULL;
+  for (int i = 0; i < n;) {
+    const int b = ids[i], len = b >= 0x80 ? utf8_len(ids + i, n - i) : 0;
+    if (len > 0) {
+      for (int k = 0; k < len; k++)
+        *p++ = (char)ids[i + k];
+      i += len;
+      continue;
+    }
+    if (b == '\\' || b == '\n' || b == '\t' || b == '\r')
+      p += sprintf(p, "\\%c", b == '\\' ? '\\' : b == '\n' ? 'n' : b == '\t' ? 't' : 'r');
+    else if (b >= 0x20 && b < 0x7f)
+      *p++ = (char)b;
+    else
+      p += sprintf(p, "\\x%02X", b & 0xff);
+    i++;
+  }
+  *p = '\0';
+  return out;
+}
+
+/* Tokens by name separated by spaces, or for the text task as one escaped text. */
 static void print_tokens(dua_inference_model *m, const int32_t *ids, int n) {
+  if (is_text(m)) {
+    char *t = text_of(ids, n);
+    printf("\"%s\"", t ? t : "?");
+    free(t);
+    return;
+  }
   for (int i = 0; i < n; i++)
     printf("%s%s", i ? " " : "", dua_inference_token_name(m, ids[i]));
 }
 
+/* "key": [names], and for the text task also "key_text": the escaped text. */
 static void json_tokens(dua_inference_model *m, const char *key, const int32_t *ids, int n) {
   printf("  \"%s\": [", key);
   for (int i = 0; i < n; i++) {
@@ -359,15 +476,37 @@ static void json_tokens(dua_inference_model *m, const char *key, const int32_t *
     json_string(dua_inference_token_name(m, ids[i]));
   }
   printf("]");
+  if (is_text(m)) {
+    char *t = text_of(ids, n);
+    printf(", \"%s_text\": ", key);
+    json_string(t ? t : "?");
+    free(t);
+  }
+}
+
+/* The text task's prompt: the argument's bytes. */
+static int text_prompt(const char *text, int32_t *ids, int max) {
+  const size_t n = strlen(text);
+  if (n == 0) {
+    fprintf(stderr, "dua-run: --prompt is empty\n");
+    return -1;
+  }
+  if (n > (size_t)max) {
+    fprintf(stderr, "dua-run: --prompt has %zu bytes, more than the model's seq_len %d\n", n, max);
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++)
+    ids[i] = (unsigned char)text[i];
+  return (int)n;
 }
 
 static int run_generate(dua_context *ctx, dua_inference_model *m, const options *o, const char *device) {
   const dua_trainer_config *c = dua_inference_config(m);
   const int S = c->seq_len;
   int32_t *prompt = malloc((size_t)S * sizeof *prompt), *targets = malloc((size_t)S * sizeof *targets);
-  int32_t *out = malloc((size_t)S * sizeof *out);
-  int rc = 1, P = 0, expected = -1;
-  if (!prompt || !targets || !out)
+  int32_t *out = malloc((size_t)S * sizeof *out), *rest = malloc((size_t)S * sizeof *rest);
+  int rc = 1, P = 0, expected = -1, lm_rest = 0; /* lm_rest: the test example's tokens after the prompt */
+  if (!prompt || !targets || !out || !rest)
     goto done;
   if (o->prompt_test >= 0) {
     const int n = dua_inference_test_size(m);
@@ -387,7 +526,12 @@ static int run_generate(dua_context *ctx, dua_inference_model *m, const options 
         P = i + 1, expected = targets[i];
         break;
       }
-  } else if ((P = parse_prompt(m, o->prompt, prompt, S)) < 0) {
+    if (targets[0] >= 0) { /* next-token LM (every position scored): the first half is the prompt */
+      P = S / 2, expected = -1, lm_rest = S - P;
+      memcpy(rest, prompt + P, (size_t)lm_rest * sizeof *rest);
+    }
+  } else if ((P = is_text(m) ? text_prompt(o->prompt, prompt, S) : parse_prompt(m, o->prompt, prompt, S)) <
+             0) {
     rc = 2;
     goto done;
   }
@@ -427,6 +571,10 @@ static int run_generate(dua_context *ctx, dua_inference_model *m, const options 
       printf(",\n  \"expected_first\": ");
       json_string(dua_inference_token_name(m, expected));
     }
+    if (lm_rest > 0) {
+      printf(",\n");
+      json_tokens(m, "expected", rest, n_new < lm_rest ? n_new : lm_rest);
+    }
     printf(
         ",\n  \"prefill_ms\": %.4f, \"decode_steps\": %d, \"decode_ms\": %.4f, \"tokens_per_second\": %.2f, "
         "\"decode_tokens_per_second\": %.2f,\n  \"kv_bytes_per_token\": %.1f, \"dense_kv_bytes_per_token\": "
@@ -446,6 +594,15 @@ static int run_generate(dua_context *ctx, dua_inference_model *m, const options 
     if (expected >= 0)
       printf("expected first token: %s (%s)\n", dua_inference_token_name(m, expected),
              out[0] == expected ? "right" : "wrong");
+    if (lm_rest > 0) {
+      const int shown = n_new < lm_rest ? n_new : lm_rest;
+      int same = 0;
+      for (int i = 0; i < shown; i++)
+        same += out[i] == rest[i];
+      printf("test example continues:  ");
+      print_tokens(m, rest, shown);
+      printf("\n(%d of %d generated tokens equal the example's)\n", same, shown);
+    }
     printf("prefill: %d tokens in %.2f ms (block-sparse forward, K/V into the paged cache, first token)\n", P,
            1e3 * st.prefill_seconds);
     if (st.decode_steps > 0)
@@ -463,6 +620,7 @@ done:
   free(prompt);
   free(targets);
   free(out);
+  free(rest);
   return rc;
 }
 
@@ -493,7 +651,8 @@ int main(int argc, char **argv) {
   dua_device_info info;
   dua_context_device_info(ctx, &info);
   dua_inference_model *m = NULL;
-  if ((st = dua_inference_model_load(ctx, ckpt, o.routing, &m, err, sizeof err)) != DUA_SUCCESS) {
+  if ((st = dua_inference_model_load_with_corpus(ctx, ckpt, o.routing, o.text, &m, err, sizeof err)) !=
+      DUA_SUCCESS) {
     fprintf(stderr, "dua-run: %s\n", err[0] ? err : dua_status_string(st));
     dua_context_destroy(ctx);
     return 1;
@@ -502,9 +661,17 @@ int main(int argc, char **argv) {
   if (!o.json)
     printf("dua-run %s %s: %s, %s mode, step %lld, %d layers x %d heads, width %d, seq_len %d, block %d, "
            "arity %d%s%s\ndevice: %s\n\n",
-           o.eval ? "eval" : "generate", ckpt, c->task ? "listops" : "dyck", c->mode ? "native" : "dense",
+           o.eval ? "eval" : "generate", ckpt, dua_task_kind_name(c->task), c->mode ? "native" : "dense",
            (long long)dua_inference_step_count(m), c->layers, c->heads, c->width, c->seq_len, c->block,
            c->arity, o.routing ? ", routing " : "", o.routing ? o.routing : "", info.name);
+  dua_text_corpus_info corpus;
+  if (!o.json && dua_inference_text_corpus(m, &corpus) == DUA_SUCCESS) {
+    printf("corpus %s: %llu bytes (held out: the last %llu), SHA-256 ", corpus.path,
+           (unsigned long long)corpus.bytes, (unsigned long long)corpus.heldout_bytes);
+    for (int i = 0; i < 32; i++)
+      printf("%02x", corpus.sha256[i]);
+    printf("\n\n");
+  }
   int rc = o.eval ? run_eval(ctx, m, &o, info.name) : run_generate(ctx, m, &o, info.name);
   dua_inference_model_destroy(m);
   dua_context_destroy(ctx);

@@ -28,14 +28,15 @@ typedef struct flag {
 
 #define CFG(field) offsetof(dua_trainer_config, field)
 static const flag flags[] = {
-    {"task", F_TASK, CFG(task), "dyck | listops"},
+    {"task", F_TASK, CFG(task), "dyck | listops | listops-paper | dyck-lm | text (README, \"Tasks\")"},
     {"mode", F_MODE, CFG(mode), "dense | native (learned per-head depths)"},
     {"steps", F_INT, CFG(steps), "optimizer steps"},
     {"seed", F_U64, CFG(seed), "seed of data, initialization and gate noise"},
     {"seq-len", F_INT, CFG(seq_len), "tokens per example"},
-    {"dyck-kinds", F_INT, CFG(dyck_kinds), "bracket kinds k of Dyck-k"},
-    {"dyck-depth", F_INT, CFG(dyck_max_depth), "deepest Dyck nesting"},
-    {"test-size", F_INT, CFG(test_size), "held-out examples (never seen in training)"},
+    {"dyck-kinds", F_INT, CFG(dyck_kinds), "bracket kinds k of Dyck-k (dyck, dyck-lm)"},
+    {"dyck-depth", F_INT, CFG(dyck_max_depth),
+     "deepest Dyck nesting (dyck: < seq-len, dyck-lm: <= seq-len/2)"},
+    {"test-size", F_INT, CFG(test_size), "held-out examples (never seen in training; text: windows)"},
     {"layers", F_INT, CFG(layers), "transformer blocks"},
     {"width", F_INT, CFG(width), "model width C (C / heads in 32, 64, 96, 128)"},
     {"heads", F_INT, CFG(heads), "attention heads"},
@@ -56,7 +57,7 @@ static const flag flags[] = {
     {"density-target", F_FLOAT, CFG(density_target), "density budget (fraction of causal pairs)"},
     {"skip-bias", F_FLOAT, CFG(skip_bias), "level bias below which blocks are skipped in training"},
     {"batch", F_INT, CFG(batch), "examples per step"},
-    {"warmup", F_INT, CFG(warmup), "linear warm-up steps"},
+    {"warmup", F_INT, CFG(warmup), "linear warm-up steps (steps / 10 when the default exceeds steps)"},
     {"decay", F_DECAY, CFG(decay), "cosine | linear learning-rate decay"},
     {"lr", F_FLOAT, CFG(lr), "peak learning rate"},
     {"lr-min", F_FLOAT, CFG(lr_min), "final learning rate / lr"},
@@ -74,15 +75,30 @@ static void usage(FILE *f) {
   dua_trainer_config_init(&d);
   fprintf(f,
           "usage: dua-train --task T --mode M --steps N --seed S --out DIR [options]\n"
-          "       dua-train --resume DIR [--steps N] [--eval-only]\n\n"
+          "       dua-train --task text --text FILE --seq-len S --test-size N --out DIR [options]\n"
+          "       dua-train --resume DIR [--steps N] [--eval-only] [--text FILE]\n\n"
           "  --out DIR        where model.ckpt, routing.json, train.csv, eval.csv, result.json,\n"
           "                   loss.svg and depths.svg are written (created if missing)\n"
           "  --resume DIR     continue from DIR/model.ckpt (config from the checkpoint; --steps may raise\n"
           "                   the total); writes into DIR unless --out is given\n"
           "  --eval-only      with --resume: evaluate the checkpoint and exit\n"
+          "  --text FILE      --task text: the UTF-8 corpus (its last tenth is held out); with --resume:\n"
+          "                   the corpus's new path if it moved (it must be the same file: the checkpoint\n"
+          "                   records its absolute path, size and SHA-256 and refuses any other)\n"
           "  --device SEL     device index, gpu/cpu, or a name substring (default: DUA_DEVICE, first GPU)\n"
           "  --quiet          no progress line\n"
           "  --help           this text\n\n"
+          "tasks (README, \"Tasks\"):\n"
+          "  dyck             Dyck-k prefix; one target: the closer it needs\n"
+          "  listops          nested MIN/MAX/MED/SUMMOD, the value at '=' (dua's variant: mostly nested,\n"
+          "                   lengths spread over seq-len; not comparable with the paper)\n"
+          "  listops-paper    ListOps as the paper's generator draws it (36%% a single flat operator):\n"
+          "                   the distribution behind its 62.7%%\n"
+          "  dyck-lm          next-token LM on balanced Dyck-k words of exactly seq-len (even) tokens;\n"
+          "                   accuracy counts every target, random openers included (a perfect model\n"
+          "                   gets about 50%%); dua-run eval adds accuracy on the closers\n"
+          "  text             byte-level next-token LM on --text FILE (256 tokens); --test-size windows\n"
+          "                   of the held-out last tenth\n\n"
           "model, task, routing and schedule (default in brackets):\n");
   for (int i = 0; i < NFLAGS; i++) {
     const char *p = (const char *)&d + flags[i].offset;
@@ -98,7 +114,7 @@ static void usage(FILE *f) {
       snprintf(def, sizeof def, "%llu", (unsigned long long)*(const uint64_t *)p);
       break;
     case F_TASK:
-      snprintf(def, sizeof def, "%s", *(const int32_t *)p ? "listops" : "dyck");
+      snprintf(def, sizeof def, "%s", dua_task_kind_name(*(const int32_t *)p));
       break;
     case F_MODE:
       snprintf(def, sizeof def, "%s", *(const int32_t *)p ? "native" : "dense");
@@ -139,7 +155,7 @@ static int parse_value(const flag *fl, const char *v, dua_trainer_config *c) {
     return 0;
   }
   case F_TASK:
-    *(int32_t *)p = !strcmp(v, "dyck") ? DUA_TASK_DYCK : !strcmp(v, "listops") ? DUA_TASK_LISTOPS : -1;
+    *(int32_t *)p = dua_task_kind_from_name(v);
     break;
   case F_MODE:
     *(int32_t *)p = !strcmp(v, "dense") ? DUA_ROUTING_DENSE : !strcmp(v, "native") ? DUA_ROUTING_NATIVE : -1;
@@ -153,8 +169,8 @@ static int parse_value(const flag *fl, const char *v, dua_trainer_config *c) {
 
 typedef struct options {
   dua_trainer_config cfg;
-  const char *out, *resume, *device;
-  int eval_only, quiet, steps_given;
+  const char *out, *resume, *device, *text;
+  int eval_only, quiet, steps_given, warmup_given;
   double time_limit;
 } options;
 
@@ -191,6 +207,10 @@ static int parse_args(int argc, char **argv, options *o) {
       o->device = v;
       continue;
     }
+    if (!strcmp(a, "--text")) {
+      o->text = v;
+      continue;
+    }
     if (!strcmp(a, "--time-limit")) {
       char *end = NULL;
       o->time_limit = strtod(v, &end);
@@ -209,14 +229,26 @@ static int parse_args(int argc, char **argv, options *o) {
           return -1;
         }
         o->steps_given |= !strcmp(flags[f].name, "steps");
+        o->warmup_given |= !strcmp(flags[f].name, "warmup");
       }
     if (!found) {
       fprintf(stderr, "dua-train: unknown option %s (see --help)\n", a);
       return -1;
     }
   }
+  if (!o->warmup_given && o->cfg.warmup > o->cfg.steps && o->cfg.steps > 0)
+    o->cfg.warmup = o->cfg.steps / 10; /* a short run: the default warm-up would exceed it */
   if (!o->resume && !o->out) {
     fprintf(stderr, "dua-train: --out DIR is required (see --help)\n");
+    return -1;
+  }
+  if (!o->resume && o->cfg.task == DUA_TASK_TEXT && !o->text) {
+    fprintf(stderr, "dua-train: --task text needs --text FILE (the UTF-8 corpus)\n");
+    return -1;
+  }
+  if (!o->resume && o->text && o->cfg.task != DUA_TASK_TEXT) {
+    fprintf(stderr, "dua-train: --text %s: only --task text reads a corpus (the task is %s)\n", o->text,
+            dua_task_kind_name(o->cfg.task));
     return -1;
   }
   if (o->eval_only && !o->resume) {
@@ -263,6 +295,33 @@ static void print_depths(dua_trainer *t, FILE *f) {
   dua_routing_free(&r);
 }
 
+static void sha_hex(const unsigned char *d, char out[65]) {
+  for (int i = 0; i < 32; i++)
+    snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+static void print_corpus(FILE *f, const dua_text_corpus_info *c) {
+  char h[65];
+  sha_hex(c->sha256, h);
+  fprintf(f, "corpus %s: %llu bytes (training %llu, held out %llu), SHA-256 %s\n", c->path,
+          (unsigned long long)c->bytes, (unsigned long long)c->train_bytes,
+          (unsigned long long)c->heldout_bytes, h);
+}
+
+/* A JSON string (quotes, backslashes and control characters escaped). */
+static void json_string(FILE *f, const char *s) {
+  fputc('"', f);
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\')
+      fprintf(f, "\\%c", *s);
+    else if ((unsigned char)*s < 0x20)
+      fprintf(f, "\\u%04x", (unsigned)(unsigned char)*s);
+    else
+      fputc(*s, f);
+  }
+  fputc('"', f);
+}
+
 static int write_result(const char *path, dua_trainer *t, const dua_eval_result *e, double train_seconds,
                         double tokens_per_s, int completed) {
   FILE *f = fopen(path, "w");
@@ -275,7 +334,7 @@ static int write_result(const char *path, dua_trainer *t, const dua_eval_result 
           "{\n  \"task\": \"%s\", \"mode\": \"%s\", \"steps\": %lld, \"seed\": %llu,\n"
           "  \"test_loss\": %.6f, \"test_accuracy\": %.6f, \"density\": %.6f, \"scored\": %lld,\n"
           "  \"train_seconds\": %.3f, \"tokens_per_second\": %.1f, \"completed\": %s,\n  \"depths\": [",
-          c->task ? "listops" : "dyck", c->mode ? "native" : "dense", (long long)dua_trainer_step_count(t),
+          dua_task_kind_name(c->task), c->mode ? "native" : "dense", (long long)dua_trainer_step_count(t),
           (unsigned long long)c->seed, e->loss, e->accuracy, e->density, (long long)e->scored, train_seconds,
           tokens_per_s, completed ? "true" : "false");
   for (int l = 0; have && l < r.layers; l++) {
@@ -284,7 +343,18 @@ static int write_result(const char *path, dua_trainer *t, const dua_eval_result 
       fprintf(f, "%s%d", h ? ", " : "", r.head[(size_t)l * r.heads + h].depth);
     fprintf(f, "]");
   }
-  fprintf(f, "]\n}\n");
+  fprintf(f, "]");
+  dua_text_corpus_info corpus;
+  if (dua_trainer_text_corpus(t, &corpus) == DUA_SUCCESS) {
+    char h[65];
+    sha_hex(corpus.sha256, h);
+    fprintf(f, ",\n  \"corpus\": {\"path\": ");
+    json_string(f, corpus.path);
+    fprintf(f, ", \"bytes\": %llu, \"train_bytes\": %llu, \"heldout_bytes\": %llu, \"sha256\": \"%s\"}",
+            (unsigned long long)corpus.bytes, (unsigned long long)corpus.train_bytes,
+            (unsigned long long)corpus.heldout_bytes, h);
+  }
+  fprintf(f, "\n}\n");
   if (have)
     dua_routing_free(&r);
   return fclose(f) == 0 ? 0 : -1;
@@ -338,11 +408,11 @@ int main(int argc, char **argv) {
   dua_trainer *t = NULL;
   if (o.resume) {
     join(path, sizeof path, o.resume, "model.ckpt");
-    st = dua_trainer_load(ctx, path, &t, err, sizeof err);
+    st = dua_trainer_load_with_corpus(ctx, path, o.text, &t, err, sizeof err);
     if (st == DUA_SUCCESS && o.steps_given && (st = dua_trainer_set_steps(t, o.cfg.steps)) != DUA_SUCCESS)
       snprintf(err, sizeof err, "%s", dua_context_last_error(ctx));
   } else {
-    st = dua_trainer_create(ctx, &o.cfg, &t, err, sizeof err);
+    st = dua_trainer_create_with_corpus(ctx, &o.cfg, o.text, &t, err, sizeof err);
   }
   if (st != DUA_SUCCESS) {
     fprintf(stderr, "dua-train: %s\n", err[0] ? err : dua_status_string(st));
@@ -351,6 +421,10 @@ int main(int argc, char **argv) {
     return 1;
   }
   const dua_trainer_config *c = dua_trainer_get_config(t);
+  dua_text_corpus_info corpus;
+  const int text = dua_trainer_text_corpus(t, &corpus) == DUA_SUCCESS;
+  if (text)
+    print_corpus(stdout, &corpus);
   if (make_dir(o.out) != 0)
     return 1;
   dua_eval_result ev;
@@ -368,7 +442,7 @@ int main(int argc, char **argv) {
   }
   printf("dua-train: %s, %s mode, %d steps, %d layers x %d heads, width %d, S=%d, block %d, arity %d, D=%d "
          "on %s\n",
-         c->task ? "listops" : "dyck", c->mode ? "native" : "dense", c->steps, c->layers, c->heads, c->width,
+         dua_task_kind_name(c->task), c->mode ? "native" : "dense", c->steps, c->layers, c->heads, c->width,
          c->seq_len, c->block, c->arity, dua_trainer_tree_depth(t), info.name);
   join(path, sizeof path, o.out, "train.csv");
   int fresh = dua_trainer_step_count(t) == 0;

@@ -49,6 +49,20 @@ void dua_trainer_config_init(dua_trainer_config *c) {
   c->eval_every = 200;
 }
 
+static const char *const task_names[] = {"dyck", "listops", "listops-paper", "dyck-lm", "text"};
+#define N_TASKS ((int32_t)(sizeof task_names / sizeof task_names[0]))
+
+const char *dua_task_kind_name(int32_t task) {
+  return task >= 0 && task < N_TASKS ? task_names[task] : "?";
+}
+
+int32_t dua_task_kind_from_name(const char *name) {
+  for (int32_t i = 0; name != NULL && i < N_TASKS; i++)
+    if (strcmp(name, task_names[i]) == 0)
+      return i;
+  return -1;
+}
+
 #if defined(__GNUC__)
 __attribute__((format(printf, 3, 4)))
 #endif
@@ -102,11 +116,27 @@ dua_status dua_trainer_config_validate(const dua_trainer_config *c, char *error,
   if (c == NULL)
     return fail(error, error_size, "config is NULL");
   /* task */
-  CHECK_INT(task, DUA_TASK_DYCK, DUA_TASK_LISTOPS);
+  if (c->task < 0 || c->task >= N_TASKS) {
+    char names[256] = "";
+    for (int32_t i = 0; i < N_TASKS; i++) {
+      size_t len = strlen(names);
+      snprintf(names + len, sizeof names - len, "%s%d %s", i ? ", " : "", (int)i, task_names[i]);
+    }
+    return fail(error, error_size, "config.task = %d is not a task (%s)", (int)c->task, names);
+  }
   CHECK_INT(seq_len, 8, 65536);
+  if (c->task == DUA_TASK_DYCK_LM && c->seq_len % 2 != 0)
+    return fail(error, error_size,
+                "config.seq_len = %d is odd: task dyck-lm needs an even seq_len (a balanced word of seq_len "
+                "tokens)",
+                (int)c->seq_len);
   CHECK_INT(dyck_kinds, 1, 8);
-  /* a Dyck prefix of at most seq_len - 1 tokens nests at most seq_len - 1 deep (other tasks ignore it) */
-  CHECK_INT(dyck_max_depth, 1, c->task == DUA_TASK_DYCK ? c->seq_len - 1 : 65535);
+  /* a Dyck prefix of at most seq_len - 1 tokens nests at most seq_len - 1 deep, a balanced word of seq_len
+   * tokens at most seq_len / 2 (other tasks ignore it) */
+  CHECK_INT(dyck_max_depth, 1,
+            c->task == DUA_TASK_DYCK      ? c->seq_len - 1
+            : c->task == DUA_TASK_DYCK_LM ? c->seq_len / 2
+                                          : 65535);
   CHECK_INT(test_size, 1, 1 << 20);
   if ((long long)c->test_size * c->seq_len > (1ll << 28))
     return fail(error, error_size,

@@ -359,7 +359,7 @@ static dua_status dense_block_density(const dua_inference_model *m, double *out)
 }
 
 static dua_status load(dua_inference_model *m, const dua_ckpt_section *s, int n, const char *routing_path,
-                       char *error, size_t error_size) {
+                       const char *corpus_path, char *error, size_t error_size) {
   const dua_trainer_config *c = &m->cfg;
   if (c->heads > 64 || c->layers > 64) {
     put(error, error_size, "checkpoint: at most 64 layers and 64 heads per layer are supported");
@@ -368,7 +368,12 @@ static dua_status load(dua_inference_model *m, const dua_ckpt_section *s, int n,
   m->L = c->layers, m->H = c->heads, m->C = c->width, m->Dh = c->width / c->heads;
   m->M = c->mlp_ratio * c->width, m->S = c->seq_len, m->B = c->batch;
   m->D = dua_tree_depth_of((c->seq_len + c->block - 1) / c->block, c->arity);
-  dua_status st = dua_task_create(c, &m->task, error, error_size);
+  dua_task_corpus corpus;
+  const dua_ckpt_section *rec = dua_checkpoint_find(s, n, DUA_TASK_CORPUS_SECTION);
+  dua_status st = dua_task_corpus_from_record(c, rec ? rec->data : NULL, rec ? rec->bytes : 0, corpus_path,
+                                              &corpus, error, error_size);
+  if (st == DUA_SUCCESS)
+    st = dua_task_create(c, &corpus, &m->task, error, error_size);
   if (st != DUA_SUCCESS)
     return st;
   m->V = dua_task_vocab_size(m->task);
@@ -418,6 +423,17 @@ static dua_status load(dua_inference_model *m, const dua_ckpt_section *s, int n,
 
 dua_status dua_inference_model_load(dua_context *ctx, const char *checkpoint_path, const char *routing_path,
                                     dua_inference_model **out, char *error, size_t error_size) {
+  return dua_inference_model_load_with_corpus(ctx, checkpoint_path, routing_path, NULL, out, error,
+                                              error_size);
+}
+
+dua_status dua_inference_text_corpus(const dua_inference_model *m, dua_text_corpus_info *info) {
+  return m ? dua_task_text_corpus(m->task, info) : DUA_ERROR_INVALID_ARGUMENT;
+}
+
+dua_status dua_inference_model_load_with_corpus(dua_context *ctx, const char *checkpoint_path,
+                                                const char *routing_path, const char *corpus_path,
+                                                dua_inference_model **out, char *error, size_t error_size) {
   if (error && error_size)
     error[0] = '\0';
   if (!ctx || !checkpoint_path || !out) {
@@ -432,7 +448,7 @@ dua_status dua_inference_model_load(dua_context *ctx, const char *checkpoint_pat
   int n = 0;
   dua_status st = dua_checkpoint_load(checkpoint_path, &m->cfg, &s, &n, error, error_size);
   if (st == DUA_SUCCESS)
-    st = load(m, s, n, routing_path, error, error_size);
+    st = load(m, s, n, routing_path, corpus_path, error, error_size);
   dua_checkpoint_free(s, n);
   if (st != DUA_SUCCESS) {
     if (st == DUA_ERROR_OUT_OF_MEMORY && error && error_size && !error[0])

@@ -1,6 +1,6 @@
-/* task_internal.h: what task.c shares with the generators (task_dyck.c, task_listops.c) and the loader:
- * the seeded PRNG (xoshiro256** seeded through splitmix64) and the generator entry points. Token ids of
- * both tasks: 0 is PAD. */
+/* task_internal.h: what task.c shares with the generators (task_dyck.c, task_listops.c,
+ * task_listops_paper.c), the text corpus (task_text.c) and the loader: the seeded PRNG (xoshiro256** seeded
+ * through splitmix64) and the generator entry points. Token ids of every synthetic task: 0 is PAD. */
 #ifndef DUA_TASK_INTERNAL_H
 #define DUA_TASK_INTERNAL_H
 
@@ -68,6 +68,10 @@ typedef void (*dua_task_generate_fn)(const dua_trainer_config *config, dua_task_
 /* Dyck-k: PAD, openers 1..k, closers k+1..2k. */
 void dua_dyck_generate(const dua_trainer_config *config, dua_task_rng *r, int32_t *tokens, int32_t *targets);
 int32_t dua_dyck_vocab_size(const dua_trainer_config *config);
+/* dyck-lm (same vocabulary, PAD unused): a balanced Dyck-k word of seq_len tokens, next-token targets. */
+#define DUA_DYCK_LM_P_OPEN 0.5 /* probability of an opener where an opener and a closer are both allowed */
+void dua_dyck_lm_generate(const dua_trainer_config *config, dua_task_rng *r, int32_t *tokens,
+                          int32_t *targets);
 const char *dua_dyck_token_name(const dua_trainer_config *config, int32_t id);
 
 /* ListOps: PAD, digits 0-9 (ids 1..10), '[' MIN MAX MED SUMMOD ']' '=' (ids 11..17). */
@@ -86,5 +90,28 @@ enum {
 void dua_listops_generate(const dua_trainer_config *config, dua_task_rng *r, int32_t *tokens,
                           int32_t *targets);
 const char *dua_listops_token_name(int32_t id);
+/* Value of op over v[0..n) (MED sorts v in place). */
+int32_t dua_listops_apply(int32_t op, int32_t *v, int32_t n);
+/* ListOps as the paper's generator draws it (task_listops_paper.c); same vocabulary. */
+void dua_listops_paper_generate(const dua_trainer_config *config, dua_task_rng *r, int32_t *tokens,
+                                int32_t *targets);
+
+/* ---------------------------------------------------------------- text corpus (task_text.c) */
+
+typedef struct dua_text_corpus dua_text_corpus;
+/* Reads, validates and splits the corpus of spec (path, or the recorded one) for config's seq_len and
+ * test_size; with spec->verify, refuses a file that is not the recorded one. */
+dua_status dua_text_corpus_load(const dua_trainer_config *config, const dua_task_corpus *spec,
+                                dua_text_corpus **out, char *error, size_t error_size);
+void dua_text_corpus_destroy(dua_text_corpus *corpus);
+const char *dua_text_token_name(const dua_text_corpus *corpus, int32_t id);
+/* A training window at an offset drawn from r; test window i of n. tokens, targets: [S]. */
+void dua_text_train_window(const dua_text_corpus *corpus, int32_t S, dua_task_rng *r, int32_t *tokens,
+                           int32_t *targets);
+void dua_text_test_window(const dua_text_corpus *corpus, int32_t S, int32_t i, int32_t n, int32_t *tokens,
+                          int32_t *targets);
+void dua_text_info(const dua_text_corpus *corpus, dua_text_corpus_info *info);
+/* The checkpoint record's payload (malloc'ed). */
+dua_status dua_text_record(const dua_text_corpus *corpus, void **data, uint64_t *bytes);
 
 #endif

@@ -27,7 +27,7 @@ typedef struct gen_state {
   int32_t pos;
 } gen_state;
 
-static int32_t apply(int32_t op, int32_t *v, int32_t n) {
+int32_t dua_listops_apply(int32_t op, int32_t *v, int32_t n) {
   int32_t out = v[0];
   switch (op) {
   case DUA_LISTOPS_MIN:
@@ -99,7 +99,7 @@ static int32_t gen_expr(gen_state *g, int32_t budget, int32_t must, int32_t dept
     remaining -= g->pos - start;
   }
   g->tokens[g->pos++] = DUA_LISTOPS_CLOSE;
-  return apply(op, values, n);
+  return dua_listops_apply(op, values, n);
 }
 
 void dua_listops_generate(const dua_trainer_config *c, dua_task_rng *r, int32_t *tokens, int32_t *targets) {

@@ -85,8 +85,9 @@ static dua_status dense_block_density(const dua_trainer_config *c, double *out) 
   return st;
 }
 
-dua_status dua_trainer_create(dua_context *ctx, const dua_trainer_config *config, dua_trainer **out,
-                              char *error, size_t error_size) {
+/* A fresh trainer on corpus (NULL for the synthetic tasks). */
+static dua_status create(dua_context *ctx, const dua_trainer_config *config, const dua_task_corpus *corpus,
+                         dua_trainer **out, char *error, size_t error_size) {
   if (!ctx || !config || !out) {
     put_error(error, error_size, "%s", "dua_trainer_create: ctx, config and out must not be NULL");
     return DUA_ERROR_INVALID_ARGUMENT;
@@ -103,7 +104,7 @@ dua_status dua_trainer_create(dua_context *ctx, const dua_trainer_config *config
     return DUA_ERROR_OUT_OF_MEMORY;
   t->ctx = ctx;
   t->cfg = *config;
-  st = dua_task_create(config, &t->task, error, error_size);
+  st = dua_task_create(config, corpus, &t->task, error, error_size);
   if (st == DUA_SUCCESS) {
     st = dua_model_create(ctx, config, dua_task_vocab_size(t->task), &t->model);
     if (st != DUA_SUCCESS)
@@ -152,6 +153,24 @@ dua_status dua_trainer_create(dua_context *ctx, const dua_trainer_config *config
   }
   *out = t;
   return DUA_SUCCESS;
+}
+
+dua_status dua_trainer_create_with_corpus(dua_context *ctx, const dua_trainer_config *config,
+                                          const char *corpus_path, dua_trainer **out, char *error,
+                                          size_t error_size) {
+  dua_task_corpus corpus;
+  memset(&corpus, 0, sizeof corpus);
+  corpus.path = corpus_path;
+  return create(ctx, config, &corpus, out, error, error_size);
+}
+
+dua_status dua_trainer_create(dua_context *ctx, const dua_trainer_config *config, dua_trainer **out,
+                              char *error, size_t error_size) {
+  return create(ctx, config, NULL, out, error, error_size);
+}
+
+dua_status dua_trainer_text_corpus(const dua_trainer *t, dua_text_corpus_info *info) {
+  return t ? dua_task_text_corpus(t->task, info) : DUA_ERROR_INVALID_ARGUMENT;
 }
 
 const dua_trainer_config *dua_trainer_get_config(const dua_trainer *t) {
@@ -405,7 +424,11 @@ dua_status dua_trainer_save(dua_trainer *t, const char *path, char *error, size_
   size_t state_bytes = sizeof(state_header) + LH * sizeof(int32_t);
   float *params = malloc(P), *mo = malloc(P), *vo = malloc(P);
   unsigned char *state = malloc(state_bytes);
+  void *corpus = NULL; /* the text task's corpus record */
+  uint64_t corpus_bytes = 0;
   dua_status st = (!params || !mo || !vo || !state) ? DUA_ERROR_OUT_OF_MEMORY : DUA_SUCCESS;
+  if (st == DUA_SUCCESS)
+    st = dua_task_corpus_record(t->task, &corpus, &corpus_bytes);
   if (st == DUA_SUCCESS && ((st = dua_buffer_read(m->params, 0, P, params)) != DUA_SUCCESS ||
                             (st = dua_buffer_read(m->adam_m, 0, P, mo)) != DUA_SUCCESS ||
                             (st = dua_buffer_read(m->adam_v, 0, P, vo)) != DUA_SUCCESS))
@@ -414,13 +437,21 @@ dua_status dua_trainer_save(dua_trainer *t, const char *path, char *error, size_
     state_header h = {DUA_CKPT_STATE_VERSION, t->step, t->phase, (int64_t)LH};
     memcpy(state, &h, sizeof h);
     memcpy(state + sizeof h, t->fixed_depths, LH * sizeof(int32_t));
-    dua_ckpt_section s[7] = {
-        {"params", P, params},         {"adam_m", P, mo},    {"adam_v", P, vo},
-        {"gate_z", G, t->z},           {"gate_m", G, t->zm}, {"gate_v", G, t->zv},
+    dua_ckpt_section s[8] = {
+        {"params", P, params},
+        {"adam_m", P, mo},
+        {"adam_v", P, vo},
+        {"gate_z", G, t->z},
+        {"gate_m", G, t->zm},
+        {"gate_v", G, t->zv},
         {"state", state_bytes, state},
+        {DUA_TASK_CORPUS_SECTION, corpus_bytes, corpus},
     };
-    st = dua_checkpoint_save(path, &t->cfg, s, 7, error, error_size);
+    st = dua_checkpoint_save(path, &t->cfg, s, corpus ? 8 : 7, error, error_size);
+  } else if (st == DUA_ERROR_OUT_OF_MEMORY) {
+    put_error(error, error_size, "%s", "dua_trainer_save: out of host memory");
   }
+  free(corpus);
   free(params);
   free(mo);
   free(vo);
@@ -444,6 +475,11 @@ static dua_status restore_section(const dua_ckpt_section *s, int n, const char *
 
 dua_status dua_trainer_load(dua_context *ctx, const char *path, dua_trainer **out, char *error,
                             size_t error_size) {
+  return dua_trainer_load_with_corpus(ctx, path, NULL, out, error, error_size);
+}
+
+dua_status dua_trainer_load_with_corpus(dua_context *ctx, const char *path, const char *corpus_path,
+                                        dua_trainer **out, char *error, size_t error_size) {
   if (!ctx || !path || !out) {
     put_error(error, error_size, "%s", "dua_trainer_load: ctx, path and out must not be NULL");
     return DUA_ERROR_INVALID_ARGUMENT;
@@ -454,8 +490,13 @@ dua_status dua_trainer_load(dua_context *ctx, const char *path, dua_trainer **ou
   dua_status st = dua_checkpoint_load(path, &cfg, &s, &n, error, error_size);
   if (st != DUA_SUCCESS)
     return st;
+  dua_task_corpus corpus;
+  const dua_ckpt_section *rec = dua_checkpoint_find(s, n, DUA_TASK_CORPUS_SECTION);
+  st = dua_task_corpus_from_record(&cfg, rec ? rec->data : NULL, rec ? rec->bytes : 0, corpus_path, &corpus,
+                                   error, error_size);
   dua_trainer *t = NULL;
-  st = dua_trainer_create(ctx, &cfg, &t, error, error_size);
+  if (st == DUA_SUCCESS)
+    st = create(ctx, &cfg, &corpus, &t, error, error_size);
   float *host = NULL;
   if (st == DUA_SUCCESS) {
     dua_model *m = t->model;

@@ -2,8 +2,12 @@
  *   - every parameter tensor's gradient (and the level-bias gradient of native mode) against central finite
  *     differences of the mean cross-entropy, on a tiny 2-layer model with sparse and dense heads;
  *   - training lowers the loss; resuming from a checkpoint continues bit-identically; evaluation after a
- *     reload equals evaluation before it; a damaged checkpoint is refused. */
+ *     reload equals evaluation before it; a damaged checkpoint is refused;
+ *   - the text task resumes bit-identically too, and its checkpoint accepts its corpus only if the file is
+ *     the one it was trained on (moved: give the new path; changed: refused), in the trainer and inference.
+ */
 #include "test_util.h"
+#include "train/checkpoint.h"
 #include "train/model.h"
 #include "train/task.h"
 
@@ -224,6 +228,179 @@ START_TEST(training_resumes_bit_identically) {
 }
 END_TEST
 
+/* A UTF-8 corpus of n bytes (2-byte characters among ASCII words), seeded. */
+static void write_corpus(const char *path, size_t n, uint64_t seed) {
+  test_rng r = test_rng_make(seed);
+  FILE *f = fopen(path, "wb");
+  ck_assert_ptr_nonnull(f);
+  for (size_t i = 0; i < n;) {
+    int k = test_rng_int(&r, 0, 12);
+    if (k == 0 && i + 2 <= n) {
+      fputs("\xC3\xA9", f); /* é */
+      i += 2;
+    } else {
+      fputc(k == 1 ? ' ' : k == 2 ? '\n' : 'a' + k, f);
+      i++;
+    }
+  }
+  ck_assert_int_eq(fclose(f), 0);
+}
+
+/* Task text through the trainer: resuming is bit-identical; the checkpoint records the corpus, so a moved
+ * corpus is refused at its recorded path and accepted at its new one (by the trainer and by inference,
+ * whose evaluation equals the trainer's), a changed corpus is refused, and a corpus for another task or
+ * none for text is refused. */
+START_TEST(text_task_resumes_and_checks_its_corpus) {
+  dua_context *ctx = test_context();
+  char dir[] = "/tmp/dua_test_text_XXXXXX", err[1024], corpus[256], moved[256], path[256];
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(corpus, sizeof corpus, "%s/corpus.txt", dir);
+  snprintf(moved, sizeof moved, "%s/moved.txt", dir);
+  write_corpus(corpus, 6000, 3);
+  dua_trainer_config c = tiny_config();
+  c.task = DUA_TASK_TEXT;
+  c.seq_len = 64, c.test_size = 8, c.mode = DUA_ROUTING_NATIVE;
+  c.steps = 6, c.warmup = 1, c.hard_frac = 0.5f, c.eval_every = 0;
+  dua_trainer *a = NULL, *b = NULL, *b2 = NULL;
+  ck_assert_msg(dua_trainer_create_with_corpus(ctx, &c, corpus, &a, err, sizeof err) == DUA_SUCCESS, "%s",
+                err);
+  ck_assert_int_eq(dua_trainer_vocab_size(a), 256);
+  dua_text_corpus_info info;
+  ck_assert_int_eq(dua_trainer_text_corpus(a, &info), DUA_SUCCESS);
+  ck_assert_uint_eq(info.bytes, 6000);
+  dua_train_stats s;
+  for (int i = 0; i < 6; i++) {
+    ck_assert_int_eq(dua_trainer_step(a, &s), DUA_SUCCESS);
+    ck_assert(isfinite(s.loss));
+  }
+  ck_assert_msg(dua_trainer_create_with_corpus(ctx, &c, corpus, &b, err, sizeof err) == DUA_SUCCESS, "%s",
+                err);
+  for (int i = 0; i < 3; i++)
+    ck_assert_int_eq(dua_trainer_step(b, &s), DUA_SUCCESS);
+  snprintf(path, sizeof path, "%s/mid.ckpt", dir);
+  ck_assert_msg(dua_trainer_save(b, path, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  dua_trainer_destroy(b);
+  ck_assert_msg(dua_trainer_load(ctx, path, &b2, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  for (int i = 0; i < 3; i++)
+    ck_assert_int_eq(dua_trainer_step(b2, &s), DUA_SUCCESS);
+  float *pa, *pb;
+  size_t na, nb;
+  read_params(a, dir, "a.ckpt", &pa, &na);
+  read_params(b2, dir, "b.ckpt", &pb, &nb);
+  ck_assert_uint_eq(na, nb);
+  ck_assert_msg(memcmp(pa, pb, na) == 0, "resumed text run differs from the straight run");
+  free(pa);
+  free(pb);
+  dua_trainer_destroy(b2);
+  /* inference on the checkpoint: the trainer's evaluation, bit for bit */
+  dua_eval_result te, ie;
+  ck_assert_int_eq(dua_trainer_evaluate(a, &te), DUA_SUCCESS);
+  ck_assert_int_eq(te.scored, 8 * 64);
+  snprintf(path, sizeof path, "%s/a.ckpt", dir);
+  dua_inference_model *m = NULL;
+  ck_assert_msg(dua_inference_model_load(ctx, path, NULL, &m, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  ck_assert_int_eq(dua_inference_evaluate(m, 0, &ie), DUA_SUCCESS);
+  ck_assert_msg(te.loss == ie.loss && te.accuracy == ie.accuracy && te.scored == ie.scored,
+                "trainer %.17g/%.17g, inference %.17g/%.17g", te.loss, te.accuracy, ie.loss, ie.accuracy);
+  ck_assert_str_eq(dua_inference_token_name(m, 'e'), "e");
+  dua_inference_model_destroy(m);
+  /* moved: refused at the recorded path, accepted at the new one */
+  ck_assert_int_eq(rename(corpus, moved), 0);
+  dua_trainer *t = NULL;
+  ck_assert_int_eq(dua_trainer_load(ctx, path, &t, err, sizeof err), DUA_ERROR_IO);
+  ck_assert_msg(strstr(err, "corpus.txt") && strstr(err, "--text FILE"), "%s", err);
+  m = NULL;
+  ck_assert_int_eq(dua_inference_model_load(ctx, path, NULL, &m, err, sizeof err), DUA_ERROR_IO);
+  ck_assert_ptr_null(m);
+  ck_assert_msg(dua_trainer_load_with_corpus(ctx, path, moved, &t, err, sizeof err) == DUA_SUCCESS, "%s",
+                err);
+  dua_eval_result e2;
+  ck_assert_int_eq(dua_trainer_evaluate(t, &e2), DUA_SUCCESS);
+  ck_assert(e2.loss == te.loss && e2.accuracy == te.accuracy);
+  snprintf(path, sizeof path, "%s/resaved.ckpt", dir); /* the new path is recorded */
+  ck_assert_msg(dua_trainer_save(t, path, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  dua_trainer_destroy(t);
+  ck_assert_msg(dua_inference_model_load(ctx, path, NULL, &m, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  ck_assert_int_eq(dua_inference_text_corpus(m, &info), DUA_SUCCESS);
+  ck_assert_msg(strstr(info.path, "moved.txt") != NULL, "%s", info.path);
+  dua_inference_model_destroy(m);
+  snprintf(path, sizeof path, "%s/a.ckpt", dir);
+  ck_assert_msg(dua_inference_model_load_with_corpus(ctx, path, NULL, moved, &m, err, sizeof err) ==
+                    DUA_SUCCESS,
+                "%s", err);
+  dua_inference_model_destroy(m);
+  /* changed (same size, another seed): refused by both */
+  write_corpus(moved, 6000, 4);
+  t = NULL;
+  ck_assert_int_eq(dua_trainer_load_with_corpus(ctx, path, moved, &t, err, sizeof err),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_ptr_null(t);
+  ck_assert_msg(strstr(err, "is not the file the checkpoint was trained on"), "%s", err);
+  m = NULL;
+  ck_assert_int_eq(dua_inference_model_load_with_corpus(ctx, path, NULL, moved, &m, err, sizeof err),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_ptr_null(m);
+  /* a checkpoint whose corpus record is malformed or missing behind a valid checksum: corrupt */
+  write_corpus(moved, 6000, 3);
+  {
+    dua_trainer_config cc;
+    dua_ckpt_section *secs = NULL;
+    int count = 0;
+    ck_assert_msg(dua_checkpoint_load(path, &cc, &secs, &count, err, sizeof err) == DUA_SUCCESS, "%s", err);
+    dua_ckpt_section *rec = NULL;
+    for (int i = 0; i < count; i++)
+      if (!strcmp(secs[i].name, "text_corpus"))
+        rec = &secs[i];
+    ck_assert_ptr_nonnull(rec);
+    char bad[256];
+    snprintf(bad, sizeof bad, "%s/bad_record.ckpt", dir);
+    ((unsigned char *)rec->data)[0] = 2; /* record version 2 */
+    ck_assert_msg(dua_checkpoint_save(bad, &cc, secs, count, err, sizeof err) == DUA_SUCCESS, "%s", err);
+    ck_assert_int_eq(dua_trainer_load_with_corpus(ctx, bad, moved, &t, err, sizeof err),
+                     DUA_ERROR_CORRUPT_FILE);
+    ck_assert_msg(strstr(err, "text_corpus") && strstr(err, "version"), "%s", err);
+    ck_assert_int_eq(dua_inference_model_load(ctx, bad, NULL, &m, err, sizeof err), DUA_ERROR_CORRUPT_FILE);
+    ((unsigned char *)rec->data)[0] = 1;
+    ck_assert_msg(dua_checkpoint_save(bad, &cc, secs, count, err, sizeof err) == DUA_SUCCESS, "%s", err);
+    ck_assert_msg(dua_trainer_load_with_corpus(ctx, bad, moved, &t, err, sizeof err) == DUA_SUCCESS, "%s",
+                  err);
+    dua_trainer_destroy(t);
+    t = NULL;
+    dua_ckpt_section last = secs[count - 1]; /* drop the record: swap it to the end, save the others */
+    secs[count - 1] = *rec;
+    *rec = last;
+    ck_assert_msg(dua_checkpoint_save(bad, &cc, secs, count - 1, err, sizeof err) == DUA_SUCCESS, "%s", err);
+    ck_assert_int_eq(dua_trainer_load_with_corpus(ctx, bad, moved, &t, err, sizeof err),
+                     DUA_ERROR_CORRUPT_FILE);
+    ck_assert_msg(strstr(err, "missing"), "%s", err);
+    dua_checkpoint_free(secs, count);
+  }
+  /* a corpus for another task, none for text */
+  dua_trainer_config d = tiny_config();
+  d.steps = 1, d.warmup = 0;
+  ck_assert_int_eq(dua_trainer_create_with_corpus(ctx, &d, moved, &t, err, sizeof err),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(err, "--text"), "%s", err);
+  ck_assert_int_eq(dua_trainer_create(ctx, &c, &t, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(err, "needs a corpus"), "%s", err);
+  ck_assert_msg(dua_trainer_create(ctx, &d, &t, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  ck_assert_int_eq(dua_trainer_text_corpus(t, &info), DUA_ERROR_INVALID_ARGUMENT);
+  snprintf(path, sizeof path, "%s/dyck.ckpt", dir);
+  ck_assert_msg(dua_trainer_save(t, path, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  dua_trainer_destroy(t);
+  ck_assert_int_eq(dua_trainer_load_with_corpus(ctx, path, moved, &t, err, sizeof err),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(err, "reads none"), "%s", err);
+  ck_assert_int_eq(dua_inference_model_load_with_corpus(ctx, path, NULL, moved, &m, err, sizeof err),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  dua_trainer_destroy(a);
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+  dua_context_destroy(ctx);
+}
+END_TEST
+
 START_TEST(training_lowers_the_loss) {
   dua_context *ctx = test_context();
   dua_trainer_config c = tiny_config();
@@ -264,6 +441,7 @@ int main(void) {
   tcase_set_timeout(tc, 600);
   tcase_add_test(tc, model_gradients_match_finite_differences);
   tcase_add_test(tc, training_resumes_bit_identically);
+  tcase_add_test(tc, text_task_resumes_and_checks_its_corpus);
   tcase_add_test(tc, training_lowers_the_loss);
   tcase_add_test(tc, bad_configs_are_refused);
   suite_add_tcase(s, tc);

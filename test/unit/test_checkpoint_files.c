@@ -200,8 +200,8 @@ static buf build(const dua_trainer_config *c, const dua_ckpt_section *s, int cou
 static dua_trainer_config random_config(test_rng *r) {
   dua_trainer_config c;
   dua_trainer_config_init(&c);
-  c.task = test_rng_int(r, 0, 1);
-  c.seq_len = test_rng_int(r, 16, 4096);
+  c.task = test_rng_int(r, 0, 4);                                                 /* every task kind */
+  c.seq_len = test_rng_int(r, 16, 4096) & (c.task == DUA_TASK_DYCK_LM ? ~1 : ~0); /* dyck-lm: even */
   c.dyck_kinds = test_rng_int(r, 1, 8);
   c.dyck_max_depth = test_rng_int(r, 1, 15);
   c.layers = test_rng_int(r, 1, 12);

@@ -1,6 +1,7 @@
 /* test_train_config.c: unit tests of the trainer configuration: the defaults are the paper's Dyck-2 setup
- * and valid; every field refuses a bad value (below, above, NaN where it is a float) with a message that
- * names the field and its value; edge values inside the ranges are accepted. */
+ * and valid; every field refuses a bad value (below, above, NaN where it is a float; task-specific bounds
+ * such as dyck-lm's even seq_len) with a message that names the field and its value; edge values inside the
+ * ranges are accepted; task names round-trip. */
 #include "dua_train.h"
 #include "test_util.h"
 
@@ -63,13 +64,15 @@ typedef struct bad_case {
   }
 #define BAD_LIST                                                                                             \
   BAD(task_lo, "task", "-1", c->task = -1)                                                                   \
-  BAD(task_hi, "task", "2", c->task = 2)                                                                     \
+  BAD(task_hi, "task", "5", c->task = 5)                                                                     \
   BAD(seq_lo, "seq_len", "7", c->seq_len = 7)                                                                \
   BAD(seq_hi, "seq_len", "65537", c->seq_len = 65537)                                                        \
   BAD(kinds_lo, "dyck_kinds", "0", c->dyck_kinds = 0)                                                        \
   BAD(kinds_hi, "dyck_kinds", "9", c->dyck_kinds = 9)                                                        \
   BAD(depth_lo, "dyck_max_depth", "0", c->dyck_max_depth = 0)                                                \
   BAD(depth_hi, "dyck_max_depth", "32", c->dyck_max_depth = 32)                                              \
+  BAD(lm_odd, "seq_len", "33", (c->task = DUA_TASK_DYCK_LM, c->seq_len = 33, c->dyck_max_depth = 8))         \
+  BAD(lm_depth, "dyck_max_depth", "17", (c->task = DUA_TASK_DYCK_LM, c->dyck_max_depth = 17))                \
   BAD(test_lo, "test_size", "0", c->test_size = 0)                                                           \
   BAD(test_hi, "test_size", "1048577", c->test_size = 1048577)                                               \
   BAD(test_mem, "test_size", "262144", (c->seq_len = 2048, c->dyck_max_depth = 8, c->test_size = 262144))    \
@@ -172,6 +175,16 @@ START_TEST(test_edges_accepted) {
     c.block = b;
     ck_assert_msg(dua_trainer_config_validate(&c, err, sizeof err) == DUA_SUCCESS, "%s", err);
   }
+  static const int32_t lm[][2] = {{8, 4}, {8, 1}, {65536, 32768}}; /* dyck-lm: even S, depth up to S / 2 */
+  for (size_t i = 0; i < sizeof lm / sizeof lm[0]; i++) {
+    dua_trainer_config_init(&c);
+    c.task = DUA_TASK_DYCK_LM;
+    c.seq_len = lm[i][0];
+    c.dyck_max_depth = lm[i][1];
+    c.batch = 4;
+    c.test_size = 100;
+    ck_assert_msg(dua_trainer_config_validate(&c, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  }
   dua_trainer_config_init(&c);
   c.task = DUA_TASK_LISTOPS;
   c.seq_len = 8;
@@ -205,6 +218,28 @@ START_TEST(test_edges_accepted) {
 }
 END_TEST
 
+/* Task names: every kind has one, they round-trip, unknown values and names are refused. */
+START_TEST(test_task_names) {
+  static const char *const names[] = {"dyck", "listops", "listops-paper", "dyck-lm", "text"};
+  const int n = (int)(sizeof names / sizeof names[0]);
+  for (int i = 0; i < n; i++) {
+    ck_assert_str_eq(dua_task_kind_name(i), names[i]);
+    ck_assert_int_eq(dua_task_kind_from_name(names[i]), i);
+    dua_trainer_config c;
+    dua_trainer_config_init(&c);
+    c.task = i;
+    c.seq_len = 128;
+    char err[256];
+    ck_assert_msg(dua_trainer_config_validate(&c, err, sizeof err) == DUA_SUCCESS, "%s: %s", names[i], err);
+  }
+  ck_assert_str_eq(dua_task_kind_name(n), "?");
+  ck_assert_str_eq(dua_task_kind_name(-1), "?");
+  ck_assert_int_eq(dua_task_kind_from_name("Dyck"), -1);
+  ck_assert_int_eq(dua_task_kind_from_name(""), -1);
+  ck_assert_int_eq(dua_task_kind_from_name(NULL), -1);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("train_config");
   TCase *tc = tcase_create("train_config");
@@ -212,6 +247,7 @@ int main(void) {
   tcase_add_test(tc, test_defaults);
   tcase_add_loop_test(tc, test_bad_field, 0, N_BAD);
   tcase_add_test(tc, test_edges_accepted);
+  tcase_add_test(tc, test_task_names);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }
