@@ -94,7 +94,11 @@ int main(int argc, char **argv) {
     return 1;
   }
   dua_task *task = NULL;
-  if (dua_task_create(&cfg, &task, err, sizeof err) != DUA_SUCCESS) {
+  if (cfg.task == DUA_TASK_TEXT) { /* its batches need the corpus file: not wired here */
+    fprintf(stderr, "dua_model_grads: task text is not supported (the checkpoint's corpus is not read)\n");
+    return 1;
+  }
+  if (dua_task_create(&cfg, NULL, &task, err, sizeof err) != DUA_SUCCESS) {
     fprintf(stderr, "dua_model_grads: task: %s\n", err);
     return 1;
   }
