@@ -58,7 +58,7 @@ typedef struct dua_trainer_config {
   int32_t arity;            /* tree arity p >= 2 */
   int32_t window;           /* token window W >= 0 (OR'd with the tree) */
   int32_t sink;             /* sink keys S >= 0 */
-  int32_t shift_alternate;  /* 1 = odd layers use block shift g/2 at their depth (Swin-style), 0 = none */
+  int32_t shift_alternate;  /* 1 = odd layers shift the tree by floor(arity / 2) blocks (Swin-style), 0 = none */
   float tau_start, tau_end; /* Gumbel-Sigmoid temperature, annealed linearly */
   float tau_frac;           /* fraction of the steps over which tau anneals (0..1] */
   float hard_frac;          /* fraction of the steps after which depths are fixed (native mode), (0..1] */

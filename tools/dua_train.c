@@ -445,18 +445,21 @@ int main(int argc, char **argv) {
          dua_task_kind_name(c->task), c->mode ? "native" : "dense", c->steps, c->layers, c->heads, c->width,
          c->seq_len, c->block, c->arity, dua_trainer_tree_depth(t), info.name);
   join(path, sizeof path, o.out, "train.csv");
-  int fresh = dua_trainer_step_count(t) == 0;
+  /* a new run starts the logs; a resumed one appends, with a header if the log is new (--out elsewhere) */
+  const int fresh = dua_trainer_step_count(t) == 0;
   FILE *csv = fopen(path, fresh ? "w" : "a");
+  const int csv_head = csv && ftell(csv) == 0;
   join(path, sizeof path, o.out, "eval.csv");
   FILE *ecsv = fopen(path, fresh ? "w" : "a");
+  const int ecsv_head = ecsv && ftell(ecsv) == 0;
   if (!csv || !ecsv) {
     fprintf(stderr, "dua-train: cannot write logs in %s\n", o.out);
     return 1;
   }
-  if (fresh) {
+  if (csv_head)
     fprintf(csv, "step,phase,loss,accuracy,lr,tau,grad_norm,density,expected_density,tokens_per_s\n");
+  if (ecsv_head)
     fprintf(ecsv, "step,test_loss,test_accuracy,density\n");
-  }
   const int tty = isatty(fileno(stdout)) && !o.quiet;
   const double t_start = now_seconds();
   double train_seconds = 0.0, tokens = 0.0;

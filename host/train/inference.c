@@ -284,7 +284,7 @@ static dua_status checkpoint_routing(dua_inference_model *m, const dua_ckpt_sect
       dua_routing_head *rh = &m->routing.head[(size_t)l * m->H + hh];
       rh->depth = m->depths[(size_t)l * m->H + hh];
       rh->arity = m->cfg.arity, rh->block = m->cfg.block, rh->window = m->cfg.window, rh->sink = m->cfg.sink;
-      rh->shift = (m->cfg.shift_alternate && (l & 1)) ? m->cfg.arity / 2 : 0; /* trainer.c's layer_shift */
+      rh->shift = dua_layer_shift(&m->cfg, l);
     }
   return DUA_SUCCESS;
 }

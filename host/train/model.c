@@ -243,10 +243,8 @@ void dua_model_destroy(dua_model *m) {
   free(m);
 }
 
-/* Block shift of layer l: odd layers shift by floor(p / 2) blocks when shift_alternate is set (half of
- * the finest non-trivial subtree, so block boundaries at that level are crossed somewhere). */
-static int layer_shift(const dua_model *m, int l) {
-  return (m->cfg.shift_alternate && (l & 1)) ? m->cfg.arity / 2 : 0;
+int dua_layer_shift(const dua_trainer_config *config, int l) {
+  return (config->shift_alternate && (l & 1)) ? config->arity / 2 : 0;
 }
 
 /* Makes sure layer l's layout has these depths (rebuilt only when they change). */
@@ -264,7 +262,7 @@ static dua_status ensure_layout(dua_model *m, int l, const int32_t *depths) {
   desc.kv_heads = H;
   desc.arity = m->cfg.arity;
   desc.depths = depths;
-  desc.shift = layer_shift(m, l);
+  desc.shift = dua_layer_shift(&m->cfg, l);
   desc.window = m->cfg.window;
   desc.sink = m->cfg.sink;
   desc.causal = 1;

@@ -65,6 +65,10 @@ typedef struct dua_model {
 
 /* Tree depth D: smallest d with p^d >= nb (integer arithmetic). */
 int dua_tree_depth_of(int nb, int p);
+/* Block shift of layer l: odd layers shift by floor(p / 2) blocks when config->shift_alternate is set (half
+ * of the finest non-trivial subtree, so block boundaries at that level are crossed somewhere); 0 otherwise.
+ * The one rule for the model, the trainer's routing and inference. */
+int dua_layer_shift(const dua_trainer_config *config, int l);
 /* Sizes and offsets (fp32 elements) of the parameter tensors of config with vocabulary V, in arena order;
  * returns the total. The one definition the trainer, checkpoints and inference share. */
 size_t dua_model_param_layout(const dua_trainer_config *config, int vocab, size_t size[P_COUNT],

@@ -64,10 +64,6 @@ void dua_trainer_destroy(dua_trainer *t) {
   free(t);
 }
 
-static int layer_shift(const dua_trainer_config *c, int l) {
-  return (c->shift_alternate && (l & 1)) ? c->arity / 2 : 0;
-}
-
 /* Visited-block density of dense causal attention (the denominator of every reported density). */
 static dua_status dense_block_density(const dua_trainer_config *c, double *out) {
   dua_layout_desc desc;
@@ -136,7 +132,7 @@ static dua_status create(dua_context *ctx, const dua_trainer_config *config, con
   for (size_t i = 0; i < LH * D; i++)
     t->z[i] = config->gate_init;
   for (int l = 0; l < L; l++)
-    dua_gates_lca_fractions(config->seq_len, config->block, config->arity, D, layer_shift(config, l),
+    dua_gates_lca_fractions(config->seq_len, config->block, config->arity, D, dua_layer_shift(config, l),
                             t->frac + (size_t)l * (D + 1));
   if ((st = dense_block_density(config, &t->dense_blocks)) != DUA_SUCCESS) {
     dua_trainer_destroy(t);
@@ -393,7 +389,7 @@ dua_status dua_trainer_routing(const dua_trainer *t, dua_routing *routing) {
       rh->block = t->cfg.block;
       rh->window = t->cfg.window;
       rh->sink = t->cfg.sink;
-      rh->shift = layer_shift(&t->cfg, l);
+      rh->shift = dua_layer_shift(&t->cfg, l);
     }
   return DUA_SUCCESS;
 }

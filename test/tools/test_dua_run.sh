@@ -28,6 +28,12 @@ assert len(d["layers"]) == 2 and len(d["layers"][0]["depths"]) == 2
 print("eval json ok")'
 "$run" eval "$dir/m" --routing "$dir/m/routing.json" --sparse --reps 1 | grep -q "test accuracy"
 
+# a resumed run written to a new directory starts its logs with their headers (and appends without one)
+"$train" --resume "$dir/m" --steps 14 --out "$dir/m2" --quiet >/dev/null
+head -1 "$dir/m2/train.csv" | grep -q "^step,phase,loss" || { echo "train.csv of a resumed run has no header"; exit 1; }
+head -1 "$dir/m2/eval.csv" | grep -q "^step,test_loss" || { echo "eval.csv of a resumed run has no header"; exit 1; }
+[ "$(grep -c '^step' "$dir/m/train.csv")" = 1 ] || { echo "train.csv has more than one header"; exit 1; }
+
 # generate: text and JSON
 "$run" generate "$dir/m" --prompt-test 1 --new 5 >"$dir/gen.txt"
 cat "$dir/gen.txt"
