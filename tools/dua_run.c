@@ -6,6 +6,7 @@
  *   dua-run eval runs/dyck
  *   dua-run generate runs/dyck --prompt-test 3 --new 8
  *   dua-run generate runs/dyck --prompt "( [ ] (" --temperature 0.8 --top-k 3 --seed 2
+ *   dua-run causal runs/text --examples 4
  */
 #include "dua_train.h"
 
@@ -23,6 +24,7 @@ static void usage(FILE *f) {
       "usage: dua-run eval DIR [--sparse | --dense] [--reps N] [common options]\n"
       "       dua-run generate DIR (--prompt-test N | --prompt \"TOKENS\") [--new K] [--temperature T]\n"
       "                            [--top-k K] [--seed S] [--dense] [common options]\n"
+      "       dua-run causal DIR [--examples N] [--cuts N] [--seed S] [--sparse | --dense] [common options]\n"
       "       dua-run --help\n\n"
       "DIR is a dua-train output directory (its model.ckpt is loaded) or a checkpoint file.\n\n"
       "eval: loss and accuracy on the task's held-out test set (never seen in training), evaluated exactly\n"
@@ -57,19 +59,30 @@ static void usage(FILE *f) {
       "  --top-k K         sample among the K most likely tokens, 0 = all [0]\n"
       "  --seed S          sampling seed [1]\n"
       "  --dense           dense attention instead of the learned routing\n\n"
-      "common options:\n"
-      "  --routing FILE    run this routing file instead of the checkpoint's routing (it must match the\n"
-      "                    checkpoint's layers, heads, seq_len, block and arity; depths may differ)\n"
-      "  --text FILE       task text: the corpus's new path if it moved since training (the checkpoint\n"
-      "                    records its absolute path, size and SHA-256; another file is refused)\n"
-      "  --device SEL      device index, gpu/cpu, or a name substring (default: DUA_DEVICE, first GPU)\n"
-      "  --json            one JSON object on stdout instead of the text report\n"
-      "  --help            this text\n\n"
-      "exit status: 0 success, 1 a file, device or run failed, 2 bad arguments.\n");
+      "causal: checks that the trained model is causal as it runs: for N test examples and C random cut\n"
+      "  points t each, replaces every token after t by a random one and requires the logits of positions\n"
+      "  0..t to stay identical bit for bit (and counts the cuts where later logits changed, so the\n"
+      "  perturbation is seen to matter); with the learned routing and with every head dense. Exit 1 on\n"
+      "  any difference.\n"
+      "  --examples N      test examples [4]\n"
+      "  --cuts N          cut points per example [4]\n"
+      "  --seed S          seed of the cut points and replacement tokens [1]\n"
+      "  --sparse          only the learned routing\n"
+      "  --dense           only dense attention\n\n");
+  fprintf(f,
+          "common options:\n"
+          "  --routing FILE    run this routing file instead of the checkpoint's routing (it must match the\n"
+          "                    checkpoint's layers, heads, seq_len, block and arity; depths may differ)\n"
+          "  --text FILE       task text: the corpus's new path if it moved since training (the checkpoint\n"
+          "                    records its absolute path, size and SHA-256; another file is refused)\n"
+          "  --device SEL      device index, gpu/cpu, or a name substring (default: DUA_DEVICE, first GPU)\n"
+          "  --json            one JSON object on stdout instead of the text report\n"
+          "  --help            this text\n\n"
+          "exit status: 0 success, 1 a file, device or run failed, 2 bad arguments.\n");
 }
 
 typedef struct options {
-  int eval, sparse_only, dense_only, json, reps, prompt_test, n_new, top_k;
+  int eval, causal, examples, cuts, sparse_only, dense_only, json, reps, prompt_test, n_new, top_k;
   const char *dir, *prompt, *routing, *device, *text;
   float temperature;
   unsigned long long seed;
@@ -106,18 +119,20 @@ static int parse_int(const char *flag, const char *v, long lo, long hi, int *out
 
 static int parse_args(int argc, char **argv, options *o) {
   memset(o, 0, sizeof *o);
-  o->reps = 10, o->prompt_test = -1, o->n_new = -1, o->seed = 1;
+  o->reps = 10, o->prompt_test = -1, o->n_new = -1, o->seed = 1, o->examples = 4, o->cuts = 4;
   for (int i = 1; i < argc; i++)
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
       usage(stdout);
       exit(0);
     }
   if (argc < 2)
-    return bad("expected a command: eval or generate");
+    return bad("expected a command: eval, generate or causal");
   if (!strcmp(argv[1], "eval"))
     o->eval = 1;
+  else if (!strcmp(argv[1], "causal"))
+    o->causal = 1;
   else if (strcmp(argv[1], "generate") != 0)
-    return bad("unknown command \"%s\": expected eval or generate", argv[1]);
+    return bad("unknown command \"%s\": expected eval, generate or causal", argv[1]);
   if (argc < 3 || !strncmp(argv[2], "--", 2))
     return bad("%s: expected a directory (or checkpoint file) after \"%s\"", argv[1], argv[1]);
   o->dir = argv[2];
@@ -131,7 +146,7 @@ static int parse_args(int argc, char **argv, options *o) {
       o->dense_only = 1;
       continue;
     }
-    if (!strcmp(a, "--sparse") && o->eval) {
+    if (!strcmp(a, "--sparse") && (o->eval || o->causal)) {
       o->sparse_only = 1;
       continue;
     }
@@ -139,12 +154,14 @@ static int parse_args(int argc, char **argv, options *o) {
     static const char *const gen_flags[] = {"--prompt-test", "--prompt", "--new",     "--temperature",
                                             "--top-k",       "--seed",   "--routing", "--device",
                                             "--text",        NULL};
-    const char *const *known = o->eval ? eval_flags : gen_flags;
+    static const char *const causal_flags[] = {"--examples", "--cuts", "--seed", "--routing",
+                                               "--device",   "--text", NULL};
+    const char *const *known = o->eval ? eval_flags : o->causal ? causal_flags : gen_flags;
     int found = 0;
     for (int k = 0; known[k]; k++)
       found |= !strcmp(a, known[k]);
     if (!found)
-      return bad("unknown option %s for %s", a, o->eval ? "eval" : "generate");
+      return bad("unknown option %s for %s", a, argv[1]);
     if (i + 1 >= argc)
       return bad("%s needs a value", a);
     const char *v = argv[++i];
@@ -162,6 +179,12 @@ static int parse_args(int argc, char **argv, options *o) {
         return -1;
     } else if (!strcmp(a, "--prompt")) {
       o->prompt = v;
+    } else if (!strcmp(a, "--examples")) {
+      if (parse_int(a, v, 1, 1 << 20, &o->examples))
+        return -1;
+    } else if (!strcmp(a, "--cuts")) {
+      if (parse_int(a, v, 1, 1 << 20, &o->cuts))
+        return -1;
     } else if (!strcmp(a, "--new")) {
       if (parse_int(a, v, 1, 1 << 30, &o->n_new))
         return -1;
@@ -184,7 +207,7 @@ static int parse_args(int argc, char **argv, options *o) {
   }
   if (o->sparse_only && o->dense_only)
     return bad("--sparse and --dense exclude each other");
-  if (!o->eval && (o->prompt_test >= 0) == (o->prompt != NULL))
+  if (!o->eval && !o->causal && (o->prompt_test >= 0) == (o->prompt != NULL))
     return bad("generate needs exactly one of --prompt-test N and --prompt \"TOKENS\"");
   return 0;
 }
@@ -624,6 +647,90 @@ done:
   return rc;
 }
 
+/* splitmix64: the cut points and replacement tokens of `causal`. */
+static uint64_t next_random(uint64_t *state) {
+  uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+/* causal: logits of positions 0..t unchanged, bit for bit, when every token after t is replaced. */
+static int run_causal(dua_inference_model *m, const options *o) {
+  const dua_trainer_config *c = dua_inference_config(m);
+  const int S = c->seq_len, V = dua_inference_vocab_size(m);
+  const int n = o->examples < dua_inference_test_size(m) ? o->examples : dua_inference_test_size(m);
+  int32_t *tokens = malloc(sizeof(int32_t) * S), *pert = malloc(sizeof(int32_t) * S),
+          *targets = malloc(sizeof(int32_t) * S);
+  float *la = malloc(sizeof(float) * (size_t)S * V), *lb = malloc(sizeof(float) * (size_t)S * V);
+  int rc = 1;
+  if (!tokens || !pert || !targets || !la || !lb) {
+    fprintf(stderr, "dua-run: out of memory\n");
+    goto done;
+  }
+  uint64_t rng = o->seed;
+  long checks = 0, failures = 0, changed_later = 0;
+  for (int dense = 0; dense <= 1; dense++) {
+    if ((dense && o->sparse_only) || (!dense && o->dense_only))
+      continue;
+    for (int e = 0; e < n; e++) {
+      dua_status st = dua_inference_test_example(m, e, tokens, targets);
+      if (st == DUA_SUCCESS)
+        st = dua_inference_forward(m, tokens, 1, S, dense, la);
+      if (st != DUA_SUCCESS) {
+        fprintf(stderr, "dua-run: test example %d: %s\n", e, dua_status_string(st));
+        goto done;
+      }
+      for (int k = 0; k < o->cuts; k++) {
+        const int t = (int)(next_random(&rng) % (uint64_t)(S - 1)); /* 0..S-2: at least one token after */
+        memcpy(pert, tokens, sizeof(int32_t) * S);
+        for (int j = t + 1; j < S; j++)
+          pert[j] = (int32_t)(next_random(&rng) % (uint64_t)V);
+        pert[t + 1] =
+            (tokens[t + 1] + 1 + (int32_t)(next_random(&rng) % (uint64_t)(V - 1))) % V; /* differs */
+        if ((st = dua_inference_forward(m, pert, 1, S, dense, lb)) != DUA_SUCCESS) {
+          fprintf(stderr, "dua-run: test example %d: %s\n", e, dua_status_string(st));
+          goto done;
+        }
+        checks++;
+        const size_t kept = (size_t)(t + 1) * V;
+        if (memcmp(la, lb, sizeof(float) * kept) != 0) {
+          size_t i = 0;
+          while (la[i] == lb[i] || (isnan(la[i]) && isnan(lb[i])))
+            i++;
+          failures++;
+          fprintf(stderr,
+                  "dua-run: NOT causal (%s): example %d, tokens after %d replaced, logit %d of position "
+                  "%d changed: %.9g -> %.9g\n",
+                  dense ? "dense" : "routing", e, t, (int)(i % V), (int)(i / V), la[i], lb[i]);
+        }
+        changed_later += memcmp(la + kept, lb + kept, sizeof(float) * ((size_t)S * V - kept)) != 0;
+      }
+    }
+  }
+  if (o->json)
+    printf("{\"checks\": %ld, \"failures\": %ld, \"later_changed\": %ld, \"causal\": %s}\n", checks, failures,
+           changed_later, failures ? "false" : "true");
+  else
+    printf(
+        "causality: %ld checks (%d examples x %d cuts%s), %ld failed; logits after the cut changed in %ld of "
+        "them\n%s\n",
+        checks, n, o->cuts,
+        o->sparse_only  ? ", routing"
+        : o->dense_only ? ", dense"
+                        : ", routing and dense",
+        failures, changed_later,
+        failures ? "NOT causal" : "causal: every earlier logit identical bit for bit");
+  rc = failures ? 1 : 0;
+done:
+  free(tokens);
+  free(pert);
+  free(targets);
+  free(la);
+  free(lb);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   options o;
   if (parse_args(argc, argv, &o) != 0)
@@ -661,7 +768,7 @@ int main(int argc, char **argv) {
   if (!o.json)
     printf("dua-run %s %s: %s, %s mode, step %lld, %d layers x %d heads, width %d, seq_len %d, block %d, "
            "arity %d%s%s\ndevice: %s\n\n",
-           o.eval ? "eval" : "generate", ckpt, dua_task_kind_name(c->task), c->mode ? "native" : "dense",
+           argv[1], ckpt, dua_task_kind_name(c->task), c->mode ? "native" : "dense",
            (long long)dua_inference_step_count(m), c->layers, c->heads, c->width, c->seq_len, c->block,
            c->arity, o.routing ? ", routing " : "", o.routing ? o.routing : "", info.name);
   dua_text_corpus_info corpus;
@@ -672,7 +779,9 @@ int main(int argc, char **argv) {
       printf("%02x", corpus.sha256[i]);
     printf("\n\n");
   }
-  int rc = o.eval ? run_eval(ctx, m, &o, info.name) : run_generate(ctx, m, &o, info.name);
+  int rc = o.eval     ? run_eval(ctx, m, &o, info.name)
+           : o.causal ? run_causal(m, &o)
+                      : run_generate(ctx, m, &o, info.name);
   dua_inference_model_destroy(m);
   dua_context_destroy(ctx);
   return rc;

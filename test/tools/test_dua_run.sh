@@ -28,6 +28,14 @@ assert len(d["layers"]) == 2 and len(d["layers"][0]["depths"]) == 2
 print("eval json ok")'
 "$run" eval "$dir/m" --routing "$dir/m/routing.json" --sparse --reps 1 | grep -q "test accuracy"
 
+# causal: earlier logits identical bit for bit when later tokens change (routing and dense), JSON too
+"$run" causal "$dir/m" --examples 2 --cuts 3 | grep -q "^causality: 12 checks .* 0 failed" || { echo "causal failed"; exit 1; }
+"$run" causal "$dir/m" --examples 1 --cuts 2 --sparse --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["causal"] is True and d["checks"] == 2 and d["failures"] == 0 and d["later_changed"] >= 1, d
+print("causal json ok")'
+
 # a resumed run written to a new directory starts its logs with their headers (and appends without one)
 "$train" --resume "$dir/m" --steps 14 --out "$dir/m2" --quiet >/dev/null
 head -1 "$dir/m2/train.csv" | grep -q "^step,phase,loss" || { echo "train.csv of a resumed run has no header"; exit 1; }
@@ -65,6 +73,8 @@ fails 2 "expected a command" "$run"
 fails 2 "unknown command" "$run" train "$dir/m"
 fails 2 "expected a directory" "$run" eval --json
 fails 2 "unknown option" "$run" eval "$dir/m" --bogus
+fails 2 "unknown option --new for causal" "$run" causal "$dir/m" --new 3
+fails 2 "--examples 0" "$run" causal "$dir/m" --examples 0
 fails 2 "integer in 1" "$run" eval "$dir/m" --reps 0
 fails 2 "exclude" "$run" eval "$dir/m" --sparse --dense
 fails 2 "exactly one" "$run" generate "$dir/m"
