@@ -5,7 +5,8 @@
  * The work-group (NW = NT / 32 warps) marks the visible key units and takes its split's share of them
  * (attn_decode_units.cl). Then every warp works alone, with no barrier until the end: warp w takes units w,
  * w + NW, w + 2 NW... of the share. A key row of HEAD_DIM elements is LPK = HEAD_DIM / VE 16-byte loads, so a
- * warp holds KPW = 32 / LPK keys at once (lane = slot * LPK + part: key slot, 16-byte part of the row). Per
+ * warp holds KPW = 32 / LPK keys at once (lane = slot * LPK + part: key slot, VPL 16-byte parts of the row; VPL = 2
+ * halves the lanes per key and so the shuffles per score, for work-groups with several query rows). Per
  * batch of KPW x UNROLL keys of a unit, each lane issues UNROLL K loads and UNROLL V loads (all in flight
  * together), forms its partial dot products with the query rows held in registers, sums them over the LPK
  * lanes of the key with butterfly shuffles, applies the exact element mask (tree or window or sink, j <= t)
@@ -26,7 +27,10 @@
 #define DUA_WARP_EMULATE 0
 #endif
 #ifndef UNROLL
-#define UNROLL 4 /* key steps per batch: loads in flight per lane = 2 x UNROLL */
+#define UNROLL 4 /* key steps per batch: loads in flight per lane = 2 x UNROLL x VPL */
+#endif
+#ifndef VPL
+#define VPL 1 /* 16-byte loads per lane and key row: 2 halves the lanes per key, and the shuffles per score */
 #endif
 
 #if DUA_FP16
@@ -44,12 +48,12 @@ typedef float4 kv_f;
 #endif
 #define KV_LD(p) (*(__global const kv_raw *)(p))
 
-#define LPK (HEAD_DIM / VE) /* lanes per key */
+#define LPK (HEAD_DIM / (VE * VPL)) /* lanes per key */
 #define KPW (32 / LPK)      /* keys per warp step */
 #define NW (NT / 32)        /* warps per work-group */
 
-#if (HEAD_DIM % VE) || (32 % LPK) || (NT % 32)
-#error "the warp decode needs HEAD_DIM / VE lanes per key dividing 32 and whole warps"
+#if (HEAD_DIM % (VE * VPL)) || LPK < 1 || (32 % LPK) || (NT % 32)
+#error "the warp decode needs HEAD_DIM / (VE VPL) lanes per key dividing 32 and whole warps"
 #endif
 
 #if DUA_WARP_EMULATE
@@ -140,14 +144,16 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
   const int nwords = (((len + ukeys - 1) >> unit_shift) + 31) >> 5;
   for (int w = tid; w < nwords; w += NT)
     bitmap[w] = 0u;
-  kv_f qf[ROWS], acc[ROWS];
+  kv_f qf[ROWS][VPL], acc[ROWS][VPL];
   float m_r[ROWS], l_r[ROWS];
   for (int r = 0; r < ROWS; r++) {
     const int i = r % TOKENS, pos = len - TOKENS + i;
-    const long off =
-        offsets.s0 + sidx * q_strides.s0 + (h0 + r / TOKENS) * q_strides.s1 + i * q_strides.s2 + qpart * VE;
-    qf[r] = pos >= 0 ? load_q(q, off, qo_fp16) * scale_log2 : (kv_f)(0.0f);
-    acc[r] = (kv_f)(0.0f);
+    for (int v = 0; v < VPL; v++) {
+      const long off = offsets.s0 + sidx * q_strides.s0 + (h0 + r / TOKENS) * q_strides.s1 + i * q_strides.s2 +
+                       (qpart * VPL + v) * VE;
+      qf[r][v] = pos >= 0 ? load_q(q, off, qo_fp16) * scale_log2 : (kv_f)(0.0f);
+      acc[r][v] = (kv_f)(0.0f);
+    }
     m_r[r] = -INFINITY;
     l_r[r] = 0.0f;
   }
@@ -197,38 +203,44 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
       }
     }
     for (int kb = 0; kb < ukeys; kb += KPW * UNROLL) {
-      kv_raw kr[UNROLL], vr[UNROLL];
+      kv_raw kr[UNROLL][VPL], vr[UNROLL][VPL];
       int jj[UNROLL];
       for (int x = 0; x < UNROLL; x++) {
         const int key = kb + x * KPW + slot, j = (u << unit_shift) + key;
         const int ok = u >= 0 && key < ukeys && j < len;
         jj[x] = ok ? j : -1;
-        kr[x] = vr[x] = (kv_raw)(0);
-        if (ok) {
-          const long at = base + (long)key * HEAD_DIM + qpart * VE;
-          kr[x] = KV_LD(kc + at);
-          vr[x] = KV_LD(vc + at);
+        for (int v = 0; v < VPL; v++) {
+          kr[x][v] = vr[x][v] = (kv_raw)(0);
+          if (ok) {
+            const long at = base + (long)key * HEAD_DIM + (qpart * VPL + v) * VE;
+            kr[x][v] = KV_LD(kc + at);
+            vr[x][v] = KV_LD(vc + at);
+          }
         }
       }
       for (int r = 0; r < ROWS; r++) {
         const int pos = len - TOKENS + r % TOKENS;
         float sc[UNROLL], mt = -INFINITY;
         for (int x = 0; x < UNROLL; x++) {
-          const float d = key_sum(dot_kv(qf[r], kv_cvt(kr[x])) SHFL_ARGS);
+          float part = 0.0f;
+          for (int v = 0; v < VPL; v++)
+            part += dot_kv(qf[r][v], kv_cvt(kr[x][v]));
+          const float d = key_sum(part SHFL_ARGS);
           const int j = jj[x], extra = j >= 0 && dua_token_extra(pos, j, shape.window, shape.sink);
           sc[x] = j >= 0 && j <= pos && (shared_r[r] || extra) ? d + (extra ? 0.0f : bias_r[r]) : -INFINITY;
           mt = fmax(mt, sc[x]);
         }
         const float mo = m_r[r], mn = fmax(mo, mt);
         const float alpha = mo == -INFINITY ? 1.0f : DUA_EXP2(mo - mn);
-        kv_f a = acc[r] * alpha;
         float sum = 0.0f;
+        for (int v = 0; v < VPL; v++)
+          acc[r][v] *= alpha;
         for (int x = 0; x < UNROLL; x++) {
           const float p = sc[x] == -INFINITY ? 0.0f : DUA_EXP2(sc[x] - mn);
-          a = fma((kv_f)(p), kv_cvt(vr[x]), a);
+          for (int v = 0; v < VPL; v++)
+            acc[r][v] = fma((kv_f)(p), kv_cvt(vr[x][v]), acc[r][v]);
           sum += p;
         }
-        acc[r] = a;
         l_r[r] = l_r[r] * alpha + sum;
         m_r[r] = mn;
       }
@@ -239,20 +251,21 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
   for (int r = 0; r < ROWS; r++)
     for (int msk = LPK; msk < 32; msk <<= 1) {
       const float mo = shfl_xor(m_r[r], msk SHFL_ARGS), lo = shfl_xor(l_r[r], msk SHFL_ARGS);
-      const kv_f ao = shfl_vec(acc[r], msk SHFL_ARGS);
       const float mn = fmax(m_r[r], mo);
       const float wa = m_r[r] == -INFINITY ? 0.0f : DUA_EXP2(m_r[r] - mn),
                   wb = mo == -INFINITY ? 0.0f : DUA_EXP2(mo - mn);
-      acc[r] = acc[r] * wa + ao * wb;
+      for (int v = 0; v < VPL; v++)
+        acc[r][v] = acc[r][v] * wa + shfl_vec(acc[r][v], msk SHFL_ARGS) * wb;
       l_r[r] = l_r[r] * wa + lo * wb;
       m_r[r] = mn;
     }
   if (slot == 0)
     for (int r = 0; r < ROWS; r++) {
+      for (int v = 0; v < VPL; v++)
 #if DUA_FP16
-      vstore8(acc[r], 0, red + (warp * ROWS + r) * HEAD_DIM + qpart * VE);
+        vstore8(acc[r][v], 0, red + (warp * ROWS + r) * HEAD_DIM + (qpart * VPL + v) * VE);
 #else
-      vstore4(acc[r], 0, red + (warp * ROWS + r) * HEAD_DIM + qpart * VE);
+        vstore4(acc[r][v], 0, red + (warp * ROWS + r) * HEAD_DIM + (qpart * VPL + v) * VE);
 #endif
       if (qpart == 0) {
         red_ml[2 * (warp * ROWS + r)] = m_r[r];

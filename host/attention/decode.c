@@ -23,7 +23,8 @@
  * ms against staged), staged for the rest (fp32 at depth 4, GQA, CPU devices, several query tokens).
  * DUA_DECODE_KERNEL=regs|staged|warp forces one; DUA_DECODE_TILE=tile_n,threads,rows and
  * DUA_DECODE_SPLITS=n override the plan (development); DUA_DECODE_HALF=0|1|2 picks regs' fp16 conversion
- * (cl/attn_decode.cl DUA_HALF_CVT). */
+ * (cl/attn_decode.cl DUA_HALF_CVT); DUA_DECODE_WARP_VPL=1|2 the warp kernel's 16-byte loads per lane and key
+ * row (cl/attn_decode_warp.cl VPL). */
 /* GPU plans, tile_n, work-items, most query rows: staged; regs with an fp16 cache (best of 8 measured
  * settings: 1.71 ms 16K dense) and with an fp32 cache (best of 4: 1.78 ms, 80.6% of copy, 16K dense). */
 #define DECODE_STAGED_TILE 32, 128, 16
@@ -51,7 +52,8 @@
 typedef struct decode_plan {
   int tokens, hpw, hchunks, tile_n, threads, words, unit_shift, page_shift, splits;
   int staged, half_cvt, key_groups; /* staged kernel; fp16 conversion; regs' key groups (NT / VE loads) */
-  int warp, unroll, emulate;        /* warp kernel; its key steps per batch; shuffles emulated */
+  int warp, unroll, vpl, emulate;   /* warp kernel; its key steps per batch, 16-byte loads per lane and
+                                     * key; shuffles emulated */
 } decode_plan;
 
 /* Elements per 16-byte K/V load of the regs kernel. */
@@ -191,7 +193,16 @@ static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_l
   p->page_shift = log2i(c->desc.page_tokens);
   int unit = c->desc.page_tokens < l->block ? c->desc.page_tokens : l->block;
   if (p->warp) { /* a warp streams whole units; tile_n is its batch of keys */
-    const int kpw = 32 / warp_lanes_per_key(c);
+    const char *v = getenv("DUA_DECODE_WARP_VPL");
+    p->vpl = 1;
+    if (v && *v) {
+      if (strcmp(v, "1") != 0 && strcmp(v, "2") != 0)
+        return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "DUA_DECODE_WARP_VPL = \"%s\" is not 1 or 2", v);
+      p->vpl = *v - '0';
+    }
+    if (warp_lanes_per_key(c) % p->vpl)
+      p->vpl = 1; /* one lane per key row already */
+    const int kpw = 32 / (warp_lanes_per_key(c) / p->vpl);
     if (unit > DECODE_WARP_MAX_UNIT)
       unit = DECODE_WARP_MAX_UNIT;
     p->unroll = p->tile_n / kpw < 1 ? 1 : p->tile_n / kpw;
@@ -374,12 +385,13 @@ dua_status dua_decode(dua_context *ctx, dua_kv_cache *cache, int32_t layer, dua_
     return st;
 
   char options[320];
-  snprintf(options, sizeof options,
-           "-DHEAD_DIM=%d -DTOKENS=%d -DHPW=%d -DTILE_N=%d -DNT=%d -DWORDS=%d -DDUA_FP16=%d -DDUA_TREE=%d "
-           "-DDUA_BIAS=%d -DDUA_DECODE_STAGED=%d -DDUA_HALF_CVT=%d -DUNROLL=%d -DDUA_WARP_EMULATE=%d",
-           Dh, T, plan.hpw, plan.tile_n, plan.threads, plan.words, cache->desc.dtype == DUA_F16,
-           l->kind == DUA_LAYOUT_CONTENT, params->level_bias != NULL, plan.staged, plan.half_cvt,
-           plan.unroll > 0 ? plan.unroll : 1, plan.emulate);
+  snprintf(
+      options, sizeof options,
+      "-DHEAD_DIM=%d -DTOKENS=%d -DHPW=%d -DTILE_N=%d -DNT=%d -DWORDS=%d -DDUA_FP16=%d -DDUA_TREE=%d "
+      "-DDUA_BIAS=%d -DDUA_DECODE_STAGED=%d -DDUA_HALF_CVT=%d -DUNROLL=%d -DVPL=%d -DDUA_WARP_EMULATE=%d",
+      Dh, T, plan.hpw, plan.tile_n, plan.threads, plan.words, cache->desc.dtype == DUA_F16,
+      l->kind == DUA_LAYOUT_CONTENT, params->level_bias != NULL, plan.staged, plan.half_cvt,
+      plan.unroll > 0 ? plan.unroll : 1, plan.vpl > 0 ? plan.vpl : 1, plan.emulate);
   const char *sources = plan.warp ? "common,attn_decode_units,attn_decode_warp,attn_decode_merge"
                                   : "common,attn_decode_units,attn_decode,attn_decode_merge";
   cl_kernel kernel, merge = NULL;

@@ -464,7 +464,8 @@ START_TEST(random_positional) {
   o.bnhd = test_rng_int(&r, 0, 1);
   o.with_bias = test_rng_int(&r, 0, 2) == 0;
   /* every kernel whatever the device's default choice (the warp kernel emulated off NVIDIA: batches of
-   * 8 keys in 4 warps, and of 2 keys in 2 warps with 2 rows); NULL: the device default */
+   * 8 keys in 4 warps, and of 2 keys in 2 warps with 2 rows and two loads per lane); NULL: the device
+   * default */
   static const char *const tiles[6] = {"32,128,16", "64,128,8", "16,64,4", "8,128,4", "2,64,2", NULL};
   static const char *const kernels[6] = {"staged", "regs", "regs", "warp", "warp", NULL};
   if (tiles[_i % 6])
@@ -473,8 +474,12 @@ START_TEST(random_positional) {
       getenv("DUA_DECODE_KERNEL") ? strdup(getenv("DUA_DECODE_KERNEL")) : NULL; /* a whole-run choice */
   if (kernels[_i % 6])
     setenv("DUA_DECODE_KERNEL", kernels[_i % 6], 1);
+  if (_i % 6 == 4) /* the warp kernel with two 16-byte loads per lane and key row */
+    setenv("DUA_DECODE_WARP_VPL", "2", 1);
   check_decode_free(&f, &y, 0, S, s, &o);
   unsetenv("DUA_DECODE_TILE");
+  if (_i % 6 == 4)
+    unsetenv("DUA_DECODE_WARP_VPL");
   restore_env("DUA_DECODE_KERNEL", outer);
   lay_free(&y);
   fx_close(&f);
