@@ -397,11 +397,11 @@ static void run_stage(tuner *t, problem *pr, int nprob, double fraction, double 
     }
     s->default_total = dt, s->best_total = bt;
     if (!(bt < dt * (1.0 - min_gain))) { /* the default holds up on a second look: keep it */
-      fprintf(
-          stderr,
-          "dua-tune: %s: on re-timing the best (%.3f ms) is not %.0f%% faster than the default (%.3f ms): "
-          "keeping the default\n",
-          s->kernel, bt, 100 * min_gain, dt);
+      fmt_params(&s->ti, cands + (size_t)best * np, text, sizeof text);
+      fprintf(stderr,
+              "dua-tune: %s: on re-timing the search's best %s (%.3f ms) is not %.0f%% faster than the "
+              "default (%.3f ms): keeping the default\n",
+              s->kernel, text, bt, 100 * min_gain, dt);
       best = 0, s->best_total = dt;
       for (int i = 0; i < nprob; i++)
         pr[i].best_ms = pr[i].default_ms;
@@ -603,7 +603,13 @@ int main(int argc, char **argv) {
   for (int s = 0; s < nstages; s++)
     run_stage(&t, pr, nprob, fraction, min_gain, seed + (uint64_t)s, &stages[s]);
   double overall_default = stages[0].default_total, overall_best = stages[nstages - 1].best_total;
-  if (nstages > 1) {
+  int any_tuned = 0;
+  for (int s = 0; s < nstages; s++)
+    any_tuned |= memcmp(stages[s].best, stages[s].ti.default_params,
+                        (size_t)stages[s].ti.num_params * sizeof(int32_t)) != 0;
+  if (nstages > 1 && !any_tuned) {
+    overall_best = overall_default; /* every entry keeps the compiled default: nothing to compare */
+  } else if (nstages > 1) {
     /* the stages together against the compiled default, re-timed alternately (3 rounds); unless they are
      * min_gain faster together, every entry keeps its compiled default */
     double dm[DUA_TUNING_MAX_SHAPES][3], bm[DUA_TUNING_MAX_SHAPES][3];

@@ -383,7 +383,7 @@ static int usable(dua_context *ctx, const dua_tune_kernel_desc *k, int fp16, int
       return 1;
   } else if (is_kernel(k, "bwd")) {
     dua_bwd_params p = {params[0], params[1], params[2], params[3]};
-    if (block <= 256 && dua_bwd_params_valid(&p, head_dim, block, &ctx->info))
+    if (dua_bwd_params_valid(&p, head_dim, block, &ctx->info))
       return 1;
   } else if (is_kernel(k, "decode") || is_kernel(k, "decode_gqa")) {
     const int one_row = is_kernel(k, "decode");
