@@ -34,7 +34,7 @@ echo "$out" | grep "fwd  *fp32 head_dim  32" | grep -q "built-in\|generic" ||
 "$tune" --dtype fp16 --dim 64 --n 64 --depth 0 --heads 1 --fraction 0.001 --reps 1 --out "$db" >/dev/null
 python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["entries"]; assert sorted(x["dtype"] for x in e) == ["fp16", "fp32"], e' "$db"
 # the backward's tile
-"$tune" --kernel bwd --dtype fp32 --dim 32 --n 64 --depth 0 --heads 1 --block 32 --fraction 0.01 --reps 1 \
+"$tune" --kernel bwd --dtype fp32 --dim 32 --n 64 --depth 0 --heads 1 --block 32 --fraction 0.005 --reps 1 \
   --out "$db" >"$dir/bwd.txt"
 cat "$dir/bwd.txt"
 grep -q "^entry       bwd" "$dir/bwd.txt" || { echo "no bwd entry reported"; exit 1; }
