@@ -213,9 +213,23 @@ DUA_API size_t dua_dtype_size(dua_dtype dtype);
 
 /* ---------------------------------------------------------------- tuning
 
-Kernel parameters (for now the portable forward's tile: kernel "fwd", parameters bm, bn, tm, tn = query
-rows per work-group, keys per step, work-group rows, work-group columns) come from the first of:
-  1. DUA_FWD_TILE="bm,bn,tm,tn" (developer override; an invalid value fails the call),
+Tunable kernels (`kernel` below) and their parameters, in order:
+  "fwd"           the portable forward's tile: bm, bn, tm, tn = query rows per work-group, keys per step,
+                  work-group rows, work-group columns (bm and bn divide the layout block);
+  "bwd"           the portable backward's tile, both passes: bm, bn, tm, tn (query rows per dQ tile and per
+                  dK/dV query chunk, key rows per dK/dV tile and per dQ key chunk, work-group shape);
+  "decode"        dua_decode's plan for calls whose work-groups serve one query row (no GQA sharing, one
+                  query token): staged (1: K/V through local memory, 0: K/V in registers), tile (keys per
+                  tile), threads (work-items per work-group);
+  "decode_gqa"    the same for calls whose work-groups serve several rows (GQA groups, 2..4 query tokens):
+                  staged, tile, threads, rows (most query rows, heads x tokens, per work-group);
+  "decode_split"  dua_decode's split-KV thresholds: waves, minunit, maxspl. A call with G work-groups per
+                  split (sequences x KV heads x head chunks) is split into ceil(waves x compute units / G)
+                  parts, at most (key units of its longest context) / minunit and maxspl, at least 1.
+For the decode kernels, `dtype` is the KV cache's dtype. Each value comes from the first of:
+  1. developer environment variables: DUA_FWD_TILE="bm,bn,tm,tn" for "fwd"; DUA_DECODE_KERNEL and
+     DUA_DECODE_TILE for "decode"/"decode_gqa", DUA_DECODE_SPLITS (a fixed split count) for
+     "decode_split" (an invalid value fails the call),
   2. dua_context_set_tuning (this context's override),
   3. the tuning database file: $DUA_TUNING_FILE if set, else $XDG_DATA_HOME/dua/tuning.json, else
      ~/.local/share/dua/tuning.json; read once per context; entries match on kernel, dtype, head dim,
@@ -223,11 +237,14 @@ rows per work-group, keys per step, work-group rows, work-group columns) come fr
      warning through the log callback naming the bad entry, and the chain goes on,
   4. defaults compiled into the library for the vendor (measured on NVIDIA H100 and PoCL),
   5. generic defaults.
-A source whose parameters do not fit a call (layout block, device limits) is skipped for that call. */
+A source whose parameters do not fit a call (layout block, device limits; for decode: the call's rows,
+context length and local memory, as given, without shrinking) is skipped for that call. Without sources 1-3
+every kernel behaves exactly as before tuning existed (the compiled defaults, which decode shrinks to the
+device as needed). */
 #define DUA_TUNING_MAX_PARAMS 8
 
 typedef enum dua_tuning_source {
-  DUA_TUNING_DEVELOPER_ENV = 0, /* DUA_FWD_TILE */
+  DUA_TUNING_DEVELOPER_ENV = 0, /* DUA_FWD_TILE, DUA_DECODE_KERNEL/TILE/SPLITS */
   DUA_TUNING_OVERRIDE = 1,      /* dua_context_set_tuning */
   DUA_TUNING_FILE = 2,          /* the tuning database */
   DUA_TUNING_BUILTIN = 3,       /* compiled per-vendor defaults */
@@ -246,20 +263,24 @@ typedef struct dua_tuning_info {
 } dua_tuning_info;
 
 /* Sets (num_params > 0) or clears (num_params == 0, params may be NULL) this context's parameters for
- * kernel ("fwd"), dtype and head dim. Refuses (DUA_ERROR_INVALID_ARGUMENT, message naming the value) an
- * unknown kernel, a wrong count, out-of-range values or parameters no layout block could use on this
- * device. */
+ * kernel ("fwd", "bwd", "decode", "decode_gqa" or "decode_split"), dtype and head dim. Refuses
+ * (DUA_ERROR_INVALID_ARGUMENT, message naming the value) an unknown kernel, a wrong count, out-of-range
+ * values or parameters no call could use on this device (tiles: no layout block; decode plans: the
+ * kernels' divisibility rules or the work-group size). */
 DUA_API dua_status dua_context_set_tuning(dua_context *ctx, const char *kernel, dua_dtype dtype, int head_dim,
                                           const int32_t *params, int num_params);
 
-/* The parameters kernel would use for dtype, head dim and layout block, and where they come from. */
+/* The parameters kernel would use for dtype, head dim and layout block, and where they come from. For the
+ * decode kernels layout_block is only checked (a power of two 16..256) and the parameters are those before a
+ * call's fitting: a call that cannot run them as given uses the next source. */
 DUA_API dua_status dua_context_get_tuning(dua_context *ctx, const char *kernel, dua_dtype dtype, int head_dim,
                                           int layout_block, dua_tuning_info *info);
 
 /* The parameter space of kernel on this device: every candidate (num_params values each, written to
  * params[i * num_params ...] for i < max_candidates) that the device limits (local memory, work-group size,
- * preferred work-group multiple) and the layout block allow; *count gets the total, which may exceed
- * max_candidates. params may be NULL to count. */
+ * preferred work-group multiple), the kernels' rules and the layout block allow; *count gets the total,
+ * which may exceed max_candidates. params may be NULL to count. Decode plans are checked against local
+ * memory with the smallest bitmap (contexts up to 256 key units); "decode_split" lists powers of two. */
 DUA_API dua_status dua_tuning_candidates(dua_context *ctx, const char *kernel, dua_dtype dtype, int head_dim,
                                          int layout_block, int32_t *params, int max_candidates, int *count);
 

@@ -9,9 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DECODE_TILE 32      /* dua's default decode tile on GPUs, both kernels (host/attention/decode.c) */
-#define DECODE_CPU_TILE 16  /* its default on CPU devices; DUA_DECODE_TILE overrides both */
-#define APPEND_CHUNK 2048   /* tokens per dua_kv_append while filling */
+#define DECODE_TILE 32     /* dua's default decode tile on GPUs, both kernels (host/tuning/decode_params.c) */
+#define DECODE_CPU_TILE 16 /* its default on CPU devices; the tuning chain (decode_tile) says which applies  \
+                            */
+#define APPEND_CHUNK 2048  /* tokens per dua_kv_append while filling */
 #define COPY_MAX (1u << 30) /* bytes copied to measure the copy bandwidth */
 
 typedef struct dec {
@@ -195,12 +196,14 @@ typedef struct counts {
   double kv_bytes, dense_kv_bytes, visible_fraction;
 } counts;
 
-/* The decode tile the library uses (for the read unit min(page, block, tile)). */
+/* The decode tile the library uses (for the read unit min(page, block, tile)): the tuning lookup chain's
+ * (DUA_DECODE_TILE, an override, the tuning database, the compiled default) for this call's class, before
+ * the call's own fitting; the compiled default when the lookup fails. */
 static int decode_tile(const dec *d) {
-  const char *env = getenv("DUA_DECODE_TILE");
-  int t = 0;
-  if (env && sscanf(env, "%d", &t) == 1 && t >= 16)
-    return t;
+  dua_tuning_info t;
+  const char *kernel = d->Hq == d->Hkv && d->T == 1 ? "decode" : "decode_gqa";
+  if (dua_context_get_tuning(d->ctx, kernel, d->dtype, d->Dh, 128, &t) == DUA_SUCCESS && t.params[1] >= 16)
+    return t.params[1];
   return d->info.type == DUA_DEVICE_CPU ? DECODE_CPU_TILE : DECODE_TILE;
 }
 

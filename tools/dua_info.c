@@ -1,6 +1,7 @@
 /* dua-info: lists every OpenCL platform and device with the probed capabilities, the fast paths dua would
- * use, the forward kernel's tile parameters and where they come from (the tuning lookup chain), the program
- * cache directory and the host topology (hwloc). --json prints the same for machines. */
+ * use, the tuned parameters of each kernel (forward and backward tiles, decode plans, decode split-KV
+ * thresholds) and where they come from (the tuning lookup chain), the program cache directory and the host
+ * topology (hwloc). --json prints the same for machines. */
 #include "dua.h"
 
 #include <stdio.h>
@@ -44,38 +45,56 @@ static const char *mma_path(const dua_device_info *d, int disabled) {
   return "portable kernels (mma.sync probe failed)";
 }
 
-/* Forward tile per dtype (fp32, fp16) and head dim, for layout block 128; ok = 0 where the lookup failed. */
+/* Tuned parameters per kernel, dtype (fp32, fp16) and head dim, for layout block 128; ok = 0 where the lookup
+ * failed. */
+#define NKERNELS 5
+static const char *const tune_kernels[NKERNELS] = {"fwd", "bwd", "decode", "decode_gqa", "decode_split"};
 static const int tune_dims[4] = {32, 64, 96, 128};
 typedef struct tunings {
-  dua_tuning_info t[2][4];
-  int ok[2][4];
-  char error[2][4][256];
+  dua_tuning_info t[NKERNELS][2][4];
+  int ok[NKERNELS][2][4];
+  char error[NKERNELS][2][4][256];
 } tunings;
 
 static void get_tunings(dua_context *ctx, tunings *tu) {
   memset(tu, 0, sizeof *tu);
-  for (int f = 0; f < 2; f++)
-    for (int i = 0; i < 4; i++) {
-      dua_status st =
-          dua_context_get_tuning(ctx, "fwd", f ? DUA_F16 : DUA_F32, tune_dims[i], 128, &tu->t[f][i]);
-      tu->ok[f][i] = st == DUA_SUCCESS;
-      if (!tu->ok[f][i])
-        snprintf(tu->error[f][i], sizeof tu->error[f][i], "%s", dua_context_last_error(ctx));
-    }
+  for (int k = 0; k < NKERNELS; k++)
+    for (int f = 0; f < 2; f++)
+      for (int i = 0; i < 4; i++) {
+        dua_status st = dua_context_get_tuning(ctx, tune_kernels[k], f ? DUA_F16 : DUA_F32, tune_dims[i], 128,
+                                               &tu->t[k][f][i]);
+        tu->ok[k][f][i] = st == DUA_SUCCESS;
+        if (!tu->ok[k][f][i])
+          snprintf(tu->error[k][f][i], sizeof tu->error[k][f][i], "%s", dua_context_last_error(ctx));
+      }
 }
 
 static void print_tunings_text(const tunings *tu) {
-  printf("  forward tile        (bm,bn,tm,tn for layout block 128; source)\n");
-  for (int f = 0; f < 2; f++)
-    for (int i = 0; i < 4; i++) {
-      const dua_tuning_info *t = &tu->t[f][i];
-      if (tu->ok[f][i])
-        printf("    %s head_dim %3d  %d,%d,%d,%d  %s\n", f ? "fp16" : "fp32", tune_dims[i], (int)t->params[0],
-               (int)t->params[1], (int)t->params[2], (int)t->params[3], t->origin);
-      else
-        printf("    %s head_dim %3d  none: %s\n", f ? "fp16" : "fp32", tune_dims[i], tu->error[f][i]);
-    }
-  const dua_tuning_info *t0 = &tu->t[0][0];
+  static const char *const what[NKERNELS] = {
+      "portable forward tile, layout block 128", "portable backward tile, layout block 128",
+      "decode plan, one query row per work-group; dtype = KV cache",
+      "decode plan, several rows per work-group (GQA, tokens > 1)", "decode split-KV thresholds"};
+  printf("  tuned parameters    (kernel dtype head dim: values; source)\n");
+  for (int k = 0; k < NKERNELS; k++) {
+    const dua_tuning_info *t = &tu->t[k][0][1];
+    printf("    %-12s  ", tune_kernels[k]);
+    for (int j = 0; j < t->num_params; j++)
+      printf("%s%s", j ? "," : "", t->param_names[j]);
+    printf("  (%s)\n", what[k]);
+    for (int f = 0; f < 2; f++)
+      for (int i = 0; i < 4; i++) {
+        t = &tu->t[k][f][i];
+        printf("    %-12s  %s head_dim %3d  ", tune_kernels[k], f ? "fp16" : "fp32", tune_dims[i]);
+        if (!tu->ok[k][f][i]) {
+          printf("none: %s\n", tu->error[k][f][i]);
+          continue;
+        }
+        for (int j = 0; j < t->num_params; j++)
+          printf("%s%d", j ? "," : "", (int)t->params[j]);
+        printf("  %s\n", t->origin);
+      }
+  }
+  const dua_tuning_info *t0 = &tu->t[0][0][0];
   if (t0->file[0])
     printf("  tuning database     %s%s%s\n", t0->file, t0->warning[0] ? " REFUSED: " : "", t0->warning);
   else
@@ -161,21 +180,39 @@ static void print_json(const dua_device_info *d, int probed, const dua_cache_sta
   printf(",\n     \"forward_tiles\": [");
   for (int f = 0; probed && f < 2; f++)
     for (int i = 0; i < 4; i++) {
-      const dua_tuning_info *t = &tu->t[f][i];
+      const dua_tuning_info *t = &tu->t[0][f][i];
       printf("%s{\"dtype\": \"%s\", \"head_dim\": %d, ", f || i ? ", " : "", f ? "fp16" : "fp32",
              tune_dims[i]);
-      if (tu->ok[f][i])
+      if (tu->ok[0][f][i])
         printf("\"bm\": %d, \"bn\": %d, \"tm\": %d, \"tn\": %d, \"source\": ", (int)t->params[0],
                (int)t->params[1], (int)t->params[2], (int)t->params[3]);
       else
         printf("\"error\": ");
-      json_string(tu->ok[f][i] ? t->origin : tu->error[f][i]);
+      json_string(tu->ok[0][f][i] ? t->origin : tu->error[0][f][i]);
       printf("}");
     }
+  printf("],\n     \"tuning\": [");
+  for (int k = 0; probed && k < NKERNELS; k++)
+    for (int f = 0; f < 2; f++)
+      for (int i = 0; i < 4; i++) {
+        const dua_tuning_info *t = &tu->t[k][f][i];
+        printf("%s{\"kernel\": \"%s\", \"dtype\": \"%s\", \"head_dim\": %d, ", k || f || i ? ", " : "",
+               tune_kernels[k], f ? "fp16" : "fp32", tune_dims[i]);
+        if (tu->ok[k][f][i]) {
+          printf("\"params\": {");
+          for (int j = 0; j < t->num_params; j++)
+            printf("%s\"%s\": %d", j ? ", " : "", t->param_names[j], (int)t->params[j]);
+          printf("}, \"source\": ");
+        } else {
+          printf("\"error\": ");
+        }
+        json_string(tu->ok[k][f][i] ? t->origin : tu->error[k][f][i]);
+        printf("}");
+      }
   printf("], \"tuning_file\": ");
-  json_string(probed ? tu->t[0][0].file : "");
+  json_string(probed ? tu->t[0][0][0].file : "");
   printf(", \"tuning_file_warning\": ");
-  json_string(probed ? tu->t[0][0].warning : "");
+  json_string(probed ? tu->t[0][0][0].warning : "");
   printf("}");
 }
 
@@ -193,7 +230,8 @@ int main(int argc, char **argv) {
              "SELECTOR: an index, gpu|cpu|accelerator, or a substring of \"platform / device\".\n"
              "Environment: DUA_DEVICE (default device), DUA_NO_MMA=1, DUA_CACHE=0, DUA_CACHE_DIR, "
              "DUA_CL_DIR,\n"
-             "DUA_TUNING_FILE (tuning database; else $XDG_DATA_HOME/dua/tuning.json), DUA_FWD_TILE.\n");
+             "DUA_TUNING_FILE (tuning database; else $XDG_DATA_HOME/dua/tuning.json), DUA_FWD_TILE,\n"
+             "DUA_DECODE_KERNEL, DUA_DECODE_TILE, DUA_DECODE_SPLITS.\n");
       return 0;
     } else {
       fprintf(stderr, "dua-info: unknown argument \"%s\" (try --help)\n", argv[i]);

@@ -1,11 +1,12 @@
-/* dua-tune: per-device autotuning of dua's kernels (for now the portable forward's tile: bm, bn, tm, tn).
- * Runs the compiled default configuration as the reference, then candidates from the device's parameter
- * space (dua_tuning_candidates: every one, or a seeded random fraction), checks each candidate's output
- * against the reference on every problem shape, times it with profiling events (warm-up, median of reps),
- * shows a progress bar with an ETA on stderr, and writes the best configuration into the tuning database
- * (merged with the file's other entries, through a temporary file and rename). */
-#include "dua.h"
-#include "dua_cl.h"
+/* dua-tune: per-device autotuning of dua's kernels: the portable forward's and backward's tiles (bm, bn, tm,
+ * tn) and the paged-KV decode's plan (kernel variant, tile, work-items, rows) and split-KV thresholds. Runs
+ * the compiled default configuration as the reference, then candidates from the device's parameter space
+ * (dua_tuning_candidates: every one, or a seeded random fraction; decode candidates that give the same launch
+ * plan on every problem are timed once), checks each candidate's outputs against the reference on every
+ * problem shape, times it with profiling events (warm-up, median of reps), shows a progress bar with an ETA
+ * on stderr, and writes the best configuration into the tuning database (merged with the file's other
+ * entries, through a temporary file and rename). */
+#include "dua_tune.h"
 #include "tuning/tuning_db.h"
 
 #include <errno.h>
@@ -18,36 +19,44 @@
 #include <time.h>
 
 #define MAXV 32
+#define KEY_INTS 5 /* decode plan key per problem: staged, tile, threads, heads per group, splits */
 
 static void usage(FILE *f) {
   fprintf(
-      f, "usage: dua-tune --kernel fwd --dtype fp32|fp16 --dim D --n N [N...] --depth d [d...]\n"
-         "                [--device SEL] [--fraction F] [--seed S] [--out FILE] [--max-minutes M]\n"
-         "                [--batch B] [--heads H] [--block BLK] [--arity P] [--reps R] [--warmup W]\n"
-         "Tunes the portable forward kernel's tile (bm, bn, tm, tn) for one dtype and head dim over the\n"
-         "problem shapes N x depth (positional tree layout, batch B = 1, heads H = 2, block BLK = 128,\n"
-         "arity 2 by default). The default configuration is the reference; every candidate's O and LSE\n"
-         "must match it within fp32: 1e-4 + 1e-3 |ref|, fp16: 2e-3 + 1e-2 |ref| (fp16 stores O rounded to\n"
-         "half, so a different summation order moves it by about one half ulp), else it is rejected.\n"
-         "Candidates: every tile the device allows (local memory, work-group size, preferred multiple,\n"
-         "divisibility), or a random --fraction F of them (seed --seed, default 1). Time per candidate:\n"
-         "--warmup calls (default 1), then the median device time (profiling events) of --reps calls\n"
-         "(default 5) per shape, summed over the shapes. Stops early after --max-minutes (default 10).\n"
-         "--out: the database to merge into (default: DUA_TUNING_FILE, else $XDG_DATA_HOME/dua/tuning.json,\n"
-         "else ~/.local/share/dua/tuning.json; the directory is created).\n");
-}
-
-static void die(const char *what, const char *detail) {
-  fprintf(stderr, "dua-tune: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
-  exit(1);
-}
-
-static void check(dua_context *ctx, dua_status st, const char *what) {
-  if (st != DUA_SUCCESS) {
-    fprintf(stderr, "dua-tune: %s failed: %s: %s\n", what, dua_status_string(st),
-            ctx ? dua_context_last_error(ctx) : "");
-    exit(1);
-  }
+      f,
+      "usage: dua-tune --kernel fwd|bwd|decode --dtype fp32|fp16 --dim D --n N [N...] --depth d [d...]\n"
+      "                [--batch B [B...]] [--heads H] [--kv-heads H] [--block BLK] [--arity P]\n"
+      "                [--tokens T] [--page P] [--device SEL] [--fraction F] [--seed S] [--out FILE]\n"
+      "                [--max-minutes M] [--reps R] [--warmup W] [--min-gain G]\n"
+      "Tunes one kernel for one dtype and head dim over the problem shapes N x depth x batch (positional\n"
+      "tree layout; block BLK = 128, arity 2 by default):\n"
+      "  fwd     the portable forward's tile (bm, bn, tm, tn); batch 1, heads 2 by default\n"
+      "  bwd     the portable backward's tile (bm, bn, tm, tn, both passes), timing dua_attention_backward\n"
+      "          after one forward; batch 1, heads 2 by default\n"
+      "  decode  dua_decode on a paged KV cache: B sequences (default 4) of N context tokens, page P tokens\n"
+      "          (default 16), T query tokens (default 1), heads H (default 4) over kv-heads (default H);\n"
+      "          dtype is the cache's. Two stages, two database entries: the plan (staged 0/1, tile,\n"
+      "          threads; + rows when a work-group serves several query rows: GQA or T > 1, entry\n"
+      "          \"decode_gqa\", else \"decode\"), then with the best plan the split-KV thresholds\n"
+      "          (\"decode_split\": waves, minunit, maxspl: a call splits while its work-groups are fewer "
+      "than\n"
+      "          waves x compute units, each split at least minunit key units, at most maxspl splits).\n"
+      "          Candidates that give the same launch plan (and split counts) on every problem as one\n"
+      "          already timed are skipped; a plan a problem cannot run as given is never launched.\n"
+      "The compiled default configuration is the reference (the database in effect is not read while\n"
+      "tuning); every candidate's outputs (fwd, decode: O and LSE; bwd: dQ, dK, dV) must match it within\n"
+      "fp32: 1e-4 + 1e-3 |ref|, fp16: 2e-3 + 1e-2 |ref| (fp16 stores results rounded to half, so another\n"
+      "summation order moves them by about one half ulp), else it is rejected. Candidates: every\n"
+      "configuration the device allows (local memory, work-group size, preferred multiple, the kernels'\n"
+      "divisibility rules), or a random --fraction F of them (seed --seed, default 1; the split thresholds\n"
+      "are always searched whole). Time per candidate: --warmup calls (default 1), then the median device\n"
+      "time (profiling events) of --reps calls (default 5) per shape, summed over the shapes. Stops early\n"
+      "after --max-minutes (default 10; decode gives its plan stage 3/4 of it) and keeps the best so far;\n"
+      "the default and the best are then re-timed alternately (3 rounds) and the best is kept only if it\n"
+      "is still --min-gain G (default 0.02) faster, else the entry stores the default (decode: the same\n"
+      "for both entries together against the compiled defaults). --out: the database to merge into\n"
+      "(default: DUA_TUNING_FILE, else\n"
+      "$XDG_DATA_HOME/dua/tuning.json, else ~/.local/share/dua/tuning.json; the directory is created).\n");
 }
 
 static double now_s(void) {
@@ -89,45 +98,10 @@ static double parse_double(const char *flag, const char *v) {
   return x;
 }
 
-/* One problem shape with its inputs, outputs and the reference output. */
-typedef struct problem {
-  int n, depth;
-  dua_layout *layout;
-  dua_buffer *qb, *kb, *vb, *ob, *lb;
-  dua_tensor q, k, v, o, lse;
-  size_t o_elems, lse_elems;
-  float *ref_o, *ref_lse, *got_o, *got_lse;
-  double default_ms, best_ms, cand_ms;
-} problem;
-
-typedef struct tuner {
-  dua_context *ctx;
-  cl_command_queue queue;
-  dua_dtype dtype;
-  int events, reps, warmup;
-  double atol, rtol;
-} tuner;
-
-static void read_outputs(const tuner *t, problem *p, float *o, float *lse) {
-  size_t es = dua_dtype_size(t->dtype);
-  void *raw = malloc(p->o_elems * es);
-  if (!raw)
-    die("out of memory", NULL);
-  check(t->ctx, dua_buffer_read(p->ob, 0, p->o_elems * es, raw), "reading O");
-  for (size_t i = 0; i < p->o_elems; i++)
-    o[i] = t->dtype == DUA_F16 ? dua_half_to_float(((uint16_t *)raw)[i]) : ((float *)raw)[i];
-  free(raw);
-  check(t->ctx, dua_buffer_read(p->lb, 0, p->lse_elems * sizeof(float), lse), "reading LSE");
-}
-
-static dua_status run_once(const tuner *t, problem *p) {
-  return dua_attention_forward(t->ctx, p->layout, NULL, &p->q, &p->k, &p->v, &p->o, &p->lse);
-}
-
 /* Median device time (ms) of t->reps calls, after t->warmup calls; NAN when a call fails. */
 static double time_problem(const tuner *t, problem *p) {
   for (int i = 0; i < t->warmup; i++)
-    if (run_once(t, p) != DUA_SUCCESS)
+    if (problem_run(t, p) != DUA_SUCCESS)
       return NAN;
   clFinish(t->queue);
   double ms[64];
@@ -136,7 +110,7 @@ static double time_problem(const tuner *t, problem *p) {
     if (t->events) {
       cl_event a = NULL, b = NULL;
       clEnqueueMarkerWithWaitList(t->queue, 0, NULL, &a);
-      dua_status st = run_once(t, p);
+      dua_status st = problem_run(t, p);
       clEnqueueMarkerWithWaitList(t->queue, 0, NULL, &b);
       clWaitForEvents(1, &b);
       cl_ulong ea = 0, eb = 0;
@@ -149,7 +123,7 @@ static double time_problem(const tuner *t, problem *p) {
       ms[r] = 1e-6 * (double)(eb - ea);
     } else {
       double t0 = now_s();
-      if (run_once(t, p) != DUA_SUCCESS)
+      if (problem_run(t, p) != DUA_SUCCESS)
         return NAN;
       clFinish(t->queue);
       ms[r] = 1e3 * (now_s() - t0);
@@ -159,26 +133,6 @@ static double time_problem(const tuner *t, problem *p) {
   return reps % 2 ? ms[reps / 2] : 0.5 * (ms[reps / 2 - 1] + ms[reps / 2]);
 }
 
-/* 0 if the candidate's outputs match the reference; else writes the worst element. */
-static int compare(const tuner *t, problem *p, char *why, size_t n) {
-  read_outputs(t, p, p->got_o, p->got_lse);
-  for (size_t i = 0; i < p->o_elems; i++) {
-    double r = p->ref_o[i], g = p->got_o[i];
-    if (!(fabs(g - r) <= t->atol + t->rtol * fabs(r))) {
-      snprintf(why, n, "N %d depth %d: O[%zu] = %g, reference %g", p->n, p->depth, i, g, r);
-      return -1;
-    }
-  }
-  for (size_t i = 0; i < p->lse_elems; i++) {
-    double r = p->ref_lse[i], g = p->got_lse[i];
-    if (!(fabs(g - r) <= t->atol + t->rtol * fabs(r)) && !(isinf(r) && g == r)) {
-      snprintf(why, n, "N %d depth %d: LSE[%zu] = %g, reference %g", p->n, p->depth, i, g, r);
-      return -1;
-    }
-  }
-  return 0;
-}
-
 static void fmt_time(double s, char *out, size_t n) {
   if (s < 0 || !isfinite(s))
     snprintf(out, n, "--:--");
@@ -186,7 +140,7 @@ static void fmt_time(double s, char *out, size_t n) {
     snprintf(out, n, "%dm%02ds", (int)(s / 60), (int)s % 60);
 }
 
-static void progress(int done, int total, double t0, double best_ms, double default_ms) {
+static void progress(const char *stage, int done, int total, double t0, double best_ms, double default_ms) {
   const int width = 30;
   int fill = total ? done * width / total : width;
   char bar[64], el[16], eta[16];
@@ -196,8 +150,8 @@ static void progress(int done, int total, double t0, double best_ms, double defa
   double spent = now_s() - t0;
   fmt_time(spent, el, sizeof el);
   fmt_time(done ? spent / done * (total - done) : -1, eta, sizeof eta);
-  fprintf(stderr, "\r[%s] %d/%d  elapsed %s  ETA %s  best %.3f ms (default %.3f)  ", bar, done, total, el,
-          eta, best_ms, default_ms);
+  fprintf(stderr, "\r%s [%s] %d/%d  elapsed %s  ETA %s  best %.3f ms (default %.3f)  ", stage, bar, done,
+          total, el, eta, best_ms, default_ms);
   fflush(stderr);
 }
 
@@ -210,7 +164,7 @@ static void default_db_path(char *out, size_t n) {
   else if (home && *home)
     snprintf(out, n, "%s/.local/share/dua/tuning.json", home);
   else
-    die("no --out, DUA_TUNING_FILE, XDG_DATA_HOME or HOME to write the database to", NULL);
+    tune_die("no --out, DUA_TUNING_FILE, XDG_DATA_HOME or HOME to write the database to", NULL);
 }
 
 /* mkdir -p of the directory holding path. */
@@ -230,12 +184,257 @@ static void make_parent(const char *path) {
   mkdir(dir, 0755);
 }
 
+static void fmt_params(const dua_tuning_info *ti, const int32_t *p, char *out, size_t n) {
+  size_t at = 0;
+  out[0] = '\0';
+  for (int i = 0; i < ti->num_params && at < n; i++)
+    at += (size_t)snprintf(out + at, n - at, "%s%s=%d", i ? " " : "", ti->param_names[i], (int)p[i]);
+}
+
+/* ---------------------------------------------------------------- one stage: one database entry */
+
+typedef struct stage {
+  const char *kernel;
+  int split; /* the decode split-KV thresholds */
+  double deadline;
+  /* results */
+  dua_tuning_info ti; /* names and the compiled default */
+  int32_t best[DUA_TUNING_MAX_PARAMS];
+  double default_total, best_total, t0, spent;
+  double default_ms[DUA_TUNING_MAX_SHAPES], best_ms[DUA_TUNING_MAX_SHAPES]; /* per problem */
+  int tried, rejected, failed, same_plan, no_fit, space, stopped;
+} stage;
+
+/* Sets (params) or clears (NULL) the context's override for the stage's kernel. */
+static dua_status set_params(const tuner *t, const stage *s, const int32_t *params) {
+  return dua_context_set_tuning(t->ctx, s->kernel, t->dtype, t->dim, params, params ? s->ti.num_params : 0);
+}
+
+/* Decode: the launch plan of every problem under the current settings; -1 if some problem does not take the
+ * stage's override (it does not fit that call: never launched). */
+static int plan_key(const tuner *t, const stage *s, problem *pr, int nprob, int want_override, int32_t *key) {
+  for (int i = 0; i < nprob; i++) {
+    dua_decode_plan_info pi;
+    tune_check(t->ctx, problem_decode_plan(t, &pr[i], &pi), "dua_decode_plan_get");
+    if (want_override && (s->split ? pi.split_source : pi.source) != DUA_TUNING_OVERRIDE)
+      return -1;
+    int32_t *k = key + (size_t)i * KEY_INTS;
+    k[0] = pi.staged, k[1] = pi.tile_n, k[2] = pi.threads, k[3] = pi.heads_per_group, k[4] = pi.splits;
+  }
+  return 0;
+}
+
+static double log2_distance(const int32_t *a, const int32_t *b, int np) {
+  double d = 0;
+  for (int i = 0; i < np; i++)
+    d += fabs(log2((double)(a[i] + 1)) - log2((double)(b[i] + 1)));
+  return d;
+}
+
+static const int32_t *sort_ref;
+static int sort_np;
+static int cmp_distance(const void *a, const void *b) {
+  double x = log2_distance(a, sort_ref, sort_np), y = log2_distance(b, sort_ref, sort_np);
+  return x < y ? -1 : x > y;
+}
+
+static void run_stage(tuner *t, problem *pr, int nprob, double fraction, double min_gain, uint64_t seed,
+                      stage *s) {
+  dua_context *ctx = t->ctx;
+  s->t0 = now_s();
+  tune_check(ctx, dua_context_get_tuning(ctx, s->kernel, t->dtype, t->dim, t->block, &s->ti),
+             "dua_context_get_tuning");
+  const int np = s->ti.num_params, decode = t->kind == TUNE_DECODE;
+  const size_t psz = (size_t)np * sizeof(int32_t);
+  int total = 0;
+  tune_check(ctx, dua_tuning_candidates(ctx, s->kernel, t->dtype, t->dim, t->block, NULL, 0, &total),
+             "dua_tuning_candidates");
+  int32_t *cands = malloc(((size_t)total + 1) * psz);
+  if (!cands)
+    tune_die("out of memory", NULL);
+  memcpy(cands, s->ti.default_params, psz); /* candidate 0: the compiled default (no override) */
+  int space = 0;
+  tune_check(ctx,
+             dua_tuning_candidates(ctx, s->kernel, t->dtype, t->dim, t->block, cands + np, total, &space),
+             "dua_tuning_candidates");
+  s->space = space;
+  /* drop the default from the space */
+  int m = 0;
+  for (int i = 0; i < space; i++)
+    if (memcmp(cands + (size_t)(1 + i) * np, cands, psz))
+      memmove(cands + (size_t)(1 + m++) * np, cands + (size_t)(1 + i) * np, psz);
+  if (decode) {
+    /* one candidate per distinct launch plan (the one nearest the default in log2 steps), only those every
+     * problem can run as given */
+    sort_ref = cands, sort_np = np;
+    qsort(cands + np, (size_t)m, psz, cmp_distance);
+    const size_t ksz = (size_t)nprob * KEY_INTS;
+    int32_t *keys = malloc(((size_t)m + 1) * ksz * sizeof(int32_t));
+    if (!keys)
+      tune_die("out of memory", NULL);
+    tune_check(ctx, set_params(t, s, NULL), "dua_context_set_tuning");
+    plan_key(t, s, pr, nprob, 0, keys);
+    int kept = 0;
+    for (int i = 0; i < m; i++) {
+      const int32_t *cp = cands + (size_t)(1 + i) * np;
+      int32_t *key = keys + (size_t)(1 + kept) * ksz;
+      tune_check(ctx, set_params(t, s, cp), "dua_context_set_tuning");
+      if (plan_key(t, s, pr, nprob, 1, key) < 0) {
+        s->no_fit++;
+        continue;
+      }
+      int dup = 0;
+      for (int j = 0; j <= kept && !dup; j++)
+        dup = !memcmp(keys + (size_t)j * ksz, key, ksz * sizeof(int32_t));
+      if (dup) {
+        s->same_plan++;
+        continue;
+      }
+      memmove(cands + (size_t)(1 + kept++) * np, cp, psz);
+    }
+    tune_check(ctx, set_params(t, s, NULL), "dua_context_set_tuning");
+    free(keys);
+    m = kept;
+  }
+  uint64_t rs = seed;
+  for (int i = m - 1; i > 0; i--) {
+    int j = (int)(splitmix(&rs) % (uint64_t)(i + 1));
+    int32_t tmp[DUA_TUNING_MAX_PARAMS];
+    memcpy(tmp, cands + (size_t)(1 + i) * np, psz);
+    memcpy(cands + (size_t)(1 + i) * np, cands + (size_t)(1 + j) * np, psz);
+    memcpy(cands + (size_t)(1 + j) * np, tmp, psz);
+  }
+  const int keep = fraction >= 1 || s->split ? m : (int)ceil(fraction * m);
+  const int count = 1 + keep;
+
+  char text[256];
+  fmt_params(&s->ti, s->ti.default_params, text, sizeof text);
+  if (decode)
+    fprintf(stderr,
+            "dua-tune: %s: default %s (%s); %d of the %d candidates with distinct launch plans (%d in the "
+            "space)\n",
+            s->kernel, text, s->ti.origin, keep, m, space);
+  else
+    fprintf(stderr, "dua-tune: %s: default %s (%s); %d of %d candidates\n", s->kernel, text, s->ti.origin,
+            keep, space);
+  s->default_total = NAN, s->best_total = INFINITY;
+  int best = 0;
+  for (int c = 0; c < count; c++) {
+    const int32_t *cp = cands + (size_t)c * np;
+    if (c > 0 && now_s() > s->deadline) {
+      s->stopped = 1;
+      break;
+    }
+    dua_status st = set_params(t, s, c ? cp : NULL);
+    double total_ms = 0;
+    int ok = st == DUA_SUCCESS;
+    for (int i = 0; i < nprob && ok; i++) {
+      problem *p = &pr[i];
+      if (problem_run(t, p) != DUA_SUCCESS) {
+        ok = 0;
+        break;
+      }
+      if (c == 0) {
+        problem_read(t, p, p->ref);
+      } else {
+        problem_read(t, p, p->got);
+        double g, r;
+        long bad = problem_compare(t, p, &g, &r);
+        if (bad >= 0) {
+          char el[64];
+          problem_element_name(t, p, bad, el, sizeof el);
+          fmt_params(&s->ti, cp, text, sizeof text);
+          fprintf(stderr, "\ndua-tune: rejected %s: N %d depth %d batch %d: %s = %g, reference %g\n", text,
+                  p->n, p->depth, p->batch, el, g, r);
+          s->rejected++;
+          ok = -1;
+          break;
+        }
+      }
+      p->cand_ms = time_problem(t, p);
+      if (!isfinite(p->cand_ms))
+        ok = 0;
+      total_ms += p->cand_ms;
+    }
+    if (ok == 0) {
+      if (c == 0)
+        tune_check(ctx, st != DUA_SUCCESS ? st : DUA_ERROR_INVALID_ARGUMENT, "the default configuration");
+      s->failed++;
+      fmt_params(&s->ti, cp, text, sizeof text);
+      fprintf(stderr, "\ndua-tune: %s did not run: %s\n", text, dua_context_last_error(ctx));
+    } else if (ok > 0) {
+      s->tried++;
+      if (c == 0) {
+        s->default_total = total_ms;
+        for (int i = 0; i < nprob; i++)
+          pr[i].default_ms = pr[i].best_ms = pr[i].cand_ms;
+      }
+      if (total_ms < s->best_total) {
+        s->best_total = total_ms, best = c;
+        for (int i = 0; i < nprob; i++)
+          pr[i].best_ms = pr[i].cand_ms;
+      }
+    }
+    progress(s->kernel, c + 1, count, s->t0, s->best_total, s->default_total);
+  }
+  fprintf(stderr, "\n");
+  /* confirmation: the search's numbers come from one pass each on a possibly busy machine, so the default and
+   * the best are timed again, alternating, 3 rounds; the medians are what is reported and stored */
+  if (best != 0 && isfinite(s->default_total)) {
+    double dm[DUA_TUNING_MAX_SHAPES][3], bm[DUA_TUNING_MAX_SHAPES][3];
+    for (int r = 0; r < 3; r++)
+      for (int w = 0; w < 2; w++) {
+        tune_check(ctx, set_params(t, s, w ? cands + (size_t)best * np : NULL), "dua_context_set_tuning");
+        for (int i = 0; i < nprob; i++)
+          (w ? bm : dm)[i][r] = time_problem(t, &pr[i]);
+      }
+    double dt = 0, bt = 0;
+    for (int i = 0; i < nprob; i++) {
+      qsort(dm[i], 3, sizeof(double), cmp_double);
+      qsort(bm[i], 3, sizeof(double), cmp_double);
+      pr[i].default_ms = dm[i][1], pr[i].best_ms = bm[i][1];
+      dt += dm[i][1], bt += bm[i][1];
+    }
+    s->default_total = dt, s->best_total = bt;
+    if (!(bt < dt * (1.0 - min_gain))) { /* the default holds up on a second look: keep it */
+      fmt_params(&s->ti, cands + (size_t)best * np, text, sizeof text);
+      fprintf(stderr,
+              "dua-tune: %s: on re-timing the search's best %s (%.3f ms) is not %.0f%% faster than the "
+              "default (%.3f ms): keeping the default\n",
+              s->kernel, text, bt, 100 * min_gain, dt);
+      best = 0, s->best_total = dt;
+      for (int i = 0; i < nprob; i++)
+        pr[i].best_ms = pr[i].default_ms;
+    }
+  }
+  memcpy(s->best, cands + (size_t)best * np, psz);
+  for (int i = 0; i < nprob; i++)
+    s->default_ms[i] = pr[i].default_ms, s->best_ms[i] = pr[i].best_ms;
+  /* what follows (the next stage, the caller) runs with the best configuration */
+  tune_check(ctx, set_params(t, s, best ? s->best : NULL), "dua_context_set_tuning");
+  s->spent = now_s() - s->t0;
+  free(cands);
+}
+
+/* The tree depth a problem's layout has (-1 = deepest). */
+static int layout_depth(const problem *p, int block, int arity) {
+  if (p->depth >= 0)
+    return p->depth;
+  const int nb = (p->n + block - 1) / block;
+  int d = 0;
+  for (long span = 1; span < nb; span *= arity)
+    d++;
+  return d;
+}
+
+/* ---------------------------------------------------------------- main */
+
 int main(int argc, char **argv) {
   const char *kernel = "fwd", *device = NULL, *out = NULL;
   dua_dtype dtype = DUA_F32;
-  int dim = 64, ns[MAXV], nn = 0, depths[MAXV], nd = 0, batch = 1, heads = 2, block = 128, arity = 2;
-  int reps = 5, warmup = 1;
-  double fraction = 1.0, max_minutes = 10.0;
+  int dim = 64, ns[MAXV], nn = 0, depths[MAXV], nd = 0, batches[MAXV], nb = 0, heads = -1, kv_heads = 0;
+  int block = 128, arity = 2, tokens = 1, page = 16, reps = 5, warmup = 1;
+  double fraction = 1.0, max_minutes = 10.0, min_gain = 0.02;
   uint64_t seed = 1;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -243,11 +442,12 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage(stdout);
       return 0;
-    } else if ((!strcmp(a, "--n") || !strcmp(a, "--depth")) && more) {
-      int *dst = a[2] == 'n' ? ns : depths, *cnt = a[2] == 'n' ? &nn : &nd;
+    } else if ((!strcmp(a, "--n") || !strcmp(a, "--depth") || !strcmp(a, "--batch")) && more) {
+      int *dst = a[2] == 'n' ? ns : a[2] == 'd' ? depths : batches;
+      int *cnt = a[2] == 'n' ? &nn : a[2] == 'd' ? &nd : &nb;
       while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
         if (*cnt >= MAXV)
-          die("too many values for", a);
+          tune_die("too many values for", a);
         dst[(*cnt)++] = parse_int(a, argv[++i]);
       }
     } else if (!more) {
@@ -262,7 +462,7 @@ int main(int argc, char **argv) {
       else if (!strcmp(v, "fp16"))
         dtype = DUA_F16;
       else
-        die("--dtype must be fp32 or fp16, not", v);
+        tune_die("--dtype must be fp32 or fp16, not", v);
     } else if (!strcmp(a, "--dim")) {
       dim = parse_int(a, argv[++i]);
     } else if (!strcmp(a, "--device")) {
@@ -275,34 +475,66 @@ int main(int argc, char **argv) {
       out = argv[++i];
     } else if (!strcmp(a, "--max-minutes")) {
       max_minutes = parse_double(a, argv[++i]);
-    } else if (!strcmp(a, "--batch")) {
-      batch = parse_int(a, argv[++i]);
     } else if (!strcmp(a, "--heads")) {
       heads = parse_int(a, argv[++i]);
+    } else if (!strcmp(a, "--kv-heads")) {
+      kv_heads = parse_int(a, argv[++i]);
     } else if (!strcmp(a, "--block")) {
       block = parse_int(a, argv[++i]);
     } else if (!strcmp(a, "--arity")) {
       arity = parse_int(a, argv[++i]);
+    } else if (!strcmp(a, "--tokens")) {
+      tokens = parse_int(a, argv[++i]);
+    } else if (!strcmp(a, "--page")) {
+      page = parse_int(a, argv[++i]);
     } else if (!strcmp(a, "--reps")) {
       reps = parse_int(a, argv[++i]);
     } else if (!strcmp(a, "--warmup")) {
       warmup = parse_int(a, argv[++i]);
+    } else if (!strcmp(a, "--min-gain")) {
+      min_gain = parse_double(a, argv[++i]);
     } else {
       fprintf(stderr, "dua-tune: unknown argument \"%s\" (try --help)\n", a);
       return 2;
     }
   }
-  if (strcmp(kernel, "fwd"))
-    die("only --kernel fwd can be tuned so far, not", kernel);
+  tune_kind kind;
+  if (!strcmp(kernel, "fwd"))
+    kind = TUNE_FWD;
+  else if (!strcmp(kernel, "bwd"))
+    kind = TUNE_BWD;
+  else if (!strcmp(kernel, "decode"))
+    kind = TUNE_DECODE;
+  else
+    tune_die("--kernel must be fwd, bwd or decode, not", kernel);
+  if (heads < 0)
+    heads = kind == TUNE_DECODE ? 4 : 2;
+  if (kv_heads == 0)
+    kv_heads = heads;
   if (nn == 0)
     ns[nn++] = 1024;
   if (nd == 0)
     depths[nd++] = 0;
+  if (nb == 0)
+    batches[nb++] = kind == TUNE_DECODE ? 4 : 1;
+  int bad_batch = 0;
+  for (int i = 0; i < nb; i++)
+    bad_batch |= batches[i] < 1;
   if (!(fraction > 0 && fraction <= 1) || !(max_minutes > 0) || reps < 1 || reps > 64 || warmup < 0 ||
-      batch < 1 || heads < 1 || nn * nd > DUA_TUNING_MAX_SHAPES)
-    die("need 0 < --fraction <= 1, --max-minutes > 0, 1 <= --reps <= 64, --warmup >= 0, --batch/--heads >= 1 "
-        "and at most 64 shapes",
+      !(min_gain >= 0 && min_gain < 1) || bad_batch || heads < 1 || kv_heads < 1 || heads % kv_heads ||
+      tokens < 1 || tokens > 4 || nn * nd * nb > DUA_TUNING_MAX_SHAPES)
+    tune_die(
+        "need 0 < --fraction <= 1, --max-minutes > 0, 1 <= --reps <= 64, --warmup >= 0, 0 <= --min-gain "
+        "< 1, --batch/--heads >= 1, --kv-heads dividing --heads, 1 <= --tokens <= 4 and at most 64 shapes",
         NULL);
+  /* the developer variables would replace what is tuned */
+  static const char *const dev_env[] = {"DUA_FWD_TILE", "DUA_DECODE_KERNEL", "DUA_DECODE_TILE",
+                                        "DUA_DECODE_SPLITS"};
+  for (int i = 0; i < 4; i++) {
+    const char *v = getenv(dev_env[i]);
+    if (v && *v)
+      tune_die("unset the developer override first", dev_env[i]);
+  }
   char path[1024];
   if (out)
     snprintf(path, sizeof path, "%s", out);
@@ -312,12 +544,14 @@ int main(int argc, char **argv) {
   dua_tuning_db db = {0};
   char why[512];
   if (dua_tuning_db_load(path, &db, why, sizeof why) < 0)
-    die(path, why);
+    tune_die(path, why);
+  /* the library in this process sees no database: "default" is the compiled default, never an earlier run */
+  setenv("DUA_TUNING_FILE", "/nonexistent/dua-tune/reads-no-database.json", 1);
 
   dua_context_options co;
   dua_context_options_init(&co);
   co.selector = device;
-  co.disable_fast_paths = 1; /* the portable kernel is what is tuned */
+  co.disable_fast_paths = 1; /* the portable kernels are what is tuned */
   dua_context *ctx = NULL;
   dua_status st = dua_context_create(&co, &ctx);
   if (st != DUA_SUCCESS) {
@@ -327,237 +561,177 @@ int main(int argc, char **argv) {
   }
   dua_device_info info;
   dua_context_device_info(ctx, &info);
-  tuner t = {ctx, dua_context_cl_queue(ctx), dtype, 1, reps, warmup, 1e-4, 1e-3};
+  static tuner t;
+  t.ctx = ctx, t.queue = dua_context_cl_queue(ctx), t.kind = kind, t.dtype = dtype, t.dim = dim;
+  t.block = block, t.arity = arity, t.heads = heads, t.kv_heads = kv_heads, t.tokens = tokens, t.page = page;
+  t.reps = reps, t.warmup = warmup, t.atol = 1e-4, t.rtol = 1e-3;
   if (dtype == DUA_F16)
     t.atol = 2e-3, t.rtol = 1e-2;
   cl_command_queue_properties props = 0;
   clGetCommandQueueInfo(t.queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
   t.events = (props & CL_QUEUE_PROFILING_ENABLE) != 0;
 
-  dua_tuning_info ti;
-  check(ctx, dua_context_get_tuning(ctx, kernel, dtype, dim, block, &ti), "dua_context_get_tuning");
-  const int np = ti.num_params;
-  int total = 0;
-  check(ctx, dua_tuning_candidates(ctx, kernel, dtype, dim, block, NULL, 0, &total), "dua_tuning_candidates");
-  int32_t *cands = malloc(((size_t)total + 1) * (size_t)np * sizeof(int32_t));
-  if (!cands)
-    die("out of memory", NULL);
-  memcpy(cands, ti.default_params, (size_t)np * sizeof(int32_t)); /* candidate 0: the default */
-  int space = 0;
-  check(ctx, dua_tuning_candidates(ctx, kernel, dtype, dim, block, cands + np, total, &space),
-        "dua_tuning_candidates");
-  /* drop the default from the space, shuffle (seeded), keep the fraction */
-  int m = 0;
-  for (int i = 0; i < space; i++)
-    if (memcmp(cands + (size_t)(1 + i) * np, cands, (size_t)np * sizeof(int32_t)))
-      memmove(cands + (size_t)(1 + m++) * np, cands + (size_t)(1 + i) * np, (size_t)np * sizeof(int32_t));
-  uint64_t rs = seed;
-  for (int i = m - 1; i > 0; i--) {
-    int j = (int)(splitmix(&rs) % (uint64_t)(i + 1));
-    int32_t tmp[DUA_TUNING_MAX_PARAMS];
-    memcpy(tmp, cands + (size_t)(1 + i) * np, (size_t)np * sizeof(int32_t));
-    memcpy(cands + (size_t)(1 + i) * np, cands + (size_t)(1 + j) * np, (size_t)np * sizeof(int32_t));
-    memcpy(cands + (size_t)(1 + j) * np, tmp, (size_t)np * sizeof(int32_t));
-  }
-  int keep = fraction >= 1 ? m : (int)ceil(fraction * m);
-  const int count = 1 + keep;
-
-  /* problems: seeded random inputs, the default's outputs as the reference */
-  const int nprob = nn * nd;
+  /* problems: seeded random inputs; the default's outputs become the reference */
+  const int nprob = nn * nd * nb;
   problem *pr = calloc((size_t)nprob, sizeof *pr);
   if (!pr)
-    die("out of memory", NULL);
+    tune_die("out of memory", NULL);
   uint64_t is = seed ^ 0xD1A7u;
   for (int a = 0; a < nn; a++)
-    for (int b = 0; b < nd; b++) {
-      problem *p = &pr[a * nd + b];
-      p->n = ns[a], p->depth = depths[b];
-      int32_t *hd = malloc((size_t)heads * sizeof(int32_t));
-      if (!hd)
-        die("out of memory", NULL);
-      for (int h = 0; h < heads; h++)
-        hd[h] = p->depth;
-      dua_layout_desc d;
-      memset(&d, 0, sizeof d);
-      d.seq_len = p->n, d.block = block, d.batch = batch, d.heads = heads, d.arity = arity, d.depths = hd;
-      char err[512];
-      if (dua_layout_create(&d, &p->layout, err, sizeof err) != DUA_SUCCESS)
-        die("dua_layout_create", err);
-      free(hd);
-      size_t elems = (size_t)batch * heads * p->n * dim, es = dua_dtype_size(dtype);
-      p->o_elems = elems, p->lse_elems = (size_t)batch * heads * p->n;
-      dua_buffer **bufs[3] = {&p->qb, &p->kb, &p->vb};
-      dua_tensor *tens[3] = {&p->q, &p->k, &p->v};
-      void *host = malloc(elems * es);
-      if (!host)
-        die("out of memory", NULL);
-      for (int x = 0; x < 3; x++) {
-        for (size_t i = 0; i < elems; i++) {
-          float u = (float)((splitmix(&is) >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
-          if (dtype == DUA_F16)
-            ((uint16_t *)host)[i] = dua_float_to_half(u);
-          else
-            ((float *)host)[i] = u;
-        }
-        check(ctx, dua_buffer_create(ctx, elems * es, bufs[x]), "dua_buffer_create");
-        check(ctx, dua_buffer_write(*bufs[x], 0, elems * es, host), "dua_buffer_write");
-        *tens[x] = dua_tensor_contiguous(*bufs[x], 0, dtype, batch, heads, p->n, dim);
-      }
-      free(host);
-      check(ctx, dua_buffer_create(ctx, elems * es, &p->ob), "dua_buffer_create");
-      check(ctx, dua_buffer_create(ctx, p->lse_elems * sizeof(float), &p->lb), "dua_buffer_create");
-      p->o = dua_tensor_contiguous(p->ob, 0, dtype, batch, heads, p->n, dim);
-      p->lse = dua_tensor_contiguous(p->lb, 0, DUA_F32, batch, heads, p->n, 1);
-      p->ref_o = malloc(elems * sizeof(float));
-      p->got_o = malloc(elems * sizeof(float));
-      p->ref_lse = malloc(p->lse_elems * sizeof(float));
-      p->got_lse = malloc(p->lse_elems * sizeof(float));
-      if (!p->ref_o || !p->got_o || !p->ref_lse || !p->got_lse)
-        die("out of memory", NULL);
-    }
+    for (int b = 0; b < nd; b++)
+      for (int c = 0; c < nb; c++)
+        problem_make(&t, &pr[(a * nd + b) * nb + c], ns[a], depths[b], batches[c], &is);
 
-  fprintf(stderr,
-          "dua-tune: %s %s head_dim %d on %s (%s), %d shapes; default bm=%d bn=%d tm=%d tn=%d (%s); "
-          "%d of %d candidates; timing with %s\n",
-          kernel, dtype == DUA_F16 ? "fp16" : "fp32", dim, info.name, info.driver_version, nprob,
-          (int)ti.default_params[0], (int)ti.default_params[1], (int)ti.default_params[2],
-          (int)ti.default_params[3], ti.origin, keep, m, t.events ? "profiling events" : "the wall clock");
+  stage stages[2];
+  int nstages = 1;
+  memset(stages, 0, sizeof stages);
   const double t0 = now_s(), limit = 60.0 * max_minutes;
-  double default_total = NAN, best_total = INFINITY;
-  int best = 0, tried = 0, rejected = 0, failed = 0, stopped = 0;
-  for (int c = 0; c < count; c++) {
-    const int32_t *cp = cands + (size_t)c * np;
-    if (c > 0 && now_s() - t0 > limit) {
-      stopped = 1;
-      break;
-    }
-    st = dua_context_set_tuning(ctx, kernel, dtype, dim, cp, np);
-    double total_ms = 0;
-    int ok = st == DUA_SUCCESS;
-    for (int i = 0; i < nprob && ok; i++) {
-      problem *p = &pr[i];
-      if (run_once(&t, p) != DUA_SUCCESS) {
-        ok = 0;
-        break;
-      }
-      if (c == 0) {
-        read_outputs(&t, p, p->ref_o, p->ref_lse);
-      } else if (compare(&t, p, why, sizeof why)) {
-        fprintf(stderr, "\ndua-tune: rejected bm=%d bn=%d tm=%d tn=%d: %s\n", (int)cp[0], (int)cp[1],
-                (int)cp[2], (int)cp[3], why);
-        rejected++;
-        ok = -1;
-        break;
-      }
-      p->cand_ms = time_problem(&t, p);
-      if (!isfinite(p->cand_ms))
-        ok = 0;
-      total_ms += p->cand_ms;
-    }
-    if (ok == 0) {
-      if (c == 0)
-        check(ctx, st != DUA_SUCCESS ? st : DUA_ERROR_INVALID_ARGUMENT, "the default configuration");
-      failed++;
-      fprintf(stderr, "\ndua-tune: bm=%d bn=%d tm=%d tn=%d did not run: %s\n", (int)cp[0], (int)cp[1],
-              (int)cp[2], (int)cp[3], dua_context_last_error(ctx));
-    } else if (ok > 0) {
-      tried++;
-      if (c == 0) {
-        default_total = total_ms;
-        for (int i = 0; i < nprob; i++)
-          pr[i].default_ms = pr[i].best_ms = pr[i].cand_ms;
-      }
-      if (total_ms < best_total) {
-        best_total = total_ms, best = c;
-        for (int i = 0; i < nprob; i++)
-          pr[i].best_ms = pr[i].cand_ms;
-      }
-    }
-    progress(c + 1, count, t0, best_total, default_total);
+  if (kind == TUNE_DECODE) {
+    stages[0].kernel = heads == kv_heads && tokens == 1 ? "decode" : "decode_gqa";
+    stages[0].deadline = t0 + 0.75 * limit;
+    stages[1].kernel = "decode_split";
+    stages[1].split = 1;
+    stages[1].deadline = t0 + limit;
+    nstages = 2;
+  } else {
+    stages[0].kernel = kernel;
+    stages[0].deadline = t0 + limit;
   }
-  fprintf(stderr, "\n");
-  /* confirmation: the search's numbers come from one pass each on a possibly busy machine, so the default and
-   * the best are timed again, alternating, 3 rounds; the medians are what is reported and stored */
-  if (best != 0 && isfinite(default_total)) {
+  fprintf(stderr, "dua-tune: %s %s head_dim %d on %s (%s), %d shapes; timing with %s\n", kernel,
+          dtype == DUA_F16 ? "fp16" : "fp32", dim, info.name, info.driver_version, nprob,
+          t.events ? "profiling events" : "the wall clock");
+  for (int s = 0; s < nstages; s++)
+    run_stage(&t, pr, nprob, fraction, min_gain, seed + (uint64_t)s, &stages[s]);
+  double overall_default = stages[0].default_total, overall_best = stages[nstages - 1].best_total;
+  int any_tuned = 0;
+  for (int s = 0; s < nstages; s++)
+    any_tuned |= memcmp(stages[s].best, stages[s].ti.default_params,
+                        (size_t)stages[s].ti.num_params * sizeof(int32_t)) != 0;
+  if (nstages > 1 && !any_tuned) {
+    overall_best = overall_default; /* every entry keeps the compiled default: nothing to compare */
+  } else if (nstages > 1) {
+    /* the stages together against the compiled default, re-timed alternately (3 rounds); unless they are
+     * min_gain faster together, every entry keeps its compiled default */
     double dm[DUA_TUNING_MAX_SHAPES][3], bm[DUA_TUNING_MAX_SHAPES][3];
     for (int r = 0; r < 3; r++)
       for (int w = 0; w < 2; w++) {
-        check(ctx, dua_context_set_tuning(ctx, kernel, dtype, dim, cands + (size_t)(w ? best : 0) * np, np),
-              "dua_context_set_tuning");
+        for (int s = 0; s < nstages; s++) {
+          const int tuned = w && memcmp(stages[s].best, stages[s].ti.default_params,
+                                        (size_t)stages[s].ti.num_params * sizeof(int32_t));
+          tune_check(ctx, set_params(&t, &stages[s], tuned ? stages[s].best : NULL),
+                     "dua_context_set_tuning");
+        }
         for (int i = 0; i < nprob; i++)
           (w ? bm : dm)[i][r] = time_problem(&t, &pr[i]);
       }
-    default_total = best_total = 0;
+    overall_default = overall_best = 0;
     for (int i = 0; i < nprob; i++) {
       qsort(dm[i], 3, sizeof(double), cmp_double);
       qsort(bm[i], 3, sizeof(double), cmp_double);
-      pr[i].default_ms = dm[i][1], pr[i].best_ms = bm[i][1];
-      default_total += dm[i][1], best_total += bm[i][1];
+      overall_default += dm[i][1], overall_best += bm[i][1];
     }
-    if (!(best_total < default_total)) { /* the default holds up on a second look: keep it */
-      fprintf(stderr, "dua-tune: on re-timing the default (%.3f ms) is not slower than the best (%.3f ms)\n",
-              default_total, best_total);
-      best = 0, best_total = default_total;
-      for (int i = 0; i < nprob; i++)
-        pr[i].best_ms = pr[i].default_ms;
+    if (!(overall_best < overall_default * (1.0 - min_gain))) {
+      int changed = 0;
+      for (int s = 0; s < nstages; s++)
+        changed |= memcmp(stages[s].best, stages[s].ti.default_params,
+                          (size_t)stages[s].ti.num_params * sizeof(int32_t)) != 0;
+      if (changed)
+        fprintf(stderr,
+                "dua-tune: together the tuned entries (%.3f ms) are not %.0f%% faster than the compiled "
+                "defaults (%.3f ms): keeping the defaults, not",
+                overall_best, 100 * min_gain, overall_default);
+      for (int s = 0; s < nstages; s++) {
+        stage *sg = &stages[s];
+        char text[256];
+        fmt_params(&sg->ti, sg->best, text, sizeof text);
+        if (changed)
+          fprintf(stderr, "%s %s: %s", s ? ";" : "", sg->kernel, text);
+        memcpy(sg->best, sg->ti.default_params, (size_t)sg->ti.num_params * sizeof(int32_t));
+        sg->best_total = sg->default_total;
+        memcpy(sg->best_ms, sg->default_ms, sizeof sg->best_ms);
+      }
+      if (changed)
+        fprintf(stderr, "\n");
+      overall_best = overall_default;
     }
   }
   const double spent = now_s() - t0;
-  if (stopped)
-    fprintf(stderr, "dua-tune: stopped after %.1f minutes (--max-minutes %g)\n", spent / 60, max_minutes);
 
-  dua_tuning_entry e;
-  memset(&e, 0, sizeof e);
-  snprintf(e.kernel, sizeof e.kernel, "%s", kernel);
-  e.fp16 = dtype == DUA_F16;
-  e.head_dim = dim;
-  snprintf(e.device, sizeof e.device, "%s", info.name);
-  snprintf(e.vendor, sizeof e.vendor, "%s", info.vendor);
-  snprintf(e.driver, sizeof e.driver, "%s", info.driver_version);
+  /* merge with what the file holds now (another run may have written it meanwhile) */
+  if (dua_tuning_db_load(path, &db, why, sizeof why) < 0)
+    tune_die(path, why);
   time_t now = time(NULL);
   struct tm tmv;
   gmtime_r(&now, &tmv);
-  strftime(e.date, sizeof e.date, "%Y-%m-%dT%H:%M:%SZ", &tmv);
-  e.num_params = np;
-  memcpy(e.params, cands + (size_t)best * np, (size_t)np * sizeof(int32_t));
-  e.best_ms = best_total, e.default_ms = default_total, e.tuning_s = spent, e.candidates = tried;
-  e.num_shapes = nprob;
-  for (int i = 0; i < nprob; i++) {
-    dua_tuning_shape *s = &e.shapes[i];
-    s->n = pr[i].n, s->depth = pr[i].depth, s->block = block, s->batch = batch, s->heads = heads;
-    s->best_ms = pr[i].best_ms, s->default_ms = pr[i].default_ms;
+  for (int s = 0; s < nstages; s++) {
+    const stage *sg = &stages[s];
+    dua_tuning_entry e;
+    memset(&e, 0, sizeof e);
+    snprintf(e.kernel, sizeof e.kernel, "%s", sg->kernel);
+    e.fp16 = dtype == DUA_F16;
+    e.head_dim = dim;
+    snprintf(e.device, sizeof e.device, "%s", info.name);
+    snprintf(e.vendor, sizeof e.vendor, "%s", info.vendor);
+    snprintf(e.driver, sizeof e.driver, "%s", info.driver_version);
+    strftime(e.date, sizeof e.date, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+    e.num_params = sg->ti.num_params;
+    memcpy(e.params, sg->best, (size_t)e.num_params * sizeof(int32_t));
+    e.best_ms = sg->best_total, e.default_ms = sg->default_total, e.tuning_s = sg->spent;
+    e.candidates = sg->tried;
+    e.num_shapes = nprob;
+    for (int i = 0; i < nprob; i++) {
+      dua_tuning_shape *sh = &e.shapes[i];
+      sh->n = pr[i].n, sh->depth = layout_depth(&pr[i], block, arity), sh->block = block;
+      sh->batch = pr[i].batch, sh->heads = heads;
+      if (kind == TUNE_DECODE)
+        sh->kv_heads = kv_heads, sh->tokens = tokens, sh->page = page;
+      sh->best_ms = sg->best_ms[i], sh->default_ms = sg->default_ms[i];
+    }
+    if (dua_tuning_db_put(&db, &e, why, sizeof why))
+      tune_die("the new entry", why);
   }
-  /* merge with what the file holds now (another run may have written it meanwhile) */
-  if (dua_tuning_db_load(path, &db, why, sizeof why) < 0)
-    die(path, why);
-  if (dua_tuning_db_put(&db, &e, why, sizeof why))
-    die("the new entry", why);
   make_parent(path);
   if (dua_tuning_db_save(path, &db, why, sizeof why))
-    die(path, why);
+    tune_die(path, why);
   printf("device      %s (%s, driver %s)\n", info.name, info.vendor, info.driver_version);
-  printf("kernel      %s %s head_dim %d, block %d, batch %d, heads %d\n", kernel, e.fp16 ? "fp16" : "fp32",
-         dim, block, batch, heads);
-  printf("candidates  %d timed, %d rejected (outside tolerance), %d failed to run, of %d in the space%s\n",
-         tried, rejected, failed, m + 1, stopped ? " (stopped by --max-minutes)" : "");
-  printf("default     bm=%d bn=%d tm=%d tn=%d  %.3f ms\n", (int)cands[0], (int)cands[1], (int)cands[2],
-         (int)cands[3], default_total);
-  printf("best        bm=%d bn=%d tm=%d tn=%d  %.3f ms  (%.2fx the default)\n", (int)e.params[0],
-         (int)e.params[1], (int)e.params[2], (int)e.params[3], best_total, default_total / best_total);
-  for (int i = 0; i < nprob; i++)
-    printf("  N %6d depth %2d   default %9.3f ms   best %9.3f ms\n", pr[i].n, pr[i].depth, pr[i].default_ms,
-           pr[i].best_ms);
-  printf("(default and best re-timed alternately, median of 3 rounds of --reps)\n");
-  printf("tuning took %.1f s; written to %s\n", spent, path);
-  for (int i = 0; i < nprob; i++) {
-    problem *p = &pr[i];
-    dua_layout_destroy(p->layout);
-    dua_buffer_destroy(p->qb), dua_buffer_destroy(p->kb), dua_buffer_destroy(p->vb);
-    dua_buffer_destroy(p->ob), dua_buffer_destroy(p->lb);
-    free(p->ref_o), free(p->got_o), free(p->ref_lse), free(p->got_lse);
+  printf("problem     %s %s head_dim %d, block %d, heads %d", kernel, dtype == DUA_F16 ? "fp16" : "fp32", dim,
+         block, heads);
+  if (kind == TUNE_DECODE)
+    printf(", kv_heads %d, tokens %d, page %d", kv_heads, tokens, page);
+  printf("\n");
+  for (int s = 0; s < nstages; s++) {
+    const stage *sg = &stages[s];
+    char text[256];
+    printf("entry       %s (%.1f s)\n", sg->kernel, sg->spent);
+    printf("candidates  %d timed, %d rejected (outside tolerance), %d failed to run, of %d in the space",
+           sg->tried, sg->rejected, sg->failed, sg->space + 1);
+    if (kind == TUNE_DECODE)
+      printf(" (%d gave a launch plan already timed, %d did not fit a problem as given)", sg->same_plan,
+             sg->no_fit);
+    printf("%s\n", sg->stopped ? " (stopped by --max-minutes)" : "");
+    fmt_params(&sg->ti, sg->ti.default_params, text, sizeof text);
+    printf("default     %s  %.3f ms\n", text, sg->default_total);
+    fmt_params(&sg->ti, sg->best, text, sizeof text);
+    printf("best        %s  %.3f ms  (%.2fx the default)\n", text, sg->best_total,
+           sg->default_total / sg->best_total);
   }
+  if (nstages > 1)
+    printf("overall     %.3f ms tuned vs %.3f ms compiled default (%.2fx; both entries together, re-timed "
+           "alternately, median of 3 rounds)\n",
+           overall_best, overall_default, overall_default / overall_best);
+  for (int i = 0; i < nprob; i++) {
+    printf("  N %6d depth %2d batch %3d   default %9.3f ms", pr[i].n, pr[i].depth, pr[i].batch,
+           stages[0].default_ms[i]);
+    for (int s = 0; s < nstages; s++)
+      printf("   %s %9.3f ms", nstages > 1 ? stages[s].kernel : "best", stages[s].best_ms[i]);
+    printf("\n");
+  }
+  printf("(default and best re-timed alternately per entry, median of 3 rounds of --reps)\n");
+  printf("tuning took %.1f s; written to %s\n", spent, path);
+  for (int i = 0; i < nprob; i++)
+    problem_free(&pr[i]);
   free(pr);
-  free(cands);
+  tuner_free_caches(&t);
   dua_tuning_db_free(&db);
   dua_context_destroy(ctx);
   return 0;

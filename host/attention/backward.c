@@ -1,8 +1,9 @@
 /* backward.c: dua_attention_backward: argument checks and the four launches of the portable backward
  * (cl/attn_bwd.cl): delta = rowsum(dO O), the dQ pass over query tiles, the dK/dV pass over key tiles with
- * the transposed block lists, and the deterministic reduction of the level-bias gradient. */
+ * the transposed block lists, and the deterministic reduction of the level-bias gradient. The tile comes
+ * through the tuning lookup chain (kernel "bwd"). */
 #include "attention/forward_internal.h"
-#include "tuning/bwd_params.h"
+#include "tuning/tuning.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -84,11 +85,10 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
   if (st != DUA_SUCCESS)
     return st;
   const int head_dim = (int)q->shape[3];
-  dua_bwd_params tp = dua_bwd_params_default(head_dim, l->block, &ctx->info);
-  if (!dua_bwd_params_valid(&tp, head_dim, l->block, &ctx->info))
-    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
-                    "%s: no backward tile fits this device for head_dim %d, block %d", FN, head_dim,
-                    l->block);
+  /* the context's override, the tuning database, compiled defaults (tuning/tuning.h) */
+  dua_bwd_params tp;
+  if ((st = dua_tuning_bwd(ctx, head_dim, q->dtype == DUA_F16, l->block, &tp, NULL, NULL, 0)) != DUA_SUCCESS)
+    return st;
   const int use_lists = l->kind == DUA_LAYOUT_LIST || params->algo == DUA_ALGO_LIST;
   dua_layout_device *dev = NULL;
   if ((st = dua_layout_device_get(ctx, l, DUA_DEVICE_TRANSPOSED_LISTS | (use_lists ? DUA_DEVICE_LISTS : 0),

@@ -5,6 +5,7 @@
  * call's. */
 #include "attention/forward_internal.h"
 #include "attention/kv_internal.h"
+#include "tuning/tuning.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -14,52 +15,32 @@
 /* Three kernels: cl/attn_decode.cl's "regs" keeps K and V in registers (16-byte loads, an online softmax per
  * key group) and "staged" stages them through local memory (4-element loads); cl/attn_decode_warp.cl's
  * "warp" lets every warp stream its own units with no barrier (NVIDIA inline-PTX shuffles; emulated with
- * local memory on other devices, for tests only). The choice follows the H100 measurements of
- * bench/RESULTS.md: warp wherever inline PTX works (NVIDIA, the mma probe passed) and a 16-byte load divides
- * a key row into a power-of-two number of lanes: in decode4 (commit ac3723f) it beat the previous choice
- * everywhere but GQA 32/8 at depth 4 (equal): 16K dense fp16 0.80 vs 1.70 ms (90% of copy), fp32 1.47 vs
- * 1.84 ms, depth 4 fp16 0.082 vs 0.164 ms, GQA dense 1.92 vs 2.34 ms. Elsewhere, from decode2 (commit
- * 44b83f7): regs for an fp16 cache with one query row per work-group on GPU devices (16K dense 1.71 vs 2.08
- * ms against staged), staged for the rest (fp32 at depth 4, GQA, CPU devices, several query tokens).
- * DUA_DECODE_KERNEL=regs|staged|warp forces one; DUA_DECODE_TILE=tile_n,threads,rows and
- * DUA_DECODE_SPLITS=n override the plan (development); DUA_DECODE_HALF=0|1|2 picks regs' fp16 conversion
- * (cl/attn_decode.cl DUA_HALF_CVT); DUA_DECODE_WARP_VPL=1|2 the warp kernel's 16-byte loads per lane and key
- * row (cl/attn_decode_warp.cl VPL). */
-/* GPU plans, tile_n, work-items, most query rows: staged; regs with an fp16 cache (best of 8 measured
- * settings: 1.71 ms 16K dense) and with an fp32 cache (best of 4: 1.78 ms, 80.6% of copy, 16K dense). */
-#define DECODE_STAGED_TILE 32, 128, 16
-#define DECODE_REGS_TILE_F16 32, 128, 8
-#define DECODE_REGS_TILE_F32 32, 256, 16
-#define DECODE_CPU_TILE_N                                                                                    \
-  16 /* CPU devices: PoCL runs a work-group's work-items in loops around each barrier; */
-#define DECODE_CPU_THREADS 32 /* 16 x 32 measured 20-35% faster there than 32 x 128 (bench/RESULTS.md) */
-#define DECODE_ROWS 16        /* most query rows (heads x tokens) per work-group */
-#define DECODE_ACC_FLOATS 64  /* regs on CPU devices: most output accumulators per work-item (rows x VE) */
-#define DECODE_WAVES 16    /* split so that about WAVES x compute units work-groups run (short last wave) */
-#define DECODE_MIN_UNITS 8 /* at least this many key units (of the longest context) per split */
-#define DECODE_WARP_MIN_UNITS 4 /* warp kernel: at least this many units per warp and split */
-#define DECODE_WARP_WAVES                                                                                    \
-  2 /* warp kernel: about 2 x compute units work-groups (decode5: 2 splits beat 4-16                         \
-     * at depths 2 and 4, equal dense, batch 32 x 8 heads on 132 SMs) */
-#define DECODE_MAX_SPLITS 64   /* partial results per row */
-#define DECODE_MAX_UNITS 65536 /* key units of the layout's N (the bitmap is WORDS = units/32 words) */
-/* warp kernel: keys per batch of a warp (KPW x UNROLL), work-items, most query rows (decode4 sweep, 16K:
- * 4 keys per batch was best at depth 4 and within 3% of the best dense for fp16, best for fp32); largest
- * key unit */
-#define DECODE_WARP_TILE 4, 128, 4
-#define DECODE_WARP_MAX_UNIT 64
+ * local memory on other devices, for tests only). The warp kernel is the compiled default wherever inline PTX
+ * works (NVIDIA, the mma probe passed) and head_dim allows it: in decode4 (bench/RESULTS.md, commit ac3723f)
+ * it beat the other kernels everywhere but GQA 32/8 at depth 4 (equal): 16K dense fp16 0.80 vs 1.70 ms (90%
+ * of copy), fp32 1.47 vs 1.84 ms, depth 4 fp16 0.082 vs 0.164 ms, GQA dense 1.92 vs 2.34 ms; its splits aim
+ * at 2 work-groups per compute unit (decode5). The plan (kernel, tile, work-items, most rows per work-group)
+ * and the split-KV thresholds come through the tuning lookup chain (tuning/tuning.h: kernels "decode" for
+ * calls with one query row per work-group, "decode_gqa" for several, and "decode_split"). Without a tuning
+ * source the compiled defaults (tuning/decode_params.c) follow the H100 measurements of bench/RESULTS.md
+ * (decode2, commit 44b83f7): regs only for an fp16 cache with one query row per work-group (no GQA sharing,
+ * one token) on GPU devices, where its tile 32,128,8 beat staged (16K dense 1.71 vs 2.08 ms, depth 4 0.165 vs
+ * 0.177 ms); staged everywhere else: it won fp32 at depth 4 (0.172 vs 0.192 ms at regs' best fp32 tile) and
+ * GQA 32/8 (2.36 vs 3.20 ms dense), and the rest is unmeasured (CPU devices, several query tokens). A
+ * compiled (or developer) plan is shrunk to the device's work-group size and local memory as needed; a tuned
+ * plan runs exactly as stored or not at all (the chain then goes on to the compiled plan).
+ * DUA_DECODE_KERNEL=regs|staged|warp, DUA_DECODE_TILE=tile_n,threads,rows and DUA_DECODE_SPLITS=n override
+ * the plan (development); DUA_DECODE_HALF=0|1|2 picks regs' fp16 conversion (cl/attn_decode.cl DUA_HALF_CVT);
+ * DUA_DECODE_WARP_VPL=1|2 the warp kernel's 16-byte loads per lane and key row (cl/attn_decode_warp.cl VPL).
+ * Splits are sized by the keys a row can see, not the context length. */
+#define DECODE_MAX_UNITS 65536  /* key units of the layout's N (the bitmap is WORDS = units/32 words) */
+#define DECODE_WARP_MAX_UNIT 64 /* warp kernel: largest key unit (a warp streams whole units) */
 
 typedef struct decode_plan {
   int tokens, hpw, hchunks, tile_n, threads, words, unit_shift, page_shift, splits;
-  int staged, half_cvt, key_groups; /* staged kernel; fp16 conversion; regs' key groups (NT / VE loads) */
-  int warp, unroll, vpl, emulate;   /* warp kernel; its key steps per batch, 16-byte loads per lane and
-                                     * key; shuffles emulated */
+  int staged, half_cvt, key_groups; /* kernel (0 regs, 1 staged, 2 warp); fp16 conversion; regs' key groups */
+  int unroll, vpl, emulate;         /* warp: key steps per batch, 16-byte loads per lane and key, emulated */
 } decode_plan;
-
-/* Elements per 16-byte K/V load of the regs kernel. */
-static int load_elems(const dua_kv_cache *c) {
-  return c->desc.dtype == DUA_F16 ? 8 : 4;
-}
 
 static int log2i(int x) {
   int s = 0;
@@ -68,30 +49,35 @@ static int log2i(int x) {
   return s;
 }
 
+static size_t local_bytes(const decode_plan *p, int head_dim, int fp16) {
+  const dua_decode_params tp = {p->staged, p->tile_n, p->threads, p->hpw * p->tokens};
+  return dua_decode_local_bytes(&tp, p->hpw * p->tokens, p->words, head_dim, fp16) +
+         (p->emulate ? 4 * (size_t)p->threads : 0); /* the emulated shuffles' scratch */
+}
+
 static int is_nvidia(const dua_context *ctx) {
   return strstr(ctx->info.vendor, "NVIDIA") != NULL || strstr(ctx->info.platform_name, "NVIDIA") != NULL;
 }
 
-/* Lanes per key row in the warp kernel (head_dim / elements per 16-byte load); 0 if it does not divide 32. */
-static int warp_lanes_per_key(const dua_kv_cache *c) {
-  const int lpk = c->desc.head_dim / load_elems(c);
-  return c->desc.head_dim % load_elems(c) == 0 && lpk >= 1 && 32 % lpk == 0 ? lpk : 0;
-}
-
-static size_t local_bytes(const decode_plan *p, int head_dim) {
-  size_t rows = (size_t)p->hpw * p->tokens, stride = (size_t)head_dim + 4;
-  if (p->warp)
-    return 4 * ((size_t)p->words + (size_t)(p->threads / 32) * rows * ((size_t)head_dim + 2) +
-                (p->emulate ? (size_t)p->threads : 0)) +
-           64;
-  if (p->staged)
-    return 4 * ((size_t)p->words + rows * stride + 2 * (size_t)p->tile_n * stride + 2 * rows * p->tile_n +
-                3 * rows) +
-           64;
-  const size_t kg = (size_t)p->key_groups;
-  return 4 * ((size_t)p->words + rows * (size_t)head_dim + rows * (size_t)p->threads + rows * p->tile_n +
-              3 * rows * kg + kg * (size_t)head_dim) +
-         128;
+/* The warp kernel's build parameters for a unit of `unit` tokens: key steps per batch (tile_n keys, at most
+ * the unit), loads per lane (DUA_DECODE_WARP_VPL), shuffles emulated off NVIDIA's PTX. */
+static dua_status warp_setup(dua_context *ctx, const dua_kv_cache *c, int unit, decode_plan *p) {
+  const int fp16 = c->desc.dtype == DUA_F16, lanes = dua_decode_warp_lanes(c->desc.head_dim, fp16);
+  const char *v = getenv("DUA_DECODE_WARP_VPL");
+  p->vpl = 1;
+  if (v && *v) {
+    if (strcmp(v, "1") != 0 && strcmp(v, "2") != 0)
+      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "DUA_DECODE_WARP_VPL = \"%s\" is not 1 or 2", v);
+    p->vpl = *v - '0';
+  }
+  if (lanes % p->vpl)
+    p->vpl = 1; /* one lane per key row already */
+  const int kpw = 32 / (lanes / p->vpl);
+  p->unroll = p->tile_n / kpw < 1 ? 1 : p->tile_n / kpw;
+  while (p->unroll > 1 && p->unroll * kpw > unit)
+    p->unroll /= 2;
+  p->emulate = !(is_nvidia(ctx) && ctx->info.nv_mma_f16);
+  return DUA_SUCCESS;
 }
 
 /* The regs kernel's work-group: NT = KG x (loads per row) work-items with KG a power of two <= tile_n,
@@ -115,6 +101,116 @@ static int fit_groups(decode_plan *p, int nv, size_t max_wg) {
   return (size_t)p->threads <= max_wg;
 }
 
+/* Query heads per work-group: the largest divisor of the GQA group whose rows (x tokens) fit rows. */
+static int heads_per_group(int group, int tokens, int rows) {
+  for (int d = group; d >= 1; d--)
+    if (group % d == 0 && d * tokens <= rows)
+      return d;
+  return 1;
+}
+
+/* Key units of the layout's N for the plan's tile: unit_shift and words; 0 if above DECODE_MAX_UNITS. */
+static int set_units(decode_plan *p, const dua_kv_cache *c, const dua_layout *l, int64_t *units_out) {
+  const int unit = c->desc.page_tokens < l->block ? c->desc.page_tokens : l->block;
+  const int cap = p->staged == 2 ? DECODE_WARP_MAX_UNIT : p->tile_n; /* warp: tile_n is a batch, not a cap */
+  const int u = unit < cap ? unit : cap;
+  p->unit_shift = log2i(u);
+  const int64_t units = ((int64_t)l->seq_len + u - 1) / u;
+  *units_out = units;
+  if (units > DECODE_MAX_UNITS)
+    return 0;
+  p->words = 8;
+  while ((int64_t)p->words * 32 < units)
+    p->words *= 2;
+  return 1;
+}
+
+typedef struct plan_call {
+  dua_context *ctx;
+  const dua_kv_cache *c;
+  const dua_layout *l;
+  int tokens;
+} plan_call;
+
+/* A tuned plan exactly as given (the kernels' static rules already hold): 1 if this call can run it with no
+ * shrinking (rows for the staged kernel's work-items, units, local memory), filling p. */
+static int plan_exact(const plan_call *pc, const dua_decode_params *tp, decode_plan *p) {
+  const dua_kv_cache *c = pc->c;
+  const int group = pc->l->heads / pc->l->kv_heads, fp16 = c->desc.dtype == DUA_F16;
+  p->staged = tp->staged, p->tile_n = tp->tile_n, p->threads = tp->threads, p->tokens = pc->tokens;
+  p->hpw = heads_per_group(group, pc->tokens, tp->rows);
+  p->key_groups = p->threads * dua_decode_load_elems(fp16) / c->desc.head_dim;
+  p->page_shift = log2i(c->desc.page_tokens);
+  int64_t units;
+  if (p->staged == 2 &&
+      (!set_units(p, c, pc->l, &units) || warp_setup(pc->ctx, c, 1 << p->unit_shift, p) != DUA_SUCCESS))
+    return 0;
+  if ((p->staged == 1 && p->threads < p->hpw * p->tokens) || !set_units(p, c, pc->l, &units) ||
+      local_bytes(p, c->desc.head_dim, fp16) > pc->ctx->info.local_mem_bytes)
+    return 0;
+  p->hchunks = group / p->hpw;
+  return 1;
+}
+
+static int plan_fits(const dua_decode_params *tp, void *arg) {
+  decode_plan p;
+  memset(&p, 0, sizeof p);
+  return plan_exact(arg, tp, &p);
+}
+
+/* A compiled or developer plan, shrunk to the device as decode always did (tile, then heads per group). */
+static dua_status plan_adjusted(const plan_call *pc, const dua_decode_params *tp, decode_plan *p) {
+  static const char *fn = "dua_decode";
+  dua_context *ctx = pc->ctx;
+  const dua_kv_cache *c = pc->c;
+  const dua_layout *l = pc->l;
+  const int group = l->heads / l->kv_heads, fp16 = c->desc.dtype == DUA_F16;
+  int threads = tp->threads;
+  p->staged = tp->staged;
+  if ((size_t)threads > ctx->info.max_work_group_size)
+    threads = (int)ctx->info.max_work_group_size;
+  if (threads < (p->staged == 2 ? 32 : 16))
+    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "%s: the device's work-groups (%zu work-items) are too small",
+                    fn, ctx->info.max_work_group_size);
+  p->tokens = pc->tokens;
+  p->hpw = heads_per_group(group, pc->tokens, tp->rows);
+  p->tile_n = tp->tile_n;
+  p->threads = threads;
+  if (p->staged == 0 &&
+      !fit_groups(p, c->desc.head_dim / dua_decode_load_elems(fp16), ctx->info.max_work_group_size))
+    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "%s: the device's work-groups (%zu work-items) are too small",
+                    fn, ctx->info.max_work_group_size);
+  p->page_shift = log2i(c->desc.page_tokens);
+  for (;;) {
+    int64_t units;
+    if (!set_units(p, c, l, &units))
+      return dua_fail(
+          ctx, DUA_ERROR_UNSUPPORTED,
+          "%s: the layout's seq_len = %d is %lld key units of %d tokens; decode handles at most %d", fn,
+          (int)l->seq_len, (long long)units, 1 << p->unit_shift, DECODE_MAX_UNITS);
+    dua_status st;
+    if (p->staged == 2 && (st = warp_setup(ctx, c, 1 << p->unit_shift, p)) != DUA_SUCCESS)
+      return st;
+    if (local_bytes(p, c->desc.head_dim, fp16) <= ctx->info.local_mem_bytes)
+      break;
+    if (p->staged != 2 && p->tile_n > 16 && (p->staged || p->tile_n > p->key_groups))
+      p->tile_n /= 2; /* regs: tile_n | NT still holds, KG | tile_n while KG < tile_n */
+    else if (p->hpw > 1)
+      for (int d = p->hpw - 1; d >= 1; d--) {
+        if (group % d == 0) {
+          p->hpw = d;
+          break;
+        }
+      }
+    else
+      return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
+                      "%s: needs %zu bytes of local memory per work-group, the device has %llu", fn,
+                      local_bytes(p, c->desc.head_dim, fp16), (unsigned long long)ctx->info.local_mem_bytes);
+  }
+  p->hchunks = group / p->hpw;
+  return DUA_SUCCESS;
+}
+
 /* Most keys one query row can see in a context of max_len tokens: for a positional tree the largest subtree
  * of any head (g_h blocks, one more for a shifted edge) plus window and sink; the whole context otherwise.
  * Splits are sized by it, so a sparse layout is not cut into splits with nothing to read. */
@@ -130,136 +226,64 @@ static int64_t visible_tokens(const dua_layout *l, int32_t max_len) {
 }
 
 static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_layout *l, int tokens,
-                            int32_t batch, int32_t max_len, decode_plan *p) {
-  static const char *fn = "dua_decode";
-  const int cpu = ctx->info.type == DUA_DEVICE_CPU, group = l->heads / l->kv_heads;
-  const char *env = getenv("DUA_DECODE_KERNEL");
-  if (env && *env) {
-    if (strcmp(env, "regs") != 0 && strcmp(env, "staged") != 0 && strcmp(env, "warp") != 0)
-      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
-                      "DUA_DECODE_KERNEL = \"%s\" is not regs, staged or warp", env);
-    p->staged = env[0] == 's';
-    p->warp = env[0] == 'w';
-    if (p->warp && !warp_lanes_per_key(c))
-      return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
-                      "%s: DUA_DECODE_KERNEL = warp needs head_dim / %d (a 16-byte load) to divide 32; "
-                      "head_dim = %d",
-                      fn, load_elems(c), (int)c->desc.head_dim);
-  } else { /* the measured choice (top of this file) */
-    p->warp = !cpu && is_nvidia(ctx) && ctx->info.nv_mma_f16 && warp_lanes_per_key(c);
-    p->staged = !p->warp && (cpu || c->desc.dtype != DUA_F16 || group != 1 || tokens != 1);
-  }
-  p->emulate = p->warp && !(is_nvidia(ctx) && ctx->info.nv_mma_f16);
-  env = getenv("DUA_DECODE_HALF");
+                            int32_t batch, int32_t max_len, decode_plan *p, dua_tuning_source *source,
+                            dua_tuning_source *split_source) {
+  const int group = l->heads / l->kv_heads, fp16 = c->desc.dtype == DUA_F16, Dh = c->desc.head_dim;
+  const char *env = getenv("DUA_DECODE_HALF");
   p->half_cvt = env && *env >= '0' && *env <= '2' ? *env - '0' : 0;
-  static const int staged_tile[3] = {DECODE_STAGED_TILE}, regs_f16[3] = {DECODE_REGS_TILE_F16},
-                   regs_f32[3] = {DECODE_REGS_TILE_F32};
-  static const int warp_tile[3] = {DECODE_WARP_TILE};
-  const int *def = p->warp                    ? warp_tile
-                   : p->staged                ? staged_tile
-                   : c->desc.dtype == DUA_F16 ? regs_f16
-                                              : regs_f32;
-  int tile_n = cpu && !p->warp ? DECODE_CPU_TILE_N : def[0],
-      threads = cpu && !p->warp ? DECODE_CPU_THREADS : def[1];
-  int rows = cpu && !p->warp ? (p->staged ? DECODE_ROWS : DECODE_ACC_FLOATS / load_elems(c)) : def[2];
-  env = getenv("DUA_DECODE_TILE");
-  if (env && *env) {
-    if (sscanf(env, "%d,%d,%d", &tile_n, &threads, &rows) != 3 || tile_n < (p->warp ? 1 : 16) ||
-        tile_n > 128 || (tile_n & (tile_n - 1)) || threads < 16 || threads > 1024 ||
-        (threads & (threads - 1)) || rows < 1 || rows > 64)
-      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
-                      "DUA_DECODE_TILE = \"%s\" is not tile_n,threads,rows (tile_n a power of two 16..128, "
-                      "1..128 for the warp kernel, threads a power of two 16..1024, rows 1..64)",
-                      env);
+  const plan_call pc = {ctx, c, l, tokens};
+  dua_decode_params tp;
+  int adjust;
+  dua_status st = dua_tuning_decode(ctx, Dh, fp16, group == 1 && tokens == 1, plan_fits, (void *)&pc, &tp,
+                                    &adjust, source, NULL, 0);
+  if (st != DUA_SUCCESS)
+    return st;
+  if (adjust) {
+    if ((st = plan_adjusted(&pc, &tp, p)) != DUA_SUCCESS)
+      return st;
+  } else if (!plan_exact(&pc, &tp, p)) { /* the chain checked it with plan_fits */
+    return dua_fail(ctx, DUA_ERROR_INTERNAL, "dua_decode: the tuned plan does not fit after all");
   }
-  if ((size_t)threads > ctx->info.max_work_group_size)
-    threads = (int)ctx->info.max_work_group_size;
-  if (threads < (p->warp ? 32 : 16))
-    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "%s: the device's work-groups (%zu work-items) are too small",
-                    fn, ctx->info.max_work_group_size);
-  p->tokens = tokens;
-  p->hpw = 1;
-  for (int d = group; d >= 1; d--)
-    if (group % d == 0 && d * tokens <= rows) {
-      p->hpw = d;
-      break;
-    }
-  p->tile_n = tile_n;
-  p->threads = threads;
-  if (!p->staged && !p->warp &&
-      !fit_groups(p, c->desc.head_dim / load_elems(c), ctx->info.max_work_group_size))
-    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "%s: the device's work-groups (%zu work-items) are too small",
-                    fn, ctx->info.max_work_group_size);
-  p->page_shift = log2i(c->desc.page_tokens);
-  int unit = c->desc.page_tokens < l->block ? c->desc.page_tokens : l->block;
-  if (p->warp) { /* a warp streams whole units; tile_n is its batch of keys */
-    const char *v = getenv("DUA_DECODE_WARP_VPL");
-    p->vpl = 1;
-    if (v && *v) {
-      if (strcmp(v, "1") != 0 && strcmp(v, "2") != 0)
-        return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "DUA_DECODE_WARP_VPL = \"%s\" is not 1 or 2", v);
-      p->vpl = *v - '0';
-    }
-    if (warp_lanes_per_key(c) % p->vpl)
-      p->vpl = 1; /* one lane per key row already */
-    const int kpw = 32 / (warp_lanes_per_key(c) / p->vpl);
-    if (unit > DECODE_WARP_MAX_UNIT)
-      unit = DECODE_WARP_MAX_UNIT;
-    p->unroll = p->tile_n / kpw < 1 ? 1 : p->tile_n / kpw;
-    while (p->unroll > 1 && p->unroll * kpw > unit)
-      p->unroll /= 2;
+  dua_decode_split_params sp;
+  int fixed;
+  dua_tuning_source split_src;
+  if ((st = dua_tuning_decode_split(ctx, Dh, fp16, &sp, &fixed, &split_src, NULL, 0)) != DUA_SUCCESS)
+    return st;
+  if (split_source)
+    *split_source = split_src;
+  if (p->staged == 2 && (split_src == DUA_TUNING_BUILTIN || split_src == DUA_TUNING_GENERIC))
+    sp = dua_decode_split_warp_default(p->threads);
+  const int64_t units = (visible_tokens(l, max_len) + (1 << p->unit_shift) - 1) >> p->unit_shift;
+  p->splits = fixed ? fixed
+                    : dua_decode_split_count(&sp, (int64_t)batch * l->kv_heads * p->hchunks, units,
+                                             (int)ctx->info.compute_units);
+  return DUA_SUCCESS;
+}
+
+dua_status dua_decode_plan_get(dua_context *ctx, dua_kv_cache *c, int32_t layer, const dua_layout *l,
+                               const int32_t *seqs, int32_t num_seqs, int32_t tokens,
+                               dua_decode_plan_info *out) {
+  if (!ctx)
+    return DUA_ERROR_INVALID_ARGUMENT;
+  if (!c || !l || !seqs || !out || num_seqs < 1 || tokens < 1 || tokens > 4 || layer < 0 ||
+      layer >= c->desc.layers || l->kv_heads != c->desc.kv_heads || l->kind == DUA_LAYOUT_LIST)
+    return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "dua_decode_plan_get: bad arguments");
+  int32_t max_len = 0;
+  for (int32_t i = 0; i < num_seqs; i++) {
+    if (seqs[i] < 0 || seqs[i] >= c->desc.max_seqs || !c->live[seqs[i]])
+      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "dua_decode_plan_get: seqs[%d] = %d is not live",
+                      (int)i, (int)seqs[i]);
+    const int32_t len = c->length[(size_t)seqs[i] * c->desc.layers + (size_t)layer];
+    max_len = len > max_len ? len : max_len;
   }
-  for (;;) {
-    const int u = unit < p->tile_n || p->warp ? unit : p->tile_n;
-    p->unit_shift = log2i(u);
-    const int64_t units = ((int64_t)l->seq_len + u - 1) / u;
-    if (units > DECODE_MAX_UNITS)
-      return dua_fail(
-          ctx, DUA_ERROR_UNSUPPORTED,
-          "%s: the layout's seq_len = %d is %lld key units of %d tokens; decode handles at most %d", fn,
-          (int)l->seq_len, (long long)units, u, DECODE_MAX_UNITS);
-    p->words = 8;
-    while ((int64_t)p->words * 32 < units)
-      p->words *= 2;
-    if (local_bytes(p, c->desc.head_dim) <= ctx->info.local_mem_bytes)
-      break;
-    if (!p->warp && p->tile_n > 16 && (p->staged || p->tile_n > p->key_groups))
-      p->tile_n /= 2; /* regs: tile_n | NT still holds, KG | tile_n while KG < tile_n */
-    else if (p->hpw > 1)
-      for (int d = p->hpw - 1; d >= 1; d--) {
-        if (group % d == 0) {
-          p->hpw = d;
-          break;
-        }
-      }
-    else
-      return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
-                      "%s: needs %zu bytes of local memory per work-group, the device has %llu", fn,
-                      local_bytes(p, c->desc.head_dim), (unsigned long long)ctx->info.local_mem_bytes);
-  }
-  p->hchunks = group / p->hpw;
-  env = getenv("DUA_DECODE_SPLITS");
-  if (env && *env) {
-    char *end;
-    long s = strtol(env, &end, 10);
-    if (*end != '\0' || s < 1 || s > 256)
-      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "DUA_DECODE_SPLITS = \"%s\" is not a number in 1..256",
-                      env);
-    p->splits = (int)s;
-  } else {
-    const int64_t base = (int64_t)batch * l->kv_heads * p->hchunks;
-    const int64_t target = (int64_t)(p->warp ? DECODE_WARP_WAVES : DECODE_WAVES) *
-                           (ctx->info.compute_units ? ctx->info.compute_units : 1);
-    int64_t s = (target + base - 1) / base;
-    const int64_t visible = visible_tokens(l, max_len);
-    const int64_t by_len = ((visible + (1 << p->unit_shift) - 1) >> p->unit_shift) /
-                           (p->warp ? DECODE_WARP_MIN_UNITS * (p->threads / 32) : DECODE_MIN_UNITS);
-    if (s > by_len)
-      s = by_len;
-    if (s > DECODE_MAX_SPLITS)
-      s = DECODE_MAX_SPLITS;
-    p->splits = s < 1 ? 1 : (int)s;
-  }
+  decode_plan p;
+  memset(&p, 0, sizeof p);
+  memset(out, 0, sizeof *out);
+  dua_status st = make_plan(ctx, c, l, tokens, num_seqs, max_len, &p, &out->source, &out->split_source);
+  if (st != DUA_SUCCESS)
+    return st;
+  out->staged = p.staged, out->tile_n = p.tile_n, out->threads = p.threads;
+  out->heads_per_group = p.hpw, out->splits = p.splits;
   return DUA_SUCCESS;
 }
 
@@ -365,7 +389,7 @@ dua_status dua_decode(dua_context *ctx, dua_kv_cache *cache, int32_t layer, dua_
   const int32_t S = (int32_t)q->shape[0], T = (int32_t)q->shape[2], Dh = cache->desc.head_dim;
   decode_plan plan;
   memset(&plan, 0, sizeof plan);
-  if ((st = make_plan(ctx, cache, l, T, S, max_len, &plan)) != DUA_SUCCESS)
+  if ((st = make_plan(ctx, cache, l, T, S, max_len, &plan, NULL, NULL)) != DUA_SUCCESS)
     return st;
   dua_layout_device *dev = NULL;
   if ((st = dua_layout_device_get(ctx, l, 0, &dev)) != DUA_SUCCESS)
@@ -390,10 +414,10 @@ dua_status dua_decode(dua_context *ctx, dua_kv_cache *cache, int32_t layer, dua_
       "-DHEAD_DIM=%d -DTOKENS=%d -DHPW=%d -DTILE_N=%d -DNT=%d -DWORDS=%d -DDUA_FP16=%d -DDUA_TREE=%d "
       "-DDUA_BIAS=%d -DDUA_DECODE_STAGED=%d -DDUA_HALF_CVT=%d -DUNROLL=%d -DVPL=%d -DDUA_WARP_EMULATE=%d",
       Dh, T, plan.hpw, plan.tile_n, plan.threads, plan.words, cache->desc.dtype == DUA_F16,
-      l->kind == DUA_LAYOUT_CONTENT, params->level_bias != NULL, plan.staged, plan.half_cvt,
+      l->kind == DUA_LAYOUT_CONTENT, params->level_bias != NULL, plan.staged == 1, plan.half_cvt,
       plan.unroll > 0 ? plan.unroll : 1, plan.vpl > 0 ? plan.vpl : 1, plan.emulate);
-  const char *sources = plan.warp ? "common,attn_decode_units,attn_decode_warp,attn_decode_merge"
-                                  : "common,attn_decode_units,attn_decode,attn_decode_merge";
+  const char *sources = plan.staged == 2 ? "common,attn_decode_units,attn_decode_warp,attn_decode_merge"
+                                         : "common,attn_decode_units,attn_decode,attn_decode_merge";
   cl_kernel kernel, merge = NULL;
   if ((st = dua_program_kernel(ctx, sources, options, "dua_decode", &kernel)) != DUA_SUCCESS)
     return st;

@@ -46,4 +46,16 @@ struct dua_kv_cache {
 dua_status dua_kv_table_set(dua_kv_cache *c, dua_kv_table *table, const int32_t *data, size_t n,
                             const char *what);
 
+/* The launch plan dua_decode would use for these sequences, tokens and layout at this layer (for dua-tune and
+ * the tests; no launch): kernel variant, tile, work-items, query heads per work-group, splits, and whether
+ * a tuned plan (override or database) or the compiled/developer one (shrunk to the device) was taken. */
+typedef struct dua_decode_plan_info {
+  int staged, tile_n, threads, heads_per_group, splits;
+  dua_tuning_source source, split_source;
+} dua_decode_plan_info;
+
+dua_status dua_decode_plan_get(dua_context *ctx, dua_kv_cache *cache, int32_t layer, const dua_layout *layout,
+                               const int32_t *seqs, int32_t num_seqs, int32_t tokens,
+                               dua_decode_plan_info *out);
+
 #endif

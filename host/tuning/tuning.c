@@ -1,6 +1,8 @@
-/* tuning.c: kernel parameters through the lookup chain (dua.h, "tuning"): DUA_FWD_TILE, the context's
- * override (dua_context_set_tuning), the tuning database file read once per context, compiled per-vendor
- * defaults, generic defaults; plus the parameter space dua-tune searches (dua_tuning_candidates). */
+/* tuning.c: kernel parameters through the lookup chain (dua.h, "tuning"): the developer variables
+ * (DUA_FWD_TILE, DUA_DECODE_KERNEL/TILE/SPLITS), the context's override (dua_context_set_tuning), the tuning
+ * database file read once per context, compiled per-vendor defaults, generic defaults; for the forward and
+ * backward tiles, the decode plan and the decode split-KV thresholds; plus the parameter spaces dua-tune
+ * searches (dua_tuning_candidates). */
 #include "tuning/tuning.h"
 #include "runtime/context_internal.h"
 #include "tuning/tuning_db.h"
@@ -76,7 +78,7 @@ static tuning_state *state(dua_context *ctx) {
   return s;
 }
 
-/* ---------------------------------------------------------------- forward */
+/* ---------------------------------------------------------------- the chain's shared steps */
 
 static const char *builtin_vendor(const dua_device_info *d) {
   if (strstr(d->vendor, "NVIDIA"))
@@ -86,15 +88,6 @@ static const char *builtin_vendor(const dua_device_info *d) {
   return NULL;
 }
 
-static void fwd_to_array(const dua_fwd_params *p, int32_t *a) {
-  a[0] = p->block_m, a[1] = p->block_n, a[2] = p->threads_m, a[3] = p->threads_n;
-}
-
-static dua_fwd_params fwd_from_array(const int32_t *a) {
-  dua_fwd_params p = {a[0], a[1], a[2], a[3]};
-  return p;
-}
-
 static const override_entry *find_override(const tuning_state *s, const char *kernel, int fp16,
                                            int head_dim) {
   for (int i = 0; s && i < s->num_overrides; i++)
@@ -102,6 +95,63 @@ static const override_entry *find_override(const tuning_state *s, const char *ke
         s->overrides[i].head_dim == head_dim)
       return &s->overrides[i];
   return NULL;
+}
+
+/* Steps 2 and 3 of the chain: the context's override, then the database entry for this device and driver,
+ * each taken only if accept(params, arg) says the call can use it. 1 with params/source/origin, else 0. */
+static int chain_lookup(dua_context *ctx, tuning_state *s, const char *kernel, int fp16, int head_dim,
+                        int (*accept)(const int32_t *, void *), void *arg, int32_t *params,
+                        dua_tuning_source *source, char *origin, size_t origin_size) {
+  const override_entry *ov = find_override(s, kernel, fp16, head_dim);
+  if (ov && accept(ov->params, arg)) {
+    memcpy(params, ov->params, sizeof ov->params);
+    *source = DUA_TUNING_OVERRIDE;
+    snprintf(origin, origin_size, "override");
+    return 1;
+  }
+  const dua_tuning_entry *e =
+      s ? dua_tuning_db_find(&s->db, kernel, fp16, head_dim, ctx->info.name, ctx->info.driver_version) : NULL;
+  if (e && accept(e->params, arg)) {
+    memcpy(params, e->params, sizeof e->params);
+    *source = DUA_TUNING_FILE;
+    snprintf(origin, origin_size, "file %s", s->file);
+    return 1;
+  }
+  return 0;
+}
+
+/* Steps 4 and 5: compiled defaults. The rules were measured on an H100 and on PoCL; other devices get the
+ * same rules, labelled generic until a measurement says otherwise. */
+static void compiled_source(const dua_context *ctx, dua_tuning_source *source, char *origin, size_t size) {
+  const char *vendor = builtin_vendor(&ctx->info);
+  *source = vendor ? DUA_TUNING_BUILTIN : DUA_TUNING_GENERIC;
+  if (vendor)
+    snprintf(origin, size, "built-in %s", vendor);
+  else
+    snprintf(origin, size, "generic");
+}
+
+/* ---------------------------------------------------------------- forward and backward tiles */
+
+static void tile_to_array(int bm, int bn, int tm, int tn, int32_t *a) {
+  a[0] = bm, a[1] = bn, a[2] = tm, a[3] = tn;
+}
+
+typedef struct tile_call {
+  dua_context *ctx;
+  int head_dim, layout_block;
+} tile_call;
+
+static int accept_fwd(const int32_t *a, void *arg) {
+  const tile_call *c = arg;
+  dua_fwd_params p = {a[0], a[1], a[2], a[3]};
+  return dua_fwd_params_valid(&p, c->head_dim, c->layout_block, &c->ctx->info);
+}
+
+static int accept_bwd(const int32_t *a, void *arg) {
+  const tile_call *c = arg;
+  dua_bwd_params p = {a[0], a[1], a[2], a[3]};
+  return dua_bwd_params_valid(&p, c->head_dim, c->layout_block, &c->ctx->info);
 }
 
 dua_status dua_tuning_fwd(dua_context *ctx, int head_dim, int fp16, int layout_block, dua_fwd_params *out,
@@ -129,29 +179,12 @@ dua_status dua_tuning_fwd(dua_context *ctx, int head_dim, int fp16, int layout_b
     snprintf(origin, origin_size, "env DUA_FWD_TILE");
     return DUA_SUCCESS;
   }
-  const override_entry *ov = find_override(s, "fwd", fp16, head_dim);
-  if (ov) {
-    dua_fwd_params p = fwd_from_array(ov->params);
-    if (dua_fwd_params_valid(&p, head_dim, layout_block, &ctx->info)) {
-      *out = p;
-      *source = DUA_TUNING_OVERRIDE;
-      snprintf(origin, origin_size, "override");
-      return DUA_SUCCESS;
-    }
+  tile_call call = {ctx, head_dim, layout_block};
+  int32_t a[DUA_TUNING_PARAMS];
+  if (chain_lookup(ctx, s, "fwd", fp16, head_dim, accept_fwd, &call, a, source, origin, origin_size)) {
+    *out = (dua_fwd_params){a[0], a[1], a[2], a[3]};
+    return DUA_SUCCESS;
   }
-  const dua_tuning_entry *e =
-      s ? dua_tuning_db_find(&s->db, "fwd", fp16, head_dim, ctx->info.name, ctx->info.driver_version) : NULL;
-  if (e) {
-    dua_fwd_params p = fwd_from_array(e->params);
-    if (dua_fwd_params_valid(&p, head_dim, layout_block, &ctx->info)) {
-      *out = p;
-      *source = DUA_TUNING_FILE;
-      snprintf(origin, origin_size, "file %s", s->file);
-      return DUA_SUCCESS;
-    }
-  }
-  /* compiled defaults: the rules of fwd_params.c were measured on an H100 and on PoCL; other devices get the
-   * same rules, labelled generic until a measurement says otherwise */
   dua_fwd_params p = dua_fwd_params_default(head_dim, layout_block, &ctx->info);
   if (!dua_fwd_params_valid(&p, head_dim, layout_block, &ctx->info))
     return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
@@ -160,12 +193,161 @@ dua_status dua_tuning_fwd(dua_context *ctx, int head_dim, int fp16, int layout_b
                     head_dim, layout_block, (unsigned long long)ctx->info.local_mem_bytes,
                     ctx->info.max_work_group_size);
   *out = p;
-  const char *vendor = builtin_vendor(&ctx->info);
-  *source = vendor ? DUA_TUNING_BUILTIN : DUA_TUNING_GENERIC;
-  if (vendor)
-    snprintf(origin, origin_size, "built-in %s", vendor);
-  else
-    snprintf(origin, origin_size, "generic");
+  compiled_source(ctx, source, origin, origin_size);
+  return DUA_SUCCESS;
+}
+
+dua_status dua_tuning_bwd(dua_context *ctx, int head_dim, int fp16, int layout_block, dua_bwd_params *out,
+                          dua_tuning_source *source, char *origin, size_t origin_size) {
+  char dummy[8];
+  if (!origin)
+    origin = dummy, origin_size = sizeof dummy;
+  dua_tuning_source src_dummy;
+  if (!source)
+    source = &src_dummy;
+  tuning_state *s = state(ctx);
+  tile_call call = {ctx, head_dim, layout_block};
+  int32_t a[DUA_TUNING_PARAMS];
+  if (chain_lookup(ctx, s, "bwd", fp16, head_dim, accept_bwd, &call, a, source, origin, origin_size)) {
+    *out = (dua_bwd_params){a[0], a[1], a[2], a[3]};
+    return DUA_SUCCESS;
+  }
+  dua_bwd_params p = dua_bwd_params_default(head_dim, layout_block, &ctx->info);
+  if (!dua_bwd_params_valid(&p, head_dim, layout_block, &ctx->info))
+    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
+                    "dua_attention_backward: no backward tile fits this device for head_dim %d, block %d "
+                    "(local memory %llu bytes, max work-group %zu)",
+                    head_dim, layout_block, (unsigned long long)ctx->info.local_mem_bytes,
+                    ctx->info.max_work_group_size);
+  *out = p;
+  compiled_source(ctx, source, origin, origin_size);
+  return DUA_SUCCESS;
+}
+
+/* ---------------------------------------------------------------- decode */
+
+static const char *decode_kernel_name(int one_row) {
+  return one_row ? "decode" : "decode_gqa";
+}
+
+/* Database/override arrays <-> params: "decode" has no rows (one row per work-group); the compiled rows
+ * stay in place for it. */
+static dua_decode_params decode_from_array(const int32_t *a, int one_row, int rows_default) {
+  dua_decode_params p = {a[0], a[1], a[2], one_row ? rows_default : a[3]};
+  return p;
+}
+
+static void decode_to_array(const dua_decode_params *p, int one_row, int32_t *a) {
+  a[0] = p->staged, a[1] = p->tile_n, a[2] = p->threads;
+  if (!one_row)
+    a[3] = p->rows;
+}
+
+typedef struct decode_call {
+  dua_context *ctx;
+  int head_dim, fp16, one_row, rows_default;
+  dua_decode_fits_fn fits;
+  void *fits_arg;
+} decode_call;
+
+static int accept_decode(const int32_t *a, void *arg) {
+  const decode_call *c = arg;
+  dua_decode_params p = decode_from_array(a, c->one_row, c->rows_default);
+  return dua_decode_params_valid(&p, c->head_dim, c->fp16, &c->ctx->info) &&
+         (!c->fits || c->fits(&p, c->fits_arg));
+}
+
+dua_status dua_tuning_decode(dua_context *ctx, int head_dim, int fp16, int one_row, dua_decode_fits_fn fits,
+                             void *fits_arg, dua_decode_params *out, int *adjust, dua_tuning_source *source,
+                             char *origin, size_t origin_size) {
+  char dummy[8];
+  if (!origin)
+    origin = dummy, origin_size = sizeof dummy;
+  dua_tuning_source src_dummy;
+  if (!source)
+    source = &src_dummy;
+  tuning_state *s = state(ctx);
+  const dua_decode_params def = dua_decode_params_default(&ctx->info, fp16, one_row, head_dim);
+  /* developer variables: exactly the behaviour they always had, before every other source */
+  const char *kernel = getenv("DUA_DECODE_KERNEL"), *tile = getenv("DUA_DECODE_TILE");
+  if ((kernel && *kernel) || (tile && *tile)) {
+    dua_decode_params p = def;
+    if (kernel && *kernel) {
+      if (strcmp(kernel, "regs") != 0 && strcmp(kernel, "staged") != 0 && strcmp(kernel, "warp") != 0)
+        return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
+                        "DUA_DECODE_KERNEL = \"%s\" is not regs, staged or warp", kernel);
+      if (kernel[0] == 'w' && !dua_decode_warp_lanes(head_dim, fp16))
+        return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
+                        "DUA_DECODE_KERNEL = warp needs head_dim / %d (a 16-byte load) to divide 32; "
+                        "head_dim = %d",
+                        dua_decode_load_elems(fp16), head_dim);
+      p = dua_decode_params_variant(&ctx->info, fp16, kernel[0] == 'w' ? 2 : kernel[0] == 's');
+    }
+    if (tile && *tile) {
+      if (sscanf(tile, "%d,%d,%d", &p.tile_n, &p.threads, &p.rows) != 3 ||
+          p.tile_n < (p.staged == 2 ? 1 : 16) || p.tile_n > 128 || (p.tile_n & (p.tile_n - 1)) ||
+          p.threads < 16 || p.threads > 1024 || (p.threads & (p.threads - 1)) || p.rows < 1 || p.rows > 64)
+        return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
+                        "DUA_DECODE_TILE = \"%s\" is not tile_n,threads,rows (tile_n a power of two 16..128, "
+                        "1..128 for the warp kernel, threads a power of two 16..1024, rows 1..64)",
+                        tile);
+    }
+    *out = p;
+    *adjust = 1;
+    *source = DUA_TUNING_DEVELOPER_ENV;
+    snprintf(origin, origin_size, "env%s%s", kernel && *kernel ? " DUA_DECODE_KERNEL" : "",
+             tile && *tile ? " DUA_DECODE_TILE" : "");
+    return DUA_SUCCESS;
+  }
+  decode_call call = {ctx, head_dim, fp16, one_row, def.rows, fits, fits_arg};
+  int32_t a[DUA_TUNING_PARAMS];
+  if (chain_lookup(ctx, s, decode_kernel_name(one_row), fp16, head_dim, accept_decode, &call, a, source,
+                   origin, origin_size)) {
+    *out = decode_from_array(a, one_row, def.rows);
+    *adjust = 0;
+    return DUA_SUCCESS;
+  }
+  *out = def;
+  *adjust = 1;
+  compiled_source(ctx, source, origin, origin_size);
+  return DUA_SUCCESS;
+}
+
+static int accept_any(const int32_t *a, void *arg) {
+  (void)a, (void)arg;
+  return 1; /* range-checked when stored (database reader, dua_context_set_tuning) */
+}
+
+dua_status dua_tuning_decode_split(dua_context *ctx, int head_dim, int fp16, dua_decode_split_params *out,
+                                   int *fixed_splits, dua_tuning_source *source, char *origin,
+                                   size_t origin_size) {
+  char dummy[8];
+  if (!origin)
+    origin = dummy, origin_size = sizeof dummy;
+  dua_tuning_source src_dummy;
+  if (!source)
+    source = &src_dummy;
+  tuning_state *s = state(ctx);
+  *fixed_splits = 0;
+  int32_t a[DUA_TUNING_PARAMS];
+  if (chain_lookup(ctx, s, "decode_split", fp16, head_dim, accept_any, NULL, a, source, origin,
+                   origin_size)) {
+    *out = (dua_decode_split_params){a[0], a[1], a[2]};
+  } else {
+    *out = dua_decode_split_default();
+    compiled_source(ctx, source, origin, origin_size);
+  }
+  const char *env = getenv("DUA_DECODE_SPLITS");
+  if (env && *env) {
+    char *end;
+    long n = strtol(env, &end, 10);
+    if (*end != '\0' || n < 1 || n > 256)
+      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "DUA_DECODE_SPLITS = \"%s\" is not a number in 1..256",
+                      env);
+    *fixed_splits = (int)n;
+    *source = DUA_TUNING_DEVELOPER_ENV;
+    snprintf(origin, origin_size, "env DUA_DECODE_SPLITS = %d (every call)", (int)n);
+  }
   return DUA_SUCCESS;
 }
 
@@ -177,8 +359,8 @@ static dua_status check_args(dua_context *ctx, const char *fn, const char *kerne
     return DUA_ERROR_INVALID_ARGUMENT;
   *k = dua_tune_kernel_find(kernel);
   if (!*k)
-    return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "%s: kernel \"%s\" is not tunable (known: fwd)", fn,
-                    kernel ? kernel : "(null)");
+    return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "%s: kernel \"%s\" is not tunable (known: %s)", fn,
+                    kernel ? kernel : "(null)", dua_tune_kernel_names());
   if (dtype != DUA_F32 && dtype != DUA_F16)
     return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "%s: dtype %d is neither DUA_F32 nor DUA_F16", fn,
                     (int)dtype);
@@ -192,6 +374,49 @@ static int valid_block(int b) {
   return b == 16 || b == 32 || b == 64 || b == 128 || b == 256;
 }
 
+static int is_kernel(const dua_tune_kernel_desc *k, const char *name) {
+  return !strcmp(k->name, name);
+}
+
+/* Whether params (already range-checked) can serve some call on this device; else writes why. */
+static int usable(dua_context *ctx, const dua_tune_kernel_desc *k, int fp16, int head_dim,
+                  const int32_t *params, char *why, size_t n) {
+  const int block = params[0] > params[1] ? params[0] : params[1];
+  if (is_kernel(k, "fwd")) {
+    dua_fwd_params p = {params[0], params[1], params[2], params[3]};
+    if (dua_fwd_params_valid(&p, head_dim, block, &ctx->info))
+      return 1;
+  } else if (is_kernel(k, "bwd")) {
+    dua_bwd_params p = {params[0], params[1], params[2], params[3]};
+    if (dua_bwd_params_valid(&p, head_dim, block, &ctx->info))
+      return 1;
+  } else if (is_kernel(k, "decode") || is_kernel(k, "decode_gqa")) {
+    const int one_row = is_kernel(k, "decode");
+    dua_decode_params p = decode_from_array(params, one_row, 1);
+    if (dua_decode_params_valid(&p, head_dim, fp16, &ctx->info))
+      return 1;
+    char rows[32] = "";
+    if (!one_row)
+      snprintf(rows, sizeof rows, " rows=%d", (int)params[3]);
+    snprintf(why, n,
+             "%s staged=%d tile=%d threads=%d%s does not fit head_dim %d and this device's kernels (regs: "
+             "threads a multiple of head_dim / %d and of tile, tile a multiple of the key groups; staged: "
+             "threads >= rows; work-group size %zu)",
+             k->name, (int)params[0], (int)params[1], (int)params[2], rows, head_dim,
+             dua_decode_load_elems(fp16), ctx->info.max_work_group_size);
+    return 0;
+  } else {
+    return 1; /* decode_split: any values in range */
+  }
+  snprintf(
+      why, n,
+      "%s bm=%d bn=%d tm=%d tn=%d does not fit head_dim %d on this device (divisibility, work-group size "
+      "%zu, local memory %llu bytes)",
+      k->name, (int)params[0], (int)params[1], (int)params[2], (int)params[3], head_dim,
+      ctx->info.max_work_group_size, (unsigned long long)ctx->info.local_mem_bytes);
+  return 0;
+}
+
 dua_status dua_context_set_tuning(dua_context *ctx, const char *kernel, dua_dtype dtype, int head_dim,
                                   const int32_t *params, int num_params) {
   const dua_tune_kernel_desc *k;
@@ -201,23 +426,16 @@ dua_status dua_context_set_tuning(dua_context *ctx, const char *kernel, dua_dtyp
   if (num_params < 0 || (num_params > 0 && !params))
     return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "dua_context_set_tuning: num_params = %d with params %s",
                     num_params, params ? "set" : "NULL");
+  const int fp16 = dtype == DUA_F16;
   if (num_params > 0) {
-    char why[256];
-    if (dua_tuning_params_check(k, params, num_params, "params", why, sizeof why))
+    char why[400];
+    if (dua_tuning_params_check(k, params, num_params, "params", why, sizeof why) ||
+        !usable(ctx, k, fp16, head_dim, params, why, sizeof why))
       return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "dua_context_set_tuning: %s", why);
-    dua_fwd_params p = fwd_from_array(params);
-    int block = p.block_m > p.block_n ? p.block_m : p.block_n;
-    if (!dua_fwd_params_valid(&p, head_dim, block, &ctx->info))
-      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
-                      "dua_context_set_tuning: fwd bm=%d bn=%d tm=%d tn=%d does not fit head_dim %d on this "
-                      "device (divisibility, work-group size %zu, local memory %llu bytes)",
-                      (int)params[0], (int)params[1], (int)params[2], (int)params[3], head_dim,
-                      ctx->info.max_work_group_size, (unsigned long long)ctx->info.local_mem_bytes);
   }
   tuning_state *s = state(ctx);
   if (!s)
     return dua_fail(ctx, DUA_ERROR_OUT_OF_MEMORY, "dua_context_set_tuning: out of memory");
-  int fp16 = dtype == DUA_F16;
   override_entry *ov = (override_entry *)find_override(s, k->name, fp16, head_dim);
   if (num_params == 0) {
     if (ov)
@@ -250,17 +468,46 @@ dua_status dua_context_get_tuning(dua_context *ctx, const char *kernel, dua_dtyp
                     info ? "bad block" : "info is NULL", layout_block);
   dua_tuning_info r;
   memset(&r, 0, sizeof r);
-  dua_fwd_params p;
-  st =
-      dua_tuning_fwd(ctx, head_dim, dtype == DUA_F16, layout_block, &p, &r.source, r.origin, sizeof r.origin);
-  if (st != DUA_SUCCESS)
-    return st;
+  const int fp16 = dtype == DUA_F16;
+  if (is_kernel(k, "fwd")) {
+    dua_fwd_params p;
+    if ((st = dua_tuning_fwd(ctx, head_dim, fp16, layout_block, &p, &r.source, r.origin, sizeof r.origin)) !=
+        DUA_SUCCESS)
+      return st;
+    tile_to_array(p.block_m, p.block_n, p.threads_m, p.threads_n, r.params);
+    dua_fwd_params d = dua_fwd_params_default(head_dim, layout_block, &ctx->info);
+    tile_to_array(d.block_m, d.block_n, d.threads_m, d.threads_n, r.default_params);
+  } else if (is_kernel(k, "bwd")) {
+    dua_bwd_params p;
+    if ((st = dua_tuning_bwd(ctx, head_dim, fp16, layout_block, &p, &r.source, r.origin, sizeof r.origin)) !=
+        DUA_SUCCESS)
+      return st;
+    tile_to_array(p.block_m, p.block_n, p.threads_m, p.threads_n, r.params);
+    dua_bwd_params d = dua_bwd_params_default(head_dim, layout_block, &ctx->info);
+    tile_to_array(d.block_m, d.block_n, d.threads_m, d.threads_n, r.default_params);
+  } else if (is_kernel(k, "decode") || is_kernel(k, "decode_gqa")) {
+    const int one_row = is_kernel(k, "decode");
+    dua_decode_params p;
+    int adjust;
+    if ((st = dua_tuning_decode(ctx, head_dim, fp16, one_row, NULL, NULL, &p, &adjust, &r.source, r.origin,
+                                sizeof r.origin)) != DUA_SUCCESS)
+      return st;
+    decode_to_array(&p, one_row, r.params);
+    dua_decode_params d = dua_decode_params_default(&ctx->info, fp16, one_row, head_dim);
+    decode_to_array(&d, one_row, r.default_params);
+  } else {
+    dua_decode_split_params p;
+    int fixed;
+    if ((st = dua_tuning_decode_split(ctx, head_dim, fp16, &p, &fixed, &r.source, r.origin,
+                                      sizeof r.origin)) != DUA_SUCCESS)
+      return st;
+    r.params[0] = p.waves, r.params[1] = p.min_units, r.params[2] = p.max_splits;
+    dua_decode_split_params d = dua_decode_split_default();
+    r.default_params[0] = d.waves, r.default_params[1] = d.min_units, r.default_params[2] = d.max_splits;
+  }
   r.num_params = k->num_params;
   for (int i = 0; i < k->num_params; i++)
     snprintf(r.param_names[i], sizeof r.param_names[i], "%s", k->params[i].name);
-  fwd_to_array(&p, r.params);
-  dua_fwd_params d = dua_fwd_params_default(head_dim, layout_block, &ctx->info);
-  fwd_to_array(&d, r.default_params);
   const tuning_state *s = ctx->tuning;
   if (s) {
     snprintf(r.file, sizeof r.file, "%s", s->file);
@@ -268,6 +515,20 @@ dua_status dua_context_get_tuning(dua_context *ctx, const char *kernel, dua_dtyp
   }
   *info = r;
   return DUA_SUCCESS;
+}
+
+/* Appends one candidate (count it; write it while there is room). */
+static void emit(const int32_t *a, int np, int32_t *params, int max_candidates, int *n) {
+  if (params && *n < max_candidates)
+    memcpy(params + (size_t)*n * (size_t)np, a, (size_t)np * sizeof *a);
+  (*n)++;
+}
+
+/* Work-groups of 8..1024 work-items that are a multiple of the device's preferred work-group multiple (when
+ * it has one below 1024). */
+static int good_group(const dua_context *ctx, size_t threads) {
+  const size_t pref = ctx->info.preferred_work_group_multiple;
+  return threads >= 8 && threads <= 1024 && !(pref > 1 && pref < 1024 && threads % pref);
 }
 
 dua_status dua_tuning_candidates(dua_context *ctx, const char *kernel, dua_dtype dtype, int head_dim,
@@ -281,25 +542,50 @@ dua_status dua_tuning_candidates(dua_context *ctx, const char *kernel, dua_dtype
                     "dua_tuning_candidates: count is NULL, max_candidates < 0 or layout_block = %d is not a "
                     "power of two in 16..256",
                     layout_block);
-  /* the forward's space: powers of two within the kernel's ranges, every divisibility rule of the kernel, at
-   * most the device's work-group size and local memory, work-groups of 8..1024 work-items that are a
-   * multiple of the device's preferred work-group multiple (when it has one below 1024) */
-  const size_t pref = ctx->info.preferred_work_group_multiple;
+  const int np = k->num_params, fp16 = dtype == DUA_F16;
   int n = 0;
-  for (int bm = 8; bm <= 256; bm *= 2)
-    for (int bn = 8; bn <= 256; bn *= 2)
-      for (int tm = 1; tm <= 256; tm *= 2)
-        for (int tn = 1; tn <= 256; tn *= 2) {
-          dua_fwd_params p = {bm, bn, tm, tn};
-          size_t threads = (size_t)tm * tn;
-          if (threads < 8 || threads > 1024 || (pref > 1 && pref < 1024 && threads % pref))
-            continue;
-          if (!dua_fwd_params_valid(&p, head_dim, layout_block, &ctx->info))
-            continue;
-          if (params && n < max_candidates)
-            fwd_to_array(&p, params + (size_t)n * (size_t)k->num_params);
-          n++;
+  int32_t a[DUA_TUNING_PARAMS];
+  if (is_kernel(k, "fwd") || is_kernel(k, "bwd")) {
+    /* tiles: powers of two within the kernel's ranges, every divisibility rule of the kernel, at most the
+     * device's work-group size and local memory */
+    const int fwd = is_kernel(k, "fwd");
+    for (int bm = 8; bm <= 256; bm *= 2)
+      for (int bn = 8; bn <= 256; bn *= 2)
+        for (int tm = 1; tm <= 256; tm *= 2)
+          for (int tn = 1; tn <= 256; tn *= 2) {
+            if (!good_group(ctx, (size_t)tm * tn))
+              continue;
+            tile_to_array(bm, bn, tm, tn, a);
+            tile_call call = {ctx, head_dim, layout_block};
+            if (fwd ? accept_fwd(a, &call) : accept_bwd(a, &call))
+              emit(a, np, params, max_candidates, &n);
+          }
+  } else if (is_kernel(k, "decode") || is_kernel(k, "decode_gqa")) {
+    /* both kernels x tiles x work-groups (x most rows) that pass the kernels' rules and whose local memory
+     * fits with the smallest bitmap (8 words: contexts up to 256 key units); a call whose bitmap or rows
+     * need more skips the tuned plan for that call */
+    const int one_row = is_kernel(k, "decode");
+    for (int staged = 0; staged <= 1; staged++)
+      for (int tile = 16; tile <= 128; tile *= 2)
+        for (int threads = 16; threads <= 1024; threads *= 2)
+          for (int rows = 1; rows <= (one_row ? 1 : 64); rows++) {
+            dua_decode_params p = {staged, tile, threads, rows};
+            if (!good_group(ctx, (size_t)threads) ||
+                !dua_decode_params_valid(&p, head_dim, fp16, &ctx->info) ||
+                dua_decode_local_bytes(&p, rows, 8, head_dim, fp16) > ctx->info.local_mem_bytes)
+              continue;
+            decode_to_array(&p, one_row, a);
+            emit(a, np, params, max_candidates, &n);
+          }
+  } else {
+    /* split thresholds: powers of two */
+    for (int waves = 1; waves <= 1024; waves *= 2)
+      for (int minunit = 1; minunit <= 256; minunit *= 2)
+        for (int maxspl = 1; maxspl <= 256; maxspl *= 2) {
+          a[0] = waves, a[1] = minunit, a[2] = maxspl;
+          emit(a, np, params, max_candidates, &n);
         }
+  }
   *count = n;
   return DUA_SUCCESS;
 }

@@ -1,10 +1,13 @@
-/* tuning.h: the lookup chain for kernel parameters on a context (order documented in dua.h, "tuning"):
- * DUA_FWD_TILE, the context's override, the tuning database file (read once per context), compiled
- * per-vendor defaults, generic defaults. */
+/* tuning.h: the lookup chain for kernel parameters on a context (order documented in dua.h, "tuning"): the
+ * developer environment variables (DUA_FWD_TILE; DUA_DECODE_KERNEL, DUA_DECODE_TILE, DUA_DECODE_SPLITS), the
+ * context's override, the tuning database file (read once per context), compiled per-vendor defaults,
+ * generic defaults. */
 #ifndef DUA_TUNING_H
 #define DUA_TUNING_H
 
 #include "dua.h"
+#include "tuning/bwd_params.h"
+#include "tuning/decode_params.h"
 #include "tuning/fwd_params.h"
 
 /* The forward tile for (head_dim, fp16, layout block) and its source (origin text, may be NULL). Fails
@@ -12,5 +15,28 @@
  */
 dua_status dua_tuning_fwd(dua_context *ctx, int head_dim, int fp16, int layout_block, dua_fwd_params *out,
                           dua_tuning_source *source, char *origin, size_t origin_size);
+
+/* The backward tile (both passes): the context's override, the database, the compiled default. Fails
+ * (DUA_ERROR_UNSUPPORTED) only when no tile fits. */
+dua_status dua_tuning_bwd(dua_context *ctx, int head_dim, int fp16, int layout_block, dua_bwd_params *out,
+                          dua_tuning_source *source, char *origin, size_t origin_size);
+
+/* Decides whether a decode call can run a tuned plan exactly as given (no shrinking); 1 if it can. */
+typedef int (*dua_decode_fits_fn)(const dua_decode_params *p, void *arg);
+
+/* The decode plan for the cache dtype (fp16), head dim and call class (one_row: one query row per
+ * work-group, kernel "decode"; else "decode_gqa"). The override and the database are used only when their
+ * parameters pass the kernels' static rules and fits (NULL: not asked); *adjust is then 0 (run as given).
+ * The developer variables and the compiled defaults set *adjust = 1: the caller shrinks the plan to the
+ * device as it always did. Fails only for an invalid DUA_DECODE_KERNEL or DUA_DECODE_TILE. */
+dua_status dua_tuning_decode(dua_context *ctx, int head_dim, int fp16, int one_row, dua_decode_fits_fn fits,
+                             void *fits_arg, dua_decode_params *out, int *adjust, dua_tuning_source *source,
+                             char *origin, size_t origin_size);
+
+/* The split-KV thresholds ("decode_split"); *fixed_splits = DUA_DECODE_SPLITS (1..256) when that developer
+ * variable is set (every call uses that count), else 0. Fails only for an invalid DUA_DECODE_SPLITS. */
+dua_status dua_tuning_decode_split(dua_context *ctx, int head_dim, int fp16, dua_decode_split_params *out,
+                                   int *fixed_splits, dua_tuning_source *source, char *origin,
+                                   size_t origin_size);
 
 #endif

@@ -17,8 +17,25 @@
 
 static const dua_tune_kernel_desc kernels[] = {
     /* portable forward (cl/attn_fwd.cl): BLOCK_M, BLOCK_N, TM, TN */
-    {"fwd", 4, {{"bm", 8, 256, 1}, {"bn", 8, 256, 1}, {"tm", 1, 256, 1}, {"tn", 1, 256, 1}}},
+    {"fwd", 4, {{"bm", 8, 256, 1}, {"bn", 8, 256, 1}, {"tm", 1, 256, 1}, {"tn", 1, 256, 1}}, 0},
+    /* portable backward (cl/attn_bwd.cl, both passes): BLOCK_M, BLOCK_N, TM, TN */
+    {"bwd", 4, {{"bm", 8, 256, 1}, {"bn", 8, 256, 1}, {"tm", 1, 256, 1}, {"tn", 1, 256, 1}}, 0},
+    /* decode (cl/attn_decode.cl) with one query row per work-group: DUA_DECODE_STAGED, TILE_N, NT */
+    {"decode", 3, {{"staged", 0, 1, 0}, {"tile", 16, 128, 1}, {"threads", 16, 1024, 1}}, 1},
+    /* decode with several rows per work-group (GQA sharing, several query tokens): + most rows HPW x TOKENS
+     */
+    {"decode_gqa",
+     4,
+     {{"staged", 0, 1, 0}, {"tile", 16, 128, 1}, {"threads", 16, 1024, 1}, {"rows", 1, 64, 0}},
+     1},
+    /* split-KV thresholds of decode (host/tuning/decode_params.c): split while the work-groups are fewer
+     * than waves x compute units, each split at least minunit key units, at most maxspl splits */
+    {"decode_split", 3, {{"waves", 1, 1024, 0}, {"minunit", 1, 65536, 0}, {"maxspl", 1, 256, 0}}, 1},
 };
+
+const char *dua_tune_kernel_names(void) {
+  return "fwd, bwd, decode, decode_gqa, decode_split";
+}
 
 const dua_tune_kernel_desc *dua_tune_kernel_find(const char *name) {
   if (!name)
@@ -84,7 +101,8 @@ static int check_ms(double v, const char *where, const char *key, char *why, siz
 static int check_entry(const dua_tuning_entry *e, const char *where, char *why, size_t n) {
   const dua_tune_kernel_desc *k = dua_tune_kernel_find(e->kernel);
   if (!k)
-    return fail(why, n, "%s.kernel = \"%s\": unknown kernel (known: fwd)", where, e->kernel);
+    return fail(why, n, "%s.kernel = \"%s\": unknown kernel (known: %s)", where, e->kernel,
+                dua_tune_kernel_names());
   if (e->fp16 != 0 && e->fp16 != 1)
     return fail(why, n, "%s.dtype: must be \"fp32\" or \"fp16\"", where);
   if (e->head_dim < 8 || e->head_dim > 256 || e->head_dim % 8)
@@ -121,6 +139,16 @@ static int check_entry(const dua_tuning_entry *e, const char *where, char *why, 
       return fail(why, n, "%s.batch = %d: must be in 1..65536", sw, (int)s->batch);
     if (s->heads < 1 || s->heads > 65536)
       return fail(why, n, "%s.heads = %d: must be in 1..65536", sw, (int)s->heads);
+    if (k->decode_shapes) {
+      if (s->kv_heads < 1 || s->kv_heads > s->heads || s->heads % s->kv_heads)
+        return fail(why, n, "%s.kv_heads = %d: must divide heads = %d", sw, (int)s->kv_heads, (int)s->heads);
+      if (s->tokens < 1 || s->tokens > 4)
+        return fail(why, n, "%s.tokens = %d: must be in 1..4", sw, (int)s->tokens);
+      if (s->page < 16 || s->page > 256 || !is_pow2(s->page))
+        return fail(why, n, "%s.page = %d: must be a power of two in 16..256", sw, (int)s->page);
+    } else if (s->kv_heads || s->tokens || s->page) {
+      return fail(why, n, "%s: kv_heads, tokens and page belong to decode shapes only", sw);
+    }
     if (check_ms(s->best_ms, sw, "best_ms", why, n) || check_ms(s->default_ms, sw, "default_ms", why, n))
       return -1;
   }
@@ -193,13 +221,21 @@ static int get_str(const cJSON *obj, const char *key, char *out, size_t cap, con
   return 0;
 }
 
-static int read_shape(const cJSON *s, dua_tuning_shape *out, const char *where, char *why, size_t n) {
-  static const char *const names[] = {"n", "depth", "block", "batch", "heads", "best_ms", "default_ms"};
+static int read_shape(const cJSON *s, int decode, dua_tuning_shape *out, const char *where, char *why,
+                      size_t n) {
+  static const char *const names[] = {"n",       "depth",      "block",    "batch",  "heads",
+                                      "best_ms", "default_ms", "kv_heads", "tokens", "page"};
   if (!cJSON_IsObject(s))
     return fail(why, n, "%s: must be an object", where);
-  if (check_keys(s, names, 7, where, why, n) || get_int(s, "n", &out->n, where, why, n) ||
-      get_int(s, "depth", &out->depth, where, why, n) || get_int(s, "block", &out->block, where, why, n) ||
-      get_int(s, "batch", &out->batch, where, why, n) || get_int(s, "heads", &out->heads, where, why, n) ||
+  if (check_keys(s, names, decode ? 10 : 7, where, why, n))
+    return -1;
+  if (decode &&
+      (get_int(s, "kv_heads", &out->kv_heads, where, why, n) ||
+       get_int(s, "tokens", &out->tokens, where, why, n) || get_int(s, "page", &out->page, where, why, n)))
+    return -1;
+  if (get_int(s, "n", &out->n, where, why, n) || get_int(s, "depth", &out->depth, where, why, n) ||
+      get_int(s, "block", &out->block, where, why, n) || get_int(s, "batch", &out->batch, where, why, n) ||
+      get_int(s, "heads", &out->heads, where, why, n) ||
       get_num(s, "best_ms", &out->best_ms, where, why, n) ||
       get_num(s, "default_ms", &out->default_ms, where, why, n))
     return -1;
@@ -218,7 +254,8 @@ static int read_entry(const cJSON *j, dua_tuning_entry *e, const char *where, ch
     return -1;
   const dua_tune_kernel_desc *k = dua_tune_kernel_find(e->kernel);
   if (!k)
-    return fail(why, n, "%s.kernel = \"%.32s\": unknown kernel (known: fwd)", where, e->kernel);
+    return fail(why, n, "%s.kernel = \"%.32s\": unknown kernel (known: %s)", where, e->kernel,
+                dua_tune_kernel_names());
   char dtype[8];
   if (get_str(j, "dtype", dtype, sizeof dtype, where, why, n))
     return -1;
@@ -265,7 +302,7 @@ static int read_entry(const cJSON *j, dua_tuning_entry *e, const char *where, ch
   for (const cJSON *s = sh->child; s; s = s->next, i++) {
     char sw[128];
     snprintf(sw, sizeof sw, "%s.shapes[%d]", where, i);
-    if (read_shape(s, &e->shapes[i], sw, why, n))
+    if (read_shape(s, k->decode_shapes, &e->shapes[i], sw, why, n))
       return -1;
   }
   e->num_shapes = ns;
@@ -422,6 +459,9 @@ char *dua_tuning_db_print(const dua_tuning_db *db) {
           !cJSON_AddNumberToObject(so, "block", s->block) ||
           !cJSON_AddNumberToObject(so, "batch", s->batch) ||
           !cJSON_AddNumberToObject(so, "heads", s->heads) ||
+          (k->decode_shapes && (!cJSON_AddNumberToObject(so, "kv_heads", s->kv_heads) ||
+                                !cJSON_AddNumberToObject(so, "tokens", s->tokens) ||
+                                !cJSON_AddNumberToObject(so, "page", s->page))) ||
           !cJSON_AddNumberToObject(so, "best_ms", s->best_ms) ||
           !cJSON_AddNumberToObject(so, "default_ms", s->default_ms))
         goto oom;

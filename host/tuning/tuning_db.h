@@ -9,6 +9,12 @@
  *                 "shapes": [{"n": 1024, "depth": 0, "block": 128, "batch": 1, "heads": 2,
  *                             "best_ms": 0.5, "default_ms": 0.7}, ...]}, ...]}
  *
+ * Kernels (the table in tuning_db.c): "fwd" and "bwd" (portable forward / backward tiles: bm, bn, tm, tn),
+ * "decode" (decode calls with one query row per work-group: staged, tile, threads), "decode_gqa" (several
+ * rows: GQA sharing or several query tokens; staged, tile, threads, rows) and "decode_split" (the split-KV
+ * thresholds: waves, minunit, maxspl). Decode entries are keyed by the KV cache's dtype, and their shapes
+ * carry three more keys, "kv_heads", "tokens" and "page" (n is the context length, batch the sequences).
+ *
  * Reading is strict: at most 4 MiB, exactly these keys (none unknown, none missing, no duplicates), the
  * right JSON types, integers that are integers, values in range, and at most one entry per key (kernel,
  * dtype, head_dim, device, driver). Anything else is refused with a message naming the entry, e.g.
@@ -33,19 +39,23 @@ typedef struct dua_tune_param_desc {
   int pow2;
 } dua_tune_param_desc;
 
-/* A kernel the database knows: its name in the file and its parameters, in order. Adding backward or decode
- * kernels is a new row of the table in tuning_db.c. */
+/* A kernel the database knows: its name in the file, its parameters in order, and whether its shapes are
+ * decode shapes (with kv_heads, tokens and page). A new kernel is a new row of the table in tuning_db.c. */
 typedef struct dua_tune_kernel_desc {
   const char *name;
   int num_params;
   dua_tune_param_desc params[DUA_TUNING_PARAMS];
+  int decode_shapes;
 } dua_tune_kernel_desc;
 
 const dua_tune_kernel_desc *dua_tune_kernel_find(const char *name);
+/* The known kernel names, ", "-separated (for messages). */
+const char *dua_tune_kernel_names(void);
 
 typedef struct dua_tuning_shape {
   int32_t n, depth, block, batch, heads;
   double best_ms, default_ms;
+  int32_t kv_heads, tokens, page; /* decode shapes only; 0 otherwise */
 } dua_tuning_shape;
 
 typedef struct dua_tuning_entry {

@@ -2,7 +2,8 @@
  * backward reference (itself checked against finite differences in test_reference_bwd.c): every layout
  * feature alone and combined, rule and list enumeration, caller lists with empty rows, GQA (dK/dV summed over
  * the group), tails, fp16, (B,N,H,D) strides, the level-bias gradient, determinism (two runs bit for bit),
- * poisoned outputs fully overwritten, and invalid arguments that leave outputs untouched. */
+ * poisoned outputs fully overwritten, invalid arguments that leave outputs untouched, and tiles of the tuning
+ * space (as a tuning database sets them). */
 #include "test_util.h"
 
 #include <math.h>
@@ -359,6 +360,42 @@ START_TEST(invalid_arguments_leave_outputs_untouched) {
 }
 END_TEST
 
+/* Tuned tiles (dua_context_set_tuning, as a tuning database entry would set them): three tiles of the
+ * device's candidate space for head dim 64 and block 64, fp32, fp16 and with the level bias, against the
+ * reference; the backward reports the tile as the one in use. */
+START_TEST(tuned_tiles) {
+  dua_context *ctx = test_context();
+  test_rng rng = test_rng_make(205);
+  int count = 0;
+  ck_assert_int_eq(dua_tuning_candidates(ctx, "bwd", DUA_F32, 64, 64, NULL, 0, &count), DUA_SUCCESS);
+  ck_assert_int_gt(count, 3);
+  int32_t *tiles = malloc((size_t)count * 4 * sizeof *tiles);
+  ck_assert_int_eq(dua_tuning_candidates(ctx, "bwd", DUA_F32, 64, 64, tiles, count, &count), DUA_SUCCESS);
+  const int pick[3] = {count / 5, count / 2, count - 1};
+  for (int j = 0; j < 3; j++) {
+    case_desc c = base_case(200, 64, 64);
+    c.dtype = j == 1 ? DUA_F16 : DUA_F32;
+    c.desc.heads = 4;
+    c.desc.kv_heads = 2;
+    c.desc.causal = 1;
+    c.desc.window = 30;
+    static const int32_t depths[4] = {0, 1, -1, 2};
+    memcpy(c.depths, depths, sizeof depths);
+    c.desc.depths = c.depths;
+    c.with_bias = j == 2;
+    const int32_t *tile = tiles + 4 * pick[j];
+    ck_assert_int_eq(dua_context_set_tuning(ctx, "bwd", c.dtype, 64, tile, 4), DUA_SUCCESS);
+    dua_tuning_info t;
+    ck_assert_int_eq(dua_context_get_tuning(ctx, "bwd", c.dtype, 64, 64, &t), DUA_SUCCESS);
+    ck_assert_int_eq(t.source, DUA_TUNING_OVERRIDE);
+    ck_assert(!memcmp(t.params, tile, 4 * sizeof *tile));
+    run_case(ctx, &c, &rng);
+  }
+  free(tiles);
+  dua_context_destroy(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("backward");
   TCase *tc = tcase_create("core");
@@ -367,6 +404,7 @@ int main(void) {
   tcase_add_loop_test(tc, random_layouts, 0, 4);
   tcase_add_test(tc, caller_lists_with_empty_rows);
   tcase_add_test(tc, invalid_arguments_leave_outputs_untouched);
+  tcase_add_test(tc, tuned_tiles);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }

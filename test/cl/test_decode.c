@@ -5,8 +5,9 @@
  * variable lengths in one batch, split-KV merges, shuffled and fragmented block tables over two layers,
  * forked sequences sharing pages (copy on write), several kernel tiles (the GPU default among them),
  * contexts shorter than the query tokens (zeros, LSE -inf, poisoned outputs overwritten), causality bit for
- * bit, capacity exhaustion that changes nothing, and invalid arguments named in the error with outputs
- * untouched. */
+ * bit, capacity exhaustion that changes nothing, invalid arguments named in the error with outputs
+ * untouched, and tuned plans and split thresholds (as a tuning database sets them). */
+#include "attention/kv_internal.h"
 #include "test_util.h"
 
 #include <math.h>
@@ -933,6 +934,62 @@ START_TEST(invalid_arguments_named) {
 }
 END_TEST
 
+/* Tuned plans (dua_context_set_tuning, as a tuning database entry would set them): the regs kernel on any
+ * device, other tiles and work-groups, fewer rows per work-group (GQA groups split into head chunks), and
+ * split-KV thresholds that split as far as the contexts allow, each against the reference; the plan the call
+ * uses is the tuned one (dua_decode_plan_get). _i: fp32 or fp16 cache. */
+START_TEST(tuned_plans) {
+  fixture f;
+  const int N = 300;
+  const dua_dtype dt = _i ? DUA_F16 : DUA_F32;
+  dua_kv_cache_desc d = cache_desc(1, 2, 64, 16, 60, 3, N, dt);
+  d.page_order_seed = 7;
+  fx_open(&f, &d, 280 + (uint64_t)_i);
+  int32_t s[3] = {fx_add(&f), fx_add(&f), fx_add(&f)};
+  fx_append_ok(&f, 0, 1, &s[0], 300, dt);
+  fx_append_ok(&f, 0, 1, &s[1], 177, DUA_F32);
+  fx_append_ok(&f, 0, 1, &s[2], 33, dt);
+  const int32_t regs[3] = {0, 32, 64}, split[3] = {64, 1, 256};
+  ck_assert_int_eq(dua_context_set_tuning(f.ctx, "decode", dt, 64, regs, 3), DUA_SUCCESS);
+  ck_assert_int_eq(dua_context_set_tuning(f.ctx, "decode_split", dt, 64, split, 3), DUA_SUCCESS);
+  /* one query row per work-group: Hq = Hkv */
+  lay y = lay_base(N, 32, 1, 2, 2);
+  y.depths[0] = 0, y.depths[1] = 2;
+  y.desc.depths = y.depths;
+  y.desc.window = 20;
+  lay_make(&y);
+  dua_decode_plan_info pi;
+  ck_assert_int_eq(dua_decode_plan_get(f.ctx, f.cache, 0, y.l, s, 3, 1, &pi), DUA_SUCCESS);
+  ck_assert(pi.source == DUA_TUNING_OVERRIDE && pi.split_source == DUA_TUNING_OVERRIDE);
+  ck_assert(pi.staged == 0 && pi.tile_n == 32 && pi.threads == 64);
+  ck_assert_int_gt(pi.splits, 8);
+  dopts o = dopts_make(1, DUA_F32);
+  check_decode_free(&f, &y, 0, 3, s, &o);
+  lay_free(&y);
+  /* GQA 8/2 with 2 tokens: regs with at most 4 rows (2 heads per work-group, 2 head chunks), then staged
+   * with at most 8 rows (4 heads, one chunk) */
+  lay g = lay_base(N, 32, 1, 8, 2);
+  static const int32_t depths[8] = {0, -1, 1, 2, -1, 0, 3, 1};
+  memcpy(g.depths, depths, sizeof depths);
+  g.desc.depths = g.depths;
+  g.desc.sink = 3;
+  lay_make(&g);
+  const int32_t plans[2][4] = {{0, 16, 32, 4}, {1, 64, 128, 8}};
+  const int hpw[2] = {2, 4};
+  for (int k = 0; k < 2; k++) {
+    ck_assert_int_eq(dua_context_set_tuning(f.ctx, "decode_gqa", dt, 64, plans[k], 4), DUA_SUCCESS);
+    ck_assert_int_eq(dua_decode_plan_get(f.ctx, f.cache, 0, g.l, s, 3, 2, &pi), DUA_SUCCESS);
+    ck_assert_int_eq(pi.source, DUA_TUNING_OVERRIDE);
+    ck_assert(pi.staged == plans[k][0] && pi.tile_n == plans[k][1] && pi.threads == plans[k][2]);
+    ck_assert_int_eq(pi.heads_per_group, hpw[k]);
+    o = dopts_make(2, k ? DUA_F16 : DUA_F32);
+    check_decode_free(&f, &g, 0, 3, s, &o);
+  }
+  lay_free(&g);
+  fx_close(&f);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("decode");
   TCase *tc = tcase_create("core");
@@ -948,6 +1005,7 @@ int main(void) {
   tcase_add_loop_test(tc, causality_bit_for_bit, 0, 2);
   tcase_add_test(tc, capacity_exhaustion_changes_nothing);
   tcase_add_test(tc, invalid_arguments_named);
+  tcase_add_loop_test(tc, tuned_plans, 0, 2);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }

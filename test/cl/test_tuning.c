@@ -3,9 +3,17 @@
  * ~/.local/share/dua/tuning.json) over the compiled defaults; entries for another driver, dtype or a tile
  * the layout block cannot use are skipped; a refused file falls back with a warning through the log callback
  * naming the entry; dua_context_set_tuning's refusals; the candidate space; and a forward run with the file's
- * tile matching the default tile's output. Environment variables are set inside the test. */
+ * tile matching the default tile's output. The same chain for the backward tile, the decode plans and the
+ * decode split-KV thresholds (with DUA_DECODE_KERNEL/TILE/SPLITS on top), their refusals and candidate
+ * spaces; that tuned values reach the kernels (the build options of the programs the calls made, and the
+ * split count through the scratch the decode merge needs); and that without a database the backward tile,
+ * the decode plan and its split count are exactly the compiled rules. Environment variables are set inside
+ * the test. */
+#include "attention/kv_internal.h"
 #include "dua.h"
+#include "runtime/context_internal.h"
 #include "test_util.h"
+#include "tuning/bwd_params.h"
 #include "tuning/tuning_db.h"
 
 #include <check.h>
@@ -21,6 +29,9 @@ static void clear_env(void) {
   unsetenv("DUA_FWD_TILE");
   unsetenv("DUA_TUNING_FILE");
   unsetenv("XDG_DATA_HOME");
+  unsetenv("DUA_DECODE_KERNEL");
+  unsetenv("DUA_DECODE_TILE");
+  unsetenv("DUA_DECODE_SPLITS");
 }
 
 /* One entry for the test device: fwd fp32 head dim 64, tile (bm, bn, tm, tn), driver as given. */
@@ -37,7 +48,8 @@ static void write_db(const char *path, const dua_device_info *d, const char *dri
   e.num_params = 4;
   memcpy(e.params, tile, 4 * sizeof *tile);
   e.best_ms = 1, e.default_ms = 2, e.tuning_s = 3, e.candidates = 4, e.num_shapes = 1;
-  e.shapes[0] = (dua_tuning_shape){256, 0, 128, 1, 1, 1.0, 2.0};
+  e.shapes[0] =
+      (dua_tuning_shape){.n = 256, .block = 128, .batch = 1, .heads = 1, .best_ms = 1.0, .default_ms = 2.0};
   char why[512];
   ck_assert_msg(dua_tuning_db_put(&db, &e, why, sizeof why) == 0, "%s", why);
   ck_assert_msg(dua_tuning_db_save(path, &db, why, sizeof why) == 0, "%s", why);
@@ -205,8 +217,8 @@ START_TEST(set_tuning_refusals_and_candidates) {
   const int32_t ok[4] = {64, 32, 16, 8}, seven[4] = {7, 32, 16, 8}, huge[4] = {256, 256, 256, 256},
                 bad_div[4] = {64, 32, 16, 32};
   ck_assert_int_eq(dua_context_set_tuning(NULL, "fwd", DUA_F32, 64, ok, 4), DUA_ERROR_INVALID_ARGUMENT);
-  ck_assert_int_eq(dua_context_set_tuning(ctx, "bwd", DUA_F32, 64, ok, 4), DUA_ERROR_INVALID_ARGUMENT);
-  ck_assert(strstr(dua_context_last_error(ctx), "\"bwd\"") != NULL);
+  ck_assert_int_eq(dua_context_set_tuning(ctx, "bwd_dq", DUA_F32, 64, ok, 4), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert(strstr(dua_context_last_error(ctx), "\"bwd_dq\"") != NULL);
   ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd", (dua_dtype)5, 64, ok, 4), DUA_ERROR_INVALID_ARGUMENT);
   ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd", DUA_F32, 60, ok, 4), DUA_ERROR_INVALID_ARGUMENT);
   ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd", DUA_F32, 64, ok, 3), DUA_ERROR_INVALID_ARGUMENT);
@@ -294,6 +306,451 @@ START_TEST(forward_uses_file_tile) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- backward and decode */
+
+typedef struct kparams {
+  const char *kernel;
+  int fp16, head_dim, n;
+  int32_t p[4];
+} kparams;
+
+/* A database holding one entry per kparams for the test device (decode kernels with decode shapes). */
+static void write_entries(const char *path, const dua_device_info *d, const char *driver, const kparams *k,
+                          int count) {
+  dua_tuning_db db = {0};
+  for (int i = 0; i < count; i++) {
+    dua_tuning_entry e;
+    memset(&e, 0, sizeof e);
+    snprintf(e.kernel, sizeof e.kernel, "%s", k[i].kernel);
+    e.fp16 = k[i].fp16;
+    e.head_dim = k[i].head_dim;
+    snprintf(e.device, sizeof e.device, "%s", d->name);
+    snprintf(e.vendor, sizeof e.vendor, "%s", d->vendor);
+    snprintf(e.driver, sizeof e.driver, "%s", driver);
+    snprintf(e.date, sizeof e.date, "2026-11-26T00:00:00Z");
+    e.num_params = k[i].n;
+    memcpy(e.params, k[i].p, (size_t)k[i].n * sizeof(int32_t));
+    e.best_ms = 1, e.default_ms = 2, e.tuning_s = 3, e.candidates = 4, e.num_shapes = 1;
+    e.shapes[0] =
+        (dua_tuning_shape){.n = 256, .block = 128, .batch = 1, .heads = 2, .best_ms = 1.0, .default_ms = 2.0};
+    if (strncmp(k[i].kernel, "decode", 6) == 0)
+      e.shapes[0].kv_heads = 2, e.shapes[0].tokens = 1, e.shapes[0].page = 16;
+    char why[512];
+    ck_assert_msg(dua_tuning_db_put(&db, &e, why, sizeof why) == 0, "%s", why);
+  }
+  char why[512];
+  ck_assert_msg(dua_tuning_db_save(path, &db, why, sizeof why) == 0, "%s", why);
+  dua_tuning_db_free(&db);
+}
+
+static dua_tuning_info getk(dua_context *ctx, const char *kernel, dua_dtype dt, int dim, int block) {
+  dua_tuning_info t;
+  dua_status st = dua_context_get_tuning(ctx, kernel, dt, dim, block, &t);
+  ck_assert_msg(st == DUA_SUCCESS, "get_tuning %s: %s", kernel, dua_context_last_error(ctx));
+  return t;
+}
+
+/* Valid on any device with >= 64 work-items per group (head dim 64, fp32): */
+static const kparams tuned[4] = {
+    {"bwd", 0, 64, 4, {16, 64, 4, 8}},         /* blocks >= 64 */
+    {"decode", 0, 64, 3, {0, 32, 64}},         /* regs, 4 key groups of 16 loads */
+    {"decode_gqa", 0, 64, 4, {1, 64, 64, 4}},  /* staged, at most 4 rows */
+    {"decode_split", 0, 64, 3, {64, 1, 256}}}; /* split as much as the context allows */
+
+START_TEST(backward_and_decode_chain) {
+  clear_env();
+  char path[128];
+  snprintf(path, sizeof path, "%s/kernels.json", tmpdir);
+  setenv("DUA_TUNING_FILE", "/nonexistent/dua/tuning.json", 1);
+  dua_context *ctx = context();
+  dua_device_info d;
+  dua_context_device_info(ctx, &d);
+  for (int i = 0; i < 4; i++) { /* no file: compiled defaults */
+    dua_tuning_info t = getk(ctx, tuned[i].kernel, DUA_F32, 64, 128);
+    ck_assert(t.source == DUA_TUNING_BUILTIN || t.source == DUA_TUNING_GENERIC);
+    ck_assert_int_eq(t.num_params, tuned[i].n);
+    ck_assert(!memcmp(t.params, t.default_params, sizeof t.params));
+    ck_assert(memcmp(t.params, tuned[i].p, (size_t)tuned[i].n * sizeof(int32_t)) != 0);
+  }
+  dua_context_destroy(ctx);
+
+  write_entries(path, &d, d.driver_version, tuned, 4);
+  setenv("DUA_TUNING_FILE", path, 1);
+  ctx = context();
+  char want[256];
+  snprintf(want, sizeof want, "file %s", path);
+  for (int i = 0; i < 4; i++) {
+    dua_tuning_info t = getk(ctx, tuned[i].kernel, DUA_F32, 64, 128);
+    ck_assert_msg(t.source == DUA_TUNING_FILE, "%s: %s", tuned[i].kernel, t.origin);
+    ck_assert_str_eq(t.origin, want);
+    ck_assert(!memcmp(t.params, tuned[i].p, (size_t)tuned[i].n * sizeof(int32_t)));
+    ck_assert_int_ne(getk(ctx, tuned[i].kernel, DUA_F16, 64, 128).source, DUA_TUNING_FILE); /* other dtype */
+    ck_assert_int_ne(getk(ctx, tuned[i].kernel, DUA_F32, 32, 128).source, DUA_TUNING_FILE); /* other dim */
+  }
+  ck_assert_int_ne(getk(ctx, "bwd", DUA_F32, 64, 32).source, DUA_TUNING_FILE); /* block 32 < bn 64 */
+  /* the override beats the file; clearing it brings the file back */
+  const int32_t ov[4][4] = {{32, 32, 8, 8}, {1, 16, 16}, {0, 32, 64, 2}, {2, 4, 8}};
+  for (int i = 0; i < 4; i++) {
+    ck_assert_msg(dua_context_set_tuning(ctx, tuned[i].kernel, DUA_F32, 64, ov[i], tuned[i].n) == DUA_SUCCESS,
+                  "%s", dua_context_last_error(ctx));
+    dua_tuning_info t = getk(ctx, tuned[i].kernel, DUA_F32, 64, 128);
+    ck_assert_int_eq(t.source, DUA_TUNING_OVERRIDE);
+    ck_assert(!memcmp(t.params, ov[i], (size_t)tuned[i].n * sizeof(int32_t)));
+    ck_assert_int_eq(dua_context_set_tuning(ctx, tuned[i].kernel, DUA_F32, 64, NULL, 0), DUA_SUCCESS);
+    ck_assert_int_eq(getk(ctx, tuned[i].kernel, DUA_F32, 64, 128).source, DUA_TUNING_FILE);
+  }
+  /* the developer variables beat everything; invalid ones fail naming themselves */
+  setenv("DUA_DECODE_KERNEL", "regs", 1);
+  dua_tuning_info t = getk(ctx, "decode_gqa", DUA_F32, 64, 128);
+  ck_assert_int_eq(t.source, DUA_TUNING_DEVELOPER_ENV);
+  ck_assert_str_eq(t.origin, "env DUA_DECODE_KERNEL");
+  ck_assert_int_eq(t.params[0], 0);
+  setenv("DUA_DECODE_KERNEL", "fast", 1);
+  ck_assert_int_eq(dua_context_get_tuning(ctx, "decode", DUA_F32, 64, 128, &t), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert(strstr(dua_context_last_error(ctx), "DUA_DECODE_KERNEL = \"fast\"") != NULL);
+  unsetenv("DUA_DECODE_KERNEL");
+  setenv("DUA_DECODE_TILE", "64,128,2", 1);
+  t = getk(ctx, "decode", DUA_F32, 64, 128);
+  ck_assert_int_eq(t.source, DUA_TUNING_DEVELOPER_ENV);
+  ck_assert(t.params[1] == 64 && t.params[2] == 128);
+  setenv("DUA_DECODE_TILE", "64,100,2", 1);
+  ck_assert_int_eq(dua_context_get_tuning(ctx, "decode", DUA_F32, 64, 128, &t), DUA_ERROR_INVALID_ARGUMENT);
+  unsetenv("DUA_DECODE_TILE");
+  setenv("DUA_DECODE_SPLITS", "5", 1);
+  t = getk(ctx, "decode_split", DUA_F32, 64, 128);
+  ck_assert_int_eq(t.source, DUA_TUNING_DEVELOPER_ENV);
+  ck_assert_msg(strstr(t.origin, "DUA_DECODE_SPLITS = 5") != NULL, "%s", t.origin);
+  setenv("DUA_DECODE_SPLITS", "0", 1);
+  ck_assert_int_eq(dua_context_get_tuning(ctx, "decode_split", DUA_F32, 64, 128, &t),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  unsetenv("DUA_DECODE_SPLITS");
+  ck_assert_int_eq(getk(ctx, "decode", DUA_F32, 64, 128).source, DUA_TUNING_FILE);
+  dua_context_destroy(ctx);
+
+  /* entries for another driver are not used */
+  write_entries(path, &d, "some-other-driver 0.0", tuned, 4);
+  ctx = context();
+  for (int i = 0; i < 4; i++)
+    ck_assert_int_ne(getk(ctx, tuned[i].kernel, DUA_F32, 64, 128).source, DUA_TUNING_FILE);
+  dua_context_destroy(ctx);
+  unlink(path);
+  clear_env();
+}
+END_TEST
+
+START_TEST(backward_and_decode_refusals_and_candidates) {
+  clear_env();
+  setenv("DUA_TUNING_FILE", "/nonexistent/dua/tuning.json", 1);
+  dua_context *ctx = context();
+  dua_device_info d;
+  dua_context_device_info(ctx, &d);
+  struct {
+    const char *kernel;
+    int n;
+    int32_t p[4];
+    const char *msg;
+  } bad[] = {
+      {"decode", 3, {2, 32, 64}, "params.staged = 2"},
+      {"decode", 3, {0, 32, 48}, "params.threads = 48"},
+      {"decode", 3, {0, 128, 16}, "does not fit"}, /* regs: 16 work-items cannot cover a 128-key tile */
+      {"decode", 4, {0, 32, 64, 1}, "takes 3 parameters"},
+      {"decode_gqa", 4, {1, 16, 16, 32}, "does not fit"}, /* staged: fewer work-items than rows */
+      {"decode_gqa", 4, {1, 16, 16, 0}, "params.rows = 0"},
+      {"decode_split", 3, {0, 8, 64}, "params.waves = 0"},
+      {"decode_split", 3, {16, 8, 512}, "params.maxspl = 512"},
+      {"bwd", 4, {64, 32, 16, 32}, "does not fit"}, /* 64 / 32 columns: not a multiple of 4 */
+      {"bwd", 4, {7, 32, 16, 8}, "params.bm = 7"}};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    ck_assert_int_eq(dua_context_set_tuning(ctx, bad[i].kernel, DUA_F32, 64, bad[i].p, bad[i].n),
+                     DUA_ERROR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(dua_context_last_error(ctx), bad[i].msg) != NULL, "%s: \"%s\" lacks \"%s\"",
+                  bad[i].kernel, dua_context_last_error(ctx), bad[i].msg);
+    ck_assert(getk(ctx, bad[i].kernel, DUA_F32, 64, 128).source != DUA_TUNING_OVERRIDE);
+  }
+  /* the spaces: within the device's limits, each candidate accepted as an override and reported back */
+  static const char *const kernels[4] = {"bwd", "decode", "decode_gqa", "decode_split"};
+  for (int k = 0; k < 4; k++)
+    for (int f = 0; f < 2; f++) {
+      const dua_dtype dt = f ? DUA_F16 : DUA_F32;
+      int count = 0;
+      ck_assert_int_eq(dua_tuning_candidates(ctx, kernels[k], dt, 64, 64, NULL, 0, &count), DUA_SUCCESS);
+      ck_assert_int_gt(count, 10);
+      const int np = getk(ctx, kernels[k], dt, 64, 64).num_params;
+      int32_t *c = malloc((size_t)count * (size_t)np * sizeof *c);
+      int again = 0;
+      ck_assert_int_eq(dua_tuning_candidates(ctx, kernels[k], dt, 64, 64, c, count, &again), DUA_SUCCESS);
+      ck_assert_int_eq(again, count);
+      if (k == 3)
+        ck_assert_int_eq(count, 11 * 9 * 9);
+      for (int i = 0; i < count; i++) {
+        const int32_t *x = c + (size_t)i * np;
+        if (k == 0) {
+          dua_bwd_params b = {x[0], x[1], x[2], x[3]};
+          ck_assert((size_t)x[2] * x[3] <= d.max_work_group_size);
+          ck_assert(dua_bwd_local_bytes(&b, 64) <= d.local_mem_bytes);
+          ck_assert(64 % x[0] == 0 && 64 % x[1] == 0);
+        } else if (k < 3) {
+          ck_assert((size_t)x[2] <= d.max_work_group_size);
+        }
+        if (i % 11)
+          continue;
+        ck_assert_msg(dua_context_set_tuning(ctx, kernels[k], dt, 64, x, np) == DUA_SUCCESS, "%s: %s",
+                      kernels[k], dua_context_last_error(ctx));
+        dua_tuning_info t = getk(ctx, kernels[k], dt, 64, 64);
+        ck_assert_int_eq(t.source, DUA_TUNING_OVERRIDE);
+        ck_assert(!memcmp(t.params, x, (size_t)np * sizeof *x));
+      }
+      free(c);
+    }
+  dua_context_destroy(ctx);
+  clear_env();
+}
+END_TEST
+
+/* The first program built from sources whose options contain needle, or NULL. */
+static const dua_program_entry *program_with(const dua_context *ctx, const char *sources,
+                                             const char *needle) {
+  for (const dua_program_entry *e = ctx->programs; e; e = e->next)
+    if (!strcmp(e->sources, sources) && strstr(e->options, needle))
+      return e;
+  return NULL;
+}
+
+static int count_programs(const dua_context *ctx, const char *sources) {
+  int n = 0;
+  for (const dua_program_entry *e = ctx->programs; e; e = e->next)
+    n += !strcmp(e->sources, sources);
+  return n;
+}
+
+/* One backward call (N 128, block 64, one head, fp32) on random inputs; what it computes is not checked here
+ * (test_backward.c does), only that it runs. */
+static void run_backward(dua_context *ctx, int dim) {
+  const int N = 128, n = N * dim;
+  int32_t depth = 0;
+  dua_layout_desc desc;
+  memset(&desc, 0, sizeof desc);
+  desc.seq_len = N, desc.block = 64, desc.batch = 1, desc.heads = 1, desc.arity = 2, desc.depths = &depth;
+  dua_layout *l = NULL;
+  ck_assert_int_eq(dua_layout_create(&desc, &l, NULL, 0), DUA_SUCCESS);
+  float *x = malloc((size_t)n * 4);
+  test_rng r = test_rng_make(test_seed() ^ 0x71u);
+  test_fill(x, (size_t)n, &r, DUA_F32);
+  dua_buffer *b[8];
+  for (int i = 0; i < 8; i++)
+    b[i] = test_upload(ctx, x, (size_t)n, DUA_F32);
+  dua_tensor t[8];
+  for (int i = 0; i < 8; i++)
+    t[i] = dua_tensor_contiguous(b[i], 0, DUA_F32, 1, 1, N, dim);
+  dua_buffer *lb = test_upload(ctx, x, N, DUA_F32);
+  dua_tensor lse = dua_tensor_contiguous(lb, 0, DUA_F32, 1, 1, N, 1);
+  ck_assert_int_eq(dua_attention_forward(ctx, l, NULL, &t[0], &t[1], &t[2], &t[3], &lse), DUA_SUCCESS);
+  ck_assert_msg(dua_attention_backward(ctx, l, NULL, &t[0], &t[1], &t[2], &t[3], &lse, &t[4], &t[5], &t[6],
+                                       &t[7], NULL) == DUA_SUCCESS,
+                "%s", dua_context_last_error(ctx));
+  ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
+  for (int i = 0; i < 8; i++)
+    dua_buffer_destroy(b[i]);
+  dua_buffer_destroy(lb);
+  dua_layout_destroy(l);
+  free(x);
+}
+
+/* A decode problem: S sequences of len tokens (Hkv 2, head dim 64, pages of 16, fp32) and a causal dense
+ * layout over N = 256 (block 32) with Hq query heads, T tokens. */
+typedef struct dec_case {
+  dua_kv_cache *cache;
+  dua_layout *l;
+  int32_t seqs[4];
+  dua_buffer *qb, *ob;
+  dua_tensor q, o;
+  int S, Hq, T;
+} dec_case;
+
+static dec_case dec_make(dua_context *ctx, int S, int Hq, int T, int len) {
+  dec_case c;
+  memset(&c, 0, sizeof c);
+  c.S = S, c.Hq = Hq, c.T = T;
+  dua_kv_cache_desc cd;
+  memset(&cd, 0, sizeof cd);
+  cd.layers = 1, cd.kv_heads = 2, cd.head_dim = 64, cd.page_tokens = 16, cd.num_pages = 64, cd.max_seqs = 4;
+  cd.max_tokens = 256, cd.dtype = DUA_F32;
+  ck_assert_int_eq(dua_kv_cache_create(ctx, &cd, &c.cache), DUA_SUCCESS);
+  const size_t kn = (size_t)2 * len * 64, qn = (size_t)S * Hq * T * 64;
+  float *x = malloc((kn > qn ? kn : qn) * 4);
+  test_rng r = test_rng_make(test_seed() ^ 0x72u);
+  test_fill(x, kn > qn ? kn : qn, &r, DUA_F32);
+  dua_buffer *kb = test_upload(ctx, x, kn, DUA_F32);
+  dua_tensor k = dua_tensor_contiguous(kb, 0, DUA_F32, 1, 2, len, 64);
+  for (int i = 0; i < S; i++) {
+    ck_assert_int_eq(dua_kv_seq_add(c.cache, &c.seqs[i]), DUA_SUCCESS);
+    ck_assert_int_eq(dua_kv_append(c.cache, 0, 1, &c.seqs[i], &k, &k), DUA_SUCCESS);
+  }
+  c.qb = test_upload(ctx, x, qn, DUA_F32);
+  ck_assert_int_eq(dua_buffer_create(ctx, qn * 4, &c.ob), DUA_SUCCESS);
+  c.q = dua_tensor_contiguous(c.qb, 0, DUA_F32, S, Hq, T, 64);
+  c.o = dua_tensor_contiguous(c.ob, 0, DUA_F32, S, Hq, T, 64);
+  int32_t depths[8] = {0};
+  dua_layout_desc desc;
+  memset(&desc, 0, sizeof desc);
+  desc.seq_len = 256, desc.block = 32, desc.batch = 1, desc.heads = Hq, desc.kv_heads = 2, desc.arity = 2;
+  desc.depths = depths, desc.causal = 1;
+  ck_assert_int_eq(dua_layout_create(&desc, &c.l, NULL, 0), DUA_SUCCESS);
+  dua_buffer_destroy(kb);
+  free(x);
+  return c;
+}
+
+static void dec_run(dua_context *ctx, dec_case *c) {
+  ck_assert_msg(dua_decode(ctx, c->cache, 0, c->l, NULL, c->seqs, &c->q, &c->o, NULL) == DUA_SUCCESS, "%s",
+                dua_context_last_error(ctx));
+  ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
+}
+
+static void dec_free(dec_case *c) {
+  dua_layout_destroy(c->l);
+  dua_buffer_destroy(c->qb);
+  dua_buffer_destroy(c->ob);
+  dua_kv_cache_destroy(c->cache);
+}
+
+/* Scratch bytes a decode with `splits` partial results per row needs (decode.c: O and LSE per split). */
+static size_t split_scratch(const dec_case *c, int splits) {
+  return splits > 1 ? (size_t)c->S * c->Hq * c->T * (size_t)splits * (64 + 1) * sizeof(float) : 0;
+}
+
+/* The tuned values reach the kernels: the backward builds its program with the file's tile, the decode with
+ * the file's kernel variant, tile and work-items, and splits as the file's thresholds say (the scratch its
+ * merge needs grows with the split count). Each would fail if the value were ignored: the defaults differ. */
+START_TEST(tuned_values_reach_the_kernels) {
+  clear_env();
+  char path[128];
+  snprintf(path, sizeof path, "%s/reach.json", tmpdir);
+  setenv("DUA_TUNING_FILE", path, 1);
+  dua_context *ctx = context();
+  dua_device_info d;
+  dua_context_device_info(ctx, &d);
+  dua_context_destroy(ctx);
+  write_entries(path, &d, d.driver_version, tuned, 4);
+
+  ctx = context();
+  run_backward(ctx, 64);
+  ck_assert_msg(program_with(ctx, "common,attn_bwd", "-DBLOCK_M=16 -DBLOCK_N=64 -DTM=4 -DTN=8 ") != NULL,
+                "the backward did not build the file's tile");
+  ck_assert_int_eq(count_programs(ctx, "common,attn_bwd"), 1);
+  /* the compiled default, through an override, builds another program */
+  dua_tuning_info t = getk(ctx, "bwd", DUA_F32, 64, 64);
+  ck_assert_int_eq(dua_context_set_tuning(ctx, "bwd", DUA_F32, 64, t.default_params, 4), DUA_SUCCESS);
+  run_backward(ctx, 64);
+  ck_assert_int_eq(count_programs(ctx, "common,attn_bwd"), 2);
+
+  /* decode, one row per work-group (Hq = Hkv): the file's regs plan and split thresholds */
+  dec_case c = dec_make(ctx, 2, 2, 1, 200);
+  dua_decode_plan_info pi;
+  ck_assert_int_eq(dua_decode_plan_get(ctx, c.cache, 0, c.l, c.seqs, 2, 1, &pi), DUA_SUCCESS);
+  ck_assert_int_eq(pi.source, DUA_TUNING_FILE);
+  ck_assert_int_eq(pi.split_source, DUA_TUNING_FILE);
+  ck_assert(pi.staged == 0 && pi.tile_n == 32 && pi.threads == 64);
+  /* waves 64, minunit 1, maxspl 256: ceil(64 CU / 4 work-groups), at most 13 units of 16 tokens */
+  const int cu = (int)(d.compute_units ? d.compute_units : 1), want = 64 * cu / 4 < 13 ? 64 * cu / 4 : 13;
+  ck_assert_int_eq(pi.splits, want);
+  ck_assert_ptr_null(
+      program_with(ctx, "common,attn_decode_units,attn_decode,attn_decode_merge", "-DTILE_N="));
+  const size_t scratch_before = ctx->scratch_bytes;
+  dec_run(ctx, &c);
+  ck_assert_msg(program_with(ctx, "common,attn_decode_units,attn_decode,attn_decode_merge",
+                             "-DTILE_N=32 -DNT=64 ") != NULL &&
+                    program_with(ctx, "common,attn_decode_units,attn_decode,attn_decode_merge",
+                                 "-DDUA_DECODE_STAGED=0 ") != NULL,
+                "the decode did not build the file's plan");
+  ck_assert_uint_eq(ctx->scratch_bytes,
+                    split_scratch(&c, want) > scratch_before ? split_scratch(&c, want) : scratch_before);
+  dec_free(&c);
+  dua_context_destroy(ctx);
+
+  /* the split count alone: a fresh context (empty scratch), the file's thresholds against none */
+  for (int with_file = 0; with_file <= 1; with_file++) {
+    kparams only_split = tuned[3];
+    write_entries(path, &d, d.driver_version, &only_split, with_file);
+    ctx = context();
+    c = dec_make(ctx, 2, 2, 1, 200);
+    ck_assert_int_eq(dua_decode_plan_get(ctx, c.cache, 0, c.l, c.seqs, 2, 1, &pi), DUA_SUCCESS);
+    ck_assert_int_eq(ctx->scratch_bytes, 0);
+    dec_run(ctx, &c);
+    ck_assert_int_eq(ctx->scratch_bytes, split_scratch(&c, pi.splits));
+    if (with_file)
+      ck_assert_int_eq(pi.splits, want);
+    else /* the compiled thresholds: 16 CU / 4 work-groups, at most 13 / 8 units */
+      ck_assert_int_eq(pi.splits, 1);
+    dec_free(&c);
+    dua_context_destroy(ctx);
+  }
+
+  /* decode_gqa: 8 query heads over 2 KV heads; the file's staged plan with at most 4 rows per work-group */
+  write_entries(path, &d, d.driver_version, tuned, 4);
+  ctx = context();
+  c = dec_make(ctx, 1, 8, 1, 100);
+  ck_assert_int_eq(dua_decode_plan_get(ctx, c.cache, 0, c.l, c.seqs, 1, 1, &pi), DUA_SUCCESS);
+  ck_assert_int_eq(pi.source, DUA_TUNING_FILE);
+  ck_assert(pi.staged == 1 && pi.tile_n == 64 && pi.threads == 64 && pi.heads_per_group == 4);
+  dec_run(ctx, &c);
+  ck_assert(program_with(ctx, "common,attn_decode_units,attn_decode,attn_decode_merge",
+                         "-DHPW=4 -DTILE_N=64 -DNT=64 ") != NULL);
+  dec_free(&c);
+  dua_context_destroy(ctx);
+  unlink(path);
+  clear_env();
+}
+END_TEST
+
+/* Without a database (and no override or developer variable) the decode plan and split count are the
+ * compiled rules as they were before tuning existed, and the backward builds the compiled tile. */
+START_TEST(no_database_is_the_compiled_behaviour) {
+  clear_env();
+  setenv("DUA_TUNING_FILE", "/nonexistent/dua/tuning.json", 1);
+  dua_context *ctx = context();
+  dua_device_info d;
+  dua_context_device_info(ctx, &d);
+  const int cpu = d.type == DUA_DEVICE_CPU, cu = (int)(d.compute_units ? d.compute_units : 1);
+  struct {
+    int S, Hq, T, len;
+  } cases[] = {{2, 2, 1, 200}, {1, 8, 1, 256}, {4, 4, 2, 30}, {3, 8, 3, 256}, {1, 2, 1, 16}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    dec_case c = dec_make(ctx, cases[i].S, cases[i].Hq, cases[i].T, cases[i].len);
+    dua_decode_plan_info pi;
+    ck_assert_int_eq(dua_decode_plan_get(ctx, c.cache, 0, c.l, c.seqs, c.S, c.T, &pi), DUA_SUCCESS);
+    /* the rules of decode.c before tuning (commit 81ad4a4), fp32 cache */
+    const int group = c.Hq / 2, one_row = group == 1 && c.T == 1;
+    const int staged = cpu || !one_row; /* regs only for an fp16 cache on GPUs: never with fp32 */
+    ck_assert_int_eq(pi.staged, 1);
+    ck_assert_int_eq(staged, 1);
+    const int tile = cpu ? 16 : 32, threads = cpu ? 32 : 128, rows = 16;
+    ck_assert_int_eq(pi.tile_n, tile);
+    ck_assert_int_eq(pi.threads, threads);
+    int hpw = 1;
+    for (int dd = group; dd >= 1; dd--)
+      if (group % dd == 0 && dd * c.T <= rows) {
+        hpw = dd;
+        break;
+      }
+    ck_assert_int_eq(pi.heads_per_group, hpw);
+    const int64_t base = (int64_t)c.S * 2 * (group / hpw), target = 16 * (int64_t)cu;
+    int64_t s = (target + base - 1) / base;
+    const int64_t by_len = ((cases[i].len + 15) / 16) / 8; /* unit = min(page 16, block 32, tile) = 16 */
+    s = s > by_len ? by_len : s;
+    s = s > 64 ? 64 : s;
+    ck_assert_int_eq(pi.splits, s < 1 ? 1 : (int)s);
+    ck_assert(pi.source == DUA_TUNING_BUILTIN || pi.source == DUA_TUNING_GENERIC);
+    dec_free(&c);
+  }
+  /* the backward's compiled tile for head dim 64: 32 x 32 keys, 8 x 16 work-items */
+  run_backward(ctx, 64);
+  ck_assert(program_with(ctx, "common,attn_bwd", "-DBLOCK_M=32 -DBLOCK_N=32 -DTM=8 -DTN=16 ") != NULL);
+  dua_context_destroy(ctx);
+  clear_env();
+}
+END_TEST
+
 int main(void) {
   snprintf(tmpdir, sizeof tmpdir, "/tmp/dua_test_tuning_XXXXXX");
   if (!mkdtemp(tmpdir))
@@ -304,6 +761,10 @@ int main(void) {
   tcase_add_test(tc, chain_precedence);
   tcase_add_test(tc, set_tuning_refusals_and_candidates);
   tcase_add_test(tc, forward_uses_file_tile);
+  tcase_add_test(tc, backward_and_decode_chain);
+  tcase_add_test(tc, backward_and_decode_refusals_and_candidates);
+  tcase_add_test(tc, tuned_values_reach_the_kernels);
+  tcase_add_test(tc, no_database_is_the_compiled_behaviour);
   suite_add_tcase(s, tc);
   int rc = test_run_suite(s);
   char cmd[128];

@@ -1,10 +1,14 @@
 #!/bin/sh
-# dua-info: lists the device, prints valid JSON with the probed fields, and fails clearly with no platform.
+# dua-info: lists the device with every tunable kernel's parameters, prints valid JSON with the probed fields,
+# and fails clearly with no platform.
 set -eu
 info=$1
 out=$("$info")
 echo "$out" | grep -q "compute units" || { echo "dua-info printed no device:"; echo "$out"; exit 1; }
 echo "$out" | grep -q "attention path" || { echo "dua-info printed no kernel path"; exit 1; }
+for k in fwd bwd decode decode_gqa decode_split; do
+  echo "$out" | grep -q "^    $k  *fp16 head_dim 128  " || { echo "dua-info printed no $k parameters"; exit 1; }
+done
 "$info" --json | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
@@ -13,6 +17,9 @@ for k in ("name", "vendor", "driver_version", "compute_units", "local_mem_bytes"
           "fp16", "subgroups", "nv_mma_f16", "attention_path", "program_cache", "numa_node"):
     assert k in d["devices"][0], "missing " + k
 assert d["host"]["cores"] >= 1
+kernels = {t["kernel"] for t in d["devices"][0]["tuning"]}
+assert kernels == {"fwd", "bwd", "decode", "decode_gqa", "decode_split"}, kernels
+assert all("params" in t and t["source"] for t in d["devices"][0]["tuning"]), d["devices"][0]["tuning"]
 print("json ok:", d["devices"][0]["name"])'
 "$info" --device 0 >/dev/null
 if "$info" --device no-such-device-xyz >/dev/null 2>&1; then echo "a bad --device was accepted"; exit 1; fi

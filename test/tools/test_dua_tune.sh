@@ -1,7 +1,9 @@
 #!/bin/sh
-# dua-tune on a tiny forward problem (a few candidates, well under a minute on PoCL): writes a tuning
-# database entry that dua-info then reports as the source ("file <path>"); merges a second entry into the
-# same file; refuses to overwrite a malformed database; refuses bad arguments.
+# dua-tune on tiny problems (a candidate or two each, seconds on PoCL): the forward writes a tuning database
+# entry that dua-info then reports as the source ("file <path>"); the backward and the decode (both plan
+# classes, with the split-KV thresholds) merge their entries into the same file and dua-info reports them
+# too; a malformed database is refused and not overwritten; bad arguments and a set developer override are
+# refused.
 set -eu
 tune=$1
 info=$2
@@ -24,13 +26,49 @@ assert e[0]["shapes"][0]["n"] == 128
 print("database ok:", e[0]["params"], e[0]["best_ms"], "ms vs default", e[0]["default_ms"], "ms")
 PY
 out=$(DUA_TUNING_FILE="$db" "$info")
-echo "$out" | grep "fp32 head_dim  64" | grep -q "file $db" ||
+echo "$out" | grep "fwd  *fp32 head_dim  64" | grep -q "file $db" ||
   { echo "dua-info does not show the database as the source:"; echo "$out"; exit 1; }
-echo "$out" | grep "fp32 head_dim  32" | grep -q "built-in\|generic" ||
+echo "$out" | grep "fwd  *fp32 head_dim  32" | grep -q "built-in\|generic" ||
   { echo "head_dim 32 should still come from the compiled defaults"; exit 1; }
 # a second entry (fp16) merges into the same file
 "$tune" --dtype fp16 --dim 64 --n 64 --depth 0 --heads 1 --fraction 0.001 --reps 1 --out "$db" >/dev/null
 python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["entries"]; assert sorted(x["dtype"] for x in e) == ["fp16", "fp32"], e' "$db"
+# the backward's tile
+"$tune" --kernel bwd --dtype fp32 --dim 32 --n 64 --depth 0 --heads 1 --block 32 --fraction 0.005 --reps 1 \
+  --out "$db" >"$dir/bwd.txt"
+cat "$dir/bwd.txt"
+grep -q "^entry       bwd" "$dir/bwd.txt" || { echo "no bwd entry reported"; exit 1; }
+# the decode: one row per work-group ("decode") and GQA ("decode_gqa"), each with the split thresholds
+"$tune" --kernel decode --dtype fp32 --dim 32 --n 64 --depth 0 --batch 2 --heads 2 --fraction 0.02 --reps 1 \
+  --out "$db" >"$dir/dec.txt"
+cat "$dir/dec.txt"
+"$tune" --kernel decode --dtype fp16 --dim 32 --n 64 --block 32 --depth 0 1 --batch 1 --heads 4 --kv-heads 2 \
+  --fraction 0.001 --reps 1 --out "$db" >"$dir/gqa.txt"
+cat "$dir/gqa.txt"
+grep -q "^overall " "$dir/gqa.txt" || { echo "no overall decode figure"; exit 1; }
+python3 - "$db" <<'PY'
+import json, sys
+e = {(x["kernel"], x["dtype"], x["head_dim"]): x for x in json.load(open(sys.argv[1]))["entries"]}
+want = {("fwd", "fp32", 64), ("fwd", "fp16", 64), ("bwd", "fp32", 32), ("decode", "fp32", 32),
+        ("decode_split", "fp32", 32), ("decode_gqa", "fp16", 32), ("decode_split", "fp16", 32)}
+assert set(e) == want, sorted(e)
+assert set(e[("bwd", "fp32", 32)]["params"]) == {"bm", "bn", "tm", "tn"}
+assert set(e[("decode", "fp32", 32)]["params"]) == {"staged", "tile", "threads"}
+assert set(e[("decode_gqa", "fp16", 32)]["params"]) == {"staged", "tile", "threads", "rows"}
+assert set(e[("decode_split", "fp16", 32)]["params"]) == {"waves", "minunit", "maxspl"}
+s = e[("decode_gqa", "fp16", 32)]["shapes"]
+assert len(s) == 2 and s[1]["depth"] == 1 and s[0]["kv_heads"] == 2 and s[0]["tokens"] == 1 and s[0]["page"] == 16, s
+for x in e.values():
+    assert x["best_ms"] <= x["default_ms"] * 1.0001 and x["candidates"] >= 1, x
+print("database ok:", len(e), "entries")
+PY
+out=$(DUA_TUNING_FILE="$db" "$info")
+for k in "bwd  *fp32 head_dim  32" "decode  *fp32 head_dim  32" "decode_split  *fp32 head_dim  32" \
+  "decode_gqa  *fp16 head_dim  32" "decode_split  *fp16 head_dim  32"; do
+  echo "$out" | grep "$k" | grep -q "file $db" || { echo "dua-info: \"$k\" not from the database:"; echo "$out"; exit 1; }
+done
+echo "$out" | grep "decode_gqa  *fp32 head_dim  32" | grep -q "built-in\|generic" ||
+  { echo "decode_gqa fp32 should come from the compiled defaults"; exit 1; }
 # a malformed database is neither used nor overwritten
 printf '{"format": "dua-tuning", "version": 1, "entries": [' >"$dir/bad.json"
 if "$tune" --n 64 --fraction 0.001 --out "$dir/bad.json" >/dev/null 2>"$dir/err.txt"; then
@@ -39,6 +77,11 @@ fi
 grep -q "not valid JSON" "$dir/err.txt" || { echo "unclear refusal: $(cat "$dir/err.txt")"; exit 1; }
 DUA_TUNING_FILE="$dir/bad.json" "$info" | grep -q "REFUSED" || { echo "dua-info hides a refused database"; exit 1; }
 if "$tune" --fraction 2 >/dev/null 2>&1; then echo "--fraction 2 was accepted"; exit 1; fi
-if "$tune" --kernel bwd >/dev/null 2>&1; then echo "--kernel bwd was accepted"; exit 1; fi
+if "$tune" --kernel attn >/dev/null 2>&1; then echo "--kernel attn was accepted"; exit 1; fi
+if "$tune" --kernel decode --heads 3 --kv-heads 2 >/dev/null 2>&1; then echo "--kv-heads 2 of 3 was accepted"; exit 1; fi
+if DUA_DECODE_TILE=32,128,16 "$tune" --kernel decode --out "$dir/x.json" >/dev/null 2>"$dir/err.txt"; then
+  echo "dua-tune ran under a developer override"; exit 1
+fi
+grep -q "DUA_DECODE_TILE" "$dir/err.txt" || { echo "unclear refusal: $(cat "$dir/err.txt")"; exit 1; }
 if "$tune" --bogus >/dev/null 2>&1; then echo "an unknown flag was accepted"; exit 1; fi
 echo "dua-tune ok"

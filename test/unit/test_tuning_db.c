@@ -1,7 +1,8 @@
 /* test_tuning_db.c: unit tests (no device) of the tuning database reader and writer: the corpus of bad files
  * under test/corpus/tuning/ (each refused with a message naming the entry, as EXPECT lists), good files
- * accepted, every truncation of a good file refused, print/parse and save/load round trips, replacing
- * entries, and seeded random mutations (no crash; what is accepted round-trips). */
+ * accepted (forward, backward, decode plan, decode GQA plan and split-KV entries, decode shapes), every
+ * truncation of a good file refused, print/parse and save/load round trips, replacing entries, and seeded
+ * random mutations (no crash; what is accepted round-trips). */
 #include "test_util.h"
 #include "tuning/tuning_db.h"
 
@@ -80,9 +81,9 @@ START_TEST(bad_corpus_refused_naming_the_entry) {
 END_TEST
 
 START_TEST(good_files_accepted) {
-  static const char *const names[] = {"good_two_entries.json", "good_empty.json"};
-  static const int counts[] = {2, 0};
-  for (int i = 0; i < 2; i++) {
+  static const char *const names[] = {"good_two_entries.json", "good_empty.json", "good_all_kernels.json"};
+  static const int counts[] = {2, 0, 5};
+  for (int i = 0; i < 3; i++) {
     size_t n;
     char *text = corpus_file(names[i], &n);
     dua_tuning_db db = {0};
@@ -102,6 +103,31 @@ START_TEST(good_files_accepted) {
       ck_assert(dua_tuning_db_find(&db, "fwd", 0, 64, "pthread-test-device", "3.2") == NULL);
       ck_assert(dua_tuning_db_find(&db, "fwd", 1, 128, "NVIDIA H100 80GB HBM3", "580.95.05") != NULL);
     }
+    if (i == 2) { /* the backward, decode plans and split thresholds, decode shapes */
+      const char *dev = "pthread-test-device", *drv = "3.1+test";
+      const dua_tuning_entry *b = dua_tuning_db_find(&db, "bwd", 0, 64, dev, drv);
+      ck_assert(b != NULL);
+      ck_assert_int_eq(b->num_params, 4);
+      ck_assert(b->params[0] == 64 && b->params[1] == 32 && b->params[2] == 8 && b->params[3] == 8);
+      ck_assert_int_eq(b->shapes[1].kv_heads + b->shapes[1].tokens + b->shapes[1].page, 0);
+      const dua_tuning_entry *d = dua_tuning_db_find(&db, "decode", 1, 128, dev, drv);
+      ck_assert(d != NULL);
+      ck_assert_int_eq(d->num_params, 3);
+      ck_assert(d->params[0] == 0 && d->params[1] == 32 && d->params[2] == 128);
+      ck_assert(d->shapes[1].depth == 4 && d->shapes[1].kv_heads == 8 && d->shapes[1].tokens == 1 &&
+                d->shapes[1].page == 16);
+      const dua_tuning_entry *g = dua_tuning_db_find(&db, "decode_gqa", 1, 128, dev, drv);
+      ck_assert(g != NULL);
+      ck_assert_int_eq(g->num_params, 4);
+      ck_assert_int_eq(g->params[3], 4);
+      ck_assert(g->shapes[0].kv_heads == 2 && g->shapes[0].tokens == 2 && g->shapes[0].page == 64);
+      const dua_tuning_entry *sp = dua_tuning_db_find(&db, "decode_split", 1, 128, dev, drv);
+      ck_assert(sp != NULL);
+      ck_assert(sp->params[0] == 4 && sp->params[1] == 16 && sp->params[2] == 32);
+      ck_assert(dua_tuning_db_find(&db, "decode_split", 0, 128, dev, drv) != NULL);
+      ck_assert(dua_tuning_db_find(&db, "decode", 0, 128, dev, drv) == NULL);
+      ck_assert(dua_tuning_db_find(&db, "decode_gqa", 1, 64, dev, drv) == NULL);
+    }
     dua_tuning_db_free(&db);
     free(text);
   }
@@ -109,8 +135,8 @@ START_TEST(good_files_accepted) {
 END_TEST
 
 START_TEST(every_truncation_refused) {
-  static const char *const names[] = {"good_two_entries.json", "good_empty.json"};
-  for (int f = 0; f < 2; f++) {
+  static const char *const names[] = {"good_two_entries.json", "good_empty.json", "good_all_kernels.json"};
+  for (int f = 0; f < 3; f++) {
     size_t n;
     char *text = corpus_file(names[f], &n);
     size_t last = (size_t)(strrchr(text, '}') - text); /* prefixes that keep the last brace are whole */
@@ -128,7 +154,7 @@ END_TEST
 
 START_TEST(print_parse_and_save_load_round_trip) {
   size_t n;
-  char *text = corpus_file("good_two_entries.json", &n);
+  char *text = corpus_file(_i ? "good_all_kernels.json" : "good_two_entries.json", &n);
   dua_tuning_db a = {0}, b = {0}, c = {0};
   char why[512] = "";
   ck_assert_int_eq(dua_tuning_db_parse(text, n, &a, why, sizeof why), 0);
@@ -185,6 +211,23 @@ START_TEST(put_replaces_by_key_and_validates) {
   ck_assert_int_eq(dua_tuning_db_put(&db, &e, why, sizeof why), -1);
   ck_assert_msg(strstr(why, "params.bn = 24") != NULL, "%s", why);
   ck_assert_int_eq(db.count, 3);
+  /* decode entries: their shapes must carry kv_heads, tokens and page, others must not */
+  char *all = corpus_file("good_all_kernels.json", &n);
+  dua_tuning_db more = {0};
+  ck_assert_int_eq(dua_tuning_db_parse(all, n, &more, why, sizeof why), 0);
+  dua_tuning_entry d = more.entries[1];
+  ck_assert_int_eq(dua_tuning_db_put(&db, &d, why, sizeof why), 0);
+  ck_assert_int_eq(db.count, 4);
+  d.shapes[0].page = 0;
+  ck_assert_int_eq(dua_tuning_db_put(&db, &d, why, sizeof why), -1);
+  ck_assert_msg(strstr(why, "shapes[0].page = 0") != NULL, "%s", why);
+  e.shapes[0].tokens = 1; /* a forward entry with a decode field */
+  e.params[1] = 32;
+  ck_assert_int_eq(dua_tuning_db_put(&db, &e, why, sizeof why), -1);
+  ck_assert_msg(strstr(why, "belong to decode shapes only") != NULL, "%s", why);
+  ck_assert_int_eq(db.count, 4);
+  dua_tuning_db_free(&more);
+  free(all);
   dua_tuning_db_free(&db);
   free(text);
 }
@@ -192,7 +235,7 @@ END_TEST
 
 START_TEST(random_mutations_never_crash) {
   size_t n;
-  char *text = corpus_file("good_two_entries.json", &n);
+  char *text = corpus_file(_i ? "good_all_kernels.json" : "good_two_entries.json", &n);
   test_rng r = test_rng_make(test_seed() ^ 0x7u);
   char *buf = malloc(n + 64);
   int accepted = 0;
@@ -239,9 +282,9 @@ int main(void) {
   tcase_add_test(tc, bad_corpus_refused_naming_the_entry);
   tcase_add_test(tc, good_files_accepted);
   tcase_add_test(tc, every_truncation_refused);
-  tcase_add_test(tc, print_parse_and_save_load_round_trip);
+  tcase_add_loop_test(tc, print_parse_and_save_load_round_trip, 0, 2);
   tcase_add_test(tc, put_replaces_by_key_and_validates);
-  tcase_add_test(tc, random_mutations_never_crash);
+  tcase_add_loop_test(tc, random_mutations_never_crash, 0, 2);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }
