@@ -394,6 +394,20 @@ START_TEST(invalid_arguments_leave_outputs_untouched) {
   ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "params.level_bias is NULL"));
   ck_assert_int_eq(dua_attention_backward(ctx, l, &naive, &x, &x, &x, &x, &lse, &x, &dq, &x, &x, NULL),
                    DUA_ERROR_UNSUPPORTED);
+  { /* params.tile_grad must be (B, Hq, nb, nb) fp32 */
+    dua_attention_params tp;
+    dua_attention_params_init(&tp);
+    dua_tensor tg = dua_tensor_contiguous(bl, 0, DUA_F32, 1, 2, 2, 3);
+    tp.tile_grad = &tg;
+    ck_assert_int_eq(dua_attention_backward(ctx, l, &tp, &x, &x, &x, &x, &lse, &x, &dq, &x, &x, NULL),
+                     DUA_ERROR_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "params.tile_grad.shape[3]"));
+    tg.shape[3] = 2;
+    tg.dtype = DUA_F16;
+    ck_assert_int_eq(dua_attention_backward(ctx, l, &tp, &x, &x, &x, &x, &lse, &x, &dq, &x, &x, NULL),
+                     DUA_ERROR_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "params.tile_grad.dtype"));
+  }
   ck_assert_int_eq(dua_attention_backward(ctx, l, NULL, &x, &x, &x, &x, &lse, &x, NULL, &x, &x, NULL),
                    DUA_ERROR_INVALID_ARGUMENT);
   ck_assert_int_eq(dua_attention_backward(NULL, l, NULL, &x, &x, &x, &x, &lse, &x, &dq, &x, &x, NULL),
