@@ -2,7 +2,7 @@
  * tree depth 3) on the default OpenCL device:
  *   - a run resumed from a checkpoint in the soft phase ends with a checkpoint byte-identical to the
  *     straight run's (router weights and AdamW moments restored; the run crosses into fixed depths);
- *   - the router learns: its weights move, the balance loss is reported, and blocks get different paths;
+ *   - the router learns: its weights move, and the balance loss and expected density are reported;
  *   - evaluation by dua_inference_* after a reload equals dua_trainer_evaluate bit for bit, in the soft
  *     phase and with fixed depths, and the routing (tree "content") round-trips through a routing file;
  *   - causality of the routed model: tokens after a cut change no earlier logit (bit for bit);
