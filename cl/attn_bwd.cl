@@ -7,6 +7,10 @@
  *                        query blocks of the transposed block list: dV = P^T dO, dK = scale dS^T Q; per block
  *                        pair the level-bias gradient sum(dS) of tree pairs that are not window/sink pairs
  *   dua_attn_bwd_bias:   sums those per-tile partials in a fixed order (no atomics: deterministic)
+ *   dua_attn_bwd_tiles:  (DUA_TILE_GRAD) the block-pair gradient G[b][h][m][n] = sum of dS over the tree,
+ *                        non window/sink pairs of (query block m, key block n): each dkdv work-group owns one
+ *                        key tile, so it writes its own partial per (h, m); this kernel sums the partials of
+ *                        block n's key tiles in order (no atomics: deterministic)
  * Skipped blocks cost no memory traffic; rows with no visible key give dQ = 0 and contribute nothing.
  * Work-items form a TM x TN grid, as in attn_fwd.cl: thread (ty, tx) owns tile rows ty + TM*i and the DK
  * contiguous head-dim columns DK*tx.. of its accumulators. */
@@ -29,6 +33,10 @@
 #ifndef DUA_BIAS
 #define DUA_BIAS 0
 #endif
+#ifndef DUA_TILE_GRAD
+#define DUA_TILE_GRAD 0 /* 1: dkdv also writes per-(key tile, h, query block m) sums of dS */
+#endif
+#define DUA_PAIR_SUMS (DUA_BIAS || DUA_TILE_GRAD)
 #define DUA_MAX_LEVELS 32 /* level-bias entries per head held in local memory (max tree depth + 1) */
 
 #define THREADS (TM * TN)
@@ -200,18 +208,19 @@ dua_attn_bwd_dq(__global const dua_store_t *q, __global const dua_store_t *k, __
 #define CQ (BLOCK_M / TN) /* dkdv: query columns per thread */
 
 /* global (key_tiles * THREADS, Hkv, B), key_tiles = nb * (blk / BLOCK_N). Transposed lists: for (b, h, key
- * block n), the query blocks that visit it, full ones first. bias_partial: [B][Hq][key_tiles][levels]. */
-__kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void
-dua_attn_bwd_dkdv(__global const dua_store_t *q, __global const dua_store_t *k, __global const dua_store_t *v,
-                  __global const dua_store_t *d_o, __global const float *lse, __global const float *delta,
-                  __global dua_store_t *dk, __global dua_store_t *dv, __global float *bias_partial,
-                  long4 q_strides, long4 k_strides, long4 v_strides, long4 do_strides, long4 dk_strides,
-                  long4 dv_strides, long4 lse_strides, long4 offsets /* q, k, v, d_o */,
-                  long4 aux_offsets /* dk, dv, lse, delta */, long2 bias_offsets /* level bias, partials */,
-                  dua_shape shape, float scale, float scale_log2, __global const dua_head_rule *head_rules,
-                  __global const uchar *paths, __global const int *tlist_counts,
-                  __global const int *tlist_full, __global const int *tlist_indices,
-                  __global const float *level_bias, int bias_stride, int levels) {
+ * block n), the query blocks that visit it, full ones first. bias_partial: [B][Hq][key_tiles][levels];
+ * tile_partial (DUA_TILE_GRAD): [B][Hq][nb (query block m)][key_tiles], entries of unvisited pairs left as
+ * the host zero-filled them. */
+__kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_dkdv(
+    __global const dua_store_t *q, __global const dua_store_t *k, __global const dua_store_t *v,
+    __global const dua_store_t *d_o, __global const float *lse, __global const float *delta,
+    __global dua_store_t *dk, __global dua_store_t *dv, __global float *bias_partial, long4 q_strides,
+    long4 k_strides, long4 v_strides, long4 do_strides, long4 dk_strides, long4 dv_strides, long4 lse_strides,
+    long4 offsets /* q, k, v, d_o */, long4 aux_offsets /* dk, dv, lse, delta */,
+    long2 bias_offsets /* level bias, partials */, dua_shape shape, float scale, float scale_log2,
+    __global const dua_head_rule *head_rules, __global const uchar *paths, __global const int *tlist_counts,
+    __global const int *tlist_full, __global const int *tlist_indices, __global const float *level_bias,
+    int bias_stride, int levels, __global float *tile_partial, long tile_offset) {
   __local float q_tile[BLOCK_M * ROW_STRIDE] __attribute__((aligned(16)));
   __local float do_tile[BLOCK_M * ROW_STRIDE] __attribute__((aligned(16)));
   __local float k_tile[BLOCK_N * ROW_STRIDE] __attribute__((aligned(16)));
@@ -221,6 +230,8 @@ dua_attn_bwd_dkdv(__global const dua_store_t *q, __global const dua_store_t *k, 
   __local float row_stats[2 * BLOCK_M]; /* lse (log2 units), delta */
 #if DUA_BIAS
   __local float level_sums[DUA_MAX_LEVELS];
+#endif
+#if DUA_PAIR_SUMS
   __local float reduce[THREADS];
 #endif
 
@@ -324,7 +335,7 @@ dua_attn_bwd_dkdv(__global const dua_store_t *q, __global const dua_store_t *k, 
             const float g = p * (dp[a][c] - row_stats[BLOCK_M + tx + TN * c]);
             p_tile[(ty + TM * a) * (BLOCK_M + 4) + tx + TN * c] = p;
             ds_tile[(ty + TM * a) * (BLOCK_M + 4) + tx + TN * c] = g;
-#if DUA_BIAS
+#if DUA_PAIR_SUMS
             if (shared && !dua_token_extra(row, col, shape.window, shape.sink))
               bias_sum += g; /* masked pairs have g = 0 */
 #endif
@@ -344,7 +355,7 @@ dua_attn_bwd_dkdv(__global const dua_store_t *q, __global const dua_store_t *k, 
           }
         }
       }
-#if DUA_BIAS
+#if DUA_PAIR_SUMS
       if (shared) { /* the work-group's sum of dS for this block pair, in a fixed order */
         reduce[tid] = bias_sum;
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -352,7 +363,12 @@ dua_attn_bwd_dkdv(__global const dua_store_t *q, __global const dua_store_t *k, 
           float total = 0.0f;
           for (int t = 0; t < THREADS; t++)
             total += reduce[t];
+#if DUA_BIAS
           level_sums[lca] += total;
+#endif
+#if DUA_TILE_GRAD /* this work-group alone owns key tile get_group_id(0): no other writer */
+          tile_partial[tile_offset + (bh * shape.nb + m) * key_tiles + get_group_id(0)] = total;
+#endif
         }
         barrier(CLK_LOCAL_MEM_FENCE);
       }
@@ -393,4 +409,21 @@ __kernel void dua_attn_bwd_bias(__global const float *bias_partial, __global flo
     for (int t = 0; t < key_tiles; t++)
       total += bias_partial[partial_offset + (((long)b * hq + h) * key_tiles + t) * levels + l];
   d_bias[out_offset + h * out_stride + l] = total;
+}
+
+/* global (nb * nb, Hq, B): tile_grad[b][h][m][n] = sum over the key tiles of block n, in order, of the
+ * dkdv partials (zero where no work-group visited the pair). Every element of the output is written. */
+__kernel void dua_attn_bwd_tiles(__global const float *tile_partial, __global float *tile_grad,
+                                 long partial_offset, long4 out_strides, long out_offset, int nb,
+                                 int tiles_per_block) {
+  const int idx = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
+  if (idx >= nb * nb)
+    return;
+  const int m = idx / nb, n = idx % nb, hq = get_global_size(1), key_tiles = nb * tiles_per_block;
+  __global const float *src = tile_partial + partial_offset + (((long)b * hq + h) * nb + m) * key_tiles;
+  float total = 0.0f;
+  for (int t = 0; t < tiles_per_block; t++)
+    total += src[n * tiles_per_block + t];
+  tile_grad[out_offset + b * out_strides.s0 + h * out_strides.s1 + m * out_strides.s2 + n * out_strides.s3] =
+      total;
 }

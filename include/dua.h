@@ -388,6 +388,12 @@ typedef struct dua_attention_params {
    * element [h][k] is added to the score of every tree pair whose blocks share k leading levels;
    * window and sink pairs get 0. NULL = none. */
   const dua_tensor *level_bias;
+  /* Optional OUTPUT of dua_attention_backward (ignored by the forward): fp32 tensor (B, Hq, nb, nb) (any
+   * strides); element [b][h][m][n] receives the sum of dS over the token pairs of (query block m, key block
+   * n) that are tree pairs and not window/sink pairs, i.e. the gradient of a bias added to those pairs of
+   * that block pair alone (the trainer's content routing chains it into the router). Zero for block pairs the
+   * layout does not visit; every element is written; deterministic (no atomics). NULL = not computed. */
+  const dua_tensor *tile_grad;
 } dua_attention_params;
 
 DUA_API void dua_attention_params_init(dua_attention_params *params);
@@ -438,6 +444,13 @@ DUA_API dua_status dua_attention_backward_reference(const dua_layout *layout, fl
                                                     const dua_host_tensor *d_o, const dua_host_tensor *dq,
                                                     const dua_host_tensor *dk, const dua_host_tensor *dv,
                                                     float *d_level_bias);
+
+/* As dua_attention_backward_reference, and when tile_grad is not NULL also the block-pair gradient of
+ * params.tile_grad: host [B][Hq][nb][nb], contiguous, every element written. */
+DUA_API dua_status dua_attention_backward_reference_tiles(
+    const dua_layout *layout, float scale, const float *level_bias, const dua_host_tensor *q,
+    const dua_host_tensor *k, const dua_host_tensor *v, const dua_host_tensor *d_o, const dua_host_tensor *dq,
+    const dua_host_tensor *dk, const dua_host_tensor *dv, float *d_level_bias, float *tile_grad);
 
 /* ---------------------------------------------------------------- kv cache and decode */
 

@@ -31,8 +31,11 @@ DUA_API const char *dua_task_kind_name(int32_t task);
 DUA_API int32_t dua_task_kind_from_name(const char *name);
 
 typedef enum dua_routing_mode {
-  DUA_ROUTING_DENSE = 0, /* every head dense (depth 0) */
-  DUA_ROUTING_NATIVE = 1 /* per-head per-level Gumbel-Sigmoid gates as a level bias, then hard depths */
+  DUA_ROUTING_DENSE = 0,  /* every head dense (depth 0) */
+  DUA_ROUTING_NATIVE = 1, /* per-head per-level Gumbel-Sigmoid gates as a level bias, then hard depths */
+  DUA_ROUTING_CONTENT = 3 /* native's gates over a content tree: a per-layer, per-head router gives every
+                           * block a path from its first token's hidden state (hard Gumbel-Softmax,
+                           * straight-through, load balancing); see README "content mode" */
 } dua_routing_mode;
 
 typedef enum dua_lr_decay { DUA_DECAY_COSINE = 0, DUA_DECAY_LINEAR = 1 } dua_lr_decay;
@@ -53,12 +56,13 @@ typedef struct dua_trainer_config {
   int32_t heads;     /* attention heads */
   int32_t mlp_ratio; /* MLP hidden = mlp_ratio * C */
   /* routing */
-  int32_t mode;             /* dua_routing_mode */
-  int32_t block;            /* BLK: 16..256, power of two */
-  int32_t arity;            /* tree arity p >= 2 */
-  int32_t window;           /* token window W >= 0 (OR'd with the tree) */
-  int32_t sink;             /* sink keys S >= 0 */
-  int32_t shift_alternate;  /* 1 = odd layers shift the tree by floor(arity / 2) blocks (Swin-style), 0 = none */
+  int32_t mode;   /* dua_routing_mode */
+  int32_t block;  /* BLK: 16..256, power of two */
+  int32_t arity;  /* tree arity p >= 2 */
+  int32_t window; /* token window W >= 0 (OR'd with the tree) */
+  int32_t sink;   /* sink keys S >= 0 */
+  int32_t
+      shift_alternate; /* 1 = odd layers shift the tree by floor(arity / 2) blocks (Swin-style), 0 = none */
   float tau_start, tau_end; /* Gumbel-Sigmoid temperature, annealed linearly */
   float tau_frac;           /* fraction of the steps over which tau anneals (0..1] */
   float hard_frac;          /* fraction of the steps after which depths are fixed (native mode), (0..1] */
@@ -79,7 +83,10 @@ typedef struct dua_trainer_config {
   float grad_clip;      /* global gradient-norm clip, 0 = none */
   uint64_t seed;        /* data, initialization and Gumbel noise */
   int32_t eval_every;   /* steps between evaluations, 0 = only at the end */
-  int32_t reserved[15]; /* zero */
+  int32_t reserved[13]; /* zero */
+  /* content mode (fields taken from the end of the reserved space) */
+  float balance_weight;  /* weight of the router's load-balancing loss (1 = uniform), >= 0 */
+  float router_lr_scale; /* router learning rate = lr * router_lr_scale (> 0 in content mode) */
 } dua_trainer_config;
 
 DUA_API void dua_trainer_config_init(dua_trainer_config *config);
@@ -133,6 +140,8 @@ typedef struct dua_routing {
   int32_t seq_len;
   int32_t causal;
   dua_routing_head *head; /* [layers * heads], row-major (layer, head) */
+  int32_t content;        /* 1: content tree (the depths apply to paths from the checkpoint's router;
+                           * file key "tree": "content"), 0: positional */
 } dua_routing;
 
 /* JSON file; written to a temporary name then renamed. Loading is strict: a missing, extra, wrong-typed
@@ -158,6 +167,8 @@ typedef struct dua_train_stats {
   float density;   /* key blocks the kernels visited / blocks of dense causal attention, mean over layers */
   float expected_density; /* native soft phase: mean gate-expected density of token pairs; else = density */
   double seconds;         /* wall time of the step, including waiting for the device */
+  float balance_loss;     /* content mode: the router's load-balancing loss (mean over layers, heads and
+                           * levels; 1 = uniform); 0 otherwise */
 } dua_train_stats;
 
 /* Held-out evaluation, run with the hard routing exactly as the inference kernels run it. */

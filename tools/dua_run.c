@@ -324,8 +324,9 @@ static int run_eval(dua_context *ctx, dua_inference_model *m, const options *o, 
       }
     printf("\n}\n");
   } else {
-    printf("routing (tree depth D = %d; depth 0 = dense, D = block-diagonal):\n",
-           dua_inference_tree_depth(m));
+    printf("routing (%s tree depth D = %d; depth 0 = dense, D = %s):\n",
+           r.content ? "content (paths from the router, per example)," : "", dua_inference_tree_depth(m),
+           r.content ? "blocks on the same leaf" : "block-diagonal");
     for (int l = 0; l < r.layers; l++) {
       const dua_routing_head *h0 = &r.head[(size_t)l * r.heads];
       printf("  layer %d: depths", l);
@@ -768,7 +769,10 @@ int main(int argc, char **argv) {
   if (!o.json)
     printf("dua-run %s %s: %s, %s mode, step %lld, %d layers x %d heads, width %d, seq_len %d, block %d, "
            "arity %d%s%s\ndevice: %s\n\n",
-           argv[1], ckpt, dua_task_kind_name(c->task), c->mode ? "native" : "dense",
+           argv[1], ckpt, dua_task_kind_name(c->task),
+           c->mode == DUA_ROUTING_CONTENT ? "content"
+           : c->mode                      ? "native"
+                                          : "dense",
            (long long)dua_inference_step_count(m), c->layers, c->heads, c->width, c->seq_len, c->block,
            c->arity, o.routing ? ", routing " : "", o.routing ? o.routing : "", info.name);
   dua_text_corpus_info corpus;

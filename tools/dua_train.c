@@ -29,7 +29,9 @@ typedef struct flag {
 #define CFG(field) offsetof(dua_trainer_config, field)
 static const flag flags[] = {
     {"task", F_TASK, CFG(task), "dyck | listops | listops-paper | dyck-lm | text (README, \"Tasks\")"},
-    {"mode", F_MODE, CFG(mode), "dense | native (learned per-head depths)"},
+    {"mode", F_MODE, CFG(mode),
+     "dense | native (learned per-head depths) | content (native's gates over a tree of block paths a "
+     "router learns)"},
     {"steps", F_INT, CFG(steps), "optimizer steps"},
     {"seed", F_U64, CFG(seed), "seed of data, initialization and gate noise"},
     {"seq-len", F_INT, CFG(seq_len), "tokens per example"},
@@ -56,6 +58,9 @@ static const flag flags[] = {
      "penalty on a layer's expected density above the target"},
     {"density-target", F_FLOAT, CFG(density_target), "density budget (fraction of causal pairs)"},
     {"skip-bias", F_FLOAT, CFG(skip_bias), "level bias below which blocks are skipped in training"},
+    {"balance-weight", F_FLOAT, CFG(balance_weight),
+     "content: weight of the router's load-balancing loss (1 = uniform routing)"},
+    {"router-lr-scale", F_FLOAT, CFG(router_lr_scale), "content: router learning rate / lr"},
     {"batch", F_INT, CFG(batch), "examples per step"},
     {"warmup", F_INT, CFG(warmup), "linear warm-up steps (steps / 10 when the default exceeds steps)"},
     {"decay", F_DECAY, CFG(decay), "cosine | linear learning-rate decay"},
@@ -69,6 +74,10 @@ static const flag flags[] = {
     {"eval-every", F_INT, CFG(eval_every), "steps between evaluations (0 = only at the end)"},
 };
 #define NFLAGS ((int)(sizeof flags / sizeof flags[0]))
+
+static const char *mode_name(int32_t mode) {
+  return mode == DUA_ROUTING_NATIVE ? "native" : mode == DUA_ROUTING_CONTENT ? "content" : "dense";
+}
 
 static void usage(FILE *f) {
   dua_trainer_config d;
@@ -117,7 +126,7 @@ static void usage(FILE *f) {
       snprintf(def, sizeof def, "%s", dua_task_kind_name(*(const int32_t *)p));
       break;
     case F_MODE:
-      snprintf(def, sizeof def, "%s", *(const int32_t *)p ? "native" : "dense");
+      snprintf(def, sizeof def, "%s", mode_name(*(const int32_t *)p));
       break;
     case F_DECAY:
       snprintf(def, sizeof def, "%s", *(const int32_t *)p ? "linear" : "cosine");
@@ -158,7 +167,10 @@ static int parse_value(const flag *fl, const char *v, dua_trainer_config *c) {
     *(int32_t *)p = dua_task_kind_from_name(v);
     break;
   case F_MODE:
-    *(int32_t *)p = !strcmp(v, "dense") ? DUA_ROUTING_DENSE : !strcmp(v, "native") ? DUA_ROUTING_NATIVE : -1;
+    *(int32_t *)p = !strcmp(v, "dense")     ? DUA_ROUTING_DENSE
+                    : !strcmp(v, "native")  ? DUA_ROUTING_NATIVE
+                    : !strcmp(v, "content") ? DUA_ROUTING_CONTENT
+                                            : -1;
     break;
   case F_DECAY:
     *(int32_t *)p = !strcmp(v, "cosine") ? DUA_DECAY_COSINE : !strcmp(v, "linear") ? DUA_DECAY_LINEAR : -1;
@@ -334,7 +346,7 @@ static int write_result(const char *path, dua_trainer *t, const dua_eval_result 
           "{\n  \"task\": \"%s\", \"mode\": \"%s\", \"steps\": %lld, \"seed\": %llu,\n"
           "  \"test_loss\": %.6f, \"test_accuracy\": %.6f, \"density\": %.6f, \"scored\": %lld,\n"
           "  \"train_seconds\": %.3f, \"tokens_per_second\": %.1f, \"completed\": %s,\n  \"depths\": [",
-          dua_task_kind_name(c->task), c->mode ? "native" : "dense", (long long)dua_trainer_step_count(t),
+          dua_task_kind_name(c->task), mode_name(c->mode), (long long)dua_trainer_step_count(t),
           (unsigned long long)c->seed, e->loss, e->accuracy, e->density, (long long)e->scored, train_seconds,
           tokens_per_s, completed ? "true" : "false");
   for (int l = 0; have && l < r.layers; l++) {
@@ -442,8 +454,8 @@ int main(int argc, char **argv) {
   }
   printf("dua-train: %s, %s mode, %d steps, %d layers x %d heads, width %d, S=%d, block %d, arity %d, D=%d "
          "on %s\n",
-         dua_task_kind_name(c->task), c->mode ? "native" : "dense", c->steps, c->layers, c->heads, c->width,
-         c->seq_len, c->block, c->arity, dua_trainer_tree_depth(t), info.name);
+         dua_task_kind_name(c->task), mode_name(c->mode), c->steps, c->layers, c->heads, c->width, c->seq_len,
+         c->block, c->arity, dua_trainer_tree_depth(t), info.name);
   join(path, sizeof path, o.out, "train.csv");
   /* a new run starts the logs; a resumed one appends, with a header if the log is new (--out elsewhere) */
   const int fresh = dua_trainer_step_count(t) == 0;
@@ -457,7 +469,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (csv_head)
-    fprintf(csv, "step,phase,loss,accuracy,lr,tau,grad_norm,density,expected_density,tokens_per_s\n");
+    fprintf(csv, "step,phase,loss,accuracy,lr,tau,grad_norm,density,expected_density,tokens_per_s%s\n",
+            c->mode == DUA_ROUTING_CONTENT ? ",balance_loss" : "");
   if (ecsv_head)
     fprintf(ecsv, "step,test_loss,test_accuracy,density\n");
   const int tty = isatty(fileno(stdout)) && !o.quiet;
@@ -473,16 +486,22 @@ int main(int argc, char **argv) {
     train_seconds += s.seconds;
     tokens += (double)c->batch * c->seq_len;
     double tps = (double)c->batch * c->seq_len / s.seconds;
-    fprintf(csv, "%lld,%d,%.6f,%.5f,%.6g,%.4f,%.5f,%.5f,%.5f,%.1f\n", (long long)s.step, s.phase, s.loss,
+    fprintf(csv, "%lld,%d,%.6f,%.5f,%.6g,%.4f,%.5f,%.5f,%.5f,%.1f", (long long)s.step, s.phase, s.loss,
             s.accuracy, s.lr, s.tau, s.grad_norm, s.density, s.expected_density, tps);
+    if (c->mode == DUA_ROUTING_CONTENT)
+      fprintf(csv, ",%.5f", s.balance_loss);
+    fputc('\n', csv);
     double elapsed = now_seconds() - t_start;
     double eta = train_seconds / (double)s.step * (double)(c->steps - s.step);
     int report = tty || (!o.quiet && (s.step % 50 == 0 || s.step == c->steps));
+    char balance[32] = "";
+    if (c->mode == DUA_ROUTING_CONTENT)
+      snprintf(balance, sizeof balance, "  balance %.3f", (double)s.balance_loss);
     if (report)
-      printf("%sstep %6lld/%d  loss %.4f  acc %.3f  tau %.3f  density %.3f (expected %.3f)  %.0f tok/s  ETA "
-             "%.0fs%s",
+      printf("%sstep %6lld/%d  loss %.4f  acc %.3f  tau %.3f  density %.3f (expected %.3f)%s  %.0f tok/s  "
+             "ETA %.0fs%s",
              tty ? "\r" : "", (long long)s.step, c->steps, s.loss, s.accuracy, s.tau, s.density,
-             s.expected_density, tokens / (elapsed > 0 ? elapsed : 1), eta, tty ? "   " : "\n");
+             s.expected_density, balance, tokens / (elapsed > 0 ? elapsed : 1), eta, tty ? "   " : "\n");
     fflush(stdout);
     const int out_of_time = o.time_limit > 0 && now_seconds() - t_start > o.time_limit;
     if ((c->eval_every > 0 && s.step % c->eval_every == 0) || s.step == c->steps || out_of_time) {

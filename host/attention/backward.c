@@ -1,7 +1,8 @@
-/* backward.c: dua_attention_backward: argument checks and the four launches of the portable backward
+/* backward.c: dua_attention_backward: argument checks and the launches of the portable backward
  * (cl/attn_bwd.cl): delta = rowsum(dO O), the dQ pass over query tiles, the dK/dV pass over key tiles with
- * the transposed block lists, and the deterministic reduction of the level-bias gradient. The tile comes
- * through the tuning lookup chain (kernel "bwd"). */
+ * the transposed block lists, the deterministic reduction of the level-bias gradient and, when
+ * params.tile_grad is set, of the block-pair gradient. The tile comes through the tuning lookup chain
+ * (kernel "bwd"). */
 #include "attention/forward_internal.h"
 #include "tuning/tuning.h"
 
@@ -57,11 +58,21 @@ static dua_status validate_backward(dua_context *ctx, const dua_layout *l, const
       return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
                       "%s: d_level_bias must be DUA_F32 with contiguous levels (strides[1] = 1)", FN);
   }
+  const dua_tensor *tg = p->tile_grad;
+  if (tg) {
+    if ((st = dua_tensor_check(ctx, tg, "params.tile_grad")) != DUA_SUCCESS ||
+        (st = dua_check_shape(ctx, FN, tg, "params.tile_grad", l->batch, l->heads, l->num_blocks,
+                              l->num_blocks)) != DUA_SUCCESS)
+      return st;
+    if (tg->dtype != DUA_F32)
+      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "%s: params.tile_grad.dtype = %d, must be DUA_F32", FN,
+                      (int)tg->dtype);
+  }
   {
-    const dua_tensor *outs[4] = {dq, dk, dv, d_bias}, *ins[7] = {q, k, v, o, lse, d_o, p->level_bias};
-    static const char *const out_names[4] = {"dq", "dk", "dv", "d_level_bias"};
+    const dua_tensor *outs[5] = {dq, dk, dv, d_bias, tg}, *ins[7] = {q, k, v, o, lse, d_o, p->level_bias};
+    static const char *const out_names[5] = {"dq", "dk", "dv", "d_level_bias", "params.tile_grad"};
     static const char *const in_names[7] = {"q", "k", "v", "o", "lse", "d_o", "level_bias"};
-    if ((st = dua_check_outputs(ctx, FN, outs, out_names, 4, ins, in_names, 7)) != DUA_SUCCESS)
+    if ((st = dua_check_outputs(ctx, FN, outs, out_names, 5, ins, in_names, 7)) != DUA_SUCCESS)
       return st;
   }
   return DUA_SUCCESS;
@@ -95,13 +106,17 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
                                   &dev)) != DUA_SUCCESS)
     return st;
 
-  /* scratch: delta [B*Hq*N] then the level-bias partials [B*Hq*key_tiles*levels] */
+  /* scratch: delta [B*Hq*N], the level-bias partials [B*Hq*key_tiles*levels], then the block-pair partials
+   * [B*Hq*nb*key_tiles] */
   const int has_bias = params->level_bias != NULL, levels = l->max_depth + 1;
+  const dua_tensor *tile_grad = params->tile_grad;
   const size_t key_tiles = (size_t)l->num_blocks * (size_t)(l->block / tp.block_n);
   const size_t n_delta = (size_t)l->batch * l->heads * l->seq_len;
   const size_t n_partial = has_bias ? (size_t)l->batch * l->heads * key_tiles * (size_t)levels : 0;
+  const size_t n_tile = tile_grad ? (size_t)l->batch * l->heads * (size_t)l->num_blocks * key_tiles : 0;
   cl_mem scratch;
-  if ((st = dua_context_scratch(ctx, sizeof(float) * (n_delta + n_partial + 1), &scratch)) != DUA_SUCCESS)
+  if ((st = dua_context_scratch(ctx, sizeof(float) * (n_delta + n_partial + n_tile + 1), &scratch)) !=
+      DUA_SUCCESS)
     return st;
 
   char options[256];
@@ -110,16 +125,18 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
   snprintf(
       options, sizeof options,
       "-DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DTM=%d -DTN=%d -DDUA_FP16=%d -DDUA_ENUM=%d -DDUA_TREE=%d "
-      "-DDUA_BIAS=%d",
+      "-DDUA_BIAS=%d%s",
       head_dim, tp.block_m, tp.block_n, tp.threads_m, tp.threads_n, q->dtype == DUA_F16, enum_mode, tree_mode,
-      has_bias);
-  cl_kernel k_pre, k_dq, k_dkdv, k_bias = NULL;
+      has_bias, tile_grad ? " -DDUA_TILE_GRAD=1" : "");
+  cl_kernel k_pre, k_dq, k_dkdv, k_bias = NULL, k_tiles = NULL;
   if ((st = dua_program_kernel(ctx, "common,attn_bwd", options, "dua_attn_bwd_pre", &k_pre)) != DUA_SUCCESS ||
       (st = dua_program_kernel(ctx, "common,attn_bwd", options, "dua_attn_bwd_dq", &k_dq)) != DUA_SUCCESS ||
       (st = dua_program_kernel(ctx, "common,attn_bwd", options, "dua_attn_bwd_dkdv", &k_dkdv)) !=
           DUA_SUCCESS ||
       (d_bias && (st = dua_program_kernel(ctx, "common,attn_bwd", options, "dua_attn_bwd_bias", &k_bias)) !=
-                     DUA_SUCCESS))
+                     DUA_SUCCESS) ||
+      (tile_grad && (st = dua_program_kernel(ctx, "common,attn_bwd", options, "dua_attn_bwd_tiles",
+                                             &k_tiles)) != DUA_SUCCESS))
     return st;
 
   const shape_arg shape = dua_shape_of(l);
@@ -131,7 +148,7 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
   const cl_long4 ls = dua_strides4(lse);
   const cl_long4 in_off = {
       {dua_elem_offset(q), dua_elem_offset(k), dua_elem_offset(v), dua_elem_offset(d_o)}};
-  const cl_long delta_off = 0, partial_off = (cl_long)n_delta;
+  const cl_long delta_off = 0, partial_off = (cl_long)n_delta, tile_off = (cl_long)(n_delta + n_partial);
   const cl_long bias_off = has_bias ? dua_elem_offset(params->level_bias) : 0;
   const cl_int bias_stride = has_bias ? (cl_int)params->level_bias->strides[0] : 0;
   const cl_mem qm = q->buffer->mem, km = k->buffer->mem, vm = v->buffer->mem, om = o->buffer->mem;
@@ -206,6 +223,8 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
     dua_arg(&a, sizeof t_mems[i], &t_mems[i]);
   dua_arg(&a, sizeof bias_stride, &bias_stride);
   dua_arg(&a, sizeof n_levels, &n_levels);
+  dua_arg(&a, sizeof scratch, &scratch);
+  dua_arg(&a, sizeof tile_off, &tile_off);
   if (a.err != CL_SUCCESS)
     return dua_fail(ctx, (dua_status)a.err, "%s: dua_attn_bwd_dkdv argument %u", FN, a.index - 1);
   size_t g_kv[3] = {key_tiles * threads, (size_t)l->kv_heads, (size_t)l->batch};
@@ -231,6 +250,25 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
       return dua_fail(ctx, (dua_status)a.err, "%s: dua_attn_bwd_bias argument %u", FN, a.index - 1);
   }
 
+  /* 5. block-pair gradient: fixed-order sum of the key-tile partials of each key block */
+  size_t g_tiles[3] = {(size_t)l->num_blocks * (size_t)l->num_blocks, (size_t)l->heads, (size_t)l->batch};
+  if (tile_grad) {
+    a = (dua_arg_list){k_tiles, 0, CL_SUCCESS};
+    const cl_mem out = tile_grad->buffer->mem;
+    const cl_long4 ts = dua_strides4(tile_grad);
+    const cl_long out_off = dua_elem_offset(tile_grad);
+    const cl_int nbk = l->num_blocks, tpb = l->block / tp.block_n;
+    dua_arg(&a, sizeof scratch, &scratch);
+    dua_arg(&a, sizeof out, &out);
+    dua_arg(&a, sizeof tile_off, &tile_off);
+    dua_arg(&a, sizeof ts, &ts);
+    dua_arg(&a, sizeof out_off, &out_off);
+    dua_arg(&a, sizeof nbk, &nbk);
+    dua_arg(&a, sizeof tpb, &tpb);
+    if (a.err != CL_SUCCESS)
+      return dua_fail(ctx, (dua_status)a.err, "%s: dua_attn_bwd_tiles argument %u", FN, a.index - 1);
+  }
+
   /* Every argument is set: only now does anything reach the queue (a failure above wrote nothing). An enqueue
    * failure from here on can leave the gradients partly written; the status says so. */
   if ((st = dua_launch(ctx, k_pre, 3, g_pre, NULL, "dua_attn_bwd_pre")) != DUA_SUCCESS ||
@@ -245,7 +283,17 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
       return dua_fail(ctx, (dua_status)err, "%s: clearing the level-bias partials failed: %s", FN,
                       dua_status_string((dua_status)err));
   }
+  if (tile_grad) {
+    const cl_float zero = 0.0f;
+    cl_int err = clEnqueueFillBuffer(ctx->queue, scratch, &zero, sizeof zero,
+                                     (size_t)tile_off * sizeof(float), n_tile * sizeof(float), 0, NULL, NULL);
+    if (err != CL_SUCCESS)
+      return dua_fail(ctx, (dua_status)err, "%s: clearing the block-pair partials failed: %s", FN,
+                      dua_status_string((dua_status)err));
+  }
   if ((st = dua_launch(ctx, k_dkdv, 3, g_kv, local, "dua_attn_bwd_dkdv")) != DUA_SUCCESS)
     return st;
-  return d_bias ? dua_launch(ctx, k_bias, 1, g_bias, NULL, "dua_attn_bwd_bias") : DUA_SUCCESS;
+  if (d_bias && (st = dua_launch(ctx, k_bias, 1, g_bias, NULL, "dua_attn_bwd_bias")) != DUA_SUCCESS)
+    return st;
+  return tile_grad ? dua_launch(ctx, k_tiles, 3, g_tiles, NULL, "dua_attn_bwd_tiles") : DUA_SUCCESS;
 }

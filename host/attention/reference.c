@@ -18,6 +18,7 @@ void dua_attention_params_init(dua_attention_params *params) {
   params->scale = 0.0f;
   params->algo = DUA_ALGO_AUTO;
   params->level_bias = NULL;
+  params->tile_grad = NULL;
 }
 
 static dua_status check_tensor(struct dua_layout *l, const char *name, const dua_host_tensor *t, int64_t s0,

@@ -6,7 +6,8 @@
  * layouts), then with dP_ij = dO_i . v_j and D_i = sum_j P_ij dP_ij (= rowsum(dO_i * O_i), computed from P
  * and dP in double rather than from a rounded O): dS_ij = P_ij (dP_ij - D_i),  dq_i = scale * sum_j dS_ij
  * k_j,  dk_j += scale * dS_ij q_i,  dv_j += P_ij dO_i, d_level_bias[h][lca(m, n)] += dS_ij for every biased
- * (tree, non window/sink) pair. dk/dv sum over the query heads of a GQA group. Rows with no visible key (or
+ * (tree, non window/sink) pair, and tile_grad[b][h][m][n] += dS_ij for the same pairs (i in block m, j in
+ * block n) when asked. dk/dv sum over the query heads of a GQA group. Rows with no visible key (or
  * only -inf scores) contribute nothing and get dq_i = 0. Argument errors return DUA_ERROR_INVALID_ARGUMENT
  * with a message in the layout's error text; nothing is written on error. Outputs must not alias inputs. */
 #include "attention/layout_internal.h"
@@ -49,6 +50,8 @@ typedef struct bwd_scratch {
   double *dp;        /* [N] dP of one row, then dS */
   int64_t *cols;     /* [N] key index of each score */
   int32_t *lvl;      /* [N] level-bias slot of each score, -1 for unbiased pairs */
+  uint8_t *tree;     /* [N] the score's pair is a tree pair and not a window/sink pair */
+  double *tiles;     /* [B][H][nb][nb] block-pair sums of dS, or NULL */
   double *dq;        /* [DH] */
   double *dk, *dv;   /* [N][DH] accumulators of one (b, kv head) */
   double *dlb;       /* [H][Dmax + 1] */
@@ -63,6 +66,8 @@ static void scratch_free(bwd_scratch *s) {
   free(s->dp);
   free(s->cols);
   free(s->lvl);
+  free(s->tree);
+  free(s->tiles);
   free(s->dq);
   free(s->dk);
   free(s->dv);
@@ -78,6 +83,7 @@ static int scratch_alloc(bwd_scratch *s, int32_t nb, int64_t n, int64_t dh, int6
   s->dp = malloc((size_t)n * sizeof(double));
   s->cols = malloc((size_t)n * sizeof(int64_t));
   s->lvl = malloc((size_t)n * sizeof(int32_t));
+  s->tree = malloc((size_t)n);
   s->dq = malloc((size_t)dh * sizeof(double));
   s->dk = NULL;
   s->dv = NULL;
@@ -87,7 +93,7 @@ static int scratch_alloc(bwd_scratch *s, int32_t nb, int64_t n, int64_t dh, int6
   }
   s->dlb = calloc((size_t)h * (size_t)(dmax + 1), sizeof(double));
   return s->blocks && s->full && s->shared && s->tile_lca && s->scores && s->dp && s->cols && s->lvl &&
-         s->dq && s->dk && s->dv && s->dlb;
+         s->tree && s->dq && s->dk && s->dv && s->dlb;
 }
 
 /* Backward of one query row i of (b, h), accumulating into s->dk, s->dv (the row's kv head) and s->dlb, and
@@ -112,6 +118,7 @@ static void backward_row(const struct dua_layout *l, const dua_rule *r, bwd_scra
       for (int64_t d = 0; d < DH; d++)
         x += (double)q->data[at(q, b, h, i, d)] * (double)k->data[at(k, b, hk, j, d)];
       int32_t slot = s->shared[t] && !extra ? s->tile_lca[t] : -1;
+      s->tree[count] = (uint8_t)(s->shared[t] && !extra);
       x = x * sc + (slot >= 0 ? (double)bias[(size_t)h * (l->max_depth + 1) + slot] : 0.0);
       s->scores[count] = x;
       s->lvl[count] = slot;
@@ -146,6 +153,9 @@ static void backward_row(const struct dua_layout *l, const dua_rule *r, bwd_scra
       }
       if (s->lvl[x] >= 0)
         s->dlb[(size_t)h * (l->max_depth + 1) + s->lvl[x]] += ds;
+      if (s->tiles && s->tree[x])
+        s->tiles[((size_t)(b * l->heads + h) * l->num_blocks + (size_t)(i / blk)) * l->num_blocks +
+                 (size_t)(s->cols[x] / blk)] += ds;
     }
   }
   for (int64_t d = 0; d < DH; d++)
@@ -157,6 +167,16 @@ dua_status dua_attention_backward_reference(const dua_layout *layout, float scal
                                             const dua_host_tensor *v, const dua_host_tensor *d_o,
                                             const dua_host_tensor *dq, const dua_host_tensor *dk,
                                             const dua_host_tensor *dv, float *d_level_bias) {
+  return dua_attention_backward_reference_tiles(layout, scale, level_bias, q, k, v, d_o, dq, dk, dv,
+                                                d_level_bias, NULL);
+}
+
+dua_status dua_attention_backward_reference_tiles(const dua_layout *layout, float scale,
+                                                  const float *level_bias, const dua_host_tensor *q,
+                                                  const dua_host_tensor *k, const dua_host_tensor *v,
+                                                  const dua_host_tensor *d_o, const dua_host_tensor *dq,
+                                                  const dua_host_tensor *dk, const dua_host_tensor *dv,
+                                                  float *d_level_bias, float *tile_grad) {
   if (layout == NULL)
     return DUA_ERROR_INVALID_ARGUMENT;
   /* the layout is heap memory owned by the library: its error text is the message channel */
@@ -186,7 +206,9 @@ dua_status dua_attention_backward_reference(const dua_layout *layout, float scal
   const int64_t group = H / HKV;
 
   bwd_scratch s;
-  if (!scratch_alloc(&s, nb, N, DH, H, l->max_depth)) {
+  int ok = scratch_alloc(&s, nb, N, DH, H, l->max_depth);
+  s.tiles = tile_grad ? calloc((size_t)B * (size_t)H * (size_t)nb * (size_t)nb, sizeof(double)) : NULL;
+  if (!ok || (tile_grad && !s.tiles)) {
     scratch_free(&s);
     return dua_layout_fail(l->error, sizeof l->error, DUA_ERROR_OUT_OF_MEMORY, FN ": out of memory");
   }
@@ -216,6 +238,9 @@ dua_status dua_attention_backward_reference(const dua_layout *layout, float scal
   if (level_bias != NULL && d_level_bias != NULL)
     for (size_t x = 0; x < (size_t)H * (size_t)(l->max_depth + 1); x++)
       d_level_bias[x] = (float)s.dlb[x];
+  if (tile_grad)
+    for (size_t x = 0; x < (size_t)B * (size_t)H * (size_t)nb * (size_t)nb; x++)
+      tile_grad[x] = (float)s.tiles[x];
   scratch_free(&s);
   return DUA_SUCCESS;
 }

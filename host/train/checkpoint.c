@@ -83,11 +83,16 @@ static const field config_fields[] = {I32(task),
                                       {offsetof(dua_trainer_config, seed), F_U64},
                                       I32(eval_every)};
 
+/* fields declared after reserved[] (taken from the end of the reserved space): serialized after it, so
+ * the stream keeps the struct's order and older files (zeros there) still read */
+static const field tail_fields[] = {F32(balance_weight), F32(router_lr_scale)};
+
 #define N_FIELDS (sizeof config_fields / sizeof config_fields[0])
+#define N_TAIL (sizeof tail_fields / sizeof tail_fields[0])
 #define N_RESERVED ((int)(sizeof((dua_trainer_config *)0)->reserved / sizeof(int32_t)))
 
 static size_t config_bytes(void) {
-  size_t n = 4 * (size_t)N_RESERVED;
+  size_t n = 4 * (size_t)N_RESERVED + 4 * N_TAIL;
   for (size_t i = 0; i < N_FIELDS; i++)
     n += config_fields[i].kind == F_U64 ? 8 : 4;
   return n;
@@ -123,6 +128,11 @@ static void config_serialize(const dua_trainer_config *c, unsigned char *out) {
   }
   for (int i = 0; i < N_RESERVED; i++, out += 4)
     put_le(out, (uint32_t)c->reserved[i], 4);
+  for (size_t i = 0; i < N_TAIL; i++, out += 4) {
+    uint32_t v;
+    memcpy(&v, (const unsigned char *)c + tail_fields[i].offset, 4);
+    put_le(out, v, 4);
+  }
 }
 
 static void config_deserialize(const unsigned char *in, dua_trainer_config *c) {
@@ -143,6 +153,10 @@ static void config_deserialize(const unsigned char *in, dua_trainer_config *c) {
   for (int i = 0; i < N_RESERVED; i++, in += 4) {
     uint32_t v = (uint32_t)get_le(in, 4);
     memcpy(&c->reserved[i], &v, 4);
+  }
+  for (size_t i = 0; i < N_TAIL; i++, in += 4) {
+    uint32_t v = (uint32_t)get_le(in, 4);
+    memcpy(base + tail_fields[i].offset, &v, 4);
   }
 }
 

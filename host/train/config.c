@@ -32,6 +32,8 @@ void dua_trainer_config_init(dua_trainer_config *c) {
   c->gate_init = -2.0f;
   c->gate_lr_scale = 10.0f;
   c->density_weight = 0.0f;
+  c->balance_weight = 0.1f;
+  c->router_lr_scale = 1.0f;
   c->density_target = 0.25f;
   c->skip_bias = -30.0f;
   c->batch = 64;
@@ -157,7 +159,9 @@ dua_status dua_trainer_config_validate(const dua_trainer_config *c, char *error,
   }
   CHECK_INT(mlp_ratio, 1, 16);
   /* routing */
-  CHECK_INT(mode, DUA_ROUTING_DENSE, DUA_ROUTING_NATIVE);
+  if (c->mode != DUA_ROUTING_DENSE && c->mode != DUA_ROUTING_NATIVE && c->mode != DUA_ROUTING_CONTENT)
+    return fail(error, error_size, "config.mode = %d must be %d (dense), %d (native) or %d (content)",
+                (int)c->mode, DUA_ROUTING_DENSE, DUA_ROUTING_NATIVE, DUA_ROUTING_CONTENT);
   if (c->block != 16 && c->block != 32 && c->block != 64 && c->block != 128 && c->block != 256)
     return fail(error, error_size, "config.block = %d must be a power of two in [16, 256]", (int)c->block);
   CHECK_INT(arity, 2, 256);
@@ -173,6 +177,11 @@ dua_status dua_trainer_config_validate(const dua_trainer_config *c, char *error,
   CHECK_FLOAT(density_weight, 0.0, 1e6);
   CHECK_FLOAT_OPEN_LO(density_target, 0.0, 1.0);
   CHECK_FLOAT_OPEN_HI(skip_bias, -1e4, 0.0);
+  CHECK_FLOAT(balance_weight, 0.0, 1e4);
+  if (c->mode == DUA_ROUTING_CONTENT)
+    CHECK_FLOAT_OPEN_LO(router_lr_scale, 0.0, 1e4);
+  else
+    CHECK_FLOAT(router_lr_scale, 0.0, 1e4);
   /* optimisation */
   CHECK_INT(batch, 1, 1 << 16);
   if ((long long)c->batch * c->seq_len > (1ll << 28))

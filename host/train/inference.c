@@ -108,6 +108,40 @@ dua_status dua_inference_layouts(dua_inference_model *m, int32_t batch, int dens
 
 /* ---------------------------------------------------------------- blocks */
 
+/* Is this pass's layout set the dense one? */
+static int pass_dense(const dua_inference_model *m, dua_layout **layouts) {
+  for (const dua_layout_set *s = m->sets; s; s = s->next)
+    if (s->layer == layouts)
+      return s->dense;
+  return 0;
+}
+
+/* Content routing of layer l for a full-sequence pass of nseq sequences: the argmax paths of the router on
+ * the layer-normed first-token rows (at a->ln), then a content layout with the routing's depths. */
+static dua_status content_layout(dua_inference_model *m, int l, int nseq, dua_layout **out) {
+  const int nb = (m->S + m->cfg.block - 1) / m->cfg.block;
+  TRY(dua_read_first_rows(m->acts, m->a.ln, nseq, m->S, m->C, m->cfg.block, m->first_rows));
+  m->content->B = nseq;
+  m->content->noise = 0;
+  TRY(dua_content_route(m->content, l, m->first_rows, m->paths));
+  const dua_routing_head *h0 = &m->routing.head[(size_t)l * m->H];
+  dua_layout_desc d;
+  memset(&d, 0, sizeof d);
+  d.seq_len = m->S, d.block = h0->block, d.batch = nseq, d.heads = m->H, d.kv_heads = m->H;
+  d.arity = h0->arity, d.depths = m->depths + (size_t)l * m->H, d.paths = m->paths;
+  d.window = h0->window, d.sink = h0->sink, d.causal = 1;
+  (void)nb;
+  char why[256];
+  dua_layout *fresh = NULL;
+  dua_status st = dua_layout_create(&d, &fresh, why, sizeof why);
+  if (st != DUA_SUCCESS)
+    return dua_fail(m->ctx, st, "layer %d content layout: %s", l, why);
+  dua_layout_destroy(m->clay[l]);
+  m->clay[l] = fresh;
+  *out = fresh;
+  return DUA_SUCCESS;
+}
+
 dua_status dua_inference_blocks(dua_inference_model *m, const dua_inference_pass *p, size_t *final_res) {
   const dua_inference_acts *a = &m->a;
   const size_t R = (size_t)p->rows, C = (size_t)m->C, M = (size_t)m->M, S = (size_t)m->S;
@@ -115,6 +149,12 @@ dua_status dua_inference_blocks(dua_inference_model *m, const dua_inference_pass
   dua_ops *ops = m->ops;
   dua_buffer *A = m->acts;
   size_t res[3] = {a->res[0], a->res[1], a->res[2]};
+  const int content = m->content && !pass_dense(m, p->layouts);
+  if (content && (decode || p->seq >= 0 || padded))
+    return dua_fail(
+        m->ctx, DUA_ERROR_UNSUPPORTED,
+        "content-routed model: prefill and decode (generation) are not supported yet; evaluation and "
+        "full-sequence forwards are");
   if (decode)
     TRY(dua_op_embed_forward(ops, span(A, res[0]), p->tokens, param(m, P_WTE, 0),
                              dua_span_at(param(m, P_WPE, 0), (size_t)p->pos * C), 1, 1, m->C, m->V));
@@ -141,7 +181,10 @@ dua_status dua_inference_blocks(dua_inference_model *m, const dua_inference_pass
                  v = heads_view(m, a->qkv, 2 * C, 3 * C, p->nseq, m->S),
                  o = heads_view(m, a->atty, 0, C, p->nseq, m->S);
       dua_tensor lse = dua_tensor_contiguous(A, 4 * a->lse, DUA_F32, p->nseq, m->H, m->S, 1);
-      TRY(dua_attention_forward(m->ctx, p->layouts[l], &ap, &q, &k, &v, &o, &lse));
+      dua_layout *layout = p->layouts[l];
+      if (content)
+        TRY(content_layout(m, l, p->nseq, &layout));
+      TRY(dua_attention_forward(m->ctx, layout, &ap, &q, &k, &v, &o, &lse));
       if (p->seq >= 0) {
         dua_tensor kp = heads_view(m, a->qkv, C, 3 * C, 1, p->rows),
                    vp = heads_view(m, a->qkv, 2 * C, 3 * C, 1, p->rows);
@@ -192,6 +235,14 @@ void dua_inference_model_destroy(dua_inference_model *m) {
     free(s->layer);
     free(s);
   }
+  if (m->clay)
+    for (int l = 0; l < m->L; l++)
+      dua_layout_destroy(m->clay[l]);
+  free(m->clay);
+  dua_content_destroy(m->content);
+  free(m->first_rows);
+  free(m->paths);
+  free(m->cdensity);
   dua_buffer_destroy(m->params);
   dua_buffer_destroy(m->acts);
   dua_ops_destroy(m->ops);
@@ -238,7 +289,7 @@ static void arena_layout(dua_inference_model *m) {
 static dua_status checkpoint_routing(dua_inference_model *m, const dua_ckpt_section *s, int n, char *error,
                                      size_t error_size) {
   const size_t LH = (size_t)m->L * m->H;
-  const int native = m->cfg.mode == DUA_ROUTING_NATIVE && m->D > 0;
+  const int native = (m->cfg.mode == DUA_ROUTING_NATIVE || m->cfg.mode == DUA_ROUTING_CONTENT) && m->D > 0;
   const dua_ckpt_section *state = dua_checkpoint_find(s, n, "state");
   state_header h;
   if (!state || state->bytes != sizeof h + LH * sizeof(int32_t)) {
@@ -276,6 +327,7 @@ static dua_status checkpoint_routing(dua_inference_model *m, const dua_ckpt_sect
     m->depths[i] = d;
   }
   m->routing.layers = m->L, m->routing.heads = m->H, m->routing.seq_len = m->S, m->routing.causal = 1;
+  m->routing.content = m->cfg.mode == DUA_ROUTING_CONTENT;
   m->routing.head = calloc(LH, sizeof *m->routing.head);
   if (!m->routing.head)
     return DUA_ERROR_OUT_OF_MEMORY;
@@ -403,6 +455,37 @@ static dua_status load(dua_inference_model *m, const dua_ckpt_section *s, int n,
       m->step = h.step;
     }
   }
+  if (st == DUA_SUCCESS && m->routing.content != (c->mode == DUA_ROUTING_CONTENT)) {
+    put(error, error_size,
+        "routing file %s does not match the checkpoint: it routes a %s tree, the checkpoint was trained with "
+        "%s",
+        routing_path ? routing_path : "(checkpoint)", m->routing.content ? "content" : "positional",
+        c->mode == DUA_ROUTING_CONTENT ? "content routing" : "the positional tree");
+    st = DUA_ERROR_INVALID_ARGUMENT;
+  }
+  if (st == DUA_SUCCESS && c->mode == DUA_ROUTING_CONTENT && m->D > 0) { /* the routers */
+    const int nb = (m->S + c->block - 1) / c->block;
+    if ((st = dua_content_create(c, m->D, m->B, 0, &m->content)) != DUA_SUCCESS)
+      return st;
+    const dua_ckpt_section *rw = dua_checkpoint_find(s, n, "router_w");
+    if (!rw || rw->bytes != m->content->d.total * 4) {
+      put(error, error_size, "checkpoint section \"router_w\" %s (the config needs %zu bytes)",
+          rw ? "has the wrong size" : "is missing", m->content->d.total * 4);
+      return DUA_ERROR_CORRUPT_FILE;
+    }
+    memcpy(m->content->w, rw->data, rw->bytes);
+    for (size_t i = 0; i < m->content->d.total; i++)
+      if (!isfinite(m->content->w[i])) {
+        put(error, error_size, "checkpoint section \"router_w\" holds a non-finite weight");
+        return DUA_ERROR_CORRUPT_FILE;
+      }
+    m->clay = calloc((size_t)m->L, sizeof *m->clay);
+    m->first_rows = malloc((size_t)m->B * nb * m->C * sizeof *m->first_rows);
+    m->paths = malloc((size_t)m->B * m->H * nb * m->D);
+    m->cdensity = calloc((size_t)m->L, sizeof *m->cdensity);
+    if (!m->clay || !m->first_rows || !m->paths || !m->cdensity)
+      return DUA_ERROR_OUT_OF_MEMORY;
+  }
   if (st != DUA_SUCCESS)
     return st;
   if ((st = dense_block_density(m, &m->dense_blocks)) != DUA_SUCCESS) {
@@ -528,6 +611,14 @@ dua_status dua_inference_density(dua_inference_model *m, int dense, double *per_
     return dua_fail(m ? m->ctx : NULL, DUA_ERROR_INVALID_ARGUMENT,
                     "dua_inference_density: model and per_layer must not be NULL");
   TRY(check_dense(m, "dua_inference_density", dense));
+  if (m->content && !dense) { /* content layouts depend on the data: the mean over the test set */
+    if (!m->cdensity_valid) {
+      dua_eval_result ignored;
+      TRY(dua_inference_evaluate(m, 0, &ignored));
+    }
+    memcpy(per_layer, m->cdensity, (size_t)m->L * sizeof *per_layer);
+    return DUA_SUCCESS;
+  }
   dua_layout **lay;
   TRY(dua_inference_layouts(m, m->B, dense, &lay));
   for (int l = 0; l < m->L; l++) {
@@ -553,6 +644,11 @@ dua_status dua_inference_evaluate(dua_inference_model *m, int dense, dua_eval_re
   /* the trainer's evaluation, step by step: same batches, padding, ops and summation order */
   double loss = 0.0;
   int64_t scored = 0, right = 0;
+  const int content = m->content && !dense;
+  int batches = 0;
+  double content_density = 0.0;
+  if (content)
+    memset(m->cdensity, 0, (size_t)m->L * sizeof *m->cdensity);
   for (int first = 0; first < n; first += B) {
     const int count = n - first < B ? n - first : B;
     dua_task_test_examples(m->task, first, count, m->tokens, m->targets);
@@ -581,17 +677,33 @@ dua_status dua_inference_evaluate(dua_inference_model *m, int dense, dua_eval_re
         ok += m->preds[i] == m->targets[i];
       }
     loss += ls, scored += valid, right += ok;
+    if (content) { /* the trainer's arithmetic: per batch the mean over layers, then over batches */
+      double batch_sum = 0.0;
+      for (int l = 0; l < m->L; l++) {
+        dua_layout_density d;
+        TRY(dua_layout_density_get(m->clay[l], &d));
+        batch_sum += d.blocks;
+        m->cdensity[l] += d.blocks / m->dense_blocks;
+      }
+      content_density += batch_sum / m->L / m->dense_blocks;
+    }
+    batches++;
   }
   double sum = 0.0;
-  for (int l = 0; l < m->L; l++) {
+  for (int l = 0; l < m->L && !content; l++) {
     dua_layout_density d;
     TRY(dua_layout_density_get(lay[l], &d));
     sum += d.blocks;
   }
+  if (content) {
+    for (int l = 0; l < m->L; l++)
+      m->cdensity[l] /= batches ? batches : 1;
+    m->cdensity_valid = 1;
+  }
   memset(result, 0, sizeof *result);
   result->loss = scored ? loss / (double)scored : 0.0;
   result->accuracy = scored ? (double)right / (double)scored : 0.0;
-  result->density = sum / m->L / m->dense_blocks;
+  result->density = content ? (batches ? content_density / batches : 0.0) : sum / m->L / m->dense_blocks;
   result->scored = scored;
   result->seconds = dua_inference_now() - t0;
   return DUA_SUCCESS;
@@ -695,8 +807,9 @@ dua_status dua_inference_time(dua_inference_model *m, int dense, int32_t reps, d
     dua_tensor q = heads_view(m, m->a.qkv, 0, 3 * C, B, S), k = heads_view(m, m->a.qkv, C, 3 * C, B, S),
                v = heads_view(m, m->a.qkv, 2 * C, 3 * C, B, S), o = heads_view(m, m->a.atty, 0, C, B, S);
     dua_tensor lse = dua_tensor_contiguous(m->acts, 4 * m->a.lse, DUA_F32, B, m->H, S, 1);
-    for (int l = 0; l < m->L && st == DUA_SUCCESS; l++)
-      st = dua_attention_forward(m->ctx, lay[l], &ap, &q, &k, &v, &o, &lse);
+    for (int l = 0; l < m->L && st == DUA_SUCCESS; l++) /* content: the layouts the pass just ran */
+      st = dua_attention_forward(m->ctx, m->content && !dense ? m->clay[l] : lay[l], &ap, &q, &k, &v, &o,
+                                 &lse);
     if (st == DUA_SUCCESS)
       st = dua_context_finish(m->ctx);
     double t2 = dua_inference_now();

@@ -198,6 +198,12 @@ dua_status dua_inference_generate(dua_inference_model *m, const int32_t *prompt,
   if (options)
     o = *options;
   TRY(validate(m, prompt, prompt_len, n_new, &o, tokens));
+  if (m->content && !o.dense)
+    return dua_fail(
+        m->ctx, DUA_ERROR_UNSUPPORTED,
+        "dua_inference_generate: content-routed models cannot generate yet (the paged-KV decode "
+        "would need each block's path as its first token arrives); evaluate, forward, or generate "
+        "with options.dense = 1");
   gen_state g;
   memset(&g, 0, sizeof g);
   g.seq = -1;

@@ -6,6 +6,7 @@
 #ifndef DUA_INFERENCE_INTERNAL_H
 #define DUA_INFERENCE_INTERNAL_H
 
+#include "train/content.h"
 #include "train/model.h"
 #include "train/task.h"
 
@@ -49,6 +50,13 @@ struct dua_inference_model {
   dua_kv_cache *cache;               /* made by the first generation */
   int32_t *tokens, *targets, *preds; /* host [B * S] */
   float *losses;                     /* host [B * S] */
+  /* content mode: the router (argmax paths from the model's own activations, per pass and batch) */
+  dua_content *content; /* NULL for the positional tree */
+  dua_layout **clay;    /* [L] content layouts of the last sparse pass */
+  float *first_rows;    /* host [B][nb][C] */
+  uint8_t *paths;       /* host [B][H][nb][D] */
+  double *cdensity;     /* [L] mean block density of the content layouts over the last evaluation */
+  int cdensity_valid;
 };
 
 /* Layouts for attention batch `batch` (1..B), sparse or dense; made once, kept until the model goes. */

@@ -232,6 +232,10 @@ void dua_model_destroy(dua_model *m) {
   free(m->targets);
   free(m->losses);
   free(m->preds);
+  free(m->first_rows);
+  free(m->paths);
+  free(m->tiles_host);
+  dua_buffer_destroy(m->tiles);
   dua_buffer_destroy(m->params);
   dua_buffer_destroy(m->grads);
   dua_buffer_destroy(m->adam_m);
@@ -247,11 +251,12 @@ int dua_layer_shift(const dua_trainer_config *config, int l) {
   return (config->shift_alternate && (l & 1)) ? config->arity / 2 : 0;
 }
 
-/* Makes sure layer l's layout has these depths (rebuilt only when they change). */
-static dua_status ensure_layout(dua_model *m, int l, const int32_t *depths) {
+/* Makes sure layer l's layout has these depths (rebuilt only when they change); with content paths
+ * ([B][H][nb][D]) it is always rebuilt. */
+static dua_status ensure_layout(dua_model *m, int l, const int32_t *depths, const uint8_t *paths) {
   const int H = m->d.H;
   int32_t *have = m->layout_depths + (size_t)l * H;
-  if (m->layouts[l] && memcmp(have, depths, (size_t)H * sizeof *depths) == 0)
+  if (!paths && m->layouts[l] && memcmp(have, depths, (size_t)H * sizeof *depths) == 0)
     return DUA_SUCCESS;
   dua_layout_desc desc;
   memset(&desc, 0, sizeof desc);
@@ -262,7 +267,8 @@ static dua_status ensure_layout(dua_model *m, int l, const int32_t *depths) {
   desc.kv_heads = H;
   desc.arity = m->cfg.arity;
   desc.depths = depths;
-  desc.shift = dua_layer_shift(&m->cfg, l);
+  desc.shift = paths ? 0 : dua_layer_shift(&m->cfg, l);
+  desc.paths = paths;
   desc.window = m->cfg.window;
   desc.sink = m->cfg.sink;
   desc.causal = 1;
@@ -273,6 +279,37 @@ static dua_status ensure_layout(dua_model *m, int l, const int32_t *depths) {
   dua_layout_destroy(m->layouts[l]);
   m->layouts[l] = fresh;
   memcpy(have, depths, (size_t)H * sizeof *depths);
+  if (paths) /* a content layout never matches depths alone */
+    have[0] = -2;
+  return DUA_SUCCESS;
+}
+
+/* Content routing of layer l: reads the first-token rows of the layer-normed activation at element offset
+ * ln ([R, C]), asks m->route for the paths. */
+static dua_status route_layer(dua_model *m, int l, size_t ln) {
+  const dua_model_dims *d = &m->d;
+  const int nb = (d->T + m->cfg.block - 1) / m->cfg.block;
+  if (!m->first_rows) {
+    m->first_rows = malloc((size_t)d->B * nb * d->C * sizeof *m->first_rows);
+    m->paths = malloc((size_t)d->B * d->H * nb * (m->tree_depth ? m->tree_depth : 1));
+    if (!m->first_rows || !m->paths)
+      return dua_fail(m->ctx, DUA_ERROR_OUT_OF_MEMORY, "content routing: out of host memory");
+  }
+  dua_status st = dua_read_first_rows(m->acts, ln, d->B, d->T, d->C, m->cfg.block, m->first_rows);
+  if (st != DUA_SUCCESS)
+    return st;
+  return m->route(m->route_user, l, m->first_rows, m->paths);
+}
+
+dua_status dua_read_first_rows(dua_buffer *acts, size_t off, int B, int T, int C, int block, float *x) {
+  const int nb = (T + block - 1) / block;
+  for (int b = 0; b < B; b++)
+    for (int n = 0; n < nb; n++) {
+      dua_status st = dua_buffer_read(acts, 4 * (off + ((size_t)b * T + (size_t)n * block) * C),
+                                      4 * (size_t)C, x + ((size_t)b * nb + n) * C);
+      if (st != DUA_SUCCESS)
+        return st;
+    }
   return DUA_SUCCESS;
 }
 
@@ -323,7 +360,10 @@ dua_status dua_model_forward(dua_model *m, const int32_t *tokens, const int32_t 
                                  span(A, res), param(m, P, P_LN1W, l), param(m, P, P_LN1B, l), d->R, d->C));
     TRY(dua_op_matmul_forward(ops, span(A, qkv), span(A, ln1), param(m, P, P_QKVW, l), param(m, P, P_QKVB, l),
                               d->R, d->C, 3 * d->C));
-    TRY(ensure_layout(m, l, routing[l].depths));
+    const int content = m->route != NULL && m->tree_depth > 0;
+    if (content)
+      TRY(route_layer(m, l, ln1));
+    TRY(ensure_layout(m, l, routing[l].depths, content ? m->paths : NULL));
     dua_attention_params ap;
     dua_attention_params_init(&ap);
     dua_tensor bias = bias_view(m, m->bias, l);
@@ -381,6 +421,14 @@ dua_status dua_model_backward(dua_model *m, float *dbias_host) {
 
   TRY(dua_op_fill(ops, span(G, 0), m->num_params, 0.0f));
   TRY(dua_op_fill(ops, span(A, a.dresidual), R * C, 0.0f));
+  const int nb = (d->T + m->cfg.block - 1) / m->cfg.block;
+  const size_t tiles_per_layer = (size_t)d->B * d->H * nb * nb;
+  const int tiles = m->want_tiles && m->has_bias;
+  if (tiles && !m->tiles) {
+    TRY(dua_buffer_create(m->ctx, 4 * tiles_per_layer * d->L, &m->tiles));
+    if (!(m->tiles_host = malloc(4 * tiles_per_layer * d->L)))
+      return dua_fail(m->ctx, DUA_ERROR_OUT_OF_MEMORY, "block-pair gradients: out of host memory");
+  }
   TRY(dua_op_fill(ops, span(A, a.dln), R * C, 0.0f));
   /* logits = lnf * wte^T (tied head) */
   TRY(dua_op_matmul_backward(ops, span(A, a.dln), param(m, G, P_WTE, 0), no_span, span(A, a.logits),
@@ -416,6 +464,11 @@ dua_status dua_model_backward(dua_model *m, float *dbias_host) {
     dua_attention_params_init(&ap);
     dua_tensor bias = bias_view(m, m->bias, l), dbias = bias_view(m, m->dbias, l);
     ap.level_bias = m->has_bias ? &bias : NULL;
+    dua_tensor tile_view;
+    if (tiles) {
+      tile_view = dua_tensor_contiguous(m->tiles, 4 * tiles_per_layer * l, DUA_F32, d->B, d->H, nb, nb);
+      ap.tile_grad = &tile_view;
+    }
     dua_tensor q = head_view(m, qkv, 0, 3 * C), k = head_view(m, qkv, C, 3 * C),
                v = head_view(m, qkv, 2 * C, 3 * C);
     dua_tensor o = head_view(m, atty, 0, C), dout = head_view(m, a.datty, 0, C);
@@ -441,6 +494,8 @@ dua_status dua_model_backward(dua_model *m, float *dbias_host) {
                             m->tokens, d->B, d->T, d->C, d->V));
   if (m->has_bias && dbias_host)
     TRY(dua_buffer_read(m->dbias, 0, 4 * (size_t)d->L * d->H * (m->tree_depth + 1), dbias_host));
+  if (tiles)
+    TRY(dua_buffer_read(m->tiles, 0, 4 * tiles_per_layer * d->L, m->tiles_host));
   return DUA_SUCCESS;
 }
 

@@ -41,6 +41,10 @@ typedef struct dua_layer_routing {
   const float *bias;  /* host [H][Dmax + 1] level bias, or NULL (no bias) */
 } dua_layer_routing;
 
+/* Content routing hook: called by the forward after layer l's first layer norm with the layer-normed
+ * rows of the first token of every block, x [B][nb][C]; must fill paths [B][H][nb][D] (D = tree_depth). */
+typedef dua_status (*dua_route_fn)(void *user, int layer, const float *x, uint8_t *paths);
+
 typedef struct dua_model {
   dua_context *ctx;
   dua_ops *ops;
@@ -60,6 +64,14 @@ typedef struct dua_model {
   float *losses;             /* [R] */
   int32_t *preds;            /* [R] */
   int has_bias;              /* the last forward used level biases */
+  /* content routing: route != NULL makes every layer's layout a content tree from route's paths */
+  dua_route_fn route;
+  void *route_user;
+  float *first_rows; /* host [B][nb][C] */
+  uint8_t *paths;    /* host [B][H][nb][D] */
+  int want_tiles;    /* backward with level biases also returns the block-pair gradients */
+  dua_buffer *tiles; /* [L][B][H][nb][nb] (made on first use) */
+  float *tiles_host; /* host copy of tiles after such a backward */
   char error[512];
 } dua_model;
 
@@ -90,6 +102,9 @@ dua_status dua_model_forward(dua_model *m, const int32_t *tokens, const int32_t 
 dua_status dua_model_backward(dua_model *m, float *dbias);
 /* Global L2 norm of the parameter gradients (blocking). */
 dua_status dua_model_grad_norm(dua_model *m, float *norm);
+/* Reads the first-token rows of each block of an [B*T, C] activation at element offset off of acts into
+ * x [B][nb][C] (blocking). */
+dua_status dua_read_first_rows(dua_buffer *acts, size_t off, int B, int T, int C, int block, float *x);
 /* AdamW step t >= 1 with learning rate lr; gradients multiplied by grad_scale (clipping). Weight decay on
  * matrices and embeddings only. */
 dua_status dua_model_update(dua_model *m, float lr, int t, float grad_scale);

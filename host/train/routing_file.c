@@ -2,6 +2,8 @@
  *
  *   {"format": "dua-routing", "version": 1, "layers": L, "heads": H, "seq_len": S, "causal": 0|1,
  *    "routing": [[{"depth": d, "arity": p, "block": b, "window": w, "sink": s, "shift": t}, ...H], ...L]}
+ *   plus, for a content-routed model only, "tree": "content" (absent = the positional tree): the depths
+ *   then apply to the paths the checkpoint's router computes (the router weights stay in the checkpoint).
  *
  * Loading is strict: the file must be at most 16 MiB of JSON with exactly these keys (no duplicates),
  * integer values that fit int32, arrays of exactly L and H entries, and every head valid for dua_layout:
@@ -136,9 +138,9 @@ dua_status dua_routing_save(const char *path, const dua_routing *routing, char *
   }
   fprintf(f,
           "{\n  \"format\": \"%s\",\n  \"version\": %d,\n  \"layers\": %d,\n  \"heads\": %d,\n"
-          "  \"seq_len\": %d,\n  \"causal\": %d,\n  \"routing\": [\n",
+          "  \"seq_len\": %d,\n  \"causal\": %d,\n%s  \"routing\": [\n",
           ROUTING_FORMAT, ROUTING_VERSION, (int)routing->layers, (int)routing->heads, (int)routing->seq_len,
-          (int)routing->causal);
+          (int)routing->causal, routing->content ? "  \"tree\": \"content\",\n" : "");
   for (int l = 0; l < routing->layers; l++) {
     fprintf(f, "    [\n");
     for (int h = 0; h < routing->heads; h++) {
@@ -276,8 +278,8 @@ static dua_status read_file(const char *path, char **text, size_t *size, char *w
 }
 
 dua_status dua_routing_load(const char *path, dua_routing *routing, char *error, size_t error_size) {
-  static const char *const top_keys[] = {"format",  "version", "layers", "heads",
-                                         "seq_len", "causal",  "routing"};
+  static const char *const top_keys[] = {"format",  "version", "layers",  "heads",
+                                         "seq_len", "causal",  "routing", "tree"};
   static const char *const head_keys[] = {"depth", "arity", "block", "window", "sink", "shift"};
   if (path == NULL || routing == NULL)
     return dua_train_fail(error, error_size, DUA_ERROR_INVALID_ARGUMENT,
@@ -286,7 +288,7 @@ dua_status dua_routing_load(const char *path, dua_routing *routing, char *error,
   char *text = NULL;
   size_t size = 0;
   cJSON *root = NULL;
-  dua_routing r = {0, 0, 0, 0, NULL};
+  dua_routing r = {0, 0, 0, 0, NULL, 0};
   dua_status st = read_file(path, &text, &size, why, sizeof why);
   if (st != DUA_SUCCESS)
     goto done;
@@ -315,8 +317,16 @@ dua_status dua_routing_load(const char *path, dua_routing *routing, char *error,
     snprintf(why, sizeof why, "the top level is not a JSON object");
     goto done;
   }
-  if (check_keys(root, top_keys, 7, "the top-level object", why, sizeof why) != 0)
+  const cJSON *tree = cJSON_GetObjectItemCaseSensitive(root, "tree");
+  if (check_keys(root, top_keys, tree ? 8 : 7, "the top-level object", why, sizeof why) != 0)
     goto done;
+  if (tree) {
+    if (!cJSON_IsString(tree) || strcmp(tree->valuestring, "content") != 0) {
+      snprintf(why, sizeof why, "tree is not \"content\" (the only value allowed; absent = positional)");
+      goto done;
+    }
+    r.content = 1;
+  }
   const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
   if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, ROUTING_FORMAT) != 0) {
     snprintf(why, sizeof why, "format is not \"%s\"", ROUTING_FORMAT);

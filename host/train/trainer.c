@@ -2,6 +2,7 @@
  * schedules, native-mode gates (soft level bias, skipping as gates polarize, then fixed depths), gradient
  * clipping, AdamW, evaluation with the hard routing, checkpoints and routing extraction. */
 #include "train/checkpoint.h"
+#include "train/content.h"
 #include "train/gates.h"
 #include "train/model.h"
 #include "train/task.h"
@@ -30,6 +31,9 @@ struct dua_trainer {
   double dense_blocks;     /* visited-block density of dense causal attention */
   int32_t *tokens, *targets;
   dua_layer_routing *routing; /* [L] */
+  dua_content *content;       /* content mode: the routers (content.h); NULL otherwise */
+  double *cfrac;              /* content mode: [L][H][D + 1] lca fractions of the step's paths */
+  float balance;              /* content mode: the last step's balance loss */
 };
 
 static double now_seconds(void) {
@@ -48,6 +52,8 @@ void dua_trainer_destroy(dua_trainer *t) {
     return;
   dua_loader_destroy(t->loader);
   dua_model_destroy(t->model);
+  dua_content_destroy(t->content);
+  free(t->cfrac);
   dua_task_destroy(t->task);
   free(t->fixed_depths);
   free(t->z);
@@ -138,6 +144,16 @@ static dua_status create(dua_context *ctx, const dua_trainer_config *config, con
     dua_trainer_destroy(t);
     return st;
   }
+  if (config->mode == DUA_ROUTING_CONTENT && D > 0) {
+    t->cfrac = calloc((size_t)L * H * (D + 1), sizeof *t->cfrac);
+    if (!t->cfrac || (st = dua_content_create(config, D, config->batch, 1, &t->content)) != DUA_SUCCESS) {
+      dua_trainer_destroy(t);
+      return DUA_ERROR_OUT_OF_MEMORY;
+    }
+    t->model->route = dua_content_route;
+    t->model->route_user = t->content;
+    t->model->want_tiles = 1;
+  }
   dua_device_info info;
   int numa = -1;
   if (dua_context_device_info(ctx, &info) == DUA_SUCCESS)
@@ -212,8 +228,9 @@ static float temperature(const dua_trainer_config *c, int64_t step) {
   return (float)(c->tau_start + (c->tau_end - c->tau_start) * prog);
 }
 
+/* native and content mode both learn per-head gates (content adds the router) */
 static int native(const dua_trainer *t) {
-  return t->cfg.mode == DUA_ROUTING_NATIVE && t->D > 0;
+  return (t->cfg.mode == DUA_ROUTING_NATIVE || t->cfg.mode == DUA_ROUTING_CONTENT) && t->D > 0;
 }
 
 /* Hard depths: fixed ones in phase 1, else the deepest gate that is on. */
@@ -283,8 +300,10 @@ dua_status dua_trainer_step(dua_trainer *t, dua_train_stats *stats) {
                        t->beta + g * (D + 1));
       for (int h = 0; h < H; h++)
         depths[g + h] = dua_gates_skip_depth(t->beta + (g + h) * (D + 1), D, c->skip_bias);
-      expected +=
-          dua_gates_density(t->beta + g * (D + 1), t->frac + (size_t)l * (D + 1), H, D, 0.0f, 0.0f, NULL) / L;
+      if (!t->content)
+        expected +=
+            dua_gates_density(t->beta + g * (D + 1), t->frac + (size_t)l * (D + 1), H, D, 0.0f, 0.0f, NULL) /
+            L;
     }
   } else {
     hard_depths(t, depths);
@@ -293,25 +312,47 @@ dua_status dua_trainer_step(dua_trainer *t, dua_train_stats *stats) {
     memcpy(t->routing[l].depths, depths + (size_t)l * H, (size_t)H * sizeof *depths);
     t->routing[l].bias = soft ? t->beta + (size_t)l * H * (D + 1) : NULL;
   }
+  if (t->content) { /* soft phase: sampled paths (Gumbel, tau); fixed depths: argmax, router frozen */
+    t->content->B = c->batch;
+    t->content->noise = soft;
+    t->content->tau = tau;
+    t->content->step = (uint64_t)t->step;
+  }
   TRY(dua_loader_next(t->loader, (uint64_t)t->step, t->tokens, t->targets));
   double loss_sum = 0.0;
   int count = 0, correct = 0;
   TRY(dua_model_forward(t->model, t->tokens, t->targets, t->routing, &loss_sum, &count, &correct));
+  if (t->content && soft)
+    for (int l = 0; l < L; l++) { /* the density budget over the paths this step drew */
+      double *f = t->cfrac + (size_t)l * H * (D + 1);
+      dua_content_lca_fractions(t->content, l, f);
+      expected += dua_router_density(t->beta + (size_t)l * H * (D + 1), f, H, D, 0.0f, 0.0f, NULL) / L;
+    }
   TRY(dua_model_backward(t->model, soft ? t->dbeta : NULL));
   float norm = 0.0f;
   TRY(dua_model_grad_norm(t->model, &norm));
   if (soft) {
     memset(t->dz, 0, LH * D * sizeof *t->dz);
+    double ss = (double)norm * norm;
+    if (t->content) { /* router gradient from the block-pair gradients, before the budget touches dbeta */
+      t->balance = (float)dua_content_backward(t->content, t->model->tiles_host, t->beta, c->balance_weight);
+      ss += dua_content_grad_sumsq(t->content);
+    }
     for (int l = 0; l < L; l++) {
       size_t g = (size_t)l * H;
-      dua_gates_density(t->beta + g * (D + 1), t->frac + (size_t)l * (D + 1), H, D, c->density_weight / L,
-                        c->density_target, t->dbeta + g * (D + 1));
+      if (t->content)
+        dua_router_density(t->beta + g * (D + 1), t->cfrac + g * (D + 1), H, D, c->density_weight / L,
+                           c->density_target, t->dbeta + g * (D + 1));
+      else
+        dua_gates_density(t->beta + g * (D + 1), t->frac + (size_t)l * (D + 1), H, D, c->density_weight / L,
+                          c->density_target, t->dbeta + g * (D + 1));
       dua_gates_backward(t->x + g * D, t->dbeta + g * (D + 1), H, D, tau, t->dz + g * D);
     }
-    double ss = (double)norm * norm;
     for (size_t i = 0; i < LH * D; i++)
       ss += (double)t->dz[i] * t->dz[i];
     norm = (float)sqrt(ss);
+  } else if (t->content) {
+    t->balance = (float)dua_content_balance(t->content);
   }
   float scale = (c->grad_clip > 0 && norm > c->grad_clip) ? c->grad_clip / norm : 1.0f;
   if (!isfinite(norm))
@@ -320,6 +361,8 @@ dua_status dua_trainer_step(dua_trainer *t, dua_train_stats *stats) {
   TRY(dua_model_update(t->model, lr, (int)t->step + 1, scale));
   if (soft)
     gates_update(t, lr, (int)t->step + 1, scale);
+  if (soft && t->content)
+    dua_content_update(t->content, c, lr, (int)t->step + 1, scale);
   t->step++;
   if (stats) {
     memset(stats, 0, sizeof *stats);
@@ -333,6 +376,7 @@ dua_status dua_trainer_step(dua_trainer *t, dua_train_stats *stats) {
     stats->density = (float)layouts_density(t);
     stats->expected_density = soft ? (float)expected : stats->density;
     stats->seconds = now_seconds() - t0;
+    stats->balance_loss = t->content ? t->balance : 0.0f;
   }
   return DUA_SUCCESS;
 }
@@ -348,7 +392,13 @@ dua_status dua_trainer_evaluate(dua_trainer *t, dua_eval_result *r) {
     memcpy(t->routing[l].depths, depths + (size_t)l * t->H, (size_t)t->H * sizeof *depths);
     t->routing[l].bias = NULL;
   }
+  if (t->content) { /* the router's argmax paths, as inference computes them */
+    t->content->B = B;
+    t->content->noise = 0;
+  }
   double loss = 0.0;
+  double density_sum = 0.0;
+  int batches = 0;
   int64_t scored = 0, right = 0;
   for (int first = 0; first < n; first += B) {
     int count = n - first < B ? n - first : B;
@@ -361,11 +411,13 @@ dua_status dua_trainer_evaluate(dua_trainer *t, dua_eval_result *r) {
     int c = 0, ok = 0;
     TRY(dua_model_forward(t->model, t->tokens, t->targets, t->routing, &ls, &c, &ok));
     loss += ls, scored += c, right += ok;
+    density_sum += layouts_density(t); /* content layouts differ per batch */
+    batches++;
   }
   memset(r, 0, sizeof *r);
   r->loss = scored ? loss / (double)scored : 0.0;
   r->accuracy = scored ? (double)right / (double)scored : 0.0;
-  r->density = layouts_density(t);
+  r->density = t->content && batches ? density_sum / batches : layouts_density(t);
   r->scored = scored;
   r->seconds = now_seconds() - t0;
   return DUA_SUCCESS;
@@ -381,6 +433,7 @@ dua_status dua_trainer_routing(const dua_trainer *t, dua_routing *routing) {
   int32_t depths[64 * 64];
   hard_depths(t, depths);
   routing->layers = t->L, routing->heads = t->H, routing->seq_len = t->cfg.seq_len, routing->causal = 1;
+  routing->content = t->cfg.mode == DUA_ROUTING_CONTENT;
   for (int l = 0; l < t->L; l++)
     for (int h = 0; h < t->H; h++) {
       dua_routing_head *rh = &routing->head[(size_t)l * t->H + h];
@@ -433,17 +486,21 @@ dua_status dua_trainer_save(dua_trainer *t, const char *path, char *error, size_
     state_header h = {DUA_CKPT_STATE_VERSION, t->step, t->phase, (int64_t)LH};
     memcpy(state, &h, sizeof h);
     memcpy(state + sizeof h, t->fixed_depths, LH * sizeof(int32_t));
-    dua_ckpt_section s[8] = {
-        {"params", P, params},
-        {"adam_m", P, mo},
-        {"adam_v", P, vo},
-        {"gate_z", G, t->z},
-        {"gate_m", G, t->zm},
-        {"gate_v", G, t->zv},
+    dua_ckpt_section s[11] = {
+        {"params", P, params},         {"adam_m", P, mo},    {"adam_v", P, vo},
+        {"gate_z", G, t->z},           {"gate_m", G, t->zm}, {"gate_v", G, t->zv},
         {"state", state_bytes, state},
-        {DUA_TASK_CORPUS_SECTION, corpus_bytes, corpus},
     };
-    st = dua_checkpoint_save(path, &t->cfg, s, corpus ? 8 : 7, error, error_size);
+    int ns = 7;
+    if (corpus)
+      s[ns++] = (dua_ckpt_section){DUA_TASK_CORPUS_SECTION, corpus_bytes, corpus};
+    if (t->content) { /* content mode: the routers and their AdamW moments */
+      const uint64_t RW = t->content->d.total * 4;
+      s[ns++] = (dua_ckpt_section){"router_w", RW, t->content->w};
+      s[ns++] = (dua_ckpt_section){"router_m", RW, t->content->wm};
+      s[ns++] = (dua_ckpt_section){"router_v", RW, t->content->wv};
+    }
+    st = dua_checkpoint_save(path, &t->cfg, s, ns, error, error_size);
   } else if (st == DUA_ERROR_OUT_OF_MEMORY) {
     put_error(error, error_size, "%s", "dua_trainer_save: out of host memory");
   }
@@ -534,6 +591,17 @@ dua_status dua_trainer_load_with_corpus(dua_context *ctx, const char *path, cons
       st = restore_section(s, n, "gate_m", G, t->zm, error, error_size);
     if (st == DUA_SUCCESS)
       st = restore_section(s, n, "gate_v", G, t->zv, error, error_size);
+    if (st == DUA_SUCCESS && t->content) {
+      const uint64_t RW = t->content->d.total * 4;
+      if ((st = restore_section(s, n, "router_w", RW, t->content->w, error, error_size)) == DUA_SUCCESS &&
+          (st = restore_section(s, n, "router_m", RW, t->content->wm, error, error_size)) == DUA_SUCCESS)
+        st = restore_section(s, n, "router_v", RW, t->content->wv, error, error_size);
+      for (size_t i = 0; i < t->content->d.total && st == DUA_SUCCESS; i++)
+        if (!isfinite(t->content->w[i])) {
+          put_error(error, error_size, "%s", "checkpoint section \"router_w\" holds a non-finite weight");
+          st = DUA_ERROR_CORRUPT_FILE;
+        }
+    }
     if (st == DUA_SUCCESS) { /* the loader prefetched step 0: restart it at the resumed step */
       dua_loader_destroy(t->loader);
       t->loader = NULL;

@@ -2,8 +2,9 @@
  * backward reference (itself checked against finite differences in test_reference_bwd.c): every layout
  * feature alone and combined, rule and list enumeration, caller lists with empty rows, GQA (dK/dV summed over
  * the group), tails, fp16, (B,N,H,D) strides, the level-bias gradient, determinism (two runs bit for bit),
- * poisoned outputs fully overwritten, invalid arguments that leave outputs untouched, and tiles of the tuning
- * space (as a tuning database sets them). */
+ * poisoned outputs fully overwritten, the block-pair gradient (params.tile_grad) against the reference and
+ * against d_level_bias, invalid arguments that leave outputs untouched, and tiles of the tuning space (as a
+ * tuning database sets them). */
 #include "test_util.h"
 
 #include <math.h>
@@ -23,7 +24,7 @@ typedef struct case_desc {
   dua_layout_desc desc;
   int32_t depths[8], arities[8];
   uint8_t *paths;
-  int head_dim, bnhd, with_bias;
+  int head_dim, bnhd, with_bias, with_tiles;
   dua_dtype dtype;
   dua_attention_algo algo;
 } case_desc;
@@ -37,7 +38,7 @@ static int32_t max_tree_depth(const dua_layout *l, int heads) {
 }
 
 typedef struct grads {
-  float *dq, *dk, *dv, *db;
+  float *dq, *dk, *dv, *db, *tg; /* tg: block-pair gradient [B][H][nb][nb] */
 } grads;
 
 /* Runs forward + backward on the device; returns the gradients (host, float). */
@@ -50,7 +51,8 @@ static grads device_grads(dua_context *ctx, dua_layout *l, const case_desc *c, c
   const size_t es = dua_dtype_size(c->dtype);
   dua_buffer *bq = test_upload(ctx, q, nq, c->dtype), *bk = test_upload(ctx, k, nk, c->dtype);
   dua_buffer *bv = test_upload(ctx, v, nk, c->dtype), *bg = test_upload(ctx, g, nq, c->dtype);
-  dua_buffer *bo, *bl, *bdq, *bdk, *bdv, *bb = NULL, *bdb = NULL;
+  dua_buffer *bo, *bl, *bdq, *bdk, *bdv, *bb = NULL, *bdb = NULL, *btg = NULL;
+  const size_t nblk = (size_t)dua_layout_num_blocks(l), ntg = (size_t)(B * H) * nblk * nblk;
   ck_assert_int_eq(dua_buffer_create(ctx, nq * es, &bo), DUA_SUCCESS);
   ck_assert_int_eq(dua_buffer_create(ctx, (size_t)(B * H * N) * 4, &bl), DUA_SUCCESS);
   ck_assert_int_eq(dua_buffer_create(ctx, nq * es, &bdq), DUA_SUCCESS);
@@ -80,19 +82,29 @@ static grads device_grads(dua_context *ctx, dua_layout *l, const case_desc *c, c
     tdb = dua_tensor_contiguous(bdb, 0, DUA_F32, H, levels, 1, 1);
     params.level_bias = &tb;
   }
+  dua_tensor ttg;
+  if (c->with_tiles) {
+    ck_assert_int_eq(dua_buffer_create(ctx, ntg * 4, &btg), DUA_SUCCESS);
+    ck_assert_int_eq(dua_buffer_fill_bytes(btg, 0, ntg * 4, 0xFF), DUA_SUCCESS); /* NaN poison */
+    ttg = dua_tensor_contiguous(btg, 0, DUA_F32, B, H, (int64_t)nblk, (int64_t)nblk);
+    params.tile_grad = &ttg;
+  }
   dua_status st = dua_attention_forward(ctx, l, &params, &tq, &tk, &tv, &to, &tl);
   ck_assert_msg(st == DUA_SUCCESS, "forward: %s", dua_context_last_error(ctx));
   st = dua_attention_backward(ctx, l, &params, &tq, &tk, &tv, &to, &tl, &tg, &tdq, &tdk, &tdv,
                               bias ? &tdb : NULL);
   ck_assert_msg(st == DUA_SUCCESS, "backward: %s: %s", dua_status_string(st), dua_context_last_error(ctx));
   ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
-  grads out = {malloc(nq * 4), malloc(nk * 4), malloc(nk * 4), bias ? malloc(nb * 4) : NULL};
+  grads out = {malloc(nq * 4), malloc(nk * 4), malloc(nk * 4), bias ? malloc(nb * 4) : NULL,
+               c->with_tiles ? malloc(ntg * 4) : NULL};
   test_download(bdq, out.dq, nq, c->dtype);
   test_download(bdk, out.dk, nk, c->dtype);
   test_download(bdv, out.dv, nk, c->dtype);
   if (bias)
     test_download(bdb, out.db, nb, DUA_F32);
-  dua_buffer *all[] = {bq, bk, bv, bg, bo, bl, bdq, bdk, bdv, bb, bdb};
+  if (c->with_tiles)
+    test_download(btg, out.tg, ntg, DUA_F32);
+  dua_buffer *all[] = {bq, bk, bv, bg, bo, bl, bdq, bdk, bdv, bb, bdb, btg};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
     dua_buffer_destroy(all[i]);
   return out;
@@ -103,6 +115,7 @@ static void grads_free(grads *g) {
   free(g->dk);
   free(g->dv);
   free(g->db);
+  free(g->tg);
 }
 
 static void expect_close(const char *what, const char *name, const float *x, const float *ref, size_t n,
@@ -131,15 +144,17 @@ static void check_case(dua_context *ctx, case_desc *c, dua_layout *l, test_rng *
     test_fill(bias, nb, rng, DUA_F32);
   }
   grads dev = device_grads(ctx, l, c, q, k, v, g, bias, nq, nk, nb);
-  grads ref = {malloc(nq * 4), malloc(nk * 4), malloc(nk * 4), bias ? malloc(nb * 4) : NULL};
+  const size_t nblk = (size_t)dua_layout_num_blocks(l), ntg = (size_t)(B * H) * nblk * nblk;
+  grads ref = {malloc(nq * 4), malloc(nk * 4), malloc(nk * 4), bias ? malloc(nb * 4) : NULL,
+               c->with_tiles ? malloc(ntg * 4) : NULL};
   dua_host_tensor hq = test_host_view(q, B, H, N, D, c->bnhd), hk = test_host_view(k, B, HK, N, D, c->bnhd);
   dua_host_tensor hv = test_host_view(v, B, HK, N, D, c->bnhd), hg = test_host_view(g, B, H, N, D, c->bnhd);
   dua_host_tensor hdq = test_host_view(ref.dq, B, H, N, D, c->bnhd),
                   hdk = test_host_view(ref.dk, B, HK, N, D, c->bnhd);
   dua_host_tensor hdv = test_host_view(ref.dv, B, HK, N, D, c->bnhd);
-  ck_assert_int_eq(
-      dua_attention_backward_reference(l, 0.0f, bias, &hq, &hk, &hv, &hg, &hdq, &hdk, &hdv, ref.db),
-      DUA_SUCCESS);
+  ck_assert_int_eq(dua_attention_backward_reference_tiles(l, 0.0f, bias, &hq, &hk, &hv, &hg, &hdq, &hdk, &hdv,
+                                                          ref.db, ref.tg),
+                   DUA_SUCCESS);
   char what[200];
   snprintf(what, sizeof what,
            "N=%d blk=%d B=%d H=%d Hkv=%d depth0=%d W=%d S=%d causal=%d content=%d Dh=%d %s%s%s algo=%d",
@@ -156,10 +171,34 @@ static void check_case(dua_context *ctx, case_desc *c, dua_layout *l, test_rng *
     ck_assert_msg(bad < 0, "%s: d_level_bias[%ld] = %g, reference %g", what, bad,
                   (double)(bad >= 0 ? dev.db[bad] : 0), (double)(bad >= 0 ? ref.db[bad] : 0));
   }
+  if (c->with_tiles) { /* a sum over up to BLK x BLK pairs: scale the absolute tolerance by the rows */
+    double err;
+    long bad = test_compare(dev.tg, ref.tg, ntg, (c->dtype == DUA_F16 ? F16_ATOL : F32_ATOL) * d->block,
+                            c->dtype == DUA_F16 ? F16_RTOL : F32_RTOL, &err);
+    ck_assert_msg(bad < 0, "%s: tile_grad[%ld] = %g, reference %g (max error %g)", what, bad,
+                  (double)(bad >= 0 ? dev.tg[bad] : 0), (double)(bad >= 0 ? ref.tg[bad] : 0), err);
+    double total = 0.0, ref_total = 0.0, nonzero = 0;
+    for (size_t x = 0; x < ntg; x++) {
+      total += dev.tg[x];
+      ref_total += ref.tg[x];
+      nonzero += ref.tg[x] != 0.0f;
+    }
+    ck_assert_msg(nonzero > 0, "%s: every reference block-pair gradient is 0 (the test checks nothing)",
+                  what);
+    if (bias) { /* the level-bias gradient is the block-pair gradient summed over the pairs of each lca */
+      double db_total = 0.0;
+      for (size_t x = 0; x < nb; x++)
+        db_total += dev.db[x];
+      ck_assert_msg(fabs(db_total - total) <= 1e-3 + 1e-4 * fabs(db_total),
+                    "%s: sum of tile_grad %g != sum of d_level_bias %g", what, total, db_total);
+    }
+  }
   /* deterministic: a second run gives the same bits */
   grads again = device_grads(ctx, l, c, q, k, v, g, bias, nq, nk, nb);
   ck_assert_msg(memcmp(again.dq, dev.dq, nq * 4) == 0 && memcmp(again.dk, dev.dk, nk * 4) == 0 &&
-                    memcmp(again.dv, dev.dv, nk * 4) == 0 && (!bias || memcmp(again.db, dev.db, nb * 4) == 0),
+                    memcmp(again.dv, dev.dv, nk * 4) == 0 &&
+                    (!bias || memcmp(again.db, dev.db, nb * 4) == 0) &&
+                    (!c->with_tiles || memcmp(again.tg, dev.tg, ntg * 4) == 0),
                 "%s: two runs differ", what);
   grads_free(&again);
   grads_free(&dev);
@@ -253,6 +292,44 @@ START_TEST(random_layouts) {
 }
 END_TEST
 
+/* params.tile_grad: content and positional trees, window/sink pairs (excluded), GQA, fp16, a layout block of
+ * several key tiles (partials summed by dua_attn_bwd_tiles), with and without a level bias */
+START_TEST(tile_gradient) {
+  dua_context *ctx = test_context();
+  test_rng rng = test_rng_make(204);
+  for (int n_case = 0; n_case < 4; n_case++) {
+    case_desc c = base_case(n_case == 3 ? 200 : 150, n_case == 3 ? 64 : 16, 32);
+    dua_layout_desc *d = &c.desc;
+    d->batch = 2;
+    d->heads = 4;
+    d->kv_heads = n_case == 2 ? 2 : 0;
+    d->causal = n_case != 1;
+    d->window = n_case == 1 ? 9 : 0;
+    d->sink = n_case == 2 ? 5 : 0;
+    const int nb = (d->seq_len + d->block - 1) / d->block;
+    int D = 0;
+    for (long span = 1; span < nb; span *= 2)
+      D++;
+    for (int h = 0; h < 4; h++)
+      c.depths[h] = h % (D + 1);
+    d->depths = c.depths;
+    if (n_case != 1) {
+      size_t np = (size_t)d->batch * 4 * nb * D;
+      c.paths = malloc(np);
+      for (size_t i = 0; i < np; i++)
+        c.paths[i] = (uint8_t)test_rng_int(&rng, 0, 1);
+      d->paths = c.paths;
+    }
+    c.with_bias = n_case != 2;
+    c.with_tiles = 1;
+    c.dtype = n_case == 2 ? DUA_F16 : DUA_F32;
+    run_case(ctx, &c, &rng);
+    free(c.paths);
+  }
+  dua_context_destroy(ctx);
+}
+END_TEST
+
 START_TEST(caller_lists_with_empty_rows) {
   dua_context *ctx = test_context();
   test_rng rng = test_rng_make(203);
@@ -318,6 +395,20 @@ START_TEST(invalid_arguments_leave_outputs_untouched) {
   ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "params.level_bias is NULL"));
   ck_assert_int_eq(dua_attention_backward(ctx, l, &naive, &x, &x, &x, &x, &lse, &x, &dq, &x, &x, NULL),
                    DUA_ERROR_UNSUPPORTED);
+  { /* params.tile_grad must be (B, Hq, nb, nb) fp32 */
+    dua_attention_params tp;
+    dua_attention_params_init(&tp);
+    dua_tensor tg = dua_tensor_contiguous(bl, 0, DUA_F32, 1, 2, 2, 3);
+    tp.tile_grad = &tg;
+    ck_assert_int_eq(dua_attention_backward(ctx, l, &tp, &x, &x, &x, &x, &lse, &x, &dq, &x, &x, NULL),
+                     DUA_ERROR_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "params.tile_grad.shape[3]"));
+    tg.shape[3] = 2;
+    tg.dtype = DUA_F16;
+    ck_assert_int_eq(dua_attention_backward(ctx, l, &tp, &x, &x, &x, &x, &lse, &x, &dq, &x, &x, NULL),
+                     DUA_ERROR_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "params.tile_grad.dtype"));
+  }
   ck_assert_int_eq(dua_attention_backward(ctx, l, NULL, &x, &x, &x, &x, &lse, &x, NULL, &x, &x, NULL),
                    DUA_ERROR_INVALID_ARGUMENT);
   ck_assert_int_eq(dua_attention_backward(NULL, l, NULL, &x, &x, &x, &x, &lse, &x, &dq, &x, &x, NULL),
@@ -402,6 +493,7 @@ int main(void) {
   tcase_set_timeout(tc, 1200);
   tcase_add_test(tc, dense_and_block_diagonal);
   tcase_add_loop_test(tc, random_layouts, 0, 4);
+  tcase_add_test(tc, tile_gradient);
   tcase_add_test(tc, caller_lists_with_empty_rows);
   tcase_add_test(tc, invalid_arguments_leave_outputs_untouched);
   tcase_add_test(tc, tuned_tiles);

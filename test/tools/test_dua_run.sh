@@ -104,4 +104,23 @@ json.dump(d, open(sys.argv[2], "w"))' "$dir/m/routing.json" "$dir/r128.json"
 fails 1 "does not match the checkpoint" "$run" eval "$dir/m" --routing "$dir/r128.json"
 fails 1 "routing" "$run" generate "$dir/m" --prompt "(" --routing "$dir/none.json"
 "$run" --help | grep -q -- "--prompt-test" || { echo "--help does not document --prompt-test"; exit 1; }
+
+# content routing: a router picks every block's path; eval equals dua-train's, the model is causal as it runs
+# (tokens after random cuts change no earlier logit), the routing file says "tree": "content", generation
+# is refused with a message (and works dense)
+"$train" --task dyck-lm --mode content --steps 12 --warmup 2 --seed 4 --layers 2 --width 64 --heads 2 \
+  --seq-len 128 --block 16 --batch 4 --test-size 8 --gate-init 1 --hard-frac 0.5 --density-weight 1 \
+  --density-target 0.3 --balance-weight 0.1 --out "$dir/c" --quiet >"$dir/ctrain.log"
+head -1 "$dir/c/train.csv" | grep -q ",balance_loss$" || { echo "content train.csv has no balance_loss"; exit 1; }
+grep -q '"tree": "content"' "$dir/c/routing.json" || { echo "routing.json does not say content"; exit 1; }
+ref=$("$train" --resume "$dir/c" --eval-only | sed -n 's/.*test loss \([0-9.]*\) accuracy \([0-9.]*\).*/\1 \2/p')
+"$run" eval "$dir/c" --reps 1 >"$dir/ceval.txt"
+got=$(awk '/^test loss/ {l = $3} /^test accuracy/ {a = $3} END {print l, a}' "$dir/ceval.txt")
+[ "$ref" = "$got" ] || { echo "content: dua-run eval gives $got, dua-train --eval-only $ref"; exit 1; }
+grep -q "content mode" "$dir/ceval.txt" || { echo "dua-run eval does not name content mode"; exit 1; }
+"$run" causal "$dir/c" --examples 3 --cuts 4 | grep -q "^causality: 24 checks .* 0 failed" ||
+  { echo "content model: causal failed"; exit 1; }
+fails 1 "content-routed" "$run" generate "$dir/c" --prompt-test 1 --new 2
+"$run" generate "$dir/c" --prompt-test 1 --new 2 --dense | grep -q "generated" || { echo "dense generate"; exit 1; }
+"$train" --help | grep -q -- "--balance-weight" || { echo "--help does not document --balance-weight"; exit 1; }
 echo "dua-run ok"

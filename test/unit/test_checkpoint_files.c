@@ -159,8 +159,10 @@ static void put_config(buf *b, const dua_trainer_config *c) {
   put_f32(b, c->grad_clip);
   put_u64(b, c->seed);
   put_i32(b, c->eval_every);
-  for (int i = 0; i < 15; i++)
+  for (int i = 0; i < 13; i++)
     put_i32(b, c->reserved[i]);
+  put_f32(b, c->balance_weight); /* declared after reserved[]: serialized after it */
+  put_f32(b, c->router_lr_scale);
 }
 
 #define CONFIG_BYTES (15 * 4 + 9 * 4 + 4 * 4 + 7 * 4 + 8 + 4 + 15 * 4)
@@ -544,8 +546,12 @@ static int32_t tree_depth(int32_t seq_len, int32_t block, int32_t arity, int64_t
 START_TEST(test_routing_round_trip) {
   test_rng r = test_rng_make(200 + (uint64_t)_i);
   make_dir();
-  dua_routing w = {test_rng_int(&r, 1, 6), test_rng_int(&r, 1, 12), test_rng_int(&r, 1, 20000),
-                   test_rng_int(&r, 0, 1), NULL};
+  dua_routing w = {test_rng_int(&r, 1, 6),
+                   test_rng_int(&r, 1, 12),
+                   test_rng_int(&r, 1, 20000),
+                   test_rng_int(&r, 0, 1),
+                   NULL,
+                   0};
   w.head = calloc((size_t)w.layers * w.heads, sizeof *w.head);
   ck_assert_ptr_nonnull(w.head);
   for (int i = 0; i < w.layers * w.heads; i++) {
@@ -754,7 +760,7 @@ START_TEST(test_routing_bad_files) {
       text[len - 1] = '\0';
     }
     write_bytes(path, text, len);
-    dua_routing out = {-1, -1, -1, -1, (dua_routing_head *)&out};
+    dua_routing out = {-1, -1, -1, -1, (dua_routing_head *)&out, 0};
     err[0] = '\0';
     dua_status st = dua_routing_load(path, &out, err, sizeof err);
     const char *expect = k < n ? corpus[k].expect : "NUL byte";
@@ -768,7 +774,7 @@ START_TEST(test_routing_bad_files) {
   size_t total = strlen(base_json);
   for (size_t len = 0; len < total - 1; len++) { /* the last byte is a newline: dropping it is fine */
     write_bytes(path, base_json, len);
-    dua_routing out = {0, 0, 0, 0, NULL};
+    dua_routing out = {0, 0, 0, 0, NULL, 0};
     dua_status st = dua_routing_load(path, &out, err, sizeof err);
     REQUIRE(st == DUA_ERROR_CORRUPT_FILE, "truncated to %zu bytes: status %d", len, (int)st);
   }

@@ -294,11 +294,15 @@ END_TEST
 /* ---------------------------------------------------------------- independent dense backward */
 
 /* Dense materialized backward in double: P over the masked row, dV = P^T dO, dS = P (dP - rowsum(dO O)),
- * dQ = scale dS K, dK = scale dS^T Q, dbias[h][lca] = sum dS over biased pairs. Outputs contiguous (B,H,N,D),
- * (B,Hkv,N,D) and [H][dmax+1], zeroed here. */
-static void dense_backward(const model *md, const float *lb, float scale, const dua_host_tensor *q,
-                           const dua_host_tensor *k, const dua_host_tensor *v, const dua_host_tensor *d_o,
-                           double *dq, double *dk, double *dv, double *dlb) {
+ * dQ = scale dS K, dK = scale dS^T Q, dbias[h][lca] = sum dS over biased pairs, dtile[b][h][m][n] = sum dS
+ * over the tree, non window/sink pairs of block pair (m, n). Outputs contiguous (B,H,N,D), (B,Hkv,N,D),
+ * [H][dmax+1] and [B][H][nb][nb], zeroed here. tile = {b, h, m, n} or NULL: eps is added to the scores of
+ * that block pair's tree, non window/sink pairs (a per-tile bias, for finite differences); *loss_out (if not
+ * NULL) receives sum(dO * O). */
+static void dense_backward_tiles(const model *md, const float *lb, float scale, const dua_host_tensor *q,
+                                 const dua_host_tensor *k, const dua_host_tensor *v,
+                                 const dua_host_tensor *d_o, double *dq, double *dk, double *dv, double *dlb,
+                                 double *dtile, const int32_t *tile, double eps, double *loss_out) {
   int32_t B = md->desc.batch, H = md->desc.heads, N = md->desc.seq_len, DH = (int32_t)q->shape[3];
   int32_t HKV = md->desc.kv_heads ? md->desc.kv_heads : H, BLK = md->desc.block;
   double sc = scale == 0.0f ? 1.0 / sqrt((double)DH) : (double)scale;
@@ -310,6 +314,9 @@ static void dense_backward(const model *md, const float *lb, float scale, const 
   memset(dk, 0, (size_t)B * HKV * N * DH * sizeof(double));
   memset(dv, 0, (size_t)B * HKV * N * DH * sizeof(double));
   memset(dlb, 0, (size_t)H * (md->dmax + 1) * sizeof(double));
+  const int32_t NB = (N + BLK - 1) / BLK;
+  memset(dtile, 0, (size_t)B * H * NB * NB * sizeof(double));
+  double total_loss = 0.0;
   for (int32_t b = 0; b < B; b++)
     for (int32_t h = 0; h < H; h++)
       for (int32_t i = 0; i < N; i++) {
@@ -323,6 +330,9 @@ static void dense_backward(const model *md, const float *lb, float scale, const 
           for (int32_t e = 0; e < DH; e++)
             s += (double)*elem(q, b, h, i, e) * *elem(k, b, kh, j, e);
           p[j] = s * sc + (lvl[j] >= 0 ? (double)lb[h * (md->dmax + 1) + lvl[j]] : 0.0);
+          if (tile && b == tile[0] && h == tile[1] && i / BLK == tile[2] && j / BLK == tile[3] &&
+              m_tree(md, b, h, i, j) && !m_extra(md, i, j))
+            p[j] += eps;
           if (vis[j] && p[j] > mx)
             mx = p[j];
         }
@@ -341,6 +351,7 @@ static void dense_backward(const model *md, const float *lb, float scale, const 
             o[e] += p[j] * *elem(v, b, kh, j, e);
           di += o[e] * *elem(d_o, b, h, i, e);
         }
+        total_loss += di;
         for (int32_t j = 0; j < N; j++) {
           if (p[j] == 0.0)
             continue;
@@ -356,8 +367,12 @@ static void dense_backward(const model *md, const float *lb, float scale, const 
           }
           if (lvl[j] >= 0)
             dlb[h * (md->dmax + 1) + lvl[j]] += ds;
+          if (m_tree(md, b, h, i, j) && !m_extra(md, i, j))
+            dtile[(((size_t)b * H + h) * NB + i / BLK) * NB + j / BLK] += ds;
         }
       }
+  if (loss_out)
+    *loss_out = total_loss;
   free(p);
   free(o);
   free(vis);
@@ -439,17 +454,41 @@ START_TEST(test_random_vs_dense) {
   tensor_poison(&dq);
   tensor_poison(&dk);
   tensor_poison(&dv);
-  ck_assert_int_eq(dua_attention_backward_reference(l, scale, lbp, &q, &k, &v, &g, &dq, &dk, &dv, dlb),
-                   DUA_SUCCESS);
+  const size_t ntile = (size_t)B * H * md.nb * md.nb;
+  float *tg = malloc(ntile * sizeof(float));
+  double *rtg = malloc(ntile * sizeof(double));
+  ck_assert(tg && rtg);
+  for (size_t x = 0; x < ntile; x++)
+    tg[x] = NAN;
+  ck_assert_int_eq(
+      dua_attention_backward_reference_tiles(l, scale, lbp, &q, &k, &v, &g, &dq, &dk, &dv, dlb, tg),
+      DUA_SUCCESS);
   expect_finite(dq.data, tensor_count(&dq), "dq");
   expect_finite(dk.data, tensor_count(&dk), "dk");
   expect_finite(dv.data, tensor_count(&dv), "dv");
+  expect_finite(tg, ntile, "tile_grad");
   size_t nq = (size_t)B * H * N * dh, nk = (size_t)B * HKV * N * dh;
   double *rq = malloc(nq * sizeof(double)), *rk = malloc(nk * sizeof(double)),
          *rv = malloc(nk * sizeof(double));
   double rlb[4 * 16];
   ck_assert(rq && rk && rv);
-  dense_backward(&md, lbp, scale, &q, &k, &v, &g, rq, rk, rv, rlb);
+  dense_backward_tiles(&md, lbp, scale, &q, &k, &v, &g, rq, rk, rv, rlb, rtg, NULL, 0.0, NULL);
+  for (size_t x = 0; x < ntile; x++)
+    expect_close(tg[x], rtg[x], "tile_grad", x);
+  /* finite differences of sum(dO * O) w.r.t. a bias on one block pair's biased pairs, for a few pairs */
+  for (int t = 0; t < 6; t++) {
+    int32_t tile[4] = {rng_int(&r, 0, B - 1), rng_int(&r, 0, H - 1), rng_int(&r, 0, md.nb - 1), 0};
+    tile[3] = rng_int(&r, 0, tile[2]);
+    const double hstep = 1e-4;
+    double lp, lm;
+    dense_backward_tiles(&md, lbp, scale, &q, &k, &v, &g, rq, rk, rv, rlb, rtg, tile, hstep, &lp);
+    dense_backward_tiles(&md, lbp, scale, &q, &k, &v, &g, rq, rk, rv, rlb, rtg, tile, -hstep, &lm);
+    size_t x = (((size_t)tile[0] * H + tile[1]) * md.nb + tile[2]) * md.nb + tile[3];
+    expect_close(tg[x], (lp - lm) / (2 * hstep), "tile_grad vs finite differences", x);
+  }
+  dense_backward_tiles(&md, lbp, scale, &q, &k, &v, &g, rq, rk, rv, rlb, rtg, NULL, 0.0, NULL);
+  free(tg);
+  free(rtg);
   for (int64_t b = 0; b < B; b++)
     for (int64_t i = 0; i < N; i++)
       for (int64_t e = 0; e < dh; e++) {

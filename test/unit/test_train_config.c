@@ -43,8 +43,9 @@ START_TEST(test_defaults) {
   ck_assert(c.beta1 == 0.9f && c.beta2 == 0.95f && c.adam_eps == 1e-8f && c.grad_clip == 1.0f);
   ck_assert(c.seed == 1);
   ck_assert_int_eq(c.eval_every, 200);
-  for (int i = 0; i < 15; i++)
+  for (int i = 0; i < 13; i++)
     ck_assert_int_eq(c.reserved[i], 0);
+  ck_assert(c.balance_weight == 0.1f && c.router_lr_scale == 1.0f);
   dua_trainer_config_init(NULL); /* NULL-safe */
   ck_assert_int_eq(dua_trainer_config_validate(NULL, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
   ck_assert_int_eq(dua_trainer_config_validate(&c, NULL, 0), DUA_SUCCESS);
@@ -132,7 +133,13 @@ typedef struct bad_case {
   BAD(clip_neg, "grad_clip", "-1", c->grad_clip = -1.0f)                                                     \
   BAD(eval_neg, "eval_every", "-1", c->eval_every = -1)                                                      \
   BAD(reserved0, "reserved[0]", "7", c->reserved[0] = 7)                                                     \
-  BAD(reserved14, "reserved[14]", "-1", c->reserved[14] = -1)
+  BAD(reserved12, "reserved[12]", "-1", c->reserved[12] = -1)                                                \
+  BAD(balance_neg, "balance_weight", "-0.5", c->balance_weight = -0.5f)                                      \
+  BAD(balance_nan, "balance_weight", "nan", c->balance_weight = NAN)                                         \
+  BAD(router_lr_neg, "router_lr_scale", "-1", c->router_lr_scale = -1.0f)                                    \
+  BAD(router_lr_0_content, "router_lr_scale", "0",                                                           \
+      (c->mode = DUA_ROUTING_CONTENT, c->router_lr_scale = 0.0f))                                            \
+  BAD(mode_4, "mode", "4", c->mode = 4)
 BAD_LIST
 #undef BAD
 #define BAD(name, field, value_text, stmt) {field, value_text, bad_##name},

@@ -1,0 +1,137 @@
+/* content.c: content routing state for the trainer and inference (content.h): allocation, the route
+ * callback (router forward per layer), the router's backward over all layers with the balance loss, and
+ * its AdamW update. */
+#include "train/content.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+dua_status dua_content_create(const dua_trainer_config *cfg, int D, int B_max, int init, dua_content **out) {
+  dua_content *c = calloc(1, sizeof *c);
+  if (!c)
+    return DUA_ERROR_OUT_OF_MEMORY;
+  c->d = dua_router_dims_of(cfg->layers, cfg->heads, D, cfg->arity, cfg->width);
+  c->B_max = c->B = B_max;
+  c->T = cfg->seq_len;
+  c->blk = cfg->block;
+  c->nb = (cfg->seq_len + cfg->block - 1) / cfg->block;
+  const size_t L = (size_t)cfg->layers, H = (size_t)cfg->heads, nb = (size_t)c->nb, Dz = D ? (size_t)D : 1;
+  const size_t blocks = L * (size_t)B_max * H * nb * Dz, n = c->d.total ? c->d.total : 1;
+  c->w = calloc(n, sizeof *c->w);
+  c->wm = calloc(n, sizeof *c->wm);
+  c->wv = calloc(n, sizeof *c->wv);
+  c->dw = calloc(n, sizeof *c->dw);
+  c->x = malloc(L * (size_t)B_max * nb * (size_t)cfg->width * sizeof *c->x);
+  c->paths = calloc(blocks, 1);
+  c->soft = calloc(blocks * (size_t)cfg->arity, sizeof *c->soft);
+  c->node = calloc(blocks, sizeof *c->node);
+  if (!c->w || !c->wm || !c->wv || !c->dw || !c->x || !c->paths || !c->soft || !c->node) {
+    dua_content_destroy(c);
+    return DUA_ERROR_OUT_OF_MEMORY;
+  }
+  if (init)
+    dua_router_init(&c->d, cfg->seed, c->w);
+  c->tau = 1.0f;
+  c->seed = cfg->seed;
+  *out = c;
+  return DUA_SUCCESS;
+}
+
+void dua_content_destroy(dua_content *c) {
+  if (!c)
+    return;
+  free(c->w);
+  free(c->wm);
+  free(c->wv);
+  free(c->dw);
+  free(c->x);
+  free(c->paths);
+  free(c->soft);
+  free(c->node);
+  free(c);
+}
+
+/* per-layer strides of the routing state */
+static size_t layer_blocks(const dua_content *c) {
+  return (size_t)c->B_max * c->d.H * c->nb * (c->d.D ? c->d.D : 1);
+}
+
+dua_status dua_content_route(void *user, int layer, const float *x, uint8_t *paths) {
+  dua_content *c = user;
+  const size_t lb = layer_blocks(c), nx = (size_t)c->B * c->nb * c->d.C;
+  float *xl = c->x + (size_t)layer * c->B_max * c->nb * c->d.C;
+  memcpy(xl, x, nx * sizeof *x);
+  uint8_t *pl = c->paths + (size_t)layer * lb;
+  dua_router_forward(&c->d, c->w + (size_t)layer * c->d.H * c->d.per_head, xl, c->B, c->nb, c->tau, c->noise,
+                     c->seed, c->step, layer, pl, c->soft + (size_t)layer * lb * c->d.p,
+                     c->node + (size_t)layer * lb);
+  memcpy(paths, pl, (size_t)c->B * c->d.H * c->nb * c->d.D);
+  return DUA_SUCCESS;
+}
+
+double dua_content_backward(dua_content *c, const float *tiles, const float *beta, float balance_weight) {
+  const dua_router_dims *d = &c->d;
+  const size_t lb = layer_blocks(c), tiles_per_layer = (size_t)c->B * d->H * c->nb * c->nb;
+  memset(c->dw, 0, d->total * sizeof *c->dw);
+  if (d->D == 0)
+    return 0.0;
+  const double scale = (double)balance_weight / ((double)d->L * d->H * d->D);
+  double total = 0.0;
+  for (int l = 0; l < d->L; l++) {
+    const size_t wl = (size_t)l * d->H * d->per_head;
+    total += dua_router_backward(d, c->x + (size_t)l * c->B_max * c->nb * d->C, c->B, c->nb,
+                                 c->paths + (size_t)l * lb, c->soft + (size_t)l * lb * d->p,
+                                 c->node + (size_t)l * lb, tiles + (size_t)l * tiles_per_layer,
+                                 beta + (size_t)l * d->H * (d->D + 1), c->tau, 0, scale, c->dw + wl);
+  }
+  return total / ((double)d->L * d->H * d->D);
+}
+
+double dua_content_balance(dua_content *c) {
+  const dua_router_dims *d = &c->d;
+  if (d->D == 0)
+    return 0.0;
+  const size_t lb = layer_blocks(c);
+  double total = 0.0;
+  float *scratch = calloc(d->H * d->per_head, sizeof *scratch);
+  float *g = calloc((size_t)c->B * d->H * c->nb * c->nb, sizeof *g);
+  float *beta = calloc((size_t)d->H * (d->D + 1), sizeof *beta);
+  if (!scratch || !g || !beta) {
+    free(scratch);
+    free(g);
+    free(beta);
+    return NAN;
+  }
+  for (int l = 0; l < d->L; l++) /* zero pair gradients and zero scale: only the loss is computed */
+    total += dua_router_backward(d, c->x + (size_t)l * c->B_max * c->nb * d->C, c->B, c->nb,
+                                 c->paths + (size_t)l * lb, c->soft + (size_t)l * lb * d->p,
+                                 c->node + (size_t)l * lb, g, beta, c->tau, 0, 0.0, scratch);
+  free(scratch);
+  free(g);
+  free(beta);
+  return total / ((double)d->L * d->H * d->D);
+}
+
+double dua_content_grad_sumsq(const dua_content *c) {
+  double ss = 0.0;
+  for (size_t i = 0; i < c->d.total; i++)
+    ss += (double)c->dw[i] * c->dw[i];
+  return ss;
+}
+
+void dua_content_update(dua_content *c, const dua_trainer_config *cfg, float lr, int t, float grad_scale) {
+  const double b1c = 1.0 - pow(cfg->beta1, t), b2c = 1.0 - pow(cfg->beta2, t);
+  for (size_t i = 0; i < c->d.total; i++) {
+    float g = c->dw[i] * grad_scale;
+    c->wm[i] = cfg->beta1 * c->wm[i] + (1.0f - cfg->beta1) * g;
+    c->wv[i] = cfg->beta2 * c->wv[i] + (1.0f - cfg->beta2) * g * g;
+    c->w[i] -=
+        (float)(lr * cfg->router_lr_scale * ((c->wm[i] / b1c) / (sqrt(c->wv[i] / b2c) + cfg->adam_eps)));
+  }
+}
+
+void dua_content_lca_fractions(const dua_content *c, int l, double *frac) {
+  dua_router_lca_fractions(c->paths + (size_t)l * layer_blocks(c), c->B, c->d.H, c->nb, c->d.D, c->T, c->blk,
+                           frac);
+}

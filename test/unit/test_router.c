@@ -1,0 +1,206 @@
+/* test_router.c: unit tests (no device) of content mode's router (host/train/router.c): the router
+ * gradient against central finite differences of the smooth surrogate (soft agreements, every level and
+ * node, arity 2 and 3), the balance-loss gradient alone against finite differences, the balance loss of a
+ * uniform router (1), the hard bias identity sum_l c[l] (1 - prod a) = beta[lca], the straight-through
+ * derivative's sign, path sampling (digits in range, argmax deterministic, noise reproducible) and the lca
+ * fractions. */
+#include "test_util.h"
+#include "train/router.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct problem {
+  dua_router_dims d;
+  int B, nb;
+  float *w, *x, *g, *beta, *soft, *dw;
+  uint8_t *paths;
+  int32_t *node;
+} problem;
+
+/* One layer (L = 1): random weights (larger than the trainer's init, so that paths differ), rows x,
+ * pair gradients g (causal pairs n <= m, some zero), and level biases beta decreasing to 0 at D. */
+static problem make(int H, int D, int p, int C, int B, int nb, test_rng *r) {
+  problem P;
+  P.d = dua_router_dims_of(1, H, D, p, C);
+  P.B = B, P.nb = nb;
+  P.w = malloc(P.d.total * sizeof *P.w);
+  P.dw = calloc(P.d.total, sizeof *P.dw);
+  P.x = malloc((size_t)B * nb * C * sizeof *P.x);
+  P.g = calloc((size_t)B * H * nb * nb, sizeof *P.g);
+  P.beta = malloc((size_t)H * (D + 1) * sizeof *P.beta);
+  const size_t blocks = (size_t)B * H * nb * D;
+  P.paths = malloc(blocks);
+  P.node = malloc(blocks * sizeof *P.node);
+  P.soft = malloc(blocks * p * sizeof *P.soft);
+  ck_assert(P.w && P.dw && P.x && P.g && P.beta && P.paths && P.node && P.soft);
+  for (size_t i = 0; i < P.d.total; i++)
+    P.w[i] = 0.5f * test_rng_float(r);
+  for (size_t i = 0; i < (size_t)B * nb * C; i++)
+    P.x[i] = test_rng_float(r);
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < H; h++)
+      for (int m = 0; m < nb; m++)
+        for (int n = 0; n <= m; n++)
+          if (test_rng_int(r, 0, 3))
+            P.g[(((size_t)b * H + h) * nb + m) * nb + n] = test_rng_float(r);
+  for (int h = 0; h < H; h++) {
+    double acc = 0.0;
+    P.beta[h * (D + 1) + D] = 0.0f;
+    for (int k = D - 1; k >= 0; k--) {
+      acc -= 0.2 + fabs(test_rng_float(r)); /* c[l] < 0 */
+      P.beta[h * (D + 1) + k] = (float)acc;
+    }
+  }
+  return P;
+}
+
+static void release(problem *P) {
+  free(P->w);
+  free(P->dw);
+  free(P->x);
+  free(P->g);
+  free(P->beta);
+  free(P->paths);
+  free(P->node);
+  free(P->soft);
+}
+
+/* Central differences of the surrogate w.r.t. every router parameter; |a - n| <= 1e-4 + 1e-3 |n| (the
+ * surrogate is evaluated in double from fp32 weights; the analytical gradient is accumulated in double and
+ * stored in fp32). Returns the count of parameters whose gradient is nonzero. */
+static int check_fd(problem *P, float tau, double balance_scale, int use_g, const char *what) {
+  const float step = 1e-2f;
+  float *zero_g = calloc((size_t)P->B * P->d.H * P->nb * P->nb, sizeof *zero_g);
+  const float *g = use_g ? P->g : zero_g;
+  dua_router_forward(&P->d, P->w, P->x, P->B, P->nb, tau, 0, 1, 0, 0, P->paths, P->soft, P->node);
+  memset(P->dw, 0, P->d.total * sizeof *P->dw);
+  dua_router_backward(&P->d, P->x, P->B, P->nb, P->paths, P->soft, P->node, g, P->beta, tau, 1, balance_scale,
+                      P->dw);
+  int nonzero = 0;
+  double worst = 0.0;
+  for (size_t i = 0; i < P->d.total; i++) {
+    const float w0 = P->w[i];
+    P->w[i] = w0 + step;
+    double fp = dua_router_surrogate(&P->d, P->w, P->x, P->B, P->nb, P->paths, P->node, g, P->beta, tau,
+                                     balance_scale);
+    P->w[i] = w0 - step;
+    double fm = dua_router_surrogate(&P->d, P->w, P->x, P->B, P->nb, P->paths, P->node, g, P->beta, tau,
+                                     balance_scale);
+    P->w[i] = w0;
+    double num = (fp - fm) / ((double)(w0 + step) - (double)(w0 - step)), a = P->dw[i];
+    double tol = 1e-4 + 1e-3 * fabs(num);
+    ck_assert_msg(fabs(a - num) <= tol, "%s: dw[%zu] analytical %.8g vs numerical %.8g", what, i, a, num);
+    worst = fabs(a - num) / tol > worst ? fabs(a - num) / tol : worst;
+    nonzero += fabs(num) > 1e-6;
+  }
+  printf("%s: %zu gradients, %d nonzero, worst |a - n| / tol = %.3f\n", what, P->d.total, nonzero, worst);
+  free(zero_g);
+  return nonzero;
+}
+
+START_TEST(router_gradient_vs_finite_differences) {
+  static const int shapes[3][6] = {/* H, D, p, C, B, nb */
+                                   {2, 3, 2, 5, 2, 8},
+                                   {1, 2, 3, 4, 2, 9},
+                                   {2, 1, 2, 3, 2, 6}};
+  const int *s = shapes[_i];
+  test_rng r = test_rng_make(0x5007E5ull + (uint64_t)_i);
+  /* every problem drawn is checked in full; the draws go on (at most 4) until more than a quarter of the
+   * parameters had a nonzero gradient in each check, so the check cannot pass vacuously (a tiny problem
+   * can route every block alike and give a zero balance gradient) */
+  int pairs_seen = 0, balance_seen = 0;
+  for (int draw = 0; draw < 4 && !(pairs_seen && balance_seen); draw++) {
+    problem P = make(s[0], s[1], s[2], s[3], s[4], s[5], &r);
+    pairs_seen |= check_fd(&P, 0.7f, 0.0, 1, "pair gradients") > (int)(P.d.total / 4);
+    balance_seen |= check_fd(&P, 1.3f, 0.37, 0, "balance alone") > (int)(P.d.total / 4);
+    check_fd(&P, 1.0f, 0.2, 1, "pairs + balance");
+    release(&P);
+  }
+  ck_assert_msg(pairs_seen && balance_seen,
+                "gradients were zero for most parameters in every draw (pairs %d, "
+                "balance %d)",
+                pairs_seen, balance_seen);
+}
+END_TEST
+
+START_TEST(bias_identity_and_straight_through_sign) {
+  test_rng r = test_rng_make(77);
+  for (int t = 0; t < 200; t++) {
+    const int D = test_rng_int(&r, 1, 6);
+    float beta[8], c[8];
+    double acc = 0.0;
+    beta[D] = 0.0f;
+    for (int k = D - 1; k >= 0; k--)
+      beta[k] = (float)(acc -= fabs(test_rng_float(&r)));
+    for (int l = 0; l < D; l++)
+      c[l] = beta[l] - beta[l + 1];
+    const int lca = test_rng_int(&r, 0, D);
+    double a[8], bias = 0.0, prod = 1.0, da[8];
+    for (int j = 0; j < D; j++)
+      a[j] = j < lca ? 1.0 : j == lca ? 0.0 : (double)test_rng_int(&r, 0, 1);
+    for (int l = 0; l < D; l++)
+      bias += c[l] * (1.0 - (prod *= a[l]));
+    ck_assert_msg(fabs(bias - beta[lca]) <= 1e-5, "bias %g != beta[%d] = %g", bias, lca, (double)beta[lca]);
+    dua_router_bias_grad(c, a, D, da);
+    for (int j = 0; j < D; j++) {
+      if (j > lca) /* below the first disagreement nothing moves the bias */
+        ck_assert_msg(da[j] == 0.0, "da[%d] = %g with lca %d", j, da[j], lca);
+      else /* agreeing more raises the bias (c < 0) */
+        ck_assert_msg(da[j] > 0.0, "da[%d] = %g with lca %d", j, da[j], lca);
+    }
+  }
+}
+END_TEST
+
+START_TEST(paths_balance_and_fractions) {
+  test_rng r = test_rng_make(91);
+  problem P = make(2, 3, 2, 4, 3, 8, &r);
+  uint8_t *again = malloc((size_t)P.B * 2 * P.nb * 3);
+  dua_router_forward(&P.d, P.w, P.x, P.B, P.nb, 1.0f, 0, 5, 0, 0, P.paths, P.soft, P.node);
+  dua_router_forward(&P.d, P.w, P.x, P.B, P.nb, 1.0f, 0, 6, 9, 0, again, NULL, NULL);
+  ck_assert_msg(memcmp(again, P.paths, (size_t)P.B * 2 * P.nb * 3) == 0, "argmax depends on the seed");
+  dua_router_forward(&P.d, P.w, P.x, P.B, P.nb, 1.0f, 1, 5, 3, 0, P.paths, P.soft, P.node);
+  dua_router_forward(&P.d, P.w, P.x, P.B, P.nb, 1.0f, 1, 5, 3, 0, again, NULL, NULL);
+  ck_assert_msg(memcmp(again, P.paths, (size_t)P.B * 2 * P.nb * 3) == 0, "noise is not reproducible");
+  for (size_t i = 0; i < (size_t)P.B * 2 * P.nb * 3; i++) {
+    ck_assert_int_lt(P.paths[i], 2);
+    int j = (int)(i % 3), prefix = 0;
+    for (int k = 0; k < j; k++)
+      prefix = prefix * 2 + P.paths[i - j + k];
+    ck_assert_int_eq(P.node[i], (1 << j) - 1 + prefix); /* the node is (level, prefix) */
+  }
+  /* a router with zero weights: uniform probabilities; balance loss 1 per level whatever the digits */
+  memset(P.w, 0, P.d.total * sizeof *P.w);
+  dua_router_forward(&P.d, P.w, P.x, P.B, P.nb, 1.0f, 0, 5, 4, 0, P.paths, P.soft, P.node);
+  float *zero_g = calloc((size_t)P.B * 2 * P.nb * P.nb, sizeof *zero_g);
+  double bal =
+      dua_router_backward(&P.d, P.x, P.B, P.nb, P.paths, P.soft, P.node, zero_g, P.beta, 1.0f, 0, 0.0, P.dw);
+  ck_assert_msg(fabs(bal - 2 * 3) <= 1e-5, "uniform balance loss %g, expected 6 (2 heads x 3 levels)", bal);
+  double frac[2 * 4];
+  dua_router_lca_fractions(P.paths, P.B, 2, P.nb, 3, 8 * 16 - 5, 16, frac);
+  for (int h = 0; h < 2; h++) {
+    double s = 0.0;
+    for (int k = 0; k <= 3; k++)
+      s += frac[h * 4 + k];
+    ck_assert_msg(fabs(s - 1.0) <= 1e-12 && frac[h * 4 + 3] > 0.0, "head %d fractions sum to %g", h, s);
+  }
+  free(zero_g);
+  free(again);
+  release(&P);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("router");
+  TCase *tc = tcase_create("core");
+  tcase_set_timeout(tc, 300);
+  tcase_add_loop_test(tc, router_gradient_vs_finite_differences, 0, 3);
+  tcase_add_test(tc, bias_identity_and_straight_through_sign);
+  tcase_add_test(tc, paths_balance_and_fractions);
+  suite_add_tcase(s, tc);
+  return test_run_suite(s);
+}
