@@ -31,8 +31,11 @@ DUA_API const char *dua_task_kind_name(int32_t task);
 DUA_API int32_t dua_task_kind_from_name(const char *name);
 
 typedef enum dua_routing_mode {
-  DUA_ROUTING_DENSE = 0, /* every head dense (depth 0) */
-  DUA_ROUTING_NATIVE = 1 /* per-head per-level Gumbel-Sigmoid gates as a level bias, then hard depths */
+  DUA_ROUTING_DENSE = 0,  /* every head dense (depth 0) */
+  DUA_ROUTING_NATIVE = 1, /* per-head per-level Gumbel-Sigmoid gates as a level bias, then hard depths */
+  DUA_ROUTING_PAPER = 2   /* the paper's training (reproduction): dense heads with an additive z-normalized
+                           * token-tree bias x per-position Gumbel-Sigmoid gate (a causal controller) x learned
+                           * amplitude; extracted to depth 0 or D per head (dua_trainer_evaluate_paper) */
 } dua_routing_mode;
 
 typedef enum dua_lr_decay { DUA_DECAY_COSINE = 0, DUA_DECAY_LINEAR = 1 } dua_lr_decay;
@@ -53,12 +56,13 @@ typedef struct dua_trainer_config {
   int32_t heads;     /* attention heads */
   int32_t mlp_ratio; /* MLP hidden = mlp_ratio * C */
   /* routing */
-  int32_t mode;             /* dua_routing_mode */
-  int32_t block;            /* BLK: 16..256, power of two */
-  int32_t arity;            /* tree arity p >= 2 */
-  int32_t window;           /* token window W >= 0 (OR'd with the tree) */
-  int32_t sink;             /* sink keys S >= 0 */
-  int32_t shift_alternate;  /* 1 = odd layers shift the tree by floor(arity / 2) blocks (Swin-style), 0 = none */
+  int32_t mode;   /* dua_routing_mode */
+  int32_t block;  /* BLK: 16..256, power of two */
+  int32_t arity;  /* tree arity p >= 2 */
+  int32_t window; /* token window W >= 0 (OR'd with the tree) */
+  int32_t sink;   /* sink keys S >= 0 */
+  int32_t
+      shift_alternate; /* 1 = odd layers shift the tree by floor(arity / 2) blocks (Swin-style), 0 = none */
   float tau_start, tau_end; /* Gumbel-Sigmoid temperature, annealed linearly */
   float tau_frac;           /* fraction of the steps over which tau anneals (0..1] */
   float hard_frac;          /* fraction of the steps after which depths are fixed (native mode), (0..1] */
@@ -79,7 +83,9 @@ typedef struct dua_trainer_config {
   float grad_clip;      /* global gradient-norm clip, 0 = none */
   uint64_t seed;        /* data, initialization and Gumbel noise */
   int32_t eval_every;   /* steps between evaluations, 0 = only at the end */
-  int32_t reserved[15]; /* zero */
+  int32_t ctrl_hidden;  /* paper mode: hidden width of the depth controller E -> ctrl_hidden -> H (GELU);
+                         * 0 = a linear map E -> H; 0..4096 (default 32 = E/4 at the default width) */
+  int32_t reserved[14]; /* zero */
 } dua_trainer_config;
 
 DUA_API void dua_trainer_config_init(dua_trainer_config *config);
@@ -200,10 +206,28 @@ DUA_API dua_status dua_trainer_set_steps(dua_trainer *trainer, int32_t steps);
 DUA_API dua_status dua_trainer_step(dua_trainer *trainer, dua_train_stats *stats);
 /* Evaluates the whole test set with the hard routing (dense mode: dense). */
 DUA_API dua_status dua_trainer_evaluate(dua_trainer *trainer, dua_eval_result *result);
+/* Paper mode's two evaluations of the held-out set (PAPER-NOTES.md: the paper reported only the first):
+ * soft = dense heads with the token-tree bias and the evaluation gate 1[z > 0] (what the paper reports);
+ * hard = the extracted routing (per head depth D if the mean sigmoid(z) over the test positions, measured in
+ * the soft pass, is > 0.5, else 0; no bias) through the block-sparse kernels: what dua-run executes. The
+ * extraction is stored: dua_trainer_routing, checkpoints and routing files carry it afterwards. */
+typedef struct dua_paper_eval_result {
+  dua_eval_result soft;
+  dua_eval_result hard;
+  double accuracy_change; /* hard.accuracy - soft.accuracy */
+  double loss_change;     /* hard.loss - soft.loss */
+  int32_t heads_sparse;   /* heads extracted to depth D */
+  int32_t heads_total;
+  int32_t reserved[6];
+} dua_paper_eval_result;
+
+/* Both evaluations (paper mode only, else DUA_ERROR_INVALID_ARGUMENT). dua_trainer_evaluate in paper mode
+ * runs this and returns the hard result. */
+DUA_API dua_status dua_trainer_evaluate_paper(dua_trainer *trainer, dua_paper_eval_result *result);
 /* The hard routing the evaluation runs (the extracted depths); free with dua_routing_free. */
 DUA_API dua_status dua_trainer_routing(const dua_trainer *trainer, dua_routing *routing);
 /* Gate probabilities sigmoid(z) [layers][heads][D] (D = dua_trainer_tree_depth), for depth maps; zeros in
- * dense mode. */
+ * dense mode; paper mode: each head's mean sigmoid(z) of the last evaluation, repeated over the D levels. */
 DUA_API int32_t dua_trainer_tree_depth(const dua_trainer *trainer);
 DUA_API dua_status dua_trainer_gate_probs(const dua_trainer *trainer, float *probs);
 /* Name of token id of the trainer's task ("?" if unknown); vocabulary size. */

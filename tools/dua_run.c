@@ -768,7 +768,10 @@ int main(int argc, char **argv) {
   if (!o.json)
     printf("dua-run %s %s: %s, %s mode, step %lld, %d layers x %d heads, width %d, seq_len %d, block %d, "
            "arity %d%s%s\ndevice: %s\n\n",
-           argv[1], ckpt, dua_task_kind_name(c->task), c->mode ? "native" : "dense",
+           argv[1], ckpt, dua_task_kind_name(c->task),
+           c->mode == DUA_ROUTING_PAPER ? "paper"
+           : c->mode                    ? "native"
+                                        : "dense",
            (long long)dua_inference_step_count(m), c->layers, c->heads, c->width, c->seq_len, c->block,
            c->arity, o.routing ? ", routing " : "", o.routing ? o.routing : "", info.name);
   dua_text_corpus_info corpus;

@@ -60,6 +60,8 @@ typedef struct dua_model {
   float *losses;             /* [R] */
   int32_t *preds;            /* [R] */
   int has_bias;              /* the last forward used level biases */
+  struct dua_paper *paper;   /* paper mode's controller (owned by the trainer), or NULL */
+  int paper_used;            /* the last forward added paper mode's token-tree bias */
   char error[512];
 } dua_model;
 

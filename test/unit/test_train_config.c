@@ -43,7 +43,8 @@ START_TEST(test_defaults) {
   ck_assert(c.beta1 == 0.9f && c.beta2 == 0.95f && c.adam_eps == 1e-8f && c.grad_clip == 1.0f);
   ck_assert(c.seed == 1);
   ck_assert_int_eq(c.eval_every, 200);
-  for (int i = 0; i < 15; i++)
+  ck_assert_int_eq(c.ctrl_hidden, 32);
+  for (int i = 0; i < 14; i++)
     ck_assert_int_eq(c.reserved[i], 0);
   dua_trainer_config_init(NULL); /* NULL-safe */
   ck_assert_int_eq(dua_trainer_config_validate(NULL, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
@@ -87,7 +88,7 @@ typedef struct bad_case {
   BAD(mlp_lo, "mlp_ratio", "0", c->mlp_ratio = 0)                                                            \
   BAD(mlp_hi, "mlp_ratio", "17", c->mlp_ratio = 17)                                                          \
   BAD(mode_lo, "mode", "-1", c->mode = -1)                                                                   \
-  BAD(mode_hi, "mode", "2", c->mode = 2)                                                                     \
+  BAD(mode_hi, "mode", "3", c->mode = 3)                                                                     \
   BAD(block_8, "block", "8", c->block = 8)                                                                   \
   BAD(block_48, "block", "48", c->block = 48)                                                                \
   BAD(block_512, "block", "512", c->block = 512)                                                             \
@@ -132,7 +133,8 @@ typedef struct bad_case {
   BAD(clip_neg, "grad_clip", "-1", c->grad_clip = -1.0f)                                                     \
   BAD(eval_neg, "eval_every", "-1", c->eval_every = -1)                                                      \
   BAD(reserved0, "reserved[0]", "7", c->reserved[0] = 7)                                                     \
-  BAD(reserved14, "reserved[14]", "-1", c->reserved[14] = -1)
+  BAD(ctrl_hidden_neg, "ctrl_hidden", "-1", c->ctrl_hidden = -1)                                             \
+  BAD(reserved13, "reserved[13]", "-1", c->reserved[13] = -1)
 BAD_LIST
 #undef BAD
 #define BAD(name, field, value_text, stmt) {field, value_text, bad_##name},
