@@ -1,7 +1,8 @@
 /* model.c: the trainer's GPT-style model on the device: arenas, initialization, forward + cross-entropy,
  * backward (llm.c's structure: one running residual gradient), gradient norm and AdamW.
  * Attention runs through dua_attention_forward/backward on strided views of the QKV activations, with one
- * causal layout per layer whose per-head depths come from the routing (native mode adds a level bias). */
+ * causal layout per layer whose per-head depths come from the routing (native mode adds a level bias; paper
+ * mode a token-tree bias scaled per position by paper.h's controller, which reads the layer's LN1 output). */
 #include "train/model.h"
 #include "train/paper.h"
 #include "train/task.h"
