@@ -11,6 +11,8 @@
  *                        non window/sink pairs of (query block m, key block n): each dkdv work-group owns one
  *                        key tile, so it writes its own partial per (h, m); this kernel sums the partials of
  *                        block n's key tiles in order (no atomics: deterministic)
+ * With DUA_TBIAS (paper mode's token-tree bias) both passes add r_i T[lvl(i, j)] to every visible score and the
+ * dQ pass also writes dr_i = sum_j dS_ij T[lvl(i, j)] (its row is complete there: a fixed-order reduction).
  * Skipped blocks cost no memory traffic; rows with no visible key give dQ = 0 and contribute nothing.
  * Work-items form a TM x TN grid, as in attn_fwd.cl: thread (ty, tx) owns tile rows ty + TM*i and the DK
  * contiguous head-dim columns DK*tx.. of its accumulators. */
@@ -37,6 +39,9 @@
 #define DUA_TILE_GRAD 0 /* 1: dkdv also writes per-(key tile, h, query block m) sums of dS */
 #endif
 #define DUA_PAIR_SUMS (DUA_BIAS || DUA_TILE_GRAD)
+#ifndef DUA_TBIAS
+#define DUA_TBIAS 0 /* 1: token-tree bias r[b][h][i] * T[h][lvl(i, j)] on every visible pair; dQ pass returns dr */
+#endif
 #define DUA_MAX_LEVELS 32 /* level-bias entries per head held in local memory (max tree depth + 1) */
 
 #define THREADS (TM * TN)
@@ -86,7 +91,9 @@ dua_attn_bwd_dq(__global const dua_store_t *q, __global const dua_store_t *k, __
                 float scale_log2, __global const dua_head_rule *head_rules, __global const uchar *paths,
                 __global const int *order, __global const int *rank_range, __global const int *list_counts,
                 __global const int *list_full, __global const int *list_indices,
-                __global const float *level_bias, int bias_stride) {
+                __global const float *level_bias, int bias_stride, __global const float *tok_scale,
+                __global const float *tok_table, __global float *d_tok, long4 tok_strides, long4 dtok_strides,
+                long4 tok_offsets /* scale, table, d_tok */, int tok_table_stride, int tok_depth, int has_dtok) {
   __local float q_tile[BLOCK_M * ROW_STRIDE] __attribute__((aligned(16)));
   __local float do_tile[BLOCK_M * ROW_STRIDE] __attribute__((aligned(16)));
   __local float k_tile[BLOCK_N * ROW_STRIDE] __attribute__((aligned(16)));
@@ -126,6 +133,20 @@ dua_attn_bwd_dq(__global const dua_store_t *q, __global const dua_store_t *k, __
     for (int c = 0; c < DK; c++)
       acc[i][c] = 0.0f;
   }
+#if DUA_TBIAS
+  __local float tok_tab[DUA_MAX_TOKEN_LEVELS]; /* natural units; read after the key loop's first barrier */
+  for (int t = tid; t <= tok_depth; t += THREADS)
+    tok_tab[t] = tok_table[tok_offsets.s1 + h * tok_table_stride + t];
+  float tok_r[RQ], tok_d[RQ];
+  for (int i = 0; i < RQ; i++) {
+    const int row = row0 + ty + TM * i;
+    tok_r[i] = row < shape.n_tokens
+                   ? tok_scale[tok_offsets.s0 + b * tok_strides.s0 + h * tok_strides.s1 + row * tok_strides.s2] *
+                         DUA_LOG2E
+                   : 0.0f;
+    tok_d[i] = 0.0f;
+  }
+#endif
 
   const dua_row_visits rv = dua_row_visits_begin(m, bh, hr, shape, rank_range, list_counts, list_full);
   for (int item = 0; item < rv.n_items; item++) {
@@ -176,9 +197,18 @@ dua_attn_bwd_dq(__global const dua_store_t *q, __global const dua_store_t *k, __
         const int row = row0 + ty + TM * i;
         for (int j = 0; j < CK; j++) {
           const int col = j0 + tx + TN * j;
+#if DUA_TBIAS
+          const float tt = tok_tab[dua_tok_level(row, col, tok_depth)];
+          const float x =
+              bwd_score(fma(tok_r[i], tt, s[i][j] * scale_log2), row, col, shared, beta, elementwise, shape);
+#else
           const float x = bwd_score(s[i][j] * scale_log2, row, col, shared, beta, elementwise, shape);
+#endif
           const float p = x == -INFINITY ? 0.0f : exp2(x - lse2[i]);
           ds_tile[(ty + TM * i) * (BLOCK_N + 4) + tx + TN * j] = p * (dp[i][j] - dlt[i]);
+#if DUA_TBIAS
+          tok_d[i] = fma(p * (dp[i][j] - dlt[i]), tt, tok_d[i]); /* masked pairs have p = 0 */
+#endif
         }
       }
       barrier(CLK_LOCAL_MEM_FENCE);
@@ -202,6 +232,23 @@ dua_attn_bwd_dq(__global const dua_store_t *q, __global const dua_store_t *k, __
     for (int c = 0; c < DK; c++)
       DUA_STORE(acc[i][c] * scale, out, DK * tx + c);
   }
+#if DUA_TBIAS
+  if (has_dtok) { /* dr: the TN column partials of each row, summed in a fixed order */
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int i = 0; i < RQ; i++)
+      ds_tile[(ty + TM * i) * TN + tx] = tok_d[i];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (tx == 0)
+      for (int i = 0; i < RQ; i++) {
+        const int row = row0 + ty + TM * i;
+        float total = 0.0f;
+        for (int t = 0; t < TN; t++)
+          total += ds_tile[(ty + TM * i) * TN + t];
+        if (row < shape.n_tokens)
+          d_tok[tok_offsets.s2 + b * dtok_strides.s0 + h * dtok_strides.s1 + row * dtok_strides.s2] = total;
+      }
+  }
+#endif
 }
 
 #define RK (BLOCK_N / TM) /* dkdv: key rows per thread */
@@ -220,14 +267,19 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     long2 bias_offsets /* level bias, partials */, dua_shape shape, float scale, float scale_log2,
     __global const dua_head_rule *head_rules, __global const uchar *paths, __global const int *tlist_counts,
     __global const int *tlist_full, __global const int *tlist_indices, __global const float *level_bias,
-    int bias_stride, int levels, __global float *tile_partial, long tile_offset) {
+    int bias_stride, int levels, __global const float *tok_scale, __global const float *tok_table,
+    long4 tok_strides, long2 tok_offsets /* scale, table */, int tok_table_stride, int tok_depth,
+    __global float *tile_partial, long tile_offset) {
   __local float q_tile[BLOCK_M * ROW_STRIDE] __attribute__((aligned(16)));
   __local float do_tile[BLOCK_M * ROW_STRIDE] __attribute__((aligned(16)));
   __local float k_tile[BLOCK_N * ROW_STRIDE] __attribute__((aligned(16)));
   __local float v_tile[BLOCK_N * ROW_STRIDE] __attribute__((aligned(16)));
   __local float p_tile[BLOCK_N * (BLOCK_M + 4)] __attribute__((aligned(16)));
   __local float ds_tile[BLOCK_N * (BLOCK_M + 4)] __attribute__((aligned(16)));
-  __local float row_stats[2 * BLOCK_M]; /* lse (log2 units), delta */
+  __local float row_stats[3 * BLOCK_M]; /* lse (log2 units), delta, token-bias scale (log2 units) */
+#if DUA_TBIAS
+  __local float tok_tab[DUA_MAX_TOKEN_LEVELS];
+#endif
 #if DUA_BIAS
   __local float level_sums[DUA_MAX_LEVELS];
 #endif
@@ -263,6 +315,10 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 #if DUA_BIAS
     for (int t = tid; t < DUA_MAX_LEVELS; t += THREADS)
       level_sums[t] = 0.0f;
+#endif
+#if DUA_TBIAS /* read after the chunk loop's barriers; the previous head's last reads precede a barrier */
+    for (int t = tid; t <= tok_depth; t += THREADS)
+      tok_tab[t] = tok_table[tok_offsets.s1 + h * tok_table_stride + t];
 #endif
     const int count = tlist_counts[bh * shape.nb + n], n_full = tlist_full[bh * shape.nb + n];
     for (int item = 0; item < count; item++) {
@@ -305,6 +361,13 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
           }
           row_stats[r] = isinf(l2) ? 0.0f : l2;
           row_stats[BLOCK_M + r] = dl;
+#if DUA_TBIAS
+          row_stats[2 * BLOCK_M + r] =
+              row < shape.n_tokens
+                  ? tok_scale[tok_offsets.s0 + b * tok_strides.s0 + h * tok_strides.s1 + row * tok_strides.s2] *
+                        DUA_LOG2E
+                  : 0.0f;
+#endif
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         float s[RK][CQ], dp[RK][CQ];
@@ -330,7 +393,13 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
           const int col = key0 + ty + TM * a; /* key */
           for (int c = 0; c < CQ; c++) {
             const int row = i0 + tx + TN * c; /* query */
+#if DUA_TBIAS
+            const float x = bwd_score(fma(row_stats[2 * BLOCK_M + tx + TN * c],
+                                          tok_tab[dua_tok_level(row, col, tok_depth)], s[a][c] * scale_log2),
+                                      row, col, shared, beta, elementwise, shape);
+#else
             const float x = bwd_score(s[a][c] * scale_log2, row, col, shared, beta, elementwise, shape);
+#endif
             const float p = x == -INFINITY ? 0.0f : exp2(x - row_stats[tx + TN * c]);
             const float g = p * (dp[a][c] - row_stats[BLOCK_M + tx + TN * c]);
             p_tile[(ty + TM * a) * (BLOCK_M + 4) + tx + TN * c] = p;

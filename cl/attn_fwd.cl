@@ -11,7 +11,8 @@
  * Key-block enumeration (DUA_ENUM): 0 = rule intervals (sink, window, positional tree range), 1 = intervals
  * plus the content-tree bucket of the query block, 2 = device block lists (full blocks first).
  * Tree membership for element masks and bias (DUA_TREE): 0 positional, 1 content paths, 2 none (the
- * caller's lists: a listed block is visible, only causality and the tail mask inside it). */
+ * caller's lists: a listed block is visible, only causality and the tail mask inside it).
+ * DUA_TBIAS adds the token-tree bias of paper routing mode to every visible pair (table in local memory). */
 
 #ifndef HEAD_DIM
 #define HEAD_DIM 64
@@ -30,6 +31,9 @@
 #endif
 #ifndef DUA_BIAS
 #define DUA_BIAS 0
+#endif
+#ifndef DUA_TBIAS
+#define DUA_TBIAS 0 /* 1: token-tree bias token_scale[b][h][i] * token_table[h][lvl(i, j)] on every visible pair */
 #endif
 
 #define THREADS (TM * TN)
@@ -61,7 +65,10 @@ dua_attn_fwd(__global const dua_store_t *q, __global const dua_store_t *k, __glo
              __global const int *rank_range, /* [B*Hq][nb] x (lo, hi) (DUA_ENUM == 1) */
              __global const int *list_counts, __global const int *list_full,
              __global const int *list_indices, /* [B*Hq][nb] and [B*Hq][nb][nb] (DUA_ENUM == 2) */
-             __global const float *level_bias, int bias_stride) {
+             __global const float *level_bias, int bias_stride,
+             __global const float *tok_scale,  /* (B, Hq, N, 1) by tok_strides (DUA_TBIAS) */
+             __global const float *tok_table,  /* [Hq or 1][tok_depth + 1] */
+             long4 tok_strides, long2 tok_offsets /* scale, table */, int tok_table_stride, int tok_depth) {
   __local float q_tile[BLOCK_M * ROW_STRIDE] __attribute__((aligned(16)));
   __local float kv_tile[BLOCK_N * ROW_STRIDE] __attribute__((aligned(16)));
   __local float p_tile[BLOCK_M * P_STRIDE];
@@ -90,6 +97,18 @@ dua_attn_fwd(__global const dua_store_t *q, __global const dua_store_t *k, __glo
   dua_load_rows(q_tile, q_bh, q_strides.s2, row0, BLOCK_M, shape.n_tokens, tid, THREADS, HEAD_DIM,
                 ROW_STRIDE);
 
+#if DUA_TBIAS
+  __local float tok_tab[DUA_MAX_TOKEN_LEVELS]; /* log2 units; read after the first barrier of the key loop */
+  for (int t = tid; t <= tok_depth; t += THREADS)
+    tok_tab[t] = tok_table[tok_offsets.s1 + h * tok_table_stride + t] * DUA_LOG2E;
+  float tok_r[RM];
+  for (int i = 0; i < RM; i++) {
+    const int row = row0 + ty + TM * i;
+    tok_r[i] = row < shape.n_tokens
+                   ? tok_scale[tok_offsets.s0 + b * tok_strides.s0 + h * tok_strides.s1 + row * tok_strides.s2]
+                   : 0.0f;
+  }
+#endif
   float acc[RM][DK];
   float m_run[RM], l_run[RM];
   for (int i = 0; i < RM; i++) {
@@ -149,6 +168,9 @@ dua_attn_fwd(__global const dua_store_t *q, __global const dua_store_t *k, __glo
         for (int j = 0; j < CN; j++) {
           const int col = j0 + tx + TN * j;
           float x = s[i][j] * scale_log2;
+#if DUA_TBIAS
+          x += tok_r[i] * tok_tab[dua_tok_level(row, col, tok_depth)];
+#endif
           if (elementwise) {
             int extra = dua_token_extra(row, col, shape.window, shape.sink);
             int vis = (shared || extra) && col < shape.n_tokens && row < shape.n_tokens &&

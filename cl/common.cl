@@ -65,6 +65,13 @@ inline int dua_sink_blocks(int m, int blk, int n_tokens, int sink, int causal) {
   return (keys + blk - 1) / blk;
 }
 
+/* Token-tree level of positions (i, j) in a tree of depth `depth` (host: token_bias.h dua_tok_level):
+ * depth - bit_length(i ^ j), clamped at 0 for the rows/columns past the sequence that full tiles compute. */
+inline int dua_tok_level(int i, int j, int depth) {
+  return max(0, depth - (32 - (int)clz(i ^ j)));
+}
+#define DUA_MAX_TOKEN_LEVELS 33
+
 /* Window or sink pair (bias 0), ignoring causality. */
 inline int dua_token_extra(int i, int j, int window, int sink) {
   int d = i - j;

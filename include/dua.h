@@ -394,7 +394,23 @@ typedef struct dua_attention_params {
    * that block pair alone (the trainer's content routing chains it into the router). Zero for block pairs the
    * layout does not visit; every element is written; deterministic (no atomics). NULL = not computed. */
   const dua_tensor *tile_grad;
+  /* Optional token-tree bias (paper routing mode, DESIGN.md section 7), both or neither: added to the score
+   * of every visible pair (i, j) (tree, window and sink pairs alike, on top of any level bias):
+   *     token_scale[b][h][i] * token_table[h][dua_token_tree_level(i, j, D_tok)],  D_tok =
+   * dua_token_tree_depth(N) token_scale: fp32 (B, Hq, N, 1) (e.g. a learned amplitude times a per-position
+   * gate); token_table: fp32 (Hq or 1, D_tok + 1, 1, 1) with contiguous levels (shape[0] = 1: shared by all
+   * heads). dua_attention_backward_ex returns d token_scale[b][h][i] = sum_j dS_ij token_table[h][lvl(i, j)].
+   * The tensor-core forward declines such calls (the portable kernel runs); naive and decode refuse them. */
+  const dua_tensor *token_scale;
+  const dua_tensor *token_table;
 } dua_attention_params;
+
+/* Token tree over positions (the paper's topology): D_tok = ceil(log2 N) (0 for N = 1), integer arithmetic.
+ */
+DUA_API int32_t dua_token_tree_depth(int32_t n);
+/* Similarity of positions i, j >= 0 in a token tree of depth depth: D_tok - k*, k* = min{k >= 1 : i >> k ==
+ * j >> k} for i != j, and D_tok on the diagonal; equivalently D_tok - bit_length(i ^ j). In [0, D_tok]. */
+DUA_API int32_t dua_token_tree_level(int32_t i, int32_t j, int32_t depth);
 
 DUA_API void dua_attention_params_init(dua_attention_params *params);
 
@@ -435,6 +451,31 @@ DUA_API dua_status dua_attention_backward(dua_context *ctx, dua_layout *layout,
                                           const dua_tensor *dk, const dua_tensor *dv,
                                           const dua_tensor *d_level_bias);
 
+/* dua_attention_backward plus, when params->token_scale is set and d_token_scale is not NULL, the gradient of
+ * the token-tree bias scale: fp32 (B, Hq, N, 1), d_token_scale[b][h][i] = sum_j dS_ij token_table[h][lvl(i,
+ * j)] (per row, deterministic; 0 for rows with no visible key). dua_attention_backward is this with NULL. */
+DUA_API dua_status dua_attention_backward_ex(dua_context *ctx, dua_layout *layout,
+                                             const dua_attention_params *params, const dua_tensor *q,
+                                             const dua_tensor *k, const dua_tensor *v, const dua_tensor *o,
+                                             const dua_tensor *lse, const dua_tensor *d_o,
+                                             const dua_tensor *dq, const dua_tensor *dk, const dua_tensor *dv,
+                                             const dua_tensor *d_level_bias, const dua_tensor *d_token_scale);
+
+/* Host token-tree bias for the references: scale [B][Hq][N], table [table_heads][levels] with table_heads 1
+ * or Hq and levels = dua_token_tree_depth(N) + 1. */
+typedef struct dua_host_token_bias {
+  const float *scale;
+  const float *table;
+  int32_t table_heads;
+  int32_t levels;
+} dua_host_token_bias;
+
+/* dua_attention_reference with an optional token-tree bias (NULL = none). */
+DUA_API dua_status dua_attention_reference_ex(const dua_layout *layout, float scale, const float *level_bias,
+                                              const dua_host_token_bias *token_bias, const dua_host_tensor *q,
+                                              const dua_host_tensor *k, const dua_host_tensor *v,
+                                              const dua_host_tensor *o, const dua_host_tensor *lse);
+
 /* CPU reference backward in double accumulation (recomputes the forward itself): host tensors as in
  * dua_attention_reference; d_o has q's shape; dq, dk, dv are written; d_level_bias ([heads][max D + 1]) is
  * written when level_bias and d_level_bias are both non-NULL. */
@@ -444,6 +485,13 @@ DUA_API dua_status dua_attention_backward_reference(const dua_layout *layout, fl
                                                     const dua_host_tensor *d_o, const dua_host_tensor *dq,
                                                     const dua_host_tensor *dk, const dua_host_tensor *dv,
                                                     float *d_level_bias);
+/* dua_attention_backward_reference with an optional token-tree bias; d_token_scale ([B][Hq][N]) is written
+ * when token_bias and d_token_scale are both non-NULL. */
+DUA_API dua_status dua_attention_backward_reference_ex(
+    const dua_layout *layout, float scale, const float *level_bias, const dua_host_token_bias *token_bias,
+    const dua_host_tensor *q, const dua_host_tensor *k, const dua_host_tensor *v, const dua_host_tensor *d_o,
+    const dua_host_tensor *dq, const dua_host_tensor *dk, const dua_host_tensor *dv, float *d_level_bias,
+    float *d_token_scale);
 
 /* As dua_attention_backward_reference, and when tile_grad is not NULL also the block-pair gradient of
  * params.tile_grad: host [B][Hq][nb][nb], contiguous, every element written. */

@@ -33,6 +33,9 @@ DUA_API int32_t dua_task_kind_from_name(const char *name);
 typedef enum dua_routing_mode {
   DUA_ROUTING_DENSE = 0,  /* every head dense (depth 0) */
   DUA_ROUTING_NATIVE = 1, /* per-head per-level Gumbel-Sigmoid gates as a level bias, then hard depths */
+  DUA_ROUTING_PAPER = 2,  /* the paper's training (reproduction): dense heads with an additive z-normalized
+                           * token-tree bias x per-position Gumbel-Sigmoid gate (a causal controller) x learned
+                           * amplitude; extracted to depth 0 or D per head (dua_trainer_evaluate_paper) */
   DUA_ROUTING_CONTENT = 3 /* native's gates over a content tree: a per-layer, per-head router gives every
                            * block a path from its first token's hidden state (hard Gumbel-Softmax,
                            * straight-through, load balancing); see README "content mode" */
@@ -83,7 +86,9 @@ typedef struct dua_trainer_config {
   float grad_clip;      /* global gradient-norm clip, 0 = none */
   uint64_t seed;        /* data, initialization and Gumbel noise */
   int32_t eval_every;   /* steps between evaluations, 0 = only at the end */
-  int32_t reserved[13]; /* zero */
+  int32_t ctrl_hidden;  /* paper mode: hidden width of the depth controller E -> ctrl_hidden -> H (GELU);
+                         * 0 = a linear map E -> H; 0..4096 (default 32 = E/4 at the default width) */
+  int32_t reserved[12]; /* zero */
   /* content mode (fields taken from the end of the reserved space) */
   float balance_weight;  /* weight of the router's load-balancing loss (1 = uniform), >= 0 */
   float router_lr_scale; /* router learning rate = lr * router_lr_scale (> 0 in content mode) */
@@ -211,10 +216,28 @@ DUA_API dua_status dua_trainer_set_steps(dua_trainer *trainer, int32_t steps);
 DUA_API dua_status dua_trainer_step(dua_trainer *trainer, dua_train_stats *stats);
 /* Evaluates the whole test set with the hard routing (dense mode: dense). */
 DUA_API dua_status dua_trainer_evaluate(dua_trainer *trainer, dua_eval_result *result);
+/* Paper mode's two evaluations of the held-out set (PAPER-NOTES.md: the paper reported only the first):
+ * soft = dense heads with the token-tree bias and the evaluation gate 1[z > 0] (what the paper reports);
+ * hard = the extracted routing (per head depth D if the mean sigmoid(z) over the test positions, measured in
+ * the soft pass, is > 0.5, else 0; no bias) through the block-sparse kernels: what dua-run executes. The
+ * extraction is stored: dua_trainer_routing, checkpoints and routing files carry it afterwards. */
+typedef struct dua_paper_eval_result {
+  dua_eval_result soft;
+  dua_eval_result hard;
+  double accuracy_change; /* hard.accuracy - soft.accuracy */
+  double loss_change;     /* hard.loss - soft.loss */
+  int32_t heads_sparse;   /* heads extracted to depth D */
+  int32_t heads_total;
+  int32_t reserved[6];
+} dua_paper_eval_result;
+
+/* Both evaluations (paper mode only, else DUA_ERROR_INVALID_ARGUMENT). dua_trainer_evaluate in paper mode
+ * runs this and returns the hard result. */
+DUA_API dua_status dua_trainer_evaluate_paper(dua_trainer *trainer, dua_paper_eval_result *result);
 /* The hard routing the evaluation runs (the extracted depths); free with dua_routing_free. */
 DUA_API dua_status dua_trainer_routing(const dua_trainer *trainer, dua_routing *routing);
 /* Gate probabilities sigmoid(z) [layers][heads][D] (D = dua_trainer_tree_depth), for depth maps; zeros in
- * dense mode. */
+ * dense mode; paper mode: each head's mean sigmoid(z) of the last evaluation, repeated over the D levels. */
 DUA_API int32_t dua_trainer_tree_depth(const dua_trainer *trainer);
 DUA_API dua_status dua_trainer_gate_probs(const dua_trainer *trainer, float *probs);
 /* Name of token id of the trainer's task ("?" if unknown); vocabulary size. */

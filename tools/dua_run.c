@@ -771,6 +771,7 @@ int main(int argc, char **argv) {
            "arity %d%s%s\ndevice: %s\n\n",
            argv[1], ckpt, dua_task_kind_name(c->task),
            c->mode == DUA_ROUTING_CONTENT ? "content"
+           : c->mode == DUA_ROUTING_PAPER ? "paper"
            : c->mode                      ? "native"
                                           : "dense",
            (long long)dua_inference_step_count(m), c->layers, c->heads, c->width, c->seq_len, c->block,

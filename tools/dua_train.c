@@ -30,8 +30,8 @@ typedef struct flag {
 static const flag flags[] = {
     {"task", F_TASK, CFG(task), "dyck | listops | listops-paper | dyck-lm | text (README, \"Tasks\")"},
     {"mode", F_MODE, CFG(mode),
-     "dense | native (learned per-head depths) | content (native's gates over a tree of block paths a "
-     "router learns)"},
+     "dense | native (learned per-head depths) | paper (the paper's gated token-tree bias, extracted to 0 or "
+     "D) | content (native's gates over a tree of block paths a router learns)"},
     {"steps", F_INT, CFG(steps), "optimizer steps"},
     {"seed", F_U64, CFG(seed), "seed of data, initialization and gate noise"},
     {"seq-len", F_INT, CFG(seq_len), "tokens per example"},
@@ -72,11 +72,44 @@ static const flag flags[] = {
     {"adam-eps", F_FLOAT, CFG(adam_eps), "AdamW epsilon"},
     {"grad-clip", F_FLOAT, CFG(grad_clip), "global gradient-norm clip (0 = none)"},
     {"eval-every", F_INT, CFG(eval_every), "steps between evaluations (0 = only at the end)"},
+    {"ctrl-hidden", F_INT, CFG(ctrl_hidden),
+     "paper mode: depth-controller hidden width (0 = linear map; default width / 4)"},
 };
 #define NFLAGS ((int)(sizeof flags / sizeof flags[0]))
 
 static const char *mode_name(int32_t mode) {
-  return mode == DUA_ROUTING_NATIVE ? "native" : mode == DUA_ROUTING_CONTENT ? "content" : "dense";
+  return mode == DUA_ROUTING_DENSE     ? "dense"
+         : mode == DUA_ROUTING_NATIVE  ? "native"
+         : mode == DUA_ROUTING_PAPER   ? "paper"
+         : mode == DUA_ROUTING_CONTENT ? "content"
+                                       : "?";
+}
+
+/* Paper mode: both evaluations of the last dua_trainer_evaluate_paper (soft = the paper's, hard = extracted).
+ */
+static dua_paper_eval_result last_paper;
+static int have_paper;
+
+/* The evaluation every mode reports (the hard routing); paper mode also keeps the soft one in last_paper. */
+static dua_status evaluate(dua_trainer *t, dua_eval_result *ev) {
+  if (dua_trainer_get_config(t)->mode != DUA_ROUTING_PAPER)
+    return dua_trainer_evaluate(t, ev);
+  dua_status st = dua_trainer_evaluate_paper(t, &last_paper);
+  if (st == DUA_SUCCESS) {
+    *ev = last_paper.hard;
+    have_paper = 1;
+  }
+  return st;
+}
+
+static void print_paper_eval(FILE *f) {
+  const dua_paper_eval_result *p = &last_paper;
+  fprintf(
+      f,
+      "  paper soft (dense, token-tree bias, gate 1[z>0]): loss %.4f accuracy %.4f | extracted hard (%d/%d "
+      "heads at depth D, no bias): loss %.4f accuracy %.4f | change: accuracy %+.4f loss %+.4f\n",
+      p->soft.loss, p->soft.accuracy, p->heads_sparse, p->heads_total, p->hard.loss, p->hard.accuracy,
+      p->accuracy_change, p->loss_change);
 }
 
 static void usage(FILE *f) {
@@ -169,6 +202,7 @@ static int parse_value(const flag *fl, const char *v, dua_trainer_config *c) {
   case F_MODE:
     *(int32_t *)p = !strcmp(v, "dense")     ? DUA_ROUTING_DENSE
                     : !strcmp(v, "native")  ? DUA_ROUTING_NATIVE
+                    : !strcmp(v, "paper")   ? DUA_ROUTING_PAPER
                     : !strcmp(v, "content") ? DUA_ROUTING_CONTENT
                                             : -1;
     break;
@@ -182,7 +216,7 @@ static int parse_value(const flag *fl, const char *v, dua_trainer_config *c) {
 typedef struct options {
   dua_trainer_config cfg;
   const char *out, *resume, *device, *text;
-  int eval_only, quiet, steps_given, warmup_given;
+  int eval_only, quiet, steps_given, warmup_given, ctrl_given;
   double time_limit;
 } options;
 
@@ -242,6 +276,7 @@ static int parse_args(int argc, char **argv, options *o) {
         }
         o->steps_given |= !strcmp(flags[f].name, "steps");
         o->warmup_given |= !strcmp(flags[f].name, "warmup");
+        o->ctrl_given |= !strcmp(flags[f].name, "ctrl-hidden");
       }
     if (!found) {
       fprintf(stderr, "dua-train: unknown option %s (see --help)\n", a);
@@ -250,6 +285,8 @@ static int parse_args(int argc, char **argv, options *o) {
   }
   if (!o->warmup_given && o->cfg.warmup > o->cfg.steps && o->cfg.steps > 0)
     o->cfg.warmup = o->cfg.steps / 10; /* a short run: the default warm-up would exceed it */
+  if (!o->ctrl_given && o->cfg.width >= 4)
+    o->cfg.ctrl_hidden = o->cfg.width / 4; /* the paper's E -> E/4 -> H controller */
   if (!o->resume && !o->out) {
     fprintf(stderr, "dua-train: --out DIR is required (see --help)\n");
     return -1;
@@ -366,6 +403,19 @@ static int write_result(const char *path, dua_trainer *t, const dua_eval_result 
             (unsigned long long)corpus.bytes, (unsigned long long)corpus.train_bytes,
             (unsigned long long)corpus.heldout_bytes, h);
   }
+  if (c->mode == DUA_ROUTING_PAPER && have_paper) {
+    const dua_paper_eval_result *p = &last_paper;
+    fprintf(f,
+            ",\n  \"paper\": {\"soft_loss\": %.6f, \"soft_accuracy\": %.6f, \"hard_loss\": %.6f, "
+            "\"hard_accuracy\": %.6f,\n            \"accuracy_change\": %.6f, \"loss_change\": %.6f, "
+            "\"heads_sparse\": %d, \"heads_total\": %d, \"hard_density\": %.6f,\n            \"soft\": "
+            "\"dense heads, z-normalized token-tree bias x gate 1[z>0] x alpha (what the paper reports)\",\n"
+            "            \"hard\": \"extracted routing (depth D if mean sigmoid(z) > 0.5 else 0), no bias, "
+            "block-sparse "
+            "kernels (what dua-run eval runs)\"}",
+            p->soft.loss, p->soft.accuracy, p->hard.loss, p->hard.accuracy, p->accuracy_change,
+            p->loss_change, p->heads_sparse, p->heads_total, p->hard.density);
+  }
   fprintf(f, "\n}\n");
   if (have)
     dua_routing_free(&r);
@@ -441,12 +491,14 @@ int main(int argc, char **argv) {
     return 1;
   dua_eval_result ev;
   if (o.eval_only) {
-    if ((st = dua_trainer_evaluate(t, &ev)) != DUA_SUCCESS) {
+    if ((st = evaluate(t, &ev)) != DUA_SUCCESS) {
       fprintf(stderr, "dua-train: evaluation failed: %s\n", dua_context_last_error(ctx));
       return 1;
     }
     printf("eval step %lld: test loss %.4f accuracy %.4f density %.4f (%lld scored)\n",
            (long long)dua_trainer_step_count(t), ev.loss, ev.accuracy, ev.density, (long long)ev.scored);
+    if (have_paper)
+      print_paper_eval(stdout);
     print_depths(t, stdout);
     dua_trainer_destroy(t);
     dua_context_destroy(ctx);
@@ -471,8 +523,10 @@ int main(int argc, char **argv) {
   if (csv_head)
     fprintf(csv, "step,phase,loss,accuracy,lr,tau,grad_norm,density,expected_density,tokens_per_s%s\n",
             c->mode == DUA_ROUTING_CONTENT ? ",balance_loss" : "");
+  const int paper = c->mode == DUA_ROUTING_PAPER;
   if (ecsv_head)
-    fprintf(ecsv, "step,test_loss,test_accuracy,density\n");
+    fprintf(ecsv, "step,test_loss,test_accuracy,density%s\n",
+            paper ? ",soft_loss,soft_accuracy,accuracy_change,heads_sparse" : "");
   const int tty = isatty(fileno(stdout)) && !o.quiet;
   const double t_start = now_seconds();
   double train_seconds = 0.0, tokens = 0.0;
@@ -505,16 +559,22 @@ int main(int argc, char **argv) {
     fflush(stdout);
     const int out_of_time = o.time_limit > 0 && now_seconds() - t_start > o.time_limit;
     if ((c->eval_every > 0 && s.step % c->eval_every == 0) || s.step == c->steps || out_of_time) {
-      if ((st = dua_trainer_evaluate(t, &ev)) != DUA_SUCCESS) {
+      if ((st = evaluate(t, &ev)) != DUA_SUCCESS) {
         fprintf(stderr, "\ndua-train: evaluation failed: %s\n", dua_context_last_error(ctx));
         return 1;
       }
-      fprintf(ecsv, "%lld,%.6f,%.6f,%.6f\n", (long long)s.step, ev.loss, ev.accuracy, ev.density);
+      fprintf(ecsv, "%lld,%.6f,%.6f,%.6f", (long long)s.step, ev.loss, ev.accuracy, ev.density);
+      if (paper)
+        fprintf(ecsv, ",%.6f,%.6f,%.6f,%d", last_paper.soft.loss, last_paper.soft.accuracy,
+                last_paper.accuracy_change, last_paper.heads_sparse);
+      fprintf(ecsv, "\n");
       fflush(ecsv);
       fflush(csv);
       if (!o.quiet)
         printf("%seval step %lld: test loss %.4f accuracy %.4f density %.4f (hard routing)\n",
                tty ? "\n" : "", (long long)s.step, ev.loss, ev.accuracy, ev.density);
+      if (!o.quiet && paper)
+        print_paper_eval(stdout);
       if (save_all(t, o.out) != 0)
         return 1;
     }
@@ -527,13 +587,15 @@ int main(int argc, char **argv) {
   fclose(csv);
   fclose(ecsv);
   if (dua_trainer_step_count(t) == 0 || train_seconds == 0.0) { /* resumed a finished run: evaluate */
-    if ((st = dua_trainer_evaluate(t, &ev)) != DUA_SUCCESS)
+    if ((st = evaluate(t, &ev)) != DUA_SUCCESS)
       return 1;
   }
   print_depths(t, stdout);
   double tps = train_seconds > 0 ? tokens / train_seconds : 0.0;
   printf("final: test accuracy %.4f, test loss %.4f, density %.4f, %.0f tokens/s, %.1f s training\n",
          ev.accuracy, ev.loss, ev.density, tps, train_seconds);
+  if (paper && have_paper)
+    print_paper_eval(stdout);
   join(path, sizeof path, o.out, "result.json");
   if (write_result(path, t, &ev, train_seconds, tps, dua_trainer_step_count(t) == c->steps) != 0)
     fprintf(stderr, "dua-train: cannot write %s\n", path);

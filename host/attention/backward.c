@@ -1,9 +1,10 @@
 /* backward.c: dua_attention_backward: argument checks and the launches of the portable backward
  * (cl/attn_bwd.cl): delta = rowsum(dO O), the dQ pass over query tiles, the dK/dV pass over key tiles with
  * the transposed block lists, the deterministic reduction of the level-bias gradient and, when
- * params.tile_grad is set, of the block-pair gradient. The tile comes through the tuning lookup chain
- * (kernel "bwd"). */
+ * params.tile_grad is set, of the block-pair gradient; with a token-tree bias (paper mode) the dQ pass also
+ * writes the gradient of its per-row scale. The tile comes through the tuning lookup chain (kernel "bwd"). */
 #include "attention/forward_internal.h"
+#include "attention/token_bias.h"
 #include "tuning/tuning.h"
 
 #include <math.h>
@@ -33,7 +34,7 @@ static dua_status validate_backward(dua_context *ctx, const dua_layout *l, const
                                     const dua_tensor *q, const dua_tensor *k, const dua_tensor *v,
                                     const dua_tensor *o, const dua_tensor *lse, const dua_tensor *d_o,
                                     const dua_tensor *dq, const dua_tensor *dk, const dua_tensor *dv,
-                                    const dua_tensor *d_bias) {
+                                    const dua_tensor *d_bias, const dua_tensor *d_tok) {
   dua_status st = dua_attention_validate(ctx, FN, l, p, q, k, v, o, lse);
   if (st != DUA_SUCCESS)
     return st;
@@ -68,11 +69,25 @@ static dua_status validate_backward(dua_context *ctx, const dua_layout *l, const
       return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "%s: params.tile_grad.dtype = %d, must be DUA_F32", FN,
                       (int)tg->dtype);
   }
+  if (d_tok) {
+    if (!p->token_scale)
+      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
+                      "%s: d_token_scale is set but params.token_scale is NULL", FN);
+    if ((st = dua_tensor_check(ctx, d_tok, "d_token_scale")) != DUA_SUCCESS ||
+        (st = dua_check_shape(ctx, FN, d_tok, "d_token_scale", l->batch, l->heads, l->seq_len, 1)) !=
+            DUA_SUCCESS)
+      return st;
+    if (d_tok->dtype != DUA_F32)
+      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "%s: d_token_scale must be DUA_F32", FN);
+  }
   {
-    const dua_tensor *outs[5] = {dq, dk, dv, d_bias, tg}, *ins[7] = {q, k, v, o, lse, d_o, p->level_bias};
-    static const char *const out_names[5] = {"dq", "dk", "dv", "d_level_bias", "params.tile_grad"};
-    static const char *const in_names[7] = {"q", "k", "v", "o", "lse", "d_o", "level_bias"};
-    if ((st = dua_check_outputs(ctx, FN, outs, out_names, 5, ins, in_names, 7)) != DUA_SUCCESS)
+    const dua_tensor *outs[6] = {dq, dk, dv, d_bias, tg, d_tok},
+                     *ins[9] = {q, k, v, o, lse, d_o, p->level_bias, p->token_scale, p->token_table};
+    static const char *const out_names[6] = {"dq",           "dk", "dv", "d_level_bias", "params.tile_grad",
+                                             "d_token_scale"};
+    static const char *const in_names[9] = {"q",   "k",          "v",           "o",          "lse",
+                                            "d_o", "level_bias", "token_scale", "token_table"};
+    if ((st = dua_check_outputs(ctx, FN, outs, out_names, 6, ins, in_names, 9)) != DUA_SUCCESS)
       return st;
   }
   return DUA_SUCCESS;
@@ -83,6 +98,14 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
                                   const dua_tensor *o, const dua_tensor *lse, const dua_tensor *d_o,
                                   const dua_tensor *dq, const dua_tensor *dk, const dua_tensor *dv,
                                   const dua_tensor *d_bias) {
+  return dua_attention_backward_ex(ctx, l, params, q, k, v, o, lse, d_o, dq, dk, dv, d_bias, NULL);
+}
+
+dua_status dua_attention_backward_ex(dua_context *ctx, dua_layout *l, const dua_attention_params *params,
+                                     const dua_tensor *q, const dua_tensor *k, const dua_tensor *v,
+                                     const dua_tensor *o, const dua_tensor *lse, const dua_tensor *d_o,
+                                     const dua_tensor *dq, const dua_tensor *dk, const dua_tensor *dv,
+                                     const dua_tensor *d_bias, const dua_tensor *d_tok) {
   if (!ctx)
     return DUA_ERROR_INVALID_ARGUMENT;
   if (!l)
@@ -92,7 +115,7 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
     dua_attention_params_init(&defaults);
     params = &defaults;
   }
-  dua_status st = validate_backward(ctx, l, params, q, k, v, o, lse, d_o, dq, dk, dv, d_bias);
+  dua_status st = validate_backward(ctx, l, params, q, k, v, o, lse, d_o, dq, dk, dv, d_bias, d_tok);
   if (st != DUA_SUCCESS)
     return st;
   const int head_dim = (int)q->shape[3];
@@ -125,9 +148,9 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
   snprintf(
       options, sizeof options,
       "-DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DTM=%d -DTN=%d -DDUA_FP16=%d -DDUA_ENUM=%d -DDUA_TREE=%d "
-      "-DDUA_BIAS=%d%s",
+      "-DDUA_BIAS=%d -DDUA_TBIAS=%d%s",
       head_dim, tp.block_m, tp.block_n, tp.threads_m, tp.threads_n, q->dtype == DUA_F16, enum_mode, tree_mode,
-      has_bias, tile_grad ? " -DDUA_TILE_GRAD=1" : "");
+      has_bias, params->token_scale != NULL, tile_grad ? " -DDUA_TILE_GRAD=1" : "");
   cl_kernel k_pre, k_dq, k_dkdv, k_bias = NULL, k_tiles = NULL;
   if ((st = dua_program_kernel(ctx, "common,attn_bwd", options, "dua_attn_bwd_pre", &k_pre)) != DUA_SUCCESS ||
       (st = dua_program_kernel(ctx, "common,attn_bwd", options, "dua_attn_bwd_dq", &k_dq)) != DUA_SUCCESS ||
@@ -195,6 +218,29 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
   for (int i = 0; i < 8; i++)
     dua_arg(&a, sizeof rule_mems[i], &rule_mems[i]);
   dua_arg(&a, sizeof bias_stride, &bias_stride);
+  /* token-tree bias (dummies without one) */
+  const int has_tok = params->token_scale != NULL;
+  const cl_mem tsm = has_tok ? params->token_scale->buffer->mem : dev->dummy,
+               ttm = has_tok ? params->token_table->buffer->mem : dev->dummy,
+               dtm = d_tok ? d_tok->buffer->mem : dev->dummy;
+  const cl_long4 tss = has_tok ? dua_strides4(params->token_scale) : qs,
+                 dts = d_tok ? dua_strides4(d_tok) : qs;
+  const cl_long4 tok_off = {{has_tok ? dua_elem_offset(params->token_scale) : 0,
+                             has_tok ? dua_elem_offset(params->token_table) : 0,
+                             d_tok ? dua_elem_offset(d_tok) : 0, 0}};
+  const cl_long2 tok_off2 = {{tok_off.s[0], tok_off.s[1]}};
+  const cl_int tok_tstride =
+                   has_tok && params->token_table->shape[0] > 1 ? (cl_int)params->token_table->strides[0] : 0,
+               tok_depth = dua_token_tree_depth(l->seq_len), has_dtok = d_tok != NULL;
+  dua_arg(&a, sizeof tsm, &tsm);
+  dua_arg(&a, sizeof ttm, &ttm);
+  dua_arg(&a, sizeof dtm, &dtm);
+  dua_arg(&a, sizeof tss, &tss);
+  dua_arg(&a, sizeof dts, &dts);
+  dua_arg(&a, sizeof tok_off, &tok_off);
+  dua_arg(&a, sizeof tok_tstride, &tok_tstride);
+  dua_arg(&a, sizeof tok_depth, &tok_depth);
+  dua_arg(&a, sizeof has_dtok, &has_dtok);
   if (a.err != CL_SUCCESS)
     return dua_fail(ctx, (dua_status)a.err, "%s: dua_attn_bwd_dq argument %u", FN, a.index - 1);
   const size_t q_tiles = (size_t)l->num_blocks * (size_t)(l->block / tp.block_m);
@@ -223,6 +269,12 @@ dua_status dua_attention_backward(dua_context *ctx, dua_layout *l, const dua_att
     dua_arg(&a, sizeof t_mems[i], &t_mems[i]);
   dua_arg(&a, sizeof bias_stride, &bias_stride);
   dua_arg(&a, sizeof n_levels, &n_levels);
+  dua_arg(&a, sizeof tsm, &tsm);
+  dua_arg(&a, sizeof ttm, &ttm);
+  dua_arg(&a, sizeof tss, &tss);
+  dua_arg(&a, sizeof tok_off2, &tok_off2);
+  dua_arg(&a, sizeof tok_tstride, &tok_tstride);
+  dua_arg(&a, sizeof tok_depth, &tok_depth);
   dua_arg(&a, sizeof scratch, &scratch);
   dua_arg(&a, sizeof tile_off, &tile_off);
   if (a.err != CL_SUCCESS)

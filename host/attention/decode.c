@@ -317,6 +317,9 @@ static dua_status validate(dua_context *ctx, dua_kv_cache *c, int32_t layer, con
                     (double)p->scale);
   if (p->level_bias && (st = dua_check_level_bias(ctx, fn, l, p->level_bias)) != DUA_SUCCESS)
     return st;
+  if (p->token_scale || p->token_table)
+    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
+                    "%s: params.token_scale/token_table: decode has no token-tree bias", fn);
   if ((st = dua_tensor_check(ctx, q, "q")) != DUA_SUCCESS ||
       (st = dua_tensor_check(ctx, o, "o")) != DUA_SUCCESS)
     return st;

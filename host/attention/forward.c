@@ -2,6 +2,7 @@
  * block-sparse forward (cl/attn_fwd.cl) or the naive materialized baseline (cl/attn_naive.cl).
  * Steady state: no allocation, no upload and no synchronization per call. */
 #include "attention/forward_internal.h"
+#include "attention/token_bias.h"
 #include "tuning/fwd_params.h"
 #include "tuning/tuning.h"
 
@@ -131,6 +132,15 @@ static dua_fwd_call make_call(const dua_layout *l, const dua_attention_params *p
   c.list_full = dev->list_full ? dev->list_full : dev->dummy;
   c.list_indices = dev->list_indices ? dev->list_indices : dev->dummy;
   c.level_bias = params->level_bias ? params->level_bias->buffer->mem : dev->dummy;
+  c.has_tbias = params->token_scale != NULL;
+  c.tok_scale = c.has_tbias ? params->token_scale->buffer->mem : dev->dummy;
+  c.tok_table = c.has_tbias ? params->token_table->buffer->mem : dev->dummy;
+  c.tok_strides = c.has_tbias ? dua_strides4(params->token_scale) : c.q_strides;
+  c.tok_offsets = (cl_long2){{c.has_tbias ? dua_elem_offset(params->token_scale) : 0,
+                              c.has_tbias ? dua_elem_offset(params->token_table) : 0}};
+  c.tok_table_stride =
+      c.has_tbias && params->token_table->shape[0] > 1 ? (cl_int)params->token_table->strides[0] : 0;
+  c.tok_depth = dua_token_tree_depth(l->seq_len);
   c.head_dim = (int)q->shape[3];
   c.fp16 = q->dtype == DUA_F16;
   c.has_bias = params->level_bias != NULL;
@@ -187,13 +197,23 @@ static dua_status forward_portable(dua_context *ctx, const dua_fwd_call *c) {
   snprintf(
       options, sizeof options,
       "-DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DTM=%d -DTN=%d -DDUA_FP16=%d -DDUA_ENUM=%d -DDUA_TREE=%d "
-      "-DDUA_BIAS=%d",
+      "-DDUA_BIAS=%d -DDUA_TBIAS=%d",
       c->head_dim, tp.block_m, tp.block_n, tp.threads_m, tp.threads_n, c->fp16, c->enum_mode, c->tree_mode,
-      c->has_bias);
+      c->has_bias, c->has_tbias);
   cl_kernel kernel;
   st = dua_program_kernel(ctx, "common,attn_fwd", options, "dua_attn_fwd", &kernel);
   if (st != DUA_SUCCESS || (st = dua_fwd_set_args(ctx, kernel, c)) != DUA_SUCCESS)
     return st;
+  dua_arg_list a = {kernel, 24, CL_SUCCESS}; /* the token-tree bias arguments */
+  dua_arg(&a, sizeof c->tok_scale, &c->tok_scale);
+  dua_arg(&a, sizeof c->tok_table, &c->tok_table);
+  dua_arg(&a, sizeof c->tok_strides, &c->tok_strides);
+  dua_arg(&a, sizeof c->tok_offsets, &c->tok_offsets);
+  dua_arg(&a, sizeof c->tok_table_stride, &c->tok_table_stride);
+  dua_arg(&a, sizeof c->tok_depth, &c->tok_depth);
+  if (a.err != CL_SUCCESS)
+    return dua_fail(ctx, (dua_status)a.err, "forward kernel: setting argument %u failed: %s", a.index - 1,
+                    dua_status_string((dua_status)a.err));
   const size_t threads = (size_t)tp.threads_m * tp.threads_n;
   const size_t tiles = (size_t)c->num_blocks * (size_t)(c->block / tp.block_m);
   size_t global[3] = {tiles * threads, (size_t)c->heads, (size_t)c->batch};
@@ -216,9 +236,12 @@ dua_status dua_attention_forward(dua_context *ctx, dua_layout *l, const dua_atte
   dua_status st = dua_attention_validate(ctx, "dua_attention_forward", l, params, q, k, v, o, lse);
   if (st != DUA_SUCCESS)
     return st;
-  const dua_tensor *outs[2] = {o, lse}, *ins[4] = {q, k, v, params->level_bias};
-  static const char *const out_names[2] = {"o", "lse"}, *const in_names[4] = {"q", "k", "v", "level_bias"};
-  if ((st = dua_check_outputs(ctx, "dua_attention_forward", outs, out_names, 2, ins, in_names, 4)) !=
+  const dua_tensor *outs[2] = {o, lse},
+                   *ins[6] = {q, k, v, params->level_bias, params->token_scale, params->token_table};
+  static const char *const out_names[2] = {"o", "lse"}, *const in_names[6] = {"q",           "k",
+                                                                              "v",           "level_bias",
+                                                                              "token_scale", "token_table"};
+  if ((st = dua_check_outputs(ctx, "dua_attention_forward", outs, out_names, 2, ins, in_names, 6)) !=
       DUA_SUCCESS)
     return st;
   const int head_dim = (int)q->shape[3];
@@ -259,7 +282,7 @@ dua_status dua_context_warm_up(dua_context *ctx) {
       snprintf(
           options, sizeof options,
           "-DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DTM=%d -DTN=%d -DDUA_FP16=%d -DDUA_ENUM=0 -DDUA_TREE=0 "
-          "-DDUA_BIAS=0",
+          "-DDUA_BIAS=0 -DDUA_TBIAS=0",
           dims[i], tp.block_m, tp.block_n, tp.threads_m, tp.threads_n, fp16);
       cl_kernel kernel;
       dua_status st = dua_program_kernel(ctx, "common,attn_fwd", options, "dua_attn_fwd", &kernel);

@@ -21,6 +21,12 @@ typedef struct dua_fwd_call {
   cl_float scale_log2;
   cl_mem head_rules, paths, order, rank_range, list_counts, list_full, list_indices, level_bias;
   cl_int bias_stride;
+  /* token-tree bias (portable kernel only: arguments after the 24 above, set by forward.c) */
+  cl_mem tok_scale, tok_table;
+  cl_long4 tok_strides;
+  cl_long2 tok_offsets; /* elements: scale, table */
+  cl_int tok_table_stride, tok_depth;
+  int has_tbias;
   /* variant selection and launch geometry */
   int head_dim, fp16, has_bias, enum_mode, tree_mode; /* DUA_ENUM, DUA_TREE of attn_fwd.cl */
   int batch, heads, num_blocks, block;

@@ -1,7 +1,7 @@
 /* forward_nv_mma.c: NVIDIA tensor-core forward (cl/attn_fwd_mma.cl, inline-PTX mma.sync m16n8k16) for fp16
- * storage, head dims 64 and 128, block sizes >= 64, 16-byte aligned rows. Each work-group owns 64 or 128
- * query rows (MT = 2: head dim 64 with blocks >= 128) of one query block. Anything else returns
- * DUA_ERROR_UNSUPPORTED without recording an error, and the portable kernel runs instead.
+ * storage, head dims 64 and 128, block sizes >= 64, 16-byte aligned rows, no token-tree bias. Each work-group
+ * owns 64 or 128 query rows (MT = 2: head dim 64 with blocks >= 128) of one query block. Anything else
+ * returns DUA_ERROR_UNSUPPORTED without recording an error, and the portable kernel runs instead.
  *
  * On a device that is not NVIDIA's (reached only when a test forces ctx->info.nv_mma_f16), the kernel is
  * built with DUA_MMA_EMULATE=1: the warp instructions are emulated in plain OpenCL, so PoCL can check the
@@ -33,6 +33,8 @@ static int is_nvidia(const dua_context *ctx) {
 }
 
 dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
+  if (c->has_tbias) /* no token-tree bias in this kernel: the portable one runs */
+    return DUA_ERROR_UNSUPPORTED;
   if (!c->fp16 || (c->head_dim != 64 && c->head_dim != 128) || c->block < MMA_ROWS || !rows_aligned(c))
     return DUA_ERROR_UNSUPPORTED;
   /* 32 query rows per warp (MT = 2) halve the local-memory reads per mma: 9% faster dense on an H100

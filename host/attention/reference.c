@@ -4,10 +4,12 @@
  * Per (b, h, i): scores s_j = scale * q_i . k_j + bias_ij over the visible keys j (bias: level_bias[h][lca]
  * for tree pairs outside the window/sink set, else 0), softmax with the max subtracted, o_i = sum p_j v_j,
  * lse_i = max + log(sum exp(s_j - max)). A row with no visible key (or only -inf scores) gets o_i = 0 and
- * lse_i = -inf. List layouts: the level bias is not applied (they have no tree).
+ * lse_i = -inf. List layouts: the level bias is not applied (they have no tree). The optional token-tree bias
+ * (dua_attention_reference_ex) adds scale[b][h][i] * table[h][lvl(i, j)] to every visible pair.
  * Argument errors return DUA_ERROR_INVALID_ARGUMENT and leave a message in the layout's internal error
  * text (struct dua_layout.error); outputs are untouched on error. */
 #include "attention/layout_internal.h"
+#include "attention/token_bias.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -19,6 +21,8 @@ void dua_attention_params_init(dua_attention_params *params) {
   params->algo = DUA_ALGO_AUTO;
   params->level_bias = NULL;
   params->tile_grad = NULL;
+  params->token_scale = NULL;
+  params->token_table = NULL;
 }
 
 static dua_status check_tensor(struct dua_layout *l, const char *name, const dua_host_tensor *t, int64_t s0,
@@ -48,6 +52,13 @@ dua_status dua_attention_reference(const dua_layout *layout, float scale, const 
                                    const dua_host_tensor *q, const dua_host_tensor *k,
                                    const dua_host_tensor *v, const dua_host_tensor *o,
                                    const dua_host_tensor *lse) {
+  return dua_attention_reference_ex(layout, scale, level_bias, NULL, q, k, v, o, lse);
+}
+
+dua_status dua_attention_reference_ex(const dua_layout *layout, float scale, const float *level_bias,
+                                      const dua_host_token_bias *tb, const dua_host_tensor *q,
+                                      const dua_host_tensor *k, const dua_host_tensor *v,
+                                      const dua_host_tensor *o, const dua_host_tensor *lse) {
   if (layout == NULL)
     return DUA_ERROR_INVALID_ARGUMENT;
   /* the layout is heap memory owned by the library: its error text is the message channel */
@@ -71,6 +82,8 @@ dua_status dua_attention_reference(const dua_layout *layout, float scale, const 
   if (!isfinite(scale))
     return dua_layout_fail(l->error, sizeof l->error, DUA_ERROR_INVALID_ARGUMENT,
                            "dua_attention_reference: scale = %g must be finite", (double)scale);
+  if ((st = dua_host_token_bias_check(l, "dua_attention_reference", tb)) != DUA_SUCCESS)
+    return st;
   double sc = scale == 0.0f ? 1.0 / sqrt((double)DH) : (double)scale;
   int32_t nb = l->num_blocks, blk = l->block;
   const float *bias = l->kind == DUA_LAYOUT_LIST ? NULL : level_bias;
@@ -120,7 +133,8 @@ dua_status dua_attention_reference(const dua_layout *layout, float scale, const 
               double s = 0;
               for (int64_t d = 0; d < DH; d++)
                 s += (double)q->data[at(q, b, h, i, d)] * (double)k->data[at(k, b, hk, j, d)];
-              s = s * sc + (shared[t] && !extra ? tile_bias[t] : 0.0);
+              s = s * sc + (shared[t] && !extra ? tile_bias[t] : 0.0) +
+                  dua_host_token_bias_at(tb, l, b, h, i, j);
               scores[count] = s;
               cols[count++] = j;
               if (s > mx)

@@ -11,6 +11,7 @@
  * only -inf scores) contribute nothing and get dq_i = 0. Argument errors return DUA_ERROR_INVALID_ARGUMENT
  * with a message in the layout's error text; nothing is written on error. Outputs must not alias inputs. */
 #include "attention/layout_internal.h"
+#include "attention/token_bias.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -100,8 +101,9 @@ static int scratch_alloc(bwd_scratch *s, int32_t nb, int64_t n, int64_t dh, int6
  * writing dq_i. c tiles of block m are described by s->blocks / shared / tile_lca. */
 static void backward_row(const struct dua_layout *l, const dua_rule *r, bwd_scratch *s, int32_t c, int64_t b,
                          int64_t h, int64_t hk, int64_t i, double sc, const float *bias,
-                         const dua_host_tensor *q, const dua_host_tensor *k, const dua_host_tensor *v,
-                         const dua_host_tensor *d_o, const dua_host_tensor *dq) {
+                         const dua_host_token_bias *tb, float *d_token_scale, const dua_host_tensor *q,
+                         const dua_host_tensor *k, const dua_host_tensor *v, const dua_host_tensor *d_o,
+                         const dua_host_tensor *dq) {
   const int64_t DH = q->shape[3];
   const int32_t blk = r->block;
   int64_t count = 0;
@@ -119,7 +121,8 @@ static void backward_row(const struct dua_layout *l, const dua_rule *r, bwd_scra
         x += (double)q->data[at(q, b, h, i, d)] * (double)k->data[at(k, b, hk, j, d)];
       int32_t slot = s->shared[t] && !extra ? s->tile_lca[t] : -1;
       s->tree[count] = (uint8_t)(s->shared[t] && !extra);
-      x = x * sc + (slot >= 0 ? (double)bias[(size_t)h * (l->max_depth + 1) + slot] : 0.0);
+      x = x * sc + (slot >= 0 ? (double)bias[(size_t)h * (l->max_depth + 1) + slot] : 0.0) +
+          dua_host_token_bias_at(tb, l, b, h, i, j);
       s->scores[count] = x;
       s->lvl[count] = slot;
       s->cols[count++] = j;
@@ -133,6 +136,7 @@ static void backward_row(const struct dua_layout *l, const dua_rule *r, bwd_scra
   if (count > 0 && mx > -INFINITY)
     for (int64_t x = 0; x < count; x++)
       sum += (s->scores[x] = exp(s->scores[x] - mx));
+  double dts = 0; /* d token_scale[b][h][i] = sum_j dS_ij table[h][lvl(i, j)] */
   if (sum > 0) {
     double di = 0; /* D_i = sum_j P_ij dP_ij */
     for (int64_t x = 0; x < count; x++) {
@@ -156,19 +160,30 @@ static void backward_row(const struct dua_layout *l, const dua_rule *r, bwd_scra
       if (s->tiles && s->tree[x])
         s->tiles[((size_t)(b * l->heads + h) * l->num_blocks + (size_t)(i / blk)) * l->num_blocks +
                  (size_t)(s->cols[x] / blk)] += ds;
+      if (tb)
+        dts += ds * dua_host_token_table_at(tb, l, h, i, s->cols[x]);
     }
   }
+  if (tb && d_token_scale)
+    d_token_scale[((size_t)b * (size_t)l->heads + (size_t)h) * (size_t)l->seq_len + (size_t)i] = (float)dts;
   for (int64_t d = 0; d < DH; d++)
     dq->data[at(dq, b, h, i, d)] = (float)(sc * s->dq[d]);
 }
+
+static dua_status backward_reference(const dua_layout *layout, float scale, const float *level_bias,
+                                     const dua_host_token_bias *tb, const dua_host_tensor *q,
+                                     const dua_host_tensor *k, const dua_host_tensor *v,
+                                     const dua_host_tensor *d_o, const dua_host_tensor *dq,
+                                     const dua_host_tensor *dk, const dua_host_tensor *dv,
+                                     float *d_level_bias, float *d_token_scale, float *tile_grad);
 
 dua_status dua_attention_backward_reference(const dua_layout *layout, float scale, const float *level_bias,
                                             const dua_host_tensor *q, const dua_host_tensor *k,
                                             const dua_host_tensor *v, const dua_host_tensor *d_o,
                                             const dua_host_tensor *dq, const dua_host_tensor *dk,
                                             const dua_host_tensor *dv, float *d_level_bias) {
-  return dua_attention_backward_reference_tiles(layout, scale, level_bias, q, k, v, d_o, dq, dk, dv,
-                                                d_level_bias, NULL);
+  return backward_reference(layout, scale, level_bias, NULL, q, k, v, d_o, dq, dk, dv, d_level_bias, NULL,
+                            NULL);
 }
 
 dua_status dua_attention_backward_reference_tiles(const dua_layout *layout, float scale,
@@ -177,6 +192,28 @@ dua_status dua_attention_backward_reference_tiles(const dua_layout *layout, floa
                                                   const dua_host_tensor *d_o, const dua_host_tensor *dq,
                                                   const dua_host_tensor *dk, const dua_host_tensor *dv,
                                                   float *d_level_bias, float *tile_grad) {
+  return backward_reference(layout, scale, level_bias, NULL, q, k, v, d_o, dq, dk, dv, d_level_bias, NULL,
+                            tile_grad);
+}
+
+dua_status dua_attention_backward_reference_ex(const dua_layout *layout, float scale, const float *level_bias,
+                                               const dua_host_token_bias *tb, const dua_host_tensor *q,
+                                               const dua_host_tensor *k, const dua_host_tensor *v,
+                                               const dua_host_tensor *d_o, const dua_host_tensor *dq,
+                                               const dua_host_tensor *dk, const dua_host_tensor *dv,
+                                               float *d_level_bias, float *d_token_scale) {
+  return backward_reference(layout, scale, level_bias, tb, q, k, v, d_o, dq, dk, dv, d_level_bias,
+                            d_token_scale, NULL);
+}
+
+/* The references above: level bias, token-tree bias (tb, d_token_scale) and block-pair sums (tile_grad),
+ * each optional. */
+static dua_status backward_reference(const dua_layout *layout, float scale, const float *level_bias,
+                                     const dua_host_token_bias *tb, const dua_host_tensor *q,
+                                     const dua_host_tensor *k, const dua_host_tensor *v,
+                                     const dua_host_tensor *d_o, const dua_host_tensor *dq,
+                                     const dua_host_tensor *dk, const dua_host_tensor *dv,
+                                     float *d_level_bias, float *d_token_scale, float *tile_grad) {
   if (layout == NULL)
     return DUA_ERROR_INVALID_ARGUMENT;
   /* the layout is heap memory owned by the library: its error text is the message channel */
@@ -200,6 +237,8 @@ dua_status dua_attention_backward_reference_tiles(const dua_layout *layout, floa
   if (!isfinite(scale))
     return dua_layout_fail(l->error, sizeof l->error, DUA_ERROR_INVALID_ARGUMENT,
                            FN ": scale = %g must be finite", (double)scale);
+  if ((st = dua_host_token_bias_check(l, FN, tb)) != DUA_SUCCESS)
+    return st;
   double sc = scale == 0.0f ? 1.0 / sqrt((double)DH) : (double)scale;
   int32_t nb = l->num_blocks;
   const float *bias = l->kind == DUA_LAYOUT_LIST ? NULL : level_bias;
@@ -226,7 +265,7 @@ dua_status dua_attention_backward_reference_tiles(const dua_layout *layout, floa
           }
           int64_t last = dua_block_last_row(&r, m);
           for (int64_t i = (int64_t)m * r.block; i <= last; i++)
-            backward_row(l, &r, &s, c, b, h, hk, i, sc, bias, q, k, v, d_o, dq);
+            backward_row(l, &r, &s, c, b, h, hk, i, sc, bias, tb, d_token_scale, q, k, v, d_o, dq);
         }
       }
       for (int64_t j = 0; j < N; j++)

@@ -1,6 +1,7 @@
 /* validate.c: argument checks shared by the attention entry points: everything that must be refused before
  * any output is touched, with a message naming the bad value. */
 #include "attention/forward_internal.h"
+#include "attention/token_bias.h"
 
 #include <math.h>
 
@@ -81,6 +82,10 @@ dua_status dua_attention_validate(dua_context *ctx, const char *fn, const dua_la
     return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "%s: the naive baseline needs a rule layout", fn);
   if (p->level_bias && (st = dua_check_level_bias(ctx, fn, l, p->level_bias)) != DUA_SUCCESS)
     return st;
+  if ((st = dua_check_token_bias(ctx, fn, l, p)) != DUA_SUCCESS)
+    return st;
+  if (p->token_scale && p->algo == DUA_ALGO_NAIVE)
+    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "%s: the naive baseline has no token-tree bias", fn);
   if (p->algo == DUA_ALGO_NAIVE) {
     double bytes = 4.0 * (double)l->batch * l->heads * (double)l->seq_len * l->seq_len;
     if (bytes > (double)ctx->info.max_alloc_bytes)

@@ -4,7 +4,8 @@
  *   u32         format version (1)
  *   u32         config bytes (CONFIG_BYTES for version 1)
  *   config      dua_trainer_config field by field in declaration order: int32 and float fields as 4
- *               bytes (floats by their IEEE-754 bits), seed as 8 bytes, then reserved[15]
+ *               bytes (floats by their IEEE-754 bits), seed as 8 bytes, then reserved[] (ctrl_hidden took
+ *               reserved[0]'s place: the config is still CONFIG_BYTES long and older files read it as 0)
  *   u32         section count
  *   sections    name[24] (NUL-terminated, NUL-padded), u64 payload bytes, payload
  *   sha256      32 bytes over everything before it
@@ -81,7 +82,8 @@ static const field config_fields[] = {I32(task),
                                       F32(adam_eps),
                                       F32(grad_clip),
                                       {offsetof(dua_trainer_config, seed), F_U64},
-                                      I32(eval_every)};
+                                      I32(eval_every),
+                                      I32(ctrl_hidden)};
 
 /* fields declared after reserved[] (taken from the end of the reserved space): serialized after it, so
  * the stream keeps the struct's order and older files (zeros there) still read */

@@ -49,6 +49,7 @@ void dua_trainer_config_init(dua_trainer_config *c) {
   c->grad_clip = 1.0f;
   c->seed = 1;
   c->eval_every = 200;
+  c->ctrl_hidden = 32;
 }
 
 static const char *const task_names[] = {"dyck", "listops", "listops-paper", "dyck-lm", "text"};
@@ -159,9 +160,12 @@ dua_status dua_trainer_config_validate(const dua_trainer_config *c, char *error,
   }
   CHECK_INT(mlp_ratio, 1, 16);
   /* routing */
-  if (c->mode != DUA_ROUTING_DENSE && c->mode != DUA_ROUTING_NATIVE && c->mode != DUA_ROUTING_CONTENT)
-    return fail(error, error_size, "config.mode = %d must be %d (dense), %d (native) or %d (content)",
-                (int)c->mode, DUA_ROUTING_DENSE, DUA_ROUTING_NATIVE, DUA_ROUTING_CONTENT);
+  if (c->mode != DUA_ROUTING_DENSE && c->mode != DUA_ROUTING_NATIVE && c->mode != DUA_ROUTING_PAPER &&
+      c->mode != DUA_ROUTING_CONTENT)
+    return fail(error, error_size,
+                "config.mode = %d must be %d (dense), %d (native), %d (paper) or %d (content)", (int)c->mode,
+                DUA_ROUTING_DENSE, DUA_ROUTING_NATIVE, DUA_ROUTING_PAPER, DUA_ROUTING_CONTENT);
+  CHECK_INT(ctrl_hidden, 0, 4096);
   if (c->block != 16 && c->block != 32 && c->block != 64 && c->block != 128 && c->block != 256)
     return fail(error, error_size, "config.block = %d must be a power of two in [16, 256]", (int)c->block);
   CHECK_INT(arity, 2, 256);

@@ -309,11 +309,12 @@ static dua_status checkpoint_routing(dua_inference_model *m, const dua_ckpt_sect
     put(error, error_size, "checkpoint section \"gate_z\" is missing or has the wrong size");
     return DUA_ERROR_CORRUPT_FILE;
   }
+  const int paper = m->cfg.mode == DUA_ROUTING_PAPER; /* the extraction of the last evaluation, in "state" */
   for (size_t i = 0; i < LH; i++) {
     int32_t d;
-    if (!native)
+    if (!native && !paper)
       d = 0;
-    else if (h.phase) {
+    else if (h.phase || paper) {
       memcpy(&d, fixed + i, sizeof d);
       if (d < 0 || d > m->D) {
         put(error, error_size, "checkpoint section \"state\": a fixed depth is out of range");

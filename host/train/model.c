@@ -1,8 +1,10 @@
 /* model.c: the trainer's GPT-style model on the device: arenas, initialization, forward + cross-entropy,
  * backward (llm.c's structure: one running residual gradient), gradient norm and AdamW.
  * Attention runs through dua_attention_forward/backward on strided views of the QKV activations, with one
- * causal layout per layer whose per-head depths come from the routing (native mode adds a level bias). */
+ * causal layout per layer whose per-head depths come from the routing (native mode adds a level bias; paper
+ * mode a token-tree bias scaled per position by paper.h's controller, which reads the layer's LN1 output). */
 #include "train/model.h"
+#include "train/paper.h"
 #include "train/task.h"
 
 #include <math.h>
@@ -340,6 +342,7 @@ dua_status dua_model_forward(dua_model *m, const int32_t *tokens, const int32_t 
     valid += targets[i] != DUA_IGNORE;
   const int D1 = m->tree_depth + 1;
   m->has_bias = routing[0].bias != NULL;
+  m->paper_used = m->paper && m->paper->gate != DUA_PAPER_OFF;
   for (int l = 0; l < d->L; l++) {
     if ((routing[l].bias != NULL) != m->has_bias)
       return dua_fail(m->ctx, DUA_ERROR_INVALID_ARGUMENT,
@@ -368,6 +371,11 @@ dua_status dua_model_forward(dua_model *m, const int32_t *tokens, const int32_t 
     dua_attention_params_init(&ap);
     dua_tensor bias = bias_view(m, m->bias, l);
     ap.level_bias = m->has_bias ? &bias : NULL;
+    dua_tensor tscale, ttable; /* paper mode: the controller's token-tree bias on the layer-normed input */
+    if (m->paper_used) {
+      TRY(dua_paper_forward_layer(m->paper, l, span(A, ln1), &tscale, &ttable));
+      ap.token_scale = &tscale, ap.token_table = &ttable;
+    }
     dua_tensor q = head_view(m, qkv, 0, 3 * C), k = head_view(m, qkv, C, 3 * C),
                v = head_view(m, qkv, 2 * C, 3 * C);
     dua_tensor o = head_view(m, atty, 0, C);
@@ -475,8 +483,14 @@ dua_status dua_model_backward(dua_model *m, float *dbias_host) {
     dua_tensor dq = head_view(m, a.dq, 0, C), dk = head_view(m, a.dk, 0, C), dv = head_view(m, a.dv, 0, C);
     dua_tensor lse =
         dua_tensor_contiguous(A, 4 * (a.lse + l * R * (size_t)d->H), DUA_F32, d->B, d->H, d->T, 1);
-    TRY(dua_attention_backward(m->ctx, m->layouts[l], &ap, &q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv,
-                               m->has_bias ? &dbias : NULL));
+    dua_tensor tscale, ttable, dtscale;
+    if (m->paper_used) {
+      dua_paper_layer_tensors(m->paper, l, &tscale, &ttable);
+      dtscale = dua_paper_dscale_view(m->paper);
+      ap.token_scale = &tscale, ap.token_table = &ttable;
+    }
+    TRY(dua_attention_backward_ex(m->ctx, m->layouts[l], &ap, &q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv,
+                                  m->has_bias ? &dbias : NULL, m->paper_used ? &dtscale : NULL));
     TRY(dua_op_fill(ops, span(A, a.dln), R * C, 0.0f));
     const size_t dqkv[3] = {a.dq, a.dk, a.dv};
     for (int part = 0; part < 3; part++) {
@@ -486,6 +500,8 @@ dua_status dua_model_backward(dua_model *m, float *dbias_host) {
       TRY(dua_op_matmul_backward(ops, span(A, a.dln), dw, db, span(A, dqkv[part]), span(A, ln1), w, d->R,
                                  d->C, d->C));
     }
+    if (m->paper_used) /* the controller reads ln1 too */
+      TRY(dua_paper_backward_layer(m->paper, l, span(A, ln1), span(A, a.dln)));
     TRY(dua_op_layernorm_backward(ops, span(A, a.dresidual), param(m, G, P_LN1W, l), param(m, G, P_LN1B, l),
                                   span(A, a.dln), span(A, res), param(m, P, P_LN1W, l),
                                   span(A, a.ln1_mean + l * R), span(A, a.ln1_rstd + l * R), d->R, d->C));

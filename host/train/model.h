@@ -67,11 +67,13 @@ typedef struct dua_model {
   /* content routing: route != NULL makes every layer's layout a content tree from route's paths */
   dua_route_fn route;
   void *route_user;
-  float *first_rows; /* host [B][nb][C] */
-  uint8_t *paths;    /* host [B][H][nb][D] */
-  int want_tiles;    /* backward with level biases also returns the block-pair gradients */
-  dua_buffer *tiles; /* [L][B][H][nb][nb] (made on first use) */
-  float *tiles_host; /* host copy of tiles after such a backward */
+  float *first_rows;       /* host [B][nb][C] */
+  uint8_t *paths;          /* host [B][H][nb][D] */
+  int want_tiles;          /* backward with level biases also returns the block-pair gradients */
+  dua_buffer *tiles;       /* [L][B][H][nb][nb] (made on first use) */
+  float *tiles_host;       /* host copy of tiles after such a backward */
+  struct dua_paper *paper; /* paper mode's controller (owned by the trainer), or NULL */
+  int paper_used;          /* the last forward added paper mode's token-tree bias */
   char error[512];
 } dua_model;
 

@@ -1,10 +1,12 @@
 /* trainer.c: the training loop behind dua_trainer_* (DESIGN.md section 7): learning-rate and temperature
- * schedules, native-mode gates (soft level bias, skipping as gates polarize, then fixed depths), gradient
- * clipping, AdamW, evaluation with the hard routing, checkpoints and routing extraction. */
+ * schedules, native-mode gates (soft level bias, skipping as gates polarize, then fixed depths), paper mode
+ * (paper.h: dense heads with the gated token-tree bias; soft and hard evaluations, extraction to {0, D}),
+ * gradient clipping, AdamW, evaluation with the hard routing, checkpoints and routing extraction. */
 #include "train/checkpoint.h"
 #include "train/content.h"
 #include "train/gates.h"
 #include "train/model.h"
+#include "train/paper.h"
 #include "train/task.h"
 
 #include <math.h>
@@ -34,6 +36,8 @@ struct dua_trainer {
   dua_content *content;       /* content mode: the routers (content.h); NULL otherwise */
   double *cfrac;              /* content mode: [L][H][D + 1] lca fractions of the step's paths */
   float balance;              /* content mode: the last step's balance loss */
+  dua_paper *paper;           /* paper mode: controller, gates, amplitudes; extraction in fixed_depths */
+  float *paper_gate_mean;     /* [L][H] mean sigmoid(z) of the last soft evaluation (0.5 before any) */
 };
 
 static double now_seconds(void) {
@@ -67,6 +71,8 @@ void dua_trainer_destroy(dua_trainer *t) {
   free(t->tokens);
   free(t->targets);
   free(t->routing);
+  dua_paper_destroy(t->paper);
+  free(t->paper_gate_mean);
   free(t);
 }
 
@@ -137,6 +143,19 @@ static dua_status create(dua_context *ctx, const dua_trainer_config *config, con
   }
   for (size_t i = 0; i < LH * D; i++)
     t->z[i] = config->gate_init;
+  if (config->mode == DUA_ROUTING_PAPER) {
+    t->paper_gate_mean = malloc(LH * sizeof *t->paper_gate_mean);
+    st = t->paper_gate_mean ? dua_paper_create(ctx, t->model->ops, config, &t->paper)
+                            : DUA_ERROR_OUT_OF_MEMORY;
+    if (st != DUA_SUCCESS) {
+      put_error(error, error_size, "paper-mode controller: %s", dua_context_last_error(ctx));
+      dua_trainer_destroy(t);
+      return st;
+    }
+    for (size_t i = 0; i < LH; i++)
+      t->paper_gate_mean[i] = 0.5f;
+    t->model->paper = t->paper;
+  }
   for (int l = 0; l < L; l++)
     dua_gates_lca_fractions(config->seq_len, config->block, config->arity, D, dua_layer_shift(config, l),
                             t->frac + (size_t)l * (D + 1));
@@ -233,14 +252,19 @@ static int native(const dua_trainer *t) {
   return (t->cfg.mode == DUA_ROUTING_NATIVE || t->cfg.mode == DUA_ROUTING_CONTENT) && t->D > 0;
 }
 
-/* Hard depths: fixed ones in phase 1, else the deepest gate that is on. */
+static int paper(const dua_trainer *t) {
+  return t->cfg.mode == DUA_ROUTING_PAPER;
+}
+
+/* Hard depths: fixed ones in phase 1, else the deepest gate that is on; paper mode: the last extraction. */
 static void hard_depths(const dua_trainer *t, int32_t *depths) {
   for (int l = 0; l < t->L; l++)
     for (int h = 0; h < t->H; h++) {
       size_t i = (size_t)l * t->H + h;
-      depths[i] = !native(t) ? 0
-                  : t->phase ? t->fixed_depths[i]
-                             : dua_gates_extract_depth(t->z + i * t->D, t->D);
+      depths[i] = paper(t)     ? t->fixed_depths[i]
+                  : !native(t) ? 0
+                  : t->phase   ? t->fixed_depths[i]
+                               : dua_gates_extract_depth(t->z + i * t->D, t->D);
     }
 }
 
@@ -305,6 +329,14 @@ dua_status dua_trainer_step(dua_trainer *t, dua_train_stats *stats) {
             dua_gates_density(t->beta + g * (D + 1), t->frac + (size_t)l * (D + 1), H, D, 0.0f, 0.0f, NULL) /
             L;
     }
+  } else if (paper(t)) { /* every head dense while training: the bias is soft, nothing is skipped */
+    memset(depths, 0, LH * sizeof *depths);
+    t->paper->gate = DUA_PAPER_TRAIN;
+    t->paper->tau = tau;
+    t->paper->seed = c->seed;
+    t->paper->step = (uint64_t)t->step;
+    t->paper->collect_rows = 0;
+    TRY(dua_paper_zero_grads(t->paper));
   } else {
     hard_depths(t, depths);
   }
@@ -354,6 +386,11 @@ dua_status dua_trainer_step(dua_trainer *t, dua_train_stats *stats) {
   } else if (t->content) {
     t->balance = (float)dua_content_balance(t->content);
   }
+  if (paper(t)) {
+    double ss = 0.0;
+    TRY(dua_paper_grad_sumsq(t->paper, &ss));
+    norm = (float)sqrt((double)norm * norm + ss);
+  }
   float scale = (c->grad_clip > 0 && norm > c->grad_clip) ? c->grad_clip / norm : 1.0f;
   if (!isfinite(norm))
     return dua_fail(t->ctx, DUA_ERROR_INTERNAL, "step %lld: gradient norm is %g (diverged; lower --lr)",
@@ -363,6 +400,10 @@ dua_status dua_trainer_step(dua_trainer *t, dua_train_stats *stats) {
     gates_update(t, lr, (int)t->step + 1, scale);
   if (soft && t->content)
     dua_content_update(t->content, c, lr, (int)t->step + 1, scale);
+  if (paper(t)) {
+    TRY(dua_paper_update(t->paper, c, lr, (int)t->step + 1, scale));
+    t->paper->gate = DUA_PAPER_OFF;
+  }
   t->step++;
   if (stats) {
     memset(stats, 0, sizeof *stats);
@@ -381,13 +422,10 @@ dua_status dua_trainer_step(dua_trainer *t, dua_train_stats *stats) {
   return DUA_SUCCESS;
 }
 
-dua_status dua_trainer_evaluate(dua_trainer *t, dua_eval_result *r) {
-  if (!t || !r)
-    return DUA_ERROR_INVALID_ARGUMENT;
+/* One pass over the test set with these depths (and whatever bias the model's paper gate adds). */
+static dua_status eval_pass(dua_trainer *t, const int32_t *depths, dua_eval_result *r) {
   const double t0 = now_seconds();
   const int B = t->cfg.batch, S = t->cfg.seq_len, n = dua_task_test_size(t->task);
-  int32_t depths[64 * 64];
-  hard_depths(t, depths);
   for (int l = 0; l < t->L; l++) {
     memcpy(t->routing[l].depths, depths + (size_t)l * t->H, (size_t)t->H * sizeof *depths);
     t->routing[l].bias = NULL;
@@ -409,6 +447,8 @@ dua_status dua_trainer_evaluate(dua_trainer *t, dua_eval_result *r) {
     }
     double ls = 0.0;
     int c = 0, ok = 0;
+    if (t->paper) /* extraction statistics over the real examples' positions, not the padding */
+      t->paper->collect_rows = t->paper->gate == DUA_PAPER_EVAL_GATE ? count * S : 0;
     TRY(dua_model_forward(t->model, t->tokens, t->targets, t->routing, &ls, &c, &ok));
     loss += ls, scored += c, right += ok;
     density_sum += layouts_density(t); /* content layouts differ per batch */
@@ -421,6 +461,58 @@ dua_status dua_trainer_evaluate(dua_trainer *t, dua_eval_result *r) {
   r->scored = scored;
   r->seconds = now_seconds() - t0;
   return DUA_SUCCESS;
+}
+
+dua_status dua_trainer_evaluate_paper(dua_trainer *t, dua_paper_eval_result *r) {
+  if (!t || !r)
+    return DUA_ERROR_INVALID_ARGUMENT;
+  if (!paper(t))
+    return dua_fail(t->ctx, DUA_ERROR_INVALID_ARGUMENT,
+                    "dua_trainer_evaluate_paper: the trainer's mode is %d, not DUA_ROUTING_PAPER (2)",
+                    t->cfg.mode);
+  const size_t LH = (size_t)t->L * t->H;
+  int32_t depths[64 * 64];
+  memset(r, 0, sizeof *r);
+  /* (a) the paper's evaluation: dense heads, token-tree bias with the gate 1[z > 0] */
+  memset(depths, 0, LH * sizeof *depths);
+  memset(t->paper->gate_sum, 0, LH * sizeof *t->paper->gate_sum);
+  t->paper->gate_count = 0;
+  t->paper->gate = DUA_PAPER_EVAL_GATE;
+  dua_status st = eval_pass(t, depths, &r->soft);
+  t->paper->gate = DUA_PAPER_OFF;
+  t->paper->collect_rows = 0;
+  if (st != DUA_SUCCESS)
+    return st;
+  /* extraction: depth D (block-diagonal) where the mean sigmoid(z) over the test positions is > 0.5 */
+  r->heads_total = (int32_t)LH;
+  for (size_t i = 0; i < LH; i++) {
+    double mean = t->paper->gate_count ? t->paper->gate_sum[i] / (double)t->paper->gate_count : 0.0;
+    t->paper_gate_mean[i] = (float)mean;
+    t->fixed_depths[i] = mean > 0.5 ? t->D : 0;
+    r->heads_sparse += t->fixed_depths[i] > 0;
+  }
+  /* (b) the extracted hard routing, no bias, through the block-sparse kernels (what dua-run runs) */
+  hard_depths(t, depths);
+  if ((st = eval_pass(t, depths, &r->hard)) != DUA_SUCCESS)
+    return st;
+  r->accuracy_change = r->hard.accuracy - r->soft.accuracy;
+  r->loss_change = r->hard.loss - r->soft.loss;
+  return DUA_SUCCESS;
+}
+
+dua_status dua_trainer_evaluate(dua_trainer *t, dua_eval_result *r) {
+  if (!t || !r)
+    return DUA_ERROR_INVALID_ARGUMENT;
+  if (paper(t)) {
+    dua_paper_eval_result pr;
+    dua_status st = dua_trainer_evaluate_paper(t, &pr);
+    if (st == DUA_SUCCESS)
+      *r = pr.hard;
+    return st;
+  }
+  int32_t depths[64 * 64];
+  hard_depths(t, depths);
+  return eval_pass(t, depths, r);
 }
 
 dua_status dua_trainer_routing(const dua_trainer *t, dua_routing *routing) {
@@ -452,7 +544,9 @@ dua_status dua_trainer_gate_probs(const dua_trainer *t, float *probs) {
     return DUA_ERROR_INVALID_ARGUMENT;
   const size_t n = (size_t)t->L * t->H * t->D;
   for (size_t i = 0; i < n; i++)
-    probs[i] = native(t) ? 1.0f / (1.0f + expf(-t->z[i])) : 0.0f;
+    probs[i] = native(t)  ? 1.0f / (1.0f + expf(-t->z[i]))
+               : paper(t) ? t->paper_gate_mean[i / (size_t)(t->D ? t->D : 1)]
+                          : 0.0f;
   return DUA_SUCCESS;
 }
 
@@ -475,7 +569,17 @@ dua_status dua_trainer_save(dua_trainer *t, const char *path, char *error, size_
   unsigned char *state = malloc(state_bytes);
   void *corpus = NULL; /* the text task's corpus record */
   uint64_t corpus_bytes = 0;
-  dua_status st = (!params || !mo || !vo || !state) ? DUA_ERROR_OUT_OF_MEMORY : DUA_SUCCESS;
+  const size_t PD = t->paper ? 3 * t->paper->n_params * 4 : 0, PA = t->paper ? (3 + 1) * LH * 4 : 0;
+  float *pdev = t->paper ? malloc(PD) : NULL, *palpha = t->paper ? malloc(PA) : NULL;
+  dua_status st = (!params || !mo || !vo || !state || (t->paper && (!pdev || !palpha)))
+                      ? DUA_ERROR_OUT_OF_MEMORY
+                      : DUA_SUCCESS;
+  if (st == DUA_SUCCESS && t->paper) { /* [alpha | m | v] then the last extraction's gate means */
+    if ((st = dua_paper_state_read(t->paper, pdev, palpha)) != DUA_SUCCESS)
+      put_error(error, error_size, "reading the paper-mode state back: %s", dua_context_last_error(t->ctx));
+    else
+      memcpy(palpha + 3 * LH, t->paper_gate_mean, LH * 4);
+  }
   if (st == DUA_SUCCESS)
     st = dua_task_corpus_record(t->task, &corpus, &corpus_bytes);
   if (st == DUA_SUCCESS && ((st = dua_buffer_read(m->params, 0, P, params)) != DUA_SUCCESS ||
@@ -486,7 +590,7 @@ dua_status dua_trainer_save(dua_trainer *t, const char *path, char *error, size_
     state_header h = {DUA_CKPT_STATE_VERSION, t->step, t->phase, (int64_t)LH};
     memcpy(state, &h, sizeof h);
     memcpy(state + sizeof h, t->fixed_depths, LH * sizeof(int32_t));
-    dua_ckpt_section s[11] = {
+    dua_ckpt_section s[13] = {
         {"params", P, params},         {"adam_m", P, mo},    {"adam_v", P, vo},
         {"gate_z", G, t->z},           {"gate_m", G, t->zm}, {"gate_v", G, t->zv},
         {"state", state_bytes, state},
@@ -500,6 +604,10 @@ dua_status dua_trainer_save(dua_trainer *t, const char *path, char *error, size_
       s[ns++] = (dua_ckpt_section){"router_m", RW, t->content->wm};
       s[ns++] = (dua_ckpt_section){"router_v", RW, t->content->wv};
     }
+    if (t->paper) {
+      s[ns++] = (dua_ckpt_section){"paper_controller", PD, pdev};
+      s[ns++] = (dua_ckpt_section){"paper_alpha", PA, palpha};
+    }
     st = dua_checkpoint_save(path, &t->cfg, s, ns, error, error_size);
   } else if (st == DUA_ERROR_OUT_OF_MEMORY) {
     put_error(error, error_size, "%s", "dua_trainer_save: out of host memory");
@@ -509,6 +617,8 @@ dua_status dua_trainer_save(dua_trainer *t, const char *path, char *error, size_
   free(mo);
   free(vo);
   free(state);
+  free(pdev);
+  free(palpha);
   return st;
 }
 
@@ -601,6 +711,33 @@ dua_status dua_trainer_load_with_corpus(dua_context *ctx, const char *path, cons
           put_error(error, error_size, "%s", "checkpoint section \"router_w\" holds a non-finite weight");
           st = DUA_ERROR_CORRUPT_FILE;
         }
+    }
+    if (st == DUA_SUCCESS && t->paper) { /* controller arena, amplitudes, extraction */
+      const size_t PD = 3 * t->paper->n_params * 4, PA = 4 * LH * 4;
+      float *pdev = malloc(PD), *palpha = malloc(PA);
+      if (!pdev || !palpha)
+        st = DUA_ERROR_OUT_OF_MEMORY;
+      if (st == DUA_SUCCESS)
+        st = restore_section(s, n, "paper_controller", PD, pdev, error, error_size);
+      if (st == DUA_SUCCESS)
+        st = restore_section(s, n, "paper_alpha", PA, palpha, error, error_size);
+      for (size_t i = 0; st == DUA_SUCCESS && i < 4 * LH; i++)
+        if (!isfinite(palpha[i])) {
+          put_error(error, error_size, "%s", "checkpoint section \"paper_alpha\" holds a non-finite value");
+          st = DUA_ERROR_CORRUPT_FILE;
+        }
+      for (size_t i = 0; st == DUA_SUCCESS && i < LH; i++)
+        if (t->fixed_depths[i] != 0 && t->fixed_depths[i] != t->D) {
+          put_error(error, error_size, "%s",
+                    "checkpoint section \"state\": a paper-mode depth is neither 0 nor D");
+          st = DUA_ERROR_CORRUPT_FILE;
+        }
+      if (st == DUA_SUCCESS) {
+        st = dua_paper_state_write(t->paper, pdev, palpha);
+        memcpy(t->paper_gate_mean, palpha + 3 * LH, LH * 4);
+      }
+      free(pdev);
+      free(palpha);
     }
     if (st == DUA_SUCCESS) { /* the loader prefetched step 0: restart it at the resumed step */
       dua_loader_destroy(t->loader);

@@ -496,6 +496,64 @@ START_TEST(caller_lists_with_empty_rows) {
 }
 END_TEST
 
+/* A token-tree bias (paper mode) on an fp16 problem the tensor cores would take: the mma kernel declines (no
+ * launch logged), the portable kernel runs, and O matches the reference with the bias. */
+START_TEST(token_bias_declines_to_portable) {
+  mma_ctx m;
+  mma_context(&m, 0);
+  test_rng rng = test_rng_make(208);
+  dua_layout_desc desc;
+  memset(&desc, 0, sizeof desc);
+  desc.seq_len = 200, desc.block = 64, desc.batch = 1, desc.heads = 2, desc.arity = 2, desc.causal = 1;
+  dua_layout *l = NULL;
+  ck_assert_int_eq(dua_layout_create(&desc, &l, NULL, 0), DUA_SUCCESS);
+  const int N = 200, H = 2, D = 64, levels = dua_token_tree_depth(N) + 1;
+  const size_t n = (size_t)H * N * D, nr = (size_t)H * N;
+  float *q = malloc(n * 4), *k = malloc(n * 4), *v = malloc(n * 4), *o = malloc(n * 4), *ref = malloc(n * 4);
+  float *r = malloc(nr * 4), tab[16];
+  test_fill(q, n, &rng, DUA_F16);
+  test_fill(k, n, &rng, DUA_F16);
+  test_fill(v, n, &rng, DUA_F16);
+  test_fill(r, nr, &rng, DUA_F32);
+  test_fill(tab, (size_t)levels, &rng, DUA_F32);
+  for (size_t i = 0; i < nr; i++)
+    r[i] *= 3.0f;
+  dua_buffer *bq = test_upload(m.ctx, q, n, DUA_F16), *bk = test_upload(m.ctx, k, n, DUA_F16);
+  dua_buffer *bv = test_upload(m.ctx, v, n, DUA_F16), *bo = NULL;
+  dua_buffer *br = test_upload(m.ctx, r, nr, DUA_F32), *bt = test_upload(m.ctx, tab, (size_t)levels, DUA_F32);
+  ck_assert_int_eq(dua_buffer_create(m.ctx, n * 2, &bo), DUA_SUCCESS);
+  dua_tensor tq = dua_tensor_contiguous(bq, 0, DUA_F16, 1, H, N, D),
+             tk = dua_tensor_contiguous(bk, 0, DUA_F16, 1, H, N, D);
+  dua_tensor tv = dua_tensor_contiguous(bv, 0, DUA_F16, 1, H, N, D),
+             to = dua_tensor_contiguous(bo, 0, DUA_F16, 1, H, N, D);
+  dua_tensor tr = dua_tensor_contiguous(br, 0, DUA_F32, 1, H, N, 1),
+             tt = dua_tensor_contiguous(bt, 0, DUA_F32, 1, levels, 1, 1);
+  dua_attention_params params;
+  dua_attention_params_init(&params);
+  params.token_scale = &tr, params.token_table = &tt;
+  const int before = m.mma_launches;
+  ck_assert_msg(dua_attention_forward(m.ctx, l, &params, &tq, &tk, &tv, &to, NULL) == DUA_SUCCESS, "%s",
+                dua_context_last_error(m.ctx));
+  ck_assert_int_eq(dua_context_finish(m.ctx), DUA_SUCCESS);
+  ck_assert_int_eq(m.mma_launches, before);
+  test_download(bo, o, n, DUA_F16);
+  dua_host_token_bias tb = {r, tab, 1, levels};
+  dua_host_tensor hq = test_host_view(q, 1, H, N, D, 0), hk = test_host_view(k, 1, H, N, D, 0);
+  dua_host_tensor hv = test_host_view(v, 1, H, N, D, 0), ho = test_host_view(ref, 1, H, N, D, 0);
+  ck_assert_int_eq(dua_attention_reference_ex(l, 0.0f, NULL, &tb, &hq, &hk, &hv, &ho, NULL), DUA_SUCCESS);
+  double err;
+  long bad = test_compare(o, ref, n, F16_ATOL, F16_RTOL, &err);
+  ck_assert_msg(bad < 0, "o[%ld] = %g, reference %g", bad, (double)(bad >= 0 ? o[bad] : 0),
+                (double)(bad >= 0 ? ref[bad] : 0));
+  dua_buffer *all[] = {bq, bk, bv, bo, br, bt};
+  for (int i = 0; i < 6; i++)
+    dua_buffer_destroy(all[i]);
+  free(q), free(k), free(v), free(o), free(ref), free(r);
+  dua_layout_destroy(l);
+  dua_context_destroy(m.ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("forward_mma");
   TCase *tc = tcase_create("core");
@@ -511,6 +569,7 @@ int main(void) {
   ADD(random_layouts, 2)
   ADD(fallbacks, 2)
   ADD(caller_lists_with_empty_rows, 8)
+  ADD(token_bias_declines_to_portable, 1)
 #undef ADD
   suite_add_tcase(s, tc);
   return test_run_suite(s);

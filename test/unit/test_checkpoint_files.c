@@ -120,7 +120,8 @@ static void put_f32(buf *b, float v) {
   put_u32(b, u);
 }
 
-/* The config as the format describes it: declaration order, 4 bytes a field, seed 8, reserved[15]. */
+/* The config as the format describes it: declaration order, 4 bytes a field, seed 8, ctrl_hidden,
+ * reserved[14]. */
 static void put_config(buf *b, const dua_trainer_config *c) {
   put_i32(b, c->task);
   put_i32(b, c->seq_len);
@@ -159,13 +160,14 @@ static void put_config(buf *b, const dua_trainer_config *c) {
   put_f32(b, c->grad_clip);
   put_u64(b, c->seed);
   put_i32(b, c->eval_every);
-  for (int i = 0; i < 13; i++)
+  put_i32(b, c->ctrl_hidden);
+  for (int i = 0; i < 12; i++)
     put_i32(b, c->reserved[i]);
   put_f32(b, c->balance_weight); /* declared after reserved[]: serialized after it */
   put_f32(b, c->router_lr_scale);
 }
 
-#define CONFIG_BYTES (15 * 4 + 9 * 4 + 4 * 4 + 7 * 4 + 8 + 4 + 15 * 4)
+#define CONFIG_BYTES (15 * 4 + 9 * 4 + 4 * 4 + 7 * 4 + 8 + 4 + 4 + 14 * 4)
 
 /* Header fields that the structural tests bend. */
 typedef struct layout_opts {

@@ -43,7 +43,8 @@ START_TEST(test_defaults) {
   ck_assert(c.beta1 == 0.9f && c.beta2 == 0.95f && c.adam_eps == 1e-8f && c.grad_clip == 1.0f);
   ck_assert(c.seed == 1);
   ck_assert_int_eq(c.eval_every, 200);
-  for (int i = 0; i < 13; i++)
+  ck_assert_int_eq(c.ctrl_hidden, 32);
+  for (int i = 0; i < 12; i++)
     ck_assert_int_eq(c.reserved[i], 0);
   ck_assert(c.balance_weight == 0.1f && c.router_lr_scale == 1.0f);
   dua_trainer_config_init(NULL); /* NULL-safe */
@@ -88,7 +89,6 @@ typedef struct bad_case {
   BAD(mlp_lo, "mlp_ratio", "0", c->mlp_ratio = 0)                                                            \
   BAD(mlp_hi, "mlp_ratio", "17", c->mlp_ratio = 17)                                                          \
   BAD(mode_lo, "mode", "-1", c->mode = -1)                                                                   \
-  BAD(mode_hi, "mode", "2", c->mode = 2)                                                                     \
   BAD(block_8, "block", "8", c->block = 8)                                                                   \
   BAD(block_48, "block", "48", c->block = 48)                                                                \
   BAD(block_512, "block", "512", c->block = 512)                                                             \
@@ -133,12 +133,13 @@ typedef struct bad_case {
   BAD(clip_neg, "grad_clip", "-1", c->grad_clip = -1.0f)                                                     \
   BAD(eval_neg, "eval_every", "-1", c->eval_every = -1)                                                      \
   BAD(reserved0, "reserved[0]", "7", c->reserved[0] = 7)                                                     \
-  BAD(reserved12, "reserved[12]", "-1", c->reserved[12] = -1)                                                \
+  BAD(reserved11, "reserved[11]", "-1", c->reserved[11] = -1)                                                \
   BAD(balance_neg, "balance_weight", "-0.5", c->balance_weight = -0.5f)                                      \
   BAD(balance_nan, "balance_weight", "nan", c->balance_weight = NAN)                                         \
   BAD(router_lr_neg, "router_lr_scale", "-1", c->router_lr_scale = -1.0f)                                    \
   BAD(router_lr_0_content, "router_lr_scale", "0",                                                           \
       (c->mode = DUA_ROUTING_CONTENT, c->router_lr_scale = 0.0f))                                            \
+  BAD(ctrl_hidden_neg, "ctrl_hidden", "-1", c->ctrl_hidden = -1)                                             \
   BAD(mode_4, "mode", "4", c->mode = 4)
 BAD_LIST
 #undef BAD
