@@ -64,7 +64,9 @@ static int is_nvidia(const dua_context *ctx) {
 static dua_status warp_setup(dua_context *ctx, const dua_kv_cache *c, int unit, decode_plan *p) {
   const int fp16 = c->desc.dtype == DUA_F16, lanes = dua_decode_warp_lanes(c->desc.head_dim, fp16);
   const char *v = getenv("DUA_DECODE_WARP_VPL");
-  p->vpl = 1;
+  /* several rows per work-group: two loads per lane halve the shuffles per score (GQA 32/8 16K fp16 dense:
+   * 1.49 vs 1.99 ms, with 8 keys per batch 1.24 ms; bench/RESULTS.md) */
+  p->vpl = p->hpw * p->tokens > 1 ? 2 : 1;
   if (v && *v) {
     if (strcmp(v, "1") != 0 && strcmp(v, "2") != 0)
       return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT, "DUA_DECODE_WARP_VPL = \"%s\" is not 1 or 2", v);
@@ -251,8 +253,11 @@ static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_l
     return st;
   if (split_source)
     *split_source = split_src;
-  if (p->staged == 2 && (split_src == DUA_TUNING_BUILTIN || split_src == DUA_TUNING_GENERIC))
+  if (p->staged == 2 && (split_src == DUA_TUNING_BUILTIN || split_src == DUA_TUNING_GENERIC)) {
     sp = dua_decode_split_warp_default(p->threads);
+    sp.waves *= p->hpw * p->tokens; /* rows multiply a work-group's work: more of them (decode5 GQA: 9 splits
+                                     * 1.52 ms, 2 splits 1.99 ms) */
+  }
   const int64_t units = (visible_tokens(l, max_len) + (1 << p->unit_shift) - 1) >> p->unit_shift;
   p->splits = fixed ? fixed
                     : dua_decode_split_count(&sp, (int64_t)batch * l->kv_heads * p->hchunks, units,
