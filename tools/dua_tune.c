@@ -551,7 +551,9 @@ int main(int argc, char **argv) {
   dua_context_options co;
   dua_context_options_init(&co);
   co.selector = device;
-  co.disable_fast_paths = 1; /* the portable kernels are what is tuned */
+  /* fwd/bwd: the portable kernels are what is tuned (the tensor-core forward is not); decode: the library's
+   * own choice is the reference, and on NVIDIA that is the warp kernel, which needs the fast paths on */
+  co.disable_fast_paths = kind != TUNE_DECODE;
   dua_context *ctx = NULL;
   dua_status st = dua_context_create(&co, &ctx);
   if (st != DUA_SUCCESS) {
@@ -570,6 +572,20 @@ int main(int argc, char **argv) {
   cl_command_queue_properties props = 0;
   clGetCommandQueueInfo(t.queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
   t.events = (props & CL_QUEUE_PROFILING_ENABLE) != 0;
+
+  if (kind == TUNE_DECODE) { /* the warp kernel is not in the space: tuning could only store slower plans */
+    dua_tuning_info wi;
+    const char *dk = heads == kv_heads && tokens == 1 ? "decode" : "decode_gqa";
+    if (dua_context_get_tuning(ctx, dk, dtype, dim, block, &wi) == DUA_SUCCESS && wi.num_params > 0 &&
+        wi.default_params[0] == 2) {
+      fprintf(stderr,
+              "dua-tune: %s: the compiled default on %s is the warp kernel (cl/attn_decode_warp.cl), which "
+              "the tuning space does not hold yet; nothing tuned, %s not changed\n",
+              dk, info.name, path);
+      dua_context_destroy(ctx);
+      return 0;
+    }
+  }
 
   /* problems: seeded random inputs; the default's outputs become the reference */
   const int nprob = nn * nd * nb;
