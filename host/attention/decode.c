@@ -56,7 +56,7 @@ static size_t local_bytes(const decode_plan *p, int head_dim, int fp16) {
 }
 
 static int is_nvidia(const dua_context *ctx) {
-  return strstr(ctx->info.vendor, "NVIDIA") != NULL || strstr(ctx->info.platform_name, "NVIDIA") != NULL;
+  return dua_device_is_nvidia(&ctx->info);
 }
 
 /* The warp kernel's build parameters for a unit of `unit` tokens: key steps per batch (tile_n keys, at most

@@ -29,7 +29,7 @@ static int rows_aligned(const dua_fwd_call *c) {
 }
 
 static int is_nvidia(const dua_context *ctx) {
-  return strstr(ctx->info.vendor, "NVIDIA") != NULL || strstr(ctx->info.platform_name, "NVIDIA") != NULL;
+  return dua_device_is_nvidia(&ctx->info);
 }
 
 dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {

@@ -72,6 +72,8 @@ const char *dua_cl_error_name(cl_int code);
 dua_status dua_device_lookup(int index, cl_platform_id *platform, cl_device_id *device);
 /* Static capability query of one device (no kernels run). */
 dua_status dua_device_query(cl_platform_id platform, cl_device_id device, dua_device_info *info);
+/* 1 if the device is NVIDIA's (vendor or platform name): where inline PTX can exist. */
+int dua_device_is_nvidia(const dua_device_info *info);
 /* Resolves a selector string (index, type word, or name substring) to a global index. */
 dua_status dua_device_select(const char *selector, int *index, char *why, size_t why_size);
 

@@ -288,3 +288,7 @@ dua_status dua_device_select(const char *selector, int *index, char *why, size_t
   *index = first_cpu >= 0 ? first_cpu : 0;
   return DUA_SUCCESS;
 }
+
+int dua_device_is_nvidia(const dua_device_info *info) {
+  return strstr(info->vendor, "NVIDIA") != NULL || strstr(info->platform_name, "NVIDIA") != NULL;
+}

@@ -96,8 +96,7 @@ static int probe_mma_tf32(dua_context *ctx) {
 void dua_probe_run(dua_context *ctx) {
   probe_work_group_multiple(ctx);
   /* inline PTX only exists on NVIDIA's compiler; sm_80+ has these shapes */
-  int nvidia =
-      strstr(ctx->info.vendor, "NVIDIA") != NULL || strstr(ctx->info.platform_name, "NVIDIA") != NULL;
+  const int nvidia = dua_device_is_nvidia(&ctx->info);
   if (!nvidia || (ctx->info.nv_compute_capability && ctx->info.nv_compute_capability < 80) ||
       ctx->fast_paths_disabled) /* the kill switch also keeps inline PTX off the device */
     return;

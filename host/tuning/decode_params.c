@@ -2,6 +2,7 @@
  * split-KV count from its thresholds (the values measured on an H100 and PoCL before the tuner existed;
  * bench/RESULTS.md, decode and decode2). */
 #include "tuning/decode_params.h"
+#include "runtime/context_internal.h"
 
 #include <string.h>
 
@@ -32,10 +33,6 @@ int dua_decode_warp_lanes(int head_dim, int fp16) {
   return head_dim % ve == 0 && lanes >= 1 && 32 % lanes == 0 ? lanes : 0;
 }
 
-static int is_nvidia(const dua_device_info *dev) {
-  return strstr(dev->vendor, "NVIDIA") != NULL || strstr(dev->platform_name, "NVIDIA") != NULL;
-}
-
 static int pow2_in(int v, int lo, int hi) {
   return v >= lo && v <= hi && (v & (v - 1)) == 0;
 }
@@ -43,7 +40,7 @@ static int pow2_in(int v, int lo, int hi) {
 dua_decode_params dua_decode_params_default(const dua_device_info *dev, int fp16, int one_row, int head_dim) {
   /* the measured choice (host/attention/decode.c): warp where inline PTX works; else regs only for an fp16
    * cache with one row on GPUs */
-  if (dev->type != DUA_DEVICE_CPU && is_nvidia(dev) && dev->nv_mma_f16 &&
+  if (dev->type != DUA_DEVICE_CPU && dua_device_is_nvidia(dev) && dev->nv_mma_f16 &&
       dua_decode_warp_lanes(head_dim, fp16)) {
     dua_decode_params p = dua_decode_params_variant(dev, fp16, 2);
     if (!one_row) /* several rows: 8 keys per batch (with 2 loads per lane, decode.c) measured 1.24 vs 1.99 ms
