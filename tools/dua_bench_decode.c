@@ -9,10 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DECODE_TILE 32     /* dua's default decode tile on GPUs, both kernels (host/tuning/decode_params.c) */
-#define DECODE_CPU_TILE 16 /* its default on CPU devices; the tuning chain (decode_tile) says which applies  \
-                            */
-#define APPEND_CHUNK 2048  /* tokens per dua_kv_append while filling */
+#define DECODE_TILE 32 /* dua's default decode tile on GPUs, both kernels (host/tuning/decode_params.c) */
+#define DECODE_CPU_TILE                                                                                      \
+  16                        /* its default on CPU devices; the tuning chain (decode_tile) says which applies \
+                             */
+#define APPEND_CHUNK 2048   /* tokens per dua_kv_append while filling */
 #define COPY_MAX (1u << 30) /* bytes copied to measure the copy bandwidth */
 
 typedef struct dec {
