@@ -117,3 +117,29 @@ inline unit_cursor split_cursor(__local const uint *bm, int nwords, int split, i
   const unit_cursor cur = {cw, 0, u1 - u0, rem};
   return cur;
 }
+
+/* Step 4 for output columns [c, c + 4) of row (query head h, token i): one split writes O (in q's dtype) and,
+ * when has_lse, the natural-log LSE; several write the split's normalized partial O and log2-LSE for
+ * dua_decode_merge (attn_decode_merge.cl). acc: unnormalized O; l, mx: softmax sum and max (log2 units). A row
+ * with nothing visible (l = 0) gets O = 0 and LSE = -inf. */
+inline void write_out4(float4 acc, float l, float mx, int h, int i, int c, int sidx, int split, int splits,
+                       int hq, __global float *o, __global float *lse, __global float *part,
+                       long part_lse_offset, long4 o_strides, long4 lse_strides, long4 offsets, int qo_fp16,
+                       int has_lse) {
+  const float4 out = l > 0.0f ? acc * (1.0f / l) : (float4)(0.0f);
+  if (splits == 1) {
+    const long off = offsets.s1 + sidx * o_strides.s0 + h * o_strides.s1 + i * o_strides.s2 + c;
+    if (qo_fp16)
+      vstore_half4(out, 0, (__global half *)o + off);
+    else
+      vstore4(out, 0, o + off);
+    if (has_lse && c == 0)
+      lse[offsets.s2 + sidx * lse_strides.s0 + h * lse_strides.s1 + i * lse_strides.s2] =
+          l > 0.0f ? (mx + log2(l)) * DUA_LN2 : -INFINITY;
+  } else {
+    const long gr = ((long)sidx * hq + h) * TOKENS + i;
+    vstore4(out, 0, part + (gr * splits + split) * HEAD_DIM + c);
+    if (c == 0)
+      part[part_lse_offset + gr * splits + split] = l > 0.0f ? mx + log2(l) : -INFINITY;
+  }
+}

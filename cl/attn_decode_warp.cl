@@ -285,21 +285,7 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
       s += vload4(0, red + (w * ROWS + r) * HEAD_DIM + c) * ww;
       l += red_ml[2 * (w * ROWS + r) + 1] * ww;
     }
-    const float4 out = l > 0.0f ? s * (1.0f / l) : (float4)(0.0f);
-    if (splits == 1) {
-      const long off = offsets.s1 + sidx * o_strides.s0 + h * o_strides.s1 + i * o_strides.s2 + c;
-      if (qo_fp16)
-        vstore_half4(out, 0, (__global half *)o + off);
-      else
-        vstore4(out, 0, o + off);
-      if (has_lse && c == 0)
-        lse[offsets.s2 + sidx * lse_strides.s0 + h * lse_strides.s1 + i * lse_strides.s2] =
-            l > 0.0f ? (mx + log2(l)) * DUA_LN2 : -INFINITY;
-    } else {
-      const long gr = ((long)sidx * shape.hq + h) * TOKENS + i;
-      vstore4(out, 0, part + (gr * splits + split) * HEAD_DIM + c);
-      if (c == 0)
-        part[part_lse_offset + gr * splits + split] = l > 0.0f ? mx + log2(l) : -INFINITY;
-    }
+    write_out4(s, l, mx, h, i, c, sidx, split, splits, shape.hq, o, lse, part, part_lse_offset,
+               o_strides, lse_strides, offsets, qo_fp16, has_lse);
   }
 }
