@@ -137,25 +137,57 @@ static void tile_to_array(int bm, int bn, int tm, int tn, int32_t *a) {
   a[0] = bm, a[1] = bn, a[2] = tm, a[3] = tn;
 }
 
+static int fwd_valid(const int32_t *a, int head_dim, int block, const dua_device_info *dev) {
+  dua_fwd_params p = {a[0], a[1], a[2], a[3]};
+  return dua_fwd_params_valid(&p, head_dim, block, dev);
+}
+
+static void fwd_default(int head_dim, int block, const dua_device_info *dev, int32_t *a) {
+  dua_fwd_params p = dua_fwd_params_default(head_dim, block, dev);
+  tile_to_array(p.block_m, p.block_n, p.threads_m, p.threads_n, a);
+}
+
+static int bwd_valid(const int32_t *a, int head_dim, int block, const dua_device_info *dev) {
+  dua_bwd_params p = {a[0], a[1], a[2], a[3]};
+  return dua_bwd_params_valid(&p, head_dim, block, dev);
+}
+
+static void bwd_default(int head_dim, int block, const dua_device_info *dev, int32_t *a) {
+  dua_bwd_params p = dua_bwd_params_default(head_dim, block, dev);
+  tile_to_array(p.block_m, p.block_n, p.threads_m, p.threads_n, a);
+}
+
+/* The two tiled kernels (bm, bn, tm, tn): their database name, the developer variable that replaces the
+ * chain (NULL: none), the calling function and kernel for messages, the kernel's rules and compiled default.
+ */
+typedef struct tile_kernel {
+  const char *kernel, *env, *fn, *what;
+  int (*valid)(const int32_t *a, int head_dim, int block, const dua_device_info *dev);
+  void (*compiled)(int head_dim, int block, const dua_device_info *dev, int32_t *a);
+} tile_kernel;
+
+static const tile_kernel tile_fwd = {"fwd",     "DUA_FWD_TILE", "dua_attention_forward",
+                                     "forward", fwd_valid,      fwd_default};
+static const tile_kernel tile_bwd = {"bwd",      NULL,      "dua_attention_backward",
+                                     "backward", bwd_valid, bwd_default};
+
 typedef struct tile_call {
   dua_context *ctx;
+  const tile_kernel *k;
   int head_dim, layout_block;
 } tile_call;
 
-static int accept_fwd(const int32_t *a, void *arg) {
+static int accept_tile(const int32_t *a, void *arg) {
   const tile_call *c = arg;
-  dua_fwd_params p = {a[0], a[1], a[2], a[3]};
-  return dua_fwd_params_valid(&p, c->head_dim, c->layout_block, &c->ctx->info);
+  return c->k->valid(a, c->head_dim, c->layout_block, &c->ctx->info);
 }
 
-static int accept_bwd(const int32_t *a, void *arg) {
-  const tile_call *c = arg;
-  dua_bwd_params p = {a[0], a[1], a[2], a[3]};
-  return dua_bwd_params_valid(&p, c->head_dim, c->layout_block, &c->ctx->info);
-}
-
-dua_status dua_tuning_fwd(dua_context *ctx, int head_dim, int fp16, int layout_block, dua_fwd_params *out,
-                          dua_tuning_source *source, char *origin, size_t origin_size) {
+/* The whole chain for a tile: the developer variable (fwd: "block_m,block_n,threads_m,threads_n"), the
+ * override, the database, the compiled default. Fails for an invalid developer variable
+ * (DUA_ERROR_INVALID_ARGUMENT) or when no tile fits (DUA_ERROR_UNSUPPORTED). */
+static dua_status tuning_tile(dua_context *ctx, const tile_kernel *k, int head_dim, int fp16,
+                              int layout_block, int32_t *a, dua_tuning_source *source, char *origin,
+                              size_t origin_size) {
   char dummy[8];
   if (!origin)
     origin = dummy, origin_size = sizeof dummy;
@@ -163,65 +195,49 @@ dua_status dua_tuning_fwd(dua_context *ctx, int head_dim, int fp16, int layout_b
   if (!source)
     source = &src_dummy;
   tuning_state *s = state(ctx); /* NULL only when out of memory: the compiled defaults still work */
-  const char *tile = getenv("DUA_FWD_TILE"); /* developer override "block_m,block_n,threads_m,threads_n" */
+  const char *tile = k->env ? getenv(k->env) : NULL;
   if (tile && *tile) {
-    dua_fwd_params o;
     char extra;
-    if (sscanf(tile, "%d,%d,%d,%d%c", &o.block_m, &o.block_n, &o.threads_m, &o.threads_n, &extra) != 4 ||
-        !dua_fwd_params_valid(&o, head_dim, layout_block, &ctx->info))
-      return dua_fail(
-          ctx, DUA_ERROR_INVALID_ARGUMENT,
-          "DUA_FWD_TILE = \"%s\" is not a valid block_m,block_n,threads_m,threads_n for head_dim %d, "
-          "block %d on this device",
-          tile, head_dim, layout_block);
-    *out = o;
+    if (sscanf(tile, "%d,%d,%d,%d%c", &a[0], &a[1], &a[2], &a[3], &extra) != 4 ||
+        !k->valid(a, head_dim, layout_block, &ctx->info))
+      return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
+                      "%s = \"%s\" is not a valid block_m,block_n,threads_m,threads_n for head_dim %d, "
+                      "block %d on this device",
+                      k->env, tile, head_dim, layout_block);
     *source = DUA_TUNING_DEVELOPER_ENV;
-    snprintf(origin, origin_size, "env DUA_FWD_TILE");
+    snprintf(origin, origin_size, "env %s", k->env);
     return DUA_SUCCESS;
   }
-  tile_call call = {ctx, head_dim, layout_block};
-  int32_t a[DUA_TUNING_PARAMS];
-  if (chain_lookup(ctx, s, "fwd", fp16, head_dim, accept_fwd, &call, a, source, origin, origin_size)) {
-    *out = (dua_fwd_params){a[0], a[1], a[2], a[3]};
+  tile_call call = {ctx, k, head_dim, layout_block};
+  if (chain_lookup(ctx, s, k->kernel, fp16, head_dim, accept_tile, &call, a, source, origin, origin_size))
     return DUA_SUCCESS;
-  }
-  dua_fwd_params p = dua_fwd_params_default(head_dim, layout_block, &ctx->info);
-  if (!dua_fwd_params_valid(&p, head_dim, layout_block, &ctx->info))
+  k->compiled(head_dim, layout_block, &ctx->info, a);
+  if (!k->valid(a, head_dim, layout_block, &ctx->info))
     return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
-                    "dua_attention_forward: no forward tile fits this device for head_dim %d, block %d "
-                    "(local memory %llu bytes, max work-group %zu)",
-                    head_dim, layout_block, (unsigned long long)ctx->info.local_mem_bytes,
+                    "%s: no %s tile fits this device for head_dim %d, block %d (local memory %llu bytes, max "
+                    "work-group %zu)",
+                    k->fn, k->what, head_dim, layout_block, (unsigned long long)ctx->info.local_mem_bytes,
                     ctx->info.max_work_group_size);
-  *out = p;
   compiled_source(ctx, source, origin, origin_size);
   return DUA_SUCCESS;
 }
 
+dua_status dua_tuning_fwd(dua_context *ctx, int head_dim, int fp16, int layout_block, dua_fwd_params *out,
+                          dua_tuning_source *source, char *origin, size_t origin_size) {
+  int32_t a[DUA_TUNING_PARAMS];
+  dua_status st = tuning_tile(ctx, &tile_fwd, head_dim, fp16, layout_block, a, source, origin, origin_size);
+  if (st == DUA_SUCCESS)
+    *out = (dua_fwd_params){a[0], a[1], a[2], a[3]};
+  return st;
+}
+
 dua_status dua_tuning_bwd(dua_context *ctx, int head_dim, int fp16, int layout_block, dua_bwd_params *out,
                           dua_tuning_source *source, char *origin, size_t origin_size) {
-  char dummy[8];
-  if (!origin)
-    origin = dummy, origin_size = sizeof dummy;
-  dua_tuning_source src_dummy;
-  if (!source)
-    source = &src_dummy;
-  tuning_state *s = state(ctx);
-  tile_call call = {ctx, head_dim, layout_block};
   int32_t a[DUA_TUNING_PARAMS];
-  if (chain_lookup(ctx, s, "bwd", fp16, head_dim, accept_bwd, &call, a, source, origin, origin_size)) {
+  dua_status st = tuning_tile(ctx, &tile_bwd, head_dim, fp16, layout_block, a, source, origin, origin_size);
+  if (st == DUA_SUCCESS)
     *out = (dua_bwd_params){a[0], a[1], a[2], a[3]};
-    return DUA_SUCCESS;
-  }
-  dua_bwd_params p = dua_bwd_params_default(head_dim, layout_block, &ctx->info);
-  if (!dua_bwd_params_valid(&p, head_dim, layout_block, &ctx->info))
-    return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
-                    "dua_attention_backward: no backward tile fits this device for head_dim %d, block %d "
-                    "(local memory %llu bytes, max work-group %zu)",
-                    head_dim, layout_block, (unsigned long long)ctx->info.local_mem_bytes,
-                    ctx->info.max_work_group_size);
-  *out = p;
-  compiled_source(ctx, source, origin, origin_size);
-  return DUA_SUCCESS;
+  return st;
 }
 
 /* ---------------------------------------------------------------- decode */
@@ -378,17 +394,18 @@ static int is_kernel(const dua_tune_kernel_desc *k, const char *name) {
   return !strcmp(k->name, name);
 }
 
+/* The tiled kernel k is ("fwd", "bwd"), or NULL. */
+static const tile_kernel *tile_of(const dua_tune_kernel_desc *k) {
+  return is_kernel(k, "fwd") ? &tile_fwd : is_kernel(k, "bwd") ? &tile_bwd : NULL;
+}
+
 /* Whether params (already range-checked) can serve some call on this device; else writes why. */
 static int usable(dua_context *ctx, const dua_tune_kernel_desc *k, int fp16, int head_dim,
                   const int32_t *params, char *why, size_t n) {
-  const int block = params[0] > params[1] ? params[0] : params[1];
-  if (is_kernel(k, "fwd")) {
-    dua_fwd_params p = {params[0], params[1], params[2], params[3]};
-    if (dua_fwd_params_valid(&p, head_dim, block, &ctx->info))
-      return 1;
-  } else if (is_kernel(k, "bwd")) {
-    dua_bwd_params p = {params[0], params[1], params[2], params[3]};
-    if (dua_bwd_params_valid(&p, head_dim, block, &ctx->info))
+  const tile_kernel *tk = tile_of(k);
+  if (tk) {
+    const int block = params[0] > params[1] ? params[0] : params[1];
+    if (tk->valid(params, head_dim, block, &ctx->info))
       return 1;
   } else if (is_kernel(k, "decode") || is_kernel(k, "decode_gqa")) {
     const int one_row = is_kernel(k, "decode");
@@ -469,22 +486,12 @@ dua_status dua_context_get_tuning(dua_context *ctx, const char *kernel, dua_dtyp
   dua_tuning_info r;
   memset(&r, 0, sizeof r);
   const int fp16 = dtype == DUA_F16;
-  if (is_kernel(k, "fwd")) {
-    dua_fwd_params p;
-    if ((st = dua_tuning_fwd(ctx, head_dim, fp16, layout_block, &p, &r.source, r.origin, sizeof r.origin)) !=
-        DUA_SUCCESS)
+  const tile_kernel *tk = tile_of(k);
+  if (tk) {
+    if ((st = tuning_tile(ctx, tk, head_dim, fp16, layout_block, r.params, &r.source, r.origin,
+                          sizeof r.origin)) != DUA_SUCCESS)
       return st;
-    tile_to_array(p.block_m, p.block_n, p.threads_m, p.threads_n, r.params);
-    dua_fwd_params d = dua_fwd_params_default(head_dim, layout_block, &ctx->info);
-    tile_to_array(d.block_m, d.block_n, d.threads_m, d.threads_n, r.default_params);
-  } else if (is_kernel(k, "bwd")) {
-    dua_bwd_params p;
-    if ((st = dua_tuning_bwd(ctx, head_dim, fp16, layout_block, &p, &r.source, r.origin, sizeof r.origin)) !=
-        DUA_SUCCESS)
-      return st;
-    tile_to_array(p.block_m, p.block_n, p.threads_m, p.threads_n, r.params);
-    dua_bwd_params d = dua_bwd_params_default(head_dim, layout_block, &ctx->info);
-    tile_to_array(d.block_m, d.block_n, d.threads_m, d.threads_n, r.default_params);
+    tk->compiled(head_dim, layout_block, &ctx->info, r.default_params);
   } else if (is_kernel(k, "decode") || is_kernel(k, "decode_gqa")) {
     const int one_row = is_kernel(k, "decode");
     dua_decode_params p;
@@ -545,10 +552,10 @@ dua_status dua_tuning_candidates(dua_context *ctx, const char *kernel, dua_dtype
   const int np = k->num_params, fp16 = dtype == DUA_F16;
   int n = 0;
   int32_t a[DUA_TUNING_PARAMS];
-  if (is_kernel(k, "fwd") || is_kernel(k, "bwd")) {
+  const tile_kernel *tk = tile_of(k);
+  if (tk) {
     /* tiles: powers of two within the kernel's ranges, every divisibility rule of the kernel, at most the
      * device's work-group size and local memory */
-    const int fwd = is_kernel(k, "fwd");
     for (int bm = 8; bm <= 256; bm *= 2)
       for (int bn = 8; bn <= 256; bn *= 2)
         for (int tm = 1; tm <= 256; tm *= 2)
@@ -556,8 +563,7 @@ dua_status dua_tuning_candidates(dua_context *ctx, const char *kernel, dua_dtype
             if (!good_group(ctx, (size_t)tm * tn))
               continue;
             tile_to_array(bm, bn, tm, tn, a);
-            tile_call call = {ctx, head_dim, layout_block};
-            if (fwd ? accept_fwd(a, &call) : accept_bwd(a, &call))
+            if (tk->valid(a, head_dim, layout_block, &ctx->info))
               emit(a, np, params, max_candidates, &n);
           }
   } else if (is_kernel(k, "decode") || is_kernel(k, "decode_gqa")) {
