@@ -17,21 +17,46 @@
 
 static const dua_tune_kernel_desc kernels[] = {
     /* portable forward (cl/attn_fwd.cl): BLOCK_M, BLOCK_N, TM, TN */
-    {"fwd", 4, {{"bm", 8, 256, 1}, {"bn", 8, 256, 1}, {"tm", 1, 256, 1}, {"tn", 1, 256, 1}}, 0},
+    {"fwd", 4, {{"bm", 8, 256, 1}, {"bn", 8, 256, 1}, {"tm", 1, 256, 1}, {"tn", 1, 256, 1}}, 0, 0},
     /* portable backward (cl/attn_bwd.cl, both passes): BLOCK_M, BLOCK_N, TM, TN */
-    {"bwd", 4, {{"bm", 8, 256, 1}, {"bn", 8, 256, 1}, {"tm", 1, 256, 1}, {"tn", 1, 256, 1}}, 0},
-    /* decode (cl/attn_decode.cl) with one query row per work-group: DUA_DECODE_STAGED, TILE_N, NT */
-    {"decode", 3, {{"staged", 0, 1, 0}, {"tile", 16, 128, 1}, {"threads", 16, 1024, 1}}, 1},
+    {"bwd", 4, {{"bm", 8, 256, 1}, {"bn", 8, 256, 1}, {"tm", 1, 256, 1}, {"tn", 1, 256, 1}}, 0, 0},
+    /* decode with one query row per work-group: the kernel (0 regs, 1 staged: cl/attn_decode.cl
+     * DUA_DECODE_STAGED; 2 warp: cl/attn_decode_warp.cl), TILE_N, NT; tile and threads ranges per kernel
+     * below (decode_variant_ranges) */
+    {"decode", 3, {{"staged", 0, 2, 0}, {"tile", 1, 128, 1}, {"threads", 16, 1024, 1}}, 1, 1},
     /* decode with several rows per work-group (GQA sharing, several query tokens): + most rows HPW x TOKENS
      */
     {"decode_gqa",
      4,
-     {{"staged", 0, 1, 0}, {"tile", 16, 128, 1}, {"threads", 16, 1024, 1}, {"rows", 1, 64, 0}},
+     {{"staged", 0, 2, 0}, {"tile", 1, 128, 1}, {"threads", 16, 1024, 1}, {"rows", 1, 64, 0}},
+     1,
      1},
     /* split-KV thresholds of decode (host/tuning/decode_params.c): split while the work-groups are fewer
      * than waves x compute units, each split at least minunit key units, at most maxspl splits */
-    {"decode_split", 3, {{"waves", 1, 1024, 0}, {"minunit", 1, 65536, 0}, {"maxspl", 1, 256, 0}}, 1},
+    {"decode_split", 3, {{"waves", 1, 1024, 0}, {"minunit", 1, 65536, 0}, {"maxspl", 1, 256, 0}}, 1, 0},
 };
+
+/* A decode plan's tile and threads per kernel variant (params[0] = staged). */
+static const char *const decode_variant_names[3] = {"regs", "staged", "warp"};
+static const dua_tune_param_desc decode_variant_ranges[3][2] = {
+    {{"tile", 16, 128, 1}, {"threads", 16, 1024, 1}}, /* regs: keys per tile, work-items */
+    {{"tile", 16, 128, 1}, {"threads", 16, 1024, 1}}, /* staged */
+    {{"tile", 1, 128, 1}, {"threads", 32, 1024, 1}},  /* warp: keys per batch of a warp, whole warps */
+};
+
+const char *dua_tune_decode_variant(int32_t staged) {
+  return staged >= 0 && staged < 3 ? decode_variant_names[staged] : NULL;
+}
+
+const dua_tune_param_desc *dua_tune_param_range(const dua_tune_kernel_desc *k, const int32_t *params, int i,
+                                                const char **variant) {
+  *variant = NULL;
+  if (k->variants && (i == 1 || i == 2) && dua_tune_decode_variant(params[0])) {
+    *variant = dua_tune_decode_variant(params[0]);
+    return &decode_variant_ranges[params[0]][i - 1];
+  }
+  return &k->params[i];
+}
 
 const char *dua_tune_kernel_names(void) {
   return "fwd, bwd, decode, decode_gqa, decode_split";
@@ -69,11 +94,16 @@ int dua_tuning_params_check(const dua_tune_kernel_desc *k, const int32_t *params
   if (n != k->num_params)
     return fail(why, why_size, "%s: kernel \"%s\" takes %d parameters, not %d", where, k->name, k->num_params,
                 n);
-  for (int i = 0; i < n; i++) {
-    const dua_tune_param_desc *p = &k->params[i];
-    if (params[i] < p->min || params[i] > p->max || (p->pow2 && !is_pow2(params[i])))
-      return fail(why, why_size, "%s.%s = %d: must be %s in %d..%d", where, p->name, (int)params[i],
-                  p->pow2 ? "a power of two" : "an integer", (int)p->min, (int)p->max);
+  for (int i = 0; i < n; i++) { /* in order: a decode plan's kernel variant before its own ranges */
+    const char *variant;
+    const dua_tune_param_desc *p = dua_tune_param_range(k, params, i, &variant);
+    if (params[i] < p->min || params[i] > p->max || (p->pow2 && !is_pow2(params[i]))) {
+      char kind[48] = "";
+      if (variant)
+        snprintf(kind, sizeof kind, " for the %s kernel (staged = %d)", variant, (int)params[0]);
+      return fail(why, why_size, "%s.%s = %d: must be %s in %d..%d%s", where, p->name, (int)params[i],
+                  p->pow2 ? "a power of two" : "an integer", (int)p->min, (int)p->max, kind);
+    }
   }
   return 0;
 }

@@ -12,8 +12,11 @@
  * Kernels (the table in tuning_db.c): "fwd" and "bwd" (portable forward / backward tiles: bm, bn, tm, tn),
  * "decode" (decode calls with one query row per work-group: staged, tile, threads), "decode_gqa" (several
  * rows: GQA sharing or several query tokens; staged, tile, threads, rows) and "decode_split" (the split-KV
- * thresholds: waves, minunit, maxspl). Decode entries are keyed by the KV cache's dtype, and their shapes
- * carry three more keys, "kv_heads", "tokens" and "page" (n is the context length, batch the sequences).
+ * thresholds: waves, minunit, maxspl). A decode plan's "staged" picks the kernel (0 regs, 1 staged, 2 warp)
+ * and with it the ranges of tile and threads (regs, staged: 16..128 and 16..1024; warp: keys per batch of a
+ * warp 1..128 and whole warps 32..1024; powers of two). Decode entries are keyed by the KV cache's dtype, and
+ * their shapes carry three more keys, "kv_heads", "tokens" and "page" (n is the context length, batch the
+ * sequences).
  *
  * Reading is strict: at most 4 MiB, exactly these keys (none unknown, none missing, no duplicates), the
  * right JSON types, integers that are integers, values in range, and at most one entry per key (kernel,
@@ -46,9 +49,18 @@ typedef struct dua_tune_kernel_desc {
   int num_params;
   dua_tune_param_desc params[DUA_TUNING_PARAMS];
   int decode_shapes;
+  int variants; /* a decode plan: params[0] picks the kernel variant, whose own ranges replace the table's for
+                 * params[1] and params[2] (tile, threads); see dua_tune_param_range */
 } dua_tune_kernel_desc;
 
 const dua_tune_kernel_desc *dua_tune_kernel_find(const char *name);
+/* The range of parameter i of k given params[0] (a decode plan's kernel variant, which must already be in
+ * range); *variant gets that variant's name ("regs", "staged", "warp") when the range is the variant's own,
+ * else NULL. */
+const dua_tune_param_desc *dua_tune_param_range(const dua_tune_kernel_desc *k, const int32_t *params, int i,
+                                                const char **variant);
+/* The name of decode kernel variant `staged` ("regs", "staged", "warp"), or NULL out of range. */
+const char *dua_tune_decode_variant(int32_t staged);
 /* The known kernel names, ", "-separated (for messages). */
 const char *dua_tune_kernel_names(void);
 

@@ -450,7 +450,8 @@ START_TEST(backward_and_decode_refusals_and_candidates) {
     int32_t p[4];
     const char *msg;
   } bad[] = {
-      {"decode", 3, {2, 32, 64}, "params.staged = 2"},
+      {"decode", 3, {3, 32, 64}, "params.staged = 3: must be an integer in 0..2"},
+      {"decode", 3, {0, 8, 64}, "params.tile = 8: must be a power of two in 16..128 for the regs kernel"},
       {"decode", 3, {0, 32, 48}, "params.threads = 48"},
       {"decode", 3, {0, 128, 16}, "does not fit"}, /* regs: 16 work-items cannot cover a 128-key tile */
       {"decode", 4, {0, 32, 64, 1}, "takes 3 parameters"},

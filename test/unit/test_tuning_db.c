@@ -1,8 +1,10 @@
 /* test_tuning_db.c: unit tests (no device) of the tuning database reader and writer: the corpus of bad files
  * under test/corpus/tuning/ (each refused with a message naming the entry, as EXPECT lists), good files
- * accepted (forward, backward, decode plan, decode GQA plan and split-KV entries, decode shapes), every
- * truncation of a good file refused, print/parse and save/load round trips, replacing entries, and seeded
- * random mutations (no crash; what is accepted round-trips). */
+ * accepted (forward, backward, decode plan, decode GQA plan and split-KV entries, decode shapes, decode plans
+ * of the warp kernel at the edges of its own ranges), every truncation of a good file refused, print/parse
+ * and save/load round trips, replacing entries, each decode kernel's ranges (staged 3 and a warp tile on a
+ * regs plan refused naming the entry), and seeded random mutations (no crash; what is accepted round-trips).
+ */
 #include "test_util.h"
 #include "tuning/tuning_db.h"
 
@@ -80,10 +82,14 @@ START_TEST(bad_corpus_refused_naming_the_entry) {
 }
 END_TEST
 
+static const char *const good_names[] = {"good_two_entries.json", "good_empty.json", "good_all_kernels.json",
+                                         "good_warp.json"};
+#define NGOOD 4
+
 START_TEST(good_files_accepted) {
-  static const char *const names[] = {"good_two_entries.json", "good_empty.json", "good_all_kernels.json"};
-  static const int counts[] = {2, 0, 5};
-  for (int i = 0; i < 3; i++) {
+  const char *const *names = good_names;
+  static const int counts[NGOOD] = {2, 0, 5, 4};
+  for (int i = 0; i < NGOOD; i++) {
     size_t n;
     char *text = corpus_file(names[i], &n);
     dua_tuning_db db = {0};
@@ -128,6 +134,18 @@ START_TEST(good_files_accepted) {
       ck_assert(dua_tuning_db_find(&db, "decode", 0, 128, dev, drv) == NULL);
       ck_assert(dua_tuning_db_find(&db, "decode_gqa", 1, 64, dev, drv) == NULL);
     }
+    if (i == 3) { /* the warp kernel (staged 2) at the edges of its ranges: tile 1..128, threads 32..1024 */
+      const char *dev = "NVIDIA H100 80GB HBM3", *drv = "580.159.04";
+      const dua_tuning_entry *d = dua_tuning_db_find(&db, "decode", 1, 128, dev, drv);
+      ck_assert(d != NULL);
+      ck_assert(d->params[0] == 2 && d->params[1] == 1 && d->params[2] == 32);
+      const dua_tuning_entry *g = dua_tuning_db_find(&db, "decode_gqa", 1, 128, dev, drv);
+      ck_assert(g != NULL);
+      ck_assert(g->params[0] == 2 && g->params[1] == 128 && g->params[2] == 1024 && g->params[3] == 64);
+      const dua_tuning_entry *f = dua_tuning_db_find(&db, "decode", 0, 128, dev, drv);
+      ck_assert(f != NULL);
+      ck_assert(f->params[0] == 2 && f->params[1] == 4 && f->params[2] == 128);
+    }
     dua_tuning_db_free(&db);
     free(text);
   }
@@ -135,8 +153,8 @@ START_TEST(good_files_accepted) {
 END_TEST
 
 START_TEST(every_truncation_refused) {
-  static const char *const names[] = {"good_two_entries.json", "good_empty.json", "good_all_kernels.json"};
-  for (int f = 0; f < 3; f++) {
+  const char *const *names = good_names;
+  for (int f = 0; f < NGOOD; f++) {
     size_t n;
     char *text = corpus_file(names[f], &n);
     size_t last = (size_t)(strrchr(text, '}') - text); /* prefixes that keep the last brace are whole */
@@ -154,7 +172,10 @@ END_TEST
 
 START_TEST(print_parse_and_save_load_round_trip) {
   size_t n;
-  char *text = corpus_file(_i ? "good_all_kernels.json" : "good_two_entries.json", &n);
+  char *text = corpus_file(_i == 2 ? "good_warp.json"
+                           : _i    ? "good_all_kernels.json"
+                                   : "good_two_entries.json",
+                           &n);
   dua_tuning_db a = {0}, b = {0}, c = {0};
   char why[512] = "";
   ck_assert_int_eq(dua_tuning_db_parse(text, n, &a, why, sizeof why), 0);
@@ -233,9 +254,84 @@ START_TEST(put_replaces_by_key_and_validates) {
 }
 END_TEST
 
+/* Each decode kernel's own ranges (dua_tuning_params_check, as the reader and dua_context_set_tuning use it):
+ * a warp plan takes tiles 1..128 and 32..1024 work-items, regs and staged 16..128 and 16..1024; staged 3 is
+ * no kernel; a round trip through put/print/parse keeps every warp plan. */
+START_TEST(decode_kernel_ranges) {
+  const dua_tune_kernel_desc *k = dua_tune_kernel_find("decode"), *g = dua_tune_kernel_find("decode_gqa");
+  ck_assert(k && g && k->variants && g->variants);
+  ck_assert_str_eq(dua_tune_decode_variant(2), "warp");
+  ck_assert_ptr_null(dua_tune_decode_variant(3));
+  struct {
+    const dua_tune_kernel_desc *k;
+    int32_t p[4];
+    const char *msg; /* NULL: accepted */
+  } cases[] = {
+      {k, {2, 1, 32}, NULL},
+      {k, {2, 128, 1024}, NULL},
+      {k, {0, 16, 16}, NULL},
+      {k, {1, 128, 1024}, NULL},
+      {g, {2, 2, 64, 64}, NULL},
+      {k, {3, 32, 128}, "p.staged = 3: must be an integer in 0..2"},
+      {k, {-1, 32, 128}, "p.staged = -1"},
+      {k, {2, 256, 128}, "p.tile = 256: must be a power of two in 1..128 for the warp kernel (staged = 2)"},
+      {k, {2, 4, 16}, "p.threads = 16: must be a power of two in 32..1024 for the warp kernel"},
+      {k, {2, 4, 96}, "p.threads = 96"},
+      {k, {0, 4, 128}, "p.tile = 4: must be a power of two in 16..128 for the regs kernel (staged = 0)"},
+      {k, {1, 8, 128}, "p.tile = 8: must be a power of two in 16..128 for the staged kernel (staged = 1)"},
+      {g, {2, 8, 128, 65}, "p.rows = 65"},
+      {g, {2, 8, 2048, 4}, "p.threads = 2048"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char why[256] = "";
+    const int rc =
+        dua_tuning_params_check(cases[i].k, cases[i].p, cases[i].k->num_params, "p", why, sizeof why);
+    if (!cases[i].msg) {
+      ck_assert_msg(rc == 0, "case %zu refused: %s", i, why);
+    } else {
+      ck_assert_msg(rc == -1, "case %zu accepted", i);
+      ck_assert_msg(strstr(why, cases[i].msg) != NULL, "case %zu: \"%s\" lacks \"%s\"", i, why, cases[i].msg);
+    }
+  }
+  /* every warp plan in range survives put, print and parse */
+  size_t n;
+  char *text = corpus_file("good_warp.json", &n);
+  dua_tuning_db db = {0}, back = {0};
+  char why[512] = "";
+  ck_assert_int_eq(dua_tuning_db_parse(text, n, &db, why, sizeof why), 0);
+  dua_tuning_entry e = db.entries[1]; /* decode_gqa, fp16, 128 */
+  int plans = 0;
+  for (int tile = 1; tile <= 128; tile *= 2)
+    for (int threads = 32; threads <= 1024; threads *= 2) {
+      e.head_dim = 8 * (1 + plans % 32);
+      e.fp16 = plans / 32 % 2;
+      memset(e.driver, 0, sizeof e.driver); /* whole entries are compared: no bytes left after the NUL */
+      snprintf(e.driver, sizeof e.driver, "warp-%d", plans);
+      e.params[0] = 2, e.params[1] = tile, e.params[2] = threads, e.params[3] = 1 + plans % 64;
+      ck_assert_msg(dua_tuning_db_put(&db, &e, why, sizeof why) == 0, "%s", why);
+      plans++;
+    }
+  ck_assert_int_eq(plans, 48);
+  char *printed = dua_tuning_db_print(&db);
+  ck_assert(printed != NULL);
+  ck_assert_msg(dua_tuning_db_parse(printed, strlen(printed), &back, why, sizeof why) == 0, "%s", why);
+  assert_same_db(&db, &back);
+  e.params[0] = 3; /* no such kernel */
+  ck_assert_int_eq(dua_tuning_db_put(&db, &e, why, sizeof why), -1);
+  ck_assert_msg(strstr(why, "params.staged = 3") != NULL, "%s", why);
+  free(printed);
+  dua_tuning_db_free(&db);
+  dua_tuning_db_free(&back);
+  free(text);
+}
+END_TEST
+
 START_TEST(random_mutations_never_crash) {
   size_t n;
-  char *text = corpus_file(_i ? "good_all_kernels.json" : "good_two_entries.json", &n);
+  char *text = corpus_file(_i == 2 ? "good_warp.json"
+                           : _i    ? "good_all_kernels.json"
+                                   : "good_two_entries.json",
+                           &n);
   test_rng r = test_rng_make(test_seed() ^ 0x7u);
   char *buf = malloc(n + 64);
   int accepted = 0;
@@ -282,9 +378,10 @@ int main(void) {
   tcase_add_test(tc, bad_corpus_refused_naming_the_entry);
   tcase_add_test(tc, good_files_accepted);
   tcase_add_test(tc, every_truncation_refused);
-  tcase_add_loop_test(tc, print_parse_and_save_load_round_trip, 0, 2);
+  tcase_add_loop_test(tc, print_parse_and_save_load_round_trip, 0, 3);
   tcase_add_test(tc, put_replaces_by_key_and_validates);
-  tcase_add_loop_test(tc, random_mutations_never_crash, 0, 2);
+  tcase_add_test(tc, decode_kernel_ranges);
+  tcase_add_loop_test(tc, random_mutations_never_crash, 0, 3);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }
