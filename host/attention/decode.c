@@ -40,6 +40,7 @@ typedef struct decode_plan {
   int tokens, hpw, hchunks, tile_n, threads, words, unit_shift, page_shift, splits;
   int staged, half_cvt, key_groups; /* kernel (0 regs, 1 staged, 2 warp); fp16 conversion; regs' key groups */
   int unroll, vpl, emulate;         /* warp: key steps per batch, 16-byte loads per lane and key, emulated */
+  dua_decode_split_params split;    /* the split-KV thresholds (unused with DUA_DECODE_SPLITS) */
 } decode_plan;
 
 static int log2i(int x) {
@@ -246,21 +247,16 @@ static dua_status make_plan(dua_context *ctx, const dua_kv_cache *c, const dua_l
   } else if (!plan_exact(&pc, &tp, p)) { /* the chain checked it with plan_fits */
     return dua_fail(ctx, DUA_ERROR_INTERNAL, "dua_decode: the tuned plan does not fit after all");
   }
-  dua_decode_split_params sp;
+  /* the compiled thresholds depend on the kernel (the warp kernel's: 2 work-groups per compute unit x rows)
+   */
+  const dua_decode_params run = {p->staged, p->tile_n, p->threads, p->hpw * p->tokens};
   int fixed;
-  dua_tuning_source split_src;
-  if ((st = dua_tuning_decode_split(ctx, Dh, fp16, &sp, &fixed, &split_src, NULL, 0)) != DUA_SUCCESS)
+  if ((st = dua_tuning_decode_split(ctx, Dh, fp16, &run, p->hpw * p->tokens, &p->split, &fixed, split_source,
+                                    NULL, 0)) != DUA_SUCCESS)
     return st;
-  if (split_source)
-    *split_source = split_src;
-  if (p->staged == 2 && (split_src == DUA_TUNING_BUILTIN || split_src == DUA_TUNING_GENERIC)) {
-    sp = dua_decode_split_warp_default(p->threads);
-    sp.waves *= p->hpw * p->tokens; /* rows multiply a work-group's work: more of them (decode5 GQA: 9 splits
-                                     * 1.52 ms, 2 splits 1.99 ms) */
-  }
   const int64_t units = (visible_tokens(l, max_len) + (1 << p->unit_shift) - 1) >> p->unit_shift;
   p->splits = fixed ? fixed
-                    : dua_decode_split_count(&sp, (int64_t)batch * l->kv_heads * p->hchunks, units,
+                    : dua_decode_split_count(&p->split, (int64_t)batch * l->kv_heads * p->hchunks, units,
                                              (int)ctx->info.compute_units);
   return DUA_SUCCESS;
 }
@@ -289,6 +285,8 @@ dua_status dua_decode_plan_get(dua_context *ctx, dua_kv_cache *c, int32_t layer,
     return st;
   out->staged = p.staged, out->tile_n = p.tile_n, out->threads = p.threads;
   out->heads_per_group = p.hpw, out->splits = p.splits;
+  out->unroll = p.staged == 2 ? p.unroll : 0, out->vpl = p.staged == 2 ? p.vpl : 0;
+  out->split = p.split;
   return DUA_SUCCESS;
 }
 

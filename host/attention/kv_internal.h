@@ -5,6 +5,7 @@
 #define DUA_KV_INTERNAL_H
 
 #include "runtime/context_internal.h"
+#include "tuning/decode_params.h"
 
 /* A host copy handed to a non-blocking clEnqueueWriteBuffer, freed once its event completes. */
 typedef struct dua_kv_upload {
@@ -51,6 +52,9 @@ dua_status dua_kv_table_set(dua_kv_cache *c, dua_kv_table *table, const int32_t 
  * a tuned plan (override or database) or the compiled/developer one (shrunk to the device) was taken. */
 typedef struct dua_decode_plan_info {
   int staged, tile_n, threads, heads_per_group, splits;
+  int unroll, vpl; /* warp kernel: key steps per batch, 16-byte loads per lane and key; else 0 */
+  dua_decode_split_params
+      split; /* the split-KV thresholds the split count came from (not DUA_DECODE_SPLITS) */
   dua_tuning_source source, split_source;
 } dua_decode_plan_info;
 

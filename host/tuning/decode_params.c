@@ -33,6 +33,10 @@ int dua_decode_warp_lanes(int head_dim, int fp16) {
   return head_dim % ve == 0 && lanes >= 1 && 32 % lanes == 0 ? lanes : 0;
 }
 
+int dua_decode_warp_native(const dua_device_info *dev) {
+  return dev->type != DUA_DEVICE_CPU && dua_device_is_nvidia(dev) && dev->nv_mma_f16;
+}
+
 static int pow2_in(int v, int lo, int hi) {
   return v >= lo && v <= hi && (v & (v - 1)) == 0;
 }
@@ -40,8 +44,7 @@ static int pow2_in(int v, int lo, int hi) {
 dua_decode_params dua_decode_params_default(const dua_device_info *dev, int fp16, int one_row, int head_dim) {
   /* the measured choice (host/attention/decode.c): warp where inline PTX works; else regs only for an fp16
    * cache with one row on GPUs */
-  if (dev->type != DUA_DEVICE_CPU && dua_device_is_nvidia(dev) && dev->nv_mma_f16 &&
-      dua_decode_warp_lanes(head_dim, fp16)) {
+  if (dua_decode_warp_native(dev) && dua_decode_warp_lanes(head_dim, fp16)) {
     dua_decode_params p = dua_decode_params_variant(dev, fp16, 2);
     if (!one_row) /* several rows: 8 keys per batch (with 2 loads per lane, decode.c) measured 1.24 vs 1.99 ms
                    */
@@ -106,6 +109,14 @@ dua_decode_split_params dua_decode_split_default(void) {
 dua_decode_split_params dua_decode_split_warp_default(int threads) {
   dua_decode_split_params s = {
       DECODE_WARP_WAVES, DECODE_WARP_MIN_UNITS * (threads / 32 > 0 ? threads / 32 : 1), DECODE_MAX_SPLITS};
+  return s;
+}
+
+dua_decode_split_params dua_decode_split_compiled(const dua_decode_params *plan, int rows) {
+  if (!plan || plan->staged != 2)
+    return dua_decode_split_default();
+  dua_decode_split_params s = dua_decode_split_warp_default(plan->threads);
+  s.waves *= rows > 1 ? rows : 1;
   return s;
 }
 

@@ -11,9 +11,9 @@
 
 typedef struct dua_decode_params {
   int staged;  /* kernel: 1 K/V staged through local memory ("staged"); 0 K/V in registers ("regs"); 2 every
-                * warp streams its own units (cl/attn_decode_warp.cl, "warp": NVIDIA inline PTX). 2 comes only
-                * from the compiled default and DUA_DECODE_KERNEL: the database and the override hold 0/1 */
-  int tile_n;  /* keys per tile (TILE_N); warp: keys per batch of a warp (KPW x UNROLL) */
+                * warp streams its own units (cl/attn_decode_warp.cl, "warp": NVIDIA inline PTX, emulated
+                * with local memory elsewhere) */
+  int tile_n;  /* keys per tile (TILE_N); warp: keys per batch of a warp (KPW x UNROLL), 1..128 */
   int threads; /* work-items per work-group (NT) */
   int rows;    /* most query rows (heads x tokens) per work-group */
 } dua_decode_params;
@@ -33,6 +33,9 @@ int dua_decode_warp_lanes(int head_dim, int fp16);
 /* The warp kernel's split thresholds when none is tuned: about 2 work-groups per compute unit, at least 4
  * units per warp (decode5, bench/RESULTS.md). */
 dua_decode_split_params dua_decode_split_warp_default(int threads);
+/* Whether the warp kernel runs natively (NVIDIA inline PTX: the mma.sync probe passed) rather than emulated
+ * (local-memory shuffles: correct, slow, for tests). */
+int dua_decode_warp_native(const dua_device_info *dev);
 
 /* The compiled defaults: one_row = one query row per work-group (no GQA sharing, one query token). On NVIDIA
  * GPUs whose inline-PTX probe passed, warp (4 keys per batch, 128 work-items, 4 rows) when head_dim allows
@@ -42,9 +45,11 @@ dua_decode_params dua_decode_params_default(const dua_device_info *dev, int fp16
 /* The compiled tile, work-items and rows of one kernel variant (staged 0/1/2). */
 dua_decode_params dua_decode_params_variant(const dua_device_info *dev, int fp16, int staged);
 
-/* The kernels' static rules for head_dim and the cache dtype: ranges (tile a power of two 16..128, threads a
- * power of two 16..1024 within the device's work-group size, rows 1..64), regs: threads = KG x head_dim / VE
- * with tile | threads and KG | tile; staged: threads >= rows. 1 if usable. */
+/* The kernels' static rules for head_dim and the cache dtype: ranges (regs and staged: tile a power of two
+ * 16..128, threads a power of two 16..1024; warp: tile a power of two 1..128, threads a power of two 32..1024
+ * (whole warps); all: threads within the device's work-group size, rows 1..64), regs: threads = KG x
+ * head_dim / VE with tile | threads and KG | tile; staged: threads >= rows; warp: head_dim / VE divides 32
+ * (dua_decode_warp_lanes). 1 if usable. */
 int dua_decode_params_valid(const dua_decode_params *p, int head_dim, int fp16, const dua_device_info *dev);
 
 /* Local memory (bytes) of one work-group with rows query rows and a bitmap of words 32-bit words (regs: key
@@ -53,6 +58,10 @@ size_t dua_decode_local_bytes(const dua_decode_params *p, int rows, int words, i
 
 /* The compiled split thresholds: waves 16, min_units 8, max_splits 64. */
 dua_decode_split_params dua_decode_split_default(void);
+/* The compiled split thresholds for a plan whose work-groups serve `rows` query rows: the warp kernel's
+ * (dua_decode_split_warp_default for its work-items, waves x rows: rows multiply a work-group's work; decode5
+ * GQA: 9 splits 1.52 ms, 2 splits 1.99 ms), else dua_decode_split_default. plan NULL: the latter. */
+dua_decode_split_params dua_decode_split_compiled(const dua_decode_params *plan, int rows);
 
 /* The split count for `groups` work-groups per split, `units` key units in the longest context. */
 int dua_decode_split_count(const dua_decode_split_params *sp, int64_t groups, int64_t units,

@@ -24,6 +24,7 @@ typedef struct tuning_state {
   char warning[512]; /* why it was refused */
   override_entry *overrides;
   int num_overrides;
+  int warned_warp; /* a tuned warp plan was skipped (the kernel would run emulated): said once */
 } tuning_state;
 
 static void state_free(void *p) {
@@ -259,6 +260,13 @@ static void decode_to_array(const dua_decode_params *p, int one_row, int32_t *a)
     a[3] = p->rows;
 }
 
+/* Whether the warp kernel belongs to this device's tuning space (candidates, override, database): where it
+ * runs natively, or where DUA_TUNING_EMULATED_WARP=1 lets its emulation in (tests; slow). */
+static int warp_tunable(const dua_context *ctx) {
+  const char *env = getenv("DUA_TUNING_EMULATED_WARP");
+  return dua_decode_warp_native(&ctx->info) || (env && !strcmp(env, "1"));
+}
+
 typedef struct decode_call {
   dua_context *ctx;
   int head_dim, fp16, one_row, rows_default;
@@ -269,6 +277,17 @@ typedef struct decode_call {
 static int accept_decode(const int32_t *a, void *arg) {
   const decode_call *c = arg;
   dua_decode_params p = decode_from_array(a, c->one_row, c->rows_default);
+  if (p.staged == 2 && !warp_tunable(c->ctx)) {
+    tuning_state *s = c->ctx->tuning;
+    if (s && !s->warned_warp) {
+      s->warned_warp = 1;
+      dua_log(c->ctx, DUA_LOG_WARNING,
+              "tuned decode plan (%s) with the warp kernel skipped: it needs NVIDIA inline PTX (the mma.sync "
+              "probe failed or the fast paths are off) and would run emulated; using the next source",
+              c->one_row ? "decode" : "decode_gqa");
+    }
+    return 0;
+  }
   return dua_decode_params_valid(&p, c->head_dim, c->fp16, &c->ctx->info) &&
          (!c->fits || c->fits(&p, c->fits_arg));
 }
@@ -302,10 +321,12 @@ dua_status dua_tuning_decode(dua_context *ctx, int head_dim, int fp16, int one_r
     if (tile && *tile) {
       if (sscanf(tile, "%d,%d,%d", &p.tile_n, &p.threads, &p.rows) != 3 ||
           p.tile_n < (p.staged == 2 ? 1 : 16) || p.tile_n > 128 || (p.tile_n & (p.tile_n - 1)) ||
-          p.threads < 16 || p.threads > 1024 || (p.threads & (p.threads - 1)) || p.rows < 1 || p.rows > 64)
+          p.threads < (p.staged == 2 ? 32 : 16) || p.threads > 1024 || (p.threads & (p.threads - 1)) ||
+          p.rows < 1 || p.rows > 64)
         return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
                         "DUA_DECODE_TILE = \"%s\" is not tile_n,threads,rows (tile_n a power of two 16..128, "
-                        "1..128 for the warp kernel, threads a power of two 16..1024, rows 1..64)",
+                        "1..128 for the warp kernel, threads a power of two 16..1024, 32..1024 for the warp "
+                        "kernel, rows 1..64)",
                         tile);
     }
     *out = p;
@@ -334,9 +355,9 @@ static int accept_any(const int32_t *a, void *arg) {
   return 1; /* range-checked when stored (database reader, dua_context_set_tuning) */
 }
 
-dua_status dua_tuning_decode_split(dua_context *ctx, int head_dim, int fp16, dua_decode_split_params *out,
-                                   int *fixed_splits, dua_tuning_source *source, char *origin,
-                                   size_t origin_size) {
+dua_status dua_tuning_decode_split(dua_context *ctx, int head_dim, int fp16, const dua_decode_params *plan,
+                                   int rows, dua_decode_split_params *out, int *fixed_splits,
+                                   dua_tuning_source *source, char *origin, size_t origin_size) {
   char dummy[8];
   if (!origin)
     origin = dummy, origin_size = sizeof dummy;
@@ -350,7 +371,7 @@ dua_status dua_tuning_decode_split(dua_context *ctx, int head_dim, int fp16, dua
                    origin_size)) {
     *out = (dua_decode_split_params){a[0], a[1], a[2]};
   } else {
-    *out = dua_decode_split_default();
+    *out = dua_decode_split_compiled(plan, rows);
     compiled_source(ctx, source, origin, origin_size);
   }
   const char *env = getenv("DUA_DECODE_SPLITS");
@@ -410,17 +431,26 @@ static int usable(dua_context *ctx, const dua_tune_kernel_desc *k, int fp16, int
   } else if (is_kernel(k, "decode") || is_kernel(k, "decode_gqa")) {
     const int one_row = is_kernel(k, "decode");
     dua_decode_params p = decode_from_array(params, one_row, 1);
-    if (dua_decode_params_valid(&p, head_dim, fp16, &ctx->info))
-      return 1;
     char rows[32] = "";
     if (!one_row)
       snprintf(rows, sizeof rows, " rows=%d", (int)params[3]);
+    if (p.staged == 2 && !warp_tunable(ctx)) {
+      snprintf(why, n,
+               "%s staged=2 (the warp kernel) needs NVIDIA inline PTX (the mma.sync probe), which %s lacks "
+               "%s; the kernel would only run emulated (DUA_TUNING_EMULATED_WARP=1 allows that, for tests)",
+               k->name, ctx->info.name,
+               ctx->fast_paths_disabled ? "with the fast paths off" : "(probe failed or not NVIDIA)");
+      return 0;
+    }
+    if (dua_decode_params_valid(&p, head_dim, fp16, &ctx->info))
+      return 1;
     snprintf(why, n,
-             "%s staged=%d tile=%d threads=%d%s does not fit head_dim %d and this device's kernels (regs: "
-             "threads a multiple of head_dim / %d and of tile, tile a multiple of the key groups; staged: "
-             "threads >= rows; work-group size %zu)",
-             k->name, (int)params[0], (int)params[1], (int)params[2], rows, head_dim,
-             dua_decode_load_elems(fp16), ctx->info.max_work_group_size);
+             "%s staged=%d (%s) tile=%d threads=%d%s does not fit head_dim %d and this device's kernels "
+             "(regs: threads a multiple of head_dim / %d and of tile, tile a multiple of the key groups; "
+             "staged: threads >= rows; warp: head_dim / %d dividing 32; work-group size %zu)",
+             k->name, (int)params[0], dua_tune_decode_variant(params[0]), (int)params[1], (int)params[2],
+             rows, head_dim, dua_decode_load_elems(fp16), dua_decode_load_elems(fp16),
+             ctx->info.max_work_group_size);
     return 0;
   } else {
     return 1; /* decode_split: any values in range */
@@ -503,13 +533,16 @@ dua_status dua_context_get_tuning(dua_context *ctx, const char *kernel, dua_dtyp
     dua_decode_params d = dua_decode_params_default(&ctx->info, fp16, one_row, head_dim);
     decode_to_array(&d, one_row, r.default_params);
   } else {
+    /* the compiled thresholds are those of the compiled plan for one query row per work-group (the warp
+     * kernel's differ: decode_params.h) */
     dua_decode_split_params p;
     int fixed;
-    if ((st = dua_tuning_decode_split(ctx, head_dim, fp16, &p, &fixed, &r.source, r.origin,
+    const dua_decode_params plan = dua_decode_params_default(&ctx->info, fp16, 1, head_dim);
+    if ((st = dua_tuning_decode_split(ctx, head_dim, fp16, &plan, 1, &p, &fixed, &r.source, r.origin,
                                       sizeof r.origin)) != DUA_SUCCESS)
       return st;
     r.params[0] = p.waves, r.params[1] = p.min_units, r.params[2] = p.max_splits;
-    dua_decode_split_params d = dua_decode_split_default();
+    dua_decode_split_params d = dua_decode_split_compiled(&plan, 1);
     r.default_params[0] = d.waves, r.default_params[1] = d.min_units, r.default_params[2] = d.max_splits;
   }
   r.num_params = k->num_params;
@@ -567,22 +600,30 @@ dua_status dua_tuning_candidates(dua_context *ctx, const char *kernel, dua_dtype
               emit(a, np, params, max_candidates, &n);
           }
   } else if (is_kernel(k, "decode") || is_kernel(k, "decode_gqa")) {
-    /* both kernels x tiles x work-groups (x most rows) that pass the kernels' rules and whose local memory
-     * fits with the smallest bitmap (8 words: contexts up to 256 key units); a call whose bitmap or rows
-     * need more skips the tuned plan for that call */
-    const int one_row = is_kernel(k, "decode");
-    for (int staged = 0; staged <= 1; staged++)
-      for (int tile = 16; tile <= 128; tile *= 2)
-        for (int threads = 16; threads <= 1024; threads *= 2)
+    /* the kernels x tiles x work-groups (x most rows) within each kernel's ranges that pass its rules and
+     * whose local memory fits with the smallest bitmap (8 words: contexts up to 256 key units); a call whose
+     * bitmap or rows need more skips the tuned plan for that call. The warp kernel only where it is tunable
+     * (warp_tunable: natively, or emulated when a test asks) */
+    const int one_row = is_kernel(k, "decode"), kernels = warp_tunable(ctx) ? 3 : 2;
+    const int emulated = !dua_decode_warp_native(&ctx->info);
+    for (int staged = 0; staged < kernels; staged++) {
+      int32_t v[DUA_TUNING_PARAMS] = {staged};
+      const char *variant;
+      const dua_tune_param_desc *tr = dua_tune_param_range(k, v, 1, &variant),
+                                *nr = dua_tune_param_range(k, v, 2, &variant);
+      for (int tile = tr->min; tile <= tr->max; tile *= 2)
+        for (int threads = nr->min; threads <= nr->max; threads *= 2)
           for (int rows = 1; rows <= (one_row ? 1 : 64); rows++) {
             dua_decode_params p = {staged, tile, threads, rows};
+            const size_t scratch = staged == 2 && emulated ? 4 * (size_t)threads : 0; /* decode.c */
             if (!good_group(ctx, (size_t)threads) ||
                 !dua_decode_params_valid(&p, head_dim, fp16, &ctx->info) ||
-                dua_decode_local_bytes(&p, rows, 8, head_dim, fp16) > ctx->info.local_mem_bytes)
+                dua_decode_local_bytes(&p, rows, 8, head_dim, fp16) + scratch > ctx->info.local_mem_bytes)
               continue;
             decode_to_array(&p, one_row, a);
             emit(a, np, params, max_candidates, &n);
           }
+    }
   } else {
     /* split thresholds: powers of two */
     for (int waves = 1; waves <= 1024; waves *= 2)

@@ -1,7 +1,11 @@
 /* tuning.h: the lookup chain for kernel parameters on a context (order documented in dua.h, "tuning"): the
  * developer environment variables (DUA_FWD_TILE; DUA_DECODE_KERNEL, DUA_DECODE_TILE, DUA_DECODE_SPLITS), the
  * context's override, the tuning database file (read once per context), compiled per-vendor defaults,
- * generic defaults. */
+ * generic defaults. Decode plans may name any of the three kernels (staged 0 regs, 1 staged, 2 warp); the
+ * warp kernel is in the tuning space (candidates, override, database) only where it runs natively (NVIDIA
+ * inline PTX, dua_decode_warp_native) or with DUA_TUNING_EMULATED_WARP=1 (tests: its emulation is slow);
+ * elsewhere dua_context_set_tuning refuses a warp plan and the chain skips a database's, saying so once
+ * through the log. */
 #ifndef DUA_TUNING_H
 #define DUA_TUNING_H
 
@@ -33,10 +37,13 @@ dua_status dua_tuning_decode(dua_context *ctx, int head_dim, int fp16, int one_r
                              void *fits_arg, dua_decode_params *out, int *adjust, dua_tuning_source *source,
                              char *origin, size_t origin_size);
 
-/* The split-KV thresholds ("decode_split"); *fixed_splits = DUA_DECODE_SPLITS (1..256) when that developer
- * variable is set (every call uses that count), else 0. Fails only for an invalid DUA_DECODE_SPLITS. */
-dua_status dua_tuning_decode_split(dua_context *ctx, int head_dim, int fp16, dua_decode_split_params *out,
-                                   int *fixed_splits, dua_tuning_source *source, char *origin,
-                                   size_t origin_size);
+/* The split-KV thresholds ("decode_split") for a call running plan (its kernel and work-items) with rows
+ * query rows per work-group: the override, the database, else the compiled thresholds of that plan
+ * (dua_decode_split_compiled: the warp kernel has its own); *fixed_splits = DUA_DECODE_SPLITS (1..256) when
+ * that developer variable is set (every call uses that count), else 0. Fails only for an invalid
+ * DUA_DECODE_SPLITS. */
+dua_status dua_tuning_decode_split(dua_context *ctx, int head_dim, int fp16, const dua_decode_params *plan,
+                                   int rows, dua_decode_split_params *out, int *fixed_splits,
+                                   dua_tuning_source *source, char *origin, size_t origin_size);
 
 #endif

@@ -7,8 +7,11 @@
  * decode split-KV thresholds (with DUA_DECODE_KERNEL/TILE/SPLITS on top), their refusals and candidate
  * spaces; that tuned values reach the kernels (the build options of the programs the calls made, and the
  * split count through the scratch the decode merge needs); and that without a database the backward tile,
- * the decode plan and its split count are exactly the compiled rules. Environment variables are set inside
- * the test. */
+ * the decode plan and its split count are exactly the compiled rules. The warp kernel in the decode space:
+ * its candidates, overrides and database entries only where it runs natively or DUA_TUNING_EMULATED_WARP=1
+ * (else the override is refused and the entry skipped with one warning), its own ranges, its plans reaching
+ * the kernel with outputs equal to the compiled plan's, and its own compiled split thresholds. Environment
+ * variables are set inside the test. */
 #include "attention/kv_internal.h"
 #include "dua.h"
 #include "runtime/context_internal.h"
@@ -17,6 +20,7 @@
 #include "tuning/tuning_db.h"
 
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +36,7 @@ static void clear_env(void) {
   unsetenv("DUA_DECODE_KERNEL");
   unsetenv("DUA_DECODE_TILE");
   unsetenv("DUA_DECODE_SPLITS");
+  unsetenv("DUA_TUNING_EMULATED_WARP");
 }
 
 /* One entry for the test device: fwd fp32 head dim 64, tile (bm, bn, tm, tn), driver as given. */
@@ -704,6 +709,164 @@ START_TEST(tuned_values_reach_the_kernels) {
 }
 END_TEST
 
+/* c->o as floats (malloc'd). */
+static float *dec_read(const dec_case *c) {
+  const size_t n = (size_t)c->S * c->Hq * c->T * 64;
+  float *x = malloc(n * sizeof *x);
+  ck_assert_int_eq(dua_buffer_read(c->ob, 0, n * sizeof *x, x), DUA_SUCCESS);
+  return x;
+}
+
+/* Runs c with the current chain, then with the compiled plan as the override of kernel; the outputs agree
+ * within the fp32 tolerance (every element written: the output buffer is poisoned first). */
+static void dec_check_against_compiled(dua_context *ctx, dec_case *c, const char *kernel) {
+  const size_t n = (size_t)c->S * c->Hq * c->T * 64;
+  float *nan = malloc(n * sizeof *nan);
+  for (size_t i = 0; i < n; i++)
+    nan[i] = NAN;
+  ck_assert_int_eq(dua_buffer_write(c->ob, 0, n * sizeof *nan, nan), DUA_SUCCESS);
+  dec_run(ctx, c);
+  float *got = dec_read(c);
+  dua_tuning_info t = getk(ctx, kernel, DUA_F32, 64, 128);
+  ck_assert_int_eq(dua_context_set_tuning(ctx, kernel, DUA_F32, 64, t.default_params, t.num_params),
+                   DUA_SUCCESS);
+  dec_run(ctx, c);
+  float *want = dec_read(c);
+  for (size_t i = 0; i < n; i++)
+    ck_assert_msg(fabsf(got[i] - want[i]) <= 1e-4f + 1e-3f * fabsf(want[i]), "%s O[%zu] = %g, compiled %g",
+                  kernel, i, (double)got[i], (double)want[i]);
+  ck_assert_int_eq(dua_context_set_tuning(ctx, kernel, DUA_F32, 64, NULL, 0), DUA_SUCCESS);
+  free(nan), free(got), free(want);
+}
+
+START_TEST(warp_in_the_tuning_space) {
+  clear_env();
+  char path[128];
+  snprintf(path, sizeof path, "%s/warp.json", tmpdir);
+  setenv("DUA_TUNING_FILE", path, 1);
+  dua_context *ctx = context();
+  dua_device_info d;
+  dua_context_device_info(ctx, &d);
+  const int native = dua_decode_warp_native(&d);
+  dua_context_destroy(ctx);
+  /* warp plans for head dim 64, fp32 (16 lanes per key row): one row per work-group, 4 keys per batch, 2
+   * warps; several rows, 8 keys per batch, at most 4 rows. No split entry: the compiled thresholds */
+  static const kparams warp[2] = {{"decode", 0, 64, 3, {2, 4, 64}}, {"decode_gqa", 0, 64, 4, {2, 8, 64, 4}}};
+  write_entries(path, &d, d.driver_version, warp, 2);
+  static const char *const srcs = "common,attn_decode_units,attn_decode_warp,attn_decode_merge";
+  for (int allow = 0; allow <= 1; allow++) {
+    if (allow)
+      setenv("DUA_TUNING_EMULATED_WARP", "1", 1);
+    logged[0] = '\0';
+    ctx = context();
+    const int tunable = native || allow;
+    /* the override: a warp plan taken where the kernel is tunable, refused saying why elsewhere */
+    const int32_t ov[3] = {2, 8, 64};
+    dua_status st = dua_context_set_tuning(ctx, "decode", DUA_F32, 64, ov, 3);
+    if (tunable) {
+      ck_assert_msg(st == DUA_SUCCESS, "%s", dua_context_last_error(ctx));
+      ck_assert_int_eq(getk(ctx, "decode", DUA_F32, 64, 128).source, DUA_TUNING_OVERRIDE);
+      ck_assert_int_eq(dua_context_set_tuning(ctx, "decode", DUA_F32, 64, NULL, 0), DUA_SUCCESS);
+    } else {
+      ck_assert_int_eq(st, DUA_ERROR_INVALID_ARGUMENT);
+      ck_assert_msg(strstr(dua_context_last_error(ctx), "staged=2 (the warp kernel) needs NVIDIA inline PTX"),
+                    "%s", dua_context_last_error(ctx));
+      ck_assert_int_ne(getk(ctx, "decode", DUA_F32, 64, 128).source, DUA_TUNING_OVERRIDE);
+    }
+    /* where it cannot run at all: fp16 head dim 96 (12 lanes per key row do not divide 32); its own ranges */
+    ck_assert_int_eq(dua_context_set_tuning(ctx, "decode", DUA_F16, 96, ov, 3), DUA_ERROR_INVALID_ARGUMENT);
+    if (tunable)
+      ck_assert_msg(strstr(dua_context_last_error(ctx), "staged=2 (warp) tile=8 threads=64 does not fit "
+                                                        "head_dim 96"),
+                    "%s", dua_context_last_error(ctx));
+    const int32_t small[3] = {2, 8, 16}, tile3[4] = {2, 3, 64, 4}, regs8[3] = {0, 8, 64};
+    ck_assert_int_eq(dua_context_set_tuning(ctx, "decode", DUA_F32, 64, small, 3),
+                     DUA_ERROR_INVALID_ARGUMENT);
+    ck_assert(strstr(dua_context_last_error(ctx),
+                     "params.threads = 16: must be a power of two in 32..1024 for the warp kernel"));
+    ck_assert_int_eq(dua_context_set_tuning(ctx, "decode_gqa", DUA_F32, 64, tile3, 4),
+                     DUA_ERROR_INVALID_ARGUMENT);
+    ck_assert(strstr(dua_context_last_error(ctx), "params.tile = 3"));
+    ck_assert_int_eq(dua_context_set_tuning(ctx, "decode", DUA_F32, 64, regs8, 3),
+                     DUA_ERROR_INVALID_ARGUMENT);
+    /* the candidates hold warp plans exactly where the kernel is tunable, each within its ranges and taken
+     * as an override */
+    for (int g = 0; g < 2; g++) {
+      const char *kernel = g ? "decode_gqa" : "decode";
+      const int np = 3 + g;
+      int count = 0, warps = 0;
+      ck_assert_int_eq(dua_tuning_candidates(ctx, kernel, DUA_F32, 64, 128, NULL, 0, &count), DUA_SUCCESS);
+      int32_t *cand = malloc((size_t)count * (size_t)np * sizeof *cand);
+      ck_assert_int_eq(dua_tuning_candidates(ctx, kernel, DUA_F32, 64, 128, cand, count, &count),
+                       DUA_SUCCESS);
+      for (int i = 0; i < count; i++) {
+        const int32_t *x = cand + (size_t)i * np;
+        ck_assert(x[0] >= 0 && x[0] <= 2);
+        if (x[0] != 2)
+          continue;
+        ck_assert(x[1] >= 1 && x[1] <= 128 && !(x[1] & (x[1] - 1)));
+        ck_assert(x[2] >= 32 && x[2] <= 1024 && !(x[2] & (x[2] - 1)) &&
+                  (size_t)x[2] <= d.max_work_group_size);
+        if (warps++ % 7 == 0) {
+          ck_assert_msg(dua_context_set_tuning(ctx, kernel, DUA_F32, 64, x, np) == DUA_SUCCESS, "%s",
+                        dua_context_last_error(ctx));
+          ck_assert(!memcmp(getk(ctx, kernel, DUA_F32, 64, 128).params, x, (size_t)np * sizeof *x));
+        }
+      }
+      ck_assert_int_eq(dua_context_set_tuning(ctx, kernel, DUA_F32, 64, NULL, 0), DUA_SUCCESS);
+      if (tunable)
+        ck_assert_int_ge(warps, g ? 8 * 64 : 8 * 4); /* tiles 1..128 x (at least 32..256 work-items) */
+      else
+        ck_assert_int_eq(warps, 0);
+      free(cand);
+    }
+    /* the database's warp plans: one row per work-group (Hq = Hkv = 2), and 8 query heads over 2 KV heads */
+    for (int g = 0; g < 2; g++) {
+      dec_case c = g ? dec_make(ctx, 1, 8, 1, 100) : dec_make(ctx, 2, 2, 1, 200);
+      dua_decode_plan_info pi;
+      ck_assert_int_eq(dua_decode_plan_get(ctx, c.cache, 0, c.l, c.seqs, c.S, 1, &pi), DUA_SUCCESS);
+      if (tunable) {
+        ck_assert_int_eq(pi.source, DUA_TUNING_FILE);
+        ck_assert(pi.staged == 2 && pi.tile_n == (g ? 8 : 4) && pi.threads == 64);
+        ck_assert_int_eq(pi.heads_per_group, g ? 4 : 1);
+        /* the warp kernel's own compiled split thresholds: 2 work-groups per compute unit x rows, 4 units per
+         * warp */
+        ck_assert(pi.split_source == DUA_TUNING_BUILTIN || pi.split_source == DUA_TUNING_GENERIC);
+        ck_assert_int_eq(pi.split.waves, g ? 8 : 2);
+        ck_assert_int_eq(pi.split.min_units, 8);
+        ck_assert_int_eq(pi.split.max_splits, 64);
+        dec_check_against_compiled(ctx, &c, g ? "decode_gqa" : "decode");
+        char opt[64];
+        snprintf(opt, sizeof opt, "-DHPW=%d -DTILE_N=%d -DNT=64 ", g ? 4 : 1, g ? 8 : 4);
+        ck_assert_msg(program_with(ctx, srcs, opt) != NULL, "no warp program with %s", opt);
+      } else { /* skipped, said once, the compiled plan runs */
+        ck_assert(pi.source == DUA_TUNING_BUILTIN || pi.source == DUA_TUNING_GENERIC);
+        ck_assert_int_ne(pi.staged, 2);
+        if (!g)
+          ck_assert_msg(strstr(logged, "warp kernel skipped") != NULL, "logged: %s", logged);
+        else
+          ck_assert_str_eq(logged, ""); /* once per context */
+        logged[0] = '\0';
+        dec_run(ctx, &c);
+        ck_assert_int_eq(count_programs(ctx, srcs), 0);
+      }
+      dec_free(&c);
+    }
+    /* the split thresholds reported: the compiled plan's for one row per work-group */
+    dua_tuning_info t = getk(ctx, "decode_split", DUA_F32, 64, 128);
+    ck_assert(!memcmp(t.params, t.default_params, 3 * sizeof(int32_t)));
+    const dua_tuning_info plan = getk(ctx, "decode", DUA_F32, 64, 128);
+    if (plan.default_params[0] != 2) /* the generic thresholds */
+      ck_assert(t.default_params[0] == 16 && t.default_params[1] == 8 && t.default_params[2] == 64);
+    else
+      ck_assert(t.default_params[0] == 2 && t.default_params[1] == plan.default_params[2] / 8);
+    dua_context_destroy(ctx);
+  }
+  unlink(path);
+  clear_env();
+}
+END_TEST
+
 /* Without a database (and no override or developer variable) the decode plan and split count are the
  * compiled rules as they were before tuning existed, and the backward builds the compiled tile. */
 START_TEST(no_database_is_the_compiled_behaviour) {
@@ -766,6 +929,7 @@ int main(void) {
   tcase_add_test(tc, backward_and_decode_refusals_and_candidates);
   tcase_add_test(tc, tuned_values_reach_the_kernels);
   tcase_add_test(tc, no_database_is_the_compiled_behaviour);
+  tcase_add_test(tc, warp_in_the_tuning_space);
   suite_add_tcase(s, tc);
   int rc = test_run_suite(s);
   char cmd[128];
