@@ -69,6 +69,14 @@ static void get_tunings(dua_context *ctx, tunings *tu) {
       }
 }
 
+/* A decode plan's kernel by name ("regs", "staged", "warp") when parameter j of t is "staged", else NULL. */
+static const char *decode_kernel(const dua_tuning_info *t, const int32_t *params, int j) {
+  static const char *const names[3] = {"regs", "staged", "warp"};
+  if (strcmp(t->param_names[j], "staged") != 0 || params[j] < 0 || params[j] > 2)
+    return NULL;
+  return names[params[j]];
+}
+
 static void print_tunings_text(const tunings *tu) {
   static const char *const what[NKERNELS] = {
       "portable forward tile, layout block 128", "portable backward tile, layout block 128",
@@ -78,8 +86,8 @@ static void print_tunings_text(const tunings *tu) {
   for (int k = 0; k < NKERNELS; k++) {
     const dua_tuning_info *t = &tu->t[k][0][1];
     printf("    %-12s  ", tune_kernels[k]);
-    for (int j = 0; j < t->num_params; j++)
-      printf("%s%s", j ? "," : "", t->param_names[j]);
+    for (int j = 0; j < t->num_params; j++) /* a decode plan's "staged" is printed as its kernel's name */
+      printf("%s%s", j ? "," : "", strcmp(t->param_names[j], "staged") ? t->param_names[j] : "kernel");
     printf("  (%s)\n", what[k]);
     for (int f = 0; f < 2; f++)
       for (int i = 0; i < 4; i++) {
@@ -89,8 +97,13 @@ static void print_tunings_text(const tunings *tu) {
           printf("none: %s\n", tu->error[k][f][i]);
           continue;
         }
-        for (int j = 0; j < t->num_params; j++)
-          printf("%s%d", j ? "," : "", (int)t->params[j]);
+        for (int j = 0; j < t->num_params; j++) {
+          const char *name = decode_kernel(t, t->params, j);
+          if (name)
+            printf("%s%s", j ? "," : "", name);
+          else
+            printf("%s%d", j ? "," : "", (int)t->params[j]);
+        }
         printf("  %s\n", t->origin);
       }
   }
@@ -202,7 +215,11 @@ static void print_json(const dua_device_info *d, int probed, const dua_cache_sta
           printf("\"params\": {");
           for (int j = 0; j < t->num_params; j++)
             printf("%s\"%s\": %d", j ? ", " : "", t->param_names[j], (int)t->params[j]);
-          printf("}, \"source\": ");
+          printf("}, ");
+          const char *name = t->num_params ? decode_kernel(t, t->params, 0) : NULL;
+          if (name)
+            printf("\"decode_kernel\": \"%s\", ", name);
+          printf("\"source\": ");
         } else {
           printf("\"error\": ");
         }

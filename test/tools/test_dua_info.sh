@@ -1,6 +1,6 @@
 #!/bin/sh
-# dua-info: lists the device with every tunable kernel's parameters, prints valid JSON with the probed fields,
-# and fails clearly with no platform.
+# dua-info: lists the device with every tunable kernel's parameters (decode plans with their kernel's name),
+# prints valid JSON with the probed fields, and fails clearly with no platform.
 set -eu
 info=$1
 out=$("$info")
@@ -8,6 +8,11 @@ echo "$out" | grep -q "compute units" || { echo "dua-info printed no device:"; e
 echo "$out" | grep -q "attention path" || { echo "dua-info printed no kernel path"; exit 1; }
 for k in fwd bwd decode decode_gqa decode_split; do
   echo "$out" | grep -q "^    $k  *fp16 head_dim 128  " || { echo "dua-info printed no $k parameters"; exit 1; }
+done
+# decode plans name their kernel (regs, staged, warp), never a bare "staged" number
+for k in decode decode_gqa; do
+  echo "$out" | grep -q "^    $k  *fp16 head_dim 128  \(regs\|staged\|warp\)," ||
+    { echo "dua-info printed no kernel name for $k:"; echo "$out" | grep "^    $k "; exit 1; }
 done
 "$info" --json | python3 -c '
 import json, sys
@@ -20,6 +25,9 @@ assert d["host"]["cores"] >= 1
 kernels = {t["kernel"] for t in d["devices"][0]["tuning"]}
 assert kernels == {"fwd", "bwd", "decode", "decode_gqa", "decode_split"}, kernels
 assert all("params" in t and t["source"] for t in d["devices"][0]["tuning"]), d["devices"][0]["tuning"]
+for t in d["devices"][0]["tuning"]:
+    if t["kernel"] in ("decode", "decode_gqa"):
+        assert t["decode_kernel"] == ("regs", "staged", "warp")[t["params"]["staged"]], t
 print("json ok:", d["devices"][0]["name"])'
 "$info" --device 0 >/dev/null
 if "$info" --device no-such-device-xyz >/dev/null 2>&1; then echo "a bad --device was accepted"; exit 1; fi
