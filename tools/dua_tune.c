@@ -1,11 +1,12 @@
 /* dua-tune: per-device autotuning of dua's kernels: the portable forward's and backward's tiles (bm, bn, tm,
  * tn) and the paged-KV decode's plan (kernel variant, tile, work-items, rows) and split-KV thresholds. Runs
  * the compiled default configuration as the reference, then candidates from the device's parameter space
- * (dua_tuning_candidates: every one, or a seeded random fraction; decode candidates that give the same launch
- * plan on every problem are timed once), checks each candidate's outputs against the reference on every
- * problem shape, times it with profiling events (warm-up, median of reps), shows a progress bar with an ETA
- * on stderr, and writes the best configuration into the tuning database (merged with the file's other
- * entries, through a temporary file and rename). */
+ * (dua_tuning_candidates: every one, or a seeded random fraction; the decode kernels include the warp kernel
+ * where it runs natively; decode candidates that give the same launch plan on every problem are timed once),
+ * checks each candidate's outputs against the reference on every problem shape, times it with profiling
+ * events (warm-up, median of reps), shows a progress bar with an ETA on stderr, and writes the best
+ * configuration into the tuning database (merged with the file's other entries, through a temporary file and
+ * rename). */
 #include "dua_tune.h"
 #include "tuning/tuning_db.h"
 
@@ -19,7 +20,8 @@
 #include <time.h>
 
 #define MAXV 32
-#define KEY_INTS 5 /* decode plan key per problem: staged, tile, threads, heads per group, splits */
+#define KEY_INTS                                                                                             \
+  7 /* decode plan key per problem: kernel, tile, threads, heads per group, splits, unroll, vpl */
 
 static void usage(FILE *f) {
   fprintf(
@@ -35,12 +37,17 @@ static void usage(FILE *f) {
       "          after one forward; batch 1, heads 2 by default\n"
       "  decode  dua_decode on a paged KV cache: B sequences (default 4) of N context tokens, page P tokens\n"
       "          (default 16), T query tokens (default 1), heads H (default 4) over kv-heads (default H);\n"
-      "          dtype is the cache's. Two stages, two database entries: the plan (staged 0/1, tile,\n"
-      "          threads; + rows when a work-group serves several query rows: GQA or T > 1, entry\n"
+      "          dtype is the cache's. Two stages, two database entries: the plan (staged = the kernel:\n"
+      "          0 regs, 1 staged, 2 warp (NVIDIA inline PTX: only where the mma.sync probe passed, or with\n"
+      "          DUA_TUNING_EMULATED_WARP=1, emulated and slow: tests); tile (warp: keys per batch of a\n"
+      "          warp), threads; + rows when a work-group serves several query rows: GQA or T > 1, entry\n"
       "          \"decode_gqa\", else \"decode\"), then with the best plan the split-KV thresholds\n"
       "          (\"decode_split\": waves, minunit, maxspl: a call splits while its work-groups are fewer "
       "than\n"
-      "          waves x compute units, each split at least minunit key units, at most maxspl splits).\n"
+      "          waves x compute units, each split at least minunit key units, at most maxspl splits;\n"
+      "          its reference is the best plan's compiled thresholds: the warp kernel has its own). One\n"
+      "          \"decode_split\" entry per dtype and head dim serves both plan entries: the last run's\n"
+      "          stays.\n"
       "          Candidates that give the same launch plan (and split counts) on every problem as one\n"
       "          already timed are skipped; a plan a problem cannot run as given is never launched.\n"
       "The compiled default configuration is the reference (the database in effect is not read while\n"
@@ -187,8 +194,11 @@ static void make_parent(const char *path) {
 static void fmt_params(const dua_tuning_info *ti, const int32_t *p, char *out, size_t n) {
   size_t at = 0;
   out[0] = '\0';
-  for (int i = 0; i < ti->num_params && at < n; i++)
-    at += (size_t)snprintf(out + at, n - at, "%s%s=%d", i ? " " : "", ti->param_names[i], (int)p[i]);
+  for (int i = 0; i < ti->num_params && at < n; i++) {
+    const char *variant = strcmp(ti->param_names[i], "staged") ? NULL : dua_tune_decode_variant(p[i]);
+    at += (size_t)snprintf(out + at, n - at, "%s%s=%d%s%s%s", i ? " " : "", ti->param_names[i], (int)p[i],
+                           variant ? "(" : "", variant ? variant : "", variant ? ")" : "");
+  }
 }
 
 /* ---------------------------------------------------------------- one stage: one database entry */
@@ -198,7 +208,9 @@ typedef struct stage {
   int split; /* the decode split-KV thresholds */
   double deadline;
   /* results */
-  dua_tuning_info ti; /* names and the compiled default */
+  dua_tuning_info ti; /* names and the reference (the compiled default; split: that of the plan stage's best)
+                       */
+  int32_t compiled[DUA_TUNING_MAX_PARAMS]; /* the values that give the library's compiled behaviour */
   int32_t best[DUA_TUNING_MAX_PARAMS];
   double default_total, best_total, t0, spent;
   double default_ms[DUA_TUNING_MAX_SHAPES], best_ms[DUA_TUNING_MAX_SHAPES]; /* per problem */
@@ -219,7 +231,10 @@ static int plan_key(const tuner *t, const stage *s, problem *pr, int nprob, int 
     if (want_override && (s->split ? pi.split_source : pi.source) != DUA_TUNING_OVERRIDE)
       return -1;
     int32_t *k = key + (size_t)i * KEY_INTS;
-    k[0] = pi.staged, k[1] = pi.tile_n, k[2] = pi.threads, k[3] = pi.heads_per_group, k[4] = pi.splits;
+    /* the warp kernel's tile is a batch of key steps: what runs is unroll (and vpl), clamped to the key unit
+     */
+    k[0] = pi.staged, k[1] = pi.staged == 2 ? 0 : pi.tile_n, k[2] = pi.threads, k[3] = pi.heads_per_group;
+    k[4] = pi.splits, k[5] = pi.unroll, k[6] = pi.vpl;
   }
   return 0;
 }
@@ -245,10 +260,31 @@ static void run_stage(tuner *t, problem *pr, int nprob, double fraction, double 
   tune_check(ctx, dua_context_get_tuning(ctx, s->kernel, t->dtype, t->dim, t->block, &s->ti),
              "dua_context_get_tuning");
   const int np = s->ti.num_params, decode = t->kind == TUNE_DECODE;
+  if (s->split) {
+    /* the compiled thresholds depend on the plan that runs (the plan stage's best, in place now): the warp
+     * kernel has its own, scaled by the query rows per work-group; the reference is what the problems use
+     * without a split override */
+    tune_check(ctx, set_params(t, s, NULL), "dua_context_set_tuning");
+    for (int i = 0; i < nprob; i++) {
+      dua_decode_plan_info pi;
+      tune_check(ctx, problem_decode_plan(t, &pr[i], &pi), "dua_decode_plan_get");
+      const int32_t th[3] = {pi.split.waves, pi.split.min_units, pi.split.max_splits};
+      if (i == 0)
+        memcpy(s->ti.default_params, th, sizeof th);
+      else if (memcmp(s->ti.default_params, th, sizeof th))
+        fprintf(stderr,
+                "dua-tune: note: N %d depth %d batch %d: compiled split thresholds %d,%d,%d differ from the "
+                "first problem's %d,%d,%d (its plan differs); the first problem's are the reference\n",
+                pr[i].n, pr[i].depth, pr[i].batch, (int)th[0], (int)th[1], (int)th[2],
+                (int)s->ti.default_params[0], (int)s->ti.default_params[1], (int)s->ti.default_params[2]);
+    }
+  }
   const size_t psz = (size_t)np * sizeof(int32_t);
   int total = 0;
   tune_check(ctx, dua_tuning_candidates(ctx, s->kernel, t->dtype, t->dim, t->block, NULL, 0, &total),
              "dua_tuning_candidates");
+  if (!s->split) /* the split stage's was taken before any override (main) */
+    memcpy(s->compiled, s->ti.default_params, psz);
   int32_t *cands = malloc(((size_t)total + 1) * psz);
   if (!cands)
     tune_die("out of memory", NULL);
@@ -573,20 +609,6 @@ int main(int argc, char **argv) {
   clGetCommandQueueInfo(t.queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
   t.events = (props & CL_QUEUE_PROFILING_ENABLE) != 0;
 
-  if (kind == TUNE_DECODE) { /* the warp kernel is not in the space: tuning could only store slower plans */
-    dua_tuning_info wi;
-    const char *dk = heads == kv_heads && tokens == 1 ? "decode" : "decode_gqa";
-    if (dua_context_get_tuning(ctx, dk, dtype, dim, block, &wi) == DUA_SUCCESS && wi.num_params > 0 &&
-        wi.default_params[0] == 2) {
-      fprintf(stderr,
-              "dua-tune: %s: the compiled default on %s is the warp kernel (cl/attn_decode_warp.cl), which "
-              "the tuning space does not hold yet; nothing tuned, %s not changed\n",
-              dk, info.name, path);
-      dua_context_destroy(ctx);
-      return 0;
-    }
-  }
-
   /* problems: seeded random inputs; the default's outputs become the reference */
   const int nprob = nn * nd * nb;
   problem *pr = calloc((size_t)nprob, sizeof *pr);
@@ -616,13 +638,21 @@ int main(int argc, char **argv) {
   fprintf(stderr, "dua-tune: %s %s head_dim %d on %s (%s), %d shapes; timing with %s\n", kernel,
           dtype == DUA_F16 ? "fp16" : "fp32", dim, info.name, info.driver_version, nprob,
           t.events ? "profiling events" : "the wall clock");
+  if (kind == TUNE_DECODE) {
+    /* the split thresholds of the compiled behaviour (the compiled plan's: the warp kernel has its own),
+     * which an entry must hold to change nothing */
+    dua_decode_plan_info pi;
+    tune_check(ctx, problem_decode_plan(&t, &pr[0], &pi), "dua_decode_plan_get");
+    stages[1].compiled[0] = pi.split.waves, stages[1].compiled[1] = pi.split.min_units;
+    stages[1].compiled[2] = pi.split.max_splits;
+  }
   for (int s = 0; s < nstages; s++)
     run_stage(&t, pr, nprob, fraction, min_gain, seed + (uint64_t)s, &stages[s]);
   double overall_default = stages[0].default_total, overall_best = stages[nstages - 1].best_total;
   int any_tuned = 0;
   for (int s = 0; s < nstages; s++)
-    any_tuned |= memcmp(stages[s].best, stages[s].ti.default_params,
-                        (size_t)stages[s].ti.num_params * sizeof(int32_t)) != 0;
+    any_tuned |=
+        memcmp(stages[s].best, stages[s].compiled, (size_t)stages[s].ti.num_params * sizeof(int32_t)) != 0;
   if (nstages > 1 && !any_tuned) {
     overall_best = overall_default; /* every entry keeps the compiled default: nothing to compare */
   } else if (nstages > 1) {
@@ -649,7 +679,7 @@ int main(int argc, char **argv) {
     if (!(overall_best < overall_default * (1.0 - min_gain))) {
       int changed = 0;
       for (int s = 0; s < nstages; s++)
-        changed |= memcmp(stages[s].best, stages[s].ti.default_params,
+        changed |= memcmp(stages[s].best, stages[s].compiled,
                           (size_t)stages[s].ti.num_params * sizeof(int32_t)) != 0;
       if (changed)
         fprintf(stderr,
@@ -662,9 +692,13 @@ int main(int argc, char **argv) {
         fmt_params(&sg->ti, sg->best, text, sizeof text);
         if (changed)
           fprintf(stderr, "%s %s: %s", s ? ";" : "", sg->kernel, text);
-        memcpy(sg->best, sg->ti.default_params, (size_t)sg->ti.num_params * sizeof(int32_t));
-        sg->best_total = sg->default_total;
-        memcpy(sg->best_ms, sg->default_ms, sizeof sg->best_ms);
+        /* every entry: the compiled behaviour and its re-timed figures (the split stage's own default ran
+         * under the plan stage's best) */
+        memcpy(sg->best, sg->compiled, (size_t)sg->ti.num_params * sizeof(int32_t));
+        memcpy(sg->ti.default_params, sg->compiled, (size_t)sg->ti.num_params * sizeof(int32_t));
+        sg->best_total = sg->default_total = overall_default;
+        for (int i = 0; i < nprob; i++)
+          sg->best_ms[i] = sg->default_ms[i] = dm[i][1];
       }
       if (changed)
         fprintf(stderr, "\n");

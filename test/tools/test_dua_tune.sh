@@ -2,8 +2,9 @@
 # dua-tune on tiny problems (a candidate or two each, seconds on PoCL): the forward writes a tuning database
 # entry that dua-info then reports as the source ("file <path>"); the backward and the decode (both plan
 # classes, with the split-KV thresholds) merge their entries into the same file and dua-info reports them
-# too; a malformed database is refused and not overwritten; bad arguments and a set developer override are
-# refused.
+# too; the warp kernel joins the decode space with DUA_TUNING_EMULATED_WARP=1 (or natively) and a database's
+# warp plan is shown as "warp" where it can be used and skipped elsewhere; a malformed database is refused
+# and not overwritten; bad arguments and a set developer override are refused.
 set -eu
 tune=$1
 info=$2
@@ -69,6 +70,34 @@ for k in "bwd  *fp32 head_dim  32" "decode  *fp32 head_dim  32" "decode_split  *
 done
 echo "$out" | grep "decode_gqa  *fp32 head_dim  32" | grep -q "built-in\|generic" ||
   { echo "decode_gqa fp32 should come from the compiled defaults"; exit 1; }
+# the warp kernel: in the decode space only where it runs natively, or emulated with
+# DUA_TUNING_EMULATED_WARP=1; a database's warp plan is used there (dua-info names the kernel) and skipped
+# elsewhere
+space() { tr '\r' '\n' <"$1" | sed -n 's/.*(\([0-9]*\) in the space).*/\1/p' | head -1; }
+"$tune" --kernel decode --dtype fp32 --dim 32 --n 64 --depth 0 --batch 1 --heads 2 --fraction 0.01 --reps 1 \
+  --out "$dir/nowarp.json" >/dev/null 2>"$dir/nowarp.txt"
+DUA_TUNING_EMULATED_WARP=1 "$tune" --kernel decode --dtype fp32 --dim 32 --n 64 --depth 0 --batch 1 --heads 2 \
+  --fraction 0.01 --reps 1 --out "$dir/warp.json" >/dev/null 2>"$dir/warp.txt"
+nowarp=$(space "$dir/nowarp.txt")
+withwarp=$(space "$dir/warp.txt")
+native=$("$info" --json | python3 -c 'import json,sys; d=json.load(sys.stdin)["devices"][0]; print(int(d["nv_mma_f16"] and "NVIDIA" in d["vendor"]))')
+echo "decode space: $nowarp plans, $withwarp with DUA_TUNING_EMULATED_WARP=1 (native warp: $native)"
+if [ "$native" = 0 ] && [ "$withwarp" -le "$nowarp" ]; then echo "no warp candidates with DUA_TUNING_EMULATED_WARP=1"; exit 1; fi
+"$info" --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)["devices"][0]
+shape = {"n": 64, "depth": 0, "block": 128, "batch": 1, "heads": 2, "best_ms": 1.0, "default_ms": 1.0,
+         "kv_heads": 2, "tokens": 1, "page": 16}
+e = {"kernel": "decode", "dtype": "fp32", "head_dim": 32, "device": d["name"], "vendor": d["vendor"],
+     "driver": d["driver_version"], "date": "2026-11-27T00:00:00Z", "params": {"staged": 2, "tile": 4, "threads": 64},
+     "best_ms": 1.0, "default_ms": 1.0, "tuning_s": 1.0, "candidates": 1, "shapes": [shape]}
+json.dump({"format": "dua-tuning", "version": 1, "entries": [e]}, open(sys.argv[1], "w"))' "$dir/wdb.json"
+line=$(DUA_TUNING_EMULATED_WARP=1 DUA_TUNING_FILE="$dir/wdb.json" "$info" | grep "^    decode  *fp32 head_dim  32 ")
+echo "$line" | grep -q "warp,4,64  file $dir/wdb.json" || { echo "dua-info: no warp plan from the database: $line"; exit 1; }
+if [ "$native" = 0 ]; then
+  line=$(DUA_TUNING_FILE="$dir/wdb.json" "$info" | grep "^    decode  *fp32 head_dim  32 ")
+  echo "$line" | grep -q "built-in\|generic" || { echo "dua-info: an emulated warp plan was not skipped: $line"; exit 1; }
+fi
 # a malformed database is neither used nor overwritten
 printf '{"format": "dua-tuning", "version": 1, "entries": [' >"$dir/bad.json"
 if "$tune" --n 64 --fraction 0.001 --out "$dir/bad.json" >/dev/null 2>"$dir/err.txt"; then
