@@ -282,8 +282,9 @@ static int accept_decode(const int32_t *a, void *arg) {
     if (s && !s->warned_warp) {
       s->warned_warp = 1;
       dua_log(c->ctx, DUA_LOG_WARNING,
-              "tuned decode plan (%s) with the warp kernel skipped: it needs NVIDIA inline PTX (the mma.sync "
-              "probe failed or the fast paths are off) and would run emulated; using the next source",
+              "tuned decode plan (%s) with the warp kernel skipped: it needs NVIDIA inline PTX (not NVIDIA, "
+              "the mma.sync probe failed or the fast paths are off) and would run emulated; using the next "
+              "source",
               c->one_row ? "decode" : "decode_gqa");
     }
     return 0;
