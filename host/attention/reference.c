@@ -13,16 +13,14 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 void dua_attention_params_init(dua_attention_params *params) {
   if (params == NULL)
     return;
+  memset(params, 0, sizeof *params); /* every field, present and future: 0 / NULL is its default */
   params->scale = 0.0f;
   params->algo = DUA_ALGO_AUTO;
-  params->level_bias = NULL;
-  params->tile_grad = NULL;
-  params->token_scale = NULL;
-  params->token_table = NULL;
 }
 
 static dua_status check_tensor(struct dua_layout *l, const char *name, const dua_host_tensor *t, int64_t s0,

@@ -157,6 +157,10 @@ START_TEST(test_params_init) {
   ck_assert(p.scale == 0.0f);
   ck_assert_int_eq(p.algo, DUA_ALGO_AUTO);
   ck_assert_ptr_null(p.level_bias);
+  ck_assert_ptr_null(p.tile_grad);
+  ck_assert_ptr_null(p.token_scale);
+  ck_assert_ptr_null(p.token_table);
+  ck_assert_int_eq(p.allow_tf32, 0); /* exact fp32 unless asked (a missed field once turned tf32 on) */
   dua_attention_params_init(NULL);
 }
 END_TEST
