@@ -1,19 +1,28 @@
-/* attn_fwd_mma.cl: NVIDIA tensor-core block-sparse attention forward for fp16 storage (inline PTX: cp.async,
- * ldmatrix, mma.sync m16n8k16 f16 x f16 -> f32, shfl.sync, ex2.approx), FlashAttention-2 style.
+/* attn_fwd_mma.cl: NVIDIA tensor-core block-sparse attention forward (inline PTX: cp.async, ldmatrix,
+ * mma.sync, shfl.sync, ex2.approx), FlashAttention-2 style, for fp16 storage (m16n8k16 f16 x f16 -> f32) and,
+ * with DUA_TF32=1, for fp32 storage through tf32 (m16n8k8 tf32 x tf32 -> f32).
  *
  * Same arguments and semantics as dua_attn_fwd in attn_fwd.cl (layout enumeration DUA_ENUM, tree membership
  * DUA_TREE, level bias DUA_BIAS, causal, window, sink, tails, GQA, strides, LSE, empty rows), and the same
  * per-block skip decisions: skipped key blocks are never loaded.
  *
  * A work-group of 4 warps (128 work-items) owns BM = 64 MT query rows of one (batch, query head), 16 MT rows
- * per warp (MT = 1 or 2). Q (BM x HEAD_DIM) is staged once through local memory into A fragments held in
- * registers. Key tiles of 64
- * keys are staged in local memory (K and V one buffer each, with cp.async: V(j) streams in while S = Q K(j)^T
- * runs, K(j+1) while O += P V(j) runs). Scores, the online softmax (fp32, exp2 with log2(e) folded into the
- * scale) and O live in mma C fragments; P is rounded to f16 and re-packed from C into A fragments.
+ * per warp (MT = 1 or 2). Q (BM x HEAD_DIM) goes once into A fragments held in registers (fp16: staged
+ * through local memory and ldmatrix; tf32: straight from global memory). Key tiles of BN keys are staged in
+ * local memory (K and V one buffer each, with cp.async: V(j) streams in while S = Q K(j)^T runs, K(j+1) while
+ * O += P V(j) runs). Scores, the online softmax (fp32, exp2 with log2(e) folded into the scale) and O live in
+ * mma C fragments; P is rounded to the operand type and re-packed from C into A fragments.
  *
- * Requirements checked by the host (forward_nv_mma.c): fp16 storage, HEAD_DIM 64 or 128, block size >= 64,
- * every row of q, k, v, o 16-byte aligned (element offsets and strides multiples of 8).
+ * tf32 operands (10-bit mantissa, 8-bit exponent): Q (once per work-group) and P are rounded to nearest, ties
+ * away from zero (half a tf32 ulp added to the bit pattern); K and V go to the tensor core as stored, which
+ * reads their upper 19 bits (truncation, relative error < 2^-10, as Triton's tf32 dot): rounding them too
+ * cost 7% at N = 8192 on an H100 (two integer adds per mma operand pair). Products are accumulated in fp32.
+ * The reduction dimension of each mma is permuted so that every operand is one 64-bit (Q, K) or two 32-bit
+ * (V) local loads: k-index t of an m16n8k8 step stands for element 2t of its 8, and t + 4 for element 2t + 1,
+ * in both operands (a sum does not care about its order).
+ *
+ * Requirements checked by the host (forward_nv_mma.c): fp16 storage or fp32 storage with tf32 allowed,
+ * HEAD_DIM 64 or 128, block size >= 64, every row of q, k, v, o 16-byte aligned.
  *
  * DUA_MMA_EMULATE=1 replaces each warp-level instruction by plain OpenCL over local memory (with barriers),
  * so that the kernel's indexing and layout logic can be checked on any device (PoCL); slow, tests only. */
@@ -31,20 +40,40 @@
 #define DUA_MMA_EMULATE 0
 #endif
 
+#ifndef DUA_TF32
+#define DUA_TF32 0
+#endif
 #ifndef MT
 #define MT 1 /* m-tiles (16 rows) per warp; 2 halves the local-memory reads per mma (blocks >= 128) */
 #endif
 #define BM (64 * MT) /* query rows per work-group: 4 warps x 16 MT rows */
-#define BN 64        /* keys per K/V tile */
 #define THREADS 128  /* 4 warps */
-#define PITCH                                                                                                \
+#if DUA_TF32
+typedef uint lds_t;                  /* fp32 bit patterns */
+#define BN (HEAD_DIM > 64 ? 32 : 64) /* keys per K/V tile: two tiles of 64 x 128 floats exceed 48 KB */
+#define CHUNK 4                      /* elements per 16-byte copy */
+#define K_PITCH (HEAD_DIM + 8)       /* floats: the 64-bit K loads of a half-warp hit 32 different banks */
+#define V_PITCH (HEAD_DIM + 4) /* floats: the 32-bit V loads of rows 2t, 2t + 1 hit 32 different banks */
+#define KSTEPS (HEAD_DIM / 8)  /* k-steps of S = Q K^T (8 head-dim columns each) */
+#define PSTEPS (BN / 8)        /* k-steps of O += P V (8 keys each) */
+#else
+typedef ushort lds_t; /* f16 bit patterns */
+#define BN 64 /* keys per K/V tile */
+#define CHUNK 8
+#define K_PITCH                                                                                              \
   (HEAD_DIM + 8) /* halves per local row: +16 bytes puts the 8 rows of an ldmatrix in 8 bank groups */
+#define V_PITCH K_PITCH
 #define KSTEPS (HEAD_DIM / 16) /* k-steps of S = Q K^T (16 head-dim columns each) */
-#define STILES (BN / 8)        /* n-tiles of S (8 keys each) */
-#define OTILES (HEAD_DIM / 8)  /* n-tiles of O (8 head-dim columns each) */
+#define PSTEPS (BN / 16)       /* k-steps of O += P V (16 keys each) */
+#endif
+#define STILES (BN / 8)       /* n-tiles of S (8 keys each) */
+#define OTILES (HEAD_DIM / 8) /* n-tiles of O (8 head-dim columns each) */
 
 #if HEAD_DIM % 16
 #error "HEAD_DIM must be a multiple of 16"
+#endif
+#if !DUA_TF32 && MT > 1 && BN != 64
+#error "the fp16 Q prologue stages 64 rows per m-tile"
 #endif
 
 typedef struct {
@@ -64,7 +93,7 @@ inline uint smem_addr(__local const void *p) {
 #endif
 
 /* 16-byte asynchronous copy global -> local (completes at cp_wait + barrier). */
-inline void cp16(__local ushort *dst, __global const ushort *src) {
+inline void cp16(__local lds_t *dst, __global const lds_t *src) {
 #if DUA_MMA_EMULATE
   *(__local uint4 *)dst = *(__global const uint4 *)src;
 #else
@@ -166,6 +195,47 @@ inline float4 mma_16816(float4 d, uint4 a, uint2 b EMU_PARAMS) {
 #endif
 }
 
+/* D = A B + D, m16n8k8, A 16x8 row-major tf32, B 8x8 "col" tf32, D 16x8 f32 (lane = 4g + t): a = {(g, t),
+ * (g+8, t), (g, t+4), (g+8, t+4)}, b = {(k t, n g), (k t+4, n g)}, d as mma_16816. The tensor core reads
+ * the upper 19 bits of each operand; the emulation does the same. */
+inline float4 mma_1688(float4 d, uint4 a, uint2 b EMU_PARAMS) {
+#if DUA_MMA_EMULATE
+  const int tid = get_local_id(0), w0 = tid & ~31, g = (tid & 31) >> 2, t = tid & 3;
+  emu_u[6 * tid + 0] = a.s0;
+  emu_u[6 * tid + 1] = a.s1;
+  emu_u[6 * tid + 2] = a.s2;
+  emu_u[6 * tid + 3] = a.s3;
+  emu_u[6 * tid + 4] = b.s0;
+  emu_u[6 * tid + 5] = b.s1;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  float out[4];
+  for (int e = 0; e < 4; e++) {
+    const int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
+    float acc = 0.0f;
+    for (int k = 0; k < 8; k++) {
+      const uint av = emu_u[6 * (w0 + 4 * (row & 7) + (k & 3)) + (row >> 3) + 2 * (k >> 2)];
+      const uint bv = emu_u[6 * (w0 + 4 * col + (k & 3)) + 4 + (k >> 2)];
+      acc += as_float(av & 0xffffe000u) * as_float(bv & 0xffffe000u);
+    }
+    out[e] = acc;
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+  return d + (float4)(out[0], out[1], out[2], out[3]);
+#else
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%0,%1,%2,%3};"
+               : "+f"(d.s0), "+f"(d.s1), "+f"(d.s2), "+f"(d.s3)
+               : "r"(a.s0), "r"(a.s1), "r"(a.s2), "r"(a.s3), "r"(b.s0), "r"(b.s1));
+  return d;
+#endif
+}
+
+/* An fp32 bit pattern rounded to tf32 (nearest, ties away from zero) as the tensor core reads it: half a tf32
+ * ulp added below its 10-bit mantissa (a finite value past the tf32 range becomes infinite, as it should). */
+inline uint tf32_bits(uint x) {
+  return x + 0x1000u;
+}
+
 /* Butterfly exchange with lane ^ mask (mask 1 or 2: inside a quad, the 4 lanes holding one C-fragment row).
  */
 inline float shfl_xor(float x, int mask EMU_PARAMS) {
@@ -206,13 +276,13 @@ inline float fast_exp2(float x) {
 #endif
 }
 
-/* Starts the copy of rows [r0, r0 + 64) x HEAD_DIM of a (tokens x HEAD_DIM) slice into dst (pitch PITCH);
- * rows past n_tokens are zero-filled (V rows meet p = 0 there: they must be finite). */
-inline void load_tile_async(__local ushort *dst, __global const ushort *src, long row_stride, int r0,
+/* Starts the copy of rows [r0, r0 + BN) x HEAD_DIM of a (tokens x HEAD_DIM) slice into dst (pitch elements
+ * per row); rows past n_tokens are zero-filled (V rows meet p = 0 there: they must be finite). */
+inline void load_tile_async(__local lds_t *dst, int pitch, __global const lds_t *src, long row_stride, int r0,
                             int n_tokens, int tid) {
-  for (int idx = tid; idx < BN * (HEAD_DIM / 8); idx += THREADS) {
-    const int r = idx / (HEAD_DIM / 8), c = (idx % (HEAD_DIM / 8)) * 8;
-    __local ushort *d = dst + r * PITCH + c;
+  for (int idx = tid; idx < BN * (HEAD_DIM / CHUNK); idx += THREADS) {
+    const int r = idx / (HEAD_DIM / CHUNK), c = (idx % (HEAD_DIM / CHUNK)) * CHUNK;
+    __local lds_t *d = dst + r * pitch + c;
     if (r0 + r < n_tokens)
       cp16(d, src + (long)(r0 + r) * row_stride + c);
     else
@@ -319,9 +389,10 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
                  __global const uchar *paths, __global const int *order, __global const int *rank_range,
                  __global const int *list_counts, __global const int *list_full,
                  __global const int *list_indices, __global const float *level_bias, int bias_stride) {
-  /* K and V tiles, 64 keys x HEAD_DIM halves each (pitch PITCH); Q passes through v_s once */
-  __local ushort k_s[BN * PITCH] __attribute__((aligned(16)));
-  __local ushort v_s[BN * PITCH] __attribute__((aligned(16)));
+  /* K and V tiles, BN keys x HEAD_DIM elements each (pitches K_PITCH, V_PITCH); fp16: Q passes through them
+   * once */
+  __local lds_t k_s[BN * K_PITCH] __attribute__((aligned(16)));
+  __local lds_t v_s[BN * V_PITCH] __attribute__((aligned(16)));
 #if DUA_MMA_EMULATE
   __local int emu_i[THREADS];
   __local uint emu_u[THREADS * 6];
@@ -340,12 +411,11 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   const long bh = (long)b * shape.hq + h;
   const dua_head_rule hr = head_rules[h];
 
-  __global const ushort *q_bh =
-      (__global const ushort *)(q + offsets.s0 + b * q_strides.s0 + h * q_strides.s1);
-  __global const ushort *k_bh =
-      (__global const ushort *)(k + offsets.s1 + b * k_strides.s0 + hk * k_strides.s1);
-  __global const ushort *v_bh =
-      (__global const ushort *)(v + offsets.s2 + b * v_strides.s0 + hk * v_strides.s1);
+  __global const lds_t *q_bh = (__global const lds_t *)(q + offsets.s0 + b * q_strides.s0 + h * q_strides.s1);
+  __global const lds_t *k_bh =
+      (__global const lds_t *)(k + offsets.s1 + b * k_strides.s0 + hk * k_strides.s1);
+  __global const lds_t *v_bh =
+      (__global const lds_t *)(v + offsets.s2 + b * v_strides.s0 + hk * v_strides.s1);
   __global const uchar *paths_bh = paths + bh * shape.nb * shape.max_depth;
   __global const uchar *path_m = paths_bh + (long)m * shape.max_depth;
   __global const float *bias_h = level_bias + aux_offsets.s1 + (long)h * bias_stride;
@@ -379,27 +449,43 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #endif
 #endif
 
-  /* ---- prologue: Q rows [row0, row0 + BM) -> v_s (m-tile 0) and k_s (m-tile 1), then into A fragments.
-   * Warp w owns rows mt * 64 + 16 w .. + 15 of the tile for each m-tile mt < MT. */
-  load_tile_async(v_s, q_bh, q_strides.s2, row0, shape.n_tokens, tid);
+  /* ---- prologue: Q rows [row0, row0 + BM) into A fragments; warp w owns rows mt * 64 + 16 w .. + 15 of the
+   * tile for each m-tile mt < MT. */
+  uint4 qf[MT][KSTEPS]; /* A fragments of Q (16 rows x HEAD_DIM per m-tile) for each k-step */
+#if DUA_TF32
+  /* k-step kk, permuted: a = {(g, 8kk + 2t), (g + 8, 8kk + 2t), (g, 8kk + 2t + 1), (g + 8, 8kk + 2t + 1)};
+   * rows past n_tokens read as 0 */
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++) {
+    const int ra = row0 + mt * 64 + warp * 16 + g, rb = ra + 8;
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; kk++) {
+      const uint2 x = ra < shape.n_tokens ? vload2(0, q_bh + ra * q_strides.s2 + kk * 8 + 2 * t) : (uint2)(0);
+      const uint2 y = rb < shape.n_tokens ? vload2(0, q_bh + rb * q_strides.s2 + kk * 8 + 2 * t) : (uint2)(0);
+      qf[mt][kk] = (uint4)(tf32_bits(x.x), tf32_bits(y.x), tf32_bits(x.y), tf32_bits(y.y));
+    }
+  }
+#else
+  /* through v_s (m-tile 0) and k_s (m-tile 1) */
+  load_tile_async(v_s, V_PITCH, q_bh, q_strides.s2, row0, shape.n_tokens, tid);
   if (MT > 1)
-    load_tile_async(k_s, q_bh, q_strides.s2, row0 + BN, shape.n_tokens, tid);
+    load_tile_async(k_s, K_PITCH, q_bh, q_strides.s2, row0 + BN, shape.n_tokens, tid);
   cp_commit();
   CP_WAIT(0);
   barrier(CLK_LOCAL_MEM_FENCE);
-  uint4 qf[MT][KSTEPS]; /* A fragments of Q (16 rows x HEAD_DIM per m-tile) for each k-step */
 #pragma unroll
   for (int mt = 0; mt < MT; mt++)
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; kk++)
       qf[mt][kk] =
-          ldsm_x4(mt ? k_s : v_s, (warp * 16 + (lane & 15)) * PITCH + kk * 16 + (lane >> 4) * 8 EMU_ARGS);
+          ldsm_x4(mt ? k_s : v_s, (warp * 16 + (lane & 15)) * K_PITCH + kk * 16 + (lane >> 4) * 8 EMU_ARGS);
   barrier(CLK_LOCAL_MEM_FENCE); /* k_s and v_s are free */
+#endif
   tile_pos cur;
   cur.item = -1;
   int have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, bias_h);
   if (have)
-    load_tile_async(k_s, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
+    load_tile_async(k_s, K_PITCH, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
   cp_commit();
 
   float4 acc[MT][OTILES]; /* O (16 rows x HEAD_DIM per m-tile) of this warp as C fragments */
@@ -418,7 +504,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 
   while (have) {
     /* V(j) streams in while S = Q K(j)^T runs */
-    load_tile_async(v_s, v_bh, v_strides.s2, cur.j0, shape.n_tokens, tid);
+    load_tile_async(v_s, V_PITCH, v_bh, v_strides.s2, cur.j0, shape.n_tokens, tid);
     cp_commit();
     CP_WAIT(1); /* K(j) has landed */
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -432,11 +518,26 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #pragma unroll
       for (int i = 0; i < STILES; i++)
         s[mt][i] = (float4)(0.0f);
+#if DUA_TF32
+        /* b of n-tile i, k-step kk (permuted as Q): K rows 8i + g, columns 8kk + 2t, 2t + 1: one 64-bit load
+         */
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; kk++) {
+#pragma unroll
+      for (int i = 0; i < STILES; i++) {
+        const uint2 kv = vload2(0, k_s + (i * 8 + g) * K_PITCH + kk * 8 + 2 * t);
+        const uint2 kb = kv; /* truncated by the tensor core */
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+          s[mt][i] = mma_1688(s[mt][i], qf[mt][kk], kb EMU_ARGS);
+      }
+    }
+#else
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; kk++) {
 #pragma unroll
       for (int np = 0; np < STILES / 2; np++) {
-        const uint4 kb = ldsm_x4(k_s, (np * 16 + (lane & 7) + ((lane >> 4) & 1) * 8) * PITCH + kk * 16 +
+        const uint4 kb = ldsm_x4(k_s, (np * 16 + (lane & 7) + ((lane >> 4) & 1) * 8) * K_PITCH + kk * 16 +
                                           ((lane >> 3) & 1) * 8 EMU_ARGS);
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
@@ -445,6 +546,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
         }
       }
     }
+#endif
 
     /* scale, bias, element mask; lane holds rows g (.s0, .s1) and g + 8 (.s2, .s3), keys j0 + 8i + 2t (+1) */
 #if DUA_BIAS
@@ -452,10 +554,11 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #else
     const int elementwise = !cur.full;
 #endif
-    /* P = exp2(S - m), rounded to f16 and re-packed as A fragments of P V: key step kk uses S tiles 2kk (keys
-     * 2t..2t+1) and 2kk + 1 (keys 2t+8..2t+9): a = {(g, tile 2kk), (g+8, tile 2kk), (g, 2kk+1), (g+8, 2kk+1)}
-     */
-    uint4 pa[MT][BN / 16];
+    /* P = exp2(S - m), rounded to the operand type and re-packed as A fragments of P V. f16: key step kk uses
+     * S tiles 2kk (keys 2t..2t+1) and 2kk + 1 (keys 2t+8..2t+9): a = {(g, tile 2kk), (g+8, tile 2kk), (g,
+     * 2kk+1), (g+8, 2kk+1)}. tf32: key step kk is S tile kk, permuted: a = {(g, 2t), (g+8, 2t), (g, 2t+1),
+     * (g+8, 2t+1)} = C elements 0, 2, 1, 3 */
+    uint4 pa[MT][PSTEPS];
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
       float mx0 = -INFINITY, mx1 = -INFINITY; /* tile row maxima: of x (masked tiles) or of raw s (full) */
@@ -501,6 +604,10 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
         const float p2 = fast_exp2(fma(s[mt][i].s2, sc, off1)), p3 = fast_exp2(fma(s[mt][i].s3, sc, off1));
         sum0 += p0 + p1;
         sum1 += p2 + p3;
+#if DUA_TF32
+        pa[mt][i] = (uint4)(tf32_bits(as_uint(p0)), tf32_bits(as_uint(p2)), tf32_bits(as_uint(p1)),
+                            tf32_bits(as_uint(p3)));
+#else
         const uint lo = pack_half2(p0, p1), hi = pack_half2(p2, p3);
         if (i & 1) {
           pa[mt][i >> 1].s2 = lo;
@@ -509,6 +616,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
           pa[mt][i >> 1].s0 = lo;
           pa[mt][i >> 1].s1 = hi;
         }
+#endif
       }
       l_run[mt][0] = l_run[mt][0] * alpha0 + sum0;
       l_run[mt][1] = l_run[mt][1] * alpha1 + sum1;
@@ -521,17 +629,31 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     barrier(CLK_LOCAL_MEM_FENCE); /* ... for every warp, and every warp is done with k_s */
     have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, bias_h);
     if (have) /* K(j+1) streams in while O += P V(j) runs */
-      load_tile_async(k_s, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
+      load_tile_async(k_s, K_PITCH, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
     cp_commit();
 
     /* O += P V: B = V (keys x d) stored row-major, so ldmatrix .trans; .x4 matrices: (keys +0..7, d +0..7),
      * (keys +8..15, d +0..7), (keys +0..7, d +8..15), (keys +8..15, d +8..15) -> b of d-tiles 2dp, 2dp + 1 */
+#if DUA_TF32
+    /* b of d-tile i, key step kk (permuted as P): V rows 8kk + 2t and 8kk + 2t + 1, column 8i + g */
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; kk++) {
+    for (int kk = 0; kk < PSTEPS; kk++) {
+#pragma unroll
+      for (int i = 0; i < OTILES; i++) {
+        __local const uint *vr = v_s + (kk * 8 + 2 * t) * V_PITCH + i * 8 + g;
+        const uint2 vb = (uint2)(vr[0], vr[V_PITCH]); /* truncated */
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+          acc[mt][i] = mma_1688(acc[mt][i], pa[mt][kk], vb EMU_ARGS);
+      }
+    }
+#else
+#pragma unroll
+    for (int kk = 0; kk < PSTEPS; kk++) {
 #pragma unroll
       for (int dp = 0; dp < OTILES / 2; dp++) {
-        const uint4 vb = ldsm_x4_trans(v_s, (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * PITCH + dp * 16 +
-                                                ((lane >> 4) & 1) * 8 EMU_ARGS);
+        const uint4 vb = ldsm_x4_trans(v_s, (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * V_PITCH +
+                                                dp * 16 + ((lane >> 4) & 1) * 8 EMU_ARGS);
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
           acc[mt][2 * dp] = mma_16816(acc[mt][2 * dp], pa[mt][kk], vb.s01 EMU_ARGS);
@@ -539,6 +661,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
         }
       }
     }
+#endif
     barrier(CLK_LOCAL_MEM_FENCE); /* v_s is free */
   }
 
@@ -562,12 +685,19 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
       const int valid = row < shape.n_tokens;
 #endif
       if (valid) {
+#if DUA_TF32
+        __global float *o_row = o_bh + row * o_strides.s2 + 2 * t;
+#pragma unroll
+        for (int i = 0; i < OTILES; i++)
+          vstore2(half_i ? acc[mt][i].s23 * inv : acc[mt][i].s01 * inv, 0, o_row + 8 * i);
+#else
         __global uint *o_row =
             (__global uint *)(o_bh + row * o_strides.s2 + 2 * t); /* 4-byte aligned (host) */
 #pragma unroll
         for (int i = 0; i < OTILES; i++)
           o_row[4 * i] = half_i ? pack_half2(acc[mt][i].s2 * inv, acc[mt][i].s3 * inv)
                                 : pack_half2(acc[mt][i].s0 * inv, acc[mt][i].s1 * inv);
+#endif
         if (has_lse && t == 0)
           lse[aux_offsets.s0 + b * lse_strides.s0 + h * lse_strides.s1 + row * lse_strides.s2] =
               l > 0.0f ? (m_run[mt][half_i] + log2(l)) * DUA_LN2 : -INFINITY;

@@ -219,8 +219,10 @@ Tunable kernels (`kernel` below) and their parameters, in order:
   "bwd"           the portable backward's tile, both passes: bm, bn, tm, tn (query rows per dQ tile and per
                   dK/dV query chunk, key rows per dK/dV tile and per dQ key chunk, work-group shape);
   "decode"        dua_decode's plan for calls whose work-groups serve one query row (no GQA sharing, one
-                  query token): staged (1: K/V through local memory, 0: K/V in registers), tile (keys per
-                  tile), threads (work-items per work-group);
+                  query token): staged (1: K/V through local memory, 0: K/V in registers, 2: "warp", every
+                  warp streams its own key units, NVIDIA inline PTX only: refused elsewhere unless
+                  DUA_TUNING_EMULATED_WARP=1, a test switch), tile (keys per tile; warp: keys per batch of a
+                  warp, 1..128), threads (work-items per work-group);
   "decode_gqa"    the same for calls whose work-groups serve several rows (GQA groups, 2..4 query tokens):
                   staged, tile, threads, rows (most query rows, heads x tokens, per work-group);
   "decode_split"  dua_decode's split-KV thresholds: waves, minunit, maxspl. A call with G work-groups per
@@ -403,6 +405,12 @@ typedef struct dua_attention_params {
    * The tensor-core forward declines such calls (the portable kernel runs); naive and decode refuse them. */
   const dua_tensor *token_scale;
   const dua_tensor *token_table;
+  /* fp32 storage only (forward): 1 lets the forward run its Q K^T and P V products on tensor cores in tf32
+   * where the device has them (NVIDIA, inline-PTX probe passed, head dim 64 or 128, block >= 64, 16-byte
+   * aligned rows): Q and P are rounded to a 10-bit mantissa (relative 2^-11), K and V truncated to it
+   * (relative < 2^-10), sums stay fp32; like PyTorch's allow_tf32. 0 (default) = exact fp32 arithmetic. The
+   * backward ignores it (exact fp32). */
+  int allow_tf32;
 } dua_attention_params;
 
 /* Token tree over positions (the paper's topology): D_tok = ceil(log2 N) (0 for N = 1), integer arithmetic.

@@ -23,6 +23,7 @@ typedef struct options {
   dua_attention_algo algo;
   const char *device, *json;
   int check, reps, warmup, use_events, no_naive, force_naive, no_dense, show_mask;
+  int tf32; /* fp32 forward may run in tf32 on tensor cores (dua_attention_params.allow_tf32) */
   double min_time, peak_tflops, peak_gbps, atol, rtol;
   unsigned long long seed;
   /* --pass decode */

@@ -133,6 +133,13 @@ static dua_fwd_call make_call(const dua_layout *l, const dua_attention_params *p
   c.list_indices = dev->list_indices ? dev->list_indices : dev->dummy;
   c.level_bias = params->level_bias ? params->level_bias->buffer->mem : dev->dummy;
   c.has_tbias = params->token_scale != NULL;
+  c.allow_tf32 = params->allow_tf32 != 0;
+  if (l->causal && l->kind != DUA_LAYOUT_LIST) {
+    double groups = 0; /* tree blocks per query block, before causality */
+    for (int32_t h = 0; h < l->heads; h++)
+      groups += l->group[h] < l->num_blocks ? l->group[h] : l->num_blocks;
+    c.causal_short = groups <= 8.0 * l->heads;
+  }
   c.tok_scale = c.has_tbias ? params->token_scale->buffer->mem : dev->dummy;
   c.tok_table = c.has_tbias ? params->token_table->buffer->mem : dev->dummy;
   c.tok_strides = c.has_tbias ? dua_strides4(params->token_scale) : c.q_strides;
@@ -253,7 +260,7 @@ dua_status dua_attention_forward(dua_context *ctx, dua_layout *l, const dua_atte
   if (params->algo == DUA_ALGO_NAIVE)
     return forward_naive(ctx, l, params, scale, q, k, v, o, lse, dev);
   const dua_fwd_call call = make_call(l, params, scale, q, k, v, o, lse, dev);
-  if (ctx->info.nv_mma_f16 && !ctx->fast_paths_disabled) {
+  if ((ctx->info.nv_mma_f16 || ctx->info.nv_mma_tf32) && !ctx->fast_paths_disabled) {
     st = dua_forward_nv_mma(ctx, &call);
     if (st == DUA_SUCCESS)
       return st;

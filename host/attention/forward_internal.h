@@ -29,6 +29,8 @@ typedef struct dua_fwd_call {
   int has_tbias;
   /* variant selection and launch geometry */
   int head_dim, fp16, has_bias, enum_mode, tree_mode; /* DUA_ENUM, DUA_TREE of attn_fwd.cl */
+  int allow_tf32;                                     /* fp32 storage may take the tf32 tensor-core kernel */
+  int causal_short; /* causal rule layout whose trees visit <= 8 blocks per query block (head mean) */
   int batch, heads, num_blocks, block;
 } dua_fwd_call;
 

@@ -1,11 +1,12 @@
-/* forward_nv_mma.c: NVIDIA tensor-core forward (cl/attn_fwd_mma.cl, inline-PTX mma.sync m16n8k16) for fp16
- * storage, head dims 64 and 128, block sizes >= 64, 16-byte aligned rows, no token-tree bias. Each work-group
- * owns 64 or 128 query rows (MT = 2: head dim 64 with blocks >= 128) of one query block. Anything else
- * returns DUA_ERROR_UNSUPPORTED without recording an error, and the portable kernel runs instead.
+/* forward_nv_mma.c: NVIDIA tensor-core forward (cl/attn_fwd_mma.cl, inline-PTX mma.sync) for fp16 storage
+ * (m16n8k16 f16) and, where the caller allows tf32, fp32 storage (m16n8k8 tf32); head dims 64 and 128, block
+ * sizes >= 64, 16-byte aligned rows, no token-tree bias. Each work-group owns 64 or 128 query rows (MT = 2:
+ * fp16, head dim 64 with blocks >= 128) of one query block. Anything else returns DUA_ERROR_UNSUPPORTED
+ * without recording an error, and the portable kernel runs instead.
  *
- * On a device that is not NVIDIA's (reached only when a test forces ctx->info.nv_mma_f16), the kernel is
- * built with DUA_MMA_EMULATE=1: the warp instructions are emulated in plain OpenCL, so PoCL can check the
- * kernel. */
+ * On a device that is not NVIDIA's (reached only when a test forces ctx->info.nv_mma_f16 / nv_mma_tf32), the
+ * kernel is built with DUA_MMA_EMULATE=1: the warp instructions are emulated in plain OpenCL, so PoCL can
+ * check the kernel. */
 #include "attention/forward_internal.h"
 
 #include <stdio.h>
@@ -15,14 +16,15 @@
 #define MMA_ROWS 64 /* query rows per work-group and m-tile per warp (attn_fwd_mma.cl BM = 64 MT) */
 #define MMA_THREADS 128
 
-/* Every row of every tensor starts on a 16-byte boundary (cp.async moves 16 bytes; O is stored as half2). */
-static int rows_aligned(const dua_fwd_call *c) {
+/* Every row of every tensor starts on a 16-byte boundary (cp.async moves 16 bytes; O is stored as half2 or
+ * float2): offsets and strides are multiples of `elems` (16 bytes of the storage type). */
+static int rows_aligned(const dua_fwd_call *c, int elems) {
   const cl_long4 *s[4] = {&c->q_strides, &c->k_strides, &c->v_strides, &c->o_strides};
   for (int i = 0; i < 4; i++) {
-    if (c->offsets.s[i] % 8 != 0)
+    if (c->offsets.s[i] % elems != 0)
       return 0;
     for (int d = 0; d < 3; d++)
-      if (s[i]->s[d] % 8 != 0)
+      if (s[i]->s[d] % elems != 0)
         return 0;
   }
   return 1;
@@ -35,18 +37,25 @@ static int is_nvidia(const dua_context *ctx) {
 dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
   if (c->has_tbias) /* no token-tree bias in this kernel: the portable one runs */
     return DUA_ERROR_UNSUPPORTED;
-  if (!c->fp16 || (c->head_dim != 64 && c->head_dim != 128) || c->block < MMA_ROWS || !rows_aligned(c))
+  const int tf32 = !c->fp16; /* fp32 storage runs in tf32, only where the caller allows it */
+  if (tf32 ? !(c->allow_tf32 && ctx->info.nv_mma_tf32) : !ctx->info.nv_mma_f16)
     return DUA_ERROR_UNSUPPORTED;
-  /* 32 query rows per warp (MT = 2) halve the local-memory reads per mma: 9% faster dense on an H100
-   * (bench/NOTES-mma.md); head dim 128 keeps 16 (its O and Q fragments alone would take ~200 registers) */
-  int mt = c->head_dim == 64 && c->block >= 2 * MMA_ROWS ? 2 : 1;
+  if ((c->head_dim != 64 && c->head_dim != 128) || c->block < MMA_ROWS || !rows_aligned(c, tf32 ? 4 : 8))
+    return DUA_ERROR_UNSUPPORTED;
+  /* 32 query rows per warp (MT = 2) halve the local-memory reads per mma: 9% faster dense fp16 on an H100,
+   * 12-20% for tf32 (bench/NOTES-mma.md); head dim 128 keeps 16 (its O and Q fragments alone would take ~200
+   * registers). Causal layouts that visit few blocks keep 16 too: there a 128-row tile computes a quarter of
+   * its diagonal block masked, and half the work-groups fill the GPU less (block-diagonal causal N = 8192:
+   * 0.204 vs 0.278 ms fp16, 0.280 vs 0.357 ms tf32; depth 3: 0.514 vs 0.584 ms fp16, equal tf32) */
+  int mt = c->head_dim == 64 && c->block >= 2 * MMA_ROWS && !c->causal_short ? 2 : 1;
   const char *force = getenv("DUA_MMA_MT"); /* developer override: 1, or 2 (block >= 128) */
   if (force && (*force == '1' || (*force == '2' && c->block >= 2 * MMA_ROWS)))
     mt = *force - '0';
   char options[256];
   snprintf(options, sizeof options,
-           "-DHEAD_DIM=%d -DMT=%d -DDUA_FP16=1 -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=%d%s", c->head_dim, mt,
-           c->enum_mode, c->tree_mode, c->has_bias, is_nvidia(ctx) ? "" : " -DDUA_MMA_EMULATE=1");
+           "-DHEAD_DIM=%d -DMT=%d -DDUA_FP16=%d -DDUA_TF32=%d -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=%d%s",
+           c->head_dim, mt, !tf32, tf32, c->enum_mode, c->tree_mode, c->has_bias,
+           is_nvidia(ctx) ? "" : " -DDUA_MMA_EMULATE=1");
   cl_kernel kernel;
   dua_status st = dua_program_kernel(ctx, "common,attn_fwd_mma", options, "dua_attn_fwd_mma", &kernel);
   if (st != DUA_SUCCESS || (st = dua_fwd_set_args(ctx, kernel, c)) != DUA_SUCCESS)

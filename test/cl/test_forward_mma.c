@@ -4,7 +4,11 @@
  * every other case (fp32, head dims 32/96, blocks 16/32, misaligned views) must fall back to the portable
  * kernel. Elsewhere the same cases run on the portable kernel, and with DUA_TEST_MMA_EMULATE=1 the mma kernel
  * itself runs with its warp instructions emulated in plain OpenCL (DUA_MMA_EMULATE), so PoCL checks its
- * indexing and layout logic. Each test also runs with DUA_NO_MMA=1 set before the context exists. */
+ * indexing and layout logic. Each test also runs with DUA_NO_MMA=1 set before the context exists.
+ *
+ * fp32 storage with allow_tf32 (the tf32 kernel, DUA_TF32): on NVIDIA (nv_mma_tf32) or emulated, the same
+ * layouts must take the tensor cores and match a reference computed on Q, K, V rounded to tf32 the way the
+ * kernel rounds them (Q to nearest, ties away; K and V truncated); fp32 without allow_tf32 never does. */
 #include "test_util.h"
 
 #include "runtime/context_internal.h" /* to force the emulated mma kernel on non-NVIDIA devices */
@@ -22,6 +26,10 @@
 #define F32_RTOL 1e-3
 #define F16_ATOL 1e-3
 #define F16_RTOL 2e-3
+/* tf32: against the reference on tf32-rounded Q, K, V the scores are exact up to fp32 summation, and the only
+ * rounding left is P's (to a 10-bit mantissa, relative 2^-11, as f16 for P in [2^-14, 1]): the fp16 bound. */
+#define TF32_ATOL F16_ATOL
+#define TF32_RTOL F16_RTOL
 
 typedef struct problem {
   dua_layout_desc desc;
@@ -33,6 +41,7 @@ typedef struct problem {
   int with_bias; /* random level bias */
   int misalign;  /* view q, k, v, o at a 1-element offset: rows not 16-byte aligned */
   dua_attention_algo algo;
+  int tf32; /* fp32 storage with params.allow_tf32 = 1 */
 } problem;
 
 typedef struct run {
@@ -45,7 +54,8 @@ typedef struct run {
 typedef struct mma_ctx {
   dua_context *ctx;
   int mma_launches;
-  int mma_possible; /* the mma kernel can run here (NVIDIA probe, or forced emulation), fast paths on */
+  int mma_possible;  /* the mma kernel can run here (NVIDIA probe, or forced emulation), fast paths on */
+  int tf32_possible; /* ... and its tf32 variant */
   int emulated;
 } mma_ctx;
 
@@ -72,19 +82,33 @@ static void mma_context(mma_ctx *m, int no_mma) {
   const char *emu = getenv("DUA_TEST_MMA_EMULATE");
   if (!m->ctx->info.nv_mma_f16 && emu && *emu && strcmp(emu, "0") != 0) {
     m->ctx->info.nv_mma_f16 = 1; /* forward_nv_mma.c builds the emulated kernel on non-NVIDIA devices */
+    m->ctx->info.nv_mma_tf32 = 1;
     m->emulated = 1;
   }
   m->mma_possible = m->ctx->info.nv_mma_f16 && !m->ctx->fast_paths_disabled;
+  m->tf32_possible = m->ctx->info.nv_mma_tf32 && !m->ctx->fast_paths_disabled;
   if (no_mma)
-    ck_assert_msg(!m->mma_possible, "DUA_NO_MMA=1 did not turn the tensor-core path off");
+    ck_assert_msg(!m->mma_possible && !m->tf32_possible,
+                  "DUA_NO_MMA=1 did not turn the tensor-core path off");
   fprintf(stderr, "device %s: nv_mma_f16 %d%s, DUA_NO_MMA %d\n", m->ctx->info.name, m->ctx->info.nv_mma_f16,
           m->emulated ? " (emulated)" : "", no_mma);
 }
 
 /* Does this problem take the tensor-core kernel (forward_nv_mma.c's rules)? */
 static int expect_mma(const mma_ctx *m, const problem *p) {
-  return m->mma_possible && p->dtype == DUA_F16 && (p->head_dim == 64 || p->head_dim == 128) &&
-         p->desc.block >= 64 && !p->misalign;
+  const int path = p->dtype == DUA_F16 ? m->mma_possible : p->tf32 && m->tf32_possible;
+  return path && (p->head_dim == 64 || p->head_dim == 128) && p->desc.block >= 64 && !p->misalign;
+}
+
+/* x rounded to tf32 as the kernel rounds it: to nearest, ties away from zero (Q), or truncated (K, V: the
+ * tensor core reads the upper 19 bits); finite x. */
+static float round_tf32(float x, int nearest) {
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u)
+    u = (u + (nearest ? 0x1000u : 0u)) & ~0x1fffu;
+  memcpy(&x, &u, 4);
+  return x;
 }
 
 static dua_tensor dev_view(dua_buffer *buf, size_t offset, dua_dtype dt, int64_t b, int64_t h, int64_t n,
@@ -189,6 +213,7 @@ static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng 
   dua_attention_params params;
   dua_attention_params_init(&params);
   params.algo = p->algo;
+  params.allow_tf32 = p->tf32;
   if (p->with_bias) {
     bb = upload(ctx, r->bias, r->nbias, DUA_F32, 0);
     tb = dua_tensor_contiguous(bb, 0, DUA_F32, H, dmax + 1, 1, 1);
@@ -205,6 +230,14 @@ static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng 
   ck_assert_msg(got == want, "%s: tensor-core kernel launched %d times, expected %d", what, got, want);
   download(bo, r->o, r->nq, p->dtype, pad);
   download(bl, r->lse, r->nl, DUA_F32, 0);
+  if (p->tf32 && want) { /* the reference sees the operands the tensor cores saw */
+    for (size_t i = 0; i < r->nq; i++)
+      r->q[i] = round_tf32(r->q[i], 1);
+    for (size_t i = 0; i < r->nk; i++) {
+      r->k[i] = round_tf32(r->k[i], 0);
+      r->v[i] = round_tf32(r->v[i], 0);
+    }
+  }
   r->hq = test_host_view(r->q, B, H, N, D, p->bnhd);
   r->hk = test_host_view(r->k, B, HK, N, D, p->bnhd);
   r->hv = test_host_view(r->v, B, HK, N, D, p->bnhd);
@@ -223,7 +256,12 @@ static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng 
 static void compare(const problem *p, const run *r) {
   char what[256];
   describe(p, what, sizeof what);
-  double atol = p->dtype == DUA_F16 ? F16_ATOL : F32_ATOL, rtol = p->dtype == DUA_F16 ? F16_RTOL : F32_RTOL,
+  double atol = p->dtype == DUA_F16 ? F16_ATOL
+                : p->tf32           ? TF32_ATOL
+                                    : F32_ATOL,
+         rtol = p->dtype == DUA_F16 ? F16_RTOL
+                : p->tf32           ? TF32_RTOL
+                                    : F32_RTOL,
          err;
   long bad = test_compare(r->o, r->ref_o, r->nq, atol, rtol, &err);
   ck_assert_msg(bad < 0, "%s: O[%ld] = %g, reference %g (max error %g)", what, bad,
@@ -233,7 +271,7 @@ static void compare(const problem *p, const run *r) {
       ck_assert_msg(isinf(r->lse[i]) && r->lse[i] < 0, "%s: LSE[%zu] = %g, want -inf", what, i,
                     (double)r->lse[i]);
     else
-      ck_assert_msg(fabs(r->lse[i] - r->ref_lse[i]) <= 1e-4 + 1e-4 * fabs(r->ref_lse[i]),
+      ck_assert_msg(fabs(r->lse[i] - r->ref_lse[i]) <= 1e-4 + 1e-4 * fabs(r->ref_lse[i]), /* fp32 sums */
                     "%s: LSE[%zu] = %.7g, reference %.7g", what, i, (double)r->lse[i], (double)r->ref_lse[i]);
   }
 }
@@ -456,6 +494,54 @@ START_TEST(fallbacks) {
 }
 END_TEST
 
+/* fp32 storage through tf32: dense and block sizes, block-diagonal tails (N < 64, N < block), depths, causal,
+ * window, sink, shift, content paths, level bias, GQA, (B,N,H,D), device lists, head dims 64 and 128 (a
+ * 32-key tile); then the fallbacks: misaligned rows, head dim 96, and allow_tf32 = 0 (exact fp32). */
+START_TEST(tf32_storage) {
+  mma_ctx m;
+  mma_context(&m, _i);
+  test_rng rng = test_rng_make(209);
+  static const int ns[7] = {320, 37, 300, 1000, 512, 700, 260};
+  static const int blks[7] = {64, 64, 128, 256, 64, 128, 64};
+  for (int c = 0; c < 7; c++) {
+    problem p = base_problem(ns[c], blks[c], c % 2 ? 128 : 64);
+    p.dtype = DUA_F32;
+    p.tf32 = 1;
+    p.desc.heads = 4;
+    p.desc.kv_heads = c == 4 || c == 5 ? 2 : 0;
+    p.depths[0] = c == 0 ? 0 : -1;
+    p.depths[1] = c == 0 ? 0 : c == 1 ? -1 : 1; /* c = 1: one block */
+    p.depths[2] = c == 0 ? 0 : c == 1 ? -1 : 2;
+    p.depths[3] = 0;
+    p.desc.depths = p.depths;
+    p.desc.causal = c % 3 != 1;
+    p.desc.window = c == 5 ? 33 : 0;
+    p.desc.sink = c == 6 ? 9 : 0;
+    p.desc.shift = c == 3 ? 1 : 0;
+    if (c == 4)
+      random_paths(&p, &rng);
+    p.with_bias = c >= 4;
+    p.bnhd = c == 2 || c == 5;
+    p.algo = c == 6 ? DUA_ALGO_LIST : DUA_ALGO_AUTO;
+    check_problem(&m, &p, &rng);
+    free(p.paths);
+  }
+  problem p = base_problem(200, 64, 64);
+  set_depths(&p, 1, -1);
+  p.dtype = DUA_F32;
+  p.tf32 = 1;
+  p.misalign = 1;
+  check_problem(&m, &p, &rng);
+  p.misalign = 0;
+  p.head_dim = 96;
+  check_problem(&m, &p, &rng);
+  p.head_dim = 64;
+  p.tf32 = 0; /* exact fp32: portable */
+  check_problem(&m, &p, &rng);
+  dua_context_destroy(m.ctx);
+}
+END_TEST
+
 /* Caller lists (DUA_TREE 2) with an empty query block: zeros and LSE -inf, never NaN. */
 START_TEST(caller_lists_with_empty_rows) {
   mma_ctx m;
@@ -569,6 +655,7 @@ int main(void) {
   ADD(random_layouts, 2)
   ADD(fallbacks, 2)
   ADD(caller_lists_with_empty_rows, 8)
+  ADD(tf32_storage, 2)
   ADD(token_bias_declines_to_portable, 1)
 #undef ADD
   suite_add_tcase(s, tc);
