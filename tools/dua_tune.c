@@ -57,11 +57,14 @@ static void usage(FILE *f) {
       "configuration the device allows (local memory, work-group size, preferred multiple, the kernels'\n"
       "divisibility rules), or a random --fraction F of them (seed --seed, default 1; the split thresholds\n"
       "are always searched whole). Time per candidate: --warmup calls (default 1), then the median device\n"
-      "time (profiling events) of --reps calls (default 5) per shape, summed over the shapes. Stops early\n"
-      "after --max-minutes (default 10; decode gives its plan stage 3/4 of it) and keeps the best so far;\n"
-      "the default and the best are then re-timed alternately (3 rounds) and the best is kept only if it\n"
-      "is still --min-gain G (default 0.02) faster, else the entry stores the default (decode: the same\n"
-      "for both entries together against the compiled defaults). --out: the database to merge into\n"
+      "time (profiling events) of --reps calls (default 5) per shape. A candidate's score is the mean over\n"
+      "the shapes of its time / the default's time (every shape counts alike, however long it runs); a\n"
+      "candidate more than --min-gain G (default 0.02) slower than the default on any shape cannot win.\n"
+      "Stops early after --max-minutes (default 10; decode gives its plan stage 3/4 of it) and keeps the\n"
+      "best so far; the default and the best are then re-timed alternately (3 rounds, medians) and the best\n"
+      "is kept only if its score is still below 1 - G and no shape is more than G slower, else the entry\n"
+      "stores the default (decode: the same for both entries together against the compiled defaults), so\n"
+      "a tuned entry is never slower than the default beyond G. --out: the database to merge into\n"
       "(default: DUA_TUNING_FILE, else\n"
       "$XDG_DATA_HOME/dua/tuning.json, else ~/.local/share/dua/tuning.json; the directory is created).\n");
 }
@@ -70,6 +73,26 @@ static double now_s(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Tuned per-shape times b[] against the default's d[]: the mean ratio (the score) and the worst ratio. */
+static double ratio_score(const double *b, const double *d, int n, double *worst) {
+  double sum = 0, w = 0;
+  for (int i = 0; i < n; i++) {
+    const double r = b[i] / d[i];
+    sum += r;
+    w = r > w ? r : w;
+  }
+  if (worst)
+    *worst = w;
+  return n > 0 ? sum / n : 1.0;
+}
+
+/* Keep tuned times b[] over the default's d[]: min_gain better on average, nowhere min_gain worse. */
+static int tuned_wins(const double *b, const double *d, int n, double min_gain) {
+  double worst;
+  const double score = ratio_score(b, d, n, &worst);
+  return score < 1.0 - min_gain && worst <= 1.0 + min_gain;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -354,6 +377,7 @@ static void run_stage(tuner *t, problem *pr, int nprob, double fraction, double 
     fprintf(stderr, "dua-tune: %s: default %s (%s); %d of %d candidates\n", s->kernel, text, s->ti.origin,
             keep, space);
   s->default_total = NAN, s->best_total = INFINITY;
+  double best_score = INFINITY;
   int best = 0;
   for (int c = 0; c < count; c++) {
     const int32_t *cp = cands + (size_t)c * np;
@@ -405,8 +429,12 @@ static void run_stage(tuner *t, problem *pr, int nprob, double fraction, double 
         for (int i = 0; i < nprob; i++)
           pr[i].default_ms = pr[i].best_ms = pr[i].cand_ms;
       }
-      if (total_ms < s->best_total) {
-        s->best_total = total_ms, best = c;
+      double cand[DUA_TUNING_MAX_SHAPES], dflt[DUA_TUNING_MAX_SHAPES], worst;
+      for (int i = 0; i < nprob; i++)
+        cand[i] = pr[i].cand_ms, dflt[i] = pr[i].default_ms;
+      const double score = ratio_score(cand, dflt, nprob, &worst);
+      if (score < best_score && (c == 0 || worst <= 1.0 + min_gain)) {
+        best_score = score, s->best_total = total_ms, best = c;
         for (int i = 0; i < nprob; i++)
           pr[i].best_ms = pr[i].cand_ms;
       }
@@ -424,20 +452,24 @@ static void run_stage(tuner *t, problem *pr, int nprob, double fraction, double 
         for (int i = 0; i < nprob; i++)
           (w ? bm : dm)[i][r] = time_problem(t, &pr[i]);
       }
-    double dt = 0, bt = 0;
+    double dt = 0, bt = 0, dmed[DUA_TUNING_MAX_SHAPES], bmed[DUA_TUNING_MAX_SHAPES];
     for (int i = 0; i < nprob; i++) {
       qsort(dm[i], 3, sizeof(double), cmp_double);
       qsort(bm[i], 3, sizeof(double), cmp_double);
-      pr[i].default_ms = dm[i][1], pr[i].best_ms = bm[i][1];
+      pr[i].default_ms = dmed[i] = dm[i][1], pr[i].best_ms = bmed[i] = bm[i][1];
       dt += dm[i][1], bt += bm[i][1];
     }
     s->default_total = dt, s->best_total = bt;
-    if (!(bt < dt * (1.0 - min_gain))) { /* the default holds up on a second look: keep it */
+    if (!tuned_wins(bmed, dmed, nprob, min_gain)) { /* the default holds up on a second look: keep it */
+      double worst;
+      const double score = ratio_score(bmed, dmed, nprob, &worst);
       fmt_params(&s->ti, cands + (size_t)best * np, text, sizeof text);
-      fprintf(stderr,
-              "dua-tune: %s: on re-timing the search's best %s (%.3f ms) is not %.0f%% faster than the "
-              "default (%.3f ms): keeping the default\n",
-              s->kernel, text, bt, 100 * min_gain, dt);
+      fprintf(
+          stderr,
+          "dua-tune: %s: on re-timing the search's best %s (%.3f ms; %.3f of the default's time on average, "
+          "%.3f at worst) is not %.0f%% faster on average and nowhere %.0f%% slower than the default "
+          "(%.3f ms): keeping the default\n",
+          s->kernel, text, bt, score, worst, 100 * min_gain, 100 * min_gain, dt);
       best = 0, s->best_total = dt;
       for (int i = 0; i < nprob; i++)
         pr[i].best_ms = pr[i].default_ms;
@@ -671,21 +703,22 @@ int main(int argc, char **argv) {
           (w ? bm : dm)[i][r] = time_problem(&t, &pr[i]);
       }
     overall_default = overall_best = 0;
+    double dmed[DUA_TUNING_MAX_SHAPES], bmed[DUA_TUNING_MAX_SHAPES];
     for (int i = 0; i < nprob; i++) {
       qsort(dm[i], 3, sizeof(double), cmp_double);
       qsort(bm[i], 3, sizeof(double), cmp_double);
-      overall_default += dm[i][1], overall_best += bm[i][1];
+      overall_default += dmed[i] = dm[i][1], overall_best += bmed[i] = bm[i][1];
     }
-    if (!(overall_best < overall_default * (1.0 - min_gain))) {
+    if (!tuned_wins(bmed, dmed, nprob, min_gain)) {
       int changed = 0;
       for (int s = 0; s < nstages; s++)
         changed |= memcmp(stages[s].best, stages[s].compiled,
                           (size_t)stages[s].ti.num_params * sizeof(int32_t)) != 0;
       if (changed)
         fprintf(stderr,
-                "dua-tune: together the tuned entries (%.3f ms) are not %.0f%% faster than the compiled "
-                "defaults (%.3f ms): keeping the defaults, not",
-                overall_best, 100 * min_gain, overall_default);
+                "dua-tune: together the tuned entries (%.3f ms) are not %.0f%% faster on average and nowhere "
+                "%.0f%% slower than the compiled defaults (%.3f ms): keeping the defaults, not",
+                overall_best, 100 * min_gain, 100 * min_gain, overall_default);
       for (int s = 0; s < nstages; s++) {
         stage *sg = &stages[s];
         char text[256];
