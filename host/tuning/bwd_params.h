@@ -11,7 +11,7 @@ typedef struct dua_bwd_params {
   int threads_n;
 } dua_bwd_params;
 
-/* Local memory (bytes) of the larger of the two passes. */
+/* Local memory (bytes) of the larger of the two passes, their optional arrays included. */
 size_t dua_bwd_local_bytes(const dua_bwd_params *p, int head_dim);
 int dua_bwd_params_valid(const dua_bwd_params *p, int head_dim, int layout_block, const dua_device_info *dev);
 dua_bwd_params dua_bwd_params_default(int head_dim, int layout_block, const dua_device_info *dev);

@@ -2,11 +2,19 @@
  * the device's local memory and work-group limits. */
 #include "tuning/fwd_params.h"
 
+#define TOKEN_LEVELS 33 /* DUA_MAX_TOKEN_LEVELS (cl/common.cl): the token-bias table (DUA_TBIAS) */
+
+/* Floats rounded up to 16 bytes: the next array may be aligned(16). */
+static size_t pad4(size_t floats) {
+  return (floats + 3) & ~(size_t)3;
+}
+
+/* Every __local array of cl/attn_fwd.cl, the optional one included (a tile must fit every call): q_tile,
+ * kv_tile, p_tile, row_max_part, row_sum_part, tok_tab. */
 size_t dua_fwd_local_bytes(const dua_fwd_params *p, int head_dim) {
-  size_t row = (size_t)head_dim + 4; /* ROW_STRIDE in attn_fwd.cl */
-  return sizeof(float) *
-         ((size_t)p->block_m * row + (size_t)p->block_n * row +
-          (size_t)p->block_m * ((size_t)p->block_n + 4) + 2u * (size_t)p->block_m * p->threads_n);
+  const size_t row = (size_t)head_dim + 4; /* ROW_STRIDE in attn_fwd.cl */
+  const size_t bm = (size_t)p->block_m, bn = (size_t)p->block_n, tn = (size_t)p->threads_n;
+  return sizeof(float) * (bm * row + bn * row + pad4(bm * (bn + 4)) + 2 * pad4(bm * tn) + pad4(TOKEN_LEVELS));
 }
 
 int dua_fwd_params_valid(const dua_fwd_params *p, int head_dim, int layout_block,

@@ -12,7 +12,7 @@ typedef struct dua_fwd_params {
   int threads_n;
 } dua_fwd_params;
 
-/* Local memory (bytes) the forward kernel uses with these parameters. */
+/* Local memory (bytes) the forward kernel uses with these parameters, its optional arrays included. */
 size_t dua_fwd_local_bytes(const dua_fwd_params *p, int head_dim);
 
 /* Checks parameters against the kernel's divisibility rules and the device's limits; 0 if usable. */

@@ -158,19 +158,31 @@ static void bwd_default(int head_dim, int block, const dua_device_info *dev, int
   tile_to_array(p.block_m, p.block_n, p.threads_m, p.threads_n, a);
 }
 
+static size_t fwd_local(const int32_t *a, int head_dim) {
+  dua_fwd_params p = {a[0], a[1], a[2], a[3]};
+  return dua_fwd_local_bytes(&p, head_dim);
+}
+
+static size_t bwd_local(const int32_t *a, int head_dim) {
+  dua_bwd_params p = {a[0], a[1], a[2], a[3]};
+  return dua_bwd_local_bytes(&p, head_dim);
+}
+
 /* The two tiled kernels (bm, bn, tm, tn): their database name, the developer variable that replaces the
- * chain (NULL: none), the calling function and kernel for messages, the kernel's rules and compiled default.
+ * chain (NULL: none), the calling function and kernel for messages, the kernel's rules, compiled default and
+ * local memory.
  */
 typedef struct tile_kernel {
   const char *kernel, *env, *fn, *what;
   int (*valid)(const int32_t *a, int head_dim, int block, const dua_device_info *dev);
   void (*compiled)(int head_dim, int block, const dua_device_info *dev, int32_t *a);
+  size_t (*local)(const int32_t *a, int head_dim);
 } tile_kernel;
 
-static const tile_kernel tile_fwd = {"fwd",     "DUA_FWD_TILE", "dua_attention_forward",
-                                     "forward", fwd_valid,      fwd_default};
-static const tile_kernel tile_bwd = {"bwd",      NULL,      "dua_attention_backward",
-                                     "backward", bwd_valid, bwd_default};
+static const tile_kernel tile_fwd = {
+    "fwd", "DUA_FWD_TILE", "dua_attention_forward", "forward", fwd_valid, fwd_default, fwd_local};
+static const tile_kernel tile_bwd = {"bwd",       NULL,     "dua_attention_backward", "backward", bwd_valid,
+                                     bwd_default, bwd_local};
 
 typedef struct tile_call {
   dua_context *ctx;
@@ -456,12 +468,20 @@ static int usable(dua_context *ctx, const dua_tune_kernel_desc *k, int fp16, int
   } else {
     return 1; /* decode_split: any values in range */
   }
-  snprintf(
-      why, n,
-      "%s bm=%d bn=%d tm=%d tn=%d does not fit head_dim %d on this device (divisibility, work-group size "
-      "%zu, local memory %llu bytes)",
-      k->name, (int)params[0], (int)params[1], (int)params[2], (int)params[3], head_dim,
-      ctx->info.max_work_group_size, (unsigned long long)ctx->info.local_mem_bytes);
+  /* which rule: the device's limits (they differ between devices: a tile fine on one may not fit another),
+   * else the kernel's divisibility */
+  const size_t threads = (size_t)params[2] * (size_t)params[3], local = tk->local(params, head_dim);
+  char rule[160];
+  if (ctx->info.max_work_group_size && threads > ctx->info.max_work_group_size)
+    snprintf(rule, sizeof rule, "%zu work-items, the device's work-groups hold %zu", threads,
+             ctx->info.max_work_group_size);
+  else if (ctx->info.local_mem_bytes && local > ctx->info.local_mem_bytes)
+    snprintf(rule, sizeof rule, "needs %zu bytes of local memory, the device has %llu", local,
+             (unsigned long long)ctx->info.local_mem_bytes);
+  else
+    snprintf(rule, sizeof rule, "the kernel's divisibility rules");
+  snprintf(why, n, "%s bm=%d bn=%d tm=%d tn=%d does not fit head_dim %d on this device (%s)", k->name,
+           (int)params[0], (int)params[1], (int)params[2], (int)params[3], head_dim, rule);
   return 0;
 }
 

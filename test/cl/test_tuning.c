@@ -11,12 +11,16 @@
  * its candidates, overrides and database entries only where it runs natively or DUA_TUNING_EMULATED_WARP=1
  * (else the override is refused and the entry skipped with one warning), its own ranges, its plans reaching
  * the kernel with outputs equal to the compiled plan's, and its own compiled split thresholds. Environment
- * variables are set inside the test. */
+ * variables are set inside the test. Expected values that depend on the device (its compiled defaults, what
+ * fits its local memory) come from its info; all but the warp test run a second time with the info made to
+ * look like an NVIDIA H100's (simulate_nvidia), so PoCL checks what an H100 would. */
 #include "attention/kv_internal.h"
 #include "dua.h"
 #include "runtime/context_internal.h"
 #include "test_util.h"
 #include "tuning/bwd_params.h"
+#include "tuning/decode_params.h"
+#include "tuning/fwd_params.h"
 #include "tuning/tuning_db.h"
 
 #include <check.h>
@@ -68,6 +72,26 @@ static void log_fn(dua_log_level level, const char *message, void *user) {
     snprintf(logged, sizeof logged, "%s", message);
 }
 
+/* Loop tests run twice: as the device is (_i = 0), then with ctx->info made to look like an NVIDIA H100
+ * under its OpenCL driver (_i = 1): vendor, GPU, 48 KiB of local memory, 1024 work-items, 132 compute units,
+ * warps of 32, the mma.sync probe passed. That changes every compiled default that depends on the device (the
+ * "built-in NVIDIA" source, the warp kernel as the decode default, the tiles the local memory allows) while
+ * the kernels still run on the real device; the warp kernel, which would then be built with inline PTX, is
+ * never run in this mode. */
+static int sim_nv;
+
+static void simulate_nvidia(dua_context *ctx) {
+  dua_device_info *i = &ctx->info;
+  snprintf(i->vendor, sizeof i->vendor, "NVIDIA Corporation");
+  i->type = DUA_DEVICE_GPU;
+  i->local_mem_bytes = 48 * 1024;
+  i->max_work_group_size = 1024;
+  i->compute_units = 132;
+  i->preferred_work_group_multiple = 32;
+  i->nv_compute_capability = 90;
+  i->nv_mma_probed = i->nv_mma_f16 = i->nv_mma_tf32 = 1;
+}
+
 static dua_context *context(void) {
   dua_context_options o;
   dua_context_options_init(&o);
@@ -75,6 +99,8 @@ static dua_context *context(void) {
   o.log_level = DUA_LOG_WARNING;
   dua_context *ctx = NULL;
   ck_assert_int_eq(dua_context_create(&o, &ctx), DUA_SUCCESS);
+  if (sim_nv)
+    simulate_nvidia(ctx);
   return ctx;
 }
 
@@ -85,10 +111,22 @@ static dua_tuning_info get(dua_context *ctx, dua_dtype dt, int dim, int block) {
   return t;
 }
 
-static const int32_t tile[4] = {32, 64, 8, 4}; /* valid for head dim 64, block >= 64, 32 work-items */
+/* The test's tiles are valid for head dim 64, block >= 64, with 32 or 64 work-items and at most 40 KB of
+ * local memory: on PoCL and within NVIDIA's 48 KiB (a tile PoCL takes may not fit there: 64,64,16,4 needs 53
+ * KB). */
+static const int32_t tile[4] = {32, 64, 8, 4};
+
+/* The device takes the test's tile params for kernel (head dim 64) as an override: a precondition, said
+ * plainly (the library says why not) rather than as a wrong source later. The override is cleared again. */
+static void require_usable(dua_context *ctx, const char *kernel, const int32_t *params, int n) {
+  ck_assert_msg(dua_context_set_tuning(ctx, kernel, DUA_F32, 64, params, n) == DUA_SUCCESS,
+                "the test's %s parameters do not suit this device: %s", kernel, dua_context_last_error(ctx));
+  ck_assert_int_eq(dua_context_set_tuning(ctx, kernel, DUA_F32, 64, NULL, 0), DUA_SUCCESS);
+}
 
 START_TEST(chain_precedence) {
   clear_env();
+  sim_nv = _i;
   char path[128], bad[128];
   snprintf(path, sizeof path, "%s/explicit.json", tmpdir);
   snprintf(bad, sizeof bad, "%s/bad.json", tmpdir);
@@ -97,8 +135,14 @@ START_TEST(chain_precedence) {
   dua_context *ctx = context();
   dua_device_info d;
   dua_context_device_info(ctx, &d);
+  const int32_t ov[4] = {64, 32, 16, 4}; /* the override: neither the file's tile nor the default */
+  require_usable(ctx, "fwd", tile, 4);
+  require_usable(ctx, "fwd", ov, 4);
   dua_tuning_info t = get(ctx, DUA_F32, 64, 128);
   ck_assert(t.source == DUA_TUNING_BUILTIN || t.source == DUA_TUNING_GENERIC);
+  if (sim_nv) /* the compiled NVIDIA defaults */
+    ck_assert_str_eq(t.origin, "built-in NVIDIA");
+  ck_assert(memcmp(t.params, ov, sizeof ov) != 0 && memcmp(t.params, tile, sizeof tile) != 0);
   ck_assert(!memcmp(t.params, t.default_params, sizeof t.params));
   ck_assert_str_eq(t.file, "");
   dua_context_destroy(ctx);
@@ -119,8 +163,8 @@ START_TEST(chain_precedence) {
   /* a block the file's tile does not divide: skipped for that call */
   ck_assert_int_ne(get(ctx, DUA_F32, 64, 16).source, DUA_TUNING_FILE);
   /* the API override beats the file; clearing it brings the file back */
-  const int32_t ov[4] = {64, 64, 16, 4};
-  ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd", DUA_F32, 64, ov, 4), DUA_SUCCESS);
+  ck_assert_msg(dua_context_set_tuning(ctx, "fwd", DUA_F32, 64, ov, 4) == DUA_SUCCESS, "%s",
+                dua_context_last_error(ctx));
   t = get(ctx, DUA_F32, 64, 128);
   ck_assert_int_eq(t.source, DUA_TUNING_OVERRIDE);
   ck_assert_str_eq(t.origin, "override");
@@ -147,7 +191,7 @@ START_TEST(chain_precedence) {
   /* XDG_DATA_HOME, then HOME, when DUA_TUNING_FILE is not set */
   unsetenv("DUA_TUNING_FILE");
   char xdg[128], file[192];
-  snprintf(xdg, sizeof xdg, "%s/xdg", tmpdir);
+  snprintf(xdg, sizeof xdg, "%s/xdg%d", tmpdir, _i); /* a directory per loop iteration */
   snprintf(file, sizeof file, "%s/dua", xdg);
   ck_assert_int_eq(mkdir(xdg, 0755), 0);
   ck_assert_int_eq(mkdir(file, 0755), 0);
@@ -162,16 +206,18 @@ START_TEST(chain_precedence) {
   unsetenv("XDG_DATA_HOME");
   const char *home = getenv("HOME");
   char *saved_home = home ? strdup(home) : NULL;
-  char hfile[256];
-  snprintf(hfile, sizeof hfile, "%s/.local", tmpdir);
+  char hdir[128], hfile[256];
+  snprintf(hdir, sizeof hdir, "%s/home%d", tmpdir, _i);
+  ck_assert_int_eq(mkdir(hdir, 0755), 0);
+  snprintf(hfile, sizeof hfile, "%s/.local", hdir);
   ck_assert_int_eq(mkdir(hfile, 0755), 0);
-  snprintf(hfile, sizeof hfile, "%s/.local/share", tmpdir);
+  snprintf(hfile, sizeof hfile, "%s/.local/share", hdir);
   ck_assert_int_eq(mkdir(hfile, 0755), 0);
-  snprintf(hfile, sizeof hfile, "%s/.local/share/dua", tmpdir);
+  snprintf(hfile, sizeof hfile, "%s/.local/share/dua", hdir);
   ck_assert_int_eq(mkdir(hfile, 0755), 0);
-  snprintf(hfile, sizeof hfile, "%s/.local/share/dua/tuning.json", tmpdir);
+  snprintf(hfile, sizeof hfile, "%s/.local/share/dua/tuning.json", hdir);
   write_db(hfile, &d, d.driver_version, tile);
-  setenv("HOME", tmpdir, 1);
+  setenv("HOME", hdir, 1);
   ctx = context();
   t = get(ctx, DUA_F32, 64, 128);
   ck_assert_int_eq(t.source, DUA_TUNING_FILE);
@@ -217,6 +263,7 @@ END_TEST
 
 START_TEST(set_tuning_refusals_and_candidates) {
   clear_env();
+  sim_nv = _i;
   setenv("DUA_TUNING_FILE", "/nonexistent/dua/tuning.json", 1);
   dua_context *ctx = context();
   const int32_t ok[4] = {64, 32, 16, 8}, seven[4] = {7, 32, 16, 8}, huge[4] = {256, 256, 256, 256},
@@ -234,6 +281,28 @@ START_TEST(set_tuning_refusals_and_candidates) {
   ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd", DUA_F32, 64, huge, 4), DUA_ERROR_INVALID_ARGUMENT);
   ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd", DUA_F32, 64, bad_div, 4), DUA_ERROR_INVALID_ARGUMENT);
   ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd", DUA_F32, 64, ok, 4), DUA_SUCCESS);
+  /* the device's limits: a tile within the kernel's rules is taken exactly when its local memory fits
+   * (NVIDIA: 48 KiB; PoCL: more), else refused saying so */
+  dua_device_info d;
+  dua_context_device_info(ctx, &d);
+  const int32_t big[4] = {64, 64, 16, 4};
+  const dua_fwd_params bp = {64, 64, 16, 4};
+  const size_t big_bytes = dua_fwd_local_bytes(&bp, 64);
+  /* every array of the kernels counted, the optional ones included (token-bias table, level sums, reduce) */
+  ck_assert_uint_ge(big_bytes, 4 * (3 * 64 * 68 + 2 * 64 * 4 + 33)); /* q, K/V, P, row parts, token table */
+  const dua_bwd_params bwd = {32, 32, 8, 16}; /* dK/dV pass: q, dO, K, V, P, dS, row stats, tables, reduce */
+  ck_assert_uint_ge(dua_bwd_local_bytes(&bwd, 64), 4 * (4 * 32 * 68 + 2 * 32 * 36 + 3 * 32 + 33 + 32 + 128));
+  if (big_bytes <= d.local_mem_bytes) {
+    ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd", DUA_F32, 64, big, 4), DUA_SUCCESS);
+  } else {
+    ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd", DUA_F32, 64, big, 4), DUA_ERROR_INVALID_ARGUMENT);
+    char want[128];
+    snprintf(want, sizeof want, "needs %zu bytes of local memory, the device has %llu", big_bytes,
+             (unsigned long long)d.local_mem_bytes);
+    ck_assert_msg(strstr(dua_context_last_error(ctx), want) != NULL, "%s", dua_context_last_error(ctx));
+  }
+  if (sim_nv) /* 53 KB: what failed on the H100 as the override of chain_precedence */
+    ck_assert_uint_gt(big_bytes, d.local_mem_bytes);
   dua_tuning_info t;
   ck_assert_int_eq(dua_context_get_tuning(ctx, "fwd", DUA_F32, 64, 48, &t), DUA_ERROR_INVALID_ARGUMENT);
   ck_assert_int_eq(dua_context_get_tuning(ctx, "fwd", DUA_F32, 64, 128, NULL), DUA_ERROR_INVALID_ARGUMENT);
@@ -264,6 +333,7 @@ END_TEST
 /* The forward with the file's tile gives the default tile's output. */
 START_TEST(forward_uses_file_tile) {
   clear_env();
+  sim_nv = _i;
   char path[128];
   snprintf(path, sizeof path, "%s/fwd.json", tmpdir);
   setenv("DUA_TUNING_FILE", path, 1);
@@ -355,15 +425,17 @@ static dua_tuning_info getk(dua_context *ctx, const char *kernel, dua_dtype dt, 
   return t;
 }
 
-/* Valid on any device with >= 64 work-items per group (head dim 64, fp32): */
+/* Valid on any device with >= 64 work-items per group and 48 KiB of local memory (head dim 64, fp32), none
+ * of them a compiled default: */
 static const kparams tuned[4] = {
-    {"bwd", 0, 64, 4, {16, 64, 4, 8}},         /* blocks >= 64 */
-    {"decode", 0, 64, 3, {0, 32, 64}},         /* regs, 4 key groups of 16 loads */
-    {"decode_gqa", 0, 64, 4, {1, 64, 64, 4}},  /* staged, at most 4 rows */
+    {"bwd", 0, 64, 4, {8, 64, 4, 8}},         /* blocks >= 64; 46 KB (16,64,4,8: 54 KB, too much on NVIDIA) */
+    {"decode", 0, 64, 3, {0, 32, 64}},        /* regs, 4 key groups of 16 loads */
+    {"decode_gqa", 0, 64, 4, {1, 64, 64, 4}}, /* staged, at most 4 rows */
     {"decode_split", 0, 64, 3, {64, 1, 256}}}; /* split as much as the context allows */
 
 START_TEST(backward_and_decode_chain) {
   clear_env();
+  sim_nv = _i;
   char path[128];
   snprintf(path, sizeof path, "%s/kernels.json", tmpdir);
   setenv("DUA_TUNING_FILE", "/nonexistent/dua/tuning.json", 1);
@@ -371,8 +443,11 @@ START_TEST(backward_and_decode_chain) {
   dua_device_info d;
   dua_context_device_info(ctx, &d);
   for (int i = 0; i < 4; i++) { /* no file: compiled defaults */
+    require_usable(ctx, tuned[i].kernel, tuned[i].p, tuned[i].n);
     dua_tuning_info t = getk(ctx, tuned[i].kernel, DUA_F32, 64, 128);
     ck_assert(t.source == DUA_TUNING_BUILTIN || t.source == DUA_TUNING_GENERIC);
+    if (sim_nv)
+      ck_assert_str_eq(t.origin, "built-in NVIDIA");
     ck_assert_int_eq(t.num_params, tuned[i].n);
     ck_assert(!memcmp(t.params, t.default_params, sizeof t.params));
     ck_assert(memcmp(t.params, tuned[i].p, (size_t)tuned[i].n * sizeof(int32_t)) != 0);
@@ -445,6 +520,7 @@ END_TEST
 
 START_TEST(backward_and_decode_refusals_and_candidates) {
   clear_env();
+  sim_nv = _i;
   setenv("DUA_TUNING_FILE", "/nonexistent/dua/tuning.json", 1);
   dua_context *ctx = context();
   dua_device_info d;
@@ -520,6 +596,19 @@ static const dua_program_entry *program_with(const dua_context *ctx, const char 
     if (!strcmp(e->sources, sources) && strstr(e->options, needle))
       return e;
   return NULL;
+}
+
+/* The most local memory a kernel of program e uses as the OpenCL implementation reports it (0: none said). */
+static size_t program_local_bytes(const dua_context *ctx, const dua_program_entry *e) {
+  size_t most = 0;
+  for (int i = 0; i < e->kernel_count; i++) {
+    cl_ulong bytes = 0;
+    if (clGetKernelWorkGroupInfo(e->kernels[i], ctx->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof bytes, &bytes,
+                                 NULL) == CL_SUCCESS &&
+        bytes > most)
+      most = (size_t)bytes;
+  }
+  return most;
 }
 
 static int count_programs(const dua_context *ctx, const char *sources) {
@@ -625,11 +714,30 @@ static size_t split_scratch(const dec_case *c, int splits) {
   return splits > 1 ? (size_t)c->S * c->Hq * c->T * (size_t)splits * (64 + 1) * sizeof(float) : 0;
 }
 
+/* The compiled split-KV rule (decode_params.c, decode5 in bench/RESULTS.md), restated: the thresholds of a
+ * plan whose work-groups serve `rows` query rows (the warp kernel: 2 work-groups per compute unit x rows, 4
+ * key units per warp; the others: 16 waves, 8 units; at most 64 splits), and the split count for `groups`
+ * work-groups per split and `units` key units. */
+static dua_decode_split_params compiled_split(const dua_decode_plan_info *pi, int rows) {
+  if (pi->staged == 2)
+    return (dua_decode_split_params){2 * rows, 4 * (pi->threads / 32), 64};
+  return (dua_decode_split_params){16, 8, 64};
+}
+
+static int split_count(const dua_decode_split_params *sp, int64_t groups, int64_t units, int cu) {
+  int64_t s = ((int64_t)sp->waves * cu + groups - 1) / groups;
+  s = s > units / sp->min_units ? units / sp->min_units : s;
+  s = s > sp->max_splits ? sp->max_splits : s;
+  return s < 1 ? 1 : (int)s;
+}
+
 /* The tuned values reach the kernels: the backward builds its program with the file's tile, the decode with
  * the file's kernel variant, tile and work-items, and splits as the file's thresholds say (the scratch its
- * merge needs grows with the split count). Each would fail if the value were ignored: the defaults differ. */
+ * merge needs grows with the split count). Each would fail if the value were ignored: the defaults differ.
+ * Simulating NVIDIA, the compiled decode plan is the warp kernel's, which is planned but not run. */
 START_TEST(tuned_values_reach_the_kernels) {
   clear_env();
+  sim_nv = _i;
   char path[128];
   snprintf(path, sizeof path, "%s/reach.json", tmpdir);
   setenv("DUA_TUNING_FILE", path, 1);
@@ -641,8 +749,20 @@ START_TEST(tuned_values_reach_the_kernels) {
 
   ctx = context();
   run_backward(ctx, 64);
-  ck_assert_msg(program_with(ctx, "common,attn_bwd", "-DBLOCK_M=16 -DBLOCK_N=64 -DTM=4 -DTN=8 ") != NULL,
-                "the backward did not build the file's tile");
+  const dua_program_entry *bwd =
+      program_with(ctx, "common,attn_bwd", "-DBLOCK_M=8 -DBLOCK_N=64 -DTM=4 -DTN=8 ");
+  ck_assert_msg(bwd != NULL, "the backward did not build the file's tile");
+  /* the local memory the library budgets for the tile covers what the device's compiler reports */
+  const dua_bwd_params bp = {8, 64, 4, 8};
+  ck_assert_uint_le(program_local_bytes(ctx, bwd), dua_bwd_local_bytes(&bp, 64));
+  const dua_tuning_info ft = get(ctx, DUA_F32, 64, 64);
+  const dua_fwd_params fp = {ft.params[0], ft.params[1], ft.params[2], ft.params[3]};
+  char fopt[96];
+  snprintf(fopt, sizeof fopt, "-DBLOCK_M=%d -DBLOCK_N=%d -DTM=%d -DTN=%d ", fp.block_m, fp.block_n,
+           fp.threads_m, fp.threads_n);
+  const dua_program_entry *fwd = program_with(ctx, "common,attn_fwd", fopt);
+  ck_assert_msg(fwd != NULL, "no forward program with %s", fopt);
+  ck_assert_uint_le(program_local_bytes(ctx, fwd), dua_fwd_local_bytes(&fp, 64));
   ck_assert_int_eq(count_programs(ctx, "common,attn_bwd"), 1);
   /* the compiled default, through an override, builds another program */
   dua_tuning_info t = getk(ctx, "bwd", DUA_F32, 64, 64);
@@ -681,13 +801,25 @@ START_TEST(tuned_values_reach_the_kernels) {
     ctx = context();
     c = dec_make(ctx, 2, 2, 1, 200);
     ck_assert_int_eq(dua_decode_plan_get(ctx, c.cache, 0, c.l, c.seqs, 2, 1, &pi), DUA_SUCCESS);
+    ck_assert(pi.source == DUA_TUNING_BUILTIN || pi.source == DUA_TUNING_GENERIC);
+    if (sim_nv)
+      ck_assert_int_eq(pi.staged, 2); /* NVIDIA's compiled decode plan: the warp kernel */
     ck_assert_int_eq(ctx->scratch_bytes, 0);
-    dec_run(ctx, &c);
-    ck_assert_int_eq(ctx->scratch_bytes, split_scratch(&c, pi.splits));
-    if (with_file)
+    if (!(sim_nv && pi.staged == 2)) {
+      dec_run(ctx, &c);
+      ck_assert_int_eq(ctx->scratch_bytes, split_scratch(&c, pi.splits));
+    }
+    if (with_file) {
+      ck_assert_int_eq(pi.split_source, DUA_TUNING_FILE);
       ck_assert_int_eq(pi.splits, want);
-    else /* the compiled thresholds: 16 CU / 4 work-groups, at most 13 / 8 units */
-      ck_assert_int_eq(pi.splits, 1);
+    } else { /* the compiled thresholds of the compiled plan: 4 work-groups, 13 units; 1 on PoCL and NVIDIA */
+      ck_assert(pi.split_source == DUA_TUNING_BUILTIN || pi.split_source == DUA_TUNING_GENERIC);
+      const dua_decode_split_params sp = compiled_split(&pi, 1);
+      ck_assert(pi.split.waves == sp.waves && pi.split.min_units == sp.min_units &&
+                pi.split.max_splits == sp.max_splits);
+      ck_assert_int_eq(pi.splits, split_count(&sp, 4, 13, cu));
+      ck_assert_int_ne(pi.splits, want);
+    }
     dec_free(&c);
     dua_context_destroy(ctx);
   }
@@ -868,14 +1000,20 @@ START_TEST(warp_in_the_tuning_space) {
 END_TEST
 
 /* Without a database (and no override or developer variable) the decode plan and split count are the
- * compiled rules as they were before tuning existed, and the backward builds the compiled tile. */
+ * compiled rules, and the backward builds the compiled tile. The decode rules: where the warp kernel runs
+ * natively (NVIDIA, the mma.sync probe passed; the default since 0b70021) the warp plan, 4 keys per batch (8
+ * with several rows) x 128 work-items x at most 4 rows, with its own split thresholds; elsewhere the rules of
+ * decode.c before tuning (commit 81ad4a4). */
 START_TEST(no_database_is_the_compiled_behaviour) {
   clear_env();
+  sim_nv = _i;
   setenv("DUA_TUNING_FILE", "/nonexistent/dua/tuning.json", 1);
   dua_context *ctx = context();
   dua_device_info d;
   dua_context_device_info(ctx, &d);
   const int cpu = d.type == DUA_DEVICE_CPU, cu = (int)(d.compute_units ? d.compute_units : 1);
+  const int warp = dua_decode_warp_native(&d); /* fp32 cache, head dim 64: 16 lanes per key row */
+  ck_assert_int_eq(warp, sim_nv || (!cpu && d.nv_mma_f16 && strstr(d.vendor, "NVIDIA") != NULL));
   struct {
     int S, Hq, T, len;
   } cases[] = {{2, 2, 1, 200}, {1, 8, 1, 256}, {4, 4, 2, 30}, {3, 8, 3, 256}, {1, 2, 1, 16}};
@@ -883,12 +1021,14 @@ START_TEST(no_database_is_the_compiled_behaviour) {
     dec_case c = dec_make(ctx, cases[i].S, cases[i].Hq, cases[i].T, cases[i].len);
     dua_decode_plan_info pi;
     ck_assert_int_eq(dua_decode_plan_get(ctx, c.cache, 0, c.l, c.seqs, c.S, c.T, &pi), DUA_SUCCESS);
-    /* the rules of decode.c before tuning (commit 81ad4a4), fp32 cache */
     const int group = c.Hq / 2, one_row = group == 1 && c.T == 1;
-    const int staged = cpu || !one_row; /* regs only for an fp16 cache on GPUs: never with fp32 */
-    ck_assert_int_eq(pi.staged, 1);
-    ck_assert_int_eq(staged, 1);
-    const int tile = cpu ? 16 : 32, threads = cpu ? 32 : 128, rows = 16;
+    int staged, tile, threads, rows;
+    if (warp) {
+      staged = 2, tile = one_row ? 4 : 8, threads = 128, rows = 4;
+    } else { /* fp32 cache: staged (regs only for an fp16 cache on GPUs) */
+      staged = 1, tile = cpu ? 16 : 32, threads = cpu ? 32 : 128, rows = 16;
+    }
+    ck_assert_int_eq(pi.staged, staged);
     ck_assert_int_eq(pi.tile_n, tile);
     ck_assert_int_eq(pi.threads, threads);
     int hpw = 1;
@@ -898,18 +1038,28 @@ START_TEST(no_database_is_the_compiled_behaviour) {
         break;
       }
     ck_assert_int_eq(pi.heads_per_group, hpw);
-    const int64_t base = (int64_t)c.S * 2 * (group / hpw), target = 16 * (int64_t)cu;
-    int64_t s = (target + base - 1) / base;
-    const int64_t by_len = ((cases[i].len + 15) / 16) / 8; /* unit = min(page 16, block 32, tile) = 16 */
-    s = s > by_len ? by_len : s;
-    s = s > 64 ? 64 : s;
-    ck_assert_int_eq(pi.splits, s < 1 ? 1 : (int)s);
+    /* units of min(page 16, block 32, tile or the warp kernel's 64) = 16 tokens */
+    const dua_decode_split_params sp = compiled_split(&pi, hpw * c.T);
+    ck_assert(pi.split.waves == sp.waves && pi.split.min_units == sp.min_units &&
+              pi.split.max_splits == sp.max_splits);
+    ck_assert_int_eq(pi.splits,
+                     split_count(&sp, (int64_t)c.S * 2 * (group / hpw), (cases[i].len + 15) / 16, cu));
     ck_assert(pi.source == DUA_TUNING_BUILTIN || pi.source == DUA_TUNING_GENERIC);
+    ck_assert(pi.split_source == DUA_TUNING_BUILTIN || pi.split_source == DUA_TUNING_GENERIC);
     dec_free(&c);
   }
-  /* the backward's compiled tile for head dim 64: 32 x 32 keys, 8 x 16 work-items */
+  /* the backward's compiled tile for head dim 64: 32 x 32 keys, 8 x 16 work-items where the device takes it
+   * (PoCL, NVIDIA's 48 KiB), and it is what the backward builds */
+  const dua_bwd_params want = dua_bwd_params_default(64, 64, &d), usual = {32, 32, 8, 16};
+  if (dua_bwd_params_valid(&usual, 64, 64, &d))
+    ck_assert(!memcmp(&want, &usual, sizeof want));
+  if (sim_nv)
+    ck_assert(dua_bwd_params_valid(&usual, 64, 64, &d));
   run_backward(ctx, 64);
-  ck_assert(program_with(ctx, "common,attn_bwd", "-DBLOCK_M=32 -DBLOCK_N=32 -DTM=8 -DTN=16 ") != NULL);
+  char opt[96];
+  snprintf(opt, sizeof opt, "-DBLOCK_M=%d -DBLOCK_N=%d -DTM=%d -DTN=%d ", want.block_m, want.block_n,
+           want.threads_m, want.threads_n);
+  ck_assert_msg(program_with(ctx, "common,attn_bwd", opt) != NULL, "no backward program with %s", opt);
   dua_context_destroy(ctx);
   clear_env();
 }
@@ -922,13 +1072,13 @@ int main(void) {
   Suite *s = suite_create("tuning");
   TCase *tc = tcase_create("core");
   tcase_set_timeout(tc, 600);
-  tcase_add_test(tc, chain_precedence);
-  tcase_add_test(tc, set_tuning_refusals_and_candidates);
-  tcase_add_test(tc, forward_uses_file_tile);
-  tcase_add_test(tc, backward_and_decode_chain);
-  tcase_add_test(tc, backward_and_decode_refusals_and_candidates);
-  tcase_add_test(tc, tuned_values_reach_the_kernels);
-  tcase_add_test(tc, no_database_is_the_compiled_behaviour);
+  tcase_add_loop_test(tc, chain_precedence, 0, 2);
+  tcase_add_loop_test(tc, set_tuning_refusals_and_candidates, 0, 2);
+  tcase_add_loop_test(tc, forward_uses_file_tile, 0, 2);
+  tcase_add_loop_test(tc, backward_and_decode_chain, 0, 2);
+  tcase_add_loop_test(tc, backward_and_decode_refusals_and_candidates, 0, 2);
+  tcase_add_loop_test(tc, tuned_values_reach_the_kernels, 0, 2);
+  tcase_add_loop_test(tc, no_database_is_the_compiled_behaviour, 0, 2);
   tcase_add_test(tc, warp_in_the_tuning_space);
   suite_add_tcase(s, tc);
   int rc = test_run_suite(s);
