@@ -80,6 +80,32 @@ for r in rows:
           f"{r['ms']:.4f} ms {r['tflops']:.1f} TF/s; flex tf32 {f} ms" + (f" -> flex/dua {f / r['ms']:.2f}" if f else ''))
 PY
 )") ;;
+  bwd)
+    # the tensor-core backward: test_backward on the GPU, then fp16 forward + backward next to the peers
+    timeout 300 build-rel/test/test_backward >"$OUT/test_backward.txt" 2>&1
+    summary+=("test_backward rc=$? $(grep -E '^[0-9]+%' "$OUT/test_backward.txt" | tail -1)")
+    grep -E ":[EF]:" "$OUT/test_backward.txt" | head -8
+    B="build-rel/tools/dua-bench --batch 8 --heads 8 --dim 64 --dtype fp16 --pass fwdbwd --no-naive --json -"
+    { $B --n 2048 --depth -1 3 0 --check; $B --n 8192 --depth -1 3 0; $B --n 8192 --depth -1 3 --causal
+      DUA_NO_MMA=1 $B --n 8192 --depth -1 3 --no-dense | sed 's/^{/{"portable": true, /'; } 2>"$OUT/bwd.log" \
+      | grep '^{' > "$OUT/dua_bwd.jsonl"
+    grep -iE "check|fail|error" "$OUT/bwd.log" | head -8
+    P="timeout 120 python3 .devkit/peers.py --batch 8 --heads 8 --dim 64 --dtype fp16 --pass fwdbwd"
+    { $P --n 2048 8192 --depth -1 3 0; $P --n 8192 --depth -1 3 --causal; } 2>/dev/null | grep '^{' \
+      > "$OUT/peers_bwd.jsonl"
+    summary+=("$(python3 - "$OUT/dua_bwd.jsonl" "$OUT/peers_bwd.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"ms"' in l]
+peers = [json.loads(l) for l in open(sys.argv[2]) if l.startswith('{')]
+for r in rows:
+    key = (r['n'], r['causal'], round(r['density'], 4))
+    f = [p['ms'] for p in peers if (p['n'], p['causal'], round(p['density'], 4)) == key and p['peer'] == 'flex_blockmask']
+    sd = [p['ms'] for p in peers if (p['n'], p['causal'], round(p['density'], 4)) == key and p['peer'] == 'sdpa_dense']
+    print(f"fwdbwd N={r['n']} causal={r['causal']} dens={r['density']:.4f} {r['variant']}{' portable' if r.get('portable') else ''}: "
+          f"{r['ms']:.3f} ms {r['tflops']:.1f} TF/s; flex {f[0] if f else None} sdpa {sd[0] if sd else None}"
+          + (f" flex/dua {f[0] / r['ms']:.2f}" if f else ''))
+PY
+)") ;;
   causal)
     # query rows per warp (DUA_MMA_MT 1 or 2) on causal layouts, fp16 and fp32 through tf32, then the peers
     B="build-rel/tools/dua-bench --batch 8 --heads 8 --dim 64 --n 8192 --causal --no-naive --no-dense --json -"

@@ -374,6 +374,41 @@ inline int next_tile(tile_pos *p, const visit_list *vl, dua_head_rule hr, int m,
   return 0;
 }
 
+/* The visited key blocks of query block m of (batch, head) bh: the forward's enumeration. */
+inline visit_list visit_list_begin(int m, long bh, dua_head_rule hr, dua_fwd_shape shape,
+                                   __global const int *order, __global const int *rank_range,
+                                   __global const int *list_counts, __global const int *list_full,
+                                   __global const int *list_indices) {
+  visit_list vl;
+  (void)order;
+  (void)rank_range;
+  (void)list_counts;
+  (void)list_full;
+  (void)list_indices;
+#if DUA_ENUM == 2
+  vl.n_items = list_counts[bh * shape.nb + m];
+  vl.n_full = list_full[bh * shape.nb + m];
+  vl.items = list_indices + (bh * shape.nb + m) * shape.nb;
+#else
+  int2 tree = (int2)(0, 0);
+#if DUA_TREE == 0
+  tree = dua_tree_range(hr, m, shape.shift, shape.nb);
+#endif
+  vl.n_iv = dua_visit_intervals(m, tree, shape.blk, shape.n_tokens, shape.nb, shape.window, shape.sink,
+                                shape.causal, vl.iv);
+  vl.n_items = 0;
+  for (int i = 0; i < vl.n_iv; i++)
+    vl.n_items += vl.iv[i].y - vl.iv[i].x;
+#if DUA_ENUM == 1
+  vl.bucket_lo = rank_range[2 * (bh * shape.nb + m)];
+  vl.n_interval_items = vl.n_items;
+  vl.n_items += rank_range[2 * (bh * shape.nb + m) + 1] - vl.bucket_lo;
+  vl.order_bh = order + bh * shape.nb;
+#endif
+#endif
+  return vl;
+}
+
 /* Scaled score x of (row, col) with bias and the element mask of attn_fwd.cl. */
 inline float masked_score(float x, int row, int col, int shared, float beta, dua_fwd_shape s) {
   const int extra = dua_token_extra(row, col, s.window, s.sink);
@@ -419,35 +454,10 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   __global const uchar *paths_bh = paths + bh * shape.nb * shape.max_depth;
   __global const uchar *path_m = paths_bh + (long)m * shape.max_depth;
   __global const float *bias_h = level_bias + aux_offsets.s1 + (long)h * bias_stride;
-  (void)order;
-  (void)rank_range;
-  (void)list_counts;
-  (void)list_full;
-  (void)list_indices;
 
   /* ---- the visited key blocks (as attn_fwd.cl) */
-  visit_list vl;
-#if DUA_ENUM == 2
-  vl.n_items = list_counts[bh * shape.nb + m];
-  vl.n_full = list_full[bh * shape.nb + m];
-  vl.items = list_indices + (bh * shape.nb + m) * shape.nb;
-#else
-  int2 tree = (int2)(0, 0);
-#if DUA_TREE == 0
-  tree = dua_tree_range(hr, m, shape.shift, shape.nb);
-#endif
-  vl.n_iv = dua_visit_intervals(m, tree, shape.blk, shape.n_tokens, shape.nb, shape.window, shape.sink,
-                                shape.causal, vl.iv);
-  vl.n_items = 0;
-  for (int i = 0; i < vl.n_iv; i++)
-    vl.n_items += vl.iv[i].y - vl.iv[i].x;
-#if DUA_ENUM == 1
-  vl.bucket_lo = rank_range[2 * (bh * shape.nb + m)];
-  vl.n_interval_items = vl.n_items;
-  vl.n_items += rank_range[2 * (bh * shape.nb + m) + 1] - vl.bucket_lo;
-  vl.order_bh = order + bh * shape.nb;
-#endif
-#endif
+  const visit_list vl =
+      visit_list_begin(m, bh, hr, shape, order, rank_range, list_counts, list_full, list_indices);
 
   /* ---- prologue: Q rows [row0, row0 + BM) into A fragments; warp w owns rows mt * 64 + 16 w .. + 15 of the
    * tile for each m-tile mt < MT. */

@@ -2,8 +2,11 @@
  * (cl/attn_bwd.cl): delta = rowsum(dO O), the dQ pass over query tiles, the dK/dV pass over key tiles with
  * the transposed block lists, the deterministic reduction of the level-bias gradient and, when
  * params.tile_grad is set, of the block-pair gradient; with a token-tree bias (paper mode) the dQ pass also
- * writes the gradient of its per-row scale. The tile comes through the tuning lookup chain (kernel "bwd"). */
-#include "attention/forward_internal.h"
+ * writes the gradient of its per-row scale. The tile comes through the tuning lookup chain (kernel "bwd").
+ * On NVIDIA GPUs whose mma probe passed, fp16 calls without biases or block-pair gradient run the dQ and
+ * dK/dV passes on tensor cores instead (backward_nv_mma.c); delta comes from the portable pre-pass either
+ * way. */
+#include "attention/backward_internal.h"
 #include "attention/token_bias.h"
 #include "tuning/tuning.h"
 
@@ -280,6 +283,74 @@ dua_status dua_attention_backward_ex(dua_context *ctx, dua_layout *l, const dua_
   if (a.err != CL_SUCCESS)
     return dua_fail(ctx, (dua_status)a.err, "%s: dua_attn_bwd_dkdv argument %u", FN, a.index - 1);
   size_t g_kv[3] = {key_tiles * threads, (size_t)l->kv_heads, (size_t)l->batch};
+  /* the tensor-core passes, where they apply (arguments set, nothing enqueued yet) */
+  const dua_tensor *rows[7] = {q, k, v, d_o, dq, dk, dv};
+  int aligned = 1;
+  for (int i = 0; i < 7; i++) {
+    aligned &= dua_elem_offset(rows[i]) % 8 == 0;
+    for (int d = 0; d < 3; d++)
+      aligned &= rows[i]->strides[d] % 8 == 0;
+  }
+  const dua_bwd_call mc = {qm,
+                           km,
+                           vm,
+                           gm,
+                           lm,
+                           scratch,
+                           dqm,
+                           dkm,
+                           dvm,
+                           qs,
+                           ks,
+                           vs,
+                           gs,
+                           dqs,
+                           dks,
+                           dvs,
+                           ls,
+                           in_off,
+                           dq_aux,
+                           kv_aux,
+                           shape,
+                           scale,
+                           scale_log2,
+                           dev->head_rules,
+                           paths,
+                           order,
+                           ranks,
+                           lc,
+                           lf,
+                           li,
+                           dev->tlist_counts,
+                           dev->tlist_full,
+                           dev->tlist_indices,
+                           head_dim,
+                           q->dtype == DUA_F16,
+                           enum_mode,
+                           tree_mode,
+                           l->batch,
+                           l->heads,
+                           l->kv_heads,
+                           l->num_blocks,
+                           l->block,
+                           has_bias || tile_grad != NULL || has_tok,
+                           aligned};
+  cl_kernel m_dq = NULL, m_kv = NULL;
+  size_t mg_dq[3], mg_kv[3], m_local = 0;
+  st = dua_backward_nv_mma(ctx, &mc, &m_dq, &m_kv, mg_dq, mg_kv, &m_local);
+  if (st == DUA_SUCCESS) {
+    size_t ml[3] = {m_local, 1, 1};
+    if ((st = dua_launch(ctx, k_pre, 3, g_pre, NULL, "dua_attn_bwd_pre")) != DUA_SUCCESS ||
+        (st = dua_launch(ctx, m_dq, 3, mg_dq, ml, "dua_attn_bwd_dq_mma")) != DUA_SUCCESS)
+      return st;
+    return dua_launch(ctx, m_kv, 3, mg_kv, ml, "dua_attn_bwd_dkdv_mma");
+  }
+  if (st != DUA_ERROR_UNSUPPORTED) { /* the probe passed but these kernels do not build here */
+    dua_log(ctx, DUA_LOG_WARNING, "tensor-core backward unavailable (%s); using the portable kernels: %s",
+            dua_status_string(st), ctx->last_error);
+    ctx->fast_paths_disabled = 1;
+    ctx->last_error[0] = '\0';
+  }
 
   /* 4. level-bias gradient: fixed-order sum of the partials */
   size_t g_bias[1] = {(size_t)l->heads * (size_t)levels};

@@ -4,8 +4,13 @@
  * the group), tails, fp16, (B,N,H,D) strides, the level-bias gradient, determinism (two runs bit for bit),
  * poisoned outputs fully overwritten, the block-pair gradient (params.tile_grad) against the reference and
  * against d_level_bias, invalid arguments that leave outputs untouched, and tiles of the tuning space (as a
- * tuning database sets them). */
+ * tuning database sets them). tensor_core_cases: fp16 head-dim-64 layouts the NVIDIA tensor-core backward
+ * (attn_bwd_mma.cl) takes where the mma probe passed, and the ones it leaves to the portable kernels (a DEBUG
+ * log line tells which ran); elsewhere they run portable, and with DUA_TEST_MMA_EMULATE=1 the tensor-core
+ * kernels run with their warp instructions emulated (DUA_MMA_EMULATE), so PoCL checks their indexing. */
 #include "test_util.h"
+
+#include "runtime/context_internal.h" /* to force the emulated mma kernels on non-NVIDIA devices */
 
 #include <math.h>
 #include <stdio.h>
@@ -487,16 +492,90 @@ START_TEST(tuned_tiles) {
 }
 END_TEST
 
+/* ---- the tensor-core backward */
+static void count_bwd_mma(dua_log_level level, const char *msg, void *user) {
+  (void)level;
+  if (strstr(msg, "dua_attn_bwd_dq_mma"))
+    ++*(int *)user;
+}
+
+/* _i: 0 = default context (the tensor-core kernels where available), 1 = DUA_NO_MMA=1 */
+START_TEST(tensor_core_cases) {
+  int launches = 0;
+  if (_i)
+    setenv("DUA_NO_MMA", "1", 1);
+  else
+    unsetenv("DUA_NO_MMA");
+  dua_context_options opt;
+  dua_context_options_init(&opt);
+  opt.log = count_bwd_mma;
+  opt.log_user = &launches;
+  opt.log_level = DUA_LOG_DEBUG;
+  dua_context *ctx = NULL;
+  ck_assert_int_eq(dua_context_create(&opt, &ctx), DUA_SUCCESS);
+  const char *emu = getenv("DUA_TEST_MMA_EMULATE");
+  if (!ctx->info.nv_mma_f16 && emu && *emu && strcmp(emu, "0") != 0)
+    ctx->info.nv_mma_f16 = 1; /* backward_nv_mma.c builds the emulated kernels on non-NVIDIA devices */
+  const int possible = ctx->info.nv_mma_f16 && !ctx->fast_paths_disabled;
+  if (_i)
+    ck_assert_msg(!possible, "DUA_NO_MMA=1 did not turn the tensor-core path off");
+  test_rng rng = test_rng_make(205);
+  for (int n_case = 0; n_case < 11; n_case++) {
+    /* 0-1 dense (causal); 2-3 block-diagonal with a tail and N < 64; 4 mixed depths, window, sink, shift,
+     * causal; 5 content paths, GQA 4/2, (B,N,H,D); 6 device lists, GQA 4/1, causal; then the portable ones: 7
+     * level bias, 8 head dim 128, 9 block 32, 10 fp32 */
+    static const int ns[11] = {320, 320, 300, 37, 1000, 512, 420, 256, 256, 256, 256};
+    static const int blks[11] = {64, 128, 128, 64, 128, 64, 64, 64, 64, 32, 64};
+    case_desc c = base_case(ns[n_case], blks[n_case], n_case == 8 ? 128 : 64);
+    dua_layout_desc *d = &c.desc;
+    c.dtype = n_case == 10 ? DUA_F32 : DUA_F16;
+    d->causal = n_case == 1 || n_case == 2 || n_case == 4 || n_case == 6 || n_case >= 7;
+    d->heads = n_case >= 4 ? 4 : 2;
+    d->kv_heads = n_case == 5 ? 2 : n_case == 6 ? 1 : 0;
+    if (n_case >= 2) {
+      for (int h = 0; h < d->heads; h++)
+        c.depths[h] = n_case <= 3 ? -1 : (h % 3) - 1 + (n_case == 4); /* -1..2 */
+      d->depths = c.depths;
+    }
+    if (n_case == 4)
+      d->window = 33, d->sink = 9, d->shift = 1;
+    if (n_case == 5) {
+      const int nb = (d->seq_len + d->block - 1) / d->block, D = 3; /* nb 8, arity 2 */
+      c.paths = malloc((size_t)d->batch * d->heads * nb * D);
+      for (int i = 0; i < d->batch * d->heads * nb * D; i++)
+        c.paths[i] = (uint8_t)test_rng_int(&rng, 0, 1);
+      d->paths = c.paths;
+      c.bnhd = 1;
+    }
+    c.algo = n_case == 6 ? DUA_ALGO_LIST : DUA_ALGO_AUTO;
+    c.with_bias = n_case == 7;
+    const int before = launches;
+    run_case(ctx, &c, &rng);
+    const int want = possible && n_case < 7 ? 2 : 0; /* check_case runs the backward twice */
+    ck_assert_msg(launches - before == want, "case %d: tensor-core backward launched %d times, expected %d",
+                  n_case, launches - before, want);
+    free(c.paths);
+  }
+  dua_context_destroy(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("backward");
   TCase *tc = tcase_create("core");
   tcase_set_timeout(tc, 1200);
-  tcase_add_test(tc, dense_and_block_diagonal);
-  tcase_add_loop_test(tc, random_layouts, 0, 4);
-  tcase_add_test(tc, tile_gradient);
-  tcase_add_test(tc, caller_lists_with_empty_rows);
-  tcase_add_test(tc, invalid_arguments_leave_outputs_untouched);
-  tcase_add_test(tc, tuned_tiles);
+  const char *only = getenv("DUA_TEST_ONLY"); /* developer filter: substring of a test name */
+#define ADD(fn, n)                                                                                           \
+  if (!only || strstr(#fn, only))                                                                            \
+    tcase_add_loop_test(tc, fn, 0, n);
+  ADD(dense_and_block_diagonal, 1)
+  ADD(random_layouts, 4)
+  ADD(tile_gradient, 1)
+  ADD(caller_lists_with_empty_rows, 1)
+  ADD(invalid_arguments_leave_outputs_untouched, 1)
+  ADD(tuned_tiles, 1)
+  ADD(tensor_core_cases, 2)
+#undef ADD
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }
