@@ -2,17 +2,21 @@
  * m16n8k16 f16 x f16 -> f32), the two passes of attn_bwd.cl on tensor cores. Built after attn_fwd_mma.cl
  * (its warp-instruction helpers, tile loader and forward enumeration), with MT = 1 and fp16 storage.
  *
- *   dua_attn_bwd_dq_mma:    a work-group of 4 warps owns 64 query rows (16 per warp) of one (batch, query
- * head) and walks the forward's visited key tiles (64 keys): S = Q K^T, dP = dO V^T, P = exp2(S scale - LSE),
- * dS = P (dP - delta), dQ += dS K; dQ = scale dQ. dua_attn_bwd_dkdv_mma:  a work-group owns 64 keys (16 per
- * warp) of one (batch, K/V head) and walks, for each query head of its GQA group, the query blocks of the
- * transposed list in tiles of 64 rows: S^T = K Q^T, dP^T = V dO^T, P^T and dS^T as above, dV += P^T dO, dK +=
- * dS^T Q; dK = scale dK. delta = rowsum(dO O) comes from dua_attn_bwd_pre (attn_bwd.cl). Q and dO (dq pass)
- * or K and V (dkdv pass) stay in registers as A fragments; the streamed tiles are staged in local memory with
- * cp.async; P and dS are rounded to f16 and re-packed from C into A fragments (as the forward's P), sums stay
- * fp32. Same masks, skips, GQA, tails and empty rows as attn_bwd.cl; no level bias, block-pair gradient or
- * token-tree bias (the host runs the portable kernels for those). Requirements checked by the host
- * (backward_nv_mma.c): fp16, HEAD_DIM 64, block >= 64, rows 16-byte aligned. */
+ * dua_attn_bwd_dq_mma: a work-group of 4 warps owns 64 query rows (16 per warp) of one (batch, query head)
+ * and walks the forward's visited key tiles (64 keys): S = Q K^T, dP = dO V^T, P = exp2(S scale - LSE),
+ * dS = P (dP - delta), dQ += dS K; dQ = scale dQ.
+ *
+ * dua_attn_bwd_dkdv_mma: a work-group owns 64 keys (16 per warp) of one (batch, K/V head) and walks, for each
+ * query head of its GQA group, the query blocks of the transposed list in tiles of 64 rows: S^T = K Q^T,
+ * dP^T = V dO^T, P^T and dS^T as above, dV += P^T dO, dK += dS^T Q; dK = scale dK.
+ *
+ * delta = rowsum(dO O) comes from dua_attn_bwd_pre (attn_bwd.cl). Q and dO (dq pass) or K and V (dkdv pass)
+ * stay in registers as A fragments; the streamed tiles are staged in local memory with cp.async, one buffer
+ * each (two, loading tile j + 1 while tile j is used, measured 8% slower on an H100: bench/NOTES-mma.md); P
+ * and dS are rounded to f16 and re-packed from C into A fragments (as the forward's P), sums stay fp32. Same
+ * masks, skips, GQA, tails and empty rows as attn_bwd.cl; no level bias, block-pair gradient or token-tree
+ * bias (the host runs the portable kernels for those). Requirements checked by the host (backward_nv_mma.c):
+ * fp16, HEAD_DIM 64, block >= 64, rows 16-byte aligned. */
 
 #if DUA_TF32 || MT != 1 || BN != 64
 #error "attn_bwd_mma.cl needs attn_fwd_mma.cl built for fp16 with MT 1 (64-row tiles)"
