@@ -228,10 +228,20 @@ Tunable kernels (`kernel` below) and their parameters, in order:
   "decode_split"  dua_decode's split-KV thresholds: waves, minunit, maxspl. A call with G work-groups per
                   split (sequences x KV heads x head chunks) is split into ceil(waves x compute units / G)
                   parts, at most (key units of its longest context) / minunit and maxspl, at least 1.
+  "fwd_mma"       the NVIDIA tensor-core forward (fp16; fp32 is its tf32 variant, used only with
+                  dua_attention_params.allow_tf32 = 1; head dims 64 and 128): mt, mt_cs = m-tiles of 16 query
+                  rows per warp (1 or 2; a work-group is 4 warps, 64 x MT rows) for most calls (mt) and for
+                  causal layouts whose trees visit <= 8 key blocks per query block, the mean over heads before
+                  causality (mt_cs). MT 2 needs a layout block >= 128: where a value of 2 does not fit a call,
+                  that call runs MT 1. Compiled default (NVIDIA): mt 2 for head dim 64, else 1; mt_cs 1. Only
+                  where the kernel runs (NVIDIA inline PTX: the mma.sync probe for that dtype passed, fast
+                  paths on): elsewhere dua_context_set_tuning refuses it, dua_context_get_tuning fails with
+                  DUA_ERROR_UNSUPPORTED and dua_tuning_candidates lists nothing.
 For the decode kernels, `dtype` is the KV cache's dtype. Each value comes from the first of:
   1. developer environment variables: DUA_FWD_TILE="bm,bn,tm,tn" for "fwd"; DUA_DECODE_KERNEL and
      DUA_DECODE_TILE for "decode"/"decode_gqa", DUA_DECODE_SPLITS (a fixed split count) for
-     "decode_split" (an invalid value fails the call),
+     "decode_split" (an invalid value fails the call); DUA_MMA_MT=1|2 for both of "fwd_mma"'s values
+     (another value is ignored with a warning through the log),
   2. dua_context_set_tuning (this context's override),
   3. the tuning database file: $DUA_TUNING_FILE if set, else $XDG_DATA_HOME/dua/tuning.json, else
      ~/.local/share/dua/tuning.json; read once per context; entries match on kernel, dtype, head dim,
@@ -246,7 +256,7 @@ device as needed). */
 #define DUA_TUNING_MAX_PARAMS 8
 
 typedef enum dua_tuning_source {
-  DUA_TUNING_DEVELOPER_ENV = 0, /* DUA_FWD_TILE, DUA_DECODE_KERNEL/TILE/SPLITS */
+  DUA_TUNING_DEVELOPER_ENV = 0, /* DUA_FWD_TILE, DUA_DECODE_KERNEL/TILE/SPLITS, DUA_MMA_MT */
   DUA_TUNING_OVERRIDE = 1,      /* dua_context_set_tuning */
   DUA_TUNING_FILE = 2,          /* the tuning database */
   DUA_TUNING_BUILTIN = 3,       /* compiled per-vendor defaults */
@@ -259,22 +269,27 @@ typedef struct dua_tuning_info {
   char param_names[DUA_TUNING_MAX_PARAMS][8];    /* "bm", "bn", ... */
   int32_t default_params[DUA_TUNING_MAX_PARAMS]; /* the compiled default (built-in or generic) */
   dua_tuning_source source;
-  char origin[600];  /* "env DUA_FWD_TILE", "override", "file <path>", "built-in <vendor>", "generic" */
+  char origin[600];  /* "env DUA_FWD_TILE" (or another variable), "override", "file <path>", "built-in
+                      * <vendor>", "generic" */
   char file[512];    /* the database file consulted ("" when none exists) */
   char warning[512]; /* why that file was refused, "" when it was read (or absent) */
 } dua_tuning_info;
 
 /* Sets (num_params > 0) or clears (num_params == 0, params may be NULL) this context's parameters for
- * kernel ("fwd", "bwd", "decode", "decode_gqa" or "decode_split"), dtype and head dim. Refuses
+ * kernel ("fwd", "bwd", "decode", "decode_gqa", "decode_split" or "fwd_mma"), dtype and head dim. Refuses
  * (DUA_ERROR_INVALID_ARGUMENT, message naming the value) an unknown kernel, a wrong count, out-of-range
  * values or parameters no call could use on this device (tiles: no layout block; decode plans: the
- * kernels' divisibility rules or the work-group size). */
+ * kernels' divisibility rules or the work-group size; "fwd_mma": the kernel does not run here for that
+ * dtype and head dim). */
 DUA_API dua_status dua_context_set_tuning(dua_context *ctx, const char *kernel, dua_dtype dtype, int head_dim,
                                           const int32_t *params, int num_params);
 
 /* The parameters kernel would use for dtype, head dim and layout block, and where they come from. For the
  * decode kernels layout_block is only checked (a power of two 16..256) and the parameters are those before a
- * call's fitting: a call that cannot run them as given uses the next source. */
+ * call's fitting: a call that cannot run them as given uses the next source. For "fwd_mma" they are what a
+ * call with that block runs (a 2 becomes 1 below block 128; default_params likewise), and where the kernel
+ * does not run (another device or dtype, head dim, block < 64) the call fails with DUA_ERROR_UNSUPPORTED
+ * saying why. */
 DUA_API dua_status dua_context_get_tuning(dua_context *ctx, const char *kernel, dua_dtype dtype, int head_dim,
                                           int layout_block, dua_tuning_info *info);
 
@@ -282,7 +297,8 @@ DUA_API dua_status dua_context_get_tuning(dua_context *ctx, const char *kernel, 
  * params[i * num_params ...] for i < max_candidates) that the device limits (local memory, work-group size,
  * preferred work-group multiple), the kernels' rules and the layout block allow; *count gets the total,
  * which may exceed max_candidates. params may be NULL to count. Decode plans are checked against local
- * memory with the smallest bitmap (contexts up to 256 key units); "decode_split" lists powers of two. */
+ * memory with the smallest bitmap (contexts up to 256 key units); "decode_split" lists powers of two;
+ * "fwd_mma" lists mt x mt_cs in 1..2 (1 only below block 128), none where the kernel does not run. */
 DUA_API dua_status dua_tuning_candidates(dua_context *ctx, const char *kernel, dua_dtype dtype, int head_dim,
                                          int layout_block, int32_t *params, int max_candidates, int *count);
 

@@ -1,7 +1,7 @@
 /* dua-info: lists every OpenCL platform and device with the probed capabilities, the fast paths dua would
  * use, the tuned parameters of each kernel (forward and backward tiles, decode plans, decode split-KV
- * thresholds) and where they come from (the tuning lookup chain), the program cache directory and the host
- * topology (hwloc). --json prints the same for machines. */
+ * thresholds, the tensor-core forward's m-tiles per warp) and where they come from (the tuning lookup chain),
+ * the program cache directory and the host topology (hwloc). --json prints the same for machines. */
 #include "dua.h"
 
 #include <stdio.h>
@@ -46,9 +46,10 @@ static const char *mma_path(const dua_device_info *d, int disabled) {
 }
 
 /* Tuned parameters per kernel, dtype (fp32, fp16) and head dim, for layout block 128; ok = 0 where the lookup
- * failed. */
-#define NKERNELS 5
-static const char *const tune_kernels[NKERNELS] = {"fwd", "bwd", "decode", "decode_gqa", "decode_split"};
+ * failed (fwd_mma: also where the tensor-core forward does not run, saying why). */
+#define NKERNELS 6
+static const char *const tune_kernels[NKERNELS] = {"fwd",        "bwd",          "decode",
+                                                   "decode_gqa", "decode_split", "fwd_mma"};
 static const int tune_dims[4] = {32, 64, 96, 128};
 typedef struct tunings {
   dua_tuning_info t[NKERNELS][2][4];
@@ -79,16 +80,27 @@ static const char *decode_kernel(const dua_tuning_info *t, const int32_t *params
 
 static void print_tunings_text(const tunings *tu) {
   static const char *const what[NKERNELS] = {
-      "portable forward tile, layout block 128", "portable backward tile, layout block 128",
+      "portable forward tile, layout block 128",
+      "portable backward tile, layout block 128",
       "decode plan, one query row per work-group; dtype = KV cache",
-      "decode plan, several rows per work-group (GQA, tokens > 1)", "decode split-KV thresholds"};
+      "decode plan, several rows per work-group (GQA, tokens > 1)",
+      "decode split-KV thresholds",
+      "tensor-core forward (NVIDIA; fp32: tf32), layout block 128: m-tiles of 16 query rows per warp; mt_cs: "
+      "causal layouts visiting <= 8 blocks per row"};
   printf("  tuned parameters    (kernel dtype head dim: values; source)\n");
   for (int k = 0; k < NKERNELS; k++) {
-    const dua_tuning_info *t = &tu->t[k][0][1];
+    const dua_tuning_info *t = &tu->t[k][0][1]; /* the names: of a lookup that worked */
+    for (int f = 0; f < 2 && !t->num_params; f++)
+      for (int i = 0; i < 4 && !t->num_params; i++)
+        t = &tu->t[k][f][i];
     printf("    %-12s  ", tune_kernels[k]);
     for (int j = 0; j < t->num_params; j++) /* a decode plan's "staged" is printed as its kernel's name */
       printf("%s%s", j ? "," : "", strcmp(t->param_names[j], "staged") ? t->param_names[j] : "kernel");
     printf("  (%s)\n", what[k]);
+    if (!t->num_params) { /* no lookup worked (fwd_mma where the kernel does not run): one line, why */
+      printf("    %-12s  none on this device: %s\n", tune_kernels[k], tu->error[k][1][1]);
+      continue;
+    }
     for (int f = 0; f < 2; f++)
       for (int i = 0; i < 4; i++) {
         t = &tu->t[k][f][i];
@@ -248,7 +260,7 @@ int main(int argc, char **argv) {
              "Environment: DUA_DEVICE (default device), DUA_NO_MMA=1, DUA_CACHE=0, DUA_CACHE_DIR, "
              "DUA_CL_DIR,\n"
              "DUA_TUNING_FILE (tuning database; else $XDG_DATA_HOME/dua/tuning.json), DUA_FWD_TILE,\n"
-             "DUA_DECODE_KERNEL, DUA_DECODE_TILE, DUA_DECODE_SPLITS.\n");
+             "DUA_DECODE_KERNEL, DUA_DECODE_TILE, DUA_DECODE_SPLITS, DUA_MMA_MT.\n");
       return 0;
     } else {
       fprintf(stderr, "dua-info: unknown argument \"%s\" (try --help)\n", argv[i]);

@@ -1,13 +1,16 @@
 /* dua-tune: per-device autotuning of dua's kernels: the portable forward's and backward's tiles (bm, bn, tm,
- * tn) and the paged-KV decode's plan (kernel variant, tile, work-items, rows) and split-KV thresholds. Runs
- * the compiled default configuration as the reference, then candidates from the device's parameter space
- * (dua_tuning_candidates: every one, or a seeded random fraction; the decode kernels include the warp kernel
- * where it runs natively; decode candidates that give the same launch plan on every problem are timed once),
+ * tn), the NVIDIA tensor-core forward's m-tiles per warp (mt, mt_cs) and the paged-KV decode's plan (kernel
+ * variant, tile, work-items, rows) and split-KV thresholds. Runs the compiled default configuration as the
+ * reference, then candidates from the device's parameter space (dua_tuning_candidates: every one, or a seeded
+ * random fraction; the decode kernels include the warp kernel where it runs natively; decode and tensor-core
+ * candidates that give the same launch plan on every problem are timed once),
  * checks each candidate's outputs against the reference on every problem shape, times it with profiling
  * events (warm-up, median of reps), shows a progress bar with an ETA on stderr, and writes the best
  * configuration into the tuning database (merged with the file's other entries, through a temporary file and
  * rename). */
 #include "dua_tune.h"
+#include "attention/forward_internal.h" /* dua_forward_mma_plan */
+#include "runtime/context_internal.h"   /* DUA_TUNING_EMULATED_MMA: the tensor-core forward forced on */
 #include "tuning/tuning_db.h"
 
 #include <errno.h>
@@ -26,13 +29,22 @@
 static void usage(FILE *f) {
   fprintf(
       f,
-      "usage: dua-tune --kernel fwd|bwd|decode --dtype fp32|fp16 --dim D --n N [N...] --depth d [d...]\n"
-      "                [--batch B [B...]] [--heads H] [--kv-heads H] [--block BLK] [--arity P]\n"
-      "                [--tokens T] [--page P] [--device SEL] [--fraction F] [--seed S] [--out FILE]\n"
-      "                [--max-minutes M] [--reps R] [--warmup W] [--min-gain G]\n"
-      "Tunes one kernel for one dtype and head dim over the problem shapes N x depth x batch (positional\n"
-      "tree layout; block BLK = 128, arity 2 by default):\n"
+      "usage: dua-tune --kernel fwd|fwd_mma|bwd|decode --dtype fp32|fp16 --dim D --n N [N...]\n"
+      "                --depth d [d...] [--batch B [B...]] [--causal C [C...]] [--heads H] [--kv-heads H]\n"
+      "                [--block BLK] [--arity P] [--tokens T] [--page P] [--device SEL] [--fraction F]\n"
+      "                [--seed S] [--out FILE] [--max-minutes M] [--reps R] [--warmup W] [--min-gain G]\n"
+      "Tunes one kernel for one dtype and head dim over the problem shapes N x depth x batch x causal\n"
+      "(positional tree layout; block BLK = 128, arity 2 by default; --causal 0 1 gives both, default 0;\n"
+      "fwd, fwd_mma and bwd):\n"
       "  fwd     the portable forward's tile (bm, bn, tm, tn); batch 1, heads 2 by default\n"
+      "  fwd_mma the NVIDIA tensor-core forward (head dims 64, 128): mt, mt_cs = m-tiles of 16 query rows\n"
+      "          per warp (1 or 2; 2 needs BLK >= 128) for most calls and for causal layouts visiting\n"
+      "          <= 8 blocks per row (tune mt_cs with causal shapes: depth -1 visits 1, depth D - 3\n"
+      "          visits 8); fp32 means the tf32 variant (allow_tf32 = 1). Only where the kernel runs\n"
+      "          (NVIDIA, the mma.sync probe for that dtype passed); DUA_TUNING_EMULATED_MMA=1 runs it\n"
+      "          emulated elsewhere (tests: very slow). Candidates that give the same MT on every problem\n"
+      "          are timed once (the one nearest the default: a class no problem exercises keeps the\n"
+      "          default's value)\n"
       "  bwd     the portable backward's tile (bm, bn, tm, tn, both passes), timing dua_attention_backward\n"
       "          after one forward; batch 1, heads 2 by default\n"
       "  decode  dua_decode on a paged KV cache: B sequences (default 4) of N context tokens, page P tokens\n"
@@ -42,18 +54,19 @@ static void usage(FILE *f) {
       "          DUA_TUNING_EMULATED_WARP=1, emulated and slow: tests); tile (warp: keys per batch of a\n"
       "          warp), threads; + rows when a work-group serves several query rows: GQA or T > 1, entry\n"
       "          \"decode_gqa\", else \"decode\"), then with the best plan the split-KV thresholds\n"
-      "          (\"decode_split\": waves, minunit, maxspl: a call splits while its work-groups are fewer "
-      "than\n"
-      "          waves x compute units, each split at least minunit key units, at most maxspl splits;\n"
+      "          (\"decode_split\": waves, minunit, maxspl: a call splits while its work-groups are fewer\n"
+      "          than waves x compute units, each split at least minunit key units, at most maxspl splits;\n"
       "          its reference is the best plan's compiled thresholds: the warp kernel has its own). One\n"
       "          \"decode_split\" entry per dtype and head dim serves both plan entries: the last run's\n"
       "          stays.\n"
       "          Candidates that give the same launch plan (and split counts) on every problem as one\n"
-      "          already timed are skipped; a plan a problem cannot run as given is never launched.\n"
+      "          already timed are skipped; a plan a problem cannot run as given is never launched.\n");
+  fprintf(
+      f,
       "The compiled default configuration is the reference (the database in effect is not read while\n"
       "tuning); every candidate's outputs (fwd, decode: O and LSE; bwd: dQ, dK, dV) must match it within\n"
-      "fp32: 1e-4 + 1e-3 |ref|, fp16: 2e-3 + 1e-2 |ref| (fp16 stores results rounded to half, so another\n"
-      "summation order moves them by about one half ulp), else it is rejected. Candidates: every\n"
+      "fp32: 1e-4 + 1e-3 |ref|, fp16 and tf32: 2e-3 + 1e-2 |ref| (fp16 stores results rounded to half, so\n"
+      "another summation order moves them by about one half ulp), else it is rejected. Candidates: every\n"
       "configuration the device allows (local memory, work-group size, preferred multiple, the kernels'\n"
       "divisibility rules), or a random --fraction F of them (seed --seed, default 1; the split thresholds\n"
       "are always searched whole). Time per candidate: --warmup calls (default 1), then the median device\n"
@@ -65,8 +78,8 @@ static void usage(FILE *f) {
       "is kept only if its score is still below 1 - G and no shape is more than G slower, else the entry\n"
       "stores the default (decode: the same for both entries together against the compiled defaults), so\n"
       "a tuned entry is never slower than the default beyond G. --out: the database to merge into\n"
-      "(default: DUA_TUNING_FILE, else\n"
-      "$XDG_DATA_HOME/dua/tuning.json, else ~/.local/share/dua/tuning.json; the directory is created).\n");
+      "(default: DUA_TUNING_FILE, else $XDG_DATA_HOME/dua/tuning.json, else\n"
+      "~/.local/share/dua/tuning.json; the directory is created).\n");
 }
 
 static double now_s(void) {
@@ -245,10 +258,35 @@ static dua_status set_params(const tuner *t, const stage *s, const int32_t *para
   return dua_context_set_tuning(t->ctx, s->kernel, t->dtype, t->dim, params, params ? s->ti.num_params : 0);
 }
 
-/* Decode: the launch plan of every problem under the current settings; -1 if some problem does not take the
- * stage's override (it does not fit that call: never launched). */
+/* The tensor-core forward's MT for problem p under the current settings, and its source; exits when the
+ * problem would run the portable kernel (the kernel stopped running: a failed build turns the fast paths off,
+ * with a warning). */
+static int mma_plan(const tuner *t, const problem *p, dua_tuning_source *source) {
+  const int mt = dua_forward_mma_plan(t->ctx, p->layout, t->dim, t->dtype == DUA_F16, source, NULL, 0);
+  if (!mt) {
+    fprintf(stderr, "dua-tune: N %d depth %d batch %d%s would not run the tensor-core forward%s\n", p->n,
+            p->depth, p->batch, p->causal ? " causal" : "",
+            t->ctx->fast_paths_disabled ? " (it failed and the fast paths were turned off: see the warnings)"
+                                        : "");
+    exit(1);
+  }
+  return mt;
+}
+
+/* Decode and the tensor-core forward: the launch plan of every problem under the current settings (the
+ * forward: its MT); -1 if some problem does not take the stage's override (it does not fit that call: never
+ * launched). */
 static int plan_key(const tuner *t, const stage *s, problem *pr, int nprob, int want_override, int32_t *key) {
   for (int i = 0; i < nprob; i++) {
+    if (t->mma) {
+      dua_tuning_source src;
+      int32_t *k = key + (size_t)i * KEY_INTS;
+      memset(k, 0, KEY_INTS * sizeof *k);
+      k[0] = mma_plan(t, &pr[i], &src);
+      if (want_override && src != DUA_TUNING_OVERRIDE)
+        return -1;
+      continue;
+    }
     dua_decode_plan_info pi;
     tune_check(t->ctx, problem_decode_plan(t, &pr[i], &pi), "dua_decode_plan_get");
     if (want_override && (s->split ? pi.split_source : pi.source) != DUA_TUNING_OVERRIDE)
@@ -282,7 +320,7 @@ static void run_stage(tuner *t, problem *pr, int nprob, double fraction, double 
   s->t0 = now_s();
   tune_check(ctx, dua_context_get_tuning(ctx, s->kernel, t->dtype, t->dim, t->block, &s->ti),
              "dua_context_get_tuning");
-  const int np = s->ti.num_params, decode = t->kind == TUNE_DECODE;
+  const int np = s->ti.num_params, decode = t->kind == TUNE_DECODE, plans = decode || t->mma;
   if (s->split) {
     /* the compiled thresholds depend on the plan that runs (the plan stage's best, in place now): the warp
      * kernel has its own, scaled by the query rows per work-group; the reference is what the problems use
@@ -322,7 +360,7 @@ static void run_stage(tuner *t, problem *pr, int nprob, double fraction, double 
   for (int i = 0; i < space; i++)
     if (memcmp(cands + (size_t)(1 + i) * np, cands, psz))
       memmove(cands + (size_t)(1 + m++) * np, cands + (size_t)(1 + i) * np, psz);
-  if (decode) {
+  if (plans) {
     /* one candidate per distinct launch plan (the one nearest the default in log2 steps), only those every
      * problem can run as given */
     sort_ref = cands, sort_np = np;
@@ -368,7 +406,7 @@ static void run_stage(tuner *t, problem *pr, int nprob, double fraction, double 
 
   char text[256];
   fmt_params(&s->ti, s->ti.default_params, text, sizeof text);
-  if (decode)
+  if (plans)
     fprintf(stderr,
             "dua-tune: %s: default %s (%s); %d of the %d candidates with distinct launch plans (%d in the "
             "space)\n",
@@ -439,6 +477,8 @@ static void run_stage(tuner *t, problem *pr, int nprob, double fraction, double 
           pr[i].best_ms = pr[i].cand_ms;
       }
     }
+    if (t->mma)
+      mma_plan(t, &pr[0], NULL); /* still the tensor-core kernel */
     progress(s->kernel, c + 1, count, s->t0, s->best_total, s->default_total);
   }
   fprintf(stderr, "\n");
@@ -501,6 +541,7 @@ int main(int argc, char **argv) {
   const char *kernel = "fwd", *device = NULL, *out = NULL;
   dua_dtype dtype = DUA_F32;
   int dim = 64, ns[MAXV], nn = 0, depths[MAXV], nd = 0, batches[MAXV], nb = 0, heads = -1, kv_heads = 0;
+  int causals[MAXV], nc = 0;
   int block = 128, arity = 2, tokens = 1, page = 16, reps = 5, warmup = 1;
   double fraction = 1.0, max_minutes = 10.0, min_gain = 0.02;
   uint64_t seed = 1;
@@ -510,9 +551,11 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage(stdout);
       return 0;
-    } else if ((!strcmp(a, "--n") || !strcmp(a, "--depth") || !strcmp(a, "--batch")) && more) {
-      int *dst = a[2] == 'n' ? ns : a[2] == 'd' ? depths : batches;
-      int *cnt = a[2] == 'n' ? &nn : a[2] == 'd' ? &nd : &nb;
+    } else if ((!strcmp(a, "--n") || !strcmp(a, "--depth") || !strcmp(a, "--batch") ||
+                !strcmp(a, "--causal")) &&
+               more) {
+      int *dst = a[2] == 'n' ? ns : a[2] == 'd' ? depths : a[2] == 'b' ? batches : causals;
+      int *cnt = a[2] == 'n' ? &nn : a[2] == 'd' ? &nd : a[2] == 'b' ? &nb : &nc;
       while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
         if (*cnt >= MAXV)
           tune_die("too many values for", a);
@@ -567,14 +610,15 @@ int main(int argc, char **argv) {
     }
   }
   tune_kind kind;
-  if (!strcmp(kernel, "fwd"))
+  const int mma = !strcmp(kernel, "fwd_mma");
+  if (!strcmp(kernel, "fwd") || mma)
     kind = TUNE_FWD;
   else if (!strcmp(kernel, "bwd"))
     kind = TUNE_BWD;
   else if (!strcmp(kernel, "decode"))
     kind = TUNE_DECODE;
   else
-    tune_die("--kernel must be fwd, bwd or decode, not", kernel);
+    tune_die("--kernel must be fwd, fwd_mma, bwd or decode, not", kernel);
   if (heads < 0)
     heads = kind == TUNE_DECODE ? 4 : 2;
   if (kv_heads == 0)
@@ -585,20 +629,27 @@ int main(int argc, char **argv) {
     depths[nd++] = 0;
   if (nb == 0)
     batches[nb++] = kind == TUNE_DECODE ? 4 : 1;
+  if (nc == 0)
+    causals[nc++] = 0;
   int bad_batch = 0;
   for (int i = 0; i < nb; i++)
     bad_batch |= batches[i] < 1;
+  for (int i = 0; i < nc; i++)
+    if (causals[i] != 0 && causals[i] != 1)
+      tune_die("--causal takes 0 and/or 1", NULL);
+  if (kind == TUNE_DECODE && (nc > 1 || causals[0]))
+    tune_die("--causal is for fwd, fwd_mma and bwd (decode problems are causal by construction)", NULL);
   if (!(fraction > 0 && fraction <= 1) || !(max_minutes > 0) || reps < 1 || reps > 64 || warmup < 0 ||
       !(min_gain >= 0 && min_gain < 1) || bad_batch || heads < 1 || kv_heads < 1 || heads % kv_heads ||
-      tokens < 1 || tokens > 4 || nn * nd * nb > DUA_TUNING_MAX_SHAPES)
+      tokens < 1 || tokens > 4 || nn * nd * nb * nc > DUA_TUNING_MAX_SHAPES)
     tune_die(
         "need 0 < --fraction <= 1, --max-minutes > 0, 1 <= --reps <= 64, --warmup >= 0, 0 <= --min-gain "
         "< 1, --batch/--heads >= 1, --kv-heads dividing --heads, 1 <= --tokens <= 4 and at most 64 shapes",
         NULL);
   /* the developer variables would replace what is tuned */
   static const char *const dev_env[] = {"DUA_FWD_TILE", "DUA_DECODE_KERNEL", "DUA_DECODE_TILE",
-                                        "DUA_DECODE_SPLITS"};
-  for (int i = 0; i < 4; i++) {
+                                        "DUA_DECODE_SPLITS", "DUA_MMA_MT"};
+  for (int i = 0; i < 5; i++) {
     const char *v = getenv(dev_env[i]);
     if (v && *v)
       tune_die("unset the developer override first", dev_env[i]);
@@ -619,9 +670,10 @@ int main(int argc, char **argv) {
   dua_context_options co;
   dua_context_options_init(&co);
   co.selector = device;
-  /* fwd/bwd: the portable kernels are what is tuned (the tensor-core forward is not); decode: the library's
-   * own choice is the reference, and on NVIDIA that is the warp kernel, which needs the fast paths on */
-  co.disable_fast_paths = kind != TUNE_DECODE;
+  /* fwd/bwd: the portable kernels are what is tuned (the tensor-core forward is tuned as fwd_mma); decode:
+   * the library's own choice is the reference, and on NVIDIA that is the warp kernel, which needs the fast
+   * paths on; fwd_mma needs them too */
+  co.disable_fast_paths = kind != TUNE_DECODE && !mma;
   dua_context *ctx = NULL;
   dua_status st = dua_context_create(&co, &ctx);
   if (st != DUA_SUCCESS) {
@@ -631,26 +683,48 @@ int main(int argc, char **argv) {
   }
   dua_device_info info;
   dua_context_device_info(ctx, &info);
+  if (mma) {
+    const char *emu = getenv("DUA_TUNING_EMULATED_MMA");
+    if (emu && !strcmp(emu, "1") && !ctx->fast_paths_disabled && !dua_device_is_nvidia(&info)) {
+      /* the kernel emulated in plain OpenCL (forward_nv_mma.c builds it so on devices that are not NVIDIA's):
+       * for tests, very slow */
+      ctx->info.nv_mma_f16 = ctx->info.nv_mma_tf32 = 1;
+      fprintf(stderr, "dua-tune: DUA_TUNING_EMULATED_MMA=1: the tensor-core forward runs emulated on %s\n",
+              info.name);
+    }
+    dua_tuning_info ti;
+    if (dua_context_get_tuning(ctx, "fwd_mma", dtype, dim, block, &ti) != DUA_SUCCESS) {
+      fprintf(stderr,
+              "dua-tune: --kernel fwd_mma: nothing to tune on %s: %s\n(DUA_TUNING_EMULATED_MMA=1 runs the "
+              "kernel emulated where it does not run natively: for tests, very slow)\n",
+              info.name, dua_context_last_error(ctx));
+      dua_context_destroy(ctx);
+      return 1;
+    }
+  }
   static tuner t;
   t.ctx = ctx, t.queue = dua_context_cl_queue(ctx), t.kind = kind, t.dtype = dtype, t.dim = dim;
   t.block = block, t.arity = arity, t.heads = heads, t.kv_heads = kv_heads, t.tokens = tokens, t.page = page;
   t.reps = reps, t.warmup = warmup, t.atol = 1e-4, t.rtol = 1e-3;
-  if (dtype == DUA_F16)
+  t.mma = mma, t.tf32 = mma && dtype == DUA_F32;
+  if (dtype == DUA_F16 || t.tf32) /* tf32: 10-bit mantissas, as f16 */
     t.atol = 2e-3, t.rtol = 1e-2;
   cl_command_queue_properties props = 0;
   clGetCommandQueueInfo(t.queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
   t.events = (props & CL_QUEUE_PROFILING_ENABLE) != 0;
 
   /* problems: seeded random inputs; the default's outputs become the reference */
-  const int nprob = nn * nd * nb;
+  const int nprob = nn * nd * nb * nc;
   problem *pr = calloc((size_t)nprob, sizeof *pr);
   if (!pr)
     tune_die("out of memory", NULL);
   uint64_t is = seed ^ 0xD1A7u;
-  for (int a = 0; a < nn; a++)
-    for (int b = 0; b < nd; b++)
-      for (int c = 0; c < nb; c++)
-        problem_make(&t, &pr[(a * nd + b) * nb + c], ns[a], depths[b], batches[c], &is);
+  for (int e = 0; e < nc; e++) /* causal outermost: the non-causal problems first */
+    for (int a = 0; a < nn; a++)
+      for (int b = 0; b < nd; b++)
+        for (int c = 0; c < nb; c++)
+          problem_make(&t, &pr[((e * nn + a) * nd + b) * nb + c], ns[a], depths[b], batches[c], causals[e],
+                       &is);
 
   stage stages[2];
   int nstages = 1;
@@ -765,7 +839,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nprob; i++) {
       dua_tuning_shape *sh = &e.shapes[i];
       sh->n = pr[i].n, sh->depth = layout_depth(&pr[i], block, arity), sh->block = block;
-      sh->batch = pr[i].batch, sh->heads = heads;
+      sh->batch = pr[i].batch, sh->heads = heads, sh->causal = pr[i].causal;
       if (kind == TUNE_DECODE)
         sh->kv_heads = kv_heads, sh->tokens = tokens, sh->page = page;
       sh->best_ms = sg->best_ms[i], sh->default_ms = sg->default_ms[i];
@@ -788,7 +862,7 @@ int main(int argc, char **argv) {
     printf("entry       %s (%.1f s)\n", sg->kernel, sg->spent);
     printf("candidates  %d timed, %d rejected (outside tolerance), %d failed to run, of %d in the space",
            sg->tried, sg->rejected, sg->failed, sg->space + 1);
-    if (kind == TUNE_DECODE)
+    if (kind == TUNE_DECODE || mma)
       printf(" (%d gave a launch plan already timed, %d did not fit a problem as given)", sg->same_plan,
              sg->no_fit);
     printf("%s\n", sg->stopped ? " (stopped by --max-minutes)" : "");
@@ -803,8 +877,8 @@ int main(int argc, char **argv) {
            "alternately, median of 3 rounds)\n",
            overall_best, overall_default, overall_default / overall_best);
   for (int i = 0; i < nprob; i++) {
-    printf("  N %6d depth %2d batch %3d   default %9.3f ms", pr[i].n, pr[i].depth, pr[i].batch,
-           stages[0].default_ms[i]);
+    printf("  N %6d depth %2d batch %3d%s   default %9.3f ms", pr[i].n, pr[i].depth, pr[i].batch,
+           pr[i].causal ? " causal" : "", stages[0].default_ms[i]);
     for (int s = 0; s < nstages; s++)
       printf("   %s %9.3f ms", nstages > 1 ? stages[s].kernel : "best", stages[s].best_ms[i]);
     printf("\n");

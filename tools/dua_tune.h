@@ -29,15 +29,18 @@ typedef struct tuner {
   dua_dtype dtype;
   int dim, block, arity, heads, kv_heads, tokens, page;
   int events, reps, warmup;
+  int mma;  /* "fwd_mma": the tensor-core forward (kind TUNE_FWD, fast paths on) */
+  int tf32; /* forward calls pass allow_tf32 = 1 (fwd_mma, fp32) */
   double atol, rtol;
   tune_cache caches[TUNE_MAX_CACHES];
   int ncaches;
 } tuner;
 
-/* One problem shape: fwd/bwd: n tokens (layout seq_len), batch; decode: batch sequences of n context tokens,
- * tokens queries each. depth: the positional tree depth of every head (-1 deepest, 0 dense). */
+/* One problem shape: fwd/bwd: n tokens (layout seq_len), batch, causal or not; decode: batch sequences of n
+ * context tokens, tokens queries each (causal). depth: the positional tree depth of every head (-1 deepest, 0
+ * dense). */
 typedef struct problem {
-  int n, depth, batch;
+  int n, depth, batch, causal;
   dua_layout *layout;
   dua_buffer *bufs[10];
   int nbufs;
@@ -50,9 +53,9 @@ typedef struct problem {
 
 /* Makes the problem's layout, inputs and outputs (seeded inputs in [-1, 1)); exits with a message on error.
  */
-void problem_make(tuner *t, problem *p, int n, int depth, int batch, uint64_t *seed);
-/* One call of the tuned kernel (fwd: dua_attention_forward; bwd: dua_attention_backward; decode: dua_decode).
- */
+void problem_make(tuner *t, problem *p, int n, int depth, int batch, int causal, uint64_t *seed);
+/* One call of the tuned kernel (fwd: dua_attention_forward, with allow_tf32 = t->tf32; bwd:
+ * dua_attention_backward; decode: dua_decode). */
 dua_status problem_run(const tuner *t, problem *p);
 /* Reads the outputs as floats into out[out_elems]. */
 void problem_read(const tuner *t, problem *p, float *out);

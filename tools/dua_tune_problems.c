@@ -1,6 +1,7 @@
-/* dua_tune_problems.c: dua-tune's problems: for each shape, the layout, seeded inputs, outputs and the calls
- * that run one forward (O, LSE), one backward (dQ, dK, dV of a random dO after one forward) or one paged-KV
- * decode step (O, LSE of the last tokens against a filled cache) for the tuner to check and time. */
+/* dua_tune_problems.c: dua-tune's problems: for each shape, the layout (causal or not), seeded inputs,
+ * outputs and the calls that run one forward (O, LSE; fp32 through tf32 when tuning the tensor-core forward),
+ * one backward (dQ, dK, dV of a random dO after one forward) or one paged-KV decode step (O, LSE of the last
+ * tokens against a filled cache) for the tuner to check and time. */
 #include "dua_tune.h"
 
 #include <math.h>
@@ -119,9 +120,9 @@ static tune_cache *decode_cache(tuner *t, int n, int batch, uint64_t *seed) {
   return c;
 }
 
-void problem_make(tuner *t, problem *p, int n, int depth, int batch, uint64_t *seed) {
+void problem_make(tuner *t, problem *p, int n, int depth, int batch, int causal, uint64_t *seed) {
   memset(p, 0, sizeof *p);
-  p->n = n, p->depth = depth, p->batch = batch;
+  p->n = n, p->depth = depth, p->batch = batch, p->causal = t->kind == TUNE_DECODE ? 0 : causal;
   const dua_dtype dt = t->dtype;
   const size_t es = dua_dtype_size(dt);
   if (t->kind == TUNE_DECODE) {
@@ -137,7 +138,7 @@ void problem_make(tuner *t, problem *p, int n, int depth, int batch, uint64_t *s
         dua_tensor_contiguous(keep(p, empty_buffer(t, ln * 4)), 0, DUA_F32, batch, t->heads, t->tokens, 1);
     p->out_elems = qn + ln;
   } else {
-    make_layout(t, p, batch, 0);
+    make_layout(t, p, batch, p->causal);
     const size_t qn = (size_t)batch * t->heads * n * t->dim, kn = (size_t)batch * t->kv_heads * n * t->dim,
                  ln = (size_t)batch * t->heads * n;
     p->q = dua_tensor_contiguous(keep(p, random_buffer(t, qn, dt, seed)), 0, dt, batch, t->heads, n, t->dim);
@@ -166,8 +167,12 @@ void problem_make(tuner *t, problem *p, int n, int depth, int batch, uint64_t *s
 
 dua_status problem_run(const tuner *t, problem *p) {
   switch (t->kind) {
-  case TUNE_FWD:
-    return dua_attention_forward(t->ctx, p->layout, NULL, &p->q, &p->k, &p->v, &p->o, &p->lse);
+  case TUNE_FWD: {
+    dua_attention_params params;
+    dua_attention_params_init(&params);
+    params.allow_tf32 = t->tf32;
+    return dua_attention_forward(t->ctx, p->layout, &params, &p->q, &p->k, &p->v, &p->o, &p->lse);
+  }
   case TUNE_BWD:
     return dua_attention_backward(t->ctx, p->layout, NULL, &p->q, &p->k, &p->v, &p->o, &p->lse, &p->d_o,
                                   &p->dq, &p->dk, &p->dv, NULL);

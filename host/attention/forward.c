@@ -101,6 +101,15 @@ static dua_status forward_naive(dua_context *ctx, dua_layout *l, const dua_atten
   return DUA_SUCCESS;
 }
 
+int dua_layout_causal_short(const dua_layout *l) {
+  if (!l->causal || l->kind == DUA_LAYOUT_LIST)
+    return 0;
+  double groups = 0; /* tree blocks per query block, before causality */
+  for (int32_t h = 0; h < l->heads; h++)
+    groups += l->group[h] < l->num_blocks ? l->group[h] : l->num_blocks;
+  return groups <= 8.0 * l->heads;
+}
+
 /* Kernel arguments shared by every forward kernel variant (portable and vendor fast paths). */
 static dua_fwd_call make_call(const dua_layout *l, const dua_attention_params *params, float scale,
                               const dua_tensor *q, const dua_tensor *k, const dua_tensor *v,
@@ -134,12 +143,7 @@ static dua_fwd_call make_call(const dua_layout *l, const dua_attention_params *p
   c.level_bias = params->level_bias ? params->level_bias->buffer->mem : dev->dummy;
   c.has_tbias = params->token_scale != NULL;
   c.allow_tf32 = params->allow_tf32 != 0;
-  if (l->causal && l->kind != DUA_LAYOUT_LIST) {
-    double groups = 0; /* tree blocks per query block, before causality */
-    for (int32_t h = 0; h < l->heads; h++)
-      groups += l->group[h] < l->num_blocks ? l->group[h] : l->num_blocks;
-    c.causal_short = groups <= 8.0 * l->heads;
-  }
+  c.causal_short = dua_layout_causal_short(l);
   c.tok_scale = c.has_tbias ? params->token_scale->buffer->mem : dev->dummy;
   c.tok_table = c.has_tbias ? params->token_table->buffer->mem : dev->dummy;
   c.tok_strides = c.has_tbias ? dua_strides4(params->token_scale) : c.q_strides;

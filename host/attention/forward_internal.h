@@ -95,4 +95,14 @@ dua_status dua_fwd_set_args(dua_context *ctx, cl_kernel kernel, const dua_fwd_ca
  * error, when it has no kernel for this call (the portable kernel then runs). */
 dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *call);
 
+/* A causal rule layout whose trees visit <= 8 blocks per query block (mean over heads, before causality):
+ * the class of the tensor-core forward's second tuned MT ("fwd_mma" mt_cs). */
+int dua_layout_causal_short(const dua_layout *l);
+
+/* The m-tiles per warp (1 or 2) a forward of layout l would run the tensor-core kernel with now (contiguous
+ * 16-byte aligned tensors, no token-tree bias; fp32 with allow_tf32), with where that came from; 0 when such
+ * a call would run the portable kernel. For dua-tune and tests. */
+int dua_forward_mma_plan(dua_context *ctx, const dua_layout *l, int head_dim, int fp16,
+                         dua_tuning_source *source, char *origin, size_t origin_size);
+
 #endif

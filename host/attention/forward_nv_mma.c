@@ -1,16 +1,16 @@
 /* forward_nv_mma.c: NVIDIA tensor-core forward (cl/attn_fwd_mma.cl, inline-PTX mma.sync) for fp16 storage
  * (m16n8k16 f16) and, where the caller allows tf32, fp32 storage (m16n8k8 tf32); head dims 64 and 128, block
- * sizes >= 64, 16-byte aligned rows, no token-tree bias. Each work-group owns 64 or 128 query rows (MT = 2:
- * fp16, head dim 64 with blocks >= 128) of one query block. Anything else returns DUA_ERROR_UNSUPPORTED
- * without recording an error, and the portable kernel runs instead.
+ * sizes >= 64, 16-byte aligned rows, no token-tree bias. Each work-group owns 64 MT query rows of one query
+ * block, MT = 1 or 2 m-tiles of 16 rows per warp: a tunable ("fwd_mma", mma_mt below). Anything else returns
+ * DUA_ERROR_UNSUPPORTED without recording an error, and the portable kernel runs instead.
  *
  * On a device that is not NVIDIA's (reached only when a test forces ctx->info.nv_mma_f16 / nv_mma_tf32), the
  * kernel is built with DUA_MMA_EMULATE=1: the warp instructions are emulated in plain OpenCL, so PoCL can
  * check the kernel. */
 #include "attention/forward_internal.h"
+#include "tuning/tuning.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define MMA_ROWS 64 /* query rows per work-group and m-tile per warp (attn_fwd_mma.cl BM = 64 MT) */
@@ -34,23 +34,45 @@ static int is_nvidia(const dua_context *ctx) {
   return dua_device_is_nvidia(&ctx->info);
 }
 
-dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
+/* Whether this call can take the tensor-core kernel (the fast paths are checked by the caller). */
+static int mma_fits(const dua_context *ctx, const dua_fwd_call *c) {
   if (c->has_tbias) /* no token-tree bias in this kernel: the portable one runs */
-    return DUA_ERROR_UNSUPPORTED;
+    return 0;
   const int tf32 = !c->fp16; /* fp32 storage runs in tf32, only where the caller allows it */
   if (tf32 ? !(c->allow_tf32 && ctx->info.nv_mma_tf32) : !ctx->info.nv_mma_f16)
+    return 0;
+  return (c->head_dim == 64 || c->head_dim == 128) && c->block >= MMA_ROWS && rows_aligned(c, tf32 ? 4 : 8);
+}
+
+/* The m-tiles per warp: DUA_MMA_MT, the context's override, the tuning database, the compiled rule
+ * (tuning.h, dua_tuning_fwd_mma: "fwd_mma" mt for most calls, mt_cs for causal layouts visiting few blocks).
+ * The compiled rule: 32 query rows per warp (MT = 2) halve the local-memory reads per mma: 9% faster dense
+ * fp16 on an H100, 12-20% for tf32 (bench/NOTES-mma.md); head dim 128 keeps 16 (its O and Q fragments alone
+ * would take ~200 registers). Causal layouts that visit few blocks keep 16 too: there a 128-row tile computes
+ * a quarter of its diagonal block masked, and half the work-groups fill the GPU less (block-diagonal causal
+ * N = 8192: 0.204 vs 0.278 ms fp16, 0.280 vs 0.357 ms tf32; depth 3: 0.514 vs 0.584 ms fp16, equal tf32). MT
+ * 2 needs blocks >= 128 (a work-group's rows divide the block); where a tuned 2 does not fit, MT 1 runs. */
+static int mma_mt(dua_context *ctx, const dua_fwd_call *c, dua_tuning_source *source, char *origin,
+                  size_t origin_size) {
+  return dua_tuning_fwd_mma(ctx, c->head_dim, c->fp16, c->block, c->causal_short, source, origin,
+                            origin_size);
+}
+
+int dua_forward_mma_plan(dua_context *ctx, const dua_layout *l, int head_dim, int fp16,
+                         dua_tuning_source *source, char *origin, size_t origin_size) {
+  if (!(ctx->info.nv_mma_f16 || ctx->info.nv_mma_tf32) || ctx->fast_paths_disabled)
+    return 0; /* dua_attention_forward's gate */
+  dua_fwd_call c;
+  memset(&c, 0, sizeof c); /* offsets and strides 0: aligned */
+  c.head_dim = head_dim, c.fp16 = fp16, c.allow_tf32 = 1, c.block = l->block;
+  c.causal_short = dua_layout_causal_short(l);
+  return mma_fits(ctx, &c) ? mma_mt(ctx, &c, source, origin, origin_size) : 0;
+}
+
+dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
+  if (!mma_fits(ctx, c))
     return DUA_ERROR_UNSUPPORTED;
-  if ((c->head_dim != 64 && c->head_dim != 128) || c->block < MMA_ROWS || !rows_aligned(c, tf32 ? 4 : 8))
-    return DUA_ERROR_UNSUPPORTED;
-  /* 32 query rows per warp (MT = 2) halve the local-memory reads per mma: 9% faster dense fp16 on an H100,
-   * 12-20% for tf32 (bench/NOTES-mma.md); head dim 128 keeps 16 (its O and Q fragments alone would take ~200
-   * registers). Causal layouts that visit few blocks keep 16 too: there a 128-row tile computes a quarter of
-   * its diagonal block masked, and half the work-groups fill the GPU less (block-diagonal causal N = 8192:
-   * 0.204 vs 0.278 ms fp16, 0.280 vs 0.357 ms tf32; depth 3: 0.514 vs 0.584 ms fp16, equal tf32) */
-  int mt = c->head_dim == 64 && c->block >= 2 * MMA_ROWS && !c->causal_short ? 2 : 1;
-  const char *force = getenv("DUA_MMA_MT"); /* developer override: 1, or 2 (block >= 128) */
-  if (force && (*force == '1' || (*force == '2' && c->block >= 2 * MMA_ROWS)))
-    mt = *force - '0';
+  const int tf32 = !c->fp16, mt = mma_mt(ctx, c, NULL, NULL, 0);
   char options[256];
   snprintf(options, sizeof options,
            "-DHEAD_DIM=%d -DMT=%d -DDUA_FP16=%d -DDUA_TF32=%d -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=%d%s",

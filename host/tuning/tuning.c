@@ -1,8 +1,8 @@
 /* tuning.c: kernel parameters through the lookup chain (dua.h, "tuning"): the developer variables
- * (DUA_FWD_TILE, DUA_DECODE_KERNEL/TILE/SPLITS), the context's override (dua_context_set_tuning), the tuning
- * database file read once per context, compiled per-vendor defaults, generic defaults; for the forward and
- * backward tiles, the decode plan and the decode split-KV thresholds; plus the parameter spaces dua-tune
- * searches (dua_tuning_candidates). */
+ * (DUA_FWD_TILE, DUA_DECODE_KERNEL/TILE/SPLITS, DUA_MMA_MT), the context's override (dua_context_set_tuning),
+ * the tuning database file read once per context, compiled per-vendor defaults, generic defaults; for the
+ * forward and backward tiles, the decode plan, the decode split-KV thresholds and the tensor-core forward's
+ * m-tiles per warp; plus the parameter spaces dua-tune searches (dua_tuning_candidates). */
 #include "tuning/tuning.h"
 #include "runtime/context_internal.h"
 #include "tuning/tuning_db.h"
@@ -24,7 +24,8 @@ typedef struct tuning_state {
   char warning[512]; /* why it was refused */
   override_entry *overrides;
   int num_overrides;
-  int warned_warp; /* a tuned warp plan was skipped (the kernel would run emulated): said once */
+  int warned_warp;   /* a tuned warp plan was skipped (the kernel would run emulated): said once */
+  int warned_mma_mt; /* DUA_MMA_MT held neither "1" nor "2": said once */
 } tuning_state;
 
 static void state_free(void *p) {
@@ -401,6 +402,92 @@ dua_status dua_tuning_decode_split(dua_context *ctx, int head_dim, int fp16, con
   return DUA_SUCCESS;
 }
 
+/* ---------------------------------------------------------------- tensor-core forward ("fwd_mma") */
+
+#define MMA_MT2_BLOCK 128 /* MT 2: a work-group's 128 query rows must fit in (divide) the layout block */
+
+int dua_tuning_mma_runs(const dua_context *ctx, int fp16, int head_dim, char *why, size_t why_size) {
+  char dummy[8];
+  if (!why)
+    why = dummy, why_size = sizeof dummy;
+  if (ctx->fast_paths_disabled) {
+    snprintf(why, why_size, "the fast paths are off (DUA_NO_MMA=1 or disable_fast_paths)");
+    return 0;
+  }
+  if (!(fp16 ? ctx->info.nv_mma_f16 : ctx->info.nv_mma_tf32)) {
+    snprintf(why, why_size,
+             "the tensor-core forward needs NVIDIA inline PTX (the mma.sync %s probe), which %s lacks (not "
+             "NVIDIA or the probe failed)",
+             fp16 ? "f16" : "tf32", ctx->info.name);
+    return 0;
+  }
+  if (head_dim != 64 && head_dim != 128) {
+    snprintf(why, why_size, "the tensor-core forward has head dims 64 and 128, not %d", head_dim);
+    return 0;
+  }
+  return 1;
+}
+
+/* The compiled default, before a call's block: the rule measured on an H100 (bench/NOTES-mma.md): 32 query
+ * rows per warp for head dim 64 (fewer local-memory reads per mma), 16 for head dim 128 (its fragments would
+ * take ~200 registers) and for causal layouts visiting few blocks (a 128-row tile computes a quarter of its
+ * diagonal block masked, and fewer work-groups fill the GPU less). */
+static void mma_compiled(int head_dim, int32_t *a) {
+  a[0] = head_dim == 64 ? 2 : 1;
+  a[1] = 1;
+}
+
+/* Compiled defaults: "built-in NVIDIA" where the kernel is NVIDIA's; elsewhere (the emulated kernel of the
+ * tests) "generic". */
+static void mma_compiled_source(const dua_context *ctx, dua_tuning_source *source, char *origin,
+                                size_t size) {
+  const int nvidia = dua_device_is_nvidia(&ctx->info);
+  *source = nvidia ? DUA_TUNING_BUILTIN : DUA_TUNING_GENERIC;
+  snprintf(origin, size, "%s", nvidia ? "built-in NVIDIA" : "generic");
+}
+
+/* Both classes' MT (mt, mt_cs) before a call's block: DUA_MMA_MT, the override, the database, the compiled
+ * default. */
+static void mma_params(dua_context *ctx, int head_dim, int fp16, int32_t *a, dua_tuning_source *source,
+                       char *origin, size_t origin_size) {
+  tuning_state *s = state(ctx);
+  const char *env = getenv("DUA_MMA_MT");
+  if (env && *env) {
+    if (!strcmp(env, "1") || !strcmp(env, "2")) {
+      a[0] = a[1] = env[0] - '0';
+      *source = DUA_TUNING_DEVELOPER_ENV;
+      snprintf(origin, origin_size, "env DUA_MMA_MT");
+      return;
+    }
+    if (s && !s->warned_mma_mt) {
+      s->warned_mma_mt = 1;
+      dua_log(ctx, DUA_LOG_WARNING, "DUA_MMA_MT = \"%s\" is neither 1 nor 2: ignored", env);
+    }
+  }
+  if (chain_lookup(ctx, s, "fwd_mma", fp16, head_dim, accept_any, NULL, a, source, origin, origin_size))
+    return;
+  mma_compiled(head_dim, a);
+  mma_compiled_source(ctx, source, origin, origin_size);
+}
+
+/* MT 2 where the block cannot hold a 128-row work-group: MT 1 for that call. */
+static int32_t mma_fit(int32_t mt, int layout_block) {
+  return mt == 2 && layout_block < MMA_MT2_BLOCK ? 1 : mt;
+}
+
+int dua_tuning_fwd_mma(dua_context *ctx, int head_dim, int fp16, int layout_block, int causal_short,
+                       dua_tuning_source *source, char *origin, size_t origin_size) {
+  char dummy[8];
+  if (!origin)
+    origin = dummy, origin_size = sizeof dummy;
+  dua_tuning_source src_dummy;
+  if (!source)
+    source = &src_dummy;
+  int32_t a[DUA_TUNING_PARAMS];
+  mma_params(ctx, head_dim, fp16, a, source, origin, origin_size);
+  return mma_fit(a[causal_short ? 1 : 0], layout_block);
+}
+
 /* ---------------------------------------------------------------- public API */
 
 static dua_status check_args(dua_context *ctx, const char *fn, const char *kernel, dua_dtype dtype,
@@ -464,6 +551,14 @@ static int usable(dua_context *ctx, const dua_tune_kernel_desc *k, int fp16, int
              k->name, (int)params[0], dua_tune_decode_variant(params[0]), (int)params[1], (int)params[2],
              rows, head_dim, dua_decode_load_elems(fp16), dua_decode_load_elems(fp16),
              ctx->info.max_work_group_size);
+    return 0;
+  } else if (is_kernel(k, "fwd_mma")) {
+    /* any values in range serve some call (MT 2: those with blocks >= 128), where the kernel runs */
+    char reason[256];
+    if (dua_tuning_mma_runs(ctx, fp16, head_dim, reason, sizeof reason))
+      return 1;
+    snprintf(why, n, "fwd_mma %s head_dim %d: %s; no call would use these parameters", fp16 ? "fp16" : "fp32",
+             head_dim, reason);
     return 0;
   } else {
     return 1; /* decode_split: any values in range */
@@ -553,6 +648,25 @@ dua_status dua_context_get_tuning(dua_context *ctx, const char *kernel, dua_dtyp
     decode_to_array(&p, one_row, r.params);
     dua_decode_params d = dua_decode_params_default(&ctx->info, fp16, one_row, head_dim);
     decode_to_array(&d, one_row, r.default_params);
+  } else if (is_kernel(k, "fwd_mma")) {
+    /* what a call with this block runs: each class's MT, MT 2 made 1 where the block holds fewer than 128
+     * rows */
+    char why[256];
+    int runs = dua_tuning_mma_runs(ctx, fp16, head_dim, why, sizeof why);
+    if (runs && layout_block < 64) {
+      runs = 0;
+      snprintf(why, sizeof why, "the tensor-core forward needs layout blocks >= 64");
+    }
+    if (!runs)
+      return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
+                      "dua_context_get_tuning: fwd_mma %s head_dim %d block %d: %s", fp16 ? "fp16" : "fp32",
+                      head_dim, layout_block, why);
+    mma_params(ctx, head_dim, fp16, r.params, &r.source, r.origin, sizeof r.origin);
+    mma_compiled(head_dim, r.default_params);
+    for (int i = 0; i < 2; i++) {
+      r.params[i] = mma_fit(r.params[i], layout_block);
+      r.default_params[i] = mma_fit(r.default_params[i], layout_block);
+    }
   } else {
     /* the compiled thresholds are those of the compiled plan for one query row per work-group (the warp
      * kernel's differ: decode_params.h) */
@@ -645,6 +759,17 @@ dua_status dua_tuning_candidates(dua_context *ctx, const char *kernel, dua_dtype
             emit(a, np, params, max_candidates, &n);
           }
     }
+  } else if (is_kernel(k, "fwd_mma")) {
+    /* MT 1 or 2 per class where the kernel runs (none elsewhere), MT 2 only where the block holds 128 rows
+     */
+    if (dua_tuning_mma_runs(ctx, fp16, head_dim, NULL, 0) && layout_block >= 64)
+      for (int mt = 1; mt <= 2; mt++)
+        for (int cs = 1; cs <= 2; cs++) {
+          if (mma_fit(mt, layout_block) != mt || mma_fit(cs, layout_block) != cs)
+            continue;
+          a[0] = mt, a[1] = cs;
+          emit(a, np, params, max_candidates, &n);
+        }
   } else {
     /* split thresholds: powers of two */
     for (int waves = 1; waves <= 1024; waves *= 2)

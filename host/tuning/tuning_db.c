@@ -34,6 +34,9 @@ static const dua_tune_kernel_desc kernels[] = {
     /* split-KV thresholds of decode (host/tuning/decode_params.c): split while the work-groups are fewer
      * than waves x compute units, each split at least minunit key units, at most maxspl splits */
     {"decode_split", 3, {{"waves", 1, 1024, 0}, {"minunit", 1, 65536, 0}, {"maxspl", 1, 256, 0}}, 1, 0},
+    /* NVIDIA tensor-core forward (cl/attn_fwd_mma.cl, MT): m-tiles of 16 query rows per warp, for most calls
+     * and for causal layouts that visit few blocks (host/tuning/tuning.h, dua_tuning_fwd_mma) */
+    {"fwd_mma", 2, {{"mt", 1, 2, 0}, {"mt_cs", 1, 2, 0}}, 0, 0},
 };
 
 /* A decode plan's tile and threads per kernel variant (params[0] = staged). */
@@ -59,7 +62,7 @@ const dua_tune_param_desc *dua_tune_param_range(const dua_tune_kernel_desc *k, c
 }
 
 const char *dua_tune_kernel_names(void) {
-  return "fwd, bwd, decode, decode_gqa, decode_split";
+  return "fwd, bwd, decode, decode_gqa, decode_split, fwd_mma";
 }
 
 const dua_tune_kernel_desc *dua_tune_kernel_find(const char *name) {
@@ -176,8 +179,13 @@ static int check_entry(const dua_tuning_entry *e, const char *where, char *why, 
         return fail(why, n, "%s.tokens = %d: must be in 1..4", sw, (int)s->tokens);
       if (s->page < 16 || s->page > 256 || !is_pow2(s->page))
         return fail(why, n, "%s.page = %d: must be a power of two in 16..256", sw, (int)s->page);
+      if (s->causal)
+        return fail(why, n, "%s.causal: decode shapes are causal by construction (the key is for others)",
+                    sw);
     } else if (s->kv_heads || s->tokens || s->page) {
       return fail(why, n, "%s: kv_heads, tokens and page belong to decode shapes only", sw);
+    } else if (s->causal != 0 && s->causal != 1) {
+      return fail(why, n, "%s.causal = %d: must be 0 or 1", sw, (int)s->causal);
     }
     if (check_ms(s->best_ms, sw, "best_ms", why, n) || check_ms(s->default_ms, sw, "default_ms", why, n))
       return -1;
@@ -251,17 +259,24 @@ static int get_str(const cJSON *obj, const char *key, char *out, size_t cap, con
   return 0;
 }
 
+/* A shape: n, depth, block, batch, heads, best_ms, default_ms; decode shapes also kv_heads, tokens, page;
+ * others an optional causal (0 or 1, absent = 0; written only when 1). */
 static int read_shape(const cJSON *s, int decode, dua_tuning_shape *out, const char *where, char *why,
                       size_t n) {
-  static const char *const names[] = {"n",       "depth",      "block",    "batch",  "heads",
-                                      "best_ms", "default_ms", "kv_heads", "tokens", "page"};
+  static const char *const names[] = {"n",          "depth",    "block",  "batch", "heads", "best_ms",
+                                      "default_ms", "kv_heads", "tokens", "page",  "causal"};
+  static const char *const plain[] = {"n",     "depth",   "block",      "batch",
+                                      "heads", "best_ms", "default_ms", "causal"};
   if (!cJSON_IsObject(s))
     return fail(why, n, "%s: must be an object", where);
-  if (check_keys(s, names, decode ? 10 : 7, where, why, n))
+  if (check_keys(s, decode ? names : plain, decode ? 10 : 8, where, why, n))
     return -1;
   if (decode &&
       (get_int(s, "kv_heads", &out->kv_heads, where, why, n) ||
        get_int(s, "tokens", &out->tokens, where, why, n) || get_int(s, "page", &out->page, where, why, n)))
+    return -1;
+  if (!decode && cJSON_GetObjectItemCaseSensitive(s, "causal") &&
+      get_int(s, "causal", &out->causal, where, why, n))
     return -1;
   if (get_int(s, "n", &out->n, where, why, n) || get_int(s, "depth", &out->depth, where, why, n) ||
       get_int(s, "block", &out->block, where, why, n) || get_int(s, "batch", &out->batch, where, why, n) ||
@@ -489,6 +504,7 @@ char *dua_tuning_db_print(const dua_tuning_db *db) {
           !cJSON_AddNumberToObject(so, "block", s->block) ||
           !cJSON_AddNumberToObject(so, "batch", s->batch) ||
           !cJSON_AddNumberToObject(so, "heads", s->heads) ||
+          (!k->decode_shapes && s->causal && !cJSON_AddNumberToObject(so, "causal", s->causal)) ||
           (k->decode_shapes && (!cJSON_AddNumberToObject(so, "kv_heads", s->kv_heads) ||
                                 !cJSON_AddNumberToObject(so, "tokens", s->tokens) ||
                                 !cJSON_AddNumberToObject(so, "page", s->page))) ||

@@ -11,12 +11,15 @@
  *
  * Kernels (the table in tuning_db.c): "fwd" and "bwd" (portable forward / backward tiles: bm, bn, tm, tn),
  * "decode" (decode calls with one query row per work-group: staged, tile, threads), "decode_gqa" (several
- * rows: GQA sharing or several query tokens; staged, tile, threads, rows) and "decode_split" (the split-KV
- * thresholds: waves, minunit, maxspl). A decode plan's "staged" picks the kernel (0 regs, 1 staged, 2 warp)
- * and with it the ranges of tile and threads (regs, staged: 16..128 and 16..1024; warp: keys per batch of a
- * warp 1..128 and whole warps 32..1024; powers of two). Decode entries are keyed by the KV cache's dtype, and
- * their shapes carry three more keys, "kv_heads", "tokens" and "page" (n is the context length, batch the
- * sequences).
+ * rows: GQA sharing or several query tokens; staged, tile, threads, rows), "decode_split" (the split-KV
+ * thresholds: waves, minunit, maxspl) and "fwd_mma" (the NVIDIA tensor-core forward: mt and mt_cs, m-tiles
+ * of 16 query rows per warp, 1..2, for most calls and for causal layouts that visit few blocks). A decode
+ * plan's "staged" picks the kernel (0 regs, 1 staged, 2 warp) and with it the ranges of tile and threads
+ * (regs, staged: 16..128 and 16..1024; warp: keys per batch of a warp 1..128 and whole warps 32..1024; powers
+ * of two). Decode entries are keyed by the KV cache's dtype, and their shapes carry three more keys,
+ * "kv_heads", "tokens" and "page" (n is the context length, batch the sequences). The shapes of the other
+ * kernels may carry "causal": 1 (a causal layout; absent means 0, and it is the only key that may be
+ * absent).
  *
  * Reading is strict: at most 4 MiB, exactly these keys (none unknown, none missing, no duplicates), the
  * right JSON types, integers that are integers, values in range, and at most one entry per key (kernel,
@@ -68,6 +71,7 @@ typedef struct dua_tuning_shape {
   int32_t n, depth, block, batch, heads;
   double best_ms, default_ms;
   int32_t kv_heads, tokens, page; /* decode shapes only; 0 otherwise */
+  int32_t causal;                 /* others: 1 for a causal layout (optional key, absent = 0) */
 } dua_tuning_shape;
 
 typedef struct dua_tuning_entry {

@@ -13,7 +13,12 @@
  * the kernel with outputs equal to the compiled plan's, and its own compiled split thresholds. Environment
  * variables are set inside the test. Expected values that depend on the device (its compiled defaults, what
  * fits its local memory) come from its info; all but the warp test run a second time with the info made to
- * look like an NVIDIA H100's (simulate_nvidia), so PoCL checks what an H100 would. */
+ * look like an NVIDIA H100's (simulate_nvidia), so PoCL checks what an H100 would. The tensor-core forward's
+ * m-tiles per warp ("fwd_mma": mt, mt_cs): refused where the kernel does not run, then with the kernel forced
+ * on (emulated on PoCL, tiny problems) the chain DUA_MMA_MT > override > file > compiled rule, its space, and
+ * the MT reaching the kernel (the -DMT= of its DEBUG log line) per call class, with MT 2 falling back to 1
+ * below block 128. */
+#include "attention/forward_internal.h"
 #include "attention/kv_internal.h"
 #include "dua.h"
 #include "runtime/context_internal.h"
@@ -41,6 +46,7 @@ static void clear_env(void) {
   unsetenv("DUA_DECODE_TILE");
   unsetenv("DUA_DECODE_SPLITS");
   unsetenv("DUA_TUNING_EMULATED_WARP");
+  unsetenv("DUA_MMA_MT");
 }
 
 /* One entry for the test device: fwd fp32 head dim 64, tile (bm, bn, tm, tn), driver as given. */
@@ -1065,6 +1071,265 @@ START_TEST(no_database_is_the_compiled_behaviour) {
 }
 END_TEST
 
+/* ---------------------------------------------------------------- tensor-core forward ("fwd_mma") */
+
+static char mma_line[512]; /* the last "dua_attn_fwd_mma (...)" DEBUG line */
+static void mma_log(dua_log_level level, const char *message, void *user) {
+  (void)user;
+  if (strstr(message, "dua_attn_fwd_mma ("))
+    snprintf(mma_line, sizeof mma_line, "%s", message);
+  if (level == DUA_LOG_WARNING)
+    snprintf(logged, sizeof logged, "%s", message);
+}
+
+/* A tiny tensor-core problem: fp16 (or fp32 with allow_tf32) N = 256, head dim 64, batch 1, 2 heads, block
+ * as given, depth -1 (causal: 1 block per row, a "causal short" layout) or 0 (dense). */
+typedef struct mma_case {
+  dua_layout *l;
+  dua_buffer *b[4];
+  dua_tensor q, k, v, o;
+  size_t n;
+} mma_case;
+
+static mma_case mma_make(dua_context *ctx, dua_dtype dt, int block, int causal) {
+  mma_case c;
+  memset(&c, 0, sizeof c);
+  const int N = 256, D = 64, H = 2;
+  int32_t depths[2] = {causal ? -1 : 0, causal ? -1 : 0};
+  dua_layout_desc desc;
+  memset(&desc, 0, sizeof desc);
+  desc.seq_len = N, desc.block = block, desc.batch = 1, desc.heads = H, desc.arity = 2, desc.depths = depths;
+  desc.causal = causal;
+  ck_assert_int_eq(dua_layout_create(&desc, &c.l, NULL, 0), DUA_SUCCESS);
+  c.n = (size_t)H * N * D;
+  float *x = malloc(c.n * sizeof *x);
+  test_rng r = test_rng_make(test_seed() ^ 0x73u);
+  for (int i = 0; i < 4; i++) {
+    test_fill(x, c.n, &r, dt);
+    c.b[i] = test_upload(ctx, x, c.n, dt);
+  }
+  c.q = dua_tensor_contiguous(c.b[0], 0, dt, 1, H, N, D),
+  c.k = dua_tensor_contiguous(c.b[1], 0, dt, 1, H, N, D);
+  c.v = dua_tensor_contiguous(c.b[2], 0, dt, 1, H, N, D),
+  c.o = dua_tensor_contiguous(c.b[3], 0, dt, 1, H, N, D);
+  free(x);
+  return c;
+}
+
+/* Runs the forward; returns the MT of the tensor-core launch it logged (0: none) and, if out, O. */
+static int mma_run(dua_context *ctx, mma_case *c, float *out) {
+  dua_attention_params p;
+  dua_attention_params_init(&p);
+  p.allow_tf32 = 1;
+  mma_line[0] = '\0';
+  ck_assert_msg(dua_attention_forward(ctx, c->l, &p, &c->q, &c->k, &c->v, &c->o, NULL) == DUA_SUCCESS, "%s",
+                dua_context_last_error(ctx));
+  ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
+  if (out)
+    test_download(c->b[3], out, c->n, c->q.dtype);
+  const char *mt = strstr(mma_line, "-DMT=");
+  return mt ? atoi(mt + 5) : 0;
+}
+
+static void mma_free(mma_case *c) {
+  dua_layout_destroy(c->l);
+  for (int i = 0; i < 4; i++)
+    dua_buffer_destroy(c->b[i]);
+}
+
+static dua_context *mma_context(void) {
+  dua_context_options o;
+  dua_context_options_init(&o);
+  o.log = mma_log;
+  o.log_level = DUA_LOG_DEBUG;
+  dua_context *ctx = NULL;
+  ck_assert_int_eq(dua_context_create(&o, &ctx), DUA_SUCCESS);
+  if (sim_nv)
+    simulate_nvidia(ctx);
+  return ctx;
+}
+
+START_TEST(fwd_mma_in_the_tuning_space) {
+  clear_env();
+  sim_nv = _i;
+  char path[128];
+  snprintf(path, sizeof path, "%s/mma.json", tmpdir);
+  setenv("DUA_TUNING_FILE", "/nonexistent/dua/tuning.json", 1);
+  dua_context *ctx = mma_context();
+  dua_device_info d;
+  dua_context_device_info(ctx, &d);
+  const int32_t one_two[2] = {1, 2}, two_two[2] = {2, 2}, one_one[2] = {1, 1};
+  dua_tuning_info t;
+  /* where the kernel does not run (for a dtype): the override refused saying why, no parameters, an empty
+   * space */
+  if (!(d.nv_mma_f16 && d.nv_mma_tf32) || ctx->fast_paths_disabled) {
+    const int fp16 = !d.nv_mma_f16 || ctx->fast_paths_disabled;
+    const dua_dtype dt = fp16 ? DUA_F16 : DUA_F32;
+    ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", dt, 64, one_two, 2), DUA_ERROR_INVALID_ARGUMENT);
+    char want[64];
+    snprintf(want, sizeof want, "fwd_mma %s head_dim 64: ", fp16 ? "fp16" : "fp32");
+    ck_assert_msg(strstr(dua_context_last_error(ctx), want) != NULL &&
+                      strstr(dua_context_last_error(ctx), "no call would use these parameters") != NULL,
+                  "%s", dua_context_last_error(ctx));
+    ck_assert_int_eq(dua_context_get_tuning(ctx, "fwd_mma", dt, 64, 128, &t), DUA_ERROR_UNSUPPORTED);
+    int count = -1;
+    ck_assert_int_eq(dua_tuning_candidates(ctx, "fwd_mma", dt, 64, 128, NULL, 0, &count), DUA_SUCCESS);
+    ck_assert_int_eq(count, 0);
+    if (dua_device_is_nvidia(&d)) { /* forcing it on would build the native kernel: not here */
+      fprintf(stderr, "fwd_mma_in_the_tuning_space: the tensor-core forward is off on %s; the rest skipped\n",
+              d.name);
+      dua_context_destroy(ctx);
+      clear_env();
+      return;
+    }
+    /* forced on, as test_forward_mma does: the kernel runs emulated on a device that is not NVIDIA's */
+    ctx->info.nv_mma_f16 = ctx->info.nv_mma_tf32 = 1;
+    ctx->fast_paths_disabled = 0;
+  }
+  /* the fast paths off: refused again */
+  ctx->fast_paths_disabled = 1;
+  ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F16, 64, one_two, 2),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_msg(strstr(dua_context_last_error(ctx), "the fast paths are off"), "%s",
+                dua_context_last_error(ctx));
+  ctx->fast_paths_disabled = 0;
+  const int nvidia = strstr(ctx->info.vendor, "NVIDIA") != NULL;
+  const char *compiled = nvidia ? "built-in NVIDIA" : "generic";
+  /* the compiled rule: mt 2 for head dim 64 (1 below block 128), 1 for 128; mt_cs 1; both dtypes */
+  for (int f = 0; f < 2; f++) {
+    const dua_dtype dt = f ? DUA_F16 : DUA_F32;
+    t = getk(ctx, "fwd_mma", dt, 64, 128);
+    ck_assert_str_eq(t.origin, compiled);
+    ck_assert_int_eq(t.source, nvidia ? DUA_TUNING_BUILTIN : DUA_TUNING_GENERIC);
+    ck_assert(t.num_params == 2 && !strcmp(t.param_names[0], "mt") && !strcmp(t.param_names[1], "mt_cs"));
+    ck_assert(t.params[0] == 2 && t.params[1] == 1 && !memcmp(t.params, t.default_params, sizeof t.params));
+    t = getk(ctx, "fwd_mma", dt, 64, 64);
+    ck_assert(t.params[0] == 1 && t.params[1] == 1 && t.default_params[0] == 1);
+    t = getk(ctx, "fwd_mma", dt, 128, 256);
+    ck_assert(t.params[0] == 1 && t.params[1] == 1);
+    ck_assert_int_eq(dua_context_get_tuning(ctx, "fwd_mma", dt, 64, 32, &t), DUA_ERROR_UNSUPPORTED);
+    ck_assert_msg(strstr(dua_context_last_error(ctx), "blocks >= 64"), "%s", dua_context_last_error(ctx));
+    ck_assert_int_eq(dua_context_get_tuning(ctx, "fwd_mma", dt, 96, 128, &t), DUA_ERROR_UNSUPPORTED);
+    ck_assert_msg(strstr(dua_context_last_error(ctx), "head dims 64 and 128"), "%s",
+                  dua_context_last_error(ctx));
+  }
+  /* refusals naming the value */
+  struct {
+    int32_t p[2];
+    int n, dim;
+    const char *msg;
+  } bad[] = {{{3, 1}, 2, 64, "params.mt = 3: must be an integer in 1..2"},
+             {{1, 0}, 2, 64, "params.mt_cs = 0"},
+             {{1, 1}, 1, 64, "takes 2 parameters"},
+             {{1, 1}, 2, 96, "head dims 64 and 128"}};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F16, bad[i].dim, bad[i].p, bad[i].n),
+                     DUA_ERROR_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(dua_context_last_error(ctx), bad[i].msg), "%zu: %s", i, dua_context_last_error(ctx));
+  }
+  /* the space: mt x mt_cs, each taken as an override and reported back; below block 128 only 1,1 */
+  int32_t c[8];
+  int count = 0;
+  ck_assert_int_eq(dua_tuning_candidates(ctx, "fwd_mma", DUA_F16, 64, 128, c, 4, &count), DUA_SUCCESS);
+  ck_assert_int_eq(count, 4);
+  for (int i = 0; i < 4; i++) {
+    ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F16, 64, c + 2 * i, 2), DUA_SUCCESS);
+    t = getk(ctx, "fwd_mma", DUA_F16, 64, 128);
+    ck_assert_int_eq(t.source, DUA_TUNING_OVERRIDE);
+    ck_assert(!memcmp(t.params, c + 2 * i, 2 * sizeof *c));
+  }
+  ck_assert_int_eq(dua_tuning_candidates(ctx, "fwd_mma", DUA_F16, 64, 64, c, 4, &count), DUA_SUCCESS);
+  ck_assert(count == 1 && c[0] == 1 && c[1] == 1);
+  ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F16, 64, NULL, 0), DUA_SUCCESS);
+  /* the plan of a call per class (dua-tune's view): causal depth -1 visits 1 block per row */
+  mma_case nc = mma_make(ctx, DUA_F16, 128, 0), cs = mma_make(ctx, DUA_F16, 128, 1),
+           small = mma_make(ctx, DUA_F16, 64, 0);
+  ck_assert(!dua_layout_causal_short(nc.l) && dua_layout_causal_short(cs.l));
+  ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 64, 1, NULL, NULL, 0), 2);
+  ck_assert_int_eq(dua_forward_mma_plan(ctx, cs.l, 64, 1, NULL, NULL, 0), 1);
+  ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 96, 1, NULL, NULL, 0), 0); /* the portable kernel */
+  ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F16, 64, one_two, 2), DUA_SUCCESS);
+  dua_tuning_source src;
+  ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 64, 1, &src, NULL, 0), 1);
+  ck_assert_int_eq(src, DUA_TUNING_OVERRIDE);
+  ck_assert_int_eq(dua_forward_mma_plan(ctx, cs.l, 64, 1, NULL, NULL, 0), 2);
+  ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 64, 0, NULL, NULL, 0), 2); /* fp32: its own entry */
+  ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F16, 64, two_two, 2), DUA_SUCCESS);
+  ck_assert_int_eq(dua_forward_mma_plan(ctx, small.l, 64, 1, &src, NULL, 0), 1); /* block 64: MT 1 */
+  ck_assert_int_eq(src, DUA_TUNING_OVERRIDE);
+  /* DUA_MMA_MT over the override, for both classes; another value ignored with one warning */
+  setenv("DUA_MMA_MT", "1", 1);
+  char origin[64];
+  ck_assert_int_eq(dua_forward_mma_plan(ctx, cs.l, 64, 1, &src, origin, sizeof origin), 1);
+  ck_assert(src == DUA_TUNING_DEVELOPER_ENV && !strcmp(origin, "env DUA_MMA_MT"));
+  setenv("DUA_MMA_MT", "3", 1);
+  logged[0] = '\0';
+  ck_assert_int_eq(dua_forward_mma_plan(ctx, cs.l, 64, 1, &src, NULL, 0), 2);
+  ck_assert_int_eq(src, DUA_TUNING_OVERRIDE);
+  ck_assert_msg(strstr(logged, "DUA_MMA_MT = \"3\" is neither 1 nor 2"), "%s", logged);
+  logged[0] = '\0';
+  dua_forward_mma_plan(ctx, cs.l, 64, 1, NULL, NULL, 0);
+  ck_assert_str_eq(logged, ""); /* once per context */
+  unsetenv("DUA_MMA_MT");
+  ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F16, 64, NULL, 0), DUA_SUCCESS);
+  if (!sim_nv) {
+    /* the MT reaching the kernel (emulated on PoCL): the compiled rule, then overrides per class; MT 1 and 2
+     * compute the same O */
+    float *o2 = malloc(nc.n * sizeof *o2), *o1 = malloc(nc.n * sizeof *o1);
+    ck_assert_int_eq(mma_run(ctx, &nc, o2), 2);
+    ck_assert_int_eq(mma_run(ctx, &cs, NULL), 1);
+    ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F16, 64, one_two, 2), DUA_SUCCESS);
+    ck_assert_int_eq(mma_run(ctx, &nc, o1), 1);
+    ck_assert_int_eq(mma_run(ctx, &cs, NULL), 2);
+    double err;
+    long at = test_compare(o1, o2, nc.n, 1e-3, 2e-3, &err);
+    ck_assert_msg(at < 0, "MT 1 and MT 2 differ at %ld (max error %g)", at, err);
+    ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F16, 64, two_two, 2), DUA_SUCCESS);
+    ck_assert_int_eq(mma_run(ctx, &small, NULL), 1); /* MT 2 does not fit block 64 */
+    setenv("DUA_MMA_MT", "1", 1);
+    ck_assert_int_eq(mma_run(ctx, &nc, NULL), 1);
+    unsetenv("DUA_MMA_MT");
+    /* fp32 through tf32: its own entry */
+    mma_case tf = mma_make(ctx, DUA_F32, 128, 0);
+    ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F32, 64, one_one, 2), DUA_SUCCESS);
+    ck_assert_int_eq(mma_run(ctx, &tf, NULL), 1);
+    ck_assert_msg(strstr(mma_line, "-DDUA_TF32=1"), "%s", mma_line);
+    mma_free(&tf);
+    free(o1), free(o2);
+  }
+  mma_free(&nc), mma_free(&cs), mma_free(&small);
+  dua_context_destroy(ctx);
+
+  /* the database: used for its dtype and head dim, under the override */
+  const kparams entry[1] = {{"fwd_mma", 1, 64, 2, {1, 2}}};
+  write_entries(path, &d, d.driver_version, entry, 1);
+  setenv("DUA_TUNING_FILE", path, 1);
+  ctx = mma_context();
+  ctx->info.nv_mma_f16 = ctx->info.nv_mma_tf32 = 1; /* as above (real NVIDIA: already so) */
+  ctx->fast_paths_disabled = 0;
+  char want[256];
+  snprintf(want, sizeof want, "file %s", path);
+  t = getk(ctx, "fwd_mma", DUA_F16, 64, 128);
+  ck_assert_int_eq(t.source, DUA_TUNING_FILE);
+  ck_assert_str_eq(t.origin, want);
+  ck_assert(t.params[0] == 1 && t.params[1] == 2 && t.default_params[0] == 2 && t.default_params[1] == 1);
+  ck_assert_int_ne(getk(ctx, "fwd_mma", DUA_F32, 64, 128).source, DUA_TUNING_FILE);
+  ck_assert_int_ne(getk(ctx, "fwd_mma", DUA_F16, 128, 128).source, DUA_TUNING_FILE);
+  mma_case cf = mma_make(ctx, DUA_F16, 128, 1);
+  ck_assert_int_eq(dua_forward_mma_plan(ctx, cf.l, 64, 1, &src, NULL, 0), 2);
+  ck_assert_int_eq(src, DUA_TUNING_FILE);
+  if (!sim_nv)
+    ck_assert_int_eq(mma_run(ctx, &cf, NULL), 2);
+  ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F16, 64, one_one, 2), DUA_SUCCESS);
+  ck_assert_int_eq(getk(ctx, "fwd_mma", DUA_F16, 64, 128).source, DUA_TUNING_OVERRIDE);
+  ck_assert_int_eq(dua_forward_mma_plan(ctx, cf.l, 64, 1, NULL, NULL, 0), 1);
+  mma_free(&cf);
+  dua_context_destroy(ctx);
+  unlink(path);
+  clear_env();
+}
+END_TEST
+
 int main(void) {
   snprintf(tmpdir, sizeof tmpdir, "/tmp/dua_test_tuning_XXXXXX");
   if (!mkdtemp(tmpdir))
@@ -1080,6 +1345,7 @@ int main(void) {
   tcase_add_loop_test(tc, tuned_values_reach_the_kernels, 0, 2);
   tcase_add_loop_test(tc, no_database_is_the_compiled_behaviour, 0, 2);
   tcase_add_test(tc, warp_in_the_tuning_space);
+  tcase_add_loop_test(tc, fwd_mma_in_the_tuning_space, 0, 2);
   suite_add_tcase(s, tc);
   int rc = test_run_suite(s);
   char cmd[128];

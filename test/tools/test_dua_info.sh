@@ -1,6 +1,7 @@
 #!/bin/sh
-# dua-info: lists the device with every tunable kernel's parameters (decode plans with their kernel's name),
-# prints valid JSON with the probed fields, and fails clearly with no platform.
+# dua-info: lists the device with every tunable kernel's parameters (decode plans with their kernel's name;
+# the tensor-core forward's where it runs, else one line saying why), prints valid JSON with the probed
+# fields, and fails clearly with no platform.
 set -eu
 info=$1
 out=$("$info")
@@ -9,6 +10,8 @@ echo "$out" | grep -q "attention path" || { echo "dua-info printed no kernel pat
 for k in fwd bwd decode decode_gqa decode_split; do
   echo "$out" | grep -q "^    $k  *fp16 head_dim 128  " || { echo "dua-info printed no $k parameters"; exit 1; }
 done
+echo "$out" | grep -q "^    fwd_mma  *\(fp16 head_dim 128  [12],[12]  \|none on this device: .*fwd_mma\)" ||
+  { echo "dua-info printed neither fwd_mma parameters nor why there are none:"; echo "$out" | grep fwd_mma; exit 1; }
 # decode plans name their kernel (regs, staged, warp), never a bare "staged" number
 for k in decode decode_gqa; do
   echo "$out" | grep -q "^    $k  *fp16 head_dim 128  \(regs\|staged\|warp\)," ||
@@ -23,8 +26,15 @@ for k in ("name", "vendor", "driver_version", "compute_units", "local_mem_bytes"
     assert k in d["devices"][0], "missing " + k
 assert d["host"]["cores"] >= 1
 kernels = {t["kernel"] for t in d["devices"][0]["tuning"]}
-assert kernels == {"fwd", "bwd", "decode", "decode_gqa", "decode_split"}, kernels
-assert all("params" in t and t["source"] for t in d["devices"][0]["tuning"]), d["devices"][0]["tuning"]
+assert kernels == {"fwd", "bwd", "decode", "decode_gqa", "decode_split", "fwd_mma"}, kernels
+dev = d["devices"][0]
+for t in dev["tuning"]:
+    if t["kernel"] == "fwd_mma" and "error" in t:  # the tensor-core forward: only where it runs
+        assert not (dev["nv_mma_f16"] and not dev["fast_paths_disabled"] and t["dtype"] == "fp16"
+                    and t["head_dim"] in (64, 128)), t
+        assert "fwd_mma" in t["error"], t
+    else:
+        assert "params" in t and t["source"], t
 for t in d["devices"][0]["tuning"]:
     if t["kernel"] in ("decode", "decode_gqa"):
         assert t["decode_kernel"] == ("regs", "staged", "warp")[t["params"]["staged"]], t

@@ -3,8 +3,11 @@
 # entry that dua-info then reports as the source ("file <path>"); the backward and the decode (both plan
 # classes, with the split-KV thresholds) merge their entries into the same file and dua-info reports them
 # too; the warp kernel joins the decode space with DUA_TUNING_EMULATED_WARP=1 (or natively) and a database's
-# warp plan is shown as "warp" where it can be used and skipped elsewhere; a malformed database is refused
-# and not overwritten; bad arguments and a set developer override are refused.
+# warp plan is shown as "warp" where it can be used and skipped elsewhere; causal shapes (--causal 0 1) are
+# recorded; the tensor-core forward (fwd_mma) is refused clearly where it does not run and tuned where it runs
+# natively or emulated (DUA_TUNING_EMULATED_MMA=1: fp16, N 256, 2 heads; its programs are those test_tuning
+# built); a malformed database is refused and not overwritten; bad arguments and a set developer override are
+# refused.
 set -eu
 tune=$1
 info=$2
@@ -31,9 +34,15 @@ echo "$out" | grep "fwd  *fp32 head_dim  64" | grep -q "file $db" ||
   { echo "dua-info does not show the database as the source:"; echo "$out"; exit 1; }
 echo "$out" | grep "fwd  *fp32 head_dim  32" | grep -q "built-in\|generic" ||
   { echo "head_dim 32 should still come from the compiled defaults"; exit 1; }
-# a second entry (fp16) merges into the same file
-"$tune" --dtype fp16 --dim 64 --n 64 --depth 0 --heads 1 --fraction 0.001 --reps 1 --out "$db" >/dev/null
-python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["entries"]; assert sorted(x["dtype"] for x in e) == ["fp16", "fp32"], e' "$db"
+# a second entry (fp16, non-causal and causal shapes) merges into the same file
+"$tune" --dtype fp16 --dim 64 --n 64 --depth 0 --heads 1 --causal 0 1 --fraction 0.001 --reps 1 --out "$db" >/dev/null
+python3 - "$db" <<'PY'
+import json, sys
+e = json.load(open(sys.argv[1]))["entries"]
+assert sorted(x["dtype"] for x in e) == ["fp16", "fp32"], e
+s = [x for x in e if x["dtype"] == "fp16"][0]["shapes"]
+assert [x.get("causal", 0) for x in s] == [0, 1] and "causal" not in s[0], s
+PY
 # the backward's tile
 "$tune" --kernel bwd --dtype fp32 --dim 32 --n 64 --depth 0 --heads 1 --block 32 --fraction 0.005 --reps 1 \
   --out "$db" >"$dir/bwd.txt"
@@ -98,6 +107,40 @@ if [ "$native" = 0 ]; then
   line=$(DUA_TUNING_FILE="$dir/wdb.json" "$info" | grep "^    decode  *fp32 head_dim  32 ")
   echo "$line" | grep -q "built-in\|generic" || { echo "dua-info: an emulated warp plan was not skipped: $line"; exit 1; }
 fi
+# the tensor-core forward: refused clearly where it does not run; tuned natively or emulated
+if [ "$native" = 0 ]; then
+  if "$tune" --kernel fwd_mma --dtype fp16 --dim 64 --n 256 --out "$dir/mma.json" >/dev/null 2>"$dir/err.txt"; then
+    echo "dua-tune --kernel fwd_mma ran on a device without the kernel"; exit 1
+  fi
+  grep -q "nothing to tune on .*needs NVIDIA inline PTX" "$dir/err.txt" || { echo "unclear refusal: $(cat "$dir/err.txt")"; exit 1; }
+  [ ! -e "$dir/mma.json" ] || { echo "a refused fwd_mma run wrote a database"; exit 1; }
+fi
+DUA_TUNING_EMULATED_MMA=1 "$tune" --kernel fwd_mma --dtype fp16 --dim 64 --n 256 --depth -1 --causal 0 1 --heads 2 \
+  --reps 1 --warmup 0 --out "$db" >"$dir/mma.txt" 2>"$dir/mma_err.txt" ||
+  { cat "$dir/mma_err.txt"; exit 1; }
+cat "$dir/mma.txt"
+grep -q "^entry       fwd_mma" "$dir/mma.txt" || { echo "no fwd_mma entry reported"; exit 1; }
+grep -q "N    256 depth -1 batch   1 causal" "$dir/mma.txt" || { echo "no causal problem reported"; exit 1; }
+python3 - "$db" <<'PY'
+import json, sys
+e = {(x["kernel"], x["dtype"], x["head_dim"]): x for x in json.load(open(sys.argv[1]))["entries"]}
+m = e[("fwd_mma", "fp16", 64)]
+assert set(m["params"]) == {"mt", "mt_cs"} and all(v in (1, 2) for v in m["params"].values()), m
+assert [s.get("causal", 0) for s in m["shapes"]] == [0, 1], m["shapes"]
+assert m["best_ms"] <= m["default_ms"] * 1.0001 and m["candidates"] >= 1, m
+assert ("fwd", "fp32", 64) in e and ("decode", "fp32", 32) in e  # merged, nothing lost
+print("fwd_mma entry ok:", m["params"])
+PY
+if [ "$native" = 1 ]; then
+  DUA_TUNING_FILE="$db" "$info" | grep "^    fwd_mma  *fp16 head_dim  64 " | grep -q "file $db" ||
+    { echo "dua-info: fwd_mma not from the database"; exit 1; }
+fi
+if DUA_MMA_MT=2 "$tune" --kernel fwd_mma --out "$dir/x.json" >/dev/null 2>"$dir/err.txt"; then
+  echo "dua-tune ran under DUA_MMA_MT"; exit 1
+fi
+grep -q "DUA_MMA_MT" "$dir/err.txt" || { echo "unclear refusal: $(cat "$dir/err.txt")"; exit 1; }
+if "$tune" --causal 2 --out "$dir/x.json" >/dev/null 2>&1; then echo "--causal 2 was accepted"; exit 1; fi
+if "$tune" --kernel decode --causal 1 --out "$dir/x.json" >/dev/null 2>&1; then echo "decode --causal was accepted"; exit 1; fi
 # a malformed database is neither used nor overwritten
 printf '{"format": "dua-tuning", "version": 1, "entries": [' >"$dir/bad.json"
 if "$tune" --n 64 --fraction 0.001 --out "$dir/bad.json" >/dev/null 2>"$dir/err.txt"; then

@@ -1,9 +1,10 @@
 /* test_tuning_db.c: unit tests (no device) of the tuning database reader and writer: the corpus of bad files
  * under test/corpus/tuning/ (each refused with a message naming the entry, as EXPECT lists), good files
  * accepted (forward, backward, decode plan, decode GQA plan and split-KV entries, decode shapes, decode plans
- * of the warp kernel at the edges of its own ranges), every truncation of a good file refused, print/parse
- * and save/load round trips, replacing entries, each decode kernel's ranges (staged 3 and a warp tile on a
- * regs plan refused naming the entry), and seeded random mutations (no crash; what is accepted round-trips).
+ * of the warp kernel at the edges of its own ranges, tensor-core forward entries and causal shapes), every
+ * truncation of a good file refused, print/parse and save/load round trips, replacing entries, each decode
+ * kernel's ranges (staged 3 and a warp tile on a regs plan refused naming the entry), the tensor-core
+ * forward's ranges (mt, mt_cs in 1..2), and seeded random mutations (no crash; what is accepted round-trips).
  */
 #include "test_util.h"
 #include "tuning/tuning_db.h"
@@ -83,12 +84,15 @@ START_TEST(bad_corpus_refused_naming_the_entry) {
 END_TEST
 
 static const char *const good_names[] = {"good_two_entries.json", "good_empty.json", "good_all_kernels.json",
-                                         "good_warp.json"};
-#define NGOOD 4
+                                         "good_warp.json", "good_fwd_mma.json"};
+#define NGOOD 5
+/* the non-empty good files, for the loop tests */
+static const char *const round_names[] = {"good_two_entries.json", "good_all_kernels.json", "good_warp.json",
+                                          "good_fwd_mma.json"};
 
 START_TEST(good_files_accepted) {
   const char *const *names = good_names;
-  static const int counts[NGOOD] = {2, 0, 5, 4};
+  static const int counts[NGOOD] = {2, 0, 5, 4, 4};
   for (int i = 0; i < NGOOD; i++) {
     size_t n;
     char *text = corpus_file(names[i], &n);
@@ -146,6 +150,24 @@ START_TEST(good_files_accepted) {
       ck_assert(f != NULL);
       ck_assert(f->params[0] == 2 && f->params[1] == 4 && f->params[2] == 128);
     }
+    if (i == 4) { /* the tensor-core forward (mt, mt_cs) per dtype and head dim; causal shapes */
+      const char *dev = "NVIDIA H100 80GB HBM3", *drv = "580.159.04";
+      const dua_tuning_entry *h = dua_tuning_db_find(&db, "fwd_mma", 1, 64, dev, drv);
+      ck_assert(h != NULL);
+      ck_assert(h->num_params == 2 && h->params[0] == 2 && h->params[1] == 1);
+      ck_assert_int_eq(h->num_shapes, 6);
+      for (int j = 0; j < 6; j++) /* three non-causal shapes, then three causal */
+        ck_assert_int_eq(h->shapes[j].causal, j >= 3);
+      ck_assert_int_eq(h->shapes[3].depth, 6);
+      const dua_tuning_entry *t = dua_tuning_db_find(&db, "fwd_mma", 0, 64, dev, drv);
+      ck_assert(t != NULL);
+      ck_assert(t->params[0] == 1 && t->params[1] == 2);
+      ck_assert(t->shapes[0].causal == 0 && t->shapes[1].causal == 1); /* "causal": 0 read as absent */
+      ck_assert(dua_tuning_db_find(&db, "fwd_mma", 1, 128, dev, drv) != NULL);
+      ck_assert(dua_tuning_db_find(&db, "fwd_mma", 0, 128, dev, drv) == NULL);
+      const dua_tuning_entry *f = dua_tuning_db_find(&db, "fwd", 1, 64, dev, drv);
+      ck_assert(f != NULL && f->shapes[0].causal == 1 && f->shapes[1].causal == 0);
+    }
     dua_tuning_db_free(&db);
     free(text);
   }
@@ -172,10 +194,7 @@ END_TEST
 
 START_TEST(print_parse_and_save_load_round_trip) {
   size_t n;
-  char *text = corpus_file(_i == 2 ? "good_warp.json"
-                           : _i    ? "good_all_kernels.json"
-                                   : "good_two_entries.json",
-                           &n);
+  char *text = corpus_file(round_names[_i], &n);
   dua_tuning_db a = {0}, b = {0}, c = {0};
   char why[512] = "";
   ck_assert_int_eq(dua_tuning_db_parse(text, n, &a, why, sizeof why), 0);
@@ -326,12 +345,91 @@ START_TEST(decode_kernel_ranges) {
 }
 END_TEST
 
+/* The tensor-core forward's ranges (mt and mt_cs: integers in 1..2) as dua_tuning_params_check, the reader
+ * and dua_context_set_tuning use them; a shape's causal flag is written only when set (a file without causal
+ * shapes prints as before), survives put/print/parse, and is refused on decode shapes and outside 0..1. */
+START_TEST(fwd_mma_ranges_and_causal_shapes) {
+  const dua_tune_kernel_desc *k = dua_tune_kernel_find("fwd_mma");
+  ck_assert(k != NULL);
+  ck_assert_int_eq(k->num_params, 2);
+  ck_assert_str_eq(k->params[0].name, "mt");
+  ck_assert_str_eq(k->params[1].name, "mt_cs");
+  ck_assert(strstr(dua_tune_kernel_names(), "fwd_mma") != NULL);
+  struct {
+    int32_t p[2];
+    int n;
+    const char *msg; /* NULL: accepted */
+  } cases[] = {
+      {{1, 1}, 2, NULL},
+      {{2, 2}, 2, NULL},
+      {{1, 2}, 2, NULL},
+      {{3, 1}, 2, "p.mt = 3: must be an integer in 1..2"},
+      {{0, 1}, 2, "p.mt = 0"},
+      {{2, 4}, 2, "p.mt_cs = 4: must be an integer in 1..2"},
+      {{2, -1}, 2, "p.mt_cs = -1"},
+      {{2, 1}, 1, "kernel \"fwd_mma\" takes 2 parameters, not 1"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char why[256] = "";
+    const int rc = dua_tuning_params_check(k, cases[i].p, cases[i].n, "p", why, sizeof why);
+    if (!cases[i].msg) {
+      ck_assert_msg(rc == 0, "case %zu refused: %s", i, why);
+    } else {
+      ck_assert_msg(rc == -1, "case %zu accepted", i);
+      ck_assert_msg(strstr(why, cases[i].msg) != NULL, "case %zu: \"%s\" lacks \"%s\"", i, why, cases[i].msg);
+    }
+  }
+  /* the causal key: printed only where set */
+  size_t n;
+  char *text = corpus_file("good_two_entries.json", &n);
+  dua_tuning_db db = {0}, back = {0};
+  char why[512] = "";
+  ck_assert_int_eq(dua_tuning_db_parse(text, n, &db, why, sizeof why), 0);
+  char *printed = dua_tuning_db_print(&db);
+  ck_assert(printed != NULL && strstr(printed, "causal") == NULL);
+  free(printed);
+  dua_tuning_entry e = db.entries[0];
+  e.shapes[1].causal = 1;
+  ck_assert_msg(dua_tuning_db_put(&db, &e, why, sizeof why) == 0, "%s", why);
+  printed = dua_tuning_db_print(&db);
+  ck_assert(printed != NULL && strstr(printed, "\"causal\"") != NULL);
+  ck_assert_msg(dua_tuning_db_parse(printed, strlen(printed), &back, why, sizeof why) == 0, "%s", why);
+  assert_same_db(&db, &back);
+  ck_assert_int_eq(back.entries[0].shapes[1].causal, 1);
+  ck_assert_int_eq(back.entries[0].shapes[0].causal, 0);
+  free(printed);
+  e.shapes[1].causal = 2;
+  ck_assert_int_eq(dua_tuning_db_put(&db, &e, why, sizeof why), -1);
+  ck_assert_msg(strstr(why, "shapes[1].causal = 2: must be 0 or 1") != NULL, "%s", why);
+  /* a tensor-core forward entry through put; out of range refused naming the parameter */
+  dua_tuning_entry m = db.entries[0];
+  snprintf(m.kernel, sizeof m.kernel, "fwd_mma");
+  m.num_params = 2, m.params[0] = 2, m.params[1] = 1, m.params[2] = m.params[3] = 0;
+  m.shapes[1].causal = 1;
+  ck_assert_msg(dua_tuning_db_put(&db, &m, why, sizeof why) == 0, "%s", why);
+  ck_assert_ptr_nonnull(dua_tuning_db_find(&db, "fwd_mma", m.fp16, m.head_dim, m.device, m.driver));
+  m.params[1] = 3;
+  ck_assert_int_eq(dua_tuning_db_put(&db, &m, why, sizeof why), -1);
+  ck_assert_msg(strstr(why, "entry.params.mt_cs = 3") != NULL, "%s", why);
+  /* decode shapes never carry it */
+  char *all = corpus_file("good_all_kernels.json", &n);
+  dua_tuning_db more = {0};
+  ck_assert_int_eq(dua_tuning_db_parse(all, n, &more, why, sizeof why), 0);
+  dua_tuning_entry d = more.entries[1];
+  d.shapes[0].causal = 1;
+  ck_assert_int_eq(dua_tuning_db_put(&db, &d, why, sizeof why), -1);
+  ck_assert_msg(strstr(why, "shapes[0].causal: decode shapes are causal by construction") != NULL, "%s", why);
+  dua_tuning_db_free(&more);
+  dua_tuning_db_free(&db);
+  dua_tuning_db_free(&back);
+  free(all);
+  free(text);
+}
+END_TEST
+
 START_TEST(random_mutations_never_crash) {
   size_t n;
-  char *text = corpus_file(_i == 2 ? "good_warp.json"
-                           : _i    ? "good_all_kernels.json"
-                                   : "good_two_entries.json",
-                           &n);
+  char *text = corpus_file(round_names[_i], &n);
   test_rng r = test_rng_make(test_seed() ^ 0x7u);
   char *buf = malloc(n + 64);
   int accepted = 0;
@@ -378,10 +476,11 @@ int main(void) {
   tcase_add_test(tc, bad_corpus_refused_naming_the_entry);
   tcase_add_test(tc, good_files_accepted);
   tcase_add_test(tc, every_truncation_refused);
-  tcase_add_loop_test(tc, print_parse_and_save_load_round_trip, 0, 3);
+  tcase_add_loop_test(tc, print_parse_and_save_load_round_trip, 0, 4);
   tcase_add_test(tc, put_replaces_by_key_and_validates);
   tcase_add_test(tc, decode_kernel_ranges);
-  tcase_add_loop_test(tc, random_mutations_never_crash, 0, 3);
+  tcase_add_loop_test(tc, random_mutations_never_crash, 0, 4);
+  tcase_add_test(tc, fwd_mma_ranges_and_causal_shapes);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }
