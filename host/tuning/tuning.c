@@ -407,22 +407,22 @@ dua_status dua_tuning_decode_split(dua_context *ctx, int head_dim, int fp16, con
 #define MMA_MT2_BLOCK 128 /* MT 2: a work-group's 128 query rows must fit in (divide) the layout block */
 
 int dua_tuning_mma_runs(const dua_context *ctx, int fp16, int head_dim, char *why, size_t why_size) {
-  char dummy[8];
-  if (!why)
-    why = dummy, why_size = sizeof dummy;
   if (ctx->fast_paths_disabled) {
-    snprintf(why, why_size, "the fast paths are off (DUA_NO_MMA=1 or disable_fast_paths)");
+    if (why)
+      snprintf(why, why_size, "the fast paths are off (DUA_NO_MMA=1 or disable_fast_paths)");
     return 0;
   }
   if (!(fp16 ? ctx->info.nv_mma_f16 : ctx->info.nv_mma_tf32)) {
-    snprintf(why, why_size,
-             "the tensor-core forward needs NVIDIA inline PTX (the mma.sync %s probe), which %s lacks (not "
-             "NVIDIA or the probe failed)",
-             fp16 ? "f16" : "tf32", ctx->info.name);
+    if (why)
+      snprintf(why, why_size,
+               "the tensor-core forward needs NVIDIA inline PTX (the mma.sync %s probe), which %s lacks (not "
+               "NVIDIA or the probe failed)",
+               fp16 ? "f16" : "tf32", ctx->info.name);
     return 0;
   }
   if (head_dim != 64 && head_dim != 128) {
-    snprintf(why, why_size, "the tensor-core forward has head dims 64 and 128, not %d", head_dim);
+    if (why)
+      snprintf(why, why_size, "the tensor-core forward has head dims 64 and 128, not %d", head_dim);
     return 0;
   }
   return 1;
