@@ -119,11 +119,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     __global const int *list_indices) {
   __local ushort k_s[BN * K_PITCH] __attribute__((aligned(16)));
   __local ushort v_s[BN * V_PITCH] __attribute__((aligned(16)));
-#if DUA_MMA_EMULATE
-  __local int emu_i[THREADS];
-  __local uint emu_u[THREADS * 6];
-  __local float emu_f[THREADS];
-#endif
+  EMU_LOCALS
   const int tid = get_local_id(0), lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
   const int h = get_group_id(1), b = get_group_id(2);
   const int tiles_per_block = shape.blk / BM;
@@ -232,11 +228,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
   __local ushort q_s[BN * K_PITCH] __attribute__((aligned(16)));  /* query tile (first: K) */
   __local ushort do_s[BN * V_PITCH] __attribute__((aligned(16))); /* dO tile (first: V) */
   __local float stats[2 * BN];                                    /* lse (log2 units), delta of the tile */
-#if DUA_MMA_EMULATE
-  __local int emu_i[THREADS];
-  __local uint emu_u[THREADS * 6];
-  __local float emu_f[THREADS];
-#endif
+  EMU_LOCALS
   const int tid = get_local_id(0), lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
   const int hk = get_group_id(1), b = get_group_id(2);
   const int tiles_per_block = shape.blk / BN;

@@ -81,10 +81,15 @@ typedef struct {
 } dua_fwd_shape;
 
 #if DUA_MMA_EMULATE
-/* Scratch of the emulated warp instructions: one slot per work-item. */
+/* Scratch of the emulated warp instructions: one slot per work-item, declared by each kernel (EMU_LOCALS). */
+#define EMU_LOCALS                                                                                           \
+  __local int emu_i[THREADS];                                                                                \
+  __local uint emu_u[THREADS * 6];                                                                           \
+  __local float emu_f[THREADS];
 #define EMU_PARAMS , __local int *emu_i, __local uint *emu_u, __local float *emu_f
 #define EMU_ARGS , emu_i, emu_u, emu_f
 #else
+#define EMU_LOCALS
 #define EMU_PARAMS
 #define EMU_ARGS
 inline uint smem_addr(__local const void *p) {
@@ -428,11 +433,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
    * once */
   __local lds_t k_s[BN * K_PITCH] __attribute__((aligned(16)));
   __local lds_t v_s[BN * V_PITCH] __attribute__((aligned(16)));
-#if DUA_MMA_EMULATE
-  __local int emu_i[THREADS];
-  __local uint emu_u[THREADS * 6];
-  __local float emu_f[THREADS];
-#endif
+  EMU_LOCALS
 
   const int tid = get_local_id(0), lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
   const int h = get_group_id(1), b = get_group_id(2);
