@@ -30,7 +30,7 @@ for p in $parts; do
   ptx)
     # the program cache holds the PTX (88-byte header, then the payload)
     n=0
-    for f in $(grep -l "dua_attn_fwd_mma" -r "$DUA_CACHE_DIR" 2>/dev/null | head -6); do
+    for f in $(grep -l "dua_attn_fwd_mma\|dua_attn_bwd_dq_mma" -r "$DUA_CACHE_DIR" 2>/dev/null | head -8); do
       tail -c +89 "$f" > "$OUT/mma_$n.ptx"; n=$((n + 1))
     done
     ptxas=$(ls .devkit/bin/ptxas /usr/local/lib/python3*/dist-packages/triton/backends/nvidia/bin/ptxas \
@@ -38,7 +38,7 @@ for p in $parts; do
     for f in "$OUT"/mma_*.ptx; do
       [ -f "$f" ] || continue
       echo "== $f: $(grep -c 'mma.sync' "$f") mma.sync, $(grep -c ldmatrix "$f") ldmatrix, $(grep -c 'cp.async.cg' "$f") cp.async, $(grep -c 'ld.local\|st.local' "$f") ld/st.local, $(grep -c 'ex2.approx' "$f") ex2, $(grep -m1 -o '.reg .f32[^;]*' "$f")"
-      [ -n "$ptxas" ] && sed 's/^\.version 9\.[0-9]*$/.version 8.8/' "$f" > /tmp/k.ptx && "$ptxas" -arch=sm_90 -v /tmp/k.ptx -o /tmp/k.cubin 2>&1 | grep -E "registers|spill" | tee -a "$OUT/ptxas.txt"
+      [ -n "$ptxas" ] && sed 's/^\.version 9\.[0-9]*$/.version 8.8/' "$f" > /tmp/k.ptx && "$ptxas" -arch=sm_90 -v /tmp/k.ptx -o /tmp/k.cubin 2>&1 | grep -E "entry function|registers|spill" | tee -a "$OUT/ptxas.txt"
     done ;;
   bench | bench128 | benchmt1)
     dim=64; [ $p = bench128 ] && dim=128
