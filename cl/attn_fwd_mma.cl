@@ -163,19 +163,24 @@ inline uint4 ldsm_x4_trans(__local const ushort *base, int off EMU_PARAMS) {
   return r;
 }
 
+#if DUA_MMA_EMULATE
+/* Emulated mma: every work-item's A (4 registers) and B (2) fragments into emu_u[6 tid ..], then a barrier.
+ */
+inline void emu_stage(uint4 a, uint2 b, __local uint *emu_u) {
+  const int tid = get_local_id(0);
+  vstore4(a, 0, emu_u + 6 * tid);
+  vstore2(b, 0, emu_u + 6 * tid + 4);
+  barrier(CLK_LOCAL_MEM_FENCE);
+}
+#endif
+
 /* D = A B + D, m16n8k16, A 16x16 row-major f16, B 16x8 "col" f16, D 16x8 f32 (lane = 4g + t):
  * a = {(g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)}, b = {(k 2t.., n g), (k 2t+8.., n g)},
  * d = {(g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)}. */
 inline float4 mma_16816(float4 d, uint4 a, uint2 b EMU_PARAMS) {
 #if DUA_MMA_EMULATE
   const int tid = get_local_id(0), w0 = tid & ~31, g = (tid & 31) >> 2, t = tid & 3;
-  emu_u[6 * tid + 0] = a.s0;
-  emu_u[6 * tid + 1] = a.s1;
-  emu_u[6 * tid + 2] = a.s2;
-  emu_u[6 * tid + 3] = a.s3;
-  emu_u[6 * tid + 4] = b.s0;
-  emu_u[6 * tid + 5] = b.s1;
-  barrier(CLK_LOCAL_MEM_FENCE);
+  emu_stage(a, b, emu_u);
   __local const half *hv = (__local const half *)emu_u; /* little-endian: half 2i is the low half of uint i */
   float out[4];
   for (int e = 0; e < 4; e++) {
@@ -206,13 +211,7 @@ inline float4 mma_16816(float4 d, uint4 a, uint2 b EMU_PARAMS) {
 inline float4 mma_1688(float4 d, uint4 a, uint2 b EMU_PARAMS) {
 #if DUA_MMA_EMULATE
   const int tid = get_local_id(0), w0 = tid & ~31, g = (tid & 31) >> 2, t = tid & 3;
-  emu_u[6 * tid + 0] = a.s0;
-  emu_u[6 * tid + 1] = a.s1;
-  emu_u[6 * tid + 2] = a.s2;
-  emu_u[6 * tid + 3] = a.s3;
-  emu_u[6 * tid + 4] = b.s0;
-  emu_u[6 * tid + 5] = b.s1;
-  barrier(CLK_LOCAL_MEM_FENCE);
+  emu_stage(a, b, emu_u);
   float out[4];
   for (int e = 0; e < 4; e++) {
     const int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
