@@ -221,10 +221,11 @@ Tunable kernels (`kernel` below) and their parameters, in order:
   "decode"        dua_decode's plan for calls whose work-groups serve one query row (no GQA sharing, one
                   query token): staged (1: K/V through local memory, 0: K/V in registers, 2: "warp", every
                   warp streams its own key units, NVIDIA inline PTX only: refused elsewhere unless
-                  DUA_TUNING_EMULATED_WARP=1, a test switch), tile (keys per tile; warp: keys per batch of a
-                  warp, 1..128), threads (work-items per work-group);
+                  DUA_TUNING_EMULATED_WARP=1, a test switch; 3: "mma", the same walk with tensor-core
+                  products, fp16 caches with head dim 64 or 128, likewise NVIDIA only), tile (keys per tile;
+                  warp: keys per batch of a warp, 1..128; mma: 16), threads (work-items per work-group);
   "decode_gqa"    the same for calls whose work-groups serve several rows (GQA groups, 2..4 query tokens):
-                  staged, tile, threads, rows (most query rows, heads x tokens, per work-group);
+                  staged, tile, threads, rows (most query rows, heads x tokens, per work-group; mma: <= 8);
   "decode_split"  dua_decode's split-KV thresholds: waves, minunit, maxspl. A call with G work-groups per
                   split (sequences x KV heads x head chunks) is split into ceil(waves x compute units / G)
                   parts, at most (key units of its longest context) / minunit and maxspl, at least 1.

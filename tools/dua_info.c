@@ -70,10 +70,11 @@ static void get_tunings(dua_context *ctx, tunings *tu) {
       }
 }
 
-/* A decode plan's kernel by name ("regs", "staged", "warp") when parameter j of t is "staged", else NULL. */
+/* A decode plan's kernel by name ("regs", "staged", "warp", "mma") when parameter j of t is "staged", else
+ * NULL. */
 static const char *decode_kernel(const dua_tuning_info *t, const int32_t *params, int j) {
-  static const char *const names[3] = {"regs", "staged", "warp"};
-  if (strcmp(t->param_names[j], "staged") != 0 || params[j] < 0 || params[j] > 2)
+  static const char *const names[4] = {"regs", "staged", "warp", "mma"};
+  if (strcmp(t->param_names[j], "staged") != 0 || params[j] < 0 || params[j] > 3)
     return NULL;
   return names[params[j]];
 }

@@ -21,7 +21,7 @@ dua_status dua_backward_nv_mma(dua_context *ctx, const dua_bwd_call *c, cl_kerne
            "-DHEAD_DIM=%d -DMT=1 -DDUA_FP16=1 -DDUA_TF32=0 -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=0%s",
            c->head_dim, c->enum_mode, c->tree_mode,
            dua_device_is_nvidia(&ctx->info) ? "" : " -DDUA_MMA_EMULATE=1");
-  static const char *const src = "common,attn_fwd_mma,attn_bwd_mma";
+  static const char *const src = "common,nv_mma_ops,attn_fwd_mma,attn_bwd_mma";
   dua_status st;
   if ((st = dua_program_kernel(ctx, src, options, "dua_attn_bwd_dq_mma", k_dq)) != DUA_SUCCESS ||
       (st = dua_program_kernel(ctx, src, options, "dua_attn_bwd_dkdv_mma", k_dkdv)) != DUA_SUCCESS)

@@ -12,33 +12,37 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Three kernels: cl/attn_decode.cl's "regs" keeps K and V in registers (16-byte loads, an online softmax per
+/* Four kernels: cl/attn_decode.cl's "regs" keeps K and V in registers (16-byte loads, an online softmax per
  * key group) and "staged" stages them through local memory (4-element loads); cl/attn_decode_warp.cl's
  * "warp" lets every warp stream its own units with no barrier (NVIDIA inline-PTX shuffles; emulated with
- * local memory on other devices, for tests only). The warp kernel is the compiled default wherever inline PTX
- * works (NVIDIA, the mma probe passed) and head_dim allows it: in decode4 (bench/RESULTS.md, commit ac3723f)
- * it beat the other kernels everywhere but GQA 32/8 at depth 4 (equal): 16K dense fp16 0.80 vs 1.70 ms (90%
- * of copy), fp32 1.47 vs 1.84 ms, depth 4 fp16 0.082 vs 0.164 ms, GQA dense 1.92 vs 2.34 ms; its splits aim
- * at 2 work-groups per compute unit (decode5). The plan (kernel, tile, work-items, most rows per work-group)
- * and the split-KV thresholds come through the tuning lookup chain (tuning/tuning.h: kernels "decode" for
- * calls with one query row per work-group, "decode_gqa" for several, and "decode_split"). Without a tuning
- * source the compiled defaults (tuning/decode_params.c) follow the H100 measurements of bench/RESULTS.md
- * (decode2, commit 44b83f7): regs only for an fp16 cache with one query row per work-group (no GQA sharing,
- * one token) on GPU devices, where its tile 32,128,8 beat staged (16K dense 1.71 vs 2.08 ms, depth 4 0.165 vs
- * 0.177 ms); staged everywhere else: it won fp32 at depth 4 (0.172 vs 0.192 ms at regs' best fp32 tile) and
- * GQA 32/8 (2.36 vs 3.20 ms dense), and the rest is unmeasured (CPU devices, several query tokens). A
- * compiled (or developer) plan is shrunk to the device's work-group size and local memory as needed; a tuned
- * plan runs exactly as stored or not at all (the chain then goes on to the compiled plan).
- * DUA_DECODE_KERNEL=regs|staged|warp, DUA_DECODE_TILE=tile_n,threads,rows and DUA_DECODE_SPLITS=n override
- * the plan (development); DUA_DECODE_HALF=0|1|2 picks regs' fp16 conversion (cl/attn_decode.cl DUA_HALF_CVT);
- * DUA_DECODE_WARP_VPL=1|2 the warp kernel's 16-byte loads per lane and key row (cl/attn_decode_warp.cl VPL).
- * Splits are sized by the keys a row can see, not the context length. */
+ * local memory on other devices, for tests only), and its "mma" variant (same file, DUA_DECODE_MMA) does the
+ * products of the work-group's query rows on tensor cores, 16 keys at a time. mma is the compiled default for
+ * fp16 caches with head dim 64 or 128 wherever inline PTX works (bench/RESULTS.md, decode on tensor cores:
+ * GQA 32/8 16K dense 0.751 vs 1.290 ms, 95% of copy; heads 8 0.743 vs 0.771 ms), with one split per wave of
+ * work-groups; the warp kernel elsewhere there when head_dim allows it: in decode4 (bench/RESULTS.md, commit
+ * ac3723f) it beat the other kernels everywhere but GQA 32/8 at depth 4 (equal): 16K dense fp16 0.80 vs 1.70
+ * ms (90% of copy), fp32 1.47 vs 1.84 ms, depth 4 fp16 0.082 vs 0.164 ms, GQA dense 1.92 vs 2.34 ms; its
+ * splits aim at 2 work-groups per compute unit (decode5). The plan
+ * (kernel, tile, work-items, most rows per work-group) and the split-KV thresholds come through the tuning
+ * lookup chain (tuning/tuning.h: kernels "decode" for calls with one query row per work-group, "decode_gqa"
+ * for several, and "decode_split"). Without a tuning source the compiled defaults (tuning/decode_params.c)
+ * follow the H100 measurements of bench/RESULTS.md (decode2, commit 44b83f7): regs only for an fp16 cache
+ * with one query row per work-group (no GQA sharing, one token) on GPU devices, where its tile 32,128,8 beat
+ * staged (16K dense 1.71 vs 2.08 ms, depth 4 0.165 vs 0.177 ms); staged everywhere else: it won fp32 at depth
+ * 4 (0.172 vs 0.192 ms at regs' best fp32 tile) and GQA 32/8 (2.36 vs 3.20 ms dense), and the rest is
+ * unmeasured (CPU devices, several query tokens). A compiled (or developer) plan is shrunk to the device's
+ * work-group size and local memory as needed; a tuned plan runs exactly as stored or not at all (the chain
+ * then goes on to the compiled plan). DUA_DECODE_KERNEL=regs|staged|warp|mma,
+ * DUA_DECODE_TILE=tile_n,threads,rows and DUA_DECODE_SPLITS=n override the plan (development);
+ * DUA_DECODE_HALF=0|1|2 picks regs' fp16 conversion (cl/attn_decode.cl DUA_HALF_CVT); DUA_DECODE_WARP_VPL=1|2
+ * the warp kernel's 16-byte loads per lane and key row (cl/attn_decode_warp.cl VPL). Splits are sized by the
+ * keys a row can see, not the context length. */
 #define DECODE_MAX_UNITS 65536  /* key units of the layout's N (the bitmap is WORDS = units/32 words) */
 #define DECODE_WARP_MAX_UNIT 64 /* warp kernel: largest key unit (a warp streams whole units) */
 
 typedef struct decode_plan {
   int tokens, hpw, hchunks, tile_n, threads, words, unit_shift, page_shift, splits;
-  int staged, half_cvt, key_groups; /* kernel (0 regs, 1 staged, 2 warp); fp16 conversion; regs' key groups */
+  int staged, half_cvt, key_groups; /* kernel (0 regs, 1 staged, 2 warp, 3 mma); fp16 conversion; regs' KG */
   int unroll, vpl, emulate;         /* warp: key steps per batch, 16-byte loads per lane and key, emulated */
   dua_decode_split_params split;    /* the split-KV thresholds (unused with DUA_DECODE_SPLITS) */
 } decode_plan;
@@ -53,7 +57,7 @@ static int log2i(int x) {
 static size_t local_bytes(const decode_plan *p, int head_dim, int fp16) {
   const dua_decode_params tp = {p->staged, p->tile_n, p->threads, p->hpw * p->tokens};
   return dua_decode_local_bytes(&tp, p->hpw * p->tokens, p->words, head_dim, fp16) +
-         (p->emulate ? 4 * (size_t)p->threads : 0); /* the emulated shuffles' scratch */
+         (p->emulate ? dua_decode_emu_bytes(p->threads) : 0); /* the emulated warp instructions' scratch */
 }
 
 static int is_nvidia(const dua_context *ctx) {
@@ -63,6 +67,13 @@ static int is_nvidia(const dua_context *ctx) {
 /* The warp kernel's build parameters for a unit of `unit` tokens: key steps per batch (tile_n keys, at most
  * the unit), loads per lane (DUA_DECODE_WARP_VPL), shuffles emulated off NVIDIA's PTX. */
 static dua_status warp_setup(dua_context *ctx, const dua_kv_cache *c, int unit, decode_plan *p) {
+  p->emulate = !(is_nvidia(ctx) && ctx->info.nv_mma_f16);
+  if (p->staged == 3) { /* mma: 16-key steps; smaller units (pages or blocks under 16 tokens) take warp */
+    if (unit >= 16)
+      return DUA_SUCCESS;
+    p->staged = 2;
+    p->tile_n = 8;
+  }
   const int fp16 = c->desc.dtype == DUA_F16, lanes = dua_decode_warp_lanes(c->desc.head_dim, fp16);
   const char *v = getenv("DUA_DECODE_WARP_VPL");
   /* several rows per work-group: two loads per lane halve the shuffles per score (GQA 32/8 16K fp16 dense:
@@ -79,7 +90,6 @@ static dua_status warp_setup(dua_context *ctx, const dua_kv_cache *c, int unit, 
   p->unroll = p->tile_n / kpw < 1 ? 1 : p->tile_n / kpw;
   while (p->unroll > 1 && p->unroll * kpw > unit)
     p->unroll /= 2;
-  p->emulate = !(is_nvidia(ctx) && ctx->info.nv_mma_f16);
   return DUA_SUCCESS;
 }
 
@@ -115,7 +125,7 @@ static int heads_per_group(int group, int tokens, int rows) {
 /* Key units of the layout's N for the plan's tile: unit_shift and words; 0 if above DECODE_MAX_UNITS. */
 static int set_units(decode_plan *p, const dua_kv_cache *c, const dua_layout *l, int64_t *units_out) {
   const int unit = c->desc.page_tokens < l->block ? c->desc.page_tokens : l->block;
-  const int cap = p->staged == 2 ? DECODE_WARP_MAX_UNIT : p->tile_n; /* warp: tile_n is a batch, not a cap */
+  const int cap = p->staged >= 2 ? DECODE_WARP_MAX_UNIT : p->tile_n; /* warp, mma: tile_n is a batch */
   const int u = unit < cap ? unit : cap;
   p->unit_shift = log2i(u);
   const int64_t units = ((int64_t)l->seq_len + u - 1) / u;
@@ -145,8 +155,8 @@ static int plan_exact(const plan_call *pc, const dua_decode_params *tp, decode_p
   p->key_groups = p->threads * dua_decode_load_elems(fp16) / c->desc.head_dim;
   p->page_shift = log2i(c->desc.page_tokens);
   int64_t units;
-  if (p->staged == 2 &&
-      (!set_units(p, c, pc->l, &units) || warp_setup(pc->ctx, c, 1 << p->unit_shift, p) != DUA_SUCCESS))
+  if (p->staged >= 2 && (!set_units(p, c, pc->l, &units) || (p->staged == 3 && (1 << p->unit_shift) < 16) ||
+                         warp_setup(pc->ctx, c, 1 << p->unit_shift, p) != DUA_SUCCESS))
     return 0;
   if ((p->staged == 1 && p->threads < p->hpw * p->tokens) || !set_units(p, c, pc->l, &units) ||
       local_bytes(p, c->desc.head_dim, fp16) > pc->ctx->info.local_mem_bytes)
@@ -172,7 +182,7 @@ static dua_status plan_adjusted(const plan_call *pc, const dua_decode_params *tp
   p->staged = tp->staged;
   if ((size_t)threads > ctx->info.max_work_group_size)
     threads = (int)ctx->info.max_work_group_size;
-  if (threads < (p->staged == 2 ? 32 : 16))
+  if (threads < (p->staged >= 2 ? 32 : 16))
     return dua_fail(ctx, DUA_ERROR_UNSUPPORTED, "%s: the device's work-groups (%zu work-items) are too small",
                     fn, ctx->info.max_work_group_size);
   p->tokens = pc->tokens;
@@ -192,11 +202,11 @@ static dua_status plan_adjusted(const plan_call *pc, const dua_decode_params *tp
           "%s: the layout's seq_len = %d is %lld key units of %d tokens; decode handles at most %d", fn,
           (int)l->seq_len, (long long)units, 1 << p->unit_shift, DECODE_MAX_UNITS);
     dua_status st;
-    if (p->staged == 2 && (st = warp_setup(ctx, c, 1 << p->unit_shift, p)) != DUA_SUCCESS)
+    if (p->staged >= 2 && (st = warp_setup(ctx, c, 1 << p->unit_shift, p)) != DUA_SUCCESS)
       return st;
     if (local_bytes(p, c->desc.head_dim, fp16) <= ctx->info.local_mem_bytes)
       break;
-    if (p->staged != 2 && p->tile_n > 16 && (p->staged || p->tile_n > p->key_groups))
+    if (p->staged < 2 && p->tile_n > 16 && (p->staged || p->tile_n > p->key_groups))
       p->tile_n /= 2; /* regs: tile_n | NT still holds, KG | tile_n while KG < tile_n */
     else if (p->hpw > 1)
       for (int d = p->hpw - 1; d >= 1; d--) {
@@ -414,16 +424,17 @@ dua_status dua_decode(dua_context *ctx, dua_kv_cache *cache, int32_t layer, dua_
   if (st != DUA_SUCCESS)
     return st;
 
-  char options[320];
-  snprintf(
-      options, sizeof options,
-      "-DHEAD_DIM=%d -DTOKENS=%d -DHPW=%d -DTILE_N=%d -DNT=%d -DWORDS=%d -DDUA_FP16=%d -DDUA_TREE=%d "
-      "-DDUA_BIAS=%d -DDUA_DECODE_STAGED=%d -DDUA_HALF_CVT=%d -DUNROLL=%d -DVPL=%d -DDUA_WARP_EMULATE=%d",
-      Dh, T, plan.hpw, plan.tile_n, plan.threads, plan.words, cache->desc.dtype == DUA_F16,
-      l->kind == DUA_LAYOUT_CONTENT, params->level_bias != NULL, plan.staged == 1, plan.half_cvt,
-      plan.unroll > 0 ? plan.unroll : 1, plan.vpl > 0 ? plan.vpl : 1, plan.emulate);
-  const char *sources = plan.staged == 2 ? "common,attn_decode_units,attn_decode_warp,attn_decode_merge"
-                                         : "common,attn_decode_units,attn_decode,attn_decode_merge";
+  char options[400];
+  snprintf(options, sizeof options,
+           "-DHEAD_DIM=%d -DTOKENS=%d -DHPW=%d -DTILE_N=%d -DNT=%d -DWORDS=%d -DDUA_FP16=%d -DDUA_TREE=%d "
+           "-DDUA_BIAS=%d -DDUA_DECODE_STAGED=%d -DDUA_HALF_CVT=%d -DUNROLL=%d -DVPL=%d -DDUA_MMA_EMULATE=%d "
+           "-DDUA_DECODE_MMA=%d",
+           Dh, T, plan.hpw, plan.tile_n, plan.threads, plan.words, cache->desc.dtype == DUA_F16,
+           l->kind == DUA_LAYOUT_CONTENT, params->level_bias != NULL, plan.staged == 1, plan.half_cvt,
+           plan.unroll > 0 ? plan.unroll : 1, plan.vpl > 0 ? plan.vpl : 1, plan.emulate, plan.staged == 3);
+  const char *sources = plan.staged >= 2
+                            ? "common,attn_decode_units,nv_mma_ops,attn_decode_warp,attn_decode_merge"
+                            : "common,attn_decode_units,attn_decode,attn_decode_merge";
   cl_kernel kernel, merge = NULL;
   if ((st = dua_program_kernel(ctx, sources, options, "dua_decode", &kernel)) != DUA_SUCCESS)
     return st;

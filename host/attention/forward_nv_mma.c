@@ -79,7 +79,8 @@ dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
            c->head_dim, mt, !tf32, tf32, c->enum_mode, c->tree_mode, c->has_bias,
            is_nvidia(ctx) ? "" : " -DDUA_MMA_EMULATE=1");
   cl_kernel kernel;
-  dua_status st = dua_program_kernel(ctx, "common,attn_fwd_mma", options, "dua_attn_fwd_mma", &kernel);
+  dua_status st =
+      dua_program_kernel(ctx, "common,nv_mma_ops,attn_fwd_mma", options, "dua_attn_fwd_mma", &kernel);
   if (st != DUA_SUCCESS || (st = dua_fwd_set_args(ctx, kernel, c)) != DUA_SUCCESS)
     return st;
   const size_t tiles = (size_t)c->num_blocks * (size_t)(c->block / (mt * MMA_ROWS));

@@ -290,15 +290,15 @@ typedef struct decode_call {
 static int accept_decode(const int32_t *a, void *arg) {
   const decode_call *c = arg;
   dua_decode_params p = decode_from_array(a, c->one_row, c->rows_default);
-  if (p.staged == 2 && !warp_tunable(c->ctx)) {
+  if (p.staged >= 2 && !warp_tunable(c->ctx)) {
     tuning_state *s = c->ctx->tuning;
     if (s && !s->warned_warp) {
       s->warned_warp = 1;
       dua_log(c->ctx, DUA_LOG_WARNING,
-              "tuned decode plan (%s) with the warp kernel skipped: it needs NVIDIA inline PTX (not NVIDIA, "
+              "tuned decode plan (%s) with the %s kernel skipped: it needs NVIDIA inline PTX (not NVIDIA, "
               "the mma.sync probe failed or the fast paths are off) and would run emulated; using the next "
               "source",
-              c->one_row ? "decode" : "decode_gqa");
+              c->one_row ? "decode" : "decode_gqa", dua_tune_decode_variant(p.staged));
     }
     return 0;
   }
@@ -322,26 +322,36 @@ dua_status dua_tuning_decode(dua_context *ctx, int head_dim, int fp16, int one_r
   if ((kernel && *kernel) || (tile && *tile)) {
     dua_decode_params p = def;
     if (kernel && *kernel) {
-      if (strcmp(kernel, "regs") != 0 && strcmp(kernel, "staged") != 0 && strcmp(kernel, "warp") != 0)
+      if (strcmp(kernel, "regs") != 0 && strcmp(kernel, "staged") != 0 && strcmp(kernel, "warp") != 0 &&
+          strcmp(kernel, "mma") != 0)
         return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
-                        "DUA_DECODE_KERNEL = \"%s\" is not regs, staged or warp", kernel);
+                        "DUA_DECODE_KERNEL = \"%s\" is not regs, staged, warp or mma", kernel);
+      if (kernel[0] == 'm' && !dua_decode_mma_dims(head_dim, fp16))
+        return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
+                        "DUA_DECODE_KERNEL = mma needs an fp16 cache with head_dim 64 or 128; this one is %s "
+                        "with head_dim = %d",
+                        fp16 ? "fp16" : "fp32", head_dim);
       if (kernel[0] == 'w' && !dua_decode_warp_lanes(head_dim, fp16))
         return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
                         "DUA_DECODE_KERNEL = warp needs head_dim / %d (a 16-byte load) to divide 32; "
                         "head_dim = %d",
                         dua_decode_load_elems(fp16), head_dim);
-      p = dua_decode_params_variant(&ctx->info, fp16, kernel[0] == 'w' ? 2 : kernel[0] == 's');
+      p = dua_decode_params_variant(&ctx->info, fp16,
+                                    kernel[0] == 'm'   ? 3
+                                    : kernel[0] == 'w' ? 2
+                                                       : kernel[0] == 's');
     }
     if (tile && *tile) {
       if (sscanf(tile, "%d,%d,%d", &p.tile_n, &p.threads, &p.rows) != 3 ||
-          p.tile_n < (p.staged == 2 ? 1 : 16) || p.tile_n > 128 || (p.tile_n & (p.tile_n - 1)) ||
-          p.threads < (p.staged == 2 ? 32 : 16) || p.threads > 1024 || (p.threads & (p.threads - 1)) ||
-          p.rows < 1 || p.rows > 64)
-        return dua_fail(ctx, DUA_ERROR_INVALID_ARGUMENT,
-                        "DUA_DECODE_TILE = \"%s\" is not tile_n,threads,rows (tile_n a power of two 16..128, "
-                        "1..128 for the warp kernel, threads a power of two 16..1024, 32..1024 for the warp "
-                        "kernel, rows 1..64)",
-                        tile);
+          p.tile_n < (p.staged >= 2 ? 1 : 16) || p.tile_n > 128 || (p.tile_n & (p.tile_n - 1)) ||
+          p.threads < (p.staged >= 2 ? 32 : 16) || p.threads > 1024 || (p.threads & (p.threads - 1)) ||
+          p.rows < 1 || p.rows > 64 || (p.staged == 3 && (p.tile_n != 16 || p.rows > 8)))
+        return dua_fail(
+            ctx, DUA_ERROR_INVALID_ARGUMENT,
+            "DUA_DECODE_TILE = \"%s\" is not tile_n,threads,rows (tile_n a power of two 16..128, "
+            "1..128 for the warp kernel, 16 for mma, threads a power of two 16..1024, 32..1024 for "
+            "the warp and mma kernels, rows 1..64, 1..8 for mma)",
+            tile);
     }
     *out = p;
     *adjust = 1;
@@ -534,11 +544,11 @@ static int usable(dua_context *ctx, const dua_tune_kernel_desc *k, int fp16, int
     char rows[32] = "";
     if (!one_row)
       snprintf(rows, sizeof rows, " rows=%d", (int)params[3]);
-    if (p.staged == 2 && !warp_tunable(ctx)) {
+    if (p.staged >= 2 && !warp_tunable(ctx)) {
       snprintf(why, n,
-               "%s staged=2 (the warp kernel) needs NVIDIA inline PTX (the mma.sync probe), which %s lacks "
+               "%s staged=%d (the %s kernel) needs NVIDIA inline PTX (the mma.sync probe), which %s lacks "
                "%s; the kernel would only run emulated (DUA_TUNING_EMULATED_WARP=1 allows that, for tests)",
-               k->name, ctx->info.name,
+               k->name, (int)p.staged, dua_tune_decode_variant(p.staged), ctx->info.name,
                ctx->fast_paths_disabled ? "with the fast paths off" : "(probe failed or not NVIDIA)");
       return 0;
     }
@@ -547,7 +557,8 @@ static int usable(dua_context *ctx, const dua_tune_kernel_desc *k, int fp16, int
     snprintf(why, n,
              "%s staged=%d (%s) tile=%d threads=%d%s does not fit head_dim %d and this device's kernels "
              "(regs: threads a multiple of head_dim / %d and of tile, tile a multiple of the key groups; "
-             "staged: threads >= rows; warp: head_dim / %d dividing 32; work-group size %zu)",
+             "staged: threads >= rows; warp: head_dim / %d dividing 32; mma: fp16, head_dim 64 or 128, tile "
+             "16, rows <= 8; work-group size %zu)",
              k->name, (int)params[0], dua_tune_decode_variant(params[0]), (int)params[1], (int)params[2],
              rows, head_dim, dua_decode_load_elems(fp16), dua_decode_load_elems(fp16),
              ctx->info.max_work_group_size);
@@ -739,7 +750,7 @@ dua_status dua_tuning_candidates(dua_context *ctx, const char *kernel, dua_dtype
      * whose local memory fits with the smallest bitmap (8 words: contexts up to 256 key units); a call whose
      * bitmap or rows need more skips the tuned plan for that call. The warp kernel only where it is tunable
      * (warp_tunable: natively, or emulated when a test asks) */
-    const int one_row = is_kernel(k, "decode"), kernels = warp_tunable(ctx) ? 3 : 2;
+    const int one_row = is_kernel(k, "decode"), kernels = warp_tunable(ctx) ? 4 : 2;
     const int emulated = !dua_decode_warp_native(&ctx->info);
     for (int staged = 0; staged < kernels; staged++) {
       int32_t v[DUA_TUNING_PARAMS] = {staged};
@@ -750,7 +761,7 @@ dua_status dua_tuning_candidates(dua_context *ctx, const char *kernel, dua_dtype
         for (int threads = nr->min; threads <= nr->max; threads *= 2)
           for (int rows = 1; rows <= (one_row ? 1 : 64); rows++) {
             dua_decode_params p = {staged, tile, threads, rows};
-            const size_t scratch = staged == 2 && emulated ? 4 * (size_t)threads : 0; /* decode.c */
+            const size_t scratch = staged >= 2 && emulated ? dua_decode_emu_bytes(threads) : 0;
             if (!good_group(ctx, (size_t)threads) ||
                 !dua_decode_params_valid(&p, head_dim, fp16, &ctx->info) ||
                 dua_decode_local_bytes(&p, rows, 8, head_dim, fp16) + scratch > ctx->info.local_mem_bytes)

@@ -21,14 +21,14 @@ static const dua_tune_kernel_desc kernels[] = {
     /* portable backward (cl/attn_bwd.cl, both passes): BLOCK_M, BLOCK_N, TM, TN */
     {"bwd", 4, {{"bm", 8, 256, 1}, {"bn", 8, 256, 1}, {"tm", 1, 256, 1}, {"tn", 1, 256, 1}}, 0, 0},
     /* decode with one query row per work-group: the kernel (0 regs, 1 staged: cl/attn_decode.cl
-     * DUA_DECODE_STAGED; 2 warp: cl/attn_decode_warp.cl), TILE_N, NT; tile and threads ranges per kernel
-     * below (decode_variant_ranges) */
-    {"decode", 3, {{"staged", 0, 2, 0}, {"tile", 1, 128, 1}, {"threads", 16, 1024, 1}}, 1, 1},
+     * DUA_DECODE_STAGED; 2 warp, 3 mma: cl/attn_decode_warp.cl), TILE_N, NT; tile and threads ranges per
+     * kernel below (decode_variant_ranges) */
+    {"decode", 3, {{"staged", 0, 3, 0}, {"tile", 1, 128, 1}, {"threads", 16, 1024, 1}}, 1, 1},
     /* decode with several rows per work-group (GQA sharing, several query tokens): + most rows HPW x TOKENS
      */
     {"decode_gqa",
      4,
-     {{"staged", 0, 2, 0}, {"tile", 1, 128, 1}, {"threads", 16, 1024, 1}, {"rows", 1, 64, 0}},
+     {{"staged", 0, 3, 0}, {"tile", 1, 128, 1}, {"threads", 16, 1024, 1}, {"rows", 1, 64, 0}},
      1,
      1},
     /* split-KV thresholds of decode (host/tuning/decode_params.c): split while the work-groups are fewer
@@ -40,15 +40,16 @@ static const dua_tune_kernel_desc kernels[] = {
 };
 
 /* A decode plan's tile and threads per kernel variant (params[0] = staged). */
-static const char *const decode_variant_names[3] = {"regs", "staged", "warp"};
-static const dua_tune_param_desc decode_variant_ranges[3][2] = {
+static const char *const decode_variant_names[4] = {"regs", "staged", "warp", "mma"};
+static const dua_tune_param_desc decode_variant_ranges[4][2] = {
     {{"tile", 16, 128, 1}, {"threads", 16, 1024, 1}}, /* regs: keys per tile, work-items */
     {{"tile", 16, 128, 1}, {"threads", 16, 1024, 1}}, /* staged */
     {{"tile", 1, 128, 1}, {"threads", 32, 1024, 1}},  /* warp: keys per batch of a warp, whole warps */
+    {{"tile", 16, 16, 1}, {"threads", 32, 1024, 1}},  /* mma: keys per step of a warp (one k-step of P V) */
 };
 
 const char *dua_tune_decode_variant(int32_t staged) {
-  return staged >= 0 && staged < 3 ? decode_variant_names[staged] : NULL;
+  return staged >= 0 && staged < 4 ? decode_variant_names[staged] : NULL;
 }
 
 const dua_tune_param_desc *dua_tune_param_range(const dua_tune_kernel_desc *k, const int32_t *params, int i,

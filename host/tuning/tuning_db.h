@@ -14,12 +14,12 @@
  * rows: GQA sharing or several query tokens; staged, tile, threads, rows), "decode_split" (the split-KV
  * thresholds: waves, minunit, maxspl) and "fwd_mma" (the NVIDIA tensor-core forward: mt and mt_cs, m-tiles
  * of 16 query rows per warp, 1..2, for most calls and for causal layouts that visit few blocks). A decode
- * plan's "staged" picks the kernel (0 regs, 1 staged, 2 warp) and with it the ranges of tile and threads
- * (regs, staged: 16..128 and 16..1024; warp: keys per batch of a warp 1..128 and whole warps 32..1024; powers
- * of two). Decode entries are keyed by the KV cache's dtype, and their shapes carry three more keys,
- * "kv_heads", "tokens" and "page" (n is the context length, batch the sequences). The shapes of the other
- * kernels may carry "causal": 1 (a causal layout; absent means 0, and it is the only key that may be
- * absent).
+ * plan's "staged" picks the kernel (0 regs, 1 staged, 2 warp, 3 mma) and with it the ranges of tile and
+ * threads (regs, staged: 16..128 and 16..1024; warp: keys per batch of a warp 1..128 and whole
+ * warps 32..1024; mma: 16 keys per step and whole warps 32..1024; powers of two). Decode entries are keyed by
+ * the KV cache's dtype, and their shapes carry three more keys, "kv_heads", "tokens" and "page" (n is the
+ * context length, batch the sequences). The shapes of the other kernels may carry "causal": 1 (a causal
+ * layout; absent means 0, and it is the only key that may be absent).
  *
  * Reading is strict: at most 4 MiB, exactly these keys (none unknown, none missing, no duplicates), the
  * right JSON types, integers that are integers, values in range, and at most one entry per key (kernel,
@@ -58,11 +58,11 @@ typedef struct dua_tune_kernel_desc {
 
 const dua_tune_kernel_desc *dua_tune_kernel_find(const char *name);
 /* The range of parameter i of k given params[0] (a decode plan's kernel variant, which must already be in
- * range); *variant gets that variant's name ("regs", "staged", "warp") when the range is the variant's own,
- * else NULL. */
+ * range); *variant gets that variant's name ("regs", "staged", "warp", "mma") when the range is the variant's
+ * own, else NULL. */
 const dua_tune_param_desc *dua_tune_param_range(const dua_tune_kernel_desc *k, const int32_t *params, int i,
                                                 const char **variant);
-/* The name of decode kernel variant `staged` ("regs", "staged", "warp"), or NULL out of range. */
+/* The name of decode kernel variant `staged` ("regs", "staged", "warp", "mma"), or NULL out of range. */
 const char *dua_tune_decode_variant(int32_t staged);
 /* The known kernel names, ", "-separated (for messages). */
 const char *dua_tune_kernel_names(void);

@@ -419,18 +419,21 @@ static void restore_env(const char *name, char *saved) {
 }
 
 /* Random positional layouts: per-head depths and arities, shift, window, sink, level bias, GQA, page and
- * block sizes, head dims, 1..4 query tokens, fp16 cache and/or queries, (S,T,H,D) query storage. */
-START_TEST(random_positional) {
-  test_rng r = test_rng_make(202 + (uint64_t)_i);
+ * block sizes, head dims, 1..4 query tokens, fp16 cache and/or queries, (S,T,H,D) query storage; case i
+ * runs kernel (and DUA_DECODE_TILE tile) when given, the device's default otherwise. mma_dims: head dims 64
+ * and 128 and an fp16 cache only (the mma kernel's). */
+static void random_positional_case(int i, const char *kernel, const char *tile, int mma_dims) {
+  test_rng r = test_rng_make(202 + (uint64_t)i + (mma_dims ? 1000 : 0));
   static const int dims[4] = {32, 64, 96, 128}, sizes[4] = {16, 32, 64, 128};
-  const int hkv = test_rng_int(&r, 1, 2), group = test_rng_int(&r, 1, 3), hq = hkv * group;
+  const int hkv = test_rng_int(&r, 1, 2), group = test_rng_int(&r, 1, mma_dims ? 4 : 3), hq = hkv * group;
   const int N = test_rng_int(&r, 40, 400), S = test_rng_int(&r, 1, 4);
   const int page = sizes[test_rng_int(&r, 0, 3)], blk = sizes[test_rng_int(&r, 0, 3)];
-  dua_kv_cache_desc d = cache_desc(1, hkv, dims[_i % 4], page, S * ((N + page - 1) / page), S, N,
-                                   test_rng_int(&r, 0, 1) ? DUA_F16 : DUA_F32);
+  const int fp16_cache = test_rng_int(&r, 0, 1) || mma_dims;
+  dua_kv_cache_desc d = cache_desc(1, hkv, mma_dims ? 64 << (i % 2) : dims[i % 4], page,
+                                   S * ((N + page - 1) / page), S, N, fp16_cache ? DUA_F16 : DUA_F32);
   d.page_order_seed = (uint32_t)test_rng_int(&r, 0, 1000);
   fixture f;
-  fx_open(&f, &d, 210 + (uint64_t)_i);
+  fx_open(&f, &d, 210 + (uint64_t)i);
   lay y = lay_base(N, blk, 1, hq, hkv);
   y.desc.arity = test_rng_int(&r, 2, 3);
   const int nb = (N + blk - 1) / blk;
@@ -464,26 +467,37 @@ START_TEST(random_positional) {
   dopts o = dopts_make(test_rng_int(&r, 1, 4), test_rng_int(&r, 0, 1) ? DUA_F16 : DUA_F32);
   o.bnhd = test_rng_int(&r, 0, 1);
   o.with_bias = test_rng_int(&r, 0, 2) == 0;
-  /* every kernel whatever the device's default choice (the warp kernel emulated off NVIDIA: batches of
-   * 8 keys in 4 warps, and of 2 keys in 2 warps with 2 rows and two loads per lane); NULL: the device
-   * default */
-  static const char *const tiles[6] = {"32,128,16", "64,128,8", "16,64,4", "8,128,4", "2,64,2", NULL};
-  static const char *const kernels[6] = {"staged", "regs", "regs", "warp", "warp", NULL};
-  if (tiles[_i % 6])
-    setenv("DUA_DECODE_TILE", tiles[_i % 6], 1);
+  if (tile)
+    setenv("DUA_DECODE_TILE", tile, 1);
   char *outer =
       getenv("DUA_DECODE_KERNEL") ? strdup(getenv("DUA_DECODE_KERNEL")) : NULL; /* a whole-run choice */
-  if (kernels[_i % 6])
-    setenv("DUA_DECODE_KERNEL", kernels[_i % 6], 1);
-  if (_i % 6 == 4) /* the warp kernel with two 16-byte loads per lane and key row */
-    setenv("DUA_DECODE_WARP_VPL", "2", 1);
+  if (kernel)
+    setenv("DUA_DECODE_KERNEL", kernel, 1);
   check_decode_free(&f, &y, 0, S, s, &o);
   unsetenv("DUA_DECODE_TILE");
-  if (_i % 6 == 4)
-    unsetenv("DUA_DECODE_WARP_VPL");
   restore_env("DUA_DECODE_KERNEL", outer);
   lay_free(&y);
   fx_close(&f);
+}
+
+/* Every kernel whatever the device's default choice (the warp kernel emulated off NVIDIA: batches of 8 keys
+ * in 4 warps, and of 2 keys in 2 warps with 2 rows and two loads per lane); NULL: the device default. */
+START_TEST(random_positional) {
+  static const char *const tiles[6] = {"32,128,16", "64,128,8", "16,64,4", "8,128,4", "2,64,2", NULL};
+  static const char *const kernels[6] = {"staged", "regs", "regs", "warp", "warp", NULL};
+  if (_i % 6 == 4) /* the warp kernel with two 16-byte loads per lane and key row */
+    setenv("DUA_DECODE_WARP_VPL", "2", 1);
+  random_positional_case(_i, kernels[_i % 6], tiles[_i % 6], 0);
+  if (_i % 6 == 4)
+    unsetenv("DUA_DECODE_WARP_VPL");
+}
+END_TEST
+
+/* The mma kernel (tensor-core products; emulated off NVIDIA) on the same random layouts: head dims 64 and
+ * 128, fp16 cache, GQA groups up to 4 with 1..4 tokens (rows split into head chunks of at most 8), 4 and 2
+ * warps. */
+START_TEST(random_positional_mma) {
+  random_positional_case(_i, "mma", _i % 2 ? "16,64,4" : "16,128,8", 1);
 }
 END_TEST
 
@@ -996,6 +1010,7 @@ int main(void) {
   tcase_set_timeout(tc, 1200);
   tcase_add_test(tc, dense_variable_lengths);
   tcase_add_loop_test(tc, random_positional, 0, 6);
+  tcase_add_loop_test(tc, random_positional_mma, 0, 6);
   tcase_add_loop_test(tc, content_paths, 0, 2);
   tcase_add_test(tc, gqa_group_and_head_chunks);
   tcase_add_loop_test(tc, split_kv_merge, 0, 2);

@@ -537,7 +537,8 @@ START_TEST(backward_and_decode_refusals_and_candidates) {
     int32_t p[4];
     const char *msg;
   } bad[] = {
-      {"decode", 3, {3, 32, 64}, "params.staged = 3: must be an integer in 0..2"},
+      {"decode", 3, {4, 32, 64}, "params.staged = 4: must be an integer in 0..3"},
+      {"decode", 3, {3, 32, 64}, "params.tile = 32: must be a power of two in 16..16 for the mma kernel"},
       {"decode", 3, {0, 8, 64}, "params.tile = 8: must be a power of two in 16..128 for the regs kernel"},
       {"decode", 3, {0, 32, 48}, "params.threads = 48"},
       {"decode", 3, {0, 128, 16}, "does not fit"}, /* regs: 16 work-items cannot cover a 128-key tile */
@@ -668,6 +669,8 @@ typedef struct dec_case {
   int S, Hq, T;
 } dec_case;
 
+static dua_dtype dec_cache_dtype = DUA_F32; /* the cache dtype of dec_make's cases */
+
 static dec_case dec_make(dua_context *ctx, int S, int Hq, int T, int len) {
   dec_case c;
   memset(&c, 0, sizeof c);
@@ -675,7 +678,7 @@ static dec_case dec_make(dua_context *ctx, int S, int Hq, int T, int len) {
   dua_kv_cache_desc cd;
   memset(&cd, 0, sizeof cd);
   cd.layers = 1, cd.kv_heads = 2, cd.head_dim = 64, cd.page_tokens = 16, cd.num_pages = 64, cd.max_seqs = 4;
-  cd.max_tokens = 256, cd.dtype = DUA_F32;
+  cd.max_tokens = 256, cd.dtype = dec_cache_dtype;
   ck_assert_int_eq(dua_kv_cache_create(ctx, &cd, &c.cache), DUA_SUCCESS);
   const size_t kn = (size_t)2 * len * 64, qn = (size_t)S * Hq * T * 64;
   float *x = malloc((kn > qn ? kn : qn) * 4);
@@ -725,6 +728,8 @@ static size_t split_scratch(const dec_case *c, int splits) {
  * key units per warp; the others: 16 waves, 8 units; at most 64 splits), and the split count for `groups`
  * work-groups per split and `units` key units. */
 static dua_decode_split_params compiled_split(const dua_decode_plan_info *pi, int rows) {
+  if (pi->staged == 3) /* mma: one wave of work-groups */
+    return (dua_decode_split_params){1, 4 * (pi->threads / 32), 64};
   if (pi->staged == 2)
     return (dua_decode_split_params){2 * rows, 4 * (pi->threads / 32), 64};
   return (dua_decode_split_params){16, 8, 64};
@@ -891,7 +896,7 @@ START_TEST(warp_in_the_tuning_space) {
    * warps; several rows, 8 keys per batch, at most 4 rows. No split entry: the compiled thresholds */
   static const kparams warp[2] = {{"decode", 0, 64, 3, {2, 4, 64}}, {"decode_gqa", 0, 64, 4, {2, 8, 64, 4}}};
   write_entries(path, &d, d.driver_version, warp, 2);
-  static const char *const srcs = "common,attn_decode_units,attn_decode_warp,attn_decode_merge";
+  static const char *const srcs = "common,attn_decode_units,nv_mma_ops,attn_decode_warp,attn_decode_merge";
   for (int allow = 0; allow <= 1; allow++) {
     if (allow)
       setenv("DUA_TUNING_EMULATED_WARP", "1", 1);
@@ -1008,8 +1013,9 @@ END_TEST
 /* Without a database (and no override or developer variable) the decode plan and split count are the
  * compiled rules, and the backward builds the compiled tile. The decode rules: where the warp kernel runs
  * natively (NVIDIA, the mma.sync probe passed; the default since 0b70021) the warp plan, 4 keys per batch (8
- * with several rows) x 128 work-items x at most 4 rows, with its own split thresholds; elsewhere the rules of
- * decode.c before tuning (commit 81ad4a4). */
+ * with several rows) x 128 work-items x at most 4 rows, with its own split thresholds, and for an fp16 cache
+ * the mma plan (16 keys per step x 128 work-items x at most 8 rows, one wave); elsewhere
+ * the rules of decode.c before tuning (commit 81ad4a4). */
 START_TEST(no_database_is_the_compiled_behaviour) {
   clear_env();
   sim_nv = _i;
@@ -1023,15 +1029,23 @@ START_TEST(no_database_is_the_compiled_behaviour) {
   struct {
     int S, Hq, T, len;
   } cases[] = {{2, 2, 1, 200}, {1, 8, 1, 256}, {4, 4, 2, 30}, {3, 8, 3, 256}, {1, 2, 1, 16}};
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    dec_case c = dec_make(ctx, cases[i].S, cases[i].Hq, cases[i].T, cases[i].len);
+  for (size_t i = 0; i < 2 * (sizeof cases / sizeof cases[0]); i++) {
+    const int fp16 = i >= sizeof cases / sizeof cases[0];
+    dec_cache_dtype = fp16 ? DUA_F16 : DUA_F32;
+    dec_case c =
+        dec_make(ctx, cases[i % 5].S, cases[i % 5].Hq, cases[i % 5].T, cases[i % 5].len); /* 5 cases */
+    dec_cache_dtype = DUA_F32;
     dua_decode_plan_info pi;
     ck_assert_int_eq(dua_decode_plan_get(ctx, c.cache, 0, c.l, c.seqs, c.S, c.T, &pi), DUA_SUCCESS);
     const int group = c.Hq / 2, one_row = group == 1 && c.T == 1;
     int staged, tile, threads, rows;
-    if (warp) {
+    if (warp && fp16) {
+      staged = 3, tile = 16, threads = 128, rows = 8;
+    } else if (warp) {
       staged = 2, tile = one_row ? 4 : 8, threads = 128, rows = 4;
-    } else { /* fp32 cache: staged (regs only for an fp16 cache on GPUs) */
+    } else if (fp16 && one_row && !cpu) { /* regs for an fp16 cache with one row on GPUs */
+      staged = 0, tile = 32, threads = 128, rows = 8;
+    } else { /* staged */
       staged = 1, tile = cpu ? 16 : 32, threads = cpu ? 32 : 128, rows = 16;
     }
     ck_assert_int_eq(pi.staged, staged);
@@ -1049,7 +1063,7 @@ START_TEST(no_database_is_the_compiled_behaviour) {
     ck_assert(pi.split.waves == sp.waves && pi.split.min_units == sp.min_units &&
               pi.split.max_splits == sp.max_splits);
     ck_assert_int_eq(pi.splits,
-                     split_count(&sp, (int64_t)c.S * 2 * (group / hpw), (cases[i].len + 15) / 16, cu));
+                     split_count(&sp, (int64_t)c.S * 2 * (group / hpw), (cases[i % 5].len + 15) / 16, cu));
     ck_assert(pi.source == DUA_TUNING_BUILTIN || pi.source == DUA_TUNING_GENERIC);
     ck_assert(pi.split_source == DUA_TUNING_BUILTIN || pi.split_source == DUA_TUNING_GENERIC);
     dec_free(&c);
