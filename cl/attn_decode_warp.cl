@@ -31,8 +31,12 @@
  * and n-tile x stands for column g OT + x of lane group g, so each b register is two halves of two loaded
  * words (a byte permute); the C fragment of O then holds, for row g, columns [2t OT, 2t OT + 2 OT). P is
  * rounded to f16 and re-packed from C into A fragments (as FlashAttention-2), the softmax and sums are fp32.
- * Registers per lane: Q 2 HEAD_DIM / 32 words... (16 at head dim 128), O 4 OT floats, one tile's loads 16
- * words x 4.
+ * With fp32 queries (DUA_MMA_SPLIT) Q and P each go in as two f16 parts, x = hi + lo (lo = x - f16(x)), and
+ * every product is two mma: about 22 significant bits, as the fp32 reference tolerance needs (one f16 rounding
+ * of Q and P missed 1e-4 + 1e-3 |ref| in test_decode). Loading the next 16 keys into a second set of
+ * registers before using the current ones was measured 4-6% slower on an H100 (bench/RESULTS.md): not kept.
+ * Registers per lane at head dim 128: Q 16 words (32 with DUA_MMA_SPLIT), O 64 floats (half of them the
+ * mma's unused rows 8..15), one tile's loads 64 words.
  *
  * DUA_MMA_EMULATE=1 replaces shfl.sync and mma.sync by local memory and barriers (nv_mma_ops.cl; every loop
  * that shuffles has a trip count uniform over the work-group), so the kernel's logic can be checked on any
@@ -70,6 +74,9 @@ typedef float4 kv_f;
 #define QC (HEAD_DIM / 32) /* 16-byte K loads per lane and key row: 2 k-steps each */
 #define VL (HEAD_DIM / 64) /* 16-byte V loads per lane and key row: OT columns */
 #define LPK 4              /* (unused by the mma variant: the warp variant's lanes per key) */
+#ifndef DUA_MMA_SPLIT
+#define DUA_MMA_SPLIT 0 /* fp32 queries: Q and P as f16 hi + lo pairs (two mma each), fp32-grade scores */
+#endif
 #if !DUA_FP16 || (HEAD_DIM != 64 && HEAD_DIM != 128) || ROWS > 8 || (NT % 32)
 #error "the mma decode needs an fp16 cache, head dim 64 or 128, at most 8 query rows and whole warps"
 #endif
@@ -141,6 +148,15 @@ inline int unit_rule(int h, int pos, int j0, dua_shape shape, __global const dua
   return shared;
 }
 
+#if DUA_DECODE_MMA
+/* x rounded to f16 (nearest even), as a float. */
+inline float f16_round(float x) {
+  ushort h;
+  vstore_half_rte(x, 0, (__private half *)&h);
+  return vload_half(0, (__private const half *)&h);
+}
+#endif
+
 __kernel __attribute__((reqd_work_group_size(NT, 1, 1))) void
 dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __global const int *block_table,
            int max_pages, __global const int2 *calls /* [S] (seq, length) */, int page_shift, int unit_shift,
@@ -175,7 +191,7 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
    */
   const int g = lane >> 2, t = lane & 3, row_ok = g < ROWS;
   const int pos_g = row_ok ? len - TOKENS + g % TOKENS : -1, h_g = h0 + (row_ok ? g / TOKENS : 0);
-  uint qa[QC][4];
+  uint qa[QC][4], ql[QC][4]; /* ql: the f16 remainders (DUA_MMA_SPLIT) */
   float4 acc[OT];
   float m_g = -INFINITY, l_g = 0.0f;
   for (int c = 0; c < QC; c++) {
@@ -187,7 +203,14 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
     }
     qa[c][0] = pack_half2(x.s0, x.s1), qa[c][1] = pack_half2(x.s2, x.s3);
     qa[c][2] = pack_half2(x.s4, x.s5), qa[c][3] = pack_half2(x.s6, x.s7);
+    const float8 r = x - (float8)(f16_round(x.s0), f16_round(x.s1), f16_round(x.s2), f16_round(x.s3),
+                                  f16_round(x.s4), f16_round(x.s5), f16_round(x.s6), f16_round(x.s7));
+    ql[c][0] = pack_half2(r.s0, r.s1), ql[c][1] = pack_half2(r.s2, r.s3);
+    ql[c][2] = pack_half2(r.s4, r.s5), ql[c][3] = pack_half2(r.s6, r.s7);
   }
+#if !DUA_MMA_SPLIT
+  (void)ql;
+#endif
   for (int x = 0; x < OT; x++)
     acc[x] = (float4)(0.0f);
 #else
@@ -263,6 +286,12 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
                              (uint2)(kw[nt][4 * c], kw[nt][4 * c + 1]) EMU_ARGS);
           sc[nt] = mma_16816(sc[nt], (uint4)(qa[c][2], 0u, qa[c][3], 0u),
                              (uint2)(kw[nt][4 * c + 2], kw[nt][4 * c + 3]) EMU_ARGS);
+#if DUA_MMA_SPLIT
+          sc[nt] = mma_16816(sc[nt], (uint4)(ql[c][0], 0u, ql[c][1], 0u),
+                             (uint2)(kw[nt][4 * c], kw[nt][4 * c + 1]) EMU_ARGS);
+          sc[nt] = mma_16816(sc[nt], (uint4)(ql[c][2], 0u, ql[c][3], 0u),
+                             (uint2)(kw[nt][4 * c + 2], kw[nt][4 * c + 3]) EMU_ARGS);
+#endif
         }
       }
       /* mask, scale, online softmax of row g (its 16 keys live in the 4 lanes of quad g) */
@@ -287,6 +316,10 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
       m_g = mn;
       /* O += P V: P's A fragment (rows g; keys 2t.., 2t+8..), V's b registers by byte permutes */
       const uint4 pa = (uint4)(pack_half2(p[0], p[1]), 0u, pack_half2(p[2], p[3]), 0u);
+#if DUA_MMA_SPLIT
+      const uint4 pl = (uint4)(pack_half2(p[0] - f16_round(p[0]), p[1] - f16_round(p[1])), 0u,
+                               pack_half2(p[2] - f16_round(p[2]), p[3] - f16_round(p[3])), 0u);
+#endif
       for (int x = 0; x < OT; x++) {
         const int w = x >> 1;
         const uint b0 = (x & 1) ? (vw[0][w] >> 16) | (vw[1][w] & 0xffff0000u)
@@ -294,6 +327,9 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
         const uint b1 = (x & 1) ? (vw[2][w] >> 16) | (vw[3][w] & 0xffff0000u)
                                 : (vw[2][w] & 0xffffu) | (vw[3][w] << 16);
         acc[x] = mma_16816(acc[x] * alpha, pa, (uint2)(b0, b1) EMU_ARGS);
+#if DUA_MMA_SPLIT
+        acc[x] = mma_16816(acc[x], pl, (uint2)(b0, b1) EMU_ARGS);
+#endif
       }
     }
 #else

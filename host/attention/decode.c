@@ -428,10 +428,11 @@ dua_status dua_decode(dua_context *ctx, dua_kv_cache *cache, int32_t layer, dua_
   snprintf(options, sizeof options,
            "-DHEAD_DIM=%d -DTOKENS=%d -DHPW=%d -DTILE_N=%d -DNT=%d -DWORDS=%d -DDUA_FP16=%d -DDUA_TREE=%d "
            "-DDUA_BIAS=%d -DDUA_DECODE_STAGED=%d -DDUA_HALF_CVT=%d -DUNROLL=%d -DVPL=%d -DDUA_MMA_EMULATE=%d "
-           "-DDUA_DECODE_MMA=%d",
+           "-DDUA_DECODE_MMA=%d -DDUA_MMA_SPLIT=%d",
            Dh, T, plan.hpw, plan.tile_n, plan.threads, plan.words, cache->desc.dtype == DUA_F16,
            l->kind == DUA_LAYOUT_CONTENT, params->level_bias != NULL, plan.staged == 1, plan.half_cvt,
-           plan.unroll > 0 ? plan.unroll : 1, plan.vpl > 0 ? plan.vpl : 1, plan.emulate, plan.staged == 3);
+           plan.unroll > 0 ? plan.unroll : 1, plan.vpl > 0 ? plan.vpl : 1, plan.emulate, plan.staged == 3,
+           plan.staged == 3 && q->dtype == DUA_F32);
   const char *sources = plan.staged >= 2
                             ? "common,attn_decode_units,nv_mma_ops,attn_decode_warp,attn_decode_merge"
                             : "common,attn_decode_units,attn_decode,attn_decode_merge";
