@@ -274,13 +274,14 @@ START_TEST(put_replaces_by_key_and_validates) {
 END_TEST
 
 /* Each decode kernel's own ranges (dua_tuning_params_check, as the reader and dua_context_set_tuning use it):
- * a warp plan takes tiles 1..128 and 32..1024 work-items, regs and staged 16..128 and 16..1024; staged 3 is
- * no kernel; a round trip through put/print/parse keeps every warp plan. */
+ * a warp plan takes tiles 1..128 and 32..1024 work-items, an mma plan tile 16 and 32..1024, regs and staged
+ * 16..128 and 16..1024; staged 4 is no kernel; a round trip through put/print/parse keeps every warp plan. */
 START_TEST(decode_kernel_ranges) {
   const dua_tune_kernel_desc *k = dua_tune_kernel_find("decode"), *g = dua_tune_kernel_find("decode_gqa");
   ck_assert(k && g && k->variants && g->variants);
   ck_assert_str_eq(dua_tune_decode_variant(2), "warp");
-  ck_assert_ptr_null(dua_tune_decode_variant(3));
+  ck_assert_str_eq(dua_tune_decode_variant(3), "mma");
+  ck_assert_ptr_null(dua_tune_decode_variant(4));
   struct {
     const dua_tune_kernel_desc *k;
     int32_t p[4];
@@ -291,7 +292,11 @@ START_TEST(decode_kernel_ranges) {
       {k, {0, 16, 16}, NULL},
       {k, {1, 128, 1024}, NULL},
       {g, {2, 2, 64, 64}, NULL},
-      {k, {3, 32, 128}, "p.staged = 3: must be an integer in 0..2"},
+      {k, {3, 16, 128}, NULL},
+      {g, {3, 16, 64, 8}, NULL},
+      {k, {4, 32, 128}, "p.staged = 4: must be an integer in 0..3"},
+      {k, {3, 32, 128}, "p.tile = 32: must be a power of two in 16..16 for the mma kernel (staged = 3)"},
+      {k, {3, 16, 16}, "p.threads = 16: must be a power of two in 32..1024 for the mma kernel"},
       {k, {-1, 32, 128}, "p.staged = -1"},
       {k, {2, 256, 128}, "p.tile = 256: must be a power of two in 1..128 for the warp kernel (staged = 2)"},
       {k, {2, 4, 16}, "p.threads = 16: must be a power of two in 32..1024 for the warp kernel"},
@@ -335,9 +340,9 @@ START_TEST(decode_kernel_ranges) {
   ck_assert(printed != NULL);
   ck_assert_msg(dua_tuning_db_parse(printed, strlen(printed), &back, why, sizeof why) == 0, "%s", why);
   assert_same_db(&db, &back);
-  e.params[0] = 3; /* no such kernel */
+  e.params[0] = 4; /* no such kernel */
   ck_assert_int_eq(dua_tuning_db_put(&db, &e, why, sizeof why), -1);
-  ck_assert_msg(strstr(why, "params.staged = 3") != NULL, "%s", why);
+  ck_assert_msg(strstr(why, "params.staged = 4") != NULL, "%s", why);
   free(printed);
   dua_tuning_db_free(&db);
   dua_tuning_db_free(&back);
