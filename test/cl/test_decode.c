@@ -409,7 +409,19 @@ START_TEST(dense_variable_lengths) {
 }
 END_TEST
 
-/* Puts back an environment variable saved with strdup (NULL: it was unset) and frees the copy. */
+/* Sets (value) or unsets (NULL) an environment variable once ctx's queue is empty: PoCL's worker threads call
+ * getenv while they prepare commands, and setenv/unsetenv racing them crashed test_decode now and then
+ * (SIGSEGV in getenv under pocl_check_kernel_dlhandle_cache, seen in a core dump). */
+static void env_when_idle(dua_context *ctx, const char *name, const char *value) {
+  ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
+  if (value)
+    setenv(name, value, 1);
+  else
+    unsetenv(name);
+}
+
+/* Puts back an environment variable saved with strdup (NULL: it was unset) and frees the copy (the caller's
+ * contexts are idle or destroyed). */
 static void restore_env(const char *name, char *saved) {
   if (saved)
     setenv(name, saved, 1);
@@ -468,16 +480,16 @@ static void random_positional_case(int i, const char *kernel, const char *tile, 
   o.bnhd = test_rng_int(&r, 0, 1);
   o.with_bias = test_rng_int(&r, 0, 2) == 0;
   if (tile)
-    setenv("DUA_DECODE_TILE", tile, 1);
+    env_when_idle(f.ctx, "DUA_DECODE_TILE", tile);
   char *outer =
       getenv("DUA_DECODE_KERNEL") ? strdup(getenv("DUA_DECODE_KERNEL")) : NULL; /* a whole-run choice */
   if (kernel)
-    setenv("DUA_DECODE_KERNEL", kernel, 1);
+    env_when_idle(f.ctx, "DUA_DECODE_KERNEL", kernel);
   check_decode_free(&f, &y, 0, S, s, &o);
-  unsetenv("DUA_DECODE_TILE");
-  restore_env("DUA_DECODE_KERNEL", outer);
   lay_free(&y);
   fx_close(&f);
+  unsetenv("DUA_DECODE_TILE");
+  restore_env("DUA_DECODE_KERNEL", outer);
 }
 
 /* Every kernel whatever the device's default choice (the warp kernel emulated off NVIDIA: batches of 8 keys
@@ -578,7 +590,7 @@ START_TEST(split_kv_merge) {
   dopts o = dopts_make(_i ? 2 : 1, DUA_F32); /* s[2] is empty */
   check_decode_free(&f, &y, 0, 3, s, &o);
   lay_free(&y);
-  fx_close(&f);
+  fx_close(&f); /* (the variables change only with no context alive: see env_when_idle) */
   unsetenv("DUA_DECODE_SPLITS");
   unsetenv("DUA_DECODE_TILE");
 }
@@ -924,9 +936,10 @@ START_TEST(invalid_arguments_named) {
   }
   ck_assert_int_eq(dua_decode(NULL, c, 0, y.l, NULL, &s0, &q, &o, &lse), DUA_ERROR_INVALID_ARGUMENT);
   char *outer = getenv("DUA_DECODE_KERNEL") ? strdup(getenv("DUA_DECODE_KERNEL")) : NULL;
-  setenv("DUA_DECODE_KERNEL", "v1", 1); /* the developer switch: regs or staged only */
+  env_when_idle(ctx, "DUA_DECODE_KERNEL", "v1"); /* the developer switch: regs or staged only */
   ck_assert_int_eq(dua_decode(ctx, c, 0, y.l, NULL, &s0, &q, &o, &lse), DUA_ERROR_INVALID_ARGUMENT);
   ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "DUA_DECODE_KERNEL = \"v1\""));
+  ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
   restore_env("DUA_DECODE_KERNEL", outer);
   ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
   unsigned char *back = malloc(dua_buffer_size(bo));
