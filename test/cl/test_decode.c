@@ -514,19 +514,21 @@ START_TEST(random_positional_mma) {
 END_TEST
 
 /* Content routing: random paths per (batch, head, block) with per-head depths, a window and a sink; the
- * layout's batch routes each sequence (batch = S), or one routing serves all (batch = 1). */
+ * layout's batch routes each sequence (batch = S), or one routing serves all (batch = 1). Case 2: case 1
+ * (fp16 cache) through the mma kernel (emulated off NVIDIA). */
 START_TEST(content_paths) {
+  const int mma = _i == 2, fp16 = _i >= 1; /* case 1 and its mma run share the layout */
   fixture f;
   const int N = 300, S = 3;
-  dua_kv_cache_desc d = cache_desc(1, 2, 64, 32, 40, 4, N, _i ? DUA_F16 : DUA_F32);
-  fx_open(&f, &d, 220 + (uint64_t)_i);
-  lay y = lay_base(N, 16, _i ? 1 : S, 4, 2);
+  dua_kv_cache_desc d = cache_desc(1, 2, 64, 32, 40, 4, N, fp16 ? DUA_F16 : DUA_F32);
+  fx_open(&f, &d, 220 + (uint64_t)fp16);
+  lay y = lay_base(N, 16, fp16 ? 1 : S, 4, 2);
   y.desc.arity = 3;
   static const int32_t depths[4] = {1, 2, -1, 0};
   memcpy(y.depths, depths, sizeof depths);
   y.desc.depths = y.depths;
-  y.desc.window = _i ? 20 : 0;
-  y.desc.sink = _i ? 0 : 7;
+  y.desc.window = fp16 ? 20 : 0;
+  y.desc.sink = fp16 ? 0 : 7;
   lay_random_paths(&y, &f.rng);
   lay_make(&y);
   int32_t s[3];
@@ -535,11 +537,15 @@ START_TEST(content_paths) {
     s[i] = fx_add(&f);
     fx_append_ok(&f, 0, 1, &s[i], lens[i], DUA_F32);
   }
-  dopts o = dopts_make(_i ? 3 : 1, DUA_F32);
-  o.with_bias = !_i;
+  dopts o = dopts_make(fp16 ? 3 : 1, DUA_F32);
+  o.with_bias = !fp16;
+  char *outer = getenv("DUA_DECODE_KERNEL") ? strdup(getenv("DUA_DECODE_KERNEL")) : NULL;
+  if (mma)
+    env_when_idle(f.ctx, "DUA_DECODE_KERNEL", "mma");
   check_decode_free(&f, &y, 0, S, s, &o);
   lay_free(&y);
   fx_close(&f);
+  restore_env("DUA_DECODE_KERNEL", outer);
 }
 END_TEST
 
@@ -1024,7 +1030,7 @@ int main(void) {
   tcase_add_test(tc, dense_variable_lengths);
   tcase_add_loop_test(tc, random_positional, 0, 6);
   tcase_add_loop_test(tc, random_positional_mma, 0, 6);
-  tcase_add_loop_test(tc, content_paths, 0, 2);
+  tcase_add_loop_test(tc, content_paths, 0, 3);
   tcase_add_test(tc, gqa_group_and_head_chunks);
   tcase_add_loop_test(tc, split_kv_merge, 0, 2);
   tcase_add_loop_test(tc, fragmented_block_tables, 0, 2);
