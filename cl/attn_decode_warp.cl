@@ -1,5 +1,5 @@
 /* attn_decode_warp.cl: sparse paged-KV decode with warp-independent key streams (NVIDIA: shfl.sync inline
- * PTX; needs common.cl and attn_decode_units.cl before it). Same arguments, semantics and outputs as
+ * PTX; needs common.cl, attn_decode_units.cl and nv_mma_ops.cl before it). Same arguments, semantics and outputs as
  * dua_decode in attn_decode.cl; host/attention/decode.c chooses between them.
  *
  * The work-group (NW = NT / 32 warps) marks the visible key units and takes its split's share of them
@@ -20,10 +20,10 @@
  * bytes it loads (fp16 ran as slow as fp32); here the only per-key work is a few FMAs and shuffles per lane,
  * and a warp never waits for another.
  *
- * DUA_DECODE_MMA=1 builds the "mma" variant for fp16 caches with several query rows per work-group (GQA
- * groups, several tokens; ROWS <= 8): the same unit walk and merge, but each warp takes 16 keys of its unit
+ * DUA_DECODE_MMA=1 builds the "mma" variant for fp16 caches (ROWS <= 8 query rows per work-group: a GQA
+ * group's heads x tokens, or one row): the same unit walk and merge, but each warp takes 16 keys of its unit
  * at a time and computes S = Q K^T and O += P V with mma.sync m16n8k16 (Q's ROWS rows padded to 16; fp32
- * accumulation), so the per-key work no longer grows with the rows. Lane 4g + t owns query row g. K goes
+ * accumulation), so the per-key work no longer grows with the rows (and leaves the FMA units). Lane 4g + t owns query row g. K goes
  * straight from global memory into B fragments: lane (g, t) loads 16 bytes of key g at columns 32c + 8t,
  * which are the b registers of k-steps 2c and 2c + 1 when those k-steps stand for the columns in that order
  * (Q's A fragments use the same order; a dot product does not care). V needs keys 2t, 2t+1, 2t+8, 2t+9 at
