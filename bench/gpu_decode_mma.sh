@@ -2,7 +2,7 @@
 # gpu_decode_mma.sh: the tensor-core decode kernel ("mma", cl/attn_decode_warp.cl DUA_DECODE_MMA) against the
 # warp kernel on the GPU machine, in one call: test_decode (every kernel, the mma cases native), then
 # dua-bench --pass decode on GQA 32/8, batch 32, head dim 128, block 128, fp16, N 8192 and 16384, depths
-# 0..4 (the default plan and the warp kernel's), heads 8 (default and mma with one row), each checked against
+# 0..4 (the default plan and the warp kernel's), heads 8 (default mma and warp), each checked against
 # the double reference, and a work-group sweep of the mma kernel at one split; then FlexAttention and SDPA
 # with enable_gqa (bench/peers_gqa_decode.py) and peers.py's 8-head decode, contiguous KV, when time is left.
 # Usage (on the GPU machine, after `source .devkit/device-env.sh`): OUT=dir bash bench/gpu_decode_mma.sh
@@ -21,13 +21,13 @@ cat "$OUT/decode_mma_test.txt"
 D="$BUILD/tools/dua-bench --pass decode --batch 32 --dim 128 --block 128 --dtype fp16 --json -"
 tag() { sed "s/^{/{\"run\": \"$1\", /"; }
 {
-  # GQA 32/8: the library's default (mma since this script), then the warp kernel at its GQA plan
+  # GQA 32/8: the library's default (mma), then the warp kernel at its GQA plan
   $D --heads 32 --kv-heads 8 --n 8192 16384 --depth 0 1 2 3 4 --check | tag "default"
   DUA_DECODE_KERNEL=warp DUA_DECODE_TILE=8,128,4 $D --heads 32 --kv-heads 8 --n 16384 --depth 0 2 4 --check \
     | tag "warp 8,128,4"
-  # heads 8 (one row per work-group): the default (warp) and the mma kernel with one row
+  # heads 8 (one row per work-group): the default (mma with one row) and the warp kernel at its one-row plan
   $D --heads 8 --n 16384 --depth 0 1 2 3 4 --check | tag "h8 default"
-  DUA_DECODE_KERNEL=mma $D --heads 8 --n 16384 --depth 0 1 2 3 4 --check | tag "h8 mma"
+  DUA_DECODE_KERNEL=warp $D --heads 8 --n 16384 --depth 0 1 2 3 4 --check | tag "h8 warp"
   # the mma kernel, one split: work-group sizes
   for tile in 16,64,8 16,256,8 16,512,8; do
     [ $SECONDS -gt 400 ] && { echo "sweep stopped at $tile (time)" >&2; break; }
