@@ -73,7 +73,6 @@ typedef float4 kv_f;
 #define OT (HEAD_DIM / 8)  /* n-tiles of O (8 columns each) */
 #define QC (HEAD_DIM / 32) /* 16-byte K loads per lane and key row: 2 k-steps each */
 #define VL (HEAD_DIM / 64) /* 16-byte V loads per lane and key row: OT columns */
-#define LPK 4              /* (unused by the mma variant: the warp variant's lanes per key) */
 #ifndef DUA_MMA_SPLIT
 #define DUA_MMA_SPLIT 0 /* fp32 queries: Q and P as f16 hi + lo pairs (two mma each), fp32-grade scores */
 #endif
@@ -88,6 +87,7 @@ typedef float4 kv_f;
 #endif
 #endif
 
+#if !DUA_DECODE_MMA
 /* Sum over the LPK lanes of one key (every one of them gets it). */
 inline float key_sum(float x EMU_PARAMS) {
   for (int o = 1; o < LPK; o <<= 1)
@@ -113,6 +113,7 @@ inline float dot_kv(kv_f a, kv_f b) {
   return dot(a, b);
 #endif
 }
+#endif
 
 /* VE query elements at q + off (fp16 or fp32 storage). */
 inline kv_f load_q(__global const float *q, long off, int qo_fp16) {
@@ -191,7 +192,10 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
    */
   const int g = lane >> 2, t = lane & 3, row_ok = g < ROWS;
   const int pos_g = row_ok ? len - TOKENS + g % TOKENS : -1, h_g = h0 + (row_ok ? g / TOKENS : 0);
-  uint qa[QC][4], ql[QC][4]; /* ql: the f16 remainders (DUA_MMA_SPLIT) */
+  uint qa[QC][4];
+#if DUA_MMA_SPLIT
+  uint ql[QC][4]; /* the f16 remainders */
+#endif
   float4 acc[OT];
   float m_g = -INFINITY, l_g = 0.0f;
   for (int c = 0; c < QC; c++) {
@@ -203,14 +207,13 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
     }
     qa[c][0] = pack_half2(x.s0, x.s1), qa[c][1] = pack_half2(x.s2, x.s3);
     qa[c][2] = pack_half2(x.s4, x.s5), qa[c][3] = pack_half2(x.s6, x.s7);
+#if DUA_MMA_SPLIT
     const float8 r = x - (float8)(f16_round(x.s0), f16_round(x.s1), f16_round(x.s2), f16_round(x.s3),
                                   f16_round(x.s4), f16_round(x.s5), f16_round(x.s6), f16_round(x.s7));
     ql[c][0] = pack_half2(r.s0, r.s1), ql[c][1] = pack_half2(r.s2, r.s3);
     ql[c][2] = pack_half2(r.s4, r.s5), ql[c][3] = pack_half2(r.s6, r.s7);
-  }
-#if !DUA_MMA_SPLIT
-  (void)ql;
 #endif
+  }
   for (int x = 0; x < OT; x++)
     acc[x] = (float4)(0.0f);
 #else
