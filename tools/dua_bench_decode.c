@@ -39,19 +39,17 @@ typedef struct dec {
 
 /* ------------------------------------------------------------------ copy bandwidth */
 
-static double measure_copy(dec *d) {
-  size_t bytes = COPY_MAX;
-  if (bytes > d->info.max_alloc_bytes / 2)
-    bytes = (size_t)(d->info.max_alloc_bytes / 2);
-  if (bytes > d->info.global_mem_bytes / 8)
-    bytes = (size_t)(d->info.global_mem_bytes / 8);
-  bytes &= ~(size_t)4095;
+/* Median device time (ms) of 5 clEnqueueCopyBuffer of `bytes` (after 2 warm-ups): the copy reads and writes
+ * `bytes` each. Returns -1 when the buffers cannot be had (a same-size floor is then left out). */
+static double time_copy(dec *d, size_t bytes) {
   dua_buffer *a = NULL, *b = NULL;
-  dua_status st;
-  if ((st = dua_buffer_create(d->ctx, bytes, &a)) != DUA_SUCCESS ||
-      (st = dua_buffer_create(d->ctx, bytes, &b)) != DUA_SUCCESS ||
-      (st = dua_buffer_fill_bytes(a, 0, bytes, 1)) != DUA_SUCCESS)
-    die_dua(d->ctx, st, "copy bandwidth buffers");
+  if (dua_buffer_create(d->ctx, bytes, &a) != DUA_SUCCESS ||
+      dua_buffer_create(d->ctx, bytes, &b) != DUA_SUCCESS ||
+      dua_buffer_fill_bytes(a, 0, bytes, 1) != DUA_SUCCESS) {
+    dua_buffer_destroy(a);
+    dua_buffer_destroy(b);
+    return -1;
+  }
   cl_mem ma = dua_buffer_cl_mem(a), mb = dua_buffer_cl_mem(b);
   double ms[5];
   for (int i = -2; i < 5; i++) {
@@ -74,11 +72,36 @@ static double measure_copy(dec *d) {
   }
   dua_buffer_destroy(a);
   dua_buffer_destroy(b);
-  double m = median(ms, 5);
+  return median(ms, 5);
+}
+
+/* The largest copy the device allows us (COPY_MAX at most), 4 KiB aligned. */
+static size_t copy_cap(const dec *d) {
+  size_t bytes = COPY_MAX;
+  if (bytes > d->info.max_alloc_bytes / 2)
+    bytes = (size_t)(d->info.max_alloc_bytes / 2);
+  if (bytes > d->info.global_mem_bytes / 8)
+    bytes = (size_t)(d->info.global_mem_bytes / 8);
+  return bytes & ~(size_t)4095;
+}
+
+static double measure_copy(dec *d) {
+  const size_t bytes = copy_cap(d);
+  const double m = time_copy(d, bytes);
+  if (m <= 0)
+    die_dua(d->ctx, DUA_ERROR_OUT_OF_MEMORY, "copy bandwidth buffers");
   fprintf(stderr,
           "device copy: %.1f GB/s (read + write of %.0f MiB, median of 5 clEnqueueCopyBuffer, %.3f ms)\n",
           2.0 * (double)bytes / m / 1e6, bytes / 1048576.0, m);
   return 2.0 * (double)bytes / m / 1e6;
+}
+
+/* The same-size floor of a row: the device time of one copy that moves as many bytes as the call does (reads
+ * half, writes half), so that a short call is compared with a copy of its own size (a copy has its own fixed
+ * start-up cost). -1 when the copy would exceed copy_cap. */
+static double copy_same_bytes_ms(dec *d, double bytes) {
+  const size_t half = ((size_t)(bytes / 2) + 4095) & ~(size_t)4095;
+  return half > 0 && half <= copy_cap(d) ? time_copy(d, half) : -1;
 }
 
 /* ------------------------------------------------------------------ cache and queries */
@@ -381,14 +404,20 @@ typedef struct row {
   counts c;
   timing t;
   double dense_ms;
+  double copy_same_ms; /* device time of a copy moving the call's bytes; -1 if not measured */
   char checked[48];
 } row;
 
+/* Bytes a call moves: the K/V it reads, Q, O and the LSE. */
+static double call_bytes(const dec *d, const counts *c) {
+  const double qo =
+      2.0 * d->B * d->Hq * d->T * d->Dh * (double)d->es + (d->o->lse ? 4.0 * d->B * d->Hq * d->T : 0);
+  return c->kv_bytes + qo;
+}
+
 static void report(dec *d, const row *r) {
   const options *o = d->o;
-  const double qo =
-      2.0 * d->B * d->Hq * d->T * d->Dh * (double)d->es + (o->lse ? 4.0 * d->B * d->Hq * d->T : 0);
-  const double bytes = r->c.kv_bytes + qo, sec = r->t.ms * 1e-3, gbps = bytes / sec / 1e9;
+  const double bytes = call_bytes(d, &r->c), sec = r->t.ms * 1e-3, gbps = bytes / sec / 1e9;
   const double x_dense = r->dense_ms / r->t.ms, ideal = r->c.dense_kv_bytes / r->c.kv_bytes;
   int lmin = d->lens[0], lmax = d->lens[0];
   double lmean = 0;
@@ -399,16 +428,19 @@ static void report(dec *d, const row *r) {
   }
   if (d->rows_printed++ == 0)
     fprintf(d->table,
-            "%-17s %6s %3s %3s %3s %4s %4s %4s %5s %4s %4s %1s %4s %7s %9s %9s %8s %7s %7s %6s %s\n",
+            "%-17s %6s %3s %3s %3s %4s %4s %4s %5s %4s %4s %1s %4s %7s %9s %9s %8s %7s %7s %7s %6s %s\n",
             "variant", "n", "B", "H", "Hkv", "Dh", "page", "blk", "depth", "win", "sink", "T", "type",
-            "visible", "kv_MB", "ms", "GB/s", "of_copy", "x_dense", "ideal", "check");
+            "visible", "kv_MB", "ms", "GB/s", "of_copy", "of_cp_n", "x_dense", "ideal", "check");
+  char same[16] = "-";
+  if (r->copy_same_ms > 0)
+    snprintf(same, sizeof same, "%.1f%%", 100.0 * r->copy_same_ms / r->t.ms);
   fprintf(d->table,
-          "%-17s %6d %3d %3d %3d %4d %4d %4d %5d %4d %4d %1d %4s %7.4f %9.2f %9.4f %8.1f %6.1f%% %7.2f %6.2f "
-          "%s\n",
+          "%-17s %6d %3d %3d %3d %4d %4d %4d %5d %4d %4d %1d %4s %7.4f %9.2f %9.4f %8.1f %6.1f%% %7s %7.2f "
+          "%6.2f %s\n",
           r->variant, d->n, d->B, d->Hq, d->Hkv, d->Dh, o->page, o->block, r->depth,
           r->extras ? o->window : 0, r->extras ? o->sink : 0, d->T, dtype_name(d->dtype),
-          r->c.visible_fraction, r->c.kv_bytes / 1e6, r->t.ms, gbps, 100.0 * gbps / d->copy_gbs, x_dense,
-          ideal, r->checked[0] ? r->checked : "-");
+          r->c.visible_fraction, r->c.kv_bytes / 1e6, r->t.ms, gbps, 100.0 * gbps / d->copy_gbs, same,
+          x_dense, ideal, r->checked[0] ? r->checked : "-");
   FILE *f = d->json;
   if (f == NULL)
     return;
@@ -451,6 +483,11 @@ static void report(dec *d, const row *r) {
   json_num(f, "copy_gbps", d->copy_gbs);
   fprintf(f, ", \"copy_measured\": %s", d->copy_measured ? "true" : "false");
   json_num(f, "fraction_of_copy", gbps / d->copy_gbs);
+  if (r->copy_same_ms > 0) {
+    json_num(f, "copy_same_bytes_ms", r->copy_same_ms);
+    json_num(f, "fraction_of_same_size_copy", r->copy_same_ms / r->t.ms);
+  } else
+    fprintf(f, ", \"copy_same_bytes_ms\": null, \"fraction_of_same_size_copy\": null");
   json_num(f, "speedup_vs_dense", x_dense);
   json_num(f, "ideal_speedup", ideal);
   if (r->checked[0])
@@ -476,6 +513,7 @@ static void run_variant(dec *d, dua_layout *l, const char *variant, int depth, i
     check(d, l, variant, r->checked, sizeof r->checked);
   call_user u = {d, l};
   r->t = time_calls(&d->clock, d->o, d->nsets, timed_call, &u);
+  r->copy_same_ms = d->copy_measured && r->t.events ? copy_same_bytes_ms(d, call_bytes(d, &r->c)) : -1;
   r->dense_ms = dense_ms > 0 ? dense_ms : r->t.ms;
   fprintf(stderr, "  %-17s depth %d: %10.4f ms (%s, %d reps; wall %.4f ms), %.1f MB of K/V\n", variant, depth,
           r->t.ms, r->t.events ? "events" : "wall", r->t.reps, r->t.wall_ms, r->c.kv_bytes / 1e6);
@@ -552,7 +590,8 @@ int bench_decode(const options *opt, dua_context *ctx, FILE *table, FILE *json) 
   fprintf(d.table,
           "ms: median per call (%s); kv_MB: K/V bytes read (units holding a visible key); GB/s: (K/V read + "
           "Q + O) / "
-          "ms; of_copy: of %.1f GB/s device copy; x_dense: dua_dense_decode ms / ms; ideal: dense K/V bytes "
+          "ms; of_copy: of %.1f GB/s device copy; of_cp_n: a copy moving the call's bytes, device time / ms; "
+          "x_dense: dua_dense_decode ms / ms; ideal: dense K/V bytes "
           "/ K/V "
           "bytes; depth -2 = per-head depths\n",
           d.clock.events_ok && o->use_events ? "device time from profiling markers" : "host wall clock",
