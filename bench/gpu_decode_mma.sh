@@ -42,24 +42,17 @@ if [ $SECONDS -lt 470 ]; then
       --depth 0 1 2 3 4 --dtype fp16; } 2>"$OUT/peers_decode_mma.log" | grep '^{' >"$OUT/peers_decode_mma.jsonl"
 fi
 python3 - "$OUT/decode_mma.jsonl" "$OUT/peers_decode_mma.jsonl" <<'PY'
-import json, sys
+import sys
+sys.path.insert(0, "bench")
+from jsonl_rows import rows
 print(f"{'run':<22} {'n':>6} {'H/Hkv':>6} {'depth':>5} {'ms':>8} {'of copy':>8} {'x dense':>8} checked")
-for path in sys.argv[1:]:
-    try:
-        lines = open(path).read().splitlines()
-    except OSError:
+for r in rows(sys.argv[1:]):
+    if r.get("variant", "").startswith("dua_dense") and r.get("depth") != 0:
         continue
-    for line in lines:
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        if r.get("variant", "").startswith("dua_dense") and r.get("depth") != 0:
-            continue
-        run = r.get("run", r.get("peer", r.get("variant", "?")))
-        foc, sp = r.get("fraction_of_copy"), r.get("speedup_vs_dense")
-        heads = "%s/%s" % (r.get("heads"), r.get("kv_heads", r.get("heads")))
-        print("%-22s %6s %6s %5s %8.4f %8s %8s %s" % (run[:22], r.get("n", 0), heads, r.get("depth", ""),
-              r.get("ms", 0), "%.1f%%" % (100 * foc) if foc else "-", "%.2f" % sp if sp else "-",
-              r.get("checked", "")))
+    run = r.get("run", r.get("peer", r.get("variant", "?")))
+    foc, sp = r.get("fraction_of_copy"), r.get("speedup_vs_dense")
+    heads = "%s/%s" % (r.get("heads"), r.get("kv_heads", r.get("heads")))
+    print("%-22s %6s %6s %5s %8.4f %8s %8s %s" % (run[:22], r.get("n", 0), heads, r.get("depth", ""),
+          r.get("ms", 0), "%.1f%%" % (100 * foc) if foc else "-", "%.2f" % sp if sp else "-",
+          r.get("checked", "")))
 PY

@@ -29,26 +29,19 @@ grep -E "copy b|CHECK|check.*(bad|fail)|failed|error" "$OUT/decode_scaling.log" 
   timeout 90 python3 .devkit/peers.py --pass decode --batch 32 --heads 8 --dim 128 --block 128 --n 16384 1024 \
     --depth 0 4 --dtype fp16; } 2>"$OUT/peers_scaling.log" | grep '^{' >"$OUT/peers_scaling.jsonl"
 python3 - "$OUT/decode_scaling.jsonl" "$OUT/peers_scaling.jsonl" <<'PY'
-import json, sys
+import sys
+sys.path.insert(0, "bench")
+from jsonl_rows import rows
 print(f"{'run':<14} {'peer':<22} {'n':>6} {'H/Hkv':>6} {'depth':>5} {'kv_MB':>8} {'ms':>8} {'of copy':>8} "
       f"{'copy same':>9} {'of same':>8} checked")
-for path in sys.argv[1:]:
-    try:
-        lines = open(path).read().splitlines()
-    except OSError:
+for r in rows(sys.argv[1:]):
+    if r.get("variant", "").startswith("dua_sparse") and r.get("depth") == 0:
         continue
-    for line in lines:
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        if r.get("variant", "").startswith("dua_sparse") and r.get("depth") == 0:
-            continue
-        heads = f"{r.get('heads', '?')}/{r.get('kv_heads', r.get('heads', '?'))}"
-        cs, fs = r.get("copy_same_bytes_ms"), r.get("fraction_of_same_size_copy")
-        kv = r.get("kv_bytes")
-        print(f"{r.get('run', '-'):<14} {r.get('peer', r.get('variant', '?')):<22} {r.get('n', 0):>6} {heads:>6} "
-              f"{r.get('depth', '?'):>5} {kv / 1e6 if kv else float('nan'):>8.1f} {r.get('ms', float('nan')):>8.4f} "
-              f"{r.get('fraction_of_copy') or float('nan'):>8.3f} {cs or float('nan'):>9.4f} "
-              f"{fs or float('nan'):>8.3f} {r.get('checked', '-')}")
+    heads = f"{r.get('heads', '?')}/{r.get('kv_heads', r.get('heads', '?'))}"
+    cs, fs = r.get("copy_same_bytes_ms"), r.get("fraction_of_same_size_copy")
+    kv = r.get("kv_bytes")
+    print(f"{r.get('run', '-'):<14} {r.get('peer', r.get('variant', '?')):<22} {r.get('n', 0):>6} {heads:>6} "
+          f"{r.get('depth', '?'):>5} {kv / 1e6 if kv else float('nan'):>8.1f} {r.get('ms', float('nan')):>8.4f} "
+          f"{r.get('fraction_of_copy') or float('nan'):>8.3f} {cs or float('nan'):>9.4f} "
+          f"{fs or float('nan'):>8.3f} {r.get('checked', '-')}")
 PY

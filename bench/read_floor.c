@@ -126,6 +126,10 @@ int main(int argc, char **argv) {
   cl_device_id dev = dua_context_cl_device(ctx);
   cl_int err;
   cl_command_queue q = clCreateCommandQueue(c, dev, CL_QUEUE_PROFILING_ENABLE, &err);
+  if (err != CL_SUCCESS) {
+    fprintf(stderr, "dua_read_floor: no profiling queue (OpenCL error %d)\n", (int)err);
+    return 1;
+  }
   cl_uint cus = 1;
   clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cus, &cus, NULL);
   char name[256] = "";
@@ -145,8 +149,11 @@ int main(int argc, char **argv) {
       return 1;
     }
     const cl_uint fill = 0x01010101u;
-    clEnqueueFillBuffer(q, a, &fill, sizeof fill, 0, bytes, 0, NULL, NULL);
-    clFinish(q);
+    if (clEnqueueFillBuffer(q, a, &fill, sizeof fill, 0, bytes, 0, NULL, NULL) != CL_SUCCESS ||
+        clFinish(q) != CL_SUCCESS) {
+      fprintf(stderr, "dua_read_floor: cannot fill %zu bytes\n", bytes);
+      return 1;
+    }
     double best = 1e30;
     size_t best_local = 0, best_groups = 0;
     int best_unroll = 0;
