@@ -12,6 +12,7 @@ set -uo pipefail
 export DUA_CACHE_DIR=/tmp/dua-cache PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
 BUILD=${BUILD:-build-rel}
+export BENCH_DIR="$(cd "$(dirname "$0")" && pwd)" # bench/jsonl_rows.py for the summary
 mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv; "$BUILD"/tools/dua-info; } \
   >"$OUT/gpu.txt" 2>&1
@@ -42,8 +43,8 @@ if [ $SECONDS -lt 470 ]; then
       --depth 0 1 2 3 4 --dtype fp16; } 2>"$OUT/peers_decode_mma.log" | grep '^{' >"$OUT/peers_decode_mma.jsonl"
 fi
 python3 - "$OUT/decode_mma.jsonl" "$OUT/peers_decode_mma.jsonl" <<'PY'
-import sys
-sys.path.insert(0, "bench")
+import os, sys
+sys.path.insert(0, os.environ["BENCH_DIR"])
 from jsonl_rows import rows
 print(f"{'run':<22} {'n':>6} {'H/Hkv':>6} {'depth':>5} {'ms':>8} {'of copy':>8} {'x dense':>8} checked")
 for r in rows(sys.argv[1:]):

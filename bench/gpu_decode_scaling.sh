@@ -11,6 +11,7 @@ set -uo pipefail
 export DUA_CACHE_DIR=/tmp/dua-cache PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
 BUILD=${BUILD:-build-rel}
+export BENCH_DIR="$(cd "$(dirname "$0")" && pwd)" # bench/jsonl_rows.py for the summary
 mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv; "$BUILD"/tools/dua-info; } \
   >"$OUT/gpu.txt" 2>&1
@@ -25,16 +26,19 @@ tag() { sed "s/^{/{\"run\": \"$1\", /"; }
 "$BUILD"/bench/dua_read_floor --mb 134.2 268.4 536.9 1073.7 2147.5 >"$OUT/read_floor.jsonl"
 grep -E "copy b|CHECK|check.*(bad|fail)|failed|error" "$OUT/decode_scaling.log" | sort | uniq -c | head -20
 { timeout 90 python3 bench/peers_gqa_decode.py --n 16384 --depth 0 1 2 3 4
-  timeout 90 python3 bench/peers_gqa_decode.py --n 1024 2048 4096 --depth 0
+  timeout 90 python3 bench/peers_gqa_decode.py --n 1024 2048 4096 8192 --depth 0
   timeout 90 python3 .devkit/peers.py --pass decode --batch 32 --heads 8 --dim 128 --block 128 --n 16384 1024 \
     --depth 0 4 --dtype fp16; } 2>"$OUT/peers_scaling.log" | grep '^{' >"$OUT/peers_scaling.jsonl"
-python3 - "$OUT/decode_scaling.jsonl" "$OUT/peers_scaling.jsonl" <<'PY'
-import sys
-sys.path.insert(0, "bench")
+python3 - "$OUT/read_floor.jsonl" "$OUT/decode_scaling.jsonl" "$OUT/peers_scaling.jsonl" <<'PY'
+import os, sys
+sys.path.insert(0, os.environ["BENCH_DIR"])
 from jsonl_rows import rows
+print("plain read (dua_read_floor): MB, best read ms, ms of a copy moving the same bytes")
+for r in rows(sys.argv[1:2]):
+    print(f"  {r['bytes'] / 1e6:9.1f} {r['read_ms']:9.4f} {r.get('copy_same_bytes_ms') or float('nan'):9.4f}")
 print(f"{'run':<14} {'peer':<22} {'n':>6} {'H/Hkv':>6} {'depth':>5} {'kv_MB':>8} {'ms':>8} {'of copy':>8} "
       f"{'copy same':>9} {'of same':>8} checked")
-for r in rows(sys.argv[1:]):
+for r in rows(sys.argv[2:]):
     if r.get("variant", "").startswith("dua_sparse") and r.get("depth") == 0:
         continue
     heads = f"{r.get('heads', '?')}/{r.get('kv_heads', r.get('heads', '?'))}"

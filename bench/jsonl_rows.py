@@ -6,7 +6,8 @@ import json
 def rows(paths):
     for path in paths:
         try:
-            lines = open(path).read().splitlines()
+            with open(path) as f:
+                lines = f.read().splitlines()
         except OSError:
             continue
         for line in lines:

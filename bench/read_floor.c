@@ -7,8 +7,8 @@
  *
  *   dua_read_floor [--device SEL] [--mb M ...]      (default sizes: 134 268 537 1074 2147 MB, decimal)
  *
- * Output: one JSON object per size on stdout (bytes, best read ms and its configuration, GB/s, copy ms);
- * a table on stderr. Development tool, not installed. */
+ * Output: one JSON object per size on stdout (bytes, best read ms and its configuration, GB/s, the bytes the
+ * copy moved and its ms, null if it could not run); a table on stderr. Development tool, not installed. */
 #include "dua_cl.h"
 
 #include <stdio.h>
@@ -46,7 +46,8 @@ static double time_median(enqueue_fn enqueue, void *user) {
     cl_ulong s0 = 0, s1 = 0;
     if (enqueue(user, &ev) != CL_SUCCESS || clWaitForEvents(1, &ev) != CL_SUCCESS ||
         clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_START, sizeof s0, &s0, NULL) != CL_SUCCESS ||
-        clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof s1, &s1, NULL) != CL_SUCCESS) {
+        clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof s1, &s1, NULL) != CL_SUCCESS ||
+        s1 <= s0) {
       if (ev)
         clReleaseEvent(ev);
       return -1;
@@ -104,13 +105,18 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--mb") == 0) {
       if (!user_sizes)
         nmb = 0, user_sizes = 1;
+      const int first = nmb;
       while (i + 1 < argc && argv[i + 1][0] != '-' && nmb < 32) {
         mb[nmb] = atof(argv[++i]);
-        if (mb[nmb] <= 0) {
-          fprintf(stderr, "dua_read_floor: --mb %s: must be > 0\n", argv[i]);
+        if (!(mb[nmb] >= 0.01 && mb[nmb] <= 1e6)) {
+          fprintf(stderr, "dua_read_floor: --mb %s: must be in 0.01..1e6 (megabytes)\n", argv[i]);
           return 2;
         }
         nmb++;
+      }
+      if (nmb == first) {
+        fprintf(stderr, "dua_read_floor: --mb needs at least one size\n");
+        return 2;
       }
     } else {
       fprintf(stderr, "usage: dua_read_floor [--device SEL] [--mb M ...]\n");
@@ -139,6 +145,13 @@ int main(int argc, char **argv) {
   for (int u = 0; u < 4; u++)
     kernels[u] = build(c, dev, unrolls[u]);
   cl_mem sink = clCreateBuffer(c, CL_MEM_READ_WRITE, 16, NULL, &err);
+  if (err != CL_SUCCESS) {
+    fprintf(stderr, "dua_read_floor: cannot allocate 16 bytes (OpenCL error %d)\n", (int)err);
+    return 1;
+  }
+  for (char *p = name; *p; p++) /* the name goes into JSON as is */
+    if (*p == '"' || *p == '\\' || (unsigned char)*p < 32)
+      *p = '_';
   fprintf(stderr, "%-10s %10s %9s %22s %9s %9s %9s\n", "MB", "read_ms", "GB/s", "best (wg x groups x U)",
           "copy_ms", "copy_GB/s", "read/copy");
   for (int s = 0; s < nmb; s++) {
@@ -165,17 +178,26 @@ int main(int argc, char **argv) {
           size_t groups = gi < 6 ? per_cu[gi] * cus : (n16 / unrolls[u] + locals[li] - 1) / locals[li];
           launch l = {q, kernels[u], groups * locals[li], locals[li], a, NULL, 0};
           const cl_long n = (cl_long)n16;
-          clSetKernelArg(l.k, 0, sizeof a, &a);
-          clSetKernelArg(l.k, 1, sizeof n, &n);
-          clSetKernelArg(l.k, 2, sizeof sink, &sink);
+          if (clSetKernelArg(l.k, 0, sizeof a, &a) != CL_SUCCESS ||
+              clSetKernelArg(l.k, 1, sizeof n, &n) != CL_SUCCESS ||
+              clSetKernelArg(l.k, 2, sizeof sink, &sink) != CL_SUCCESS) {
+            fprintf(stderr, "dua_read_floor: clSetKernelArg failed\n");
+            return 1;
+          }
           const double ms = time_median(enqueue_read, &l);
           if (ms > 0 && ms < best)
             best = ms, best_local = locals[li], best_groups = groups, best_unroll = unrolls[u];
         }
+    if (best_unroll == 0) {
+      fprintf(stderr, "dua_read_floor: no configuration of the read kernel ran at %zu bytes\n", bytes);
+      return 1;
+    }
+    /* the copy moves 2 x half bytes (half read, half written), half = bytes / 2 rounded up to 4 KiB */
+    const size_t half = ((bytes / 2) + 4095) & ~(size_t)4095;
     double copy_ms = -1;
-    cl_mem b = clCreateBuffer(c, CL_MEM_READ_WRITE, bytes / 2, NULL, &err);
+    cl_mem b = clCreateBuffer(c, CL_MEM_READ_WRITE, half, NULL, &err);
     if (err == CL_SUCCESS) {
-      launch l = {q, NULL, 0, 0, a, b, (bytes / 2) & ~(size_t)4095};
+      launch l = {q, NULL, 0, 0, a, b, half};
       copy_ms = time_median(enqueue_copy, &l);
       clReleaseMemObject(b);
     }
@@ -183,11 +205,14 @@ int main(int argc, char **argv) {
     char cfg[64];
     snprintf(cfg, sizeof cfg, "%zu x %zu x %d", best_local, best_groups, best_unroll);
     fprintf(stderr, "%-10.1f %10.4f %9.1f %22s %9.4f %9.1f %9.3f\n", bytes / 1e6, best, bytes / best / 1e6,
-            cfg, copy_ms, copy_ms > 0 ? bytes / copy_ms / 1e6 : 0.0, copy_ms > 0 ? best / copy_ms : 0.0);
+            cfg, copy_ms, copy_ms > 0 ? 2.0 * half / copy_ms / 1e6 : 0.0, copy_ms > 0 ? best / copy_ms : 0.0);
+    char copy_json[32] = "null";
+    if (copy_ms > 0)
+      snprintf(copy_json, sizeof copy_json, "%.5f", copy_ms);
     printf("{\"tool\": \"dua_read_floor\", \"device\": \"%s\", \"bytes\": %zu, \"read_ms\": %.5f, "
-           "\"read_gbps\": "
-           "%.1f, \"work_group\": %zu, \"groups\": %zu, \"unroll\": %d, \"copy_same_bytes_ms\": %.5f}\n",
-           name, bytes, best, bytes / best / 1e6, best_local, best_groups, best_unroll, copy_ms);
+           "\"read_gbps\": %.1f, \"work_group\": %zu, \"groups\": %zu, \"unroll\": %d, \"copy_bytes\": %zu, "
+           "\"copy_same_bytes_ms\": %s}\n",
+           name, bytes, best, bytes / best / 1e6, best_local, best_groups, best_unroll, 2 * half, copy_json);
     fflush(stdout);
   }
   for (int u = 0; u < 4; u++)

@@ -40,7 +40,7 @@ typedef struct dec {
 /* ------------------------------------------------------------------ copy bandwidth */
 
 /* Median device time (ms) of 5 clEnqueueCopyBuffer of `bytes` (after 2 warm-ups): the copy reads and writes
- * `bytes` each. Returns -1 when the buffers cannot be had (a same-size floor is then left out). */
+ * `bytes` each. Returns -1 when the buffers cannot be had or a copy fails (nothing is left allocated). */
 static double time_copy(dec *d, size_t bytes) {
   dua_buffer *a = NULL, *b = NULL;
   if (dua_buffer_create(d->ctx, bytes, &a) != DUA_SUCCESS ||
@@ -57,8 +57,11 @@ static double time_copy(dec *d, size_t bytes) {
     double t0 = now_s();
     if (clEnqueueCopyBuffer(d->clock.queue, ma, mb, 0, 0, bytes, 0, NULL, &ev) != CL_SUCCESS ||
         clWaitForEvents(1, &ev) != CL_SUCCESS) {
-      fprintf(stderr, "dua-bench: clEnqueueCopyBuffer failed\n");
-      exit(1);
+      if (ev)
+        clReleaseEvent(ev);
+      dua_buffer_destroy(a);
+      dua_buffer_destroy(b);
+      return -1;
     }
     double wall = 1e3 * (now_s() - t0);
     cl_ulong s0 = 0, s1 = 0;
@@ -75,9 +78,10 @@ static double time_copy(dec *d, size_t bytes) {
   return median(ms, 5);
 }
 
-/* The largest copy the device allows us (COPY_MAX at most), 4 KiB aligned. */
-static size_t copy_cap(const dec *d) {
-  size_t bytes = COPY_MAX;
+/* The largest copy the device allows us (COPY_MAX at most for the bandwidth measurement, `capped`), 4 KiB
+ * aligned: each buffer at most half the largest allocation, both together at most a quarter of the memory. */
+static size_t copy_cap(const dec *d, int capped) {
+  size_t bytes = capped ? COPY_MAX : (size_t)-1;
   if (bytes > d->info.max_alloc_bytes / 2)
     bytes = (size_t)(d->info.max_alloc_bytes / 2);
   if (bytes > d->info.global_mem_bytes / 8)
@@ -86,10 +90,15 @@ static size_t copy_cap(const dec *d) {
 }
 
 static double measure_copy(dec *d) {
-  const size_t bytes = copy_cap(d);
+  const size_t bytes = copy_cap(d, 1);
   const double m = time_copy(d, bytes);
-  if (m <= 0)
-    die_dua(d->ctx, DUA_ERROR_OUT_OF_MEMORY, "copy bandwidth buffers");
+  if (m <= 0) {
+    fprintf(stderr,
+            "dua-bench: the copy-bandwidth measurement failed (two buffers of %zu bytes and "
+            "clEnqueueCopyBuffer); give --copy-gbs\n",
+            bytes);
+    exit(1);
+  }
   fprintf(stderr,
           "device copy: %.1f GB/s (read + write of %.0f MiB, median of 5 clEnqueueCopyBuffer, %.3f ms)\n",
           2.0 * (double)bytes / m / 1e6, bytes / 1048576.0, m);
@@ -98,10 +107,10 @@ static double measure_copy(dec *d) {
 
 /* The same-size floor of a row: the device time of one copy that moves as many bytes as the call does (reads
  * half, writes half), so that a short call is compared with a copy of its own size (a copy has its own fixed
- * start-up cost). -1 when the copy would exceed copy_cap. */
+ * start-up cost). -1 when the copy would exceed copy_cap (not capped at COPY_MAX) or fails. */
 static double copy_same_bytes_ms(dec *d, double bytes) {
   const size_t half = ((size_t)(bytes / 2) + 4095) & ~(size_t)4095;
-  return half > 0 && half <= copy_cap(d) ? time_copy(d, half) : -1;
+  return half > 0 && half <= copy_cap(d, 0) ? time_copy(d, half) : -1;
 }
 
 /* ------------------------------------------------------------------ cache and queries */
