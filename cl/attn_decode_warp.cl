@@ -1,13 +1,13 @@
 /* attn_decode_warp.cl: sparse paged-KV decode with warp-independent key streams (NVIDIA: shfl.sync inline
- * PTX; needs common.cl, attn_decode_units.cl and nv_mma_ops.cl before it). Same arguments, semantics and outputs as
- * dua_decode in attn_decode.cl; host/attention/decode.c chooses between them.
+ * PTX; needs common.cl, attn_decode_units.cl and nv_mma_ops.cl before it). Same arguments, semantics and
+ * outputs as dua_decode in attn_decode.cl; host/attention/decode.c chooses between them.
  *
  * The work-group (NW = NT / 32 warps) marks the visible key units and takes its split's share of them
  * (attn_decode_units.cl). Then every warp works alone, with no barrier until the end: warp w takes units w,
  * w + NW, w + 2 NW... of the share. A key row of HEAD_DIM elements is LPK = HEAD_DIM / VE 16-byte loads, so a
- * warp holds KPW = 32 / LPK keys at once (lane = slot * LPK + part: key slot, VPL 16-byte parts of the row; VPL = 2
- * halves the lanes per key and so the shuffles per score, for work-groups with several query rows). Per
- * batch of KPW x UNROLL keys of a unit, each lane issues UNROLL K loads and UNROLL V loads (all in flight
+ * warp holds KPW = 32 / LPK keys at once (lane = slot * LPK + part: key slot, VPL 16-byte parts of the row;
+ * VPL = 2 halves the lanes per key and so the shuffles per score, for work-groups with several query rows).
+ * Per batch of KPW x UNROLL keys of a unit, each lane issues UNROLL K loads and UNROLL V loads (all in flight
  * together), forms its partial dot products with the query rows held in registers, sums them over the LPK
  * lanes of the key with butterfly shuffles, applies the exact element mask (tree or window or sink, j <= t)
  * and level bias, and updates an online softmax (fp32, exp2 with log2(e) folded into Q) and O += P V for its
@@ -23,20 +23,20 @@
  * DUA_DECODE_MMA=1 builds the "mma" variant for fp16 caches (ROWS <= 8 query rows per work-group: a GQA
  * group's heads x tokens, or one row): the same unit walk and merge, but each warp takes 16 keys of its unit
  * at a time and computes S = Q K^T and O += P V with mma.sync m16n8k16 (Q's ROWS rows padded to 16; fp32
- * accumulation), so the per-key work no longer grows with the rows (and leaves the FMA units). Lane 4g + t owns query row g. K goes
- * straight from global memory into B fragments: lane (g, t) loads 16 bytes of key g at columns 32c + 8t,
- * which are the b registers of k-steps 2c and 2c + 1 when those k-steps stand for the columns in that order
- * (Q's A fragments use the same order; a dot product does not care). V needs keys 2t, 2t+1, 2t+8, 2t+9 at
- * column n of each n-tile: lane (g, t) loads those four keys' columns [g OT, g OT + OT) (OT = HEAD_DIM / 8)
- * and n-tile x stands for column g OT + x of lane group g, so each b register is two halves of two loaded
- * words (a byte permute); the C fragment of O then holds, for row g, columns [2t OT, 2t OT + 2 OT). P is
- * rounded to f16 and re-packed from C into A fragments (as FlashAttention-2), the softmax and sums are fp32.
- * With fp32 queries (DUA_MMA_SPLIT) Q and P each go in as two f16 parts, x = hi + lo (lo = x - f16(x)), and
- * every product is two mma: about 22 significant bits, as the fp32 reference tolerance needs (one f16 rounding
- * of Q and P missed 1e-4 + 1e-3 |ref| in test_decode). Loading the next 16 keys into a second set of
- * registers before using the current ones was measured 4-6% slower on an H100 (bench/RESULTS.md): not kept.
- * Registers per lane at head dim 128: Q 16 words (32 with DUA_MMA_SPLIT), O 64 floats (half of them the
- * mma's unused rows 8..15), one tile's loads 64 words.
+ * accumulation), so the per-key work no longer grows with the rows (and leaves the FMA units). Lane 4g + t
+ * owns query row g. K goes straight from global memory into B fragments: lane (g, t) loads 16 bytes of key g
+ * at columns 32c + 8t, which are the b registers of k-steps 2c and 2c + 1 when those k-steps stand for the
+ * columns in that order (Q's A fragments use the same order; a dot product does not care). V needs keys 2t,
+ * 2t+1, 2t+8, 2t+9 at column n of each n-tile: lane (g, t) loads those four keys' columns [g OT, g OT + OT)
+ * (OT = HEAD_DIM / 8) and n-tile x stands for column g OT + x of lane group g, so each b register is two
+ * halves of two loaded words (a byte permute); the C fragment of O then holds, for row g, columns
+ * [2t OT, 2t OT + 2 OT). P is rounded to f16 and re-packed from C into A fragments (as FlashAttention-2), the
+ * softmax and sums are fp32. With fp32 queries (DUA_MMA_SPLIT) Q and P each go in as two f16 parts, x = hi +
+ * lo (lo = x - f16(x)), and every product is two mma: about 22 significant bits, as the fp32 reference
+ * tolerance needs (one f16 rounding of Q and P missed 1e-4 + 1e-3 |ref| in test_decode). Loading the next 16
+ * keys into a second set of registers before using the current ones was measured 4-6% slower on an H100
+ * (bench/RESULTS.md): not kept. Registers per lane at head dim 128: Q 16 words (32 with DUA_MMA_SPLIT), O 64
+ * floats (half of them the mma's unused rows 8..15), one tile's loads 64 words.
  *
  * DUA_MMA_EMULATE=1 replaces shfl.sync and mma.sync by local memory and barriers (nv_mma_ops.cl; every loop
  * that shuffles has a trip count uniform over the work-group), so the kernel's logic can be checked on any
@@ -50,7 +50,8 @@
 #define UNROLL 4 /* key steps per batch: loads in flight per lane = 2 x UNROLL x VPL */
 #endif
 #ifndef VPL
-#define VPL 1 /* 16-byte loads per lane and key row: 2 halves the lanes per key, and the shuffles per score */
+/* 16-byte loads per lane and key row: 2 halves the lanes per key, and the shuffles per score */
+#define VPL 1
 #endif
 
 #if DUA_FP16
@@ -188,7 +189,8 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
   for (int w = tid; w < nwords; w += NT)
     bitmap[w] = 0u;
 #if DUA_DECODE_MMA
-  /* lane 4g + t: row g's columns 32c + 8t .. + 8 as A-fragment words (f16 pairs); O columns [2t OT, 2t OT + 2 OT)
+  /* lane 4g + t: row g's columns 32c + 8t .. + 8 as A-fragment words (f16 pairs); its O columns are
+   * [2t OT, 2t OT + 2 OT)
    */
   const int g = lane >> 2, t = lane & 3, row_ok = g < ROWS;
   const int pos_g = row_ok ? len - TOKENS + g % TOKENS : -1, h_g = h0 + (row_ok ? g / TOKENS : 0);
@@ -223,8 +225,8 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
   for (int r = 0; r < ROWS; r++) {
     const int i = r % TOKENS, pos = len - TOKENS + i;
     for (int v = 0; v < VPL; v++) {
-      const long off = offsets.s0 + sidx * q_strides.s0 + (h0 + r / TOKENS) * q_strides.s1 + i * q_strides.s2 +
-                       (qpart * VPL + v) * VE;
+      const long off = offsets.s0 + sidx * q_strides.s0 + (h0 + r / TOKENS) * q_strides.s1 +
+                       i * q_strides.s2 + (qpart * VPL + v) * VE;
       qf[r][v] = pos >= 0 ? load_q(q, off, qo_fp16) * scale_log2 : (kv_f)(0.0f);
       acc[r][v] = (kv_f)(0.0f);
     }
@@ -239,7 +241,7 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
   barrier(CLK_LOCAL_MEM_FENCE);
   unit_cursor cur = split_cursor(bitmap, nwords, split, splits);
   const int n_units = cur.n_units, n_iter = (n_units + NW - 1) / NW; /* uniform over the work-group */
-  for (int s = 0; s < warp && s < n_units; s++)                        /* this warp starts at unit u0 + w */
+  for (int s = 0; s < warp && s < n_units; s++)                      /* this warp starts at unit u0 + w */
     next_unit(bitmap, &cur.cw, &cur.rem);
   __global const int *bt_row = block_table + (long)seq * max_pages;
   const long page_stride = (long)shape.hkv << page_shift, head_rows = (long)hk << page_shift;
@@ -259,9 +261,8 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
       base = (bt_row[j0 >> page_shift] * page_stride + head_rows + (j0 & ((1 << page_shift) - 1))) * HEAD_DIM;
 #if DUA_DECODE_MMA
     float bias_g;
-    const int shared_g =
-        u >= 0 && unit_rule(h_g, pos_g, j0, shape, head_rules, paths, lb, level_bias, bias_stride, offsets.s3,
-                            &bias_g);
+    const int shared_g = u >= 0 && unit_rule(h_g, pos_g, j0, shape, head_rules, paths, lb, level_bias,
+                                             bias_stride, offsets.s3, &bias_g);
     if (u < 0)
       bias_g = 0.0f;
     for (int kb = 0; kb < ukeys; kb += 16) { /* 16 keys: two n-tiles of S, one k-step of P V */
@@ -303,8 +304,9 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
         const int j = j0 + kb + 8 * (e >> 1) + 2 * t + (e & 1);
         const float d = (e >> 1) ? ((e & 1) ? sc[1].s1 : sc[1].s0) : ((e & 1) ? sc[0].s1 : sc[0].s0);
         const int extra = u >= 0 && dua_token_extra(pos_g, j, shape.window, shape.sink);
-        p[e] = u >= 0 && j < len && j <= pos_g && (shared_g || extra) ? d * scale_log2 + (extra ? 0.0f : bias_g)
-                                                                      : -INFINITY;
+        p[e] = u >= 0 && j < len && j <= pos_g && (shared_g || extra)
+                   ? d * scale_log2 + (extra ? 0.0f : bias_g)
+                   : -INFINITY;
         mt = fmax(mt, p[e]);
       }
       mt = fmax(mt, shfl_xor(mt, 1 EMU_ARGS));
@@ -325,13 +327,13 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
 #endif
       for (int x = 0; x < OT; x++) {
         const int w = x >> 1;
-        const uint b0 = (x & 1) ? (vw[0][w] >> 16) | (vw[1][w] & 0xffff0000u)
-                                : (vw[0][w] & 0xffffu) | (vw[1][w] << 16);
-        const uint b1 = (x & 1) ? (vw[2][w] >> 16) | (vw[3][w] & 0xffff0000u)
-                                : (vw[2][w] & 0xffffu) | (vw[3][w] << 16);
-        acc[x] = mma_16816(acc[x] * alpha, pa, (uint2)(b0, b1) EMU_ARGS);
+        const uint b0 =
+            (x & 1) ? (vw[0][w] >> 16) | (vw[1][w] & 0xffff0000u) : (vw[0][w] & 0xffffu) | (vw[1][w] << 16);
+        const uint b1 =
+            (x & 1) ? (vw[2][w] >> 16) | (vw[3][w] & 0xffff0000u) : (vw[2][w] & 0xffffu) | (vw[3][w] << 16);
+        acc[x] = mma_16816(acc[x] * alpha, pa, (uint2)(b0, b1)EMU_ARGS);
 #if DUA_MMA_SPLIT
-        acc[x] = mma_16816(acc[x], pl, (uint2)(b0, b1) EMU_ARGS);
+        acc[x] = mma_16816(acc[x], pl, (uint2)(b0, b1)EMU_ARGS);
 #endif
       }
     }
@@ -340,8 +342,8 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
     int shared_r[ROWS];
     float bias_r[ROWS];
     for (int r = 0; r < ROWS; r++) {
-      shared_r[r] = u >= 0 && unit_rule(h0 + r / TOKENS, len - TOKENS + r % TOKENS, j0, shape, head_rules, paths,
-                                        lb, level_bias, bias_stride, offsets.s3, &bias_r[r]);
+      shared_r[r] = u >= 0 && unit_rule(h0 + r / TOKENS, len - TOKENS + r % TOKENS, j0, shape, head_rules,
+                                        paths, lb, level_bias, bias_stride, offsets.s3, &bias_r[r]);
       if (u < 0)
         bias_r[r] = 0.0f;
     }
@@ -446,7 +448,7 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
       s += vload4(0, red + (w * ROWS + r) * HEAD_DIM + c) * ww;
       l += red_ml[2 * (w * ROWS + r) + 1] * ww;
     }
-    write_out4(s, l, mx, h, i, c, sidx, split, splits, shape.hq, o, lse, part, part_lse_offset,
-               o_strides, lse_strides, offsets, qo_fp16, has_lse);
+    write_out4(s, l, mx, h, i, c, sidx, split, splits, shape.hq, o, lse, part, part_lse_offset, o_strides,
+               lse_strides, offsets, qo_fp16, has_lse);
   }
 }
