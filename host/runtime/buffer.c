@@ -103,6 +103,33 @@ dua_status dua_buffer_read(const dua_buffer *buffer, size_t offset, size_t bytes
   return DUA_SUCCESS;
 }
 
+dua_status dua_buffer_read_rows(const dua_buffer *buffer, size_t offset, size_t row_bytes, size_t row_pitch,
+                                size_t rows, void *dst) {
+  if (!buffer)
+    return DUA_ERROR_INVALID_ARGUMENT;
+  if (rows == 0 || row_bytes == 0)
+    return DUA_SUCCESS;
+  if (row_pitch < row_bytes)
+    return dua_fail(buffer->ctx, DUA_ERROR_INVALID_ARGUMENT,
+                    "dua_buffer_read_rows: row pitch %zu is smaller than the row's %zu bytes", row_pitch,
+                    row_bytes);
+  if (rows - 1 > (SIZE_MAX - row_bytes) / row_pitch)
+    return dua_fail(buffer->ctx, DUA_ERROR_INVALID_ARGUMENT,
+                    "dua_buffer_read_rows: %zu rows of pitch %zu overflow size_t", rows, row_pitch);
+  dua_status st =
+      check_range(buffer, offset, (rows - 1) * row_pitch + row_bytes, dst, "dua_buffer_read_rows");
+  if (st != DUA_SUCCESS)
+    return st;
+  const size_t buffer_origin[3] = {offset, 0, 0}, host_origin[3] = {0, 0, 0},
+               region[3] = {row_bytes, rows, 1};
+  cl_int err = clEnqueueReadBufferRect(buffer->ctx->queue, buffer->mem, CL_TRUE, buffer_origin, host_origin,
+                                       region, row_pitch, 0, row_bytes, 0, dst, 0, NULL, NULL);
+  if (err != CL_SUCCESS)
+    return dua_fail(buffer->ctx, (dua_status)err, "clEnqueueReadBufferRect failed: %s",
+                    dua_status_string((dua_status)err));
+  return DUA_SUCCESS;
+}
+
 dua_status dua_buffer_fill_bytes(dua_buffer *buffer, size_t offset, size_t bytes, uint8_t value) {
   dua_status st = check_range(buffer, offset, bytes, &value, "dua_buffer_fill_bytes");
   if (st != DUA_SUCCESS || bytes == 0)

@@ -51,6 +51,11 @@ struct dua_buffer {
   size_t bytes;
 };
 
+/* Reads rows rows of row_bytes bytes, the first at byte offset and each next row_pitch bytes after the one
+ * before, into dst packed (rows x row_bytes): one blocking rectangular read instead of one read per row. */
+dua_status dua_buffer_read_rows(const dua_buffer *buffer, size_t offset, size_t row_bytes, size_t row_pitch,
+                                size_t rows, void *dst);
+
 /* Records a formatted error as the context's last error and returns status (ctx may be NULL). */
 dua_status dua_fail(dua_context *ctx, dua_status status, const char *fmt, ...)
 #if defined(__GNUC__)

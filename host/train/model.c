@@ -305,13 +305,15 @@ static dua_status route_layer(dua_model *m, int l, size_t ln) {
 
 dua_status dua_read_first_rows(dua_buffer *acts, size_t off, int B, int T, int C, int block, float *x) {
   const int nb = (T + block - 1) / block;
-  for (int b = 0; b < B; b++)
-    for (int n = 0; n < nb; n++) {
-      dua_status st = dua_buffer_read(acts, 4 * (off + ((size_t)b * T + (size_t)n * block) * C),
-                                      4 * (size_t)C, x + ((size_t)b * nb + n) * C);
-      if (st != DUA_SUCCESS)
-        return st;
-    }
+  const size_t row = 4 * (size_t)C, pitch = row * (size_t)block;
+  if (T % block == 0) /* the first rows of every sequence are block x C floats apart, across sequences too */
+    return dua_buffer_read_rows(acts, 4 * off, row, pitch, (size_t)B * nb, x);
+  for (int b = 0; b < B; b++) { /* a tail block breaks the stride at each sequence's end */
+    dua_status st = dua_buffer_read_rows(acts, 4 * (off + (size_t)b * T * C), row, pitch, (size_t)nb,
+                                         x + (size_t)b * nb * C);
+    if (st != DUA_SUCCESS)
+      return st;
+  }
   return DUA_SUCCESS;
 }
 

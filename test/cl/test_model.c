@@ -421,6 +421,38 @@ START_TEST(training_lowers_the_loss) {
 }
 END_TEST
 
+/* The content router's input: the first token's row of every block, for sequence lengths with and without a
+ * tail block (one strided read, or one per sequence), at an element offset into the activations. */
+START_TEST(first_rows_of_blocks) {
+  dua_context *ctx = test_context();
+  const int B = 3, C = 8, block = 16, off = 5;
+  const int lens[] = {64, 50};
+  for (int li = 0; li < 2; li++) {
+    const int T = lens[li], nb = (T + block - 1) / block;
+    const size_t n = (size_t)off + (size_t)B * T * C;
+    float *acts = malloc(n * sizeof *acts), *x = malloc((size_t)(B * nb * C + 1) * sizeof *x);
+    ck_assert(acts && x);
+    for (size_t i = 0; i < n; i++)
+      acts[i] = (float)i;
+    dua_buffer *buf = NULL;
+    ck_assert_int_eq(dua_buffer_create(ctx, n * sizeof *acts, &buf), DUA_SUCCESS);
+    ck_assert_int_eq(dua_buffer_write(buf, 0, n * sizeof *acts, acts), DUA_SUCCESS);
+    x[B * nb * C] = -1.0f;
+    ck_assert_int_eq(dua_read_first_rows(buf, (size_t)off, B, T, C, block, x), DUA_SUCCESS);
+    for (int b = 0; b < B; b++)
+      for (int nn = 0; nn < nb; nn++)
+        for (int c = 0; c < C; c++)
+          ck_assert_msg(x[(b * nb + nn) * C + c] == acts[off + ((size_t)b * T + (size_t)nn * block) * C + c],
+                        "T %d: sequence %d block %d column %d", T, b, nn, c);
+    ck_assert(x[B * nb * C] == -1.0f);
+    dua_buffer_destroy(buf);
+    free(acts);
+    free(x);
+  }
+  dua_context_destroy(ctx);
+}
+END_TEST
+
 START_TEST(bad_configs_are_refused) {
   dua_context *ctx = test_context();
   dua_trainer_config c = tiny_config();
@@ -444,6 +476,7 @@ int main(void) {
   tcase_add_test(tc, text_task_resumes_and_checks_its_corpus);
   tcase_add_test(tc, training_lowers_the_loss);
   tcase_add_test(tc, bad_configs_are_refused);
+  tcase_add_test(tc, first_rows_of_blocks);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }

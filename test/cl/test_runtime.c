@@ -199,6 +199,38 @@ START_TEST(buffers_validate_and_copy) {
 }
 END_TEST
 
+/* dua_buffer_read_rows (the trainer's first-token rows): rows at a pitch, packed on the host; nothing
+ * outside the rows is touched; bad pitches and ranges are refused with the value named. */
+START_TEST(strided_rows_read_packed) {
+  dua_context *ctx = test_context();
+  dua_buffer *buf = NULL;
+  ck_assert_int_eq(dua_buffer_create(ctx, 1000, &buf), DUA_SUCCESS);
+  unsigned char data[1000], back[7 * 24 + 1];
+  for (int i = 0; i < 1000; i++)
+    data[i] = (unsigned char)(i * 13 + 5);
+  ck_assert_int_eq(dua_buffer_write(buf, 0, 1000, data), DUA_SUCCESS);
+  memset(back, 0xEE, sizeof back);
+  /* 7 rows of 24 bytes, pitch 136, from byte 44: the last row ends at 44 + 6 * 136 + 24 = 884 */
+  ck_assert_int_eq(dua_buffer_read_rows(buf, 44, 24, 136, 7, back), DUA_SUCCESS);
+  for (int r = 0; r < 7; r++)
+    for (int c = 0; c < 24; c++)
+      ck_assert_uint_eq(back[r * 24 + c], data[44 + r * 136 + c]);
+  ck_assert_uint_eq(back[7 * 24], 0xEE);
+  /* the last row may end exactly at the buffer's end; one byte further is refused */
+  ck_assert_int_eq(dua_buffer_read_rows(buf, 1000 - 24 - 6 * 136, 24, 136, 7, back), DUA_SUCCESS);
+  ck_assert_int_eq(dua_buffer_read_rows(buf, 1000 - 23 - 6 * 136, 24, 136, 7, back),
+                   DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "exceeds"));
+  ck_assert_int_eq(dua_buffer_read_rows(buf, 0, 24, 16, 2, back), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "row pitch 16"));
+  ck_assert_int_eq(dua_buffer_read_rows(buf, 0, 8, SIZE_MAX / 2, 3, back), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_int_eq(dua_buffer_read_rows(buf, 0, 8, 16, 2, NULL), DUA_ERROR_INVALID_ARGUMENT);
+  ck_assert_int_eq(dua_buffer_read_rows(buf, 0, 8, 16, 0, NULL), DUA_SUCCESS); /* nothing to read */
+  dua_buffer_destroy(buf);
+  dua_context_destroy(ctx);
+}
+END_TEST
+
 static int log_calls;
 static char log_last[4096];
 static void capture_log(dua_log_level level, const char *message, void *user) {
@@ -267,6 +299,7 @@ int main(void) {
   tcase_add_test(tc, selection_by_environment);
   tcase_add_test(tc, interop_with_callers_objects);
   tcase_add_test(tc, buffers_validate_and_copy);
+  tcase_add_test(tc, strided_rows_read_packed);
   tcase_add_test(tc, build_failure_keeps_the_log);
   tcase_add_test(tc, embedded_sources_build_and_run);
   suite_add_tcase(s, tc);
