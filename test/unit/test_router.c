@@ -2,8 +2,8 @@
  * gradient against central finite differences of the smooth surrogate (soft agreements, every level and
  * node, arity 2 and 3), the balance-loss gradient alone against finite differences, the balance loss of a
  * uniform router (1), the hard bias identity sum_l c[l] (1 - prod a) = beta[lca], the straight-through
- * derivative's sign, path sampling (digits in range, argmax deterministic, noise reproducible) and the lca
- * fractions. */
+ * derivative's sign, the training (hard-digit) backward against its formula computed the slow way, path
+ * sampling (digits in range, argmax deterministic, noise reproducible) and the lca fractions. */
 #include "test_util.h"
 #include "train/router.h"
 
@@ -194,6 +194,76 @@ START_TEST(paths_balance_and_fractions) {
 }
 END_TEST
 
+/* The training (hard-digit, straight-through) backward against the formula as router.h writes it, computed
+ * here the slow way: per block pair the agreements a_i = [digits equal], dbias/da from the product form by
+ * brute force, dLoss/dy at the hard digits, then through softmax((z + noise) / tau) to the weights. Random
+ * paths with many shared prefixes (small arity), balance off; equal up to rounding. */
+START_TEST(hard_backward_matches_the_formula) {
+  test_rng r = test_rng_make(123 + (uint64_t)_i);
+  const int D = 3 + _i, p = 2 + (_i == 1), H = 2, C = 5, B = 2, nb = 6 + 3 * _i;
+  problem P = make(H, D, p, C, B, nb, &r);
+  const float tau = 0.7f;
+  dua_router_forward(&P.d, P.w, P.x, B, nb, tau, 1, 7, 2, 0, P.paths, P.soft, P.node);
+  memset(P.dw, 0, P.d.total * sizeof *P.dw);
+  dua_router_backward(&P.d, P.x, B, nb, P.paths, P.soft, P.node, P.g, P.beta, tau, 0, 0.0, P.dw);
+  double *ref = calloc(P.d.total, sizeof *ref), *dy = malloc((size_t)nb * D * p * sizeof *dy);
+  ck_assert(ref && dy);
+  const size_t row = (size_t)C + 1;
+  for (int h = 0; h < H; h++) {
+    const float *beta = P.beta + h * (D + 1);
+    for (int b = 0; b < B; b++) {
+      const size_t base = ((size_t)b * H + h) * nb;
+      memset(dy, 0, (size_t)nb * D * p * sizeof *dy);
+      for (int m = 0; m < nb; m++)
+        for (int n = 0; n < nb; n++) {
+          const double gv = P.g[(base + m) * nb + n];
+          if (m == n)
+            continue;
+          const uint8_t *pm = P.paths + (base + m) * D, *pn = P.paths + (base + n) * D;
+          for (int j = 0; j < D; j++) { /* dbias/da_j = -sum_{l >= j} c[l] prod_{i <= l, i != j} a_i */
+            double da = 0.0;
+            for (int l = j; l < D; l++) {
+              double prod = 1.0;
+              for (int i = 0; i <= l; i++)
+                if (i != j)
+                  prod *= pm[i] == pn[i];
+              da -= ((double)beta[l] - beta[l + 1]) * prod;
+            }
+            dy[((size_t)m * D + j) * p + pn[j]] += gv * da; /* a_j = y_m,j . y_n,j at the hard digits */
+            dy[((size_t)n * D + j) * p + pm[j]] += gv * da;
+          }
+        }
+      for (int m = 0; m < nb; m++)
+        for (int j = 0; j < D; j++) {
+          const size_t at = (base + m) * D + j;
+          const float *y = P.soft + at * p;
+          const double *g = dy + ((size_t)m * D + j) * p;
+          double dot = 0.0;
+          for (int k = 0; k < p; k++)
+            dot += y[k] * g[k];
+          double *wn = ref + (size_t)h * P.d.per_head + (size_t)P.node[at] * p * row;
+          for (int k = 0; k < p; k++) {
+            const double dz = y[k] * (g[k] - dot) / tau;
+            for (int c = 0; c < C; c++)
+              wn[k * row + c] += dz * P.x[((size_t)b * nb + m) * C + c];
+            wn[k * row + C] += dz;
+          }
+        }
+    }
+  }
+  int nonzero = 0;
+  for (size_t i = 0; i < P.d.total; i++) {
+    ck_assert_msg(fabs(P.dw[i] - ref[i]) <= 1e-5 + 1e-4 * fabs(ref[i]), "dw[%zu] = %.9g, formula %.9g", i,
+                  (double)P.dw[i], ref[i]);
+    nonzero += ref[i] != 0.0;
+  }
+  ck_assert_msg(nonzero > (int)(P.d.total / 8), "only %d of %zu gradients nonzero", nonzero, P.d.total);
+  free(ref);
+  free(dy);
+  release(&P);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("router");
   TCase *tc = tcase_create("core");
@@ -201,6 +271,7 @@ int main(void) {
   tcase_add_loop_test(tc, router_gradient_vs_finite_differences, 0, 3);
   tcase_add_test(tc, bias_identity_and_straight_through_sign);
   tcase_add_test(tc, paths_balance_and_fractions);
+  tcase_add_loop_test(tc, hard_backward_matches_the_formula, 0, 3);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }
