@@ -344,7 +344,8 @@ typedef struct dua_generate_stats {
   double decode_tokens_per_second; /* decode_steps / decode_seconds (0 without decode steps) */
   double kv_bytes_per_token;       /* K/V bytes dua_decode read per decode step, all layers, mean */
   double dense_kv_bytes_per_token; /* the same for dense attention: every key of the context */
-  double density;                  /* the routing's mean block density (dua_inference_density) */
+  double density; /* the routing's mean block density (dua_inference_density); content routing: that of
+                   * the generated sequence's own layouts over the blocks it reached */
 } dua_generate_stats;
 
 /* Continues prompt [prompt_len] (1..seq_len tokens) by n_new >= 1 tokens, prompt_len + n_new <= seq_len:

@@ -70,6 +70,13 @@ dua_status dua_content_route(void *user, int layer, const float *x, uint8_t *pat
   return DUA_SUCCESS;
 }
 
+void dua_content_route_block(const dua_content *c, int layer, const float *x, uint8_t *paths) {
+  if (c->d.D == 0)
+    return;
+  dua_router_forward(&c->d, c->w + (size_t)layer * c->d.H * c->d.per_head, x, 1, 1, 1.0f, 0, 0, 0, layer,
+                     paths, NULL, NULL);
+}
+
 double dua_content_backward(dua_content *c, const float *tiles, const float *beta, float balance_weight) {
   const dua_router_dims *d = &c->d;
   const size_t lb = layer_blocks(c), tiles_per_layer = (size_t)c->B * d->H * c->nb * c->nb;

@@ -116,6 +116,26 @@ static int pass_dense(const dua_inference_model *m, dua_layout **layouts) {
   return 0;
 }
 
+/* The content layout of layer l for nseq sequences with paths [nseq][H][nb][D], the routing's depths,
+ * window and sink; replaces *slot. */
+static dua_status content_layout_of(dua_inference_model *m, int l, int nseq, const uint8_t *paths,
+                                    dua_layout **slot) {
+  const dua_routing_head *h0 = &m->routing.head[(size_t)l * m->H];
+  dua_layout_desc d;
+  memset(&d, 0, sizeof d);
+  d.seq_len = m->S, d.block = h0->block, d.batch = nseq, d.heads = m->H, d.kv_heads = m->H;
+  d.arity = h0->arity, d.depths = m->depths + (size_t)l * m->H, d.paths = paths;
+  d.window = h0->window, d.sink = h0->sink, d.causal = 1;
+  char why[256];
+  dua_layout *fresh = NULL;
+  dua_status st = dua_layout_create(&d, &fresh, why, sizeof why);
+  if (st != DUA_SUCCESS)
+    return dua_fail(m->ctx, st, "layer %d content layout: %s", l, why);
+  dua_layout_destroy(*slot);
+  *slot = fresh;
+  return DUA_SUCCESS;
+}
+
 /* Content routing of layer l for a full-sequence pass of nseq sequences: the argmax paths of the router on
  * the layer-normed first-token rows (at a->ln), then a content layout with the routing's depths. */
 static dua_status content_layout(dua_inference_model *m, int l, int nseq, dua_layout **out) {
@@ -124,22 +144,34 @@ static dua_status content_layout(dua_inference_model *m, int l, int nseq, dua_la
   m->content->B = nseq;
   m->content->noise = 0;
   TRY(dua_content_route(m->content, l, m->first_rows, m->paths));
-  const dua_routing_head *h0 = &m->routing.head[(size_t)l * m->H];
-  dua_layout_desc d;
-  memset(&d, 0, sizeof d);
-  d.seq_len = m->S, d.block = h0->block, d.batch = nseq, d.heads = m->H, d.kv_heads = m->H;
-  d.arity = h0->arity, d.depths = m->depths + (size_t)l * m->H, d.paths = m->paths;
-  d.window = h0->window, d.sink = h0->sink, d.causal = 1;
   (void)nb;
-  char why[256];
-  dua_layout *fresh = NULL;
-  dua_status st = dua_layout_create(&d, &fresh, why, sizeof why);
-  if (st != DUA_SUCCESS)
-    return dua_fail(m->ctx, st, "layer %d content layout: %s", l, why);
-  dua_layout_destroy(m->clay[l]);
-  m->clay[l] = fresh;
-  *out = fresh;
+  TRY(content_layout_of(m, l, nseq, m->paths, &m->clay[l]));
+  *out = m->clay[l];
   return DUA_SUCCESS;
+}
+
+/* Content generation, layer l: routes the blocks whose first token is one of the pass's rows (positions
+ * pos0 .. pos0 + rows - 1; their layer-normed rows are at a->ln) into the sequence's paths, and rebuilds the
+ * sequence's layout when a block was routed. pos0 = 0 starts a new sequence: blocks it has not reached keep
+ * path 0, which no reached query can see (causal). */
+static dua_status gen_route(dua_inference_model *m, int l, int32_t pos0, int32_t rows) {
+  const int blk = m->cfg.block, nb = (m->S + blk - 1) / blk, H = m->H, D = m->D;
+  uint8_t *gp = m->gen_paths + (size_t)l * H * nb * D, digits[64 * 64];
+  if (pos0 == 0)
+    memset(gp, 0, (size_t)H * nb * D);
+  const int32_t first = (pos0 + blk - 1) / blk, last = (pos0 + rows - 1) / blk; /* blocks starting here */
+  if (first <= last) {
+    TRY(dua_buffer_read_rows(m->acts, 4 * (m->a.ln + (size_t)(first * blk - pos0) * m->C), 4 * (size_t)m->C,
+                             4 * (size_t)m->C * blk, (size_t)(last - first + 1), m->first_rows));
+    for (int32_t n = first; n <= last; n++) {
+      dua_content_route_block(m->content, l, m->first_rows + (size_t)(n - first) * m->C, digits);
+      for (int h = 0; h < H; h++)
+        memcpy(gp + ((size_t)h * nb + n) * D, digits + (size_t)h * D, (size_t)D);
+    }
+  } else if (m->glay[l]) {
+    return DUA_SUCCESS; /* no block starts at this position: the layout stands */
+  }
+  return content_layout_of(m, l, 1, gp, &m->glay[l]);
 }
 
 dua_status dua_inference_blocks(dua_inference_model *m, const dua_inference_pass *p, size_t *final_res) {
@@ -150,11 +182,8 @@ dua_status dua_inference_blocks(dua_inference_model *m, const dua_inference_pass
   dua_buffer *A = m->acts;
   size_t res[3] = {a->res[0], a->res[1], a->res[2]};
   const int content = m->content && !pass_dense(m, p->layouts);
-  if (content && (decode || p->seq >= 0 || padded))
-    return dua_fail(
-        m->ctx, DUA_ERROR_UNSUPPORTED,
-        "content-routed model: prefill and decode (generation) are not supported yet; evaluation and "
-        "full-sequence forwards are");
+  if (content && padded && p->seq < 0)
+    return dua_fail(m->ctx, DUA_ERROR_INTERNAL, "content-routed model: a padded pass outside generation");
   if (decode)
     TRY(dua_op_embed_forward(ops, span(A, res[0]), p->tokens, param(m, P_WTE, 0),
                              dua_span_at(param(m, P_WPE, 0), (size_t)p->pos * C), 1, 1, m->C, m->V));
@@ -172,7 +201,9 @@ dua_status dua_inference_blocks(dua_inference_model *m, const dua_inference_pass
       dua_tensor q = heads_view(m, a->qkv, 0, 3 * C, 1, 1), k = heads_view(m, a->qkv, C, 3 * C, 1, 1),
                  v = heads_view(m, a->qkv, 2 * C, 3 * C, 1, 1), o = heads_view(m, a->atty, 0, C, 1, 1);
       TRY(dua_kv_append(m->cache, l, 1, &p->seq, &k, &v));
-      TRY(dua_decode(m->ctx, m->cache, l, p->layouts[l], &ap, &p->seq, &q, &o, NULL));
+      if (content)
+        TRY(gen_route(m, l, p->pos, 1));
+      TRY(dua_decode(m->ctx, m->cache, l, content ? m->glay[l] : p->layouts[l], &ap, &p->seq, &q, &o, NULL));
     } else {
       if (padded) /* positions past the prompt: finite values the causal mask ignores */
         TRY(dua_op_fill(ops, span(A, a->qkv + R * 3 * C), (S * (size_t)p->nseq - R) * 3 * C, 0.0f));
@@ -182,8 +213,12 @@ dua_status dua_inference_blocks(dua_inference_model *m, const dua_inference_pass
                  o = heads_view(m, a->atty, 0, C, p->nseq, m->S);
       dua_tensor lse = dua_tensor_contiguous(A, 4 * a->lse, DUA_F32, p->nseq, m->H, m->S, 1);
       dua_layout *layout = p->layouts[l];
-      if (content)
+      if (content && p->seq >= 0) { /* a generation's prefill */
+        TRY(gen_route(m, l, 0, p->rows));
+        layout = m->glay[l];
+      } else if (content) {
         TRY(content_layout(m, l, p->nseq, &layout));
+      }
       TRY(dua_attention_forward(m->ctx, layout, &ap, &q, &k, &v, &o, &lse));
       if (p->seq >= 0) {
         dua_tensor kp = heads_view(m, a->qkv, C, 3 * C, 1, p->rows),
@@ -235,10 +270,15 @@ void dua_inference_model_destroy(dua_inference_model *m) {
     free(s->layer);
     free(s);
   }
-  if (m->clay)
-    for (int l = 0; l < m->L; l++)
+  for (int l = 0; l < m->L; l++) {
+    if (m->clay)
       dua_layout_destroy(m->clay[l]);
+    if (m->glay)
+      dua_layout_destroy(m->glay[l]);
+  }
   free(m->clay);
+  free(m->glay);
+  free(m->gen_paths);
   dua_content_destroy(m->content);
   free(m->first_rows);
   free(m->paths);
@@ -481,10 +521,12 @@ static dua_status load(dua_inference_model *m, const dua_ckpt_section *s, int n,
         return DUA_ERROR_CORRUPT_FILE;
       }
     m->clay = calloc((size_t)m->L, sizeof *m->clay);
+    m->glay = calloc((size_t)m->L, sizeof *m->glay);
     m->first_rows = malloc((size_t)m->B * nb * m->C * sizeof *m->first_rows);
     m->paths = malloc((size_t)m->B * m->H * nb * m->D);
+    m->gen_paths = calloc((size_t)m->L * m->H * nb * m->D, 1);
     m->cdensity = calloc((size_t)m->L, sizeof *m->cdensity);
-    if (!m->clay || !m->first_rows || !m->paths || !m->cdensity)
+    if (!m->clay || !m->glay || !m->first_rows || !m->paths || !m->gen_paths || !m->cdensity)
       return DUA_ERROR_OUT_OF_MEMORY;
   }
   if (st != DUA_SUCCESS)

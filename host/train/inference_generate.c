@@ -2,6 +2,7 @@
  * layer's K/V goes into a paged dua_kv_cache, then one token per step through dua_decode under the same
  * routing; greedy or temperature/top-k sampling from a seeded stream; tokens/s and the K/V bytes the decode
  * read per token, sparse vs dense, counted from the layouts in the decode kernel's read unit. */
+#include "attention/layout_internal.h"
 #include "train/inference_internal.h"
 
 #include <math.h>
@@ -92,6 +93,23 @@ static void count_kv(const dua_inference_model *m, dua_layout **lay, int32_t pos
   *dense += (double)m->L * m->H * len * per_token;
 }
 
+/* Content routing: the block density of the generated sequence's own layouts over the query blocks up to
+ * the one holding position last (later blocks have no paths yet): visited key blocks / the causal blocks
+ * dense attention visits for the same query blocks, mean over layers and heads. */
+static double content_density(const dua_inference_model *m, int32_t last) {
+  const int32_t reached = last / m->cfg.block + 1, nb = dua_layout_num_blocks(m->glay[0]);
+  int32_t *blocks = malloc((size_t)nb * sizeof *blocks);
+  if (!blocks)
+    return 0.0;
+  double visited = 0.0;
+  for (int l = 0; l < m->L; l++)
+    for (int h = 0; h < m->H; h++)
+      for (int32_t q = 0; q < reached; q++)
+        visited += dua_layout_row_blocks(m->glay[l], 0, h, q, blocks, NULL);
+  free(blocks);
+  return visited / ((double)m->L * m->H * reached * (reached + 1) / 2.0);
+}
+
 static dua_status ensure_cache(dua_inference_model *m) {
   if (m->cache)
     return DUA_SUCCESS;
@@ -150,6 +168,7 @@ static dua_status read_logits(dua_inference_model *m, float *x) {
 
 typedef struct gen_state {
   dua_layout **lay;
+  int content; /* content-routed and not dense: the layouts are the sequence's own (m->glay) */
   int32_t seq;
   int32_t *out;
   float *x;
@@ -183,8 +202,9 @@ static dua_status run(dua_inference_model *m, const int32_t *prompt, int32_t P, 
       memcpy(logits + (size_t)i * m->V, g->x, (size_t)m->V * sizeof *logits);
   }
   g->decode_s = dua_inference_now() - t1;
+  dua_layout **counted = g->content ? m->glay : g->lay; /* the sequence's own layouts (content routing) */
   for (int32_t i = 1; i < n_new; i++) /* after the clock: the counts are bookkeeping, not generation */
-    count_kv(m, g->lay, P + i - 1, g->mark, &g->kv, &g->dense_kv);
+    count_kv(m, counted, P + i - 1, g->mark, &g->kv, &g->dense_kv);
   return DUA_SUCCESS;
 }
 
@@ -198,15 +218,10 @@ dua_status dua_inference_generate(dua_inference_model *m, const int32_t *prompt,
   if (options)
     o = *options;
   TRY(validate(m, prompt, prompt_len, n_new, &o, tokens));
-  if (m->content && !o.dense)
-    return dua_fail(
-        m->ctx, DUA_ERROR_UNSUPPORTED,
-        "dua_inference_generate: content-routed models cannot generate yet (the paged-KV decode "
-        "would need each block's path as its first token arrives); evaluate, forward, or generate "
-        "with options.dense = 1");
   gen_state g;
   memset(&g, 0, sizeof g);
   g.seq = -1;
+  g.content = m->content && !o.dense;
   TRY(dua_inference_layouts(m, 1, o.dense, &g.lay));
   TRY(ensure_cache(m));
   g.out = malloc((size_t)n_new * sizeof *g.out);
@@ -239,13 +254,17 @@ dua_status dua_inference_generate(dua_inference_model *m, const int32_t *prompt,
       stats->decode_tokens_per_second = g.decode_s > 0 && n_new > 1 ? (n_new - 1) / g.decode_s : 0.0;
       stats->kv_bytes_per_token = n_new > 1 ? g.kv / (n_new - 1) : 0.0;
       stats->dense_kv_bytes_per_token = n_new > 1 ? g.dense_kv / (n_new - 1) : 0.0;
-      double sum = 0.0;
-      for (int l = 0; l < m->L; l++) {
-        dua_layout_density d;
-        if (dua_layout_density_get(g.lay[l], &d) == DUA_SUCCESS)
-          sum += d.blocks;
+      if (g.content) {
+        stats->density = content_density(m, prompt_len + n_new - 2);
+      } else {
+        double sum = 0.0;
+        for (int l = 0; l < m->L; l++) {
+          dua_layout_density d;
+          if (dua_layout_density_get(g.lay[l], &d) == DUA_SUCCESS)
+            sum += d.blocks;
+        }
+        stats->density = sum / m->L / m->dense_blocks;
       }
-      stats->density = sum / m->L / m->dense_blocks;
     }
   }
   free(g.out);

@@ -55,7 +55,10 @@ struct dua_inference_model {
   dua_layout **clay;    /* [L] content layouts of the last sparse pass */
   float *first_rows;    /* host [B][nb][C] */
   uint8_t *paths;       /* host [B][H][nb][D] */
-  double *cdensity;     /* [L] mean block density of the content layouts over the last evaluation */
+  uint8_t
+      *gen_paths; /* host [L][H][nb][D]: the paths of the sequence being generated (blocks not reached: 0) */
+  dua_layout **glay; /* [L] its layouts (batch 1), rebuilt when a block's first token arrives */
+  double *cdensity;  /* [L] mean block density of the content layouts over the last evaluation */
   int cdensity_valid;
 };
 
@@ -67,7 +70,10 @@ dua_status dua_inference_layouts(dua_inference_model *m, int32_t batch, int dens
  *   prefill: nseq = 1, rows = P <= S prompt tokens, pos = -1, seq = a cache sequence (each layer's K/V of
  *     the P positions are appended to it; the attention runs over S positions, rows P.. zeroed);
  *   decode: nseq = 1, rows = 1, pos = the token's position, seq = its sequence (K/V appended, then
- * dua_decode). *final_res receives the element offset of the last block's output [rows, C] in the arena. */
+ * dua_decode).
+ * Content-routed models route prefill and decode through the sequence's own paths (gen_paths, glay): the
+ * prefill routes the blocks the prompt reaches, a decode step the block its token starts, if any. *final_res
+ * receives the element offset of the last block's output [rows, C] in the arena. */
 typedef struct dua_inference_pass {
   const int32_t *tokens;
   int32_t nseq, rows, pos, seq;

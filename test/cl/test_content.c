@@ -6,8 +6,10 @@
  *   - evaluation by dua_inference_* after a reload equals dua_trainer_evaluate bit for bit, in the soft
  *     phase and with fixed depths, and the routing (tree "content") round-trips through a routing file;
  *   - causality of the routed model: tokens after a cut change no earlier logit (bit for bit);
+ *   - generation (prefill + paged-KV decode, blocks routed as their first tokens arrive) gives at every
+ *     step the full forward's logits at that position, for three prompt lengths, and differs from dense;
  *   - a checkpoint whose router section is missing or holds a NaN, and a positional routing file for a
- *     content checkpoint, are refused with messages; generation is refused unless dense. */
+ *     content checkpoint, are refused with messages. */
 #include "dua_train.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
@@ -164,14 +166,46 @@ START_TEST(resume_eval_and_files) {
                 "the perturbation changed nothing (the check is empty)");
   free(lg);
 
-  /* generation is refused (unless dense) */
-  int32_t out[2];
-  dua_generate_options go;
-  dua_generate_options_init(&go);
-  ck_assert_int_eq(dua_inference_generate(m, tok, 8, 2, &go, out, NULL, NULL), DUA_ERROR_UNSUPPORTED);
-  ck_assert_ptr_nonnull(strstr(dua_context_last_error(ctx), "content-routed"));
-  go.dense = 1;
-  ck_assert_int_eq(dua_inference_generate(m, tok, 8, 2, &go, out, NULL, NULL), DUA_SUCCESS);
+  /* generation: the prefill routes the blocks the prompt reaches, each decode step the block its token
+   * starts; every step's logits equal the full forward's (its own argmax routing of the whole sequence) at
+   * that position, for prompts ending inside a block, at a block's end and in a later block; the routing
+   * matters (the dense generation's logits differ) and skips K/V. */
+  const int prompts[3] = {5, 16, 37}, n_new = 40;
+  int32_t out[40], seq[S_LEN];
+  float *glg = malloc(sizeof(float) * n_new * V), *dlg = malloc(sizeof(float) * n_new * V),
+        *ref = malloc(sizeof(float) * S_LEN * V);
+  ck_assert(glg && dlg && ref);
+  for (int pi = 0; pi < 3; pi++) {
+    const int P = prompts[pi];
+    dua_generate_options go;
+    dua_generate_options_init(&go);
+    dua_generate_stats gs;
+    ck_assert_msg(dua_inference_generate(m, tok, P, n_new, &go, out, glg, &gs) == DUA_SUCCESS, "%s",
+                  dua_context_last_error(ctx));
+    memcpy(seq, tok, sizeof(int32_t) * P);
+    double worst = 0.0;
+    for (int i = 0; i < n_new; i++) {
+      const int len = P + i;
+      ck_assert_int_eq(dua_inference_forward(m, seq, 1, len, 0, ref), DUA_SUCCESS);
+      double e;
+      long bad = test_compare(glg + (size_t)i * V, ref + (size_t)(len - 1) * V, (size_t)V, 1e-4, 1e-4, &e);
+      ck_assert_msg(bad < 0, "prompt %d, step %d (position %d): logit %ld is %g, the full forward's %g", P, i,
+                    len - 1, bad, (double)glg[(size_t)i * V + bad], (double)ref[(size_t)(len - 1) * V + bad]);
+      worst = e > worst ? e : worst;
+      seq[len] = out[i];
+    }
+    ck_assert_msg(gs.density > 0.0 && gs.density < 1.0 && gs.kv_bytes_per_token < gs.dense_kv_bytes_per_token,
+                  "prompt %d: density %g, K/V bytes per token %g (dense %g)", P, gs.density,
+                  gs.kv_bytes_per_token, gs.dense_kv_bytes_per_token);
+    go.dense = 1;
+    ck_assert_int_eq(dua_inference_generate(m, tok, P, n_new, &go, out, dlg, NULL), DUA_SUCCESS);
+    ck_assert_msg(memcmp(glg, dlg, sizeof(float) * n_new * V) != 0, "prompt %d: routing changed nothing", P);
+    fprintf(stderr, "content generation, prompt %d, %d new: largest logit difference %.3g, density %.3f\n", P,
+            n_new, worst, gs.density);
+  }
+  free(glg);
+  free(dlg);
+  free(ref);
   dua_inference_model_destroy(m);
 
   /* damaged router sections are refused */
