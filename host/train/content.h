@@ -31,9 +31,11 @@ void dua_content_destroy(dua_content *c);
 /* dua_route_fn: routes layer `layer` of the current forward (user is the dua_content). */
 dua_status dua_content_route(void *user, int layer, const float *x, uint8_t *paths);
 
-/* Argmax paths of one block of layer `layer` from its first-token row x [C] (no noise): paths [H][D]. The
- * same digits dua_content_route gives that block in a whole-sequence pass (blocks are routed independently);
- * the routing state of the last forward is left alone. For generation, when a block's first token arrives. */
+/* Argmax paths of one block of layer `layer` from its first-token row x [C] (no noise): paths [H][D]. For the
+ * same x, the digits dua_content_route gives that block in a whole-sequence pass (blocks are routed
+ * independently); in generation x comes from the decode's arithmetic, equal to the full forward's up to
+ * rounding, so a near-tie between two logits could route differently. The routing state of the last forward
+ * is left alone. For generation, when a block's first token arrives. */
 void dua_content_route_block(const dua_content *c, int layer, const float *x, uint8_t *paths);
 
 /* Router gradient of the last (noisy) forward into c->dw (zeroed first): tiles [L][B][H][nb][nb] the

@@ -139,12 +139,10 @@ static dua_status content_layout_of(dua_inference_model *m, int l, int nseq, con
 /* Content routing of layer l for a full-sequence pass of nseq sequences: the argmax paths of the router on
  * the layer-normed first-token rows (at a->ln), then a content layout with the routing's depths. */
 static dua_status content_layout(dua_inference_model *m, int l, int nseq, dua_layout **out) {
-  const int nb = (m->S + m->cfg.block - 1) / m->cfg.block;
   TRY(dua_read_first_rows(m->acts, m->a.ln, nseq, m->S, m->C, m->cfg.block, m->first_rows));
   m->content->B = nseq;
   m->content->noise = 0;
   TRY(dua_content_route(m->content, l, m->first_rows, m->paths));
-  (void)nb;
   TRY(content_layout_of(m, l, nseq, m->paths, &m->clay[l]));
   *out = m->clay[l];
   return DUA_SUCCESS;

@@ -96,18 +96,19 @@ static void count_kv(const dua_inference_model *m, dua_layout **lay, int32_t pos
 /* Content routing: the block density of the generated sequence's own layouts over the query blocks up to
  * the one holding position last (later blocks have no paths yet): visited key blocks / the causal blocks
  * dense attention visits for the same query blocks, mean over layers and heads. */
-static double content_density(const dua_inference_model *m, int32_t last) {
+static dua_status content_density(dua_inference_model *m, int32_t last, double *density) {
   const int32_t reached = last / m->cfg.block + 1, nb = dua_layout_num_blocks(m->glay[0]);
   int32_t *blocks = malloc((size_t)nb * sizeof *blocks);
   if (!blocks)
-    return 0.0;
+    return dua_fail(m->ctx, DUA_ERROR_OUT_OF_MEMORY, "dua_inference_generate: out of host memory");
   double visited = 0.0;
   for (int l = 0; l < m->L; l++)
     for (int h = 0; h < m->H; h++)
       for (int32_t q = 0; q < reached; q++)
         visited += dua_layout_row_blocks(m->glay[l], 0, h, q, blocks, NULL);
   free(blocks);
-  return visited / ((double)m->L * m->H * reached * (reached + 1) / 2.0);
+  *density = visited / ((double)m->L * m->H * reached * (reached + 1) / 2.0);
+  return DUA_SUCCESS;
 }
 
 static dua_status ensure_cache(dua_inference_model *m) {
@@ -240,6 +241,9 @@ dua_status dua_inference_generate(dua_inference_model *m, const int32_t *prompt,
     if (st == DUA_SUCCESS)
       st = fs;
   }
+  double gen_density = 0.0; /* content routing: the sequence's own */
+  if (st == DUA_SUCCESS && stats && g.content)
+    st = content_density(m, prompt_len + n_new - 2, &gen_density);
   if (st == DUA_SUCCESS) {
     memcpy(tokens, g.out, (size_t)n_new * sizeof *tokens);
     if (stats) {
@@ -255,7 +259,7 @@ dua_status dua_inference_generate(dua_inference_model *m, const int32_t *prompt,
       stats->kv_bytes_per_token = n_new > 1 ? g.kv / (n_new - 1) : 0.0;
       stats->dense_kv_bytes_per_token = n_new > 1 ? g.dense_kv / (n_new - 1) : 0.0;
       if (g.content) {
-        stats->density = content_density(m, prompt_len + n_new - 2);
+        stats->density = gen_density;
       } else {
         double sum = 0.0;
         for (int l = 0; l < m->L; l++) {

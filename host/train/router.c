@@ -182,19 +182,87 @@ static double balance_loss(const dua_router_dims *d, int B, int nb, const double
   return loss;
 }
 
+/* dLoss/dy at the hard digits of one (sequence, head) for the training gradient: a_i(m, n) = 1 before the
+ * first disagreement s of the two paths and 0 at s, so with csum[j] = sum_{l >= j} c[l]:
+ *   j < s: da[j] = -(csum[j] - csum[s]), on the digit both blocks share;
+ *   j = s < D: da[s] = -(csum[s] - csum[s2]), s2 the next disagreement after s (or D), on the other's digit.
+ * A pair (m, n) and its mirror (n, m) have the same s and s2, so they go together with g[m][n] + g[n][m]. The
+ * j < s terms of block m only depend on s: wsum [nb][2][D + 1] gathers, per s, the pair gradients and those
+ * times csum[s], and a suffix sum over s turns them into every level's term. paths [nb][D], g [nb][nb], dy
+ * [nb][D][p] (zeroed by the caller). */
+static void hard_pair_grads(const float *g, const uint8_t *paths, int nb, int D, int p, const double *csum,
+                            double *wsum, double *dy) {
+  memset(wsum, 0, (size_t)nb * 2 * (D + 1) * sizeof *wsum);
+  uint64_t key[1024];
+#if defined(__GNUC__)
+  const int packed = D <= 8 && nb <= 1024; /* digit j in byte j: s = the lowest differing byte */
+#define LOWEST_BYTE(x) (__builtin_ctzll(x) >> 3)
+#else
+  const int packed = 0;
+#define LOWEST_BYTE(x) 0
+#endif
+  if (packed)
+    for (int m = 0; m < nb; m++) {
+      uint64_t k = 0;
+      for (int j = 0; j < D; j++)
+        k |= (uint64_t)paths[(size_t)m * D + j] << (8 * j);
+      key[m] = k;
+    }
+  for (int m = 0; m < nb; m++)
+    for (int n = m + 1; n < nb; n++) {
+      const double gs = (double)g[(size_t)m * nb + n] + g[(size_t)n * nb + m];
+      if (gs == 0.0)
+        continue;
+      const uint8_t *pm = paths + (size_t)m * D, *pn = paths + (size_t)n * D;
+      int s, s2;
+      if (packed) {
+        const uint64_t x = key[m] ^ key[n];
+        s = x ? LOWEST_BYTE(x) : D;
+        const uint64_t x2 = s + 1 < 8 ? x & (~0ull << (8 * (s + 1))) : 0;
+        s2 = x2 ? LOWEST_BYTE(x2) : D;
+      } else {
+        s = 0;
+        while (s < D && pm[s] == pn[s])
+          s++;
+        s2 = s + 1;
+        while (s2 < D && pm[s2] == pn[s2])
+          s2++;
+      }
+      double *wm = wsum + (size_t)m * 2 * (D + 1), *wn = wsum + (size_t)n * 2 * (D + 1);
+      wm[s] += gs, wn[s] += gs;
+      wm[D + 1 + s] += gs * csum[s], wn[D + 1 + s] += gs * csum[s];
+      if (s < D) {
+        const double coef = -gs * (csum[s] - csum[s2]);
+        dy[((size_t)m * D + s) * p + pn[s]] += coef;
+        dy[((size_t)n * D + s) * p + pm[s]] += coef;
+      }
+    }
+  for (int m = 0; m < nb; m++) { /* j < s: -sum_{s > j} W[s] (csum[j] - csum[s]) */
+    const double *w = wsum + (size_t)m * 2 * (D + 1);
+    double tw = 0.0, twc = 0.0; /* sums over s > j of W[s] and of W[s] csum[s] */
+    for (int j = D - 1; j >= 0; j--) {
+      tw += w[j + 1], twc += w[D + 1 + j + 1];
+      dy[((size_t)m * D + j) * p + paths[(size_t)m * D + j]] -= csum[j] * tw - twc;
+    }
+  }
+#undef LOWEST_BYTE
+}
+
 double dua_router_backward(const dua_router_dims *d, const float *x, int B, int nb, const uint8_t *paths,
                            const float *soft, const int32_t *node, const float *g, const float *beta,
                            float tau, int soft_agreement, double balance_scale, float *dw) {
   const int H = d->H, D = d->D, p = d->p;
   const size_t row = (size_t)d->C + 1;
   double *dy = calloc((size_t)nb * D * p, sizeof *dy);
+  double *wsum = malloc((size_t)nb * (D + 1) * 2 * sizeof *wsum);
   double *counts = malloc((size_t)d->nodes * p * sizeof *counts);
   double *sums = malloc((size_t)d->nodes * p * sizeof *sums);
   double a[64], da[64];
   float c[64];
   double total = 0.0;
-  if (!dy || !counts || !sums || D > 64) {
+  if (!dy || !wsum || !counts || !sums || D > 64) {
     free(dy);
+    free(wsum);
     free(counts);
     free(sums);
     return NAN;
@@ -213,60 +281,33 @@ double dua_router_backward(const dua_router_dims *d, const float *x, int B, int 
       const size_t base = ((size_t)b * H + h) * nb;
       memset(dy, 0, (size_t)nb * D * p * sizeof *dy);
       const float *gbh = g + base * nb;
-      for (int m = 0; m < nb; m++)
-        for (int n = 0; n < nb; n++) {
-          const double gv = gbh[(size_t)m * nb + n];
-          if (m == n || gv == 0.0)
-            continue;
-          const uint8_t *pm = paths + (base + m) * D, *pn = paths + (base + n) * D;
-          if (!soft_agreement) { /* hard digits: a[i] = 1 before the first disagreement s, 0 at s */
-            int s = 0;
-            while (s < D && pm[s] == pn[s])
-              s++;
-            for (int j = 0; j < s;
-                 j++) { /* da[j] = -sum_{l = j}^{s - 1} c[l]; both blocks have digit pm[j] */
-              const double coef = -gv * (csum[j] - csum[s]);
-              dy[((size_t)m * D + j) * p + pm[j]] += coef;
-              dy[((size_t)n * D + j) * p + pm[j]] += coef;
-            }
-            if (s < D) { /* da[s] = -(c[s] + a[s + 1] (c[s + 1] + a[s + 2] (...))) */
-              double tail = 0.0;
-              for (int l = D - 1; l >= s; l--)
-                tail = c[l] + (l + 1 < D && pm[l + 1] == pn[l + 1] ? tail : 0.0);
-              const double coef = -gv * tail;
-              dy[((size_t)m * D + s) * p + pn[s]] += coef;
-              dy[((size_t)n * D + s) * p + pm[s]] += coef;
-            }
-            continue;
-          }
-          const float *sm = soft + (base + m) * D * p, *sn = soft + (base + n) * D * p;
-          for (int j = 0; j < D; j++) {
-            if (soft_agreement) {
+      if (!soft_agreement) /* training: the hard digits (straight-through) */
+        hard_pair_grads(gbh, paths + base * D, nb, D, p, csum, wsum, dy);
+      else /* the smooth surrogate (tests): agreements a_j = y_m,j . y_n,j of the soft probabilities */
+        for (int m = 0; m < nb; m++)
+          for (int n = 0; n < nb; n++) {
+            const double gv = gbh[(size_t)m * nb + n];
+            if (m == n || gv == 0.0)
+              continue;
+            const float *sm = soft + (base + m) * D * p, *sn = soft + (base + n) * D * p;
+            for (int j = 0; j < D; j++) {
               double s = 0.0;
               for (int k = 0; k < p; k++)
                 s += (double)sm[j * p + k] * sn[j * p + k];
               a[j] = s;
-            } else {
-              a[j] = pm[j] == pn[j];
             }
-          }
-          dua_router_bias_grad(c, a, D, da);
-          for (int j = 0; j < D; j++) {
-            const double coef = gv * da[j];
-            if (coef == 0.0)
-              continue;
-            double *dym = dy + ((size_t)m * D + j) * p, *dyn = dy + ((size_t)n * D + j) * p;
-            if (soft_agreement) {
+            dua_router_bias_grad(c, a, D, da);
+            for (int j = 0; j < D; j++) {
+              const double coef = gv * da[j];
+              if (coef == 0.0)
+                continue;
+              double *dym = dy + ((size_t)m * D + j) * p, *dyn = dy + ((size_t)n * D + j) * p;
               for (int k = 0; k < p; k++) {
                 dym[k] += coef * sn[j * p + k];
                 dyn[k] += coef * sm[j * p + k];
               }
-            } else {
-              dym[pn[j]] += coef;
-              dyn[pm[j]] += coef;
             }
           }
-        }
       for (int m = 0; m < nb; m++) {
         const float *xm = x + ((size_t)b * nb + m) * d->C;
         for (int j = 0; j < D; j++) {
@@ -298,6 +339,7 @@ double dua_router_backward(const dua_router_dims *d, const float *x, int B, int 
     }
   }
   free(dy);
+  free(wsum);
   free(counts);
   free(sums);
   return total;

@@ -7,7 +7,8 @@
  *     phase and with fixed depths, and the routing (tree "content") round-trips through a routing file;
  *   - causality of the routed model: tokens after a cut change no earlier logit (bit for bit);
  *   - generation (prefill + paged-KV decode, blocks routed as their first tokens arrive) gives at every
- *     step the full forward's logits at that position, for three prompt lengths, and differs from dense;
+ *     step the full forward's logits at that position, for prompts ending inside a block, at its end and
+ *     at a block's first token, also with a short last block (S = 120), and differs from dense;
  *   - a checkpoint whose router section is missing or holds a NaN, and a positional routing file for a
  *     content checkpoint, are refused with messages. */
 #include "dua_train.h"
@@ -52,6 +53,55 @@ static void assert_same_eval(const dua_eval_result *a, const dua_eval_result *b,
                     a->density == b->density,
                 "%s: loss %.17g / %.17g, accuracy %.17g / %.17g, density %.17g / %.17g", what, a->loss,
                 b->loss, a->accuracy, b->accuracy, a->density, b->density);
+}
+
+/* Generation: the prefill routes the blocks the prompt reaches, each decode step the block its token
+ * starts; every step's logits equal the full forward's (its own argmax routing of the whole sequence) at that
+ * position; the routing matters (the dense generation's logits differ) and skips K/V. tok [S] holds the
+ * prompts' tokens. */
+static void check_generation(dua_context *ctx, dua_inference_model *m, const int32_t *tok, int S,
+                             const int *prompts, int np, int n_new) {
+  const int V = dua_inference_vocab_size(m);
+  int32_t *out = malloc(sizeof(int32_t) * n_new), *seq = malloc(sizeof(int32_t) * S);
+  float *glg = malloc(sizeof(float) * n_new * V), *dlg = malloc(sizeof(float) * n_new * V),
+        *ref = malloc(sizeof(float) * S * V);
+  ck_assert(out && seq && glg && dlg && ref);
+  for (int pi = 0; pi < np; pi++) {
+    const int P = prompts[pi], nn = n_new < S - P ? n_new : S - P;
+    dua_generate_options go;
+    dua_generate_options_init(&go);
+    dua_generate_stats gs;
+    ck_assert_msg(dua_inference_generate(m, tok, P, nn, &go, out, glg, &gs) == DUA_SUCCESS, "%s",
+                  dua_context_last_error(ctx));
+    memcpy(seq, tok, sizeof(int32_t) * P);
+    double worst = 0.0;
+    for (int i = 0; i < nn; i++) {
+      const int len = P + i;
+      ck_assert_int_eq(dua_inference_forward(m, seq, 1, len, 0, ref), DUA_SUCCESS);
+      double e;
+      long bad = test_compare(glg + (size_t)i * V, ref + (size_t)(len - 1) * V, (size_t)V, 1e-4, 1e-4, &e);
+      ck_assert_msg(bad < 0, "S %d, prompt %d, step %d (position %d): logit %ld is %g, the full forward's %g",
+                    S, P, i, len - 1, bad, (double)glg[(size_t)i * V + bad],
+                    (double)ref[(size_t)(len - 1) * V + bad]);
+      worst = e > worst ? e : worst;
+      seq[len] = out[i];
+    }
+    ck_assert_msg(gs.density > 0.0 && gs.density < 1.0 && gs.kv_bytes_per_token < gs.dense_kv_bytes_per_token,
+                  "S %d, prompt %d: density %g, K/V bytes per token %g (dense %g)", S, P, gs.density,
+                  gs.kv_bytes_per_token, gs.dense_kv_bytes_per_token);
+    go.dense = 1;
+    ck_assert_int_eq(dua_inference_generate(m, tok, P, nn, &go, out, dlg, NULL), DUA_SUCCESS);
+    ck_assert_msg(memcmp(glg, dlg, sizeof(float) * nn * V) != 0, "S %d, prompt %d: routing changed nothing",
+                  S, P);
+    fprintf(stderr,
+            "content generation, S %d, prompt %d, %d new: largest logit difference %.3g, density %.3f\n", S,
+            P, nn, worst, gs.density);
+  }
+  free(out);
+  free(seq);
+  free(glg);
+  free(dlg);
+  free(ref);
 }
 
 START_TEST(resume_eval_and_files) {
@@ -166,46 +216,8 @@ START_TEST(resume_eval_and_files) {
                 "the perturbation changed nothing (the check is empty)");
   free(lg);
 
-  /* generation: the prefill routes the blocks the prompt reaches, each decode step the block its token
-   * starts; every step's logits equal the full forward's (its own argmax routing of the whole sequence) at
-   * that position, for prompts ending inside a block, at a block's end and in a later block; the routing
-   * matters (the dense generation's logits differ) and skips K/V. */
-  const int prompts[3] = {5, 16, 37}, n_new = 40;
-  int32_t out[40], seq[S_LEN];
-  float *glg = malloc(sizeof(float) * n_new * V), *dlg = malloc(sizeof(float) * n_new * V),
-        *ref = malloc(sizeof(float) * S_LEN * V);
-  ck_assert(glg && dlg && ref);
-  for (int pi = 0; pi < 3; pi++) {
-    const int P = prompts[pi];
-    dua_generate_options go;
-    dua_generate_options_init(&go);
-    dua_generate_stats gs;
-    ck_assert_msg(dua_inference_generate(m, tok, P, n_new, &go, out, glg, &gs) == DUA_SUCCESS, "%s",
-                  dua_context_last_error(ctx));
-    memcpy(seq, tok, sizeof(int32_t) * P);
-    double worst = 0.0;
-    for (int i = 0; i < n_new; i++) {
-      const int len = P + i;
-      ck_assert_int_eq(dua_inference_forward(m, seq, 1, len, 0, ref), DUA_SUCCESS);
-      double e;
-      long bad = test_compare(glg + (size_t)i * V, ref + (size_t)(len - 1) * V, (size_t)V, 1e-4, 1e-4, &e);
-      ck_assert_msg(bad < 0, "prompt %d, step %d (position %d): logit %ld is %g, the full forward's %g", P, i,
-                    len - 1, bad, (double)glg[(size_t)i * V + bad], (double)ref[(size_t)(len - 1) * V + bad]);
-      worst = e > worst ? e : worst;
-      seq[len] = out[i];
-    }
-    ck_assert_msg(gs.density > 0.0 && gs.density < 1.0 && gs.kv_bytes_per_token < gs.dense_kv_bytes_per_token,
-                  "prompt %d: density %g, K/V bytes per token %g (dense %g)", P, gs.density,
-                  gs.kv_bytes_per_token, gs.dense_kv_bytes_per_token);
-    go.dense = 1;
-    ck_assert_int_eq(dua_inference_generate(m, tok, P, n_new, &go, out, dlg, NULL), DUA_SUCCESS);
-    ck_assert_msg(memcmp(glg, dlg, sizeof(float) * n_new * V) != 0, "prompt %d: routing changed nothing", P);
-    fprintf(stderr, "content generation, prompt %d, %d new: largest logit difference %.3g, density %.3f\n", P,
-            n_new, worst, gs.density);
-  }
-  free(glg);
-  free(dlg);
-  free(ref);
+  const int prompts[4] = {5, 16, 17, 37};
+  check_generation(ctx, m, tok, S_LEN, prompts, 4, 40);
   dua_inference_model_destroy(m);
 
   /* damaged router sections are refused */
@@ -236,11 +248,42 @@ START_TEST(resume_eval_and_files) {
 }
 END_TEST
 
+/* A sequence length that is not a multiple of the block (120 = 7 blocks of 16 + 8): its content model
+ * generates through the short last block too (prompts ending before, at and inside it). */
+START_TEST(generation_with_a_partial_last_block) {
+  dua_context *ctx = test_context();
+  char dir[64], path[128], err[512];
+  snprintf(dir, sizeof dir, "/tmp/dua_test_content_XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/short.ckpt", dir);
+  dua_trainer_config c = tiny_config();
+  c.seq_len = 120;
+  dua_trainer *t = NULL;
+  ck_assert_msg(dua_trainer_create(ctx, &c, &t, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  for (int i = 0; i < c.steps; i++)
+    ck_assert_int_eq(dua_trainer_step(t, NULL), DUA_SUCCESS);
+  ck_assert_msg(dua_trainer_save(t, path, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  dua_trainer_destroy(t);
+  dua_inference_model *m = NULL;
+  ck_assert_msg(dua_inference_model_load(ctx, path, NULL, &m, err, sizeof err) == DUA_SUCCESS, "%s", err);
+  int32_t tok[120], tgt[120];
+  ck_assert_int_eq(dua_inference_test_example(m, 0, tok, tgt), DUA_SUCCESS);
+  const int prompts[3] = {30, 112, 113};
+  check_generation(ctx, m, tok, 120, prompts, 3, 40);
+  dua_inference_model_destroy(m);
+  dua_context_destroy(ctx);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("content");
   TCase *tc = tcase_create("core");
   tcase_set_timeout(tc, 1200);
   tcase_add_test(tc, resume_eval_and_files);
+  tcase_add_test(tc, generation_with_a_partial_last_block);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }

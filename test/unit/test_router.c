@@ -200,7 +200,8 @@ END_TEST
  * paths with many shared prefixes (small arity), balance off; equal up to rounding. */
 START_TEST(hard_backward_matches_the_formula) {
   test_rng r = test_rng_make(123 + (uint64_t)_i);
-  const int D = 3 + _i, p = 2 + (_i == 1), H = 2, C = 5, B = 2, nb = 6 + 3 * _i;
+  const int D = _i == 3 ? 9 : 3 + _i, p = 2 + (_i == 1), H = 2, C = 5, B = 2,
+            nb = 6 + 3 * _i; /* D 9: unpacked */
   problem P = make(H, D, p, C, B, nb, &r);
   const float tau = 0.7f;
   dua_router_forward(&P.d, P.w, P.x, B, nb, tau, 1, 7, 2, 0, P.paths, P.soft, P.node);
@@ -257,7 +258,8 @@ START_TEST(hard_backward_matches_the_formula) {
                   (double)P.dw[i], ref[i]);
     nonzero += ref[i] != 0.0;
   }
-  ck_assert_msg(nonzero > (int)(P.d.total / 8), "only %d of %zu gradients nonzero", nonzero, P.d.total);
+  ck_assert_msg(nonzero >= 100, "only %d of %zu gradients nonzero (the check would be empty)", nonzero,
+                P.d.total);
   free(ref);
   free(dy);
   release(&P);
@@ -271,7 +273,7 @@ int main(void) {
   tcase_add_loop_test(tc, router_gradient_vs_finite_differences, 0, 3);
   tcase_add_test(tc, bias_identity_and_straight_through_sign);
   tcase_add_test(tc, paths_balance_and_fractions);
-  tcase_add_loop_test(tc, hard_backward_matches_the_formula, 0, 3);
+  tcase_add_loop_test(tc, hard_backward_matches_the_formula, 0, 4);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }
