@@ -71,8 +71,8 @@ typedef struct dua_trainer_config {
   float hard_frac;          /* fraction of the steps after which depths are fixed (native mode), (0..1] */
   float gate_init;          /* initial gate logit (negative = start dense) */
   float gate_lr_scale;      /* gate learning rate = lr * gate_lr_scale */
-  float density_weight;     /* penalty weight on a layer's expected density (mean over its heads) above
-                             * density_target, averaged over layers; 0 = none */
+  float density_weight;     /* penalty weight on the expected density (mean over heads) above density_target:
+                             * per layer, averaged over layers, or of the whole model (density_scope); 0 = none */
   float density_target;     /* (0..1] */
   float skip_bias;          /* level-bias cut-off (< 0) below which blocks are skipped while training */
   /* optimisation */
@@ -88,11 +88,18 @@ typedef struct dua_trainer_config {
   int32_t eval_every;   /* steps between evaluations, 0 = only at the end */
   int32_t ctrl_hidden;  /* paper mode: hidden width of the depth controller E -> ctrl_hidden -> H (GELU);
                          * 0 = a linear map E -> H; 0..4096 (default 32 = E/4 at the default width) */
-  int32_t reserved[12]; /* zero */
-  /* content mode (fields taken from the end of the reserved space) */
+  int32_t reserved[11]; /* zero */
+  /* fields taken from the end of the reserved space (older checkpoints hold 0 there) */
+  int32_t density_scope; /* dua_density_scope: where the density budget holds (default per layer) */
+  /* content mode */
   float balance_weight;  /* weight of the router's load-balancing loss (1 = uniform), >= 0 */
   float router_lr_scale; /* router learning rate = lr * router_lr_scale (> 0 in content mode) */
 } dua_trainer_config;
+
+/* Where the density budget (density_weight, density_target) holds: every layer's expected density on its own
+ * (the default), or only their mean, so that a layer may spend what another saves (a dense head in one layer
+ * next to sparser layers). */
+typedef enum dua_density_scope { DUA_DENSITY_PER_LAYER = 0, DUA_DENSITY_MODEL = 1 } dua_density_scope;
 
 DUA_API void dua_trainer_config_init(dua_trainer_config *config);
 /* DUA_ERROR_INVALID_ARGUMENT with the field, its value and the allowed range in error. */

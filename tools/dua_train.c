@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef enum { F_INT, F_FLOAT, F_U64, F_TASK, F_MODE, F_DECAY } flag_kind;
+typedef enum { F_INT, F_FLOAT, F_U64, F_TASK, F_MODE, F_DECAY, F_SCOPE } flag_kind;
 
 typedef struct flag {
   const char *name;
@@ -55,8 +55,10 @@ static const flag flags[] = {
     {"gate-init", F_FLOAT, CFG(gate_init), "initial gate logit (negative starts dense)"},
     {"gate-lr-scale", F_FLOAT, CFG(gate_lr_scale), "gate learning rate / lr"},
     {"density-weight", F_FLOAT, CFG(density_weight),
-     "penalty on a layer's expected density above the target"},
+     "penalty on the expected density above the target (per --density-scope)"},
     {"density-target", F_FLOAT, CFG(density_target), "density budget (fraction of causal pairs)"},
+    {"density-scope", F_SCOPE, CFG(density_scope),
+     "layer | model: the budget holds for every layer, or for the mean over layers"},
     {"skip-bias", F_FLOAT, CFG(skip_bias), "level bias below which blocks are skipped in training"},
     {"balance-weight", F_FLOAT, CFG(balance_weight),
      "content: weight of the router's load-balancing loss (1 = uniform routing)"},
@@ -164,6 +166,9 @@ static void usage(FILE *f) {
     case F_DECAY:
       snprintf(def, sizeof def, "%s", *(const int32_t *)p ? "linear" : "cosine");
       break;
+    case F_SCOPE:
+      snprintf(def, sizeof def, "%s", *(const int32_t *)p == DUA_DENSITY_MODEL ? "model" : "layer");
+      break;
     }
     fprintf(f, "  --%-16s %s [%s]\n", flags[i].name, flags[i].help, def);
   }
@@ -208,6 +213,11 @@ static int parse_value(const flag *fl, const char *v, dua_trainer_config *c) {
     break;
   case F_DECAY:
     *(int32_t *)p = !strcmp(v, "cosine") ? DUA_DECAY_COSINE : !strcmp(v, "linear") ? DUA_DECAY_LINEAR : -1;
+    break;
+  case F_SCOPE:
+    *(int32_t *)p = !strcmp(v, "layer")   ? DUA_DENSITY_PER_LAYER
+                    : !strcmp(v, "model") ? DUA_DENSITY_MODEL
+                                          : -1;
     break;
   }
   return *(int32_t *)p < 0 ? -1 : 0;

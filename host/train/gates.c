@@ -2,6 +2,7 @@
  * density and depth extraction (see gates.h). softplus/sigmoid are written in their stable forms so a
  * saturated gate gives a large finite negative bias, never -inf or NaN. */
 #include "train/gates.h"
+#include "dua_train.h"
 
 #include <math.h>
 
@@ -99,6 +100,12 @@ double dua_gates_density(const float *beta, const double *frac, int H, int D, fl
       for (int k = 0; k <= D; k++)
         dbeta[h * (D + 1) + k] += (float)(weight / H * frac[k] * exp((double)beta[h * (D + 1) + k]));
   return mean;
+}
+
+float dua_density_layer_target(int scope, float target, double model_mean) {
+  if (scope != DUA_DENSITY_MODEL)
+    return target;
+  return model_mean > target ? -1.0f : 2.0f;
 }
 
 int dua_gates_extract_depth(const float *z_head, int D) {

@@ -1,6 +1,8 @@
 /* test_gates.c: native routing's gate math (host/train/gates.c) against finite differences and brute
- * force: level bias, its gradient, expected density and its gradient, skip and extracted depths, and the
- * lca fractions against the library's own layout rule (dua_layout_visible at each depth). */
+ * force: level bias, its gradient, expected density and its gradient (per layer and over the whole model),
+ * skip and extracted depths, and the lca fractions against the library's own layout rule
+ * (dua_layout_visible at each depth). */
+#include "dua_train.h"
 #include "test_util.h"
 #include "train/gates.h"
 
@@ -142,6 +144,54 @@ START_TEST(density_gradient_matches_finite_differences) {
 }
 END_TEST
 
+/* The budget over the whole model: two layers, the first above the target and the second below. Per layer
+ * only the first is pushed; for the model nothing is pushed while the mean is under the target, and both
+ * layers are, each by its share, once it is over: the gradient of weight * max(0, mean over layers - target)
+ * by finite differences. */
+START_TEST(model_wide_budget) {
+  const int H = 2, D = 2, L = 2;
+  double frac[3] = {0.5, 0.3, 0.2};
+  float beta[2][6] = {{-0.1f, -0.2f, 0.0f, -0.3f, -0.1f, 0.0f}, {-4.0f, -3.0f, 0.0f, -5.0f, -4.5f, 0.0f}};
+  double mean[2];
+  for (int l = 0; l < L; l++)
+    mean[l] = dua_gates_density(beta[l], frac, H, D, 0.0f, 0.0f, NULL);
+  const float weight = 2.0f;
+  const float targets[2] = {0.6f, (float)((mean[0] + mean[1]) / 2 - 0.05)}; /* model mean under, then over */
+  ck_assert(mean[0] > targets[0] && mean[1] < targets[0] && (mean[0] + mean[1]) / 2 < targets[0]);
+  for (int ti = 0; ti < 2; ti++) {
+    const float target = targets[ti];
+    for (int scope = DUA_DENSITY_PER_LAYER; scope <= DUA_DENSITY_MODEL; scope++) {
+      float db[2][6] = {{0}};
+      const float lt = dua_density_layer_target(scope, target, (mean[0] + mean[1]) / 2);
+      for (int l = 0; l < L; l++)
+        dua_gates_density(beta[l], frac, H, D, weight / L, lt, db[l]);
+      for (int l = 0; l < L; l++)
+        for (int i = 0; i < H * (D + 1); i++) { /* central differences of the scope's penalty */
+          float bp[2][6], bm[2][6];
+          memcpy(bp, beta, sizeof beta), memcpy(bm, beta, sizeof beta);
+          bp[l][i] += 1e-3f, bm[l][i] -= 1e-3f;
+          double pp = 0.0, pm = 0.0, mp = 0.0, mm = 0.0;
+          for (int k = 0; k < L; k++) {
+            const double a = dua_gates_density(bp[k], frac, H, D, 0, 0, NULL),
+                         b = dua_gates_density(bm[k], frac, H, D, 0, 0, NULL);
+            pp += weight / L * fmax(0.0, a - target), pm += weight / L * fmax(0.0, b - target);
+            mp += a / L, mm += b / L;
+          }
+          const double lp = scope == DUA_DENSITY_MODEL ? weight * fmax(0.0, mp - target) : pp,
+                       lm = scope == DUA_DENSITY_MODEL ? weight * fmax(0.0, mm - target) : pm;
+          const double fd = (lp - lm) / 2e-3;
+          ck_assert_msg(fabs(fd - db[l][i]) <= 1e-4 + 1e-2 * fabs(fd),
+                        "target %g scope %d layer %d: dbeta[%d] = %g, fd %g", (double)target, scope, l, i,
+                        (double)db[l][i], fd);
+        }
+      const int pushed0 = db[0][0] != 0.0f, pushed1 = db[1][0] != 0.0f;
+      ck_assert_int_eq(pushed0, scope == DUA_DENSITY_PER_LAYER ? 1 : ti == 1);
+      ck_assert_int_eq(pushed1, scope == DUA_DENSITY_PER_LAYER ? ti == 1 && mean[1] > target : ti == 1);
+    }
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("gates");
   TCase *tc = tcase_create("core");
@@ -150,6 +200,7 @@ int main(void) {
   tcase_add_test(tc, noise_is_a_pure_function_of_its_seed);
   tcase_add_test(tc, lca_fractions_match_the_layout_rule);
   tcase_add_test(tc, density_gradient_matches_finite_differences);
+  tcase_add_test(tc, model_wide_budget);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }
