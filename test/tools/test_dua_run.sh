@@ -107,7 +107,7 @@ fails 1 "routing" "$run" generate "$dir/m" --prompt "(" --routing "$dir/none.jso
 
 # content routing: a router picks every block's path; eval equals dua-train's, the model is causal as it runs
 # (tokens after random cuts change no earlier logit), the routing file says "tree": "content", generation
-# is refused with a message (and works dense)
+# routes each block as its first token arrives and reads less K/V than dense (and works dense)
 "$train" --task dyck-lm --mode content --steps 12 --warmup 2 --seed 4 --layers 2 --width 64 --heads 2 \
   --seq-len 128 --block 16 --batch 4 --test-size 8 --gate-init 1 --hard-frac 0.5 --density-weight 1 \
   --density-target 0.3 --balance-weight 0.1 --out "$dir/c" --quiet >"$dir/ctrain.log"
@@ -120,7 +120,12 @@ got=$(awk '/^test loss/ {l = $3} /^test accuracy/ {a = $3} END {print l, a}' "$d
 grep -q "content mode" "$dir/ceval.txt" || { echo "dua-run eval does not name content mode"; exit 1; }
 "$run" causal "$dir/c" --examples 3 --cuts 4 | grep -q "^causality: 24 checks .* 0 failed" ||
   { echo "content model: causal failed"; exit 1; }
-fails 1 "content-routed" "$run" generate "$dir/c" --prompt-test 1 --new 2
+"$run" generate "$dir/c" --prompt-test 1 --new 40 --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["routing"] == "sparse" and len(d["generated"]) == 40 and d["decode_steps"] == 39, d
+assert 0 < d["kv_bytes_per_token"] < d["dense_kv_bytes_per_token"], d
+print("content generate json ok")' || { echo "content generate"; exit 1; }
 "$run" generate "$dir/c" --prompt-test 1 --new 2 --dense | grep -q "generated" || { echo "dense generate"; exit 1; }
 "$train" --help | grep -q -- "--balance-weight" || { echo "--help does not document --balance-weight"; exit 1; }
 echo "dua-run ok"
