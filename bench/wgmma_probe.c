@@ -189,6 +189,8 @@ static cl_program build_sm90a(cl_context c, cl_device_id dev, int n, int tnsp, c
     if (p)
       clGetProgramBuildInfo(p, dev, CL_PROGRAM_BUILD_LOG, sizeof log, log, NULL);
     snprintf(why, why_size, "sm_90 build of the commented kernel failed: %s", log);
+    if (p)
+      clReleaseProgram(p);
     return NULL;
   }
   size_t bytes = 0;
@@ -278,9 +280,10 @@ static double run_variant(cl_context c, cl_command_queue q, cl_program p, const 
   }
   if (k)
     clReleaseKernel(k);
-  clReleaseMemObject(ma);
-  clReleaseMemObject(mb);
-  clReleaseMemObject(mc);
+  cl_mem mems[3] = {ma, mb, mc};
+  for (int i = 0; i < 3; i++)
+    if (mems[i])
+      clReleaseMemObject(mems[i]);
   return worst;
 }
 
