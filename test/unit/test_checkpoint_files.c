@@ -220,7 +220,7 @@ static dua_trainer_config random_config(test_rng *r) {
   c.gate_init = 3.0f * test_rng_float(r);
   c.density_weight = 1.0f + test_rng_float(r);
   c.density_scope = test_rng_int(r, DUA_DENSITY_PER_LAYER, DUA_DENSITY_MODEL);
-  c.balance_weight = 0.5f + test_rng_float(r);
+  c.balance_weight = 0.5f + 0.4f * test_rng_float(r); /* test_rng_float: [-1, 1) */
   c.skip_bias = -30.0f + test_rng_float(r);
   c.lr = 1e-3f * (1.5f + test_rng_float(r));
   c.adam_eps = 1e-8f * (1.5f + test_rng_float(r));
