@@ -258,8 +258,8 @@ START_TEST(hard_backward_matches_the_formula) {
                   (double)P.dw[i], ref[i]);
     nonzero += ref[i] != 0.0;
   }
-  ck_assert_msg(nonzero >= 100, "only %d of %zu gradients nonzero (the check would be empty)", nonzero,
-                P.d.total);
+  const int want = P.d.total / 5 < 100 ? (int)(P.d.total / 5) : 100; /* the check is not empty */
+  ck_assert_msg(nonzero >= want, "only %d of %zu gradients nonzero", nonzero, P.d.total);
   free(ref);
   free(dy);
   release(&P);
