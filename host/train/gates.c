@@ -102,10 +102,15 @@ double dua_gates_density(const float *beta, const double *frac, int H, int D, fl
   return mean;
 }
 
-float dua_density_layer_target(int scope, float target, double model_mean) {
-  if (scope != DUA_DENSITY_MODEL)
-    return target;
-  return model_mean > target ? -1.0f : 2.0f;
+double dua_density_budget(int scope, int L, float weight, float target, dua_layer_density_fn density,
+                          void *user) {
+  double mean = 0.0;
+  for (int l = 0; l < L; l++)
+    mean += density(user, l, 0.0f, 0.0f) / L;
+  const float layer_target = scope != DUA_DENSITY_MODEL ? target : mean > target ? -1.0f : 2.0f;
+  for (int l = 0; l < L; l++)
+    density(user, l, weight / L, layer_target);
+  return mean;
 }
 
 int dua_gates_extract_depth(const float *z_head, int D) {

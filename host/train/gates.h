@@ -22,11 +22,15 @@ void dua_gates_lca_fractions(int T, int blk, int p, int D, int s, double *frac);
  * budget penalty weight * max(0, mean - target) to dbeta (when dbeta != NULL). Returns the mean. */
 double dua_gates_density(const float *beta, const double *frac, int H, int D, float weight, float target,
                          float *dbeta);
-/* The target to hand one layer's budget penalty (dua_gates_density, dua_router_density, each with weight /
- * L) so that the budget holds at `scope` (dua_density_scope): per layer, the target itself; for the model,
- * every layer is pushed exactly when the mean of the layers' densities exceeds the target (a target below
- * any density, -1) and none otherwise (2, above any density). */
-float dua_density_layer_target(int scope, float target, double model_mean);
+/* One layer's expected density (dua_gates_density or dua_router_density on that layer's gates), adding the
+ * gradient of weight * max(0, density - target) to its gates' dbeta when weight > 0. */
+typedef double (*dua_layer_density_fn)(void *user, int layer, float weight, float target);
+/* The density budget of L layers at `scope` (dua_density_scope): per layer, weight / L * max(0, density_l -
+ * target) for each layer; for the model, weight * max(0, mean_l density_l - target), which pushes every
+ * layer by weight / L exactly when the mean exceeds the target (each layer is handed a target below any
+ * density, -1, or above any, 2). Returns the mean of the layers' densities. */
+double dua_density_budget(int scope, int L, float weight, float target, dua_layer_density_fn density,
+                          void *user);
 /* Hard depth of a head: the deepest level whose gate is on (z > 0), 0 when none is. */
 int dua_gates_extract_depth(const float *z_head, int D);
 

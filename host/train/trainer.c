@@ -300,7 +300,8 @@ static void gates_update(dua_trainer *t, float lr, int step, float grad_scale) {
 
 /* Expected density of layer l under the gates (native: the positional tree's fractions; content: those of
  * the paths this step drew); with weight > 0 adds the budget penalty's gradient above target to dbeta. */
-static double layer_density(dua_trainer *t, int l, float weight, float target) {
+static double layer_density(void *user, int l, float weight, float target) {
+  dua_trainer *t = user;
   const int H = t->cfg.heads, D = t->D;
   const size_t g = (size_t)l * H;
   float *dbeta = weight > 0 ? t->dbeta + g * (D + 1) : NULL;
@@ -381,13 +382,9 @@ dua_status dua_trainer_step(dua_trainer *t, dua_train_stats *stats) {
       t->balance = (float)dua_content_backward(t->content, t->model->tiles_host, t->beta, c->balance_weight);
       ss += dua_content_grad_sumsq(t->content);
     }
-    double model_mean = 0.0; /* the layers' expected densities, for a budget over the whole model */
-    for (int l = 0; l < L && c->density_scope == DUA_DENSITY_MODEL; l++)
-      model_mean += layer_density(t, l, 0.0f, 0.0f) / L;
-    const float target = dua_density_layer_target(c->density_scope, c->density_target, model_mean);
+    dua_density_budget(c->density_scope, L, c->density_weight, c->density_target, layer_density, t);
     for (int l = 0; l < L; l++) {
       size_t g = (size_t)l * H;
-      layer_density(t, l, c->density_weight / L, target);
       dua_gates_backward(t->x + g * D, t->dbeta + g * (D + 1), H, D, tau, t->dz + g * D);
     }
     for (size_t i = 0; i < LH * D; i++)

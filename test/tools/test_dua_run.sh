@@ -128,4 +128,5 @@ assert 0 < d["kv_bytes_per_token"] < d["dense_kv_bytes_per_token"], d
 print("content generate json ok")' || { echo "content generate"; exit 1; }
 "$run" generate "$dir/c" --prompt-test 1 --new 2 --dense | grep -q "generated" || { echo "dense generate"; exit 1; }
 "$train" --help | grep -q -- "--balance-weight" || { echo "--help does not document --balance-weight"; exit 1; }
+"$train" --help | grep -q -- "--density-scope *layer | model" || { echo "--help does not document --density-scope"; exit 1; }
 echo "dua-run ok"

@@ -144,10 +144,22 @@ START_TEST(density_gradient_matches_finite_differences) {
 }
 END_TEST
 
-/* The budget over the whole model: two layers, the first above the target and the second below. Per layer
- * only the first is pushed; for the model nothing is pushed while the mean is under the target, and both
- * layers are, each by its share, once it is over: the gradient of weight * max(0, mean over layers - target)
- * by finite differences. */
+/* Two layers' gates for dua_density_budget: layer l's density under beta[l], its gradient into db[l]. */
+typedef struct two_layers {
+  const float (*beta)[6];
+  const double *frac;
+  float db[2][6];
+} two_layers;
+
+static double two_layers_density(void *user, int l, float weight, float target) {
+  two_layers *u = user;
+  return dua_gates_density(u->beta[l], u->frac, 2, 2, weight, target, weight > 0 ? u->db[l] : NULL);
+}
+
+/* The budget over the whole model (dua_density_budget, the trainer's code path): two layers, the first
+ * above the target and the second below. Per layer only the first is pushed; for the model nothing is pushed
+ * while the mean is under the target, and both layers are, each by its share, once it is over: the
+ * gradient of each scope's penalty by finite differences. */
 START_TEST(model_wide_budget) {
   const int H = 2, D = 2, L = 2;
   double frac[3] = {0.5, 0.3, 0.2};
@@ -161,10 +173,9 @@ START_TEST(model_wide_budget) {
   for (int ti = 0; ti < 2; ti++) {
     const float target = targets[ti];
     for (int scope = DUA_DENSITY_PER_LAYER; scope <= DUA_DENSITY_MODEL; scope++) {
-      float db[2][6] = {{0}};
-      const float lt = dua_density_layer_target(scope, target, (mean[0] + mean[1]) / 2);
-      for (int l = 0; l < L; l++)
-        dua_gates_density(beta[l], frac, H, D, weight / L, lt, db[l]);
+      two_layers u = {(const float(*)[6])beta, frac, {{0}}};
+      const double m = dua_density_budget(scope, L, weight, target, two_layers_density, &u);
+      ck_assert(fabs(m - (mean[0] + mean[1]) / 2) < 1e-12);
       for (int l = 0; l < L; l++)
         for (int i = 0; i < H * (D + 1); i++) { /* central differences of the scope's penalty */
           float bp[2][6], bm[2][6];
@@ -180,11 +191,11 @@ START_TEST(model_wide_budget) {
           const double lp = scope == DUA_DENSITY_MODEL ? weight * fmax(0.0, mp - target) : pp,
                        lm = scope == DUA_DENSITY_MODEL ? weight * fmax(0.0, mm - target) : pm;
           const double fd = (lp - lm) / 2e-3;
-          ck_assert_msg(fabs(fd - db[l][i]) <= 1e-4 + 1e-2 * fabs(fd),
+          ck_assert_msg(fabs(fd - u.db[l][i]) <= 1e-4 + 1e-2 * fabs(fd),
                         "target %g scope %d layer %d: dbeta[%d] = %g, fd %g", (double)target, scope, l, i,
-                        (double)db[l][i], fd);
+                        (double)u.db[l][i], fd);
         }
-      const int pushed0 = db[0][0] != 0.0f, pushed1 = db[1][0] != 0.0f;
+      const int pushed0 = u.db[0][0] != 0.0f, pushed1 = u.db[1][0] != 0.0f;
       ck_assert_int_eq(pushed0, scope == DUA_DENSITY_PER_LAYER ? 1 : ti == 1);
       ck_assert_int_eq(pushed1, scope == DUA_DENSITY_PER_LAYER ? ti == 1 && mean[1] > target : ti == 1);
     }
