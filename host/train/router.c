@@ -193,41 +193,17 @@ static double balance_loss(const dua_router_dims *d, int B, int nb, const double
 static void hard_pair_grads(const float *g, const uint8_t *paths, int nb, int D, int p, const double *csum,
                             double *wsum, double *dy) {
   memset(wsum, 0, (size_t)nb * 2 * (D + 1) * sizeof *wsum);
-  uint64_t key[1024];
-#if defined(__GNUC__)
-  const int packed = D <= 8 && nb <= 1024; /* digit j in byte j: s = the lowest differing byte */
-#define LOWEST_BYTE(x) (__builtin_ctzll(x) >> 3)
-#else
-  const int packed = 0;
-#define LOWEST_BYTE(x) 0
-#endif
-  if (packed)
-    for (int m = 0; m < nb; m++) {
-      uint64_t k = 0;
-      for (int j = 0; j < D; j++)
-        k |= (uint64_t)paths[(size_t)m * D + j] << (8 * j);
-      key[m] = k;
-    }
   for (int m = 0; m < nb; m++)
     for (int n = m + 1; n < nb; n++) {
       const double gs = (double)g[(size_t)m * nb + n] + g[(size_t)n * nb + m];
       if (gs == 0.0)
         continue;
       const uint8_t *pm = paths + (size_t)m * D, *pn = paths + (size_t)n * D;
-      int s, s2;
-      if (packed) {
-        const uint64_t x = key[m] ^ key[n];
-        s = x ? LOWEST_BYTE(x) : D;
-        const uint64_t x2 = s + 1 < 8 ? x & (~0ull << (8 * (s + 1))) : 0;
-        s2 = x2 ? LOWEST_BYTE(x2) : D;
-      } else {
-        s = 0;
-        while (s < D && pm[s] == pn[s])
-          s++;
-        s2 = s + 1;
-        while (s2 < D && pm[s2] == pn[s2])
-          s2++;
-      }
+      int s = 0, s2;
+      while (s < D && pm[s] == pn[s])
+        s++;
+      for (s2 = s + 1; s2 < D && pm[s2] == pn[s2]; s2++) /* read only when s < D, so s2 <= D */
+        ;
       double *wm = wsum + (size_t)m * 2 * (D + 1), *wn = wsum + (size_t)n * 2 * (D + 1);
       wm[s] += gs, wn[s] += gs;
       wm[D + 1 + s] += gs * csum[s], wn[D + 1 + s] += gs * csum[s];
@@ -245,7 +221,6 @@ static void hard_pair_grads(const float *g, const uint8_t *paths, int nb, int D,
       dy[((size_t)m * D + j) * p + paths[(size_t)m * D + j]] -= csum[j] * tw - twc;
     }
   }
-#undef LOWEST_BYTE
 }
 
 double dua_router_backward(const dua_router_dims *d, const float *x, int B, int nb, const uint8_t *paths,

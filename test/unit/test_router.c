@@ -201,7 +201,7 @@ END_TEST
 START_TEST(hard_backward_matches_the_formula) {
   test_rng r = test_rng_make(123 + (uint64_t)_i);
   const int D = _i == 3 ? 9 : 3 + _i, p = 2 + (_i == 1), H = 2, C = 5, B = 2,
-            nb = 6 + 3 * _i; /* D 9: unpacked */
+            nb = 6 + 3 * _i; /* D 9: a deep tree */
   problem P = make(H, D, p, C, B, nb, &r);
   const float tau = 0.7f;
   dua_router_forward(&P.d, P.w, P.x, B, nb, tau, 1, 7, 2, 0, P.paths, P.soft, P.node);
