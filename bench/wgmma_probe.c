@@ -20,18 +20,23 @@
  *
  *   dua_wgmma_probe [--device SEL]
  *
+ * Each variant runs in a process of its own: a descriptor that points outside local memory faults, and a fault
+ * leaves the OpenCL context unusable (the first run on an H100 lost 31 of 32 variants that way).
+ *
  * Output: one JSON object per variant (n, core-matrix order, leading and stride byte offsets, the stage
  * reached, the largest error, an OpenCL error or build log when a stage fails). Exit 0 when any variant is
  * exact, 1 when none is, 2 on bad use or a device that is not NVIDIA. Development tool, not installed; not
  * run by the test suites (it needs an sm_90 GPU). */
 #include "dua_cl.h"
+#include "runtime/context_internal.h" /* dua_ptx_to_sm90a */
 
-#include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* Appends printf-style text to a growing buffer (16 KB is plenty for N <= 64). */
 typedef struct text {
@@ -121,33 +126,6 @@ static char *kernel_source(int n, int tnsp) {
   return out;
 }
 
-/* Every "// DUA_SM90A " uncommented, ".target sm_90" -> ".target sm_90a"; *markers counts the uncommented
- * lines. NULL if the target is not sm_90. */
-static char *patch_ptx(const char *ptx, int *markers) {
-  const char *mark = "// DUA_SM90A ", *target = ".target sm_90";
-  const char *tp = strstr(ptx, target);
-  if (!tp || isalnum((unsigned char)tp[strlen(target)])) /* sm_90 exactly ("sm_90, texmode..." is fine) */
-    return NULL;
-  char *out = malloc(strlen(ptx) + 2);
-  if (!out)
-    return NULL;
-  size_t o = 0;
-  *markers = 0;
-  for (const char *p = ptx; *p;) {
-    if (p == tp) {
-      memcpy(out + o, ".target sm_90a", 14);
-      o += 14, p += strlen(target);
-    } else if (strncmp(p, mark, strlen(mark)) == 0) {
-      p += strlen(mark);
-      (*markers)++;
-    } else {
-      out[o++] = *p++;
-    }
-  }
-  out[o] = 0;
-  return out;
-}
-
 static unsigned short f16_of_small_int(int v) { /* exact for |v| < 2048 */
   if (v == 0)
     return 0;
@@ -200,7 +178,7 @@ static cl_program build_sm90a(cl_context c, cl_device_id dev, int n, int tnsp, c
   clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof pp, &pp, NULL);
   clReleaseProgram(p);
   int markers = 0;
-  char *patched = ptx ? patch_ptx(ptx, &markers) : NULL;
+  char *patched = ptx ? dua_ptx_to_sm90a(ptx, &markers) : NULL;
   free(ptx);
   if (!patched || markers != 5) {
     snprintf(why, why_size, "PTX patch: %d of 5 markers found%s", markers,
@@ -287,6 +265,43 @@ static double run_variant(cl_context c, cl_command_queue q, cl_program p, const 
   return worst;
 }
 
+/* One variant in a process of its own (a fault in one, such as a descriptor that points outside local
+ * memory, leaves the OpenCL context unusable for the rest): prints its JSON line; returns 1 if exact. */
+static int probe_one(const dua_context_options *co, const variant *v) {
+  dua_context *ctx = NULL;
+  if (dua_context_create(co, &ctx) != DUA_SUCCESS) {
+    fprintf(stderr, "dua_wgmma_probe: no device\n");
+    return 0;
+  }
+  cl_context c = dua_context_cl_context(ctx);
+  cl_device_id dev = dua_context_cl_device(ctx);
+  cl_command_queue q = dua_context_cl_queue(ctx);
+  char why[4608] = "";
+  cl_program p = build_sm90a(c, dev, v->n, v->tnsp, why, sizeof why);
+  double worst = -1.0;
+  if (p)
+    worst = run_variant(c, q, p, v, why, sizeof why);
+  printf("{\"n\": %d, \"trans_b\": %d, \"core_rows\": \"%s\", \"core_order\": \"%s\", "
+         "\"leading_bytes\": %u, \"stride_bytes\": %u, \"stage\": \"%s\", \"max_error\": ",
+         v->n, v->tnsp, v->major ? "n-contiguous" : "k-contiguous", v->order ? "k-outer" : "n-outer", v->lead,
+         v->stride,
+         !p          ? "build"
+         : worst < 0 ? "run"
+                     : "checked");
+  if (worst >= 0 && isfinite(worst))
+    printf("%g", worst);
+  else
+    printf("null");
+  printf(", \"why\": ");
+  json_string(why);
+  printf("}\n");
+  fflush(stdout);
+  if (p)
+    clReleaseProgram(p);
+  dua_context_destroy(ctx);
+  return worst == 0.0;
+}
+
 int main(int argc, char **argv) {
   dua_context_options co;
   dua_context_options_init(&co);
@@ -298,38 +313,34 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  dua_context *ctx = NULL;
-  if (dua_context_create(&co, &ctx) != DUA_SUCCESS) {
-    fprintf(stderr, "dua_wgmma_probe: no device\n");
-    return 2;
+  { /* the vendor check in a child too: the parent never touches OpenCL, so that it can fork */
+    const pid_t pid = fork();
+    if (pid == 0) {
+      dua_context *ctx = NULL;
+      if (dua_context_create(&co, &ctx) != DUA_SUCCESS) {
+        fprintf(stderr, "dua_wgmma_probe: no device\n");
+        _exit(2);
+      }
+      char vendor[256] = "";
+      clGetDeviceInfo(dua_context_cl_device(ctx), CL_DEVICE_VENDOR, sizeof vendor, vendor, NULL);
+      const int nv = strstr(vendor, "NVIDIA") != NULL;
+      if (!nv)
+        fprintf(stderr, "dua_wgmma_probe: the device's vendor is \"%s\"; wgmma needs an NVIDIA sm_90 GPU\n",
+                vendor);
+      dua_context_destroy(ctx);
+      _exit(nv ? 0 : 2);
+    }
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+      return 2;
   }
-  cl_context c = dua_context_cl_context(ctx);
-  cl_device_id dev = dua_context_cl_device(ctx);
-  cl_command_queue q = dua_context_cl_queue(ctx);
-  char vendor[256] = "";
-  clGetDeviceInfo(dev, CL_DEVICE_VENDOR, sizeof vendor, vendor, NULL);
-  if (!strstr(vendor, "NVIDIA")) {
-    fprintf(stderr, "dua_wgmma_probe: the device's vendor is \"%s\"; wgmma needs an NVIDIA sm_90 GPU\n",
-            vendor);
-    dua_context_destroy(ctx);
-    return 2;
-  }
-  /* per width and transpose flag one program; per program both core-matrix row layouts and both core orders,
-   * each with its natural byte offsets (leading = the K neighbour's, stride = the N neighbour's) and the same
-   * two numbers swapped */
+  /* per width and transpose flag, both core-matrix row layouts and both core orders, each with its natural
+   * byte offsets (leading = the K neighbour's, stride = the N neighbour's) and the same two numbers swapped
+   */
   const int widths[2] = {8, 64};
-  cl_program prog[4] = {NULL, NULL, NULL, NULL};
-  static char why_build[4][4608];
   int exact = 0, runs = 0;
   for (int pi = 0; pi < 4; pi++) {
     const int n = widths[pi >> 1], tnsp = pi & 1;
-    prog[pi] = build_sm90a(c, dev, n, tnsp, why_build[pi], sizeof why_build[pi]);
-    if (!prog[pi]) {
-      printf("{\"n\": %d, \"trans_b\": %d, \"stage\": \"build\", \"max_error\": null, \"why\": ", n, tnsp);
-      json_string(why_build[pi]);
-      printf("}\n");
-      continue;
-    }
     const unsigned k_next[2] = {128, (unsigned)n / 8 * 128}, n_next[2] = {256, 128};
     for (int major = 0; major < 2; major++)
       for (int order = 0; order < 2; order++)
@@ -340,28 +351,16 @@ int main(int argc, char **argv) {
                              order,
                              swap ? n_next[order] : k_next[order],
                              swap ? k_next[order] : n_next[order]};
-          char why[512] = "";
-          const double worst = run_variant(c, q, prog[pi], &v, why, sizeof why);
-          printf("{\"n\": %d, \"trans_b\": %d, \"core_rows\": \"%s\", \"core_order\": \"%s\", "
-                 "\"leading_bytes\": %u, \"stride_bytes\": %u, \"stage\": \"%s\", \"max_error\": ",
-                 v.n, v.tnsp, v.major ? "n-contiguous" : "k-contiguous", v.order ? "k-outer" : "n-outer",
-                 v.lead, v.stride, worst < 0 ? "run" : "checked");
-          if (worst >= 0 && isfinite(worst))
-            printf("%g", worst);
-          else
-            printf("null");
-          printf(", \"why\": ");
-          json_string(why);
-          printf("}\n");
-          exact += worst == 0.0;
+          fflush(stdout);
+          const pid_t pid = fork();
+          if (pid == 0)
+            _exit(probe_one(&co, &v) ? 0 : 1);
+          int st = 0;
+          if (pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+            exact++;
           runs++;
         }
   }
-  const int nv = runs;
-  for (int pi = 0; pi < 4; pi++)
-    if (prog[pi])
-      clReleaseProgram(prog[pi]);
-  dua_context_destroy(ctx);
-  fprintf(stderr, "dua_wgmma_probe: %d of %d variants exact\n", exact, nv);
+  fprintf(stderr, "dua_wgmma_probe: %d of %d variants exact\n", exact, runs);
   return exact ? 0 : 1;
 }

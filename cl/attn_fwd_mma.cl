@@ -40,11 +40,28 @@
 #ifndef DUA_TF32
 #define DUA_TF32 0
 #endif
+/* DUA_WGMMA 1: both products on Hopper's warpgroup MMA (nv_wgmma_ops.cl): fp16, HEAD_DIM 64, MT 1. The
+ * development switches DUA_WGMMA_S / _PV 0 put one product back on mma.sync over the same tile layout. */
+#ifndef DUA_WGMMA
+#define DUA_WGMMA 0
+#endif
+#ifndef DUA_WGMMA_S
+#define DUA_WGMMA_S DUA_WGMMA
+#endif
+#ifndef DUA_WGMMA_PV
+#define DUA_WGMMA_PV DUA_WGMMA
+#endif
 #ifndef MT
 #define MT 1 /* m-tiles (16 rows) per warp; 2 halves the local-memory reads per mma (blocks >= 128) */
 #endif
-#define BM (64 * MT) /* query rows per work-group: 4 warps x 16 MT rows */
-#define THREADS 128  /* 4 warps */
+#define BM (64 * MT) /* query rows per work-group: 4 warps x 16 MT rows, or MT warpgroups x 64 rows */
+#if DUA_WGMMA
+#define THREADS (128 * MT) /* MT warpgroups of 4 warps, 16 rows per warp, sharing the K and V tiles */
+#define WARP_MT 1
+#else
+#define THREADS 128 /* 4 warps */
+#define WARP_MT MT  /* m-tiles per warp */
+#endif
 #if DUA_TF32
 typedef uint lds_t;                  /* fp32 bit patterns */
 #define BN (HEAD_DIM > 64 ? 32 : 64) /* keys per K/V tile: two tiles of 64 x 128 floats exceed 48 KB */
@@ -57,8 +74,12 @@ typedef uint lds_t;                  /* fp32 bit patterns */
 typedef ushort lds_t; /* f16 bit patterns */
 #define BN 64 /* keys per K/V tile */
 #define CHUNK 8
+#if DUA_WGMMA
+#define K_PITCH HEAD_DIM /* tiles in wgmma's swizzled layout (TILE_AT), no padding */
+#else
 #define K_PITCH                                                                                              \
   (HEAD_DIM + 8) /* halves per local row: +16 bytes puts the 8 rows of an ldmatrix in 8 bank groups */
+#endif
 #define V_PITCH K_PITCH
 #define KSTEPS (HEAD_DIM / 16) /* k-steps of S = Q K^T (16 head-dim columns each) */
 #define PSTEPS (BN / 16)       /* k-steps of O += P V (16 keys each) */
@@ -71,6 +92,19 @@ typedef ushort lds_t; /* f16 bit patterns */
 #endif
 #if !DUA_TF32 && MT > 1 && BN != 64
 #error "the fp16 Q prologue stages 64 rows per m-tile"
+#endif
+#if DUA_WGMMA && (DUA_TF32 || HEAD_DIM != 64 || MT > 2 || BN != 64)
+#error "the wgmma path is fp16, HEAD_DIM 64, 1 or 2 warpgroups, 64-key tiles"
+#endif
+
+/* Local offset (elements) of tile element (row r, column c): wgmma's swizzled 128-byte rows (WGMMA_TILE_AT,
+ * nv_wgmma_ops.cl; K and V tiles with keys as rows, Q with query rows), else rows of `pitch` elements. */
+#if DUA_WGMMA
+#define TILE_AT(r, c, pitch) WGMMA_TILE_AT(r, c)
+#define TILE_ALIGN 1024
+#else
+#define TILE_AT(r, c, pitch) ((r) * (pitch) + (c))
+#define TILE_ALIGN 16
 #endif
 
 typedef struct {
@@ -104,7 +138,7 @@ inline void load_tile_async(__local lds_t *dst, int pitch, __global const lds_t 
                             int n_tokens, int tid) {
   for (int idx = tid; idx < BN * (HEAD_DIM / CHUNK); idx += THREADS) {
     const int r = idx / (HEAD_DIM / CHUNK), c = (idx % (HEAD_DIM / CHUNK)) * CHUNK;
-    __local lds_t *d = dst + r * pitch + c;
+    __local lds_t *d = dst + TILE_AT(r, c, pitch);
     if (r0 + r < n_tokens)
       cp16(d, src + (long)(r0 + r) * row_stride + c);
     else
@@ -248,8 +282,11 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
                  __global const int *list_indices, __global const float *level_bias, int bias_stride) {
   /* K and V tiles, BN keys x HEAD_DIM elements each (pitches K_PITCH, V_PITCH); fp16: Q passes through them
    * once */
-  __local lds_t k_s[BN * K_PITCH] __attribute__((aligned(16)));
-  __local lds_t v_s[BN * V_PITCH] __attribute__((aligned(16)));
+  __local lds_t k_s[BN * K_PITCH] __attribute__((aligned(TILE_ALIGN)));
+  __local lds_t v_s[BN * V_PITCH] __attribute__((aligned(TILE_ALIGN)));
+#if DUA_WGMMA_S
+  __local lds_t q_s[BM * HEAD_DIM] __attribute__((aligned(TILE_ALIGN))); /* Q: 64 rows per warpgroup */
+#endif
   EMU_LOCALS
 
   const int tid = get_local_id(0), lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
@@ -279,12 +316,14 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 
   /* ---- prologue: Q rows [row0, row0 + BM) into A fragments; warp w owns rows mt * 64 + 16 w .. + 15 of the
    * tile for each m-tile mt < MT. */
-  uint4 qf[MT][KSTEPS]; /* A fragments of Q (16 rows x HEAD_DIM per m-tile) for each k-step */
+#if !DUA_WGMMA_S
+  uint4 qf[WARP_MT][KSTEPS]; /* A fragments of Q (16 rows x HEAD_DIM per m-tile) for each k-step */
+#endif
 #if DUA_TF32
   /* k-step kk, permuted: a = {(g, 8kk + 2t), (g + 8, 8kk + 2t), (g, 8kk + 2t + 1), (g + 8, 8kk + 2t + 1)};
    * rows past n_tokens read as 0 */
 #pragma unroll
-  for (int mt = 0; mt < MT; mt++) {
+  for (int mt = 0; mt < WARP_MT; mt++) {
     const int ra = row0 + mt * 64 + warp * 16 + g, rb = ra + 8;
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; kk++) {
@@ -293,6 +332,15 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
       qf[mt][kk] = (uint4)(tf32_bits(x.x), tf32_bits(y.x), tf32_bits(x.y), tf32_bits(y.y));
     }
   }
+#elif DUA_WGMMA_S
+  /* Q stays in local memory (q_s); visible to the tensor core once every work-item's copy landed */
+  for (int part = 0; part < MT; part++)
+    load_tile_async(q_s + part * BN * HEAD_DIM, HEAD_DIM, q_bh, q_strides.s2, row0 + part * BN,
+                    shape.n_tokens, tid);
+  cp_commit();
+  CP_WAIT(0);
+  wgmma_proxy_fence();
+  barrier(CLK_LOCAL_MEM_FENCE);
 #else
   /* through v_s (m-tile 0) and k_s (m-tile 1) */
   load_tile_async(v_s, V_PITCH, q_bh, q_strides.s2, row0, shape.n_tokens, tid);
@@ -302,11 +350,11 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   CP_WAIT(0);
   barrier(CLK_LOCAL_MEM_FENCE);
 #pragma unroll
-  for (int mt = 0; mt < MT; mt++)
+  for (int mt = 0; mt < WARP_MT; mt++)
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; kk++)
-      qf[mt][kk] =
-          ldsm_x4(mt ? k_s : v_s, (warp * 16 + (lane & 15)) * K_PITCH + kk * 16 + (lane >> 4) * 8 EMU_ARGS);
+      qf[mt][kk] = ldsm_x4(mt ? k_s : v_s,
+                           TILE_AT(warp * 16 + (lane & 15), kk * 16 + (lane >> 4) * 8, K_PITCH) EMU_ARGS);
   barrier(CLK_LOCAL_MEM_FENCE); /* k_s and v_s are free */
 #endif
   tile_pos cur;
@@ -316,12 +364,12 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     load_tile_async(k_s, K_PITCH, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
   cp_commit();
 
-  float4 acc[MT][OTILES]; /* O (16 rows x HEAD_DIM per m-tile) of this warp as C fragments */
-  float m_run[MT][2],
-      l_run[MT][2]; /* running max (log2 units) of rows g, g + 8; this lane's part of the sums */
-  int r_lo[MT];
+  float4 acc[WARP_MT][OTILES]; /* O (16 rows x HEAD_DIM per m-tile) of this warp as C fragments */
+  float m_run[WARP_MT][2],
+      l_run[WARP_MT][2]; /* running max (log2 units) of rows g, g + 8; this lane's part of the sums */
+  int r_lo[WARP_MT];
 #pragma unroll
-  for (int mt = 0; mt < MT; mt++) {
+  for (int mt = 0; mt < WARP_MT; mt++) {
 #pragma unroll
     for (int i = 0; i < OTILES; i++)
       acc[mt][i] = (float4)(0.0f);
@@ -335,14 +383,17 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     load_tile_async(v_s, V_PITCH, v_bh, v_strides.s2, cur.j0, shape.n_tokens, tid);
     cp_commit();
     CP_WAIT(1); /* K(j) has landed */
+#if DUA_WGMMA
+    wgmma_proxy_fence(); /* ... and is visible to the tensor core's reads */
+#endif
     barrier(CLK_LOCAL_MEM_FENCE);
 
     /* S (16 rows x 64 keys per m-tile): B = K^T, i.e. K rows (keys x d) are B^T row-major. ldmatrix .x4
      * matrices: (keys +0..7, d +0..7), (keys +0..7, d +8..15), (keys +8..15, d +0..7), (keys +8..15, d
      * +8..15). */
-    float4 s[MT][STILES];
+    float4 s[WARP_MT][STILES];
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++)
+    for (int mt = 0; mt < WARP_MT; mt++)
 #pragma unroll
       for (int i = 0; i < STILES; i++)
         s[mt][i] = (float4)(0.0f);
@@ -356,19 +407,22 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
         const uint2 kv = vload2(0, k_s + (i * 8 + g) * K_PITCH + kk * 8 + 2 * t);
         const uint2 kb = kv; /* truncated by the tensor core */
 #pragma unroll
-        for (int mt = 0; mt < MT; mt++)
+        for (int mt = 0; mt < WARP_MT; mt++)
           s[mt][i] = mma_1688(s[mt][i], qf[mt][kk], kb EMU_ARGS);
       }
     }
+#elif DUA_WGMMA_S
+    /* Q (local, query rows) times K^T (local, key rows), both K-major: four k-steps of 16 head-dim columns */
+    wgmma_ss_kmajor(s[0], q_s + (warp >> 2) * 64 * HEAD_DIM, k_s EMU_ARGS); /* this warpgroup's 64 rows */
 #else
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; kk++) {
 #pragma unroll
       for (int np = 0; np < STILES / 2; np++) {
-        const uint4 kb = ldsm_x4(k_s, (np * 16 + (lane & 7) + ((lane >> 4) & 1) * 8) * K_PITCH + kk * 16 +
-                                          ((lane >> 3) & 1) * 8 EMU_ARGS);
+        const uint4 kb = ldsm_x4(k_s, TILE_AT(np * 16 + (lane & 7) + ((lane >> 4) & 1) * 8,
+                                              kk * 16 + ((lane >> 3) & 1) * 8, K_PITCH) EMU_ARGS);
 #pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
+        for (int mt = 0; mt < WARP_MT; mt++) {
           s[mt][2 * np] = mma_16816(s[mt][2 * np], qf[mt][kk], kb.s01 EMU_ARGS);
           s[mt][2 * np + 1] = mma_16816(s[mt][2 * np + 1], qf[mt][kk], kb.s23 EMU_ARGS);
         }
@@ -386,9 +440,9 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
      * S tiles 2kk (keys 2t..2t+1) and 2kk + 1 (keys 2t+8..2t+9): a = {(g, tile 2kk), (g+8, tile 2kk), (g,
      * 2kk+1), (g+8, 2kk+1)}. tf32: key step kk is S tile kk, permuted: a = {(g, 2t), (g+8, 2t), (g, 2t+1),
      * (g+8, 2t+1)} = C elements 0, 2, 1, 3 */
-    uint4 pa[MT][PSTEPS];
+    uint4 pa[WARP_MT][PSTEPS];
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
+    for (int mt = 0; mt < WARP_MT; mt++) {
       float mx0 = -INFINITY, mx1 = -INFINITY; /* tile row maxima: of x (masked tiles) or of raw s (full) */
       const int rl = r_lo[mt], rh = rl + 8;
 #pragma unroll
@@ -453,7 +507,10 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
         acc[mt][i] *= (float4)(alpha0, alpha0, alpha1, alpha1);
     }
 
-    CP_WAIT(0);                   /* V(j) has landed */
+    CP_WAIT(0); /* V(j) has landed */
+#if DUA_WGMMA
+    wgmma_proxy_fence();
+#endif
     barrier(CLK_LOCAL_MEM_FENCE); /* ... for every warp, and every warp is done with k_s */
     have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, bias_h);
     if (have) /* K(j+1) streams in while O += P V(j) runs */
@@ -471,19 +528,22 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
         __local const uint *vr = v_s + (kk * 8 + 2 * t) * V_PITCH + i * 8 + g;
         const uint2 vb = (uint2)(vr[0], vr[V_PITCH]); /* truncated */
 #pragma unroll
-        for (int mt = 0; mt < MT; mt++)
+        for (int mt = 0; mt < WARP_MT; mt++)
           acc[mt][i] = mma_1688(acc[mt][i], pa[mt][kk], vb EMU_ARGS);
       }
     }
+#elif DUA_WGMMA_PV
+    /* P (registers, the A fragments pa) times V (local, key rows: N-major): four k-steps of 16 keys */
+    wgmma_rs_nmajor(acc[0], pa[0], v_s EMU_ARGS);
 #else
 #pragma unroll
     for (int kk = 0; kk < PSTEPS; kk++) {
 #pragma unroll
       for (int dp = 0; dp < OTILES / 2; dp++) {
-        const uint4 vb = ldsm_x4_trans(v_s, (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * V_PITCH +
-                                                dp * 16 + ((lane >> 4) & 1) * 8 EMU_ARGS);
+        const uint4 vb = ldsm_x4_trans(v_s, TILE_AT(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                                    dp * 16 + ((lane >> 4) & 1) * 8, V_PITCH) EMU_ARGS);
 #pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
+        for (int mt = 0; mt < WARP_MT; mt++) {
           acc[mt][2 * dp] = mma_16816(acc[mt][2 * dp], pa[mt][kk], vb.s01 EMU_ARGS);
           acc[mt][2 * dp + 1] = mma_16816(acc[mt][2 * dp + 1], pa[mt][kk], vb.s23 EMU_ARGS);
         }
@@ -496,7 +556,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   /* ---- normalize and write: empty rows give O = 0 and LSE = -inf */
   __global dua_store_t *o_bh = o + offsets.s3 + b * o_strides.s0 + h * o_strides.s1;
 #pragma unroll
-  for (int mt = 0; mt < MT; mt++) {
+  for (int mt = 0; mt < WARP_MT; mt++) {
     float l0 = l_run[mt][0], l1 = l_run[mt][1];
     l0 += shfl_xor(l0, 1 EMU_ARGS);
     l1 += shfl_xor(l1, 1 EMU_ARGS);

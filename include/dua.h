@@ -107,6 +107,7 @@ typedef struct dua_device_info {
   int nv_mma_probed; /* 1 once the compile-and-run probe ran (contexts only) */
   int nv_mma_f16;    /* inline-PTX mma.sync m16n8k16 f16 passed the probe */
   int nv_mma_tf32;   /* inline-PTX mma.sync m16n8k8 tf32 passed the probe */
+  int nv_wgmma;      /* Hopper wgmma.mma_async (sm_90a PTX) passed the probe; DUA_NO_WGMMA=1 skips it */
 } dua_device_info;
 
 /* Number of OpenCL devices across all platforms. DUA_ERROR_NO_PLATFORM if there is none. */

@@ -40,6 +40,10 @@ static const char *mma_path(const dua_device_info *d, int disabled) {
     return "portable kernels (no vendor fast path on this device)";
   if (disabled)
     return "portable kernels (fast paths disabled by DUA_NO_MMA)";
+  if (d->nv_mma_f16 && d->nv_wgmma)
+    return "nvidia tensor cores: fp16 forward on wgmma (head dim 64) or mma.sync (head dim 128), blocks >= "
+           "64; "
+           "everything else portable";
   if (d->nv_mma_f16)
     return "nvidia mma.sync: fp16 forward, head dims 64/128, blocks >= 64; everything else portable";
   return "portable kernels (mma.sync probe failed)";
@@ -157,6 +161,8 @@ static void print_text(const dua_device_info *d, int probed, const dua_cache_sta
            d->nv_mma_probed
                ? (d->nv_mma_f16 ? (d->nv_mma_tf32 ? "f16 ok, tf32 ok" : "f16 ok, tf32 failed") : "f16 failed")
                : "not applicable");
+    if (d->nv_compute_capability == 90)
+      printf("  wgmma probe         %s\n", d->nv_wgmma ? "ok (sm_90a)" : "failed or off (DUA_NO_WGMMA)");
     printf("  attention path      %s\n", mma_path(d, fast_disabled));
     printf("  program cache       %s\n", cache->disk_enabled ? cache->directory : "off");
     print_tunings_text(tu);
@@ -196,10 +202,10 @@ static void print_json(const dua_device_info *d, int probed, const dua_cache_sta
          d->has_subgroup_shuffle ? "true" : "false", d->has_intel_subgroup_mma ? "true" : "false",
          d->nv_compute_capability, d->has_pci_bus_info ? "true" : "false", d->numa_node);
   printf("\n     \"probed\": %s, \"nv_mma_probed\": %s, \"nv_mma_f16\": %s, \"nv_mma_tf32\": %s, "
-         "\"fast_paths_disabled\": %s,"
+         "\"nv_wgmma\": %s, \"fast_paths_disabled\": %s,"
          " \"attention_path\": ",
          probed ? "true" : "false", d->nv_mma_probed ? "true" : "false", d->nv_mma_f16 ? "true" : "false",
-         d->nv_mma_tf32 ? "true" : "false", fast_disabled ? "true" : "false");
+         d->nv_mma_tf32 ? "true" : "false", d->nv_wgmma ? "true" : "false", fast_disabled ? "true" : "false");
   json_string(mma_path(d, fast_disabled));
   printf(", \"program_cache\": ");
   json_string(probed && cache->disk_enabled ? cache->directory : "");

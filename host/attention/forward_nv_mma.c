@@ -44,6 +44,13 @@ static int mma_fits(const dua_context *ctx, const dua_fwd_call *c) {
   return (c->head_dim == 64 || c->head_dim == 128) && c->block >= MMA_ROWS && rows_aligned(c, tf32 ? 4 : 8);
 }
 
+/* Hopper's warpgroup MMA for both products (cl/nv_wgmma_ops.cl): fp16, head dim 64, where its probe passed
+ * (ctx->info.nv_wgmma: sm_90, not DUA_NO_WGMMA=1). There MT counts warpgroups of 64 query rows per
+ * work-group (sharing each K and V tile). */
+static int use_wgmma(const dua_context *ctx, const dua_fwd_call *c) {
+  return c->fp16 && c->head_dim == 64 && ctx->info.nv_wgmma;
+}
+
 /* The m-tiles per warp: DUA_MMA_MT, the context's override, the tuning database, the compiled rule
  * (tuning.h, dua_tuning_fwd_mma: "fwd_mma" mt for most calls, mt_cs for causal layouts visiting few blocks).
  * The compiled rule: 32 query rows per warp (MT = 2) halve the local-memory reads per mma: 9% faster dense
@@ -54,8 +61,19 @@ static int mma_fits(const dua_context *ctx, const dua_fwd_call *c) {
  * 2 needs blocks >= 128 (a work-group's rows divide the block); where a tuned 2 does not fit, MT 1 runs. */
 static int mma_mt(dua_context *ctx, const dua_fwd_call *c, dua_tuning_source *source, char *origin,
                   size_t origin_size) {
-  return dua_tuning_fwd_mma(ctx, c->head_dim, c->fp16, c->block, c->causal_short, source, origin,
-                            origin_size);
+  dua_tuning_source src = DUA_TUNING_GENERIC;
+  const int mt =
+      dua_tuning_fwd_mma(ctx, c->head_dim, c->fp16, c->block, c->causal_short, &src, origin, origin_size);
+  if (source)
+    *source = src;
+  if (!use_wgmma(ctx, c) || src < DUA_TUNING_BUILTIN)
+    return mt; /* a developer, caller or tuning-file choice holds for wgmma too */
+  /* wgmma's compiled rule: one warpgroup. Two (128 rows sharing each K/V tile) measured 1.45x slower dense
+   * on an H100 (N 8192: 6.17 vs 4.26 ms; bench/NOTES-mma.md): the wgmma waits and the work-group barriers
+   * then stall 8 warps at a time, with half as many independent work-groups per SM to cover them. */
+  if (origin)
+    snprintf(origin, origin_size, "compiled wgmma rule: one warpgroup of 64 rows");
+  return 1;
 }
 
 int dua_forward_mma_plan(dua_context *ctx, const dua_layout *l, int head_dim, int fp16,
@@ -72,20 +90,25 @@ int dua_forward_mma_plan(dua_context *ctx, const dua_layout *l, int head_dim, in
 dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
   if (!mma_fits(ctx, c))
     return DUA_ERROR_UNSUPPORTED;
-  const int tf32 = !c->fp16, mt = mma_mt(ctx, c, NULL, NULL, 0);
+  const int tf32 = !c->fp16, mt = mma_mt(ctx, c, NULL, NULL, 0), wgmma = use_wgmma(ctx, c);
   char options[256];
   snprintf(options, sizeof options,
-           "-DHEAD_DIM=%d -DMT=%d -DDUA_FP16=%d -DDUA_TF32=%d -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=%d%s",
+           "-DHEAD_DIM=%d -DMT=%d -DDUA_FP16=%d -DDUA_TF32=%d -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=%d%s%s",
            c->head_dim, mt, !tf32, tf32, c->enum_mode, c->tree_mode, c->has_bias,
-           is_nvidia(ctx) ? "" : " -DDUA_MMA_EMULATE=1");
+           wgmma ? " -DDUA_WGMMA=1" : "",
+           !is_nvidia(ctx) ? " -DDUA_MMA_EMULATE=1"
+           : wgmma         ? " " DUA_SM90A_OPTION
+                           : "");
   cl_kernel kernel;
-  dua_status st =
-      dua_program_kernel(ctx, "common,nv_mma_ops,attn_fwd_mma", options, "dua_attn_fwd_mma", &kernel);
+  dua_status st = dua_program_kernel(
+      ctx, wgmma ? "common,nv_mma_ops,nv_wgmma_ops,attn_fwd_mma" : "common,nv_mma_ops,attn_fwd_mma", options,
+      "dua_attn_fwd_mma", &kernel);
   if (st != DUA_SUCCESS || (st = dua_fwd_set_args(ctx, kernel, c)) != DUA_SUCCESS)
     return st;
   const size_t tiles = (size_t)c->num_blocks * (size_t)(c->block / (mt * MMA_ROWS));
-  size_t global[3] = {tiles * MMA_THREADS, (size_t)c->heads, (size_t)c->batch};
-  size_t local[3] = {MMA_THREADS, 1, 1};
+  const size_t threads = MMA_THREADS * (size_t)(wgmma ? mt : 1); /* wgmma: one warpgroup per 64 rows */
+  size_t global[3] = {tiles * threads, (size_t)c->heads, (size_t)c->batch};
+  size_t local[3] = {threads, 1, 1};
   cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, 0, NULL, NULL);
   if (err != CL_SUCCESS)
     return dua_fail(ctx, (dua_status)err, "launching dua_attn_fwd_mma failed: %s",

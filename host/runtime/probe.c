@@ -4,6 +4,7 @@
 #include "runtime/context_internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void probe_work_group_multiple(dua_context *ctx) {
@@ -93,6 +94,52 @@ static int probe_mma_tf32(dua_context *ctx) {
   return 1;
 }
 
+/* Hopper's wgmma (cl/nv_wgmma_probe.cl, built for sm_90a): C = A B as the forward's two products (A and B^T
+ * K-major tiles in local memory; A in registers, B an N-major tile): each exact. */
+static int probe_wgmma(dua_context *ctx) {
+  cl_kernel k = NULL;
+  if (dua_program_kernel(ctx, "nv_mma_ops,nv_wgmma_ops,nv_wgmma_probe", DUA_SM90A_OPTION, "dua_probe_wgmma",
+                         &k) != DUA_SUCCESS) {
+    dua_log(ctx, DUA_LOG_INFO, "wgmma probe did not build: %s", ctx->last_error);
+    return 0;
+  }
+  enum { n = 64 * 64 };
+  static uint16_t A[n], B[n];
+  static float Af[n], Bf[n], C[2 * n];
+  for (int i = 0; i < n; i++) {
+    Af[i] = (float)((i * 5) % 7 - 3), A[i] = dua_float_to_half(Af[i]);
+    Bf[i] = (float)((i * 3) % 11 - 5), B[i] = dua_float_to_half(Bf[i]);
+  }
+  cl_int err = CL_SUCCESS;
+  cl_mem ma = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof A, A, &err);
+  cl_mem mb = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof B, B, &err);
+  cl_mem mc = clCreateBuffer(ctx->cl_ctx, CL_MEM_WRITE_ONLY, sizeof C, NULL, &err);
+  int ok = 0;
+  if (ma && mb && mc) {
+    size_t global = 128, local = 128;
+    err = clSetKernelArg(k, 0, sizeof ma, &ma);
+    err |= clSetKernelArg(k, 1, sizeof mb, &mb);
+    err |= clSetKernelArg(k, 2, sizeof mc, &mc);
+    if (err == CL_SUCCESS)
+      err = clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &global, &local, 0, NULL, NULL);
+    if (err == CL_SUCCESS)
+      err = clEnqueueReadBuffer(ctx->queue, mc, CL_TRUE, 0, sizeof C, C, 0, NULL, NULL);
+    ok = err == CL_SUCCESS;
+  }
+  for (int m = 0; ok && m < 64; m++)
+    for (int j = 0; ok && j < 64; j++) {
+      float s = 0.f;
+      for (int kk = 0; kk < 64; kk++)
+        s += Af[m * 64 + kk] * Bf[kk * 64 + j];
+      ok = C[m * 64 + j] == s && C[n + m * 64 + j] == s;
+    }
+  cl_mem mems[3] = {ma, mb, mc};
+  for (int i = 0; i < 3; i++)
+    if (mems[i])
+      clReleaseMemObject(mems[i]);
+  return ok;
+}
+
 void dua_probe_run(dua_context *ctx) {
   probe_work_group_multiple(ctx);
   /* inline PTX only exists on NVIDIA's compiler; sm_80+ has these shapes */
@@ -105,5 +152,12 @@ void dua_probe_run(dua_context *ctx) {
   ctx->info.nv_mma_tf32 = probe_mma_tf32(ctx);
   dua_log(ctx, DUA_LOG_INFO, "mma.sync probe: f16 %s, tf32 %s", ctx->info.nv_mma_f16 ? "ok" : "failed",
           ctx->info.nv_mma_tf32 ? "ok" : "failed");
+  /* wgmma exists on sm_90 only (sm_90a PTX); DUA_NO_WGMMA=1 keeps the forward on mma.sync */
+  const char *no_wgmma = getenv("DUA_NO_WGMMA");
+  if (ctx->info.nv_mma_f16 && ctx->info.nv_compute_capability == 90 &&
+      !(no_wgmma && *no_wgmma && strcmp(no_wgmma, "0") != 0)) {
+    ctx->info.nv_wgmma = probe_wgmma(ctx);
+    dua_log(ctx, DUA_LOG_INFO, "wgmma probe: %s", ctx->info.nv_wgmma ? "ok" : "failed");
+  }
   ctx->last_error[0] = '\0'; /* a failed probe is not an error of the caller's */
 }

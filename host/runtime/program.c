@@ -141,6 +141,37 @@ static void store_binary(dua_context *ctx, cl_program program, const char *key) 
   free(blob);
 }
 
+/* The sm_90 program -> its PTX with the DUA_SM90A lines uncommented, built for sm_90a (DUA_SM90A_OPTION).
+ * Replaces *program (released either way); an error names the step that failed. */
+static dua_status rebuild_sm90a(dua_context *ctx, const char *sources, const char *options,
+                                cl_program *program) {
+  size_t size = 0;
+  char *ptx = NULL;
+  if (clGetProgramInfo(*program, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) == CL_SUCCESS && size &&
+      (ptx = calloc(size + 1, 1)) != NULL) {
+    unsigned char *ptrs[1] = {(unsigned char *)ptx};
+    if (clGetProgramInfo(*program, CL_PROGRAM_BINARIES, sizeof ptrs, ptrs, NULL) != CL_SUCCESS)
+      ptx[0] = '\0';
+  }
+  clReleaseProgram(*program);
+  *program = NULL;
+  int markers = 0;
+  char *patched = ptx ? dua_ptx_to_sm90a(ptx, &markers) : NULL;
+  free(ptx);
+  if (!patched) /* a kernel without DUA_SM90A lines is still valid sm_90a PTX */
+    return dua_fail(ctx, DUA_ERROR_BUILD_FAILED,
+                    "building kernels %s for sm_90a: the compiler's PTX does not target sm_90 (or no memory)",
+                    sources);
+  *program = build_from_binary(ctx, (const unsigned char *)patched, strlen(patched) + 1, options);
+  free(patched);
+  if (!*program)
+    return dua_fail(ctx, DUA_ERROR_BUILD_FAILED,
+                    "building kernels %s: the sm_90a PTX (%d instructions "
+                    "uncommented) was refused by the driver",
+                    sources, markers);
+  return DUA_SUCCESS;
+}
+
 static dua_status build_program(dua_context *ctx, const char *sources, const char *options, cl_program *out) {
   char *text = NULL;
   dua_status st = assemble_source(ctx, sources, &text);
@@ -186,6 +217,12 @@ static dua_status build_program(dua_context *ctx, const char *sources, const cha
       free(text);
       free(full);
       return DUA_ERROR_BUILD_FAILED;
+    }
+    if (strstr(options, DUA_SM90A_OPTION) &&
+        (st = rebuild_sm90a(ctx, sources, full, &program)) != DUA_SUCCESS) {
+      free(text);
+      free(full);
+      return st;
     }
     ctx->cache.builds++;
     store_binary(ctx, program, key);

@@ -54,15 +54,18 @@ typedef struct run {
 typedef struct mma_ctx {
   dua_context *ctx;
   int mma_launches;
-  int mma_possible;  /* the mma kernel can run here (NVIDIA probe, or forced emulation), fast paths on */
-  int tf32_possible; /* ... and its tf32 variant */
+  int wgmma_launches; /* of which the wgmma variant (DUA_WGMMA=1 in the logged options) */
+  int mma_possible;   /* the mma kernel can run here (NVIDIA probe, or forced emulation), fast paths on */
+  int tf32_possible;  /* ... and its tf32 variant */
   int emulated;
 } mma_ctx;
 
 static void count_log(dua_log_level level, const char *msg, void *user) {
   (void)level;
-  if (strstr(msg, "dua_attn_fwd_mma"))
+  if (strstr(msg, "dua_attn_fwd_mma")) {
     ((mma_ctx *)user)->mma_launches++;
+    ((mma_ctx *)user)->wgmma_launches += strstr(msg, "DUA_WGMMA=1") != NULL;
+  }
 }
 
 /* no_mma: set DUA_NO_MMA=1 before the context exists (the kill switch). */
@@ -84,14 +87,16 @@ static void mma_context(mma_ctx *m, int no_mma) {
     m->ctx->info.nv_mma_f16 = 1; /* forward_nv_mma.c builds the emulated kernel on non-NVIDIA devices */
     m->ctx->info.nv_mma_tf32 = 1;
     m->emulated = 1;
+    const char *wg = getenv("DUA_TEST_WGMMA_EMULATE"); /* ... and its wgmma variant (fp16, head dim 64) */
+    m->ctx->info.nv_wgmma = wg && *wg && strcmp(wg, "0") != 0;
   }
   m->mma_possible = m->ctx->info.nv_mma_f16 && !m->ctx->fast_paths_disabled;
   m->tf32_possible = m->ctx->info.nv_mma_tf32 && !m->ctx->fast_paths_disabled;
   if (no_mma)
     ck_assert_msg(!m->mma_possible && !m->tf32_possible,
                   "DUA_NO_MMA=1 did not turn the tensor-core path off");
-  fprintf(stderr, "device %s: nv_mma_f16 %d%s, DUA_NO_MMA %d\n", m->ctx->info.name, m->ctx->info.nv_mma_f16,
-          m->emulated ? " (emulated)" : "", no_mma);
+  fprintf(stderr, "device %s: nv_mma_f16 %d, nv_wgmma %d%s, DUA_NO_MMA %d\n", m->ctx->info.name,
+          m->ctx->info.nv_mma_f16, m->ctx->info.nv_wgmma, m->emulated ? " (emulated)" : "", no_mma);
 }
 
 /* Does this problem take the tensor-core kernel (forward_nv_mma.c's rules)? */
@@ -219,7 +224,7 @@ static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng 
     tb = dua_tensor_contiguous(bb, 0, DUA_F32, H, dmax + 1, 1, 1);
     params.level_bias = &tb;
   }
-  const int launches0 = m->mma_launches;
+  const int launches0 = m->mma_launches, wg_launches0 = m->wgmma_launches;
   dua_status st = dua_attention_forward(ctx, l, &params, &tq, &tk, &tv, &to, &tl);
   char what[256];
   describe(p, what, sizeof what);
@@ -228,6 +233,9 @@ static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng 
   ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
   const int want = expect_mma(m, p), got = m->mma_launches - launches0;
   ck_assert_msg(got == want, "%s: tensor-core kernel launched %d times, expected %d", what, got, want);
+  const int want_wg = want && p->dtype == DUA_F16 && p->head_dim == 64 && m->ctx->info.nv_wgmma,
+            got_wg = m->wgmma_launches - wg_launches0;
+  ck_assert_msg(got_wg == want_wg, "%s: wgmma variant launched %d times, expected %d", what, got_wg, want_wg);
   download(bo, r->o, r->nq, p->dtype, pad);
   download(bl, r->lse, r->nl, DUA_F32, 0);
   if (p->tf32 && want) { /* the reference sees the operands the tensor cores saw */

@@ -1,0 +1,150 @@
+/* nv_wgmma_ops.cl: Hopper's warpgroup MMA (wgmma.mma_async, sm_90a) for dua's tensor-core kernels, with a
+ * plain OpenCL emulation (DUA_MMA_EMULATE=1, tests only). Built after nv_mma_ops.cl.
+ *
+ * NVIDIA's OpenCL compiler targets sm_90, where wgmma does not assemble; so each Hopper-only instruction is
+ * written as a PTX comment "// DUA_SM90A <instruction>" inside the inline asm. The compiler substitutes the
+ * operands' registers into it like into any asm text; the runtime (program.c, DUA_SM90A=1 in the build
+ * options) then uncomments the marked lines, retargets the PTX to sm_90a and builds it again from that
+ * binary. bench/wgmma_probe.c established the route on an H100.
+ *
+ * One call = one warpgroup (4 warps, 128 work-items; a work-group may hold several) computes D (64 x 64, f32)
+ * += A (64 x 64, f16) B (64 x 64, f16) in four k-steps of 16, all inside one asm statement (fence, four
+ * wgmma, commit, wait), so the compiler never sees the accumulators while the tensor core owns them. D is
+ * held as 8 mma.sync C tiles of 8 columns per warp (warp w of the warpgroup: rows 16 w .. + 15; d[i] = rows
+ * g, g, g + 8, g + 8 x columns 8 i + 2 t, + 1).
+ *
+ * Operands in local memory are tiles of 64-half (128-byte) rows, 1024-byte aligned, in the 128-byte swizzle
+ * the tensor core reads without bank conflicts: 16-byte chunk c of row r is stored at chunk c ^ (r % 8)
+ * (WGMMA_TILE_AT). The same rows stay whole for cp.async: the 8 work-items that copy one 128-byte row write
+ * 8 different chunks of one 128-byte row of local memory. Descriptors: 128-byte swizzle, 1024 bytes between
+ * groups of 8 rows (and the same number as the other offset, which these 64-wide tiles never use); a k-step
+ * of a K-major operand starts 32 bytes further along the rows, one of an N-major operand 16 rows further.
+ *
+ * The local data must be visible to the tensor core's (async) proxy: writers call wgmma_proxy_fence() after
+ * their writes land and before the barrier that precedes the wgmma. */
+
+/* Offset (halves) of element (r, c) of a swizzled tile of 64-half rows. */
+#define WGMMA_TILE_AT(r, c) ((r)*64 + (((((c) >> 3) ^ ((r)&7))) << 3) + ((c)&7))
+
+#if DUA_MMA_EMULATE
+inline void wgmma_proxy_fence(void) {}
+
+inline float wgmma_tile_elem(__local const ushort *tile, int r, int c) {
+  return vload_half(WGMMA_TILE_AT(r, c), (__local const half *)tile);
+}
+
+/* The four k-steps as 8 x 4 emulated mma.sync m16n8k16 per warp, with A fragments a[kk] and B fragments
+ * b = {(k 2t, 2t + 1; n g), (k 2t + 8, 2t + 9; n g)} of n-tile i gathered from the tile: K-major (row n holds
+ * B's column n) or N-major (row k holds B's row k). */
+inline void wgmma_emulated(float4 *d, const uint4 *a, __local const ushort *b, int n_major EMU_PARAMS) {
+  const int lane = get_local_id(0) & 31, g = lane >> 2, t = lane & 3;
+  for (int kk = 0; kk < 4; kk++)
+    for (int i = 0; i < 8; i++) {
+      float v[4];
+      for (int e = 0; e < 4; e++) {
+        const int k = 16 * kk + 2 * t + (e & 1) + 8 * (e >> 1), n = 8 * i + g;
+        v[e] = n_major ? wgmma_tile_elem(b, k, n) : wgmma_tile_elem(b, n, k);
+      }
+      d[i] = mma_16816(d[i], a[kk], (uint2)(pack_half2(v[0], v[1]), pack_half2(v[2], v[3]))EMU_ARGS);
+    }
+}
+
+/* The A fragment (mma.sync m16n8k16 layout, this warp's rows) of k-step kk of a K-major tile (row m holds A's
+ * row m). */
+inline uint4 wgmma_a_fragment(__local const ushort *a, int kk) {
+  const int lane = get_local_id(0) & 31, r = 16 * ((get_local_id(0) >> 5) & 3) + (lane >> 2);
+  const int c = 16 * kk + 2 * (lane & 3);
+  return (uint4)(pack_half2(wgmma_tile_elem(a, r, c), wgmma_tile_elem(a, r, c + 1)),
+                 pack_half2(wgmma_tile_elem(a, r + 8, c), wgmma_tile_elem(a, r + 8, c + 1)),
+                 pack_half2(wgmma_tile_elem(a, r, c + 8), wgmma_tile_elem(a, r, c + 9)),
+                 pack_half2(wgmma_tile_elem(a, r + 8, c + 8), wgmma_tile_elem(a, r + 8, c + 9)));
+}
+#else
+inline void wgmma_proxy_fence(void) {
+  asm volatile("// DUA_SM90A fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+/* The matrix descriptor of a swizzled tile: start address >> 4, both byte offsets 1024 (>> 4), 128-byte
+ * swizzle (layout type 1 in bits 62-63). */
+inline ulong wgmma_desc(__local const ushort *tile) {
+  return (ulong)((smem_addr(tile) >> 4) & 0x3FFFu) | ((ulong)(1024 >> 4) << 16) | ((ulong)(1024 >> 4) << 32) |
+         ((ulong)1 << 62);
+}
+#endif
+
+/* The 32 accumulator operands of one m64n64 wgmma in the asm statements below (%0 .. %31 = d[0].s0 ..
+ * d[7].s3). */
+#define WGMMA_D64                                                                                            \
+  "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"                                                  \
+  "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
+
+/* D += A B^T with A (64 x 64, row m = A's row m) and B (64 x 64, row n = B^T's row n) both K-major tiles in
+ * local memory (imm-trans-a 0, imm-trans-b 0): S = Q K^T. A stays in local memory: ptxas (CUDA 13) treated
+ * the registers of an A operand read by wgmma as free once the wgmma was issued, so a Q held in registers
+ * across the key loop was overwritten by the softmax (bench/NOTES-mma.md). Operands after the accumulators:
+ * %32 .. %35 A's descriptors, %36 .. %39 B's, %40 = 1 (the scale-d predicate: D = A B + D). */
+inline void wgmma_ss_kmajor(float4 *d, __local const ushort *a, __local const ushort *b EMU_PARAMS) {
+#if DUA_MMA_EMULATE
+  uint4 af[4];
+  for (int kk = 0; kk < 4; kk++)
+    af[kk] = wgmma_a_fragment(a, kk);
+  wgmma_emulated(d, af, b, 0 EMU_ARGS);
+#else
+  const ulong da = wgmma_desc(a), db = wgmma_desc(b), ks = 32 >> 4; /* a k-step: 32 bytes along the rows */
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %40, 0;\nbar.warp.sync -1;\n"
+               "// DUA_SM90A wgmma.fence.sync.aligned;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", %32, %36, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", %33, %37, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", %34, %38, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", %35, %39, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
+               "// DUA_SM90A wgmma.wait_group.sync.aligned 0;\n}\n"
+               : "+f"(d[0].s0), "+f"(d[0].s1), "+f"(d[0].s2), "+f"(d[0].s3), "+f"(d[1].s0), "+f"(d[1].s1),
+                 "+f"(d[1].s2), "+f"(d[1].s3), "+f"(d[2].s0), "+f"(d[2].s1), "+f"(d[2].s2), "+f"(d[2].s3),
+                 "+f"(d[3].s0), "+f"(d[3].s1), "+f"(d[3].s2), "+f"(d[3].s3), "+f"(d[4].s0), "+f"(d[4].s1),
+                 "+f"(d[4].s2), "+f"(d[4].s3), "+f"(d[5].s0), "+f"(d[5].s1), "+f"(d[5].s2), "+f"(d[5].s3),
+                 "+f"(d[6].s0), "+f"(d[6].s1), "+f"(d[6].s2), "+f"(d[6].s3), "+f"(d[7].s0), "+f"(d[7].s1),
+                 "+f"(d[7].s2), "+f"(d[7].s3)
+               : "l"(da), "l"(da + ks), "l"(da + 2 * ks), "l"(da + 3 * ks), "l"(db), "l"(db + ks),
+                 "l"(db + 2 * ks), "l"(db + 3 * ks), "r"(1)
+               : "memory");
+#endif
+}
+
+/* D += A B with A in registers (a[kk]: this warp's mma.sync m16n8k16 A fragment of k-step kk) and B (64 x 64,
+ * row k = B's row k) an N-major tile in local memory (imm-trans-b 1): O += P V. Operands after the
+ * accumulators: %32 .. %47 the A fragments, %48 .. %51 B's descriptors, %52 = 1. */
+inline void wgmma_rs_nmajor(float4 *d, const uint4 *a, __local const ushort *b EMU_PARAMS) {
+#if DUA_MMA_EMULATE
+  wgmma_emulated(d, a, b, 1 EMU_ARGS);
+#else
+  const ulong db = wgmma_desc(b), ks = 2048 >> 4; /* a k-step: 16 rows */
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %52, 0;\nbar.warp.sync -1;\n"
+               "// DUA_SM90A wgmma.fence.sync.aligned;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", {%32,%33,%34,%35}, %48, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", {%36,%37,%38,%39}, %49, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", {%40,%41,%42,%43}, %50, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", {%44,%45,%46,%47}, %51, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
+               "// DUA_SM90A wgmma.wait_group.sync.aligned 0;\n}\n"
+               : "+f"(d[0].s0), "+f"(d[0].s1), "+f"(d[0].s2), "+f"(d[0].s3), "+f"(d[1].s0), "+f"(d[1].s1),
+                 "+f"(d[1].s2), "+f"(d[1].s3), "+f"(d[2].s0), "+f"(d[2].s1), "+f"(d[2].s2), "+f"(d[2].s3),
+                 "+f"(d[3].s0), "+f"(d[3].s1), "+f"(d[3].s2), "+f"(d[3].s3), "+f"(d[4].s0), "+f"(d[4].s1),
+                 "+f"(d[4].s2), "+f"(d[4].s3), "+f"(d[5].s0), "+f"(d[5].s1), "+f"(d[5].s2), "+f"(d[5].s3),
+                 "+f"(d[6].s0), "+f"(d[6].s1), "+f"(d[6].s2), "+f"(d[6].s3), "+f"(d[7].s0), "+f"(d[7].s1),
+                 "+f"(d[7].s2), "+f"(d[7].s3)
+               : "r"(a[0].s0), "r"(a[0].s1), "r"(a[0].s2), "r"(a[0].s3), "r"(a[1].s0), "r"(a[1].s1),
+                 "r"(a[1].s2), "r"(a[1].s3), "r"(a[2].s0), "r"(a[2].s1), "r"(a[2].s2), "r"(a[2].s3),
+                 "r"(a[3].s0), "r"(a[3].s1), "r"(a[3].s2), "r"(a[3].s3), "l"(db), "l"(db + ks),
+                 "l"(db + 2 * ks), "l"(db + 3 * ks), "r"(1)
+               : "memory");
+#endif
+}

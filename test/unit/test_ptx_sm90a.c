@@ -1,0 +1,55 @@
+/* test_ptx_sm90a.c: the PTX rewrite behind the wgmma kernels (host/runtime/ptx_sm90a.c): every
+ * "// DUA_SM90A " marker uncommented, the target retargeted from sm_90 to sm_90a, and anything that does not
+ * target sm_90 exactly refused (no device needed). */
+#include "test_util.h"
+
+#include "runtime/context_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+START_TEST(markers_uncommented_and_target_retargeted) {
+  const char *ptx = ".version 8.0\n.target sm_90, texmode_independent\n.address_size 64\n"
+                    "\t// begin inline asm\n{\n// DUA_SM90A wgmma.fence.sync.aligned;\n"
+                    "// DUA_SM90A wgmma.commit_group.sync.aligned;\n// a plain comment\n}\n";
+  int markers = -1;
+  char *out = dua_ptx_to_sm90a(ptx, &markers);
+  ck_assert_ptr_nonnull(out);
+  ck_assert_int_eq(markers, 2);
+  ck_assert_str_eq(out, ".version 8.0\n.target sm_90a, texmode_independent\n.address_size 64\n"
+                        "\t// begin inline asm\n{\nwgmma.fence.sync.aligned;\n"
+                        "wgmma.commit_group.sync.aligned;\n// a plain comment\n}\n");
+  free(out);
+}
+END_TEST
+
+START_TEST(no_markers_is_a_plain_retarget) {
+  int markers = -1;
+  char *out = dua_ptx_to_sm90a(".target sm_90\nret;\n", &markers);
+  ck_assert_ptr_nonnull(out);
+  ck_assert_int_eq(markers, 0);
+  ck_assert_str_eq(out, ".target sm_90a\nret;\n");
+  free(out);
+}
+END_TEST
+
+START_TEST(other_targets_refused) {
+  const char *bad[] = {".target sm_80\n// DUA_SM90A x;\n", ".target sm_90a\n", ".target sm_900\n",
+                       "no target\n", ""};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    int markers = -1;
+    ck_assert_msg(dua_ptx_to_sm90a(bad[i], &markers) == NULL, "accepted \"%s\"", bad[i]);
+    ck_assert_int_eq(markers, 0);
+  }
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("ptx_sm90a");
+  TCase *tc = tcase_create("core");
+  tcase_add_test(tc, markers_uncommented_and_target_retargeted);
+  tcase_add_test(tc, no_markers_is_a_plain_retarget);
+  tcase_add_test(tc, other_targets_refused);
+  suite_add_tcase(s, tc);
+  return test_run_suite(s);
+}
