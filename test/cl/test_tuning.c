@@ -1259,9 +1259,19 @@ START_TEST(fwd_mma_in_the_tuning_space) {
   mma_case nc = mma_make(ctx, DUA_F16, 128, 0), cs = mma_make(ctx, DUA_F16, 128, 1),
            small = mma_make(ctx, DUA_F16, 64, 0);
   ck_assert(!dua_layout_causal_short(nc.l) && dua_layout_causal_short(cs.l));
-  ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 64, 1, NULL, NULL, 0), 2);
+  dua_tuning_source src0;
+  /* compiled rules: mma.sync 2 m-tiles (1 for causal-short), wgmma (Hopper, fp16 head dim 64) 1 warpgroup */
+  ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 64, 1, NULL, NULL, 0), ctx->info.nv_wgmma ? 1 : 2);
   ck_assert_int_eq(dua_forward_mma_plan(ctx, cs.l, 64, 1, NULL, NULL, 0), 1);
   ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 96, 1, NULL, NULL, 0), 0); /* the portable kernel */
+  { /* the wgmma rule on any device (plans only, nothing runs): fp16 head dim 64 only */
+    const int had = ctx->info.nv_wgmma;
+    ctx->info.nv_wgmma = 1;
+    ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 64, 1, &src0, NULL, 0), 1);
+    ck_assert(src0 == DUA_TUNING_BUILTIN || src0 == DUA_TUNING_GENERIC);        /* compiled, no choice made */
+    ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 64, 0, NULL, NULL, 0), 2); /* tf32: mma.sync's rule */
+    ctx->info.nv_wgmma = had;
+  }
   ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F16, 64, one_two, 2), DUA_SUCCESS);
   dua_tuning_source src;
   ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 64, 1, &src, NULL, 0), 1);
