@@ -24,6 +24,12 @@
  * Requirements checked by the host (forward_nv_mma.c): fp16 storage or fp32 storage with tf32 allowed,
  * HEAD_DIM 64 or 128, block size >= 64, every row of q, k, v, o 16-byte aligned.
  *
+ * DUA_WGMMA=1 (Hopper, fp16, HEAD_DIM 64; host: forward_nv_mma.c where the wgmma probe passed) runs both
+ * products on the warpgroup MMA of nv_wgmma_ops.cl: each warpgroup (4 warps, 64 query rows; MT warpgroups
+ * per work-group) computes S = Q K^T with Q and K read by the tensor core from local memory, and O += P V
+ * with P from registers and V from local memory; Q, K and V tiles are stored in the 128-byte swizzle
+ * (TILE_AT). The rest (enumeration, masks, online softmax, output) is the code below, unchanged.
+ *
  * DUA_MMA_EMULATE=1 replaces each warp-level instruction by plain OpenCL over local memory (with barriers),
  * so that the kernel's indexing and layout logic can be checked on any device (PoCL); slow, tests only. */
 
@@ -95,6 +101,9 @@ typedef ushort lds_t; /* f16 bit patterns */
 #endif
 #if DUA_WGMMA && (DUA_TF32 || HEAD_DIM != 64 || MT > 2 || BN != 64)
 #error "the wgmma path is fp16, HEAD_DIM 64, 1 or 2 warpgroups, 64-key tiles"
+#endif
+#if DUA_WGMMA && !DUA_WGMMA_S && MT > 1
+#error "S on mma.sync (a development switch) stages Q for one warpgroup only"
 #endif
 
 /* Local offset (elements) of tile element (row r, column c): wgmma's swizzled 128-byte rows (WGMMA_TILE_AT,
