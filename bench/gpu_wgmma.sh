@@ -4,6 +4,9 @@
 # (where the runtime probe passes) and with DUA_NO_WGMMA=1, the PTX's ptxas report, then dua-bench fp16 forward
 # on the issue-5 problems with wgmma and with mma.sync (DUA_NO_WGMMA=1), and peers.py on the same problems.
 #   BUILD=build-rel bash bench/gpu_wgmma.sh [probe] [tests] [ptx] [bench] [peers]   (default: all)
+# LAYOUT_PROBE=0 skips dua_wgmma_probe; BENCH_MODES (default "wgmma mma") may add wgmma2 (two warpgroups,
+# DUA_MMA_MT=2). The bisect of 2026-11-27 (bench/NOTES-mma.md) ran from copies of cl/ with development
+# switches that are gone since.
 set -uo pipefail
 source .devkit/device-env.sh >/dev/null
 export PYTHONUNBUFFERED=1 DUA_CACHE_DIR=/tmp/dua-cache CK_DEFAULT_TIMEOUT=600
@@ -45,45 +48,13 @@ $(grep -m1 -o 'nv_wgmma [01]' "$OUT/test_forward_mma_$mode.txt")")
   bench)
     B="$BUILD/tools/dua-bench --batch 8 --heads 8 --dim 64 --dtype fp16 --no-naive --no-dense --json -"
     for mode in ${BENCH_MODES:-wgmma mma}; do
-      env=(); [ $mode = mma ] && env=(DUA_NO_WGMMA=1); [ $mode = wgmma1 ] && env=(DUA_MMA_MT=1)
+      env=(); [ $mode = mma ] && env=(DUA_NO_WGMMA=1); [ $mode = wgmma2 ] && env=(DUA_MMA_MT=2)
       { env "${env[@]}" $B --n 2048 --depth -1 0 --check
         env "${env[@]}" $B --n 8192 --depth -1 3 0
         env "${env[@]}" $B --n 8192 --depth -1 3 0 --causal
         env "${env[@]}" $B --n 32768 --depth 8 3 0; } 2>>"$OUT/bench.log" | grep '^{' | sed "s/^{/{\"path\": \"$mode\", /"
     done >"$OUT/dua_fwd.jsonl"
     grep -iE "check|fail|error" "$OUT/bench.log" | head -8 ;;
-  bisect)
-    # wrong or slow: copies of cl/ (DUA_CL_DIR) with development switches of attn_fwd_mma.cl set
-    # (name=S,PV,switches: DUA_WGMMA_S, DUA_WGMMA_PV, then DUA_WG_* macros joined by + defined to 1), and the
-    # mma.sync path (mt1old, mt2old)
-    for spec in ${VARIANTS:-both=1,1 none=0,0 s=1,0 pv=0,1}; do
-      v=${spec%%=*} rest=${spec#*=}
-      IFS=, read -r s pv sw <<<"$rest"
-      env=()
-      if [ "$v" = mt1old ]; then env=(DUA_NO_WGMMA=1 DUA_MMA_MT=1)
-      elif [ "$v" = mt2old ]; then env=(DUA_NO_WGMMA=1)
-      elif [ "$v" = jitmt1 ]; then env=(DUA_DEV_SM90A_ALL=1 DUA_NO_WGMMA=1 DUA_MMA_MT=1 DUA_CACHE=0)
-      elif [ "$v" = jitmt1o3 ]; then env=(DUA_DEV_SM90A_ALL=1 DUA_NO_WGMMA=1 DUA_MMA_MT=1 DUA_CACHE=0 DUA_DEV_BINARY_OPTIONS=-cl-nv-opt-level=3)
-      elif [ "$v" = botho3 ]; then env=(DUA_CACHE=0 DUA_DEV_BINARY_OPTIONS=-cl-nv-opt-level=3)
-      else
-        rm -rf /tmp/exp-$v && cp -r cl /tmp/exp-$v
-        sed -i "s/^#define DUA_WGMMA_S DUA_WGMMA$/#define DUA_WGMMA_S $s/; s/^#define DUA_WGMMA_PV DUA_WGMMA$/#define DUA_WGMMA_PV $pv/" \
-          /tmp/exp-$v/attn_fwd_mma.cl
-        for m in ${sw//+/ }; do sed -i "1i #define $m 1" /tmp/exp-$v/attn_fwd_mma.cl; done
-        env=(DUA_CL_DIR=/tmp/exp-$v)
-      fi
-      env "${env[@]}" DUA_TEST_ONLY=dense_and_block_sizes timeout 120 $BUILD/test/test_forward_mma >"/tmp/bisect_$v.txt" 2>&1
-      summary+=("bisect $v: test rc=$? $(grep -E '^[0-9]+%' "/tmp/bisect_$v.txt" | tail -1) $(grep -m1 -oE 'O\[[0-9]+\] = [^(]*' "/tmp/bisect_$v.txt")")
-      env "${env[@]}" $BUILD/tools/dua-bench --batch 8 --heads 8 --dim 64 --dtype fp16 --no-naive --no-dense --json - \
-        --n 8192 --depth -1 0 2>/dev/null | grep '^{' | sed "s/^{/{\"bisect\": \"$v\", /" >>"$OUT/bisect.jsonl"
-    done
-    summary+=("$(python3 -c "
-import json
-for l in open('$OUT/bisect.jsonl'):
-    r = json.loads(l)
-    if 'ms' in r:
-        print(f\"bisect {r['bisect']} depth {r['depth']}: {r['ms']:.4f} ms {r['tflops']:.1f} TF/s\")
-")") ;;
   peers)
     P="timeout 200 python3 .devkit/peers.py --batch 8 --heads 8 --dim 64 --dtype fp16"
     { $P --n 8192 --depth -1 3 0; $P --n 8192 --depth -1 3 0 --causal; $P --n 32768 --depth 8 3 0; } 2>/dev/null |

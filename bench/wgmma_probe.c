@@ -20,8 +20,8 @@
  *
  *   dua_wgmma_probe [--device SEL]
  *
- * Each variant runs in a process of its own: a descriptor that points outside local memory faults, and a fault
- * leaves the OpenCL context unusable (the first run on an H100 lost 31 of 32 variants that way).
+ * Each variant runs in a process of its own: a descriptor that points outside local memory faults, and a
+ * fault leaves the OpenCL context unusable (the first run on an H100 lost 31 of 32 variants that way).
  *
  * Output: one JSON object per variant (n, core-matrix order, leading and stride byte offsets, the stage
  * reached, the largest error, an OpenCL error or build log when a stage fails). Exit 0 when any variant is

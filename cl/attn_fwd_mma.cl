@@ -46,16 +46,9 @@
 #ifndef DUA_TF32
 #define DUA_TF32 0
 #endif
-/* DUA_WGMMA 1: both products on Hopper's warpgroup MMA (nv_wgmma_ops.cl): fp16, HEAD_DIM 64, MT 1. The
- * development switches DUA_WGMMA_S / _PV 0 put one product back on mma.sync over the same tile layout. */
+/* DUA_WGMMA 1: both products on Hopper's warpgroup MMA (nv_wgmma_ops.cl): fp16, HEAD_DIM 64, MT warpgroups */
 #ifndef DUA_WGMMA
 #define DUA_WGMMA 0
-#endif
-#ifndef DUA_WGMMA_S
-#define DUA_WGMMA_S DUA_WGMMA
-#endif
-#ifndef DUA_WGMMA_PV
-#define DUA_WGMMA_PV DUA_WGMMA
 #endif
 #ifndef MT
 #define MT 1 /* m-tiles (16 rows) per warp; 2 halves the local-memory reads per mma (blocks >= 128) */
@@ -101,9 +94,6 @@ typedef ushort lds_t; /* f16 bit patterns */
 #endif
 #if DUA_WGMMA && (DUA_TF32 || HEAD_DIM != 64 || MT > 2 || BN != 64)
 #error "the wgmma path is fp16, HEAD_DIM 64, 1 or 2 warpgroups, 64-key tiles"
-#endif
-#if DUA_WGMMA && !DUA_WGMMA_S && MT > 1
-#error "S on mma.sync (a development switch) stages Q for one warpgroup only"
 #endif
 
 /* Local offset (elements) of tile element (row r, column c): wgmma's swizzled 128-byte rows (WGMMA_TILE_AT,
@@ -289,11 +279,11 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
                  __global const uchar *paths, __global const int *order, __global const int *rank_range,
                  __global const int *list_counts, __global const int *list_full,
                  __global const int *list_indices, __global const float *level_bias, int bias_stride) {
-  /* K and V tiles, BN keys x HEAD_DIM elements each (pitches K_PITCH, V_PITCH); fp16: Q passes through them
-   * once */
+  /* K and V tiles, BN keys x HEAD_DIM elements each (pitches K_PITCH, V_PITCH); fp16 on mma.sync: Q passes
+   * through them once */
   __local lds_t k_s[BN * K_PITCH] __attribute__((aligned(TILE_ALIGN)));
   __local lds_t v_s[BN * V_PITCH] __attribute__((aligned(TILE_ALIGN)));
-#if DUA_WGMMA_S
+#if DUA_WGMMA
   __local lds_t q_s[BM * HEAD_DIM] __attribute__((aligned(TILE_ALIGN))); /* Q: 64 rows per warpgroup */
 #endif
   EMU_LOCALS
@@ -325,7 +315,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 
   /* ---- prologue: Q rows [row0, row0 + BM) into A fragments; warp w owns rows mt * 64 + 16 w .. + 15 of the
    * tile for each m-tile mt < MT. */
-#if !DUA_WGMMA_S
+#if !DUA_WGMMA
   uint4 qf[WARP_MT][KSTEPS]; /* A fragments of Q (16 rows x HEAD_DIM per m-tile) for each k-step */
 #endif
 #if DUA_TF32
@@ -341,7 +331,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
       qf[mt][kk] = (uint4)(tf32_bits(x.x), tf32_bits(y.x), tf32_bits(x.y), tf32_bits(y.y));
     }
   }
-#elif DUA_WGMMA_S
+#elif DUA_WGMMA
   /* Q stays in local memory (q_s); visible to the tensor core once every work-item's copy landed */
   for (int part = 0; part < MT; part++)
     load_tile_async(q_s + part * BN * HEAD_DIM, HEAD_DIM, q_bh, q_strides.s2, row0 + part * BN,
@@ -420,7 +410,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
           s[mt][i] = mma_1688(s[mt][i], qf[mt][kk], kb EMU_ARGS);
       }
     }
-#elif DUA_WGMMA_S
+#elif DUA_WGMMA
     /* Q (local, query rows) times K^T (local, key rows), both K-major: four k-steps of 16 head-dim columns */
     wgmma_ss_kmajor(s[0], q_s + (warp >> 2) * 64 * HEAD_DIM, k_s EMU_ARGS); /* this warpgroup's 64 rows */
 #else
@@ -541,7 +531,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
           acc[mt][i] = mma_1688(acc[mt][i], pa[mt][kk], vb EMU_ARGS);
       }
     }
-#elif DUA_WGMMA_PV
+#elif DUA_WGMMA
     /* P (registers, the A fragments pa) times V (local, key rows: N-major): four k-steps of 16 keys */
     wgmma_rs_nmajor(acc[0], pa[0], v_s EMU_ARGS);
 #else

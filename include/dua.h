@@ -107,7 +107,8 @@ typedef struct dua_device_info {
   int nv_mma_probed; /* 1 once the compile-and-run probe ran (contexts only) */
   int nv_mma_f16;    /* inline-PTX mma.sync m16n8k16 f16 passed the probe */
   int nv_mma_tf32;   /* inline-PTX mma.sync m16n8k8 tf32 passed the probe */
-  int nv_wgmma;      /* Hopper wgmma.mma_async (sm_90a PTX) passed the probe; DUA_NO_WGMMA=1 skips it */
+  int nv_wgmma;      /* Hopper wgmma.mma_async (sm_90a PTX) passed the probe (contexts only); DUA_NO_WGMMA=1
+                        skips it. Added in tail padding: sizeof(dua_device_info) unchanged on LP64 */
 } dua_device_info;
 
 /* Number of OpenCL devices across all platforms. DUA_ERROR_NO_PLATFORM if there is none. */
@@ -235,7 +236,9 @@ Tunable kernels (`kernel` below) and their parameters, in order:
                   rows per warp (1 or 2; a work-group is 4 warps, 64 x MT rows) for most calls (mt) and for
                   causal layouts whose trees visit <= 8 key blocks per query block, the mean over heads before
                   causality (mt_cs). MT 2 needs a layout block >= 128: where a value of 2 does not fit a call,
-                  that call runs MT 1. Compiled default (NVIDIA): mt 2 for head dim 64, else 1; mt_cs 1. Only
+                  that call runs MT 1. Where fp16 head dim 64 runs on Hopper's wgmma (nv_wgmma), MT counts
+                  warpgroups of 64 rows per work-group instead. Compiled default (NVIDIA): mt 2 for head dim
+                  64 (wgmma: 1), else 1; mt_cs 1. Entries tuned before wgmma existed apply to it too. Only
                   where the kernel runs (NVIDIA inline PTX: the mma.sync probe for that dtype passed, fast
                   paths on): elsewhere dua_context_set_tuning refuses it, dua_context_get_tuning fails with
                   DUA_ERROR_UNSUPPORTED and dua_tuning_candidates lists nothing.

@@ -268,6 +268,15 @@ dua_status dua_attention_forward(dua_context *ctx, dua_layout *l, const dua_atte
     st = dua_forward_nv_mma(ctx, &call);
     if (st == DUA_SUCCESS)
       return st;
+    if (st != DUA_ERROR_UNSUPPORTED && ctx->info.nv_wgmma) { /* the wgmma variant only: back to mma.sync */
+      dua_log(ctx, DUA_LOG_WARNING, "wgmma forward unavailable (%s); using mma.sync: %s",
+              dua_status_string(st), ctx->last_error);
+      ctx->info.nv_wgmma = 0;
+      ctx->last_error[0] = '\0';
+      st = dua_forward_nv_mma(ctx, &call);
+      if (st == DUA_SUCCESS)
+        return st;
+    }
     if (st != DUA_ERROR_UNSUPPORTED) { /* the probe passed but this kernel does not build or launch here */
       dua_log(ctx, DUA_LOG_WARNING, "tensor-core forward unavailable (%s); using the portable kernels: %s",
               dua_status_string(st), ctx->last_error);

@@ -1,8 +1,10 @@
 /* forward_nv_mma.c: NVIDIA tensor-core forward (cl/attn_fwd_mma.cl, inline-PTX mma.sync) for fp16 storage
  * (m16n8k16 f16) and, where the caller allows tf32, fp32 storage (m16n8k8 tf32); head dims 64 and 128, block
  * sizes >= 64, 16-byte aligned rows, no token-tree bias. Each work-group owns 64 MT query rows of one query
- * block, MT = 1 or 2 m-tiles of 16 rows per warp: a tunable ("fwd_mma", mma_mt below). Anything else returns
- * DUA_ERROR_UNSUPPORTED without recording an error, and the portable kernel runs instead.
+ * block, MT = 1 or 2 m-tiles of 16 rows per warp: a tunable ("fwd_mma", mma_mt below). On Hopper
+ * (ctx->info.nv_wgmma) fp16 head-dim-64 calls take the kernel's wgmma variant (cl/nv_wgmma_ops.cl, built for
+ * sm_90a), where MT counts warpgroups of 64 rows. Anything else returns DUA_ERROR_UNSUPPORTED without
+ * recording an error, and the portable kernel runs instead.
  *
  * On a device that is not NVIDIA's (reached only when a test forces ctx->info.nv_mma_f16 / nv_mma_tf32), the
  * kernel is built with DUA_MMA_EMULATE=1: the warp instructions are emulated in plain OpenCL, so PoCL can
@@ -61,19 +63,8 @@ static int use_wgmma(const dua_context *ctx, const dua_fwd_call *c) {
  * 2 needs blocks >= 128 (a work-group's rows divide the block); where a tuned 2 does not fit, MT 1 runs. */
 static int mma_mt(dua_context *ctx, const dua_fwd_call *c, dua_tuning_source *source, char *origin,
                   size_t origin_size) {
-  dua_tuning_source src = DUA_TUNING_GENERIC;
-  const int mt =
-      dua_tuning_fwd_mma(ctx, c->head_dim, c->fp16, c->block, c->causal_short, &src, origin, origin_size);
-  if (source)
-    *source = src;
-  if (!use_wgmma(ctx, c) || src < DUA_TUNING_BUILTIN)
-    return mt; /* a developer, caller or tuning-file choice holds for wgmma too */
-  /* wgmma's compiled rule: one warpgroup. Two (128 rows sharing each K/V tile) measured 1.45x slower dense
-   * on an H100 (N 8192: 6.17 vs 4.26 ms; bench/NOTES-mma.md): the wgmma waits and the work-group barriers
-   * then stall 8 warps at a time, with half as many independent work-groups per SM to cover them. */
-  if (origin)
-    snprintf(origin, origin_size, "compiled wgmma rule: one warpgroup of 64 rows");
-  return 1;
+  return dua_tuning_fwd_mma(ctx, c->head_dim, c->fp16, c->block, c->causal_short, source, origin,
+                            origin_size);
 }
 
 int dua_forward_mma_plan(dua_context *ctx, const dua_layout *l, int head_dim, int fp16,

@@ -105,11 +105,13 @@ dua_status dua_program_kernel(dua_context *ctx, const char *sources, const char 
 /* Same, returning the cl_program (owned by the context). */
 dua_status dua_program_get(dua_context *ctx, const char *sources, const char *options, cl_program *out);
 void dua_program_cache_release(dua_context *ctx);
-/* Options containing DUA_SM90A_OPTION build in two steps: the source for the device's sm_90, then its PTX with
- * the "// DUA_SM90A " lines uncommented and the target sm_90a (ptx_sm90a.c); the disk cache keeps the second. */
+/* Options containing DUA_SM90A_OPTION build in two steps: the source for the device's sm_90, then its PTX
+ * with the "// DUA_SM90A " lines uncommented and the target sm_90a (ptx_sm90a.c); the disk cache keeps the
+ * second, keyed on the options: the number is the rewrite's version (raise it when ptx_sm90a.c changes what
+ * it writes, so that no cached program of the old rewrite is taken). */
 #define DUA_SM90A_OPTION "-DDUA_SM90A=1"
-/* ptx with every "// DUA_SM90A " marker removed (*markers counts them) and ".target sm_90" -> sm_90a; NULL when
- * the PTX does not target sm_90 exactly, or out of memory. The caller frees it. */
+/* ptx with every "// DUA_SM90A " marker removed (*markers counts them) and ".target sm_90" -> sm_90a; NULL
+ * when the PTX does not target sm_90 exactly, or out of memory. The caller frees it. */
 char *dua_ptx_to_sm90a(const char *ptx, int *markers);
 
 /* On-disk cache (disk_cache.c). key_hex: 64 hex chars + NUL. */

@@ -94,8 +94,9 @@ static int probe_mma_tf32(dua_context *ctx) {
   return 1;
 }
 
-/* Hopper's wgmma (cl/nv_wgmma_probe.cl, built for sm_90a): C = A B as the forward's two products (A and B^T
- * K-major tiles in local memory; A in registers, B an N-major tile): each exact. */
+/* Hopper's wgmma (cl/nv_wgmma_probe.cl, built for sm_90a): C += A B as the forward's two products (A and B^T
+ * K-major tiles in local memory; A in registers, B an N-major tile), from non-zero accumulators: each exact.
+ */
 static int probe_wgmma(dua_context *ctx) {
   cl_kernel k = NULL;
   if (dua_program_kernel(ctx, "nv_mma_ops,nv_wgmma_ops,nv_wgmma_probe", DUA_SM90A_OPTION, "dua_probe_wgmma",
@@ -104,16 +105,23 @@ static int probe_wgmma(dua_context *ctx) {
     return 0;
   }
   enum { n = 64 * 64 };
-  static uint16_t A[n], B[n];
-  static float Af[n], Bf[n], C[2 * n];
+  uint16_t *A = malloc(2 * n * sizeof *A), *B = A ? A + n : NULL; /* per call: contexts are independent */
+  float *Af = malloc(5 * n * sizeof *Af), *Bf = Af ? Af + n : NULL, *C = Af ? Af + 2 * n : NULL;
+  if (!A || !Af) {
+    free(A);
+    free(Af);
+    return 0;
+  }
   for (int i = 0; i < n; i++) {
     Af[i] = (float)((i * 5) % 7 - 3), A[i] = dua_float_to_half(Af[i]);
     Bf[i] = (float)((i * 3) % 11 - 5), B[i] = dua_float_to_half(Bf[i]);
+    C[i] = C[n + i] = (float)(i % 13 - 6); /* the accumulators start here: D = A B + D */
   }
   cl_int err = CL_SUCCESS;
-  cl_mem ma = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof A, A, &err);
-  cl_mem mb = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof B, B, &err);
-  cl_mem mc = clCreateBuffer(ctx->cl_ctx, CL_MEM_WRITE_ONLY, sizeof C, NULL, &err);
+  cl_mem ma = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n * sizeof *A, A, &err);
+  cl_mem mb = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n * sizeof *B, B, &err);
+  cl_mem mc =
+      clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, 2 * n * sizeof *C, C, &err);
   int ok = 0;
   if (ma && mb && mc) {
     size_t global = 128, local = 128;
@@ -123,7 +131,7 @@ static int probe_wgmma(dua_context *ctx) {
     if (err == CL_SUCCESS)
       err = clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &global, &local, 0, NULL, NULL);
     if (err == CL_SUCCESS)
-      err = clEnqueueReadBuffer(ctx->queue, mc, CL_TRUE, 0, sizeof C, C, 0, NULL, NULL);
+      err = clEnqueueReadBuffer(ctx->queue, mc, CL_TRUE, 0, 2 * n * sizeof *C, C, 0, NULL, NULL);
     ok = err == CL_SUCCESS;
   }
   for (int m = 0; ok && m < 64; m++)
@@ -131,12 +139,15 @@ static int probe_wgmma(dua_context *ctx) {
       float s = 0.f;
       for (int kk = 0; kk < 64; kk++)
         s += Af[m * 64 + kk] * Bf[kk * 64 + j];
+      s += (float)((m * 64 + j) % 13 - 6);
       ok = C[m * 64 + j] == s && C[n + m * 64 + j] == s;
     }
   cl_mem mems[3] = {ma, mb, mc};
   for (int i = 0; i < 3; i++)
     if (mems[i])
       clReleaseMemObject(mems[i]);
+  free(A);
+  free(Af);
   return ok;
 }
 

@@ -142,34 +142,57 @@ static void store_binary(dua_context *ctx, cl_program program, const char *key) 
 }
 
 /* The sm_90 program -> its PTX with the DUA_SM90A lines uncommented, built for sm_90a (DUA_SM90A_OPTION).
- * Replaces *program (released either way); an error names the step that failed. */
+ * Replaces *program (released either way); an error names the step that failed, with the driver's build log
+ * when it refused the PTX. */
 static dua_status rebuild_sm90a(dua_context *ctx, const char *sources, const char *options,
                                 cl_program *program) {
   size_t size = 0;
   char *ptx = NULL;
-  if (clGetProgramInfo(*program, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) == CL_SUCCESS && size &&
-      (ptx = calloc(size + 1, 1)) != NULL) {
+  int have =
+      clGetProgramInfo(*program, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) == CL_SUCCESS && size;
+  if (have && (ptx = calloc(size + 1, 1)) != NULL) {
     unsigned char *ptrs[1] = {(unsigned char *)ptx};
-    if (clGetProgramInfo(*program, CL_PROGRAM_BINARIES, sizeof ptrs, ptrs, NULL) != CL_SUCCESS)
-      ptx[0] = '\0';
+    have = clGetProgramInfo(*program, CL_PROGRAM_BINARIES, sizeof ptrs, ptrs, NULL) == CL_SUCCESS;
   }
   clReleaseProgram(*program);
   *program = NULL;
+  if (!have || !ptx) {
+    free(ptx);
+    return have ? DUA_ERROR_OUT_OF_MEMORY
+                : dua_fail(ctx, DUA_ERROR_BUILD_FAILED, "building kernels %s for sm_90a: no PTX binary",
+                           sources);
+  }
   int markers = 0;
-  char *patched = ptx ? dua_ptx_to_sm90a(ptx, &markers) : NULL;
+  char *patched = dua_ptx_to_sm90a(ptx, &markers);
+  const int sm90 = strstr(ptx, ".target sm_90") != NULL;
   free(ptx);
-  if (!patched) /* a kernel without DUA_SM90A lines is still valid sm_90a PTX */
-    return dua_fail(ctx, DUA_ERROR_BUILD_FAILED,
-                    "building kernels %s for sm_90a: the compiler's PTX does not target sm_90 (or no memory)",
-                    sources);
-  *program = build_from_binary(ctx, (const unsigned char *)patched, strlen(patched) + 1, options);
+  if (!patched || markers == 0) {
+    free(patched);
+    if (!patched && sm90)
+      return DUA_ERROR_OUT_OF_MEMORY;
+    return dua_fail(ctx, DUA_ERROR_BUILD_FAILED, "building kernels %s for sm_90a: %s", sources,
+                    !patched
+                        ? "the compiler's PTX does not target sm_90"
+                        : "the PTX carries no DUA_SM90A line (its Hopper instructions would be missing)");
+  }
+  const size_t len = strlen(patched) + 1;
+  const unsigned char *bin = (const unsigned char *)patched;
+  cl_int err = CL_SUCCESS, bin_status = CL_SUCCESS;
+  *program = clCreateProgramWithBinary(ctx->cl_ctx, 1, &ctx->device, &len, &bin, &bin_status, &err);
   free(patched);
-  if (!*program)
-    return dua_fail(ctx, DUA_ERROR_BUILD_FAILED,
-                    "building kernels %s: the sm_90a PTX (%d instructions "
-                    "uncommented) was refused by the driver",
-                    sources, markers);
-  return DUA_SUCCESS;
+  if (err == CL_SUCCESS && bin_status == CL_SUCCESS &&
+      (err = clBuildProgram(*program, 1, &ctx->device, options, NULL, NULL)) == CL_SUCCESS)
+    return DUA_SUCCESS;
+  dua_fail(ctx, DUA_ERROR_BUILD_FAILED,
+           "building kernels %s: the driver refused the sm_90a PTX (%d instructions "
+           "uncommented): %s",
+           sources, markers, dua_status_string((dua_status)(err ? err : bin_status)));
+  if (*program) {
+    record_build_log(ctx, *program);
+    clReleaseProgram(*program);
+  }
+  *program = NULL;
+  return DUA_ERROR_BUILD_FAILED;
 }
 
 static dua_status build_program(dua_context *ctx, const char *sources, const char *options, cl_program *out) {

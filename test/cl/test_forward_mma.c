@@ -55,6 +55,7 @@ typedef struct mma_ctx {
   dua_context *ctx;
   int mma_launches;
   int wgmma_launches; /* of which the wgmma variant (DUA_WGMMA=1 in the logged options) */
+  int mt2_launches;   /* of which with MT 2 */
   int mma_possible;   /* the mma kernel can run here (NVIDIA probe, or forced emulation), fast paths on */
   int tf32_possible;  /* ... and its tf32 variant */
   int emulated;
@@ -65,6 +66,7 @@ static void count_log(dua_log_level level, const char *msg, void *user) {
   if (strstr(msg, "dua_attn_fwd_mma")) {
     ((mma_ctx *)user)->mma_launches++;
     ((mma_ctx *)user)->wgmma_launches += strstr(msg, "DUA_WGMMA=1") != NULL;
+    ((mma_ctx *)user)->mt2_launches += strstr(msg, "-DMT=2 ") != NULL;
   }
 }
 
@@ -224,7 +226,7 @@ static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng 
     tb = dua_tensor_contiguous(bb, 0, DUA_F32, H, dmax + 1, 1, 1);
     params.level_bias = &tb;
   }
-  const int launches0 = m->mma_launches, wg_launches0 = m->wgmma_launches;
+  const int launches0 = m->mma_launches, wg_launches0 = m->wgmma_launches, mt2_launches0 = m->mt2_launches;
   dua_status st = dua_attention_forward(ctx, l, &params, &tq, &tk, &tv, &to, &tl);
   char what[256];
   describe(p, what, sizeof what);
@@ -236,6 +238,10 @@ static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng 
   const int want_wg = want && p->dtype == DUA_F16 && p->head_dim == 64 && m->ctx->info.nv_wgmma,
             got_wg = m->wgmma_launches - wg_launches0;
   ck_assert_msg(got_wg == want_wg, "%s: wgmma variant launched %d times, expected %d", what, got_wg, want_wg);
+  const char *mt_env =
+      getenv("DUA_MMA_MT"); /* the two-warpgroup run of the mma-emulated suite: really MT 2 */
+  if (want_wg && mt_env && !strcmp(mt_env, "2") && p->desc.block >= 128)
+    ck_assert_msg(m->mt2_launches - mt2_launches0 == 1, "%s: DUA_MMA_MT=2 did not run MT 2", what);
   download(bo, r->o, r->nq, p->dtype, pad);
   download(bl, r->lse, r->nl, DUA_F32, 0);
   if (p->tf32 && want) { /* the reference sees the operands the tensor cores saw */

@@ -1270,6 +1270,8 @@ START_TEST(fwd_mma_in_the_tuning_space) {
     ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 64, 1, &src0, NULL, 0), 1);
     ck_assert(src0 == DUA_TUNING_BUILTIN || src0 == DUA_TUNING_GENERIC);        /* compiled, no choice made */
     ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 64, 0, NULL, NULL, 0), 2); /* tf32: mma.sync's rule */
+    t = getk(ctx, "fwd_mma", DUA_F16, 64, 128); /* what dua-info and dua-tune see */
+    ck_assert(t.params[0] == 1 && t.params[1] == 1 && t.default_params[0] == 1 && t.default_params[1] == 1);
     ctx->info.nv_wgmma = had;
   }
   ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F16, 64, one_two, 2), DUA_SUCCESS);
@@ -1300,11 +1302,16 @@ START_TEST(fwd_mma_in_the_tuning_space) {
     /* the MT reaching the kernel (emulated on PoCL): the compiled rule, then overrides per class; MT 1 and 2
      * compute the same O */
     float *o2 = malloc(nc.n * sizeof *o2), *o1 = malloc(nc.n * sizeof *o1);
-    ck_assert_int_eq(mma_run(ctx, &nc, o2), 2);
+    const int wg = ctx->info.nv_wgmma; /* Hopper: the wgmma kernel, compiled rule one warpgroup */
+    ck_assert_int_eq(mma_run(ctx, &nc, wg ? o1 : o2), wg ? 1 : 2);
     ck_assert_int_eq(mma_run(ctx, &cs, NULL), 1);
     ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F16, 64, one_two, 2), DUA_SUCCESS);
     ck_assert_int_eq(mma_run(ctx, &nc, o1), 1);
     ck_assert_int_eq(mma_run(ctx, &cs, NULL), 2);
+    if (wg) { /* two warpgroups per work-group, by override */
+      ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F16, 64, two_two, 2), DUA_SUCCESS);
+      ck_assert_int_eq(mma_run(ctx, &nc, o2), 2);
+    }
     double err;
     long at = test_compare(o1, o2, nc.n, 1e-3, 2e-3, &err);
     ck_assert_msg(at < 0, "MT 1 and MT 2 differ at %ld (max error %g)", at, err);
@@ -1336,7 +1343,8 @@ START_TEST(fwd_mma_in_the_tuning_space) {
   t = getk(ctx, "fwd_mma", DUA_F16, 64, 128);
   ck_assert_int_eq(t.source, DUA_TUNING_FILE);
   ck_assert_str_eq(t.origin, want);
-  ck_assert(t.params[0] == 1 && t.params[1] == 2 && t.default_params[0] == 2 && t.default_params[1] == 1);
+  ck_assert(t.params[0] == 1 && t.params[1] == 2 && t.default_params[1] == 1);
+  ck_assert_int_eq(t.default_params[0], ctx->info.nv_wgmma ? 1 : 2); /* the compiled rule per kernel */
   ck_assert_int_ne(getk(ctx, "fwd_mma", DUA_F32, 64, 128).source, DUA_TUNING_FILE);
   ck_assert_int_ne(getk(ctx, "fwd_mma", DUA_F16, 128, 128).source, DUA_TUNING_FILE);
   mma_case cf = mma_make(ctx, DUA_F16, 128, 1);
