@@ -78,6 +78,15 @@ inline ulong wgmma_desc(__local const ushort *tile) {
   "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"                                                  \
   "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
 
+/* The asm output list matching WGMMA_D64: the 32 accumulators of d[0..7], read and written. */
+#define WGMMA_D64_OPERANDS(d)                                                                                \
+  "+f"(d[0].s0), "+f"(d[0].s1), "+f"(d[0].s2), "+f"(d[0].s3), "+f"(d[1].s0), "+f"(d[1].s1), "+f"(d[1].s2),   \
+      "+f"(d[1].s3), "+f"(d[2].s0), "+f"(d[2].s1), "+f"(d[2].s2), "+f"(d[2].s3), "+f"(d[3].s0),              \
+      "+f"(d[3].s1), "+f"(d[3].s2), "+f"(d[3].s3), "+f"(d[4].s0), "+f"(d[4].s1), "+f"(d[4].s2),              \
+      "+f"(d[4].s3), "+f"(d[5].s0), "+f"(d[5].s1), "+f"(d[5].s2), "+f"(d[5].s3), "+f"(d[6].s0),              \
+      "+f"(d[6].s1), "+f"(d[6].s2), "+f"(d[6].s3), "+f"(d[7].s0), "+f"(d[7].s1), "+f"(d[7].s2),              \
+      "+f"(d[7].s3)
+
 /* D += A B^T with A (64 x 64, row m = A's row m) and B (64 x 64, row n = B^T's row n) both K-major tiles in
  * local memory (imm-trans-a 0, imm-trans-b 0): S = Q K^T. A stays in local memory: ptxas (CUDA 13) treated
  * the registers of an A operand read by wgmma as free once the wgmma was issued, so a Q held in registers
@@ -103,12 +112,7 @@ inline void wgmma_ss_kmajor(float4 *d, __local const ushort *a, __local const us
                ", %35, %39, p, 1, 1, 0, 0;\n"
                "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
                "// DUA_SM90A wgmma.wait_group.sync.aligned 0;\n}\n"
-               : "+f"(d[0].s0), "+f"(d[0].s1), "+f"(d[0].s2), "+f"(d[0].s3), "+f"(d[1].s0), "+f"(d[1].s1),
-                 "+f"(d[1].s2), "+f"(d[1].s3), "+f"(d[2].s0), "+f"(d[2].s1), "+f"(d[2].s2), "+f"(d[2].s3),
-                 "+f"(d[3].s0), "+f"(d[3].s1), "+f"(d[3].s2), "+f"(d[3].s3), "+f"(d[4].s0), "+f"(d[4].s1),
-                 "+f"(d[4].s2), "+f"(d[4].s3), "+f"(d[5].s0), "+f"(d[5].s1), "+f"(d[5].s2), "+f"(d[5].s3),
-                 "+f"(d[6].s0), "+f"(d[6].s1), "+f"(d[6].s2), "+f"(d[6].s3), "+f"(d[7].s0), "+f"(d[7].s1),
-                 "+f"(d[7].s2), "+f"(d[7].s3)
+               : WGMMA_D64_OPERANDS(d)
                : "l"(da), "l"(da + ks), "l"(da + 2 * ks), "l"(da + 3 * ks), "l"(db), "l"(db + ks),
                  "l"(db + 2 * ks), "l"(db + 3 * ks), "r"(1)
                : "memory");
@@ -135,12 +139,7 @@ inline void wgmma_rs_nmajor(float4 *d, const uint4 *a, __local const ushort *b E
                ", {%44,%45,%46,%47}, %51, p, 1, 1, 1;\n"
                "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
                "// DUA_SM90A wgmma.wait_group.sync.aligned 0;\n}\n"
-               : "+f"(d[0].s0), "+f"(d[0].s1), "+f"(d[0].s2), "+f"(d[0].s3), "+f"(d[1].s0), "+f"(d[1].s1),
-                 "+f"(d[1].s2), "+f"(d[1].s3), "+f"(d[2].s0), "+f"(d[2].s1), "+f"(d[2].s2), "+f"(d[2].s3),
-                 "+f"(d[3].s0), "+f"(d[3].s1), "+f"(d[3].s2), "+f"(d[3].s3), "+f"(d[4].s0), "+f"(d[4].s1),
-                 "+f"(d[4].s2), "+f"(d[4].s3), "+f"(d[5].s0), "+f"(d[5].s1), "+f"(d[5].s2), "+f"(d[5].s3),
-                 "+f"(d[6].s0), "+f"(d[6].s1), "+f"(d[6].s2), "+f"(d[6].s3), "+f"(d[7].s0), "+f"(d[7].s1),
-                 "+f"(d[7].s2), "+f"(d[7].s3)
+               : WGMMA_D64_OPERANDS(d)
                : "r"(a[0].s0), "r"(a[0].s1), "r"(a[0].s2), "r"(a[0].s3), "r"(a[1].s0), "r"(a[1].s1),
                  "r"(a[1].s2), "r"(a[1].s3), "r"(a[2].s0), "r"(a[2].s1), "r"(a[2].s2), "r"(a[2].s3),
                  "r"(a[3].s0), "r"(a[3].s1), "r"(a[3].s2), "r"(a[3].s3), "l"(db), "l"(db + ks),
