@@ -105,6 +105,11 @@ typedef ushort lds_t; /* f16 bit patterns */
 #define TILE_AT(r, c, pitch) ((r) * (pitch) + (c))
 #define TILE_ALIGN 16
 #endif
+/* STAGES 1: one K and one V buffer (V(j) streams in during S(j), K(j + 1) during P V(j)); 2: both
+ * double-buffered (tile j + 1 streams in while tile j is computed; one barrier per tile) */
+#ifndef STAGES
+#define STAGES (DUA_WGMMA ? 2 : 1)
+#endif
 
 typedef struct {
   int n_tokens, blk, nb, shift, window, sink, causal, hq, hkv, max_depth;
@@ -132,16 +137,30 @@ inline void cp_commit(void) {
 #endif
 
 /* Starts the copy of rows [r0, r0 + BN) x HEAD_DIM of a (tokens x HEAD_DIM) slice into dst (pitch elements
- * per row); rows past n_tokens are zero-filled (V rows meet p = 0 there: they must be finite). */
+ * per row); rows past n_tokens are zero-filled (V rows meet p = 0 there: they must be finite). Work-item tid
+ * copies chunk tid % COPY_CPR of rows tid / COPY_CPR + COPY_RSTEP i: the same column and (wgmma: COPY_RSTEP
+ * being a multiple of 8) the same swizzle in every pass, so a pass is two pointer increments and one cp.async
+ * (the index arithmetic per chunk it replaced cost the wgmma forward 22%: bench/NOTES-mma.md). */
+#define COPY_CPR (HEAD_DIM / CHUNK)     /* 16-byte chunks per row */
+#define COPY_RSTEP (THREADS / COPY_CPR) /* rows per pass of the work-group */
+#if THREADS % COPY_CPR || BN % COPY_RSTEP || (DUA_WGMMA && COPY_RSTEP % 8)
+#error "the tile copy wants whole rows per pass (wgmma's swizzle: a multiple of 8 rows)"
+#endif
 inline void load_tile_async(__local lds_t *dst, int pitch, __global const lds_t *src, long row_stride, int r0,
                             int n_tokens, int tid) {
-  for (int idx = tid; idx < BN * (HEAD_DIM / CHUNK); idx += THREADS) {
-    const int r = idx / (HEAD_DIM / CHUNK), c = (idx % (HEAD_DIM / CHUNK)) * CHUNK;
-    __local lds_t *d = dst + TILE_AT(r, c, pitch);
-    if (r0 + r < n_tokens)
-      cp16(d, src + (long)(r0 + r) * row_stride + c);
+  const int r = tid / COPY_CPR, c = (tid % COPY_CPR) * CHUNK;
+  __global const lds_t *from = src + (long)(r0 + r) * row_stride + c;
+  __local lds_t *to = dst + TILE_AT(r, c, pitch);
+  const long from_step = COPY_RSTEP * row_stride;
+  const int rows_left = n_tokens - r0 - r; /* pass i copies a row if COPY_RSTEP i < rows_left */
+#pragma unroll
+  for (int i = 0; i < BN / COPY_RSTEP; i++) {
+    if (COPY_RSTEP * i < rows_left)
+      cp16(to, from);
     else
-      *(__local uint4 *)d = (uint4)(0);
+      *(__local uint4 *)to = (uint4)(0);
+    from += from_step;
+    to += COPY_RSTEP * pitch;
   }
 }
 
@@ -281,8 +300,8 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
                  __global const int *list_indices, __global const float *level_bias, int bias_stride) {
   /* K and V tiles, BN keys x HEAD_DIM elements each (pitches K_PITCH, V_PITCH); fp16 on mma.sync: Q passes
    * through them once */
-  __local lds_t k_s[BN * K_PITCH] __attribute__((aligned(TILE_ALIGN)));
-  __local lds_t v_s[BN * V_PITCH] __attribute__((aligned(TILE_ALIGN)));
+  __local lds_t k_s[STAGES * BN * K_PITCH] __attribute__((aligned(TILE_ALIGN)));
+  __local lds_t v_s[STAGES * BN * V_PITCH] __attribute__((aligned(TILE_ALIGN)));
 #if DUA_WGMMA
   __local lds_t q_s[BM * HEAD_DIM] __attribute__((aligned(TILE_ALIGN))); /* Q: 64 rows per warpgroup */
 #endif
@@ -359,8 +378,11 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   tile_pos cur;
   cur.item = -1;
   int have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, bias_h);
-  if (have)
+  if (have) {
     load_tile_async(k_s, K_PITCH, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
+    if (STAGES == 2)
+      load_tile_async(v_s, V_PITCH, v_bh, v_strides.s2, cur.j0, shape.n_tokens, tid);
+  }
   cp_commit();
 
   float4 acc[WARP_MT][OTILES]; /* O (16 rows x HEAD_DIM per m-tile) of this warp as C fragments */
@@ -377,15 +399,34 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     r_lo[mt] = row0 + mt * 64 + warp * 16 + g;
   }
 
+  int stage = 0; /* STAGES 2: the buffers of tile j */
   while (have) {
-    /* V(j) streams in while S = Q K(j)^T runs */
-    load_tile_async(v_s, V_PITCH, v_bh, v_strides.s2, cur.j0, shape.n_tokens, tid);
+    __local lds_t *k_t = k_s + stage * (BN * K_PITCH), *v_t = v_s + stage * (BN * V_PITCH);
+#if STAGES == 2
+    CP_WAIT(0); /* K(j) and V(j) have landed (the only copies in flight) ... */
+#if DUA_WGMMA
+    wgmma_proxy_fence(); /* ... and are visible to the tensor core's reads */
+#endif
+    barrier(CLK_LOCAL_MEM_FENCE); /* ... for every warp, and every warp is done with tile j - 1's buffers */
+    tile_pos nxt = cur;
+    const int have_next = next_tile(&nxt, &vl, hr, m, row_end, shape, path_m, paths_bh, bias_h);
+    if (have_next) { /* tile j + 1 streams in while tile j is computed */
+      load_tile_async(k_s + (stage ^ 1) * (BN * K_PITCH), K_PITCH, k_bh, k_strides.s2, nxt.j0, shape.n_tokens,
+                      tid);
+      load_tile_async(v_s + (stage ^ 1) * (BN * V_PITCH), V_PITCH, v_bh, v_strides.s2, nxt.j0, shape.n_tokens,
+                      tid);
+    }
     cp_commit();
-    CP_WAIT(1); /* K(j) has landed */
+#else
+    /* V(j) streams in while S = Q K(j)^T runs */
+    load_tile_async(v_t, V_PITCH, v_bh, v_strides.s2, cur.j0, shape.n_tokens, tid);
+    cp_commit();
+    CP_WAIT(1);          /* K(j) has landed */
 #if DUA_WGMMA
     wgmma_proxy_fence(); /* ... and is visible to the tensor core's reads */
 #endif
     barrier(CLK_LOCAL_MEM_FENCE);
+#endif
 
     /* S (16 rows x 64 keys per m-tile): B = K^T, i.e. K rows (keys x d) are B^T row-major. ldmatrix .x4
      * matrices: (keys +0..7, d +0..7), (keys +0..7, d +8..15), (keys +8..15, d +0..7), (keys +8..15, d
@@ -403,7 +444,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     for (int kk = 0; kk < KSTEPS; kk++) {
 #pragma unroll
       for (int i = 0; i < STILES; i++) {
-        const uint2 kv = vload2(0, k_s + (i * 8 + g) * K_PITCH + kk * 8 + 2 * t);
+        const uint2 kv = vload2(0, k_t + (i * 8 + g) * K_PITCH + kk * 8 + 2 * t);
         const uint2 kb = kv; /* truncated by the tensor core */
 #pragma unroll
         for (int mt = 0; mt < WARP_MT; mt++)
@@ -412,13 +453,13 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     }
 #elif DUA_WGMMA
     /* Q (local, query rows) times K^T (local, key rows), both K-major: four k-steps of 16 head-dim columns */
-    wgmma_ss_kmajor(s[0], q_s + (warp >> 2) * 64 * HEAD_DIM, k_s EMU_ARGS); /* this warpgroup's 64 rows */
+    wgmma_ss_kmajor(s[0], q_s + (warp >> 2) * 64 * HEAD_DIM, k_t EMU_ARGS); /* this warpgroup's 64 rows */
 #else
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; kk++) {
 #pragma unroll
       for (int np = 0; np < STILES / 2; np++) {
-        const uint4 kb = ldsm_x4(k_s, TILE_AT(np * 16 + (lane & 7) + ((lane >> 4) & 1) * 8,
+        const uint4 kb = ldsm_x4(k_t, TILE_AT(np * 16 + (lane & 7) + ((lane >> 4) & 1) * 8,
                                               kk * 16 + ((lane >> 3) & 1) * 8, K_PITCH) EMU_ARGS);
 #pragma unroll
         for (int mt = 0; mt < WARP_MT; mt++) {
@@ -506,6 +547,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
         acc[mt][i] *= (float4)(alpha0, alpha0, alpha1, alpha1);
     }
 
+#if STAGES == 1
     CP_WAIT(0); /* V(j) has landed */
 #if DUA_WGMMA
     wgmma_proxy_fence();
@@ -515,6 +557,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     if (have) /* K(j+1) streams in while O += P V(j) runs */
       load_tile_async(k_s, K_PITCH, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
     cp_commit();
+#endif
 
     /* O += P V: B = V (keys x d) stored row-major, so ldmatrix .trans; .x4 matrices: (keys +0..7, d +0..7),
      * (keys +8..15, d +0..7), (keys +0..7, d +8..15), (keys +8..15, d +8..15) -> b of d-tiles 2dp, 2dp + 1 */
@@ -524,7 +567,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     for (int kk = 0; kk < PSTEPS; kk++) {
 #pragma unroll
       for (int i = 0; i < OTILES; i++) {
-        __local const uint *vr = v_s + (kk * 8 + 2 * t) * V_PITCH + i * 8 + g;
+        __local const uint *vr = v_t + (kk * 8 + 2 * t) * V_PITCH + i * 8 + g;
         const uint2 vb = (uint2)(vr[0], vr[V_PITCH]); /* truncated */
 #pragma unroll
         for (int mt = 0; mt < WARP_MT; mt++)
@@ -533,13 +576,13 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     }
 #elif DUA_WGMMA
     /* P (registers, the A fragments pa) times V (local, key rows: N-major): four k-steps of 16 keys */
-    wgmma_rs_nmajor(acc[0], pa[0], v_s EMU_ARGS);
+    wgmma_rs_nmajor(acc[0], pa[0], v_t EMU_ARGS);
 #else
 #pragma unroll
     for (int kk = 0; kk < PSTEPS; kk++) {
 #pragma unroll
       for (int dp = 0; dp < OTILES / 2; dp++) {
-        const uint4 vb = ldsm_x4_trans(v_s, TILE_AT(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+        const uint4 vb = ldsm_x4_trans(v_t, TILE_AT(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
                                                     dp * 16 + ((lane >> 4) & 1) * 8, V_PITCH) EMU_ARGS);
 #pragma unroll
         for (int mt = 0; mt < WARP_MT; mt++) {
@@ -549,7 +592,13 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
       }
     }
 #endif
+#if STAGES == 2
+    cur = nxt;
+    have = have_next;
+    stage ^= 1;
+#else
     barrier(CLK_LOCAL_MEM_FENCE); /* v_s is free */
+#endif
   }
 
   /* ---- normalize and write: empty rows give O = 0 and LSE = -inf */

@@ -1209,14 +1209,18 @@ START_TEST(fwd_mma_in_the_tuning_space) {
   ctx->fast_paths_disabled = 0;
   const int nvidia = strstr(ctx->info.vendor, "NVIDIA") != NULL;
   const char *compiled = nvidia ? "built-in NVIDIA" : "generic";
-  /* the compiled rule: mt 2 for head dim 64 (1 below block 128), 1 for 128; mt_cs 1; both dtypes */
+  /* the compiled rule: mt 2 for head dim 64 (1 below block 128; one warpgroup for fp16 on Hopper's wgmma),
+   * 1 for 128; mt_cs 1; both dtypes */
   for (int f = 0; f < 2; f++) {
     const dua_dtype dt = f ? DUA_F16 : DUA_F32;
+    const int32_t mt64 = f && ctx->info.nv_wgmma ? 1 : 2;
     t = getk(ctx, "fwd_mma", dt, 64, 128);
     ck_assert_str_eq(t.origin, compiled);
     ck_assert_int_eq(t.source, nvidia ? DUA_TUNING_BUILTIN : DUA_TUNING_GENERIC);
     ck_assert(t.num_params == 2 && !strcmp(t.param_names[0], "mt") && !strcmp(t.param_names[1], "mt_cs"));
-    ck_assert(t.params[0] == 2 && t.params[1] == 1 && !memcmp(t.params, t.default_params, sizeof t.params));
+    ck_assert_msg(
+        t.params[0] == mt64 && t.params[1] == 1 && !memcmp(t.params, t.default_params, sizeof t.params),
+        "%s head dim 64: mt %d, mt_cs %d (want %d, 1)", f ? "fp16" : "fp32", t.params[0], t.params[1], mt64);
     t = getk(ctx, "fwd_mma", dt, 64, 64);
     ck_assert(t.params[0] == 1 && t.params[1] == 1 && t.default_params[0] == 1);
     t = getk(ctx, "fwd_mma", dt, 128, 256);

@@ -1,0 +1,49 @@
+#!/bin/bash
+# Kernel-variant comparison on the GPU machine, one call: for each folder of kernel sources given (copies of
+# cl/ with a change; DUA_CL_DIR points the library at one), dua-bench on the same fp16 forward problems
+# (batch 8, heads 8, head dim 64, block 128), checked against the CPU reference at N 2048, and ptxas's
+# register report of the wgmma programs that variant built (from its disk cache), then a table.
+#   BUILD=build-slim bash bench/gpu_variants.sh exp-cl/a exp-cl/b ...   (ROUNDS=2 runs the list twice)
+# A folder named "-" means the built-in sources.
+set -uo pipefail
+source .devkit/device-env.sh >/dev/null
+export PYTHONUNBUFFERED=1 CK_DEFAULT_TIMEOUT=600
+BUILD=${BUILD:-build-rel}
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
+B="$BUILD/tools/dua-bench --batch 8 --heads 8 --dim 64 --dtype fp16 --no-naive --no-dense --json -"
+ptxas=$(ls .devkit/bin/ptxas 2>/dev/null | head -1)
+for round in $(seq "${ROUNDS:-1}"); do
+  for dir in "$@"; do
+    name=$(basename "$dir")
+    export DUA_CACHE_DIR=/tmp/dua-cache-$name
+    if [ "$dir" = - ]; then unset DUA_CL_DIR; else export DUA_CL_DIR=$PWD/$dir; fi
+    { [ "$round" = 1 ] && $B --n 2048 --depth -1 0 --check
+      $B --n 8192 --depth -1 3 0
+      $B --n 8192 --depth 3 0 --causal; } 2>>"$OUT/bench_$name.log" | grep '^{' |
+      sed "s/^{/{\"cl\": \"$name\", \"round\": $round, /" >>"$OUT/variants.jsonl"
+    if [ "$round" = 1 ] && [ -n "$ptxas" ]; then
+      for f in $(grep -l "wgmma.mma_async" -r "$DUA_CACHE_DIR" 2>/dev/null | head -2); do
+        tail -c +89 "$f" | sed 's/^\.version 9\.[0-9]*$/.version 8.8/' >/tmp/v.ptx
+        echo "$name: $("$ptxas" -arch=sm_90a -v /tmp/v.ptx -o /tmp/v.cubin 2>&1 | grep -E "registers|spill|C75" | tr '\n' ' ')"
+      done >>"$OUT/ptxas.txt"
+    fi
+  done
+done
+grep -iE "check|fail|error" "$OUT"/bench_*.log | head -12
+cat "$OUT/ptxas.txt" 2>/dev/null
+python3 - "$OUT/variants.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+rows = [r for r in rows if 'ms' in r]
+keys = sorted({(r['n'], r['causal'], r['depth']) for r in rows})
+names = list(dict.fromkeys(r['cl'] for r in rows))
+print('N causal depth | ' + ' | '.join(names) + '   (best ms over rounds)')
+for k in keys:
+    cells = []
+    for nm in names:
+        ms = [r['ms'] for r in rows if r['cl'] == nm and (r['n'], r['causal'], r['depth']) == k]
+        cells.append(f"{min(ms):.4f}" if ms else '-')
+    print(f"{k[0]} {k[1]} {k[2]} | " + ' | '.join(cells))
+PY
