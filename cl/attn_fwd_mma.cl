@@ -10,8 +10,9 @@
  * per warp (MT = 1 or 2). Q (BM x HEAD_DIM) goes once into A fragments held in registers (fp16: staged
  * through local memory and ldmatrix; tf32: straight from global memory). Key tiles of BN keys are staged in
  * local memory (K and V one buffer each, with cp.async: V(j) streams in while S = Q K(j)^T runs, K(j+1) while
- * O += P V(j) runs). Scores, the online softmax (fp32, exp2 with log2(e) folded into the scale) and O live in
- * mma C fragments; P is rounded to the operand type and re-packed from C into A fragments.
+ * O += P V(j) runs; on the wgmma path both double-buffered, STAGES 2). Scores, the online softmax (fp32, exp2
+ * with log2(e) folded into the scale) and O live in mma C fragments; P is rounded to the operand type and
+ * re-packed from C into A fragments.
  *
  * tf32 operands (10-bit mantissa, 8-bit exponent): Q (once per work-group) and P are rounded to nearest, ties
  * away from zero (half a tf32 ulp added to the bit pattern); K and V go to the tensor core as stored, which
