@@ -11,6 +11,7 @@
 set -uo pipefail
 source .devkit/device-env.sh >/dev/null
 export PYTHONUNBUFFERED=1 DUA_CACHE_DIR=/tmp/dua-cache
+BUILD=${BUILD:-build-rel}
 parts=${*:-tests ptx bench}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -21,7 +22,7 @@ for p in $parts; do
   tests)
     for t in forward_mma forward tuning decode; do
       echo "== test_$t on the GPU"
-      timeout 200 build-rel/test/test_$t >"$OUT/test_$t.txt" 2>&1
+      timeout 200 $BUILD/test/test_$t >"$OUT/test_$t.txt" 2>&1
       rc=$?
       grep -E "^[0-9]+%|Checks|device " "$OUT/test_$t.txt" | sort | uniq -c | head -8
       grep -E ":[EF]:" "$OUT/test_$t.txt" | head -12
@@ -45,7 +46,7 @@ for p in $parts; do
     modes="mma portable"; [ $p = benchmt1 ] && modes=mt1
     for mode in $modes; do
       env=(); [ $mode = portable ] && env=(DUA_NO_MMA=1); [ $mode = mt1 ] && env=(DUA_MMA_MT=1)
-      env "${env[@]}" build-rel/tools/dua-bench --n 8192 --batch 8 --heads 8 --dim $dim --depth -1 3 0 --dtype fp16 \
+      env "${env[@]}" $BUILD/tools/dua-bench --n 8192 --batch 8 --heads 8 --dim $dim --depth -1 3 0 --dtype fp16 \
         --no-naive --no-dense --json "$OUT/bench_${dim}_$mode.jsonl" >"/tmp/bench_${dim}_$mode.txt" 2>&1
       summary+=("$(python3 -c "
 import json, sys
@@ -54,7 +55,7 @@ print('Dh=$dim $mode: ' + '  '.join(f'depth {r[\"depth\"]}: {r[\"ms\"]:.4f} ms {
 " 2>&1)")
     done ;;
   tf32)
-    B="build-rel/tools/dua-bench --batch 8 --heads 8 --dtype fp32 --no-naive --json -"
+    B="$BUILD/tools/dua-bench --batch 8 --heads 8 --dtype fp32 --no-naive --json -"
     { $B --dim 64 --n 2048 --depth -1 3 0 --tf32 --check --no-dense
       $B --dim 64 --n 8192 --depth -1 3 0 --tf32 --no-dense
       DUA_MMA_MT=1 $B --dim 64 --n 8192 --depth -1 3 0 --tf32 --no-dense | sed 's/^{/{"mt": 1, /'
@@ -82,10 +83,10 @@ PY
 )") ;;
   bwd)
     # the tensor-core backward: test_backward on the GPU, then fp16 forward + backward next to the peers
-    timeout 300 build-rel/test/test_backward >"$OUT/test_backward.txt" 2>&1
+    timeout 300 $BUILD/test/test_backward >"$OUT/test_backward.txt" 2>&1
     summary+=("test_backward rc=$? $(grep -E '^[0-9]+%' "$OUT/test_backward.txt" | tail -1)")
     grep -E ":[EF]:" "$OUT/test_backward.txt" | head -8
-    B="build-rel/tools/dua-bench --batch 8 --heads 8 --dim 64 --dtype fp16 --pass fwdbwd --no-naive --json -"
+    B="$BUILD/tools/dua-bench --batch 8 --heads 8 --dim 64 --dtype fp16 --pass fwdbwd --no-naive --json -"
     { $B --n 2048 --depth -1 3 0 --check; $B --n 8192 --depth -1 3 0; $B --n 8192 --depth -1 3 --causal
       DUA_NO_MMA=1 $B --n 8192 --depth -1 3 --no-dense | sed 's/^{/{"portable": true, /'; } 2>"$OUT/bwd.log" \
       | grep '^{' > "$OUT/dua_bwd.jsonl"
@@ -108,7 +109,7 @@ PY
 )") ;;
   causal)
     # query rows per warp (DUA_MMA_MT 1 or 2) on causal layouts, fp16 and fp32 through tf32, then the peers
-    B="build-rel/tools/dua-bench --batch 8 --heads 8 --dim 64 --n 8192 --causal --no-naive --no-dense --json -"
+    B="$BUILD/tools/dua-bench --batch 8 --heads 8 --dim 64 --n 8192 --causal --no-naive --no-dense --json -"
     for mt in 1 2; do
       DUA_MMA_MT=$mt $B --depth -1 3 0 --dtype fp16 | sed "s/^{/{\"mt\": $mt, /"
       DUA_MMA_MT=$mt $B --depth -1 3 0 --dtype fp32 --tf32 | sed "s/^{/{\"mt\": $mt, /"

@@ -356,10 +356,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   for (int part = 0; part < MT; part++)
     load_tile_async(q_s + part * BN * HEAD_DIM, HEAD_DIM, q_bh, q_strides.s2, row0 + part * BN,
                     shape.n_tokens, tid);
-  cp_commit();
-  CP_WAIT(0);
-  wgmma_proxy_fence();
-  barrier(CLK_LOCAL_MEM_FENCE);
+    /* committed with K(0) and V(0): one round trip to memory before the first tile */
 #else
   /* through v_s (m-tile 0) and k_s (m-tile 1) */
   load_tile_async(v_s, V_PITCH, q_bh, q_strides.s2, row0, shape.n_tokens, tid);
@@ -400,6 +397,12 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     r_lo[mt] = row0 + mt * 64 + warp * 16 + g;
   }
 
+#if DUA_WGMMA
+  if (!have) { /* nothing visited: every work-item's Q copy lands before O is staged in q_s */
+    CP_WAIT(0);
+    barrier(CLK_LOCAL_MEM_FENCE);
+  }
+#endif
   int stage = 0; /* STAGES 2: the buffers of tile j */
   while (have) {
     __local lds_t *k_t = k_s + stage * (BN * K_PITCH), *v_t = v_s + stage * (BN * V_PITCH);
@@ -621,8 +624,18 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #else
       const int valid = row < shape.n_tokens;
 #endif
+#if DUA_WGMMA
+      /* O rows into this warpgroup's Q tile (its wgmma are done), written out below in 16-byte chunks */
+#pragma unroll
+      for (int i = 0; i < OTILES; i++)
+        *(__local uint *)(q_s + (warp >> 2) * 64 * HEAD_DIM +
+                          TILE_AT((warp & 3) * 16 + g + 8 * half_i, 8 * i + 2 * t, 0)) =
+            half_i ? pack_half2(acc[mt][i].s2 * inv, acc[mt][i].s3 * inv)
+                   : pack_half2(acc[mt][i].s0 * inv, acc[mt][i].s1 * inv);
+#endif
       if (valid) {
-#if DUA_TF32
+#if DUA_WGMMA
+#elif DUA_TF32
         __global float *o_row = o_bh + row * o_strides.s2 + 2 * t;
 #pragma unroll
         for (int i = 0; i < OTILES; i++)
@@ -641,4 +654,14 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
       }
     }
   }
+#if DUA_WGMMA
+  /* the staged O rows, 16 bytes per work-item and pass: 8 work-items write one 128-byte row */
+  barrier(CLK_LOCAL_MEM_FENCE);
+  for (int idx = tid; idx < BM * (HEAD_DIM / 8); idx += THREADS) {
+    const int r = idx / (HEAD_DIM / 8), c = (idx % (HEAD_DIM / 8)) * 8;
+    if (row0 + r < shape.n_tokens)
+      *(__global uint4 *)(o_bh + (long)(row0 + r) * o_strides.s2 + c) =
+          *(__local const uint4 *)(q_s + TILE_AT(r, c, 0));
+  }
+#endif
 }
