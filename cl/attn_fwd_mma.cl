@@ -474,11 +474,23 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     }
 #endif
 
-    /* scale, bias, element mask; lane holds rows g (.s0, .s1) and g + 8 (.s2, .s3), keys j0 + 8i + 2t (+1) */
-#if DUA_BIAS
-    const int elementwise = !cur.full || (shape.window > 0 || shape.sink > 0);
+    /* scale, bias, element mask; lane holds rows g (.s0, .s1) and g + 8 (.s2, .s3), keys j0 + 8i + 2t (+1).
+     * A block that is not full (dua_tile_full) may still hold tiles that need no mask for this work-group's
+     * rows: tree-visible, no window or sink, every key in range and (causal) at or before the first row, as
+     * the past half of a diagonal block is for the second 64 rows. Decided per work-group (per warp, the fp16
+     * mma.sync kernel at MT 2 was 9-12% slower on an H100) and not for fp16 on mma.sync (2-8% slower even
+     * so); wgmma and tf32 gain up to 13% on causal layouts (bench/NOTES-mma.md). */
+#if DUA_WGMMA || DUA_TF32
+    const int full =
+        cur.full || (cur.shared && shape.window == 0 && shape.sink == 0 && cur.j0 + BN <= shape.n_tokens &&
+                     (!shape.causal || cur.j0 + BN - 1 <= row0));
 #else
-    const int elementwise = !cur.full;
+    const int full = cur.full;
+#endif
+#if DUA_BIAS
+    const int elementwise = !full || (shape.window > 0 || shape.sink > 0);
+#else
+    const int elementwise = !full;
 #endif
     /* P = exp2(S - m), rounded to the operand type and re-packed as A fragments of P V. f16: key step kk uses
      * S tiles 2kk (keys 2t..2t+1) and 2kk + 1 (keys 2t+8..2t+9): a = {(g, tile 2kk), (g+8, tile 2kk), (g,
@@ -605,7 +617,21 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #endif
   }
 
-  /* ---- normalize and write: empty rows give O = 0 and LSE = -inf */
+  /* ---- normalize and write: empty rows give O = 0 and LSE = -inf. O goes through local memory (wgmma: this
+   * warpgroup's Q tile, whose wgmma are done; tf32 at head dim 64: the K and V tiles, one m-tile each, after
+   * the barrier below) and out in 16-byte chunks, whole rows per COPY_CPR work-items (tf32 4-8% faster on an
+   * H100; the fp16 mma.sync kernel 3% slower dense: it writes O from the C fragments, as tf32 at head dim 128
+   * does, whose 32-key tiles are too small). */
+#if DUA_WGMMA
+#define O_STAGED 1
+#define O_STAGE_AT(r, c) (q_s + TILE_AT(r, c, 0))
+#elif DUA_TF32 && BN >= 64
+#define O_STAGED 1
+#define O_STAGE_AT(r, c) ((r) < 64 ? k_s + (r)*K_PITCH + (c) : v_s + ((r)-64) * V_PITCH + (c))
+  barrier(CLK_LOCAL_MEM_FENCE);   /* every warp is done with k_s and v_s */
+#else
+#define O_STAGED 0
+#endif
   __global dua_store_t *o_bh = o + offsets.s3 + b * o_strides.s0 + h * o_strides.s1;
 #pragma unroll
   for (int mt = 0; mt < WARP_MT; mt++) {
@@ -624,17 +650,20 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #else
       const int valid = row < shape.n_tokens;
 #endif
-#if DUA_WGMMA
-      /* O rows into this warpgroup's Q tile (its wgmma are done), written out below in 16-byte chunks */
+#if O_STAGED
 #pragma unroll
-      for (int i = 0; i < OTILES; i++)
-        *(__local uint *)(q_s + (warp >> 2) * 64 * HEAD_DIM +
-                          TILE_AT((warp & 3) * 16 + g + 8 * half_i, 8 * i + 2 * t, 0)) =
-            half_i ? pack_half2(acc[mt][i].s2 * inv, acc[mt][i].s3 * inv)
-                   : pack_half2(acc[mt][i].s0 * inv, acc[mt][i].s1 * inv);
+      for (int i = 0; i < OTILES; i++) {
+        __local lds_t *at = O_STAGE_AT(row - row0, 8 * i + 2 * t);
+#if DUA_TF32
+        vstore2(as_uint2(half_i ? acc[mt][i].s23 * inv : acc[mt][i].s01 * inv), 0, at);
+#else
+        *(__local uint *)at = half_i ? pack_half2(acc[mt][i].s2 * inv, acc[mt][i].s3 * inv)
+                                     : pack_half2(acc[mt][i].s0 * inv, acc[mt][i].s1 * inv);
+#endif
+      }
 #endif
       if (valid) {
-#if DUA_WGMMA
+#if O_STAGED
 #elif DUA_TF32
         __global float *o_row = o_bh + row * o_strides.s2 + 2 * t;
 #pragma unroll
@@ -654,14 +683,13 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
       }
     }
   }
-#if DUA_WGMMA
-  /* the staged O rows, 16 bytes per work-item and pass: 8 work-items write one 128-byte row */
+#if O_STAGED
   barrier(CLK_LOCAL_MEM_FENCE);
-  for (int idx = tid; idx < BM * (HEAD_DIM / 8); idx += THREADS) {
-    const int r = idx / (HEAD_DIM / 8), c = (idx % (HEAD_DIM / 8)) * 8;
+  for (int idx = tid; idx < BM * COPY_CPR; idx += THREADS) {
+    const int r = idx / COPY_CPR, c = (idx % COPY_CPR) * CHUNK;
     if (row0 + r < shape.n_tokens)
       *(__global uint4 *)(o_bh + (long)(row0 + r) * o_strides.s2 + c) =
-          *(__local const uint4 *)(q_s + TILE_AT(r, c, 0));
+          *(__local const uint4 *)O_STAGE_AT(r, c);
   }
 #endif
 }
