@@ -475,22 +475,20 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #endif
 
     /* scale, bias, element mask; lane holds rows g (.s0, .s1) and g + 8 (.s2, .s3), keys j0 + 8i + 2t (+1).
-     * A block that is not full (dua_tile_full) may still hold tiles that need no mask for this work-group's
-     * rows: tree-visible, no window or sink, every key in range and (causal) at or before the first row, as
-     * the past half of a diagonal block is for the second 64 rows. Decided per work-group (per warp, the fp16
-     * mma.sync kernel at MT 2 was 9-12% slower on an H100) and not for fp16 on mma.sync (2-8% slower even
-     * so); wgmma and tf32 gain up to 13% on causal layouts (bench/NOTES-mma.md). */
-#if DUA_WGMMA || DUA_TF32
+     * A block that is not full (dua_tile_full) may still hold tiles that need no mask for some rows:
+     * tree-visible, no window or sink, every key in range and (causal) at or before the first of the rows, as
+     * the past half of a diagonal block is for the second 64 rows. wgmma decides per work-group, tf32 per
+     * warp (each measured best on an H100); fp16 on mma.sync keeps the per-block rule (2-12% slower with
+     * either: bench/NOTES-mma.md). */
+#if DUA_WGMMA
     const int full =
         cur.full || (cur.shared && shape.window == 0 && shape.sink == 0 && cur.j0 + BN <= shape.n_tokens &&
                      (!shape.causal || cur.j0 + BN - 1 <= row0));
-#else
-    const int full = cur.full;
-#endif
 #if DUA_BIAS
     const int elementwise = !full || (shape.window > 0 || shape.sink > 0);
 #else
     const int elementwise = !full;
+#endif
 #endif
     /* P = exp2(S - m), rounded to the operand type and re-packed as A fragments of P V. f16: key step kk uses
      * S tiles 2kk (keys 2t..2t+1) and 2kk + 1 (keys 2t+8..2t+9): a = {(g, tile 2kk), (g+8, tile 2kk), (g,
@@ -499,6 +497,19 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     uint4 pa[WARP_MT][PSTEPS];
 #pragma unroll
     for (int mt = 0; mt < WARP_MT; mt++) {
+#if DUA_WGMMA
+#elif DUA_TF32
+      const int full =
+          cur.full || (cur.shared && shape.window == 0 && shape.sink == 0 && cur.j0 + BN <= shape.n_tokens &&
+                       (!shape.causal || cur.j0 + BN - 1 <= r_lo[mt] - g));
+#else
+      const int full = cur.full;
+#endif
+#if !DUA_WGMMA && DUA_BIAS
+      const int elementwise = !full || (shape.window > 0 || shape.sink > 0);
+#elif !DUA_WGMMA
+      const int elementwise = !full;
+#endif
       float mx0 = -INFINITY, mx1 = -INFINITY; /* tile row maxima: of x (masked tiles) or of raw s (full) */
       const int rl = r_lo[mt], rh = rl + 8;
 #pragma unroll
