@@ -106,11 +106,9 @@ typedef ushort lds_t; /* f16 bit patterns */
 #define TILE_AT(r, c, pitch) ((r) * (pitch) + (c))
 #define TILE_ALIGN 16
 #endif
-/* STAGES 1: one K and one V buffer (V(j) streams in during S(j), K(j + 1) during P V(j)); 2: both
- * double-buffered (tile j + 1 streams in while tile j is computed; one barrier per tile) */
-#ifndef STAGES
+/* STAGES 1 (mma.sync): one K and one V buffer (V(j) streams in during S(j), K(j + 1) during P V(j)); 2
+ * (wgmma): both double-buffered (tile j + 1 streams in while tile j is computed; one barrier per tile) */
 #define STAGES (DUA_WGMMA ? 2 : 1)
-#endif
 
 typedef struct {
   int n_tokens, blk, nb, shift, window, sink, causal, hq, hkv, max_depth;
@@ -186,6 +184,15 @@ typedef struct {
   int item, n, j0, col_end, shared, full;
   float beta; /* level bias of the block, log2 units (0 without DUA_BIAS) */
 } tile_pos;
+
+/* Whether key tile cur needs no element mask for rows first_row and later: its block is full (dua_tile_full),
+ * or it is tree-visible with no window or sink, every key is in range and (causal) at or before first_row, as
+ * the past half of a diagonal block is for the second 64 rows. (A macro: as an inline function the compiler
+ * orders the tests differently inside the key loop.) */
+#define TILE_UNMASKED(cur, shape, first_row)                                                                 \
+  ((cur).full ||                                                                                             \
+   ((cur).shared && (shape).window == 0 && (shape).sink == 0 && (cur).j0 + BN <= (shape).n_tokens &&         \
+    (!(shape).causal || (cur).j0 + BN - 1 <= (first_row))))
 
 /* Moves p to the next key tile to visit, in the order and with the skips of attn_fwd.cl (the next 64 keys of
  * the block, else the next visited block); returns 0 when there is none. Uniform across the work-group. */
@@ -475,20 +482,17 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #endif
 
     /* scale, bias, element mask; lane holds rows g (.s0, .s1) and g + 8 (.s2, .s3), keys j0 + 8i + 2t (+1).
-     * A block that is not full (dua_tile_full) may still hold tiles that need no mask for some rows:
-     * tree-visible, no window or sink, every key in range and (causal) at or before the first of the rows, as
-     * the past half of a diagonal block is for the second 64 rows. wgmma decides per work-group, tf32 per
-     * warp (each measured best on an H100); fp16 on mma.sync keeps the per-block rule (2-12% slower with
-     * either: bench/NOTES-mma.md). */
-#if DUA_WGMMA
-    const int full =
-        cur.full || (cur.shared && shape.window == 0 && shape.sink == 0 && cur.j0 + BN <= shape.n_tokens &&
-                     (!shape.causal || cur.j0 + BN - 1 <= row0));
+     * Unmasked tiles (TILE_UNMASKED): wgmma decides per work-group, tf32 per warp (each measured best on an
+     * H100); fp16 on mma.sync keeps the per-block rule cur.full (2-12% slower with either:
+     * bench/NOTES-mma.md).
+     */
 #if DUA_BIAS
-    const int elementwise = !full || (shape.window > 0 || shape.sink > 0);
+#define ELEMENTWISE(full) (!(full) || (shape.window > 0 || shape.sink > 0))
 #else
-    const int elementwise = !full;
+#define ELEMENTWISE(full) (!(full))
 #endif
+#if DUA_WGMMA
+    const int full = TILE_UNMASKED(cur, shape, row0), elementwise = ELEMENTWISE(full);
 #endif
     /* P = exp2(S - m), rounded to the operand type and re-packed as A fragments of P V. f16: key step kk uses
      * S tiles 2kk (keys 2t..2t+1) and 2kk + 1 (keys 2t+8..2t+9): a = {(g, tile 2kk), (g+8, tile 2kk), (g,
@@ -497,18 +501,10 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     uint4 pa[WARP_MT][PSTEPS];
 #pragma unroll
     for (int mt = 0; mt < WARP_MT; mt++) {
-#if DUA_WGMMA
-#elif DUA_TF32
-      const int full =
-          cur.full || (cur.shared && shape.window == 0 && shape.sink == 0 && cur.j0 + BN <= shape.n_tokens &&
-                       (!shape.causal || cur.j0 + BN - 1 <= r_lo[mt] - g));
-#else
-      const int full = cur.full;
-#endif
-#if !DUA_WGMMA && DUA_BIAS
-      const int elementwise = !full || (shape.window > 0 || shape.sink > 0);
+#if DUA_TF32
+      const int full = TILE_UNMASKED(cur, shape, r_lo[mt] - g), elementwise = ELEMENTWISE(full);
 #elif !DUA_WGMMA
-      const int elementwise = !full;
+      const int full = cur.full, elementwise = ELEMENTWISE(full);
 #endif
       float mx0 = -INFINITY, mx1 = -INFINITY; /* tile row maxima: of x (masked tiles) or of raw s (full) */
       const int rl = r_lo[mt], rh = rl + 8;
@@ -629,17 +625,18 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   }
 
   /* ---- normalize and write: empty rows give O = 0 and LSE = -inf. O goes through local memory (wgmma: this
-   * warpgroup's Q tile, whose wgmma are done; tf32 at head dim 64: the K and V tiles, one m-tile each, after
-   * the barrier below) and out in 16-byte chunks, whole rows per COPY_CPR work-items (tf32 4-8% faster on an
-   * H100; the fp16 mma.sync kernel 3% slower dense: it writes O from the C fragments, as tf32 at head dim 128
-   * does, whose 32-key tiles are too small). */
+   * warpgroup's Q tile, whose wgmma are done; tf32 at head dim 64: the K and V tiles, one m-tile each) and
+   * out in 16-byte chunks, whole rows per COPY_CPR work-items (tf32 4-8% faster on an H100; the fp16 mma.sync
+   * kernel 3% slower dense: it writes O from the C fragments, as tf32 at head dim 128 does, whose 32-key
+   * tiles are too small). */
 #if DUA_WGMMA
 #define O_STAGED 1
 #define O_STAGE_AT(r, c) (q_s + TILE_AT(r, c, 0))
 #elif DUA_TF32 && BN >= 64
 #define O_STAGED 1
 #define O_STAGE_AT(r, c) ((r) < 64 ? k_s + (r)*K_PITCH + (c) : v_s + ((r)-64) * V_PITCH + (c))
-  barrier(CLK_LOCAL_MEM_FENCE);   /* every warp is done with k_s and v_s */
+  /* free: every tile of the loop ends with a barrier after its last read of k_s and v_s (tf32 reads Q from
+   * global memory) */
 #else
 #define O_STAGED 0
 #endif
