@@ -1,23 +1,53 @@
 /* ptx_sm90a.c: turns the PTX that NVIDIA's OpenCL compiler returns for sm_90 into sm_90a PTX by uncommenting
  * the Hopper-only instructions a kernel carries as "// DUA_SM90A <instruction>" comments in its inline asm
- * (cl/nv_wgmma_ops.cl explains why). program.c builds the result again with clCreateProgramWithBinary. */
+ * (cl/nv_wgmma_ops.cl explains why). program.c builds the result again with clCreateProgramWithBinary.
+ *
+ * A kernel may also cap its registers (as CUDA's __launch_bounds__ would; OpenCL has no such attribute and
+ * NVIDIA's driver ignores -cl-nv-maxrregcount): "// DUA_MAXNREG <n>" in its body, n in 24..255, becomes the
+ * ".maxnreg <n>" directive of its entry. */
 #include "runtime/context_internal.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* The register cap the kernel body [body, end) asks for, 0 for none (or a malformed one). */
+static int body_maxnreg(const char *body, const char *end) {
+  static const char mark[] = "// DUA_MAXNREG ";
+  const char *p = strstr(body, mark);
+  if (!p || (end && p >= end))
+    return 0;
+  char *stop = NULL;
+  const long n = strtol(p + sizeof mark - 1, &stop, 10);
+  return stop != p + sizeof mark - 1 && n >= 24 && n <= 255 ? (int)n : 0;
+}
+
 char *dua_ptx_to_sm90a(const char *ptx, int *markers) {
-  static const char mark[] = "// DUA_SM90A ", target[] = ".target sm_90";
+  static const char mark[] = "// DUA_SM90A ", target[] = ".target sm_90", entry[] = ".entry ";
   *markers = 0;
   const char *tp = strstr(ptx, target);
   if (!tp || isalnum((unsigned char)tp[sizeof target - 1])) /* sm_90 exactly ("sm_90, texmode..." is fine) */
     return NULL;
-  char *out = malloc(strlen(ptx) + 2); /* one byte longer for the "a" */
+  size_t entries = 0;
+  for (const char *e = strstr(ptx, entry); e; e = strstr(e + 1, entry))
+    entries++;
+  char *out = malloc(strlen(ptx) + 2 + entries * 16); /* the "a"; ".maxnreg NNN\n" per entry */
   if (!out)
     return NULL;
   size_t o = 0;
+  const char *brace = NULL; /* the opening brace of the current entry's body, while its cap is pending */
+  int cap = 0;
   for (const char *p = ptx; *p;) {
+    if (strncmp(p, entry, sizeof entry - 1) == 0) {
+      const char *body = strstr(p, "\n{");
+      cap = body ? body_maxnreg(body, strstr(p + 1, entry)) : 0;
+      brace = body && cap ? body + 1 : NULL;
+    }
+    if (p == brace) {
+      o += (size_t)sprintf(out + o, ".maxnreg %d\n", cap);
+      brace = NULL;
+    }
     if (p == tp) {
       memcpy(out + o, ".target sm_90a", 14);
       o += 14, p += sizeof target - 1;

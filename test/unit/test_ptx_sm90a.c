@@ -1,6 +1,7 @@
 /* test_ptx_sm90a.c: the PTX rewrite behind the wgmma kernels (host/runtime/ptx_sm90a.c): every
- * "// DUA_SM90A " marker uncommented, the target retargeted from sm_90 to sm_90a, and anything that does not
- * target sm_90 exactly refused (no device needed). */
+ * "// DUA_SM90A " marker uncommented, the target retargeted from sm_90 to sm_90a, a kernel's
+ * "// DUA_MAXNREG n" turned into its entry's .maxnreg, and anything that does not target sm_90 exactly
+ * refused (no device needed). */
 #include "test_util.h"
 
 #include "runtime/context_internal.h"
@@ -33,6 +34,25 @@ START_TEST(no_markers_is_a_plain_retarget) {
 }
 END_TEST
 
+START_TEST(register_cap_goes_to_its_own_entry) {
+  const char *ptx = ".target sm_90\n.entry first(\n.param .u32 a\n)\n.reqntid 128, 1, 1\n{\n"
+                    "// DUA_MAXNREG 168\nret;\n}\n.entry second(\n)\n{\nret;\n}\n"
+                    ".entry third(\n)\n{\n// DUA_MAXNREG 999\nret;\n}\n"
+                    ".entry fourth(\n)\n{\n// DUA_MAXNREG 96\n// DUA_SM90A x;\n}\n";
+  int markers = -1;
+  char *out = dua_ptx_to_sm90a(ptx, &markers);
+  ck_assert_ptr_nonnull(out);
+  ck_assert_int_eq(markers, 1);
+  /* first and fourth capped; second has no marker; third's 999 is out of range and ignored */
+  ck_assert_str_eq(out,
+                   ".target sm_90a\n.entry first(\n.param .u32 a\n)\n.reqntid 128, 1, 1\n.maxnreg 168\n{\n"
+                   "// DUA_MAXNREG 168\nret;\n}\n.entry second(\n)\n{\nret;\n}\n"
+                   ".entry third(\n)\n{\n// DUA_MAXNREG 999\nret;\n}\n"
+                   ".entry fourth(\n)\n.maxnreg 96\n{\n// DUA_MAXNREG 96\nx;\n}\n");
+  free(out);
+}
+END_TEST
+
 START_TEST(other_targets_refused) {
   const char *bad[] = {".target sm_80\n// DUA_SM90A x;\n", ".target sm_90a\n", ".target sm_900\n",
                        "no target\n", ""};
@@ -49,6 +69,7 @@ int main(void) {
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, markers_uncommented_and_target_retargeted);
   tcase_add_test(tc, no_markers_is_a_plain_retarget);
+  tcase_add_test(tc, register_cap_goes_to_its_own_entry);
   tcase_add_test(tc, other_targets_refused);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
