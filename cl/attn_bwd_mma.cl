@@ -1,6 +1,7 @@
-/* attn_bwd_mma.cl: NVIDIA tensor-core block-sparse attention backward for fp16 storage (inline PTX mma.sync
- * m16n8k16 f16 x f16 -> f32), the two passes of attn_bwd.cl on tensor cores. Built after attn_fwd_mma.cl
- * (its warp-instruction helpers, tile loader and forward enumeration), with MT = 1 and fp16 storage.
+/* attn_bwd_mma.cl: NVIDIA tensor-core block-sparse attention backward for fp16 storage, the two passes of
+ * attn_bwd.cl on tensor cores: inline PTX mma.sync m16n8k16 (f16 x f16 -> f32), or on Hopper (DUA_WGMMA=1)
+ * the warpgroup MMA of nv_wgmma_ops.cl. Built after attn_fwd_mma.cl (its warp-instruction helpers, tile
+ * loader and forward enumeration), with MT = 1 and fp16 storage.
  *
  * dua_attn_bwd_dq_mma: a work-group of 4 warps owns 64 query rows (16 per warp) of one (batch, query head)
  * and walks the forward's visited key tiles (64 keys): S = Q K^T, dP = dO V^T, P = exp2(S scale - LSE),
@@ -10,17 +11,45 @@
  * query head of its GQA group, the query blocks of the transposed list in tiles of 64 rows: S^T = K Q^T,
  * dP^T = V dO^T, P^T and dS^T as above, dV += P^T dO, dK += dS^T Q; dK = scale dK.
  *
- * delta = rowsum(dO O) comes from dua_attn_bwd_pre (attn_bwd.cl). Q and dO (dq pass) or K and V (dkdv pass)
- * stay in registers as A fragments; the streamed tiles are staged in local memory with cp.async, one buffer
- * each (two, loading tile j + 1 while tile j is used, measured 8% slower on an H100: bench/NOTES-mma.md); P
- * and dS are rounded to f16 and re-packed from C into A fragments (as the forward's P), sums stay fp32. Same
- * masks, skips, GQA, tails and empty rows as attn_bwd.cl; no level bias, block-pair gradient or token-tree
- * bias (the host runs the portable kernels for those). Requirements checked by the host (backward_nv_mma.c):
- * fp16, HEAD_DIM 64, block >= 64, rows 16-byte aligned. */
+ * delta = rowsum(dO O) comes from dua_attn_bwd_pre (attn_bwd.cl). The work-group's own 64 rows (Q and dO in
+ * the dq pass, K and V in the dkdv pass) are the A operand of the first two products of every tile: on
+ * mma.sync as register A fragments, on wgmma in local memory (which wgmma reads; see nv_wgmma_ops.cl on why
+ * not registers). The streamed tiles are staged in local memory with cp.async: mma.sync one buffer each (two
+ * measured 8% slower on an H100: its registers already cap residency, bench/NOTES-mma.md), wgmma two (tile
+ * j + 1 streams in while tile j is computed; one barrier per tile). On wgmma the independent products of a
+ * tile share one asm statement and one wait (S and dP; dV and dK), and the dkdv kernel caps its registers at
+ * 168: three work-groups per SM instead of two (1.33x dense on an H100; bench/NOTES-mma.md). P and dS are
+ * rounded to f16 and re-packed from C into A fragments (as the forward's P), sums stay fp32. Same masks,
+ * skips, GQA, tails and empty rows as attn_bwd.cl; no level bias, block-pair gradient or token-tree bias (the
+ * host runs the portable kernels for those). Requirements checked by the host (backward_nv_mma.c): fp16,
+ * HEAD_DIM 64, block >= 64, rows 16-byte aligned. */
 
-#if DUA_TF32 || MT != 1 || BN != 64
-#error "attn_bwd_mma.cl needs attn_fwd_mma.cl built for fp16 with MT 1 (64-row tiles)"
+#if DUA_TF32 || MT != 1 || BN != 64 || THREADS != 128
+#error "attn_bwd_mma.cl needs attn_fwd_mma.cl built for fp16 with MT 1 (64-row tiles, 4 warps)"
 #endif
+
+#if DUA_WGMMA
+#define BWD_STAGES 2
+#define TENSOR_CORE_FENCE() wgmma_proxy_fence() /* local writes -> the tensor core's reads */
+/* The work-group's own 64 rows: a tile in local memory, read by wgmma */
+typedef __local const ushort *rows_operand;
+#else
+#define BWD_STAGES 1
+#define TENSOR_CORE_FENCE()
+/* This warp's 16 of the work-group's own rows, as mma.sync A fragments per k-step */
+typedef struct {
+  uint4 f[KSTEPS];
+} rows_operand;
+#endif
+/* A register cap for the kernel that states it (wgmma on the device: host/runtime/ptx_sm90a.c turns the
+ * marker into the entry's .maxnreg), chosen for work-groups per SM: 65536 registers / (128 work-items x n).
+ */
+#if DUA_WGMMA && !DUA_MMA_EMULATE
+#define MAX_REGISTERS(n) asm volatile("// DUA_MAXNREG " #n)
+#else
+#define MAX_REGISTERS(n)
+#endif
+#define STAGED_TILE (BN * K_PITCH) /* elements per buffer of a staged 64-row tile (K_PITCH == V_PITCH) */
 
 /* P (or dS) of one 16-row fragment block, C layout x[i] (8 columns each), packed as A fragments of the next
  * product over those columns: step kk takes C tiles 2kk and 2kk + 1 (as the forward's P). */
@@ -38,27 +67,40 @@ inline void pack_a(float4 x[STILES], uint4 a[PSTEPS]) {
   }
 }
 
-/* C = A_frag B^T over HEAD_DIM for 64 columns: B^T rows (columns of C) are the 64 rows of tile t_s
- * (row-major, pitch K_PITCH), A fragments af[KSTEPS] (16 rows x HEAD_DIM). */
-inline void mma_rows_x_tile(float4 c[STILES], const uint4 af[KSTEPS], __local const ushort *t_s EMU_PARAMS) {
-  const int lane = get_local_id(0) & 31;
+/* The first two products of a tile: c0 = a0 t0^T and c1 = a1 t1^T over HEAD_DIM, 64 columns each: a0, a1
+ * the work-group's own rows (this warp's 16 as C rows), the rows of tiles t0, t1 (row-major: K-major for
+ * wgmma) the columns of C. wgmma: both in one asm statement (one wait for the pair). */
+inline void mma_rows_x_tiles(float4 c0[STILES], rows_operand a0, __local const ushort *t0, float4 c1[STILES],
+                             rows_operand a1, __local const ushort *t1 EMU_PARAMS) {
 #pragma unroll
   for (int i = 0; i < STILES; i++)
-    c[i] = (float4)(0.0f);
+    c0[i] = c1[i] = (float4)(0.0f);
+#if DUA_WGMMA
+  wgmma_ss_kmajor_pair(c0, a0, t0, c1, a1, t1 EMU_ARGS);
+#else
+  const int lane = get_local_id(0) & 31;
 #pragma unroll
-  for (int kk = 0; kk < KSTEPS; kk++) {
+  for (int x = 0; x < 2; x++) { /* the first product, then the second */
+    float4 *c = x ? c1 : c0;
+    const rows_operand a = x ? a1 : a0;
+    __local const ushort *t_s = x ? t1 : t0;
 #pragma unroll
-    for (int np = 0; np < STILES / 2; np++) {
-      const uint4 tb = ldsm_x4(t_s, (np * 16 + (lane & 7) + ((lane >> 4) & 1) * 8) * K_PITCH + kk * 16 +
-                                        ((lane >> 3) & 1) * 8 EMU_ARGS);
-      c[2 * np] = mma_16816(c[2 * np], af[kk], tb.s01 EMU_ARGS);
-      c[2 * np + 1] = mma_16816(c[2 * np + 1], af[kk], tb.s23 EMU_ARGS);
+    for (int kk = 0; kk < KSTEPS; kk++) {
+#pragma unroll
+      for (int np = 0; np < STILES / 2; np++) {
+        const uint4 tb = ldsm_x4(t_s, (np * 16 + (lane & 7) + ((lane >> 4) & 1) * 8) * K_PITCH + kk * 16 +
+                                          ((lane >> 3) & 1) * 8 EMU_ARGS);
+        c[2 * np] = mma_16816(c[2 * np], a.f[kk], tb.s01 EMU_ARGS);
+        c[2 * np + 1] = mma_16816(c[2 * np + 1], a.f[kk], tb.s23 EMU_ARGS);
+      }
     }
   }
+#endif
 }
 
-/* acc += A (16 x 64, fragments a[PSTEPS]) times tile t_s (64 rows x HEAD_DIM, row-major: B as k x n, hence
- * ldmatrix .trans), as the forward's O += P V. */
+#if !DUA_WGMMA
+/* acc += A (16 x 64 per warp, fragments a[PSTEPS]) times tile t_s (64 rows x HEAD_DIM, row-major: B as k x n,
+ * hence ldmatrix .trans), as the forward's O += P V. */
 inline void mma_acc_tile(float4 acc[OTILES], const uint4 a[PSTEPS], __local const ushort *t_s EMU_PARAMS) {
   const int lane = get_local_id(0) & 31;
 #pragma unroll
@@ -72,13 +114,46 @@ inline void mma_acc_tile(float4 acc[OTILES], const uint4 a[PSTEPS], __local cons
     }
   }
 }
+#else
+/* wgmma's N-major operand: the tile's rows are B's k rows */
+#define mma_acc_tile wgmma_rs_nmajor
+#endif
 
-/* A fragments (16 rows x HEAD_DIM) of warp w's rows 16 w .. 16 w + 15 of a staged 64-row tile. */
-inline void load_a_frags(uint4 af[KSTEPS], __local const ushort *t_s EMU_PARAMS) {
-  const int lane = get_local_id(0) & 31, warp = get_local_id(0) >> 5;
+/* acc0 += a0 t0 and acc1 += a1 t1 (as mma_acc_tile; wgmma: one asm statement) */
+inline void mma_acc_tiles(float4 acc0[OTILES], const uint4 a0[PSTEPS], __local const ushort *t0,
+                          float4 acc1[OTILES], const uint4 a1[PSTEPS], __local const ushort *t1 EMU_PARAMS) {
+#if DUA_WGMMA
+  wgmma_rs_nmajor_pair(acc0, a0, t0, acc1, a1, t1 EMU_ARGS);
+#else
+  mma_acc_tile(acc0, a0, t0 EMU_ARGS);
+  mma_acc_tile(acc1, a1, t1 EMU_ARGS);
+#endif
+}
+
+/* The work-group's own rows [r0, r0 + 64) of two (tokens x HEAD_DIM) slices as operands a and b: copied into
+ * x_s and y_s (cp.async, committed by the caller). mma.sync: waits, reads this warp's A fragments and frees
+ * the buffers (x_s, y_s are then the streamed tiles' buffers); wgmma: the operands are the buffers. */
+inline void load_own_rows(rows_operand *a, rows_operand *b, __local ushort *x_s, __local ushort *y_s,
+                          __global const ushort *x, long x_stride, __global const ushort *y, long y_stride,
+                          int r0, int n_tokens EMU_PARAMS) {
+  const int tid = get_local_id(0);
+  load_tile_async(x_s, K_PITCH, x, x_stride, r0, n_tokens, tid);
+  load_tile_async(y_s, V_PITCH, y, y_stride, r0, n_tokens, tid);
+#if DUA_WGMMA
+  *a = x_s;
+  *b = y_s;
+#else
+  const int lane = tid & 31, warp = tid >> 5;
+  cp_commit();
+  CP_WAIT(0);
+  barrier(CLK_LOCAL_MEM_FENCE);
 #pragma unroll
-  for (int kk = 0; kk < KSTEPS; kk++)
-    af[kk] = ldsm_x4(t_s, (warp * 16 + (lane & 15)) * K_PITCH + kk * 16 + (lane >> 4) * 8 EMU_ARGS);
+  for (int kk = 0; kk < KSTEPS; kk++) {
+    const int at = (warp * 16 + (lane & 15)) * K_PITCH + kk * 16 + (lane >> 4) * 8;
+    a->f[kk] = ldsm_x4(x_s, at EMU_ARGS);
+    b->f[kk] = ldsm_x4(y_s, at EMU_ARGS);
+  }
+#endif
 }
 
 /* One 16 x 8 C tile of scores s and of dP: element e of lane (g, t) is (row row_lo + 8 (e >> 1), column
@@ -107,6 +182,64 @@ inline void softmax_grad(float4 *p_out, float4 *ds_out, float4 s, float4 dp, flo
   *ds_out = (float4)(g[0], g[1], g[2], g[3]);
 }
 
+/* The dkdv pass's walk: position of the query tile being processed (query head h, item of the transposed
+ * list of key block n, first row i0) and its mask flags. */
+typedef struct {
+  int h, item, count, n_full, i0, row_end, shared, full;
+} query_tile_pos;
+
+/* Moves p to the next query tile (64 rows) that reaches keys [key0, key0 + 64): the rows of the next visited
+ * query block, else the next query head of the GQA group; causal tiles whose rows all precede key0 are
+ * skipped. Start with p->h = first head - 1, p->item = p->count = p->i0 = p->row_end = 0. Returns 0 when
+ * there is none. Uniform across the work-group. */
+inline int next_query_tile(query_tile_pos *p, int h_end, int b, int n, int key0, dua_fwd_shape shape,
+                           __global const dua_head_rule *head_rules, __global const uchar *paths,
+                           __global const int *tlist_counts, __global const int *tlist_full,
+                           __global const int *tlist_indices) {
+  for (;;) {
+    p->i0 += BN;
+    if (p->i0 < p->row_end) {
+      if (shape.causal && p->i0 + BN - 1 < key0)
+        continue; /* every row of this tile precedes every key of the work-group */
+      return 1;
+    }
+    if (++p->item >= p->count) {
+      do {
+        if (++p->h >= h_end)
+          return 0;
+        const long bhn = ((long)b * shape.hq + p->h) * shape.nb + n;
+        p->count = tlist_counts[bhn];
+        p->n_full = tlist_full[bhn];
+      } while (p->count == 0);
+      p->item = 0;
+    }
+    const long bh = (long)b * shape.hq + p->h;
+    const int m = tlist_indices[(bh * shape.nb + n) * shape.nb + p->item];
+#if DUA_TREE == 2
+    p->shared = 1;
+#else
+    __global const uchar *paths_bh = paths + bh * shape.nb * shape.max_depth;
+    p->shared = block_shared(head_rules[p->h], m, n, shape.shift, paths_bh + (long)m * shape.max_depth,
+                             paths_bh, shape.max_depth);
+#endif
+    p->full = p->item < p->n_full;
+    p->row_end = min(shape.n_tokens, m * shape.blk + shape.blk);
+    p->i0 = m * shape.blk - BN; /* the loop's first step moves to the block's first row */
+  }
+}
+
+/* LSE (log2 units; an empty row's -inf becomes 0: all its scores are masked) and delta of query row `row` of
+ * (batch b, query head h); 0 past the sequence. */
+inline float2 row_stats(__global const float *lse, __global const float *delta, long4 lse_strides,
+                        long lse_offset, long delta_offset, int b, int h, int row, dua_fwd_shape shape) {
+  float l2 = 0.0f, dl = 0.0f;
+  if (row < shape.n_tokens) {
+    l2 = lse[lse_offset + b * lse_strides.s0 + h * lse_strides.s1 + row * lse_strides.s2] * DUA_LOG2E;
+    dl = delta[delta_offset + ((long)b * shape.hq + h) * shape.n_tokens + row];
+  }
+  return (float2)(isinf(l2) ? 0.0f : l2, dl);
+}
+
 /* global (tiles * 128, Hq, B), tiles = nb * (blk / 64) */
 __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_dq_mma(
     __global const dua_store_t *q, __global const dua_store_t *k, __global const dua_store_t *v,
@@ -117,8 +250,14 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     __global const dua_head_rule *head_rules, __global const uchar *paths, __global const int *order,
     __global const int *rank_range, __global const int *list_counts, __global const int *list_full,
     __global const int *list_indices) {
-  __local ushort k_s[BN * K_PITCH] __attribute__((aligned(16)));
-  __local ushort v_s[BN * V_PITCH] __attribute__((aligned(16)));
+  __local ushort k_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));
+  __local ushort v_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));
+#if DUA_WGMMA
+  __local ushort q_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));  /* Q rows of the work-group */
+  __local ushort do_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* dO rows */
+#else
+  __local ushort *const q_s = k_s, *const do_s = v_s; /* Q and dO pass through the K and V buffers */
+#endif
   EMU_LOCALS
   const int tid = get_local_id(0), lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
   const int h = get_group_id(1), b = get_group_id(2);
@@ -140,35 +279,18 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
   const visit_list vl =
       visit_list_begin(m, bh, hr, shape, order, rank_range, list_counts, list_full, list_indices);
 
-  /* Q and dO rows of this warp as A fragments (staged through k_s and v_s) */
-  uint4 qf[KSTEPS], gf[KSTEPS];
-  load_tile_async(k_s, K_PITCH,
-                  (__global const ushort *)(q + offsets.s0 + b * q_strides.s0 + h * q_strides.s1),
-                  q_strides.s2, row0, shape.n_tokens, tid);
-  load_tile_async(v_s, V_PITCH,
-                  (__global const ushort *)(d_o + offsets.s3 + b * do_strides.s0 + h * do_strides.s1),
-                  do_strides.s2, row0, shape.n_tokens, tid);
-  cp_commit();
-  CP_WAIT(0);
-  barrier(CLK_LOCAL_MEM_FENCE);
-  load_a_frags(qf, k_s EMU_ARGS);
-  load_a_frags(gf, v_s EMU_ARGS);
-  /* LSE (log2 units; an empty row's -inf becomes 0: all its scores are masked) and delta of rows g, g + 8 */
+  rows_operand qa, ga; /* Q and dO rows of the work-group */
+  load_own_rows(&qa, &ga, q_s, do_s,
+                (__global const ushort *)(q + offsets.s0 + b * q_strides.s0 + h * q_strides.s1), q_strides.s2,
+                (__global const ushort *)(d_o + offsets.s3 + b * do_strides.s0 + h * do_strides.s1),
+                do_strides.s2, row0, shape.n_tokens EMU_ARGS);
+  /* LSE and delta of rows g, g + 8 */
   const int r_lo = row0 + warp * 16 + g;
-  float lse2[2], dlt[2];
-#pragma unroll
-  for (int half_i = 0; half_i < 2; half_i++) {
-    const int row = r_lo + 8 * half_i;
-    float l2 = 0.0f, dl = 0.0f;
-    if (row < shape.n_tokens) {
-      l2 = lse[aux_offsets.s1 + b * lse_strides.s0 + h * lse_strides.s1 + row * lse_strides.s2] * DUA_LOG2E;
-      dl = delta[aux_offsets.s2 + bh * shape.n_tokens + row];
-    }
-    lse2[half_i] = isinf(l2) ? 0.0f : l2;
-    dlt[half_i] = dl;
-  }
-  const float4 lse4 = (float4)(lse2[0], lse2[0], lse2[1], lse2[1]),
-               dlt4 = (float4)(dlt[0], dlt[0], dlt[1], dlt[1]);
+  const float2 st_lo = row_stats(lse, delta, lse_strides, aux_offsets.s1, aux_offsets.s2, b, h, r_lo, shape);
+  const float2 st_hi =
+      row_stats(lse, delta, lse_strides, aux_offsets.s1, aux_offsets.s2, b, h, r_lo + 8, shape);
+  const float4 lse4 = (float4)(st_lo.x, st_lo.x, st_hi.x, st_hi.x),
+               dlt4 = (float4)(st_lo.y, st_lo.y, st_hi.y, st_hi.y);
   float4 acc[OTILES];
 #pragma unroll
   for (int i = 0; i < OTILES; i++)
@@ -176,25 +298,59 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 
   tile_pos cur;
   cur.item = -1;
-  while (next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, lse /* unused without DUA_BIAS */)) {
-    barrier(CLK_LOCAL_MEM_FENCE); /* every warp is done with k_s and v_s */
+  int have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, lse /* unused without DUA_BIAS */);
+#if BWD_STAGES == 2
+  if (have) { /* committed with the work-group's own rows */
     load_tile_async(k_s, K_PITCH, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
     load_tile_async(v_s, V_PITCH, v_bh, v_strides.s2, cur.j0, shape.n_tokens, tid);
+  }
+  cp_commit();
+#endif
+  int stage = 0; /* BWD_STAGES 2: the buffers of tile j */
+  while (have) {
+    __local ushort *k_t = k_s + stage * STAGED_TILE, *v_t = v_s + stage * STAGED_TILE;
+#if BWD_STAGES == 2
+    CP_WAIT(0); /* tile j has landed (the only copies in flight) ... */
+    TENSOR_CORE_FENCE();
+    barrier(CLK_LOCAL_MEM_FENCE); /* ... for every warp, and every warp is done with tile j - 1's buffers */
+    tile_pos nxt = cur;
+    const int have_next = next_tile(&nxt, &vl, hr, m, row_end, shape, path_m, paths_bh, lse);
+    if (have_next) { /* tile j + 1 streams in while tile j is computed */
+      load_tile_async(k_s + (stage ^ 1) * STAGED_TILE, K_PITCH, k_bh, k_strides.s2, nxt.j0, shape.n_tokens,
+                      tid);
+      load_tile_async(v_s + (stage ^ 1) * STAGED_TILE, V_PITCH, v_bh, v_strides.s2, nxt.j0, shape.n_tokens,
+                      tid);
+    }
+    cp_commit();
+    /* unmasked tiles per work-group, as the wgmma forward (TILE_UNMASKED) */
+    const int elementwise = !TILE_UNMASKED(cur, shape, row0);
+#else
+    barrier(CLK_LOCAL_MEM_FENCE);                     /* every warp is done with k_s and v_s */
+    load_tile_async(k_t, K_PITCH, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
+    load_tile_async(v_t, V_PITCH, v_bh, v_strides.s2, cur.j0, shape.n_tokens, tid);
     cp_commit();
     CP_WAIT(0);
     barrier(CLK_LOCAL_MEM_FENCE);
-    float4 s[STILES], dp[STILES]; /* S, then P; dP, then dS */
-    mma_rows_x_tile(s, qf, k_s EMU_ARGS);
-    mma_rows_x_tile(dp, gf, v_s EMU_ARGS);
     const int elementwise = !cur.full;
+#endif
+    float4 s[STILES], dp[STILES]; /* S, then P; dP, then dS */
+    mma_rows_x_tiles(s, qa, k_t, dp, ga, v_t EMU_ARGS);
 #pragma unroll
     for (int i = 0; i < STILES; i++)
       softmax_grad(&s[i], &dp[i], s[i], dp[i], lse4, dlt4, r_lo, cur.j0 + 8 * i + 2 * t, elementwise,
                    cur.shared, 1, scale_log2, shape);
     uint4 dsa[PSTEPS];
     pack_a(dp, dsa);
-    mma_acc_tile(acc, dsa, k_s EMU_ARGS); /* dQ += dS K */
+    mma_acc_tile(acc, dsa, k_t EMU_ARGS); /* dQ += dS K */
+#if BWD_STAGES == 2
+    cur = nxt;
+    have = have_next;
+    stage ^= 1;
+#else
+    have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, lse);
+#endif
   }
+  CP_WAIT(0); /* no copy outlives the work-group (nothing visited: the own rows' copies) */
 
   __global dua_store_t *dq_bh = dq + aux_offsets.s0 + b * dq_strides.s0 + h * dq_strides.s1;
 #pragma unroll
@@ -215,6 +371,19 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
   }
 }
 
+/* Starts the copy of query tile rows [i0, i0 + 64) of head h (Q into q_t, dO into do_t). */
+inline void load_query_tile(__local ushort *q_t, __local ushort *do_t, __global const dua_store_t *q,
+                            __global const dua_store_t *d_o, long4 q_strides, long4 do_strides, long4 offsets,
+                            int b, int h, int i0, int n_tokens) {
+  const int tid = get_local_id(0);
+  load_tile_async(q_t, K_PITCH,
+                  (__global const ushort *)(q + offsets.s0 + b * q_strides.s0 + h * q_strides.s1),
+                  q_strides.s2, i0, n_tokens, tid);
+  load_tile_async(do_t, V_PITCH,
+                  (__global const ushort *)(d_o + offsets.s3 + b * do_strides.s0 + h * do_strides.s1),
+                  do_strides.s2, i0, n_tokens, tid);
+}
+
 /* global (key_tiles * 128, Hkv, B), key_tiles = nb * (blk / 64). Transposed lists: for (b, h, key block n),
  * the query blocks that visit it, full ones first. */
 __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_dkdv_mma(
@@ -225,9 +394,17 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     long4 aux_offsets /* dk, dv, lse, delta */, dua_fwd_shape shape, float scale, float scale_log2,
     __global const dua_head_rule *head_rules, __global const uchar *paths, __global const int *tlist_counts,
     __global const int *tlist_full, __global const int *tlist_indices) {
-  __local ushort q_s[BN * K_PITCH] __attribute__((aligned(16)));  /* query tile (first: K) */
-  __local ushort do_s[BN * V_PITCH] __attribute__((aligned(16))); /* dO tile (first: V) */
-  __local float stats[2 * BN];                                    /* lse (log2 units), delta of the tile */
+  MAX_REGISTERS(168); /* three work-groups per SM (194 registers uncapped: two); no spills */
+  __local ushort q_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));  /* query tiles */
+  __local ushort do_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* dO tiles */
+#if DUA_WGMMA
+  __local ushort k_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* K rows of the work-group */
+  __local ushort v_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* V rows */
+  /* (48 KB with the query tiles: the tile's LSE and delta are read from global memory, L1-cached) */
+#else
+  __local ushort *const k_s = q_s, *const v_s = do_s; /* K and V pass through the query tiles' buffers */
+  __local float stats[2 * BN];                        /* lse (log2 units), delta of the tile */
+#endif
   EMU_LOCALS
   const int tid = get_local_id(0), lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
   const int hk = get_group_id(1), b = get_group_id(2);
@@ -238,86 +415,89 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     return;
   const int group = shape.hq / shape.hkv;
 
-  /* K and V rows of this warp as A fragments */
-  uint4 kf[KSTEPS], vf[KSTEPS];
-  load_tile_async(q_s, K_PITCH,
-                  (__global const ushort *)(k + offsets.s1 + b * k_strides.s0 + hk * k_strides.s1),
-                  k_strides.s2, key0, shape.n_tokens, tid);
-  load_tile_async(do_s, V_PITCH,
-                  (__global const ushort *)(v + offsets.s2 + b * v_strides.s0 + hk * v_strides.s1),
-                  v_strides.s2, key0, shape.n_tokens, tid);
-  cp_commit();
-  CP_WAIT(0);
-  barrier(CLK_LOCAL_MEM_FENCE);
-  load_a_frags(kf, q_s EMU_ARGS);
-  load_a_frags(vf, do_s EMU_ARGS);
+  rows_operand ka, va; /* K and V rows of the work-group */
+  load_own_rows(
+      &ka, &va, k_s, v_s, (__global const ushort *)(k + offsets.s1 + b * k_strides.s0 + hk * k_strides.s1),
+      k_strides.s2, (__global const ushort *)(v + offsets.s2 + b * v_strides.s0 + hk * v_strides.s1),
+      v_strides.s2, key0, shape.n_tokens EMU_ARGS);
   const int k_lo = key0 + warp * 16 + g; /* C rows: keys k_lo, k_lo + 8 */
   float4 dk_acc[OTILES], dv_acc[OTILES];
 #pragma unroll
   for (int i = 0; i < OTILES; i++)
     dk_acc[i] = dv_acc[i] = (float4)(0.0f);
 
-  for (int h = hk * group; h < (hk + 1) * group; h++) {
-    const long bh = (long)b * shape.hq + h;
-    const dua_head_rule hr = head_rules[h];
-    __global const uchar *paths_bh = paths + bh * shape.nb * shape.max_depth;
-    __global const ushort *q_bh =
-        (__global const ushort *)(q + offsets.s0 + b * q_strides.s0 + h * q_strides.s1);
-    __global const ushort *do_bh =
-        (__global const ushort *)(d_o + offsets.s3 + b * do_strides.s0 + h * do_strides.s1);
-    const int count = tlist_counts[bh * shape.nb + n], n_full = tlist_full[bh * shape.nb + n];
-    for (int item = 0; item < count; item++) {
-      const int m = tlist_indices[(bh * shape.nb + n) * shape.nb + item];
-#if DUA_TREE == 2
-      const int shared = 1;
-#else
-      const int shared = block_shared(hr, m, n, shape.shift, paths_bh + (long)m * shape.max_depth, paths_bh,
-                                      shape.max_depth);
+  query_tile_pos cur = {hk * group - 1, 0, 0, 0, 0, 0, 0, 0};
+  const int h_end = (hk + 1) * group;
+  int have = next_query_tile(&cur, h_end, b, n, key0, shape, head_rules, paths, tlist_counts, tlist_full,
+                             tlist_indices);
+#if BWD_STAGES == 2
+  if (have) /* committed with the work-group's own rows */
+    load_query_tile(q_s, do_s, q, d_o, q_strides, do_strides, offsets, b, cur.h, cur.i0, shape.n_tokens);
+  cp_commit();
 #endif
-      const int elementwise = item >= n_full;
-      const int row_end = min(shape.n_tokens, m * shape.blk + shape.blk);
-      for (int i0 = m * shape.blk; i0 < row_end; i0 += BN) {
-        if (shape.causal && i0 + BN - 1 < key0)
-          continue;                   /* every row of this tile precedes every key of the work-group */
-        barrier(CLK_LOCAL_MEM_FENCE); /* every warp is done with q_s, do_s and stats */
-        load_tile_async(q_s, K_PITCH, q_bh, q_strides.s2, i0, shape.n_tokens, tid);
-        load_tile_async(do_s, V_PITCH, do_bh, do_strides.s2, i0, shape.n_tokens, tid);
-        cp_commit();
-        {
-          const int r = tid & (BN - 1), row = i0 + r;
-          float x = 0.0f;
-          if (row < shape.n_tokens) {
-            if (tid < BN) {
-              x = lse[aux_offsets.s2 + b * lse_strides.s0 + h * lse_strides.s1 + row * lse_strides.s2] *
-                  DUA_LOG2E;
-              x = isinf(x) ? 0.0f : x;
-            } else {
-              x = delta[aux_offsets.s3 + bh * shape.n_tokens + row];
-            }
-          }
-          stats[tid] = x; /* THREADS == 2 BN: lse2 of the 64 rows, then their delta */
-        }
-        CP_WAIT(0);
-        barrier(CLK_LOCAL_MEM_FENCE);
-        float4 s[STILES], dp[STILES]; /* S^T, then P^T; dP^T, then dS^T */
-        mma_rows_x_tile(s, kf, q_s EMU_ARGS);
-        mma_rows_x_tile(dp, vf, do_s EMU_ARGS);
-#pragma unroll
-        for (int i = 0; i < STILES; i++) {
-          const int c = 8 * i + 2 * t; /* query columns i0 + c, + 1 */
-          const float4 l4 = (float4)(stats[c], stats[c + 1], stats[c], stats[c + 1]);
-          const float4 d4 = (float4)(stats[BN + c], stats[BN + c + 1], stats[BN + c], stats[BN + c + 1]);
-          softmax_grad(&s[i], &dp[i], s[i], dp[i], l4, d4, k_lo, i0 + c, elementwise, shared, 0, scale_log2,
-                       shape);
-        }
-        uint4 pa[PSTEPS], dsa[PSTEPS];
-        pack_a(s, pa);
-        pack_a(dp, dsa);
-        mma_acc_tile(dv_acc, pa, do_s EMU_ARGS); /* dV += P^T dO */
-        mma_acc_tile(dk_acc, dsa, q_s EMU_ARGS); /* dK += dS^T Q */
-      }
+  int stage = 0; /* BWD_STAGES 2: the buffers of tile j */
+  while (have) {
+    __local ushort *q_t = q_s + stage * STAGED_TILE, *do_t = do_s + stage * STAGED_TILE;
+#if BWD_STAGES == 2
+    CP_WAIT(0); /* tile j has landed (the only copies in flight) ... */
+    TENSOR_CORE_FENCE();
+    barrier(CLK_LOCAL_MEM_FENCE); /* ... for every warp, and every warp is done with tile j - 1's buffers */
+    query_tile_pos nxt = cur;
+    const int have_next = next_query_tile(&nxt, h_end, b, n, key0, shape, head_rules, paths, tlist_counts,
+                                          tlist_full, tlist_indices);
+    if (have_next) /* tile j + 1 streams in while tile j is computed */
+      load_query_tile(q_s + (stage ^ 1) * STAGED_TILE, do_s + (stage ^ 1) * STAGED_TILE, q, d_o, q_strides,
+                      do_strides, offsets, b, nxt.h, nxt.i0, shape.n_tokens);
+    cp_commit();
+    /* unmasked tiles per work-group, as the dq pass: every key at or before every row of the tile */
+    const int elementwise =
+        !(cur.full || (cur.shared && shape.window == 0 && shape.sink == 0 && cur.i0 + BN <= shape.n_tokens &&
+                       key0 + BN <= shape.n_tokens && (!shape.causal || key0 + BN - 1 <= cur.i0)));
+#else
+    barrier(CLK_LOCAL_MEM_FENCE);                     /* every warp is done with q_s, do_s and stats */
+    load_query_tile(q_t, do_t, q, d_o, q_strides, do_strides, offsets, b, cur.h, cur.i0, shape.n_tokens);
+    cp_commit();
+    {
+      const float2 st = row_stats(lse, delta, lse_strides, aux_offsets.s2, aux_offsets.s3, b, cur.h,
+                                  cur.i0 + (tid & (BN - 1)), shape);
+      stats[tid] = tid < BN ? st.x : st.y; /* THREADS == 2 BN: lse2 of the 64 rows, then their delta */
     }
+    CP_WAIT(0);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const int elementwise = !cur.full;
+#endif
+    float4 s[STILES], dp[STILES]; /* S^T, then P^T; dP^T, then dS^T */
+    mma_rows_x_tiles(s, ka, q_t, dp, va, do_t EMU_ARGS);
+#pragma unroll
+    for (int i = 0; i < STILES; i++) {
+      const int c = 8 * i + 2 * t; /* query columns i0 + c, + 1 */
+#if DUA_WGMMA
+      const float2 c0 = row_stats(lse, delta, lse_strides, aux_offsets.s2, aux_offsets.s3, b, cur.h,
+                                  cur.i0 + c, shape),
+                   c1 = row_stats(lse, delta, lse_strides, aux_offsets.s2, aux_offsets.s3, b, cur.h,
+                                  cur.i0 + c + 1, shape);
+      const float4 l4 = (float4)(c0.x, c1.x, c0.x, c1.x), d4 = (float4)(c0.y, c1.y, c0.y, c1.y);
+#else
+      const float4 l4 = (float4)(stats[c], stats[c + 1], stats[c], stats[c + 1]);
+      const float4 d4 = (float4)(stats[BN + c], stats[BN + c + 1], stats[BN + c], stats[BN + c + 1]);
+#endif
+      softmax_grad(&s[i], &dp[i], s[i], dp[i], l4, d4, k_lo, cur.i0 + c, elementwise, cur.shared, 0,
+                   scale_log2, shape);
+    }
+    uint4 pa[PSTEPS], dsa[PSTEPS];
+    pack_a(s, pa);
+    pack_a(dp, dsa);
+    mma_acc_tiles(dv_acc, pa, do_t, dk_acc, dsa, q_t EMU_ARGS); /* dV += P^T dO, dK += dS^T Q */
+#if BWD_STAGES == 2
+    cur = nxt;
+    have = have_next;
+    stage ^= 1;
+#else
+    have = next_query_tile(&cur, h_end, b, n, key0, shape, head_rules, paths, tlist_counts, tlist_full,
+                           tlist_indices);
+#endif
   }
+  CP_WAIT(0); /* no copy outlives the work-group (nothing visited: the own rows' copies) */
 
   __global dua_store_t *dk_bh = dk + aux_offsets.s0 + b * dk_strides.s0 + hk * dk_strides.s1;
   __global dua_store_t *dv_bh = dv + aux_offsets.s1 + b * dv_strides.s0 + hk * dv_strides.s1;

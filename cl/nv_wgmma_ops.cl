@@ -87,6 +87,12 @@ inline ulong wgmma_desc(__local const ushort *tile) {
       "+f"(d[6].s1), "+f"(d[6].s2), "+f"(d[6].s3), "+f"(d[7].s0), "+f"(d[7].s1), "+f"(d[7].s2),              \
       "+f"(d[7].s3)
 
+/* The second accumulator set of the paired statements below (%32 .. %63 = d[0].s0 .. d[7].s3 of the second
+ * product). */
+#define WGMMA_D64_SECOND                                                                                     \
+  "{%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"                                        \
+  "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
+
 /* D += A B^T with A (64 x 64, row m = A's row m) and B (64 x 64, row n = B^T's row n) both K-major tiles in
  * local memory (imm-trans-a 0, imm-trans-b 0): S = Q K^T. A stays in local memory: ptxas (CUDA 13) treated
  * the registers of an A operand read by wgmma as free once the wgmma was issued, so a Q held in registers
@@ -144,6 +150,87 @@ inline void wgmma_rs_nmajor(float4 *d, const uint4 *a, __local const ushort *b E
                  "r"(a[1].s2), "r"(a[1].s3), "r"(a[2].s0), "r"(a[2].s1), "r"(a[2].s2), "r"(a[2].s3),
                  "r"(a[3].s0), "r"(a[3].s1), "r"(a[3].s2), "r"(a[3].s3), "l"(db), "l"(db + ks),
                  "l"(db + 2 * ks), "l"(db + 3 * ks), "r"(1)
+               : "memory");
+#endif
+}
+
+/* Two independent products of wgmma_ss_kmajor, d0 += a0 b0^T and d1 += a1 b1^T, in one asm statement: eight
+ * wgmma in one commit group, one wait (the backward's S and dP, whose operands are all in local memory).
+ * Operands after the 64 accumulators: %64 .. %67 a0's descriptors, %68 .. %71 b0's, %72 .. %75 a1's, %76 ..
+ * %79 b1's, %80 = 1. */
+inline void wgmma_ss_kmajor_pair(float4 *d0, __local const ushort *a0, __local const ushort *b0, float4 *d1,
+                                 __local const ushort *a1, __local const ushort *b1 EMU_PARAMS) {
+#if DUA_MMA_EMULATE
+  wgmma_ss_kmajor(d0, a0, b0 EMU_ARGS);
+  wgmma_ss_kmajor(d1, a1, b1 EMU_ARGS);
+#else
+  const ulong da0 = wgmma_desc(a0), db0 = wgmma_desc(b0), da1 = wgmma_desc(a1), db1 = wgmma_desc(b1);
+  const ulong ks = 32 >> 4;
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %80, 0;\nbar.warp.sync -1;\n"
+               "// DUA_SM90A wgmma.fence.sync.aligned;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", %64, %68, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", %65, %69, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", %66, %70, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", %67, %71, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
+               ", %72, %76, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
+               ", %73, %77, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
+               ", %74, %78, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
+               ", %75, %79, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
+               "// DUA_SM90A wgmma.wait_group.sync.aligned 0;\n}\n"
+               : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)
+               : "l"(da0), "l"(da0 + ks), "l"(da0 + 2 * ks), "l"(da0 + 3 * ks), "l"(db0), "l"(db0 + ks),
+                 "l"(db0 + 2 * ks), "l"(db0 + 3 * ks), "l"(da1), "l"(da1 + ks), "l"(da1 + 2 * ks),
+                 "l"(da1 + 3 * ks), "l"(db1), "l"(db1 + ks), "l"(db1 + 2 * ks), "l"(db1 + 3 * ks), "r"(1)
+               : "memory");
+#endif
+}
+
+/* Two independent products of wgmma_rs_nmajor, d0 += a0 b0 and d1 += a1 b1, in one asm statement (the
+ * backward's dV += P^T dO and dK += dS^T Q). Operands after the 64 accumulators: %64 .. %79 a0's fragments,
+ * %80 .. %95 a1's, %96 .. %99 b0's descriptors, %100 .. %103 b1's, %104 = 1. */
+#define WGMMA_A_FRAGMENTS(a)                                                                                 \
+  "r"(a[0].s0), "r"(a[0].s1), "r"(a[0].s2), "r"(a[0].s3), "r"(a[1].s0), "r"(a[1].s1), "r"(a[1].s2),          \
+      "r"(a[1].s3), "r"(a[2].s0), "r"(a[2].s1), "r"(a[2].s2), "r"(a[2].s3), "r"(a[3].s0), "r"(a[3].s1),      \
+      "r"(a[3].s2), "r"(a[3].s3)
+inline void wgmma_rs_nmajor_pair(float4 *d0, const uint4 *a0, __local const ushort *b0, float4 *d1,
+                                 const uint4 *a1, __local const ushort *b1 EMU_PARAMS) {
+#if DUA_MMA_EMULATE
+  wgmma_rs_nmajor(d0, a0, b0 EMU_ARGS);
+  wgmma_rs_nmajor(d1, a1, b1 EMU_ARGS);
+#else
+  const ulong db0 = wgmma_desc(b0), db1 = wgmma_desc(b1), ks = 2048 >> 4;
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %104, 0;\nbar.warp.sync -1;\n"
+               "// DUA_SM90A wgmma.fence.sync.aligned;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", {%64,%65,%66,%67}, %96, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", {%68,%69,%70,%71}, %97, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", {%72,%73,%74,%75}, %98, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", {%76,%77,%78,%79}, %99, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
+               ", {%80,%81,%82,%83}, %100, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
+               ", {%84,%85,%86,%87}, %101, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
+               ", {%88,%89,%90,%91}, %102, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
+               ", {%92,%93,%94,%95}, %103, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
+               "// DUA_SM90A wgmma.wait_group.sync.aligned 0;\n}\n"
+               : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)
+               : WGMMA_A_FRAGMENTS(a0), WGMMA_A_FRAGMENTS(a1), "l"(db0), "l"(db0 + ks), "l"(db0 + 2 * ks),
+                 "l"(db0 + 3 * ks), "l"(db1), "l"(db1 + ks), "l"(db1 + 2 * ks), "l"(db1 + 3 * ks), "r"(1)
                : "memory");
 #endif
 }

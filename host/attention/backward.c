@@ -199,7 +199,10 @@ dua_status dua_attention_backward_ex(dua_context *ctx, dua_layout *l, const dua_
   dua_arg(&a, sizeof pre_off, &pre_off);
   dua_arg(&a, sizeof delta_off, &delta_off);
   dua_arg(&a, sizeof shape, &shape);
-  size_t g_pre[3] = {(size_t)l->seq_len, (size_t)l->heads, (size_t)l->batch};
+  enum { PRE_ROWS = 16, PRE_LANES = 8 }; /* attn_bwd.cl: rows per work-group, work-items per row */
+  size_t g_pre[3] = {(size_t)(l->seq_len + PRE_ROWS - 1) / PRE_ROWS * PRE_ROWS * PRE_LANES, (size_t)l->heads,
+                     (size_t)l->batch},
+         l_pre[3] = {PRE_ROWS * PRE_LANES, 1, 1};
   if (a.err != CL_SUCCESS)
     return dua_fail(ctx, (dua_status)a.err, "%s: dua_attn_bwd_pre argument %u", FN, a.index - 1);
 
@@ -394,7 +397,7 @@ dua_status dua_attention_backward_ex(dua_context *ctx, dua_layout *l, const dua_
 
   /* Every argument is set: only now does anything reach the queue (a failure above wrote nothing). An enqueue
    * failure from here on can leave the gradients partly written; the status says so. */
-  if ((st = dua_launch(ctx, k_pre, 3, g_pre, NULL, "dua_attn_bwd_pre")) != DUA_SUCCESS ||
+  if ((st = dua_launch(ctx, k_pre, 3, g_pre, l_pre, "dua_attn_bwd_pre")) != DUA_SUCCESS ||
       (st = dua_launch(ctx, k_dq, 3, g_dq, local, "dua_attn_bwd_dq")) != DUA_SUCCESS)
     return st;
   if (has_bias) {

@@ -1,4 +1,5 @@
-/* backward_nv_mma.c: NVIDIA tensor-core backward (cl/attn_bwd_mma.cl, inline-PTX mma.sync m16n8k16) for fp16
+/* backward_nv_mma.c: NVIDIA tensor-core backward (cl/attn_bwd_mma.cl, inline-PTX mma.sync m16n8k16, or on
+ * Hopper where the wgmma probe passed (ctx->info.nv_wgmma) the warpgroup MMA of cl/nv_wgmma_ops.cl) for fp16
  * storage, head dim 64, blocks >= 64, 16-byte aligned rows, without level bias, block-pair gradient or
  * token-tree bias. Anything else returns DUA_ERROR_UNSUPPORTED without recording an error, and backward.c
  * runs the portable kernels. The program is attn_fwd_mma.cl (helpers, enumeration) + attn_bwd_mma.cl, with
@@ -16,12 +17,16 @@ dua_status dua_backward_nv_mma(dua_context *ctx, const dua_bwd_call *c, cl_kerne
   if (!ctx->info.nv_mma_f16 || ctx->fast_paths_disabled || c->portable_only || !c->fp16 ||
       c->head_dim != 64 || c->block < MMA_ROWS || c->block % MMA_ROWS || !c->rows_aligned)
     return DUA_ERROR_UNSUPPORTED;
+  const int wgmma = ctx->info.nv_wgmma, nvidia = dua_device_is_nvidia(&ctx->info);
   char options[256];
   snprintf(options, sizeof options,
-           "-DHEAD_DIM=%d -DMT=1 -DDUA_FP16=1 -DDUA_TF32=0 -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=0%s",
-           c->head_dim, c->enum_mode, c->tree_mode,
-           dua_device_is_nvidia(&ctx->info) ? "" : " -DDUA_MMA_EMULATE=1");
-  static const char *const src = "common,nv_mma_ops,attn_fwd_mma,attn_bwd_mma";
+           "-DHEAD_DIM=%d -DMT=1 -DDUA_FP16=1 -DDUA_TF32=0 -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=0%s%s",
+           c->head_dim, c->enum_mode, c->tree_mode, wgmma ? " -DDUA_WGMMA=1" : "",
+           !nvidia ? " -DDUA_MMA_EMULATE=1"
+           : wgmma ? " " DUA_SM90A_OPTION
+                   : "");
+  const char *const src = wgmma ? "common,nv_mma_ops,nv_wgmma_ops,attn_fwd_mma,attn_bwd_mma"
+                                : "common,nv_mma_ops,attn_fwd_mma,attn_bwd_mma";
   dua_status st;
   if ((st = dua_program_kernel(ctx, src, options, "dua_attn_bwd_dq_mma", k_dq)) != DUA_SUCCESS ||
       (st = dua_program_kernel(ctx, src, options, "dua_attn_bwd_dkdv_mma", k_dkdv)) != DUA_SUCCESS)

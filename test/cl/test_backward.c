@@ -493,15 +493,18 @@ START_TEST(tuned_tiles) {
 END_TEST
 
 /* ---- the tensor-core backward */
+/* user: int[2], the tensor-core backward's launches and those of its wgmma variant */
 static void count_bwd_mma(dua_log_level level, const char *msg, void *user) {
   (void)level;
-  if (strstr(msg, "dua_attn_bwd_dq_mma"))
-    ++*(int *)user;
+  if (strstr(msg, "dua_attn_bwd_dq_mma")) {
+    ++((int *)user)[0];
+    ((int *)user)[1] += strstr(msg, "-DDUA_WGMMA=1") != NULL;
+  }
 }
 
 /* _i: 0 = default context (the tensor-core kernels where available), 1 = DUA_NO_MMA=1 */
 START_TEST(tensor_core_cases) {
-  int launches = 0;
+  int launches[2] = {0, 0};
   if (_i)
     setenv("DUA_NO_MMA", "1", 1);
   else
@@ -509,15 +512,19 @@ START_TEST(tensor_core_cases) {
   dua_context_options opt;
   dua_context_options_init(&opt);
   opt.log = count_bwd_mma;
-  opt.log_user = &launches;
+  opt.log_user = launches;
   opt.log_level = DUA_LOG_DEBUG;
   dua_context *ctx = NULL;
   ck_assert_int_eq(dua_context_create(&opt, &ctx), DUA_SUCCESS);
   const char *emu = getenv("DUA_TEST_MMA_EMULATE");
   int emulated = 0;
-  if (!ctx->info.nv_mma_f16 && emu && *emu && strcmp(emu, "0") != 0)
+  if (!ctx->info.nv_mma_f16 && emu && *emu && strcmp(emu, "0") != 0) {
     ctx->info.nv_mma_f16 = emulated = 1; /* backward_nv_mma.c builds the emulated kernels elsewhere */
-  const int possible = ctx->info.nv_mma_f16 && !ctx->fast_paths_disabled;
+    const char *wg = getenv("DUA_TEST_WGMMA_EMULATE"); /* ... and their wgmma variant */
+    ctx->info.nv_wgmma = wg && *wg && strcmp(wg, "0") != 0;
+  }
+  const int possible = ctx->info.nv_mma_f16 && !ctx->fast_paths_disabled,
+            wgmma = possible && ctx->info.nv_wgmma;
   if (_i)
     ck_assert_msg(!possible, "DUA_NO_MMA=1 did not turn the tensor-core path off");
   test_rng rng = test_rng_make(205);
@@ -555,11 +562,16 @@ START_TEST(tensor_core_cases) {
     }
     c.algo = n_case == 6 ? DUA_ALGO_LIST : DUA_ALGO_AUTO;
     c.with_bias = n_case == 7;
-    const int before = launches;
+    const int before = launches[0], before_wgmma = launches[1];
     run_case(ctx, &c, &rng);
     const int want = possible && n_case < 7 ? 2 : 0; /* check_case runs the backward twice */
-    ck_assert_msg(launches - before == want, "case %d: tensor-core backward launched %d times, expected %d",
-                  n_case, launches - before, want);
+    ck_assert_msg(launches[0] - before == want,
+                  "case %d: tensor-core backward launched %d times, expected %d", n_case,
+                  launches[0] - before, want);
+    /* on Hopper (or emulated) the wgmma variant, never a silent fallback to mma.sync */
+    ck_assert_msg(launches[1] - before_wgmma == (wgmma ? want : 0),
+                  "case %d: wgmma backward launched %d times, expected %d", n_case,
+                  launches[1] - before_wgmma, wgmma ? want : 0);
     free(c.paths);
   }
   dua_context_destroy(ctx);
