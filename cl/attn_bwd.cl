@@ -1,6 +1,6 @@
 /* attn_bwd.cl: portable block-sparse attention backward (OpenCL 1.2 C), FlashAttention-2 structure.
  *
- *   dua_attn_bwd_pre:    delta[b,h,i] = rowsum(dO * O)                               (one work-item a row)
+ *   dua_attn_bwd_pre:    delta[b,h,i] = rowsum(dO * O)                               (8 work-items a row)
  *   dua_attn_bwd_dq:     per query tile, over the visited key blocks (the forward's enumeration):
  *                        P = exp2(S - LSE), dP = dO V^T, dS = P (dP - delta), dQ = scale dS K
  *   dua_attn_bwd_dkdv:   per key tile and K/V head, over the query heads of its GQA group and, for each, the
@@ -11,11 +11,11 @@
  *                        non window/sink pairs of (query block m, key block n): each dkdv work-group owns one
  *                        key tile, so it writes its own partial per (h, m); this kernel sums the partials of
  *                        block n's key tiles in order (no atomics: deterministic)
- * With DUA_TBIAS (paper mode's token-tree bias) both passes add r_i T[lvl(i, j)] to every visible score and the
- * dQ pass also writes dr_i = sum_j dS_ij T[lvl(i, j)] (its row is complete there: a fixed-order reduction).
- * Skipped blocks cost no memory traffic; rows with no visible key give dQ = 0 and contribute nothing.
- * Work-items form a TM x TN grid, as in attn_fwd.cl: thread (ty, tx) owns tile rows ty + TM*i and the DK
- * contiguous head-dim columns DK*tx.. of its accumulators. */
+ * With DUA_TBIAS (paper mode's token-tree bias) both passes add r_i T[lvl(i, j)] to every visible score and
+ * the dQ pass also writes dr_i = sum_j dS_ij T[lvl(i, j)] (its row is complete there: a fixed-order
+ * reduction). Skipped blocks cost no memory traffic; rows with no visible key give dQ = 0 and contribute
+ * nothing. Work-items form a TM x TN grid, as in attn_fwd.cl: thread (ty, tx) owns tile rows ty + TM*i and
+ * the DK contiguous head-dim columns DK*tx.. of its accumulators. */
 
 #ifndef HEAD_DIM
 #define HEAD_DIM 64
@@ -40,7 +40,8 @@
 #endif
 #define DUA_PAIR_SUMS (DUA_BIAS || DUA_TILE_GRAD)
 #ifndef DUA_TBIAS
-#define DUA_TBIAS 0 /* 1: token-tree bias r[b][h][i] * T[h][lvl(i, j)] on every visible pair; dQ pass returns dr */
+#define DUA_TBIAS                                                                                            \
+  0 /* 1: token-tree bias r[b][h][i] * T[h][lvl(i, j)] on every visible pair; dQ pass returns dr */
 #endif
 #define DUA_MAX_LEVELS 32 /* level-bias entries per head held in local memory (max tree depth + 1) */
 
@@ -62,20 +63,36 @@ inline float bwd_score(float x, int row, int col, int shared, float beta, int el
   return vis ? x + (extra ? 0.0f : beta) : -INFINITY;
 }
 
-/* global (N, Hq, B): delta = rowsum(dO * O) in fp32 */
-__kernel void dua_attn_bwd_pre(__global const dua_store_t *o, __global const dua_store_t *d_o,
-                               __global float *delta, long4 o_strides, long4 do_strides, long2 offsets,
-                               long delta_offset, dua_shape shape) {
-  const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
-  if (i >= shape.n_tokens)
-    return;
-  __global const dua_store_t *orow = o + offsets.s0 + b * o_strides.s0 + h * o_strides.s1 + i * o_strides.s2;
-  __global const dua_store_t *grow =
-      d_o + offsets.s1 + b * do_strides.s0 + h * do_strides.s1 + i * do_strides.s2;
+/* global (ceil(N / PRE_ROWS) PRE_ROWS PRE_LANES, Hq, B), local (PRE_ROWS PRE_LANES): delta = rowsum(dO * O)
+ * in fp32. PRE_LANES work-items share a row, lane c taking elements c, c + PRE_LANES, ..., so consecutive
+ * work-items read consecutive elements; the lanes' sums are added in a fixed order. (One work-item per row
+ * read 32 rows a row pitch apart per load: 0.28 ms of an H100's 0.79 ms block-diagonal fp16 backward at N
+ * 8192, bench/NOTES-mma.md.) */
+#define PRE_LANES 8
+#define PRE_ROWS 16
+__kernel __attribute__((reqd_work_group_size(PRE_ROWS * PRE_LANES, 1, 1))) void
+dua_attn_bwd_pre(__global const dua_store_t *o, __global const dua_store_t *d_o, __global float *delta,
+                 long4 o_strides, long4 do_strides, long2 offsets, long delta_offset, dua_shape shape) {
+  __local float part[PRE_ROWS * PRE_LANES];
+  const int lid = get_local_id(0), lane = lid % PRE_LANES;
+  const int i = get_group_id(0) * PRE_ROWS + lid / PRE_LANES, h = get_group_id(1), b = get_group_id(2);
   float acc = 0.0f;
-  for (int d = 0; d < HEAD_DIM; d++)
-    acc = fma(DUA_LOAD(orow, d), DUA_LOAD(grow, d), acc);
-  delta[delta_offset + ((long)b * shape.hq + h) * shape.n_tokens + i] = acc;
+  if (i < shape.n_tokens) {
+    __global const dua_store_t *orow =
+        o + offsets.s0 + b * o_strides.s0 + h * o_strides.s1 + i * o_strides.s2;
+    __global const dua_store_t *grow =
+        d_o + offsets.s1 + b * do_strides.s0 + h * do_strides.s1 + i * do_strides.s2;
+    for (int d = lane; d < HEAD_DIM; d += PRE_LANES)
+      acc = fma(DUA_LOAD(orow, d), DUA_LOAD(grow, d), acc);
+  }
+  part[lid] = acc;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  if (lane == 0 && i < shape.n_tokens) {
+    float sum = 0.0f;
+    for (int c = 0; c < PRE_LANES; c++)
+      sum += part[lid + c];
+    delta[delta_offset + ((long)b * shape.hq + h) * shape.n_tokens + i] = sum;
+  }
 }
 
 #define RQ (BLOCK_M / TM) /* dq: query rows per thread */
@@ -93,7 +110,8 @@ dua_attn_bwd_dq(__global const dua_store_t *q, __global const dua_store_t *k, __
                 __global const int *list_full, __global const int *list_indices,
                 __global const float *level_bias, int bias_stride, __global const float *tok_scale,
                 __global const float *tok_table, __global float *d_tok, long4 tok_strides, long4 dtok_strides,
-                long4 tok_offsets /* scale, table, d_tok */, int tok_table_stride, int tok_depth, int has_dtok) {
+                long4 tok_offsets /* scale, table, d_tok */, int tok_table_stride, int tok_depth,
+                int has_dtok) {
   __local float q_tile[BLOCK_M * ROW_STRIDE] __attribute__((aligned(16)));
   __local float do_tile[BLOCK_M * ROW_STRIDE] __attribute__((aligned(16)));
   __local float k_tile[BLOCK_N * ROW_STRIDE] __attribute__((aligned(16)));
@@ -140,10 +158,11 @@ dua_attn_bwd_dq(__global const dua_store_t *q, __global const dua_store_t *k, __
   float tok_r[RQ], tok_d[RQ];
   for (int i = 0; i < RQ; i++) {
     const int row = row0 + ty + TM * i;
-    tok_r[i] = row < shape.n_tokens
-                   ? tok_scale[tok_offsets.s0 + b * tok_strides.s0 + h * tok_strides.s1 + row * tok_strides.s2] *
-                         DUA_LOG2E
-                   : 0.0f;
+    tok_r[i] =
+        row < shape.n_tokens
+            ? tok_scale[tok_offsets.s0 + b * tok_strides.s0 + h * tok_strides.s1 + row * tok_strides.s2] *
+                  DUA_LOG2E
+            : 0.0f;
     tok_d[i] = 0.0f;
   }
 #endif
@@ -362,11 +381,11 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
           row_stats[r] = isinf(l2) ? 0.0f : l2;
           row_stats[BLOCK_M + r] = dl;
 #if DUA_TBIAS
-          row_stats[2 * BLOCK_M + r] =
-              row < shape.n_tokens
-                  ? tok_scale[tok_offsets.s0 + b * tok_strides.s0 + h * tok_strides.s1 + row * tok_strides.s2] *
-                        DUA_LOG2E
-                  : 0.0f;
+          row_stats[2 * BLOCK_M + r] = row < shape.n_tokens
+                                           ? tok_scale[tok_offsets.s0 + b * tok_strides.s0 +
+                                                       h * tok_strides.s1 + row * tok_strides.s2] *
+                                                 DUA_LOG2E
+                                           : 0.0f;
 #endif
         }
         barrier(CLK_LOCAL_MEM_FENCE);

@@ -341,9 +341,16 @@ dua_status dua_attention_backward_ex(dua_context *ctx, dua_layout *l, const dua_
   cl_kernel m_dq = NULL, m_kv = NULL;
   size_t mg_dq[3], mg_kv[3], m_local = 0;
   st = dua_backward_nv_mma(ctx, &mc, &m_dq, &m_kv, mg_dq, mg_kv, &m_local);
+  if (st != DUA_SUCCESS && st != DUA_ERROR_UNSUPPORTED && ctx->info.nv_wgmma) { /* back to mma.sync */
+    dua_log(ctx, DUA_LOG_WARNING, "wgmma backward unavailable (%s); using mma.sync: %s",
+            dua_status_string(st), ctx->last_error);
+    ctx->info.nv_wgmma = 0;
+    ctx->last_error[0] = '\0';
+    st = dua_backward_nv_mma(ctx, &mc, &m_dq, &m_kv, mg_dq, mg_kv, &m_local);
+  }
   if (st == DUA_SUCCESS) {
     size_t ml[3] = {m_local, 1, 1};
-    if ((st = dua_launch(ctx, k_pre, 3, g_pre, NULL, "dua_attn_bwd_pre")) != DUA_SUCCESS ||
+    if ((st = dua_launch(ctx, k_pre, 3, g_pre, l_pre, "dua_attn_bwd_pre")) != DUA_SUCCESS ||
         (st = dua_launch(ctx, m_dq, 3, mg_dq, ml, "dua_attn_bwd_dq_mma")) != DUA_SUCCESS)
       return st;
     return dua_launch(ctx, m_kv, 3, mg_kv, ml, "dua_attn_bwd_dkdv_mma");
