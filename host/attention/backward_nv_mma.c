@@ -1,35 +1,52 @@
-/* backward_nv_mma.c: NVIDIA tensor-core backward (cl/attn_bwd_mma.cl, inline-PTX mma.sync m16n8k16, or on
- * Hopper where the wgmma probe passed (ctx->info.nv_wgmma) the warpgroup MMA of cl/nv_wgmma_ops.cl) for fp16
- * storage, head dim 64, blocks >= 64, 16-byte aligned rows, without level bias, block-pair gradient or
- * token-tree bias. Anything else returns DUA_ERROR_UNSUPPORTED without recording an error, and backward.c
- * runs the portable kernels. The program is attn_fwd_mma.cl (helpers, enumeration) + attn_bwd_mma.cl, with
- * 64-row tiles (MT 1) and DUA_MMA_EMULATE=1 on devices that are not NVIDIA's (tests force
- * ctx->info.nv_mma_f16). */
+/* backward_nv_mma.c: NVIDIA tensor-core backward (cl/attn_bwd_mma.cl, inline-PTX mma.sync m16n8k16, and on
+ * Hopper where the wgmma probe passed (ctx->info.nv_wgmma) the dQ pass on the warpgroup MMA of
+ * cl/nv_wgmma_ops.cl) for fp16 storage, head dim 64, blocks >= 64, 16-byte aligned rows, without level bias,
+ * block-pair gradient or token-tree bias. Anything else returns DUA_ERROR_UNSUPPORTED without recording an
+ * error, and backward.c runs the portable kernels. The program is attn_fwd_mma.cl (helpers, enumeration) +
+ * attn_bwd_mma.cl, with 64-row tiles (MT 1) and DUA_MMA_EMULATE=1 on devices that are not NVIDIA's (tests
+ * force ctx->info.nv_mma_f16). */
 #include "attention/backward_internal.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define MMA_ROWS 64 /* query rows (dq) or keys (dkdv) per work-group */
 #define MMA_THREADS 128
+
+/* Builds kernel `name` of attn_bwd_mma.cl, on wgmma or mma.sync; its options go to options[size]. */
+static dua_status bwd_kernel(dua_context *ctx, const dua_bwd_call *c, int wgmma, const char *name,
+                             cl_kernel *out, char *options, size_t size) {
+  snprintf(options, size,
+           "-DHEAD_DIM=%d -DMT=1 -DDUA_FP16=1 -DDUA_TF32=0 -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=0%s%s",
+           c->head_dim, c->enum_mode, c->tree_mode, wgmma ? " -DDUA_WGMMA=1" : "",
+           !dua_device_is_nvidia(&ctx->info) ? " -DDUA_MMA_EMULATE=1"
+           : wgmma                           ? " " DUA_SM90A_OPTION
+                                             : "");
+  return dua_program_kernel(ctx,
+                            wgmma ? "common,nv_mma_ops,nv_wgmma_ops,attn_fwd_mma,attn_bwd_mma"
+                                  : "common,nv_mma_ops,attn_fwd_mma,attn_bwd_mma",
+                            options, name, out);
+}
 
 dua_status dua_backward_nv_mma(dua_context *ctx, const dua_bwd_call *c, cl_kernel *k_dq, cl_kernel *k_dkdv,
                                size_t g_dq[3], size_t g_dkdv[3], size_t *local) {
   if (!ctx->info.nv_mma_f16 || ctx->fast_paths_disabled || c->portable_only || !c->fp16 ||
       c->head_dim != 64 || c->block < MMA_ROWS || c->block % MMA_ROWS || !c->rows_aligned)
     return DUA_ERROR_UNSUPPORTED;
-  const int wgmma = ctx->info.nv_wgmma, nvidia = dua_device_is_nvidia(&ctx->info);
-  char options[256];
-  snprintf(options, sizeof options,
-           "-DHEAD_DIM=%d -DMT=1 -DDUA_FP16=1 -DDUA_TF32=0 -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=0%s%s",
-           c->head_dim, c->enum_mode, c->tree_mode, wgmma ? " -DDUA_WGMMA=1" : "",
-           !nvidia ? " -DDUA_MMA_EMULATE=1"
-           : wgmma ? " " DUA_SM90A_OPTION
-                   : "");
-  const char *const src = wgmma ? "common,nv_mma_ops,nv_wgmma_ops,attn_fwd_mma,attn_bwd_mma"
-                                : "common,nv_mma_ops,attn_fwd_mma,attn_bwd_mma";
+  /* On Hopper the dQ pass takes wgmma and the dK/dV pass stays on mma.sync: on an H100 at N 8192 that pair
+   * was 1.07-1.15x faster than both passes on wgmma (dense, depth 3, block-diagonal, causal depth 3) and 9%
+   * slower on causal block-diagonal, where DUA_BWD_DKDV_WGMMA=1 (a developer override) puts dK/dV on wgmma
+   * too (bench/NOTES-mma.md). */
+  const char *kv_env = getenv("DUA_BWD_DKDV_WGMMA");
+  const int wgmma_dq = ctx->info.nv_wgmma,
+            wgmma_kv = wgmma_dq && kv_env && *kv_env && strcmp(kv_env, "0") != 0;
+  char options_dq[256], options_kv[256];
   dua_status st;
-  if ((st = dua_program_kernel(ctx, src, options, "dua_attn_bwd_dq_mma", k_dq)) != DUA_SUCCESS ||
-      (st = dua_program_kernel(ctx, src, options, "dua_attn_bwd_dkdv_mma", k_dkdv)) != DUA_SUCCESS)
+  if ((st = bwd_kernel(ctx, c, wgmma_dq, "dua_attn_bwd_dq_mma", k_dq, options_dq, sizeof options_dq)) !=
+          DUA_SUCCESS ||
+      (st = bwd_kernel(ctx, c, wgmma_kv, "dua_attn_bwd_dkdv_mma", k_dkdv, options_kv, sizeof options_kv)) !=
+          DUA_SUCCESS)
     return st;
   /* dQ: the forward's enumeration */
   dua_arg_list a = {*k_dq, 0, CL_SUCCESS};
@@ -76,7 +93,8 @@ dua_status dua_backward_nv_mma(dua_context *ctx, const dua_bwd_call *c, cl_kerne
   g_dq[0] = tiles * MMA_THREADS, g_dq[1] = (size_t)c->heads, g_dq[2] = (size_t)c->batch;
   g_dkdv[0] = tiles * MMA_THREADS, g_dkdv[1] = (size_t)c->kv_heads, g_dkdv[2] = (size_t)c->batch;
   *local = MMA_THREADS;
-  dua_log(ctx, DUA_LOG_DEBUG, "backward: tensor-core kernels dua_attn_bwd_dq_mma, dua_attn_bwd_dkdv_mma (%s)",
-          options);
+  dua_log(ctx, DUA_LOG_DEBUG,
+          "backward: tensor-core kernels dua_attn_bwd_dq_mma (%s), dua_attn_bwd_dkdv_mma (%s)", options_dq,
+          options_kv);
   return DUA_SUCCESS;
 }

@@ -493,18 +493,22 @@ START_TEST(tuned_tiles) {
 END_TEST
 
 /* ---- the tensor-core backward */
-/* user: int[2], the tensor-core backward's launches and those of its wgmma variant */
+/* user: int[3], the tensor-core backward's launches, and those whose dQ / dK-dV kernel was the wgmma variant
+ * (backward_nv_mma.c logs "dua_attn_bwd_dq_mma (options), dua_attn_bwd_dkdv_mma (options)") */
 static void count_bwd_mma(dua_log_level level, const char *msg, void *user) {
   (void)level;
-  if (strstr(msg, "dua_attn_bwd_dq_mma")) {
-    ++((int *)user)[0];
-    ((int *)user)[1] += strstr(msg, "-DDUA_WGMMA=1") != NULL;
-  }
+  const char *dq = strstr(msg, "dua_attn_bwd_dq_mma ("), *kv = strstr(msg, "dua_attn_bwd_dkdv_mma (");
+  if (!dq || !kv)
+    return;
+  const char *wg = strstr(dq, "-DDUA_WGMMA=1");
+  ((int *)user)[0]++;
+  ((int *)user)[1] += wg && wg < kv;
+  ((int *)user)[2] += strstr(kv, "-DDUA_WGMMA=1") != NULL;
 }
 
 /* _i: 0 = default context (the tensor-core kernels where available), 1 = DUA_NO_MMA=1 */
 START_TEST(tensor_core_cases) {
-  int launches[2] = {0, 0};
+  int launches[3] = {0, 0, 0};
   if (_i)
     setenv("DUA_NO_MMA", "1", 1);
   else
@@ -525,6 +529,8 @@ START_TEST(tensor_core_cases) {
   }
   const int possible = ctx->info.nv_mma_f16 && !ctx->fast_paths_disabled,
             wgmma = possible && ctx->info.nv_wgmma;
+  const char *kv_env = getenv("DUA_BWD_DKDV_WGMMA");
+  const int wgmma_kv = kv_env && *kv_env && strcmp(kv_env, "0") != 0;
   if (_i)
     ck_assert_msg(!possible, "DUA_NO_MMA=1 did not turn the tensor-core path off");
   test_rng rng = test_rng_make(205);
@@ -562,16 +568,17 @@ START_TEST(tensor_core_cases) {
     }
     c.algo = n_case == 6 ? DUA_ALGO_LIST : DUA_ALGO_AUTO;
     c.with_bias = n_case == 7;
-    const int before = launches[0], before_wgmma = launches[1];
+    const int before[3] = {launches[0], launches[1], launches[2]};
     run_case(ctx, &c, &rng);
     const int want = possible && n_case < 7 ? 2 : 0; /* check_case runs the backward twice */
-    ck_assert_msg(launches[0] - before == want,
+    ck_assert_msg(launches[0] - before[0] == want,
                   "case %d: tensor-core backward launched %d times, expected %d", n_case,
-                  launches[0] - before, want);
-    /* on Hopper (or emulated) the wgmma variant, never a silent fallback to mma.sync */
-    ck_assert_msg(launches[1] - before_wgmma == (wgmma ? want : 0),
-                  "case %d: wgmma backward launched %d times, expected %d", n_case,
-                  launches[1] - before_wgmma, wgmma ? want : 0);
+                  launches[0] - before[0], want);
+    /* on Hopper (or emulated) dQ on wgmma, dK/dV too with DUA_BWD_DKDV_WGMMA=1: never a silent fallback */
+    const int want_dq = wgmma ? want : 0, want_kv = wgmma && wgmma_kv ? want : 0;
+    ck_assert_msg(launches[1] - before[1] == want_dq && launches[2] - before[2] == want_kv,
+                  "case %d: wgmma dQ / dK-dV kernels launched %d / %d times, expected %d / %d", n_case,
+                  launches[1] - before[1], launches[2] - before[2], want_dq, want_kv);
     free(c.paths);
   }
   dua_context_destroy(ctx);
