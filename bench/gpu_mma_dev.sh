@@ -82,16 +82,27 @@ for r in rows:
 PY
 )") ;;
   bwd)
-    # the tensor-core backward: test_backward on the GPU, then fp16 forward + backward next to the peers
+    # the tensor-core backward: test_backward on the GPU (default: dQ on wgmma on Hopper; the tensor-core cases
+    # again with both passes on mma.sync and with dK/dV on wgmma too), then the backward alone and fp16
+    # forward + backward, default and DUA_NO_WGMMA=1, next to the peers
     timeout 300 $BUILD/test/test_backward >"$OUT/test_backward.txt" 2>&1
     summary+=("test_backward rc=$? $(grep -E '^[0-9]+%' "$OUT/test_backward.txt" | tail -1)")
-    grep -E ":[EF]:" "$OUT/test_backward.txt" | head -8
-    B="$BUILD/tools/dua-bench --batch 8 --heads 8 --dim 64 --dtype fp16 --pass fwdbwd --no-naive --json -"
-    { $B --n 2048 --depth -1 3 0 --check; $B --n 8192 --depth -1 3 0; $B --n 8192 --depth -1 3 --causal
-      DUA_NO_MMA=1 $B --n 8192 --depth -1 3 --no-dense | sed 's/^{/{"portable": true, /'; } 2>"$OUT/bwd.log" \
-      | grep '^{' > "$OUT/dua_bwd.jsonl"
+    for v in DUA_NO_WGMMA DUA_BWD_DKDV_WGMMA; do
+      env $v=1 DUA_TEST_ONLY=tensor_core_cases timeout 200 $BUILD/test/test_backward >"$OUT/test_backward_$v.txt" 2>&1
+      summary+=("test_backward $v=1 rc=$? $(grep -E '^[0-9]+%' "$OUT/test_backward_$v.txt" | tail -1)")
+    done
+    grep -E ":[EF]:" "$OUT"/test_backward*.txt | head -8
+    B="$BUILD/tools/dua-bench --batch 8 --heads 8 --dim 64 --dtype fp16 --no-naive --no-dense --json -"
+    for mode in default mma; do
+      env=(); [ $mode = mma ] && env=(DUA_NO_WGMMA=1 DUA_CACHE_DIR=/tmp/dua-cache-mma)
+      { env "${env[@]}" $B --pass fwdbwd --n 2048 --depth -1 3 0 --check
+        env "${env[@]}" $B --pass bwd --n 8192 --depth -1 3 0
+        env "${env[@]}" $B --pass fwdbwd --n 8192 --depth -1 3 0
+        env "${env[@]}" $B --pass fwdbwd --n 8192 --depth -1 3 --causal; } 2>>"$OUT/bwd.log" | grep '^{' |
+        sed "s/^{/{\"mode\": \"$mode\", /"
+    done >"$OUT/dua_bwd.jsonl"
     grep -iE "check|fail|error" "$OUT/bwd.log" | head -8
-    P="timeout 120 python3 .devkit/peers.py --batch 8 --heads 8 --dim 64 --dtype fp16 --pass fwdbwd"
+    P="timeout 150 python3 .devkit/peers.py --batch 8 --heads 8 --dim 64 --dtype fp16 --pass fwdbwd"
     { $P --n 2048 8192 --depth -1 3 0; $P --n 8192 --depth -1 3 --causal; } 2>/dev/null | grep '^{' \
       > "$OUT/peers_bwd.jsonl"
     summary+=("$(python3 - "$OUT/dua_bwd.jsonl" "$OUT/peers_bwd.jsonl" <<'PY'
@@ -99,12 +110,10 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"ms"' in l]
 peers = [json.loads(l) for l in open(sys.argv[2]) if l.startswith('{')]
 for r in rows:
-    key = (r['n'], r['causal'], round(r['density'], 4))
-    f = [p['ms'] for p in peers if (p['n'], p['causal'], round(p['density'], 4)) == key and p['peer'] == 'flex_blockmask']
-    sd = [p['ms'] for p in peers if (p['n'], p['causal'], round(p['density'], 4)) == key and p['peer'] == 'sdpa_dense']
-    print(f"fwdbwd N={r['n']} causal={r['causal']} dens={r['density']:.4f} {r['variant']}{' portable' if r.get('portable') else ''}: "
-          f"{r['ms']:.3f} ms {r['tflops']:.1f} TF/s; flex {f[0] if f else None} sdpa {sd[0] if sd else None}"
-          + (f" flex/dua {f[0] / r['ms']:.2f}" if f else ''))
+    key = (r['n'], r['causal'], round(r['density'], 4), r['pass_'])
+    f = [p['ms'] for p in peers if (p['n'], p['causal'], round(p['density'], 4), p['pass_']) == key and p['peer'] == 'flex_blockmask']
+    print(f"{r['mode']:7} {r['pass_']:6} N={r['n']} causal={r['causal']} dens={r['density']:.4f}: "
+          f"{r['ms']:.3f} ms {r['tflops']:.1f} TF/s" + (f"; flex {f[0]:.3f} flex/dua {f[0] / r['ms']:.2f}" if f else ''))
 PY
 )") ;;
   causal)
