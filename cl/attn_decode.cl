@@ -35,7 +35,6 @@
 #error "TILE_N must be a multiple of 16 and HEAD_DIM of 4"
 #endif
 
-
 /* units[x] of a private array by selects over a constant trip count (no dynamic register indexing). */
 inline int pick_unit(const int *units, int x) {
   int u = -1;
@@ -533,8 +532,8 @@ dua_decode(__global const dua_store_t *kc, __global const dua_store_t *vc, __glo
       float4 s = (float4)(0.0f);
       for (int x = 0; x < KG; x++)
         s += vload4(0, red + x * HEAD_DIM + c);
-      write_out4(s, l, mx, h, i, c, sidx, split, splits, shape.hq, o, lse, part, part_lse_offset,
-                 o_strides, lse_strides, offsets, qo_fp16, has_lse);
+      write_out4(s, l, mx, h, i, c, sidx, split, splits, shape.hq, o, lse, part, part_lse_offset, o_strides,
+                 lse_strides, offsets, qo_fp16, has_lse);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
   }

@@ -77,8 +77,8 @@ inline void mark_visible_units(volatile __local uint *bm, int len, int h0, int u
     for (int e = e0 + tid; e < e1; e += NT) {
       const int n = order[row + e];
       if (n <= m) /* one block: at most 16 units, inside one bitmap word */
-        mark_units(bm, (n * shape.blk) >> unit_shift, ((min((n + 1) * shape.blk, pos + 1) - 1) >> unit_shift) + 1,
-                   0, 1);
+        mark_units(bm, (n * shape.blk) >> unit_shift,
+                   ((min((n + 1) * shape.blk, pos + 1) - 1) >> unit_shift) + 1, 0, 1);
     }
 #endif
   }
@@ -120,8 +120,8 @@ inline unit_cursor split_cursor(__local const uint *bm, int nwords, int split, i
 
 /* Step 4 for output columns [c, c + 4) of row (query head h, token i): one split writes O (in q's dtype) and,
  * when has_lse, the natural-log LSE; several write the split's normalized partial O and log2-LSE for
- * dua_decode_merge (attn_decode_merge.cl). acc: unnormalized O; l, mx: softmax sum and max (log2 units). A row
- * with nothing visible (l = 0) gets O = 0 and LSE = -inf. */
+ * dua_decode_merge (attn_decode_merge.cl). acc: unnormalized O; l, mx: softmax sum and max (log2 units). A
+ * row with nothing visible (l = 0) gets O = 0 and LSE = -inf. */
 inline void write_out4(float4 acc, float l, float mx, int h, int i, int c, int sidx, int split, int splits,
                        int hq, __global float *o, __global float *lse, __global float *part,
                        long part_lse_offset, long4 o_strides, long4 lse_strides, long4 offsets, int qo_fp16,

@@ -33,7 +33,8 @@
 #define DUA_BIAS 0
 #endif
 #ifndef DUA_TBIAS
-#define DUA_TBIAS 0 /* 1: token-tree bias token_scale[b][h][i] * token_table[h][lvl(i, j)] on every visible pair */
+#define DUA_TBIAS                                                                                            \
+  0 /* 1: token-tree bias token_scale[b][h][i] * token_table[h][lvl(i, j)] on every visible pair */
 #endif
 
 #define THREADS (TM * TN)
@@ -66,8 +67,8 @@ dua_attn_fwd(__global const dua_store_t *q, __global const dua_store_t *k, __glo
              __global const int *list_counts, __global const int *list_full,
              __global const int *list_indices, /* [B*Hq][nb] and [B*Hq][nb][nb] (DUA_ENUM == 2) */
              __global const float *level_bias, int bias_stride,
-             __global const float *tok_scale,  /* (B, Hq, N, 1) by tok_strides (DUA_TBIAS) */
-             __global const float *tok_table,  /* [Hq or 1][tok_depth + 1] */
+             __global const float *tok_scale, /* (B, Hq, N, 1) by tok_strides (DUA_TBIAS) */
+             __global const float *tok_table, /* [Hq or 1][tok_depth + 1] */
              long4 tok_strides, long2 tok_offsets /* scale, table */, int tok_table_stride, int tok_depth) {
   __local float q_tile[BLOCK_M * ROW_STRIDE] __attribute__((aligned(16)));
   __local float kv_tile[BLOCK_N * ROW_STRIDE] __attribute__((aligned(16)));
@@ -104,9 +105,10 @@ dua_attn_fwd(__global const dua_store_t *q, __global const dua_store_t *k, __glo
   float tok_r[RM];
   for (int i = 0; i < RM; i++) {
     const int row = row0 + ty + TM * i;
-    tok_r[i] = row < shape.n_tokens
-                   ? tok_scale[tok_offsets.s0 + b * tok_strides.s0 + h * tok_strides.s1 + row * tok_strides.s2]
-                   : 0.0f;
+    tok_r[i] =
+        row < shape.n_tokens
+            ? tok_scale[tok_offsets.s0 + b * tok_strides.s0 + h * tok_strides.s1 + row * tok_strides.s2]
+            : 0.0f;
   }
 #endif
   float acc[RM][DK];

@@ -1,8 +1,9 @@
 /* nv_mma_ops.cl: the warp-level NVIDIA instructions dua's tensor-core kernels share (inline PTX: ldmatrix,
  * mma.sync f16 and tf32, shfl.sync, cvt to f16x2, ex2.approx), each with a plain OpenCL emulation over local
- * memory (DUA_MMA_EMULATE=1) so that a kernel's fragment logic can be checked on any device (PoCL); tests only.
- * Built before attn_fwd_mma.cl and attn_decode_warp.cl. A kernel that emulates declares EMU_LOCALS with THREADS
- * (its work-group size) defined, and passes EMU_ARGS to the helpers. Fragment layouts: shared/NV-PTX-COOKBOOK.md. */
+ * memory (DUA_MMA_EMULATE=1) so that a kernel's fragment logic can be checked on any device (PoCL); tests
+ * only. Built before attn_fwd_mma.cl and attn_decode_warp.cl. A kernel that emulates declares EMU_LOCALS with
+ * THREADS (its work-group size) defined, and passes EMU_ARGS to the helpers. Fragment layouts:
+ * shared/NV-PTX-COOKBOOK.md. */
 
 #ifndef DUA_MMA_EMULATE
 #define DUA_MMA_EMULATE 0

@@ -377,8 +377,8 @@ __kernel void dua_ops_gelu_fwd_item(__global float *out, ulong out_off, __global
   }
 }
 
-/* dinp[i] += gelu'(x) dout[i],  gelu'(x) = s + 2 x s (1 - s) u',  u' = k (1 + 3c x^2); written with (1 - s), not
- * e s^2, because e = exp(-2u) overflows to inf for x below about -10 and inf * 0 is NaN. */
+/* dinp[i] += gelu'(x) dout[i],  gelu'(x) = s + 2 x s (1 - s) u',  u' = k (1 + 3c x^2); written with (1 - s),
+ * not e s^2, because e = exp(-2u) overflows to inf for x below about -10 and inf * 0 is NaN. */
 __kernel void dua_ops_gelu_bwd_item(__global float *dinp, ulong dinp_off, __global const float *inp,
                                     ulong inp_off, __global const float *dout, ulong dout_off, ulong n) {
   const ulong i0 = get_global_id(0) * DUA_VW;

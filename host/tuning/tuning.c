@@ -442,9 +442,9 @@ int dua_tuning_mma_runs(const dua_context *ctx, int fp16, int head_dim, char *wh
  * rows per warp for head dim 64 (fewer local-memory reads per mma), 16 for head dim 128 (its fragments would
  * take ~200 registers) and for causal layouts visiting few blocks (a 128-row tile computes a quarter of its
  * diagonal block masked, and fewer work-groups fill the GPU less). Where the fp16 head-dim-64 forward runs on
- * wgmma (ctx->info.nv_wgmma) MT counts warpgroups of 64 rows per work-group, and the rule is one: two, sharing
- * each K/V tile, measured 1.45x slower dense on an H100 (N 8192, one call: 6.17 vs 4.26 ms), their waits and
- * barriers stalling 8 warps at a time with half as many work-groups per SM to cover them. */
+ * wgmma (ctx->info.nv_wgmma) MT counts warpgroups of 64 rows per work-group, and the rule is one: two,
+ * sharing each K/V tile, measured 1.45x slower dense on an H100 (N 8192, one call: 6.17 vs 4.26 ms), their
+ * waits and barriers stalling 8 warps at a time with half as many work-groups per SM to cover them. */
 static void mma_compiled(const dua_context *ctx, int fp16, int head_dim, int32_t *a) {
   a[0] = head_dim == 64 && !(fp16 && ctx->info.nv_wgmma) ? 2 : 1;
   a[1] = 1;
