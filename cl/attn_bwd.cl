@@ -68,8 +68,12 @@ inline float bwd_score(float x, int row, int col, int shared, float beta, int el
  * work-items read consecutive elements; the lanes' sums are added in a fixed order. (One work-item per row
  * read 32 rows a row pitch apart per load: 0.28 ms of an H100's 0.79 ms block-diagonal fp16 backward at N
  * 8192, bench/NOTES-mma.md.) */
-#define PRE_LANES 8
+#ifndef PRE_LANES
+#define PRE_LANES 8 /* the host passes both (backward.c: the launch's sizes) */
+#endif
+#ifndef PRE_ROWS
 #define PRE_ROWS 16
+#endif
 __kernel __attribute__((reqd_work_group_size(PRE_ROWS * PRE_LANES, 1, 1))) void
 dua_attn_bwd_pre(__global const dua_store_t *o, __global const dua_store_t *d_o, __global float *delta,
                  long4 o_strides, long4 do_strides, long2 offsets, long delta_offset, dua_shape shape) {

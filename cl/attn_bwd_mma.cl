@@ -18,11 +18,12 @@
  * measured 8% slower on an H100: its registers already cap residency, bench/NOTES-mma.md), wgmma two (tile
  * j + 1 streams in while tile j is computed; one barrier per tile). On wgmma the independent products of a
  * tile share one asm statement and one wait (S and dP; dV and dK), and the dkdv kernel caps its registers at
- * 168: three work-groups per SM instead of two (1.33x dense on an H100; bench/NOTES-mma.md). P and dS are
- * rounded to f16 and re-packed from C into A fragments (as the forward's P), sums stay fp32. Same masks,
- * skips, GQA, tails and empty rows as attn_bwd.cl; no level bias, block-pair gradient or token-tree bias (the
- * host runs the portable kernels for those). Requirements checked by the host (backward_nv_mma.c): fp16,
- * HEAD_DIM 64, block >= 64, rows 16-byte aligned. */
+ * 168: three work-groups per SM instead of two (1.33x dense on an H100; bench/NOTES-mma.md). The host runs
+ * the dq pass on wgmma and the dkdv pass on mma.sync by default (measured faster: backward_nv_mma.c). P and
+ * dS are rounded to f16 and re-packed from C into A fragments (as the forward's P), sums stay fp32. Same
+ * masks, skips, GQA, tails and empty rows as attn_bwd.cl; no level bias, block-pair gradient or token-tree
+ * bias (the host runs the portable kernels for those). Requirements checked by the host (backward_nv_mma.c):
+ * fp16, HEAD_DIM 64, block >= 64, rows 16-byte aligned. */
 
 #if DUA_TF32 || MT != 1 || BN != 64 || THREADS != 128
 #error "attn_bwd_mma.cl needs attn_fwd_mma.cl built for fp16 with MT 1 (64-row tiles, 4 warps)"

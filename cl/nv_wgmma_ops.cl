@@ -9,7 +9,8 @@
  *
  * One call = one warpgroup (4 warps, 128 work-items; a work-group may hold several) computes D (64 x 64, f32)
  * += A (64 x 64, f16) B (64 x 64, f16) in four k-steps of 16, all inside one asm statement (fence, four
- * wgmma, commit, wait), so the compiler never sees the accumulators while the tensor core owns them. D is
+ * wgmma, commit, wait; the _pair helpers at the end: two such products, eight wgmma, one commit and wait),
+ * so the compiler never sees the accumulators while the tensor core owns them. D is
  * held as 8 mma.sync C tiles of 8 columns per warp (warp w of the warpgroup: rows 16 w .. + 15; d[i] = rows
  * g, g, g + 8, g + 8 x columns 8 i + 2 t, + 1).
  *

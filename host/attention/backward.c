@@ -145,15 +145,16 @@ dua_status dua_attention_backward_ex(dua_context *ctx, dua_layout *l, const dua_
       DUA_SUCCESS)
     return st;
 
+  enum { PRE_ROWS = 16, PRE_LANES = 8 }; /* dua_attn_bwd_pre: rows per work-group, work-items per row */
   char options[256];
   const int enum_mode = use_lists ? 2 : l->kind == DUA_LAYOUT_CONTENT ? 1 : 0;
   const int tree_mode = l->kind == DUA_LAYOUT_LIST ? 2 : l->kind == DUA_LAYOUT_CONTENT ? 1 : 0;
   snprintf(
       options, sizeof options,
       "-DHEAD_DIM=%d -DBLOCK_M=%d -DBLOCK_N=%d -DTM=%d -DTN=%d -DDUA_FP16=%d -DDUA_ENUM=%d -DDUA_TREE=%d "
-      "-DDUA_BIAS=%d -DDUA_TBIAS=%d%s",
+      "-DDUA_BIAS=%d -DDUA_TBIAS=%d -DPRE_ROWS=%d -DPRE_LANES=%d%s",
       head_dim, tp.block_m, tp.block_n, tp.threads_m, tp.threads_n, q->dtype == DUA_F16, enum_mode, tree_mode,
-      has_bias, params->token_scale != NULL, tile_grad ? " -DDUA_TILE_GRAD=1" : "");
+      has_bias, params->token_scale != NULL, PRE_ROWS, PRE_LANES, tile_grad ? " -DDUA_TILE_GRAD=1" : "");
   cl_kernel k_pre, k_dq, k_dkdv, k_bias = NULL, k_tiles = NULL;
   if ((st = dua_program_kernel(ctx, "common,attn_bwd", options, "dua_attn_bwd_pre", &k_pre)) != DUA_SUCCESS ||
       (st = dua_program_kernel(ctx, "common,attn_bwd", options, "dua_attn_bwd_dq", &k_dq)) != DUA_SUCCESS ||
@@ -199,7 +200,6 @@ dua_status dua_attention_backward_ex(dua_context *ctx, dua_layout *l, const dua_
   dua_arg(&a, sizeof pre_off, &pre_off);
   dua_arg(&a, sizeof delta_off, &delta_off);
   dua_arg(&a, sizeof shape, &shape);
-  enum { PRE_ROWS = 16, PRE_LANES = 8 }; /* attn_bwd.cl: rows per work-group, work-items per row */
   size_t g_pre[3] = {(size_t)(l->seq_len + PRE_ROWS - 1) / PRE_ROWS * PRE_ROWS * PRE_LANES, (size_t)l->heads,
                      (size_t)l->batch},
          l_pre[3] = {PRE_ROWS * PRE_LANES, 1, 1};
@@ -341,10 +341,10 @@ dua_status dua_attention_backward_ex(dua_context *ctx, dua_layout *l, const dua_
   cl_kernel m_dq = NULL, m_kv = NULL;
   size_t mg_dq[3], mg_kv[3], m_local = 0;
   st = dua_backward_nv_mma(ctx, &mc, &m_dq, &m_kv, mg_dq, mg_kv, &m_local);
-  if (st != DUA_SUCCESS && st != DUA_ERROR_UNSUPPORTED && ctx->info.nv_wgmma) { /* back to mma.sync */
+  if (st == DUA_ERROR_BUILD_FAILED && ctx->info.nv_wgmma && !ctx->wgmma_bwd_failed) { /* back to mma.sync */
     dua_log(ctx, DUA_LOG_WARNING, "wgmma backward unavailable (%s); using mma.sync: %s",
             dua_status_string(st), ctx->last_error);
-    ctx->info.nv_wgmma = 0;
+    ctx->wgmma_bwd_failed = 1; /* the forward keeps its own wgmma kernel */
     ctx->last_error[0] = '\0';
     st = dua_backward_nv_mma(ctx, &mc, &m_dq, &m_kv, mg_dq, mg_kv, &m_local);
   }

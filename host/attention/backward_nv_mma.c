@@ -39,7 +39,7 @@ dua_status dua_backward_nv_mma(dua_context *ctx, const dua_bwd_call *c, cl_kerne
    * slower on causal block-diagonal, where DUA_BWD_DKDV_WGMMA=1 (a developer override) puts dK/dV on wgmma
    * too (bench/NOTES-mma.md). */
   const char *kv_env = getenv("DUA_BWD_DKDV_WGMMA");
-  const int wgmma_dq = ctx->info.nv_wgmma,
+  const int wgmma_dq = ctx->info.nv_wgmma && !ctx->wgmma_bwd_failed,
             wgmma_kv = wgmma_dq && kv_env && *kv_env && strcmp(kv_env, "0") != 0;
   char options_dq[256], options_kv[256];
   dua_status st;

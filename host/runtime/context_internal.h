@@ -28,6 +28,7 @@ struct dua_context {
   cl_command_queue queue;
   dua_device_info info;
   int fast_paths_disabled; /* options or DUA_NO_MMA=1 */
+  int wgmma_bwd_failed;    /* the wgmma backward did not build here: the backward stays on mma.sync */
   dua_log_fn log;
   void *log_user;
   dua_log_level log_level;

@@ -12,6 +12,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Whether p starts a kernel's declaration: ".entry " first on its line, after at most ".visible " or
+ * ".weak " (so an ".entry " inside a comment or an instruction is not one). */
+static int entry_at(const char *ptx, const char *p) {
+  static const char entry[] = ".entry ";
+  if (strncmp(p, entry, sizeof entry - 1) != 0)
+    return 0;
+  const char *line = p;
+  while (line > ptx && line[-1] != '\n')
+    line--;
+  while (*line == ' ' || *line == '\t')
+    line++;
+  if (strncmp(line, ".visible ", 9) == 0)
+    line += 9;
+  else if (strncmp(line, ".weak ", 6) == 0)
+    line += 6;
+  return line == p;
+}
+
 /* The register cap the kernel body [body, end) asks for, 0 for none (or a malformed one). */
 static int body_maxnreg(const char *body, const char *end) {
   static const char mark[] = "// DUA_MAXNREG ";
@@ -32,20 +50,24 @@ char *dua_ptx_to_sm90a(const char *ptx, int *markers) {
   size_t entries = 0;
   for (const char *e = strstr(ptx, entry); e; e = strstr(e + 1, entry))
     entries++;
-  char *out = malloc(strlen(ptx) + 2 + entries * 16); /* the "a"; ".maxnreg NNN\n" per entry */
+  char *out = malloc(strlen(ptx) + 2 + entries * 16); /* the "a"; "\n.maxnreg NNN\n" per entry */
   if (!out)
     return NULL;
   size_t o = 0;
   const char *brace = NULL; /* the opening brace of the current entry's body, while its cap is pending */
   int cap = 0;
   for (const char *p = ptx; *p;) {
-    if (strncmp(p, entry, sizeof entry - 1) == 0) {
-      const char *body = strstr(p, "\n{");
-      cap = body ? body_maxnreg(body, strstr(p + 1, entry)) : 0;
-      brace = body && cap ? body + 1 : NULL;
+    if (entry_at(ptx, p)) {
+      /* the body opens at the first brace: a parameter list holds none */
+      const char *body = strchr(p, '{');
+      const char *next = body ? strstr(body, entry) : NULL;
+      while (next && !entry_at(ptx, next))
+        next = strstr(next + 1, entry);
+      cap = body ? body_maxnreg(body, next) : 0;
+      brace = body && cap ? body : NULL;
     }
     if (p == brace) {
-      o += (size_t)sprintf(out + o, ".maxnreg %d\n", cap);
+      o += (size_t)sprintf(out + o, "%s.maxnreg %d\n", o && out[o - 1] != '\n' ? "\n" : "", cap);
       brace = NULL;
     }
     if (p == tp) {

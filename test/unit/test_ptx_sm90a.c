@@ -53,6 +53,19 @@ START_TEST(register_cap_goes_to_its_own_entry) {
 }
 END_TEST
 
+START_TEST(register_cap_in_other_layouts) {
+  /* ".visible .entry" with the brace on the signature's line; an ".entry " inside a comment is no entry */
+  const char *ptx = ".target sm_90\n.visible .entry k(.param .u32 a) {\n// not an .entry x(\n"
+                    "// DUA_MAXNREG 128\n{ inner }\n}\n";
+  int markers = -1;
+  char *out = dua_ptx_to_sm90a(ptx, &markers);
+  ck_assert_ptr_nonnull(out);
+  ck_assert_str_eq(out, ".target sm_90a\n.visible .entry k(.param .u32 a) \n.maxnreg 128\n{\n"
+                        "// not an .entry x(\n// DUA_MAXNREG 128\n{ inner }\n}\n");
+  free(out);
+}
+END_TEST
+
 START_TEST(other_targets_refused) {
   const char *bad[] = {".target sm_80\n// DUA_SM90A x;\n", ".target sm_90a\n", ".target sm_900\n",
                        "no target\n", ""};
@@ -70,6 +83,7 @@ int main(void) {
   tcase_add_test(tc, markers_uncommented_and_target_retargeted);
   tcase_add_test(tc, no_markers_is_a_plain_retarget);
   tcase_add_test(tc, register_cap_goes_to_its_own_entry);
+  tcase_add_test(tc, register_cap_in_other_layouts);
   tcase_add_test(tc, other_targets_refused);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
