@@ -52,6 +52,14 @@ typedef struct {
 #endif
 #define STAGED_TILE (BN * K_PITCH) /* elements per buffer of a staged 64-row tile (K_PITCH == V_PITCH) */
 
+/* BWD_STAGES 2, top of tile j: tile j's copies (the only ones in flight) have landed and are visible to the
+ * tensor core for every warp, and every warp is done with tile j - 1's buffers. */
+inline void staged_tile_ready(void) {
+  CP_WAIT(0);
+  TENSOR_CORE_FENCE();
+  barrier(CLK_LOCAL_MEM_FENCE);
+}
+
 /* P (or dS) of one 16-row fragment block, C layout x[i] (8 columns each), packed as A fragments of the next
  * product over those columns: step kk takes C tiles 2kk and 2kk + 1 (as the forward's P). */
 inline void pack_a(float4 x[STILES], uint4 a[PSTEPS]) {
@@ -311,9 +319,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
   while (have) {
     __local ushort *k_t = k_s + stage * STAGED_TILE, *v_t = v_s + stage * STAGED_TILE;
 #if BWD_STAGES == 2
-    CP_WAIT(0); /* tile j has landed (the only copies in flight) ... */
-    TENSOR_CORE_FENCE();
-    barrier(CLK_LOCAL_MEM_FENCE); /* ... for every warp, and every warp is done with tile j - 1's buffers */
+    staged_tile_ready();
     tile_pos nxt = cur;
     const int have_next = next_tile(&nxt, &vl, hr, m, row_end, shape, path_m, paths_bh, lse);
     if (have_next) { /* tile j + 1 streams in while tile j is computed */
@@ -440,9 +446,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
   while (have) {
     __local ushort *q_t = q_s + stage * STAGED_TILE, *do_t = do_s + stage * STAGED_TILE;
 #if BWD_STAGES == 2
-    CP_WAIT(0); /* tile j has landed (the only copies in flight) ... */
-    TENSOR_CORE_FENCE();
-    barrier(CLK_LOCAL_MEM_FENCE); /* ... for every warp, and every warp is done with tile j - 1's buffers */
+    staged_tile_ready();
     query_tile_pos nxt = cur;
     const int have_next = next_query_tile(&nxt, h_end, b, n, key0, shape, head_rules, paths, tlist_counts,
                                           tlist_full, tlist_indices);
