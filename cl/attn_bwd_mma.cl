@@ -249,6 +249,14 @@ inline float2 row_stats(__global const float *lse, __global const float *delta, 
   return (float2)(isinf(l2) ? 0.0f : l2, dl);
 }
 
+/* Starts the copy of key tile rows [j0, j0 + 64) (K into k_t, V into v_t). */
+inline void load_key_tile(__local ushort *k_t, __local ushort *v_t, __global const ushort *k_bh,
+                          long k_stride, __global const ushort *v_bh, long v_stride, int j0, int n_tokens) {
+  const int tid = get_local_id(0);
+  load_tile_async(k_t, K_PITCH, k_bh, k_stride, j0, n_tokens, tid);
+  load_tile_async(v_t, V_PITCH, v_bh, v_stride, j0, n_tokens, tid);
+}
+
 /* global (tiles * 128, Hq, B), tiles = nb * (blk / 64) */
 __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_dq_mma(
     __global const dua_store_t *q, __global const dua_store_t *k, __global const dua_store_t *v,
@@ -310,8 +318,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
   int have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, lse /* unused without DUA_BIAS */);
 #if BWD_STAGES == 2
   if (have) { /* committed with the work-group's own rows */
-    load_tile_async(k_s, K_PITCH, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
-    load_tile_async(v_s, V_PITCH, v_bh, v_strides.s2, cur.j0, shape.n_tokens, tid);
+    load_key_tile(k_s, v_s, k_bh, k_strides.s2, v_bh, v_strides.s2, cur.j0, shape.n_tokens);
   }
   cp_commit();
 #endif
@@ -323,18 +330,15 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     tile_pos nxt = cur;
     const int have_next = next_tile(&nxt, &vl, hr, m, row_end, shape, path_m, paths_bh, lse);
     if (have_next) { /* tile j + 1 streams in while tile j is computed */
-      load_tile_async(k_s + (stage ^ 1) * STAGED_TILE, K_PITCH, k_bh, k_strides.s2, nxt.j0, shape.n_tokens,
-                      tid);
-      load_tile_async(v_s + (stage ^ 1) * STAGED_TILE, V_PITCH, v_bh, v_strides.s2, nxt.j0, shape.n_tokens,
-                      tid);
+      load_key_tile(k_s + (stage ^ 1) * STAGED_TILE, v_s + (stage ^ 1) * STAGED_TILE, k_bh, k_strides.s2,
+                    v_bh, v_strides.s2, nxt.j0, shape.n_tokens);
     }
     cp_commit();
     /* unmasked tiles per work-group, as the wgmma forward (TILE_UNMASKED) */
     const int elementwise = !TILE_UNMASKED(cur, shape, row0);
 #else
     barrier(CLK_LOCAL_MEM_FENCE);                     /* every warp is done with k_s and v_s */
-    load_tile_async(k_t, K_PITCH, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
-    load_tile_async(v_t, V_PITCH, v_bh, v_strides.s2, cur.j0, shape.n_tokens, tid);
+    load_key_tile(k_t, v_t, k_bh, k_strides.s2, v_bh, v_strides.s2, cur.j0, shape.n_tokens);
     cp_commit();
     CP_WAIT(0);
     barrier(CLK_LOCAL_MEM_FENCE);
