@@ -237,14 +237,23 @@ inline int next_query_tile(query_tile_pos *p, int h_end, int b, int n, int key0,
   }
 }
 
-/* LSE (log2 units; an empty row's -inf becomes 0: all its scores are masked) and delta of query row `row` of
- * (batch b, query head h); 0 past the sequence. */
+/* LSE (log2 units) and delta of query row `row` (< n_tokens) of (batch b, query head h). */
+inline float lse2_at(__global const float *lse, long4 lse_strides, long lse_offset, int b, int h, int row) {
+  return lse[lse_offset + b * lse_strides.s0 + h * lse_strides.s1 + row * lse_strides.s2] * DUA_LOG2E;
+}
+
+inline float delta_at(__global const float *delta, long delta_offset, int b, int h, int row,
+                      dua_fwd_shape shape) {
+  return delta[delta_offset + ((long)b * shape.hq + h) * shape.n_tokens + row];
+}
+
+/* Both, 0 past the sequence, and an empty row's LSE (-inf) as 0: all its scores are masked. */
 inline float2 row_stats(__global const float *lse, __global const float *delta, long4 lse_strides,
                         long lse_offset, long delta_offset, int b, int h, int row, dua_fwd_shape shape) {
   float l2 = 0.0f, dl = 0.0f;
   if (row < shape.n_tokens) {
-    l2 = lse[lse_offset + b * lse_strides.s0 + h * lse_strides.s1 + row * lse_strides.s2] * DUA_LOG2E;
-    dl = delta[delta_offset + ((long)b * shape.hq + h) * shape.n_tokens + row];
+    l2 = lse2_at(lse, lse_strides, lse_offset, b, h, row);
+    dl = delta_at(delta, delta_offset, b, h, row, shape);
   }
   return (float2)(isinf(l2) ? 0.0f : l2, dl);
 }
@@ -467,9 +476,14 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     load_query_tile(q_t, do_t, q, d_o, q_strides, do_strides, offsets, b, cur.h, cur.i0, shape.n_tokens);
     cp_commit();
     {
-      const float2 st = row_stats(lse, delta, lse_strides, aux_offsets.s2, aux_offsets.s3, b, cur.h,
-                                  cur.i0 + (tid & (BN - 1)), shape);
-      stats[tid] = tid < BN ? st.x : st.y; /* THREADS == 2 BN: lse2 of the 64 rows, then their delta */
+      const int row = cur.i0 + (tid & (BN - 1)); /* THREADS == 2 BN: lse2 of the 64 rows, then their delta */
+      float x = 0.0f;
+      if (row < shape.n_tokens) {
+        x = tid < BN ? lse2_at(lse, lse_strides, aux_offsets.s2, b, cur.h, row)
+                     : delta_at(delta, aux_offsets.s3, b, cur.h, row, shape);
+        x = isinf(x) ? 0.0f : x; /* an empty row's LSE (delta is finite) */
+      }
+      stats[tid] = x;
     }
     CP_WAIT(0);
     barrier(CLK_LOCAL_MEM_FENCE);

@@ -8,8 +8,6 @@
 #include "attention/backward_internal.h"
 
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #define MMA_ROWS 64 /* query rows (dq) or keys (dkdv) per work-group */
 #define MMA_THREADS 128
@@ -20,9 +18,7 @@ static dua_status bwd_kernel(dua_context *ctx, const dua_bwd_call *c, int wgmma,
   snprintf(options, size,
            "-DHEAD_DIM=%d -DMT=1 -DDUA_FP16=1 -DDUA_TF32=0 -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=0%s%s",
            c->head_dim, c->enum_mode, c->tree_mode, wgmma ? " -DDUA_WGMMA=1" : "",
-           !dua_device_is_nvidia(&ctx->info) ? " -DDUA_MMA_EMULATE=1"
-           : wgmma                           ? " " DUA_SM90A_OPTION
-                                             : "");
+           dua_nv_mma_target_option(ctx, wgmma));
   return dua_program_kernel(ctx,
                             wgmma ? "common,nv_mma_ops,nv_wgmma_ops,attn_fwd_mma,attn_bwd_mma"
                                   : "common,nv_mma_ops,attn_fwd_mma,attn_bwd_mma",
@@ -38,9 +34,8 @@ dua_status dua_backward_nv_mma(dua_context *ctx, const dua_bwd_call *c, cl_kerne
    * was 1.07-1.15x faster than both passes on wgmma (dense, depth 3, block-diagonal, causal depth 3) and 9%
    * slower on causal block-diagonal, where DUA_BWD_DKDV_WGMMA=1 (a developer override) puts dK/dV on wgmma
    * too (bench/NOTES-mma.md). */
-  const char *kv_env = getenv("DUA_BWD_DKDV_WGMMA");
   const int wgmma_dq = ctx->info.nv_wgmma && !ctx->wgmma_bwd_failed,
-            wgmma_kv = wgmma_dq && kv_env && *kv_env && strcmp(kv_env, "0") != 0;
+            wgmma_kv = wgmma_dq && ctx->bwd_dkdv_wgmma;
   char options_dq[256], options_kv[256];
   dua_status st;
   if ((st = bwd_kernel(ctx, c, wgmma_dq, "dua_attn_bwd_dq_mma", k_dq, options_dq, sizeof options_dq)) !=

@@ -36,6 +36,10 @@ static int is_nvidia(const dua_context *ctx) {
   return dua_device_is_nvidia(&ctx->info);
 }
 
+const char *dua_nv_mma_target_option(const dua_context *ctx, int wgmma) {
+  return !is_nvidia(ctx) ? " -DDUA_MMA_EMULATE=1" : wgmma ? " " DUA_SM90A_OPTION : "";
+}
+
 /* Whether this call can take the tensor-core kernel (the fast paths are checked by the caller). */
 static int mma_fits(const dua_context *ctx, const dua_fwd_call *c) {
   if (c->has_tbias) /* no token-tree bias in this kernel: the portable one runs */
@@ -86,10 +90,7 @@ dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
   snprintf(options, sizeof options,
            "-DHEAD_DIM=%d -DMT=%d -DDUA_FP16=%d -DDUA_TF32=%d -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=%d%s%s",
            c->head_dim, mt, !tf32, tf32, c->enum_mode, c->tree_mode, c->has_bias,
-           wgmma ? " -DDUA_WGMMA=1" : "",
-           !is_nvidia(ctx) ? " -DDUA_MMA_EMULATE=1"
-           : wgmma         ? " " DUA_SM90A_OPTION
-                           : "");
+           wgmma ? " -DDUA_WGMMA=1" : "", dua_nv_mma_target_option(ctx, wgmma));
   cl_kernel kernel;
   dua_status st = dua_program_kernel(
       ctx, wgmma ? "common,nv_mma_ops,nv_wgmma_ops,attn_fwd_mma" : "common,nv_mma_ops,attn_fwd_mma", options,

@@ -14,6 +14,11 @@ void dua_context_options_init(dua_context_options *options) {
   options->log_level = DUA_LOG_ERROR;
 }
 
+int dua_env_flag(const char *name) {
+  const char *v = getenv(name);
+  return v && *v && strcmp(v, "0") != 0;
+}
+
 static dua_context *context_alloc(const dua_context_options *options) {
   dua_context *ctx = calloc(1, sizeof *ctx);
   if (!ctx)
@@ -32,9 +37,9 @@ static dua_context *context_alloc(const dua_context_options *options) {
     ctx->log_level = options->log_level;
     ctx->fast_paths_disabled = options->disable_fast_paths != 0;
   }
-  const char *no_mma = getenv("DUA_NO_MMA");
-  if (no_mma && *no_mma && strcmp(no_mma, "0") != 0)
+  if (dua_env_flag("DUA_NO_MMA"))
     ctx->fast_paths_disabled = 1;
+  ctx->bwd_dkdv_wgmma = dua_env_flag("DUA_BWD_DKDV_WGMMA");
   const char *dir = getenv("DUA_CL_DIR");
   if (dir && *dir)
     snprintf(ctx->cl_dir, sizeof ctx->cl_dir, "%s", dir);

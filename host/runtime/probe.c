@@ -164,9 +164,7 @@ void dua_probe_run(dua_context *ctx) {
   dua_log(ctx, DUA_LOG_INFO, "mma.sync probe: f16 %s, tf32 %s", ctx->info.nv_mma_f16 ? "ok" : "failed",
           ctx->info.nv_mma_tf32 ? "ok" : "failed");
   /* wgmma exists on sm_90 only (sm_90a PTX); DUA_NO_WGMMA=1 keeps the forward and backward on mma.sync */
-  const char *no_wgmma = getenv("DUA_NO_WGMMA");
-  if (ctx->info.nv_mma_f16 && ctx->info.nv_compute_capability == 90 &&
-      !(no_wgmma && *no_wgmma && strcmp(no_wgmma, "0") != 0)) {
+  if (ctx->info.nv_mma_f16 && ctx->info.nv_compute_capability == 90 && !dua_env_flag("DUA_NO_WGMMA")) {
     ctx->info.nv_wgmma = probe_wgmma(ctx);
     dua_log(ctx, DUA_LOG_INFO, "wgmma probe: %s", ctx->info.nv_wgmma ? "ok" : "failed");
   }
