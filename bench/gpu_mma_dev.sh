@@ -82,12 +82,12 @@ for r in rows:
 PY
 )") ;;
   bwd)
-    # the tensor-core backward: test_backward on the GPU (default: dQ on wgmma on Hopper; the tensor-core cases
-    # again with both passes on mma.sync and with dK/dV on wgmma too), then the backward alone and fp16
-    # forward + backward, default and DUA_NO_WGMMA=1, next to the peers
+    # the tensor-core backward: test_backward on the GPU (default: both passes on wgmma on Hopper; the
+    # tensor-core cases again with both on mma.sync), then the backward alone and fp16 forward + backward,
+    # default and DUA_NO_WGMMA=1, next to the peers
     timeout 300 $BUILD/test/test_backward >"$OUT/test_backward.txt" 2>&1
     summary+=("test_backward rc=$? $(grep -E '^[0-9]+%' "$OUT/test_backward.txt" | tail -1)")
-    for v in DUA_NO_WGMMA DUA_BWD_DKDV_WGMMA; do
+    for v in DUA_NO_WGMMA; do
       env $v=1 DUA_TEST_ONLY=tensor_core_cases timeout 200 $BUILD/test/test_backward >"$OUT/test_backward_$v.txt" 2>&1
       summary+=("test_backward $v=1 rc=$? $(grep -E '^[0-9]+%' "$OUT/test_backward_$v.txt" | tail -1)")
     done

@@ -4,7 +4,9 @@
 # (batch 8, heads 8, head dim 64, block 128), checked against the CPU reference at N 2048, and ptxas's
 # register report of the wgmma programs that variant built (from its disk cache), then a table.
 #   BUILD=build-slim bash bench/gpu_variants.sh exp-cl/a exp-cl/b ...   (ROUNDS=2 runs the list twice)
-# A folder named "-" means the built-in sources.
+# A folder named "-" means the built-in sources. PASS=bwd: the backward instead (dua-bench --pass bwd on the
+# same problem set, and test_backward's tensor-core cases on the GPU for each variant before timing, unless
+# TESTS=0).
 set -uo pipefail
 source .devkit/device-env.sh >/dev/null
 export PYTHONUNBUFFERED=1 CK_DEFAULT_TIMEOUT=600
@@ -12,26 +14,40 @@ BUILD=${BUILD:-build-rel}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
-B="$BUILD/tools/dua-bench --batch 8 --heads 8 --dim 64 --dtype fp16 --no-naive --no-dense --json -"
+PASS=${PASS:-fwd}
+B="$BUILD/tools/dua-bench --batch 8 --heads 8 --dim 64 --dtype fp16 --no-naive --no-dense --pass $PASS --json -"
 ptxas=$(ls .devkit/bin/ptxas 2>/dev/null | head -1)
 for round in $(seq "${ROUNDS:-1}"); do
   for dir in "$@"; do
     name=$(basename "$dir")
     export DUA_CACHE_DIR=/tmp/dua-cache-$name
     if [ "$dir" = - ]; then unset DUA_CL_DIR; else export DUA_CL_DIR=$PWD/$dir; fi
-    { [ "$round" = 1 ] && $B --n 2048 --depth -1 0 --check
+    if [ "$round" = 1 ] && [ "$PASS" = bwd ] && [ "${TESTS:-1}" = 1 ]; then
+      DUA_TEST_ONLY=tensor_core_cases timeout 300 "$BUILD/test/test_backward" >"$OUT/test_backward_$name.txt" 2>&1
+      echo "$name: test_backward rc=$? $(grep -E '^[0-9]+%' "$OUT/test_backward_$name.txt" | tail -1)" |
+        tee -a "$OUT/tests.txt"
+    fi
+    { [ "$round" = 1 ] && [ "$PASS" = fwd ] && $B --n 2048 --depth -1 0 --check
       $B --n 8192 --depth -1 3 0
-      $B --n 8192 --depth 3 0 --causal; } 2>>"$OUT/bench_$name.log" | grep '^{' |
+      $B --n 8192 --depth -1 3 0 --causal; } 2>>"$OUT/bench_$name.log" | grep '^{' |
       sed "s/^{/{\"cl\": \"$name\", \"round\": $round, /" >>"$OUT/variants.jsonl"
+    if [ "$round" = 1 ] && [ -z "$ptxas" ]; then # no ptxas here: the driver's PTX comes back for a local one
+      n=0
+      for f in $(grep -l "^\.target sm_90a" -r "$DUA_CACHE_DIR" 2>/dev/null | head -4); do
+        tail -c +89 "$f" >"$OUT/ptx_${name}_$n.ptx"; n=$((n + 1))
+      done
+    fi
     if [ "$round" = 1 ] && [ -n "$ptxas" ]; then
-      for f in $(grep -l "wgmma.mma_async" -r "$DUA_CACHE_DIR" 2>/dev/null | head -2); do
+      # the sm_90a programs (wgmma, or a register cap) in the disk cache: ptxas's report per kernel
+      for f in $(grep -l "^\.target sm_90a" -r "$DUA_CACHE_DIR" 2>/dev/null | head -4); do
         tail -c +89 "$f" | sed 's/^\.version 9\.[0-9]*$/.version 8.8/' >/tmp/v.ptx
-        echo "$name: $("$ptxas" -arch=sm_90a -v /tmp/v.ptx -o /tmp/v.cubin 2>&1 | grep -E "registers|spill|C75" | tr '\n' ' ')"
+        "$ptxas" -arch=sm_90a -v /tmp/v.ptx -o /tmp/v.cubin 2>&1 | grep -E "entry function|registers|spill|C75" |
+          sed -E "s/.*entry function '([a-z_0-9]*)'.*/\1:/" | tr '\n' ' ' | sed "s/^/$name: /; s/\$/\n/"
       done >>"$OUT/ptxas.txt"
     fi
   done
 done
-grep -iE "check|fail|error" "$OUT"/bench_*.log | head -12
+grep -iE "check|fail|error|warn" "$OUT"/bench_*.log | head -12
 cat "$OUT/ptxas.txt" 2>/dev/null
 python3 - "$OUT/variants.jsonl" <<'PY'
 import json, sys

@@ -15,15 +15,16 @@
  * the dq pass, K and V in the dkdv pass) are the A operand of the first two products of every tile: on
  * mma.sync as register A fragments, on wgmma in local memory (which wgmma reads; see nv_wgmma_ops.cl on why
  * not registers). The streamed tiles are staged in local memory with cp.async: mma.sync one buffer each (two
- * measured 8% slower on an H100: its registers already cap residency, bench/NOTES-mma.md), wgmma two (tile
+ * measured slower on an H100: its registers already cap residency, bench/NOTES-mma.md), wgmma two (tile
  * j + 1 streams in while tile j is computed; one barrier per tile). On wgmma the independent products of a
- * tile share one asm statement and one wait (S and dP; dV and dK), and the dkdv kernel caps its registers at
- * 168: three work-groups per SM instead of two (1.33x dense on an H100; bench/NOTES-mma.md). The host runs
- * the dq pass on wgmma and the dkdv pass on mma.sync by default (measured faster: backward_nv_mma.c). P and
- * dS are rounded to f16 and re-packed from C into A fragments (as the forward's P), sums stay fp32. Same
- * masks, skips, GQA, tails and empty rows as attn_bwd.cl; no level bias, block-pair gradient or token-tree
- * bias (the host runs the portable kernels for those). Requirements checked by the host (backward_nv_mma.c):
- * fp16, HEAD_DIM 64, block >= 64, rows 16-byte aligned. */
+ * tile share one asm statement and one wait (S and dP; dV and dK). The dkdv kernel caps its registers at 168
+ * (three work-groups per SM instead of two; the host applies the cap through a PTX rebuild): on mma.sync it
+ * takes each tile in two halves of 32 queries to fit; on wgmma the tile's LSE and delta are loaded a tile
+ * ahead (in the loop they stalled the softmax behind the products' wait). On Hopper the host runs both
+ * passes on wgmma (backward_nv_mma.c). P and dS are rounded to f16 and re-packed from C into A fragments (as
+ * the forward's P), sums stay fp32. Same masks, skips, GQA, tails and empty rows as attn_bwd.cl; no level
+ * bias, block-pair gradient or token-tree bias (the host runs the portable kernels for those). Requirements
+ * checked by the host (backward_nv_mma.c): fp16, HEAD_DIM 64, block >= 64, rows 16-byte aligned. */
 
 #if DUA_TF32 || MT != 1 || BN != 64 || THREADS != 128
 #error "attn_bwd_mma.cl needs attn_fwd_mma.cl built for fp16 with MT 1 (64-row tiles, 4 warps)"
@@ -42,13 +43,19 @@ typedef struct {
   uint4 f[KSTEPS];
 } rows_operand;
 #endif
-/* A register cap for the kernel that states it (wgmma on the device: host/runtime/ptx_sm90a.c turns the
- * marker into the entry's .maxnreg), chosen for work-groups per SM: 65536 registers / (128 work-items x n).
- */
-#if DUA_WGMMA && !DUA_MMA_EMULATE
+/* A register cap for the kernel that states it (on NVIDIA's devices the host rebuilds the program from its
+ * PTX, where host/runtime/ptx_sm90a.c turns the marker into the entry's .maxnreg), chosen for work-groups per
+ * SM: 65536 registers / (128 work-items x n). */
+#if (DUA_SM90A || DUA_PTX_CAPS) && !DUA_MMA_EMULATE
 #define MAX_REGISTERS(n) asm volatile("// DUA_MAXNREG " #n)
 #else
 #define MAX_REGISTERS(n)
+#endif
+/* Query columns of the dkdv pass's tile per step (see its loop) */
+#if DUA_WGMMA
+#define KV_COLS BN
+#else
+#define KV_COLS (BN / 2)
 #endif
 #define STAGED_TILE (BN * K_PITCH) /* elements per buffer of a staged 64-row tile (K_PITCH == V_PITCH) */
 
@@ -60,11 +67,12 @@ inline void staged_tile_ready(void) {
   barrier(CLK_LOCAL_MEM_FENCE);
 }
 
-/* P (or dS) of one 16-row fragment block, C layout x[i] (8 columns each), packed as A fragments of the next
- * product over those columns: step kk takes C tiles 2kk and 2kk + 1 (as the forward's P). */
-inline void pack_a(float4 x[STILES], uint4 a[PSTEPS]) {
+/* P (or dS) of one 16-row fragment block, C layout x[i] (8 columns each, n_tiles of them), packed as A
+ * fragments of the next product over those columns: step kk takes C tiles 2kk and 2kk + 1 (as the forward's
+ * P). */
+inline void pack_a(const float4 *x, uint4 *a, int n_tiles) {
 #pragma unroll
-  for (int i = 0; i < STILES; i++) {
+  for (int i = 0; i < n_tiles; i++) {
     const uint lo = pack_half2(x[i].s0, x[i].s1), hi = pack_half2(x[i].s2, x[i].s3);
     if (i & 1) {
       a[i >> 1].s2 = lo;
@@ -76,13 +84,14 @@ inline void pack_a(float4 x[STILES], uint4 a[PSTEPS]) {
   }
 }
 
-/* The first two products of a tile: c0 = a0 t0^T and c1 = a1 t1^T over HEAD_DIM, 64 columns each: a0, a1
- * the work-group's own rows (this warp's 16 as C rows), the rows of tiles t0, t1 (row-major: K-major for
- * wgmma) the columns of C. wgmma: both in one asm statement (one wait for the pair). */
-inline void mma_rows_x_tiles(float4 c0[STILES], rows_operand a0, __local const ushort *t0, float4 c1[STILES],
-                             rows_operand a1, __local const ushort *t1 EMU_PARAMS) {
+/* The first two products of a tile: c0 = a0 t0^T and c1 = a1 t1^T over HEAD_DIM, 8 n_tiles columns each
+ * (wgmma: STILES): a0, a1 the work-group's own rows (this warp's 16 as C rows), the rows of tiles t0, t1
+ * (row-major: K-major for wgmma) the columns of C. wgmma: both in one asm statement (one wait for the pair).
+ */
+inline void mma_rows_x_tiles(float4 *c0, rows_operand a0, __local const ushort *t0, float4 *c1,
+                             rows_operand a1, __local const ushort *t1, int n_tiles EMU_PARAMS) {
 #pragma unroll
-  for (int i = 0; i < STILES; i++)
+  for (int i = 0; i < n_tiles; i++)
     c0[i] = c1[i] = (float4)(0.0f);
 #if DUA_WGMMA
   wgmma_ss_kmajor_pair(c0, a0, t0, c1, a1, t1 EMU_ARGS);
@@ -96,7 +105,7 @@ inline void mma_rows_x_tiles(float4 c0[STILES], rows_operand a0, __local const u
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; kk++) {
 #pragma unroll
-      for (int np = 0; np < STILES / 2; np++) {
+      for (int np = 0; np < n_tiles / 2; np++) {
         const uint4 tb = ldsm_x4(t_s, (np * 16 + (lane & 7) + ((lane >> 4) & 1) * 8) * K_PITCH + kk * 16 +
                                           ((lane >> 3) & 1) * 8 EMU_ARGS);
         c[2 * np] = mma_16816(c[2 * np], a.f[kk], tb.s01 EMU_ARGS);
@@ -108,12 +117,13 @@ inline void mma_rows_x_tiles(float4 c0[STILES], rows_operand a0, __local const u
 }
 
 #if !DUA_WGMMA
-/* acc += A (16 x 64 per warp, fragments a[PSTEPS]) times tile t_s (64 rows x HEAD_DIM, row-major: B as k x n,
- * hence ldmatrix .trans), as the forward's O += P V. */
-inline void mma_acc_tile(float4 acc[OTILES], const uint4 a[PSTEPS], __local const ushort *t_s EMU_PARAMS) {
+/* acc += A (16 x 16 k_steps per warp, fragments a[k_steps]) times the first 16 k_steps rows of tile t_s
+ * (row-major, HEAD_DIM wide: B as k x n, hence ldmatrix .trans), as the forward's O += P V. */
+inline void mma_acc_rows(float4 acc[OTILES], const uint4 *a, __local const ushort *t_s,
+                         int k_steps EMU_PARAMS) {
   const int lane = get_local_id(0) & 31;
 #pragma unroll
-  for (int kk = 0; kk < PSTEPS; kk++) {
+  for (int kk = 0; kk < k_steps; kk++) {
 #pragma unroll
     for (int dp = 0; dp < OTILES / 2; dp++) {
       const uint4 tb = ldsm_x4_trans(t_s, (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * V_PITCH + dp * 16 +
@@ -123,21 +133,15 @@ inline void mma_acc_tile(float4 acc[OTILES], const uint4 a[PSTEPS], __local cons
     }
   }
 }
+
+/* acc += A times the whole tile (64 rows) */
+inline void mma_acc_tile(float4 acc[OTILES], const uint4 a[PSTEPS], __local const ushort *t_s EMU_PARAMS) {
+  mma_acc_rows(acc, a, t_s, PSTEPS EMU_ARGS);
+}
 #else
 /* wgmma's N-major operand: the tile's rows are B's k rows */
 #define mma_acc_tile wgmma_rs_nmajor
 #endif
-
-/* acc0 += a0 t0 and acc1 += a1 t1 (as mma_acc_tile; wgmma: one asm statement) */
-inline void mma_acc_tiles(float4 acc0[OTILES], const uint4 a0[PSTEPS], __local const ushort *t0,
-                          float4 acc1[OTILES], const uint4 a1[PSTEPS], __local const ushort *t1 EMU_PARAMS) {
-#if DUA_WGMMA
-  wgmma_rs_nmajor_pair(acc0, a0, t0, acc1, a1, t1 EMU_ARGS);
-#else
-  mma_acc_tile(acc0, a0, t0 EMU_ARGS);
-  mma_acc_tile(acc1, a1, t1 EMU_ARGS);
-#endif
-}
 
 /* The work-group's own rows [r0, r0 + 64) of two (tokens x HEAD_DIM) slices as operands a and b: copied into
  * x_s and y_s (cp.async, committed by the caller). mma.sync: waits, reads this warp's A fragments and frees
@@ -258,6 +262,30 @@ inline float2 row_stats(__global const float *lse, __global const float *delta, 
   return (float2)(isinf(l2) ? 0.0f : l2, dl);
 }
 
+/* The statistic of query tile rows [i0, i0 + 64) of head h that work-item tid stages (THREADS == 2 BN): the
+ * LSE (log2 units) of row i0 + tid, then the delta of row i0 + tid - BN; 0 past the sequence and for an empty
+ * row's LSE (all its scores are masked; delta is finite). */
+inline float tile_stat(__global const float *lse, __global const float *delta, long4 lse_strides,
+                       long lse_offset, long delta_offset, int b, int h, int i0, dua_fwd_shape shape) {
+  const int tid = get_local_id(0), row = i0 + (tid & (BN - 1));
+  float x = 0.0f;
+  if (row < shape.n_tokens) {
+    x = tid < BN ? lse2_at(lse, lse_strides, lse_offset, b, h, row)
+                 : delta_at(delta, delta_offset, b, h, row, shape);
+    x = isinf(x) ? 0.0f : x;
+  }
+  return x;
+}
+
+/* LSE and delta of query tile rows i0 + 2 lane, + 1 (row_stats): (lse, lse, delta, delta) */
+inline float4 lane_stats(__global const float *lse, __global const float *delta, long4 lse_strides,
+                         long lse_offset, long delta_offset, int b, int h, int i0, dua_fwd_shape shape) {
+  const int r = i0 + 2 * (get_local_id(0) & 31);
+  const float2 a = row_stats(lse, delta, lse_strides, lse_offset, delta_offset, b, h, r, shape),
+               c = row_stats(lse, delta, lse_strides, lse_offset, delta_offset, b, h, r + 1, shape);
+  return (float4)(a.x, c.x, a.y, c.y);
+}
+
 /* Starts the copy of key tile rows [j0, j0 + 64) (K into k_t, V into v_t). */
 inline void load_key_tile(__local ushort *k_t, __local ushort *v_t, __global const ushort *k_bh,
                           long k_stride, __global const ushort *v_bh, long v_stride, int j0, int n_tokens) {
@@ -354,13 +382,13 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     const int elementwise = !cur.full;
 #endif
     float4 s[STILES], dp[STILES]; /* S, then P; dP, then dS */
-    mma_rows_x_tiles(s, qa, k_t, dp, ga, v_t EMU_ARGS);
+    mma_rows_x_tiles(s, qa, k_t, dp, ga, v_t, STILES EMU_ARGS);
 #pragma unroll
     for (int i = 0; i < STILES; i++)
       softmax_grad(&s[i], &dp[i], s[i], dp[i], lse4, dlt4, r_lo, cur.j0 + 8 * i + 2 * t, elementwise,
                    cur.shared, 1, scale_log2, shape);
     uint4 dsa[PSTEPS];
-    pack_a(dp, dsa);
+    pack_a(dp, dsa, STILES);
     mma_acc_tile(acc, dsa, k_t EMU_ARGS); /* dQ += dS K */
 #if BWD_STAGES == 2
     cur = nxt;
@@ -414,16 +442,16 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     long4 aux_offsets /* dk, dv, lse, delta */, dua_fwd_shape shape, float scale, float scale_log2,
     __global const dua_head_rule *head_rules, __global const uchar *paths, __global const int *tlist_counts,
     __global const int *tlist_full, __global const int *tlist_indices) {
-  MAX_REGISTERS(168); /* three work-groups per SM (194 registers uncapped: two); no spills */
+  MAX_REGISTERS(168); /* three work-groups per SM (two uncapped: 1.2x slower on an H100; NOTES-mma.md) */
   __local ushort q_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));  /* query tiles */
   __local ushort do_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* dO tiles */
 #if DUA_WGMMA
   __local ushort k_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* K rows of the work-group */
   __local ushort v_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* V rows */
-  /* (48 KB with the query tiles: the tile's LSE and delta are read from global memory, L1-cached) */
+  /* (48 KB with the query tiles: the tile's LSE and delta stay in registers, lane_stats) */
 #else
   __local ushort *const k_s = q_s, *const v_s = do_s; /* K and V pass through the query tiles' buffers */
-  __local float stats[2 * BN];                        /* lse (log2 units), delta of the tile */
+  __local float stats[2 * BN];                        /* lse (log2 units), delta of the tile (tile_stat) */
 #endif
   EMU_LOCALS
   const int tid = get_local_id(0), lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
@@ -454,6 +482,12 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
   if (have) /* committed with the work-group's own rows */
     load_query_tile(q_s, do_s, q, d_o, q_strides, do_strides, offsets, b, cur.h, cur.i0, shape.n_tokens);
   cp_commit();
+  /* LSE and delta of the tile's query rows 2 lane, + 1: loaded a tile ahead (the next tile's while this one
+   * is computed; in the loop they stalled the softmax: 1.28x on an H100), each work-item's columns taken
+   * from the lanes that hold them (shuffles) */
+  float4 lane_st =
+      have ? lane_stats(lse, delta, lse_strides, aux_offsets.s2, aux_offsets.s3, b, cur.h, cur.i0, shape)
+           : (float4)(0.0f);
 #endif
   int stage = 0; /* BWD_STAGES 2: the buffers of tile j */
   while (have) {
@@ -466,6 +500,9 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     if (have_next) /* tile j + 1 streams in while tile j is computed */
       load_query_tile(q_s + (stage ^ 1) * STAGED_TILE, do_s + (stage ^ 1) * STAGED_TILE, q, d_o, q_strides,
                       do_strides, offsets, b, nxt.h, nxt.i0, shape.n_tokens);
+    const float4 next_st = have_next ? lane_stats(lse, delta, lse_strides, aux_offsets.s2, aux_offsets.s3, b,
+                                                  nxt.h, nxt.i0, shape)
+                                     : (float4)(0.0f);
     cp_commit();
     /* unmasked tiles per work-group, as the dq pass: every key at or before every row of the tile */
     const int elementwise =
@@ -475,43 +512,44 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     barrier(CLK_LOCAL_MEM_FENCE);                     /* every warp is done with q_s, do_s and stats */
     load_query_tile(q_t, do_t, q, d_o, q_strides, do_strides, offsets, b, cur.h, cur.i0, shape.n_tokens);
     cp_commit();
-    {
-      const int row = cur.i0 + (tid & (BN - 1)); /* THREADS == 2 BN: lse2 of the 64 rows, then their delta */
-      float x = 0.0f;
-      if (row < shape.n_tokens) {
-        x = tid < BN ? lse2_at(lse, lse_strides, aux_offsets.s2, b, cur.h, row)
-                     : delta_at(delta, aux_offsets.s3, b, cur.h, row, shape);
-        x = isinf(x) ? 0.0f : x; /* an empty row's LSE (delta is finite) */
-      }
-      stats[tid] = x;
-    }
+    stats[tid] = tile_stat(lse, delta, lse_strides, aux_offsets.s2, aux_offsets.s3, b, cur.h, cur.i0, shape);
     CP_WAIT(0);
     barrier(CLK_LOCAL_MEM_FENCE);
     const int elementwise = !cur.full;
 #endif
-    float4 s[STILES], dp[STILES]; /* S^T, then P^T; dP^T, then dS^T */
-    mma_rows_x_tiles(s, ka, q_t, dp, va, do_t EMU_ARGS);
+    /* wgmma: the whole tile; mma.sync: two halves of 32 queries (S^T, dP^T and their A fragments for 32
+     * columns at a time: 48 fewer live registers; bench/NOTES-mma.md) */
 #pragma unroll
-    for (int i = 0; i < STILES; i++) {
-      const int c = 8 * i + 2 * t; /* query columns i0 + c, + 1 */
+    for (int c0 = 0; c0 < BN; c0 += KV_COLS) {
+      float4 s[KV_COLS / 8], dp[KV_COLS / 8]; /* S^T, then P^T; dP^T, then dS^T */
+      mma_rows_x_tiles(s, ka, q_t + c0 * K_PITCH, dp, va, do_t + c0 * V_PITCH, KV_COLS / 8 EMU_ARGS);
+#pragma unroll
+      for (int i = 0; i < KV_COLS / 8; i++) {
+        const int c = c0 + 8 * i + 2 * t; /* query columns i0 + c, + 1 */
 #if DUA_WGMMA
-      const float2 c0 = row_stats(lse, delta, lse_strides, aux_offsets.s2, aux_offsets.s3, b, cur.h,
-                                  cur.i0 + c, shape),
-                   c1 = row_stats(lse, delta, lse_strides, aux_offsets.s2, aux_offsets.s3, b, cur.h,
-                                  cur.i0 + c + 1, shape);
-      const float4 l4 = (float4)(c0.x, c1.x, c0.x, c1.x), d4 = (float4)(c0.y, c1.y, c0.y, c1.y);
+        const int src = c >> 1; /* the lane holding columns c, c + 1 */
+        const float2 l2 = (float2)(shfl_idx(lane_st.s0, src EMU_ARGS), shfl_idx(lane_st.s1, src EMU_ARGS)),
+                     d2 = (float2)(shfl_idx(lane_st.s2, src EMU_ARGS), shfl_idx(lane_st.s3, src EMU_ARGS));
+        const float4 l4 = (float4)(l2, l2), d4 = (float4)(d2, d2);
 #else
-      const float4 l4 = (float4)(stats[c], stats[c + 1], stats[c], stats[c + 1]);
-      const float4 d4 = (float4)(stats[BN + c], stats[BN + c + 1], stats[BN + c], stats[BN + c + 1]);
+        const float4 l4 = (float4)(stats[c], stats[c + 1], stats[c], stats[c + 1]);
+        const float4 d4 = (float4)(stats[BN + c], stats[BN + c + 1], stats[BN + c], stats[BN + c + 1]);
 #endif
-      softmax_grad(&s[i], &dp[i], s[i], dp[i], l4, d4, k_lo, cur.i0 + c, elementwise, cur.shared, 0,
-                   scale_log2, shape);
+        softmax_grad(&s[i], &dp[i], s[i], dp[i], l4, d4, k_lo, cur.i0 + c, elementwise, cur.shared, 0,
+                     scale_log2, shape);
+      }
+      uint4 pa[KV_COLS / 16], dsa[KV_COLS / 16];
+      pack_a(s, pa, KV_COLS / 8);
+      pack_a(dp, dsa, KV_COLS / 8);
+#if DUA_WGMMA /* dV += P^T dO, dK += dS^T Q */
+      wgmma_rs_nmajor_pair(dv_acc, pa, do_t, dk_acc, dsa, q_t EMU_ARGS);
+#else
+      mma_acc_rows(dv_acc, pa, do_t + c0 * V_PITCH, KV_COLS / 16 EMU_ARGS);
+      mma_acc_rows(dk_acc, dsa, q_t + c0 * K_PITCH, KV_COLS / 16 EMU_ARGS);
+#endif
     }
-    uint4 pa[PSTEPS], dsa[PSTEPS];
-    pack_a(s, pa);
-    pack_a(dp, dsa);
-    mma_acc_tiles(dv_acc, pa, do_t, dk_acc, dsa, q_t EMU_ARGS); /* dV += P^T dO, dK += dS^T Q */
 #if BWD_STAGES == 2
+    lane_st = next_st;
     cur = nxt;
     have = have_next;
     stage ^= 1;

@@ -165,6 +165,22 @@ inline float shfl_xor(float x, int mask EMU_PARAMS) {
 #endif
 }
 
+/* x of lane src of this warp. */
+inline float shfl_idx(float x, int src EMU_PARAMS) {
+#if DUA_MMA_EMULATE
+  const int tid = get_local_id(0);
+  emu_f[tid] = x;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  const float y = emu_f[(tid & ~31) + src];
+  barrier(CLK_LOCAL_MEM_FENCE);
+  return y;
+#else
+  float y;
+  asm("shfl.sync.idx.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(y) : "f"(x), "r"(src));
+  return y;
+#endif
+}
+
 /* Two floats -> two f16 (round to nearest even) in one register, lo in the low 16 bits. */
 inline uint pack_half2(float lo, float hi) {
 #if DUA_MMA_EMULATE

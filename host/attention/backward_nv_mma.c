@@ -12,13 +12,17 @@
 #define MMA_ROWS 64 /* query rows (dq) or keys (dkdv) per work-group */
 #define MMA_THREADS 128
 
-/* Builds kernel `name` of attn_bwd_mma.cl, on wgmma or mma.sync; its options go to options[size]. */
+/* Builds kernel `name` of attn_bwd_mma.cl, on wgmma or mma.sync; its options go to options[size]. On NVIDIA's
+ * devices the mma.sync program is rebuilt from its PTX with the dK/dV kernel's register cap (DUA_MAXNREG,
+ * host/runtime/ptx_sm90a.c), as the wgmma program's sm_90a rebuild does. */
 static dua_status bwd_kernel(dua_context *ctx, const dua_bwd_call *c, int wgmma, const char *name,
                              cl_kernel *out, char *options, size_t size) {
+  const char *target = dua_nv_mma_target_option(ctx, wgmma);
+  if (!wgmma && *target == '\0') /* NVIDIA, mma.sync */
+    target = " " DUA_PTX_CAPS_OPTION;
   snprintf(options, size,
            "-DHEAD_DIM=%d -DMT=1 -DDUA_FP16=1 -DDUA_TF32=0 -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=0%s%s",
-           c->head_dim, c->enum_mode, c->tree_mode, wgmma ? " -DDUA_WGMMA=1" : "",
-           dua_nv_mma_target_option(ctx, wgmma));
+           c->head_dim, c->enum_mode, c->tree_mode, wgmma ? " -DDUA_WGMMA=1" : "", target);
   return dua_program_kernel(ctx,
                             wgmma ? "common,nv_mma_ops,nv_wgmma_ops,attn_fwd_mma,attn_bwd_mma"
                                   : "common,nv_mma_ops,attn_fwd_mma,attn_bwd_mma",
@@ -30,17 +34,14 @@ dua_status dua_backward_nv_mma(dua_context *ctx, const dua_bwd_call *c, cl_kerne
   if (!ctx->info.nv_mma_f16 || ctx->fast_paths_disabled || c->portable_only || !c->fp16 ||
       c->head_dim != 64 || c->block < MMA_ROWS || c->block % MMA_ROWS || !c->rows_aligned)
     return DUA_ERROR_UNSUPPORTED;
-  /* On Hopper the dQ pass takes wgmma and the dK/dV pass stays on mma.sync: on an H100 at N 8192 that pair
-   * was 1.07-1.15x faster than both passes on wgmma (dense, depth 3, block-diagonal, causal depth 3) and 9%
-   * slower on causal block-diagonal, where DUA_BWD_DKDV_WGMMA=1 (a developer override) puts dK/dV on wgmma
-   * too (bench/NOTES-mma.md). */
-  const int wgmma_dq = ctx->info.nv_wgmma && !ctx->wgmma_bwd_failed,
-            wgmma_kv = wgmma_dq && ctx->bwd_dkdv_wgmma;
+  /* On Hopper both passes on wgmma: on an H100 at N 8192, 1.01-1.12x faster than the dK/dV pass on mma.sync
+   * (bench/NOTES-mma.md) */
+  const int wgmma = ctx->info.nv_wgmma && !ctx->wgmma_bwd_failed;
   char options_dq[256], options_kv[256];
   dua_status st;
-  if ((st = bwd_kernel(ctx, c, wgmma_dq, "dua_attn_bwd_dq_mma", k_dq, options_dq, sizeof options_dq)) !=
+  if ((st = bwd_kernel(ctx, c, wgmma, "dua_attn_bwd_dq_mma", k_dq, options_dq, sizeof options_dq)) !=
           DUA_SUCCESS ||
-      (st = bwd_kernel(ctx, c, wgmma_kv, "dua_attn_bwd_dkdv_mma", k_dkdv, options_kv, sizeof options_kv)) !=
+      (st = bwd_kernel(ctx, c, wgmma, "dua_attn_bwd_dkdv_mma", k_dkdv, options_kv, sizeof options_kv)) !=
           DUA_SUCCESS)
     return st;
   /* dQ: the forward's enumeration */

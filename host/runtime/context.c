@@ -39,7 +39,6 @@ static dua_context *context_alloc(const dua_context_options *options) {
   }
   if (dua_env_flag("DUA_NO_MMA"))
     ctx->fast_paths_disabled = 1;
-  ctx->bwd_dkdv_wgmma = dua_env_flag("DUA_BWD_DKDV_WGMMA");
   const char *dir = getenv("DUA_CL_DIR");
   if (dir && *dir)
     snprintf(ctx->cl_dir, sizeof ctx->cl_dir, "%s", dir);

@@ -29,7 +29,6 @@ struct dua_context {
   dua_device_info info;
   int fast_paths_disabled; /* options or DUA_NO_MMA=1 */
   int wgmma_bwd_failed;    /* the wgmma backward did not build here: the backward stays on mma.sync */
-  int bwd_dkdv_wgmma;      /* DUA_BWD_DKDV_WGMMA=1: the backward's dK/dV pass on wgmma too (Hopper) */
   dua_log_fn log;
   void *log_user;
   dua_log_level log_level;
@@ -112,12 +111,18 @@ void dua_program_cache_release(dua_context *ctx);
  * second, keyed on the options: the number is the rewrite's version (raise it when ptx_sm90a.c changes what
  * it writes, so that no cached program of the old rewrite is taken). */
 #define DUA_SM90A_OPTION "-DDUA_SM90A=1"
-/* ptx with every "// DUA_SM90A " marker removed (*markers counts them) and ".target sm_90" -> sm_90a; NULL
- * when the PTX does not target sm_90 exactly, or out of memory. The caller frees it. */
+/* Options containing DUA_PTX_CAPS_OPTION (NVIDIA, any target) build in two steps too: the source, then its
+ * PTX with the kernels' register caps applied (dua_ptx_caps). */
+#define DUA_PTX_CAPS_OPTION "-DDUA_PTX_CAPS=1"
+/* ptx with every "// DUA_SM90A " marker removed (*markers counts them), each entry's "// DUA_MAXNREG n"
+ * turned into ".maxnreg n" and ".target sm_90" -> sm_90a; NULL when the PTX does not target sm_90 exactly, or
+ * out of memory. The caller frees it. */
+char *dua_ptx_to_sm90a(const char *ptx, int *markers);
+/* ptx with only the register caps applied (*caps counts them), any target; NULL when out of memory. */
+char *dua_ptx_caps(const char *ptx, int *caps);
+
 /* Whether environment variable `name` is set, non-empty and not "0" (DUA_NO_MMA=1 and the like). */
 int dua_env_flag(const char *name);
-
-char *dua_ptx_to_sm90a(const char *ptx, int *markers);
 
 /* On-disk cache (disk_cache.c). key_hex: 64 hex chars + NUL. */
 void dua_disk_cache_init(dua_context *ctx);

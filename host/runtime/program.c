@@ -141,11 +141,13 @@ static void store_binary(dua_context *ctx, cl_program program, const char *key) 
   free(blob);
 }
 
-/* The sm_90 program -> its PTX with the DUA_SM90A lines uncommented, built for sm_90a (DUA_SM90A_OPTION).
- * Replaces *program (released either way); an error names the step that failed, with the driver's build log
- * when it refused the PTX. */
-static dua_status rebuild_sm90a(dua_context *ctx, const char *sources, const char *options,
-                                cl_program *program) {
+/* The program -> its PTX rewritten (to_sm90a: the DUA_SM90A lines uncommented, built for sm_90a,
+ * DUA_SM90A_OPTION; else the register caps only, DUA_PTX_CAPS_OPTION) and built again from it. Replaces
+ * *program (released either way); an error names the step that failed, with the driver's build log when it
+ * refused the PTX. */
+static dua_status rebuild_from_ptx(dua_context *ctx, const char *sources, const char *options, int to_sm90a,
+                                   cl_program *program) {
+  const char *what = to_sm90a ? "for sm_90a" : "with register caps";
   size_t size = 0;
   char *ptx = NULL;
   int have =
@@ -159,16 +161,16 @@ static dua_status rebuild_sm90a(dua_context *ctx, const char *sources, const cha
   if (!have || !ptx) {
     free(ptx);
     return have ? DUA_ERROR_OUT_OF_MEMORY
-                : dua_fail(ctx, DUA_ERROR_BUILD_FAILED, "building kernels %s for sm_90a: no PTX binary",
-                           sources);
+                : dua_fail(ctx, DUA_ERROR_BUILD_FAILED, "building kernels %s %s: no PTX binary", sources,
+                           what);
   }
-  int markers = 0;
-  char *patched = dua_ptx_to_sm90a(ptx, &markers);
+  int markers = 0, caps = 0;
+  char *patched = to_sm90a ? dua_ptx_to_sm90a(ptx, &markers) : dua_ptx_caps(ptx, &caps);
   const int sm90 = strstr(ptx, ".target sm_90") != NULL;
   free(ptx);
-  if (!patched || markers == 0) {
+  if (!patched || (to_sm90a && markers == 0)) {
     free(patched);
-    if (!patched && sm90)
+    if (!patched && (sm90 || !to_sm90a))
       return DUA_ERROR_OUT_OF_MEMORY;
     return dua_fail(ctx, DUA_ERROR_BUILD_FAILED, "building kernels %s for sm_90a: %s", sources,
                     !patched
@@ -184,9 +186,9 @@ static dua_status rebuild_sm90a(dua_context *ctx, const char *sources, const cha
       (err = clBuildProgram(*program, 1, &ctx->device, options, NULL, NULL)) == CL_SUCCESS)
     return DUA_SUCCESS;
   dua_fail(ctx, DUA_ERROR_BUILD_FAILED,
-           "building kernels %s: the driver refused the sm_90a PTX (%d instructions "
-           "uncommented): %s",
-           sources, markers, dua_status_string((dua_status)(err ? err : bin_status)));
+           "building kernels %s %s: the driver refused the rewritten PTX (%d instructions uncommented, %d "
+           "register caps): %s",
+           sources, what, markers, caps, dua_status_string((dua_status)(err ? err : bin_status)));
   if (*program) {
     record_build_log(ctx, *program);
     clReleaseProgram(*program);
@@ -241,8 +243,9 @@ static dua_status build_program(dua_context *ctx, const char *sources, const cha
       free(full);
       return DUA_ERROR_BUILD_FAILED;
     }
-    if (strstr(options, DUA_SM90A_OPTION) &&
-        (st = rebuild_sm90a(ctx, sources, full, &program)) != DUA_SUCCESS) {
+    const int to_sm90a = strstr(options, DUA_SM90A_OPTION) != NULL;
+    if ((to_sm90a || strstr(options, DUA_PTX_CAPS_OPTION)) &&
+        (st = rebuild_from_ptx(ctx, sources, full, to_sm90a, &program)) != DUA_SUCCESS) {
       free(text);
       free(full);
       return st;

@@ -4,7 +4,7 @@
  *
  * A kernel may also cap its registers (as CUDA's __launch_bounds__ would; OpenCL has no such attribute and
  * NVIDIA's driver ignores -cl-nv-maxrregcount): "// DUA_MAXNREG <n>" in its body, n in 24..255, becomes the
- * ".maxnreg <n>" directive of its entry. */
+ * ".maxnreg <n>" directive of its entry. dua_ptx_caps applies only that, for any target. */
 #include "runtime/context_internal.h"
 
 #include <ctype.h>
@@ -41,11 +41,13 @@ static int body_maxnreg(const char *body, const char *end) {
   return stop != p + sizeof mark - 1 && n >= 24 && n <= 255 ? (int)n : 0;
 }
 
-char *dua_ptx_to_sm90a(const char *ptx, int *markers) {
+/* The caps (*caps counts them); to_sm90a: also the target and the DUA_SM90A lines (*markers). */
+static char *rewrite(const char *ptx, int to_sm90a, int *markers, int *caps) {
   static const char mark[] = "// DUA_SM90A ", target[] = ".target sm_90", entry[] = ".entry ";
-  *markers = 0;
-  const char *tp = strstr(ptx, target);
-  if (!tp || isalnum((unsigned char)tp[sizeof target - 1])) /* sm_90 exactly ("sm_90, texmode..." is fine) */
+  *markers = *caps = 0;
+  const char *tp = to_sm90a ? strstr(ptx, target) : NULL;
+  if (to_sm90a &&
+      (!tp || isalnum((unsigned char)tp[sizeof target - 1]))) /* sm_90 exactly ("sm_90, ..." ok) */
     return NULL;
   size_t entries = 0;
   for (const char *e = strstr(ptx, entry); e; e = strstr(e + 1, entry))
@@ -69,11 +71,12 @@ char *dua_ptx_to_sm90a(const char *ptx, int *markers) {
     if (p == brace) {
       o += (size_t)sprintf(out + o, "%s.maxnreg %d\n", o && out[o - 1] != '\n' ? "\n" : "", cap);
       brace = NULL;
+      (*caps)++;
     }
     if (p == tp) {
       memcpy(out + o, ".target sm_90a", 14);
       o += 14, p += sizeof target - 1;
-    } else if (strncmp(p, mark, sizeof mark - 1) == 0) {
+    } else if (to_sm90a && strncmp(p, mark, sizeof mark - 1) == 0) {
       p += sizeof mark - 1;
       (*markers)++;
     } else {
@@ -82,4 +85,14 @@ char *dua_ptx_to_sm90a(const char *ptx, int *markers) {
   }
   out[o] = '\0';
   return out;
+}
+
+char *dua_ptx_to_sm90a(const char *ptx, int *markers) {
+  int caps = 0;
+  return rewrite(ptx, 1, markers, &caps);
+}
+
+char *dua_ptx_caps(const char *ptx, int *caps) {
+  int markers = 0;
+  return rewrite(ptx, 0, &markers, caps);
 }

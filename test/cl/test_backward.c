@@ -529,8 +529,6 @@ START_TEST(tensor_core_cases) {
   }
   const int possible = ctx->info.nv_mma_f16 && !ctx->fast_paths_disabled,
             wgmma = possible && ctx->info.nv_wgmma;
-  const char *kv_env = getenv("DUA_BWD_DKDV_WGMMA");
-  const int wgmma_kv = kv_env && *kv_env && strcmp(kv_env, "0") != 0;
   if (_i)
     ck_assert_msg(!possible, "DUA_NO_MMA=1 did not turn the tensor-core path off");
   test_rng rng = test_rng_make(205);
@@ -574,8 +572,8 @@ START_TEST(tensor_core_cases) {
     ck_assert_msg(launches[0] - before[0] == want,
                   "case %d: tensor-core backward launched %d times, expected %d", n_case,
                   launches[0] - before[0], want);
-    /* on Hopper (or emulated) dQ on wgmma, dK/dV too with DUA_BWD_DKDV_WGMMA=1: never a silent fallback */
-    const int want_dq = wgmma ? want : 0, want_kv = wgmma && wgmma_kv ? want : 0;
+    /* on Hopper (or emulated) both passes on wgmma: never a silent fallback */
+    const int want_dq = wgmma ? want : 0, want_kv = want_dq;
     ck_assert_msg(launches[1] - before[1] == want_dq && launches[2] - before[2] == want_kv,
                   "case %d: wgmma dQ / dK-dV kernels launched %d / %d times, expected %d / %d", n_case,
                   launches[1] - before[1], launches[2] - before[2], want_dq, want_kv);

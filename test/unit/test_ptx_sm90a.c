@@ -66,6 +66,27 @@ START_TEST(register_cap_in_other_layouts) {
 }
 END_TEST
 
+START_TEST(caps_alone_on_any_target) {
+  /* an mma.sync program (sm_80 here): its cap applied, the target and any DUA_SM90A comment left as they are
+   */
+  const char *ptx = ".target sm_80\n.entry k(\n)\n{\n// DUA_MAXNREG 168\n// DUA_SM90A x;\n}\n"
+                    ".entry j(\n)\n{\nret;\n}\n";
+  int caps = -1;
+  char *out = dua_ptx_caps(ptx, &caps);
+  ck_assert_ptr_nonnull(out);
+  ck_assert_int_eq(caps, 1);
+  ck_assert_str_eq(out,
+                   ".target sm_80\n.entry k(\n)\n.maxnreg 168\n{\n// DUA_MAXNREG 168\n// DUA_SM90A x;\n}\n"
+                   ".entry j(\n)\n{\nret;\n}\n");
+  free(out);
+  out = dua_ptx_caps("no entry\n", &caps); /* nothing to do is no error */
+  ck_assert_ptr_nonnull(out);
+  ck_assert_int_eq(caps, 0);
+  ck_assert_str_eq(out, "no entry\n");
+  free(out);
+}
+END_TEST
+
 START_TEST(other_targets_refused) {
   const char *bad[] = {".target sm_80\n// DUA_SM90A x;\n", ".target sm_90a\n", ".target sm_900\n",
                        "no target\n", ""};
@@ -84,6 +105,7 @@ int main(void) {
   tcase_add_test(tc, no_markers_is_a_plain_retarget);
   tcase_add_test(tc, register_cap_goes_to_its_own_entry);
   tcase_add_test(tc, register_cap_in_other_layouts);
+  tcase_add_test(tc, caps_alone_on_any_target);
   tcase_add_test(tc, other_targets_refused);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
