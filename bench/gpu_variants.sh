@@ -33,13 +33,13 @@ for round in $(seq "${ROUNDS:-1}"); do
       sed "s/^{/{\"cl\": \"$name\", \"round\": $round, /" >>"$OUT/variants.jsonl"
     if [ "$round" = 1 ] && [ -z "$ptxas" ]; then # no ptxas here: the driver's PTX comes back for a local one
       n=0
-      for f in $(grep -l "^\.target sm_90a" -r "$DUA_CACHE_DIR" 2>/dev/null | head -4); do
+      for f in $(grep -l "^\.target sm_90a\|^\.maxnreg" -r "$DUA_CACHE_DIR" 2>/dev/null | head -4); do
         tail -c +89 "$f" >"$OUT/ptx_${name}_$n.ptx"; n=$((n + 1))
       done
     fi
     if [ "$round" = 1 ] && [ -n "$ptxas" ]; then
       # the sm_90a programs (wgmma, or a register cap) in the disk cache: ptxas's report per kernel
-      for f in $(grep -l "^\.target sm_90a" -r "$DUA_CACHE_DIR" 2>/dev/null | head -4); do
+      for f in $(grep -l "^\.target sm_90a\|^\.maxnreg" -r "$DUA_CACHE_DIR" 2>/dev/null | head -4); do
         tail -c +89 "$f" | sed 's/^\.version 9\.[0-9]*$/.version 8.8/' >/tmp/v.ptx
         "$ptxas" -arch=sm_90a -v /tmp/v.ptx -o /tmp/v.cubin 2>&1 | grep -E "entry function|registers|spill|C75" |
           sed -E "s/.*entry function '([a-z_0-9]*)'.*/\1:/" | tr '\n' ' ' | sed "s/^/$name: /; s/\$/\n/"

@@ -51,7 +51,7 @@ typedef struct {
 #else
 #define MAX_REGISTERS(n)
 #endif
-/* Query columns of the dkdv pass's tile per step (see its loop) */
+/* Query columns of the dkdv pass's tile per step (see its loop; wgmma's products take the whole tile) */
 #if DUA_WGMMA
 #define KV_COLS BN
 #else

@@ -176,7 +176,7 @@ inline float shfl_idx(float x, int src EMU_PARAMS) {
   return y;
 #else
   float y;
-  asm("shfl.sync.idx.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(y) : "f"(x), "r"(src));
+  asm volatile("shfl.sync.idx.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(y) : "f"(x), "r"(src));
   return y;
 #endif
 }

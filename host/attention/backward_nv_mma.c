@@ -1,5 +1,5 @@
 /* backward_nv_mma.c: NVIDIA tensor-core backward (cl/attn_bwd_mma.cl, inline-PTX mma.sync m16n8k16, and on
- * Hopper where the wgmma probe passed (ctx->info.nv_wgmma) the dQ pass on the warpgroup MMA of
+ * Hopper where the wgmma probe passed (ctx->info.nv_wgmma) both passes on the warpgroup MMA of
  * cl/nv_wgmma_ops.cl) for fp16 storage, head dim 64, blocks >= 64, 16-byte aligned rows, without level bias,
  * block-pair gradient or token-tree bias. Anything else returns DUA_ERROR_UNSUPPORTED without recording an
  * error, and backward.c runs the portable kernels. The program is attn_fwd_mma.cl (helpers, enumeration) +

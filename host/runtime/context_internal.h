@@ -112,7 +112,8 @@ void dua_program_cache_release(dua_context *ctx);
  * it writes, so that no cached program of the old rewrite is taken). */
 #define DUA_SM90A_OPTION "-DDUA_SM90A=1"
 /* Options containing DUA_PTX_CAPS_OPTION (NVIDIA, any target) build in two steps too: the source, then its
- * PTX with the kernels' register caps applied (dua_ptx_caps). */
+ * PTX with the kernels' register caps applied (dua_ptx_caps; kept uncapped where the driver refuses it). The
+ * number is that rewrite's version, as above. */
 #define DUA_PTX_CAPS_OPTION "-DDUA_PTX_CAPS=1"
 /* ptx with every "// DUA_SM90A " marker removed (*markers counts them), each entry's "// DUA_MAXNREG n"
  * turned into ".maxnreg n" and ".target sm_90" -> sm_90a; NULL when the PTX does not target sm_90 exactly, or

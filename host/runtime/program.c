@@ -2,6 +2,7 @@
  * kernel objects kept per program so steady-state calls allocate nothing. */
 #include "runtime/context_internal.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,60 +142,119 @@ static void store_binary(dua_context *ctx, cl_program program, const char *key) 
   free(blob);
 }
 
-/* The program -> its PTX rewritten (to_sm90a: the DUA_SM90A lines uncommented, built for sm_90a,
- * DUA_SM90A_OPTION; else the register caps only, DUA_PTX_CAPS_OPTION) and built again from it. Replaces
- * *program (released either way); an error names the step that failed, with the driver's build log when it
- * refused the PTX. */
-static dua_status rebuild_from_ptx(dua_context *ctx, const char *sources, const char *options, int to_sm90a,
-                                   cl_program *program) {
-  const char *what = to_sm90a ? "for sm_90a" : "with register caps";
+/* The program's PTX (a NUL-terminated copy the caller frees), NULL when the driver gives none or out of
+ * memory (*oom). */
+static char *program_ptx(cl_program program, int *oom) {
   size_t size = 0;
   char *ptx = NULL;
-  int have =
-      clGetProgramInfo(*program, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) == CL_SUCCESS && size;
-  if (have && (ptx = calloc(size + 1, 1)) != NULL) {
-    unsigned char *ptrs[1] = {(unsigned char *)ptx};
-    have = clGetProgramInfo(*program, CL_PROGRAM_BINARIES, sizeof ptrs, ptrs, NULL) == CL_SUCCESS;
+  *oom = 0;
+  if (clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) != CL_SUCCESS || !size)
+    return NULL;
+  if ((ptx = calloc(size + 1, 1)) == NULL) {
+    *oom = 1;
+    return NULL;
   }
+  unsigned char *ptrs[1] = {(unsigned char *)ptx};
+  if (clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof ptrs, ptrs, NULL) != CL_SUCCESS) {
+    free(ptx);
+    return NULL;
+  }
+  return ptx;
+}
+
+/* A program built from ptx; NULL when the driver refuses it, with the reason in *why and the refused
+ * program (for its build log; the caller releases it) in *refused. */
+static cl_program program_from_ptx(dua_context *ctx, const char *ptx, const char *options, dua_status *why,
+                                   cl_program *refused) {
+  const size_t len = strlen(ptx) + 1;
+  const unsigned char *bin = (const unsigned char *)ptx;
+  cl_int err = CL_SUCCESS, bin_status = CL_SUCCESS;
+  cl_program p = clCreateProgramWithBinary(ctx->cl_ctx, 1, &ctx->device, &len, &bin, &bin_status, &err);
+  if (err == CL_SUCCESS && bin_status == CL_SUCCESS &&
+      (err = clBuildProgram(p, 1, &ctx->device, options, NULL, NULL)) == CL_SUCCESS)
+    return p;
+  *why = (dua_status)(err ? err : bin_status);
+  *refused = p;
+  return NULL;
+}
+
+/* The sm_90 program -> its PTX with the DUA_SM90A lines uncommented (and the register caps applied), built
+ * for sm_90a (DUA_SM90A_OPTION). Replaces *program (released either way); an error names the step that
+ * failed, with the driver's build log when it refused the PTX. */
+static dua_status rebuild_sm90a(dua_context *ctx, const char *sources, const char *options,
+                                cl_program *program) {
+  int oom = 0;
+  char *ptx = program_ptx(*program, &oom);
   clReleaseProgram(*program);
   *program = NULL;
-  if (!have || !ptx) {
-    free(ptx);
-    return have ? DUA_ERROR_OUT_OF_MEMORY
-                : dua_fail(ctx, DUA_ERROR_BUILD_FAILED, "building kernels %s %s: no PTX binary", sources,
-                           what);
-  }
-  int markers = 0, caps = 0;
-  char *patched = to_sm90a ? dua_ptx_to_sm90a(ptx, &markers) : dua_ptx_caps(ptx, &caps);
-  const int sm90 = strstr(ptx, ".target sm_90") != NULL;
+  if (!ptx)
+    return oom ? DUA_ERROR_OUT_OF_MEMORY
+               : dua_fail(ctx, DUA_ERROR_BUILD_FAILED, "building kernels %s for sm_90a: no PTX binary",
+                          sources);
+  int markers = 0;
+  char *patched = dua_ptx_to_sm90a(ptx, &markers);
+  const char *tp = strstr(ptx, ".target sm_90");
+  const int sm90 = tp && !isalnum((unsigned char)tp[13]); /* what dua_ptx_to_sm90a accepts */
   free(ptx);
-  if (!patched || (to_sm90a && markers == 0)) {
+  if (!patched || markers == 0) {
     free(patched);
-    if (!patched && (sm90 || !to_sm90a))
+    if (!patched && sm90)
       return DUA_ERROR_OUT_OF_MEMORY;
     return dua_fail(ctx, DUA_ERROR_BUILD_FAILED, "building kernels %s for sm_90a: %s", sources,
                     !patched
                         ? "the compiler's PTX does not target sm_90"
                         : "the PTX carries no DUA_SM90A line (its Hopper instructions would be missing)");
   }
-  const size_t len = strlen(patched) + 1;
-  const unsigned char *bin = (const unsigned char *)patched;
-  cl_int err = CL_SUCCESS, bin_status = CL_SUCCESS;
-  *program = clCreateProgramWithBinary(ctx->cl_ctx, 1, &ctx->device, &len, &bin, &bin_status, &err);
+  dua_status why = DUA_SUCCESS;
+  cl_program refused = NULL;
+  *program = program_from_ptx(ctx, patched, options, &why, &refused);
   free(patched);
-  if (err == CL_SUCCESS && bin_status == CL_SUCCESS &&
-      (err = clBuildProgram(*program, 1, &ctx->device, options, NULL, NULL)) == CL_SUCCESS)
+  if (*program)
     return DUA_SUCCESS;
   dua_fail(ctx, DUA_ERROR_BUILD_FAILED,
-           "building kernels %s %s: the driver refused the rewritten PTX (%d instructions uncommented, %d "
-           "register caps): %s",
-           sources, what, markers, caps, dua_status_string((dua_status)(err ? err : bin_status)));
-  if (*program) {
-    record_build_log(ctx, *program);
-    clReleaseProgram(*program);
+           "building kernels %s: the driver refused the sm_90a PTX (%d instructions uncommented): %s",
+           sources, markers, dua_status_string(why));
+  if (refused) {
+    record_build_log(ctx, refused);
+    clReleaseProgram(refused);
   }
-  *program = NULL;
   return DUA_ERROR_BUILD_FAILED;
+}
+
+/* The program rebuilt from its PTX with the kernels' register caps (DUA_PTX_CAPS_OPTION). The caps only tune:
+ * where there is none, or the driver refuses the rewritten PTX (a warning), *program stays as built. */
+static dua_status rebuild_with_caps(dua_context *ctx, const char *sources, const char *options,
+                                    cl_program *program) {
+  int oom = 0, caps = 0;
+  char *ptx = program_ptx(*program, &oom);
+  char *patched = ptx ? dua_ptx_caps(ptx, &caps) : NULL;
+  oom = oom || (ptx && !patched);
+  free(ptx);
+  if (oom) {
+    clReleaseProgram(*program);
+    *program = NULL;
+    return DUA_ERROR_OUT_OF_MEMORY;
+  }
+  if (!patched || caps == 0) { /* no PTX from the driver, or no cap in it */
+    free(patched);
+    return DUA_SUCCESS;
+  }
+  dua_status why = DUA_SUCCESS;
+  cl_program refused = NULL;
+  cl_program capped = program_from_ptx(ctx, patched, options, &why, &refused);
+  free(patched);
+  if (refused)
+    clReleaseProgram(refused);
+  if (!capped) {
+    dua_log(ctx, DUA_LOG_WARNING,
+            "kernels %s: the driver refused the PTX with %d register caps (%s); using "
+            "them uncapped",
+            sources, caps, dua_status_string(why));
+    return DUA_SUCCESS;
+  }
+  clReleaseProgram(*program);
+  *program = capped;
+  return DUA_SUCCESS;
 }
 
 static dua_status build_program(dua_context *ctx, const char *sources, const char *options, cl_program *out) {
@@ -243,9 +303,11 @@ static dua_status build_program(dua_context *ctx, const char *sources, const cha
       free(full);
       return DUA_ERROR_BUILD_FAILED;
     }
-    const int to_sm90a = strstr(options, DUA_SM90A_OPTION) != NULL;
-    if ((to_sm90a || strstr(options, DUA_PTX_CAPS_OPTION)) &&
-        (st = rebuild_from_ptx(ctx, sources, full, to_sm90a, &program)) != DUA_SUCCESS) {
+    if (strstr(options, DUA_SM90A_OPTION))
+      st = rebuild_sm90a(ctx, sources, full, &program);
+    else if (strstr(options, DUA_PTX_CAPS_OPTION))
+      st = rebuild_with_caps(ctx, sources, full, &program);
+    if (st != DUA_SUCCESS) {
       free(text);
       free(full);
       return st;

@@ -1,7 +1,7 @@
-/* test_ptx_sm90a.c: the PTX rewrite behind the wgmma kernels (host/runtime/ptx_sm90a.c): every
- * "// DUA_SM90A " marker uncommented, the target retargeted from sm_90 to sm_90a, a kernel's
+/* test_ptx_sm90a.c: the PTX rewrites of host/runtime/ptx_sm90a.c (no device needed): for the wgmma kernels
+ * every "// DUA_SM90A " marker uncommented, the target retargeted from sm_90 to sm_90a, a kernel's
  * "// DUA_MAXNREG n" turned into its entry's .maxnreg, and anything that does not target sm_90 exactly
- * refused (no device needed). */
+ * refused; for the mma.sync ones (dua_ptx_caps) the caps alone, on any target. */
 #include "test_util.h"
 
 #include "runtime/context_internal.h"
@@ -78,6 +78,12 @@ START_TEST(caps_alone_on_any_target) {
   ck_assert_str_eq(out,
                    ".target sm_80\n.entry k(\n)\n.maxnreg 168\n{\n// DUA_MAXNREG 168\n// DUA_SM90A x;\n}\n"
                    ".entry j(\n)\n{\nret;\n}\n");
+  free(out);
+  out = dua_ptx_caps(".target sm_90\n.entry k(\n)\n{\n// DUA_MAXNREG 168\n}\n",
+                     &caps); /* Hopper: stays sm_90 */
+  ck_assert_ptr_nonnull(out);
+  ck_assert_int_eq(caps, 1);
+  ck_assert_str_eq(out, ".target sm_90\n.entry k(\n)\n.maxnreg 168\n{\n// DUA_MAXNREG 168\n}\n");
   free(out);
   out = dua_ptx_caps("no entry\n", &caps); /* nothing to do is no error */
   ck_assert_ptr_nonnull(out);
