@@ -43,14 +43,6 @@ typedef struct {
   uint4 f[KSTEPS];
 } rows_operand;
 #endif
-/* A register cap for the kernel that states it (on NVIDIA's devices the host rebuilds the program from its
- * PTX, where host/runtime/ptx_sm90a.c turns the marker into the entry's .maxnreg), chosen for work-groups per
- * SM: 65536 registers / (128 work-items x n). */
-#if (DUA_SM90A || DUA_PTX_CAPS) && !DUA_MMA_EMULATE
-#define MAX_REGISTERS(n) asm volatile("// DUA_MAXNREG " #n)
-#else
-#define MAX_REGISTERS(n)
-#endif
 /* Query columns of the dkdv pass's tile per step (see its loop; wgmma's products take the whole tile) */
 #if DUA_WGMMA
 #define KV_COLS BN

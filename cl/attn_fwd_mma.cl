@@ -26,8 +26,9 @@
  * HEAD_DIM 64 or 128, block size >= 64, every row of q, k, v, o 16-byte aligned.
  *
  * DUA_WGMMA=1 (Hopper, fp16, HEAD_DIM 64; host: forward_nv_mma.c where the wgmma probe passed) runs both
- * products on the warpgroup MMA of nv_wgmma_ops.cl: each warpgroup (4 warps, 64 query rows; MT warpgroups
- * per work-group) computes S = Q K^T with Q and K read by the tensor core from local memory, and O += P V
+ * products on the warpgroup MMA of nv_wgmma_ops.cl: the work-group is one warpgroup (4 warps) and each of
+ * its MT m-tiles of 64 query rows (one wgmma per product and k-step; MT 2: both in one asm statement)
+ * computes S = Q K^T with Q and K read by the tensor core from local memory, and O += P V
  * with P from registers and V from local memory; Q, K and V tiles are stored in the 128-byte swizzle
  * (TILE_AT). The rest (enumeration, masks, online softmax, output) is the code below, unchanged.
  *
@@ -47,21 +48,16 @@
 #ifndef DUA_TF32
 #define DUA_TF32 0
 #endif
-/* DUA_WGMMA 1: both products on Hopper's warpgroup MMA (nv_wgmma_ops.cl): fp16, HEAD_DIM 64, MT warpgroups */
+/* DUA_WGMMA 1: both products on Hopper's warpgroup MMA (nv_wgmma_ops.cl): fp16, HEAD_DIM 64, MT m-tiles */
 #ifndef DUA_WGMMA
 #define DUA_WGMMA 0
 #endif
 #ifndef MT
 #define MT 1 /* m-tiles (16 rows) per warp; 2 halves the local-memory reads per mma (blocks >= 128) */
 #endif
-#define BM (64 * MT) /* query rows per work-group: 4 warps x 16 MT rows, or MT warpgroups x 64 rows */
-#if DUA_WGMMA
-#define THREADS (128 * MT) /* MT warpgroups of 4 warps, 16 rows per warp, sharing the K and V tiles */
-#define WARP_MT 1
-#else
-#define THREADS 128 /* 4 warps */
-#define WARP_MT MT  /* m-tiles per warp */
-#endif
+#define BM (64 * MT) /* query rows per work-group: 4 warps x 16 MT rows (m-tile mt: rows 64 mt + 16 warp) */
+#define THREADS 128  /* 4 warps (wgmma: one warpgroup, each product one wgmma per m-tile of 64 rows) */
+#define WARP_MT MT   /* m-tiles per warp */
 #if DUA_TF32
 typedef uint lds_t;                  /* fp32 bit patterns */
 #define BN (HEAD_DIM > 64 ? 32 : 64) /* keys per K/V tile: two tiles of 64 x 128 floats exceed 48 KB */
@@ -94,7 +90,7 @@ typedef ushort lds_t; /* f16 bit patterns */
 #error "the fp16 Q prologue stages 64 rows per m-tile"
 #endif
 #if DUA_WGMMA && (DUA_TF32 || HEAD_DIM != 64 || MT > 2 || BN != 64)
-#error "the wgmma path is fp16, HEAD_DIM 64, 1 or 2 warpgroups, 64-key tiles"
+#error "the wgmma path is fp16, HEAD_DIM 64, 1 or 2 m-tiles, 64-key tiles"
 #endif
 
 /* Local offset (elements) of tile element (row r, column c): wgmma's swizzled 128-byte rows (WGMMA_TILE_AT,
@@ -105,6 +101,14 @@ typedef ushort lds_t; /* f16 bit patterns */
 #else
 #define TILE_AT(r, c, pitch) ((r) * (pitch) + (c))
 #define TILE_ALIGN 16
+#endif
+/* A register cap for the kernel that states it (on NVIDIA's devices the host rebuilds the program from its
+ * PTX, where host/runtime/ptx_sm90a.c turns the marker into the entry's .maxnreg), chosen for work-groups per
+ * SM: 65536 registers / (128 work-items x n). */
+#if (DUA_SM90A || DUA_PTX_CAPS) && !DUA_MMA_EMULATE
+#define MAX_REGISTERS(n) asm volatile("// DUA_MAXNREG " #n)
+#else
+#define MAX_REGISTERS(n)
 #endif
 /* STAGES 1 (mma.sync): one K and one V buffer (V(j) streams in during S(j), K(j + 1) during P V(j)); 2
  * (wgmma): both double-buffered (tile j + 1 streams in while tile j is computed; one barrier per tile) */
@@ -308,10 +312,13 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
                  __global const int *list_indices, __global const float *level_bias, int bias_stride) {
   /* K and V tiles, BN keys x HEAD_DIM elements each (pitches K_PITCH, V_PITCH); fp16 on mma.sync: Q passes
    * through them once */
+#if DUA_WGMMA && MT == 2
+  MAX_REGISTERS(168); /* three work-groups per SM (193 registers uncapped: two) */
+#endif
   __local lds_t k_s[STAGES * BN * K_PITCH] __attribute__((aligned(TILE_ALIGN)));
   __local lds_t v_s[STAGES * BN * V_PITCH] __attribute__((aligned(TILE_ALIGN)));
 #if DUA_WGMMA
-  __local lds_t q_s[BM * HEAD_DIM] __attribute__((aligned(TILE_ALIGN))); /* Q: 64 rows per warpgroup */
+  __local lds_t q_s[BM * HEAD_DIM] __attribute__((aligned(TILE_ALIGN))); /* Q: 64 rows per m-tile */
 #endif
   EMU_LOCALS
 
@@ -464,7 +471,10 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     }
 #elif DUA_WGMMA
     /* Q (local, query rows) times K^T (local, key rows), both K-major: four k-steps of 16 head-dim columns */
-    wgmma_ss_kmajor(s[0], q_s + (warp >> 2) * 64 * HEAD_DIM, k_t EMU_ARGS); /* this warpgroup's 64 rows */
+    if (WARP_MT == 1)
+      wgmma_ss_kmajor(s[0], q_s, k_t EMU_ARGS);
+    else /* both m-tiles in one asm statement */
+      wgmma_ss_kmajor_pair(s[0], q_s, k_t, s[WARP_MT - 1], q_s + 64 * HEAD_DIM, k_t EMU_ARGS);
 #else
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; kk++) {
@@ -599,7 +609,10 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     }
 #elif DUA_WGMMA
     /* P (registers, the A fragments pa) times V (local, key rows: N-major): four k-steps of 16 keys */
-    wgmma_rs_nmajor(acc[0], pa[0], v_t EMU_ARGS);
+    if (WARP_MT == 1)
+      wgmma_rs_nmajor(acc[0], pa[0], v_t EMU_ARGS);
+    else
+      wgmma_rs_nmajor_pair(acc[0], pa[0], v_t, acc[WARP_MT - 1], pa[WARP_MT - 1], v_t EMU_ARGS);
 #else
 #pragma unroll
     for (int kk = 0; kk < PSTEPS; kk++) {
@@ -625,7 +638,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   }
 
   /* ---- normalize and write: empty rows give O = 0 and LSE = -inf. O goes through local memory (wgmma: this
-   * warpgroup's Q tile, whose wgmma are done; tf32 at head dim 64: the K and V tiles, one m-tile each) and
+   * work-group's Q tile, whose wgmma are done; tf32 at head dim 64: the K and V tiles, one m-tile each) and
    * out in 16-byte chunks, whole rows per COPY_CPR work-items (tf32 4-8% faster on an H100; the fp16 mma.sync
    * kernel 3% slower dense: it writes O from the C fragments, as tf32 at head dim 128 does, whose 32-key
    * tiles are too small). */

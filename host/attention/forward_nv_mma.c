@@ -3,8 +3,8 @@
  * sizes >= 64, 16-byte aligned rows, no token-tree bias. Each work-group owns 64 MT query rows of one query
  * block, MT = 1 or 2 m-tiles of 16 rows per warp: a tunable ("fwd_mma", mma_mt below). On Hopper
  * (ctx->info.nv_wgmma) fp16 head-dim-64 calls take the kernel's wgmma variant (cl/nv_wgmma_ops.cl, built for
- * sm_90a), where MT counts warpgroups of 64 rows. Anything else returns DUA_ERROR_UNSUPPORTED without
- * recording an error, and the portable kernel runs instead.
+ * sm_90a): one warpgroup, each product one wgmma per m-tile of 64 rows. Anything else returns
+ * DUA_ERROR_UNSUPPORTED without recording an error, and the portable kernel runs instead.
  *
  * On a device that is not NVIDIA's (reached only when a test forces ctx->info.nv_mma_f16 / nv_mma_tf32), the
  * kernel is built with DUA_MMA_EMULATE=1: the warp instructions are emulated in plain OpenCL, so PoCL can
@@ -51,8 +51,8 @@ static int mma_fits(const dua_context *ctx, const dua_fwd_call *c) {
 }
 
 /* Hopper's warpgroup MMA for both products (cl/nv_wgmma_ops.cl): fp16, head dim 64, where its probe passed
- * (ctx->info.nv_wgmma: sm_90, not DUA_NO_WGMMA=1). There MT counts warpgroups of 64 query rows per
- * work-group (sharing each K and V tile). */
+ * (ctx->info.nv_wgmma: sm_90, not DUA_NO_WGMMA=1). There MT counts m-tiles of 64 query rows of the one
+ * warpgroup (sharing each K and V tile). */
 static int use_wgmma(const dua_context *ctx, const dua_fwd_call *c) {
   return c->fp16 && c->head_dim == 64 && ctx->info.nv_wgmma;
 }
@@ -98,7 +98,7 @@ dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
   if (st != DUA_SUCCESS || (st = dua_fwd_set_args(ctx, kernel, c)) != DUA_SUCCESS)
     return st;
   const size_t tiles = (size_t)c->num_blocks * (size_t)(c->block / (mt * MMA_ROWS));
-  const size_t threads = MMA_THREADS * (size_t)(wgmma ? mt : 1); /* wgmma: one warpgroup per 64 rows */
+  const size_t threads = MMA_THREADS;
   size_t global[3] = {tiles * threads, (size_t)c->heads, (size_t)c->batch};
   size_t local[3] = {threads, 1, 1};
   cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, 0, NULL, NULL);

@@ -441,12 +441,11 @@ int dua_tuning_mma_runs(const dua_context *ctx, int fp16, int head_dim, char *wh
 /* The compiled default, before a call's block: the rule measured on an H100 (bench/NOTES-mma.md): 32 query
  * rows per warp for head dim 64 (fewer local-memory reads per mma), 16 for head dim 128 (its fragments would
  * take ~200 registers) and for causal layouts visiting few blocks (a 128-row tile computes a quarter of its
- * diagonal block masked, and fewer work-groups fill the GPU less). Where the fp16 head-dim-64 forward runs on
- * wgmma (ctx->info.nv_wgmma) MT counts warpgroups of 64 rows per work-group, and the rule is one: two,
- * sharing each K/V tile, measured 1.45x slower dense on an H100 (N 8192, one call: 6.17 vs 4.26 ms), their
- * waits and barriers stalling 8 warps at a time with half as many work-groups per SM to cover them. */
-static void mma_compiled(const dua_context *ctx, int fp16, int head_dim, int32_t *a) {
-  a[0] = head_dim == 64 && !(fp16 && ctx->info.nv_wgmma) ? 2 : 1;
+ * diagonal block masked, and fewer work-groups fill the GPU less). The same on Hopper's wgmma (the fp16
+ * head-dim-64 forward where ctx->info.nv_wgmma): one warpgroup with two m-tiles of 64 rows, 1.03-1.10x
+ * faster than one m-tile except on causal layouts visiting few blocks (0.71-0.87x there). */
+static void mma_compiled(int head_dim, int32_t *a) {
+  a[0] = head_dim == 64 ? 2 : 1;
   a[1] = 1;
 }
 
@@ -479,7 +478,7 @@ static void mma_params(dua_context *ctx, int head_dim, int fp16, int32_t *a, dua
   }
   if (chain_lookup(ctx, s, "fwd_mma", fp16, head_dim, accept_any, NULL, a, source, origin, origin_size))
     return;
-  mma_compiled(ctx, fp16, head_dim, a);
+  mma_compiled(head_dim, a);
   mma_compiled_source(ctx, source, origin, origin_size);
 }
 
@@ -676,7 +675,7 @@ dua_status dua_context_get_tuning(dua_context *ctx, const char *kernel, dua_dtyp
                       "dua_context_get_tuning: fwd_mma %s head_dim %d block %d: %s", fp16 ? "fp16" : "fp32",
                       head_dim, layout_block, why);
     mma_params(ctx, head_dim, fp16, r.params, &r.source, r.origin, sizeof r.origin);
-    mma_compiled(ctx, fp16, head_dim, r.default_params);
+    mma_compiled(head_dim, r.default_params);
     for (int i = 0; i < 2; i++) {
       r.params[i] = mma_fit(r.params[i], layout_block);
       r.default_params[i] = mma_fit(r.default_params[i], layout_block);

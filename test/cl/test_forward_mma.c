@@ -238,8 +238,7 @@ static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng 
   const int want_wg = want && p->dtype == DUA_F16 && p->head_dim == 64 && m->ctx->info.nv_wgmma,
             got_wg = m->wgmma_launches - wg_launches0;
   ck_assert_msg(got_wg == want_wg, "%s: wgmma variant launched %d times, expected %d", what, got_wg, want_wg);
-  const char *mt_env =
-      getenv("DUA_MMA_MT"); /* the two-warpgroup run of the mma-emulated suite: really MT 2 */
+  const char *mt_env = getenv("DUA_MMA_MT"); /* a DUA_MMA_MT=2 run: really MT 2 */
   if (want_wg && mt_env && !strcmp(mt_env, "2") && p->desc.block >= 128)
     ck_assert_msg(m->mt2_launches - mt2_launches0 == 1, "%s: DUA_MMA_MT=2 did not run MT 2", what);
   download(bo, r->o, r->nq, p->dtype, pad);
@@ -569,7 +568,7 @@ START_TEST(caller_lists_with_empty_rows) {
   mma_ctx m;
   mma_context(&m, _i & 1);
   test_rng rng = test_rng_make(207);
-  /* causal runs use block 128: two m-tiles (warpgroups with DUA_MMA_MT=2) share a work-group, and the empty
+  /* causal runs use block 128: two m-tiles (MT 2) share a work-group, and the empty
    * block is the 36-row tail */
   const int blk = _i & 4 ? 128 : 64, n_tokens = 420, nb = (n_tokens + blk - 1) / blk, rows = 2 * nb;
   const int dh = _i & 2 ? 128 : 64;

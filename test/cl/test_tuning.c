@@ -1209,11 +1209,11 @@ START_TEST(fwd_mma_in_the_tuning_space) {
   ctx->fast_paths_disabled = 0;
   const int nvidia = strstr(ctx->info.vendor, "NVIDIA") != NULL;
   const char *compiled = nvidia ? "built-in NVIDIA" : "generic";
-  /* the compiled rule: mt 2 for head dim 64 (1 below block 128; one warpgroup for fp16 on Hopper's wgmma),
-   * 1 for 128; mt_cs 1; both dtypes */
+  /* the compiled rule: mt 2 for head dim 64 (1 below block 128; on Hopper's wgmma too: one warpgroup, 128
+   * rows), 1 for 128; mt_cs 1; both dtypes */
   for (int f = 0; f < 2; f++) {
     const dua_dtype dt = f ? DUA_F16 : DUA_F32;
-    const int32_t mt64 = f && ctx->info.nv_wgmma ? 1 : 2;
+    const int32_t mt64 = 2;
     t = getk(ctx, "fwd_mma", dt, 64, 128);
     ck_assert_str_eq(t.origin, compiled);
     ck_assert_int_eq(t.source, nvidia ? DUA_TUNING_BUILTIN : DUA_TUNING_GENERIC);
@@ -1264,18 +1264,19 @@ START_TEST(fwd_mma_in_the_tuning_space) {
            small = mma_make(ctx, DUA_F16, 64, 0);
   ck_assert(!dua_layout_causal_short(nc.l) && dua_layout_causal_short(cs.l));
   dua_tuning_source src0;
-  /* compiled rules: mma.sync 2 m-tiles (1 for causal-short), wgmma (Hopper, fp16 head dim 64) 1 warpgroup */
-  ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 64, 1, NULL, NULL, 0), ctx->info.nv_wgmma ? 1 : 2);
+  /* compiled rules: 2 m-tiles (1 for causal-short), on mma.sync and on wgmma (Hopper, fp16 head dim 64) */
+  ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 64, 1, NULL, NULL, 0), 2);
   ck_assert_int_eq(dua_forward_mma_plan(ctx, cs.l, 64, 1, NULL, NULL, 0), 1);
   ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 96, 1, NULL, NULL, 0), 0); /* the portable kernel */
   { /* the wgmma rule on any device (plans only, nothing runs): fp16 head dim 64 only */
     const int had = ctx->info.nv_wgmma;
     ctx->info.nv_wgmma = 1;
-    ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 64, 1, &src0, NULL, 0), 1);
-    ck_assert(src0 == DUA_TUNING_BUILTIN || src0 == DUA_TUNING_GENERIC);        /* compiled, no choice made */
-    ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 64, 0, NULL, NULL, 0), 2); /* tf32: mma.sync's rule */
+    ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 64, 1, &src0, NULL, 0), 2);
+    ck_assert(src0 == DUA_TUNING_BUILTIN || src0 == DUA_TUNING_GENERIC); /* compiled, no choice made */
+    ck_assert_int_eq(dua_forward_mma_plan(ctx, cs.l, 64, 1, NULL, NULL, 0), 1);
+    ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 64, 0, NULL, NULL, 0), 2); /* tf32 */
     t = getk(ctx, "fwd_mma", DUA_F16, 64, 128); /* what dua-info and dua-tune see */
-    ck_assert(t.params[0] == 1 && t.params[1] == 1 && t.default_params[0] == 1 && t.default_params[1] == 1);
+    ck_assert(t.params[0] == 2 && t.params[1] == 1 && t.default_params[0] == 2 && t.default_params[1] == 1);
     ctx->info.nv_wgmma = had;
   }
   ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F16, 64, one_two, 2), DUA_SUCCESS);
@@ -1306,16 +1307,11 @@ START_TEST(fwd_mma_in_the_tuning_space) {
     /* the MT reaching the kernel (emulated on PoCL): the compiled rule, then overrides per class; MT 1 and 2
      * compute the same O */
     float *o2 = malloc(nc.n * sizeof *o2), *o1 = malloc(nc.n * sizeof *o1);
-    const int wg = ctx->info.nv_wgmma; /* Hopper: the wgmma kernel, compiled rule one warpgroup */
-    ck_assert_int_eq(mma_run(ctx, &nc, wg ? o1 : o2), wg ? 1 : 2);
+    ck_assert_int_eq(mma_run(ctx, &nc, o2), 2);
     ck_assert_int_eq(mma_run(ctx, &cs, NULL), 1);
     ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F16, 64, one_two, 2), DUA_SUCCESS);
     ck_assert_int_eq(mma_run(ctx, &nc, o1), 1);
     ck_assert_int_eq(mma_run(ctx, &cs, NULL), 2);
-    if (wg) { /* two warpgroups per work-group, by override */
-      ck_assert_int_eq(dua_context_set_tuning(ctx, "fwd_mma", DUA_F16, 64, two_two, 2), DUA_SUCCESS);
-      ck_assert_int_eq(mma_run(ctx, &nc, o2), 2);
-    }
     double err;
     long at = test_compare(o1, o2, nc.n, 1e-3, 2e-3, &err);
     ck_assert_msg(at < 0, "MT 1 and MT 2 differ at %ld (max error %g)", at, err);
@@ -1348,7 +1344,7 @@ START_TEST(fwd_mma_in_the_tuning_space) {
   ck_assert_int_eq(t.source, DUA_TUNING_FILE);
   ck_assert_str_eq(t.origin, want);
   ck_assert(t.params[0] == 1 && t.params[1] == 2 && t.default_params[1] == 1);
-  ck_assert_int_eq(t.default_params[0], ctx->info.nv_wgmma ? 1 : 2); /* the compiled rule per kernel */
+  ck_assert_int_eq(t.default_params[0], 2); /* the compiled rule */
   ck_assert_int_ne(getk(ctx, "fwd_mma", DUA_F32, 64, 128).source, DUA_TUNING_FILE);
   ck_assert_int_ne(getk(ctx, "fwd_mma", DUA_F16, 128, 128).source, DUA_TUNING_FILE);
   mma_case cf = mma_make(ctx, DUA_F16, 128, 1);
