@@ -4,8 +4,8 @@
 # (where the runtime probe passes) and with DUA_NO_WGMMA=1, the PTX's ptxas report, then dua-bench fp16 forward
 # on the issue-5 problems with wgmma and with mma.sync (DUA_NO_WGMMA=1), and peers.py on the same problems.
 #   BUILD=build-rel bash bench/gpu_wgmma.sh [probe] [tests] [ptx] [bench] [peers]   (default: all)
-# LAYOUT_PROBE=0 skips dua_wgmma_probe; BENCH_MODES (default "wgmma mma") may add wgmma2 (two warpgroups,
-# DUA_MMA_MT=2). The bisect of 2026-11-27 (bench/NOTES-mma.md) ran from copies of cl/ with development
+# LAYOUT_PROBE=0 skips dua_wgmma_probe; BENCH_MODES (default "wgmma mma") may add wgmma1 (one m-tile of 64
+# rows per work-group everywhere, DUA_MMA_MT=1; the compiled rule takes two except on causal-short layouts). The bisect of 2026-11-27 (bench/NOTES-mma.md) ran from copies of cl/ with development
 # switches that are gone since.
 set -uo pipefail
 source .devkit/device-env.sh >/dev/null
@@ -48,7 +48,7 @@ $(grep -m1 -o 'nv_wgmma [01]' "$OUT/test_forward_mma_$mode.txt")")
   bench)
     B="$BUILD/tools/dua-bench --batch 8 --heads 8 --dim 64 --dtype fp16 --no-naive --no-dense --json -"
     for mode in ${BENCH_MODES:-wgmma mma}; do
-      env=(); [ $mode = mma ] && env=(DUA_NO_WGMMA=1); [ $mode = wgmma2 ] && env=(DUA_MMA_MT=2)
+      env=(); [ $mode = mma ] && env=(DUA_NO_WGMMA=1); [ $mode = wgmma1 ] && env=(DUA_MMA_MT=1)
       { env "${env[@]}" $B --n 2048 --depth -1 0 --check
         env "${env[@]}" $B --n 8192 --depth -1 3 0
         env "${env[@]}" $B --n 8192 --depth -1 3 0 --causal

@@ -310,11 +310,11 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
                  __global const uchar *paths, __global const int *order, __global const int *rank_range,
                  __global const int *list_counts, __global const int *list_full,
                  __global const int *list_indices, __global const float *level_bias, int bias_stride) {
-  /* K and V tiles, BN keys x HEAD_DIM elements each (pitches K_PITCH, V_PITCH); fp16 on mma.sync: Q passes
-   * through them once */
 #if DUA_WGMMA && MT == 2
   MAX_REGISTERS(168); /* three work-groups per SM (193 registers uncapped: two) */
 #endif
+  /* K and V tiles, BN keys x HEAD_DIM elements each (pitches K_PITCH, V_PITCH); fp16 on mma.sync: Q passes
+   * through them once */
   __local lds_t k_s[STAGES * BN * K_PITCH] __attribute__((aligned(TILE_ALIGN)));
   __local lds_t v_s[STAGES * BN * V_PITCH] __attribute__((aligned(TILE_ALIGN)));
 #if DUA_WGMMA
@@ -470,11 +470,13 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
       }
     }
 #elif DUA_WGMMA
-    /* Q (local, query rows) times K^T (local, key rows), both K-major: four k-steps of 16 head-dim columns */
-    if (WARP_MT == 1)
-      wgmma_ss_kmajor(s[0], q_s, k_t EMU_ARGS);
-    else /* both m-tiles in one asm statement */
-      wgmma_ss_kmajor_pair(s[0], q_s, k_t, s[WARP_MT - 1], q_s + 64 * HEAD_DIM, k_t EMU_ARGS);
+        /* Q (local, query rows) times K^T (local, key rows), both K-major: four k-steps of 16 head-dim
+         * columns */
+#if MT == 1
+    wgmma_ss_kmajor(s[0], q_s, k_t EMU_ARGS);
+#else /* both m-tiles in one asm statement */
+    wgmma_ss_kmajor_pair(s[0], q_s, k_t, s[1], q_s + BN * HEAD_DIM, k_t EMU_ARGS);
+#endif
 #else
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; kk++) {
@@ -609,10 +611,11 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     }
 #elif DUA_WGMMA
     /* P (registers, the A fragments pa) times V (local, key rows: N-major): four k-steps of 16 keys */
-    if (WARP_MT == 1)
-      wgmma_rs_nmajor(acc[0], pa[0], v_t EMU_ARGS);
-    else
-      wgmma_rs_nmajor_pair(acc[0], pa[0], v_t, acc[WARP_MT - 1], pa[WARP_MT - 1], v_t EMU_ARGS);
+#if MT == 1
+    wgmma_rs_nmajor(acc[0], pa[0], v_t EMU_ARGS);
+#else
+    wgmma_rs_nmajor_pair(acc[0], pa[0], v_t, acc[1], pa[1], v_t EMU_ARGS);
+#endif
 #else
 #pragma unroll
     for (int kk = 0; kk < PSTEPS; kk++) {

@@ -7,7 +7,7 @@
  * options) then uncomments the marked lines, retargets the PTX to sm_90a and builds it again from that
  * binary. bench/wgmma_probe.c established the route on an H100.
  *
- * One call = one warpgroup (4 warps, 128 work-items; a work-group may hold several) computes D (64 x 64, f32)
+ * One call = one warpgroup (4 warps, 128 work-items: dua's work-groups are one) computes D (64 x 64, f32)
  * += A (64 x 64, f16) B (64 x 64, f16) in four k-steps of 16, all inside one asm statement (fence, four
  * wgmma, commit, wait; the _pair helpers at the end: two such products, eight wgmma, one commit and wait),
  * so the compiler never sees the accumulators while the tensor core owns them. D is
@@ -156,7 +156,8 @@ inline void wgmma_rs_nmajor(float4 *d, const uint4 *a, __local const ushort *b E
 }
 
 /* Two independent products of wgmma_ss_kmajor, d0 += a0 b0^T and d1 += a1 b1^T, in one asm statement: eight
- * wgmma in one commit group, one wait (the backward's S and dP, whose operands are all in local memory).
+ * wgmma in one commit group, one wait (the backward's S and dP, whose operands are all in local memory; the
+ * forward's S of two m-tiles).
  * Operands after the 64 accumulators: %64 .. %67 a0's descriptors, %68 .. %71 b0's, %72 .. %75 a1's, %76 ..
  * %79 b1's, %80 = 1. */
 inline void wgmma_ss_kmajor_pair(float4 *d0, __local const ushort *a0, __local const ushort *b0, float4 *d1,
@@ -196,8 +197,9 @@ inline void wgmma_ss_kmajor_pair(float4 *d0, __local const ushort *a0, __local c
 }
 
 /* Two independent products of wgmma_rs_nmajor, d0 += a0 b0 and d1 += a1 b1, in one asm statement (the
- * backward's dV += P^T dO and dK += dS^T Q). Operands after the 64 accumulators: %64 .. %79 a0's fragments,
- * %80 .. %95 a1's, %96 .. %99 b0's descriptors, %100 .. %103 b1's, %104 = 1. */
+ * backward's dV += P^T dO and dK += dS^T Q; the forward's O += P V of two m-tiles). Operands after the 64
+ * accumulators: %64 .. %79 a0's fragments, %80 .. %95 a1's, %96 .. %99 b0's descriptors, %100 .. %103 b1's,
+ * %104 = 1. */
 #define WGMMA_A_FRAGMENTS(a)                                                                                 \
   "r"(a[0].s0), "r"(a[0].s1), "r"(a[0].s2), "r"(a[0].s3), "r"(a[1].s0), "r"(a[1].s1), "r"(a[1].s2),          \
       "r"(a[1].s3), "r"(a[2].s0), "r"(a[2].s1), "r"(a[2].s2), "r"(a[2].s3), "r"(a[3].s0), "r"(a[3].s1),      \

@@ -11,7 +11,8 @@
  * kernel rounds them (Q to nearest, ties away; K and V truncated); fp32 without allow_tf32 never does. */
 #include "test_util.h"
 
-#include "runtime/context_internal.h" /* to force the emulated mma kernel on non-NVIDIA devices */
+#include "attention/forward_internal.h" /* the m-tiles a call plans (dua_forward_mma_plan) */
+#include "runtime/context_internal.h"   /* to force the emulated mma kernel on non-NVIDIA devices */
 
 #include <math.h>
 #include <stdio.h>
@@ -238,9 +239,18 @@ static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng 
   const int want_wg = want && p->dtype == DUA_F16 && p->head_dim == 64 && m->ctx->info.nv_wgmma,
             got_wg = m->wgmma_launches - wg_launches0;
   ck_assert_msg(got_wg == want_wg, "%s: wgmma variant launched %d times, expected %d", what, got_wg, want_wg);
-  const char *mt_env = getenv("DUA_MMA_MT"); /* a DUA_MMA_MT=2 run: really MT 2 */
-  if (want_wg && mt_env && !strcmp(mt_env, "2") && p->desc.block >= 128)
-    ck_assert_msg(m->mt2_launches - mt2_launches0 == 1, "%s: DUA_MMA_MT=2 did not run MT 2", what);
+  if (want) { /* the m-tiles: the plan ran; the plan is DUA_MMA_MT or the compiled rule (no database) */
+    dua_tuning_source src;
+    const int plan = dua_forward_mma_plan(ctx, l, p->head_dim, p->dtype == DUA_F16, &src, NULL, 0);
+    ck_assert_msg(m->mt2_launches - mt2_launches0 == (plan == 2), "%s: MT 2 launched %d times, plan MT %d",
+                  what, m->mt2_launches - mt2_launches0, plan);
+    const char *mt_env = getenv("DUA_MMA_MT");
+    const int rule = mt_env && (!strcmp(mt_env, "1") || !strcmp(mt_env, "2")) ? mt_env[0] - '0'
+                     : p->head_dim == 64 && !dua_layout_causal_short(l)       ? 2
+                                                                              : 1;
+    if (src == DUA_TUNING_DEVELOPER_ENV || src == DUA_TUNING_BUILTIN || src == DUA_TUNING_GENERIC)
+      ck_assert_msg(plan == (p->desc.block >= 128 ? rule : 1), "%s: plan MT %d, rule %d", what, plan, rule);
+  }
   download(bo, r->o, r->nq, p->dtype, pad);
   download(bl, r->lse, r->nl, DUA_F32, 0);
   if (p->tf32 && want) { /* the reference sees the operands the tensor cores saw */
