@@ -148,16 +148,23 @@ inline uint tf32_bits(uint x) {
   return x + 0x1000u;
 }
 
+#if DUA_MMA_EMULATE
+/* x of lane src of this warp, through local memory (every work-item of the work-group calls it) */
+inline float shfl_emulated(float x, int src EMU_PARAMS) {
+  const int tid = get_local_id(0);
+  emu_f[tid] = x;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  const float y = emu_f[(tid & ~31) + src];
+  barrier(CLK_LOCAL_MEM_FENCE);
+  return y;
+}
+#endif
+
 /* Butterfly exchange with lane ^ mask (mask 1 or 2: inside a quad, the 4 lanes holding one C-fragment row).
  */
 inline float shfl_xor(float x, int mask EMU_PARAMS) {
 #if DUA_MMA_EMULATE
-  const int tid = get_local_id(0);
-  emu_f[tid] = x;
-  barrier(CLK_LOCAL_MEM_FENCE);
-  const float y = emu_f[tid ^ mask];
-  barrier(CLK_LOCAL_MEM_FENCE);
-  return y;
+  return shfl_emulated(x, (get_local_id(0) & 31) ^ mask EMU_ARGS);
 #else
   float y;
   asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(y) : "f"(x), "r"(mask));
@@ -168,12 +175,7 @@ inline float shfl_xor(float x, int mask EMU_PARAMS) {
 /* x of lane src of this warp. */
 inline float shfl_idx(float x, int src EMU_PARAMS) {
 #if DUA_MMA_EMULATE
-  const int tid = get_local_id(0);
-  emu_f[tid] = x;
-  barrier(CLK_LOCAL_MEM_FENCE);
-  const float y = emu_f[(tid & ~31) + src];
-  barrier(CLK_LOCAL_MEM_FENCE);
-  return y;
+  return shfl_emulated(x, src EMU_ARGS);
 #else
   float y;
   asm volatile("shfl.sync.idx.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(y) : "f"(x), "r"(src));
