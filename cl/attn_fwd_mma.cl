@@ -469,9 +469,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
           s[mt][i] = mma_1688(s[mt][i], qf[mt][kk], kb EMU_ARGS);
       }
     }
-#elif DUA_WGMMA
-        /* Q (local, query rows) times K^T (local, key rows), both K-major: four k-steps of 16 head-dim
-         * columns */
+#elif DUA_WGMMA /* Q times K^T, both K-major in local memory (query rows, key rows) */
 #if MT == 1
     wgmma_ss_kmajor(s[0], q_s, k_t EMU_ARGS);
 #else /* both m-tiles in one asm statement */

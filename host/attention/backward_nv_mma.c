@@ -13,16 +13,14 @@
 #define MMA_THREADS 128
 
 /* Builds kernel `name` of attn_bwd_mma.cl, on wgmma or mma.sync; its options go to options[size]. On NVIDIA's
- * devices the mma.sync program is rebuilt from its PTX with the dK/dV kernel's register cap (DUA_MAXNREG,
- * host/runtime/ptx_sm90a.c), as the wgmma program's sm_90a rebuild does. */
+ * devices both programs are rebuilt from their PTX with the dK/dV kernel's register cap (DUA_MAXNREG,
+ * host/runtime/ptx_sm90a.c; dua_nv_mma_target_option). */
 static dua_status bwd_kernel(dua_context *ctx, const dua_bwd_call *c, int wgmma, const char *name,
                              cl_kernel *out, char *options, size_t size) {
-  const char *target = dua_nv_mma_target_option(ctx, wgmma);
-  if (!wgmma && *target == '\0') /* NVIDIA, mma.sync */
-    target = " " DUA_PTX_CAPS_OPTION;
   snprintf(options, size,
            "-DHEAD_DIM=%d -DMT=1 -DDUA_FP16=1 -DDUA_TF32=0 -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=0%s%s",
-           c->head_dim, c->enum_mode, c->tree_mode, wgmma ? " -DDUA_WGMMA=1" : "", target);
+           c->head_dim, c->enum_mode, c->tree_mode, wgmma ? " -DDUA_WGMMA=1" : "",
+           dua_nv_mma_target_option(ctx, wgmma));
   return dua_program_kernel(ctx,
                             wgmma ? "common,nv_mma_ops,nv_wgmma_ops,attn_fwd_mma,attn_bwd_mma"
                                   : "common,nv_mma_ops,attn_fwd_mma,attn_bwd_mma",

@@ -96,7 +96,8 @@ dua_status dua_fwd_set_args(dua_context *ctx, cl_kernel kernel, const dua_fwd_ca
 dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *call);
 
 /* The build option that targets a tensor-core program at this device: " -DDUA_MMA_EMULATE=1" off NVIDIA (the
- * warp instructions emulated in plain OpenCL, for tests), the sm_90a rebuild for wgmma, else "". */
+ * warp instructions emulated in plain OpenCL, for tests), the sm_90a rebuild for wgmma, else the rebuild that
+ * applies the kernels' register caps (DUA_MAXNREG; nothing to do for a program that states none). */
 const char *dua_nv_mma_target_option(const dua_context *ctx, int wgmma);
 
 /* A causal rule layout whose trees visit <= 8 blocks per query block (mean over heads, before causality):

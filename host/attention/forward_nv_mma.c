@@ -37,7 +37,7 @@ static int is_nvidia(const dua_context *ctx) {
 }
 
 const char *dua_nv_mma_target_option(const dua_context *ctx, int wgmma) {
-  return !is_nvidia(ctx) ? " -DDUA_MMA_EMULATE=1" : wgmma ? " " DUA_SM90A_OPTION : "";
+  return !is_nvidia(ctx) ? " -DDUA_MMA_EMULATE=1" : wgmma ? " " DUA_SM90A_OPTION : " " DUA_PTX_CAPS_OPTION;
 }
 
 /* Whether this call can take the tensor-core kernel (the fast paths are checked by the caller). */

@@ -121,6 +121,8 @@ void dua_program_cache_release(dua_context *ctx);
 char *dua_ptx_to_sm90a(const char *ptx, int *markers);
 /* ptx with only the register caps applied (*caps counts them), any target; NULL when out of memory. */
 char *dua_ptx_caps(const char *ptx, int *caps);
+/* Whether ptx targets sm_90 exactly (what dua_ptx_to_sm90a accepts). */
+int dua_ptx_targets_sm90(const char *ptx);
 
 /* Whether environment variable `name` is set, non-empty and not "0" (DUA_NO_MMA=1 and the like). */
 int dua_env_flag(const char *name);

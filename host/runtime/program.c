@@ -2,7 +2,6 @@
  * kernel objects kept per program so steady-state calls allocate nothing. */
 #include "runtime/context_internal.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,8 +192,7 @@ static dua_status rebuild_sm90a(dua_context *ctx, const char *sources, const cha
                           sources);
   int markers = 0;
   char *patched = dua_ptx_to_sm90a(ptx, &markers);
-  const char *tp = strstr(ptx, ".target sm_90");
-  const int sm90 = tp && !isalnum((unsigned char)tp[13]); /* what dua_ptx_to_sm90a accepts */
+  const int sm90 = dua_ptx_targets_sm90(ptx);
   free(ptx);
   if (!patched || markers == 0) {
     free(patched);

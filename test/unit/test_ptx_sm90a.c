@@ -66,30 +66,27 @@ START_TEST(register_cap_in_other_layouts) {
 }
 END_TEST
 
-START_TEST(caps_alone_on_any_target) {
-  /* an mma.sync program (sm_80 here): its cap applied, the target and any DUA_SM90A comment left as they are
-   */
-  const char *ptx = ".target sm_80\n.entry k(\n)\n{\n// DUA_MAXNREG 168\n// DUA_SM90A x;\n}\n"
-                    ".entry j(\n)\n{\nret;\n}\n";
+/* dua_ptx_caps(ptx) gives want with want_caps caps */
+static void expect_caps(const char *ptx, const char *want, int want_caps) {
   int caps = -1;
   char *out = dua_ptx_caps(ptx, &caps);
   ck_assert_ptr_nonnull(out);
-  ck_assert_int_eq(caps, 1);
-  ck_assert_str_eq(out,
-                   ".target sm_80\n.entry k(\n)\n.maxnreg 168\n{\n// DUA_MAXNREG 168\n// DUA_SM90A x;\n}\n"
-                   ".entry j(\n)\n{\nret;\n}\n");
+  ck_assert_int_eq(caps, want_caps);
+  ck_assert_str_eq(out, want);
   free(out);
-  out = dua_ptx_caps(".target sm_90\n.entry k(\n)\n{\n// DUA_MAXNREG 168\n}\n",
-                     &caps); /* Hopper: stays sm_90 */
-  ck_assert_ptr_nonnull(out);
-  ck_assert_int_eq(caps, 1);
-  ck_assert_str_eq(out, ".target sm_90\n.entry k(\n)\n.maxnreg 168\n{\n// DUA_MAXNREG 168\n}\n");
-  free(out);
-  out = dua_ptx_caps("no entry\n", &caps); /* nothing to do is no error */
-  ck_assert_ptr_nonnull(out);
-  ck_assert_int_eq(caps, 0);
-  ck_assert_str_eq(out, "no entry\n");
-  free(out);
+}
+
+START_TEST(caps_alone_on_any_target) {
+  /* an mma.sync program (sm_80 here): its cap applied, the target and any DUA_SM90A comment left as they are
+   */
+  expect_caps(".target sm_80\n.entry k(\n)\n{\n// DUA_MAXNREG 168\n// DUA_SM90A x;\n}\n"
+              ".entry j(\n)\n{\nret;\n}\n",
+              ".target sm_80\n.entry k(\n)\n.maxnreg 168\n{\n// DUA_MAXNREG 168\n// DUA_SM90A x;\n}\n"
+              ".entry j(\n)\n{\nret;\n}\n",
+              1);
+  expect_caps(".target sm_90\n.entry k(\n)\n{\n// DUA_MAXNREG 168\n}\n", /* Hopper: stays sm_90 */
+              ".target sm_90\n.entry k(\n)\n.maxnreg 168\n{\n// DUA_MAXNREG 168\n}\n", 1);
+  expect_caps("no entry\n", "no entry\n", 0); /* nothing to do is no error */
 }
 END_TEST
 
