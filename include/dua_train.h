@@ -88,8 +88,10 @@ typedef struct dua_trainer_config {
   int32_t eval_every;   /* steps between evaluations, 0 = only at the end */
   int32_t ctrl_hidden;  /* paper mode: hidden width of the depth controller E -> ctrl_hidden -> H (GELU);
                          * 0 = a linear map E -> H; 0..4096 (default 32 = E/4 at the default width) */
-  int32_t reserved[11]; /* zero */
+  int32_t reserved[10]; /* zero */
   /* fields taken from the end of the reserved space (older checkpoints hold 0 there) */
+  int32_t balance_scope; /* content mode, dua_balance_scope: the digit fractions of the balance loss over the
+                          * batch (default) or within each sequence */
   int32_t density_scope; /* dua_density_scope: where the density budget holds (default per layer) */
   /* content mode */
   float balance_weight;  /* weight of the router's load-balancing loss (1 = uniform), >= 0 */
@@ -100,6 +102,12 @@ typedef struct dua_trainer_config {
  * (the default), or only their mean, so that a layer may spend what another saves (a dense head in one layer
  * next to sparser layers). */
 typedef enum dua_density_scope { DUA_DENSITY_PER_LAYER = 0, DUA_DENSITY_MODEL = 1 } dua_density_scope;
+
+/* Where content mode's load-balancing loss counts each tree node's digits: over the whole batch (the
+ * default; Switch-Transformer style), or within each sequence and then averaged, which also penalizes the
+ * blocks of one sequence sharing a path (their collisions are the density a head at the deepest level
+ * keeps). */
+typedef enum dua_balance_scope { DUA_BALANCE_BATCH = 0, DUA_BALANCE_SEQUENCE = 1 } dua_balance_scope;
 
 DUA_API void dua_trainer_config_init(dua_trainer_config *config);
 /* DUA_ERROR_INVALID_ARGUMENT with the field, its value and the allowed range in error. */

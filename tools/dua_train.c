@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef enum { F_INT, F_FLOAT, F_U64, F_TASK, F_MODE, F_DECAY, F_SCOPE } flag_kind;
+typedef enum { F_INT, F_FLOAT, F_U64, F_TASK, F_MODE, F_DECAY, F_SCOPE, F_BALANCE } flag_kind;
 
 typedef struct flag {
   const char *name;
@@ -62,6 +62,8 @@ static const flag flags[] = {
     {"skip-bias", F_FLOAT, CFG(skip_bias), "level bias below which blocks are skipped in training"},
     {"balance-weight", F_FLOAT, CFG(balance_weight),
      "content: weight of the router's load-balancing loss (1 = uniform routing)"},
+    {"balance-scope", F_BALANCE, CFG(balance_scope),
+     "content: batch | sequence: the balance loss counts digits over the batch, or within each sequence"},
     {"router-lr-scale", F_FLOAT, CFG(router_lr_scale), "content: router learning rate / lr"},
     {"batch", F_INT, CFG(batch), "examples per step"},
     {"warmup", F_INT, CFG(warmup), "linear warm-up steps (steps / 10 when the default exceeds steps)"},
@@ -169,6 +171,9 @@ static void usage(FILE *f) {
     case F_SCOPE:
       snprintf(def, sizeof def, "%s", *(const int32_t *)p == DUA_DENSITY_MODEL ? "model" : "layer");
       break;
+    case F_BALANCE:
+      snprintf(def, sizeof def, "%s", *(const int32_t *)p == DUA_BALANCE_SEQUENCE ? "sequence" : "batch");
+      break;
     }
     fprintf(f, "  --%-16s %s [%s]\n", flags[i].name, flags[i].help, def);
   }
@@ -218,6 +223,11 @@ static int parse_value(const flag *fl, const char *v, dua_trainer_config *c) {
     *(int32_t *)p = !strcmp(v, "layer")   ? DUA_DENSITY_PER_LAYER
                     : !strcmp(v, "model") ? DUA_DENSITY_MODEL
                                           : -1;
+    break;
+  case F_BALANCE:
+    *(int32_t *)p = !strcmp(v, "batch")      ? DUA_BALANCE_BATCH
+                    : !strcmp(v, "sequence") ? DUA_BALANCE_SEQUENCE
+                                             : -1;
     break;
   }
   return *(int32_t *)p < 0 ? -1 : 0;

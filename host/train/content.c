@@ -77,7 +77,8 @@ void dua_content_route_block(const dua_content *c, int layer, const float *x, ui
                      paths, NULL, NULL);
 }
 
-double dua_content_backward(dua_content *c, const float *tiles, const float *beta, float balance_weight) {
+double dua_content_backward(dua_content *c, const float *tiles, const float *beta, float balance_weight,
+                            int balance_scope) {
   const dua_router_dims *d = &c->d;
   const size_t lb = layer_blocks(c), tiles_per_layer = (size_t)c->B * d->H * c->nb * c->nb;
   memset(c->dw, 0, d->total * sizeof *c->dw);
@@ -90,12 +91,13 @@ double dua_content_backward(dua_content *c, const float *tiles, const float *bet
     total += dua_router_backward(d, c->x + (size_t)l * c->B_max * c->nb * d->C, c->B, c->nb,
                                  c->paths + (size_t)l * lb, c->soft + (size_t)l * lb * d->p,
                                  c->node + (size_t)l * lb, tiles + (size_t)l * tiles_per_layer,
-                                 beta + (size_t)l * d->H * (d->D + 1), c->tau, 0, scale, c->dw + wl);
+                                 beta + (size_t)l * d->H * (d->D + 1), c->tau, 0, scale,
+                                 balance_scope == DUA_BALANCE_SEQUENCE, c->dw + wl);
   }
   return total / ((double)d->L * d->H * d->D);
 }
 
-double dua_content_balance(dua_content *c) {
+double dua_content_balance(dua_content *c, int balance_scope) {
   const dua_router_dims *d = &c->d;
   if (d->D == 0)
     return 0.0;
@@ -113,7 +115,8 @@ double dua_content_balance(dua_content *c) {
   for (int l = 0; l < d->L; l++) /* zero pair gradients and zero scale: only the loss is computed */
     total += dua_router_backward(d, c->x + (size_t)l * c->B_max * c->nb * d->C, c->B, c->nb,
                                  c->paths + (size_t)l * lb, c->soft + (size_t)l * lb * d->p,
-                                 c->node + (size_t)l * lb, g, beta, c->tau, 0, 0.0, scratch);
+                                 c->node + (size_t)l * lb, g, beta, c->tau, 0, 0.0,
+                                 balance_scope == DUA_BALANCE_SEQUENCE, scratch);
   free(scratch);
   free(g);
   free(beta);

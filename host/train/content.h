@@ -40,10 +40,12 @@ void dua_content_route_block(const dua_content *c, int layer, const float *x, ui
 
 /* Router gradient of the last (noisy) forward into c->dw (zeroed first): tiles [L][B][H][nb][nb] the
  * block-pair gradients, beta [L][H][D + 1] the level biases used; balance_weight scales the balance loss
- * (averaged over layers, heads and levels). Returns that average balance loss (1 = uniform). */
-double dua_content_backward(dua_content *c, const float *tiles, const float *beta, float balance_weight);
+ * (averaged over layers, heads and levels), balance_scope (dua_balance_scope) says over which blocks its
+ * digit fractions are counted. Returns that average balance loss (1 = uniform). */
+double dua_content_backward(dua_content *c, const float *tiles, const float *beta, float balance_weight,
+                            int balance_scope);
 /* Balance loss of the last forward without computing gradients. */
-double dua_content_balance(dua_content *c);
+double dua_content_balance(dua_content *c, int balance_scope);
 /* Sum of squares of c->dw. */
 double dua_content_grad_sumsq(const dua_content *c);
 /* AdamW (no weight decay) on the router with learning rate lr * router_lr_scale, step t >= 1. */

@@ -145,13 +145,13 @@ static void bias_steps(const float *beta, int h, int D, float *c) {
 }
 
 /* Balance statistics of head h: counts [nodes][p] of hard digits and sums [nodes][p] of soft probabilities
- * over the batch's blocks, per node. */
-static void node_stats(const dua_router_dims *d, int B, int nb, int h, const uint8_t *paths,
+ * over the blocks of sequences b0 .. b1 - 1, per node. */
+static void node_stats(const dua_router_dims *d, int b0, int b1, int nb, int h, const uint8_t *paths,
                        const float *soft, const int32_t *node, double *counts, double *sums) {
   const int D = d->D, p = d->p, H = d->H;
   memset(counts, 0, (size_t)d->nodes * p * sizeof *counts);
   memset(sums, 0, (size_t)d->nodes * p * sizeof *sums);
-  for (int b = 0; b < B; b++)
+  for (int b = b0; b < b1; b++)
     for (int m = 0; m < nb; m++) {
       const size_t blk = ((size_t)b * H + h) * nb + m;
       for (int j = 0; j < D; j++) {
@@ -164,7 +164,9 @@ static void node_stats(const dua_router_dims *d, int B, int nb, int h, const uin
 }
 
 /* balance loss of head h summed over levels: sum_j sum_nd (N_nd / N) p sum_k f_k P_k
- * = p / N sum_nd sum_k (count_k / N_nd) sum_soft_k */
+ * = p / N sum_nd sum_k (count_k / N_nd) sum_soft_k, N = B nb. With the statistics of one sequence
+ * (per-sequence scope) it is that sequence's loss divided by B, so the sequences' calls add up to their mean.
+ */
 static double balance_loss(const dua_router_dims *d, int B, int nb, const double *counts,
                            const double *sums) {
   const int p = d->p;
@@ -225,7 +227,7 @@ static void hard_pair_grads(const float *g, const uint8_t *paths, int nb, int D,
 
 double dua_router_backward(const dua_router_dims *d, const float *x, int B, int nb, const uint8_t *paths,
                            const float *soft, const int32_t *node, const float *g, const float *beta,
-                           float tau, int soft_agreement, double balance_scale, float *dw) {
+                           float tau, int soft_agreement, double balance_scale, int per_sequence, float *dw) {
   const int H = d->H, D = d->D, p = d->p;
   const size_t row = (size_t)d->C + 1;
   double *dy = calloc((size_t)nb * D * p, sizeof *dy);
@@ -245,8 +247,10 @@ double dua_router_backward(const dua_router_dims *d, const float *x, int B, int 
   const double N = (double)B * nb;
   for (int h = 0; h < H; h++) {
     bias_steps(beta, h, D, c);
-    node_stats(d, B, nb, h, paths, soft, node, counts, sums);
-    total += balance_loss(d, B, nb, counts, sums);
+    if (!per_sequence) {
+      node_stats(d, 0, B, nb, h, paths, soft, node, counts, sums);
+      total += balance_loss(d, B, nb, counts, sums);
+    }
     double csum[65]; /* csum[j] = sum_{l >= j} c[l] */
     csum[D] = 0.0;
     for (int j = D - 1; j >= 0; j--)
@@ -254,6 +258,10 @@ double dua_router_backward(const dua_router_dims *d, const float *x, int B, int 
     float *dwh = dw + (size_t)h * d->per_head;
     for (int b = 0; b < B; b++) {
       const size_t base = ((size_t)b * H + h) * nb;
+      if (per_sequence) {
+        node_stats(d, b, b + 1, nb, h, paths, soft, node, counts, sums);
+        total += balance_loss(d, B, nb, counts, sums);
+      }
       memset(dy, 0, (size_t)nb * D * p * sizeof *dy);
       const float *gbh = g + base * nb;
       if (!soft_agreement) /* training: the hard digits (straight-through) */
@@ -322,7 +330,7 @@ double dua_router_backward(const dua_router_dims *d, const float *x, int B, int 
 
 double dua_router_surrogate(const dua_router_dims *d, const float *w, const float *x, int B, int nb,
                             const uint8_t *paths, const int32_t *node, const float *g, const float *beta,
-                            float tau, double balance_scale) {
+                            float tau, double balance_scale, int per_sequence) {
   const int H = d->H, D = d->D, p = d->p;
   const size_t nsoft = (size_t)B * H * nb * D * p;
   float *soft = malloc(nsoft * sizeof *soft);    /* for the balance statistics */
@@ -354,17 +362,20 @@ double dua_router_surrogate(const dua_router_dims *d, const float *w, const floa
       }
   for (int h = 0; h < H; h++) {
     bias_steps(beta, h, D, c);
-    node_stats(d, B, nb, h, paths, soft, node, counts, sums);
-    /* the balance loss from unrounded probabilities */
-    memset(sums, 0, (size_t)d->nodes * p * sizeof *sums);
-    for (int b = 0; b < B; b++)
-      for (int m = 0; m < nb; m++)
-        for (int j = 0; j < D; j++) {
-          const size_t at = (((size_t)b * H + h) * nb + m) * D + j;
-          for (int k = 0; k < p; k++)
-            sums[node[at] * p + k] += dsoft[at * p + k];
-        }
-    f += balance_scale * balance_loss(d, B, nb, counts, sums);
+    for (int s0 = 0; s0 < B; s0 += per_sequence ? 1 : B) { /* the sequences one statistic covers */
+      const int s1 = per_sequence ? s0 + 1 : B;
+      node_stats(d, s0, s1, nb, h, paths, soft, node, counts, sums);
+      /* the balance loss from unrounded probabilities */
+      memset(sums, 0, (size_t)d->nodes * p * sizeof *sums);
+      for (int b = s0; b < s1; b++)
+        for (int m = 0; m < nb; m++)
+          for (int j = 0; j < D; j++) {
+            const size_t at = (((size_t)b * H + h) * nb + m) * D + j;
+            for (int k = 0; k < p; k++)
+              sums[node[at] * p + k] += dsoft[at * p + k];
+          }
+      f += balance_scale * balance_loss(d, B, nb, counts, sums);
+    }
     for (int b = 0; b < B; b++) {
       const size_t base = ((size_t)b * H + h) * nb;
       for (int m = 0; m < nb; m++)

@@ -21,7 +21,10 @@
  * Load balancing (Switch-Transformer style, per tree node): at node n with N_n of the layer-head's
  * blocks (batch included), f_k = fraction of them whose digit is k, P_k = their mean soft probability of k;
  * loss_n = p sum_k f_k P_k (1 when uniform); a level's loss is sum_n (N_n / N) loss_n; the reported
- * balance loss is the mean over layers, heads and levels; the objective adds balance_weight times it. */
+ * balance loss is the mean over layers, heads and levels; the objective adds balance_weight times it.
+ * Per-sequence scope (per_sequence = 1, DUA_BALANCE_SEQUENCE): the same loss with the statistics of each
+ * sequence's blocks alone, averaged over the batch; it is 1 only when every sequence spreads its own blocks
+ * evenly, so it also acts against blocks of one sequence sharing a path. */
 #ifndef DUA_ROUTER_H
 #define DUA_ROUTER_H
 
@@ -58,18 +61,19 @@ void dua_router_bias_grad(const float *c, const double *a, int D, double *out);
  * the level bias used (c derived from it). soft_agreement = 0: the agreements and their derivative use the
  * hard digits (straight-through, training); 1: the soft probabilities (the smooth surrogate, for tests).
  * Adds balance_scale times the balance-loss gradient when balance_scale != 0 (see above; balance_scale =
- * balance_weight / (L * H * D) for the trainer's objective). Accumulates into dw [H][per_head]. Returns the
- * layer's balance loss summed over heads and levels (each level's loss is 1 when uniform). */
+ * balance_weight / (L * H * D) for the trainer's objective), per_sequence the scope. Accumulates into dw
+ * [H][per_head]. Returns the layer's balance loss summed over heads and levels (each level's loss is 1 when
+ * uniform). */
 double dua_router_backward(const dua_router_dims *d, const float *x, int B, int nb, const uint8_t *paths,
                            const float *soft, const int32_t *node, const float *g, const float *beta,
-                           float tau, int soft_agreement, double balance_scale, float *dw);
+                           float tau, int soft_agreement, double balance_scale, int per_sequence, float *dw);
 
 /* The smooth surrogate the backward differentiates with soft_agreement = 1 (for tests): sum over block pairs
  * m != n of g[m][n] * bias_soft(m, n), plus balance_scale times the summed balance loss, with the soft
  * probabilities recomputed from w (no noise, nodes fixed to `node`) and the digit fractions from paths. */
 double dua_router_surrogate(const dua_router_dims *d, const float *w, const float *x, int B, int nb,
                             const uint8_t *paths, const int32_t *node, const float *g, const float *beta,
-                            float tau, double balance_scale);
+                            float tau, double balance_scale, int per_sequence);
 
 /* Per-head fractions of causal token pairs (j <= i < T) whose blocks share exactly k leading path digits,
  * averaged over the batch: frac [H][D + 1]. paths [B][H][nb][D]. */

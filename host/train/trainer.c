@@ -379,7 +379,8 @@ dua_status dua_trainer_step(dua_trainer *t, dua_train_stats *stats) {
     memset(t->dz, 0, LH * D * sizeof *t->dz);
     double ss = (double)norm * norm;
     if (t->content) { /* router gradient from the block-pair gradients, before the budget touches dbeta */
-      t->balance = (float)dua_content_backward(t->content, t->model->tiles_host, t->beta, c->balance_weight);
+      t->balance = (float)dua_content_backward(t->content, t->model->tiles_host, t->beta, c->balance_weight,
+                                               c->balance_scope);
       ss += dua_content_grad_sumsq(t->content);
     }
     dua_density_budget(c->density_scope, L, c->density_weight, c->density_target, layer_density, t);
@@ -391,7 +392,7 @@ dua_status dua_trainer_step(dua_trainer *t, dua_train_stats *stats) {
       ss += (double)t->dz[i] * t->dz[i];
     norm = (float)sqrt(ss);
   } else if (t->content) {
-    t->balance = (float)dua_content_balance(t->content);
+    t->balance = (float)dua_content_balance(t->content, c->balance_scope);
   }
   if (paper(t)) {
     double ss = 0.0;

@@ -1,9 +1,11 @@
 /* test_router.c: unit tests (no device) of content mode's router (host/train/router.c): the router
  * gradient against central finite differences of the smooth surrogate (soft agreements, every level and
- * node, arity 2 and 3), the balance-loss gradient alone against finite differences, the balance loss of a
- * uniform router (1), the hard bias identity sum_l c[l] (1 - prod a) = beta[lca], the straight-through
- * derivative's sign, the training (hard-digit) backward against its formula computed the slow way, path
- * sampling (digits in range, argmax deterministic, noise reproducible) and the lca fractions. */
+ * node, arity 2 and 3), the balance-loss gradient alone against finite differences (both scopes), the
+ * balance loss of a uniform router (1), the per-sequence scope against the batch scope on a batch even
+ * overall and uneven within each sequence, the hard bias identity sum_l c[l] (1 - prod a) = beta[lca], the
+ * straight-through derivative's sign, the training (hard-digit) backward against its formula computed the
+ * slow way, path sampling (digits in range, argmax deterministic, noise reproducible) and the lca fractions.
+ */
 #include "test_util.h"
 #include "train/router.h"
 
@@ -72,24 +74,25 @@ static void release(problem *P) {
 /* Central differences of the surrogate w.r.t. every router parameter; |a - n| <= 1e-4 + 1e-3 |n| (the
  * surrogate is evaluated in double from fp32 weights; the analytical gradient is accumulated in double and
  * stored in fp32). Returns the count of parameters whose gradient is nonzero. */
-static int check_fd(problem *P, float tau, double balance_scale, int use_g, const char *what) {
+static int check_fd(problem *P, float tau, double balance_scale, int per_sequence, int use_g,
+                    const char *what) {
   const float step = 1e-2f;
   float *zero_g = calloc((size_t)P->B * P->d.H * P->nb * P->nb, sizeof *zero_g);
   const float *g = use_g ? P->g : zero_g;
   dua_router_forward(&P->d, P->w, P->x, P->B, P->nb, tau, 0, 1, 0, 0, P->paths, P->soft, P->node);
   memset(P->dw, 0, P->d.total * sizeof *P->dw);
   dua_router_backward(&P->d, P->x, P->B, P->nb, P->paths, P->soft, P->node, g, P->beta, tau, 1, balance_scale,
-                      P->dw);
+                      per_sequence, P->dw);
   int nonzero = 0;
   double worst = 0.0;
   for (size_t i = 0; i < P->d.total; i++) {
     const float w0 = P->w[i];
     P->w[i] = w0 + step;
     double fp = dua_router_surrogate(&P->d, P->w, P->x, P->B, P->nb, P->paths, P->node, g, P->beta, tau,
-                                     balance_scale);
+                                     balance_scale, per_sequence);
     P->w[i] = w0 - step;
     double fm = dua_router_surrogate(&P->d, P->w, P->x, P->B, P->nb, P->paths, P->node, g, P->beta, tau,
-                                     balance_scale);
+                                     balance_scale, per_sequence);
     P->w[i] = w0;
     double num = (fp - fm) / ((double)(w0 + step) - (double)(w0 - step)), a = P->dw[i];
     double tol = 1e-4 + 1e-3 * fabs(num);
@@ -112,18 +115,20 @@ START_TEST(router_gradient_vs_finite_differences) {
   /* every problem drawn is checked in full; the draws go on (at most 4) until more than a quarter of the
    * parameters had a nonzero gradient in each check, so the check cannot pass vacuously (a tiny problem
    * can route every block alike and give a zero balance gradient) */
-  int pairs_seen = 0, balance_seen = 0;
-  for (int draw = 0; draw < 4 && !(pairs_seen && balance_seen); draw++) {
+  int pairs_seen = 0, balance_seen = 0, sequence_seen = 0;
+  for (int draw = 0; draw < 4 && !(pairs_seen && balance_seen && sequence_seen); draw++) {
     problem P = make(s[0], s[1], s[2], s[3], s[4], s[5], &r);
-    pairs_seen |= check_fd(&P, 0.7f, 0.0, 1, "pair gradients") > (int)(P.d.total / 4);
-    balance_seen |= check_fd(&P, 1.3f, 0.37, 0, "balance alone") > (int)(P.d.total / 4);
-    check_fd(&P, 1.0f, 0.2, 1, "pairs + balance");
+    pairs_seen |= check_fd(&P, 0.7f, 0.0, 0, 1, "pair gradients") > (int)(P.d.total / 4);
+    balance_seen |= check_fd(&P, 1.3f, 0.37, 0, 0, "balance alone") > (int)(P.d.total / 4);
+    sequence_seen |= check_fd(&P, 1.3f, 0.37, 1, 0, "balance alone, per sequence") > (int)(P.d.total / 4);
+    check_fd(&P, 1.0f, 0.2, 0, 1, "pairs + balance");
+    check_fd(&P, 1.0f, 0.2, 1, 1, "pairs + balance per sequence");
     release(&P);
   }
-  ck_assert_msg(pairs_seen && balance_seen,
+  ck_assert_msg(pairs_seen && balance_seen && sequence_seen,
                 "gradients were zero for most parameters in every draw (pairs %d, "
-                "balance %d)",
-                pairs_seen, balance_seen);
+                "balance %d, per sequence %d)",
+                pairs_seen, balance_seen, sequence_seen);
 }
 END_TEST
 
@@ -177,9 +182,12 @@ START_TEST(paths_balance_and_fractions) {
   memset(P.w, 0, P.d.total * sizeof *P.w);
   dua_router_forward(&P.d, P.w, P.x, P.B, P.nb, 1.0f, 0, 5, 4, 0, P.paths, P.soft, P.node);
   float *zero_g = calloc((size_t)P.B * 2 * P.nb * P.nb, sizeof *zero_g);
-  double bal =
-      dua_router_backward(&P.d, P.x, P.B, P.nb, P.paths, P.soft, P.node, zero_g, P.beta, 1.0f, 0, 0.0, P.dw);
+  double bal = dua_router_backward(&P.d, P.x, P.B, P.nb, P.paths, P.soft, P.node, zero_g, P.beta, 1.0f, 0,
+                                   0.0, 0, P.dw);
   ck_assert_msg(fabs(bal - 2 * 3) <= 1e-5, "uniform balance loss %g, expected 6 (2 heads x 3 levels)", bal);
+  bal = dua_router_backward(&P.d, P.x, P.B, P.nb, P.paths, P.soft, P.node, zero_g, P.beta, 1.0f, 0, 0.0, 1,
+                            P.dw);
+  ck_assert_msg(fabs(bal - 2 * 3) <= 1e-5, "uniform balance loss per sequence %g, expected 6", bal);
   double frac[2 * 4];
   dua_router_lca_fractions(P.paths, P.B, 2, P.nb, 3, 8 * 16 - 5, 16, frac);
   for (int h = 0; h < 2; h++) {
@@ -191,6 +199,39 @@ START_TEST(paths_balance_and_fractions) {
   free(zero_g);
   free(again);
   release(&P);
+}
+END_TEST
+
+/* The two balance scopes on a batch that is even overall and uneven within each sequence: sequence 0's
+ * blocks all take digit 0 at the root (x = +1), sequence 1's digit 1 (x = -1). Over the batch f = (1/2, 1/2)
+ * and the mean probabilities are (1/2, 1/2) by symmetry, so the loss is p sum f P = 1; per sequence f = (1,
+ * 0) and P_0 = softmax(3, -3)_0, so the loss is 2 P_0. */
+START_TEST(balance_scope_sees_sequences) {
+  const int B = 2, nb = 6;
+  dua_router_dims d = dua_router_dims_of(1, 1, 1, 2, 1);
+  float w[4] = {3.0f, 0.0f, -3.0f, 0.0f}, x[2 * 6], soft[2 * 6 * 2], dw[4], zero_g[2 * 6 * 6] = {0}, beta[2];
+  uint8_t paths[2 * 6];
+  int32_t node[2 * 6];
+  beta[0] = -1.0f, beta[1] = 0.0f;
+  for (int i = 0; i < B * nb; i++)
+    x[i] = i < nb ? 1.0f : -1.0f;
+  dua_router_forward(&d, w, x, B, nb, 1.0f, 0, 1, 0, 0, paths, soft, node);
+  for (int i = 0; i < B * nb; i++)
+    ck_assert_int_eq(paths[i], i < nb ? 0 : 1);
+  const double p0 = 1.0 / (1.0 + exp(-6.0));
+  memset(dw, 0, sizeof dw);
+  double batch = dua_router_backward(&d, x, B, nb, paths, soft, node, zero_g, beta, 1.0f, 0, 0.0, 0, dw);
+  double seq = dua_router_backward(&d, x, B, nb, paths, soft, node, zero_g, beta, 1.0f, 0, 0.0, 1, dw);
+  ck_assert_msg(fabs(batch - 1.0) <= 1e-6, "batch-scope balance loss %.8f, expected 1", batch);
+  ck_assert_msg(fabs(seq - 2.0 * p0) <= 1e-6, "per-sequence balance loss %.8f, expected %.8f", seq, 2.0 * p0);
+  /* per sequence the loss pulls each sequence's blocks apart: the gradient lowers the root's digit-0 weight
+   * for x = +1 (dw[0] > 0 descends to a smaller w[0]); over the batch the two sequences' pulls cancel */
+  memset(dw, 0, sizeof dw);
+  dua_router_backward(&d, x, B, nb, paths, soft, node, zero_g, beta, 1.0f, 0, 1.0, 1, dw);
+  ck_assert_msg(dw[0] > 1e-4, "per-sequence balance gradient dw[0] = %g, expected > 0", dw[0]);
+  memset(dw, 0, sizeof dw);
+  dua_router_backward(&d, x, B, nb, paths, soft, node, zero_g, beta, 1.0f, 0, 1.0, 0, dw);
+  ck_assert_msg(fabs(dw[0]) <= 1e-6, "batch balance gradient dw[0] = %g, expected 0", dw[0]);
 }
 END_TEST
 
@@ -206,7 +247,7 @@ START_TEST(hard_backward_matches_the_formula) {
   const float tau = 0.7f;
   dua_router_forward(&P.d, P.w, P.x, B, nb, tau, 1, 7, 2, 0, P.paths, P.soft, P.node);
   memset(P.dw, 0, P.d.total * sizeof *P.dw);
-  dua_router_backward(&P.d, P.x, B, nb, P.paths, P.soft, P.node, P.g, P.beta, tau, 0, 0.0, P.dw);
+  dua_router_backward(&P.d, P.x, B, nb, P.paths, P.soft, P.node, P.g, P.beta, tau, 0, 0.0, 0, P.dw);
   double *ref = calloc(P.d.total, sizeof *ref), *dy = malloc((size_t)nb * D * p * sizeof *dy);
   ck_assert(ref && dy);
   const size_t row = (size_t)C + 1;
@@ -273,6 +314,7 @@ int main(void) {
   tcase_add_loop_test(tc, router_gradient_vs_finite_differences, 0, 3);
   tcase_add_test(tc, bias_identity_and_straight_through_sign);
   tcase_add_test(tc, paths_balance_and_fractions);
+  tcase_add_test(tc, balance_scope_sees_sequences);
   tcase_add_loop_test(tc, hard_backward_matches_the_formula, 0, 4);
   suite_add_tcase(s, tc);
   return test_run_suite(s);

@@ -47,7 +47,7 @@ START_TEST(test_defaults) {
   for (int i = 0; i < (int)(sizeof c.reserved / sizeof c.reserved[0]); i++)
     ck_assert_int_eq(c.reserved[i], 0);
   ck_assert(c.balance_weight == 0.1f && c.router_lr_scale == 1.0f &&
-            c.density_scope == DUA_DENSITY_PER_LAYER);
+            c.density_scope == DUA_DENSITY_PER_LAYER && c.balance_scope == DUA_BALANCE_BATCH);
   dua_trainer_config_init(NULL); /* NULL-safe */
   ck_assert_int_eq(dua_trainer_config_validate(NULL, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
   ck_assert_int_eq(dua_trainer_config_validate(&c, NULL, 0), DUA_SUCCESS);
@@ -134,7 +134,9 @@ typedef struct bad_case {
   BAD(clip_neg, "grad_clip", "-1", c->grad_clip = -1.0f)                                                     \
   BAD(eval_neg, "eval_every", "-1", c->eval_every = -1)                                                      \
   BAD(reserved0, "reserved[0]", "7", c->reserved[0] = 7)                                                     \
-  BAD(reserved10, "reserved[10]", "-1", c->reserved[10] = -1)                                                \
+  BAD(reserved9, "reserved[9]", "-1", c->reserved[9] = -1)                                                   \
+  BAD(balance_scope_neg, "balance_scope", "-1", c->balance_scope = -1)                                       \
+  BAD(balance_scope_2, "balance_scope", "2", c->balance_scope = 2)                                           \
   BAD(scope_neg, "density_scope", "-1", c->density_scope = -1)                                               \
   BAD(scope_2, "density_scope", "2", c->density_scope = 2)                                                   \
   BAD(balance_neg, "balance_weight", "-0.5", c->balance_weight = -0.5f)                                      \
