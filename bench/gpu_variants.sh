@@ -3,7 +3,8 @@
 # cl/ with a change; DUA_CL_DIR points the library at one), dua-bench on the same fp16 forward problems
 # (batch 8, heads 8, head dim 64, block 128), checked against the CPU reference at N 2048, and ptxas's
 # register report of the wgmma programs that variant built (from its disk cache), then a table.
-#   BUILD=build-slim bash bench/gpu_variants.sh exp-cl/a exp-cl/b ...   (ROUNDS=2 runs the list twice)
+#   BUILD=build-slim bash bench/gpu_variants.sh exp-cl/a exp-cl/b ...   (ROUNDS=2 runs the list twice; NS="8192
+#   32768" the sequence lengths, default 8192)
 # A folder named "-" means the built-in sources. PASS=bwd: the backward instead (dua-bench --pass bwd on the
 # same problem set, and test_backward's tensor-core cases on the GPU for each variant before timing, unless
 # TESTS=0).
@@ -28,8 +29,10 @@ for round in $(seq "${ROUNDS:-1}"); do
         tee -a "$OUT/tests.txt"
     fi
     { [ "$round" = 1 ] && [ "$PASS" = fwd ] && $B --n 2048 --depth -1 0 --check
-      $B --n 8192 --depth -1 3 0
-      $B --n 8192 --depth -1 3 0 --causal; } 2>>"$OUT/bench_$name.log" | grep '^{' |
+      for n in ${NS:-8192}; do
+        $B --n "$n" --depth -1 3 0
+        $B --n "$n" --depth -1 3 0 --causal
+      done; } 2>>"$OUT/bench_$name.log" | grep '^{' |
       sed "s/^{/{\"cl\": \"$name\", \"round\": $round, /" >>"$OUT/variants.jsonl"
     if [ "$round" = 1 ] && [ -z "$ptxas" ]; then # no ptxas here: the driver's PTX comes back for a local one
       n=0
