@@ -5,8 +5,9 @@
  *   u32         config bytes (CONFIG_BYTES for version 1)
  *   config      dua_trainer_config field by field in declaration order: int32 and float fields as 4
  *               bytes (floats by their IEEE-754 bits), seed as 8 bytes, then reserved[] (ctrl_hidden took
- *               reserved[0]'s place, balance_scope, density_scope, balance_weight and router_lr_scale the
- * last four: the config is still CONFIG_BYTES long and older files read those as 0) u32         section count
+ *               reserved[0]'s place; balance_scope, density_scope, balance_weight, router_lr_scale the
+ *               last four: the config is still CONFIG_BYTES long and older files read those as 0)
+ *   u32         section count
  *   sections    name[24] (NUL-terminated, NUL-padded), u64 payload bytes, payload
  *   sha256      32 bytes over everything before it
  *

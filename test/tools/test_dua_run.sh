@@ -129,4 +129,5 @@ print("content generate json ok")' || { echo "content generate"; exit 1; }
 "$run" generate "$dir/c" --prompt-test 1 --new 2 --dense | grep -q "generated" || { echo "dense generate"; exit 1; }
 "$train" --help | grep -q -- "--balance-weight" || { echo "--help does not document --balance-weight"; exit 1; }
 "$train" --help | grep -q -- "--density-scope *layer | model" || { echo "--help does not document --density-scope"; exit 1; }
+"$train" --help | grep -q -- "--balance-scope *content: batch | sequence" || { echo "--help does not document --balance-scope"; exit 1; }
 echo "dua-run ok"

@@ -121,7 +121,7 @@ static void put_f32(buf *b, float v) {
 }
 
 /* The config as the format describes it: declaration order, 4 bytes a field, seed 8, ctrl_hidden,
- * reserved[14]. */
+ * reserved[10], then the four fields taken from the end of the reserved space. */
 static void put_config(buf *b, const dua_trainer_config *c) {
   put_i32(b, c->task);
   put_i32(b, c->seq_len);

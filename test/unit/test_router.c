@@ -224,8 +224,9 @@ START_TEST(balance_scope_sees_sequences) {
   double seq = dua_router_backward(&d, x, B, nb, paths, soft, node, zero_g, beta, 1.0f, 0, 0.0, 1, dw);
   ck_assert_msg(fabs(batch - 1.0) <= 1e-6, "batch-scope balance loss %.8f, expected 1", batch);
   ck_assert_msg(fabs(seq - 2.0 * p0) <= 1e-6, "per-sequence balance loss %.8f, expected %.8f", seq, 2.0 * p0);
-  /* per sequence the loss pulls each sequence's blocks apart: the gradient lowers the root's digit-0 weight
-   * for x = +1 (dw[0] > 0 descends to a smaller w[0]); over the batch the two sequences' pulls cancel */
+  /* per sequence the loss pushes each sequence's blocks toward the other digit: the gradient lowers the
+   * root's digit-0 weight for x = +1 (dw[0] > 0 descends to a smaller w[0]); over the batch the digit counts
+   * are even, so every block's balance gradient is zero */
   memset(dw, 0, sizeof dw);
   dua_router_backward(&d, x, B, nb, paths, soft, node, zero_g, beta, 1.0f, 0, 1.0, 1, dw);
   ck_assert_msg(dw[0] > 1e-4, "per-sequence balance gradient dw[0] = %g, expected > 0", dw[0]);
