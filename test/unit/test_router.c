@@ -105,6 +105,26 @@ static int check_fd(problem *P, float tau, double balance_scale, int per_sequenc
   return nonzero;
 }
 
+/* With no pair gradients the training backward (hard digits) and the surrogate's (soft agreements) differ in
+ * nothing: both must give the same balance gradient, in either scope (the training path's balance term is
+ * otherwise checked only through the hand-built case below). Call after check_fd (paths and soft drawn). */
+static void check_hard_balance(problem *P, float tau, double balance_scale, int per_sequence) {
+  float *zero_g = calloc((size_t)P->B * P->d.H * P->nb * P->nb, sizeof *zero_g);
+  float *dw_hard = calloc(P->d.total, sizeof *dw_hard);
+  ck_assert(zero_g && dw_hard);
+  memset(P->dw, 0, P->d.total * sizeof *P->dw);
+  const double soft_loss = dua_router_backward(&P->d, P->x, P->B, P->nb, P->paths, P->soft, P->node, zero_g,
+                                               P->beta, tau, 1, balance_scale, per_sequence, P->dw);
+  const double hard_loss = dua_router_backward(&P->d, P->x, P->B, P->nb, P->paths, P->soft, P->node, zero_g,
+                                               P->beta, tau, 0, balance_scale, per_sequence, dw_hard);
+  ck_assert_msg(soft_loss == hard_loss, "balance loss %.17g (soft) vs %.17g (hard)", soft_loss, hard_loss);
+  for (size_t i = 0; i < P->d.total; i++)
+    ck_assert_msg(P->dw[i] == dw_hard[i], "per_sequence %d: dw[%zu] %.9g (soft) vs %.9g (hard)", per_sequence,
+                  i, P->dw[i], dw_hard[i]);
+  free(zero_g);
+  free(dw_hard);
+}
+
 START_TEST(router_gradient_vs_finite_differences) {
   static const int shapes[3][6] = {/* H, D, p, C, B, nb */
                                    {2, 3, 2, 5, 2, 8},
@@ -121,6 +141,8 @@ START_TEST(router_gradient_vs_finite_differences) {
     pairs_seen |= check_fd(&P, 0.7f, 0.0, 0, 1, "pair gradients") > (int)(P.d.total / 4);
     balance_seen |= check_fd(&P, 1.3f, 0.37, 0, 0, "balance alone") > (int)(P.d.total / 4);
     sequence_seen |= check_fd(&P, 1.3f, 0.37, 1, 0, "balance alone, per sequence") > (int)(P.d.total / 4);
+    check_hard_balance(&P, 1.3f, 0.37, 0);
+    check_hard_balance(&P, 1.3f, 0.37, 1);
     check_fd(&P, 1.0f, 0.2, 0, 1, "pairs + balance");
     check_fd(&P, 1.0f, 0.2, 1, 1, "pairs + balance per sequence");
     release(&P);
