@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef enum { F_INT, F_FLOAT, F_U64, F_TASK, F_MODE, F_DECAY, F_SCOPE, F_BALANCE } flag_kind;
+typedef enum { F_INT, F_FLOAT, F_U64, F_TASK, F_MODE, F_CHOICE } flag_kind;
 
 typedef struct flag {
   const char *name;
@@ -26,7 +26,21 @@ typedef struct flag {
   const char *help;
 } flag;
 
+static const char *const decay_names[] = {[DUA_DECAY_COSINE] = "cosine", [DUA_DECAY_LINEAR] = "linear", NULL};
+static const char *const density_scope_names[] = {
+    [DUA_DENSITY_PER_LAYER] = "layer", [DUA_DENSITY_MODEL] = "model", NULL};
+static const char *const balance_scope_names[] = {
+    [DUA_BALANCE_BATCH] = "batch", [DUA_BALANCE_SEQUENCE] = "sequence", NULL};
+
 #define CFG(field) offsetof(dua_trainer_config, field)
+
+/* F_CHOICE: the value's names, indexed by value, NULL-terminated (one table per F_CHOICE flag above) */
+static const char *const *choice_names(const flag *fl) {
+  return fl->offset == CFG(decay)           ? decay_names
+         : fl->offset == CFG(density_scope) ? density_scope_names
+                                            : balance_scope_names;
+}
+
 static const flag flags[] = {
     {"task", F_TASK, CFG(task), "dyck | listops | listops-paper | dyck-lm | text (README, \"Tasks\")"},
     {"mode", F_MODE, CFG(mode),
@@ -57,17 +71,17 @@ static const flag flags[] = {
     {"density-weight", F_FLOAT, CFG(density_weight),
      "penalty on the expected density above the target (per --density-scope)"},
     {"density-target", F_FLOAT, CFG(density_target), "density budget (fraction of causal pairs)"},
-    {"density-scope", F_SCOPE, CFG(density_scope),
+    {"density-scope", F_CHOICE, CFG(density_scope),
      "layer | model: the budget holds for every layer, or for the mean over layers"},
     {"skip-bias", F_FLOAT, CFG(skip_bias), "level bias below which blocks are skipped in training"},
     {"balance-weight", F_FLOAT, CFG(balance_weight),
      "content: weight of the router's load-balancing loss (1 = uniform routing)"},
-    {"balance-scope", F_BALANCE, CFG(balance_scope),
+    {"balance-scope", F_CHOICE, CFG(balance_scope),
      "content: batch | sequence: the balance loss counts digits over the batch, or within each sequence"},
     {"router-lr-scale", F_FLOAT, CFG(router_lr_scale), "content: router learning rate / lr"},
     {"batch", F_INT, CFG(batch), "examples per step"},
     {"warmup", F_INT, CFG(warmup), "linear warm-up steps (steps / 10 when the default exceeds steps)"},
-    {"decay", F_DECAY, CFG(decay), "cosine | linear learning-rate decay"},
+    {"decay", F_CHOICE, CFG(decay), "cosine | linear learning-rate decay"},
     {"lr", F_FLOAT, CFG(lr), "peak learning rate"},
     {"lr-min", F_FLOAT, CFG(lr_min), "final learning rate / lr"},
     {"weight-decay", F_FLOAT, CFG(weight_decay), "AdamW decoupled weight decay"},
@@ -165,14 +179,8 @@ static void usage(FILE *f) {
     case F_MODE:
       snprintf(def, sizeof def, "%s", mode_name(*(const int32_t *)p));
       break;
-    case F_DECAY:
-      snprintf(def, sizeof def, "%s", *(const int32_t *)p ? "linear" : "cosine");
-      break;
-    case F_SCOPE:
-      snprintf(def, sizeof def, "%s", *(const int32_t *)p == DUA_DENSITY_MODEL ? "model" : "layer");
-      break;
-    case F_BALANCE:
-      snprintf(def, sizeof def, "%s", *(const int32_t *)p == DUA_BALANCE_SEQUENCE ? "sequence" : "batch");
+    case F_CHOICE:
+      snprintf(def, sizeof def, "%s", choice_names(&flags[i])[*(const int32_t *)p]);
       break;
     }
     fprintf(f, "  --%-16s %s [%s]\n", flags[i].name, flags[i].help, def);
@@ -216,18 +224,11 @@ static int parse_value(const flag *fl, const char *v, dua_trainer_config *c) {
                     : !strcmp(v, "content") ? DUA_ROUTING_CONTENT
                                             : -1;
     break;
-  case F_DECAY:
-    *(int32_t *)p = !strcmp(v, "cosine") ? DUA_DECAY_COSINE : !strcmp(v, "linear") ? DUA_DECAY_LINEAR : -1;
-    break;
-  case F_SCOPE:
-    *(int32_t *)p = !strcmp(v, "layer")   ? DUA_DENSITY_PER_LAYER
-                    : !strcmp(v, "model") ? DUA_DENSITY_MODEL
-                                          : -1;
-    break;
-  case F_BALANCE:
-    *(int32_t *)p = !strcmp(v, "batch")      ? DUA_BALANCE_BATCH
-                    : !strcmp(v, "sequence") ? DUA_BALANCE_SEQUENCE
-                                             : -1;
+  case F_CHOICE:
+    *(int32_t *)p = -1;
+    for (int k = 0; choice_names(fl)[k]; k++)
+      if (!strcmp(v, choice_names(fl)[k]))
+        *(int32_t *)p = k;
     break;
   }
   return *(int32_t *)p < 0 ? -1 : 0;

@@ -41,10 +41,11 @@ static int body_maxnreg(const char *body, const char *end) {
   return stop != p + sizeof mark - 1 && n >= 24 && n <= 255 ? (int)n : 0;
 }
 
+static const char target[] = ".target sm_90";
+
 /* The ".target sm_90" directive of ptx, NULL when ptx targets anything else ("sm_90, texmode..." is fine;
  * sm_90a or sm_900 are not). */
 static const char *sm90_target(const char *ptx) {
-  static const char target[] = ".target sm_90";
   const char *tp = strstr(ptx, target);
   return tp && !isalnum((unsigned char)tp[sizeof target - 1]) ? tp : NULL;
 }
@@ -55,7 +56,7 @@ int dua_ptx_targets_sm90(const char *ptx) {
 
 /* The caps (*caps counts them); to_sm90a: also the target and the DUA_SM90A lines (*markers). */
 static char *rewrite(const char *ptx, int to_sm90a, int *markers, int *caps) {
-  static const char mark[] = "// DUA_SM90A ", target[] = ".target sm_90", entry[] = ".entry ";
+  static const char mark[] = "// DUA_SM90A ", entry[] = ".entry ";
   *markers = *caps = 0;
   const char *tp = to_sm90a ? sm90_target(ptx) : NULL;
   if (to_sm90a && !tp)
