@@ -83,13 +83,15 @@ typedef struct dua_trainer_config {
   float lr;       /* peak learning rate */
   float lr_min;   /* final learning rate as a fraction of lr, [0..1] */
   float weight_decay, beta1, beta2, adam_eps;
-  float grad_clip;      /* global gradient-norm clip, 0 = none */
-  uint64_t seed;        /* data, initialization and Gumbel noise */
-  int32_t eval_every;   /* steps between evaluations, 0 = only at the end */
-  int32_t ctrl_hidden;  /* paper mode: hidden width of the depth controller E -> ctrl_hidden -> H (GELU);
-                         * 0 = a linear map E -> H; 0..4096 (default 32 = E/4 at the default width) */
-  int32_t reserved[10]; /* zero */
+  float grad_clip;     /* global gradient-norm clip, 0 = none */
+  uint64_t seed;       /* data, initialization and Gumbel noise */
+  int32_t eval_every;  /* steps between evaluations, 0 = only at the end */
+  int32_t ctrl_hidden; /* paper mode: hidden width of the depth controller E -> ctrl_hidden -> H (GELU);
+                        * 0 = a linear map E -> H; 0..4096 (default 32 = E/4 at the default width) */
+  int32_t reserved[8]; /* zero */
   /* fields taken from the end of the reserved space (older checkpoints hold 0 there) */
+  int32_t density_estimate; /* dua_density_estimate: which gates (and content paths) the budget measures */
+  int32_t router_input;     /* content mode, dua_router_input: what the router sees of each block */
   int32_t balance_scope; /* content mode, dua_balance_scope: the digit fractions of the balance loss over the
                           * batch (default) or within each sequence */
   int32_t density_scope; /* dua_density_scope: where the density budget holds (default per layer) */
@@ -103,11 +105,27 @@ typedef struct dua_trainer_config {
  * next to sparser layers). */
 typedef enum dua_density_scope { DUA_DENSITY_PER_LAYER = 0, DUA_DENSITY_MODEL = 1 } dua_density_scope;
 
+/* What the density budget measures while the gates are soft: the step's sampled routing (the default: the
+ * noisy gates and, in content mode, the Gumbel-sampled paths the forward used), or the noise-free routing
+ * that evaluation and extraction see (gates sigmoid(z / tau) without noise, each block's argmax path). The
+ * sampled estimate can sit well under the target while the extracted model is far over it: content mode on
+ * dyck-lm read 0.13-0.17 while its hard routing held 0.32 (bench/RESULTS.md). */
+typedef enum dua_density_estimate {
+  DUA_DENSITY_SAMPLED = 0,
+  DUA_DENSITY_DETERMINISTIC = 1
+} dua_density_estimate;
+
 /* Where content mode's load-balancing loss counts each tree node's digits: over the whole batch (the
  * default; Switch-Transformer style), or within each sequence and then averaged, which also penalizes the
  * blocks of one sequence sharing a path (their collisions are the density a head at the deepest level
  * keeps). */
 typedef enum dua_balance_scope { DUA_BALANCE_BATCH = 0, DUA_BALANCE_SEQUENCE = 1 } dua_balance_scope;
+
+/* What content mode's router decides each block's path from: the layer-normed hidden state of the block's
+ * first token (the default), or that row followed by the block's place in the positional tree (for each of
+ * the D levels, p one-hot features of the block index's base-p digit, root first), so that a node can split
+ * by position where the tokens do not separate one sequence's blocks. */
+typedef enum dua_router_input { DUA_ROUTER_TOKEN = 0, DUA_ROUTER_TOKEN_POSITION = 1 } dua_router_input;
 
 DUA_API void dua_trainer_config_init(dua_trainer_config *config);
 /* DUA_ERROR_INVALID_ARGUMENT with the field, its value and the allowed range in error. */

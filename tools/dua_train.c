@@ -31,14 +31,20 @@ static const char *const density_scope_names[] = {
     [DUA_DENSITY_PER_LAYER] = "layer", [DUA_DENSITY_MODEL] = "model", NULL};
 static const char *const balance_scope_names[] = {
     [DUA_BALANCE_BATCH] = "batch", [DUA_BALANCE_SEQUENCE] = "sequence", NULL};
+static const char *const density_estimate_names[] = {
+    [DUA_DENSITY_SAMPLED] = "sampled", [DUA_DENSITY_DETERMINISTIC] = "deterministic", NULL};
+static const char *const router_input_names[] = {
+    [DUA_ROUTER_TOKEN] = "token", [DUA_ROUTER_TOKEN_POSITION] = "token+position", NULL};
 
 #define CFG(field) offsetof(dua_trainer_config, field)
 
 /* F_CHOICE: the value's names, indexed by value, NULL-terminated (one table per F_CHOICE flag above) */
 static const char *const *choice_names(const flag *fl) {
-  return fl->offset == CFG(decay)           ? decay_names
-         : fl->offset == CFG(density_scope) ? density_scope_names
-                                            : balance_scope_names;
+  return fl->offset == CFG(decay)              ? decay_names
+         : fl->offset == CFG(density_scope)    ? density_scope_names
+         : fl->offset == CFG(balance_scope)    ? balance_scope_names
+         : fl->offset == CFG(density_estimate) ? density_estimate_names
+                                               : router_input_names;
 }
 
 static const flag flags[] = {
@@ -73,11 +79,17 @@ static const flag flags[] = {
     {"density-target", F_FLOAT, CFG(density_target), "density budget (fraction of causal pairs)"},
     {"density-scope", F_CHOICE, CFG(density_scope),
      "layer | model: the budget holds for every layer, or for the mean over layers"},
+    {"density-estimate", F_CHOICE, CFG(density_estimate),
+     "sampled | deterministic: the budget measures the step's noisy gates (and content paths), or the "
+     "noise-free ones evaluation sees"},
     {"skip-bias", F_FLOAT, CFG(skip_bias), "level bias below which blocks are skipped in training"},
     {"balance-weight", F_FLOAT, CFG(balance_weight),
      "content: weight of the router's load-balancing loss (1 = uniform routing)"},
     {"balance-scope", F_CHOICE, CFG(balance_scope),
      "content: batch | sequence: the balance loss counts digits over the batch, or within each sequence"},
+    {"router-input", F_CHOICE, CFG(router_input),
+     "content: token | token+position: the router sees each block's first-token row, or that row and the "
+     "block's place in the positional tree"},
     {"router-lr-scale", F_FLOAT, CFG(router_lr_scale), "content: router learning rate / lr"},
     {"batch", F_INT, CFG(batch), "examples per step"},
     {"warmup", F_INT, CFG(warmup), "linear warm-up steps (steps / 10 when the default exceeds steps)"},

@@ -5,11 +5,10 @@
  *   u32         config bytes (CONFIG_BYTES for version 1)
  *   config      dua_trainer_config field by field in declaration order: int32 and float fields as 4
  *               bytes (floats by their IEEE-754 bits), seed as 8 bytes, then reserved[] (ctrl_hidden took
- *               reserved[0]'s place; balance_scope, density_scope, balance_weight, router_lr_scale the
- *               last four: the config is still CONFIG_BYTES long and older files read those as 0)
- *   u32         section count
- *   sections    name[24] (NUL-terminated, NUL-padded), u64 payload bytes, payload
- *   sha256      32 bytes over everything before it
+ *               reserved[0]'s place; density_estimate, router_input, balance_scope, density_scope,
+ *               balance_weight, router_lr_scale the last six: the config is still CONFIG_BYTES long and older
+ * files read those as 0) u32         section count sections    name[24] (NUL-terminated, NUL-padded), u64
+ * payload bytes, payload sha256      32 bytes over everything before it
  *
  * Loading reads the file once, streaming it through SHA-256; every length is checked against the bytes
  * the file still holds before anything is allocated for it, so a corrupt size cannot cause a huge
@@ -88,8 +87,8 @@ static const field config_fields[] = {I32(task),
 
 /* fields declared after reserved[] (taken from the end of the reserved space): serialized after it, so
  * the stream keeps the struct's order and older files (zeros there) still read */
-static const field tail_fields[] = {I32(balance_scope), I32(density_scope), F32(balance_weight),
-                                    F32(router_lr_scale)};
+static const field tail_fields[] = {I32(density_estimate), I32(router_input),   I32(balance_scope),
+                                    I32(density_scope),    F32(balance_weight), F32(router_lr_scale)};
 
 #define N_FIELDS (sizeof config_fields / sizeof config_fields[0])
 #define N_TAIL (sizeof tail_fields / sizeof tail_fields[0])

@@ -1,6 +1,7 @@
-/* content.c: content routing state for the trainer and inference (content.h): allocation, the route
- * callback (router forward per layer), the router's backward over all layers with the balance loss, and
- * its AdamW update. */
+/* content.c: content routing state for the trainer and inference (content.h): allocation, the router's
+ * input rows (first-token rows, with the block's positional digits when config->router_input asks), the route
+ * callback (router forward per layer), the router's backward over all layers with the balance loss, and its
+ * AdamW update. */
 #include "train/content.h"
 
 #include <math.h>
@@ -11,7 +12,9 @@ dua_status dua_content_create(const dua_trainer_config *cfg, int D, int B_max, i
   dua_content *c = calloc(1, sizeof *c);
   if (!c)
     return DUA_ERROR_OUT_OF_MEMORY;
-  c->d = dua_router_dims_of(cfg->layers, cfg->heads, D, cfg->arity, cfg->width);
+  c->width = cfg->width;
+  const int position = cfg->router_input == DUA_ROUTER_TOKEN_POSITION ? D * cfg->arity : 0;
+  c->d = dua_router_dims_of(cfg->layers, cfg->heads, D, cfg->arity, cfg->width + position);
   c->B_max = c->B = B_max;
   c->T = cfg->seq_len;
   c->blk = cfg->block;
@@ -22,11 +25,14 @@ dua_status dua_content_create(const dua_trainer_config *cfg, int D, int B_max, i
   c->wm = calloc(n, sizeof *c->wm);
   c->wv = calloc(n, sizeof *c->wv);
   c->dw = calloc(n, sizeof *c->dw);
-  c->x = malloc(L * (size_t)B_max * nb * (size_t)cfg->width * sizeof *c->x);
+  c->x = malloc(L * (size_t)B_max * nb * (size_t)c->d.C * sizeof *c->x);
+  c->row = malloc((size_t)c->d.C * sizeof *c->row);
   c->paths = calloc(blocks, 1);
   c->soft = calloc(blocks * (size_t)cfg->arity, sizeof *c->soft);
   c->node = calloc(blocks, sizeof *c->node);
-  if (!c->w || !c->wm || !c->wv || !c->dw || !c->x || !c->paths || !c->soft || !c->node) {
+  c->argmax = calloc(blocks / L, 1);
+  if (!c->w || !c->wm || !c->wv || !c->dw || !c->x || !c->row || !c->paths || !c->soft || !c->node ||
+      !c->argmax) {
     dua_content_destroy(c);
     return DUA_ERROR_OUT_OF_MEMORY;
   }
@@ -46,9 +52,11 @@ void dua_content_destroy(dua_content *c) {
   free(c->wv);
   free(c->dw);
   free(c->x);
+  free(c->row);
   free(c->paths);
   free(c->soft);
   free(c->node);
+  free(c->argmax);
   free(c);
 }
 
@@ -57,11 +65,27 @@ static size_t layer_blocks(const dua_content *c) {
   return (size_t)c->B_max * c->d.H * c->nb * (c->d.D ? c->d.D : 1);
 }
 
+/* The router's input row of block `block` from its first-token row x [width]: out [d.C] = x, then (when
+ * d.C > width) for each level j = 0..D-1, p features: 1 at the block index's base-p digit j (root first), 0
+ * elsewhere. */
+static void router_row(const dua_content *c, const float *x, int32_t block, float *out) {
+  const int D = c->d.D, p = c->d.p;
+  memcpy(out, x, (size_t)c->width * sizeof *x);
+  if (c->d.C == c->width)
+    return;
+  float *pos = out + c->width; /* [D][p] */
+  memset(pos, 0, (size_t)D * p * sizeof *pos);
+  int32_t rest = block;
+  for (int j = D - 1; j >= 0; j--, rest /= p)
+    pos[j * p + rest % p] = 1.0f;
+}
+
 dua_status dua_content_route(void *user, int layer, const float *x, uint8_t *paths) {
   dua_content *c = user;
-  const size_t lb = layer_blocks(c), nx = (size_t)c->B * c->nb * c->d.C;
-  float *xl = c->x + (size_t)layer * c->B_max * c->nb * c->d.C;
-  memcpy(xl, x, nx * sizeof *x);
+  const size_t lb = layer_blocks(c), C = (size_t)c->d.C;
+  float *xl = c->x + (size_t)layer * c->B_max * c->nb * C;
+  for (size_t r = 0; r < (size_t)c->B * c->nb; r++) /* x [B][nb][width] -> xl [B][nb][C] */
+    router_row(c, x + r * c->width, (int32_t)(r % (size_t)c->nb), xl + r * C);
   uint8_t *pl = c->paths + (size_t)layer * lb;
   dua_router_forward(&c->d, c->w + (size_t)layer * c->d.H * c->d.per_head, xl, c->B, c->nb, c->tau, c->noise,
                      c->seed, c->step, layer, pl, c->soft + (size_t)layer * lb * c->d.p,
@@ -70,10 +94,11 @@ dua_status dua_content_route(void *user, int layer, const float *x, uint8_t *pat
   return DUA_SUCCESS;
 }
 
-void dua_content_route_block(const dua_content *c, int layer, const float *x, uint8_t *paths) {
+void dua_content_route_block(dua_content *c, int layer, int32_t block, const float *x, uint8_t *paths) {
   if (c->d.D == 0)
     return;
-  dua_router_forward(&c->d, c->w + (size_t)layer * c->d.H * c->d.per_head, x, 1, 1, 1.0f, 0, 0, 0, layer,
+  router_row(c, x, block, c->row);
+  dua_router_forward(&c->d, c->w + (size_t)layer * c->d.H * c->d.per_head, c->row, 1, 1, 1.0f, 0, 0, 0, layer,
                      paths, NULL, NULL);
 }
 
@@ -144,4 +169,11 @@ void dua_content_update(dua_content *c, const dua_trainer_config *cfg, float lr,
 void dua_content_lca_fractions(const dua_content *c, int l, double *frac) {
   dua_router_lca_fractions(c->paths + (size_t)l * layer_blocks(c), c->B, c->d.H, c->nb, c->d.D, c->T, c->blk,
                            frac);
+}
+
+void dua_content_argmax_lca_fractions(dua_content *c, int l, double *frac) {
+  const dua_router_dims *d = &c->d;
+  dua_router_forward(d, c->w + (size_t)l * d->H * d->per_head, c->x + (size_t)l * c->B_max * c->nb * d->C,
+                     c->B, c->nb, 1.0f, 0, 0, 0, l, c->argmax, NULL, NULL);
+  dua_router_lca_fractions(c->argmax, c->B, d->H, c->nb, d->D, c->T, c->blk, frac);
 }

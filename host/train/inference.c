@@ -162,7 +162,7 @@ static dua_status gen_route(dua_inference_model *m, int l, int32_t pos0, int32_t
     TRY(dua_buffer_read_rows(m->acts, 4 * (m->a.ln + (size_t)(first * blk - pos0) * m->C), 4 * (size_t)m->C,
                              4 * (size_t)m->C * blk, (size_t)(last - first + 1), m->first_rows));
     for (int32_t n = first; n <= last; n++) {
-      dua_content_route_block(m->content, l, m->first_rows + (size_t)(n - first) * m->C, digits);
+      dua_content_route_block(m->content, l, n, m->first_rows + (size_t)(n - first) * m->C, digits);
       for (int h = 0; h < H; h++)
         memcpy(gp + ((size_t)h * nb + n) * D, digits + (size_t)h * D, (size_t)D);
     }

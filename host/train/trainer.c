@@ -29,12 +29,14 @@ struct dua_trainer {
   int32_t *fixed_depths;   /* [L][H] once phase == 1 */
   float *z, *zm, *zv, *dz; /* gate logits and their AdamW moments, [L][H][D] */
   float *x, *beta, *dbeta; /* [L][H][D], [L][H][D + 1], [L][H][D + 1] */
-  double *frac;            /* [L][D + 1] causal pair fractions per lca level */
-  double dense_blocks;     /* visited-block density of dense causal attention */
+  /* the budget's gates with density_estimate = deterministic (noise-free sigmoid(z / tau)), same shapes */
+  float *bx, *bbeta, *bdbeta;
+  double *frac;        /* [L][D + 1] causal pair fractions per lca level */
+  double dense_blocks; /* visited-block density of dense causal attention */
   int32_t *tokens, *targets;
   dua_layer_routing *routing; /* [L] */
   dua_content *content;       /* content mode: the routers (content.h); NULL otherwise */
-  double *cfrac;              /* content mode: [L][H][D + 1] lca fractions of the step's paths */
+  double *cfrac;              /* content mode: [L][H][D + 1] lca fractions of the paths the budget measures */
   float balance;              /* content mode: the last step's balance loss */
   dua_paper *paper;           /* paper mode: controller, gates, amplitudes; extraction in fixed_depths */
   float *paper_gate_mean;     /* [L][H] mean sigmoid(z) of the last soft evaluation (0.5 before any) */
@@ -67,6 +69,9 @@ void dua_trainer_destroy(dua_trainer *t) {
   free(t->x);
   free(t->beta);
   free(t->dbeta);
+  free(t->bx);
+  free(t->bbeta);
+  free(t->bdbeta);
   free(t->frac);
   free(t->tokens);
   free(t->targets);
@@ -132,12 +137,15 @@ static dua_status create(dua_context *ctx, const dua_trainer_config *config, con
   t->x = calloc(LH * (D + 1), sizeof *t->x);
   t->beta = calloc(LH * (D + 1), sizeof *t->beta);
   t->dbeta = calloc(LH * (D + 1), sizeof *t->dbeta);
+  t->bx = calloc(LH * (D + 1), sizeof *t->bx);
+  t->bbeta = calloc(LH * (D + 1), sizeof *t->bbeta);
+  t->bdbeta = calloc(LH * (D + 1), sizeof *t->bdbeta);
   t->frac = calloc((size_t)L * (D + 1), sizeof *t->frac);
   t->tokens = malloc(R * sizeof *t->tokens);
   t->targets = malloc(R * sizeof *t->targets);
   t->routing = calloc((size_t)L, sizeof *t->routing);
   if (!t->fixed_depths || !t->z || !t->zm || !t->zv || !t->dz || !t->x || !t->beta || !t->dbeta || !t->frac ||
-      !t->tokens || !t->targets || !t->routing) {
+      !t->bx || !t->bbeta || !t->bdbeta || !t->tokens || !t->targets || !t->routing) {
     dua_trainer_destroy(t);
     return DUA_ERROR_OUT_OF_MEMORY;
   }
@@ -300,14 +308,21 @@ static void gates_update(dua_trainer *t, float lr, int step, float grad_scale) {
 
 /* Expected density of layer l under the gates (native: the positional tree's fractions; content: those of
  * the paths this step drew); with weight > 0 adds the budget penalty's gradient above target to dbeta. */
+/* The level biases the density budget measures, and where its gradient goes: the step's sampled gates, or the
+ * noise-free ones (config density_estimate). */
+static int budget_deterministic(const dua_trainer *t) {
+  return t->cfg.density_estimate == DUA_DENSITY_DETERMINISTIC;
+}
+
 static double layer_density(void *user, int l, float weight, float target) {
   dua_trainer *t = user;
   const int H = t->cfg.heads, D = t->D;
   const size_t g = (size_t)l * H;
-  float *dbeta = weight > 0 ? t->dbeta + g * (D + 1) : NULL;
+  const float *beta = (budget_deterministic(t) ? t->bbeta : t->beta) + g * (D + 1);
+  float *dbeta = weight > 0 ? (budget_deterministic(t) ? t->bdbeta : t->dbeta) + g * (D + 1) : NULL;
   if (t->content)
-    return dua_router_density(t->beta + g * (D + 1), t->cfrac + g * (D + 1), H, D, weight, target, dbeta);
-  return dua_gates_density(t->beta + g * (D + 1), t->frac + (size_t)l * (D + 1), H, D, weight, target, dbeta);
+    return dua_router_density(beta, t->cfrac + g * (D + 1), H, D, weight, target, dbeta);
+  return dua_gates_density(beta, t->frac + (size_t)l * (D + 1), H, D, weight, target, dbeta);
 }
 
 dua_status dua_trainer_step(dua_trainer *t, dua_train_stats *stats) {
@@ -336,11 +351,13 @@ dua_status dua_trainer_step(dua_trainer *t, dua_train_stats *stats) {
                        t->beta + g * (D + 1));
       for (int h = 0; h < H; h++)
         depths[g + h] = dua_gates_skip_depth(t->beta + (g + h) * (D + 1), D, c->skip_bias);
-      if (!t->content)
-        expected +=
-            dua_gates_density(t->beta + g * (D + 1), t->frac + (size_t)l * (D + 1), H, D, 0.0f, 0.0f, NULL) /
-            L;
+      if (budget_deterministic(t))
+        dua_gates_sample(t->z + g * D, H, D, tau, c->seed, (uint64_t)t->step, l, 0, t->bx + g * D,
+                         t->bbeta + g * (D + 1));
     }
+    if (!t->content)
+      for (int l = 0; l < L; l++)
+        expected += layer_density(t, l, 0.0f, 0.0f) / L;
   } else if (paper(t)) { /* every head dense while training: the bias is soft, nothing is skipped */
     memset(depths, 0, LH * sizeof *depths);
     t->paper->gate = DUA_PAPER_TRAIN;
@@ -367,10 +384,13 @@ dua_status dua_trainer_step(dua_trainer *t, dua_train_stats *stats) {
   int count = 0, correct = 0;
   TRY(dua_model_forward(t->model, t->tokens, t->targets, t->routing, &loss_sum, &count, &correct));
   if (t->content && soft)
-    for (int l = 0; l < L; l++) { /* the density budget over the paths this step drew */
+    for (int l = 0; l < L; l++) { /* the density budget over the paths this step drew, or their argmax */
       double *f = t->cfrac + (size_t)l * H * (D + 1);
-      dua_content_lca_fractions(t->content, l, f);
-      expected += dua_router_density(t->beta + (size_t)l * H * (D + 1), f, H, D, 0.0f, 0.0f, NULL) / L;
+      if (budget_deterministic(t))
+        dua_content_argmax_lca_fractions(t->content, l, f);
+      else
+        dua_content_lca_fractions(t->content, l, f);
+      expected += layer_density(t, l, 0.0f, 0.0f) / L;
     }
   TRY(dua_model_backward(t->model, soft ? t->dbeta : NULL));
   float norm = 0.0f;
@@ -383,10 +403,14 @@ dua_status dua_trainer_step(dua_trainer *t, dua_train_stats *stats) {
                                                c->balance_scope);
       ss += dua_content_grad_sumsq(t->content);
     }
+    if (budget_deterministic(t))
+      memset(t->bdbeta, 0, LH * (D + 1) * sizeof *t->bdbeta);
     dua_density_budget(c->density_scope, L, c->density_weight, c->density_target, layer_density, t);
     for (int l = 0; l < L; l++) {
       size_t g = (size_t)l * H;
       dua_gates_backward(t->x + g * D, t->dbeta + g * (D + 1), H, D, tau, t->dz + g * D);
+      if (budget_deterministic(t)) /* the budget's gradient through the noise-free gates */
+        dua_gates_backward(t->bx + g * D, t->bdbeta + g * (D + 1), H, D, tau, t->dz + g * D);
     }
     for (size_t i = 0; i < LH * D; i++)
       ss += (double)t->dz[i] * t->dz[i];

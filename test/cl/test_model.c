@@ -4,10 +4,12 @@
  *   - training lowers the loss; resuming from a checkpoint continues bit-identically; evaluation after a
  *     reload equals evaluation before it; a damaged checkpoint is refused;
  *   - the text task resumes bit-identically too, and its checkpoint accepts its corpus only if the file is
- *     the one it was trained on (moved: give the new path; changed: refused), in the trainer and inference.
+ *     the one it was trained on (moved: give the new path; changed: refused), in the trainer and inference;
+ *   - the density budget's deterministic estimate is the noise-free gates' density (native mode).
  */
 #include "test_util.h"
 #include "train/checkpoint.h"
+#include "train/gates.h"
 #include "train/model.h"
 #include "train/task.h"
 
@@ -453,6 +455,46 @@ START_TEST(first_rows_of_blocks) {
 }
 END_TEST
 
+/* The density budget's estimate (config density_estimate), native mode, first step (the gates still at
+ * gate_init, tau at tau_start): deterministic reports sum_k frac[k] exp(beta[k]) of the noise-free gates
+ * sigmoid(z / tau), averaged over layers (each with its tree shift's fractions); sampled reports the noisy
+ * gates' value, which differs. */
+START_TEST(density_estimate_measures_noise_free_gates) {
+  dua_context *ctx = test_context();
+  double got[2] = {0.0, 0.0}, want = 0.0;
+  for (int e = DUA_DENSITY_SAMPLED; e <= DUA_DENSITY_DETERMINISTIC; e++) {
+    dua_trainer_config c = tiny_config();
+    c.seq_len = 64, c.mode = DUA_ROUTING_NATIVE, c.shift_alternate = 1, c.gate_init = 0.3f;
+    c.density_weight = 1.0f, c.density_target = 0.1f, c.density_estimate = e, c.steps = 4, c.warmup = 1;
+    char err[512];
+    dua_trainer *t = NULL;
+    ck_assert_msg(dua_trainer_create(ctx, &c, &t, err, sizeof err) == DUA_SUCCESS, "%s", err);
+    dua_train_stats s;
+    ck_assert_int_eq(dua_trainer_step(t, &s), DUA_SUCCESS);
+    got[e] = s.expected_density;
+    dua_trainer_destroy(t);
+    if (e == DUA_DENSITY_DETERMINISTIC) {
+      const int D = 2, H = c.heads; /* 4 blocks, arity 2 */
+      float z[2 * 2], x[2 * 2], beta[2 * 3];
+      double frac[3];
+      for (int i = 0; i < H * D; i++)
+        z[i] = c.gate_init;
+      dua_gates_sample(z, H, D, c.tau_start, 0, 0, 0, 0, x, beta);
+      for (int l = 0; l < c.layers; l++) {
+        dua_gates_lca_fractions(c.seq_len, c.block, c.arity, D, dua_layer_shift(&c, l), frac);
+        want += dua_gates_density(beta, frac, H, D, 0.0f, 0.0f, NULL) / c.layers;
+      }
+    }
+  }
+  ck_assert_msg(fabs(got[DUA_DENSITY_DETERMINISTIC] - want) <= 1e-6 * want,
+                "deterministic estimate %.9g, noise-free gates give %.9g", got[DUA_DENSITY_DETERMINISTIC],
+                want);
+  ck_assert_msg(fabs(got[DUA_DENSITY_SAMPLED] - want) > 1e-4,
+                "the sampled estimate %.9g equals the noise-free %.9g", got[DUA_DENSITY_SAMPLED], want);
+  dua_context_destroy(ctx);
+}
+END_TEST
+
 START_TEST(bad_configs_are_refused) {
   dua_context *ctx = test_context();
   dua_trainer_config c = tiny_config();
@@ -477,6 +519,7 @@ int main(void) {
   tcase_add_test(tc, training_lowers_the_loss);
   tcase_add_test(tc, bad_configs_are_refused);
   tcase_add_test(tc, first_rows_of_blocks);
+  tcase_add_test(tc, density_estimate_measures_noise_free_gates);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }

@@ -161,9 +161,11 @@ static void put_config(buf *b, const dua_trainer_config *c) {
   put_u64(b, c->seed);
   put_i32(b, c->eval_every);
   put_i32(b, c->ctrl_hidden);
-  for (int i = 0; i < 10; i++)
+  for (int i = 0; i < 8; i++)
     put_i32(b, c->reserved[i]);
-  put_i32(b, c->balance_scope); /* declared after reserved[]: serialized after it */
+  put_i32(b, c->density_estimate); /* declared after reserved[]: serialized after it */
+  put_i32(b, c->router_input);
+  put_i32(b, c->balance_scope);
   put_i32(b, c->density_scope);
   put_f32(b, c->balance_weight);
   put_f32(b, c->router_lr_scale);
@@ -222,6 +224,8 @@ static dua_trainer_config random_config(test_rng *r) {
   c.density_weight = 1.0f + test_rng_float(r);
   c.density_scope = test_rng_int(r, DUA_DENSITY_PER_LAYER, DUA_DENSITY_MODEL);
   c.balance_scope = test_rng_int(r, DUA_BALANCE_BATCH, DUA_BALANCE_SEQUENCE);
+  c.router_input = test_rng_int(r, DUA_ROUTER_TOKEN, DUA_ROUTER_TOKEN_POSITION);
+  c.density_estimate = test_rng_int(r, DUA_DENSITY_SAMPLED, DUA_DENSITY_DETERMINISTIC);
   c.balance_weight = 0.5f + 0.4f * test_rng_float(r); /* test_rng_float: [-1, 1) */
   c.skip_bias = -30.0f + test_rng_float(r);
   c.lr = 1e-3f * (1.5f + test_rng_float(r));

@@ -4,9 +4,14 @@
  * balance loss of a uniform router (1), the per-sequence scope against the batch scope on a batch even
  * overall and uneven within each sequence, the hard bias identity sum_l c[l] (1 - prod a) = beta[lca], the
  * straight-through derivative's sign, the training (hard-digit) backward against its formula computed the
- * slow way, path sampling (digits in range, argmax deterministic, noise reproducible) and the lca fractions.
+ * slow way, path sampling (digits in range, argmax deterministic, noise reproducible) and the lca fractions;
+ * and the router's input rows (host/train/content.c): with router_input = token+position, a node that
+ * weighs only its level's positional digit routes every block to its index's digits, and one block routed
+ * alone (generation) gets the digits of the whole-sequence pass, in both input modes, and the argmax lca
+ * fractions of a noisy forward are the fractions of the noise-free one.
  */
 #include "test_util.h"
+#include "train/content.h"
 #include "train/router.h"
 
 #include <check.h>
@@ -330,6 +335,81 @@ START_TEST(hard_backward_matches_the_formula) {
 }
 END_TEST
 
+/* The router's input with the block's position (content.c): width + D * p features, the last D * p one-hot
+ * per level of the block index's base-p digit (root first). Layer 0 head 0: every node's row k gets +8 on
+ * the feature (its level, digit k), so argmax is the block index's digit at every level whatever the token
+ * row (its weights are N(0, 0.02), the rows uniform in [-1, 1)); head 1 keeps its random weights. A block
+ * routed alone (dua_content_route_block, generation) gets the digits of the whole-sequence pass, in both
+ * input modes; without position the rows are the model's width. Cases: arity 2 with 13 blocks (D 4) and
+ * arity 3 with 10 blocks (D 3), both with a short last block. */
+START_TEST(position_input_routes_by_block) {
+  const int p = 2 + _i, nb = _i ? 10 : 13, D = _i ? 3 : 4, width = 32, B = 3;
+  test_rng r = test_rng_make(77 + (uint64_t)_i);
+  float *x = malloc((size_t)B * nb * width * sizeof *x);
+  uint8_t *paths = malloc((size_t)B * 2 * nb * D), digits[2 * 4];
+  ck_assert(x && paths);
+  for (size_t i = 0; i < (size_t)B * nb * width; i++)
+    x[i] = test_rng_float(&r);
+  for (int input = DUA_ROUTER_TOKEN; input <= DUA_ROUTER_TOKEN_POSITION; input++) {
+    dua_trainer_config cfg;
+    dua_trainer_config_init(&cfg);
+    cfg.mode = DUA_ROUTING_CONTENT, cfg.layers = 2, cfg.heads = 2, cfg.width = width, cfg.arity = p;
+    cfg.block = 16, cfg.seq_len = 16 * nb - 5, cfg.router_input = input, cfg.seed = 9;
+    dua_content *c = NULL;
+    ck_assert_int_eq(dua_content_create(&cfg, D, B, 1, &c), DUA_SUCCESS);
+    const int C = width + (input == DUA_ROUTER_TOKEN_POSITION ? D * p : 0);
+    ck_assert_int_eq(c->d.C, C);
+    ck_assert_int_eq(c->nb, nb);
+    if (input == DUA_ROUTER_TOKEN_POSITION)
+      for (int j = 0; j < D; j++) {
+        int first = 0; /* node index of level j's first node: (p^j - 1) / (p - 1) */
+        for (int i = 0, pw = 1; i < j; i++, pw *= p)
+          first += pw;
+        for (int nd = first; nd < first + (first * (p - 1) + 1); nd++) /* p^j nodes */
+          for (int k = 0; k < p; k++)
+            c->w[((size_t)nd * p + k) * (C + 1) + width + j * p + k] += 8.0f; /* layer 0, head 0 */
+      }
+    ck_assert_int_eq(dua_content_route(c, 0, x, paths), DUA_SUCCESS);
+    int differs = 0;
+    for (int b = 0; b < B; b++)
+      for (int h = 0; h < 2; h++)
+        for (int m = 0; m < nb; m++) {
+          const uint8_t *got = paths + (((size_t)b * 2 + h) * nb + m) * D;
+          for (int j = D - 1, rest = m; j >= 0; j--, rest /= p) {
+            if (input == DUA_ROUTER_TOKEN_POSITION && h == 0)
+              ck_assert_msg(got[j] == rest % p,
+                            "p %d, sequence %d, block %d, level %d: digit %d, expected %d", p, b, m, j,
+                            got[j], rest % p);
+            differs += h == 1 && got[j] != (rest % p);
+          }
+          dua_content_route_block(c, 0, m, x + ((size_t)b * nb + m) * width, digits);
+          ck_assert_msg(memcmp(digits + h * D, got, (size_t)D) == 0,
+                        "p %d, input %d, sequence %d, head %d, block %d: routed alone differently", p, input,
+                        b, h, m);
+        }
+    ck_assert_msg(differs > 0, "head 1 routes by position too (the check is empty)");
+    /* the argmax fractions of a noisy forward are the lca fractions of the noise-free one (layer 1) */
+    double argmax[2 * 5], clean[2 * 5], noisy[2 * 5];
+    for (size_t i = 0; i < c->d.total; i++) /* weights large enough that paths differ between blocks */
+      c->w[i] *= 20.0f;
+    c->noise = 1, c->tau = 0.5f, c->step = 3;
+    ck_assert_int_eq(dua_content_route(c, 1, x, paths), DUA_SUCCESS);
+    dua_content_lca_fractions(c, 1, noisy);
+    dua_content_argmax_lca_fractions(c, 1, argmax);
+    c->noise = 0;
+    ck_assert_int_eq(dua_content_route(c, 1, x, paths), DUA_SUCCESS);
+    dua_content_lca_fractions(c, 1, clean);
+    ck_assert_msg(memcmp(argmax, clean, sizeof(double) * 2 * (D + 1)) == 0,
+                  "p %d, input %d: argmax fractions", p, input);
+    ck_assert_msg(memcmp(noisy, clean, sizeof(double) * 2 * (D + 1)) != 0,
+                  "p %d, input %d: the noise changed no path (the check is empty)", p, input);
+    dua_content_destroy(c);
+  }
+  free(x);
+  free(paths);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("router");
   TCase *tc = tcase_create("core");
@@ -339,6 +419,7 @@ int main(void) {
   tcase_add_test(tc, paths_balance_and_fractions);
   tcase_add_test(tc, balance_scope_sees_sequences);
   tcase_add_loop_test(tc, hard_backward_matches_the_formula, 0, 4);
+  tcase_add_loop_test(tc, position_input_routes_by_block, 0, 2);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }

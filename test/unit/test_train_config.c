@@ -47,7 +47,8 @@ START_TEST(test_defaults) {
   for (int i = 0; i < (int)(sizeof c.reserved / sizeof c.reserved[0]); i++)
     ck_assert_int_eq(c.reserved[i], 0);
   ck_assert(c.balance_weight == 0.1f && c.router_lr_scale == 1.0f &&
-            c.density_scope == DUA_DENSITY_PER_LAYER && c.balance_scope == DUA_BALANCE_BATCH);
+            c.density_scope == DUA_DENSITY_PER_LAYER && c.balance_scope == DUA_BALANCE_BATCH &&
+            c.router_input == DUA_ROUTER_TOKEN && c.density_estimate == DUA_DENSITY_SAMPLED);
   dua_trainer_config_init(NULL); /* NULL-safe */
   ck_assert_int_eq(dua_trainer_config_validate(NULL, err, sizeof err), DUA_ERROR_INVALID_ARGUMENT);
   ck_assert_int_eq(dua_trainer_config_validate(&c, NULL, 0), DUA_SUCCESS);
@@ -134,9 +135,13 @@ typedef struct bad_case {
   BAD(clip_neg, "grad_clip", "-1", c->grad_clip = -1.0f)                                                     \
   BAD(eval_neg, "eval_every", "-1", c->eval_every = -1)                                                      \
   BAD(reserved0, "reserved[0]", "7", c->reserved[0] = 7)                                                     \
-  BAD(reserved9, "reserved[9]", "-1", c->reserved[9] = -1)                                                   \
+  BAD(reserved7, "reserved[7]", "-1", c->reserved[7] = -1)                                                   \
   BAD(balance_scope_neg, "balance_scope", "-1", c->balance_scope = -1)                                       \
   BAD(balance_scope_2, "balance_scope", "2", c->balance_scope = 2)                                           \
+  BAD(estimate_neg, "density_estimate", "-1", c->density_estimate = -1)                                      \
+  BAD(estimate_2, "density_estimate", "2", c->density_estimate = 2)                                          \
+  BAD(router_input_neg, "router_input", "-1", c->router_input = -1)                                          \
+  BAD(router_input_2, "router_input", "2", c->router_input = 2)                                              \
   BAD(scope_neg, "density_scope", "-1", c->density_scope = -1)                                               \
   BAD(scope_2, "density_scope", "2", c->density_scope = 2)                                                   \
   BAD(balance_neg, "balance_weight", "-0.5", c->balance_weight = -0.5f)                                      \
@@ -220,6 +225,9 @@ START_TEST(test_edges_accepted) {
   c.grad_clip = 0.0f;
   c.eval_every = 0;
   c.seed = UINT64_MAX;
+  c.balance_scope = DUA_BALANCE_SEQUENCE;
+  c.router_input = DUA_ROUTER_TOKEN_POSITION;
+  c.density_estimate = DUA_DENSITY_DETERMINISTIC;
   ck_assert_msg(dua_trainer_config_validate(&c, err, sizeof err) == DUA_SUCCESS, "%s", err);
   /* a short error buffer is truncated, not overrun */
   char tiny[8];
