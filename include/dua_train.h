@@ -105,14 +105,20 @@ typedef struct dua_trainer_config {
  * next to sparser layers). */
 typedef enum dua_density_scope { DUA_DENSITY_PER_LAYER = 0, DUA_DENSITY_MODEL = 1 } dua_density_scope;
 
-/* What the density budget measures while the gates are soft: the step's sampled routing (the default: the
- * noisy gates and, in content mode, the Gumbel-sampled paths the forward used), or the noise-free routing
- * that evaluation and extraction see (gates sigmoid(z / tau) without noise, each block's argmax path). The
- * sampled estimate can sit well under the target while the extracted model is far over it: content mode on
- * dyck-lm read 0.13-0.17 while its hard routing held 0.32 (bench/RESULTS.md). */
+/* What the density budget measures while the gates are soft:
+ *   - SAMPLED (the default): the expected density of the step's sampled routing (the noisy gates and, in
+ *     content mode, the Gumbel-sampled paths the forward used);
+ *   - DETERMINISTIC: the expected density of the noise-free gates sigmoid(z / tau) over each block's argmax
+ *     path (content mode);
+ *   - EXTRACTED: the density of the routing extraction would fix now (each head's deepest gate with z > 0,
+ *     argmax paths), which is what evaluation runs; its gradient is DETERMINISTIC's (straight-through).
+ * The expected densities can sit well under the target while the extracted model is far over it: content
+ * mode on dyck-lm read 0.13-0.17 (sampled) and 0.22 (deterministic) while its hard routing held 0.32-0.33
+ * (bench/RESULTS.md): soft gates near z = 0 damp long-range pairs without cutting them. */
 typedef enum dua_density_estimate {
   DUA_DENSITY_SAMPLED = 0,
-  DUA_DENSITY_DETERMINISTIC = 1
+  DUA_DENSITY_DETERMINISTIC = 1,
+  DUA_DENSITY_EXTRACTED = 2
 } dua_density_estimate;
 
 /* Where content mode's load-balancing loss counts each tree node's digits: over the whole batch (the

@@ -31,8 +31,10 @@ static const char *const density_scope_names[] = {
     [DUA_DENSITY_PER_LAYER] = "layer", [DUA_DENSITY_MODEL] = "model", NULL};
 static const char *const balance_scope_names[] = {
     [DUA_BALANCE_BATCH] = "batch", [DUA_BALANCE_SEQUENCE] = "sequence", NULL};
-static const char *const density_estimate_names[] = {
-    [DUA_DENSITY_SAMPLED] = "sampled", [DUA_DENSITY_DETERMINISTIC] = "deterministic", NULL};
+static const char *const density_estimate_names[] = {[DUA_DENSITY_SAMPLED] = "sampled",
+                                                     [DUA_DENSITY_DETERMINISTIC] = "deterministic",
+                                                     [DUA_DENSITY_EXTRACTED] = "extracted",
+                                                     NULL};
 static const char *const router_input_names[] = {
     [DUA_ROUTER_TOKEN] = "token", [DUA_ROUTER_TOKEN_POSITION] = "token+position", NULL};
 
@@ -80,8 +82,9 @@ static const flag flags[] = {
     {"density-scope", F_CHOICE, CFG(density_scope),
      "layer | model: the budget holds for every layer, or for the mean over layers"},
     {"density-estimate", F_CHOICE, CFG(density_estimate),
-     "sampled | deterministic: the budget measures the step's noisy gates (and content paths), or the "
-     "noise-free ones evaluation sees"},
+     "sampled | deterministic | extracted: the budget measures the expected density of the step's noisy "
+     "gates "
+     "(and content paths) or of the noise-free ones, or the density of the routing extraction would fix now"},
     {"skip-bias", F_FLOAT, CFG(skip_bias), "level bias below which blocks are skipped in training"},
     {"balance-weight", F_FLOAT, CFG(balance_weight),
      "content: weight of the router's load-balancing loss (1 = uniform routing)"},

@@ -183,7 +183,7 @@ dua_status dua_trainer_config_validate(const dua_trainer_config *c, char *error,
   CHECK_INT(density_scope, DUA_DENSITY_PER_LAYER, DUA_DENSITY_MODEL);
   CHECK_INT(balance_scope, DUA_BALANCE_BATCH, DUA_BALANCE_SEQUENCE);
   CHECK_INT(router_input, DUA_ROUTER_TOKEN, DUA_ROUTER_TOKEN_POSITION);
-  CHECK_INT(density_estimate, DUA_DENSITY_SAMPLED, DUA_DENSITY_DETERMINISTIC);
+  CHECK_INT(density_estimate, DUA_DENSITY_SAMPLED, DUA_DENSITY_EXTRACTED);
   CHECK_FLOAT_OPEN_HI(skip_bias, -1e4, 0.0);
   CHECK_FLOAT(balance_weight, 0.0, 1e4);
   if (c->mode == DUA_ROUTING_CONTENT)

@@ -171,9 +171,13 @@ void dua_content_lca_fractions(const dua_content *c, int l, double *frac) {
                            frac);
 }
 
-void dua_content_argmax_lca_fractions(dua_content *c, int l, double *frac) {
+const uint8_t *dua_content_argmax(dua_content *c, int l) {
   const dua_router_dims *d = &c->d;
   dua_router_forward(d, c->w + (size_t)l * d->H * d->per_head, c->x + (size_t)l * c->B_max * c->nb * d->C,
                      c->B, c->nb, 1.0f, 0, 0, 0, l, c->argmax, NULL, NULL);
-  dua_router_lca_fractions(c->argmax, c->B, d->H, c->nb, d->D, c->T, c->blk, frac);
+  return c->argmax;
+}
+
+void dua_content_argmax_lca_fractions(dua_content *c, int l, double *frac) {
+  dua_router_lca_fractions(dua_content_argmax(c, l), c->B, c->d.H, c->nb, c->d.D, c->T, c->blk, frac);
 }

@@ -59,5 +59,7 @@ void dua_content_lca_fractions(const dua_content *c, int l, double *frac);
 /* The same for the argmax (noise-free) paths of the last forward's router inputs: the paths evaluation would
  * route those blocks to. frac [H][D + 1]. */
 void dua_content_argmax_lca_fractions(dua_content *c, int l, double *frac);
+/* The argmax paths themselves, [B][H][nb][D] (c->argmax, valid until the next call). */
+const uint8_t *dua_content_argmax(dua_content *c, int l);
 
 #endif

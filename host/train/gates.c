@@ -89,6 +89,38 @@ void dua_gates_lca_fractions(int T, int blk, int p, int D, int s, double *frac) 
     frac[k] /= total;
 }
 
+void dua_gates_block_fractions(const uint8_t *paths, int B, int H, int nb, int D, int p, int s, int blk,
+                               int window, int sink, double *frac, double *base) {
+  if (!paths)
+    B = 1;
+  const double scale = 1.0 / ((double)B * nb * (nb + 1) / 2);
+  for (int h = 0; h < H; h++) {
+    double *fh = frac + (size_t)h * (D + 1);
+    for (int k = 0; k <= D; k++)
+      fh[k] = 0.0;
+    base[h] = 0.0;
+    for (int b = 0; b < B; b++) {
+      const uint8_t *ph = paths ? paths + ((size_t)b * H + h) * nb * D : NULL; /* [nb][D] */
+      for (int m = 0; m < nb; m++)
+        for (int n = 0; n <= m; n++) {
+          const int extra = n == m || (window > 0 && (m - n - 1) * blk + 1 <= window) ||
+                            (sink > 0 && n * blk < sink); /* some token pair visible whatever the tree */
+          if (extra) {
+            base[h] += scale;
+            continue;
+          }
+          int k = 0;
+          if (ph)
+            while (k < D && ph[(size_t)m * D + k] == ph[(size_t)n * D + k])
+              k++;
+          else
+            k = lca_level(m, n, p, D, s);
+          fh[k] += scale;
+        }
+    }
+  }
+}
+
 double dua_gates_density(const float *beta, const double *frac, int H, int D, float weight, float target,
                          float *dbeta) {
   double mean = 0.0;

@@ -18,6 +18,14 @@ void dua_gates_backward(const float *x, const float *dbeta, int H, int D, float 
 /* Fraction of causal token pairs (j <= i < T) whose blocks share exactly k leading levels, k = 0..D, for the
  * positional tree with block size blk, arity p and block shift s. frac [D + 1]. */
 void dua_gates_lca_fractions(int T, int blk, int p, int D, int s, double *frac);
+/* Block-level fractions (kernel units: visited key blocks over a dense causal layout's) of the causal block
+ * pairs n <= m < nb of each head, averaged over the batch: base[h] the fraction visited whatever the tree
+ * (the diagonal, pairs the token window W or the sink S reaches), frac [H][D + 1] the fraction of the others
+ * whose blocks share exactly k levels. paths [B][H][nb][D] (content tree), or NULL for the positional tree of
+ * arity p and shift s (B ignored; every head alike). A head of depth d visits base[h] + sum_{k >= d}
+ * frac[h][k]. */
+void dua_gates_block_fractions(const uint8_t *paths, int B, int H, int nb, int D, int p, int s, int blk,
+                               int window, int sink, double *frac, double *base);
 /* Expected density of a layer, mean over heads of sum_k frac[k] exp(beta[h][k]); adds the gradient of the
  * budget penalty weight * max(0, mean - target) to dbeta (when dbeta != NULL). Returns the mean. */
 double dua_gates_density(const float *beta, const double *frac, int H, int D, float weight, float target,

@@ -29,8 +29,12 @@ struct dua_trainer {
   int32_t *fixed_depths;   /* [L][H] once phase == 1 */
   float *z, *zm, *zv, *dz; /* gate logits and their AdamW moments, [L][H][D] */
   float *x, *beta, *dbeta; /* [L][H][D], [L][H][D + 1], [L][H][D + 1] */
-  /* the budget's gates with density_estimate = deterministic (noise-free sigmoid(z / tau)), same shapes */
+  /* the budget's gates with density_estimate deterministic or extracted (noise-free sigmoid(z / tau)), same
+   * shapes */
   float *bx, *bbeta, *bdbeta;
+  /* density_estimate extracted: per layer the block-level fractions (gates.h, dua_gates_block_fractions) of
+   * the positional tree (native, fixed) or of the step's argmax paths (content): [L][H][D + 1] and [L][H] */
+  double *bfrac, *bbase;
   double *frac;        /* [L][D + 1] causal pair fractions per lca level */
   double dense_blocks; /* visited-block density of dense causal attention */
   int32_t *tokens, *targets;
@@ -72,6 +76,8 @@ void dua_trainer_destroy(dua_trainer *t) {
   free(t->bx);
   free(t->bbeta);
   free(t->bdbeta);
+  free(t->bfrac);
+  free(t->bbase);
   free(t->frac);
   free(t->tokens);
   free(t->targets);
@@ -140,12 +146,15 @@ static dua_status create(dua_context *ctx, const dua_trainer_config *config, con
   t->bx = calloc(LH * (D + 1), sizeof *t->bx);
   t->bbeta = calloc(LH * (D + 1), sizeof *t->bbeta);
   t->bdbeta = calloc(LH * (D + 1), sizeof *t->bdbeta);
+  t->bfrac = calloc(LH * (D + 1), sizeof *t->bfrac);
+  t->bbase = calloc(LH, sizeof *t->bbase);
   t->frac = calloc((size_t)L * (D + 1), sizeof *t->frac);
   t->tokens = malloc(R * sizeof *t->tokens);
   t->targets = malloc(R * sizeof *t->targets);
   t->routing = calloc((size_t)L, sizeof *t->routing);
   if (!t->fixed_depths || !t->z || !t->zm || !t->zv || !t->dz || !t->x || !t->beta || !t->dbeta || !t->frac ||
-      !t->bx || !t->bbeta || !t->bdbeta || !t->tokens || !t->targets || !t->routing) {
+      !t->bx || !t->bbeta || !t->bdbeta || !t->bfrac || !t->bbase || !t->tokens || !t->targets ||
+      !t->routing) {
     dua_trainer_destroy(t);
     return DUA_ERROR_OUT_OF_MEMORY;
   }
@@ -164,9 +173,14 @@ static dua_status create(dua_context *ctx, const dua_trainer_config *config, con
       t->paper_gate_mean[i] = 0.5f;
     t->model->paper = t->paper;
   }
-  for (int l = 0; l < L; l++)
+  const int nb = (config->seq_len + config->block - 1) / config->block;
+  for (int l = 0; l < L; l++) {
     dua_gates_lca_fractions(config->seq_len, config->block, config->arity, D, dua_layer_shift(config, l),
                             t->frac + (size_t)l * (D + 1));
+    dua_gates_block_fractions(NULL, 1, H, nb, D, config->arity, dua_layer_shift(config, l), config->block,
+                              config->window, config->sink, t->bfrac + (size_t)l * H * (D + 1),
+                              t->bbase + (size_t)l * H);
+  }
   if ((st = dense_block_density(config, &t->dense_blocks)) != DUA_SUCCESS) {
     dua_trainer_destroy(t);
     return st;
@@ -306,20 +320,39 @@ static void gates_update(dua_trainer *t, float lr, int step, float grad_scale) {
   }
 }
 
-/* Expected density of layer l under the gates (native: the positional tree's fractions; content: those of
- * the paths this step drew); with weight > 0 adds the budget penalty's gradient above target to dbeta. */
-/* The level biases the density budget measures, and where its gradient goes: the step's sampled gates, or the
- * noise-free ones (config density_estimate). */
+/* Whether the density budget measures the noise-free gates (config density_estimate deterministic or
+ * extracted): their level biases are t->bbeta and its gradient goes to t->bdbeta, else the step's sampled
+ * gates' t->beta and t->dbeta. */
 static int budget_deterministic(const dua_trainer *t) {
-  return t->cfg.density_estimate == DUA_DENSITY_DETERMINISTIC;
+  return t->cfg.density_estimate != DUA_DENSITY_SAMPLED;
 }
 
+/* Density of layer l as the budget measures it (config density_estimate), with weight > 0 adding the budget
+ * penalty's gradient to the level biases when it is above target. Sampled and deterministic: the expected
+ * density sum_k frac[k] exp(beta[k]) of the gates over the token-pair lca fractions (native: the positional
+ * tree's, content: those of the paths this step drew or of their argmax), and its gradient. Extracted: the
+ * visited-block density (what dua_layout_density and evaluation report, window and sink included) of the
+ * depths extraction would fix now (the deepest gate with z > 0) over the positional tree or the argmax paths,
+ * mean over heads of base[h] + sum_{k >= depth} frac[h][k]; its gradient, when above target, is that of the
+ * noise-free gates' base[h] + sum_k frac[h][k] exp(beta[k]) (straight-through). */
 static double layer_density(void *user, int l, float weight, float target) {
   dua_trainer *t = user;
   const int H = t->cfg.heads, D = t->D;
   const size_t g = (size_t)l * H;
   const float *beta = (budget_deterministic(t) ? t->bbeta : t->beta) + g * (D + 1);
   float *dbeta = weight > 0 ? (budget_deterministic(t) ? t->bdbeta : t->dbeta) + g * (D + 1) : NULL;
+  if (t->cfg.density_estimate == DUA_DENSITY_EXTRACTED) {
+    const double *frac = t->bfrac + g * (D + 1), *base = t->bbase + g; /* per head, kernel units */
+    double hard = 0.0;
+    for (int h = 0; h < H; h++) {
+      hard += base[h] / H;
+      for (int k = dua_gates_extract_depth(t->z + (g + h) * D, D); k <= D; k++)
+        hard += frac[h * (D + 1) + k] / H;
+    }
+    if (dbeta && hard > target) /* forced on (target -1 is below any density); the base has no gradient */
+      dua_router_density(beta, frac, H, D, weight, -1.0f, dbeta);
+    return hard;
+  }
   if (t->content)
     return dua_router_density(beta, t->cfrac + g * (D + 1), H, D, weight, target, dbeta);
   return dua_gates_density(beta, t->frac + (size_t)l * (D + 1), H, D, weight, target, dbeta);
@@ -386,7 +419,11 @@ dua_status dua_trainer_step(dua_trainer *t, dua_train_stats *stats) {
   if (t->content && soft)
     for (int l = 0; l < L; l++) { /* the density budget over the paths this step drew, or their argmax */
       double *f = t->cfrac + (size_t)l * H * (D + 1);
-      if (budget_deterministic(t))
+      if (c->density_estimate == DUA_DENSITY_EXTRACTED)
+        dua_gates_block_fractions(dua_content_argmax(t->content, l), c->batch, H, t->content->nb, D, c->arity,
+                                  0, c->block, c->window, c->sink, t->bfrac + (size_t)l * H * (D + 1),
+                                  t->bbase + (size_t)l * H);
+      else if (budget_deterministic(t))
         dua_content_argmax_lca_fractions(t->content, l, f);
       else
         dua_content_lca_fractions(t->content, l, f);

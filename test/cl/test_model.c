@@ -5,7 +5,8 @@
  *     reload equals evaluation before it; a damaged checkpoint is refused;
  *   - the text task resumes bit-identically too, and its checkpoint accepts its corpus only if the file is
  *     the one it was trained on (moved: give the new path; changed: refused), in the trainer and inference;
- *   - the density budget's deterministic estimate is the noise-free gates' density (native mode).
+ *   - the density budget's deterministic estimate is the noise-free gates' density, the extracted one the
+ *     density of the depths extraction would fix (native mode).
  */
 #include "test_util.h"
 #include "train/checkpoint.h"
@@ -455,16 +456,41 @@ START_TEST(first_rows_of_blocks) {
 }
 END_TEST
 
+/* Visited key blocks of layer l's causal layout with these per-head depths over a dense causal layout's,
+ * by the library's layout code (dua_layout_density). */
+static double visited_blocks(const dua_trainer_config *c, const int32_t *depths, int l) {
+  double blocks[2];
+  for (int dense = 0; dense < 2; dense++) {
+    dua_layout_desc d = {.seq_len = c->seq_len,
+                         .block = c->block,
+                         .batch = 1,
+                         .heads = c->heads,
+                         .arity = c->arity,
+                         .depths = dense ? NULL : depths,
+                         .shift = dua_layer_shift(c, l),
+                         .window = c->window,
+                         .sink = c->sink,
+                         .causal = 1};
+    dua_layout *lay = NULL;
+    dua_layout_density dens;
+    ck_assert_int_eq(dua_layout_create(&d, &lay, NULL, 0), DUA_SUCCESS);
+    ck_assert_int_eq(dua_layout_density_get(lay, &dens), DUA_SUCCESS);
+    dua_layout_destroy(lay);
+    blocks[dense] = dens.blocks;
+  }
+  return blocks[0] / blocks[1];
+}
+
 /* The density budget's estimate (config density_estimate), native mode, first step (the gates still at
- * gate_init, tau at tau_start): deterministic reports sum_k frac[k] exp(beta[k]) of the noise-free gates
- * sigmoid(z / tau), averaged over layers (each with its tree shift's fractions); sampled reports the noisy
- * gates' value, which differs. */
+ * gate_init = 0.3, tau at tau_start): deterministic reports sum_k frac[k] exp(beta[k]) of the noise-free
+ * gates sigmoid(z / tau), averaged over layers (each with its tree shift's fractions); extracted the density
+ * of depth D (every z > 0), frac[D]; sampled the noisy gates' value, which differs from both. */
 START_TEST(density_estimate_measures_noise_free_gates) {
   dua_context *ctx = test_context();
-  double got[2] = {0.0, 0.0}, want = 0.0;
-  for (int e = DUA_DENSITY_SAMPLED; e <= DUA_DENSITY_DETERMINISTIC; e++) {
+  double got[3] = {0.0, 0.0, 0.0}, want[3] = {0.0, 0.0, 0.0};
+  for (int e = DUA_DENSITY_SAMPLED; e <= DUA_DENSITY_EXTRACTED; e++) {
     dua_trainer_config c = tiny_config();
-    c.seq_len = 64, c.mode = DUA_ROUTING_NATIVE, c.shift_alternate = 1, c.gate_init = 0.3f;
+    c.seq_len = 64, c.mode = DUA_ROUTING_NATIVE, c.shift_alternate = 1, c.gate_init = 0.3f, c.window = 20;
     c.density_weight = 1.0f, c.density_target = 0.1f, c.density_estimate = e, c.steps = 4, c.warmup = 1;
     char err[512];
     dua_trainer *t = NULL;
@@ -473,24 +499,24 @@ START_TEST(density_estimate_measures_noise_free_gates) {
     ck_assert_int_eq(dua_trainer_step(t, &s), DUA_SUCCESS);
     got[e] = s.expected_density;
     dua_trainer_destroy(t);
-    if (e == DUA_DENSITY_DETERMINISTIC) {
-      const int D = 2, H = c.heads; /* 4 blocks, arity 2 */
-      float z[2 * 2], x[2 * 2], beta[2 * 3];
-      double frac[3];
-      for (int i = 0; i < H * D; i++)
-        z[i] = c.gate_init;
-      dua_gates_sample(z, H, D, c.tau_start, 0, 0, 0, 0, x, beta);
-      for (int l = 0; l < c.layers; l++) {
-        dua_gates_lca_fractions(c.seq_len, c.block, c.arity, D, dua_layer_shift(&c, l), frac);
-        want += dua_gates_density(beta, frac, H, D, 0.0f, 0.0f, NULL) / c.layers;
-      }
+    const int D = 2, H = c.heads; /* 4 blocks, arity 2 */
+    float z[2 * 2], x[2 * 2], beta[2 * 3];
+    double frac[3];
+    for (int i = 0; i < H * D; i++)
+      z[i] = c.gate_init;
+    dua_gates_sample(z, H, D, c.tau_start, 0, 0, 0, 0, x, beta);
+    for (int l = 0; l < c.layers && e == DUA_DENSITY_SAMPLED; l++) { /* once */
+      dua_gates_lca_fractions(c.seq_len, c.block, c.arity, D, dua_layer_shift(&c, l), frac);
+      want[DUA_DENSITY_DETERMINISTIC] += dua_gates_density(beta, frac, H, D, 0.0f, 0.0f, NULL) / c.layers;
+      want[DUA_DENSITY_EXTRACTED] += visited_blocks(&c, (int32_t[]){D, D}, l) / c.layers;
     }
   }
-  ck_assert_msg(fabs(got[DUA_DENSITY_DETERMINISTIC] - want) <= 1e-6 * want,
-                "deterministic estimate %.9g, noise-free gates give %.9g", got[DUA_DENSITY_DETERMINISTIC],
-                want);
-  ck_assert_msg(fabs(got[DUA_DENSITY_SAMPLED] - want) > 1e-4,
-                "the sampled estimate %.9g equals the noise-free %.9g", got[DUA_DENSITY_SAMPLED], want);
+  for (int e = DUA_DENSITY_DETERMINISTIC; e <= DUA_DENSITY_EXTRACTED; e++) {
+    ck_assert_msg(fabs(got[e] - want[e]) <= 1e-6 * want[e], "estimate %d: %.9g, expected %.9g", e, got[e],
+                  want[e]);
+    ck_assert_msg(fabs(got[DUA_DENSITY_SAMPLED] - want[e]) > 1e-4, "the sampled estimate %.9g equals %.9g",
+                  got[DUA_DENSITY_SAMPLED], want[e]);
+  }
   dua_context_destroy(ctx);
 }
 END_TEST

@@ -130,6 +130,6 @@ print("content generate json ok")' || { echo "content generate"; exit 1; }
 "$train" --help | grep -q -- "--balance-weight" || { echo "--help does not document --balance-weight"; exit 1; }
 "$train" --help | grep -q -- "--density-scope *layer | model" || { echo "--help does not document --density-scope"; exit 1; }
 "$train" --help | grep -q -- "--balance-scope *content: batch | sequence" || { echo "--help does not document --balance-scope"; exit 1; }
-"$train" --help | grep -q -- "--density-estimate *sampled | deterministic" || { echo "--help does not document --density-estimate"; exit 1; }
+"$train" --help | grep -q -- "--density-estimate *sampled | deterministic | extracted" || { echo "--help does not document --density-estimate"; exit 1; }
 "$train" --help | grep -q -- "--router-input *content: token | token+position" || { echo "--help does not document --router-input"; exit 1; }
 echo "dua-run ok"

@@ -225,7 +225,7 @@ static dua_trainer_config random_config(test_rng *r) {
   c.density_scope = test_rng_int(r, DUA_DENSITY_PER_LAYER, DUA_DENSITY_MODEL);
   c.balance_scope = test_rng_int(r, DUA_BALANCE_BATCH, DUA_BALANCE_SEQUENCE);
   c.router_input = test_rng_int(r, DUA_ROUTER_TOKEN, DUA_ROUTER_TOKEN_POSITION);
-  c.density_estimate = test_rng_int(r, DUA_DENSITY_SAMPLED, DUA_DENSITY_DETERMINISTIC);
+  c.density_estimate = test_rng_int(r, DUA_DENSITY_SAMPLED, DUA_DENSITY_EXTRACTED);
   c.balance_weight = 0.5f + 0.4f * test_rng_float(r); /* test_rng_float: [-1, 1) */
   c.skip_bias = -30.0f + test_rng_float(r);
   c.lr = 1e-3f * (1.5f + test_rng_float(r));

@@ -1,7 +1,7 @@
 /* test_gates.c: native routing's gate math (host/train/gates.c) against finite differences and brute
  * force: level bias, its gradient, expected density and its gradient (per layer and over the whole model),
  * skip and extracted depths, and the lca fractions against the library's own layout rule
- * (dua_layout_visible at each depth). */
+ * (dua_layout_visible at each depth), and the block-level fractions against the layout's visited blocks. */
 #include "dua_train.h"
 #include "test_util.h"
 #include "train/gates.h"
@@ -203,6 +203,63 @@ START_TEST(model_wide_budget) {
 }
 END_TEST
 
+/* Block-level fractions (dua_gates_block_fractions) against the library's layout (dua_layout_density's
+ * visited blocks): for every head depth d, base[h] + sum_{k >= d} frac[h][k] is the visited-block fraction of
+ * a causal layout with that depth, over a dense causal one; content paths (random digits, batch 3) and the
+ * positional tree with a shift, with windows that reach zero, one and two blocks back, a sink and a short
+ * last block. */
+START_TEST(block_fractions_match_the_layout) {
+  test_rng r = test_rng_make(31 + (uint64_t)_i);
+  const int p = 2 + _i % 2, blk = 16, T = _i < 2 ? 16 * 11 - 3 : 16 * 8, B = 3, H = 2;
+  const int nb = (T + blk - 1) / blk, window = (int[]){0, 16, 20, 40}[_i], sink = _i == 1 ? 20 : 0;
+  int D = 0;
+  for (int g = 1; g < nb; g *= p)
+    D++;
+  uint8_t *paths = malloc((size_t)B * H * nb * D);
+  ck_assert_ptr_nonnull(paths);
+  for (size_t i = 0; i < (size_t)B * H * nb * D; i++)
+    paths[i] = (uint8_t)test_rng_int(&r, 0, p - 1);
+  double frac[2 * 9], base[2];
+  for (int content = 0; content < 2; content++) {
+    const int shift = content ? 0 : 1;
+    dua_gates_block_fractions(content ? paths : NULL, B, H, nb, D, p, shift, blk, window, sink, frac, base);
+    for (int d = 0; d <= D; d++) {
+      double blocks[2];
+      for (int dense = 0; dense < 2; dense++) {
+        const int32_t depths[2] = {dense ? 0 : d, dense ? 0 : d};
+        dua_layout_desc desc = {.seq_len = T,
+                                .block = blk,
+                                .batch = B,
+                                .heads = H,
+                                .arity = p,
+                                .depths = depths,
+                                .shift = shift,
+                                .window = window,
+                                .sink = sink,
+                                .causal = 1,
+                                .paths = content ? paths : NULL};
+        dua_layout *lay = NULL;
+        dua_layout_density dens;
+        ck_assert_int_eq(dua_layout_create(&desc, &lay, NULL, 0), DUA_SUCCESS);
+        ck_assert_int_eq(dua_layout_density_get(lay, &dens), DUA_SUCCESS);
+        dua_layout_destroy(lay);
+        blocks[dense] = dens.blocks;
+      }
+      double got = 0.0;
+      for (int h = 0; h < H; h++) {
+        got += base[h] / H;
+        for (int k = d; k <= D; k++)
+          got += frac[h * (D + 1) + k] / H;
+      }
+      ck_assert_msg(fabs(got - blocks[0] / blocks[1]) <= 1e-12,
+                    "case %d, content %d, depth %d: %.15f, layout %.15f", _i, content, d, got,
+                    blocks[0] / blocks[1]);
+    }
+  }
+  free(paths);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("gates");
   TCase *tc = tcase_create("core");
@@ -212,6 +269,7 @@ int main(void) {
   tcase_add_test(tc, lca_fractions_match_the_layout_rule);
   tcase_add_test(tc, density_gradient_matches_finite_differences);
   tcase_add_test(tc, model_wide_budget);
+  tcase_add_loop_test(tc, block_fractions_match_the_layout, 0, 4);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }

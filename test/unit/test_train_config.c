@@ -139,7 +139,7 @@ typedef struct bad_case {
   BAD(balance_scope_neg, "balance_scope", "-1", c->balance_scope = -1)                                       \
   BAD(balance_scope_2, "balance_scope", "2", c->balance_scope = 2)                                           \
   BAD(estimate_neg, "density_estimate", "-1", c->density_estimate = -1)                                      \
-  BAD(estimate_2, "density_estimate", "2", c->density_estimate = 2)                                          \
+  BAD(estimate_3, "density_estimate", "3", c->density_estimate = 3)                                          \
   BAD(router_input_neg, "router_input", "-1", c->router_input = -1)                                          \
   BAD(router_input_2, "router_input", "2", c->router_input = 2)                                              \
   BAD(scope_neg, "density_scope", "-1", c->density_scope = -1)                                               \
@@ -227,7 +227,7 @@ START_TEST(test_edges_accepted) {
   c.seed = UINT64_MAX;
   c.balance_scope = DUA_BALANCE_SEQUENCE;
   c.router_input = DUA_ROUTER_TOKEN_POSITION;
-  c.density_estimate = DUA_DENSITY_DETERMINISTIC;
+  c.density_estimate = DUA_DENSITY_EXTRACTED;
   ck_assert_msg(dua_trainer_config_validate(&c, err, sizeof err) == DUA_SUCCESS, "%s", err);
   /* a short error buffer is truncated, not overrun */
   char tiny[8];
