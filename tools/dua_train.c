@@ -40,13 +40,21 @@ static const char *const router_input_names[] = {
 
 #define CFG(field) offsetof(dua_trainer_config, field)
 
-/* F_CHOICE: the value's names, indexed by value, NULL-terminated (one table per F_CHOICE flag above) */
+/* F_CHOICE flags: each one's value names, indexed by value, NULL-terminated */
+static const struct {
+  size_t offset;
+  const char *const *names;
+} choice_tables[] = {{CFG(decay), decay_names},
+                     {CFG(density_scope), density_scope_names},
+                     {CFG(density_estimate), density_estimate_names},
+                     {CFG(balance_scope), balance_scope_names},
+                     {CFG(router_input), router_input_names}};
+
 static const char *const *choice_names(const flag *fl) {
-  return fl->offset == CFG(decay)              ? decay_names
-         : fl->offset == CFG(density_scope)    ? density_scope_names
-         : fl->offset == CFG(balance_scope)    ? balance_scope_names
-         : fl->offset == CFG(density_estimate) ? density_estimate_names
-                                               : router_input_names;
+  for (size_t i = 0; i < sizeof choice_tables / sizeof choice_tables[0]; i++)
+    if (choice_tables[i].offset == fl->offset)
+      return choice_tables[i].names;
+  return NULL; /* not reached: every F_CHOICE flag has a table (the tool test runs --help) */
 }
 
 static const flag flags[] = {
@@ -83,8 +91,8 @@ static const flag flags[] = {
      "layer | model: the budget holds for every layer, or for the mean over layers"},
     {"density-estimate", F_CHOICE, CFG(density_estimate),
      "sampled | deterministic | extracted: the budget measures the expected density of the step's noisy "
-     "gates "
-     "(and content paths) or of the noise-free ones, or the density of the routing extraction would fix now"},
+     "gates (and content paths) or of the noise-free ones, or the density of the routing extraction would "
+     "fix now"},
     {"skip-bias", F_FLOAT, CFG(skip_bias), "level bias below which blocks are skipped in training"},
     {"balance-weight", F_FLOAT, CFG(balance_weight),
      "content: weight of the router's load-balancing loss (1 = uniform routing)"},

@@ -5,10 +5,11 @@
  *   u32         config bytes (CONFIG_BYTES for version 1)
  *   config      dua_trainer_config field by field in declaration order: int32 and float fields as 4
  *               bytes (floats by their IEEE-754 bits), seed as 8 bytes, then reserved[] (ctrl_hidden took
- *               reserved[0]'s place; density_estimate, router_input, balance_scope, density_scope,
- *               balance_weight, router_lr_scale the last six: the config is still CONFIG_BYTES long and older
- * files read those as 0) u32         section count sections    name[24] (NUL-terminated, NUL-padded), u64
- * payload bytes, payload sha256      32 bytes over everything before it
+ *               reserved[0]'s place; the fields after reserved[] took its last six: the config is
+ *               still CONFIG_BYTES long and older files read those as 0)
+ *   u32         section count
+ *   sections    name[24] (NUL-terminated, NUL-padded), u64 payload bytes, payload
+ *   sha256      32 bytes over everything before it
  *
  * Loading reads the file once, streaming it through SHA-256; every length is checked against the bytes
  * the file still holds before anything is allocated for it, so a corrupt size cannot cause a huge

@@ -459,26 +459,17 @@ END_TEST
 /* Visited key blocks of layer l's causal layout with these per-head depths over a dense causal layout's,
  * by the library's layout code (dua_layout_density). */
 static double visited_blocks(const dua_trainer_config *c, const int32_t *depths, int l) {
-  double blocks[2];
-  for (int dense = 0; dense < 2; dense++) {
-    dua_layout_desc d = {.seq_len = c->seq_len,
-                         .block = c->block,
-                         .batch = 1,
-                         .heads = c->heads,
-                         .arity = c->arity,
-                         .depths = dense ? NULL : depths,
-                         .shift = dua_layer_shift(c, l),
-                         .window = c->window,
-                         .sink = c->sink,
-                         .causal = 1};
-    dua_layout *lay = NULL;
-    dua_layout_density dens;
-    ck_assert_int_eq(dua_layout_create(&d, &lay, NULL, 0), DUA_SUCCESS);
-    ck_assert_int_eq(dua_layout_density_get(lay, &dens), DUA_SUCCESS);
-    dua_layout_destroy(lay);
-    blocks[dense] = dens.blocks;
-  }
-  return blocks[0] / blocks[1];
+  const dua_layout_desc d = {.seq_len = c->seq_len,
+                             .block = c->block,
+                             .batch = 1,
+                             .heads = c->heads,
+                             .arity = c->arity,
+                             .depths = depths,
+                             .shift = dua_layer_shift(c, l),
+                             .window = c->window,
+                             .sink = c->sink,
+                             .causal = 1};
+  return test_visited_block_fraction(&d);
 }
 
 /* The density budget's estimate (config density_estimate), native mode, first step (the gates still at

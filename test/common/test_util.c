@@ -138,3 +138,19 @@ dua_host_tensor test_host_tensor_new(int64_t s0, int64_t s1, int64_t s2, int64_t
   ck_assert_ptr_nonnull(data);
   return test_host_view(data, s0, s1, s2, s3, bnhd);
 }
+
+double test_visited_block_fraction(const dua_layout_desc *desc) {
+  double blocks[2];
+  for (int dense = 0; dense < 2; dense++) {
+    dua_layout_desc d = *desc;
+    if (dense)
+      d.depths = NULL; /* every head at depth 0 */
+    dua_layout *lay = NULL;
+    dua_layout_density dens;
+    ck_assert_int_eq(dua_layout_create(&d, &lay, NULL, 0), DUA_SUCCESS);
+    ck_assert_int_eq(dua_layout_density_get(lay, &dens), DUA_SUCCESS);
+    dua_layout_destroy(lay);
+    blocks[dense] = dens.blocks;
+  }
+  return blocks[0] / blocks[1];
+}

@@ -41,6 +41,10 @@ dua_host_tensor test_host_view(float *data, int64_t b, int64_t h, int64_t n, int
 dua_tensor test_dev_view(dua_buffer *buf, dua_dtype dtype, int64_t b, int64_t h, int64_t n, int64_t d,
                          int bnhd);
 
+/* Visited key blocks of desc's layout (dua_layout_density) over those of the same layout with every depth 0
+ * (dense); ck_abort on failure. */
+double test_visited_block_fraction(const dua_layout_desc *desc);
+
 /* Runs a suite; returns the process exit code. */
 int test_run_suite(Suite *s);
 
