@@ -27,10 +27,13 @@
  *
  * DUA_WGMMA=1 (Hopper, fp16, HEAD_DIM 64; host: forward_nv_mma.c where the wgmma probe passed) runs both
  * products on the warpgroup MMA of nv_wgmma_ops.cl: the work-group is one warpgroup (4 warps) and each of
- * its MT m-tiles of 64 query rows (one wgmma per product and k-step; MT 2: both in one asm statement)
- * computes S = Q K^T with Q and K read by the tensor core from local memory, and O += P V
- * with P from registers and V from local memory; Q, K and V tiles are stored in the 128-byte swizzle
- * (TILE_AT). The rest (enumeration, masks, online softmax, output) is the code below, unchanged.
+ * its MT m-tiles of 64 query rows (one wgmma per product and k-step) computes S = Q K^T with Q and K read
+ * by the tensor core from local memory, and O += P V with P from registers and V from local memory; Q, K and
+ * V tiles are stored in the 128-byte swizzle (TILE_AT). MT 2 runs the two m-tiles as a pipeline: S0 and S1
+ * are issued together, m-tile 0's softmax runs while S1 computes, and m-tile 1's while O0 += P0 V does. The
+ * running max of a row moves only when the row's max grows by more than 8 (log2 units), so that O is
+ * rescaled rarely (one warp vote per m-tile and tile; p stays <= 256, exact in f16's range). The rest
+ * (enumeration, masks, output) is the code below, unchanged.
  *
  * DUA_MMA_EMULATE=1 replaces each warp-level instruction by plain OpenCL over local memory (with barriers),
  * so that the kernel's indexing and layout logic can be checked on any device (PoCL); slow, tests only. */
@@ -472,8 +475,8 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #elif DUA_WGMMA /* Q times K^T, both K-major in local memory (query rows, key rows) */
 #if MT == 1
     wgmma_ss_kmajor(s[0], q_s, k_t EMU_ARGS);
-#else /* both m-tiles in one asm statement */
-    wgmma_ss_kmajor_pair(s[0], q_s, k_t, s[1], q_s + BN * HEAD_DIM, k_t EMU_ARGS);
+#else /* both m-tiles: S1 still runs while m-tile 0's softmax does */
+    wgmma_ss_kmajor_pair_first(s[0], q_s, k_t, s[1], q_s + BN * HEAD_DIM, k_t EMU_ARGS);
 #endif
 #else
 #pragma unroll
@@ -546,12 +549,30 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
       mx1 = fmax(mx1, shfl_xor(mx1, 1 EMU_ARGS));
       mx0 = fmax(mx0, shfl_xor(mx0, 2 EMU_ARGS));
       mx1 = fmax(mx1, shfl_xor(mx1, 2 EMU_ARGS));
+#if DUA_WGMMA
+      /* the running max moves only when a row's max grows by more than 8 (p <= 256, exact in f16's range) */
+      if (warp_any(mx0 > m_run[mt][0] + 8.0f || mx1 > m_run[mt][1] + 8.0f EMU_ARGS)) {
+        const float nu0 = mx0 == -INFINITY ? 0.0f : mx0, nu1 = mx1 == -INFINITY ? 0.0f : mx1;
+        const float alpha0 = fast_exp2(m_run[mt][0] - nu0), alpha1 = fast_exp2(m_run[mt][1] - nu1);
+        m_run[mt][0] = mx0;
+        m_run[mt][1] = mx1;
+        l_run[mt][0] *= alpha0;
+        l_run[mt][1] *= alpha1;
+#pragma unroll
+        for (int i = 0; i < OTILES; i++)
+          acc[mt][i] *= (float4)(alpha0, alpha0, alpha1, alpha1);
+      }
+      const float mu0 = m_run[mt][0] == -INFINITY ? 0.0f : m_run[mt][0],
+                  mu1 = m_run[mt][1] == -INFINITY ? 0.0f : m_run[mt][1]; /* all masked: p = 0 */
+      const float off0 = bt - mu0, off1 = bt - mu1;
+#else
       const float mu0 = mx0 == -INFINITY ? 0.0f : mx0,
                   mu1 = mx1 == -INFINITY ? 0.0f : mx1; /* all masked: p = 0 */
       const float off0 = bt - mu0, off1 = bt - mu1;
       const float alpha0 = fast_exp2(m_run[mt][0] - mu0), alpha1 = fast_exp2(m_run[mt][1] - mu1);
       m_run[mt][0] = mx0;
       m_run[mt][1] = mx1;
+#endif
       float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
       for (int i = 0; i < STILES; i++) {
@@ -573,11 +594,22 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
         }
 #endif
       }
+#if DUA_WGMMA
+      l_run[mt][0] += sum0;
+      l_run[mt][1] += sum1;
+#else
       l_run[mt][0] = l_run[mt][0] * alpha0 + sum0;
       l_run[mt][1] = l_run[mt][1] * alpha1 + sum1;
 #pragma unroll
       for (int i = 0; i < OTILES; i++)
         acc[mt][i] *= (float4)(alpha0, alpha0, alpha1, alpha1);
+#endif
+#if DUA_WGMMA && MT == 2
+      if (mt == 0) /* O0 += P0 V runs while m-tile 1's softmax does; S1 is done on return */
+        wgmma_rs_nmajor_then_wait1(acc[0], pa[0], v_t, s[1] EMU_ARGS);
+      else
+        wgmma_rs_nmajor_then_wait0(acc[1], pa[1], v_t, acc[0], pa[0] EMU_ARGS);
+#endif
     }
 
 #if STAGES == 1
@@ -611,8 +643,6 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     /* P (registers, the A fragments pa) times V (local, key rows: N-major): four k-steps of 16 keys */
 #if MT == 1
     wgmma_rs_nmajor(acc[0], pa[0], v_t EMU_ARGS);
-#else
-    wgmma_rs_nmajor_pair(acc[0], pa[0], v_t, acc[1], pa[1], v_t EMU_ARGS);
 #endif
 #else
 #pragma unroll

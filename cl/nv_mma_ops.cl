@@ -172,6 +172,24 @@ inline float shfl_xor(float x, int mask EMU_PARAMS) {
 #endif
 }
 
+/* 1 where c is nonzero in any lane of the warp, the same answer in every lane (emulated: an OR over the
+ * butterfly shuffles). */
+inline int warp_any(int c EMU_PARAMS) {
+#if DUA_MMA_EMULATE
+  float v = c ? 1.0f : 0.0f;
+  for (int mask = 16; mask; mask >>= 1)
+    v = fmax(v, shfl_xor(v, mask EMU_ARGS));
+  return v > 0.0f;
+#else
+  int r;
+  asm volatile("{\n.reg .pred p, q;\nsetp.ne.b32 p, %1, 0;\nvote.sync.any.pred q, p, 0xffffffff;\n"
+               "selp.b32 %0, 1, 0, q;\n}\n"
+               : "=r"(r)
+               : "r"(c));
+  return r;
+#endif
+}
+
 /* x of lane src of this warp. */
 inline float shfl_idx(float x, int src EMU_PARAMS) {
 #if DUA_MMA_EMULATE

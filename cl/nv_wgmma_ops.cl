@@ -10,7 +10,9 @@
  * One call = one warpgroup (4 warps, 128 work-items: dua's work-groups are one) computes D (64 x 64, f32)
  * += A (64 x 64, f16) B (64 x 64, f16) in four k-steps of 16, all inside one asm statement (fence, four
  * wgmma, commit, wait; the _pair helpers at the end: two such products, eight wgmma, one commit and wait),
- * so the compiler never sees the accumulators while the tensor core owns them. D is
+ * so the compiler never sees the accumulators while the tensor core owns them. The forward's m-tile pipeline
+ * (the last three helpers) returns with one commit group in flight; its accumulators and A registers are then
+ * operands of the statement that waits for them, so the compiler neither reads nor reuses them before. D is
  * held as 8 mma.sync C tiles of 8 columns per warp (warp w of the warpgroup: rows 16 w .. + 15; d[i] = rows
  * g, g, g + 8, g + 8 x columns 8 i + 2 t, + 1).
  *
@@ -157,7 +159,7 @@ inline void wgmma_rs_nmajor(float4 *d, const uint4 *a, __local const ushort *b E
 
 /* Two independent products of wgmma_ss_kmajor, d0 += a0 b0^T and d1 += a1 b1^T, in one asm statement: eight
  * wgmma in one commit group, one wait (the backward's S and dP, whose operands are all in local memory; the
- * forward's S of two m-tiles).
+ * forward's two m-tiles use wgmma_ss_kmajor_pair_first below).
  * Operands after the 64 accumulators: %64 .. %67 a0's descriptors, %68 .. %71 b0's, %72 .. %75 a1's, %76 ..
  * %79 b1's, %80 = 1. */
 inline void wgmma_ss_kmajor_pair(float4 *d0, __local const ushort *a0, __local const ushort *b0, float4 *d1,
@@ -197,7 +199,7 @@ inline void wgmma_ss_kmajor_pair(float4 *d0, __local const ushort *a0, __local c
 }
 
 /* Two independent products of wgmma_rs_nmajor, d0 += a0 b0 and d1 += a1 b1, in one asm statement (the
- * backward's dV += P^T dO and dK += dS^T Q; the forward's O += P V of two m-tiles). Operands after the 64
+ * backward's dV += P^T dO and dK += dS^T Q). Operands after the 64
  * accumulators: %64 .. %79 a0's fragments, %80 .. %95 a1's, %96 .. %99 b0's descriptors, %100 .. %103 b1's,
  * %104 = 1. */
 #define WGMMA_A_FRAGMENTS(a)                                                                                 \
@@ -234,6 +236,102 @@ inline void wgmma_rs_nmajor_pair(float4 *d0, const uint4 *a0, __local const usho
                : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)
                : WGMMA_A_FRAGMENTS(a0), WGMMA_A_FRAGMENTS(a1), "l"(db0), "l"(db0 + ks), "l"(db0 + 2 * ks),
                  "l"(db0 + 3 * ks), "l"(db1), "l"(db1 + ks), "l"(db1 + 2 * ks), "l"(db1 + 3 * ks), "r"(1)
+               : "memory");
+#endif
+}
+
+/* The forward's two m-tiles in a pipeline (MT 2): S0 = Q0 K^T and S1 = Q1 K^T as two commit groups, returning
+ * once S0 is done (S1 still in flight: its registers are tied to the next statement's operands). */
+inline void wgmma_ss_kmajor_pair_first(float4 *d0, __local const ushort *a0, __local const ushort *b0,
+                                       float4 *d1, __local const ushort *a1,
+                                       __local const ushort *b1 EMU_PARAMS) {
+#if DUA_MMA_EMULATE
+  wgmma_ss_kmajor(d0, a0, b0 EMU_ARGS);
+  wgmma_ss_kmajor(d1, a1, b1 EMU_ARGS);
+#else
+  const ulong da0 = wgmma_desc(a0), db0 = wgmma_desc(b0), da1 = wgmma_desc(a1), db1 = wgmma_desc(b1);
+  const ulong ks = 32 >> 4;
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %80, 0;\nbar.warp.sync -1;\n"
+               "// DUA_SM90A wgmma.fence.sync.aligned;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", %64, %68, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", %65, %69, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", %66, %70, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", %67, %71, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
+               ", %72, %76, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
+               ", %73, %77, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
+               ", %74, %78, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
+               ", %75, %79, p, 1, 1, 0, 0;\n"
+               "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
+               "// DUA_SM90A wgmma.wait_group.sync.aligned 1;\n}\n"
+               : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)
+               : "l"(da0), "l"(da0 + ks), "l"(da0 + 2 * ks), "l"(da0 + 3 * ks), "l"(db0), "l"(db0 + ks),
+                 "l"(db0 + 2 * ks), "l"(db0 + 3 * ks), "l"(da1), "l"(da1 + ks), "l"(da1 + 2 * ks),
+                 "l"(da1 + 3 * ks), "l"(db1), "l"(db1 + ks), "l"(db1 + 2 * ks), "l"(db1 + 3 * ks), "r"(1)
+               : "memory");
+#endif
+}
+
+/* O0 += P0 V issued as its own commit group, returning once the oldest pending group (S1 of
+ * wgmma_ss_kmajor_pair_first) is done; d1 names S1's accumulators so that no read of them moves above. */
+inline void wgmma_rs_nmajor_then_wait1(float4 *d0, const uint4 *a0, __local const ushort *b0,
+                                       float4 *d1 EMU_PARAMS) {
+#if DUA_MMA_EMULATE
+  wgmma_rs_nmajor(d0, a0, b0 EMU_ARGS);
+#else
+  const ulong db0 = wgmma_desc(b0), ks = 2048 >> 4;
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %84, 0;\nbar.warp.sync -1;\n"
+               "// DUA_SM90A wgmma.fence.sync.aligned;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", {%64,%65,%66,%67}, %80, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", {%68,%69,%70,%71}, %81, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", {%72,%73,%74,%75}, %82, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", {%76,%77,%78,%79}, %83, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
+               "// DUA_SM90A wgmma.wait_group.sync.aligned 1;\n}\n"
+               : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)
+               : WGMMA_A_FRAGMENTS(a0), "l"(db0), "l"(db0 + ks), "l"(db0 + 2 * ks), "l"(db0 + 3 * ks), "r"(1)
+               : "memory");
+#endif
+}
+
+/* O1 += P1 V as the last commit group, then every group done; d0 and a0 (O0 += P0 V's accumulators and A
+ * fragments, in flight until here) are tied to this statement so that their registers stay untouched. */
+#define WGMMA_A_FRAGMENTS_RW(a)                                                                              \
+  "+r"(a[0].s0), "+r"(a[0].s1), "+r"(a[0].s2), "+r"(a[0].s3), "+r"(a[1].s0), "+r"(a[1].s1), "+r"(a[1].s2),   \
+      "+r"(a[1].s3), "+r"(a[2].s0), "+r"(a[2].s1), "+r"(a[2].s2), "+r"(a[2].s3), "+r"(a[3].s0),              \
+      "+r"(a[3].s1), "+r"(a[3].s2), "+r"(a[3].s3)
+inline void wgmma_rs_nmajor_then_wait0(float4 *d1, const uint4 *a1, __local const ushort *b1, float4 *d0,
+                                       uint4 *a0 EMU_PARAMS) {
+#if DUA_MMA_EMULATE
+  wgmma_rs_nmajor(d1, a1, b1 EMU_ARGS);
+#else
+  const ulong db1 = wgmma_desc(b1), ks = 2048 >> 4;
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %100, 0;\nbar.warp.sync -1;\n"
+               "// DUA_SM90A wgmma.fence.sync.aligned;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", {%80,%81,%82,%83}, %96, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", {%84,%85,%86,%87}, %97, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", {%88,%89,%90,%91}, %98, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
+               ", {%92,%93,%94,%95}, %99, p, 1, 1, 1;\n"
+               "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
+               "// DUA_SM90A wgmma.wait_group.sync.aligned 0;\n}\n"
+               : WGMMA_D64_OPERANDS(d1), WGMMA_D64_OPERANDS(d0), WGMMA_A_FRAGMENTS_RW(a0)
+               : WGMMA_A_FRAGMENTS(a1), "l"(db1), "l"(db1 + ks), "l"(db1 + 2 * ks), "l"(db1 + 3 * ks), "r"(1)
                : "memory");
 #endif
 }
