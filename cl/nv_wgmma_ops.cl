@@ -96,6 +96,28 @@ inline ulong wgmma_desc(__local const ushort *tile) {
   "{%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"                                        \
   "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
 
+/* The asm text of the statements below. WGMMA_BEGIN(P): predicate p from operand %P (1: D = A B + D), the
+ * warp converged, the fence; WGMMA_COMMIT; WGMMA_WAIT(N): until at most N groups are pending, and the end. */
+#define WGMMA_BEGIN(P)                                                                                       \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, %" #P ", 0;\nbar.warp.sync -1;\n"                                        \
+  "// DUA_SM90A wgmma.fence.sync.aligned;\n"
+#define WGMMA_COMMIT "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
+#define WGMMA_WAIT(N) "// DUA_SM90A wgmma.wait_group.sync.aligned " #N ";\n}\n"
+/* One k-step into accumulators D (WGMMA_D64 or WGMMA_D64_SECOND): SS, A and B both K-major tiles by
+ * descriptor (operands %A, %B); RS, A from registers %R0 .. %R3 and an N-major B by descriptor %B. */
+#define WGMMA_OP "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+#define WGMMA_SS(D, A, B) WGMMA_OP D ", %" #A ", %" #B ", p, 1, 1, 0, 0;\n"
+#define WGMMA_RS(D, R0, R1, R2, R3, B)                                                                       \
+  WGMMA_OP D ", {%" #R0 ",%" #R1 ",%" #R2 ",%" #R3 "}, %" #B ", p, 1, 1, 1;\n"
+/* The four k-steps of one product: SS with descriptors %A0.. and %B0.. (consecutive), RS with A fragments
+ * from %R (16 consecutive registers) and descriptors from %B0. Operand numbers are spelled out (the
+ * preprocessor cannot add). */
+#define WGMMA_SS4(D, A0, A1, A2, A3, B0, B1, B2, B3)                                                         \
+  WGMMA_SS(D, A0, B0) WGMMA_SS(D, A1, B1) WGMMA_SS(D, A2, B2) WGMMA_SS(D, A3, B3)
+#define WGMMA_RS4(D, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, R11, R12, R13, R14, R15, B0, B1, B2, B3)   \
+  WGMMA_RS(D, R0, R1, R2, R3, B0)                                                                            \
+  WGMMA_RS(D, R4, R5, R6, R7, B1) WGMMA_RS(D, R8, R9, R10, R11, B2) WGMMA_RS(D, R12, R13, R14, R15, B3)
+
 /* D += A B^T with A (64 x 64, row m = A's row m) and B (64 x 64, row n = B^T's row n) both K-major tiles in
  * local memory (imm-trans-a 0, imm-trans-b 0): S = Q K^T. A stays in local memory: ptxas (CUDA 13) treated
  * the registers of an A operand read by wgmma as free once the wgmma was issued, so a Q held in registers
@@ -109,18 +131,7 @@ inline void wgmma_ss_kmajor(float4 *d, __local const ushort *a, __local const us
   wgmma_emulated(d, af, b, 0 EMU_ARGS);
 #else
   const ulong da = wgmma_desc(a), db = wgmma_desc(b), ks = 32 >> 4; /* a k-step: 32 bytes along the rows */
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %40, 0;\nbar.warp.sync -1;\n"
-               "// DUA_SM90A wgmma.fence.sync.aligned;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", %32, %36, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", %33, %37, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", %34, %38, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", %35, %39, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
-               "// DUA_SM90A wgmma.wait_group.sync.aligned 0;\n}\n"
+  asm volatile(WGMMA_BEGIN(40) WGMMA_SS4(WGMMA_D64, 32, 33, 34, 35, 36, 37, 38, 39) WGMMA_COMMIT WGMMA_WAIT(0)
                : WGMMA_D64_OPERANDS(d)
                : "l"(da), "l"(da + ks), "l"(da + 2 * ks), "l"(da + 3 * ks), "l"(db), "l"(db + ks),
                  "l"(db + 2 * ks), "l"(db + 3 * ks), "r"(1)
@@ -136,18 +147,8 @@ inline void wgmma_rs_nmajor(float4 *d, const uint4 *a, __local const ushort *b E
   wgmma_emulated(d, a, b, 1 EMU_ARGS);
 #else
   const ulong db = wgmma_desc(b), ks = 2048 >> 4; /* a k-step: 16 rows */
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %52, 0;\nbar.warp.sync -1;\n"
-               "// DUA_SM90A wgmma.fence.sync.aligned;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", {%32,%33,%34,%35}, %48, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", {%36,%37,%38,%39}, %49, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", {%40,%41,%42,%43}, %50, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", {%44,%45,%46,%47}, %51, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
-               "// DUA_SM90A wgmma.wait_group.sync.aligned 0;\n}\n"
+  asm volatile(WGMMA_BEGIN(52) WGMMA_RS4(WGMMA_D64, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45,
+                                         46, 47, 48, 49, 50, 51) WGMMA_COMMIT WGMMA_WAIT(0)
                : WGMMA_D64_OPERANDS(d)
                : "r"(a[0].s0), "r"(a[0].s1), "r"(a[0].s2), "r"(a[0].s3), "r"(a[1].s0), "r"(a[1].s1),
                  "r"(a[1].s2), "r"(a[1].s3), "r"(a[2].s0), "r"(a[2].s1), "r"(a[2].s2), "r"(a[2].s3),
@@ -158,44 +159,49 @@ inline void wgmma_rs_nmajor(float4 *d, const uint4 *a, __local const ushort *b E
 }
 
 /* Two independent products of wgmma_ss_kmajor, d0 += a0 b0^T and d1 += a1 b1^T, in one asm statement: eight
- * wgmma in one commit group, one wait (the backward's S and dP, whose operands are all in local memory; the
- * forward's two m-tiles use wgmma_ss_kmajor_pair_first below).
+ * wgmma in one commit group, one wait (the backward's S and dP, whose operands are all in local memory); with
+ * first_only, two commit groups and a return once d0 is done, d1 still in flight (the forward's two m-tiles:
+ * d1's registers are then tied to the statement that waits for them).
  * Operands after the 64 accumulators: %64 .. %67 a0's descriptors, %68 .. %71 b0's, %72 .. %75 a1's, %76 ..
  * %79 b1's, %80 = 1. */
-inline void wgmma_ss_kmajor_pair(float4 *d0, __local const ushort *a0, __local const ushort *b0, float4 *d1,
-                                 __local const ushort *a1, __local const ushort *b1 EMU_PARAMS) {
+inline void wgmma_ss_kmajor_two(float4 *d0, __local const ushort *a0, __local const ushort *b0, float4 *d1,
+                                __local const ushort *a1, __local const ushort *b1,
+                                const int first_only EMU_PARAMS) {
 #if DUA_MMA_EMULATE
   wgmma_ss_kmajor(d0, a0, b0 EMU_ARGS);
   wgmma_ss_kmajor(d1, a1, b1 EMU_ARGS);
 #else
   const ulong da0 = wgmma_desc(a0), db0 = wgmma_desc(b0), da1 = wgmma_desc(a1), db1 = wgmma_desc(b1);
   const ulong ks = 32 >> 4;
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %80, 0;\nbar.warp.sync -1;\n"
-               "// DUA_SM90A wgmma.fence.sync.aligned;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", %64, %68, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", %65, %69, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", %66, %70, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", %67, %71, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
-               ", %72, %76, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
-               ", %73, %77, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
-               ", %74, %78, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
-               ", %75, %79, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
-               "// DUA_SM90A wgmma.wait_group.sync.aligned 0;\n}\n"
-               : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)
-               : "l"(da0), "l"(da0 + ks), "l"(da0 + 2 * ks), "l"(da0 + 3 * ks), "l"(db0), "l"(db0 + ks),
-                 "l"(db0 + 2 * ks), "l"(db0 + 3 * ks), "l"(da1), "l"(da1 + ks), "l"(da1 + 2 * ks),
-                 "l"(da1 + 3 * ks), "l"(db1), "l"(db1 + ks), "l"(db1 + 2 * ks), "l"(db1 + 3 * ks), "r"(1)
-               : "memory");
+#define SS_TWO_OPERANDS                                                                                        \
+  : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)                                                           \
+  : "l"(da0), "l"(da0 + ks), "l"(da0 + 2 * ks), "l"(da0 + 3 * ks), "l"(db0), "l"(db0 + ks), "l"(db0 + 2 * ks), \
+    "l"(db0 + 3 * ks), "l"(da1), "l"(da1 + ks), "l"(da1 + 2 * ks), "l"(da1 + 3 * ks), "l"(db1), "l"(db1 + ks),  \
+    "l"(db1 + 2 * ks), "l"(db1 + 3 * ks), "r"(1)                                                              \
+  : "memory"
+#define SS_TWO_FIRST WGMMA_SS4(WGMMA_D64, 64, 65, 66, 67, 68, 69, 70, 71)
+#define SS_TWO_SECOND WGMMA_SS4(WGMMA_D64_SECOND, 72, 73, 74, 75, 76, 77, 78, 79)
+  if (first_only)
+    asm volatile(WGMMA_BEGIN(80) SS_TWO_FIRST WGMMA_COMMIT SS_TWO_SECOND WGMMA_COMMIT WGMMA_WAIT(1)
+                     SS_TWO_OPERANDS);
+  else
+    asm volatile(WGMMA_BEGIN(80) SS_TWO_FIRST SS_TWO_SECOND WGMMA_COMMIT WGMMA_WAIT(0) SS_TWO_OPERANDS);
+#undef SS_TWO_FIRST
+#undef SS_TWO_SECOND
+#undef SS_TWO_OPERANDS
 #endif
+}
+
+inline void wgmma_ss_kmajor_pair(float4 *d0, __local const ushort *a0, __local const ushort *b0, float4 *d1,
+                                 __local const ushort *a1, __local const ushort *b1 EMU_PARAMS) {
+  wgmma_ss_kmajor_two(d0, a0, b0, d1, a1, b1, 0 EMU_ARGS);
+}
+
+/* The forward's two m-tiles in a pipeline (MT 2): S0 = Q0 K^T and S1 = Q1 K^T, returning once S0 is done. */
+inline void wgmma_ss_kmajor_pair_first(float4 *d0, __local const ushort *a0, __local const ushort *b0,
+                                       float4 *d1, __local const ushort *a1,
+                                       __local const ushort *b1 EMU_PARAMS) {
+  wgmma_ss_kmajor_two(d0, a0, b0, d1, a1, b1, 1 EMU_ARGS);
 }
 
 /* Two independent products of wgmma_rs_nmajor, d0 += a0 b0 and d1 += a1 b1, in one asm statement (the
@@ -213,69 +219,13 @@ inline void wgmma_rs_nmajor_pair(float4 *d0, const uint4 *a0, __local const usho
   wgmma_rs_nmajor(d1, a1, b1 EMU_ARGS);
 #else
   const ulong db0 = wgmma_desc(b0), db1 = wgmma_desc(b1), ks = 2048 >> 4;
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %104, 0;\nbar.warp.sync -1;\n"
-               "// DUA_SM90A wgmma.fence.sync.aligned;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", {%64,%65,%66,%67}, %96, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", {%68,%69,%70,%71}, %97, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", {%72,%73,%74,%75}, %98, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", {%76,%77,%78,%79}, %99, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
-               ", {%80,%81,%82,%83}, %100, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
-               ", {%84,%85,%86,%87}, %101, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
-               ", {%88,%89,%90,%91}, %102, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
-               ", {%92,%93,%94,%95}, %103, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
-               "// DUA_SM90A wgmma.wait_group.sync.aligned 0;\n}\n"
+  asm volatile(WGMMA_BEGIN(104) WGMMA_RS4(WGMMA_D64, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77,
+                                          78, 79, 96, 97, 98, 99)
+                   WGMMA_RS4(WGMMA_D64_SECOND, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95,
+                             100, 101, 102, 103) WGMMA_COMMIT WGMMA_WAIT(0)
                : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)
                : WGMMA_A_FRAGMENTS(a0), WGMMA_A_FRAGMENTS(a1), "l"(db0), "l"(db0 + ks), "l"(db0 + 2 * ks),
                  "l"(db0 + 3 * ks), "l"(db1), "l"(db1 + ks), "l"(db1 + 2 * ks), "l"(db1 + 3 * ks), "r"(1)
-               : "memory");
-#endif
-}
-
-/* The forward's two m-tiles in a pipeline (MT 2): S0 = Q0 K^T and S1 = Q1 K^T as two commit groups, returning
- * once S0 is done (S1 still in flight: its registers are tied to the next statement's operands). */
-inline void wgmma_ss_kmajor_pair_first(float4 *d0, __local const ushort *a0, __local const ushort *b0,
-                                       float4 *d1, __local const ushort *a1,
-                                       __local const ushort *b1 EMU_PARAMS) {
-#if DUA_MMA_EMULATE
-  wgmma_ss_kmajor(d0, a0, b0 EMU_ARGS);
-  wgmma_ss_kmajor(d1, a1, b1 EMU_ARGS);
-#else
-  const ulong da0 = wgmma_desc(a0), db0 = wgmma_desc(b0), da1 = wgmma_desc(a1), db1 = wgmma_desc(b1);
-  const ulong ks = 32 >> 4;
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %80, 0;\nbar.warp.sync -1;\n"
-               "// DUA_SM90A wgmma.fence.sync.aligned;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", %64, %68, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", %65, %69, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", %66, %70, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", %67, %71, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
-               ", %72, %76, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
-               ", %73, %77, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
-               ", %74, %78, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64_SECOND
-               ", %75, %79, p, 1, 1, 0, 0;\n"
-               "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
-               "// DUA_SM90A wgmma.wait_group.sync.aligned 1;\n}\n"
-               : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)
-               : "l"(da0), "l"(da0 + ks), "l"(da0 + 2 * ks), "l"(da0 + 3 * ks), "l"(db0), "l"(db0 + ks),
-                 "l"(db0 + 2 * ks), "l"(db0 + 3 * ks), "l"(da1), "l"(da1 + ks), "l"(da1 + 2 * ks),
-                 "l"(da1 + 3 * ks), "l"(db1), "l"(db1 + ks), "l"(db1 + 2 * ks), "l"(db1 + 3 * ks), "r"(1)
                : "memory");
 #endif
 }
@@ -288,18 +238,8 @@ inline void wgmma_rs_nmajor_then_wait1(float4 *d0, const uint4 *a0, __local cons
   wgmma_rs_nmajor(d0, a0, b0 EMU_ARGS);
 #else
   const ulong db0 = wgmma_desc(b0), ks = 2048 >> 4;
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %84, 0;\nbar.warp.sync -1;\n"
-               "// DUA_SM90A wgmma.fence.sync.aligned;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", {%64,%65,%66,%67}, %80, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", {%68,%69,%70,%71}, %81, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", {%72,%73,%74,%75}, %82, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", {%76,%77,%78,%79}, %83, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
-               "// DUA_SM90A wgmma.wait_group.sync.aligned 1;\n}\n"
+  asm volatile(WGMMA_BEGIN(84) WGMMA_RS4(WGMMA_D64, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77,
+                                         78, 79, 80, 81, 82, 83) WGMMA_COMMIT WGMMA_WAIT(1)
                : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)
                : WGMMA_A_FRAGMENTS(a0), "l"(db0), "l"(db0 + ks), "l"(db0 + 2 * ks), "l"(db0 + 3 * ks), "r"(1)
                : "memory");
@@ -318,18 +258,8 @@ inline void wgmma_rs_nmajor_then_wait0(float4 *d1, const uint4 *a1, __local cons
   wgmma_rs_nmajor(d1, a1, b1 EMU_ARGS);
 #else
   const ulong db1 = wgmma_desc(b1), ks = 2048 >> 4;
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %100, 0;\nbar.warp.sync -1;\n"
-               "// DUA_SM90A wgmma.fence.sync.aligned;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", {%80,%81,%82,%83}, %96, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", {%84,%85,%86,%87}, %97, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", {%88,%89,%90,%91}, %98, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WGMMA_D64
-               ", {%92,%93,%94,%95}, %99, p, 1, 1, 1;\n"
-               "// DUA_SM90A wgmma.commit_group.sync.aligned;\n"
-               "// DUA_SM90A wgmma.wait_group.sync.aligned 0;\n}\n"
+  asm volatile(WGMMA_BEGIN(100) WGMMA_RS4(WGMMA_D64, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93,
+                                          94, 95, 96, 97, 98, 99) WGMMA_COMMIT WGMMA_WAIT(0)
                : WGMMA_D64_OPERANDS(d1), WGMMA_D64_OPERANDS(d0), WGMMA_A_FRAGMENTS_RW(a0)
                : WGMMA_A_FRAGMENTS(a1), "l"(db1), "l"(db1 + ks), "l"(db1 + 2 * ks), "l"(db1 + 3 * ks), "r"(1)
                : "memory");
