@@ -29,4 +29,6 @@ OVL float fma(float a, float b, float c) {
 OVL float log2(float a) {
   return __nvvm_lg2_approx_f(a);
 }
-OVL int isinf(float x) { return __builtin_isinf(x); }
+OVL int isinf(float x) {
+  return __builtin_isinf(x);
+}
