@@ -29,11 +29,7 @@ typedef struct problem {
   dua_attention_algo algo;
 } problem;
 
-typedef struct run {
-  float *q, *k, *v, *o, *lse, *ref_o, *ref_lse, *bias;
-  size_t nq, nk, nl, nbias;
-  dua_host_tensor hq, hk, hv, ho, hl;
-} run;
+typedef test_fwd_run run;
 
 static dua_layout *make_layout(problem *p) {
   dua_layout *l = NULL;
@@ -130,31 +126,8 @@ static void describe(const problem *p, char *buf, size_t size) {
 static void compare(const problem *p, const run *r) {
   char what[256];
   describe(p, what, sizeof what);
-  double atol = p->dtype == DUA_F16 ? F16_ATOL : F32_ATOL, rtol = p->dtype == DUA_F16 ? F16_RTOL : F32_RTOL,
-         err;
-  long bad = test_compare(r->o, r->ref_o, r->nq, atol, rtol, &err);
-  ck_assert_msg(bad < 0, "%s: O[%ld] = %g, reference %g (max error %g)", what, bad,
-                (double)(bad >= 0 ? r->o[bad] : 0), (double)(bad >= 0 ? r->ref_o[bad] : 0), err);
-  for (size_t i = 0; i < r->nl; i++) {
-    if (isinf(r->ref_lse[i]))
-      ck_assert_msg(isinf(r->lse[i]) && r->lse[i] < 0, "%s: LSE[%zu] = %g, want -inf", what, i,
-                    (double)r->lse[i]);
-    else
-      ck_assert_msg(fabs(r->lse[i] - r->ref_lse[i]) <= 1e-4 + 1e-4 * fabs(r->ref_lse[i]),
-                    "%s: LSE[%zu] = %.7g, reference %.7g", what, i, (double)r->lse[i], (double)r->ref_lse[i]);
-  }
-}
-
-static void run_free(run *r) {
-  free(r->q);
-  free(r->k);
-  free(r->v);
-  free(r->o);
-  free(r->lse);
-  free(r->ref_o);
-  free(r->ref_lse);
-  free(r->bias);
-  memset(r, 0, sizeof *r);
+  double atol = p->dtype == DUA_F16 ? F16_ATOL : F32_ATOL, rtol = p->dtype == DUA_F16 ? F16_RTOL : F32_RTOL;
+  test_fwd_run_check(r, atol, rtol, what);
 }
 
 static void check_problem(dua_context *ctx, problem *p, test_rng *rng) {
@@ -163,7 +136,7 @@ static void check_problem(dua_context *ctx, problem *p, test_rng *rng) {
   memset(&r, 0, sizeof r);
   run_problem(ctx, p, l, &r, rng);
   compare(p, &r);
-  run_free(&r);
+  test_fwd_run_free(&r);
   dua_layout_destroy(l);
 }
 
@@ -316,7 +289,7 @@ START_TEST(caller_lists_with_empty_rows) {
     for (int c = 0; c < 32; c++)
       ck_assert_msg(r.o[(size_t)i * 32 + c] == 0.0f, "empty row %d not zero", i);
   }
-  run_free(&r);
+  test_fwd_run_free(&r);
   dua_layout_destroy(l);
   dua_context_destroy(ctx);
 }
@@ -373,8 +346,8 @@ START_TEST(causality_bit_for_bit) {
           changed_after |= a.o[idx] != b.o[idx];
       }
   ck_assert_msg(changed_after, "perturbing the future changed nothing at all: the test is not testing");
-  run_free(&a);
-  run_free(&b);
+  test_fwd_run_free(&a);
+  test_fwd_run_free(&b);
   dua_layout_destroy(l);
   dua_context_destroy(ctx);
 }
@@ -503,14 +476,14 @@ START_TEST(repeated_calls_reuse_programs) {
   run_problem(ctx, &p, l, &r, &rng);
   dua_cache_stats s0, s1;
   dua_context_cache_stats(ctx, &s0);
-  run_free(&r);
+  test_fwd_run_free(&r);
   run_problem(ctx, &p, l, &r, &rng);
   compare(&p, &r);
   dua_context_cache_stats(ctx, &s1);
   ck_assert_uint_eq(s1.builds, s0.builds);
   ck_assert_uint_eq(s1.disk_hits, s0.disk_hits);
   ck_assert_uint_gt(s1.memory_hits, s0.memory_hits);
-  run_free(&r);
+  test_fwd_run_free(&r);
   dua_layout_destroy(l);
   dua_context_destroy(ctx);
 }

@@ -45,11 +45,7 @@ typedef struct problem {
   int tf32; /* fp32 storage with params.allow_tf32 = 1 */
 } problem;
 
-typedef struct run {
-  float *q, *k, *v, *o, *lse, *ref_o, *ref_lse, *bias;
-  size_t nq, nk, nl, nbias;
-  dua_host_tensor hq, hk, hv, ho, hl;
-} run;
+typedef test_fwd_run run;
 
 /* ---- context with a counter of tensor-core launches */
 typedef struct mma_ctx {
@@ -284,31 +280,8 @@ static void compare(const problem *p, const run *r) {
                                     : F32_ATOL,
          rtol = p->dtype == DUA_F16 ? F16_RTOL
                 : p->tf32           ? TF32_RTOL
-                                    : F32_RTOL,
-         err;
-  long bad = test_compare(r->o, r->ref_o, r->nq, atol, rtol, &err);
-  ck_assert_msg(bad < 0, "%s: O[%ld] = %g, reference %g (max error %g)", what, bad,
-                (double)(bad >= 0 ? r->o[bad] : 0), (double)(bad >= 0 ? r->ref_o[bad] : 0), err);
-  for (size_t i = 0; i < r->nl; i++) {
-    if (isinf(r->ref_lse[i]))
-      ck_assert_msg(isinf(r->lse[i]) && r->lse[i] < 0, "%s: LSE[%zu] = %g, want -inf", what, i,
-                    (double)r->lse[i]);
-    else
-      ck_assert_msg(fabs(r->lse[i] - r->ref_lse[i]) <= 1e-4 + 1e-4 * fabs(r->ref_lse[i]), /* fp32 sums */
-                    "%s: LSE[%zu] = %.7g, reference %.7g", what, i, (double)r->lse[i], (double)r->ref_lse[i]);
-  }
-}
-
-static void run_free(run *r) {
-  free(r->q);
-  free(r->k);
-  free(r->v);
-  free(r->o);
-  free(r->lse);
-  free(r->ref_o);
-  free(r->ref_lse);
-  free(r->bias);
-  memset(r, 0, sizeof *r);
+                                    : F32_RTOL;
+  test_fwd_run_check(r, atol, rtol, what);
 }
 
 static void check_problem(mma_ctx *m, problem *p, test_rng *rng) {
@@ -317,7 +290,7 @@ static void check_problem(mma_ctx *m, problem *p, test_rng *rng) {
   memset(&r, 0, sizeof r);
   run_problem(m, p, l, &r, rng);
   compare(p, &r);
-  run_free(&r);
+  test_fwd_run_free(&r);
   dua_layout_destroy(l);
 }
 
@@ -610,7 +583,7 @@ START_TEST(caller_lists_with_empty_rows) {
     for (int c = 0; c < dh; c++)
       ck_assert_msg(r.o[(size_t)i * dh + c] == 0.0f, "empty row %d not zero", i);
   }
-  run_free(&r);
+  test_fwd_run_free(&r);
   dua_layout_destroy(l);
   dua_context_destroy(m.ctx);
 }

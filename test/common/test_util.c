@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 uint64_t test_seed(void) {
@@ -153,4 +154,31 @@ double test_visited_block_fraction(const dua_layout_desc *desc) {
     blocks[dense] = dens.blocks;
   }
   return blocks[0] / blocks[1];
+}
+
+void test_fwd_run_check(const test_fwd_run *r, double atol, double rtol, const char *what) {
+  double err;
+  long bad = test_compare(r->o, r->ref_o, r->nq, atol, rtol, &err);
+  ck_assert_msg(bad < 0, "%s: O[%ld] = %g, reference %g (max error %g)", what, bad,
+                (double)(bad >= 0 ? r->o[bad] : 0), (double)(bad >= 0 ? r->ref_o[bad] : 0), err);
+  for (size_t i = 0; i < r->nl; i++) {
+    if (isinf(r->ref_lse[i]))
+      ck_assert_msg(isinf(r->lse[i]) && r->lse[i] < 0, "%s: LSE[%zu] = %g, want -inf", what, i,
+                    (double)r->lse[i]);
+    else
+      ck_assert_msg(fabs(r->lse[i] - r->ref_lse[i]) <= 1e-4 + 1e-4 * fabs(r->ref_lse[i]), /* fp32 sums */
+                    "%s: LSE[%zu] = %.7g, reference %.7g", what, i, (double)r->lse[i], (double)r->ref_lse[i]);
+  }
+}
+
+void test_fwd_run_free(test_fwd_run *r) {
+  free(r->q);
+  free(r->k);
+  free(r->v);
+  free(r->o);
+  free(r->lse);
+  free(r->ref_o);
+  free(r->ref_lse);
+  free(r->bias);
+  memset(r, 0, sizeof *r);
 }

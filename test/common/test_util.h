@@ -19,6 +19,18 @@ int test_rng_int(test_rng *r, int lo, int hi); /* uniform in [lo, hi] */
 float test_rng_float(test_rng *r);             /* uniform in [-1, 1) */
 uint64_t test_seed(void);                      /* run salt */
 
+/* One forward problem's inputs and outputs next to the CPU reference's (test_forward, test_forward_mma). */
+typedef struct test_fwd_run {
+  float *q, *k, *v, *o, *lse, *ref_o, *ref_lse, *bias;
+  size_t nq, nk, nl, nbias;
+  dua_host_tensor hq, hk, hv, ho, hl;
+} test_fwd_run;
+/* O within atol + rtol |ref|; LSE within 1e-4 + 1e-4 |ref| (fp32 sums) and -inf exactly where the reference's
+ * is; `what` names the problem in a failure. */
+void test_fwd_run_check(const test_fwd_run *r, double atol, double rtol, const char *what);
+/* Frees every array and zeroes the run. */
+void test_fwd_run_free(test_fwd_run *r);
+
 /* Creates a context on the default device (DUA_DEVICE or first GPU/CPU); ck_abort on failure. */
 dua_context *test_context(void);
 
