@@ -88,3 +88,45 @@ uint8_t *m_mask(const model *md) {
           mask[(((size_t)b * H + h) * N + i) * N + j] = (uint8_t)m_visible(md, b, h, i, j);
   return mask;
 }
+
+void m_random_rule_model(model *md, test_rng *r, int32_t max_len) {
+  memset(md, 0, sizeof *md);
+  dua_layout_desc *d = &md->desc;
+  d->block = 16;
+  d->seq_len = test_rng_int(r, 0, 3) == 0 ? test_rng_int(r, 1, 15) : test_rng_int(r, 17, max_len);
+  d->batch = test_rng_int(r, 1, 2);
+  d->heads = test_rng_int(r, 1, 4);
+  d->kv_heads = test_rng_int(r, 0, 1) ? (d->heads % 2 == 0 ? d->heads / 2 : 1) : 0;
+  d->arity = test_rng_int(r, 2, 3);
+  md->nb = (d->seq_len + 15) / 16;
+  if (test_rng_int(r, 0, 1)) {
+    for (int32_t h = 0; h < d->heads; h++)
+      md->arities[h] = test_rng_int(r, 2, 4);
+    d->arities = md->arities;
+  }
+  int64_t max_span = 1;
+  for (int32_t h = 0; h < d->heads; h++) {
+    int32_t D = m_tree_depth(md->nb, m_arity(md, h));
+    int64_t span = m_pow(m_arity(md, h), D);
+    max_span = span > max_span ? span : max_span;
+    md->dmax = D > md->dmax ? D : md->dmax;
+    md->depths[h] = test_rng_int(r, -1, D);
+  }
+  d->depths = md->depths;
+  d->shift = test_rng_int(r, 0, 1) ? test_rng_int(r, 0, (int32_t)max_span) : 0;
+  d->window = test_rng_int(r, 0, 1) ? test_rng_int(r, 1, 40) : 0;
+  d->sink = test_rng_int(r, 0, 2) == 0 ? test_rng_int(r, 1, 20) : 0;
+  d->causal = test_rng_int(r, 0, 1);
+  if (test_rng_int(r, 0, 2) == 0 && md->dmax > 0) {
+    size_t n = (size_t)d->batch * d->heads * md->nb * md->dmax;
+    md->paths = malloc(n);
+    ck_assert_ptr_nonnull(md->paths);
+    for (int32_t b = 0; b < d->batch; b++)
+      for (int32_t h = 0; h < d->heads; h++)
+        for (int32_t k = 0; k < md->nb; k++)
+          for (int32_t lv = 0; lv < md->dmax; lv++)
+            md->paths[(((size_t)b * d->heads + h) * md->nb + k) * md->dmax + lv] =
+                (uint8_t)(lv < m_tree_depth(md->nb, m_arity(md, h)) ? test_rng_int(r, 0, 1) : 0);
+    d->paths = md->paths;
+  }
+}

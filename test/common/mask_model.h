@@ -4,6 +4,7 @@
 #define DUA_TEST_MASK_MODEL_H
 
 #include "dua.h"
+#include "test_util.h"
 
 #include <stdint.h>
 
@@ -29,6 +30,10 @@ int32_t m_lca(const model *md, int32_t b, int32_t h, int32_t bm, int32_t bn);
 int m_tree(const model *md, int32_t b, int32_t h, int32_t i, int32_t j);
 int m_extra(const model *md, int32_t i, int32_t j);
 int m_visible(const model *md, int32_t b, int32_t h, int32_t i, int32_t j);
+/* A random rule layout into *md (zeroed first): block 16, 1 to 15 or 17 to max_len tokens, batch 1-2, heads
+ * 1-4, GQA in half the draws, per-head arities in half, depths -1..D, and shift, window, sink, causal and
+ * random content paths (md->paths, malloc'ed: the caller frees it) each in some. */
+void m_random_rule_model(model *md, test_rng *r, int32_t max_len);
 /* mask [B][H][N][N] (malloc'ed) */
 uint8_t *m_mask(const model *md);
 

@@ -169,48 +169,8 @@ END_TEST
 START_TEST(test_random_layouts) {
   rng r = test_rng_make(0xC0FFEEull + 65537ull * (uint64_t)_i);
   model md;
-  memset(&md, 0, sizeof md);
+  m_random_rule_model(&md, &r, 120);
   dua_layout_desc *d = &md.desc;
-  d->block = 16;
-  d->seq_len = rng_int(&r, 0, 3) == 0 ? rng_int(&r, 1, 15) : rng_int(&r, 17, 120);
-  d->batch = rng_int(&r, 1, 2);
-  d->heads = rng_int(&r, 1, 4);
-  d->kv_heads = rng_int(&r, 0, 1) ? (d->heads % 2 == 0 ? d->heads / 2 : 1) : 0;
-  d->arity = rng_int(&r, 2, 3);
-  md.nb = (d->seq_len + 15) / 16;
-  if (rng_int(&r, 0, 1)) {
-    for (int32_t h = 0; h < d->heads; h++)
-      md.arities[h] = rng_int(&r, 2, 4);
-    d->arities = md.arities;
-  }
-  int64_t max_span = 1;
-  for (int32_t h = 0; h < d->heads; h++) {
-    int32_t D = m_tree_depth(md.nb, m_arity(&md, h));
-    int64_t span = 1;
-    for (int32_t e = 0; e < D; e++)
-      span *= m_arity(&md, h);
-    if (span > max_span)
-      max_span = span;
-    md.dmax = D > md.dmax ? D : md.dmax;
-    md.depths[h] = rng_int(&r, -1, D);
-  }
-  d->depths = md.depths;
-  d->shift = rng_int(&r, 0, 1) ? rng_int(&r, 0, (int32_t)max_span) : 0;
-  d->window = rng_int(&r, 0, 1) ? rng_int(&r, 1, 40) : 0;
-  d->sink = rng_int(&r, 0, 2) == 0 ? rng_int(&r, 1, 20) : 0;
-  d->causal = rng_int(&r, 0, 1);
-  if (rng_int(&r, 0, 2) == 0 && md.dmax > 0) {
-    size_t n = (size_t)d->batch * d->heads * md.nb * md.dmax;
-    md.paths = malloc(n);
-    ck_assert_ptr_nonnull(md.paths);
-    for (int32_t b = 0; b < d->batch; b++)
-      for (int32_t h = 0; h < d->heads; h++)
-        for (int32_t k = 0; k < md.nb; k++)
-          for (int32_t lv = 0; lv < md.dmax; lv++)
-            md.paths[(((size_t)b * d->heads + h) * md.nb + k) * md.dmax + lv] =
-                (uint8_t)(lv < m_tree_depth(md.nb, m_arity(&md, h)) ? rng_int(&r, 0, 1) : 0);
-    d->paths = md.paths;
-  }
   float lb[8 * 16];
   int use_bias = rng_int(&r, 0, 1);
   for (int x = 0; x < 8 * 16; x++)

@@ -58,13 +58,6 @@ static dua_layout *create_ok(const dua_layout_desc *d) {
   return l;
 }
 
-static int32_t tree_depth(int32_t nb, int32_t p) {
-  int32_t d = 0;
-  for (int64_t s = 1; s < nb; s *= p)
-    d++;
-  return d;
-}
-
 /* ---------------------------------------------------------------- finite differences */
 
 /* One tiny problem. block is always 16. bias: 0 none, 1 random in [-1, 1], 2 random with -inf at the
@@ -184,7 +177,7 @@ START_TEST(test_finite_differences) {
   d.causal = c->causal;
   int32_t nb = (c->n + 15) / 16, dmax = 0, dhead[4];
   for (int32_t h = 0; h < c->heads; h++) {
-    dhead[h] = tree_depth(nb, c->arities[0] ? c->arities[h] : c->arity);
+    dhead[h] = m_tree_depth(nb, c->arities[0] ? c->arities[h] : c->arity);
     dmax = dhead[h] > dmax ? dhead[h] : dmax;
   }
   uint8_t *paths = NULL;
@@ -389,47 +382,8 @@ static void expect_close(float x, double ref, const char *what, size_t idx) {
 START_TEST(test_random_vs_dense) {
   rng r = test_rng_make(0xDE45Eull + 104729ull * (uint64_t)_i);
   model md;
-  memset(&md, 0, sizeof md);
+  m_random_rule_model(&md, &r, 100);
   dua_layout_desc *d = &md.desc;
-  d->block = 16;
-  d->seq_len = rng_int(&r, 0, 3) == 0 ? rng_int(&r, 1, 15) : rng_int(&r, 17, 100);
-  d->batch = rng_int(&r, 1, 2);
-  d->heads = rng_int(&r, 1, 4);
-  d->kv_heads = rng_int(&r, 0, 1) ? (d->heads % 2 == 0 ? d->heads / 2 : 1) : 0;
-  d->arity = rng_int(&r, 2, 3);
-  md.nb = (d->seq_len + 15) / 16;
-  if (rng_int(&r, 0, 1)) {
-    for (int32_t h = 0; h < d->heads; h++)
-      md.arities[h] = rng_int(&r, 2, 4);
-    d->arities = md.arities;
-  }
-  int64_t max_span = 1;
-  for (int32_t h = 0; h < d->heads; h++) {
-    int32_t D = tree_depth(md.nb, m_arity(&md, h));
-    int64_t span = 1;
-    for (int32_t e = 0; e < D; e++)
-      span *= m_arity(&md, h);
-    max_span = span > max_span ? span : max_span;
-    md.dmax = D > md.dmax ? D : md.dmax;
-    md.depths[h] = rng_int(&r, -1, D);
-  }
-  d->depths = md.depths;
-  d->shift = rng_int(&r, 0, 1) ? rng_int(&r, 0, (int32_t)max_span) : 0;
-  d->window = rng_int(&r, 0, 1) ? rng_int(&r, 1, 40) : 0;
-  d->sink = rng_int(&r, 0, 2) == 0 ? rng_int(&r, 1, 20) : 0;
-  d->causal = rng_int(&r, 0, 1);
-  if (rng_int(&r, 0, 2) == 0 && md.dmax > 0) {
-    size_t n = (size_t)d->batch * d->heads * md.nb * md.dmax;
-    md.paths = malloc(n);
-    ck_assert_ptr_nonnull(md.paths);
-    for (int32_t b = 0; b < d->batch; b++)
-      for (int32_t h = 0; h < d->heads; h++)
-        for (int32_t k = 0; k < md.nb; k++)
-          for (int32_t lv = 0; lv < md.dmax; lv++)
-            md.paths[(((size_t)b * d->heads + h) * md.nb + k) * md.dmax + lv] =
-                (uint8_t)(lv < tree_depth(md.nb, m_arity(&md, h)) ? rng_int(&r, 0, 1) : 0);
-    d->paths = md.paths;
-  }
   dua_layout *l = create_ok(d);
   int32_t B = d->batch, H = d->heads, N = d->seq_len, HKV = d->kv_heads ? d->kv_heads : H;
   int32_t dh = rng_int(&r, 1, 12), nlb = H * (md.dmax + 1);
