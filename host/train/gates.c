@@ -5,6 +5,7 @@
 #include "dua_train.h"
 
 #include <math.h>
+#include <string.h>
 
 static uint64_t mix(uint64_t z) {
   z += 0x9E3779B97F4A7C15ull;
@@ -96,6 +97,11 @@ void dua_gates_block_fractions(const uint8_t *paths, int B, int H, int nb, int D
   const double scale = 1.0 / ((double)B * nb * (nb + 1) / 2);
   for (int h = 0; h < H; h++) {
     double *fh = frac + (size_t)h * (D + 1);
+    if (!paths && h > 0) { /* the positional tree: every head alike */
+      memcpy(fh, frac, (size_t)(D + 1) * sizeof *fh);
+      base[h] = base[0];
+      continue;
+    }
     for (int k = 0; k <= D; k++)
       fh[k] = 0.0;
     base[h] = 0.0;

@@ -177,9 +177,10 @@ static dua_status create(dua_context *ctx, const dua_trainer_config *config, con
   for (int l = 0; l < L; l++) {
     dua_gates_lca_fractions(config->seq_len, config->block, config->arity, D, dua_layer_shift(config, l),
                             t->frac + (size_t)l * (D + 1));
-    dua_gates_block_fractions(NULL, 1, H, nb, D, config->arity, dua_layer_shift(config, l), config->block,
-                              config->window, config->sink, t->bfrac + (size_t)l * H * (D + 1),
-                              t->bbase + (size_t)l * H);
+    if (config->density_estimate == DUA_DENSITY_EXTRACTED) /* the only reader (content: per step instead) */
+      dua_gates_block_fractions(NULL, 1, H, nb, D, config->arity, dua_layer_shift(config, l), config->block,
+                                config->window, config->sink, t->bfrac + (size_t)l * H * (D + 1),
+                                t->bbase + (size_t)l * H);
   }
   if ((st = dense_block_density(config, &t->dense_blocks)) != DUA_SUCCESS) {
     dua_trainer_destroy(t);
