@@ -89,6 +89,18 @@ uint8_t *m_mask(const model *md) {
   return mask;
 }
 
+int64_t m_random_depths(model *md, test_rng *r) {
+  int64_t max_span = 1;
+  for (int32_t h = 0; h < md->desc.heads; h++) {
+    const int32_t D = m_tree_depth(md->nb, m_arity(md, h));
+    const int64_t span = m_pow(m_arity(md, h), D);
+    max_span = span > max_span ? span : max_span;
+    md->dmax = D > md->dmax ? D : md->dmax;
+    md->depths[h] = test_rng_int(r, -1, D);
+  }
+  return max_span;
+}
+
 void m_random_rule_model(model *md, test_rng *r, int32_t max_len) {
   memset(md, 0, sizeof *md);
   dua_layout_desc *d = &md->desc;
@@ -104,14 +116,7 @@ void m_random_rule_model(model *md, test_rng *r, int32_t max_len) {
       md->arities[h] = test_rng_int(r, 2, 4);
     d->arities = md->arities;
   }
-  int64_t max_span = 1;
-  for (int32_t h = 0; h < d->heads; h++) {
-    int32_t D = m_tree_depth(md->nb, m_arity(md, h));
-    int64_t span = m_pow(m_arity(md, h), D);
-    max_span = span > max_span ? span : max_span;
-    md->dmax = D > md->dmax ? D : md->dmax;
-    md->depths[h] = test_rng_int(r, -1, D);
-  }
+  const int64_t max_span = m_random_depths(md, r);
   d->depths = md->depths;
   d->shift = test_rng_int(r, 0, 1) ? test_rng_int(r, 0, (int32_t)max_span) : 0;
   d->window = test_rng_int(r, 0, 1) ? test_rng_int(r, 1, 40) : 0;

@@ -30,6 +30,9 @@ int32_t m_lca(const model *md, int32_t b, int32_t h, int32_t bm, int32_t bn);
 int m_tree(const model *md, int32_t b, int32_t h, int32_t i, int32_t j);
 int m_extra(const model *md, int32_t i, int32_t j);
 int m_visible(const model *md, int32_t b, int32_t h, int32_t i, int32_t j);
+/* Per head of md (nb, heads and arities set): md->depths[h] drawn in -1..D (D its tree depth), md->dmax the
+ * largest D; returns the largest p^D (the range of a useful shift). One draw per head, in head order. */
+int64_t m_random_depths(model *md, test_rng *r);
 /* A random rule layout into *md (zeroed first): block 16, 1 to 15 or 17 to max_len tokens, batch 1-2, heads
  * 1-4, GQA in half the draws, per-head arities in half, depths -1..D, and shift, window, sink, causal and
  * random content paths (md->paths, malloc'ed: the caller frees it) each in some. */

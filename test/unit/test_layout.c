@@ -45,15 +45,7 @@ static void m_random(model *md, rng *r, int features) {
       md->arities[h] = rng_int(r, 2, 5);
     d->arities = md->arities;
   }
-  int64_t max_span = 1;
-  for (int32_t h = 0; h < d->heads; h++) {
-    int32_t D = m_tree_depth(md->nb, m_arity(md, h));
-    if (D > md->dmax)
-      md->dmax = D;
-    if (m_pow(m_arity(md, h), D) > max_span)
-      max_span = m_pow(m_arity(md, h), D);
-    md->depths[h] = rng_int(r, -1, D);
-  }
+  const int64_t max_span = m_random_depths(md, r);
   if (features & F_DEPTH)
     d->depths = md->depths;
   if (features & F_SHIFT)
