@@ -562,17 +562,15 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
         for (int i = 0; i < OTILES; i++)
           acc[mt][i] *= (float4)(alpha0, alpha0, alpha1, alpha1);
       }
-      const float mu0 = m_run[mt][0] == -INFINITY ? 0.0f : m_run[mt][0],
-                  mu1 = m_run[mt][1] == -INFINITY ? 0.0f : m_run[mt][1]; /* all masked: p = 0 */
-      const float off0 = bt - mu0, off1 = bt - mu1;
-#else
-      const float mu0 = mx0 == -INFINITY ? 0.0f : mx0,
-                  mu1 = mx1 == -INFINITY ? 0.0f : mx1; /* all masked: p = 0 */
-      const float off0 = bt - mu0, off1 = bt - mu1;
-      const float alpha0 = fast_exp2(m_run[mt][0] - mu0), alpha1 = fast_exp2(m_run[mt][1] - mu1);
+#else /* the running max is the row max so far; O and the sums are rescaled after P */
+      const float alpha0 = fast_exp2(m_run[mt][0] - (mx0 == -INFINITY ? 0.0f : mx0)),
+                  alpha1 = fast_exp2(m_run[mt][1] - (mx1 == -INFINITY ? 0.0f : mx1));
       m_run[mt][0] = mx0;
       m_run[mt][1] = mx1;
 #endif
+      const float mu0 = m_run[mt][0] == -INFINITY ? 0.0f : m_run[mt][0],
+                  mu1 = m_run[mt][1] == -INFINITY ? 0.0f : m_run[mt][1]; /* all masked: p = 0 */
+      const float off0 = bt - mu0, off1 = bt - mu1;
       float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
       for (int i = 0; i < STILES; i++) {
