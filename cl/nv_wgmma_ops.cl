@@ -96,6 +96,15 @@ inline ulong wgmma_desc(__local const ushort *tile) {
   "{%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"                                        \
   "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
 
+/* Input operands of the statements below: the 16 registers of an A operand's four k-steps (a[kk], mma.sync
+ * A fragments), and the four k-steps' descriptors of a tile whose first is d (ks: one k-step, declared by the
+ * caller). */
+#define WGMMA_A_FRAGMENTS(a)                                                                                 \
+  "r"(a[0].s0), "r"(a[0].s1), "r"(a[0].s2), "r"(a[0].s3), "r"(a[1].s0), "r"(a[1].s1), "r"(a[1].s2),          \
+      "r"(a[1].s3), "r"(a[2].s0), "r"(a[2].s1), "r"(a[2].s2), "r"(a[2].s3), "r"(a[3].s0), "r"(a[3].s1),      \
+      "r"(a[3].s2), "r"(a[3].s3)
+#define WGMMA_DESC4(d) "l"(d), "l"(d + ks), "l"(d + 2 * ks), "l"(d + 3 * ks)
+
 /* The asm text of the statements below. WGMMA_BEGIN(P): predicate p from operand %P (1: D = A B + D), the
  * warp converged, the fence; WGMMA_COMMIT; WGMMA_WAIT(N): until at most N groups are pending, and the end. */
 #define WGMMA_BEGIN(P)                                                                                       \
@@ -133,8 +142,7 @@ inline void wgmma_ss_kmajor(float4 *d, __local const ushort *a, __local const us
   const ulong da = wgmma_desc(a), db = wgmma_desc(b), ks = 32 >> 4; /* a k-step: 32 bytes along the rows */
   asm volatile(WGMMA_BEGIN(40) WGMMA_SS4(WGMMA_D64, 32, 33, 34, 35, 36, 37, 38, 39) WGMMA_COMMIT WGMMA_WAIT(0)
                : WGMMA_D64_OPERANDS(d)
-               : "l"(da), "l"(da + ks), "l"(da + 2 * ks), "l"(da + 3 * ks), "l"(db), "l"(db + ks),
-                 "l"(db + 2 * ks), "l"(db + 3 * ks), "r"(1)
+               : WGMMA_DESC4(da), WGMMA_DESC4(db), "r"(1)
                : "memory");
 #endif
 }
@@ -150,10 +158,7 @@ inline void wgmma_rs_nmajor(float4 *d, const uint4 *a, __local const ushort *b E
   asm volatile(WGMMA_BEGIN(52) WGMMA_RS4(WGMMA_D64, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45,
                                          46, 47, 48, 49, 50, 51) WGMMA_COMMIT WGMMA_WAIT(0)
                : WGMMA_D64_OPERANDS(d)
-               : "r"(a[0].s0), "r"(a[0].s1), "r"(a[0].s2), "r"(a[0].s3), "r"(a[1].s0), "r"(a[1].s1),
-                 "r"(a[1].s2), "r"(a[1].s3), "r"(a[2].s0), "r"(a[2].s1), "r"(a[2].s2), "r"(a[2].s3),
-                 "r"(a[3].s0), "r"(a[3].s1), "r"(a[3].s2), "r"(a[3].s3), "l"(db), "l"(db + ks),
-                 "l"(db + 2 * ks), "l"(db + 3 * ks), "r"(1)
+               : WGMMA_A_FRAGMENTS(a), WGMMA_DESC4(db), "r"(1)
                : "memory");
 #endif
 }
@@ -173,11 +178,9 @@ inline void wgmma_ss_kmajor_two(float4 *d0, __local const ushort *a0, __local co
 #else
   const ulong da0 = wgmma_desc(a0), db0 = wgmma_desc(b0), da1 = wgmma_desc(a1), db1 = wgmma_desc(b1);
   const ulong ks = 32 >> 4;
-#define SS_TWO_OPERANDS                                                                                        \
+#define SS_TWO_OPERANDS                                                                                      \
   : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)                                                           \
-  : "l"(da0), "l"(da0 + ks), "l"(da0 + 2 * ks), "l"(da0 + 3 * ks), "l"(db0), "l"(db0 + ks), "l"(db0 + 2 * ks), \
-    "l"(db0 + 3 * ks), "l"(da1), "l"(da1 + ks), "l"(da1 + 2 * ks), "l"(da1 + 3 * ks), "l"(db1), "l"(db1 + ks),  \
-    "l"(db1 + 2 * ks), "l"(db1 + 3 * ks), "r"(1)                                                              \
+  : WGMMA_DESC4(da0), WGMMA_DESC4(db0), WGMMA_DESC4(da1), WGMMA_DESC4(db1), "r"(1)                          \
   : "memory"
 #define SS_TWO_FIRST WGMMA_SS4(WGMMA_D64, 64, 65, 66, 67, 68, 69, 70, 71)
 #define SS_TWO_SECOND WGMMA_SS4(WGMMA_D64_SECOND, 72, 73, 74, 75, 76, 77, 78, 79)
@@ -208,10 +211,6 @@ inline void wgmma_ss_kmajor_pair_first(float4 *d0, __local const ushort *a0, __l
  * backward's dV += P^T dO and dK += dS^T Q). Operands after the 64
  * accumulators: %64 .. %79 a0's fragments, %80 .. %95 a1's, %96 .. %99 b0's descriptors, %100 .. %103 b1's,
  * %104 = 1. */
-#define WGMMA_A_FRAGMENTS(a)                                                                                 \
-  "r"(a[0].s0), "r"(a[0].s1), "r"(a[0].s2), "r"(a[0].s3), "r"(a[1].s0), "r"(a[1].s1), "r"(a[1].s2),          \
-      "r"(a[1].s3), "r"(a[2].s0), "r"(a[2].s1), "r"(a[2].s2), "r"(a[2].s3), "r"(a[3].s0), "r"(a[3].s1),      \
-      "r"(a[3].s2), "r"(a[3].s3)
 inline void wgmma_rs_nmajor_pair(float4 *d0, const uint4 *a0, __local const ushort *b0, float4 *d1,
                                  const uint4 *a1, __local const ushort *b1 EMU_PARAMS) {
 #if DUA_MMA_EMULATE
@@ -224,8 +223,7 @@ inline void wgmma_rs_nmajor_pair(float4 *d0, const uint4 *a0, __local const usho
                    WGMMA_RS4(WGMMA_D64_SECOND, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95,
                              100, 101, 102, 103) WGMMA_COMMIT WGMMA_WAIT(0)
                : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)
-               : WGMMA_A_FRAGMENTS(a0), WGMMA_A_FRAGMENTS(a1), "l"(db0), "l"(db0 + ks), "l"(db0 + 2 * ks),
-                 "l"(db0 + 3 * ks), "l"(db1), "l"(db1 + ks), "l"(db1 + 2 * ks), "l"(db1 + 3 * ks), "r"(1)
+               : WGMMA_A_FRAGMENTS(a0), WGMMA_A_FRAGMENTS(a1), WGMMA_DESC4(db0), WGMMA_DESC4(db1), "r"(1)
                : "memory");
 #endif
 }
@@ -241,7 +239,7 @@ inline void wgmma_rs_nmajor_then_wait1(float4 *d0, const uint4 *a0, __local cons
   asm volatile(WGMMA_BEGIN(84) WGMMA_RS4(WGMMA_D64, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77,
                                          78, 79, 80, 81, 82, 83) WGMMA_COMMIT WGMMA_WAIT(1)
                : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)
-               : WGMMA_A_FRAGMENTS(a0), "l"(db0), "l"(db0 + ks), "l"(db0 + 2 * ks), "l"(db0 + 3 * ks), "r"(1)
+               : WGMMA_A_FRAGMENTS(a0), WGMMA_DESC4(db0), "r"(1)
                : "memory");
 #endif
 }
@@ -261,7 +259,7 @@ inline void wgmma_rs_nmajor_then_wait0(float4 *d1, const uint4 *a1, __local cons
   asm volatile(WGMMA_BEGIN(100) WGMMA_RS4(WGMMA_D64, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93,
                                           94, 95, 96, 97, 98, 99) WGMMA_COMMIT WGMMA_WAIT(0)
                : WGMMA_D64_OPERANDS(d1), WGMMA_D64_OPERANDS(d0), WGMMA_A_FRAGMENTS_RW(a0)
-               : WGMMA_A_FRAGMENTS(a1), "l"(db1), "l"(db1 + ks), "l"(db1 + 2 * ks), "l"(db1 + 3 * ks), "r"(1)
+               : WGMMA_A_FRAGMENTS(a1), WGMMA_DESC4(db1), "r"(1)
                : "memory");
 #endif
 }
