@@ -269,13 +269,28 @@ inline float tile_stat(__global const float *lse, __global const float *delta, l
   return x;
 }
 
-/* LSE and delta of query tile rows i0 + 2 lane, + 1 (row_stats): (lse, lse, delta, delta) */
-inline float4 lane_stats(__global const float *lse, __global const float *delta, long4 lse_strides,
-                         long lse_offset, long delta_offset, int b, int h, int i0, dua_fwd_shape shape) {
+/* The LSE and delta of query tile rows i0 + 2 lane, + 1 as stored (rows past the sequence read the last row):
+ * loads only, with no branch and no arithmetic on the loaded values, so that nothing waits for them before
+ * lane_stats_ready, a tile later. (A multiply right after each load made the dK/dV pass's walk to its next
+ * tile wait for two round trips to memory; without it the backward is 2-4% faster on an H100:
+ * bench/NOTES-mma.md, sixteenth session.) */
+inline float4 lane_stats_raw(__global const float *lse, __global const float *delta, long4 lse_strides,
+                             long lse_offset, long delta_offset, int b, int h, int i0, dua_fwd_shape shape) {
   const int r = i0 + 2 * (get_local_id(0) & 31);
-  const float2 a = row_stats(lse, delta, lse_strides, lse_offset, delta_offset, b, h, r, shape),
-               c = row_stats(lse, delta, lse_strides, lse_offset, delta_offset, b, h, r + 1, shape);
-  return (float4)(a.x, c.x, a.y, c.y);
+  const int r0 = min(r, shape.n_tokens - 1), r1 = min(r + 1, shape.n_tokens - 1);
+  __global const float *l = lse + lse_offset + b * lse_strides.s0 + h * lse_strides.s1;
+  __global const float *d = delta + delta_offset + ((long)b * shape.hq + h) * shape.n_tokens;
+  return (float4)(l[r0 * lse_strides.s2], l[r1 * lse_strides.s2], d[r0], d[r1]);
+}
+
+/* (lse, lse, delta, delta) of those rows from lane_stats_raw's values, as row_stats gives them: the LSE in
+ * log2 units, both 0 past the sequence, an empty row's LSE (-inf) 0. */
+inline float4 lane_stats_ready(float4 raw, int i0, dua_fwd_shape shape) {
+  const int r = i0 + 2 * (get_local_id(0) & 31);
+  const float l0 = raw.s0 * DUA_LOG2E, l1 = raw.s1 * DUA_LOG2E;
+  return (float4)(r < shape.n_tokens && !isinf(l0) ? l0 : 0.0f,
+                  r + 1 < shape.n_tokens && !isinf(l1) ? l1 : 0.0f, r < shape.n_tokens ? raw.s2 : 0.0f,
+                  r + 1 < shape.n_tokens ? raw.s3 : 0.0f);
 }
 
 /* Starts the copy of key tile rows [j0, j0 + 64) (K into k_t, V into v_t). */
@@ -440,7 +455,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 #if DUA_WGMMA
   __local ushort k_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* K rows of the work-group */
   __local ushort v_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* V rows */
-  /* (48 KB with the query tiles: the tile's LSE and delta stay in registers, lane_stats) */
+  /* (48 KB with the query tiles: the tile's LSE and delta stay in registers, lane_stats_ready) */
 #else
   __local ushort *const k_s = q_s, *const v_s = do_s; /* K and V pass through the query tiles' buffers */
   __local float stats[2 * BN];                        /* lse (log2 units), delta of the tile (tile_stat) */
@@ -477,9 +492,10 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
   /* LSE and delta of the tile's query rows 2 lane, + 1: loaded a tile ahead (the next tile's while this one
    * is computed; in the loop they stalled the softmax: 1.28x on an H100), each work-item's columns taken
    * from the lanes that hold them (shuffles) */
-  float4 lane_st =
-      have ? lane_stats(lse, delta, lse_strides, aux_offsets.s2, aux_offsets.s3, b, cur.h, cur.i0, shape)
-           : (float4)(0.0f);
+  float4 lane_st = have ? lane_stats_ready(lane_stats_raw(lse, delta, lse_strides, aux_offsets.s2,
+                                                          aux_offsets.s3, b, cur.h, cur.i0, shape),
+                                           cur.i0, shape)
+                        : (float4)(0.0f);
 #endif
   int stage = 0; /* BWD_STAGES 2: the buffers of tile j */
   while (have) {
@@ -492,9 +508,9 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     if (have_next) /* tile j + 1 streams in while tile j is computed */
       load_query_tile(q_s + (stage ^ 1) * STAGED_TILE, do_s + (stage ^ 1) * STAGED_TILE, q, d_o, q_strides,
                       do_strides, offsets, b, nxt.h, nxt.i0, shape.n_tokens);
-    const float4 next_st = have_next ? lane_stats(lse, delta, lse_strides, aux_offsets.s2, aux_offsets.s3, b,
-                                                  nxt.h, nxt.i0, shape)
-                                     : (float4)(0.0f);
+    const float4 next_raw = have_next ? lane_stats_raw(lse, delta, lse_strides, aux_offsets.s2,
+                                                       aux_offsets.s3, b, nxt.h, nxt.i0, shape)
+                                      : (float4)(0.0f);
     cp_commit();
     /* unmasked tiles per work-group, as the dq pass: every key at or before every row of the tile */
     const int elementwise =
@@ -541,7 +557,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 #endif
     }
 #if BWD_STAGES == 2
-    lane_st = next_st;
+    lane_st = lane_stats_ready(next_raw, nxt.i0, shape); /* loaded a tile ago */
     cur = nxt;
     have = have_next;
     stage ^= 1;
