@@ -233,9 +233,14 @@ inline int next_query_tile(query_tile_pos *p, int h_end, int b, int n, int key0,
   }
 }
 
-/* LSE (log2 units) and delta of query row `row` (< n_tokens) of (batch b, query head h). */
+/* LSE (as stored; lse2_at: in log2 units) and delta of query row `row` (< n_tokens) of (batch b, query head
+ * h). */
+inline float lse_at(__global const float *lse, long4 lse_strides, long lse_offset, int b, int h, int row) {
+  return lse[lse_offset + b * lse_strides.s0 + h * lse_strides.s1 + row * lse_strides.s2];
+}
+
 inline float lse2_at(__global const float *lse, long4 lse_strides, long lse_offset, int b, int h, int row) {
-  return lse[lse_offset + b * lse_strides.s0 + h * lse_strides.s1 + row * lse_strides.s2] * DUA_LOG2E;
+  return lse_at(lse, lse_strides, lse_offset, b, h, row) * DUA_LOG2E;
 }
 
 inline float delta_at(__global const float *delta, long delta_offset, int b, int h, int row,
@@ -243,15 +248,20 @@ inline float delta_at(__global const float *delta, long delta_offset, int b, int
   return delta[delta_offset + ((long)b * shape.hq + h) * shape.n_tokens + row];
 }
 
-/* Both, 0 past the sequence, and an empty row's LSE (-inf) as 0: all its scores are masked. */
+/* (LSE in log2 units, delta) of a row from its stored values, an empty row's LSE (-inf) as 0: all its scores
+ * are masked. */
+inline float2 stats_of(float lse, float dl) {
+  const float l2 = lse * DUA_LOG2E;
+  return (float2)(isinf(l2) ? 0.0f : l2, dl);
+}
+
+/* stats_of row `row`, 0 past the sequence. */
 inline float2 row_stats(__global const float *lse, __global const float *delta, long4 lse_strides,
                         long lse_offset, long delta_offset, int b, int h, int row, dua_fwd_shape shape) {
-  float l2 = 0.0f, dl = 0.0f;
-  if (row < shape.n_tokens) {
-    l2 = lse2_at(lse, lse_strides, lse_offset, b, h, row);
-    dl = delta_at(delta, delta_offset, b, h, row, shape);
-  }
-  return (float2)(isinf(l2) ? 0.0f : l2, dl);
+  if (row >= shape.n_tokens)
+    return (float2)(0.0f);
+  return stats_of(lse_at(lse, lse_strides, lse_offset, b, h, row),
+                  delta_at(delta, delta_offset, b, h, row, shape));
 }
 
 /* The statistic of query tile rows [i0, i0 + 64) of head h that work-item tid stages (THREADS == 2 BN): the
@@ -278,19 +288,17 @@ inline float4 lane_stats_raw(__global const float *lse, __global const float *de
                              long lse_offset, long delta_offset, int b, int h, int i0, dua_fwd_shape shape) {
   const int r = i0 + 2 * (get_local_id(0) & 31);
   const int r0 = min(r, shape.n_tokens - 1), r1 = min(r + 1, shape.n_tokens - 1);
-  __global const float *l = lse + lse_offset + b * lse_strides.s0 + h * lse_strides.s1;
-  __global const float *d = delta + delta_offset + ((long)b * shape.hq + h) * shape.n_tokens;
-  return (float4)(l[r0 * lse_strides.s2], l[r1 * lse_strides.s2], d[r0], d[r1]);
+  return (
+      float4)(lse_at(lse, lse_strides, lse_offset, b, h, r0), lse_at(lse, lse_strides, lse_offset, b, h, r1),
+              delta_at(delta, delta_offset, b, h, r0, shape), delta_at(delta, delta_offset, b, h, r1, shape));
 }
 
-/* (lse, lse, delta, delta) of those rows from lane_stats_raw's values, as row_stats gives them: the LSE in
- * log2 units, both 0 past the sequence, an empty row's LSE (-inf) 0. */
+/* (lse, lse, delta, delta) of those rows from lane_stats_raw's values, as row_stats gives them. */
 inline float4 lane_stats_ready(float4 raw, int i0, dua_fwd_shape shape) {
   const int r = i0 + 2 * (get_local_id(0) & 31);
-  const float l0 = raw.s0 * DUA_LOG2E, l1 = raw.s1 * DUA_LOG2E;
-  return (float4)(r < shape.n_tokens && !isinf(l0) ? l0 : 0.0f,
-                  r + 1 < shape.n_tokens && !isinf(l1) ? l1 : 0.0f, r < shape.n_tokens ? raw.s2 : 0.0f,
-                  r + 1 < shape.n_tokens ? raw.s3 : 0.0f);
+  const float2 a = r < shape.n_tokens ? stats_of(raw.s0, raw.s2) : (float2)(0.0f),
+               c = r + 1 < shape.n_tokens ? stats_of(raw.s1, raw.s3) : (float2)(0.0f);
+  return (float4)(a.x, c.x, a.y, c.y);
 }
 
 /* Starts the copy of key tile rows [j0, j0 + 64) (K into k_t, V into v_t). */
