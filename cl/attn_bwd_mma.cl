@@ -59,6 +59,11 @@ inline void staged_tile_ready(void) {
   barrier(CLK_LOCAL_MEM_FENCE);
 }
 
+/* c0[i] = c1[i] = 0 for i < N, N a compile-time constant (a fully unrolled loop: the arrays stay in
+ * registers) */
+#define ZERO_TILES(c0, c1, N)                                                                                \
+  _Pragma("unroll") for (int zi_ = 0; zi_ < (N); zi_++) c0[zi_] = c1[zi_] = (float4)(0.0f)
+
 /* P (or dS) of one 16-row fragment block, C layout x[i] (8 columns each, n_tiles of them), packed as A
  * fragments of the next product over those columns: step kk takes C tiles 2kk and 2kk + 1 (as the forward's
  * P). */
@@ -76,15 +81,13 @@ inline void pack_a(const float4 *x, uint4 *a, int n_tiles) {
   }
 }
 
-/* The first two products of a tile: c0 = a0 t0^T and c1 = a1 t1^T over HEAD_DIM, 8 n_tiles columns each
+/* The first two products of a tile: c0 += a0 t0^T and c1 += a1 t1^T over HEAD_DIM, 8 n_tiles columns each
  * (wgmma: STILES): a0, a1 the work-group's own rows (this warp's 16 as C rows), the rows of tiles t0, t1
  * (row-major: K-major for wgmma) the columns of C. wgmma: both in one asm statement (one wait for the pair).
- */
+ * The caller zeroes c0 and c1 with a loop of constant count (ZERO_TILES): a loop over n_tiles here was
+ * unrolled only partly, which left both arrays in local memory (stack) for the whole tile. */
 inline void mma_rows_x_tiles(float4 *c0, rows_operand a0, __local const ushort *t0, float4 *c1,
                              rows_operand a1, __local const ushort *t1, int n_tiles EMU_PARAMS) {
-#pragma unroll
-  for (int i = 0; i < n_tiles; i++)
-    c0[i] = c1[i] = (float4)(0.0f);
 #if DUA_WGMMA
   wgmma_ss_kmajor_pair(c0, a0, t0, c1, a1, t1 EMU_ARGS);
 #else
@@ -185,6 +188,16 @@ inline void softmax_grad(float4 *p_out, float4 *ds_out, float4 s, float4 dp, flo
   }
   *p_out = (float4)(p[0], p[1], p[2], p[3]);
   *ds_out = (float4)(g[0], g[1], g[2], g[3]);
+}
+
+/* softmax_grad of a tile that needs no element mask: p = exp2(s scale - lse), one fma and one ex2 per score,
+ * with no branch (the masked version's per-score branches kept every score's chain apart in the SASS). */
+inline void softmax_grad_full(float4 *p_out, float4 *ds_out, float4 s, float4 dp, float4 lse2, float4 dlt,
+                              float scale_log2) {
+  const float4 y = s * scale_log2 - lse2; /* contracted to one fma per score */
+  const float4 p = (float4)(fast_exp2(y.s0), fast_exp2(y.s1), fast_exp2(y.s2), fast_exp2(y.s3));
+  *p_out = p;
+  *ds_out = p * (dp - dlt);
 }
 
 /* The dkdv pass's walk: position of the query tile being processed (query head h, item of the transposed
@@ -397,11 +410,18 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     const int elementwise = !cur.full;
 #endif
     float4 s[STILES], dp[STILES]; /* S, then P; dP, then dS */
+    ZERO_TILES(s, dp, STILES);
     mma_rows_x_tiles(s, qa, k_t, dp, ga, v_t, STILES EMU_ARGS);
+    if (elementwise) {
 #pragma unroll
-    for (int i = 0; i < STILES; i++)
-      softmax_grad(&s[i], &dp[i], s[i], dp[i], lse4, dlt4, r_lo, cur.j0 + 8 * i + 2 * t, elementwise,
-                   cur.shared, 1, scale_log2, shape);
+      for (int i = 0; i < STILES; i++)
+        softmax_grad(&s[i], &dp[i], s[i], dp[i], lse4, dlt4, r_lo, cur.j0 + 8 * i + 2 * t, 1, cur.shared, 1,
+                     scale_log2, shape);
+    } else {
+#pragma unroll
+      for (int i = 0; i < STILES; i++)
+        softmax_grad_full(&s[i], &dp[i], s[i], dp[i], lse4, dlt4, scale_log2);
+    }
     uint4 dsa[PSTEPS];
     pack_a(dp, dsa, STILES);
     mma_acc_tile(acc, dsa, k_t EMU_ARGS); /* dQ += dS K */
@@ -538,22 +558,37 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 #pragma unroll
     for (int c0 = 0; c0 < BN; c0 += KV_COLS) {
       float4 s[KV_COLS / 8], dp[KV_COLS / 8]; /* S^T, then P^T; dP^T, then dS^T */
+      ZERO_TILES(s, dp, KV_COLS / 8);
       mma_rows_x_tiles(s, ka, q_t + c0 * K_PITCH, dp, va, do_t + c0 * V_PITCH, KV_COLS / 8 EMU_ARGS);
-#pragma unroll
-      for (int i = 0; i < KV_COLS / 8; i++) {
-        const int c = c0 + 8 * i + 2 * t; /* query columns i0 + c, + 1 */
+/* the LSE (l4) and delta (d4) of query columns i0 + c, + 1 */
 #if DUA_WGMMA
-        const int src = c >> 1; /* the lane holding columns c, c + 1 */
-        const float2 l2 = (float2)(shfl_idx(lane_st.s0, src EMU_ARGS), shfl_idx(lane_st.s1, src EMU_ARGS)),
-                     d2 = (float2)(shfl_idx(lane_st.s2, src EMU_ARGS), shfl_idx(lane_st.s3, src EMU_ARGS));
-        const float4 l4 = (float4)(l2, l2), d4 = (float4)(d2, d2);
+#define COLUMN_STATS(c)                                                                                      \
+  const int src = (c) >> 1; /* the lane holding columns c, c + 1 */                                          \
+  const float2 l2 = (float2)(shfl_idx(lane_st.s0, src EMU_ARGS), shfl_idx(lane_st.s1, src EMU_ARGS)),        \
+               d2 = (float2)(shfl_idx(lane_st.s2, src EMU_ARGS), shfl_idx(lane_st.s3, src EMU_ARGS));        \
+  const float4 l4 = (float4)(l2, l2), d4 = (float4)(d2, d2)
 #else
-        const float4 l4 = (float4)(stats[c], stats[c + 1], stats[c], stats[c + 1]);
-        const float4 d4 = (float4)(stats[BN + c], stats[BN + c + 1], stats[BN + c], stats[BN + c + 1]);
+#define COLUMN_STATS(c)                                                                                      \
+  const float4 l4 = (float4)(stats[c], stats[(c) + 1], stats[c], stats[(c) + 1]);                            \
+  const float4 d4 = (float4)(stats[BN + (c)], stats[BN + (c) + 1], stats[BN + (c)], stats[BN + (c) + 1])
 #endif
-        softmax_grad(&s[i], &dp[i], s[i], dp[i], l4, d4, k_lo, cur.i0 + c, elementwise, cur.shared, 0,
-                     scale_log2, shape);
+      if (elementwise) {
+#pragma unroll
+        for (int i = 0; i < KV_COLS / 8; i++) {
+          const int c = c0 + 8 * i + 2 * t; /* query columns i0 + c, + 1 */
+          COLUMN_STATS(c);
+          softmax_grad(&s[i], &dp[i], s[i], dp[i], l4, d4, k_lo, cur.i0 + c, 1, cur.shared, 0, scale_log2,
+                       shape);
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < KV_COLS / 8; i++) {
+          const int c = c0 + 8 * i + 2 * t;
+          COLUMN_STATS(c);
+          softmax_grad_full(&s[i], &dp[i], s[i], dp[i], l4, d4, scale_log2);
+        }
       }
+#undef COLUMN_STATS
       uint4 pa[KV_COLS / 16], dsa[KV_COLS / 16];
       pack_a(s, pa, KV_COLS / 8);
       pack_a(dp, dsa, KV_COLS / 8);
