@@ -366,13 +366,6 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
                 (__global const ushort *)(q + offsets.s0 + b * q_strides.s0 + h * q_strides.s1), q_strides.s2,
                 (__global const ushort *)(d_o + offsets.s3 + b * do_strides.s0 + h * do_strides.s1),
                 do_strides.s2, row0, shape.n_tokens EMU_ARGS);
-  /* LSE and delta of rows g, g + 8 */
-  const int r_lo = row0 + warp * 16 + g;
-  const float2 st_lo = row_stats(lse, delta, lse_strides, aux_offsets.s1, aux_offsets.s2, b, h, r_lo, shape);
-  const float2 st_hi =
-      row_stats(lse, delta, lse_strides, aux_offsets.s1, aux_offsets.s2, b, h, r_lo + 8, shape);
-  const float4 lse4 = (float4)(st_lo.x, st_lo.x, st_hi.x, st_hi.x),
-               dlt4 = (float4)(st_lo.y, st_lo.y, st_hi.y, st_hi.y);
   float4 acc[OTILES];
 #pragma unroll
   for (int i = 0; i < OTILES; i++)
@@ -387,6 +380,14 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
   }
   cp_commit();
 #endif
+  /* LSE and delta of rows g, g + 8: loaded after the copies above are issued (each load's value is used at
+   * once, so the work-items wait here; the copies are then already on their way) */
+  const int r_lo = row0 + warp * 16 + g;
+  const float2 st_lo = row_stats(lse, delta, lse_strides, aux_offsets.s1, aux_offsets.s2, b, h, r_lo, shape);
+  const float2 st_hi =
+      row_stats(lse, delta, lse_strides, aux_offsets.s1, aux_offsets.s2, b, h, r_lo + 8, shape);
+  const float4 lse4 = (float4)(st_lo.x, st_lo.x, st_hi.x, st_hi.x),
+               dlt4 = (float4)(st_lo.y, st_lo.y, st_hi.y, st_hi.y);
   int stage = 0; /* BWD_STAGES 2: the buffers of tile j */
   while (have) {
     __local ushort *k_t = k_s + stage * STAGED_TILE, *v_t = v_s + stage * STAGED_TILE;
@@ -520,16 +521,17 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
   /* LSE and delta of the tile's query rows 2 lane, + 1: loaded a tile ahead (the next tile's while this one
    * is computed; in the loop they stalled the softmax: 1.28x on an H100), each work-item's columns taken
    * from the lanes that hold them (shuffles) */
-  float4 lane_st = have ? lane_stats_ready(lane_stats_raw(lse, delta, lse_strides, aux_offsets.s2,
-                                                          aux_offsets.s3, b, cur.h, cur.i0, shape),
-                                           cur.i0, shape)
-                        : (float4)(0.0f);
+  float4 lane_raw =
+      have ? lane_stats_raw(lse, delta, lse_strides, aux_offsets.s2, aux_offsets.s3, b, cur.h, cur.i0, shape)
+           : (float4)(0.0f);
 #endif
   int stage = 0; /* BWD_STAGES 2: the buffers of tile j */
   while (have) {
     __local ushort *q_t = q_s + stage * STAGED_TILE, *do_t = do_s + stage * STAGED_TILE;
 #if BWD_STAGES == 2
     staged_tile_ready();
+    const float4 lane_st =
+        lane_stats_ready(lane_raw, cur.i0, shape); /* loaded a tile ago, or in the prologue */
     query_tile_pos nxt = cur;
     const int have_next = next_query_tile(&nxt, h_end, b, n, key0, shape, head_rules, paths, tlist_counts,
                                           tlist_full, tlist_indices);
@@ -600,7 +602,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 #endif
     }
 #if BWD_STAGES == 2
-    lane_st = lane_stats_ready(next_raw, nxt.i0, shape); /* loaded a tile ago */
+    lane_raw = next_raw;
     cur = nxt;
     have = have_next;
     stage ^= 1;
