@@ -59,10 +59,14 @@ inline void staged_tile_ready(void) {
   barrier(CLK_LOCAL_MEM_FENCE);
 }
 
-/* c0[i] = c1[i] = 0 for i < N, N a compile-time constant (a fully unrolled loop: the arrays stay in
- * registers) */
-#define ZERO_TILES(c0, c1, N)                                                                                \
-  _Pragma("unroll") for (int zi_ = 0; zi_ < (N); zi_++) c0[zi_] = c1[zi_] = (float4)(0.0f)
+/* s[i] = 0 and dp[i] = -(delta of tile i's elements), the accumulators of a tile's first two products, for
+ * i < N, N a compile-time constant (a fully unrolled loop: the arrays stay in registers). dP's products then
+ * add onto -delta, and softmax_grad takes dP - delta as it is (one subtraction per score fewer). */
+#define START_TILES(s, dp, neg_delta_of, N)                                                                  \
+  _Pragma("unroll") for (int zi_ = 0; zi_ < (N); zi_++) {                                                    \
+    s[zi_] = (float4)(0.0f);                                                                                 \
+    dp[zi_] = neg_delta_of(zi_);                                                                             \
+  }
 
 /* P (or dS) of one 16-row fragment block, C layout x[i] (8 columns each, n_tiles of them), packed as A
  * fragments of the next product over those columns: step kk takes C tiles 2kk and 2kk + 1 (as the forward's
@@ -84,7 +88,7 @@ inline void pack_a(const float4 *x, uint4 *a, int n_tiles) {
 /* The first two products of a tile: c0 += a0 t0^T and c1 += a1 t1^T over HEAD_DIM, 8 n_tiles columns each
  * (wgmma: STILES): a0, a1 the work-group's own rows (this warp's 16 as C rows), the rows of tiles t0, t1
  * (row-major: K-major for wgmma) the columns of C. wgmma: both in one asm statement (one wait for the pair).
- * The caller zeroes c0 and c1 with a loop of constant count (ZERO_TILES): a loop over n_tiles here was
+ * The caller starts c0 and c1 with a loop of constant count (START_TILES): a loop over n_tiles here was
  * unrolled only partly, which left both arrays in local memory (stack) for the whole tile. */
 inline void mma_rows_x_tiles(float4 *c0, rows_operand a0, __local const ushort *t0, float4 *c1,
                              rows_operand a1, __local const ushort *t1, int n_tiles EMU_PARAMS) {
@@ -164,15 +168,15 @@ inline void load_own_rows(rows_operand *a, rows_operand *b, __local ushort *x_s,
 #endif
 }
 
-/* One 16 x 8 C tile of scores s and of dP: element e of lane (g, t) is (row row_lo + 8 (e >> 1), column
- * col_lo + (e & 1)). *p = exp2(x - lse2) of the scaled, masked scores x and *ds = P (dP - delta);
- * rows_are_queries: C rows are query rows (dq pass), else keys (dkdv pass: C columns are the queries). lse2
- * and dlt per element. */
-inline void softmax_grad(float4 *p_out, float4 *ds_out, float4 s, float4 dp, float4 lse2, float4 dlt,
-                         int row_lo, int col_lo, int elementwise, int shared, int rows_are_queries,
-                         float scale_log2, dua_fwd_shape shape) {
-  float x[4] = {s.s0, s.s1, s.s2, s.s3}, d[4] = {dp.s0, dp.s1, dp.s2, dp.s3};
-  float l[4] = {lse2.s0, lse2.s1, lse2.s2, lse2.s3}, dl[4] = {dlt.s0, dlt.s1, dlt.s2, dlt.s3};
+/* One 16 x 8 C tile of scores s and of dP - delta (dp_dlt, START_TILES): element e of lane (g, t) is (row
+ * row_lo + 8 (e >> 1), column col_lo + (e & 1)). *p = exp2(x - lse2) of the scaled, masked scores x and *ds =
+ * P (dP - delta); rows_are_queries: C rows are query rows (dq pass), else keys (dkdv pass: C columns are the
+ * queries). lse2 per element. */
+inline void softmax_grad(float4 *p_out, float4 *ds_out, float4 s, float4 dp_dlt, float4 lse2, int row_lo,
+                         int col_lo, int elementwise, int shared, int rows_are_queries, float scale_log2,
+                         dua_fwd_shape shape) {
+  float x[4] = {s.s0, s.s1, s.s2, s.s3}, d[4] = {dp_dlt.s0, dp_dlt.s1, dp_dlt.s2, dp_dlt.s3};
+  float l[4] = {lse2.s0, lse2.s1, lse2.s2, lse2.s3};
   float p[4], g[4];
 #pragma unroll
   for (int e = 0; e < 4; e++) {
@@ -184,7 +188,7 @@ inline void softmax_grad(float4 *p_out, float4 *ds_out, float4 s, float4 dp, flo
     else
       y = x[e] * scale_log2;
     p[e] = y == -INFINITY ? 0.0f : fast_exp2(y - l[e]);
-    g[e] = p[e] * (d[e] - dl[e]);
+    g[e] = p[e] * d[e];
   }
   *p_out = (float4)(p[0], p[1], p[2], p[3]);
   *ds_out = (float4)(g[0], g[1], g[2], g[3]);
@@ -192,12 +196,12 @@ inline void softmax_grad(float4 *p_out, float4 *ds_out, float4 s, float4 dp, flo
 
 /* softmax_grad of a tile that needs no element mask: p = exp2(s scale - lse), one fma and one ex2 per score,
  * with no branch (the masked version's per-score branches kept every score's chain apart in the SASS). */
-inline void softmax_grad_full(float4 *p_out, float4 *ds_out, float4 s, float4 dp, float4 lse2, float4 dlt,
+inline void softmax_grad_full(float4 *p_out, float4 *ds_out, float4 s, float4 dp_dlt, float4 lse2,
                               float scale_log2) {
   const float4 y = s * scale_log2 - lse2; /* contracted to one fma per score */
   const float4 p = (float4)(fast_exp2(y.s0), fast_exp2(y.s1), fast_exp2(y.s2), fast_exp2(y.s3));
   *p_out = p;
-  *ds_out = p * (dp - dlt);
+  *ds_out = p * dp_dlt;
 }
 
 /* The dkdv pass's walk: position of the query tile being processed (query head h, item of the transposed
@@ -314,6 +318,19 @@ inline float4 lane_stats_ready(float4 raw, int i0, dua_fwd_shape shape) {
   return (float4)(a.x, c.x, a.y, c.y);
 }
 
+/* The dkdv pass's statistic (x_c, x_c+1, x_c, x_c+1) of query columns c, c + 1 (c even) in a C tile: from
+ * the lane holding them, whose (x_lo, x_hi) are its columns 2 lane, + 1 (lane_stats_ready; shuffles) */
+inline float4 column_pair(float x_lo, float x_hi, int c EMU_PARAMS) {
+  const int src = c >> 1;
+  const float2 x = (float2)(shfl_idx(x_lo, src EMU_ARGS), shfl_idx(x_hi, src EMU_ARGS));
+  return (float4)(x, x);
+}
+
+/* The same from a statistic staged per column in local memory (tile_stat) */
+inline float4 column_pair_staged(__local const float *x, int c) {
+  return (float4)(x[c], x[c + 1], x[c], x[c + 1]);
+}
+
 /* Starts the copy of key tile rows [j0, j0 + 64) (K into k_t, V into v_t). */
 inline void load_key_tile(__local ushort *k_t, __local ushort *v_t, __global const ushort *k_bh,
                           long k_stride, __global const ushort *v_bh, long v_stride, int j0, int n_tokens) {
@@ -387,7 +404,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
   const float2 st_hi =
       row_stats(lse, delta, lse_strides, aux_offsets.s1, aux_offsets.s2, b, h, r_lo + 8, shape);
   const float4 lse4 = (float4)(st_lo.x, st_lo.x, st_hi.x, st_hi.x),
-               dlt4 = (float4)(st_lo.y, st_lo.y, st_hi.y, st_hi.y);
+               neg_dlt4 = -(float4)(st_lo.y, st_lo.y, st_hi.y, st_hi.y);
   int stage = 0; /* BWD_STAGES 2: the buffers of tile j */
   while (have) {
     __local ushort *k_t = k_s + stage * STAGED_TILE, *v_t = v_s + stage * STAGED_TILE;
@@ -411,17 +428,19 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     const int elementwise = !cur.full;
 #endif
     float4 s[STILES], dp[STILES]; /* S, then P; dP, then dS */
-    ZERO_TILES(s, dp, STILES);
+#define ROW_NEG_DELTA(i) neg_dlt4 /* every tile's: the rows' */
+    START_TILES(s, dp, ROW_NEG_DELTA, STILES);
+#undef ROW_NEG_DELTA
     mma_rows_x_tiles(s, qa, k_t, dp, ga, v_t, STILES EMU_ARGS);
     if (elementwise) {
 #pragma unroll
       for (int i = 0; i < STILES; i++)
-        softmax_grad(&s[i], &dp[i], s[i], dp[i], lse4, dlt4, r_lo, cur.j0 + 8 * i + 2 * t, 1, cur.shared, 1,
+        softmax_grad(&s[i], &dp[i], s[i], dp[i], lse4, r_lo, cur.j0 + 8 * i + 2 * t, 1, cur.shared, 1,
                      scale_log2, shape);
     } else {
 #pragma unroll
       for (int i = 0; i < STILES; i++)
-        softmax_grad_full(&s[i], &dp[i], s[i], dp[i], lse4, dlt4, scale_log2);
+        softmax_grad_full(&s[i], &dp[i], s[i], dp[i], lse4, scale_log2);
     }
     uint4 dsa[PSTEPS];
     pack_a(dp, dsa, STILES);
@@ -560,37 +579,37 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 #pragma unroll
     for (int c0 = 0; c0 < BN; c0 += KV_COLS) {
       float4 s[KV_COLS / 8], dp[KV_COLS / 8]; /* S^T, then P^T; dP^T, then dS^T */
-      ZERO_TILES(s, dp, KV_COLS / 8);
-      mma_rows_x_tiles(s, ka, q_t + c0 * K_PITCH, dp, va, do_t + c0 * V_PITCH, KV_COLS / 8 EMU_ARGS);
-/* the LSE (l4) and delta (d4) of query columns i0 + c, + 1 */
+/* the LSE (log2 units) and the delta of query columns i0 + c, + 1, as (c, c + 1, c, c + 1) */
 #if DUA_WGMMA
-#define COLUMN_STATS(c)                                                                                      \
-  const int src = (c) >> 1; /* the lane holding columns c, c + 1 */                                          \
-  const float2 l2 = (float2)(shfl_idx(lane_st.s0, src EMU_ARGS), shfl_idx(lane_st.s1, src EMU_ARGS)),        \
-               d2 = (float2)(shfl_idx(lane_st.s2, src EMU_ARGS), shfl_idx(lane_st.s3, src EMU_ARGS));        \
-  const float4 l4 = (float4)(l2, l2), d4 = (float4)(d2, d2)
+#define COLUMN_LSE(c) column_pair(lane_st.s0, lane_st.s1, c EMU_ARGS)
+#define COLUMN_DELTA(c) column_pair(lane_st.s2, lane_st.s3, c EMU_ARGS)
 #else
-#define COLUMN_STATS(c)                                                                                      \
-  const float4 l4 = (float4)(stats[c], stats[(c) + 1], stats[c], stats[(c) + 1]);                            \
-  const float4 d4 = (float4)(stats[BN + (c)], stats[BN + (c) + 1], stats[BN + (c)], stats[BN + (c) + 1])
+#define COLUMN_LSE(c) column_pair_staged(stats, c)
+#define COLUMN_DELTA(c) column_pair_staged(stats + BN, c)
 #endif
+#define ZERO(i) ((float4)(0.0f))
+      /* dP^T from 0 here, delta subtracted after the products (dP^T started at -delta needs the delta
+       * shuffles before the products: more registers live across them, 168 -> spills of 208 bytes under ptxas
+       * 13) */
+      START_TILES(s, dp, ZERO, KV_COLS / 8);
+      mma_rows_x_tiles(s, ka, q_t + c0 * K_PITCH, dp, va, do_t + c0 * V_PITCH, KV_COLS / 8 EMU_ARGS);
       if (elementwise) {
 #pragma unroll
         for (int i = 0; i < KV_COLS / 8; i++) {
           const int c = c0 + 8 * i + 2 * t; /* query columns i0 + c, + 1 */
-          COLUMN_STATS(c);
-          softmax_grad(&s[i], &dp[i], s[i], dp[i], l4, d4, k_lo, cur.i0 + c, 1, cur.shared, 0, scale_log2,
-                       shape);
+          softmax_grad(&s[i], &dp[i], s[i], dp[i] - COLUMN_DELTA(c), COLUMN_LSE(c), k_lo, cur.i0 + c, 1,
+                       cur.shared, 0, scale_log2, shape);
         }
       } else {
 #pragma unroll
         for (int i = 0; i < KV_COLS / 8; i++) {
           const int c = c0 + 8 * i + 2 * t;
-          COLUMN_STATS(c);
-          softmax_grad_full(&s[i], &dp[i], s[i], dp[i], l4, d4, scale_log2);
+          softmax_grad_full(&s[i], &dp[i], s[i], dp[i] - COLUMN_DELTA(c), COLUMN_LSE(c), scale_log2);
         }
       }
-#undef COLUMN_STATS
+#undef ZERO
+#undef COLUMN_DELTA
+#undef COLUMN_LSE
       uint4 pa[KV_COLS / 16], dsa[KV_COLS / 16];
       pack_a(s, pa, KV_COLS / 8);
       pack_a(dp, dsa, KV_COLS / 8);
