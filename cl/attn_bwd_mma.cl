@@ -59,13 +59,13 @@ inline void staged_tile_ready(void) {
   barrier(CLK_LOCAL_MEM_FENCE);
 }
 
-/* s[i] = 0 and dp[i] = -(delta of tile i's elements), the accumulators of a tile's first two products, for
- * i < N, N a compile-time constant (a fully unrolled loop: the arrays stay in registers). dP's products then
- * add onto -delta, and softmax_grad takes dP - delta as it is (one subtraction per score fewer). */
-#define START_TILES(s, dp, neg_delta_of, N)                                                                  \
+/* s[i] = 0 and dp[i] = dp0, the accumulators of a tile's first two products, for i < N, N a compile-time
+ * constant (a fully unrolled loop: the arrays stay in registers). dp0 = -delta (the dq pass: its rows') makes
+ * dP's products leave dP - delta, as softmax_grad takes it (one subtraction per score fewer). */
+#define START_TILES(s, dp, dp0, N)                                                                           \
   _Pragma("unroll") for (int zi_ = 0; zi_ < (N); zi_++) {                                                    \
     s[zi_] = (float4)(0.0f);                                                                                 \
-    dp[zi_] = neg_delta_of(zi_);                                                                             \
+    dp[zi_] = (dp0);                                                                                         \
   }
 
 /* P (or dS) of one 16-row fragment block, C layout x[i] (8 columns each, n_tiles of them), packed as A
@@ -168,12 +168,13 @@ inline void load_own_rows(rows_operand *a, rows_operand *b, __local ushort *x_s,
 #endif
 }
 
-/* One 16 x 8 C tile of scores s and of dP - delta (dp_dlt, START_TILES): element e of lane (g, t) is (row
- * row_lo + 8 (e >> 1), column col_lo + (e & 1)). *p = exp2(x - lse2) of the scaled, masked scores x and *ds =
- * P (dP - delta); rows_are_queries: C rows are query rows (dq pass), else keys (dkdv pass: C columns are the
- * queries). lse2 per element. */
+/* One 16 x 8 C tile of scores s and of dP - delta (dp_dlt, START_TILES) of a tile that needs the element
+ * mask (softmax_grad_full: one that does not): element e of lane (g, t) is (row row_lo + 8 (e >> 1), column
+ * col_lo + (e & 1)). *p = exp2(x - lse2) of the scaled, masked scores x and *ds = P (dP - delta);
+ * rows_are_queries: C rows are query rows (dq pass), else keys (dkdv pass: C columns are the queries). lse2
+ * per element. */
 inline void softmax_grad(float4 *p_out, float4 *ds_out, float4 s, float4 dp_dlt, float4 lse2, int row_lo,
-                         int col_lo, int elementwise, int shared, int rows_are_queries, float scale_log2,
+                         int col_lo, int shared, int rows_are_queries, float scale_log2,
                          dua_fwd_shape shape) {
   float x[4] = {s.s0, s.s1, s.s2, s.s3}, d[4] = {dp_dlt.s0, dp_dlt.s1, dp_dlt.s2, dp_dlt.s3};
   float l[4] = {lse2.s0, lse2.s1, lse2.s2, lse2.s3};
@@ -181,12 +182,8 @@ inline void softmax_grad(float4 *p_out, float4 *ds_out, float4 s, float4 dp_dlt,
 #pragma unroll
   for (int e = 0; e < 4; e++) {
     const int r = row_lo + 8 * (e >> 1), c = col_lo + (e & 1);
-    float y;
-    if (elementwise)
-      y = rows_are_queries ? masked_score(x[e] * scale_log2, r, c, shared, 0.0f, shape)
-                           : masked_score(x[e] * scale_log2, c, r, shared, 0.0f, shape);
-    else
-      y = x[e] * scale_log2;
+    const float y = rows_are_queries ? masked_score(x[e] * scale_log2, r, c, shared, 0.0f, shape)
+                                     : masked_score(x[e] * scale_log2, c, r, shared, 0.0f, shape);
     p[e] = y == -INFINITY ? 0.0f : fast_exp2(y - l[e]);
     g[e] = p[e] * d[e];
   }
@@ -428,14 +425,12 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     const int elementwise = !cur.full;
 #endif
     float4 s[STILES], dp[STILES]; /* S, then P; dP, then dS */
-#define ROW_NEG_DELTA(i) neg_dlt4 /* every tile's: the rows' */
-    START_TILES(s, dp, ROW_NEG_DELTA, STILES);
-#undef ROW_NEG_DELTA
+    START_TILES(s, dp, neg_dlt4, STILES);
     mma_rows_x_tiles(s, qa, k_t, dp, ga, v_t, STILES EMU_ARGS);
     if (elementwise) {
 #pragma unroll
       for (int i = 0; i < STILES; i++)
-        softmax_grad(&s[i], &dp[i], s[i], dp[i], lse4, r_lo, cur.j0 + 8 * i + 2 * t, 1, cur.shared, 1,
+        softmax_grad(&s[i], &dp[i], s[i], dp[i], lse4, r_lo, cur.j0 + 8 * i + 2 * t, cur.shared, 1,
                      scale_log2, shape);
     } else {
 #pragma unroll
@@ -587,17 +582,15 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 #define COLUMN_LSE(c) column_pair_staged(stats, c)
 #define COLUMN_DELTA(c) column_pair_staged(stats + BN, c)
 #endif
-#define ZERO(i) ((float4)(0.0f))
-      /* dP^T from 0 here, delta subtracted after the products (dP^T started at -delta needs the delta
-       * shuffles before the products: more registers live across them, 168 -> spills of 208 bytes under ptxas
-       * 13) */
-      START_TILES(s, dp, ZERO, KV_COLS / 8);
+      /* dP^T from 0 here, delta subtracted after the products: starting it at -delta needs the delta shuffles
+       * before the products (208 bytes of spills at the cap of 168; measured mixed, bench/NOTES-mma.md) */
+      START_TILES(s, dp, (float4)(0.0f), KV_COLS / 8);
       mma_rows_x_tiles(s, ka, q_t + c0 * K_PITCH, dp, va, do_t + c0 * V_PITCH, KV_COLS / 8 EMU_ARGS);
       if (elementwise) {
 #pragma unroll
         for (int i = 0; i < KV_COLS / 8; i++) {
           const int c = c0 + 8 * i + 2 * t; /* query columns i0 + c, + 1 */
-          softmax_grad(&s[i], &dp[i], s[i], dp[i] - COLUMN_DELTA(c), COLUMN_LSE(c), k_lo, cur.i0 + c, 1,
+          softmax_grad(&s[i], &dp[i], s[i], dp[i] - COLUMN_DELTA(c), COLUMN_LSE(c), k_lo, cur.i0 + c,
                        cur.shared, 0, scale_log2, shape);
         }
       } else {
@@ -607,7 +600,6 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
           softmax_grad_full(&s[i], &dp[i], s[i], dp[i] - COLUMN_DELTA(c), COLUMN_LSE(c), scale_log2);
         }
       }
-#undef ZERO
 #undef COLUMN_DELTA
 #undef COLUMN_LSE
       uint4 pa[KV_COLS / 16], dsa[KV_COLS / 16];
