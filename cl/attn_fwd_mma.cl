@@ -315,6 +315,10 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
                  __global const int *list_indices, __global const float *level_bias, int bias_stride) {
 #if DUA_WGMMA && MT == 2
   MAX_REGISTERS(168); /* three work-groups per SM (193 registers uncapped: two) */
+#elif DUA_WGMMA
+  /* five work-groups per SM (116 registers uncapped under NVIDIA's compiler: four; 16 bytes of spills): on an
+   * H100 causal block-diagonal 6-7% faster, causal depth 3 at N 8192 2% (bench/NOTES-mma.md) */
+  MAX_REGISTERS(96);
 #endif
   /* K and V tiles, BN keys x HEAD_DIM elements each (pitches K_PITCH, V_PITCH); fp16 on mma.sync: Q passes
    * through them once */
