@@ -6,7 +6,7 @@
 # sources, and peers.py on every problem. From the project root; BUILD (default build-rel) holds the tools.
 #   BASE=exp-cl/base BUILD=build-slim bash bench/gpu_fwd_compare.sh
 # FWD=0: forward + backward only (test_backward on the GPU instead of the forward tests, no forward variants
-# and no forward peers), for a change to the backward kernels.
+# and no forward peers), for a change to the backward kernels. TESTS: the test programs to run first instead.
 # Output ($OUT): test_*.txt, variants.jsonl (forward), fwdbwd.jsonl ("v": new or base), peers.jsonl.
 set -uo pipefail
 source .devkit/device-env.sh >/dev/null
@@ -18,6 +18,7 @@ mkdir -p "$OUT"
 FWD=${FWD:-1}
 tests="forward_mma forward"
 [ "$FWD" = 1 ] || tests=backward
+tests=${TESTS:-$tests} # e.g. TESTS="forward_mma backward"
 for t in $tests; do
   timeout 300 "$BUILD/test/test_$t" >"$OUT/test_$t.txt" 2>&1
   echo "test_$t rc=$? $(grep -E '^[0-9]+%' "$OUT/test_$t.txt" | tail -1)"
