@@ -263,6 +263,11 @@ inline int next_tile(tile_pos *p, const visit_list *vl, dua_head_rule hr, int m,
   return 0;
 }
 
+/* Whether the first visited key block is known from the head rule alone (the positional tree without window,
+ * sink or content bucket: the tree range's first block, which holds every row's own block), so that its
+ * copies can start before the visit list is built (the prologue's longest chain). Uniform. */
+#define FIRST_BLOCK_EARLY(shape) (DUA_ENUM == 0 && DUA_TREE == 0 && (shape).window == 0 && (shape).sink == 0)
+
 /* The visited key blocks of query block m of (batch, head) bh: the forward's enumeration. */
 inline visit_list visit_list_begin(int m, long bh, dua_head_rule hr, dua_fwd_shape shape,
                                    __global const int *order, __global const int *rank_range,
@@ -349,6 +354,14 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   __global const uchar *paths_bh = paths + bh * shape.nb * shape.max_depth;
   __global const uchar *path_m = paths_bh + (long)m * shape.max_depth;
   __global const float *bias_h = level_bias + aux_offsets.s1 + (long)h * bias_stride;
+#if STAGES == 2
+  if (FIRST_BLOCK_EARLY(shape)) { /* K(0), V(0) first, committed below with Q (on an H100 block-diagonal
+                                   * 3% faster, depth 3 1%: bench/NOTES-mma.md) */
+    const int j0 = dua_tree_range(hr, m, shape.shift, shape.nb).x * shape.blk;
+    load_tile_async(k_s, K_PITCH, k_bh, k_strides.s2, j0, shape.n_tokens, tid);
+    load_tile_async(v_s, V_PITCH, v_bh, v_strides.s2, j0, shape.n_tokens, tid);
+  }
+#endif
 
   /* ---- the visited key blocks (as attn_fwd.cl) */
   const visit_list vl =
@@ -397,7 +410,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   tile_pos cur;
   cur.item = -1;
   int have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, bias_h);
-  if (have) {
+  if (have && !(STAGES == 2 && FIRST_BLOCK_EARLY(shape))) {
     load_tile_async(k_s, K_PITCH, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
     if (STAGES == 2)
       load_tile_async(v_s, V_PITCH, v_bh, v_strides.s2, cur.j0, shape.n_tokens, tid);
