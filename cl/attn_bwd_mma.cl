@@ -328,14 +328,6 @@ inline float4 column_pair_staged(__local const float *x, int c) {
   return (float4)(x[c], x[c + 1], x[c], x[c + 1]);
 }
 
-/* Starts the copy of key tile rows [j0, j0 + 64) (K into k_t, V into v_t). */
-inline void load_key_tile(__local ushort *k_t, __local ushort *v_t, __global const ushort *k_bh,
-                          long k_stride, __global const ushort *v_bh, long v_stride, int j0, int n_tokens) {
-  const int tid = get_local_id(0);
-  load_tile_async(k_t, K_PITCH, k_bh, k_stride, j0, n_tokens, tid);
-  load_tile_async(v_t, V_PITCH, v_bh, v_stride, j0, n_tokens, tid);
-}
-
 /* global (tiles * 128, Hq, B), tiles = nb * (blk / 64) */
 __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_dq_mma(
     __global const dua_store_t *q, __global const dua_store_t *k, __global const dua_store_t *v,

@@ -170,6 +170,14 @@ inline void load_tile_async(__local lds_t *dst, int pitch, __global const lds_t 
   }
 }
 
+/* Starts the copy of key tile rows [j0, j0 + BN) (K into k_t, V into v_t). */
+inline void load_key_tile(__local lds_t *k_t, __local lds_t *v_t, __global const lds_t *k_bh, long k_stride,
+                          __global const lds_t *v_bh, long v_stride, int j0, int n_tokens) {
+  const int tid = get_local_id(0);
+  load_tile_async(k_t, K_PITCH, k_bh, k_stride, j0, n_tokens, tid);
+  load_tile_async(v_t, V_PITCH, v_bh, v_stride, j0, n_tokens, tid);
+}
+
 /* The visited key blocks of one query block: intervals (+ content bucket) or a device list. */
 typedef struct {
   int n_items;
@@ -354,14 +362,12 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   __global const uchar *paths_bh = paths + bh * shape.nb * shape.max_depth;
   __global const uchar *path_m = paths_bh + (long)m * shape.max_depth;
   __global const float *bias_h = level_bias + aux_offsets.s1 + (long)h * bias_stride;
-#if STAGES == 2
-  if (FIRST_BLOCK_EARLY(shape)) { /* K(0), V(0) first, committed below with Q (on an H100 block-diagonal
-                                   * 3% faster, depth 3 1%: bench/NOTES-mma.md) */
-    const int j0 = dua_tree_range(hr, m, shape.shift, shape.nb).x * shape.blk;
-    load_tile_async(k_s, K_PITCH, k_bh, k_strides.s2, j0, shape.n_tokens, tid);
-    load_tile_async(v_s, V_PITCH, v_bh, v_strides.s2, j0, shape.n_tokens, tid);
-  }
-#endif
+  /* K(0), V(0) first where the head rule gives their block, committed below with Q (on an H100 block-diagonal
+   * 3% faster, depth 3 1%: bench/NOTES-mma.md) */
+  const int first_copied = STAGES == 2 && FIRST_BLOCK_EARLY(shape);
+  if (first_copied)
+    load_key_tile(k_s, v_s, k_bh, k_strides.s2, v_bh, v_strides.s2,
+                  dua_tree_range(hr, m, shape.shift, shape.nb).x * shape.blk, shape.n_tokens);
 
   /* ---- the visited key blocks (as attn_fwd.cl) */
   const visit_list vl =
@@ -410,7 +416,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   tile_pos cur;
   cur.item = -1;
   int have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, bias_h);
-  if (have && !(STAGES == 2 && FIRST_BLOCK_EARLY(shape))) {
+  if (have && !first_copied) {
     load_tile_async(k_s, K_PITCH, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
     if (STAGES == 2)
       load_tile_async(v_s, V_PITCH, v_bh, v_strides.s2, cur.j0, shape.n_tokens, tid);
@@ -448,12 +454,9 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     barrier(CLK_LOCAL_MEM_FENCE); /* ... for every warp, and every warp is done with tile j - 1's buffers */
     tile_pos nxt = cur;
     const int have_next = next_tile(&nxt, &vl, hr, m, row_end, shape, path_m, paths_bh, bias_h);
-    if (have_next) { /* tile j + 1 streams in while tile j is computed */
-      load_tile_async(k_s + (stage ^ 1) * (BN * K_PITCH), K_PITCH, k_bh, k_strides.s2, nxt.j0, shape.n_tokens,
-                      tid);
-      load_tile_async(v_s + (stage ^ 1) * (BN * V_PITCH), V_PITCH, v_bh, v_strides.s2, nxt.j0, shape.n_tokens,
-                      tid);
-    }
+    if (have_next) /* tile j + 1 streams in while tile j is computed */
+      load_key_tile(k_s + (stage ^ 1) * (BN * K_PITCH), v_s + (stage ^ 1) * (BN * V_PITCH), k_bh,
+                    k_strides.s2, v_bh, v_strides.s2, nxt.j0, shape.n_tokens);
     cp_commit();
 #else
     /* V(j) streams in while S = Q K(j)^T runs */
