@@ -337,7 +337,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     long4 aux_offsets /* dq, lse, delta, - */, dua_fwd_shape shape, float scale, float scale_log2,
     __global const dua_head_rule *head_rules, __global const uchar *paths, __global const int *order,
     __global const int *rank_range, __global const int *list_counts, __global const int *list_full,
-    __global const int *list_indices) {
+    __global const int *list_indices, __global const int *tail_order, int tail_start) {
   __local ushort k_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));
   __local ushort v_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));
 #if DUA_WGMMA
@@ -348,10 +348,9 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 #endif
   EMU_LOCALS
   const int tid = get_local_id(0), lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-  const int h = get_group_id(1), b = get_group_id(2);
-  const int tiles_per_block = shape.blk / BM;
-  const int m = get_group_id(0) / tiles_per_block;
-  const int row0 = m * shape.blk + (get_group_id(0) % tiles_per_block) * BM;
+  const launch_entry w = launch_entry_of(shape.blk / BM, shape.nb, tail_order, tail_start);
+  const int h = w.h, b = w.b, m = w.blk;
+  const int row0 = m * shape.blk + w.tile * BM;
   if (row0 >= shape.n_tokens)
     return;
   const int row_end = min(shape.n_tokens, row0 + BM);
@@ -483,7 +482,8 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     long4 do_strides, long4 dk_strides, long4 dv_strides, long4 lse_strides, long4 offsets /* q, k, v, d_o */,
     long4 aux_offsets /* dk, dv, lse, delta */, dua_fwd_shape shape, float scale, float scale_log2,
     __global const dua_head_rule *head_rules, __global const uchar *paths, __global const int *tlist_counts,
-    __global const int *tlist_full, __global const int *tlist_indices) {
+    __global const int *tlist_full, __global const int *tlist_indices, __global const int *tail_order,
+    int tail_start) {
   MAX_REGISTERS(168); /* three work-groups per SM (two uncapped: 1.2x slower on an H100; NOTES-mma.md) */
   __local ushort q_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));  /* query tiles */
   __local ushort do_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* dO tiles */
@@ -497,10 +497,9 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 #endif
   EMU_LOCALS
   const int tid = get_local_id(0), lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-  const int hk = get_group_id(1), b = get_group_id(2);
-  const int tiles_per_block = shape.blk / BN;
-  const int n = get_group_id(0) / tiles_per_block;
-  const int key0 = n * shape.blk + (get_group_id(0) % tiles_per_block) * BN;
+  const launch_entry w = launch_entry_of(shape.blk / BN, shape.nb, tail_order, tail_start);
+  const int hk = w.h, b = w.b, n = w.blk;
+  const int key0 = n * shape.blk + w.tile * BN;
   if (key0 >= shape.n_tokens)
     return;
   const int group = shape.hq / shape.hkv;

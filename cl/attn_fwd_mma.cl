@@ -178,6 +178,30 @@ inline void load_key_tile(__local lds_t *k_t, __local lds_t *v_t, __global const
   load_tile_async(v_t, V_PITCH, v_bh, v_stride, j0, n_tokens, tid);
 }
 
+/* A work-group's entry of its launch: (batch, head, block) and the tile of its rows or keys in the block. The
+ * launch is (tiles of nb blocks x THREADS, heads, batch), so work-groups start in the order of their entries
+ * e = (b heads + h) nb + block; from entry tail_start on, tail_order[e - tail_start] names the entry taken
+ * instead: the last waves' entries by decreasing length, so that no long one starts last
+ * (host/attention/tail_order.c). */
+typedef struct {
+  int b, h, blk, tile;
+} launch_entry;
+
+inline launch_entry launch_entry_of(int tiles_per_block, int nb, __global const int *tail_order,
+                                    int tail_start) {
+  const int heads = get_num_groups(1);
+  launch_entry w = {get_group_id(2), get_group_id(1), get_group_id(0) / tiles_per_block,
+                    get_group_id(0) % tiles_per_block};
+  const long e = ((long)w.b * heads + w.h) * nb + w.blk;
+  if (e >= tail_start) {
+    const int t = tail_order[e - tail_start];
+    w.blk = t % nb;
+    w.h = (t / nb) % heads;
+    w.b = t / nb / heads;
+  }
+  return w;
+}
+
 /* The visited key blocks of one query block: intervals (+ content bucket) or a device list. */
 typedef struct {
   int n_items;
@@ -325,7 +349,8 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
                  int has_lse, dua_fwd_shape shape, float scale_log2, __global const dua_head_rule *head_rules,
                  __global const uchar *paths, __global const int *order, __global const int *rank_range,
                  __global const int *list_counts, __global const int *list_full,
-                 __global const int *list_indices, __global const float *level_bias, int bias_stride) {
+                 __global const int *list_indices, __global const float *level_bias, int bias_stride,
+                 __global const int *tail_order, int tail_start) {
 #if DUA_WGMMA && MT == 2
   MAX_REGISTERS(168); /* three work-groups per SM (193 registers uncapped: two) */
 #elif DUA_WGMMA
@@ -343,10 +368,9 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   EMU_LOCALS
 
   const int tid = get_local_id(0), lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-  const int h = get_group_id(1), b = get_group_id(2);
-  const int tiles_per_block = shape.blk / BM;
-  const int m = get_group_id(0) / tiles_per_block;
-  const int row0 = m * shape.blk + (get_group_id(0) % tiles_per_block) * BM;
+  const launch_entry w = launch_entry_of(shape.blk / BM, shape.nb, tail_order, tail_start);
+  const int h = w.h, b = w.b, m = w.blk;
+  const int row0 = m * shape.blk + w.tile * BM;
   if (row0 >= shape.n_tokens)
     return;                                           /* whole work-group */
   const int row_end = min(shape.n_tokens, row0 + BM); /* exclusive */

@@ -11,6 +11,11 @@ OVL size_t get_group_id(uint d) {
          : d == 1 ? __nvvm_read_ptx_sreg_ctaid_y()
                   : __nvvm_read_ptx_sreg_ctaid_z();
 }
+OVL size_t get_num_groups(uint d) {
+  return d == 0   ? __nvvm_read_ptx_sreg_nctaid_x()
+         : d == 1 ? __nvvm_read_ptx_sreg_nctaid_y()
+                  : __nvvm_read_ptx_sreg_nctaid_z();
+}
 OVL int min(int a, int b) {
   return a < b ? a : b;
 }

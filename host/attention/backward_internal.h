@@ -19,6 +19,10 @@ typedef struct dua_bwd_call {
   int head_dim, fp16, enum_mode, tree_mode, batch, heads, kv_heads, num_blocks, block;
   int portable_only; /* level bias, block-pair gradient or token-tree bias: the portable kernels run */
   int rows_aligned;  /* every row of q, k, v, d_o, dq, dk, dv starts on 16 bytes */
+  /* the launches' tail orders (dua_layout_tail_order): [0] the dQ pass's query blocks, [1] the dK/dV pass's
+   * key blocks */
+  cl_mem tail_order[2];
+  cl_int tail_start[2];
 } dua_bwd_call;
 
 /* Builds the tensor-core dQ and dK/dV kernels for this call and sets their arguments, without enqueuing:

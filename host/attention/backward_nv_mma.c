@@ -60,6 +60,8 @@ dua_status dua_backward_nv_mma(dua_context *ctx, const dua_bwd_call *c, cl_kerne
                            c->list_counts, c->list_full, c->list_indices};
   for (int i = 0; i < 7; i++)
     dua_arg(&a, sizeof rules[i], &rules[i]);
+  dua_arg(&a, sizeof c->tail_order[0], &c->tail_order[0]);
+  dua_arg(&a, sizeof c->tail_start[0], &c->tail_start[0]);
   if (a.err != CL_SUCCESS)
     return dua_fail(ctx, (dua_status)a.err, "dua_attention_backward: dua_attn_bwd_dq_mma argument %u",
                     a.index - 1);
@@ -80,6 +82,8 @@ dua_status dua_backward_nv_mma(dua_context *ctx, const dua_bwd_call *c, cl_kerne
   const cl_mem trules[5] = {c->head_rules, c->paths, c->tlist_counts, c->tlist_full, c->tlist_indices};
   for (int i = 0; i < 5; i++)
     dua_arg(&a, sizeof trules[i], &trules[i]);
+  dua_arg(&a, sizeof c->tail_order[1], &c->tail_order[1]);
+  dua_arg(&a, sizeof c->tail_start[1], &c->tail_start[1]);
   if (a.err != CL_SUCCESS)
     return dua_fail(ctx, (dua_status)a.err, "dua_attention_backward: dua_attn_bwd_dkdv_mma argument %u",
                     a.index - 1);

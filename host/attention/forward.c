@@ -265,7 +265,10 @@ dua_status dua_attention_forward(dua_context *ctx, dua_layout *l, const dua_atte
     return forward_naive(ctx, l, params, scale, q, k, v, o, lse, dev);
   const dua_fwd_call call = make_call(l, params, scale, q, k, v, o, lse, dev);
   if ((ctx->info.nv_mma_f16 || ctx->info.nv_mma_tf32) && !ctx->fast_paths_disabled) {
-    st = dua_forward_nv_mma(ctx, &call);
+    dua_fwd_call mc = call;
+    if ((st = dua_layout_tail_order(ctx, l, 0, &mc.tail_order, &mc.tail_start)) != DUA_SUCCESS)
+      return st;
+    st = dua_forward_nv_mma(ctx, &mc);
     if (st == DUA_SUCCESS)
       return st;
     if (st != DUA_ERROR_UNSUPPORTED && ctx->info.nv_wgmma) { /* the wgmma variant only: back to mma.sync */
@@ -273,7 +276,7 @@ dua_status dua_attention_forward(dua_context *ctx, dua_layout *l, const dua_atte
               dua_status_string(st), ctx->last_error);
       ctx->info.nv_wgmma = 0;
       ctx->last_error[0] = '\0';
-      st = dua_forward_nv_mma(ctx, &call);
+      st = dua_forward_nv_mma(ctx, &mc);
       if (st == DUA_SUCCESS)
         return st;
     }

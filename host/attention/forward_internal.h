@@ -21,6 +21,10 @@ typedef struct dua_fwd_call {
   cl_float scale_log2;
   cl_mem head_rules, paths, order, rank_range, list_counts, list_full, list_indices, level_bias;
   cl_int bias_stride;
+  /* tensor-core kernels only (arguments 24, 25, set by forward_nv_mma.c): the launch's tail order
+   * (dua_layout_tail_order) */
+  cl_mem tail_order;
+  cl_int tail_start;
   /* token-tree bias (portable kernel only: arguments after the 24 above, set by forward.c) */
   cl_mem tok_scale, tok_table;
   cl_long4 tok_strides;

@@ -97,6 +97,12 @@ dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
       "dua_attn_fwd_mma", &kernel);
   if (st != DUA_SUCCESS || (st = dua_fwd_set_args(ctx, kernel, c)) != DUA_SUCCESS)
     return st;
+  dua_arg_list a = {kernel, 24, CL_SUCCESS};
+  dua_arg(&a, sizeof c->tail_order, &c->tail_order);
+  dua_arg(&a, sizeof c->tail_start, &c->tail_start);
+  if (a.err != CL_SUCCESS)
+    return dua_fail(ctx, (dua_status)a.err, "forward kernel: setting argument %u failed: %s", a.index - 1,
+                    dua_status_string((dua_status)a.err));
   const size_t tiles = (size_t)c->num_blocks * (size_t)(c->block / (mt * MMA_ROWS));
   const size_t threads = MMA_THREADS;
   size_t global[3] = {tiles * threads, (size_t)c->heads, (size_t)c->batch};

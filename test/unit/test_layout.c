@@ -593,6 +593,66 @@ START_TEST(test_visit_intervals) {
 }
 END_TEST
 
+/* The launch tail's order (tail_order.c): a permutation of the last entries by decreasing length, ties in
+ * entry order, the lengths counted here from the model's mask (key blocks a query block visits; query blocks
+ * visiting a key block over its GQA group); nothing reordered where those lengths are equal. */
+START_TEST(test_tail_order) {
+  rng r = test_rng_make(0x7a11ull + 65537ull * (uint64_t)_i);
+  model md;
+  m_random_rule_model(&md, &r, 300);
+  if (_i % 2) /* half the cases causal, where lengths differ */
+    md.desc.causal = 1;
+  dua_layout *l = create_ok(&md.desc);
+  const dua_layout_desc *d = &md.desc;
+  const int32_t nb = md.nb, n_tok = d->seq_len, blk = d->block, hkv = d->kv_heads ? d->kv_heads : d->heads;
+  uint8_t *mask = m_mask(&md); /* [B][H][N][N] */
+  for (int keys = 0; keys < 2; keys++) {
+    const int32_t heads = keys ? hkv : d->heads, group = d->heads / hkv;
+    const int64_t total = (int64_t)d->batch * heads * nb;
+    int64_t *length = calloc((size_t)total, sizeof *length);
+    int32_t *order = malloc((size_t)total * sizeof *order);
+    ck_assert(length && order);
+    for (int32_t b = 0; b < d->batch; b++)
+      for (int32_t h = 0; h < d->heads; h++)
+        for (int32_t m = 0; m < nb; m++)
+          for (int32_t n = 0; n < nb; n++) {
+            int any = 0;
+            for (int32_t i = m * blk; i < (m + 1) * blk && i < n_tok; i++)
+              for (int32_t j = n * blk; j < (n + 1) * blk && j < n_tok; j++)
+                any |= mask[(((size_t)b * d->heads + h) * n_tok + i) * n_tok + j];
+            if (any)
+              length[keys ? ((int64_t)b * heads + h / group) * nb + n : ((int64_t)b * heads + h) * nb + m]++;
+          }
+    const int64_t tails[3] = {total, total / 2 + 1, 3};
+    for (int t = 0; t < 3; t++) {
+      const int64_t tail = tails[t] < total ? tails[t] : total, first = total - tail;
+      int64_t count = -1;
+      ck_assert_int_eq(dua_layout_tail_entries(l, keys, tails[t], order, &count), DUA_SUCCESS);
+      int equal = 1;
+      for (int64_t e = first + 1; e < total; e++)
+        equal &= length[e] == length[first];
+      ck_assert_int_eq(count, tail < 2 || equal ? 0 : tail);
+      uint8_t *seen = calloc((size_t)total, 1);
+      ck_assert_ptr_nonnull(seen);
+      for (int64_t i = 0; i < count; i++) {
+        ck_assert(order[i] >= first && order[i] < total && !seen[order[i]]);
+        seen[order[i]] = 1;
+        if (i > 0) {
+          const int64_t a = length[order[i - 1]], c = length[order[i]];
+          ck_assert(a > c || (a == c && order[i - 1] < order[i]));
+        }
+      }
+      free(seen);
+    }
+    free(length);
+    free(order);
+  }
+  free(mask);
+  free(md.paths);
+  dua_layout_destroy(l);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("layout");
   TCase *tc = tcase_create("layout");
@@ -601,6 +661,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_random_rule, 0, 160);
   tcase_add_loop_test(tc, test_from_lists, 0, 24);
   tcase_add_loop_test(tc, test_visit_intervals, 0, 40);
+  tcase_add_loop_test(tc, test_tail_order, 0, 40);
   tcase_add_test(tc, test_full_density);
   tcase_add_test(tc, test_block_diagonal_density);
   tcase_add_test(tc, test_invalid_arguments);

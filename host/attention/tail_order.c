@@ -1,0 +1,142 @@
+/* tail_order.c: the order of a tensor-core launch's last work-groups, longest first.
+ *
+ * A launch over (batch, head, block) entries starts its work-groups in entry order. Where the entries differ
+ * in length (causal layouts: inside a tree range a later query block visits more key blocks than an earlier
+ * one), every head's longest entries come last in its range, and the launch's last wave ends with a few of
+ * them running on an otherwise idle GPU. So the launch's last `tail` entries are handed out by decreasing
+ * length (the longest-processing-time rule), and only those: sorting the whole launch would spread the
+ * work-groups in flight over every head's keys and values and lose the L2 reuse between neighbours, which
+ * entry order keeps. Ties keep entry order. */
+#include "attention/layout_device.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+typedef struct {
+  int64_t length;
+  int32_t entry;
+} entry_length;
+
+static int longest_first(const void *pa, const void *pb) {
+  const entry_length *a = pa, *b = pb;
+  if (a->length != b->length)
+    return a->length > b->length ? -1 : 1;
+  return (a->entry > b->entry) - (a->entry < b->entry);
+}
+
+/* Entries in the tail: DUA_TAIL_ORDER (0 = none), else four per compute unit (on an H100: 1.3 waves of the
+ * two-m-tile forward, 1.6 of the one-m-tile one, 2.7 of each backward pass). */
+static int64_t tail_length(dua_context *ctx) {
+  const int64_t fallback = 4 * (int64_t)ctx->info.compute_units;
+  const char *env = getenv("DUA_TAIL_ORDER");
+  if (!env || !*env)
+    return fallback;
+  char *end = NULL;
+  errno = 0;
+  const long long v = strtoll(env, &end, 10);
+  if (errno || *end || v < 0) {
+    dua_log(ctx, DUA_LOG_WARNING, "DUA_TAIL_ORDER = \"%s\" is not a count of entries: ignored", env);
+    return fallback;
+  }
+  return v;
+}
+
+/* The lengths of entries [first, total): key blocks visited (keys 0) or visiting query blocks over the GQA
+ * group (keys 1). */
+static dua_status entry_lengths(dua_layout *l, int keys, int64_t first, int64_t total, entry_length *out) {
+  const int64_t nb = l->num_blocks;
+  const int32_t heads = keys ? l->kv_heads : l->heads, group = l->heads / l->kv_heads;
+  int32_t *blocks = NULL;
+  uint8_t *full = NULL;
+  dua_block_lists lists;
+  if (keys) {
+    const dua_status st = dua_layout_lists(l, 1, &lists);
+    if (st != DUA_SUCCESS)
+      return st;
+  } else {
+    blocks = malloc((size_t)nb * sizeof *blocks);
+    full = malloc((size_t)nb);
+    if (!blocks || !full) {
+      free(blocks);
+      free(full);
+      return dua_layout_fail(l->error, sizeof l->error, DUA_ERROR_OUT_OF_MEMORY, "tail order: out of memory");
+    }
+  }
+  for (int64_t e = first; e < total; e++) {
+    const int32_t blk = (int32_t)(e % nb), h = (int32_t)(e / nb % heads), b = (int32_t)(e / nb / heads);
+    int64_t length = 0;
+    if (keys)
+      for (int32_t hq = h * group; hq < (h + 1) * group; hq++)
+        length += lists.counts[((int64_t)b * l->heads + hq) * nb + blk];
+    else
+      length = dua_layout_row_blocks(l, b, h, blk, blocks, full);
+    out[e - first] = (entry_length){length, (int32_t)e};
+  }
+  free(blocks);
+  free(full);
+  return DUA_SUCCESS;
+}
+
+dua_status dua_layout_tail_entries(dua_layout *l, int keys, int64_t tail, int32_t *order, int64_t *count) {
+  const int64_t total = (int64_t)l->batch * (keys ? l->kv_heads : l->heads) * l->num_blocks;
+  *count = 0;
+  if (tail > total)
+    tail = total;
+  if (tail < 2 || total > INT32_MAX)
+    return DUA_SUCCESS;
+  entry_length *el = malloc((size_t)tail * sizeof *el);
+  if (!el)
+    return dua_layout_fail(l->error, sizeof l->error, DUA_ERROR_OUT_OF_MEMORY, "tail order: out of memory");
+  dua_status st = entry_lengths(l, keys, total - tail, total, el);
+  if (st == DUA_SUCCESS) {
+    int64_t lo = el[0].length, hi = el[0].length;
+    for (int64_t i = 1; i < tail; i++) {
+      lo = el[i].length < lo ? el[i].length : lo;
+      hi = el[i].length > hi ? el[i].length : hi;
+    }
+    if (lo != hi) { /* equal lengths: entry order is as good and keeps the table's load off the path */
+      qsort(el, (size_t)tail, sizeof *el, longest_first);
+      for (int64_t i = 0; i < tail; i++)
+        order[i] = el[i].entry;
+      *count = tail;
+    }
+  }
+  free(el);
+  return st;
+}
+
+dua_status dua_layout_tail_order(dua_context *ctx, dua_layout *layout, int keys, cl_mem *order,
+                                 cl_int *start) {
+  dua_layout_device *d = NULL;
+  dua_status st = dua_layout_device_get(ctx, layout, 0, &d);
+  if (st != DUA_SUCCESS)
+    return st;
+  const int64_t tail = tail_length(ctx);
+  if (d->tail_made[keys] != tail) {
+    if (d->tail_order[keys]) {
+      clReleaseMemObject(d->tail_order[keys]);
+      d->tail_order[keys] = NULL;
+    }
+    d->tail_start[keys] = INT32_MAX;
+    const int64_t total =
+        (int64_t)layout->batch * (keys ? layout->kv_heads : layout->heads) * layout->num_blocks;
+    int32_t *entries = malloc((size_t)(tail < total ? tail : total) * sizeof *entries + 1);
+    int64_t count = 0;
+    if (!entries)
+      return DUA_ERROR_OUT_OF_MEMORY;
+    st = dua_layout_tail_entries(layout, keys, tail, entries, &count);
+    if (st != DUA_SUCCESS)
+      st = dua_fail(ctx, st, "%s", layout->error);
+    else if (count > 0 && (st = dua_device_upload(ctx, entries, (size_t)count * sizeof *entries,
+                                                  &d->tail_order[keys], "tail order")) == DUA_SUCCESS)
+      d->tail_start[keys] = (cl_int)(total - count);
+    free(entries);
+    if (st != DUA_SUCCESS)
+      return st;
+    d->tail_made[keys] = tail;
+  }
+  *order = d->tail_order[keys] ? d->tail_order[keys] : d->dummy;
+  *start = d->tail_start[keys];
+  return DUA_SUCCESS;
+}
