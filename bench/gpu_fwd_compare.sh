@@ -5,6 +5,7 @@
 # block-diagonal, depth 3, dense, causal and not, best of two rounds), dua-bench --pass fwdbwd for both
 # sources, and peers.py on every problem. From the project root; BUILD (default build-rel) holds the tools.
 #   BASE=exp-cl/base BUILD=build-slim bash bench/gpu_fwd_compare.sh
+# BASE=env:VAR=VALUE: the built-in sources with VAR=VALUE set instead of earlier sources (a host-side switch).
 # FWD=0: forward + backward only (test_backward on the GPU instead of the forward tests, no forward variants
 # and no forward peers), for a change to the backward kernels. TESTS: the test programs to run first instead.
 # Output ($OUT): test_*.txt, variants.jsonl (forward), fwdbwd.jsonl ("v": new or base), peers.jsonl.
@@ -28,12 +29,15 @@ done
 touch "$OUT/variants.jsonl"
 B="$BUILD/tools/dua-bench --batch 8 --heads 8 --dim 64 --dtype fp16 --no-naive --no-dense --pass fwdbwd --json -"
 for v in new base new base; do # two rounds, alternating (the table takes the best)
-  if [ $v = base ]; then export DUA_CL_DIR=$PWD/$BASE DUA_CACHE_DIR=/tmp/dua-cache-cmp-base
+  setting=()
+  if [ $v = base ] && [ "${BASE#env:}" != "$BASE" ]; then
+    unset DUA_CL_DIR; export DUA_CACHE_DIR=/tmp/dua-cache-cmp; setting=("${BASE#env:}")
+  elif [ $v = base ]; then export DUA_CL_DIR=$PWD/$BASE DUA_CACHE_DIR=/tmp/dua-cache-cmp-base
   else unset DUA_CL_DIR; export DUA_CACHE_DIR=/tmp/dua-cache-cmp; fi
-  { $B --n 8192 --depth -1 3 0
-    $B --n 8192 --depth -1 3 0 --causal
-    $B --n 32768 --depth -1 3
-    $B --n 32768 --depth -1 3 --causal; } 2>/dev/null | grep '^{' | sed "s/^{/{\"v\": \"$v\", /" >>"$OUT/fwdbwd.jsonl"
+  { env "${setting[@]}" $B --n 8192 --depth -1 3 0
+    env "${setting[@]}" $B --n 8192 --depth -1 3 0 --causal
+    env "${setting[@]}" $B --n 32768 --depth -1 3
+    env "${setting[@]}" $B --n 32768 --depth -1 3 --causal; } 2>/dev/null | grep '^{' | sed "s/^{/{\"v\": \"$v\", /" >>"$OUT/fwdbwd.jsonl"
 done
 unset DUA_CL_DIR
 P="timeout 240 python3 .devkit/peers.py --batch 8 --heads 8 --dim 64 --dtype fp16"

@@ -5,7 +5,8 @@
 # register report of the wgmma programs that variant built (from its disk cache), then a table.
 #   BUILD=build-slim bash bench/gpu_variants.sh exp-cl/a exp-cl/b ...   (ROUNDS=2 runs the list twice; NS="8192
 #   32768" the sequence lengths, default 8192)
-# A folder named "-" means the built-in sources. PASS=bwd: the backward instead (dua-bench --pass bwd on the
+# A folder named "-" means the built-in sources; "env:VAR=VALUE" the built-in sources with VAR=VALUE set for
+# that variant's runs (e.g. env:DUA_TAIL_ORDER=0). PASS=bwd: the backward instead (dua-bench --pass bwd on the
 # same problem set, and test_backward's tensor-core cases on the GPU for each variant before timing, unless
 # TESTS=0).
 set -uo pipefail
@@ -21,17 +22,22 @@ ptxas=$(ls .devkit/bin/ptxas 2>/dev/null | head -1)
 for round in $(seq "${ROUNDS:-1}"); do
   for dir in "$@"; do
     name=$(basename "$dir")
+    setting=()
+    case "$dir" in
+    env:*) setting=("${dir#env:}"); name=$(echo "${dir#env:}" | tr -c 'A-Za-z0-9_\n' _); dir=- ;;
+    esac
     export DUA_CACHE_DIR=/tmp/dua-cache-$name
     if [ "$dir" = - ]; then unset DUA_CL_DIR; else export DUA_CL_DIR=$PWD/$dir; fi
     if [ "$round" = 1 ] && [ "$PASS" = bwd ] && [ "${TESTS:-1}" = 1 ]; then
-      DUA_TEST_ONLY=tensor_core_cases timeout 300 "$BUILD/test/test_backward" >"$OUT/test_backward_$name.txt" 2>&1
+      env "${setting[@]}" DUA_TEST_ONLY=tensor_core_cases timeout 300 "$BUILD/test/test_backward" \
+        >"$OUT/test_backward_$name.txt" 2>&1
       echo "$name: test_backward rc=$? $(grep -E '^[0-9]+%' "$OUT/test_backward_$name.txt" | tail -1)" |
         tee -a "$OUT/tests.txt"
     fi
-    { [ "$round" = 1 ] && [ "$PASS" = fwd ] && $B --n 2048 --depth -1 0 --check
+    { [ "$round" = 1 ] && [ "$PASS" = fwd ] && env "${setting[@]}" $B --n 2048 --depth -1 0 --check
       for n in ${NS:-8192}; do
-        $B --n "$n" --depth -1 3 0
-        $B --n "$n" --depth -1 3 0 --causal
+        env "${setting[@]}" $B --n "$n" --depth -1 3 0
+        env "${setting[@]}" $B --n "$n" --depth -1 3 0 --causal
       done; } 2>>"$OUT/bench_$name.log" | grep '^{' |
       sed "s/^{/{\"cl\": \"$name\", \"round\": $round, /" >>"$OUT/variants.jsonl"
     if [ "$round" = 1 ] && [ -z "$ptxas" ]; then # no ptxas here: the driver's PTX comes back for a local one
