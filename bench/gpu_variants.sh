@@ -6,7 +6,7 @@
 #   BUILD=build-slim bash bench/gpu_variants.sh exp-cl/a exp-cl/b ...   (ROUNDS=2 runs the list twice; NS="8192
 #   32768" the sequence lengths, default 8192)
 # A folder named "-" means the built-in sources; "env:VAR=VALUE" the built-in sources with VAR=VALUE set for
-# that variant's runs (e.g. env:DUA_TAIL_ORDER=0). PASS=bwd: the backward instead (dua-bench --pass bwd on the
+# that variant's runs (e.g. env:DUA_TAIL_ORDER=0). CAUSAL_ONLY=1 times the causal layouts only. PASS=bwd: the backward instead (dua-bench --pass bwd on the
 # same problem set, and test_backward's tensor-core cases on the GPU for each variant before timing, unless
 # TESTS=0).
 set -uo pipefail
@@ -36,7 +36,7 @@ for round in $(seq "${ROUNDS:-1}"); do
     fi
     { [ "$round" = 1 ] && [ "$PASS" = fwd ] && env "${setting[@]}" $B --n 2048 --depth -1 0 --check
       for n in ${NS:-8192}; do
-        env "${setting[@]}" $B --n "$n" --depth -1 3 0
+        [ "${CAUSAL_ONLY:-0}" = 1 ] || env "${setting[@]}" $B --n "$n" --depth -1 3 0
         env "${setting[@]}" $B --n "$n" --depth -1 3 0 --causal
       done; } 2>>"$OUT/bench_$name.log" | grep '^{' |
       sed "s/^{/{\"cl\": \"$name\", \"round\": $round, /" >>"$OUT/variants.jsonl"
