@@ -42,6 +42,11 @@ static int64_t tail_length(dua_context *ctx) {
   return v;
 }
 
+/* Entries of a launch over (batch, head, block): query heads (keys 0) or KV heads (keys 1). */
+static int64_t launch_entries(const dua_layout *l, int keys) {
+  return (int64_t)l->batch * (keys ? l->kv_heads : l->heads) * l->num_blocks;
+}
+
 /* The lengths of entries [first, total): key blocks visited (keys 0) or visiting query blocks over the GQA
  * group (keys 1). */
 static dua_status entry_lengths(dua_layout *l, int keys, int64_t first, int64_t total, entry_length *out) {
@@ -79,7 +84,7 @@ static dua_status entry_lengths(dua_layout *l, int keys, int64_t first, int64_t 
 }
 
 dua_status dua_layout_tail_entries(dua_layout *l, int keys, int64_t tail, int32_t *order, int64_t *count) {
-  const int64_t total = (int64_t)l->batch * (keys ? l->kv_heads : l->heads) * l->num_blocks;
+  const int64_t total = launch_entries(l, keys);
   *count = 0;
   if (tail > total)
     tail = total;
@@ -119,21 +124,22 @@ dua_status dua_layout_tail_order(dua_context *ctx, dua_layout *layout, int keys,
       d->tail_order[keys] = NULL;
     }
     d->tail_start[keys] = INT32_MAX;
-    const int64_t total =
-        (int64_t)layout->batch * (keys ? layout->kv_heads : layout->heads) * layout->num_blocks;
-    int32_t *entries = malloc((size_t)(tail < total ? tail : total) * sizeof *entries + 1);
-    int64_t count = 0;
-    if (!entries)
-      return DUA_ERROR_OUT_OF_MEMORY;
-    st = dua_layout_tail_entries(layout, keys, tail, entries, &count);
-    if (st != DUA_SUCCESS)
-      st = dua_fail(ctx, st, "%s", layout->error);
-    else if (count > 0 && (st = dua_device_upload(ctx, entries, (size_t)count * sizeof *entries,
-                                                  &d->tail_order[keys], "tail order")) == DUA_SUCCESS)
-      d->tail_start[keys] = (cl_int)(total - count);
-    free(entries);
-    if (st != DUA_SUCCESS)
-      return st;
+    const int64_t total = launch_entries(layout, keys), room = tail < total ? tail : total;
+    if (room >= 2) { /* else nothing to reorder */
+      int32_t *entries = malloc((size_t)room * sizeof *entries);
+      int64_t count = 0;
+      if (!entries)
+        return DUA_ERROR_OUT_OF_MEMORY;
+      st = dua_layout_tail_entries(layout, keys, tail, entries, &count);
+      if (st != DUA_SUCCESS)
+        st = dua_fail(ctx, st, "%s", layout->error);
+      else if (count > 0 && (st = dua_device_upload(ctx, entries, (size_t)count * sizeof *entries,
+                                                    &d->tail_order[keys], "tail order")) == DUA_SUCCESS)
+        d->tail_start[keys] = (cl_int)(total - count);
+      free(entries);
+      if (st != DUA_SUCCESS)
+        return st;
+    }
     d->tail_made[keys] = tail;
   }
   *order = d->tail_order[keys] ? d->tail_order[keys] : d->dummy;
