@@ -6,7 +6,8 @@
 #   BUILD=build-slim bash bench/gpu_variants.sh exp-cl/a exp-cl/b ...   (ROUNDS=2 runs the list twice; NS="8192
 #   32768" the sequence lengths, default 8192)
 # A folder named "-" means the built-in sources; "env:VAR=VALUE" the built-in sources with VAR=VALUE set for
-# that variant's runs (e.g. env:DUA_TAIL_ORDER=0). CAUSAL_ONLY=1 times the causal layouts only. PASS=bwd: the backward instead (dua-bench --pass bwd on the
+# that variant's runs (e.g. env:DUA_TAIL_ORDER=0). CAUSAL_ONLY=1 times the causal layouts only, NONCAUSAL_ONLY=1
+# the others; BATCH the batch (default 8). PASS=bwd: the backward instead (dua-bench --pass bwd on the
 # same problem set, and test_backward's tensor-core cases on the GPU for each variant before timing, unless
 # TESTS=0).
 set -uo pipefail
@@ -17,7 +18,7 @@ OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
 PASS=${PASS:-fwd}
-B="$BUILD/tools/dua-bench --batch 8 --heads 8 --dim 64 --dtype fp16 --no-naive --no-dense --pass $PASS --json -"
+B="$BUILD/tools/dua-bench --batch ${BATCH:-8} --heads 8 --dim 64 --dtype fp16 --no-naive --no-dense --pass $PASS --json -"
 ptxas=$(ls .devkit/bin/ptxas 2>/dev/null | head -1)
 for round in $(seq "${ROUNDS:-1}"); do
   for dir in "$@"; do
@@ -37,7 +38,7 @@ for round in $(seq "${ROUNDS:-1}"); do
     { [ "$round" = 1 ] && [ "$PASS" = fwd ] && env "${setting[@]}" $B --n 2048 --depth -1 0 --check
       for n in ${NS:-8192}; do
         [ "${CAUSAL_ONLY:-0}" = 1 ] || env "${setting[@]}" $B --n "$n" --depth -1 3 0
-        env "${setting[@]}" $B --n "$n" --depth -1 3 0 --causal
+        [ "${NONCAUSAL_ONLY:-0}" = 1 ] || env "${setting[@]}" $B --n "$n" --depth -1 3 0 --causal
       done; } 2>>"$OUT/bench_$name.log" | grep '^{' |
       sed "s/^{/{\"cl\": \"$name\", \"round\": $round, /" >>"$OUT/variants.jsonl"
     if [ "$round" = 1 ] && [ -z "$ptxas" ]; then # no ptxas here: the driver's PTX comes back for a local one

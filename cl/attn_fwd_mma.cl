@@ -47,6 +47,10 @@
 #ifndef DUA_BIAS
 #define DUA_BIAS 0
 #endif
+/* DUA_SPLIT 1: the launch may split its tail (split_entry_of; host/attention/split_tail.c) */
+#ifndef DUA_SPLIT
+#define DUA_SPLIT 0
+#endif
 
 #ifndef DUA_TF32
 #define DUA_TF32 0
@@ -182,16 +186,20 @@ inline void load_key_tile(__local lds_t *k_t, __local lds_t *v_t, __global const
  * launch is (tiles of nb blocks x THREADS, heads, batch), so work-groups start in the order of their entries
  * e = (b heads + h) nb + block; from entry tail_start on, tail_order[e - tail_start] names the entry taken
  * instead: the last waves' entries by decreasing length, so that no long one starts last
- * (host/attention/tail_order.c). */
+ * (host/attention/tail_order.c). part, unit: the forward's split tail (split_entry_of); part -1 elsewhere. */
 typedef struct {
-  int b, h, blk, tile;
+  int b, h, blk, tile, part, unit;
 } launch_entry;
 
 inline launch_entry launch_entry_of(int tiles_per_block, int nb, __global const int *tail_order,
                                     int tail_start) {
   const int heads = get_num_groups(1);
-  launch_entry w = {get_group_id(2), get_group_id(1), get_group_id(0) / tiles_per_block,
-                    get_group_id(0) % tiles_per_block};
+  launch_entry w = {get_group_id(2),
+                    get_group_id(1),
+                    get_group_id(0) / tiles_per_block,
+                    get_group_id(0) % tiles_per_block,
+                    -1,
+                    0};
   const long e = ((long)w.b * heads + w.h) * nb + w.blk;
   if (e >= tail_start) {
     const int t = tail_order[e - tail_start];
@@ -200,6 +208,67 @@ inline launch_entry launch_entry_of(int tiles_per_block, int nb, __global const 
     w.b = t / nb / heads;
   }
   return w;
+}
+
+/* The forward's split tail (host/attention/split_tail.c), split = (first, parts, grid, heads) with parts >=
+ * 2: the launch is one-dimensional, (grid + (grid - first)(parts - 1)) x THREADS, its work-groups in the
+ * order of the usual three-dimensional launch's; the first `grid` are the row tiles as always, those from
+ * `first` on take only part 0 of their visited key blocks (the items, cut into `parts` ranges of equal
+ * count), and the work-groups past `grid` take parts 1 .. parts - 1 of the same row tiles, parts - 1
+ * consecutive ones per row tile. So a launch whose last wave would run a few long work-groups on an idle GPU
+ * runs twice or more as many short ones. Each part leaves its unnormalized O, running max and sums in
+ * `partials`; the last part of a row tile to finish (an atomic count, which it resets to 0 for the next
+ * launch) merges them and writes O and LSE. parts < 2: no split (the usual launch).
+ *
+ * split_part_of: work-group gid's part (-1: not split) and its row tile's index among the split ones (unit).
+ */
+inline int split_part_of(uint gid, int4 split, int *unit) {
+  const uint per = split.y - 1; /* gid < 2^31 (host) */
+  if (gid >= (uint)split.z) {
+    *unit = (gid - split.z) / per;
+    return 1 + (gid - split.z) % per;
+  }
+  *unit = gid - split.x;
+  return gid >= (uint)split.x ? 0 : -1;
+}
+
+inline launch_entry split_entry_of(int tiles_per_block, int nb, __global const int *tail_order,
+                                   int tail_start, int4 split) {
+  if (!DUA_SPLIT || split.y < 2)
+    return launch_entry_of(tiles_per_block, nb, tail_order, tail_start);
+  launch_entry w;
+  w.part = split_part_of(get_group_id(0), split, &w.unit);
+  const uint row_tile = w.part > 0 ? split.x + w.unit : get_group_id(0);
+  w.tile = row_tile % tiles_per_block;
+  int e = row_tile / tiles_per_block; /* the entry, then as launch_entry_of */
+  if (e >= tail_start)
+    e = tail_order[e - tail_start];
+  w.blk = e % nb;
+  w.h = (e / nb) % split.w;
+  w.b = e / nb / split.w;
+  return w;
+}
+
+/* The work-group's id read anew after the key loop, so that the compiler keeps no split value live across the
+ * loop (the two-m-tile kernel sits at its register cap) */
+inline uint group_id_again(void) {
+#if DUA_MMA_EMULATE
+  return get_group_id(0);
+#else
+  uint x;
+  asm volatile("mov.u32 %0, %%ctaid.x;" : "=r"(x));
+  return x;
+#endif
+}
+
+/* Orders this work-item's global stores before, or its global loads after, another work-group's (through an
+ * atomic and a barrier). */
+inline void gpu_fence(void) {
+#if DUA_MMA_EMULATE
+  mem_fence(CLK_GLOBAL_MEM_FENCE);
+#else
+  asm volatile("fence.acq_rel.gpu;" ::: "memory");
+#endif
 }
 
 /* The visited key blocks of one query block: intervals (+ content bucket) or a device list. */
@@ -342,6 +411,83 @@ inline float masked_score(float x, int row, int col, int shared, float beta, dua
   return vis ? x + (extra ? 0.0f : beta) : -INFINITY;
 }
 
+/* A split row tile's part (split_entry_of) after its key loop: stores this work-item's O fragments, running
+ * maxima and sums (unnormalized, as the loop leaves them) in its slot of partials,
+ * [unit][part][value][work-item] floats, SPLIT_FLOATS values per work-item; returns 0 unless this is the row
+ * tile's last part to finish, which instead merges every part's values, its own too, in part order (the
+ * maxima's maximum, each part's sums and O rescaled to it; a part that saw nothing has max -inf and adds
+ * nothing) and returns 1 to write O and LSE. flag: 4 bytes of local memory that no work-item still reads. */
+#define SPLIT_FLOATS (WARP_MT * (4 * OTILES + 4))
+inline int split_merge(float4 acc[WARP_MT][OTILES], float m_run[WARP_MT][2], float l_run[WARP_MT][2],
+                       __global float *partials, __global int *counts, int4 split, int part, int unit,
+                       __local int *flag) {
+  const int tid = get_local_id(0);
+  const long slots = (long)unit * split.y;
+  __global float *mine = partials + (slots + part) * (SPLIT_FLOATS * THREADS) + tid;
+#pragma unroll
+  for (int mt = 0; mt < WARP_MT; mt++) {
+#pragma unroll
+    for (int i = 0; i < OTILES; i++) {
+      const int at = (mt * OTILES + i) * 4 * THREADS;
+      mine[at] = acc[mt][i].s0;
+      mine[at + THREADS] = acc[mt][i].s1;
+      mine[at + 2 * THREADS] = acc[mt][i].s2;
+      mine[at + 3 * THREADS] = acc[mt][i].s3;
+    }
+    const int at = (WARP_MT * OTILES * 4 + mt * 4) * THREADS;
+    mine[at] = m_run[mt][0];
+    mine[at + THREADS] = m_run[mt][1];
+    mine[at + 2 * THREADS] = l_run[mt][0];
+    mine[at + 3 * THREADS] = l_run[mt][1];
+  }
+  gpu_fence(); /* the stores above before the count */
+  barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+  if (tid == 0)
+    *flag = atomic_inc(counts + unit) == split.y - 1;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  const int last = *flag;
+  barrier(CLK_LOCAL_MEM_FENCE); /* the flag's memory is the epilogue's */
+  if (last) {    /* every part from memory, in part order: the same bits whichever part finishes last */
+    gpu_fence(); /* the other parts' stores before the loads below */
+#pragma unroll
+    for (int mt = 0; mt < WARP_MT; mt++) {
+      m_run[mt][0] = m_run[mt][1] = -INFINITY;
+      l_run[mt][0] = l_run[mt][1] = 0.0f;
+#pragma unroll
+      for (int i = 0; i < OTILES; i++)
+        acc[mt][i] = (float4)(0.0f);
+    }
+  }
+  for (int q = 0; q < split.y && last; q++) {
+    volatile __global const float *theirs = partials + (slots + q) * (SPLIT_FLOATS * THREADS) + tid;
+#pragma unroll
+    for (int mt = 0; mt < WARP_MT; mt++) {
+      const int at = (WARP_MT * OTILES * 4 + mt * 4) * THREADS;
+      float wa[2], wb[2];
+#pragma unroll
+      for (int r = 0; r < 2; r++) { /* rows g and g + 8 */
+        const float mq = theirs[at + r * THREADS], lq = theirs[at + (2 + r) * THREADS];
+        const float mn = fmax(m_run[mt][r], mq);
+        wa[r] = m_run[mt][r] == -INFINITY ? 0.0f : exp2(m_run[mt][r] - mn);
+        wb[r] = mq == -INFINITY ? 0.0f : exp2(mq - mn);
+        m_run[mt][r] = mn;
+        l_run[mt][r] = l_run[mt][r] * wa[r] + lq * wb[r];
+      }
+#pragma unroll
+      for (int i = 0; i < OTILES; i++) {
+        const int a = (mt * OTILES + i) * 4 * THREADS;
+        const float4 x =
+            (float4)(theirs[a], theirs[a + THREADS], theirs[a + 2 * THREADS], theirs[a + 3 * THREADS]);
+        acc[mt][i] =
+            acc[mt][i] * (float4)(wa[0], wa[0], wa[1], wa[1]) + x * (float4)(wb[0], wb[0], wb[1], wb[1]);
+      }
+    }
+  }
+  if (last && tid == 0)
+    counts[unit] = 0; /* for the next launch */
+  return last;
+}
+
 __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void
 dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, __global const dua_store_t *v,
                  __global dua_store_t *o, __global float *lse, long4 q_strides, long4 k_strides,
@@ -350,7 +496,8 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
                  __global const uchar *paths, __global const int *order, __global const int *rank_range,
                  __global const int *list_counts, __global const int *list_full,
                  __global const int *list_indices, __global const float *level_bias, int bias_stride,
-                 __global const int *tail_order, int tail_start) {
+                 __global const int *tail_order, int tail_start, __global float *split_partials,
+                 __global int *split_counts, int4 split) {
 #if DUA_WGMMA && MT == 2
   MAX_REGISTERS(168); /* three work-groups per SM (193 registers uncapped: two) */
 #elif DUA_WGMMA
@@ -368,7 +515,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   EMU_LOCALS
 
   const int tid = get_local_id(0), lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-  const launch_entry w = launch_entry_of(shape.blk / BM, shape.nb, tail_order, tail_start);
+  const launch_entry w = split_entry_of(shape.blk / BM, shape.nb, tail_order, tail_start, split);
   const int h = w.h, b = w.b, m = w.blk;
   const int row0 = m * shape.blk + w.tile * BM;
   if (row0 >= shape.n_tokens)
@@ -388,14 +535,19 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   __global const float *bias_h = level_bias + aux_offsets.s1 + (long)h * bias_stride;
   /* K(0), V(0) first where the head rule gives their block, committed below with Q (on an H100 block-diagonal
    * 3% faster, depth 3 1%: bench/NOTES-mma.md) */
-  const int first_copied = STAGES == 2 && FIRST_BLOCK_EARLY(shape);
+  const int first_copied = STAGES == 2 && FIRST_BLOCK_EARLY(shape) && w.part <= 0;
   if (first_copied)
     load_key_tile(k_s, v_s, k_bh, k_strides.s2, v_bh, v_strides.s2,
                   dua_tree_range(hr, m, shape.shift, shape.nb).x * shape.blk, shape.n_tokens);
 
-  /* ---- the visited key blocks (as attn_fwd.cl) */
-  const visit_list vl =
-      visit_list_begin(m, bh, hr, shape, order, rank_range, list_counts, list_full, list_indices);
+  /* ---- the visited key blocks (as attn_fwd.cl); a split row tile's part: its range of them */
+  visit_list vl = visit_list_begin(m, bh, hr, shape, order, rank_range, list_counts, list_full, list_indices);
+  int item_lo = 0;
+  if (w.part >= 0) {
+    const int n_items = vl.n_items;
+    item_lo = n_items * w.part / split.y;
+    vl.n_items = n_items * (w.part + 1) / split.y;
+  }
 
   /* ---- prologue: Q rows [row0, row0 + BM) into A fragments; warp w owns rows mt * 64 + 16 w .. + 15 of the
    * tile for each m-tile mt < MT. */
@@ -438,7 +590,8 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   barrier(CLK_LOCAL_MEM_FENCE); /* k_s and v_s are free */
 #endif
   tile_pos cur;
-  cur.item = -1;
+  cur.item = item_lo - 1; /* a split part's range starts at a block: nothing left in block item_lo - 1 */
+  cur.j0 = cur.col_end = 0;
   int have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, bias_h);
   if (have && !first_copied) {
     load_tile_async(k_s, K_PITCH, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
@@ -726,6 +879,19 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #else
 #define O_STAGED 0
 #endif
+#if DUA_WGMMA
+#define SPLIT_FLAG ((__local int *)q_s) /* q_s is free: its last wgmma is done */
+#else
+#define SPLIT_FLAG ((__local int *)v_s) /* free after the loop's last barrier */
+#endif
+  int writes = 1; /* this work-group writes O and LSE: of a split row tile, the last part only (no early
+                    return: the barriers below stay uniform for any compiler) */
+  if (DUA_SPLIT && split.y >= 2) {
+    int unit;
+    const int part = split_part_of(group_id_again(), split, &unit);
+    if (part >= 0)
+      writes = split_merge(acc, m_run, l_run, split_partials, split_counts, split, part, unit, SPLIT_FLAG);
+  }
   __global dua_store_t *o_bh = o + offsets.s3 + b * o_strides.s0 + h * o_strides.s1;
 #pragma unroll
   for (int mt = 0; mt < WARP_MT; mt++) {
@@ -756,7 +922,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #endif
       }
 #endif
-      if (valid) {
+      if (valid && writes) {
 #if O_STAGED
 #elif DUA_TF32
         __global float *o_row = o_bh + row * o_strides.s2 + 2 * t;
@@ -781,7 +947,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   barrier(CLK_LOCAL_MEM_FENCE);
   for (int idx = tid; idx < BM * COPY_CPR; idx += THREADS) {
     const int r = idx / COPY_CPR, c = (idx % COPY_CPR) * CHUNK;
-    if (row0 + r < shape.n_tokens)
+    if (writes && row0 + r < shape.n_tokens)
       *(__global uint4 *)(o_bh + (long)(row0 + r) * o_strides.s2 + c) =
           *(__local const uint4 *)O_STAGE_AT(r, c);
   }

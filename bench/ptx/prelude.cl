@@ -37,3 +37,11 @@ OVL float log2(float a) {
 OVL int isinf(float x) {
   return __builtin_isinf(x);
 }
+OVL int atomic_inc(volatile __global int *p) {
+  int r;
+  asm volatile("atom.global.add.u32 %0, [%1], 1;" : "=r"(r) : "l"(p) : "memory");
+  return r;
+}
+OVL float exp2(float a) {
+  return __nvvm_ex2_approx_f(a);
+}

@@ -341,7 +341,8 @@ dua_status dua_attention_backward_ex(dua_context *ctx, dua_layout *l, const dua_
                      {NULL, NULL},
                      {INT32_MAX, INT32_MAX}};
   for (int keys = 0; keys < 2 && ctx->info.nv_mma_f16 && !ctx->fast_paths_disabled; keys++)
-    if ((st = dua_layout_tail_order(ctx, l, keys, &mc.tail_order[keys], &mc.tail_start[keys])) != DUA_SUCCESS)
+    if ((st = dua_layout_tail_order(ctx, l, keys, &mc.tail_order[keys], &mc.tail_start[keys], NULL)) !=
+        DUA_SUCCESS)
       return st;
   cl_kernel m_dq = NULL, m_kv = NULL;
   size_t mg_dq[3], mg_kv[3], m_local = 0;

@@ -10,6 +10,7 @@
  * kernel is built with DUA_MMA_EMULATE=1: the warp instructions are emulated in plain OpenCL, so PoCL can
  * check the kernel. */
 #include "attention/forward_internal.h"
+#include "attention/split_tail.h"
 #include "tuning/tuning.h"
 
 #include <stdio.h>
@@ -71,6 +72,13 @@ static int mma_mt(dua_context *ctx, const dua_fwd_call *c, dua_tuning_source *so
                             origin_size);
 }
 
+/* Work-groups of the kernel that fit on one compute unit, where measured (the split tail's slots; 0:
+ * unknown). wgmma: the register caps of cl/attn_fwd_mma.cl (168 for two m-tiles: three; 96 for one: five,
+ * whose 40 KB of local memory each also fit five times in an H100's 228 KB). */
+static int work_groups_per_cu(int wgmma, int mt) {
+  return wgmma ? (mt == 2 ? 3 : 5) : 0;
+}
+
 int dua_forward_mma_plan(dua_context *ctx, const dua_layout *l, int head_dim, int fp16,
                          dua_tuning_source *source, char *origin, size_t origin_size) {
   if (!(ctx->info.nv_mma_f16 || ctx->info.nv_mma_tf32) || ctx->fast_paths_disabled)
@@ -86,31 +94,53 @@ dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
   if (!mma_fits(ctx, c))
     return DUA_ERROR_UNSUPPORTED;
   const int tf32 = !c->fp16, mt = mma_mt(ctx, c, NULL, NULL, 0), wgmma = use_wgmma(ctx, c);
+  const size_t tiles = (size_t)c->num_blocks * (size_t)(c->block / (mt * MMA_ROWS));
+  const size_t threads = MMA_THREADS;
+  dua_split_tail split;
+  dua_status st = dua_split_tail_make(ctx, (int64_t)(tiles * (size_t)c->heads * (size_t)c->batch), c->heads,
+                                      c->tail_uniform, c->block, work_groups_per_cu(wgmma, mt),
+                                      (int64_t)mt * (c->head_dim / 2 + 4) * MMA_THREADS, &split);
+  if (st != DUA_SUCCESS)
+    return st;
+  const int splitting = split.split.s[1] >= 2;
   char options[256];
-  snprintf(options, sizeof options,
-           "-DHEAD_DIM=%d -DMT=%d -DDUA_FP16=%d -DDUA_TF32=%d -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=%d%s%s",
-           c->head_dim, mt, !tf32, tf32, c->enum_mode, c->tree_mode, c->has_bias,
-           wgmma ? " -DDUA_WGMMA=1" : "", dua_nv_mma_target_option(ctx, wgmma));
+  snprintf(
+      options, sizeof options,
+      "-DHEAD_DIM=%d -DMT=%d -DDUA_FP16=%d -DDUA_TF32=%d -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=%d%s%s%s",
+      c->head_dim, mt, !tf32, tf32, c->enum_mode, c->tree_mode, c->has_bias, wgmma ? " -DDUA_WGMMA=1" : "",
+      splitting ? " -DDUA_SPLIT=1" : "", dua_nv_mma_target_option(ctx, wgmma));
   cl_kernel kernel;
-  dua_status st = dua_program_kernel(
+  st = dua_program_kernel(
       ctx, wgmma ? "common,nv_mma_ops,nv_wgmma_ops,attn_fwd_mma" : "common,nv_mma_ops,attn_fwd_mma", options,
       "dua_attn_fwd_mma", &kernel);
   if (st != DUA_SUCCESS || (st = dua_fwd_set_args(ctx, kernel, c)) != DUA_SUCCESS)
     return st;
+  const cl_mem none = c->tail_order; /* any buffer: not read without a split */
   dua_arg_list a = {kernel, 24, CL_SUCCESS};
   dua_arg(&a, sizeof c->tail_order, &c->tail_order);
   dua_arg(&a, sizeof c->tail_start, &c->tail_start);
+  dua_arg(&a, sizeof(cl_mem), split.partials ? &split.partials : &none);
+  dua_arg(&a, sizeof(cl_mem), split.counts ? &split.counts : &none);
+  dua_arg(&a, sizeof split.split, &split.split);
   if (a.err != CL_SUCCESS)
     return dua_fail(ctx, (dua_status)a.err, "forward kernel: setting argument %u failed: %s", a.index - 1,
                     dua_status_string((dua_status)a.err));
-  const size_t tiles = (size_t)c->num_blocks * (size_t)(c->block / (mt * MMA_ROWS));
-  const size_t threads = MMA_THREADS;
+  /* (tiles, heads, batch) work-groups; with a split tail, those and the extra parts in one dimension */
   size_t global[3] = {tiles * threads, (size_t)c->heads, (size_t)c->batch};
+  if (splitting)
+    global[0] = (size_t)split.work_groups * threads, global[1] = global[2] = 1;
   size_t local[3] = {threads, 1, 1};
   cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, 0, NULL, NULL);
   if (err != CL_SUCCESS)
     return dua_fail(ctx, (dua_status)err, "launching dua_attn_fwd_mma failed: %s",
                     dua_status_string((dua_status)err));
-  dua_log(ctx, DUA_LOG_DEBUG, "forward: tensor-core kernel dua_attn_fwd_mma (%s)", options);
+  if (splitting)
+    dua_log(
+        ctx, DUA_LOG_DEBUG,
+        "forward: tensor-core kernel dua_attn_fwd_mma (%s); split tail: the last %d of %d work-groups in %d "
+        "parts",
+        options, split.split.s[2] - split.split.s[0], split.split.s[2], split.split.s[1]);
+  else
+    dua_log(ctx, DUA_LOG_DEBUG, "forward: tensor-core kernel dua_attn_fwd_mma (%s)", options);
   return DUA_SUCCESS;
 }

@@ -83,9 +83,11 @@ static dua_status entry_lengths(dua_layout *l, int keys, int64_t first, int64_t 
   return DUA_SUCCESS;
 }
 
-dua_status dua_layout_tail_entries(dua_layout *l, int keys, int64_t tail, int32_t *order, int64_t *count) {
+dua_status dua_layout_tail_entries(dua_layout *l, int keys, int64_t tail, int32_t *order, int64_t *count,
+                                   int64_t *uniform) {
   const int64_t total = launch_entries(l, keys);
   *count = 0;
+  *uniform = -1;
   if (tail > total)
     tail = total;
   if (tail < 2 || total > INT32_MAX)
@@ -100,7 +102,9 @@ dua_status dua_layout_tail_entries(dua_layout *l, int keys, int64_t tail, int32_
       lo = el[i].length < lo ? el[i].length : lo;
       hi = el[i].length > hi ? el[i].length : hi;
     }
-    if (lo != hi) { /* equal lengths: entry order is as good and keeps the table's load off the path */
+    if (lo == hi)
+      *uniform = lo;
+    else { /* equal lengths: entry order is as good and keeps the table's load off the path */
       qsort(el, (size_t)tail, sizeof *el, longest_first);
       for (int64_t i = 0; i < tail; i++)
         order[i] = el[i].entry;
@@ -111,8 +115,8 @@ dua_status dua_layout_tail_entries(dua_layout *l, int keys, int64_t tail, int32_
   return st;
 }
 
-dua_status dua_layout_tail_order(dua_context *ctx, dua_layout *layout, int keys, cl_mem *order,
-                                 cl_int *start) {
+dua_status dua_layout_tail_order(dua_context *ctx, dua_layout *layout, int keys, cl_mem *order, cl_int *start,
+                                 int64_t *uniform) {
   dua_layout_device *d = NULL;
   dua_status st = dua_layout_device_get(ctx, layout, 0, &d);
   if (st != DUA_SUCCESS)
@@ -124,17 +128,21 @@ dua_status dua_layout_tail_order(dua_context *ctx, dua_layout *layout, int keys,
       d->tail_order[keys] = NULL;
     }
     d->tail_start[keys] = INT32_MAX;
-    const int64_t total = launch_entries(layout, keys), room = tail < total ? tail : total;
-    if (room >= 2) { /* else nothing to reorder */
+    d->tail_uniform[keys] = -1;
+    /* the lengths of the last `tail` entries, or (no reordering) of the default tail's: for tail_uniform */
+    const int64_t window = tail > 0 ? tail : 4 * (int64_t)ctx->info.compute_units;
+    const int64_t total = launch_entries(layout, keys), room = window < total ? window : total;
+    if (room >= 2) {
       int32_t *entries = malloc((size_t)room * sizeof *entries);
       int64_t count = 0;
       if (!entries)
         return DUA_ERROR_OUT_OF_MEMORY;
-      st = dua_layout_tail_entries(layout, keys, tail, entries, &count);
+      st = dua_layout_tail_entries(layout, keys, window, entries, &count, &d->tail_uniform[keys]);
       if (st != DUA_SUCCESS)
         st = dua_fail(ctx, st, "%s", layout->error);
-      else if (count > 0 && (st = dua_device_upload(ctx, entries, (size_t)count * sizeof *entries,
-                                                    &d->tail_order[keys], "tail order")) == DUA_SUCCESS)
+      else if (tail > 0 && count > 0 &&
+               (st = dua_device_upload(ctx, entries, (size_t)count * sizeof *entries, &d->tail_order[keys],
+                                       "tail order")) == DUA_SUCCESS)
         d->tail_start[keys] = (cl_int)(total - count);
       free(entries);
       if (st != DUA_SUCCESS)
@@ -144,5 +152,7 @@ dua_status dua_layout_tail_order(dua_context *ctx, dua_layout *layout, int keys,
   }
   *order = d->tail_order[keys] ? d->tail_order[keys] : d->dummy;
   *start = d->tail_start[keys];
+  if (uniform)
+    *uniform = d->tail_uniform[keys];
   return DUA_SUCCESS;
 }

@@ -166,6 +166,8 @@ void dua_context_destroy(dua_context *ctx) {
     ctx->tuning_free(ctx->tuning);
   if (ctx->scratch)
     clReleaseMemObject(ctx->scratch);
+  if (ctx->counters)
+    clReleaseMemObject(ctx->counters);
   if (ctx->queue)
     clReleaseCommandQueue(ctx->queue);
   if (ctx->cl_ctx)
@@ -229,6 +231,36 @@ dua_status dua_context_scratch(dua_context *ctx, size_t bytes, cl_mem *out) {
                     dua_status_string((dua_status)err));
   ctx->scratch = mem;
   ctx->scratch_bytes = bytes;
+  *out = mem;
+  return DUA_SUCCESS;
+}
+
+dua_status dua_context_counters(dua_context *ctx, size_t count, cl_mem *out) {
+  if (count <= ctx->counters_count && ctx->counters) {
+    *out = ctx->counters;
+    return DUA_SUCCESS;
+  }
+  if (count < 1024)
+    count = 1024; /* few regrowths */
+  if (ctx->counters) {
+    clFinish(ctx->queue); /* queued work may still use the old counters */
+    clReleaseMemObject(ctx->counters);
+    ctx->counters = NULL;
+    ctx->counters_count = 0;
+  }
+  cl_int err = CL_SUCCESS;
+  cl_mem mem = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, count * sizeof(cl_int), NULL, &err);
+  if (err == CL_SUCCESS) {
+    const cl_int zero = 0;
+    err = clEnqueueFillBuffer(ctx->queue, mem, &zero, sizeof zero, 0, count * sizeof(cl_int), 0, NULL, NULL);
+    if (err != CL_SUCCESS)
+      clReleaseMemObject(mem);
+  }
+  if (err != CL_SUCCESS)
+    return dua_fail(ctx, (dua_status)err, "allocating %zu counters failed: %s", count,
+                    dua_status_string((dua_status)err));
+  ctx->counters = mem;
+  ctx->counters_count = count;
   *out = mem;
   return DUA_SUCCESS;
 }

@@ -38,6 +38,8 @@ struct dua_context {
   char cl_dir[512]; /* DUA_CL_DIR, "" for embedded sources */
   cl_mem scratch;   /* grow-only scratch memory (dua_context_scratch) */
   size_t scratch_bytes;
+  cl_mem counters; /* grow-only zeroed counters (dua_context_counters) */
+  size_t counters_count;
   /* tuning state (host/tuning/tuning.c), made on first use; runtime only frees it through the hook */
   void *tuning;
   void (*tuning_free)(void *tuning);
@@ -45,6 +47,10 @@ struct dua_context {
 
 /* Scratch device memory of at least bytes, owned by the context and reused across calls. */
 dua_status dua_context_scratch(dua_context *ctx, size_t bytes, cl_mem *out);
+
+/* At least count 32-bit counters, owned by the context, 0 when made: every kernel that counts in them must
+ * leave them 0 again (the forward's split tail: the last work-group to count resets its counter). */
+dua_status dua_context_counters(dua_context *ctx, size_t count, cl_mem *out);
 
 struct dua_buffer {
   dua_context *ctx;

@@ -53,6 +53,7 @@ typedef struct mma_ctx {
   int mma_launches;
   int wgmma_launches; /* of which the wgmma variant (DUA_WGMMA=1 in the logged options) */
   int mt2_launches;   /* of which with MT 2 */
+  int split_launches; /* of which with a split tail (DUA_SPLIT_TAIL) */
   int mma_possible;   /* the mma kernel can run here (NVIDIA probe, or forced emulation), fast paths on */
   int tf32_possible;  /* ... and its tf32 variant */
   int emulated;
@@ -64,6 +65,7 @@ static void count_log(dua_log_level level, const char *msg, void *user) {
     ((mma_ctx *)user)->mma_launches++;
     ((mma_ctx *)user)->wgmma_launches += strstr(msg, "DUA_WGMMA=1") != NULL;
     ((mma_ctx *)user)->mt2_launches += strstr(msg, "-DMT=2 ") != NULL;
+    ((mma_ctx *)user)->split_launches += strstr(msg, "split tail:") != NULL;
   }
 }
 
@@ -647,6 +649,101 @@ START_TEST(token_bias_declines_to_portable) {
 }
 END_TEST
 
+/* The split tail (DUA_SPLIT_TAIL forces it; host/attention/split_tail.c): the last work-groups (or all) cut
+ * into parts by key blocks, merged by the last part of each row tile. Against the reference as every case:
+ * dense and sparse, tails, causal with window and sink, one and two m-tiles, head dims 64 and 128, tf32, GQA,
+ * more parts than a row tile has blocks (empty parts), caller lists with an empty query block (O = 0, LSE
+ * -inf), and the split launched where the tensor cores run. Run twice per case: the counters must be left 0;
+ * and two runs on the same inputs give the same bits (the merge's order does not depend on which part ends
+ * last). */
+START_TEST(split_tail) {
+  static const char *const forced[3] = {"1000000,2", "1000000,3", "3,5"};
+  const char *quick = getenv("DUA_TEST_SPLIT_QUICK"); /* the cl suite's emulated run: the three-part case */
+  if (quick && *quick && strcmp(quick, "0") != 0 && _i != 1)
+    return;
+  setenv("DUA_SPLIT_TAIL", forced[_i], 1);
+  mma_ctx m;
+  mma_context(&m, 0);
+  test_rng rng = test_rng_make(209 + (uint64_t)_i);
+  for (int c = 0; c < 7; c++) {
+    problem p = base_problem(c % 2 ? 1000 : 333, c < 4 ? 128 : 64, c == 3 ? 128 : 64);
+    p.desc.heads = 4;
+    p.desc.kv_heads = c == 2 ? 2 : 0;
+    if (c == 1)
+      set_depths(&p, 2, 1);
+    if (c == 4) {
+      p.desc.causal = 1, p.desc.window = 70, p.desc.sink = 5;
+      set_depths(&p, 2, -1);
+    }
+    if (c == 5) {
+      p.dtype = DUA_F32, p.tf32 = 1;
+      set_depths(&p, 1, 2);
+    }
+    if (c == 6)
+      p.desc.causal = 1;
+    for (int twice = 0; twice < 2; twice++) {
+      const int before = m.split_launches;
+      check_problem(&m, &p, &rng);
+      ck_assert_int_eq(m.split_launches - before, expect_mma(&m, &p));
+    }
+  }
+  /* the same bits on every run, whichever part of a row tile finishes last (dense, N 1000, 8 heads) */
+  {
+    dua_layout_desc desc;
+    memset(&desc, 0, sizeof desc);
+    desc.seq_len = 1000, desc.block = 128, desc.batch = 1, desc.heads = 8, desc.arity = 2;
+    dua_layout *l = NULL;
+    ck_assert_int_eq(dua_layout_create(&desc, &l, NULL, 0), DUA_SUCCESS);
+    const size_t n = (size_t)8 * 1000 * 64, nr = (size_t)8 * 1000;
+    float *x = malloc(n * 4), *o = malloc(n * 4 * 2), *lse = malloc(nr * 4 * 2);
+    ck_assert(x && o && lse);
+    test_fill(x, n, &rng, DUA_F16);
+    dua_buffer *bx = test_upload(m.ctx, x, n, DUA_F16), *bo = NULL, *bl = NULL;
+    ck_assert_int_eq(dua_buffer_create(m.ctx, n * 2, &bo), DUA_SUCCESS);
+    ck_assert_int_eq(dua_buffer_create(m.ctx, nr * 4, &bl), DUA_SUCCESS);
+    dua_tensor tx = dua_tensor_contiguous(bx, 0, DUA_F16, 1, 8, 1000, 64),
+               to = dua_tensor_contiguous(bo, 0, DUA_F16, 1, 8, 1000, 64),
+               tl = dua_tensor_contiguous(bl, 0, DUA_F32, 1, 8, 1000, 1);
+    for (int run = 0; run < 2; run++) {
+      ck_assert_msg(dua_attention_forward(m.ctx, l, NULL, &tx, &tx, &tx, &to, &tl) == DUA_SUCCESS, "%s",
+                    dua_context_last_error(m.ctx));
+      test_download(bo, o + run * n, n, DUA_F16);
+      test_download(bl, lse + run * nr, nr, DUA_F32);
+    }
+    ck_assert_msg(memcmp(o, o + n, n * 4) == 0 && memcmp(lse, lse + nr, nr * 4) == 0, "two runs differ");
+    dua_buffer_destroy(bx);
+    dua_buffer_destroy(bo);
+    dua_buffer_destroy(bl);
+    free(x), free(o), free(lse);
+    dua_layout_destroy(l);
+  }
+  /* caller lists, block 128 (two m-tiles where the rule says so), query block 2 of head 0 visits nothing */
+  problem p = base_problem(420, 128, 64);
+  const int nb = 4;
+  int32_t counts[8] = {3, 4, 0, 2, 1, 4, 2, 3}, indices[8 * 4];
+  for (int r = 0; r < 8; r++)
+    for (int k = 0; k < 4; k++)
+      indices[r * 4 + k] = (r + k) % nb;
+  dua_layout *l = NULL;
+  char err[256];
+  ck_assert_msg(dua_layout_create_from_lists(&p.desc, counts, indices, &l, err, sizeof err) == DUA_SUCCESS,
+                "%s", err);
+  run r;
+  memset(&r, 0, sizeof r);
+  run_problem(&m, &p, l, &r, &rng);
+  compare(&p, &r);
+  for (int i = 2 * 128; i < 3 * 128; i++) {
+    ck_assert(isinf(r.lse[i]) && r.lse[i] < 0);
+    for (int c = 0; c < 64; c++)
+      ck_assert_msg(r.o[(size_t)i * 64 + c] == 0.0f, "empty row %d not zero", i);
+  }
+  test_fwd_run_free(&r);
+  dua_layout_destroy(l);
+  dua_context_destroy(m.ctx);
+  unsetenv("DUA_SPLIT_TAIL");
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("forward_mma");
   TCase *tc = tcase_create("core");
@@ -664,6 +761,7 @@ int main(void) {
   ADD(caller_lists_with_empty_rows, 8)
   ADD(tf32_storage, 2)
   ADD(token_bias_declines_to_portable, 1)
+  ADD(split_tail, 3)
 #undef ADD
   suite_add_tcase(s, tc);
   return test_run_suite(s);

@@ -626,12 +626,13 @@ START_TEST(test_tail_order) {
     const int64_t tails[3] = {total, total / 2 + 1, 3};
     for (int t = 0; t < 3; t++) {
       const int64_t tail = tails[t] < total ? tails[t] : total, first = total - tail;
-      int64_t count = -1;
-      ck_assert_int_eq(dua_layout_tail_entries(l, keys, tails[t], order, &count), DUA_SUCCESS);
+      int64_t count = -1, uniform = -2;
+      ck_assert_int_eq(dua_layout_tail_entries(l, keys, tails[t], order, &count, &uniform), DUA_SUCCESS);
       int equal = 1;
       for (int64_t e = first + 1; e < total; e++)
         equal &= length[e] == length[first];
       ck_assert_int_eq(count, tail < 2 || equal ? 0 : tail);
+      ck_assert_int_eq(uniform, tail >= 2 && equal ? length[first] : -1);
       uint8_t *seen = calloc((size_t)total, 1);
       ck_assert_ptr_nonnull(seen);
       for (int64_t i = 0; i < count; i++) {

@@ -1,0 +1,105 @@
+/* split_tail.c: which of a tensor-core forward launch's last work-groups to split by key blocks, into how
+ * many parts, and the device memory the parts meet in.
+ *
+ * A launch of `grid` work-groups of equal length on `slots` work-group slots runs grid / slots full waves and
+ * then rem = grid % slots work-groups on an otherwise idle GPU for a whole work-group's time (non-causal
+ * layouts, whose rows all visit as many key blocks; causal ones reorder their tail instead: tail_order.c).
+ * Cut into P = slots / rem parts of their key blocks (2 to 4, at least two blocks each), those rem
+ * work-groups become P rem shorter ones that fill the last wave, which then takes about 1 / P as long plus
+ * the merge (a model of the grid: bench/NOTES-mma.md, twentieth session). The parts meet in scratch memory
+ * (unnormalized O, row maxima and sums, fp32) and a counter per row tile; the last to finish merges and
+ * writes. */
+#include "attention/split_tail.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_AUTO_PARTS 4 /* each part adds its partials' traffic and a share of the merge */
+#define MAX_FORCED_PARTS 64
+
+/* Where the split pays (H100, bench/RESULTS.md "Twentieth session", best of two rounds against no split):
+ * short launches (under 8 waves: batch 1, 2 and 4 at N 2048-32768, +1.0% to +28%); batch 8 dense at N 8192
+ * (10 waves of 64-block work-groups: +0.5% to +2.5%); not 10 waves of 8-block work-groups (batch 8, depth 3,
+ * N 8192: -0.8% and -1.6%, whose last wave already ran one work-group per compute unit, faster than a full
+ * wave's) nor 41 waves (N 32768: -1.4% to +0.3%, within the spread), where the last wave is too small a
+ * share. */
+#define SPLIT_WAVES_SHORT 8        /* launches under this many waves split ... */
+#define SPLIT_WAVES_LONG_GROUPS 16 /* ... and under this many if their work-groups */
+#define SPLIT_KEYS_LONG (64 * 128) /* visit at least this many keys */
+
+int64_t dua_split_tail_plan(int64_t grid, int64_t slots, int64_t items, int block, int *parts) {
+  *parts = 1;
+  if (grid < 1 || slots < 2 || items < 4)
+    return 0;
+  if (grid >= SPLIT_WAVES_SHORT * slots &&
+      (grid >= SPLIT_WAVES_LONG_GROUPS * slots || items * block < SPLIT_KEYS_LONG))
+    return 0;
+  const int64_t rem = grid % slots;
+  if (rem == 0)
+    return 0;
+  int64_t p = slots / rem;
+  p = p < MAX_AUTO_PARTS ? p : MAX_AUTO_PARTS;
+  p = p < items / 2 ? p : items / 2; /* two key blocks a part at least: a part's fixed cost is about one */
+  if (p < 2)
+    return 0;
+  *parts = (int)p;
+  return rem;
+}
+
+/* DUA_SPLIT_TAIL: 1 with *count, *parts where it forces a split, 0 where it turns splitting off, -1 where it
+ * is unset or invalid (warned). */
+static int split_env(dua_context *ctx, int64_t *count, int *parts) {
+  const char *env = getenv("DUA_SPLIT_TAIL");
+  if (!env || !*env)
+    return -1;
+  if (strcmp(env, "0") == 0)
+    return 0;
+  char *end = NULL;
+  errno = 0;
+  const long long c = strtoll(env, &end, 10);
+  long p = 0;
+  if (!errno && c > 0 && *end == ',') {
+    const char *rest = end + 1;
+    p = strtol(rest, &end, 10);
+    if (errno || end == rest || *end || p < 2 || p > MAX_FORCED_PARTS)
+      p = 0;
+  }
+  if (p == 0) {
+    dua_log(ctx, DUA_LOG_WARNING,
+            "DUA_SPLIT_TAIL = \"%s\" is neither 0 nor \"work-groups,parts\" (parts 2 to %d): ignored", env,
+            MAX_FORCED_PARTS);
+    return -1;
+  }
+  *count = c;
+  *parts = (int)p;
+  return 1;
+}
+
+dua_status dua_split_tail_make(dua_context *ctx, int64_t grid, int heads, int64_t items, int block,
+                               int per_cu, int64_t floats, dua_split_tail *out) {
+  memset(out, 0, sizeof *out);
+  int parts = 1;
+  int64_t count = 0;
+  const int env = split_env(ctx, &count, &parts);
+  if (env < 0)
+    count = dua_split_tail_plan(grid, (int64_t)per_cu * ctx->info.compute_units, items, block, &parts);
+  else if (env == 0)
+    count = 0;
+  count = count < grid ? count : grid;
+  const int64_t extra = count * (parts - 1);
+  if (count < 1 || parts < 2 || grid + extra > INT32_MAX)
+    return DUA_SUCCESS;
+  dua_status st = dua_context_scratch(ctx, (size_t)(count * parts * floats) * sizeof(float), &out->partials);
+  if (st == DUA_SUCCESS)
+    st = dua_context_counters(ctx, (size_t)count, &out->counts);
+  if (st != DUA_SUCCESS)
+    return st;
+  out->split.s[0] = (cl_int)(grid - count);
+  out->split.s[1] = parts;
+  out->split.s[2] = (cl_int)grid;
+  out->split.s[3] = heads;
+  out->work_groups = grid + extra;
+  return DUA_SUCCESS;
+}

@@ -1,0 +1,32 @@
+/* split_tail.h: the tensor-core forward's split tail (split_tail.c; the kernel side is split_entry_of and
+ * split_merge in cl/attn_fwd_mma.cl). */
+#ifndef DUA_SPLIT_TAIL_H
+#define DUA_SPLIT_TAIL_H
+
+#include <stdint.h>
+
+#include "runtime/context_internal.h"
+
+/* How many of a launch's last work-groups to split, and into how many parts, for `grid` work-groups of equal
+ * length (`items` key blocks of `block` keys each) on `slots` work-group slots (compute units x work-groups
+ * per unit): returns the count (0: none) and sets *parts (1: none). Pure; for the unit tests. */
+int64_t dua_split_tail_plan(int64_t grid, int64_t slots, int64_t items, int block, int *parts);
+
+/* A launch's split tail: the kernel's `split` argument (first, parts, grid, heads; parts 0: none), the
+ * launch's work-groups with it (one dimension: grid + the parts past part 0), and the device memory the parts
+ * meet in. */
+typedef struct {
+  cl_int4 split;
+  int64_t work_groups;
+  cl_mem partials, counts;
+} dua_split_tail;
+
+/* The split tail of a forward launch of `grid` work-groups over `heads` query heads, each of `items` key
+ * blocks of `block` keys where all are equal (else -1), on `per_cu` work-groups per compute unit (0: unknown,
+ * no split unless DUA_SPLIT_TAIL forces one), each part leaving `floats` floats. DUA_SPLIT_TAIL: unset, the
+ * plan above; 0, none; "count,parts", that many last work-groups (all if more) in that many parts (2 to 64).
+ */
+dua_status dua_split_tail_make(dua_context *ctx, int64_t grid, int heads, int64_t items, int block,
+                               int per_cu, int64_t floats, dua_split_tail *out);
+
+#endif

@@ -1,0 +1,98 @@
+/* test_split_tail.c: unit tests (no device) of the forward's split-tail plan (host/attention/split_tail.c):
+ * on random launches, the plan splits only the last partial wave (grid % slots work-groups), into 2 to 4
+ * parts that fit in one wave, two key blocks a part at least, nothing for launches of 16 waves or more nor
+ * of 8 or more short work-groups; and in a list-scheduling model of the grid (equal work-groups of a fixed
+ * part plus one unit per key block, the next one taking the first free slot; each part a fixed part, its
+ * share of blocks and a merge), the planned split is never slower than none and faster where the last wave is
+ * short. */
+#include "attention/split_tail.h"
+#include "test_util.h"
+
+#include <check.h>
+#include <stdlib.h>
+
+/* Makespan of n jobs of length len (in order) on slots slots, starting from slot_free[] (slots entries). */
+static double schedule(double *slot_free, int64_t slots, int64_t n, double len) {
+  for (int64_t j = 0; j < n; j++) {
+    int64_t best = 0;
+    for (int64_t s = 1; s < slots; s++)
+      if (slot_free[s] < slot_free[best])
+        best = s;
+    slot_free[best] += len;
+  }
+  double end = 0.0;
+  for (int64_t s = 0; s < slots; s++)
+    end = slot_free[s] > end ? slot_free[s] : end;
+  return end;
+}
+
+#define FIXED 4.0 /* a work-group's prologue and epilogue, in key blocks */
+#define MERGE 1.0
+
+static double makespan(int64_t grid, int64_t slots, int64_t items, int64_t split, int parts) {
+  double *slot_free = calloc((size_t)slots, sizeof *slot_free);
+  ck_assert_ptr_nonnull(slot_free);
+  schedule(slot_free, slots, grid - split, FIXED + (double)items);
+  const double end = schedule(slot_free, slots, split * parts, FIXED + (double)items / parts + MERGE);
+  free(slot_free);
+  return end;
+}
+
+START_TEST(plan_properties_and_model) {
+  test_rng r = test_rng_make(0x5b117ull + (uint64_t)_i);
+  for (int c = 0; c < 200; c++) {
+    const int64_t slots = test_rng_int(&r, 2, 700), items = test_rng_int(&r, 1, 300);
+    const int64_t grid = test_rng_int(&r, 1, 20 * (int)slots);
+    const int block = 64 << test_rng_int(&r, 0, 2);
+    int parts = -1;
+    const int64_t split = dua_split_tail_plan(grid, slots, items, block, &parts);
+    const int64_t rem = grid % slots;
+    const int long_launch_of_short = grid >= 8 * slots && (grid >= 16 * slots || items * block < 64 * 128);
+    if (split == 0) {
+      ck_assert_int_eq(parts, 1);
+      ck_assert(rem == 0 || items < 4 || long_launch_of_short || slots / rem < 2);
+      continue;
+    }
+    ck_assert_int_eq(split, rem);
+    ck_assert(!long_launch_of_short);
+    ck_assert(parts >= 2 && parts <= 4 && 2 * parts <= items);
+    ck_assert_int_le(split * parts, slots);
+    const double none = makespan(grid, slots, items, 0, 1), with = makespan(grid, slots, items, split, parts);
+    ck_assert_msg(with <= none, "grid %lld slots %lld items %lld: split %lld x %d: %g > %g", (long long)grid,
+                  (long long)slots, (long long)items, (long long)split, parts, with, none);
+    if (rem * 3 <= slots && items >= 8) /* the last wave a third full or less: it was most of a work-group */
+      ck_assert_msg(with < none - 0.25 * items, "grid %lld slots %lld items %lld: %g vs %g", (long long)grid,
+                    (long long)slots, (long long)items, with, none);
+  }
+}
+END_TEST
+
+START_TEST(plan_edges) {
+  int parts = 0;
+  ck_assert_int_eq(dua_split_tail_plan(396 * 3, 396, 64, 128, &parts), 0); /* whole waves */
+  ck_assert_int_eq(parts, 1);
+  ck_assert_int_eq(dua_split_tail_plan(400, 396, 1, 128, &parts), 0);        /* one block: nothing to cut */
+  ck_assert_int_eq(dua_split_tail_plan(396 + 300, 396, 64, 128, &parts), 0); /* 300 of 396: 1 part */
+  ck_assert_int_eq(dua_split_tail_plan(4096, 396, 8, 128, &parts), 0);       /* 10 waves of 8 blocks */
+  ck_assert_int_eq(dua_split_tail_plan(4096, 396, 64, 128, &parts), 136);    /* ... of 64 blocks */
+  ck_assert_int_eq(parts, 2);
+  ck_assert_int_eq(dua_split_tail_plan(2048, 396, 8, 128, &parts), 68); /* 5 waves: 68 in 4 parts */
+  ck_assert_int_eq(parts, 4);
+  ck_assert_int_eq(dua_split_tail_plan(512, 396, 4, 128, &parts), 116); /* two blocks a part at least */
+  ck_assert_int_eq(parts, 2);
+  ck_assert_int_eq(dua_split_tail_plan(512, 396, 3, 128, &parts), 0);
+  ck_assert_int_eq(dua_split_tail_plan(100, 396, 64, 128, &parts), 100); /* under one wave */
+  ck_assert_int_eq(parts, 3);
+  ck_assert_int_eq(dua_split_tail_plan(0, 396, 64, 128, &parts), 0);
+  ck_assert_int_eq(dua_split_tail_plan(10, 1, 64, 128, &parts), 0);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("split_tail");
+  TCase *tc = tcase_create("core");
+  tcase_add_loop_test(tc, plan_properties_and_model, 0, 5);
+  tcase_add_test(tc, plan_edges);
+  suite_add_tcase(s, tc);
+  return test_run_suite(s);
+}
