@@ -209,58 +209,45 @@ cl_command_queue dua_context_cl_queue(const dua_context *ctx) {
   return ctx ? ctx->queue : NULL;
 }
 
-dua_status dua_context_scratch(dua_context *ctx, size_t bytes, cl_mem *out) {
-  if (bytes <= ctx->scratch_bytes && ctx->scratch) {
-    *out = ctx->scratch;
+/* A grow-only device buffer of at least bytes in *buf (*have bytes now), zero-filled when made if zeroed. */
+static dua_status grow_buffer(dua_context *ctx, cl_mem *buf, size_t *have, size_t bytes, int zeroed,
+                              const char *what, cl_mem *out) {
+  if (bytes <= *have && *buf) {
+    *out = *buf;
     return DUA_SUCCESS;
   }
   if (ctx->info.max_alloc_bytes && bytes > ctx->info.max_alloc_bytes)
     return dua_fail(ctx, DUA_ERROR_UNSUPPORTED,
-                    "scratch of %zu bytes exceeds the device's largest allocation (%llu)", bytes,
+                    "%s of %zu bytes exceeds the device's largest allocation (%llu)", what, bytes,
                     (unsigned long long)ctx->info.max_alloc_bytes);
-  if (ctx->scratch) {
-    clFinish(ctx->queue); /* queued work may still use the old scratch */
-    clReleaseMemObject(ctx->scratch);
-    ctx->scratch = NULL;
-    ctx->scratch_bytes = 0;
+  if (*buf) {
+    clFinish(ctx->queue); /* queued work may still use the old buffer */
+    clReleaseMemObject(*buf);
+    *buf = NULL;
+    *have = 0;
   }
   cl_int err = CL_SUCCESS;
   cl_mem mem = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
-  if (err != CL_SUCCESS)
-    return dua_fail(ctx, (dua_status)err, "allocating %zu bytes of scratch failed: %s", bytes,
-                    dua_status_string((dua_status)err));
-  ctx->scratch = mem;
-  ctx->scratch_bytes = bytes;
-  *out = mem;
-  return DUA_SUCCESS;
-}
-
-dua_status dua_context_counters(dua_context *ctx, size_t count, cl_mem *out) {
-  if (count <= ctx->counters_count && ctx->counters) {
-    *out = ctx->counters;
-    return DUA_SUCCESS;
-  }
-  if (count < 1024)
-    count = 1024; /* few regrowths */
-  if (ctx->counters) {
-    clFinish(ctx->queue); /* queued work may still use the old counters */
-    clReleaseMemObject(ctx->counters);
-    ctx->counters = NULL;
-    ctx->counters_count = 0;
-  }
-  cl_int err = CL_SUCCESS;
-  cl_mem mem = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, count * sizeof(cl_int), NULL, &err);
-  if (err == CL_SUCCESS) {
+  if (err == CL_SUCCESS && zeroed) {
     const cl_int zero = 0;
-    err = clEnqueueFillBuffer(ctx->queue, mem, &zero, sizeof zero, 0, count * sizeof(cl_int), 0, NULL, NULL);
+    err = clEnqueueFillBuffer(ctx->queue, mem, &zero, sizeof zero, 0, bytes, 0, NULL, NULL);
     if (err != CL_SUCCESS)
       clReleaseMemObject(mem);
   }
   if (err != CL_SUCCESS)
-    return dua_fail(ctx, (dua_status)err, "allocating %zu counters failed: %s", count,
+    return dua_fail(ctx, (dua_status)err, "allocating %zu bytes of %s failed: %s", bytes, what,
                     dua_status_string((dua_status)err));
-  ctx->counters = mem;
-  ctx->counters_count = count;
+  *buf = mem;
+  *have = bytes;
   *out = mem;
   return DUA_SUCCESS;
+}
+
+dua_status dua_context_scratch(dua_context *ctx, size_t bytes, cl_mem *out) {
+  return grow_buffer(ctx, &ctx->scratch, &ctx->scratch_bytes, bytes, 0, "scratch", out);
+}
+
+dua_status dua_context_counters(dua_context *ctx, size_t count, cl_mem *out) {
+  const size_t bytes = (count < 1024 ? 1024 : count) * sizeof(cl_int); /* few regrowths */
+  return grow_buffer(ctx, &ctx->counters, &ctx->counters_bytes, bytes, 1, "counters", out);
 }

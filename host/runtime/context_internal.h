@@ -39,7 +39,7 @@ struct dua_context {
   cl_mem scratch;   /* grow-only scratch memory (dua_context_scratch) */
   size_t scratch_bytes;
   cl_mem counters; /* grow-only zeroed counters (dua_context_counters) */
-  size_t counters_count;
+  size_t counters_bytes;
   /* tuning state (host/tuning/tuning.c), made on first use; runtime only frees it through the hook */
   void *tuning;
   void (*tuning_free)(void *tuning);
