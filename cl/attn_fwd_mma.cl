@@ -261,8 +261,9 @@ inline uint group_id_again(void) {
 #endif
 }
 
-/* Orders this work-item's global stores before, or its global loads after, another work-group's (through an
- * atomic and a barrier). */
+/* Orders the global stores before it (of this work-item, and of the work-group's others through a barrier
+ * before it) before its later atomic, and the loads after it after that atomic (OpenCL 1.2's mem_fence orders
+ * only within a work-item: enough for PoCL's CPU threads, tests only). */
 inline void gpu_fence(void) {
 #if DUA_MMA_EMULATE
   mem_fence(CLK_GLOBAL_MEM_FENCE);
@@ -440,15 +441,18 @@ inline int split_merge(float4 acc[WARP_MT][OTILES], float m_run[WARP_MT][2], flo
     mine[at + 2 * THREADS] = l_run[mt][0];
     mine[at + 3 * THREADS] = l_run[mt][1];
   }
-  gpu_fence(); /* the stores above before the count */
+  /* release: every work-item's stores, then (after the barrier) one fence and the count; acquire: the fence
+   * after the count, then the barrier before any work-item loads (the pattern of a grid-wide semaphore) */
   barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
-  if (tid == 0)
+  if (tid == 0) {
+    gpu_fence();
     *flag = atomic_inc(counts + unit) == split.y - 1;
-  barrier(CLK_LOCAL_MEM_FENCE);
+    gpu_fence(); /* unconditional: under a branch the two-m-tile kernel spilled 96 bytes instead of 20 */
+  }
+  barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
   const int last = *flag;
   barrier(CLK_LOCAL_MEM_FENCE); /* the flag's memory is the epilogue's */
-  if (last) {    /* every part from memory, in part order: the same bits whichever part finishes last */
-    gpu_fence(); /* the other parts' stores before the loads below */
+  if (last) { /* every part from memory, in part order: the same bits whichever part finishes last */
 #pragma unroll
     for (int mt = 0; mt < WARP_MT; mt++) {
       m_run[mt][0] = m_run[mt][1] = -INFINITY;

@@ -43,8 +43,8 @@ dua_status dua_layout_device_get(dua_context *ctx, dua_layout *layout, int lists
  * the number of key blocks visited; keys = 1: key blocks (b, hk, n) of the dK/dV pass, whose length is the
  * number of query blocks visiting n over the GQA group (the transposed lists). Where the tail's lengths are
  * all equal, or DUA_TAIL_ORDER=0, *start is INT32_MAX and *order a dummy. *uniform (if not NULL): the
- * length all the tail's entries share (with DUA_TAIL_ORDER=0, those of the default tail), else -1. Made once
- * per layout and context. */
+ * length the last 8 entries per compute unit all share (the forward's split tail), else -1. Made once per
+ * layout and context. */
 dua_status dua_layout_tail_order(dua_context *ctx, dua_layout *layout, int keys, cl_mem *order, cl_int *start,
                                  int64_t *uniform);
 

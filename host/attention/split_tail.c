@@ -94,8 +94,13 @@ dua_status dua_split_tail_make(dua_context *ctx, int64_t grid, int heads, int64_
   dua_status st = dua_context_scratch(ctx, (size_t)(count * parts * floats) * sizeof(float), &out->partials);
   if (st == DUA_SUCCESS)
     st = dua_context_counters(ctx, (size_t)count, &out->counts);
-  if (st != DUA_SUCCESS)
-    return st;
+  if (st != DUA_SUCCESS) { /* an optimization: the launch runs unsplit rather than fail or leave the path */
+    dua_log(ctx, DUA_LOG_DEBUG, "split tail: no memory for %lld parts (%s): unsplit",
+            (long long)(count * parts), ctx->last_error);
+    ctx->last_error[0] = '\0';
+    memset(out, 0, sizeof *out);
+    return DUA_SUCCESS;
+  }
   out->split.s[0] = (cl_int)(grid - count);
   out->split.s[1] = parts;
   out->split.s[2] = (cl_int)grid;

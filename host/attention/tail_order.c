@@ -129,20 +129,25 @@ dua_status dua_layout_tail_order(dua_context *ctx, dua_layout *layout, int keys,
     }
     d->tail_start[keys] = INT32_MAX;
     d->tail_uniform[keys] = -1;
-    /* the lengths of the last `tail` entries, or (no reordering) of the default tail's: for tail_uniform */
-    const int64_t window = tail > 0 ? tail : 4 * (int64_t)ctx->info.compute_units;
-    const int64_t total = launch_entries(layout, keys), room = window < total ? window : total;
+    /* whether the last entries share one length (the split tail's condition) over the default tail's room
+     * doubled (every launch's last partial wave: up to 5 work-groups per compute unit), and the order of the
+     * last `tail` where they do not */
+    const int64_t total = launch_entries(layout, keys), window = 8 * (int64_t)ctx->info.compute_units;
+    const int64_t big = tail > window ? tail : window, room = big < total ? big : total;
     if (room >= 2) {
       int32_t *entries = malloc((size_t)room * sizeof *entries);
-      int64_t count = 0;
+      int64_t count = 0, tail_uniform = -1;
       if (!entries)
         return DUA_ERROR_OUT_OF_MEMORY;
       st = dua_layout_tail_entries(layout, keys, window, entries, &count, &d->tail_uniform[keys]);
+      if (st == DUA_SUCCESS && tail >= 2 && (d->tail_uniform[keys] < 0 || tail > window))
+        st = dua_layout_tail_entries(layout, keys, tail, entries, &count, &tail_uniform);
+      else
+        count = 0;
       if (st != DUA_SUCCESS)
         st = dua_fail(ctx, st, "%s", layout->error);
-      else if (tail > 0 && count > 0 &&
-               (st = dua_device_upload(ctx, entries, (size_t)count * sizeof *entries, &d->tail_order[keys],
-                                       "tail order")) == DUA_SUCCESS)
+      else if (count > 0 && (st = dua_device_upload(ctx, entries, (size_t)count * sizeof *entries,
+                                                    &d->tail_order[keys], "tail order")) == DUA_SUCCESS)
         d->tail_start[keys] = (cl_int)(total - count);
       free(entries);
       if (st != DUA_SUCCESS)
