@@ -83,31 +83,35 @@ static dua_status entry_lengths(dua_layout *l, int keys, int64_t first, int64_t 
   return DUA_SUCCESS;
 }
 
-dua_status dua_layout_tail_entries(dua_layout *l, int keys, int64_t tail, int32_t *order, int64_t *count,
-                                   int64_t *uniform) {
+/* The common length of el[0, n), or -1. */
+static int64_t common_length(const entry_length *el, int64_t n) {
+  for (int64_t i = 1; i < n; i++)
+    if (el[i].length != el[0].length)
+      return -1;
+  return n >= 2 ? el[0].length : -1;
+}
+
+dua_status dua_layout_tail_entries(dua_layout *l, int keys, int64_t window, int64_t tail, int32_t *order,
+                                   int64_t *count, int64_t *uniform) {
   const int64_t total = launch_entries(l, keys);
   *count = 0;
   *uniform = -1;
-  if (tail > total)
-    tail = total;
-  if (tail < 2 || total > INT32_MAX)
+  window = window < total ? window : total;
+  tail = tail < total ? tail : total;
+  const int64_t span = window > tail ? window : tail; /* the lengths of the last `span` entries, once */
+  if (span < 2 || total > INT32_MAX)
     return DUA_SUCCESS;
-  entry_length *el = malloc((size_t)tail * sizeof *el);
+  entry_length *el = malloc((size_t)span * sizeof *el);
   if (!el)
     return dua_layout_fail(l->error, sizeof l->error, DUA_ERROR_OUT_OF_MEMORY, "tail order: out of memory");
-  dua_status st = entry_lengths(l, keys, total - tail, total, el);
+  dua_status st = entry_lengths(l, keys, total - span, total, el);
   if (st == DUA_SUCCESS) {
-    int64_t lo = el[0].length, hi = el[0].length;
-    for (int64_t i = 1; i < tail; i++) {
-      lo = el[i].length < lo ? el[i].length : lo;
-      hi = el[i].length > hi ? el[i].length : hi;
-    }
-    if (lo == hi)
-      *uniform = lo;
-    else { /* equal lengths: entry order is as good and keeps the table's load off the path */
-      qsort(el, (size_t)tail, sizeof *el, longest_first);
+    *uniform = common_length(el + span - window, window);
+    entry_length *last = el + span - tail;
+    if (tail >= 2 && common_length(last, tail) < 0) { /* equal lengths: entry order is as good */
+      qsort(last, (size_t)tail, sizeof *last, longest_first);
       for (int64_t i = 0; i < tail; i++)
-        order[i] = el[i].entry;
+        order[i] = last[i].entry;
       *count = tail;
     }
   }
@@ -133,26 +137,20 @@ dua_status dua_layout_tail_order(dua_context *ctx, dua_layout *layout, int keys,
      * doubled (every launch's last partial wave: up to 5 work-groups per compute unit), and the order of the
      * last `tail` where they do not */
     const int64_t total = launch_entries(layout, keys), window = 8 * (int64_t)ctx->info.compute_units;
-    const int64_t big = tail > window ? tail : window, room = big < total ? big : total;
-    if (room >= 2) {
-      int32_t *entries = malloc((size_t)room * sizeof *entries);
-      int64_t count = 0, tail_uniform = -1;
-      if (!entries)
-        return DUA_ERROR_OUT_OF_MEMORY;
-      st = dua_layout_tail_entries(layout, keys, window, entries, &count, &d->tail_uniform[keys]);
-      if (st == DUA_SUCCESS && tail >= 2 && (d->tail_uniform[keys] < 0 || tail > window))
-        st = dua_layout_tail_entries(layout, keys, tail, entries, &count, &tail_uniform);
-      else
-        count = 0;
-      if (st != DUA_SUCCESS)
-        st = dua_fail(ctx, st, "%s", layout->error);
-      else if (count > 0 && (st = dua_device_upload(ctx, entries, (size_t)count * sizeof *entries,
-                                                    &d->tail_order[keys], "tail order")) == DUA_SUCCESS)
-        d->tail_start[keys] = (cl_int)(total - count);
-      free(entries);
-      if (st != DUA_SUCCESS)
-        return st;
-    }
+    const int64_t room = tail < total ? tail : total;
+    int32_t *entries = room >= 2 ? malloc((size_t)room * sizeof *entries) : NULL;
+    int64_t count = 0;
+    if (room >= 2 && !entries)
+      return DUA_ERROR_OUT_OF_MEMORY;
+    st = dua_layout_tail_entries(layout, keys, window, tail, entries, &count, &d->tail_uniform[keys]);
+    if (st != DUA_SUCCESS)
+      st = dua_fail(ctx, st, "%s", layout->error);
+    else if (count > 0 && (st = dua_device_upload(ctx, entries, (size_t)count * sizeof *entries,
+                                                  &d->tail_order[keys], "tail order")) == DUA_SUCCESS)
+      d->tail_start[keys] = (cl_int)(total - count);
+    free(entries);
+    if (st != DUA_SUCCESS)
+      return st;
     d->tail_made[keys] = tail;
   }
   *order = d->tail_order[keys] ? d->tail_order[keys] : d->dummy;

@@ -627,7 +627,8 @@ START_TEST(test_tail_order) {
     for (int t = 0; t < 3; t++) {
       const int64_t tail = tails[t] < total ? tails[t] : total, first = total - tail;
       int64_t count = -1, uniform = -2;
-      ck_assert_int_eq(dua_layout_tail_entries(l, keys, tails[t], order, &count, &uniform), DUA_SUCCESS);
+      ck_assert_int_eq(dua_layout_tail_entries(l, keys, tails[t], tails[t], order, &count, &uniform),
+                       DUA_SUCCESS);
       int equal = 1;
       for (int64_t e = first + 1; e < total; e++)
         equal &= length[e] == length[first];
