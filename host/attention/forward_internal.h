@@ -112,7 +112,8 @@ int dua_layout_causal_short(const dua_layout *l);
 
 /* The m-tiles per warp (1 or 2) a forward of layout l would run the tensor-core kernel with now (contiguous
  * 16-byte aligned tensors, no token-tree bias; fp32 with allow_tf32), with where that came from; 0 when such
- * a call would run the portable kernel. For dua-tune and tests. */
+ * a call would run the portable kernel; a short launch may run 1 where this says 2 (split_tail.h,
+ * dua_short_launch_one_mtile; DUA_SHORT_LAUNCH=0 turns that off). For dua-tune and tests. */
 int dua_forward_mma_plan(dua_context *ctx, const dua_layout *l, int head_dim, int fp16,
                          dua_tuning_source *source, char *origin, size_t origin_size);
 

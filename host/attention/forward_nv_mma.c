@@ -14,6 +14,7 @@
 #include "tuning/tuning.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MMA_ROWS 64 /* query rows per work-group and m-tile per warp (attn_fwd_mma.cl BM = 64 MT) */
@@ -93,7 +94,19 @@ int dua_forward_mma_plan(dua_context *ctx, const dua_layout *l, int head_dim, in
 dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
   if (!mma_fits(ctx, c))
     return DUA_ERROR_UNSUPPORTED;
-  const int tf32 = !c->fp16, mt = mma_mt(ctx, c, NULL, NULL, 0), wgmma = use_wgmma(ctx, c);
+  dua_tuning_source source;
+  const int tf32 = !c->fp16, wgmma = use_wgmma(ctx, c);
+  int mt = mma_mt(ctx, c, &source, NULL, 0);
+  /* a short launch of short work-groups on one m-tile, unless DUA_MMA_MT or the override chose the MT, or
+   * DUA_SHORT_LAUNCH=0 (the tests' default, so that their small problems keep the plan's MT) */
+  const char *short_env = getenv("DUA_SHORT_LAUNCH");
+  const int64_t grid2 = (int64_t)c->num_blocks * (c->block / (2 * MMA_ROWS)) * c->heads * c->batch;
+  const int short_launch =
+      mt == 2 && wgmma && source >= DUA_TUNING_FILE && !(short_env && !strcmp(short_env, "0")) &&
+      dua_short_launch_one_mtile(grid2, (int64_t)work_groups_per_cu(wgmma, 2) * ctx->info.compute_units,
+                                 c->tail_uniform, c->block);
+  if (short_launch)
+    mt = 1;
   const size_t tiles = (size_t)c->num_blocks * (size_t)(c->block / (mt * MMA_ROWS));
   const size_t threads = MMA_THREADS;
   dua_split_tail split;
@@ -142,5 +155,8 @@ dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
         options, split.split.s[2] - split.split.s[0], split.split.s[2], split.split.s[1]);
   else
     dua_log(ctx, DUA_LOG_DEBUG, "forward: tensor-core kernel dua_attn_fwd_mma (%s)", options);
+  if (short_launch)
+    dua_log(ctx, DUA_LOG_DEBUG, "forward: one m-tile for a short launch (%lld two-m-tile work-groups)",
+            (long long)grid2);
   return DUA_SUCCESS;
 }

@@ -12,6 +12,12 @@
  * per unit): returns the count (0: none) and sets *parts (1: none). Pure; for the unit tests. */
 int64_t dua_split_tail_plan(int64_t grid, int64_t slots, int64_t items, int block, int *parts);
 
+/* Whether a two-m-tile forward launch of `grid` work-groups on `slots` slots (three per compute unit), each
+ * visiting `items` key blocks of `block` keys where all are equal (else -1), runs faster as twice as many
+ * one-m-tile work-groups: short launches of short work-groups (split_tail.c says where it was measured).
+ * Pure; for the unit tests. */
+int dua_short_launch_one_mtile(int64_t grid, int64_t slots, int64_t items, int block);
+
 /* A launch's split tail: the kernel's `split` argument (first, parts, grid, heads; parts 0: none), the
  * launch's work-groups with it (one dimension: grid + the parts past part 0), and the device memory the parts
  * meet in. */

@@ -54,6 +54,7 @@ typedef struct mma_ctx {
   int wgmma_launches; /* of which the wgmma variant (DUA_WGMMA=1 in the logged options) */
   int mt2_launches;   /* of which with MT 2 */
   int split_launches; /* of which with a split tail (DUA_SPLIT_TAIL) */
+  int mt_expected;    /* 1 or 2: the MT the next launches must have (the short-launch rule); 0: the plan's */
   int mma_possible;   /* the mma kernel can run here (NVIDIA probe, or forced emulation), fast paths on */
   int tf32_possible;  /* ... and its tf32 variant */
   int emulated;
@@ -240,8 +241,9 @@ static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng 
   if (want) { /* the m-tiles: the plan ran; the plan is DUA_MMA_MT or the compiled rule (no database) */
     dua_tuning_source src;
     const int plan = dua_forward_mma_plan(ctx, l, p->head_dim, p->dtype == DUA_F16, &src, NULL, 0);
-    ck_assert_msg(m->mt2_launches - mt2_launches0 == (plan == 2), "%s: MT 2 launched %d times, plan MT %d",
-                  what, m->mt2_launches - mt2_launches0, plan);
+    const int mt = m->mt_expected ? m->mt_expected : plan;
+    ck_assert_msg(m->mt2_launches - mt2_launches0 == (mt == 2), "%s: MT 2 launched %d times, expected MT %d",
+                  what, m->mt2_launches - mt2_launches0, mt);
     const char *mt_env = getenv("DUA_MMA_MT");
     const int rule = mt_env && (!strcmp(mt_env, "1") || !strcmp(mt_env, "2")) ? mt_env[0] - '0'
                      : p->head_dim == 64 && !dua_layout_causal_short(l)       ? 2
@@ -740,7 +742,34 @@ START_TEST(split_tail) {
 }
 END_TEST
 
+/* The short-launch rule (host/attention/split_tail.c, dua_short_launch_one_mtile; off in the other tests):
+ * where the compiled rule says two m-tiles, a launch of less than a wave of two-m-tile work-groups that visit
+ * 4 blocks each runs one m-tile, and one of at least a wave of 16-block work-groups keeps two; both against
+ * the reference. On a device whose forward has no wgmma variant (the rule's slots are measured there only),
+ * or with DUA_MMA_MT set, both keep the plan's MT. */
+START_TEST(short_launch) {
+  unsetenv("DUA_SHORT_LAUNCH");
+  mma_ctx m;
+  mma_context(&m, 0);
+  test_rng rng = test_rng_make(211);
+  const char *mt_env = getenv("DUA_MMA_MT"); /* a developer's MT is not the rule's to change */
+  const int rule = m.mma_possible && m.ctx->info.nv_wgmma && !(mt_env && *mt_env);
+  const unsigned slots = 3 * m.ctx->info.compute_units; /* two-m-tile work-groups per compute unit: 3 */
+  problem p = base_problem(512, 128, 64);               /* dense: 4 work-groups of 4 blocks */
+  p.desc.heads = 1;
+  m.mt_expected = rule ? 1 : 0;
+  check_problem(&m, &p, &rng);
+  p = base_problem(2048, 128, 64); /* dense: a wave or more of 16-block work-groups */
+  p.desc.heads = (int32_t)((slots + 15) / 16);
+  m.mt_expected = 0;
+  check_problem(&m, &p, &rng);
+  dua_context_destroy(m.ctx);
+  setenv("DUA_SHORT_LAUNCH", "0", 1);
+}
+END_TEST
+
 int main(void) {
+  setenv("DUA_SHORT_LAUNCH", "0", 0); /* the other tests' MT is the plan's, whatever the device's size */
   Suite *s = suite_create("forward_mma");
   TCase *tc = tcase_create("core");
   tcase_set_timeout(tc, 1200);
@@ -758,6 +787,7 @@ int main(void) {
   ADD(tf32_storage, 2)
   ADD(token_bias_declines_to_portable, 1)
   ADD(split_tail, 3)
+  ADD(short_launch, 1)
 #undef ADD
   suite_add_tcase(s, tc);
   return test_run_suite(s);

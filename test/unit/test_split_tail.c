@@ -4,7 +4,7 @@
  * of 8 or more short work-groups; and in a list-scheduling model of the grid (equal work-groups of a fixed
  * part plus one unit per key block, the next one taking the first free slot; each part a fixed part, its
  * share of blocks and a merge), the planned split is never slower than none and faster where the last wave is
- * short. */
+ * short. Also the short-launch rule (one m-tile for launches of under 1.5 waves of short work-groups). */
 #include "attention/split_tail.h"
 #include "test_util.h"
 
@@ -88,11 +88,40 @@ START_TEST(plan_edges) {
 }
 END_TEST
 
+/* The short-launch rule (one m-tile instead of two): the H200's measured cases (396 slots, block 128), and on
+ * random launches never at 1.5 waves or more, nor under 4 blocks of 128 keys, always under one wave. */
+START_TEST(short_launch_rule) {
+  ck_assert(dua_short_launch_one_mtile(256, 396, 4, 128));   /* 0.65 waves, 4 blocks: -8% */
+  ck_assert(dua_short_launch_one_mtile(256, 396, 32, 128));  /* 0.65 waves, dense N 4096: -7% */
+  ck_assert(!dua_short_launch_one_mtile(128, 396, 2, 128));  /* 2 blocks: +1.4% */
+  ck_assert(dua_short_launch_one_mtile(512, 396, 4, 128));   /* 1.3 waves, 4 blocks: -14% */
+  ck_assert(dua_short_launch_one_mtile(512, 396, 8, 128));   /* ... 8 blocks: -7% */
+  ck_assert(!dua_short_launch_one_mtile(512, 396, 16, 128)); /* ... 16 blocks: +1.4% */
+  ck_assert(!dua_short_launch_one_mtile(512, 396, 64, 128)); /* ... dense N 8192: +11% */
+  ck_assert(!dua_short_launch_one_mtile(1024, 396, 8, 128)); /* 2.6 waves: +1.5% */
+  ck_assert(!dua_short_launch_one_mtile(2048, 396, 8, 128)); /* 5.2 waves: +9% */
+  ck_assert(!dua_short_launch_one_mtile(100, 396, -1, 128)); /* unequal lengths: not measured */
+  ck_assert(dua_short_launch_one_mtile(256, 396, 2, 256));   /* 512 keys in blocks of 256 */
+  test_rng r = test_rng_make(0x5407ull);
+  for (int c = 0; c < 1000; c++) {
+    const int64_t slots = test_rng_int(&r, 1, 700), items = test_rng_int(&r, 1, 100);
+    const int64_t grid = test_rng_int(&r, 1, 3 * (int)slots);
+    const int block = 64 << test_rng_int(&r, 0, 2);
+    const int one = dua_short_launch_one_mtile(grid, slots, items, block);
+    if (2 * grid >= 3 * slots || items * block < 512)
+      ck_assert(!one);
+    else if (grid < slots)
+      ck_assert(one);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("split_tail");
   TCase *tc = tcase_create("core");
   tcase_add_loop_test(tc, plan_properties_and_model, 0, 5);
   tcase_add_test(tc, plan_edges);
+  tcase_add_test(tc, short_launch_rule);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }
