@@ -70,7 +70,7 @@ int dua_short_launch_one_mtile(int64_t grid, int64_t slots, int64_t items, int b
 }
 
 /* DUA_SPLIT_TAIL: 1 with *count, *parts where it forces a split, 0 where it turns splitting off, -1 where it
- * is unset or invalid (warned). */
+ * is unset or invalid (warned once per context). */
 static int split_env(dua_context *ctx, int64_t *count, int *parts) {
   const char *env = getenv("DUA_SPLIT_TAIL");
   if (!env || !*env)
@@ -88,6 +88,9 @@ static int split_env(dua_context *ctx, int64_t *count, int *parts) {
       p = 0;
   }
   if (p == 0) {
+    if (ctx->warned_split_tail)
+      return -1;
+    ctx->warned_split_tail = 1;
     dua_log(ctx, DUA_LOG_WARNING,
             "DUA_SPLIT_TAIL = \"%s\" is neither 0 nor \"work-groups,parts\" (parts 2 to %d): ignored", env,
             MAX_FORCED_PARTS);

@@ -40,6 +40,7 @@ struct dua_context {
   size_t scratch_bytes;
   cl_mem counters; /* grow-only zeroed counters (dua_context_counters) */
   size_t counters_bytes;
+  int warned_split_tail; /* DUA_SPLIT_TAIL held an invalid value: said once */
   /* tuning state (host/tuning/tuning.c), made on first use; runtime only frees it through the hook */
   void *tuning;
   void (*tuning_free)(void *tuning);

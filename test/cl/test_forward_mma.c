@@ -54,6 +54,7 @@ typedef struct mma_ctx {
   int wgmma_launches; /* of which the wgmma variant (DUA_WGMMA=1 in the logged options) */
   int mt2_launches;   /* of which with MT 2 */
   int split_launches; /* of which with a split tail (DUA_SPLIT_TAIL) */
+  int split_warnings; /* warnings about DUA_SPLIT_TAIL's value */
   int mt_expected;    /* 1 or 2: the MT the next launches must have (the short-launch rule); 0: the plan's */
   int mma_possible;   /* the mma kernel can run here (NVIDIA probe, or forced emulation), fast paths on */
   int tf32_possible;  /* ... and its tf32 variant */
@@ -61,7 +62,7 @@ typedef struct mma_ctx {
 } mma_ctx;
 
 static void count_log(dua_log_level level, const char *msg, void *user) {
-  (void)level;
+  ((mma_ctx *)user)->split_warnings += level == DUA_LOG_WARNING && strstr(msg, "DUA_SPLIT_TAIL") != NULL;
   if (strstr(msg, "dua_attn_fwd_mma")) {
     ((mma_ctx *)user)->mma_launches++;
     ((mma_ctx *)user)->wgmma_launches += strstr(msg, "DUA_WGMMA=1") != NULL;
@@ -746,7 +747,7 @@ END_TEST
  * where the compiled rule says two m-tiles, a launch of less than a wave of two-m-tile work-groups that visit
  * 4 blocks each runs one m-tile, and one of at least a wave of 16-block work-groups keeps two; both against
  * the reference. On a device whose forward has no wgmma variant (the rule's slots are measured there only),
- * or with DUA_MMA_MT set, both keep the plan's MT. */
+ * or with DUA_MMA_MT set, both keep the plan's MT. With an invalid DUA_SPLIT_TAIL, warned about once. */
 START_TEST(short_launch) {
   unsetenv("DUA_SHORT_LAUNCH");
   mma_ctx m;
@@ -755,7 +756,8 @@ START_TEST(short_launch) {
   const char *mt_env = getenv("DUA_MMA_MT"); /* a developer's MT is not the rule's to change */
   const int rule = m.mma_possible && m.ctx->info.nv_wgmma && !(mt_env && *mt_env);
   const unsigned slots = 3 * m.ctx->info.compute_units; /* two-m-tile work-groups per compute unit: 3 */
-  problem p = base_problem(512, 128, 64);               /* dense: 4 work-groups of 4 blocks */
+  setenv("DUA_SPLIT_TAIL", "2;3", 1);     /* invalid: the plan as unset, said once per context */
+  problem p = base_problem(512, 128, 64); /* dense: 4 work-groups of 4 blocks */
   p.desc.heads = 1;
   m.mt_expected = rule ? 1 : 0;
   check_problem(&m, &p, &rng);
@@ -763,6 +765,8 @@ START_TEST(short_launch) {
   p.desc.heads = (int32_t)((slots + 15) / 16);
   m.mt_expected = 0;
   check_problem(&m, &p, &rng);
+  ck_assert_int_eq(m.split_warnings, m.mma_possible ? 1 : 0);
+  unsetenv("DUA_SPLIT_TAIL");
   dua_context_destroy(m.ctx);
   setenv("DUA_SHORT_LAUNCH", "0", 1);
 }
