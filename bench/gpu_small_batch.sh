@@ -2,10 +2,12 @@
 # Small launches of the fp16 forward on the GPU machine, one call: dua-bench (heads 8, head dim 64, block 128)
 # on each case of CASES ("B:N:depth", depth 0 = dense; "B:N:depth:c" causal) under each variant given, ROUNDS rounds
 # (default 2, best in the table). A variant is "name:VAR=VALUE VAR2=VALUE2 ..." (host switches such as
-# DUA_SPLIT_TAIL=count,parts or DUA_MMA_MT=1) or "-" for the build as it is. PEERS=1 adds FlexAttention and
+# DUA_SPLIT_TAIL=count,parts or DUA_MMA_MT=1; "build=DIR" runs that build's dua-bench, e.g. of an earlier commit,
+# instead of BUILD's) or "-" for the build as it is. PEERS=1 adds FlexAttention and
 # SDPA on every case; FWDBWD=1 adds dua's forward + backward (and the backward alone) of the build as it is,
 # next to the peers' forward + backward.
-#   CASES="1:8192:3 1:8192:0" BUILD=build-slim bash bench/gpu_small_batch.sh - "nosplit:DUA_SPLIT_TAIL=0"
+#   CASES="1:8192:3 1:8192:0" BUILD=build-slim bash bench/gpu_small_batch.sh - "nosplit:DUA_SPLIT_TAIL=0" \
+#     "old:build=build-old"
 set -uo pipefail
 source .devkit/device-env.sh >/dev/null
 BUILD=${BUILD:-build-rel}
@@ -13,21 +15,24 @@ OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 CASES=${CASES:-"1:8192:3 1:8192:0 2:8192:3 1:32768:3"}
-export DUA_CACHE_DIR=/tmp/dua-cache-small
-B="$BUILD/tools/dua-bench --heads 8 --dim 64 --dtype fp16 --no-naive --no-dense --json -"
+B="--heads 8 --dim 64 --dtype fp16 --no-naive --no-dense --json -"
 for round in $(seq "${ROUNDS:-2}"); do
   for c in $CASES; do
     IFS=: read -r b n d causal <<<"$c"
     flags=()
     [ "${causal:-}" = c ] && flags=(--causal)
     for v in "$@"; do
-      name=${v%%:*} setting=()
+      name=${v%%:*} setting=() build=$BUILD
       [ "$v" = - ] || read -r -a setting <<<"${v#*:}"
-      env "${setting[@]}" $B --batch "$b" --n "$n" --depth "$d" "${flags[@]}" 2>/dev/null | grep '^{' |
+      for i in "${!setting[@]}"; do
+        case "${setting[$i]}" in build=*) build=${setting[$i]#build=}; unset "setting[$i]" ;; esac
+      done
+      env DUA_CACHE_DIR="/tmp/dua-cache-small-$name" "${setting[@]}" "$build/tools/dua-bench" $B --batch "$b" \
+        --n "$n" --depth "$d" "${flags[@]}" 2>/dev/null | grep '^{' |
         sed "s/^{/{\"v\": \"$name\", /" >>"$OUT/small.jsonl"
       if [ "$round" = 1 ] && [ "$v" = - ] && [ "${FWDBWD:-0}" = 1 ]; then
         for p in fwdbwd bwd; do
-          $B --batch "$b" --n "$n" --depth "$d" "${flags[@]}" --pass $p 2>/dev/null | grep '^{' |
+          DUA_CACHE_DIR=/tmp/dua-cache-small-- "$BUILD/tools/dua-bench" $B --batch "$b" --n "$n" --depth "$d" "${flags[@]}" --pass $p 2>/dev/null | grep '^{' |
             sed "s/^{/{\"v\": \"$p\", /" >>"$OUT/small.jsonl"
         done
       fi
