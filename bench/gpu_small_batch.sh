@@ -15,6 +15,8 @@ OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 CASES=${CASES:-"1:8192:3 1:8192:0 2:8192:3 1:32768:3"}
+: >"$OUT/small.jsonl"
+: >"$OUT/peers.jsonl"
 B="--heads 8 --dim 64 --dtype fp16 --no-naive --no-dense --json -"
 for round in $(seq "${ROUNDS:-2}"); do
   for c in $CASES; do
@@ -22,6 +24,7 @@ for round in $(seq "${ROUNDS:-2}"); do
     flags=()
     [ "${causal:-}" = c ] && flags=(--causal)
     for v in "$@"; do
+      [ "$v" = - ] || [ "${v#*:}" != "$v" ] || { echo "variant \"$v\": want name:VAR=VALUE ... or -" >&2; exit 2; }
       name=${v%%:*} setting=() build=$BUILD
       [ "$v" = - ] || read -r -a setting <<<"${v#*:}"
       for i in "${!setting[@]}"; do
@@ -39,7 +42,6 @@ for round in $(seq "${ROUNDS:-2}"); do
     done
   done
 done
-touch "$OUT/peers.jsonl"
 if [ "${PEERS:-0}" = 1 ]; then
   for c in $CASES; do
     IFS=: read -r b n d causal <<<"$c"

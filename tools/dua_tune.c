@@ -668,6 +668,9 @@ int main(int argc, char **argv) {
     tune_die(path, why);
   /* the library in this process sees no database: "default" is the compiled default, never an earlier run */
   setenv("DUA_TUNING_FILE", "/nonexistent/dua-tune/reads-no-database.json", 1);
+  /* fwd_mma: every launch with the MT its plan says (the short-launch rule would run the default's small
+   * problems on one m-tile, where the candidates, through the override, run the MT they name) */
+  setenv("DUA_SHORT_LAUNCH", "0", 1);
 
   dua_context_options co;
   dua_context_options_init(&co);

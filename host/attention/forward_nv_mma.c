@@ -97,12 +97,15 @@ dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
   dua_tuning_source source;
   const int tf32 = !c->fp16, wgmma = use_wgmma(ctx, c);
   int mt = mma_mt(ctx, c, &source, NULL, 0);
-  /* a short launch of short work-groups on one m-tile, unless DUA_MMA_MT or the override chose the MT, or
-   * DUA_SHORT_LAUNCH=0 (the tests' default, so that their small problems keep the plan's MT) */
+  /* a short launch of short work-groups on one m-tile where the MT is the compiled default's (not DUA_MMA_MT,
+   * the override or a database entry: dua-tune times its candidates through the override and files what it
+   * timed), unless DUA_SHORT_LAUNCH=0 (dua-tune; test_forward_mma but in its test of the rule) */
   const char *short_env = getenv("DUA_SHORT_LAUNCH");
+  /* tail_uniform covers the last 8 entries per compute unit (tail_order.c): every entry of a launch short
+   * enough for the rule (under 4.5 two-m-tile work-groups per compute unit), so equal means all equal */
   const int64_t grid2 = (int64_t)c->num_blocks * (c->block / (2 * MMA_ROWS)) * c->heads * c->batch;
   const int short_launch =
-      mt == 2 && wgmma && source >= DUA_TUNING_FILE && !(short_env && !strcmp(short_env, "0")) &&
+      mt == 2 && wgmma && source >= DUA_TUNING_BUILTIN && !(short_env && !strcmp(short_env, "0")) &&
       dua_short_launch_one_mtile(grid2, (int64_t)work_groups_per_cu(wgmma, 2) * ctx->info.compute_units,
                                  c->tail_uniform, c->block);
   if (short_launch)

@@ -55,10 +55,14 @@ int64_t dua_split_tail_plan(int64_t grid, int64_t slots, int64_t items, int bloc
  * work-group visits many blocks. Measured on an H200 (heads 8, head dim 64, block 128, fp16, non-causal,
  * bench/RESULTS.md "Twenty-first session"; MT 1 against 2): under one wave (0.65) -7% to -8% with 4 and 32
  * blocks per work-group, +1.4% with 2; at 1.3 waves -14% with 4 blocks, -7% with 8, +1.4% with 16, +11% with
- * 64; at 2.6 waves and more +1.5% to +9% (8 to 32 blocks). */
+ * 64; at 2.6 waves and more +1.5% to +9% (8 to 32 blocks). The rule kept, on against off: -4.7% to -14% at
+ * 0.65 and 1.3 waves with 4 to 32 blocks, -2.5% at 0.32 waves with 16, +1.4% (the spread of a 20 us launch)
+ * at 0.16 waves with 8. Longer work-groups under a wave were not measured: not switched. */
 #define SHORT_LAUNCH_MIN_KEYS (4 * 128) /* fewer keys per work-group: as fast either way */
 #define SHORT_LAUNCH_MAX_KEYS (8 * 128) /* past one wave, up to this many */
-#define SHORT_LAUNCH_WAVES_X2 3         /* past one wave, under 1.5 waves */
+#define SHORT_LAUNCH_MAX_KEYS_UNDER_WAVE                                                                     \
+  (32 * 128)                    /* under one wave, up to this many (the longest measured) */
+#define SHORT_LAUNCH_WAVES_X2 3 /* past one wave, under 1.5 waves */
 
 int dua_short_launch_one_mtile(int64_t grid, int64_t slots, int64_t items, int block) {
   if (grid < 1 || slots < 1 || items < 1)
@@ -66,7 +70,8 @@ int dua_short_launch_one_mtile(int64_t grid, int64_t slots, int64_t items, int b
   const int64_t keys = items * block;
   if (keys < SHORT_LAUNCH_MIN_KEYS)
     return 0;
-  return grid < slots || (2 * grid < SHORT_LAUNCH_WAVES_X2 * slots && keys <= SHORT_LAUNCH_MAX_KEYS);
+  return (grid < slots && keys <= SHORT_LAUNCH_MAX_KEYS_UNDER_WAVE) ||
+         (2 * grid < SHORT_LAUNCH_WAVES_X2 * slots && keys <= SHORT_LAUNCH_MAX_KEYS);
 }
 
 /* DUA_SPLIT_TAIL: 1 with *count, *parts where it forces a split, 0 where it turns splitting off, -1 where it

@@ -745,21 +745,27 @@ END_TEST
 
 /* The short-launch rule (host/attention/split_tail.c, dua_short_launch_one_mtile; off in the other tests):
  * where the compiled rule says two m-tiles, a launch of less than a wave of two-m-tile work-groups that visit
- * 4 blocks each runs one m-tile, and one of at least a wave of 16-block work-groups keeps two; both against
- * the reference. On a device whose forward has no wgmma variant (the rule's slots are measured there only),
- * or with DUA_MMA_MT set, both keep the plan's MT. With an invalid DUA_SPLIT_TAIL, warned about once. */
+ * 4 blocks each runs one m-tile, so does one of 8 work-groups of 4 blocks of 256 keys (under 1.5 waves from
+ * two compute units on), and one of at least a wave of 16-block work-groups keeps two; all against the
+ * reference. On a device whose forward has no wgmma variant (the rule's slots are measured there only), or
+ * with DUA_MMA_MT set, both keep the plan's MT. With an invalid DUA_SPLIT_TAIL, warned about once. */
 START_TEST(short_launch) {
   unsetenv("DUA_SHORT_LAUNCH");
   mma_ctx m;
   mma_context(&m, 0);
   test_rng rng = test_rng_make(211);
   const char *mt_env = getenv("DUA_MMA_MT"); /* a developer's MT is not the rule's to change */
-  const int rule = m.mma_possible && m.ctx->info.nv_wgmma && !(mt_env && *mt_env);
+  const int rule =
+      m.mma_possible && m.ctx->info.nv_wgmma && !(mt_env && (!strcmp(mt_env, "1") || !strcmp(mt_env, "2")));
   const unsigned slots = 3 * m.ctx->info.compute_units; /* two-m-tile work-groups per compute unit: 3 */
   setenv("DUA_SPLIT_TAIL", "2;3", 1);     /* invalid: the plan as unset, said once per context */
   problem p = base_problem(512, 128, 64); /* dense: 4 work-groups of 4 blocks */
   p.desc.heads = 1;
   m.mt_expected = rule ? 1 : 0;
+  check_problem(&m, &p, &rng);
+  p = base_problem(1024, 256, 64); /* dense, block 256: 8 two-m-tile work-groups of 1024 keys */
+  p.desc.heads = 1;
+  m.mt_expected = rule && m.ctx->info.compute_units >= 2 ? 1 : 0; /* under 1.5 waves from 2 units on */
   check_problem(&m, &p, &rng);
   p = base_problem(2048, 128, 64); /* dense: a wave or more of 16-block work-groups */
   p.desc.heads = (int32_t)((slots + 15) / 16);
@@ -773,7 +779,7 @@ START_TEST(short_launch) {
 END_TEST
 
 int main(void) {
-  setenv("DUA_SHORT_LAUNCH", "0", 0); /* the other tests' MT is the plan's, whatever the device's size */
+  setenv("DUA_SHORT_LAUNCH", "0", 1); /* the other tests' MT is the plan's, whatever the device's size */
   Suite *s = suite_create("forward_mma");
   TCase *tc = tcase_create("core");
   tcase_set_timeout(tc, 1200);

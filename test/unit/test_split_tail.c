@@ -89,7 +89,8 @@ START_TEST(plan_edges) {
 END_TEST
 
 /* The short-launch rule (one m-tile instead of two): the H200's measured cases (396 slots, block 128), and on
- * random launches never at 1.5 waves or more, nor under 4 blocks of 128 keys, always under one wave. */
+ * random launches never at 1.5 waves or more, nor under 512 keys or over 4096, always under one wave between.
+ */
 START_TEST(short_launch_rule) {
   ck_assert(dua_short_launch_one_mtile(256, 396, 4, 128));   /* 0.65 waves, 4 blocks: -8% */
   ck_assert(dua_short_launch_one_mtile(256, 396, 32, 128));  /* 0.65 waves, dense N 4096: -7% */
@@ -102,13 +103,14 @@ START_TEST(short_launch_rule) {
   ck_assert(!dua_short_launch_one_mtile(2048, 396, 8, 128)); /* 5.2 waves: +9% */
   ck_assert(!dua_short_launch_one_mtile(100, 396, -1, 128)); /* unequal lengths: not measured */
   ck_assert(dua_short_launch_one_mtile(256, 396, 2, 256));   /* 512 keys in blocks of 256 */
+  ck_assert(!dua_short_launch_one_mtile(256, 396, 33, 128)); /* under a wave, longer than measured */
   test_rng r = test_rng_make(0x5407ull);
   for (int c = 0; c < 1000; c++) {
     const int64_t slots = test_rng_int(&r, 1, 700), items = test_rng_int(&r, 1, 100);
     const int64_t grid = test_rng_int(&r, 1, 3 * (int)slots);
     const int block = 64 << test_rng_int(&r, 0, 2);
     const int one = dua_short_launch_one_mtile(grid, slots, items, block);
-    if (2 * grid >= 3 * slots || items * block < 512)
+    if (2 * grid >= 3 * slots || items * block < 512 || items * block > 4096)
       ck_assert(!one);
     else if (grid < slots)
       ck_assert(one);
