@@ -80,6 +80,24 @@ static int work_groups_per_cu(int wgmma, int mt) {
   return wgmma ? (mt == 2 ? 3 : 5) : 0;
 }
 
+/* The launch's MT: the plan's (mma_mt), or 1 for a short launch of short work-groups (*short_launch set;
+ * split_tail.c, dua_short_launch_one_mtile) where the plan's 2 is the compiled default's: not DUA_MMA_MT, the
+ * override or a database entry (dua-tune times its candidates through the override and files what it timed),
+ * and not with DUA_SHORT_LAUNCH=0 (dua-tune; test_forward_mma but in its test of the rule). The rule's
+ * equal lengths are c->tail_uniform, over the last 8 entries per compute unit (tail_order.c): every entry of
+ * a launch short enough for it (under 4.5 two-m-tile work-groups per compute unit). */
+static int launch_mt(dua_context *ctx, const dua_fwd_call *c, int wgmma, int *short_launch) {
+  dua_tuning_source source;
+  const int mt = mma_mt(ctx, c, &source, NULL, 0);
+  const char *env = getenv("DUA_SHORT_LAUNCH");
+  if (mt != 2 || !wgmma || source < DUA_TUNING_BUILTIN || (env && !strcmp(env, "0")))
+    return mt;
+  const int64_t grid2 = (int64_t)c->num_blocks * (c->block / (2 * MMA_ROWS)) * c->heads * c->batch;
+  *short_launch = dua_short_launch_one_mtile(
+      grid2, (int64_t)work_groups_per_cu(wgmma, 2) * ctx->info.compute_units, c->tail_uniform, c->block);
+  return *short_launch ? 1 : mt;
+}
+
 int dua_forward_mma_plan(dua_context *ctx, const dua_layout *l, int head_dim, int fp16,
                          dua_tuning_source *source, char *origin, size_t origin_size) {
   if (!(ctx->info.nv_mma_f16 || ctx->info.nv_mma_tf32) || ctx->fast_paths_disabled)
@@ -94,22 +112,9 @@ int dua_forward_mma_plan(dua_context *ctx, const dua_layout *l, int head_dim, in
 dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
   if (!mma_fits(ctx, c))
     return DUA_ERROR_UNSUPPORTED;
-  dua_tuning_source source;
   const int tf32 = !c->fp16, wgmma = use_wgmma(ctx, c);
-  int mt = mma_mt(ctx, c, &source, NULL, 0);
-  /* a short launch of short work-groups on one m-tile where the MT is the compiled default's (not DUA_MMA_MT,
-   * the override or a database entry: dua-tune times its candidates through the override and files what it
-   * timed), unless DUA_SHORT_LAUNCH=0 (dua-tune; test_forward_mma but in its test of the rule) */
-  const char *short_env = getenv("DUA_SHORT_LAUNCH");
-  /* tail_uniform covers the last 8 entries per compute unit (tail_order.c): every entry of a launch short
-   * enough for the rule (under 4.5 two-m-tile work-groups per compute unit), so equal means all equal */
-  const int64_t grid2 = (int64_t)c->num_blocks * (c->block / (2 * MMA_ROWS)) * c->heads * c->batch;
-  const int short_launch =
-      mt == 2 && wgmma && source >= DUA_TUNING_BUILTIN && !(short_env && !strcmp(short_env, "0")) &&
-      dua_short_launch_one_mtile(grid2, (int64_t)work_groups_per_cu(wgmma, 2) * ctx->info.compute_units,
-                                 c->tail_uniform, c->block);
-  if (short_launch)
-    mt = 1;
+  int short_launch = 0;
+  const int mt = launch_mt(ctx, c, wgmma, &short_launch);
   const size_t tiles = (size_t)c->num_blocks * (size_t)(c->block / (mt * MMA_ROWS));
   const size_t threads = MMA_THREADS;
   dua_split_tail split;
@@ -150,16 +155,11 @@ dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
   if (err != CL_SUCCESS)
     return dua_fail(ctx, (dua_status)err, "launching dua_attn_fwd_mma failed: %s",
                     dua_status_string((dua_status)err));
+  char split_note[96] = "";
   if (splitting)
-    dua_log(
-        ctx, DUA_LOG_DEBUG,
-        "forward: tensor-core kernel dua_attn_fwd_mma (%s); split tail: the last %d of %d work-groups in %d "
-        "parts",
-        options, split.split.s[2] - split.split.s[0], split.split.s[2], split.split.s[1]);
-  else
-    dua_log(ctx, DUA_LOG_DEBUG, "forward: tensor-core kernel dua_attn_fwd_mma (%s)", options);
-  if (short_launch)
-    dua_log(ctx, DUA_LOG_DEBUG, "forward: one m-tile for a short launch (%lld two-m-tile work-groups)",
-            (long long)grid2);
+    snprintf(split_note, sizeof split_note, "; split tail: the last %d of %d work-groups in %d parts",
+             split.split.s[2] - split.split.s[0], split.split.s[2], split.split.s[1]);
+  dua_log(ctx, DUA_LOG_DEBUG, "forward: tensor-core kernel dua_attn_fwd_mma (%s)%s%s", options, split_note,
+          short_launch ? "; one m-tile for a short launch" : "");
   return DUA_SUCCESS;
 }

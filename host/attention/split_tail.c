@@ -1,5 +1,6 @@
-/* split_tail.c: which of a tensor-core forward launch's last work-groups to split by key blocks, into how
- * many parts, and the device memory the parts meet in.
+/* split_tail.c: the shape of a short tensor-core forward launch: which of its last work-groups to split by
+ * key blocks, into how many parts, and the device memory the parts meet in; and whether a launch too short
+ * for two m-tiles runs one (dua_short_launch_one_mtile, below).
  *
  * A launch of `grid` work-groups of equal length on `slots` work-group slots runs grid / slots full waves and
  * then rem = grid % slots work-groups on an otherwise idle GPU for a whole work-group's time (non-causal
