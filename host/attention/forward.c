@@ -266,7 +266,7 @@ dua_status dua_attention_forward(dua_context *ctx, dua_layout *l, const dua_atte
   const dua_fwd_call call = make_call(l, params, scale, q, k, v, o, lse, dev);
   if ((ctx->info.nv_mma_f16 || ctx->info.nv_mma_tf32) && !ctx->fast_paths_disabled) {
     dua_fwd_call mc = call;
-    if ((st = dua_layout_tail_order(ctx, l, 0, &mc.tail_order, &mc.tail_start, &mc.tail_uniform)) !=
+    if ((st = dua_layout_tail_order(ctx, l, 0, &mc.tail_order, &mc.tail_start, &mc.tail_lengths)) !=
         DUA_SUCCESS)
       return st;
     st = dua_forward_nv_mma(ctx, &mc);

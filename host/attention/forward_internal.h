@@ -22,11 +22,11 @@ typedef struct dua_fwd_call {
   cl_mem head_rules, paths, order, rank_range, list_counts, list_full, list_indices, level_bias;
   cl_int bias_stride;
   /* tensor-core kernels only (arguments 24, 25, set by forward_nv_mma.c): the launch's tail order
-   * (dua_layout_tail_order), and the key blocks every entry of its tail visits where that is one number (else
-   * -1): the split tail's condition (split_tail.c) */
+   * (dua_layout_tail_order), and the key blocks the entries of its tail visit: the number where all visit as
+   * many (else -1; the split tail's condition) and the most (split_tail.c) */
   cl_mem tail_order;
   cl_int tail_start;
-  int64_t tail_uniform;
+  dua_tail_lengths tail_lengths;
   /* token-tree bias (portable kernel only: arguments after the 24 above, set by forward.c) */
   cl_mem tok_scale, tok_table;
   cl_long4 tok_strides;

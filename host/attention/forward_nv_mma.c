@@ -84,8 +84,10 @@ static int work_groups_per_cu(int wgmma, int mt) {
  * split_tail.c, dua_short_launch_one_mtile) where the plan's 2 is the compiled default's: not DUA_MMA_MT, the
  * override or a database entry (dua-tune times its candidates through the override and files what it timed),
  * and not with DUA_SHORT_LAUNCH=0 (dua-tune; test_forward_mma but in its test of the rule). The rule's
- * equal lengths are c->tail_uniform, over the last 8 entries per compute unit (tail_order.c): every entry of
- * a launch short enough for it (under 4.5 two-m-tile work-groups per compute unit). */
+ * lengths are c->tail_lengths, over the last 8 entries per compute unit (tail_order.c): every entry of a
+ * launch short enough for the rule of equal lengths (under 4.5 two-m-tile work-groups per compute unit),
+ * 8 of the 9 per compute unit that causal launches reach (the longest, estimated from those). Lengths that
+ * differ without causality (windows, sinks, heads of different depths) were not measured: the plan's MT. */
 static int launch_mt(dua_context *ctx, const dua_fwd_call *c, int wgmma, int *short_launch) {
   dua_tuning_source source;
   const int mt = mma_mt(ctx, c, &source, NULL, 0);
@@ -93,8 +95,11 @@ static int launch_mt(dua_context *ctx, const dua_fwd_call *c, int wgmma, int *sh
   if (mt != 2 || !wgmma || source < DUA_TUNING_BUILTIN || (env && !strcmp(env, "0")))
     return mt;
   const int64_t grid2 = (int64_t)c->num_blocks * (c->block / (2 * MMA_ROWS)) * c->heads * c->batch;
-  *short_launch = dua_short_launch_one_mtile(
-      grid2, (int64_t)work_groups_per_cu(wgmma, 2) * ctx->info.compute_units, c->tail_uniform, c->block);
+  const int64_t slots = (int64_t)work_groups_per_cu(wgmma, 2) * ctx->info.compute_units;
+  if (c->tail_lengths.uniform >= 0)
+    *short_launch = dua_short_launch_one_mtile(grid2, slots, c->tail_lengths.uniform, c->block);
+  else if (c->shape.causal)
+    *short_launch = dua_short_launch_one_mtile_causal(grid2, slots, c->tail_lengths.longest, c->block);
   return *short_launch ? 1 : mt;
 }
 
@@ -119,7 +124,7 @@ dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
   const size_t threads = MMA_THREADS;
   dua_split_tail split;
   dua_status st = dua_split_tail_make(ctx, (int64_t)(tiles * (size_t)c->heads * (size_t)c->batch), c->heads,
-                                      c->tail_uniform, c->block, work_groups_per_cu(wgmma, mt),
+                                      c->tail_lengths.uniform, c->block, work_groups_per_cu(wgmma, mt),
                                       (int64_t)mt * (c->head_dim / 2 + 4) * MMA_THREADS, &split);
   if (st != DUA_SUCCESS)
     return st;

@@ -101,7 +101,7 @@ dua_status dua_layout_device_get(dua_context *ctx, dua_layout *layout, int lists
       return DUA_ERROR_OUT_OF_MEMORY;
     d->ctx_serial = ctx->serial;
     d->tail_made[0] = d->tail_made[1] = -1;
-    d->tail_uniform[0] = d->tail_uniform[1] = -1;
+    d->tail_lengths[0] = d->tail_lengths[1] = (dua_tail_lengths){-1, -1};
     static const cl_int zeros[4] = {0, 0, 0, 0};
     dua_status st = dua_device_upload(ctx, zeros, sizeof zeros, &d->dummy, "dummy argument");
     if (st == DUA_SUCCESS)

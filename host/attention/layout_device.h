@@ -25,7 +25,7 @@ typedef struct dua_layout_device {
   cl_mem tail_order[2];
   cl_int tail_start[2];
   int64_t tail_made[2];
-  int64_t tail_uniform[2]; /* the common length of the tail's entries (the forward's split tail), else -1 */
+  dua_tail_lengths tail_lengths[2]; /* of the tail's entries: their common length (else -1) and the longest */
 } dua_layout_device;
 
 /* What dua_layout_device_get uploads besides the rule tables. */
@@ -42,10 +42,11 @@ dua_status dua_layout_device_get(dua_context *ctx, dua_layout *layout, int lists
  * instead, longest first. keys = 0: query blocks (b, h, m) of the forward and the dQ pass, whose length is
  * the number of key blocks visited; keys = 1: key blocks (b, hk, n) of the dK/dV pass, whose length is the
  * number of query blocks visiting n over the GQA group (the transposed lists). Where the tail's lengths are
- * all equal, or DUA_TAIL_ORDER=0, *start is INT32_MAX and *order a dummy. *uniform (if not NULL): the
- * length the last 8 entries per compute unit all share (the forward's split tail), else -1. Made once per
- * layout and context. */
+ * all equal, or DUA_TAIL_ORDER=0, *start is INT32_MAX and *order a dummy. *lengths (if not NULL), over the
+ * last 8 entries per compute unit: the length they all share (the forward's split tail and short-launch
+ * rule), else -1, and the longest (the short-launch rule where they differ). Made once per layout and
+ * context. */
 dua_status dua_layout_tail_order(dua_context *ctx, dua_layout *layout, int keys, cl_mem *order, cl_int *start,
-                                 int64_t *uniform);
+                                 dua_tail_lengths *lengths);
 
 #endif

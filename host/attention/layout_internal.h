@@ -253,10 +253,14 @@ int64_t dua_layout_tile_pairs(const struct dua_layout *l, int32_t b, int32_t h, 
  * query heads, keys = 0; KV heads, keys = 1), reordered longest first (tail_order.c): order[i] is the entry
  * to take in place of entry total - *count + i. *count = 0 (entry order stays) where the tail's lengths are
  * all equal, tail < 2 or the entries overflow int32; order has room for min(tail, total) entries.
- * *uniform: the length every one of the last `window` entries has, where they are equal (and window >= 2),
- * else -1. The lengths are counted once, over the longer of the two. Errors are written to l->error. */
+ * lengths->uniform: the length every one of the last `window` entries has, where they are equal (and window
+ * >= 2), else -1; lengths->longest: the longest of them (-1 where window < 2). The lengths are counted once,
+ * over the longer of the two. Errors are written to l->error. */
+typedef struct {
+  int64_t uniform, longest;
+} dua_tail_lengths;
 dua_status dua_layout_tail_entries(struct dua_layout *l, int keys, int64_t window, int64_t tail,
-                                   int32_t *order, int64_t *count, int64_t *uniform);
+                                   int32_t *order, int64_t *count, dua_tail_lengths *lengths);
 
 /* Formats a message into error (may be NULL / size 0) and returns status. */
 dua_status dua_layout_fail(char *error, size_t error_size, dua_status status, const char *fmt, ...)

@@ -1,6 +1,6 @@
 /* split_tail.c: the shape of a short tensor-core forward launch: which of its last work-groups to split by
  * key blocks, into how many parts, and the device memory the parts meet in; and whether a launch too short
- * for two m-tiles runs one (dua_short_launch_one_mtile, below).
+ * for two m-tiles runs one (dua_short_launch_one_mtile and, for causal layouts, ..._causal, below).
  *
  * A launch of `grid` work-groups of equal length on `slots` work-group slots runs grid / slots full waves and
  * then rem = grid % slots work-groups on an otherwise idle GPU for a whole work-group's time (non-causal
@@ -73,6 +73,27 @@ int dua_short_launch_one_mtile(int64_t grid, int64_t slots, int64_t items, int b
     return 0;
   return (grid < slots && keys <= SHORT_LAUNCH_MAX_KEYS_UNDER_WAVE) ||
          (2 * grid < SHORT_LAUNCH_WAVES_X2 * slots && keys <= SHORT_LAUNCH_MAX_KEYS);
+}
+
+/* Causal launches gain more from one m-tile: besides the fuller waves, work-groups of different lengths
+ * balance better at half the size, and a 64-row work-group skips the key tile of its diagonal block that lies
+ * wholly in its future, which the 128-row one multiplies for its first 64 rows and masks. Measured on an H200
+ * (heads 8, head dim 64, block 128, fp16, causal positional trees, bench/RESULTS.md "Twenty-second session";
+ * MT 1 against 2, by the longest work-group's key blocks): 0.32 waves with 16 blocks -33%, 0.65 with 32 -25%,
+ * 1.3 with 32 and 64 -19%; 2.6 waves with 16 -10% to -12%, with 32 -4.5%, with 64 +0.7% to +1.2%, with 128
+ * +3.7%; 5.2 and 10.3 waves with 32 +0.2% to +0.6% and +2.5%. (Causal trees of at most 8 blocks run one
+ * m-tile by the compiled plan already: mt_cs.) */
+#define SHORT_CAUSAL_MAX_KEYS (64 * 128)        /* under 1.5 waves, up to this many (the longest measured) */
+#define SHORT_CAUSAL_MAX_KEYS_LONGER (32 * 128) /* under 3 waves, up to this many */
+#define SHORT_CAUSAL_WAVES_X2 3                 /* under 1.5 waves ... */
+#define SHORT_CAUSAL_WAVES_LONGER 3             /* ... and under 3 */
+
+int dua_short_launch_one_mtile_causal(int64_t grid, int64_t slots, int64_t longest, int block) {
+  if (grid < 1 || slots < 1 || longest < 1)
+    return 0;
+  const int64_t keys = longest * block;
+  return (2 * grid < SHORT_CAUSAL_WAVES_X2 * slots && keys <= SHORT_CAUSAL_MAX_KEYS) ||
+         (grid < SHORT_CAUSAL_WAVES_LONGER * slots && keys <= SHORT_CAUSAL_MAX_KEYS_LONGER);
 }
 
 /* DUA_SPLIT_TAIL: 1 with *count, *parts where it forces a split, 0 where it turns splitting off, -1 where it

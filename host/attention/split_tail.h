@@ -18,6 +18,10 @@ int64_t dua_split_tail_plan(int64_t grid, int64_t slots, int64_t items, int bloc
  * Pure; for the unit tests. */
 int dua_short_launch_one_mtile(int64_t grid, int64_t slots, int64_t items, int block);
 
+/* The same for a causal launch, whose work-groups visit different numbers of key blocks, the longest
+ * `longest` (-1: unknown). Pure; for the unit tests. */
+int dua_short_launch_one_mtile_causal(int64_t grid, int64_t slots, int64_t longest, int block);
+
 /* A launch's split tail: the kernel's `split` argument (first, parts, grid, heads; parts 0: none), the
  * launch's work-groups with it (one dimension: grid + the parts past part 0), and the device memory the parts
  * meet in. */

@@ -91,11 +91,19 @@ static int64_t common_length(const entry_length *el, int64_t n) {
   return n >= 2 ? el[0].length : -1;
 }
 
+/* The longest length of el[0, n), or -1 where n < 2. */
+static int64_t longest_length(const entry_length *el, int64_t n) {
+  int64_t longest = -1;
+  for (int64_t i = 0; n >= 2 && i < n; i++)
+    longest = el[i].length > longest ? el[i].length : longest;
+  return longest;
+}
+
 dua_status dua_layout_tail_entries(dua_layout *l, int keys, int64_t window, int64_t tail, int32_t *order,
-                                   int64_t *count, int64_t *uniform) {
+                                   int64_t *count, dua_tail_lengths *lengths) {
   const int64_t total = launch_entries(l, keys);
   *count = 0;
-  *uniform = -1;
+  lengths->uniform = lengths->longest = -1;
   window = window < total ? window : total;
   tail = tail < total ? tail : total;
   const int64_t span = window > tail ? window : tail; /* the lengths of the last `span` entries, once */
@@ -106,7 +114,8 @@ dua_status dua_layout_tail_entries(dua_layout *l, int keys, int64_t window, int6
     return dua_layout_fail(l->error, sizeof l->error, DUA_ERROR_OUT_OF_MEMORY, "tail order: out of memory");
   dua_status st = entry_lengths(l, keys, total - span, total, el);
   if (st == DUA_SUCCESS) {
-    *uniform = common_length(el + span - window, window);
+    lengths->uniform = common_length(el + span - window, window);
+    lengths->longest = longest_length(el + span - window, window);
     entry_length *last = el + span - tail;
     if (tail >= 2 && common_length(last, tail) < 0) { /* equal lengths: entry order is as good */
       qsort(last, (size_t)tail, sizeof *last, longest_first);
@@ -120,7 +129,7 @@ dua_status dua_layout_tail_entries(dua_layout *l, int keys, int64_t window, int6
 }
 
 dua_status dua_layout_tail_order(dua_context *ctx, dua_layout *layout, int keys, cl_mem *order, cl_int *start,
-                                 int64_t *uniform) {
+                                 dua_tail_lengths *lengths) {
   dua_layout_device *d = NULL;
   dua_status st = dua_layout_device_get(ctx, layout, 0, &d);
   if (st != DUA_SUCCESS)
@@ -132,17 +141,18 @@ dua_status dua_layout_tail_order(dua_context *ctx, dua_layout *layout, int keys,
       d->tail_order[keys] = NULL;
     }
     d->tail_start[keys] = INT32_MAX;
-    d->tail_uniform[keys] = -1;
-    /* whether the last entries share one length (the split tail's condition) over the default tail's room
-     * doubled (every launch's last partial wave: up to 5 work-groups per compute unit), and the order of the
-     * last `tail` where they do not */
+    d->tail_lengths[keys] = (dua_tail_lengths){-1, -1};
+    /* whether the last entries share one length (the split tail's condition) and the longest (the
+     * short-launch rule's for causal layouts) over the default tail's room doubled (every launch's last
+     * partial wave: up to 5 work-groups per compute unit), and the order of the last `tail` where they do not
+     * share one */
     const int64_t total = launch_entries(layout, keys), window = 8 * (int64_t)ctx->info.compute_units;
     const int64_t room = tail < total ? tail : total;
     int32_t *entries = room >= 2 ? malloc((size_t)room * sizeof *entries) : NULL;
     int64_t count = 0;
     if (room >= 2 && !entries)
       return DUA_ERROR_OUT_OF_MEMORY;
-    st = dua_layout_tail_entries(layout, keys, window, tail, entries, &count, &d->tail_uniform[keys]);
+    st = dua_layout_tail_entries(layout, keys, window, tail, entries, &count, &d->tail_lengths[keys]);
     if (st != DUA_SUCCESS)
       st = dua_fail(ctx, st, "%s", layout->error);
     else if (count > 0 && (st = dua_device_upload(ctx, entries, (size_t)count * sizeof *entries,
@@ -155,7 +165,7 @@ dua_status dua_layout_tail_order(dua_context *ctx, dua_layout *layout, int keys,
   }
   *order = d->tail_order[keys] ? d->tail_order[keys] : d->dummy;
   *start = d->tail_start[keys];
-  if (uniform)
-    *uniform = d->tail_uniform[keys];
+  if (lengths)
+    *lengths = d->tail_lengths[keys];
   return DUA_SUCCESS;
 }

@@ -746,9 +746,11 @@ END_TEST
 /* The short-launch rule (host/attention/split_tail.c, dua_short_launch_one_mtile; off in the other tests):
  * where the compiled rule says two m-tiles, a launch of less than a wave of two-m-tile work-groups that visit
  * 4 blocks each runs one m-tile, so does one of 8 work-groups of 4 blocks of 256 keys (under 1.5 waves from
- * two compute units on), and one of at least a wave of 16-block work-groups keeps two; all against the
- * reference. On a device whose forward has no wgmma variant (the rule's slots are measured there only), or
- * with DUA_MMA_MT set, both keep the plan's MT. With an invalid DUA_SPLIT_TAIL, warned about once. */
+ * two compute units on), and one of at least a wave of 16-block work-groups keeps two; causal (the rule by
+ * the longest work-group): a launch of 16 work-groups of up to 16 blocks runs one m-tile (under 3 waves from
+ * two compute units on), 3 waves of them keep two; all against the reference. On a device whose forward has
+ * no wgmma variant (the rule's slots are measured there only), or with DUA_MMA_MT set, all keep the plan's
+ * MT. With an invalid DUA_SPLIT_TAIL, warned about once. */
 START_TEST(short_launch) {
   unsetenv("DUA_SHORT_LAUNCH");
   mma_ctx m;
@@ -769,6 +771,14 @@ START_TEST(short_launch) {
   check_problem(&m, &p, &rng);
   p = base_problem(2048, 128, 64); /* dense: a wave or more of 16-block work-groups */
   p.desc.heads = (int32_t)((slots + 15) / 16);
+  m.mt_expected = 0;
+  check_problem(&m, &p, &rng);
+  p = base_problem(2048, 128, 64); /* causal dense: 16 work-groups of 1 to 16 blocks (a tree of 16: MT 2) */
+  p.desc.heads = 1;
+  p.desc.causal = 1;
+  m.mt_expected = rule && m.ctx->info.compute_units >= 2 ? 1 : 0; /* under 3 waves from 2 units on */
+  check_problem(&m, &p, &rng);
+  p.desc.heads = (int32_t)((3 * slots + 15) / 16); /* 3 waves or more */
   m.mt_expected = 0;
   check_problem(&m, &p, &rng);
   ck_assert_int_eq(m.split_warnings, m.mma_possible ? 1 : 0);

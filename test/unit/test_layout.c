@@ -595,7 +595,8 @@ END_TEST
 
 /* The launch tail's order (tail_order.c): a permutation of the last entries by decreasing length, ties in
  * entry order, the lengths counted here from the model's mask (key blocks a query block visits; query blocks
- * visiting a key block over its GQA group); nothing reordered where those lengths are equal. */
+ * visiting a key block over its GQA group); nothing reordered where those lengths are equal; their common
+ * length and the longest reported as counted. */
 START_TEST(test_tail_order) {
   rng r = test_rng_make(0x7a11ull + 65537ull * (uint64_t)_i);
   model md;
@@ -626,14 +627,19 @@ START_TEST(test_tail_order) {
     const int64_t tails[3] = {total, total / 2 + 1, 3};
     for (int t = 0; t < 3; t++) {
       const int64_t tail = tails[t] < total ? tails[t] : total, first = total - tail;
-      int64_t count = -1, uniform = -2;
-      ck_assert_int_eq(dua_layout_tail_entries(l, keys, tails[t], tails[t], order, &count, &uniform),
+      int64_t count = -1;
+      dua_tail_lengths lengths = {-2, -2};
+      ck_assert_int_eq(dua_layout_tail_entries(l, keys, tails[t], tails[t], order, &count, &lengths),
                        DUA_SUCCESS);
       int equal = 1;
-      for (int64_t e = first + 1; e < total; e++)
+      int64_t longest = length[first];
+      for (int64_t e = first + 1; e < total; e++) {
         equal &= length[e] == length[first];
+        longest = length[e] > longest ? length[e] : longest;
+      }
       ck_assert_int_eq(count, tail < 2 || equal ? 0 : tail);
-      ck_assert_int_eq(uniform, tail >= 2 && equal ? length[first] : -1);
+      ck_assert_int_eq(lengths.uniform, tail >= 2 && equal ? length[first] : -1);
+      ck_assert_int_eq(lengths.longest, tail >= 2 ? longest : -1);
       uint8_t *seen = calloc((size_t)total, 1);
       ck_assert_ptr_nonnull(seen);
       for (int64_t i = 0; i < count; i++) {

@@ -118,12 +118,43 @@ START_TEST(short_launch_rule) {
 }
 END_TEST
 
+/* The causal short-launch rule: the H200's measured cases (396 slots, block 128, by the longest work-group's
+ * key blocks), and on random launches never at 3 waves or more, nor past 8192 keys, nor past 4096 from 1.5
+ * waves on, always below both. */
+START_TEST(short_launch_rule_causal) {
+  ck_assert(dua_short_launch_one_mtile_causal(128, 396, 16, 128));    /* 0.32 waves, dense N 2048: -33% */
+  ck_assert(dua_short_launch_one_mtile_causal(256, 396, 32, 128));    /* 0.65 waves, dense N 4096: -25% */
+  ck_assert(dua_short_launch_one_mtile_causal(512, 396, 64, 128));    /* 1.3 waves, dense N 8192: -19% */
+  ck_assert(dua_short_launch_one_mtile_causal(1024, 396, 16, 128));   /* 2.6 waves, depth 3 N 16384: -10% */
+  ck_assert(dua_short_launch_one_mtile_causal(1024, 396, 32, 128));   /* ... batch 4 dense N 4096: -4.5% */
+  ck_assert(!dua_short_launch_one_mtile_causal(1024, 396, 64, 128));  /* ... batch 2 dense N 8192: +1.2% */
+  ck_assert(!dua_short_launch_one_mtile_causal(1024, 396, 128, 128)); /* ... dense N 16384: +3.7% */
+  ck_assert(!dua_short_launch_one_mtile_causal(2048, 396, 32, 128));  /* 5.2 waves: +0.6% */
+  ck_assert(!dua_short_launch_one_mtile_causal(4096, 396, 32, 128));  /* 10.3 waves: +2.5% */
+  ck_assert(!dua_short_launch_one_mtile_causal(100, 396, -1, 128));   /* longest unknown */
+  ck_assert(!dua_short_launch_one_mtile_causal(256, 396, 65, 128));   /* under a wave, longer than measured */
+  test_rng r = test_rng_make(0xca05ull);
+  for (int c = 0; c < 1000; c++) {
+    const int64_t slots = test_rng_int(&r, 1, 700), longest = test_rng_int(&r, 1, 200);
+    const int64_t grid = test_rng_int(&r, 1, 4 * (int)slots);
+    const int block = 64 << test_rng_int(&r, 0, 2);
+    const int64_t keys = longest * block;
+    const int one = dua_short_launch_one_mtile_causal(grid, slots, longest, block);
+    if (grid >= 3 * slots || keys > 8192 || (2 * grid >= 3 * slots && keys > 4096))
+      ck_assert(!one);
+    else
+      ck_assert(one);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("split_tail");
   TCase *tc = tcase_create("core");
   tcase_add_loop_test(tc, plan_properties_and_model, 0, 5);
   tcase_add_test(tc, plan_edges);
   tcase_add_test(tc, short_launch_rule);
+  tcase_add_test(tc, short_launch_rule_causal);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }
