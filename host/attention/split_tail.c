@@ -96,6 +96,29 @@ int dua_short_launch_one_mtile_causal(int64_t grid, int64_t slots, int64_t longe
          (grid < SHORT_CAUSAL_WAVES_LONGER * slots && keys <= SHORT_CAUSAL_MAX_KEYS_LONGER);
 }
 
+/* A causal launch under one wave leaves slots idle while its longest work-groups run: split every work-group
+ * by key blocks into P = ceil(slots / grid) parts (2 to 4, two blocks a part of the longest at least), so
+ * that the longest ones end sooner; a short work-group's surplus parts see nothing and end at once. Measured
+ * on an H200 (heads 8, head dim 64, block 128, fp16, causal dense, one m-tile by the short-launch rule, 660
+ * slots; bench/RESULTS.md "Twenty-second session", every work-group in 2, 3, 4 or 6 parts against none): 256
+ * work-groups (0.39 waves, longest 16 blocks) -17%, -22%, -18%, +1% (the rule: 3 parts); 512 (0.78 waves, 32
+ * blocks) -22%, -17%, -11%, +2% (2); 1024 (1.55 waves) and more +10% to +94% (none). Longer work-groups than
+ * 64 blocks were not measured: not split. */
+#define SPLIT_CAUSAL_MAX_KEYS (64 * 128)
+
+int64_t dua_split_causal_plan(int64_t grid, int64_t slots, int64_t longest, int block, int *parts) {
+  *parts = 1;
+  if (grid < 1 || grid >= slots || longest < 4 || longest * block > SPLIT_CAUSAL_MAX_KEYS)
+    return 0;
+  int64_t p = (slots + grid - 1) / grid;
+  p = p < MAX_AUTO_PARTS ? p : MAX_AUTO_PARTS;
+  p = p < longest / 2 ? p : longest / 2;
+  if (p < 2)
+    return 0;
+  *parts = (int)p;
+  return grid;
+}
+
 /* DUA_SPLIT_TAIL: 1 with *count, *parts where it forces a split, 0 where it turns splitting off, -1 where it
  * is unset or invalid (warned once per context). */
 static int split_env(dua_context *ctx, int64_t *count, int *parts) {
@@ -128,15 +151,18 @@ static int split_env(dua_context *ctx, int64_t *count, int *parts) {
   return 1;
 }
 
-dua_status dua_split_tail_make(dua_context *ctx, int64_t grid, int heads, int64_t items, int block,
-                               int per_cu, int64_t floats, dua_split_tail *out) {
+dua_status dua_split_tail_make(dua_context *ctx, int64_t grid, int heads, dua_tail_lengths lengths,
+                               int causal, int block, int per_cu, int64_t floats, dua_split_tail *out) {
   memset(out, 0, sizeof *out);
   int parts = 1;
   int64_t count = 0;
   const int env = split_env(ctx, &count, &parts);
-  if (env < 0)
-    count = dua_split_tail_plan(grid, (int64_t)per_cu * ctx->info.compute_units, items, block, &parts);
-  else if (env == 0)
+  const int64_t slots = (int64_t)per_cu * ctx->info.compute_units;
+  if (env < 0 && lengths.uniform >= 0)
+    count = dua_split_tail_plan(grid, slots, lengths.uniform, block, &parts);
+  else if (env < 0 && causal && per_cu > 0)
+    count = dua_split_causal_plan(grid, slots, lengths.longest, block, &parts);
+  else if (env <= 0)
     count = 0;
   count = count < grid ? count : grid;
   const int64_t extra = count * (parts - 1);

@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "attention/layout_internal.h"
 #include "runtime/context_internal.h"
 
 /* How many of a launch's last work-groups to split, and into how many parts, for `grid` work-groups of equal
@@ -31,12 +32,18 @@ typedef struct {
   cl_mem partials, counts;
 } dua_split_tail;
 
-/* The split tail of a forward launch of `grid` work-groups over `heads` query heads, each of `items` key
- * blocks of `block` keys where all are equal (else -1), on `per_cu` work-groups per compute unit (0: unknown,
- * no split unless DUA_SPLIT_TAIL forces one), each part leaving `floats` floats. DUA_SPLIT_TAIL: unset, the
- * plan above; 0, none; "count,parts", that many last work-groups (all if more) in that many parts (2 to 64).
- */
-dua_status dua_split_tail_make(dua_context *ctx, int64_t grid, int heads, int64_t items, int block,
-                               int per_cu, int64_t floats, dua_split_tail *out);
+/* For a causal launch of `grid` work-groups on `slots` slots whose longest visits `longest` key blocks of
+ * `block` keys (-1: unknown): how many work-groups to split (0 or all) and into how many parts (*parts; 1:
+ * none). Pure; for the unit tests. */
+int64_t dua_split_causal_plan(int64_t grid, int64_t slots, int64_t longest, int block, int *parts);
+
+/* The split tail of a forward launch of `grid` work-groups over `heads` query heads whose tail visits
+ * `lengths` key blocks of `block` keys (their common number, else -1, and the most), causal or not, on
+ * `per_cu` work-groups per compute unit (0: unknown, no split unless DUA_SPLIT_TAIL forces one), each part
+ * leaving `floats` floats. DUA_SPLIT_TAIL: unset, the plans above (equal lengths: dua_split_tail_plan;
+ * causal: dua_split_causal_plan); 0, none; "count,parts", that many last work-groups (all if more) in that
+ * many parts (2 to 64). */
+dua_status dua_split_tail_make(dua_context *ctx, int64_t grid, int heads, dua_tail_lengths lengths,
+                               int causal, int block, int per_cu, int64_t floats, dua_split_tail *out);
 
 #endif

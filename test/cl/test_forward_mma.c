@@ -12,6 +12,7 @@
 #include "test_util.h"
 
 #include "attention/forward_internal.h" /* the m-tiles a call plans (dua_forward_mma_plan) */
+#include "attention/split_tail.h"       /* the causal split plan (dua_split_causal_plan) */
 #include "runtime/context_internal.h"   /* to force the emulated mma kernel on non-NVIDIA devices */
 
 #include <math.h>
@@ -748,7 +749,8 @@ END_TEST
  * 4 blocks each runs one m-tile, so does one of 8 work-groups of 4 blocks of 256 keys (under 1.5 waves from
  * two compute units on), and one of at least a wave of 16-block work-groups keeps two; causal (the rule by
  * the longest work-group): a launch of 16 work-groups of up to 16 blocks runs one m-tile (under 3 waves from
- * two compute units on), 3 waves of them keep two; all against the reference. On a device whose forward has
+ * two compute units on), split where that is under a wave (dua_split_causal_plan: on the GPU, not on two
+ * units), 3 waves of them keep two; all against the reference. On a device whose forward has
  * no wgmma variant (the rule's slots are measured there only), or with DUA_MMA_MT set, all keep the plan's
  * MT. With an invalid DUA_SPLIT_TAIL, warned about once. */
 START_TEST(short_launch) {
@@ -777,7 +779,12 @@ START_TEST(short_launch) {
   p.desc.heads = 1;
   p.desc.causal = 1;
   m.mt_expected = rule && m.ctx->info.compute_units >= 2 ? 1 : 0; /* under 3 waves from 2 units on */
+  int parts = 1; /* ... and its 32 one-m-tile work-groups split where under a wave (5 per unit) */
+  const int split =
+      m.mt_expected == 1 && dua_split_causal_plan(32, 5 * m.ctx->info.compute_units, 16, 128, &parts);
+  const int splits_before = m.split_launches;
   check_problem(&m, &p, &rng);
+  ck_assert_int_eq(m.split_launches - splits_before, split);
   p.desc.heads = (int32_t)((3 * slots + 15) / 16); /* 3 waves or more */
   m.mt_expected = 0;
   check_problem(&m, &p, &rng);

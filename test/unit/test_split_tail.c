@@ -148,6 +148,38 @@ START_TEST(short_launch_rule_causal) {
 }
 END_TEST
 
+/* The causal split: the H200's measured launches (660 one-m-tile slots, block 128), and on random launches
+ * all work-groups or none, 2 to 4 parts, never at a wave or more, past 64 blocks, or under two blocks a part.
+ */
+START_TEST(causal_split_plan) {
+  int parts = 0;
+  ck_assert_int_eq(dua_split_causal_plan(256, 660, 16, 128, &parts), 256); /* 0.39 waves: 3 parts -22% */
+  ck_assert_int_eq(parts, 3);
+  ck_assert_int_eq(dua_split_causal_plan(512, 660, 32, 128, &parts), 512); /* 0.78 waves: 2 parts -22% */
+  ck_assert_int_eq(parts, 2);
+  ck_assert_int_eq(dua_split_causal_plan(1024, 660, 64, 128, &parts), 0); /* 1.55 waves: 2 parts +10% */
+  ck_assert_int_eq(parts, 1);
+  ck_assert_int_eq(dua_split_causal_plan(100, 660, 65, 128, &parts), 0); /* longer than measured */
+  ck_assert_int_eq(dua_split_causal_plan(100, 660, 3, 128, &parts), 0);  /* under two blocks a part */
+  ck_assert_int_eq(dua_split_causal_plan(100, 660, -1, 128, &parts), 0); /* unknown */
+  test_rng r = test_rng_make(0x5911ull);
+  for (int c = 0; c < 1000; c++) {
+    const int64_t slots = test_rng_int(&r, 1, 700), longest = test_rng_int(&r, -1, 100);
+    const int64_t grid = test_rng_int(&r, 1, 2 * (int)slots);
+    const int block = 64 << test_rng_int(&r, 0, 2);
+    const int64_t count = dua_split_causal_plan(grid, slots, longest, block, &parts);
+    if (count == 0) {
+      ck_assert_int_eq(parts, 1);
+      continue;
+    }
+    ck_assert_int_eq(count, grid);
+    ck_assert(grid < slots && longest * block <= 8192);
+    ck_assert(parts >= 2 && parts <= 4 && 2 * parts <= longest &&
+              (parts == 4 || parts == longest / 2 || parts * grid >= slots));
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("split_tail");
   TCase *tc = tcase_create("core");
@@ -155,6 +187,7 @@ int main(void) {
   tcase_add_test(tc, plan_edges);
   tcase_add_test(tc, short_launch_rule);
   tcase_add_test(tc, short_launch_rule_causal);
+  tcase_add_test(tc, causal_split_plan);
   suite_add_tcase(s, tc);
   return test_run_suite(s);
 }
