@@ -74,7 +74,8 @@ static const char *const usage_text[] = {
     "  --peak-gbps Y       measured memory bandwidth ceiling (GB/s) for the roofline fraction\n"
     "  --json FILE         one JSON object per measurement line to FILE ('-' = stdout; the table then goes "
     "to\n"
-    "                      stderr)\n"
+    "                      stderr); kernel_fwd, kernel_bwd: the kernels the timed calls launched (the\n"
+    "                      library's debug line: program, build options, plan)\n"
     "  --seed S            input seed (default 1)\n"
     "  --help              this text\n"
     "\n",
@@ -168,7 +169,24 @@ typedef struct bench {
   FILE *json, *table;
   result *results;
   int nresults, cap;
+  /* the kernels the last timed forward and backward launched (bench_log), while `capture` is set */
+  int capture;
+  char ran_fwd[400], ran_bwd[400];
 } bench;
+
+/* The library's messages (dua-bench's log callback, at debug level): warnings go to stderr, so that a
+ * fallback (from the tensor-core kernels to the portable ones, say) is never silent; the debug line each
+ * attention launch leaves ("forward: ..." and "backward: ...", with its program's build options and plan) is
+ * kept as the kernel the variant ran. Errors come back as statuses (die_dua prints them). */
+static void bench_log(dua_log_level level, const char *msg, void *user) {
+  bench *b = user;
+  if (level == DUA_LOG_WARNING)
+    fprintf(stderr, "  dua warning: %s\n", msg);
+  else if (level == DUA_LOG_DEBUG && b->capture && strncmp(msg, "forward: ", 9) == 0)
+    snprintf(b->ran_fwd, sizeof b->ran_fwd, "%s", msg + 9);
+  else if (level == DUA_LOG_DEBUG && b->capture && strncmp(msg, "backward: ", 10) == 0)
+    snprintf(b->ran_bwd, sizeof b->ran_bwd, "%s", msg + 10);
+}
 
 /* ------------------------------------------------------------------ small helpers */
 
@@ -1070,7 +1088,7 @@ static result *add_result(bench *b) {
 }
 
 static void write_json(bench *b, const problem *pr, int var, const char *name, const timing *t,
-                       const result *r, const char *algo, const char *checked, int extras) {
+                       const result *r, const char *algo, const char *checked, int extras, char ran[2][400]) {
   FILE *f = b->json;
   if (f == NULL)
     return;
@@ -1134,6 +1152,10 @@ static void write_json(bench *b, const problem *pr, int var, const char *name, c
     json_str(f, "checked", checked);
   else
     fprintf(f, ", \"checked\": null");
+  if (ran[0][0])
+    json_str(f, "kernel_fwd", ran[0]);
+  if (ran[1][0])
+    json_str(f, "kernel_bwd", ran[1]);
   json_str(f, "device", b->info.name);
   json_str(f, "platform", b->info.platform_name);
   json_str(f, "driver", b->info.driver_version);
@@ -1274,6 +1296,9 @@ static void run_problem(bench *b, int depth_arg) {
                       elements[var] / ((double)B * H), checked[var], sizeof checked[var]);
 
   timing t[3];
+  char ran[3][2]
+          [400]; /* the kernels each variant's timed calls launched: forward, backward ("" where none) */
+  memset(ran, 0, sizeof ran);
   for (int var = 0; var < 3; var++) {
     t[var] = (timing){NAN, NAN, NAN, 0, 0};
     if (skipped[var][0]) {
@@ -1281,9 +1306,17 @@ static void run_problem(bench *b, int depth_arg) {
         fprintf(stderr, "  naive skipped: %s\n", skipped[var]);
       continue;
     }
+    b->ran_fwd[0] = b->ran_bwd[0] = '\0';
+    b->capture = 1;
     t[var] = time_variant(b, lay[var], &params[var]);
+    b->capture = 0;
+    snprintf(ran[var][0], sizeof ran[var][0], "%s", b->ran_fwd);
+    snprintf(ran[var][1], sizeof ran[var][1], "%s", b->ran_bwd);
     fprintf(stderr, "  %-10s %10.4f ms (%s, %d reps; wall %.4f ms)\n", names[var], t[var].ms,
             t[var].events ? "events" : "wall", t[var].reps, t[var].wall_ms);
+    for (int pass = 0; pass < 2; pass++)
+      if (ran[var][pass][0])
+        fprintf(stderr, "             %s: %s\n", pass ? "backward" : "forward", ran[var][pass]);
   }
   for (int var = 0; var < 3; var++) {
     result *r = add_result(b);
@@ -1311,7 +1344,7 @@ static void run_problem(bench *b, int depth_arg) {
     /* the dense line describes the full layout it ran: depth 0, no window, sink or shift */
     const char *algo = var == V_SPARSE ? algo_name(o->algo) : (var == V_DENSE ? "auto" : "naive");
     write_json(b, &pr, var, names[var], &t[var], r, algo, checked[var][0] ? checked[var] : NULL,
-               var != V_DENSE);
+               var != V_DENSE, ran[var]);
   }
   dua_layout_destroy(sparse);
   dua_layout_destroy(dense);
@@ -1339,6 +1372,9 @@ int main(int argc, char **argv) {
   dua_context_options co;
   dua_context_options_init(&co);
   co.selector = o.device;
+  co.log = bench_log;
+  co.log_user = &b;
+  co.log_level = DUA_LOG_DEBUG;
   dua_status st = dua_context_create(&co, &b.ctx);
   if (st != DUA_SUCCESS)
     die_dua(NULL, st, o.device ? "dua_context_create (--device)" : "dua_context_create");

@@ -410,6 +410,7 @@ dua_status dua_attention_backward_ex(dua_context *ctx, dua_layout *l, const dua_
 
   /* Every argument is set: only now does anything reach the queue (a failure above wrote nothing). An enqueue
    * failure from here on can leave the gradients partly written; the status says so. */
+  dua_log(ctx, DUA_LOG_DEBUG, "backward: portable kernels dua_attn_bwd_pre, _dq, _dkdv (%s)", options);
   if ((st = dua_launch(ctx, k_pre, 3, g_pre, l_pre, "dua_attn_bwd_pre")) != DUA_SUCCESS ||
       (st = dua_launch(ctx, k_dq, 3, g_dq, local, "dua_attn_bwd_dq")) != DUA_SUCCESS)
     return st;

@@ -38,6 +38,7 @@ static dua_status forward_naive(dua_context *ctx, dua_layout *l, const dua_atten
   cl_mem scores;
   if ((st = dua_context_scratch(ctx, 4 * bh * n * n, &scores)) != DUA_SUCCESS)
     return st;
+  dua_log(ctx, DUA_LOG_DEBUG, "forward: naive baseline dua_naive_scores, _softmax, _pv (%s)", options);
   shape_arg shape = dua_shape_of(l);
   cl_int head_dim = (cl_int)q->shape[3], has_bias = p->level_bias != NULL, has_lse = lse != NULL;
   cl_long4 qs = dua_strides4(q), ks = dua_strides4(k), vs = dua_strides4(v), os = dua_strides4(o);
@@ -229,6 +230,7 @@ static dua_status forward_portable(dua_context *ctx, const dua_fwd_call *c) {
   const size_t tiles = (size_t)c->num_blocks * (size_t)(c->block / tp.block_m);
   size_t global[3] = {tiles * threads, (size_t)c->heads, (size_t)c->batch};
   size_t local[3] = {threads, 1, 1};
+  dua_log(ctx, DUA_LOG_DEBUG, "forward: portable kernel dua_attn_fwd (%s)", options);
   return dua_launch(ctx, kernel, 3, global, local, "dua_attn_fwd");
 }
 
