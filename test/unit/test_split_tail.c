@@ -88,6 +88,22 @@ START_TEST(plan_edges) {
 }
 END_TEST
 
+/* A random launch for the property tests below: slots 1 to 700, 1 to `waves` waves of work-groups, a length
+ * in key blocks in [lo, hi] and blocks of 64, 128 or 256 keys. */
+typedef struct {
+  int64_t slots, grid, length;
+  int block;
+} random_launch;
+
+static random_launch random_launch_of(test_rng *r, int waves, int lo, int hi) {
+  random_launch l;
+  l.slots = test_rng_int(r, 1, 700);
+  l.grid = test_rng_int(r, 1, waves * (int)l.slots);
+  l.length = test_rng_int(r, lo, hi);
+  l.block = 64 << test_rng_int(r, 0, 2);
+  return l;
+}
+
 /* The short-launch rule (one m-tile instead of two): the H200's measured cases (396 slots, block 128), and on
  * random launches never at 1.5 waves or more, nor under 512 keys or over 4096, always under one wave between.
  */
@@ -106,13 +122,12 @@ START_TEST(short_launch_rule) {
   ck_assert(!dua_short_launch_one_mtile(256, 396, 33, 128)); /* under a wave, longer than measured */
   test_rng r = test_rng_make(0x5407ull);
   for (int c = 0; c < 1000; c++) {
-    const int64_t slots = test_rng_int(&r, 1, 700), items = test_rng_int(&r, 1, 100);
-    const int64_t grid = test_rng_int(&r, 1, 3 * (int)slots);
-    const int block = 64 << test_rng_int(&r, 0, 2);
-    const int one = dua_short_launch_one_mtile(grid, slots, items, block);
-    if (2 * grid >= 3 * slots || items * block < 512 || items * block > 4096)
+    const random_launch l = random_launch_of(&r, 3, 1, 100);
+    const int64_t keys = l.length * l.block;
+    const int one = dua_short_launch_one_mtile(l.grid, l.slots, l.length, l.block);
+    if (2 * l.grid >= 3 * l.slots || keys < 512 || keys > 4096)
       ck_assert(!one);
-    else if (grid < slots)
+    else if (l.grid < l.slots)
       ck_assert(one);
   }
 }
@@ -135,12 +150,10 @@ START_TEST(short_launch_rule_causal) {
   ck_assert(!dua_short_launch_one_mtile_causal(256, 396, 65, 128));   /* under a wave, longer than measured */
   test_rng r = test_rng_make(0xca05ull);
   for (int c = 0; c < 1000; c++) {
-    const int64_t slots = test_rng_int(&r, 1, 700), longest = test_rng_int(&r, 1, 200);
-    const int64_t grid = test_rng_int(&r, 1, 4 * (int)slots);
-    const int block = 64 << test_rng_int(&r, 0, 2);
-    const int64_t keys = longest * block;
-    const int one = dua_short_launch_one_mtile_causal(grid, slots, longest, block);
-    if (grid >= 3 * slots || keys > 8192 || (2 * grid >= 3 * slots && keys > 4096))
+    const random_launch l = random_launch_of(&r, 4, 1, 200);
+    const int64_t keys = l.length * l.block;
+    const int one = dua_short_launch_one_mtile_causal(l.grid, l.slots, l.length, l.block);
+    if (l.grid >= 3 * l.slots || keys > 8192 || (2 * l.grid >= 3 * l.slots && keys > 4096))
       ck_assert(!one);
     else
       ck_assert(one);
@@ -164,18 +177,16 @@ START_TEST(causal_split_plan) {
   ck_assert_int_eq(dua_split_causal_plan(100, 660, -1, 128, &parts), 0); /* unknown */
   test_rng r = test_rng_make(0x5911ull);
   for (int c = 0; c < 1000; c++) {
-    const int64_t slots = test_rng_int(&r, 1, 700), longest = test_rng_int(&r, -1, 100);
-    const int64_t grid = test_rng_int(&r, 1, 2 * (int)slots);
-    const int block = 64 << test_rng_int(&r, 0, 2);
-    const int64_t count = dua_split_causal_plan(grid, slots, longest, block, &parts);
+    const random_launch l = random_launch_of(&r, 2, -1, 100);
+    const int64_t count = dua_split_causal_plan(l.grid, l.slots, l.length, l.block, &parts);
     if (count == 0) {
       ck_assert_int_eq(parts, 1);
       continue;
     }
-    ck_assert_int_eq(count, grid);
-    ck_assert(grid < slots && longest * block <= 8192);
-    ck_assert(parts >= 2 && parts <= 4 && 2 * parts <= longest &&
-              (parts == 4 || parts == longest / 2 || parts * grid >= slots));
+    ck_assert_int_eq(count, l.grid);
+    ck_assert(l.grid < l.slots && l.length * l.block <= 8192);
+    ck_assert(parts >= 2 && parts <= 4 && 2 * parts <= l.length &&
+              (parts == 4 || parts == l.length / 2 || parts * l.grid >= l.slots));
   }
 }
 END_TEST
