@@ -20,8 +20,9 @@
 #ifndef CHECK_BUDGET
 #define CHECK_BUDGET 3e9 /* double operations one full-slice reference check may cost */
 #endif
-#define CHECK_SLICES 4 /* most (b, h) slices checked in full */
-#define CHECK_ROWS 48  /* rows per slice in the row-sample check */
+#define CHECK_SLICES 4  /* most (b, h) slices checked in full */
+#define CHECK_ROWS 48   /* rows per slice in the row-sample check */
+#define KERNEL_TEXT 400 /* a launch's debug line (program, build options, plan): about 300 characters */
 
 /* --help, in parts: ISO C requires compilers to support only 4095-byte string literals */
 static const char *const usage_text[] = {
@@ -75,7 +76,8 @@ static const char *const usage_text[] = {
     "  --json FILE         one JSON object per measurement line to FILE ('-' = stdout; the table then goes "
     "to\n"
     "                      stderr); kernel_fwd, kernel_bwd: the kernels the timed calls launched (the\n"
-    "                      library's debug line: program, build options, plan)\n"
+    "                      library's debug line: program, build options, plan; with --pass bwd,\n"
+    "                      kernel_fwd is the forward that made the O and LSE the backward reads)\n"
     "  --seed S            input seed (default 1)\n"
     "  --help              this text\n"
     "\n",
@@ -171,7 +173,7 @@ typedef struct bench {
   int nresults, cap;
   /* the kernels the last timed forward and backward launched (bench_log), while `capture` is set */
   int capture;
-  char ran_fwd[400], ran_bwd[400];
+  char ran_fwd[KERNEL_TEXT], ran_bwd[KERNEL_TEXT];
 } bench;
 
 /* The library's messages (dua-bench's log callback, at debug level): warnings go to stderr, so that a
@@ -404,6 +406,8 @@ static void parse_args(int argc, char **argv, options *o) {
       o->kv_heads = parse_int(name, v);
     } else if (strcmp(name, "--dim") == 0) {
       o->dim = parse_int(name, v);
+      if (o->dim != 32 && o->dim != 64 && o->dim != 96 && o->dim != 128)
+        fail_usage("--dim: '%s' is not one of 32, 64, 96, 128", v);
     } else if (strcmp(name, "--block") == 0) {
       o->block = parse_int(name, v);
     } else if (strcmp(name, "--arity") == 0) {
@@ -1088,7 +1092,8 @@ static result *add_result(bench *b) {
 }
 
 static void write_json(bench *b, const problem *pr, int var, const char *name, const timing *t,
-                       const result *r, const char *algo, const char *checked, int extras, char ran[2][400]) {
+                       const result *r, const char *algo, const char *checked, int extras,
+                       char ran[2][KERNEL_TEXT]) {
   FILE *f = b->json;
   if (f == NULL)
     return;
@@ -1296,8 +1301,9 @@ static void run_problem(bench *b, int depth_arg) {
                       elements[var] / ((double)B * H), checked[var], sizeof checked[var]);
 
   timing t[3];
-  char ran[3][2]
-          [400]; /* the kernels each variant's timed calls launched: forward, backward ("" where none) */
+  /* the kernels each variant's timed calls launched, forward and backward ("" where none; with --pass bwd the
+   * forward is the one that made the O and LSE the backward reads) */
+  char ran[3][2][KERNEL_TEXT];
   memset(ran, 0, sizeof ran);
   for (int var = 0; var < 3; var++) {
     t[var] = (timing){NAN, NAN, NAN, 0, 0};

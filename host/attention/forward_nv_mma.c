@@ -124,8 +124,9 @@ dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
   const size_t threads = MMA_THREADS;
   dua_split_tail split;
   dua_status st = dua_split_tail_make(
-      ctx, (int64_t)(tiles * (size_t)c->heads * (size_t)c->batch), c->heads, c->tail_lengths, c->shape.causal,
-      c->block, work_groups_per_cu(wgmma, mt), (int64_t)mt * (c->head_dim / 2 + 4) * MMA_THREADS, &split);
+      ctx, (int64_t)(tiles * (size_t)c->heads * (size_t)c->batch), c->heads, c->tail_lengths,
+      c->shape.causal && mt == 1 /* the causal split: measured on one m-tile only */, c->block,
+      work_groups_per_cu(wgmma, mt), (int64_t)mt * (c->head_dim / 2 + 4) * MMA_THREADS, &split);
   if (st != DUA_SUCCESS)
     return st;
   const int splitting = split.split.s[1] >= 2;

@@ -101,9 +101,11 @@ int dua_short_launch_one_mtile_causal(int64_t grid, int64_t slots, int64_t longe
  * that the longest ones end sooner; a short work-group's surplus parts see nothing and end at once. Measured
  * on an H200 (heads 8, head dim 64, block 128, fp16, causal dense, one m-tile by the short-launch rule, 660
  * slots; bench/RESULTS.md "Twenty-second session", every work-group in 2, 3, 4 or 6 parts against none): 256
- * work-groups (0.39 waves, longest 16 blocks) -17%, -22%, -18%, +1% (the rule: 3 parts); 512 (0.78 waves, 32
+ * work-groups (0.39 waves, longest 16 blocks) -17%, -22%, -18%, -1% (the rule: 3 parts); 512 (0.78 waves, 32
  * blocks) -22%, -17%, -11%, +2% (2); 1024 (1.55 waves) and more +10% to +94% (none). Longer work-groups than
- * 64 blocks were not measured: not split. */
+ * 64 blocks and two m-tiles were not measured: not split (forward_nv_mma.c asks for the causal plan on one
+ * m-tile only). Causal trees repeat causal dense's lengths inside each tree range; windows and sinks were not
+ * measured. */
 #define SPLIT_CAUSAL_MAX_KEYS (64 * 128)
 
 int64_t dua_split_causal_plan(int64_t grid, int64_t slots, int64_t longest, int block, int *parts) {

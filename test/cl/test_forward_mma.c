@@ -749,14 +749,18 @@ END_TEST
  * 4 blocks each runs one m-tile, so does one of 8 work-groups of 4 blocks of 256 keys (under 1.5 waves from
  * two compute units on), and one of at least a wave of 16-block work-groups keeps two; causal (the rule by
  * the longest work-group): a launch of 16 work-groups of up to 16 blocks runs one m-tile (under 3 waves from
- * two compute units on), split where that is under a wave (dua_split_causal_plan: on the GPU, not on two
- * units), 3 waves of them keep two; all against the reference. On a device whose forward has
+ * two compute units on), split where that is under a wave (dua_split_causal_plan; the rules see 8 compute
+ * units at least, so that this runs on a two-core host too), 3 waves of them keep two and are not split; all
+ * against the reference. On a device whose forward has
  * no wgmma variant (the rule's slots are measured there only), or with DUA_MMA_MT set, all keep the plan's
  * MT. With an invalid DUA_SPLIT_TAIL, warned about once. */
 START_TEST(short_launch) {
   unsetenv("DUA_SHORT_LAUNCH");
   mma_ctx m;
   mma_context(&m, 0);
+  if (m.ctx->info.compute_units <
+      8) /* the rules' slots as on 8 units at least: the causal split runs here too */
+    m.ctx->info.compute_units = 8;
   test_rng rng = test_rng_make(211);
   const char *mt_env = getenv("DUA_MMA_MT"); /* a developer's MT is not the rule's to change */
   const int rule =
@@ -778,16 +782,21 @@ START_TEST(short_launch) {
   p = base_problem(2048, 128, 64); /* causal dense: 16 work-groups of 1 to 16 blocks (a tree of 16: MT 2) */
   p.desc.heads = 1;
   p.desc.causal = 1;
-  m.mt_expected = rule && m.ctx->info.compute_units >= 2 ? 1 : 0; /* under 3 waves from 2 units on */
-  int parts = 1; /* ... and its 32 one-m-tile work-groups split where under a wave (5 per unit) */
-  const int split =
-      m.mt_expected == 1 && dua_split_causal_plan(32, 5 * m.ctx->info.compute_units, 16, 128, &parts);
-  const int splits_before = m.split_launches;
+  m.mt_expected = rule ? 1 : 0; /* under 3 waves */
+  /* ... and its 32 one-m-tile work-groups (the rule's or DUA_MMA_MT=1) split, under a wave of 5 per unit */
+  const int mt_run = m.mt_expected ? m.mt_expected : mt_env && !strcmp(mt_env, "1") ? 1 : 2;
+  int parts = 1;
+  const int split = m.mma_possible && m.ctx->info.nv_wgmma && mt_run == 1 &&
+                    dua_split_causal_plan(32, 5 * m.ctx->info.compute_units, 16, 128, &parts) > 0;
+  ck_assert(split || !rule); /* 40 slots or more */
+  int splits_before = m.split_launches;
   check_problem(&m, &p, &rng);
   ck_assert_int_eq(m.split_launches - splits_before, split);
-  p.desc.heads = (int32_t)((3 * slots + 15) / 16); /* 3 waves or more */
+  p.desc.heads = (int32_t)((3 * slots + 15) / 16); /* 3 waves or more: two m-tiles, no split */
   m.mt_expected = 0;
+  splits_before = m.split_launches;
   check_problem(&m, &p, &rng);
+  ck_assert_int_eq(m.split_launches - splits_before, 0);
   ck_assert_int_eq(m.split_warnings, m.mma_possible ? 1 : 0);
   unsetenv("DUA_SPLIT_TAIL");
   dua_context_destroy(m.ctx);

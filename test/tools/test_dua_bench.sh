@@ -25,7 +25,7 @@ for r in rows:
     assert "kernel_bwd" not in r, r
 '
 out=$("$bench" --n 256 --batch 1 --heads 2 --dim 64 --block 64 --depth 1 --dtype fp16 --pass fwdbwd --no-naive \
-  --warmup 1 --min-time 0.01 --json - 2>/dev/null)
+  --warmup 1 --min-time 0.01 --json -)
 echo "$out" | python3 -c '
 import json, sys
 rows = [json.loads(l) for l in sys.stdin if l.strip()]
@@ -38,6 +38,6 @@ for r in ran:
 if "$bench" --n 256 --dim 65 >/dev/null 2>/tmp/dua-bench-test.$$.err; then
   echo "--dim 65 was accepted"; rm -f /tmp/dua-bench-test.$$.err; exit 1
 fi
-grep -q "65" /tmp/dua-bench-test.$$.err || { echo "the error does not name 65:"; cat /tmp/dua-bench-test.$$.err; exit 1; }
+grep -q -- "--dim.*65" /tmp/dua-bench-test.$$.err || { echo "the error does not name 65:"; cat /tmp/dua-bench-test.$$.err; exit 1; }
 rm -f /tmp/dua-bench-test.$$.err
 echo "dua-bench ok"

@@ -624,22 +624,27 @@ START_TEST(test_tail_order) {
             if (any)
               length[keys ? ((int64_t)b * heads + h / group) * nb + n : ((int64_t)b * heads + h) * nb + m]++;
           }
-    const int64_t tails[3] = {total, total / 2 + 1, 3};
-    for (int t = 0; t < 3; t++) {
-      const int64_t tail = tails[t] < total ? tails[t] : total, first = total - tail;
+    /* (tail, window): equal, and the lengths' window longer or shorter than the reordered tail */
+    const int64_t tails[5][2] = {
+        {total, total}, {total / 2 + 1, total / 2 + 1}, {3, 3}, {3, total}, {total, 2}};
+    for (int t = 0; t < 5; t++) {
+      const int64_t tail = tails[t][0] < total ? tails[t][0] : total, first = total - tail;
+      const int64_t window = tails[t][1] < total ? tails[t][1] : total, wfirst = total - window;
       int64_t count = -1;
       dua_tail_lengths lengths = {-2, -2};
-      ck_assert_int_eq(dua_layout_tail_entries(l, keys, tails[t], tails[t], order, &count, &lengths),
+      ck_assert_int_eq(dua_layout_tail_entries(l, keys, tails[t][1], tails[t][0], order, &count, &lengths),
                        DUA_SUCCESS);
-      int equal = 1;
-      int64_t longest = length[first];
-      for (int64_t e = first + 1; e < total; e++) {
+      int equal = 1, wequal = 1;
+      int64_t longest = length[wfirst];
+      for (int64_t e = first + 1; e < total; e++)
         equal &= length[e] == length[first];
+      for (int64_t e = wfirst + 1; e < total; e++) {
+        wequal &= length[e] == length[wfirst];
         longest = length[e] > longest ? length[e] : longest;
       }
       ck_assert_int_eq(count, tail < 2 || equal ? 0 : tail);
-      ck_assert_int_eq(lengths.uniform, tail >= 2 && equal ? length[first] : -1);
-      ck_assert_int_eq(lengths.longest, tail >= 2 ? longest : -1);
+      ck_assert_int_eq(lengths.uniform, window >= 2 && wequal ? length[wfirst] : -1);
+      ck_assert_int_eq(lengths.longest, window >= 2 ? longest : -1);
       uint8_t *seen = calloc((size_t)total, 1);
       ck_assert_ptr_nonnull(seen);
       for (int64_t i = 0; i < count; i++) {
