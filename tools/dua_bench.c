@@ -171,9 +171,8 @@ typedef struct bench {
   FILE *json, *table;
   result *results;
   int nresults, cap;
-  /* the kernels the last timed forward and backward launched (bench_log), while `capture` is set */
-  int capture;
-  char ran_fwd[KERNEL_TEXT], ran_bwd[KERNEL_TEXT];
+  /* where bench_log keeps the kernels the timed forward and backward launch ([0], [1]); NULL: not timing */
+  char (*capture)[KERNEL_TEXT];
 } bench;
 
 /* The library's messages (dua-bench's log callback, at debug level): warnings go to stderr, so that a
@@ -185,9 +184,9 @@ static void bench_log(dua_log_level level, const char *msg, void *user) {
   if (level == DUA_LOG_WARNING)
     fprintf(stderr, "  dua warning: %s\n", msg);
   else if (level == DUA_LOG_DEBUG && b->capture && strncmp(msg, "forward: ", 9) == 0)
-    snprintf(b->ran_fwd, sizeof b->ran_fwd, "%s", msg + 9);
+    snprintf(b->capture[0], KERNEL_TEXT, "%s", msg + 9);
   else if (level == DUA_LOG_DEBUG && b->capture && strncmp(msg, "backward: ", 10) == 0)
-    snprintf(b->ran_bwd, sizeof b->ran_bwd, "%s", msg + 10);
+    snprintf(b->capture[1], KERNEL_TEXT, "%s", msg + 10);
 }
 
 /* ------------------------------------------------------------------ small helpers */
@@ -1312,12 +1311,9 @@ static void run_problem(bench *b, int depth_arg) {
         fprintf(stderr, "  naive skipped: %s\n", skipped[var]);
       continue;
     }
-    b->ran_fwd[0] = b->ran_bwd[0] = '\0';
-    b->capture = 1;
+    b->capture = ran[var];
     t[var] = time_variant(b, lay[var], &params[var]);
-    b->capture = 0;
-    snprintf(ran[var][0], sizeof ran[var][0], "%s", b->ran_fwd);
-    snprintf(ran[var][1], sizeof ran[var][1], "%s", b->ran_bwd);
+    b->capture = NULL;
     fprintf(stderr, "  %-10s %10.4f ms (%s, %d reps; wall %.4f ms)\n", names[var], t[var].ms,
             t[var].events ? "events" : "wall", t[var].reps, t[var].wall_ms);
     for (int pass = 0; pass < 2; pass++)

@@ -751,15 +751,15 @@ END_TEST
  * the longest work-group): a launch of 16 work-groups of up to 16 blocks runs one m-tile (under 3 waves from
  * two compute units on), split where that is under a wave (dua_split_causal_plan; the rules see 8 compute
  * units at least, so that this runs on a two-core host too), 3 waves of them keep two and are not split; all
- * against the reference. On a device whose forward has
- * no wgmma variant (the rule's slots are measured there only), or with DUA_MMA_MT set, all keep the plan's
- * MT. With an invalid DUA_SPLIT_TAIL, warned about once. */
+ * against the reference. On a device whose forward has no wgmma variant (the rule's slots are measured there
+ * only), or with DUA_MMA_MT set, all keep the plan's MT. With an invalid DUA_SPLIT_TAIL, warned about once.
+ */
 START_TEST(short_launch) {
   unsetenv("DUA_SHORT_LAUNCH");
   mma_ctx m;
   mma_context(&m, 0);
-  if (m.ctx->info.compute_units <
-      8) /* the rules' slots as on 8 units at least: the causal split runs here too */
+  /* the rules' slots as on 8 compute units at least, so that the causal split runs on a two-core host too */
+  if (m.ctx->info.compute_units < 8)
     m.ctx->info.compute_units = 8;
   test_rng rng = test_rng_make(211);
   const char *mt_env = getenv("DUA_MMA_MT"); /* a developer's MT is not the rule's to change */
