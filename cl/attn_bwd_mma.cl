@@ -378,7 +378,8 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 
   tile_pos cur;
   cur.item = -1;
-  int have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, lse /* unused without DUA_BIAS */);
+  int have =
+      next_tile(&cur, &vl, hr, m, row0, row_end, shape, path_m, paths_bh, lse /* unused without DUA_BIAS */);
 #if BWD_STAGES == 2
   if (have) { /* committed with the work-group's own rows */
     load_key_tile(k_s, v_s, k_bh, k_strides.s2, v_bh, v_strides.s2, cur.j0, shape.n_tokens);
@@ -399,7 +400,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 #if BWD_STAGES == 2
     staged_tile_ready();
     tile_pos nxt = cur;
-    const int have_next = next_tile(&nxt, &vl, hr, m, row_end, shape, path_m, paths_bh, lse);
+    const int have_next = next_tile(&nxt, &vl, hr, m, row0, row_end, shape, path_m, paths_bh, lse);
     if (have_next) { /* tile j + 1 streams in while tile j is computed */
       load_key_tile(k_s + (stage ^ 1) * STAGED_TILE, v_s + (stage ^ 1) * STAGED_TILE, k_bh, k_strides.s2,
                     v_bh, v_strides.s2, nxt.j0, shape.n_tokens);
@@ -436,7 +437,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     have = have_next;
     stage ^= 1;
 #else
-    have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, lse);
+    have = next_tile(&cur, &vl, hr, m, row0, row_end, shape, path_m, paths_bh, lse);
 #endif
   }
   CP_WAIT(0); /* no copy outlives the work-group (nothing visited: the own rows' copies) */

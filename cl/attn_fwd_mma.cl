@@ -295,19 +295,29 @@ typedef struct {
 } tile_pos;
 
 /* Whether key tile cur needs no element mask for rows first_row and later: its block is full (dua_tile_full),
- * or it is tree-visible with no window or sink, every key is in range and (causal) at or before first_row, as
- * the past half of a diagonal block is for the second 64 rows. (A macro: as an inline function the compiler
- * orders the tests differently inside the key loop.) */
+ * or it is tree-visible, every key is in range and (causal) at or before first_row, as the past half of a
+ * diagonal block is for the second 64 rows (a window or sink only adds pairs to a tree-visible tile; with
+ * level bias they differ in bias, which ELEMENTWISE below checks). (A macro: as an inline function the
+ * compiler orders the tests differently inside the key loop.) */
 #define TILE_UNMASKED(cur, shape, first_row)                                                                 \
-  ((cur).full ||                                                                                             \
-   ((cur).shared && (shape).window == 0 && (shape).sink == 0 && (cur).j0 + BN <= (shape).n_tokens &&         \
-    (!(shape).causal || (cur).j0 + BN - 1 <= (first_row))))
+  ((cur).full || ((cur).shared && (cur).j0 + BN <= (shape).n_tokens &&                                       \
+                  (!(shape).causal || (cur).j0 + BN - 1 <= (first_row))))
 
-/* Moves p to the next key tile to visit, in the order and with the skips of attn_fwd.cl (the next 64 keys of
- * the block, else the next visited block); returns 0 when there is none. Uniform across the work-group. */
-inline int next_tile(tile_pos *p, const visit_list *vl, dua_head_rule hr, int m, int row_end,
-                     dua_fwd_shape shape, __global const uchar *path_m, __global const uchar *paths_bh,
-                     __global const float *bias_h /* level_bias + offset + h * bias_stride */) {
+/* Whether key tile cur shows no key to any of rows [first_row, row_end): a block visited only through the
+ * window or sink (not tree-visible) whose tile lies past the sink and wholly outside the window of every
+ * row, as the far half of the window's edge block does for half the row tiles. Such tiles are not loaded:
+ * their scores would all be masked. */
+#define TILE_DEAD(cur, shape, first_row, row_end)                                                            \
+  (!(cur).shared && (cur).j0 >= (shape).sink &&                                                              \
+   ((shape).window <= 0 || (cur).j0 + BN - 1 < (first_row) - (shape).window ||                               \
+    (cur).j0 > (row_end)-1 + (shape).window))
+
+/* Moves p to the next key tile of the visited blocks, in the order and with the skips of attn_fwd.cl (the
+ * next 64 keys of the block, else the next visited block); returns 0 when there is none. Uniform across the
+ * work-group. */
+inline int next_block_tile(tile_pos *p, const visit_list *vl, dua_head_rule hr, int m, int row_end,
+                           dua_fwd_shape shape, __global const uchar *path_m, __global const uchar *paths_bh,
+                           __global const float *bias_h /* level_bias + offset + h * bias_stride */) {
   if (p->item >= 0) {
     p->j0 += BN;
     if (p->j0 < p->col_end && !(shape.causal && p->j0 > row_end - 1))
@@ -362,6 +372,17 @@ inline int next_tile(tile_pos *p, const visit_list *vl, dua_head_rule hr, int m,
       continue; /* the whole block is in the future of every row of this tile: nothing is loaded */
     return 1;
   }
+  return 0;
+}
+
+/* Moves p to the next key tile to visit for rows [row0, row_end): next_block_tile's, without the dead ones
+ * (TILE_DEAD). */
+inline int next_tile(tile_pos *p, const visit_list *vl, dua_head_rule hr, int m, int row0, int row_end,
+                     dua_fwd_shape shape, __global const uchar *path_m, __global const uchar *paths_bh,
+                     __global const float *bias_h) {
+  while (next_block_tile(p, vl, hr, m, row_end, shape, path_m, paths_bh, bias_h))
+    if (!TILE_DEAD(*p, shape, row0, row_end))
+      return 1;
   return 0;
 }
 
@@ -596,7 +617,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   tile_pos cur;
   cur.item = item_lo - 1; /* a split part's range starts at a block: nothing left in block item_lo - 1 */
   cur.j0 = cur.col_end = 0;
-  int have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, bias_h);
+  int have = next_tile(&cur, &vl, hr, m, row0, row_end, shape, path_m, paths_bh, bias_h);
   if (have && !first_copied) {
     load_tile_async(k_s, K_PITCH, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
     if (STAGES == 2)
@@ -634,7 +655,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #endif
     barrier(CLK_LOCAL_MEM_FENCE); /* ... for every warp, and every warp is done with tile j - 1's buffers */
     tile_pos nxt = cur;
-    const int have_next = next_tile(&nxt, &vl, hr, m, row_end, shape, path_m, paths_bh, bias_h);
+    const int have_next = next_tile(&nxt, &vl, hr, m, row0, row_end, shape, path_m, paths_bh, bias_h);
     if (have_next) /* tile j + 1 streams in while tile j is computed */
       load_key_tile(k_s + (stage ^ 1) * (BN * K_PITCH), v_s + (stage ^ 1) * (BN * V_PITCH), k_bh,
                     k_strides.s2, v_bh, v_strides.s2, nxt.j0, shape.n_tokens);
@@ -817,7 +838,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     wgmma_proxy_fence();
 #endif
     barrier(CLK_LOCAL_MEM_FENCE); /* ... for every warp, and every warp is done with k_s */
-    have = next_tile(&cur, &vl, hr, m, row_end, shape, path_m, paths_bh, bias_h);
+    have = next_tile(&cur, &vl, hr, m, row0, row_end, shape, path_m, paths_bh, bias_h);
     if (have) /* K(j+1) streams in while O += P V(j) runs */
       load_tile_async(k_s, K_PITCH, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
     cp_commit();
