@@ -433,6 +433,36 @@ inline float masked_score(float x, int row, int col, int shared, float beta, dua
   return vis ? x + (extra ? 0.0f : beta) : -INFINITY;
 }
 
+#if !DUA_BIAS
+/* masked_score's element mask without level bias, for one row of a key tile, as bounds on the key's place:
+ * key c0 + k (c0 this lane's first column of the tile, k >= 0) is visible iff lo <= k <= hi (tree-visible or
+ * in the window, not in the future, inside the sequence) or k <= sink_hi (in the sink, not in the future).
+ * Three compares with a constant per score, where masked_score takes about ten. */
+typedef struct {
+  int lo, hi, sink_hi;
+} row_keys;
+
+inline row_keys row_keys_of(int row, int c0, int shared, dua_fwd_shape s) {
+  const int big = 1 << 30, base = row - c0; /* key k's distance row - col is base - k */
+  row_keys r = {1, 0, -1};                  /* none (rows past the sequence) */
+  if (row >= s.n_tokens)
+    return r;
+  int dlo = s.causal ? 0 : -big, dhi = big; /* visible distances */
+  if (!shared) {
+    dlo = max(dlo, -s.window);
+    dhi = s.window;
+  }
+  dlo = max(dlo, row - s.n_tokens + 1); /* col < n_tokens */
+  if (shared || s.window > 0) {
+    r.lo = min(max(base - dhi, -1), BN);
+    r.hi = min(max(base - dlo, -1), BN);
+  }
+  r.sink_hi = min(max(min(min(s.sink, s.n_tokens) - 1 - c0, s.causal ? base : big), -1), BN);
+  return r;
+}
+#define KEY_VISIBLE(r, k) (((k) >= (r).lo && (k) <= (r).hi) || (k) <= (r).sink_hi)
+#endif
+
 /* A split row tile's part (split_entry_of) after its key loop: stores this work-item's O fragments, running
  * maxima and sums (unnormalized, as the loop leaves them) in its slot of partials,
  * [unit][part][value][work-item] floats, SPLIT_FLOATS values per work-item; returns 0 unless this is the row
@@ -743,16 +773,30 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #endif
       float mx0 = -INFINITY, mx1 = -INFINITY; /* tile row maxima: of x (masked tiles) or of raw s (full) */
       const int rl = r_lo[mt], rh = rl + 8;
+#if !DUA_BIAS
+      row_keys kl = {1, 0, -1}, kh = kl; /* the masks of rows rl and rh */
+      if (elementwise) {
+        kl = row_keys_of(rl, cur.j0 + 2 * t, cur.shared, shape);
+        kh = row_keys_of(rh, cur.j0 + 2 * t, cur.shared, shape);
+      }
+#endif
 #pragma unroll
       for (int i = 0; i < STILES; i++) {
         float4 x = s[mt][i];
         if (elementwise) {
           x *= scale_log2;
+#if DUA_BIAS
           const int c = cur.j0 + 8 * i + 2 * t;
           x.s0 = masked_score(x.s0, rl, c, cur.shared, cur.beta, shape);
           x.s1 = masked_score(x.s1, rl, c + 1, cur.shared, cur.beta, shape);
           x.s2 = masked_score(x.s2, rh, c, cur.shared, cur.beta, shape);
           x.s3 = masked_score(x.s3, rh, c + 1, cur.shared, cur.beta, shape);
+#else
+          x.s0 = KEY_VISIBLE(kl, 8 * i) ? x.s0 : -INFINITY;
+          x.s1 = KEY_VISIBLE(kl, 8 * i + 1) ? x.s1 : -INFINITY;
+          x.s2 = KEY_VISIBLE(kh, 8 * i) ? x.s2 : -INFINITY;
+          x.s3 = KEY_VISIBLE(kh, 8 * i + 1) ? x.s3 : -INFINITY;
+#endif
           s[mt][i] = x;
         }
         mx0 = fmax(mx0, fmax(x.s0, x.s1));

@@ -534,7 +534,8 @@ START_TEST(tensor_core_cases) {
   test_rng rng = test_rng_make(205);
   for (int n_case = 0; n_case < 11; n_case++) {
     /* 0-1 dense (causal); 2-3 block-diagonal with a tail and N < 64; 4 mixed depths, window, sink, shift,
-     * causal; 5 content paths, GQA 4/2, (B,N,H,D); 6 device lists, GQA 4/1, causal; then the portable ones: 7
+     * causal; 5 content paths, window and sink (not causal), GQA 4/2, (B,N,H,D); 6 device lists, GQA 4/1,
+     * causal; then the portable ones: 7
      * level bias, 8 head dim 128, 9 block 32, 10 fp32 */
     static const int ns[11] = {320, 320, 300, 37, 1000, 512, 420, 256, 256, 256, 256};
     static const int blks[11] = {64, 128, 128, 64, 128, 64, 64, 64, 64, 32, 64};
@@ -554,6 +555,7 @@ START_TEST(tensor_core_cases) {
     if (n_case == 4)
       d->window = 33, d->sink = 9, d->shift = 1;
     if (n_case == 5) {
+      d->window = 50, d->sink = 3;
       const int nb = (d->seq_len + d->block - 1) / d->block;
       int D = 0;
       for (int span = 1; span < nb; span *= d->arity)
