@@ -461,6 +461,28 @@ inline row_keys row_keys_of(int row, int c0, int shared, dua_fwd_shape s) {
   return r;
 }
 #define KEY_VISIBLE(r, k) (((k) >= (r).lo && (k) <= (r).hi) || (k) <= (r).sink_hi)
+
+#if DUA_MASK_TEST
+/* Test only (test_forward_mma's mask_bounds): configuration i, cfg[8 i ..] = (n_tokens, window, sink, causal,
+ * shared, row, c0, unused), checked key by key (k < BN) against masked_score: out[2 i] the keys where the two
+ * disagree, out[2 i + 1] the keys masked_score shows. */
+__kernel void dua_mask_bounds_test(__global const int *cfg, __global int *out) {
+  const int i = get_global_id(0);
+  __global const int *c = cfg + 8 * i;
+  dua_fwd_shape s = {0};
+  s.n_tokens = c[0], s.window = c[1], s.sink = c[2], s.causal = c[3];
+  const int shared = c[4], row = c[5], c0 = c[6];
+  const row_keys r = row_keys_of(row, c0, shared, s);
+  int bad = 0, shown = 0;
+  for (int k = 0; k < BN; k++) {
+    const int visible = masked_score(0.0f, row, c0 + k, shared, 0.0f, s) != -INFINITY;
+    bad += KEY_VISIBLE(r, k) != visible;
+    shown += visible;
+  }
+  out[2 * i] = bad;
+  out[2 * i + 1] = shown;
+}
+#endif
 #endif
 
 /* A split row tile's part (split_entry_of) after its key loop: stores this work-item's O fragments, running

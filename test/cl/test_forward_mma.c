@@ -9,6 +9,7 @@
  * fp32 storage with allow_tf32 (the tf32 kernel, DUA_TF32): on NVIDIA (nv_mma_tf32) or emulated, the same
  * layouts must take the tensor cores and match a reference computed on Q, K, V rounded to tf32 the way the
  * kernel rounds them (Q to nearest, ties away; K and V truncated); fp32 without allow_tf32 never does. */
+#include "dua_cl.h" /* the mask test's own kernel launch */
 #include "test_util.h"
 
 #include "attention/forward_internal.h" /* the m-tiles a call plans (dua_forward_mma_plan) */
@@ -804,6 +805,68 @@ START_TEST(short_launch) {
 }
 END_TEST
 
+/* The masked tiles' element mask as bounds on each key's place (row_keys_of in cl/attn_fwd_mma.cl) against
+ * masked_score, key by key, on random configurations of every kind: windows (none, narrow, wider than the
+ * tile), sinks, causal or not, tree-visible or not, rows and keys past the sequence's end, columns not on a
+ * tile boundary. Any disagreement fails; so does a draw whose keys are all shown or all hidden too often (a
+ * test that could not see a wrong bound). Runs the kernel on the device as plain OpenCL (emulated build). */
+START_TEST(mask_bounds) {
+  dua_context *ctx = test_context();
+  cl_kernel k = NULL;
+  ck_assert_msg(dua_program_kernel(ctx, "common,nv_mma_ops,attn_fwd_mma",
+                                   "-DHEAD_DIM=64 -DMT=1 -DDUA_FP16=1 -DDUA_MMA_EMULATE=1 -DDUA_MASK_TEST=1",
+                                   "dua_mask_bounds_test", &k) == DUA_SUCCESS,
+                "%s", dua_context_last_error(ctx));
+  enum { N_CFG = 20000 };
+  int *cfg = malloc(sizeof(int) * 8 * N_CFG), *out = malloc(sizeof(int) * 2 * N_CFG);
+  ck_assert(cfg && out);
+  test_rng rng = test_rng_make(223);
+  for (int i = 0; i < N_CFG; i++) {
+    int *c = cfg + 8 * i;
+    const int n = test_rng_int(&rng, 1, 700);
+    const int w = test_rng_int(&rng, 0, 3);
+    c[0] = n;
+    c[1] = w == 0 ? 0 : w == 1 ? test_rng_int(&rng, 1, 40) : test_rng_int(&rng, 1, 400);
+    c[2] = test_rng_int(&rng, 0, 2) ? 0 : test_rng_int(&rng, 1, 300);
+    c[3] = test_rng_int(&rng, 0, 1);
+    c[4] = test_rng_int(&rng, 0, 3) == 0;
+    c[5] = test_rng_int(&rng, 0, n + 80);
+    /* a lane's first column: j0 + 2t, or (rarely) anywhere near the row */
+    c[6] = test_rng_int(&rng, 0, 3)
+               ? 64 * test_rng_int(&rng, 0, (n + 127) / 64) + 2 * test_rng_int(&rng, 0, 3)
+               : (c[5] + test_rng_int(&rng, -500, 100) > 0 ? c[5] + test_rng_int(&rng, -500, 100) : 0);
+    c[7] = 0;
+  }
+  dua_buffer *bc = NULL, *bo = NULL;
+  ck_assert_int_eq(dua_buffer_create(ctx, sizeof(int) * 8 * N_CFG, &bc), DUA_SUCCESS);
+  ck_assert_int_eq(dua_buffer_create(ctx, sizeof(int) * 2 * N_CFG, &bo), DUA_SUCCESS);
+  ck_assert_int_eq(dua_buffer_write(bc, 0, sizeof(int) * 8 * N_CFG, cfg), DUA_SUCCESS);
+  cl_mem mc = dua_buffer_cl_mem(bc), mo = dua_buffer_cl_mem(bo);
+  ck_assert_int_eq(clSetKernelArg(k, 0, sizeof mc, &mc), CL_SUCCESS);
+  ck_assert_int_eq(clSetKernelArg(k, 1, sizeof mo, &mo), CL_SUCCESS);
+  const size_t global = N_CFG;
+  ck_assert_int_eq(
+      clEnqueueNDRangeKernel(dua_context_cl_queue(ctx), k, 1, NULL, &global, NULL, 0, NULL, NULL),
+      CL_SUCCESS);
+  ck_assert_int_eq(dua_buffer_read(bo, 0, sizeof(int) * 2 * N_CFG, out), DUA_SUCCESS);
+  int partly = 0; /* draws with keys both shown and hidden */
+  for (int i = 0; i < N_CFG; i++) {
+    const int *c = cfg + 8 * i;
+    ck_assert_msg(
+        out[2 * i] == 0,
+        "configuration %d (n_tokens %d, window %d, sink %d, causal %d, shared %d, row %d, c0 %d): %d keys "
+        "differ from masked_score",
+        i, c[0], c[1], c[2], c[3], c[4], c[5], c[6], out[2 * i]);
+    partly += out[2 * i + 1] > 0 && out[2 * i + 1] < 64;
+  }
+  ck_assert_msg(partly > N_CFG / 10, "only %d of %d draws show some keys and hide others", partly, N_CFG);
+  dua_buffer_destroy(bc);
+  dua_buffer_destroy(bo);
+  free(cfg), free(out);
+  dua_context_destroy(ctx);
+}
+END_TEST
+
 int main(void) {
   setenv("DUA_SHORT_LAUNCH", "0", 1); /* the other tests' MT is the plan's, whatever the device's size */
   Suite *s = suite_create("forward_mma");
@@ -824,6 +887,7 @@ int main(void) {
   ADD(token_bias_declines_to_portable, 1)
   ADD(split_tail, 3)
   ADD(short_launch, 1)
+  ADD(mask_bounds, 1)
 #undef ADD
   suite_add_tcase(s, tc);
   return test_run_suite(s);
