@@ -441,10 +441,12 @@ inline float masked_score(float x, int row, int col, int shared, float beta, dua
 typedef struct {
   int lo, hi, sink_hi;
 } row_keys;
+#define ROW_KEYS_NONE                                                                                        \
+  { 1, 0, -1 } /* no key visible */
 
 inline row_keys row_keys_of(int row, int c0, int shared, dua_fwd_shape s) {
   const int big = 1 << 30, base = row - c0; /* key k's distance row - col is base - k */
-  row_keys r = {1, 0, -1};                  /* none (rows past the sequence) */
+  row_keys r = ROW_KEYS_NONE;               /* rows past the sequence */
   if (row >= s.n_tokens)
     return r;
   int dlo = s.causal ? 0 : -big, dhi = big; /* visible distances */
@@ -796,7 +798,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
       float mx0 = -INFINITY, mx1 = -INFINITY; /* tile row maxima: of x (masked tiles) or of raw s (full) */
       const int rl = r_lo[mt], rh = rl + 8;
 #if !DUA_BIAS
-      row_keys kl = {1, 0, -1}, kh = kl; /* the masks of rows rl and rh */
+      row_keys kl = ROW_KEYS_NONE, kh = kl; /* the masks of rows rl and rh (masked tiles) */
       if (elementwise) {
         kl = row_keys_of(rl, cur.j0 + 2 * t, cur.shared, shape);
         kh = row_keys_of(rh, cur.j0 + 2 * t, cur.shared, shape);
