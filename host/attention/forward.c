@@ -102,13 +102,21 @@ static dua_status forward_naive(dua_context *ctx, dua_layout *l, const dua_atten
   return DUA_SUCCESS;
 }
 
+/* Key blocks a query block visits before causality, the head mean: its tree range's, and those a token window
+ * or sink adds (counted as if outside the range: a window of 16 blocks makes a block-diagonal layout's
+ * work-groups 17 blocks long, and those run faster on two m-tiles from 16 on: H200, bench/RESULTS.md
+ * "Twenty-fourth session"; shorter launches get one m-tile back from the causal short-launch rule). */
 int dua_layout_causal_short(const dua_layout *l) {
   if (!l->causal || l->kind == DUA_LAYOUT_LIST)
     return 0;
-  double groups = 0; /* tree blocks per query block, before causality */
-  for (int32_t h = 0; h < l->heads; h++)
-    groups += l->group[h] < l->num_blocks ? l->group[h] : l->num_blocks;
-  return groups <= 8.0 * l->heads;
+  const int64_t extra =
+      ((int64_t)l->window + l->block - 1) / l->block + ((int64_t)l->sink + l->block - 1) / l->block;
+  double blocks = 0;
+  for (int32_t h = 0; h < l->heads; h++) {
+    const int64_t b = l->group[h] + extra;
+    blocks += (double)(b < l->num_blocks ? b : l->num_blocks);
+  }
+  return blocks <= 8.0 * l->heads;
 }
 
 /* Kernel arguments shared by every forward kernel variant (portable and vendor fast paths). */

@@ -1263,6 +1263,24 @@ START_TEST(fwd_mma_in_the_tuning_space) {
   mma_case nc = mma_make(ctx, DUA_F16, 128, 0), cs = mma_make(ctx, DUA_F16, 128, 1),
            small = mma_make(ctx, DUA_F16, 64, 0);
   ck_assert(!dua_layout_causal_short(nc.l) && dua_layout_causal_short(cs.l));
+  { /* a token window or sink counts its key blocks: block-diagonal causal, 32 blocks of 128 */
+    const struct {
+      int32_t window, sink;
+      int short_;
+    } w[] = {{896, 0, 1}, {1024, 0, 0}, {896, 1, 0}, {768, 128, 1}, {4096, 0, 0}, {0, 129, 1}};
+    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
+      int32_t depths[1] = {-1};
+      dua_layout_desc desc;
+      memset(&desc, 0, sizeof desc);
+      desc.seq_len = 4096, desc.block = 128, desc.batch = 1, desc.heads = 1, desc.arity = 2;
+      desc.depths = depths, desc.causal = 1, desc.window = w[i].window, desc.sink = w[i].sink;
+      dua_layout *l = NULL;
+      ck_assert_int_eq(dua_layout_create(&desc, &l, NULL, 0), DUA_SUCCESS);
+      ck_assert_msg(dua_layout_causal_short(l) == w[i].short_, "window %d sink %d", (int)w[i].window,
+                    (int)w[i].sink);
+      dua_layout_destroy(l);
+    }
+  }
   dua_tuning_source src0;
   /* compiled rules: 2 m-tiles (1 for causal-short), on mma.sync and on wgmma (Hopper, fp16 head dim 64) */
   ck_assert_int_eq(dua_forward_mma_plan(ctx, nc.l, 64, 1, NULL, NULL, 0), 2);
