@@ -2,6 +2,7 @@
  * block-sparse forward (cl/attn_fwd.cl) or the naive materialized baseline (cl/attn_naive.cl).
  * Steady state: no allocation, no upload and no synchronization per call. */
 #include "attention/forward_internal.h"
+#include "attention/layout_internal.h"
 #include "attention/token_bias.h"
 #include "tuning/fwd_params.h"
 #include "tuning/tuning.h"
@@ -102,15 +103,20 @@ static dua_status forward_naive(dua_context *ctx, dua_layout *l, const dua_atten
   return DUA_SUCCESS;
 }
 
-/* Key blocks a query block visits before causality, the head mean: its tree range's, and those a token window
- * or sink adds (counted as if outside the range: a window of 16 blocks makes a block-diagonal layout's
- * work-groups 17 blocks long, and those run faster on two m-tiles from 16 on: H200, bench/RESULTS.md
- * "Twenty-fourth session"; shorter launches get one m-tile back from the causal short-launch rule). */
+/* Key blocks a query block visits before causality, the head mean: its tree range's, and those the last query
+ * block's token window and sink add (dua_window_range, dua_sink_blocks; counted as if outside the range: a
+ * window of 16 blocks makes a block-diagonal layout's work-groups 17 blocks long, and those run faster on two
+ * m-tiles: H200, bench/RESULTS.md "Twenty-fourth session"; shorter launches get one m-tile back from the
+ * causal short-launch rule). */
 int dua_layout_causal_short(const dua_layout *l) {
   if (!l->causal || l->kind == DUA_LAYOUT_LIST)
     return 0;
+  const dua_rule r = dua_layout_rule(l, 0); /* window and sink are the layout's, not a head's */
+  const int32_t last = l->num_blocks - 1;
+  int32_t wlo, whi;
+  dua_window_range(&r, last, &wlo, &whi);
   const int64_t extra =
-      ((int64_t)l->window + l->block - 1) / l->block + ((int64_t)l->sink + l->block - 1) / l->block;
+      (whi > wlo ? whi - wlo - 1 : 0) + dua_sink_blocks(&r, last); /* beyond its own block */
   double blocks = 0;
   for (int32_t h = 0; h < l->heads; h++) {
     const int64_t b = l->group[h] + extra;
