@@ -26,6 +26,12 @@
  * bias, block-pair gradient or token-tree bias (the host runs the portable kernels for those). Requirements
  * checked by the host (backward_nv_mma.c): fp16, HEAD_DIM 64, block >= 64, rows 16-byte aligned. */
 
+/* DUA_WINDOWED 1 (layouts with a token window; host: backward_nv_mma.c): the dK/dV walk skips dead query
+ * tiles */
+#ifndef DUA_WINDOWED
+#define DUA_WINDOWED 0
+#endif
+
 #if DUA_TF32 || MT != 1 || BN != 64 || THREADS != 128
 #error "attn_bwd_mma.cl needs attn_fwd_mma.cl built for fp16 with MT 1 (64-row tiles, 4 warps)"
 #endif
@@ -220,6 +226,14 @@ inline int next_query_tile(query_tile_pos *p, int h_end, int b, int n, int key0,
     if (p->i0 < p->row_end) {
       if (shape.causal && p->i0 + BN - 1 < key0)
         continue; /* every row of this tile precedes every key of the work-group */
+#if DUA_WINDOWED
+      /* no row of this tile has a key of the work-group in its window (the forward's TILE_DEAD, transposed):
+       * on an H200 1.7-3.7% off the windowed backward at N 8192 (within the spread at 16384-32768); only
+       * for windowed layouts: compiled into every program it had cost the others 0.5-1.5% (NOTES-mma.md) */
+      if (!p->shared && key0 >= shape.sink &&
+          (key0 + BN - 1 < p->i0 - shape.window || key0 > min(p->i0 + BN, p->row_end) - 1 + shape.window))
+        continue;
+#endif
       return 1;
     }
     if (++p->item >= p->count) {

@@ -18,9 +18,9 @@
 static dua_status bwd_kernel(dua_context *ctx, const dua_bwd_call *c, int wgmma, const char *name,
                              cl_kernel *out, char *options, size_t size) {
   snprintf(options, size,
-           "-DHEAD_DIM=%d -DMT=1 -DDUA_FP16=1 -DDUA_TF32=0 -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=0%s%s",
+           "-DHEAD_DIM=%d -DMT=1 -DDUA_FP16=1 -DDUA_TF32=0 -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=0%s%s%s",
            c->head_dim, c->enum_mode, c->tree_mode, wgmma ? " -DDUA_WGMMA=1" : "",
-           dua_nv_mma_target_option(ctx, wgmma));
+           c->shape.window > 0 ? " -DDUA_WINDOWED=1" : "", dua_nv_mma_target_option(ctx, wgmma));
   return dua_program_kernel(ctx,
                             wgmma ? "common,nv_mma_ops,nv_wgmma_ops,attn_fwd_mma,attn_bwd_mma"
                                   : "common,nv_mma_ops,attn_fwd_mma,attn_bwd_mma",

@@ -493,8 +493,9 @@ START_TEST(tuned_tiles) {
 END_TEST
 
 /* ---- the tensor-core backward */
-/* user: int[3], the tensor-core backward's launches, and those whose dQ / dK-dV kernel was the wgmma variant
- * (backward_nv_mma.c logs "dua_attn_bwd_dq_mma (options), dua_attn_bwd_dkdv_mma (options)") */
+/* user: int[4], the tensor-core backward's launches, those whose dQ / dK-dV kernel was the wgmma variant, and
+ * those whose dK/dV kernel skips dead query tiles of a window (backward_nv_mma.c logs "dua_attn_bwd_dq_mma
+ * (options), dua_attn_bwd_dkdv_mma (options)") */
 static void count_bwd_mma(dua_log_level level, const char *msg, void *user) {
   (void)level;
   const char *dq = strstr(msg, "dua_attn_bwd_dq_mma ("), *kv = strstr(msg, "dua_attn_bwd_dkdv_mma (");
@@ -504,11 +505,12 @@ static void count_bwd_mma(dua_log_level level, const char *msg, void *user) {
   ((int *)user)[0]++;
   ((int *)user)[1] += wg && wg < kv;
   ((int *)user)[2] += strstr(kv, "-DDUA_WGMMA=1") != NULL;
+  ((int *)user)[3] += strstr(kv, "-DDUA_WINDOWED=1") != NULL;
 }
 
 /* _i: 0 = default context (the tensor-core kernels where available), 1 = DUA_NO_MMA=1 */
 START_TEST(tensor_core_cases) {
-  int launches[3] = {0, 0, 0};
+  int launches[4] = {0, 0, 0, 0};
   if (_i)
     setenv("DUA_NO_MMA", "1", 1);
   else
@@ -534,11 +536,12 @@ START_TEST(tensor_core_cases) {
   test_rng rng = test_rng_make(205);
   for (int n_case = 0; n_case < 11; n_case++) {
     /* 0-1 dense (causal); 2-3 block-diagonal with a tail and N < 64; 4 mixed depths, window, sink, shift,
-     * causal; 5 content paths, window and sink (not causal), GQA 4/2, (B,N,H,D); 6 device lists, GQA 4/1,
+     * causal; 5 content paths, window and sink (not causal: query tiles dead on both sides of the window),
+     * GQA 4/2, (B,N,H,D); 6 device lists, GQA 4/1,
      * causal; then the portable ones: 7
      * level bias, 8 head dim 128, 9 block 32, 10 fp32 */
     static const int ns[11] = {320, 320, 300, 37, 1000, 512, 420, 256, 256, 256, 256};
-    static const int blks[11] = {64, 128, 128, 64, 128, 64, 64, 64, 64, 32, 64};
+    static const int blks[11] = {64, 128, 128, 64, 128, 128, 64, 64, 64, 32, 64};
     /* emulated warp instructions are slow: shorter sequences, the same features (tails, N < 64 kept) */
     const int n_tok = emulated && ns[n_case] > 256 ? ns[n_case] / 2 : ns[n_case];
     case_desc c = base_case(n_tok, blks[n_case], n_case == 8 ? 128 : 64);
@@ -568,7 +571,7 @@ START_TEST(tensor_core_cases) {
     }
     c.algo = n_case == 6 ? DUA_ALGO_LIST : DUA_ALGO_AUTO;
     c.with_bias = n_case == 7;
-    const int before[3] = {launches[0], launches[1], launches[2]};
+    const int before[4] = {launches[0], launches[1], launches[2], launches[3]};
     run_case(ctx, &c, &rng);
     const int want = possible && n_case < 7 ? 2 : 0; /* check_case runs the backward twice */
     ck_assert_msg(launches[0] - before[0] == want,
@@ -579,6 +582,11 @@ START_TEST(tensor_core_cases) {
     ck_assert_msg(launches[1] - before[1] == want_dq && launches[2] - before[2] == want_kv,
                   "case %d: wgmma dQ / dK-dV kernels launched %d / %d times, expected %d / %d", n_case,
                   launches[1] - before[1], launches[2] - before[2], want_dq, want_kv);
+    /* the windowed cases (4, 5) on the variant that skips dead query tiles, the others not */
+    const int want_windowed = d->window > 0 ? want : 0;
+    ck_assert_msg(launches[3] - before[3] == want_windowed,
+                  "case %d (window %d): windowed dK/dV kernel launched %d times, expected %d", n_case,
+                  d->window, launches[3] - before[3], want_windowed);
     free(c.paths);
   }
   dua_context_destroy(ctx);
