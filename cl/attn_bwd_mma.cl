@@ -24,7 +24,8 @@
  * passes on wgmma (backward_nv_mma.c). P and dS are rounded to f16 and re-packed from C into A fragments (as
  * the forward's P), sums stay fp32. Same masks, skips, GQA, tails and empty rows as attn_bwd.cl; no level
  * bias, block-pair gradient or token-tree bias (the host runs the portable kernels for those). Requirements
- * checked by the host (backward_nv_mma.c): fp16, HEAD_DIM 64, block >= 64, rows 16-byte aligned. */
+ * checked by the host (backward_nv_mma.c): fp16, HEAD_DIM 64 (wgmma or mma.sync) or 128 (mma.sync), block >=
+ * 64, rows 16-byte aligned. */
 
 /* DUA_WINDOWED 1 (layouts with a token window; host: backward_nv_mma.c): the dK/dV walk skips dead query
  * tiles */
@@ -499,7 +500,11 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     __global const dua_head_rule *head_rules, __global const uchar *paths, __global const int *tlist_counts,
     __global const int *tlist_full, __global const int *tlist_indices, __global const int *tail_order,
     int tail_start) {
+#if HEAD_DIM == 64
   MAX_REGISTERS(168); /* three work-groups per SM (two uncapped: 1.2x slower on an H100; NOTES-mma.md) */
+#endif
+  /* head dim 128 (mma.sync) uncapped: dK and dV alone hold 128 registers; at 168 clang 15 + ptxas 13 spilled
+   * 2.1 KB, uncapped (255) 120 bytes */
   __local ushort q_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));  /* query tiles */
   __local ushort do_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* dO tiles */
 #if DUA_WGMMA

@@ -1,10 +1,10 @@
 /* backward_nv_mma.c: NVIDIA tensor-core backward (cl/attn_bwd_mma.cl, inline-PTX mma.sync m16n8k16, and on
  * Hopper where the wgmma probe passed (ctx->info.nv_wgmma) both passes on the warpgroup MMA of
- * cl/nv_wgmma_ops.cl) for fp16 storage, head dim 64, blocks >= 64, 16-byte aligned rows, without level bias,
- * block-pair gradient or token-tree bias. Anything else returns DUA_ERROR_UNSUPPORTED without recording an
- * error, and backward.c runs the portable kernels. The program is attn_fwd_mma.cl (helpers, enumeration) +
- * attn_bwd_mma.cl, with 64-row tiles (MT 1) and DUA_MMA_EMULATE=1 on devices that are not NVIDIA's (tests
- * force ctx->info.nv_mma_f16). */
+ * cl/nv_wgmma_ops.cl, at head dim 64) for fp16 storage, head dim 64 or 128, blocks >= 64, 16-byte aligned
+ * rows, without level bias, block-pair gradient or token-tree bias. Anything else returns
+ * DUA_ERROR_UNSUPPORTED without recording an error, and backward.c runs the portable kernels. The program is
+ * attn_fwd_mma.cl (helpers, enumeration) + attn_bwd_mma.cl, with 64-row tiles (MT 1) and DUA_MMA_EMULATE=1 on
+ * devices that are not NVIDIA's (tests force ctx->info.nv_mma_f16). */
 #include "attention/backward_internal.h"
 
 #include <stdio.h>
@@ -30,11 +30,13 @@ static dua_status bwd_kernel(dua_context *ctx, const dua_bwd_call *c, int wgmma,
 dua_status dua_backward_nv_mma(dua_context *ctx, const dua_bwd_call *c, cl_kernel *k_dq, cl_kernel *k_dkdv,
                                size_t g_dq[3], size_t g_dkdv[3], size_t *local) {
   if (!ctx->info.nv_mma_f16 || ctx->fast_paths_disabled || c->portable_only || !c->fp16 ||
-      c->head_dim != 64 || c->block < MMA_ROWS || c->block % MMA_ROWS || !c->rows_aligned)
+      (c->head_dim != 64 && c->head_dim != 128) || c->block < MMA_ROWS || c->block % MMA_ROWS ||
+      !c->rows_aligned)
     return DUA_ERROR_UNSUPPORTED;
-  /* On Hopper both passes on wgmma: on an H100 at N 8192, 1.01-1.12x faster than the dK/dV pass on mma.sync
-   * (bench/NOTES-mma.md) */
-  const int wgmma = ctx->info.nv_wgmma && !ctx->wgmma_bwd_failed;
+  /* On Hopper both passes on wgmma at head dim 64: on an H100 at N 8192, 1.01-1.12x faster than the dK/dV
+   * pass on mma.sync (bench/NOTES-mma.md); head dim 128 runs on mma.sync everywhere (nv_wgmma_ops.cl's tiles
+   * are 64 wide) */
+  const int wgmma = ctx->info.nv_wgmma && !ctx->wgmma_bwd_failed && c->head_dim == 64;
   char options_dq[256], options_kv[256];
   dua_status st;
   if ((st = bwd_kernel(ctx, c, wgmma, "dua_attn_bwd_dq_mma", k_dq, options_dq, sizeof options_dq)) !=
