@@ -25,14 +25,17 @@
  * Requirements checked by the host (forward_nv_mma.c): fp16 storage or fp32 storage with tf32 allowed,
  * HEAD_DIM 64 or 128, block size >= 64, every row of q, k, v, o 16-byte aligned.
  *
- * DUA_WGMMA=1 (Hopper, fp16, HEAD_DIM 64; host: forward_nv_mma.c where the wgmma probe passed) runs both
+ * DUA_WGMMA=1 (Hopper, fp16, HEAD_DIM 64, or 128 with MT 1; host: forward_nv_mma.c where the wgmma probe
+ * passed) runs both
  * products on the warpgroup MMA of nv_wgmma_ops.cl: the work-group is one warpgroup (4 warps) and each of
  * its MT m-tiles of 64 query rows (one wgmma per product and k-step) computes S = Q K^T with Q and K read
  * by the tensor core from local memory, and O += P V with P from registers and V from local memory; Q, K and
  * V tiles are stored in the 128-byte swizzle (TILE_AT). MT 2 runs the two m-tiles as a pipeline: S0 and S1
  * are issued together, m-tile 0's softmax runs while S1 computes, and m-tile 1's while O0 += P0 V does. The
  * running max of a row moves only when the row's max grows by more than 8 (log2 units), so that O is
- * rescaled rarely (one warp vote per m-tile and tile; p stays <= 256, exact in f16's range). The rest
+ * rescaled rarely (one warp vote per m-tile and tile; p stays <= 256, exact in f16's range). At HEAD_DIM 128
+ * each 64-row tile is two 64-column panels (TILE_AT), S takes eight k-steps over both and O += P V is two
+ * 64-column products; Q, K and V fill the 48 KB, so K and V have one buffer each (STAGES 1). The rest
  * (enumeration, masks, output) is the code below, unchanged.
  *
  * DUA_MMA_EMULATE=1 replaces each warp-level instruction by plain OpenCL over local memory (with barriers),
@@ -96,17 +99,22 @@ typedef ushort lds_t; /* f16 bit patterns */
 #if !DUA_TF32 && MT > 1 && BN != 64
 #error "the fp16 Q prologue stages 64 rows per m-tile"
 #endif
-#if DUA_WGMMA && (DUA_TF32 || HEAD_DIM != 64 || MT > 2 || BN != 64)
-#error "the wgmma path is fp16, HEAD_DIM 64, 1 or 2 m-tiles, 64-key tiles"
+#if DUA_WGMMA &&                                                                                             \
+    (DUA_TF32 || (HEAD_DIM != 64 && HEAD_DIM != 128) || MT > 2 || BN != 64 || (HEAD_DIM == 128 && MT > 1))
+#error "the wgmma path is fp16, HEAD_DIM 64 (1 or 2 m-tiles) or 128 (one m-tile), 64-key tiles"
 #endif
 
 /* Local offset (elements) of tile element (row r, column c): wgmma's swizzled 128-byte rows (WGMMA_TILE_AT,
- * nv_wgmma_ops.cl; K and V tiles with keys as rows, Q with query rows), else rows of `pitch` elements. */
+ * nv_wgmma_ops.cl; K and V tiles with keys as rows, Q with query rows; at head dim 128 each 64-row tile is
+ * two such 64-column panels, columns 64.. in the second, 4096 elements on), else rows of `pitch` elements.
+ * TILE_ROW_STEP: elements from row r to row r + 1 of one column. */
 #if DUA_WGMMA
-#define TILE_AT(r, c, pitch) WGMMA_TILE_AT(r, c)
+#define TILE_AT(r, c, pitch) (((c) >> 6) * WGMMA_PANEL + WGMMA_TILE_AT(r, (c)&63))
+#define TILE_ROW_STEP(pitch) 64
 #define TILE_ALIGN 1024
 #else
 #define TILE_AT(r, c, pitch) ((r) * (pitch) + (c))
+#define TILE_ROW_STEP(pitch) (pitch)
 #define TILE_ALIGN 16
 #endif
 /* A register cap for the kernel that states it (on NVIDIA's devices the host rebuilds the program from its
@@ -117,9 +125,10 @@ typedef ushort lds_t; /* f16 bit patterns */
 #else
 #define MAX_REGISTERS(n)
 #endif
-/* STAGES 1 (mma.sync): one K and one V buffer (V(j) streams in during S(j), K(j + 1) during P V(j)); 2
- * (wgmma): both double-buffered (tile j + 1 streams in while tile j is computed; one barrier per tile) */
-#define STAGES (DUA_WGMMA ? 2 : 1)
+/* STAGES 1 (mma.sync; wgmma at head dim 128, whose Q, K and V tiles fill 48 KB): one K and one V buffer (V(j)
+ * streams in during S(j), K(j + 1) during P V(j)); 2 (wgmma at head dim 64): both double-buffered (tile j + 1
+ * streams in while tile j is computed; one barrier per tile) */
+#define STAGES (DUA_WGMMA && HEAD_DIM == 64 ? 2 : 1)
 
 typedef struct {
   int n_tokens, blk, nb, shift, window, sink, causal, hq, hkv, max_depth;
@@ -172,7 +181,7 @@ inline void load_tile_async(__local lds_t *dst, int pitch, __global const lds_t 
     const int valid = COPY_RSTEP * i < rows_left;
     cp16(to, valid ? from : src + c, valid); /* a row past the end: row 0's address, nothing read */
     from += from_step;
-    to += COPY_RSTEP * pitch;
+    to += COPY_RSTEP * TILE_ROW_STEP(pitch);
   }
 }
 
@@ -581,6 +590,8 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
                  __global int *split_counts, int4 split) {
 #if DUA_WGMMA && MT == 2
   MAX_REGISTERS(168); /* three work-groups per SM (193 registers uncapped: two) */
+#elif DUA_WGMMA && HEAD_DIM == 128
+  MAX_REGISTERS(168); /* three work-groups per SM (O alone takes 64 registers; 48 KB of local memory each) */
 #elif DUA_WGMMA
   /* five work-groups per SM (116 registers uncapped under NVIDIA's compiler: four; 16 bytes of spills): on an
    * H100 causal block-diagonal 6-7% faster, causal depth 3 at N 8192 2% (bench/NOTES-mma.md) */
@@ -752,7 +763,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     }
 #elif DUA_WGMMA /* Q times K^T, both K-major in local memory (query rows, key rows) */
 #if MT == 1
-    wgmma_ss_kmajor(s[0], q_s, k_t EMU_ARGS);
+    WGMMA_S(s[0], q_s, k_t EMU_ARGS);
 #else /* both m-tiles: S1 still runs while m-tile 0's softmax does */
     wgmma_ss_kmajor_pair_first(s[0], q_s, k_t, s[1], q_s + BN * HEAD_DIM, k_t EMU_ARGS);
 #endif
@@ -932,7 +943,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #elif DUA_WGMMA
     /* P (registers, the A fragments pa) times V (local, key rows: N-major): four k-steps of 16 keys */
 #if MT == 1
-    wgmma_rs_nmajor(acc[0], pa[0], v_t EMU_ARGS);
+    WGMMA_PV(acc[0], pa[0], v_t EMU_ARGS);
 #endif
 #else
 #pragma unroll

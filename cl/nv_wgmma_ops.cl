@@ -26,8 +26,10 @@
  * The local data must be visible to the tensor core's (async) proxy: writers call wgmma_proxy_fence() after
  * their writes land and before the barrier that precedes the wgmma. */
 
-/* Offset (halves) of element (r, c) of a swizzled tile of 64-half rows. */
+/* Offset (halves) of element (r, c) of a swizzled tile of 64-half rows; WGMMA_PANEL: halves of one 64 x 64
+ * tile (a 64-row tile of head dim 128 is two, columns 64.. in the second). */
 #define WGMMA_TILE_AT(r, c) ((r)*64 + (((((c) >> 3) ^ ((r)&7))) << 3) + ((c)&7))
+#define WGMMA_PANEL 4096
 
 #if DUA_MMA_EMULATE
 inline void wgmma_proxy_fence(void) {}
@@ -263,3 +265,37 @@ inline void wgmma_rs_nmajor_then_wait0(float4 *d1, const uint4 *a1, __local cons
                : "memory");
 #endif
 }
+
+/* Head dim 128 (one m-tile): each 64-row operand is two 64 x 64 panels (WGMMA_PANEL halves apart). S = Q K^T
+ * over both panels: eight k-steps into one accumulator set, one commit and wait; operands after the
+ * accumulators: %32 .. %35 A's descriptors (panel 0), %36 .. %39 B's, %40 .. %43 and %44 .. %47 panel 1's,
+ * %48 = 1. */
+inline void wgmma_ss_kmajor_d128(float4 *d, __local const ushort *a, __local const ushort *b EMU_PARAMS) {
+#if DUA_MMA_EMULATE
+  wgmma_ss_kmajor(d, a, b EMU_ARGS);
+  wgmma_ss_kmajor(d, a + WGMMA_PANEL, b + WGMMA_PANEL EMU_ARGS);
+#else
+  const ulong da = wgmma_desc(a), db = wgmma_desc(b), da1 = wgmma_desc(a + WGMMA_PANEL),
+              db1 = wgmma_desc(b + WGMMA_PANEL), ks = 32 >> 4;
+  asm volatile(WGMMA_BEGIN(48) WGMMA_SS4(WGMMA_D64, 32, 33, 34, 35, 36, 37, 38, 39)
+                   WGMMA_SS4(WGMMA_D64, 40, 41, 42, 43, 44, 45, 46, 47) WGMMA_COMMIT WGMMA_WAIT(0)
+               : WGMMA_D64_OPERANDS(d)
+               : WGMMA_DESC4(da), WGMMA_DESC4(db), WGMMA_DESC4(da1), WGMMA_DESC4(db1), "r"(1)
+               : "memory");
+#endif
+}
+
+/* O += P V at head dim 128: the two 64-column halves of O (d[0..7], d[8..15]) against V's two panels, P's
+ * fragments shared. */
+inline void wgmma_rs_nmajor_d128(float4 *d, const uint4 *a, __local const ushort *b EMU_PARAMS) {
+  wgmma_rs_nmajor_pair(d, a, b, d + 8, a, b + WGMMA_PANEL EMU_ARGS);
+}
+
+/* The forward's one-m-tile products by head dim */
+#if HEAD_DIM == 128
+#define WGMMA_S wgmma_ss_kmajor_d128
+#define WGMMA_PV wgmma_rs_nmajor_d128
+#else
+#define WGMMA_S wgmma_ss_kmajor
+#define WGMMA_PV wgmma_rs_nmajor
+#endif

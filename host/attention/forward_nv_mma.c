@@ -2,8 +2,9 @@
  * (m16n8k16 f16) and, where the caller allows tf32, fp32 storage (m16n8k8 tf32); head dims 64 and 128, block
  * sizes >= 64, 16-byte aligned rows, no token-tree bias. Each work-group owns 64 MT query rows of one query
  * block, MT = 1 or 2 m-tiles of 16 rows per warp: a tunable ("fwd_mma", mma_mt below). On Hopper
- * (ctx->info.nv_wgmma) fp16 head-dim-64 calls take the kernel's wgmma variant (cl/nv_wgmma_ops.cl, built for
- * sm_90a): one warpgroup, each product one wgmma per m-tile of 64 rows. Anything else returns
+ * (ctx->info.nv_wgmma) fp16 calls of head dim 64, and of 128 on one m-tile, take the kernel's wgmma variant
+ * (cl/nv_wgmma_ops.cl, built for sm_90a): one warpgroup, each product one wgmma per m-tile of 64 rows (and
+ * per 64 columns of the head dim). Anything else returns
  * DUA_ERROR_UNSUPPORTED without recording an error, and the portable kernel runs instead.
  *
  * On a device that is not NVIDIA's (reached only when a test forces ctx->info.nv_mma_f16 / nv_mma_tf32), the
@@ -52,11 +53,12 @@ static int mma_fits(const dua_context *ctx, const dua_fwd_call *c) {
   return (c->head_dim == 64 || c->head_dim == 128) && c->block >= MMA_ROWS && rows_aligned(c, tf32 ? 4 : 8);
 }
 
-/* Hopper's warpgroup MMA for both products (cl/nv_wgmma_ops.cl): fp16, head dim 64, where its probe passed
- * (ctx->info.nv_wgmma: sm_90, not DUA_NO_WGMMA=1). There MT counts m-tiles of 64 query rows of the one
- * warpgroup (sharing each K and V tile). */
+/* Hopper's warpgroup MMA for both products (cl/nv_wgmma_ops.cl): fp16, head dim 64 or 128 (one m-tile: a
+ * tuned or forced MT 2 at head dim 128 runs on mma.sync), where its probe passed (ctx->info.nv_wgmma: sm_90,
+ * not DUA_NO_WGMMA=1). There MT counts m-tiles of 64 query rows of the one warpgroup (sharing each K and V
+ * tile). */
 static int use_wgmma(const dua_context *ctx, const dua_fwd_call *c) {
-  return c->fp16 && c->head_dim == 64 && ctx->info.nv_wgmma;
+  return c->fp16 && (c->head_dim == 64 || c->head_dim == 128) && ctx->info.nv_wgmma;
 }
 
 /* The m-tiles per warp: DUA_MMA_MT, the context's override, the tuning database, the compiled rule
@@ -74,10 +76,11 @@ static int mma_mt(dua_context *ctx, const dua_fwd_call *c, dua_tuning_source *so
 }
 
 /* Work-groups of the kernel that fit on one compute unit, where measured (the split tail's slots; 0:
- * unknown). wgmma: the register caps of cl/attn_fwd_mma.cl (168 for two m-tiles: three; 96 for one: five,
- * whose 40 KB of local memory each also fit five times in an H100's 228 KB). */
-static int work_groups_per_cu(int wgmma, int mt) {
-  return wgmma ? (mt == 2 ? 3 : 5) : 0;
+ * unknown, no split). wgmma: the register caps of cl/attn_fwd_mma.cl (168 for two m-tiles: three; 96 for one:
+ * five, whose 40 KB of local memory each also fit five times in an H100's 228 KB); head dim 128 (three at its
+ * cap of 168) has no split measured. */
+static int work_groups_per_cu(int wgmma, int mt, int head_dim) {
+  return wgmma && head_dim == 64 ? (mt == 2 ? 3 : 5) : 0;
 }
 
 /* The launch's MT: the plan's (mma_mt), or 1 for a short launch of short work-groups (*short_launch set;
@@ -95,7 +98,7 @@ static int launch_mt(dua_context *ctx, const dua_fwd_call *c, int wgmma, int *sh
   if (mt != 2 || !wgmma || source < DUA_TUNING_BUILTIN || (env && !strcmp(env, "0")))
     return mt;
   const int64_t grid2 = (int64_t)c->num_blocks * (c->block / (2 * MMA_ROWS)) * c->heads * c->batch;
-  const int64_t slots = (int64_t)work_groups_per_cu(wgmma, 2) * ctx->info.compute_units;
+  const int64_t slots = (int64_t)work_groups_per_cu(wgmma, 2, c->head_dim) * ctx->info.compute_units;
   if (c->tail_lengths.uniform >= 0)
     *short_launch = dua_short_launch_one_mtile(grid2, slots, c->tail_lengths.uniform, c->block);
   else if (c->shape.causal)
@@ -117,16 +120,17 @@ int dua_forward_mma_plan(dua_context *ctx, const dua_layout *l, int head_dim, in
 dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
   if (!mma_fits(ctx, c))
     return DUA_ERROR_UNSUPPORTED;
-  const int tf32 = !c->fp16, wgmma = use_wgmma(ctx, c);
+  const int tf32 = !c->fp16, wgmma_fits = use_wgmma(ctx, c);
   int short_launch = 0;
-  const int mt = launch_mt(ctx, c, wgmma, &short_launch);
+  const int mt = launch_mt(ctx, c, wgmma_fits, &short_launch);
+  const int wgmma = wgmma_fits && (c->head_dim == 64 || mt == 1);
   const size_t tiles = (size_t)c->num_blocks * (size_t)(c->block / (mt * MMA_ROWS));
   const size_t threads = MMA_THREADS;
   dua_split_tail split;
   dua_status st = dua_split_tail_make(
       ctx, (int64_t)(tiles * (size_t)c->heads * (size_t)c->batch), c->heads, c->tail_lengths,
       c->shape.causal && mt == 1 /* the causal split: measured on one m-tile only */, c->block,
-      work_groups_per_cu(wgmma, mt), (int64_t)mt * (c->head_dim / 2 + 4) * MMA_THREADS, &split);
+      work_groups_per_cu(wgmma, mt, c->head_dim), (int64_t)mt * (c->head_dim / 2 + 4) * MMA_THREADS, &split);
   if (st != DUA_SUCCESS)
     return st;
   const int splitting = split.split.s[1] >= 2;

@@ -92,7 +92,8 @@ static void mma_context(mma_ctx *m, int no_mma) {
     m->ctx->info.nv_mma_f16 = 1; /* forward_nv_mma.c builds the emulated kernel on non-NVIDIA devices */
     m->ctx->info.nv_mma_tf32 = 1;
     m->emulated = 1;
-    const char *wg = getenv("DUA_TEST_WGMMA_EMULATE"); /* ... and its wgmma variant (fp16, head dim 64) */
+    const char *wg =
+        getenv("DUA_TEST_WGMMA_EMULATE"); /* ... and its wgmma variant (fp16, head dims 64, 128) */
     m->ctx->info.nv_wgmma = wg && *wg && strcmp(wg, "0") != 0;
   }
   m->mma_possible = m->ctx->info.nv_mma_f16 && !m->ctx->fast_paths_disabled;
@@ -238,13 +239,14 @@ static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng 
   ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
   const int want = expect_mma(m, p), got = m->mma_launches - launches0;
   ck_assert_msg(got == want, "%s: tensor-core kernel launched %d times, expected %d", what, got, want);
-  const int want_wg = want && p->dtype == DUA_F16 && p->head_dim == 64 && m->ctx->info.nv_wgmma,
+  dua_tuning_source src;
+  const int plan = want ? dua_forward_mma_plan(ctx, l, p->head_dim, p->dtype == DUA_F16, &src, NULL, 0) : 0;
+  const int mt = m->mt_expected ? m->mt_expected : plan;
+  /* wgmma: fp16, head dim 64, or 128 on one m-tile */
+  const int want_wg = want && p->dtype == DUA_F16 && (p->head_dim == 64 || mt == 1) && m->ctx->info.nv_wgmma,
             got_wg = m->wgmma_launches - wg_launches0;
   ck_assert_msg(got_wg == want_wg, "%s: wgmma variant launched %d times, expected %d", what, got_wg, want_wg);
   if (want) { /* the m-tiles: the plan ran; the plan is DUA_MMA_MT or the compiled rule (no database) */
-    dua_tuning_source src;
-    const int plan = dua_forward_mma_plan(ctx, l, p->head_dim, p->dtype == DUA_F16, &src, NULL, 0);
-    const int mt = m->mt_expected ? m->mt_expected : plan;
     ck_assert_msg(m->mt2_launches - mt2_launches0 == (mt == 2), "%s: MT 2 launched %d times, expected MT %d",
                   what, m->mt2_launches - mt2_launches0, mt);
     const char *mt_env = getenv("DUA_MMA_MT");
