@@ -591,7 +591,9 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #if DUA_WGMMA && MT == 2
   MAX_REGISTERS(168); /* three work-groups per SM (193 registers uncapped: two) */
 #elif DUA_WGMMA && HEAD_DIM == 128
-  MAX_REGISTERS(168); /* three work-groups per SM (O alone takes 64 registers; 48 KB of local memory each) */
+  /* four work-groups per SM (48 KB of local memory each; O alone takes 64 registers): 2.4-9% faster than at
+   * 168 (three) on an H200, 4-8 bytes of spills with clang 15 + ptxas 13 (bench/NOTES-mma.md) */
+  MAX_REGISTERS(128);
 #elif DUA_WGMMA
   /* five work-groups per SM (116 registers uncapped under NVIDIA's compiler: four; 16 bytes of spills): on an
    * H100 causal block-diagonal 6-7% faster, causal depth 3 at N 8192 2% (bench/NOTES-mma.md) */
