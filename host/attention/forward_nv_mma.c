@@ -77,10 +77,10 @@ static int mma_mt(dua_context *ctx, const dua_fwd_call *c, dua_tuning_source *so
 
 /* Work-groups of the kernel that fit on one compute unit, where measured (the split tail's slots; 0:
  * unknown, no split). wgmma: the register caps of cl/attn_fwd_mma.cl (168 for two m-tiles: three; 96 for one:
- * five, whose 40 KB of local memory each also fit five times in an H100's 228 KB); head dim 128 (four at its
- * cap of 128) has no split measured. */
+ * five, whose 40 KB of local memory each also fit five times in an H100's 228 KB; 128 at head dim 128: four,
+ * 48 KB each). */
 static int work_groups_per_cu(int wgmma, int mt, int head_dim) {
-  return wgmma && head_dim == 64 ? (mt == 2 ? 3 : 5) : 0;
+  return wgmma ? (mt == 2 ? 3 : head_dim == 128 ? 4 : 5) : 0;
 }
 
 /* The launch's MT: the plan's (mma_mt), or 1 for a short launch of short work-groups (*short_launch set;
