@@ -237,7 +237,8 @@ Tunable kernels (`kernel` below) and their parameters, in order:
                   causal layouts whose trees visit <= 8 key blocks per query block, the mean over heads before
                   causality (mt_cs). MT 2 needs a layout block >= 128: where a value of 2 does not fit a call,
                   that call runs MT 1. Where fp16 head dim 64 runs on Hopper's wgmma (nv_wgmma), the
-                  work-group is one warpgroup and MT its m-tiles of 64 rows. Compiled default (NVIDIA): mt 2
+                  work-group is one warpgroup and MT its m-tiles of 64 rows; head dim 128 runs on wgmma with
+                  MT 1 only (MT 2 there runs on mma.sync). Compiled default (NVIDIA): mt 2
                   for head dim 64, else 1; mt_cs 1. On wgmma, MT 2 meant two warpgroups before commit c2a0f25
                   (2026-11-27), and dua-tune kept 1 there: retune "fwd_mma" on Hopper after updating. Only
                   where the kernel runs (NVIDIA inline PTX: the mma.sync probe for that dtype passed, fast
