@@ -33,6 +33,10 @@
 #define DUA_WINDOWED 0
 #endif
 
+#if DUA_WGMMA && HEAD_DIM != 64
+#error                                                                                                       \
+    "the backward's wgmma variant is head dim 64 (its own rows and two stages of streamed tiles fill 48 KB)"
+#endif
 #if DUA_TF32 || MT != 1 || BN != 64 || THREADS != 128
 #error "attn_bwd_mma.cl needs attn_fwd_mma.cl built for fp16 with MT 1 (64-row tiles, 4 warps)"
 #endif

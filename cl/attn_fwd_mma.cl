@@ -58,7 +58,8 @@
 #ifndef DUA_TF32
 #define DUA_TF32 0
 #endif
-/* DUA_WGMMA 1: both products on Hopper's warpgroup MMA (nv_wgmma_ops.cl): fp16, HEAD_DIM 64, MT m-tiles */
+/* DUA_WGMMA 1: both products on Hopper's warpgroup MMA (nv_wgmma_ops.cl): fp16, HEAD_DIM 64 (MT m-tiles) or
+ * 128 (MT 1) */
 #ifndef DUA_WGMMA
 #define DUA_WGMMA 0
 #endif

@@ -291,7 +291,10 @@ dua_status dua_attention_forward(dua_context *ctx, dua_layout *l, const dua_atte
     if (st != DUA_ERROR_UNSUPPORTED && ctx->info.nv_wgmma) { /* the wgmma variant only: back to mma.sync */
       dua_log(ctx, DUA_LOG_WARNING, "wgmma forward unavailable (%s); using mma.sync: %s",
               dua_status_string(st), ctx->last_error);
-      ctx->info.nv_wgmma = 0;
+      if (mc.head_dim == 128) /* its own variant, at the limits of local memory and registers */
+        ctx->wgmma_fwd128_failed = 1;
+      else
+        ctx->info.nv_wgmma = 0;
       ctx->last_error[0] = '\0';
       st = dua_forward_nv_mma(ctx, &mc);
       if (st == DUA_SUCCESS)

@@ -55,10 +55,11 @@ static int mma_fits(const dua_context *ctx, const dua_fwd_call *c) {
 
 /* Hopper's warpgroup MMA for both products (cl/nv_wgmma_ops.cl): fp16, head dim 64 or 128 (one m-tile: a
  * tuned or forced MT 2 at head dim 128 runs on mma.sync), where its probe passed (ctx->info.nv_wgmma: sm_90,
- * not DUA_NO_WGMMA=1). There MT counts m-tiles of 64 query rows of the one warpgroup (sharing each K and V
- * tile). */
+ * not DUA_NO_WGMMA=1; at head dim 128 unless that variant failed here, which leaves head dim 64 on wgmma).
+ * There MT counts m-tiles of 64 query rows of the one warpgroup (sharing each K and V tile). */
 static int use_wgmma(const dua_context *ctx, const dua_fwd_call *c) {
-  return c->fp16 && (c->head_dim == 64 || c->head_dim == 128) && ctx->info.nv_wgmma;
+  return c->fp16 && ctx->info.nv_wgmma &&
+         (c->head_dim == 64 || (c->head_dim == 128 && !ctx->wgmma_fwd128_failed));
 }
 
 /* The m-tiles per warp: DUA_MMA_MT, the context's override, the tuning database, the compiled rule

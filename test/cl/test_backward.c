@@ -556,9 +556,11 @@ START_TEST(tensor_core_cases) {
       d->depths = c.depths;
     }
     if (n_case == 4)
-      d->window = 33, d->sink = 9, d->shift = 1;
+      d->window = 65, d->sink = 9, d->shift = 1; /* 65: the skip's boundary, a query tile's first row
+                                                  * reaching the last key of the tile 128 keys back */
     if (n_case == 5) {
-      d->window = 50, d->sink = 3;
+      d->window = 65, d->sink = 3; /* 65: the skip's other boundary, a query tile's last
+                                    * row reaching the first key of the tile 128 keys on */
       const int nb = (d->seq_len + d->block - 1) / d->block;
       int D = 0;
       for (int span = 1; span < nb; span *= d->arity)
