@@ -24,8 +24,8 @@
  * passes on wgmma (backward_nv_mma.c). P and dS are rounded to f16 and re-packed from C into A fragments (as
  * the forward's P), sums stay fp32. Same masks, skips, GQA, tails and empty rows as attn_bwd.cl; no level
  * bias, block-pair gradient or token-tree bias (the host runs the portable kernels for those). Requirements
- * checked by the host (backward_nv_mma.c): fp16, HEAD_DIM 64 (wgmma or mma.sync) or 128 (mma.sync), block >=
- * 64, rows 16-byte aligned. */
+ * checked by the host (backward_nv_mma.c): fp16, HEAD_DIM 64 (wgmma or mma.sync) or 128 (dq: wgmma or
+ * mma.sync; dkdv: mma.sync), block >= 64, rows 16-byte aligned. */
 
 /* DUA_WINDOWED 1 (layouts with a token window; host: backward_nv_mma.c): the dK/dV walk skips dead query
  * tiles */
@@ -33,23 +33,31 @@
 #define DUA_WINDOWED 0
 #endif
 
-#if DUA_WGMMA && HEAD_DIM != 64
-#error                                                                                                       \
-    "the backward's wgmma variant is head dim 64 (its own rows and two stages of streamed tiles fill 48 KB)"
+#if DUA_WGMMA && HEAD_DIM != 64 && HEAD_DIM != 128
+#error "the backward's wgmma variant is head dim 64 or 128"
 #endif
+/* The wgmma variant by head dim. 64 (BWD_WGMMA_SS): the work-group's own rows in local memory, read by wgmma,
+ * and two stages of streamed tiles (48 KB). 128 (BWD_WGMMA_RS, the dq pass only; its dkdv kernel is not
+ * built, the host runs that pass on mma.sync): one K and one V tile fill 32 KB and two Q and dO tiles would
+ * not fit beside two stages, so the own rows are register A operands (RS) and K and V single-buffered. */
+#define BWD_WGMMA_SS (DUA_WGMMA && HEAD_DIM == 64)
+#define BWD_WGMMA_RS (DUA_WGMMA && HEAD_DIM == 128)
 #if DUA_TF32 || MT != 1 || BN != 64 || THREADS != 128
 #error "attn_bwd_mma.cl needs attn_fwd_mma.cl built for fp16 with MT 1 (64-row tiles, 4 warps)"
 #endif
 
 #if DUA_WGMMA
-#define BWD_STAGES 2
 #define TENSOR_CORE_FENCE() wgmma_proxy_fence() /* local writes -> the tensor core's reads */
+#else
+#define TENSOR_CORE_FENCE()
+#endif
+#if BWD_WGMMA_SS
+#define BWD_STAGES 2
 /* The work-group's own 64 rows: a tile in local memory, read by wgmma */
 typedef __local const ushort *rows_operand;
 #else
 #define BWD_STAGES 1
-#define TENSOR_CORE_FENCE()
-/* This warp's 16 of the work-group's own rows, as mma.sync A fragments per k-step */
+/* This warp's 16 of the work-group's own rows, as mma.sync (or wgmma RS) A fragments per k-step */
 typedef struct {
   uint4 f[KSTEPS];
 } rows_operand;
@@ -103,8 +111,10 @@ inline void pack_a(const float4 *x, uint4 *a, int n_tiles) {
  * unrolled only partly, which left both arrays in local memory (stack) for the whole tile. */
 inline void mma_rows_x_tiles(float4 *c0, rows_operand a0, __local const ushort *t0, float4 *c1,
                              rows_operand a1, __local const ushort *t1, int n_tiles EMU_PARAMS) {
-#if DUA_WGMMA
+#if BWD_WGMMA_SS
   wgmma_ss_kmajor_pair(c0, a0, t0, c1, a1, t1 EMU_ARGS);
+#elif BWD_WGMMA_RS
+  wgmma_rs_kmajor_d128_pair(c0, a0.f, t0, c1, a1.f, t1 EMU_ARGS);
 #else
   const int lane = get_local_id(0) & 31;
 #pragma unroll
@@ -149,8 +159,8 @@ inline void mma_acc_tile(float4 acc[OTILES], const uint4 a[PSTEPS], __local cons
   mma_acc_rows(acc, a, t_s, PSTEPS EMU_ARGS);
 }
 #else
-/* wgmma's N-major operand: the tile's rows are B's k rows */
-#define mma_acc_tile wgmma_rs_nmajor
+/* wgmma's N-major operand: the tile's rows are B's k rows (head dim 128: two 64-column products) */
+#define mma_acc_tile WGMMA_PV
 #endif
 
 /* The work-group's own rows [r0, r0 + 64) of two (tokens x HEAD_DIM) slices as operands a and b: copied into
@@ -162,7 +172,7 @@ inline void load_own_rows(rows_operand *a, rows_operand *b, __local ushort *x_s,
   const int tid = get_local_id(0);
   load_tile_async(x_s, K_PITCH, x, x_stride, r0, n_tokens, tid);
   load_tile_async(y_s, V_PITCH, y, y_stride, r0, n_tokens, tid);
-#if DUA_WGMMA
+#if BWD_WGMMA_SS
   *a = x_s;
   *b = y_s;
 #else
@@ -172,7 +182,7 @@ inline void load_own_rows(rows_operand *a, rows_operand *b, __local ushort *x_s,
   barrier(CLK_LOCAL_MEM_FENCE);
 #pragma unroll
   for (int kk = 0; kk < KSTEPS; kk++) {
-    const int at = (warp * 16 + (lane & 15)) * K_PITCH + kk * 16 + (lane >> 4) * 8;
+    const int at = TILE_AT(warp * 16 + (lane & 15), kk * 16 + (lane >> 4) * 8, K_PITCH); /* 8 halves */
     a->f[kk] = ldsm_x4(x_s, at EMU_ARGS);
     b->f[kk] = ldsm_x4(y_s, at EMU_ARGS);
   }
@@ -359,7 +369,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     __global const int *list_indices, __global const int *tail_order, int tail_start) {
   __local ushort k_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));
   __local ushort v_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));
-#if DUA_WGMMA
+#if BWD_WGMMA_SS
   __local ushort q_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));  /* Q rows of the work-group */
   __local ushort do_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* dO rows */
 #else
@@ -432,6 +442,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     load_key_tile(k_t, v_t, k_bh, k_strides.s2, v_bh, v_strides.s2, cur.j0, shape.n_tokens);
     cp_commit();
     CP_WAIT(0);
+    TENSOR_CORE_FENCE();
     barrier(CLK_LOCAL_MEM_FENCE);
     const int elementwise = !cur.full;
 #endif
@@ -480,6 +491,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
   }
 }
 
+#if !BWD_WGMMA_RS
 /* Starts the copy of query tile rows [i0, i0 + 64) of head h (Q into q_t, dO into do_t). */
 inline void load_query_tile(__local ushort *q_t, __local ushort *do_t, __global const dua_store_t *q,
                             __global const dua_store_t *d_o, long4 q_strides, long4 do_strides, long4 offsets,
@@ -661,3 +673,4 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     }
   }
 }
+#endif /* !BWD_WGMMA_RS */

@@ -291,6 +291,47 @@ inline void wgmma_rs_nmajor_d128(float4 *d, const uint4 *a, __local const ushort
   wgmma_rs_nmajor_pair(d, a, b, d + 8, a, b + WGMMA_PANEL EMU_ARGS);
 }
 
+/* One k-step, RS with a K-major B (imm-trans-b 0), and the four k-steps of one 64-column panel (A fragments
+ * from %R0 .. %R15, descriptors %B0 ..): the head-dim-128 backward's S = Q K^T and dP = dO V^T. */
+#define WGMMA_RSK(D, R0, R1, R2, R3, B)                                                                      \
+  WGMMA_OP D ", {%" #R0 ",%" #R1 ",%" #R2 ",%" #R3 "}, %" #B ", p, 1, 1, 0;\n"
+#define WGMMA_RSK4(D, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, R11, R12, R13, R14, R15, B0, B1, B2, B3)  \
+  WGMMA_RSK(D, R0, R1, R2, R3, B0)                                                                           \
+  WGMMA_RSK(D, R4, R5, R6, R7, B1) WGMMA_RSK(D, R8, R9, R10, R11, B2) WGMMA_RSK(D, R12, R13, R14, R15, B3)
+
+/* Head dim 128, two independent products d0 += a0 b0^T and d1 += a1 b1^T with A in registers (a0[kk], a1[kk]:
+ * this warp's mma.sync A fragments of the eight k-steps) and B K-major tiles of two panels, in one asm
+ * statement (16 wgmma, one commit and wait): the backward's dQ pass, S = Q K^T and dP = dO V^T, its own rows
+ * held as register operands for the whole key loop, since local memory has room only for K and V (issued and
+ * waited in this one statement, so ptxas's reuse of issued A registers, nv_wgmma_ops.cl above, cannot bite).
+ * Operands after the 64 accumulators: %64 .. %95 a0's fragments, %96 .. %127 a1's, %128 .. %135 b0's
+ * descriptors (panel 0's four k-steps, then panel 1's), %136 .. %143 b1's, %144 = 1. */
+inline void wgmma_rs_kmajor_d128_pair(float4 *d0, const uint4 *a0, __local const ushort *b0, float4 *d1,
+                                      const uint4 *a1, __local const ushort *b1 EMU_PARAMS) {
+#if DUA_MMA_EMULATE
+  wgmma_emulated(d0, a0, b0, 0 EMU_ARGS);
+  wgmma_emulated(d0, a0 + 4, b0 + WGMMA_PANEL, 0 EMU_ARGS);
+  wgmma_emulated(d1, a1, b1, 0 EMU_ARGS);
+  wgmma_emulated(d1, a1 + 4, b1 + WGMMA_PANEL, 0 EMU_ARGS);
+#else
+  const ulong db0 = wgmma_desc(b0), db0p = wgmma_desc(b0 + WGMMA_PANEL), db1 = wgmma_desc(b1),
+              db1p = wgmma_desc(b1 + WGMMA_PANEL), ks = 32 >> 4; /* a k-step: 32 bytes along the rows */
+  asm volatile(WGMMA_BEGIN(144) WGMMA_RSK4(WGMMA_D64, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77,
+                                           78, 79, 128, 129, 130, 131)
+                   WGMMA_RSK4(WGMMA_D64, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 132,
+                              133, 134, 135)
+                       WGMMA_RSK4(WGMMA_D64_SECOND, 96, 97, 98, 99, 100, 101, 102, 103, 104, 105, 106, 107,
+                                  108, 109, 110, 111, 136, 137, 138, 139)
+                           WGMMA_RSK4(WGMMA_D64_SECOND, 112, 113, 114, 115, 116, 117, 118, 119, 120, 121, 122,
+                                      123, 124, 125, 126, 127, 140, 141, 142, 143) WGMMA_COMMIT WGMMA_WAIT(0)
+               : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)
+               : WGMMA_A_FRAGMENTS(a0), WGMMA_A_FRAGMENTS((a0 + 4)), WGMMA_A_FRAGMENTS(a1),
+                 WGMMA_A_FRAGMENTS((a1 + 4)), WGMMA_DESC4(db0), WGMMA_DESC4(db0p), WGMMA_DESC4(db1),
+                 WGMMA_DESC4(db1p), "r"(1)
+               : "memory");
+#endif
+}
+
 /* The forward's one-m-tile products by head dim */
 #if HEAD_DIM == 128
 #define WGMMA_S wgmma_ss_kmajor_d128

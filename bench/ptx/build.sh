@@ -18,7 +18,7 @@ srcs="$dir/common.cl $dir/nv_mma_ops.cl $dir/nv_wgmma_ops.cl $dir/attn_fwd_mma.c
 [ "$prog" = bwd ] && srcs="$srcs $dir/attn_bwd_mma.cl" && mt=1
 cat "$here/prelude.cl" $srcs >"$out/prog.cl"
 clang-15 -x cl -cl-std=CL1.2 -target nvptx64-nvidia-nvcl -O3 -S -Xclang -finclude-default-header \
-  -Xclang -fgnu-keywords -DHEAD_DIM=64 -DMT="$mt" -DDUA_FP16=1 -DDUA_TF32=0 -DDUA_ENUM=0 -DDUA_TREE=0 \
+  -Xclang -fgnu-keywords -DHEAD_DIM=${HEAD_DIM:-64} "-Dinline=__attribute__((always_inline)) inline" -DMT="$mt" -DDUA_FP16=1 -DDUA_TF32=0 -DDUA_ENUM=0 -DDUA_TREE=0 \
   -DDUA_BIAS=0 -DDUA_SPLIT=${SPLIT:-0} -DDUA_WGMMA=1 -DDUA_SM90A=1 "$out/prog.cl" -o "$out/clang.ptx"
 python3 - "$out" <<'PY'
 import re, sys

@@ -347,11 +347,11 @@ dua_status dua_attention_backward_ex(dua_context *ctx, dua_layout *l, const dua_
   cl_kernel m_dq = NULL, m_kv = NULL;
   size_t mg_dq[3], mg_kv[3], m_local = 0;
   st = dua_backward_nv_mma(ctx, &mc, &m_dq, &m_kv, mg_dq, mg_kv, &m_local);
-  if (st == DUA_ERROR_BUILD_FAILED && ctx->info.nv_wgmma && !ctx->wgmma_bwd_failed &&
-      mc.head_dim == 64) { /* back to mma.sync (head dim 128 runs on mma.sync already) */
-    dua_log(ctx, DUA_LOG_WARNING, "wgmma backward unavailable (%s); using mma.sync: %s",
-            dua_status_string(st), ctx->last_error);
-    ctx->wgmma_bwd_failed = 1; /* the forward keeps its own wgmma kernel */
+  int *wgmma_failed = mc.head_dim == 64 ? &ctx->wgmma_bwd_failed : &ctx->wgmma_bwd128_failed;
+  if (st == DUA_ERROR_BUILD_FAILED && ctx->info.nv_wgmma && !*wgmma_failed) { /* back to mma.sync */
+    dua_log(ctx, DUA_LOG_WARNING, "wgmma backward (head dim %d) unavailable (%s); using mma.sync: %s",
+            mc.head_dim, dua_status_string(st), ctx->last_error);
+    *wgmma_failed = 1; /* per head dim; the forward keeps its own wgmma kernels */
     ctx->last_error[0] = '\0';
     st = dua_backward_nv_mma(ctx, &mc, &m_dq, &m_kv, mg_dq, mg_kv, &m_local);
   }
