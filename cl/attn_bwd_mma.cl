@@ -24,8 +24,8 @@
  * passes on wgmma (backward_nv_mma.c). P and dS are rounded to f16 and re-packed from C into A fragments (as
  * the forward's P), sums stay fp32. Same masks, skips, GQA, tails and empty rows as attn_bwd.cl; no level
  * bias, block-pair gradient or token-tree bias (the host runs the portable kernels for those). Requirements
- * checked by the host (backward_nv_mma.c): fp16, HEAD_DIM 64 (wgmma or mma.sync) or 128 (dq: wgmma or
- * mma.sync; dkdv: mma.sync), block >= 64, rows 16-byte aligned. */
+ * checked by the host (backward_nv_mma.c): fp16, HEAD_DIM 64 or 128 (wgmma or mma.sync), block >= 64, rows
+ * 16-byte aligned. */
 
 /* DUA_WINDOWED 1 (layouts with a token window; host: backward_nv_mma.c): the dK/dV walk skips dead query
  * tiles */
@@ -37,11 +37,18 @@
 #error "the backward's wgmma variant is head dim 64 or 128"
 #endif
 /* The wgmma variant by head dim. 64 (BWD_WGMMA_SS): the work-group's own rows in local memory, read by wgmma,
- * and two stages of streamed tiles (48 KB). 128 (BWD_WGMMA_RS, the dq pass only; its dkdv kernel is not
- * built, the host runs that pass on mma.sync): one K and one V tile fill 32 KB and two Q and dO tiles would
- * not fit beside two stages, so the own rows are register A operands (RS) and K and V single-buffered. */
+ * and two stages of streamed tiles (48 KB). 128 (BWD_WGMMA_D128; a 64-row tile is 16 KB): the dq pass holds
+ * its own rows as register A operands (RS) and K and V in one buffer each (32 KB); the dkdv pass its own K
+ * and V in local memory (32 KB) and query tiles of QT_ROWS 32 rows (Q and dO 8 KB each), single-buffered. */
 #define BWD_WGMMA_SS (DUA_WGMMA && HEAD_DIM == 64)
-#define BWD_WGMMA_RS (DUA_WGMMA && HEAD_DIM == 128)
+#define BWD_WGMMA_D128 (DUA_WGMMA && HEAD_DIM == 128)
+#if BWD_WGMMA_D128
+#define QT_ROWS 32                   /* query rows per tile of the dkdv pass */
+#define QT_PANEL (QT_ROWS * 64)      /* halves between its two 64-column panels */
+#define QT_TILE (QT_ROWS * HEAD_DIM) /* halves of one such tile */
+#else
+#define QT_ROWS BN
+#endif
 #if DUA_TF32 || MT != 1 || BN != 64 || THREADS != 128
 #error "attn_bwd_mma.cl needs attn_fwd_mma.cl built for fp16 with MT 1 (64-row tiles, 4 warps)"
 #endif
@@ -64,7 +71,7 @@ typedef struct {
 #endif
 /* Query columns of the dkdv pass's tile per step (see its loop; wgmma's products take the whole tile) */
 #if DUA_WGMMA
-#define KV_COLS BN
+#define KV_COLS QT_ROWS
 #else
 #define KV_COLS (BN / 2)
 #endif
@@ -113,7 +120,7 @@ inline void mma_rows_x_tiles(float4 *c0, rows_operand a0, __local const ushort *
                              rows_operand a1, __local const ushort *t1, int n_tiles EMU_PARAMS) {
 #if BWD_WGMMA_SS
   wgmma_ss_kmajor_pair(c0, a0, t0, c1, a1, t1 EMU_ARGS);
-#elif BWD_WGMMA_RS
+#elif BWD_WGMMA_D128
   wgmma_rs_kmajor_d128_pair(c0, a0.f, t0, c1, a1.f, t1 EMU_ARGS);
 #else
   const int lane = get_local_id(0) & 31;
@@ -228,25 +235,25 @@ typedef struct {
   int h, item, count, n_full, i0, row_end, shared, full;
 } query_tile_pos;
 
-/* Moves p to the next query tile (64 rows) that reaches keys [key0, key0 + 64): the rows of the next visited
- * query block, else the next query head of the GQA group; causal tiles whose rows all precede key0 are
- * skipped. Start with p->h = first head - 1, p->item = p->count = p->i0 = p->row_end = 0. Returns 0 when
+/* Moves p to the next query tile (QT_ROWS rows) that reaches keys [key0, key0 + 64): the rows of the next
+ * visited query block, else the next query head of the GQA group; causal tiles whose rows all precede key0
+ * are skipped. Start with p->h = first head - 1, p->item = p->count = p->i0 = p->row_end = 0. Returns 0 when
  * there is none. Uniform across the work-group. */
 inline int next_query_tile(query_tile_pos *p, int h_end, int b, int n, int key0, dua_fwd_shape shape,
                            __global const dua_head_rule *head_rules, __global const uchar *paths,
                            __global const int *tlist_counts, __global const int *tlist_full,
                            __global const int *tlist_indices) {
   for (;;) {
-    p->i0 += BN;
+    p->i0 += QT_ROWS;
     if (p->i0 < p->row_end) {
-      if (shape.causal && p->i0 + BN - 1 < key0)
+      if (shape.causal && p->i0 + QT_ROWS - 1 < key0)
         continue; /* every row of this tile precedes every key of the work-group */
 #if DUA_WINDOWED
-      /* no row of this tile has a key of the work-group in its window (the forward's TILE_DEAD, transposed):
-       * on an H200 1.7-3.7% off the windowed backward at N 8192 (within the spread at 16384-32768); only
-       * for windowed layouts: compiled into every program it had cost the others 0.5-1.5% (NOTES-mma.md) */
-      if (!p->shared && key0 >= shape.sink &&
-          (key0 + BN - 1 < p->i0 - shape.window || key0 > min(p->i0 + BN, p->row_end) - 1 + shape.window))
+      /* no row of this tile has a key of the work-group in its window (KEYS_DEAD, as the forward's
+       * TILE_DEAD): on an H200 1.7-3.7% off the windowed backward at N 8192 (within the spread at
+       * 16384-32768); only for windowed layouts: compiled into every program it had cost the others 0.5-1.5%
+       * (NOTES-mma.md) */
+      if (KEYS_DEAD(p->shared, key0, shape, p->i0, min(p->i0 + QT_ROWS, p->row_end)))
         continue;
 #endif
       return 1;
@@ -272,7 +279,7 @@ inline int next_query_tile(query_tile_pos *p, int h_end, int b, int n, int key0,
 #endif
     p->full = p->item < p->n_full;
     p->row_end = min(shape.n_tokens, m * shape.blk + shape.blk);
-    p->i0 = m * shape.blk - BN; /* the loop's first step moves to the block's first row */
+    p->i0 = m * shape.blk - QT_ROWS; /* the loop's first step moves to the block's first row */
   }
 }
 
@@ -491,18 +498,22 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
   }
 }
 
-#if !BWD_WGMMA_RS
-/* Starts the copy of query tile rows [i0, i0 + 64) of head h (Q into q_t, dO into do_t). */
+/* Starts the copy of query tile rows [i0, i0 + QT_ROWS) of head h (Q into q_t, dO into do_t). */
 inline void load_query_tile(__local ushort *q_t, __local ushort *do_t, __global const dua_store_t *q,
                             __global const dua_store_t *d_o, long4 q_strides, long4 do_strides, long4 offsets,
                             int b, int h, int i0, int n_tokens) {
   const int tid = get_local_id(0);
-  load_tile_async(q_t, K_PITCH,
-                  (__global const ushort *)(q + offsets.s0 + b * q_strides.s0 + h * q_strides.s1),
-                  q_strides.s2, i0, n_tokens, tid);
-  load_tile_async(do_t, V_PITCH,
-                  (__global const ushort *)(d_o + offsets.s3 + b * do_strides.s0 + h * do_strides.s1),
-                  do_strides.s2, i0, n_tokens, tid);
+  __global const ushort *q_bh =
+                            (__global const ushort *)(q + offsets.s0 + b * q_strides.s0 + h * q_strides.s1),
+                        *do_bh = (__global const ushort *)(d_o + offsets.s3 + b * do_strides.s0 +
+                                                           h * do_strides.s1);
+#if BWD_WGMMA_D128
+  load_rows_async(q_t, K_PITCH, QT_PANEL, q_bh, q_strides.s2, i0, QT_ROWS, n_tokens, tid);
+  load_rows_async(do_t, V_PITCH, QT_PANEL, do_bh, do_strides.s2, i0, QT_ROWS, n_tokens, tid);
+#else
+  load_tile_async(q_t, K_PITCH, q_bh, q_strides.s2, i0, n_tokens, tid);
+  load_tile_async(do_t, V_PITCH, do_bh, do_strides.s2, i0, n_tokens, tid);
+#endif
 }
 
 /* global (key_tiles * 128, Hkv, B), key_tiles = nb * (blk / 64). Transposed lists: for (b, h, key block n),
@@ -521,8 +532,13 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 #endif
   /* head dim 128 (mma.sync) uncapped: dK and dV alone hold 128 registers; at 168 clang 15 + ptxas 13 spilled
    * 2.1 KB, uncapped (255) 120 bytes */
+#if BWD_WGMMA_D128
+  __local ushort q_s[QT_TILE] __attribute__((aligned(TILE_ALIGN)));  /* the query tile */
+  __local ushort do_s[QT_TILE] __attribute__((aligned(TILE_ALIGN))); /* its dO */
+#else
   __local ushort q_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));  /* query tiles */
   __local ushort do_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* dO tiles */
+#endif
 #if DUA_WGMMA
   __local ushort k_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* K rows of the work-group */
   __local ushort v_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* V rows */
@@ -540,11 +556,18 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     return;
   const int group = shape.hq / shape.hkv;
 
-  rows_operand ka, va; /* K and V rows of the work-group */
-  load_own_rows(
-      &ka, &va, k_s, v_s, (__global const ushort *)(k + offsets.s1 + b * k_strides.s0 + hk * k_strides.s1),
-      k_strides.s2, (__global const ushort *)(v + offsets.s2 + b * v_strides.s0 + hk * v_strides.s1),
-      v_strides.s2, key0, shape.n_tokens EMU_ARGS);
+  __global const ushort *k_bh =
+                            (__global const ushort *)(k + offsets.s1 + b * k_strides.s0 + hk * k_strides.s1),
+                        *v_bh =
+                            (__global const ushort *)(v + offsets.s2 + b * v_strides.s0 + hk * v_strides.s1);
+#if BWD_WGMMA_D128 /* K and V rows of the work-group, read by wgmma (committed with the first query tile) */
+  __local const ushort *const ka = k_s, *const va = v_s;
+  load_tile_async(k_s, K_PITCH, k_bh, k_strides.s2, key0, shape.n_tokens, tid);
+  load_tile_async(v_s, V_PITCH, v_bh, v_strides.s2, key0, shape.n_tokens, tid);
+#else
+  rows_operand ka, va;                                /* K and V rows of the work-group */
+  load_own_rows(&ka, &va, k_s, v_s, k_bh, k_strides.s2, v_bh, v_strides.s2, key0, shape.n_tokens EMU_ARGS);
+#endif
   const int k_lo = key0 + warp * 16 + g; /* C rows: keys k_lo, k_lo + 8 */
   float4 dk_acc[OTILES], dv_acc[OTILES];
 #pragma unroll
@@ -568,7 +591,11 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 #endif
   int stage = 0; /* BWD_STAGES 2: the buffers of tile j */
   while (have) {
+#if BWD_WGMMA_D128
+    __local ushort *q_t = q_s, *do_t = do_s;
+#else
     __local ushort *q_t = q_s + stage * STAGED_TILE, *do_t = do_s + stage * STAGED_TILE;
+#endif
 #if BWD_STAGES == 2
     staged_tile_ready();
     const float4 lane_st =
@@ -583,23 +610,35 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
                                                        aux_offsets.s3, b, nxt.h, nxt.i0, shape)
                                       : (float4)(0.0f);
     cp_commit();
-    /* unmasked tiles per work-group, as the dq pass: every key at or before every row of the tile */
-    const int elementwise =
-        !(cur.full || (cur.shared && shape.window == 0 && shape.sink == 0 && cur.i0 + BN <= shape.n_tokens &&
-                       key0 + BN <= shape.n_tokens && (!shape.causal || key0 + BN - 1 <= cur.i0)));
+#elif BWD_WGMMA_D128
+    barrier(CLK_LOCAL_MEM_FENCE); /* every warp is done with q_s and do_s */
+    load_query_tile(q_t, do_t, q, d_o, q_strides, do_strides, offsets, b, cur.h, cur.i0, shape.n_tokens);
+    cp_commit();
+    const float4 lane_raw = /* in flight with the copies */
+        lane_stats_raw(lse, delta, lse_strides, aux_offsets.s2, aux_offsets.s3, b, cur.h, cur.i0, shape);
+    staged_tile_ready();
+    const float4 lane_st = lane_stats_ready(lane_raw, cur.i0, shape);
 #else
-    barrier(CLK_LOCAL_MEM_FENCE);                     /* every warp is done with q_s, do_s and stats */
+    barrier(CLK_LOCAL_MEM_FENCE); /* every warp is done with q_s, do_s and stats */
     load_query_tile(q_t, do_t, q, d_o, q_strides, do_strides, offsets, b, cur.h, cur.i0, shape.n_tokens);
     cp_commit();
     stats[tid] = tile_stat(lse, delta, lse_strides, aux_offsets.s2, aux_offsets.s3, b, cur.h, cur.i0, shape);
     CP_WAIT(0);
     barrier(CLK_LOCAL_MEM_FENCE);
+#endif
+#if DUA_WGMMA
+    /* unmasked tiles per work-group, as the dq pass: every key at or before every row of the tile */
+    const int elementwise =
+        !(cur.full ||
+          (cur.shared && shape.window == 0 && shape.sink == 0 && cur.i0 + QT_ROWS <= shape.n_tokens &&
+           key0 + BN <= shape.n_tokens && (!shape.causal || key0 + BN - 1 <= cur.i0)));
+#else
     const int elementwise = !cur.full;
 #endif
     /* wgmma: the whole tile; mma.sync: two halves of 32 queries (S^T, dP^T and their A fragments for 32
      * columns at a time: 48 fewer live registers; bench/NOTES-mma.md) */
 #pragma unroll
-    for (int c0 = 0; c0 < BN; c0 += KV_COLS) {
+    for (int c0 = 0; c0 < QT_ROWS; c0 += KV_COLS) {
       float4 s[KV_COLS / 8], dp[KV_COLS / 8]; /* S^T, then P^T; dP^T, then dS^T */
 /* the LSE (log2 units) and the delta of query columns i0 + c, + 1, as (c, c + 1, c, c + 1) */
 #if DUA_WGMMA
@@ -612,7 +651,11 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
       /* dP^T from 0 here, delta subtracted after the products: starting it at -delta needs the delta shuffles
        * before the products (208 bytes of spills at the cap of 168; measured mixed, bench/NOTES-mma.md) */
       START_TILES(s, dp, (float4)(0.0f), KV_COLS / 8);
+#if BWD_WGMMA_D128
+      wgmma_ss_kmajor_n32_d128_pair(s, ka, q_t, dp, va, do_t, QT_PANEL EMU_ARGS);
+#else
       mma_rows_x_tiles(s, ka, q_t + c0 * K_PITCH, dp, va, do_t + c0 * V_PITCH, KV_COLS / 8 EMU_ARGS);
+#endif
       if (elementwise) {
 #pragma unroll
         for (int i = 0; i < KV_COLS / 8; i++) {
@@ -632,7 +675,9 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
       uint4 pa[KV_COLS / 16], dsa[KV_COLS / 16];
       pack_a(s, pa, KV_COLS / 8);
       pack_a(dp, dsa, KV_COLS / 8);
-#if DUA_WGMMA /* dV += P^T dO, dK += dS^T Q */
+#if BWD_WGMMA_D128 /* dV += P^T dO, dK += dS^T Q */
+      wgmma_rs_nmajor_k32_d128_pair(dv_acc, pa, do_t, dk_acc, dsa, q_t, QT_PANEL EMU_ARGS);
+#elif DUA_WGMMA
       wgmma_rs_nmajor_pair(dv_acc, pa, do_t, dk_acc, dsa, q_t EMU_ARGS);
 #else
       mma_acc_rows(dv_acc, pa, do_t + c0 * V_PITCH, KV_COLS / 16 EMU_ARGS);
@@ -673,4 +718,3 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     }
   }
 }
-#endif /* !BWD_WGMMA_RS */

@@ -110,11 +110,14 @@ typedef ushort lds_t; /* f16 bit patterns */
  * two such 64-column panels, columns 64.. in the second, 4096 elements on), else rows of `pitch` elements.
  * TILE_ROW_STEP: elements from row r to row r + 1 of one column. */
 #if DUA_WGMMA
-#define TILE_AT(r, c, pitch) (((c) >> 6) * WGMMA_PANEL + WGMMA_TILE_AT(r, (c)&63))
+#define TILE_AT_PANEL(r, c, panel)                                                                           \
+  (((c) >> 6) * (panel) + WGMMA_TILE_AT(r, (c)&63)) /* panels `panel` apart */
+#define TILE_AT(r, c, pitch) TILE_AT_PANEL(r, c, WGMMA_PANEL)
 #define TILE_ROW_STEP(pitch) 64
 #define TILE_ALIGN 1024
 #else
 #define TILE_AT(r, c, pitch) ((r) * (pitch) + (c))
+#define TILE_AT_PANEL(r, c, panel) TILE_AT(r, c, panel) /* load_rows_async: the pitch again */
 #define TILE_ROW_STEP(pitch) (pitch)
 #define TILE_ALIGN 16
 #endif
@@ -160,30 +163,41 @@ inline void cp16(__local lds_t *dst, __global const lds_t *src, int valid) {
 #define CP_WAIT(n) asm volatile("cp.async.wait_group " #n ";" ::: "memory")
 #endif
 
-/* Starts the copy of rows [r0, r0 + BN) x HEAD_DIM of a (tokens x HEAD_DIM) slice into dst (pitch elements
- * per row); rows past n_tokens are zero-filled (V rows meet p = 0 there: they must be finite). Work-item tid
- * copies chunk tid % COPY_CPR of rows tid / COPY_CPR + COPY_RSTEP i: the same column and (wgmma: COPY_RSTEP
- * being a multiple of 8) the same swizzle in every pass, so a pass is two pointer increments and one cp.async
- * (the index arithmetic per chunk it replaced cost the wgmma forward 22%: bench/NOTES-mma.md). */
+/* Starts the copy of rows [r0, r0 + rows) x HEAD_DIM of a (tokens x HEAD_DIM) slice into dst (rows of
+ * `pitch` elements; wgmma: 64-column panels `panel` elements apart, one per 64 columns); rows past n_tokens
+ * are zero-filled (V rows meet p = 0 there: they must be finite). Work-item tid copies chunk tid % COPY_CPR
+ * of rows tid / COPY_CPR + COPY_RSTEP i: the same column and (wgmma: COPY_RSTEP being a multiple of 8) the
+ * same swizzle in every pass, so a pass is two pointer increments and one cp.async (the index arithmetic per
+ * chunk it replaced cost the wgmma forward 22%: bench/NOTES-mma.md). */
 #define COPY_CPR (HEAD_DIM / CHUNK)     /* 16-byte chunks per row */
 #define COPY_RSTEP (THREADS / COPY_CPR) /* rows per pass of the work-group */
 #if THREADS % COPY_CPR || BN % COPY_RSTEP || (DUA_WGMMA && COPY_RSTEP % 8)
 #error "the tile copy wants whole rows per pass (wgmma's swizzle: a multiple of 8 rows)"
 #endif
-inline void load_tile_async(__local lds_t *dst, int pitch, __global const lds_t *src, long row_stride, int r0,
-                            int n_tokens, int tid) {
+inline void load_rows_async(__local lds_t *dst, int pitch, int panel, __global const lds_t *src,
+                            long row_stride, int r0, int rows, int n_tokens, int tid) {
   const int r = tid / COPY_CPR, c = (tid % COPY_CPR) * CHUNK;
   __global const lds_t *from = src + (long)(r0 + r) * row_stride + c;
-  __local lds_t *to = dst + TILE_AT(r, c, pitch);
+  __local lds_t *to = dst + TILE_AT_PANEL(r, c, panel);
   const long from_step = COPY_RSTEP * row_stride;
   const int rows_left = n_tokens - r0 - r; /* pass i copies a row if COPY_RSTEP i < rows_left */
 #pragma unroll
-  for (int i = 0; i < BN / COPY_RSTEP; i++) {
+  for (int i = 0; i < rows / COPY_RSTEP; i++) {
     const int valid = COPY_RSTEP * i < rows_left;
     cp16(to, valid ? from : src + c, valid); /* a row past the end: row 0's address, nothing read */
     from += from_step;
     to += COPY_RSTEP * TILE_ROW_STEP(pitch);
   }
+}
+
+/* A tile of BN rows */
+inline void load_tile_async(__local lds_t *dst, int pitch, __global const lds_t *src, long row_stride, int r0,
+                            int n_tokens, int tid) {
+#if DUA_WGMMA
+  load_rows_async(dst, pitch, WGMMA_PANEL, src, row_stride, r0, BN, n_tokens, tid);
+#else
+  load_rows_async(dst, pitch, pitch, src, row_stride, r0, BN, n_tokens, tid); /* panel = pitch */
+#endif
 }
 
 /* Starts the copy of key tile rows [j0, j0 + BN) (K into k_t, V into v_t). */
@@ -315,14 +329,16 @@ typedef struct {
   ((cur).full || ((cur).shared && (cur).j0 + BN <= (shape).n_tokens &&                                       \
                   (!(shape).causal || (cur).j0 + BN - 1 <= (first_row))))
 
-/* Whether key tile cur shows no key to any of rows [first_row, row_end): a block visited only through the
- * window or sink (not tree-visible) whose tile lies past the sink and wholly outside the window of every
- * row, as the far half of the window's edge block does for half the row tiles. Such tiles are not loaded:
- * their scores would all be masked. */
-#define TILE_DEAD(cur, shape, first_row, row_end)                                                            \
-  (!(cur).shared && (cur).j0 >= (shape).sink &&                                                              \
-   ((shape).window <= 0 || (cur).j0 + BN - 1 < (first_row) - (shape).window ||                               \
-    (cur).j0 > (row_end)-1 + (shape).window))
+/* Whether keys [j0, j0 + BN) show no key to any of rows [first_row, row_end): a block visited only through
+ * the window or sink (shared 0: not tree-visible) whose keys lie past the sink and wholly outside the window
+ * of every row, as the far half of the window's edge block does for half the row tiles. Such tiles are not
+ * loaded: their scores would all be masked (the forward and dQ pass: TILE_DEAD; the dK/dV pass's query
+ * tiles, transposed). */
+#define KEYS_DEAD(shared, j0, shape, first_row, row_end)                                                     \
+  (!(shared) && (j0) >= (shape).sink &&                                                                      \
+   ((shape).window <= 0 || (j0) + BN - 1 < (first_row) - (shape).window ||                                   \
+    (j0) > (row_end)-1 + (shape).window))
+#define TILE_DEAD(cur, shape, first_row, row_end) KEYS_DEAD((cur).shared, (cur).j0, shape, first_row, row_end)
 
 /* Moves p to the next key tile of the visited blocks, in the order and with the skips of attn_fwd.cl (the
  * next 64 keys of the block, else the next visited block); returns 0 when there is none. Uniform across the

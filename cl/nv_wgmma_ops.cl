@@ -38,13 +38,14 @@ inline float wgmma_tile_elem(__local const ushort *tile, int r, int c) {
   return vload_half(WGMMA_TILE_AT(r, c), (__local const half *)tile);
 }
 
-/* The four k-steps as 8 x 4 emulated mma.sync m16n8k16 per warp, with A fragments a[kk] and B fragments
- * b = {(k 2t, 2t + 1; n g), (k 2t + 8, 2t + 9; n g)} of n-tile i gathered from the tile: K-major (row n holds
- * B's column n) or N-major (row k holds B's row k). */
-inline void wgmma_emulated(float4 *d, const uint4 *a, __local const ushort *b, int n_major EMU_PARAMS) {
+/* k_steps k-steps of n_tiles n-tiles (8 columns each) as emulated mma.sync m16n8k16 per warp, with A
+ * fragments a[kk] and B fragments b = {(k 2t, 2t + 1; n g), (k 2t + 8, 2t + 9; n g)} of n-tile i gathered
+ * from the tile: K-major (row n holds B's column n) or N-major (row k holds B's row k). */
+inline void wgmma_emulated_kn(float4 *d, const uint4 *a, __local const ushort *b, int n_major, int k_steps,
+                              int n_tiles EMU_PARAMS) {
   const int lane = get_local_id(0) & 31, g = lane >> 2, t = lane & 3;
-  for (int kk = 0; kk < 4; kk++)
-    for (int i = 0; i < 8; i++) {
+  for (int kk = 0; kk < k_steps; kk++)
+    for (int i = 0; i < n_tiles; i++) {
       float v[4];
       for (int e = 0; e < 4; e++) {
         const int k = 16 * kk + 2 * t + (e & 1) + 8 * (e >> 1), n = 8 * i + g;
@@ -52,6 +53,11 @@ inline void wgmma_emulated(float4 *d, const uint4 *a, __local const ushort *b, i
       }
       d[i] = mma_16816(d[i], a[kk], (uint2)(pack_half2(v[0], v[1]), pack_half2(v[2], v[3]))EMU_ARGS);
     }
+}
+
+/* One m64n64k16 product's four k-steps */
+inline void wgmma_emulated(float4 *d, const uint4 *a, __local const ushort *b, int n_major EMU_PARAMS) {
+  wgmma_emulated_kn(d, a, b, n_major, 4, 8 EMU_ARGS);
 }
 
 /* The A fragment (mma.sync m16n8k16 layout, this warp's rows) of k-step kk of a K-major tile (row m holds A's
@@ -329,6 +335,98 @@ inline void wgmma_rs_kmajor_d128_pair(float4 *d0, const uint4 *a0, __local const
                  WGMMA_A_FRAGMENTS((a1 + 4)), WGMMA_DESC4(db0), WGMMA_DESC4(db0p), WGMMA_DESC4(db1),
                  WGMMA_DESC4(db1p), "r"(1)
                : "memory");
+#endif
+}
+
+/* The head-dim-128 dK/dV pass (query tiles of 32 rows, each two 32 x 64 panels `panel` halves apart). */
+/* m64n32 (16 accumulators per product: d[0..3], mma.sync C tiles as above): the operand lists of two products
+ * (%0 .. %15, %16 .. %31), and one SS k-step with K-major A and B by descriptors %A, %B. */
+#define WGMMA_D32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}"
+#define WGMMA_D32_SECOND "{%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
+#define WGMMA_D32_OPERANDS(d)                                                                                \
+  "+f"(d[0].s0), "+f"(d[0].s1), "+f"(d[0].s2), "+f"(d[0].s3), "+f"(d[1].s0), "+f"(d[1].s1), "+f"(d[1].s2),   \
+      "+f"(d[1].s3), "+f"(d[2].s0), "+f"(d[2].s1), "+f"(d[2].s2), "+f"(d[2].s3), "+f"(d[3].s0),              \
+      "+f"(d[3].s1), "+f"(d[3].s2), "+f"(d[3].s3)
+#define WGMMA_SS32(D, A, B)                                                                                  \
+  "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 " D ", %" #A ", %" #B ", p, 1, 1, 0, "    \
+                                                                                         "0;\n"
+#define WGMMA_SS32_4(D, A0, A1, A2, A3, B0, B1, B2, B3)                                                      \
+  WGMMA_SS32(D, A0, B0) WGMMA_SS32(D, A1, B1) WGMMA_SS32(D, A2, B2) WGMMA_SS32(D, A3, B3)
+
+/* d0 += a0 b0^T and d1 += a1 b1^T (64 x 32 each, d[0..3]) with A the work-group's 64 own rows (64 x 128, two
+ * panels WGMMA_PANEL apart) and B a 32-row query tile, both K-major in local memory, eight k-steps each, in
+ * one asm statement (16 wgmma, one commit and wait): S^T = K Q^T and dP^T = V dO^T. Operands after the 32
+ * accumulators: %32 .. %47 a0's and b0's descriptors (panel 0: a0's four k-steps, b0's; panel 1: the same),
+ * %48 .. %63 a1's and b1's, %64 = 1. */
+inline void wgmma_ss_kmajor_n32_d128_pair(float4 *d0, __local const ushort *a0, __local const ushort *b0,
+                                          float4 *d1, __local const ushort *a1, __local const ushort *b1,
+                                          int panel EMU_PARAMS) {
+#if DUA_MMA_EMULATE
+  for (int x = 0; x < 2; x++) { /* the first product, then the second */
+    float4 *d = x ? d1 : d0;
+    __local const ushort *a = x ? a1 : a0, *b = x ? b1 : b0;
+    for (int pn = 0; pn < 2; pn++) {
+      uint4 af[4];
+      for (int kk = 0; kk < 4; kk++)
+        af[kk] = wgmma_a_fragment(a + pn * WGMMA_PANEL, kk);
+      wgmma_emulated_kn(d, af, b + pn * panel, 0, 4, 4 EMU_ARGS);
+    }
+  }
+#else
+  const ulong da0 = wgmma_desc(a0), da0p = wgmma_desc(a0 + WGMMA_PANEL), db0 = wgmma_desc(b0),
+              db0p = wgmma_desc(b0 + panel), da1 = wgmma_desc(a1), da1p = wgmma_desc(a1 + WGMMA_PANEL),
+              db1 = wgmma_desc(b1), db1p = wgmma_desc(b1 + panel), ks = 32 >> 4;
+  asm volatile(WGMMA_BEGIN(64) WGMMA_SS32_4(WGMMA_D32, 32, 33, 34, 35, 36, 37, 38, 39)
+                   WGMMA_SS32_4(WGMMA_D32, 40, 41, 42, 43, 44, 45, 46, 47)
+                       WGMMA_SS32_4(WGMMA_D32_SECOND, 48, 49, 50, 51, 52, 53, 54, 55)
+                           WGMMA_SS32_4(WGMMA_D32_SECOND, 56, 57, 58, 59, 60, 61, 62, 63)
+                               WGMMA_COMMIT WGMMA_WAIT(0)
+               : WGMMA_D32_OPERANDS(d0), WGMMA_D32_OPERANDS(d1)
+               : WGMMA_DESC4(da0), WGMMA_DESC4(db0), WGMMA_DESC4(da0p), WGMMA_DESC4(db0p), WGMMA_DESC4(da1),
+                 WGMMA_DESC4(db1), WGMMA_DESC4(da1p), WGMMA_DESC4(db1p), "r"(1)
+               : "memory");
+#endif
+}
+
+/* The accumulator lists of the third and fourth 64-column sets of a statement (%64 .. %95, %96 .. %127) */
+#define WGMMA_D64_THIRD                                                                                      \
+  "{%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,"                                        \
+  "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95}"
+#define WGMMA_D64_FOURTH                                                                                     \
+  "{%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,"                            \
+  "%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}"
+#define WGMMA_A_FRAGMENTS2(a)                                                                                \
+  "r"(a[0].s0), "r"(a[0].s1), "r"(a[0].s2), "r"(a[0].s3), "r"(a[1].s0), "r"(a[1].s1), "r"(a[1].s2),          \
+      "r"(a[1].s3)
+
+/* d0 += a0 b0 and d1 += a1 b1 (64 x 128 each: d[0..7] columns 0-63, d[8..15] 64-127) with A in registers
+ * (two k-steps of 16 queries, a[0..1]) and B a 32-row query tile, N-major (its rows are k), two panels
+ * `panel` halves apart; 8 wgmma, one commit and wait: dV += P^T dO and dK += dS^T Q. Operands after the 128
+ * accumulators: %128 .. %135 a0's fragments, %136 .. %143 a1's, %144 .. %147 b0's descriptors (panel 0's two
+ * k-steps, panel 1's), %148 .. %151 b1's, %152 = 1. */
+inline void wgmma_rs_nmajor_k32_d128_pair(float4 *d0, const uint4 *a0, __local const ushort *b0, float4 *d1,
+                                          const uint4 *a1, __local const ushort *b1, int panel EMU_PARAMS) {
+#if DUA_MMA_EMULATE
+  for (int pn = 0; pn < 2; pn++) {
+    wgmma_emulated_kn(d0 + 8 * pn, a0, b0 + pn * panel, 1, 2, 8 EMU_ARGS);
+    wgmma_emulated_kn(d1 + 8 * pn, a1, b1 + pn * panel, 1, 2, 8 EMU_ARGS);
+  }
+#else
+  const ulong db0 = wgmma_desc(b0), db0p = wgmma_desc(b0 + panel), db1 = wgmma_desc(b1),
+              db1p = wgmma_desc(b1 + panel), ks = 2048 >> 4; /* a k-step: 16 rows */
+  asm volatile(
+      WGMMA_BEGIN(152) WGMMA_RS(WGMMA_D64, 128, 129, 130, 131, 144)
+          WGMMA_RS(WGMMA_D64, 132, 133, 134, 135, 145) WGMMA_RS(WGMMA_D64_SECOND, 128, 129, 130, 131, 146)
+              WGMMA_RS(WGMMA_D64_SECOND, 132, 133, 134, 135, 147)
+                  WGMMA_RS(WGMMA_D64_THIRD, 136, 137, 138, 139, 148)
+                      WGMMA_RS(WGMMA_D64_THIRD, 140, 141, 142, 143, 149)
+                          WGMMA_RS(WGMMA_D64_FOURTH, 136, 137, 138, 139, 150)
+                              WGMMA_RS(WGMMA_D64_FOURTH, 140, 141, 142, 143, 151) WGMMA_COMMIT WGMMA_WAIT(0)
+      : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS((d0 + 8)), WGMMA_D64_OPERANDS(d1),
+        WGMMA_D64_OPERANDS((d1 + 8))
+      : WGMMA_A_FRAGMENTS2(a0), WGMMA_A_FRAGMENTS2(a1), "l"(db0), "l"(db0 + ks), "l"(db0p), "l"(db0p + ks),
+        "l"(db1), "l"(db1 + ks), "l"(db1p), "l"(db1p + ks), "r"(1)
+      : "memory");
 #endif
 }
 

@@ -1,6 +1,6 @@
 /* backward_nv_mma.c: NVIDIA tensor-core backward (cl/attn_bwd_mma.cl, inline-PTX mma.sync m16n8k16, and on
  * Hopper where the wgmma probe passed (ctx->info.nv_wgmma) both passes on the warpgroup MMA of
- * cl/nv_wgmma_ops.cl, at head dim 64; at 128 the dq pass only) for fp16 storage, head dim 64 or 128, blocks >= 64, 16-byte aligned
+ * cl/nv_wgmma_ops.cl) for fp16 storage, head dim 64 or 128, blocks >= 64, 16-byte aligned
  * rows, without level bias, block-pair gradient or token-tree bias. Anything else returns
  * DUA_ERROR_UNSUPPORTED without recording an error, and backward.c runs the portable kernels. The program is
  * attn_fwd_mma.cl (helpers, enumeration) + attn_bwd_mma.cl, with 64-row tiles (MT 1) and DUA_MMA_EMULATE=1 on
@@ -33,15 +33,14 @@ dua_status dua_backward_nv_mma(dua_context *ctx, const dua_bwd_call *c, cl_kerne
       (c->head_dim != 64 && c->head_dim != 128) || c->block < MMA_ROWS || c->block % MMA_ROWS ||
       !c->rows_aligned)
     return DUA_ERROR_UNSUPPORTED;
-  /* On Hopper both passes on wgmma at head dim 64: on an H100 at N 8192, 1.01-1.12x faster than the dK/dV
-   * pass on mma.sync (bench/NOTES-mma.md); head dim 128 runs on mma.sync everywhere (nv_wgmma_ops.cl's tiles
-   * are 64 wide) */
-  const int wgmma = ctx->info.nv_wgmma && !ctx->wgmma_bwd_failed && c->head_dim == 64;
-  /* head dim 128: the dq pass on wgmma (its own rows as register operands), the dK/dV pass on mma.sync */
-  const int wgmma_dq = wgmma || (ctx->info.nv_wgmma && !ctx->wgmma_bwd128_failed && c->head_dim == 128);
+  /* On Hopper both passes on wgmma: at head dim 64 on an H100 at N 8192 1.01-1.12x faster than the dK/dV
+   * pass on mma.sync (bench/NOTES-mma.md); head dim 128 has its own variant (cl/attn_bwd_mma.cl) and its own
+   * flag should it not build */
+  const int wgmma =
+      ctx->info.nv_wgmma && (c->head_dim == 64 ? !ctx->wgmma_bwd_failed : !ctx->wgmma_bwd128_failed);
   char options_dq[256], options_kv[256];
   dua_status st;
-  if ((st = bwd_kernel(ctx, c, wgmma_dq, "dua_attn_bwd_dq_mma", k_dq, options_dq, sizeof options_dq)) !=
+  if ((st = bwd_kernel(ctx, c, wgmma, "dua_attn_bwd_dq_mma", k_dq, options_dq, sizeof options_dq)) !=
           DUA_SUCCESS ||
       (st = bwd_kernel(ctx, c, wgmma, "dua_attn_bwd_dkdv_mma", k_dkdv, options_kv, sizeof options_kv)) !=
           DUA_SUCCESS)
