@@ -347,9 +347,8 @@ inline void wgmma_rs_kmajor_d128_pair(float4 *d0, const uint4 *a0, __local const
   "+f"(d[0].s0), "+f"(d[0].s1), "+f"(d[0].s2), "+f"(d[0].s3), "+f"(d[1].s0), "+f"(d[1].s1), "+f"(d[1].s2),   \
       "+f"(d[1].s3), "+f"(d[2].s0), "+f"(d[2].s1), "+f"(d[2].s2), "+f"(d[2].s3), "+f"(d[3].s0),              \
       "+f"(d[3].s1), "+f"(d[3].s2), "+f"(d[3].s3)
-#define WGMMA_SS32(D, A, B)                                                                                  \
-  "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 " D ", %" #A ", %" #B ", p, 1, 1, 0, "    \
-                                                                                         "0;\n"
+#define WGMMA_OP32 "// DUA_SM90A wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
+#define WGMMA_SS32(D, A, B) WGMMA_OP32 D ", %" #A ", %" #B ", p, 1, 1, 0, 0;\n"
 #define WGMMA_SS32_4(D, A0, A1, A2, A3, B0, B1, B2, B3)                                                      \
   WGMMA_SS32(D, A0, B0) WGMMA_SS32(D, A1, B1) WGMMA_SS32(D, A2, B2) WGMMA_SS32(D, A3, B3)
 
