@@ -38,8 +38,9 @@
 #endif
 /* The wgmma variant by head dim. 64 (BWD_WGMMA_SS): the work-group's own rows in local memory, read by wgmma,
  * and two stages of streamed tiles (48 KB). 128 (BWD_WGMMA_D128; a 64-row tile is 16 KB): the dq pass holds
- * its own rows as register A operands (RS) and K and V in one buffer each (32 KB); the dkdv pass its own K
- * and V in local memory (32 KB) and query tiles of QT_ROWS 32 rows (Q and dO 8 KB each), single-buffered. */
+ * its own rows as register A operands (RS) and K and V in one buffer each (32 KB); the dkdv pass its own K in
+ * local memory (16 KB) and V as register A operands, and two stages of query tiles of QT_ROWS 32 rows (Q and
+ * dO 8 KB each: 32 KB). */
 #define BWD_WGMMA_SS (DUA_WGMMA && HEAD_DIM == 64)
 #define BWD_WGMMA_D128 (DUA_WGMMA && HEAD_DIM == 128)
 #if BWD_WGMMA_D128
@@ -48,6 +49,13 @@
 #define QT_TILE (QT_ROWS * HEAD_DIM) /* halves of one such tile */
 #else
 #define QT_ROWS BN
+#endif
+/* Stages of the dkdv pass's query tiles, and halves per buffer of one */
+#define KV_STAGES (DUA_WGMMA ? 2 : 1)
+#if BWD_WGMMA_D128
+#define KV_TILE QT_TILE
+#else
+#define KV_TILE STAGED_TILE
 #endif
 #if DUA_TF32 || MT != 1 || BN != 64 || THREADS != 128
 #error "attn_bwd_mma.cl needs attn_fwd_mma.cl built for fp16 with MT 1 (64-row tiles, 4 warps)"
@@ -77,8 +85,8 @@ typedef struct {
 #endif
 #define STAGED_TILE (BN * K_PITCH) /* elements per buffer of a staged 64-row tile (K_PITCH == V_PITCH) */
 
-/* BWD_STAGES 2, top of tile j: tile j's copies (the only ones in flight) have landed and are visible to the
- * tensor core for every warp, and every warp is done with tile j - 1's buffers. */
+/* Two stages (BWD_STAGES, KV_STAGES), top of tile j: tile j's copies (the only ones in flight) have landed
+ * and are visible to the tensor core for every warp, and every warp is done with tile j - 1's buffers. */
 inline void staged_tile_ready(void) {
   CP_WAIT(0);
   TENSOR_CORE_FENCE();
@@ -170,6 +178,16 @@ inline void mma_acc_tile(float4 acc[OTILES], const uint4 a[PSTEPS], __local cons
 #define mma_acc_tile WGMMA_PV
 #endif
 
+#if !BWD_WGMMA_SS
+/* This warp's A fragments (rows 16 warp .. + 15, all k-steps) of a 64-row tile staged in x_s */
+inline void rows_fragments(rows_operand *a, __local const ushort *x_s EMU_PARAMS) {
+  const int lane = get_local_id(0) & 31, warp = get_local_id(0) >> 5;
+#pragma unroll
+  for (int kk = 0; kk < KSTEPS; kk++) /* ldmatrix: lane l gives row l % 16's 8 halves at column (l / 16) 8 */
+    a->f[kk] = ldsm_x4(x_s, TILE_AT(warp * 16 + (lane & 15), kk * 16 + (lane >> 4) * 8, K_PITCH) EMU_ARGS);
+}
+#endif
+
 /* The work-group's own rows [r0, r0 + 64) of two (tokens x HEAD_DIM) slices as operands a and b: copied into
  * x_s and y_s (cp.async, committed by the caller). mma.sync: waits, reads this warp's A fragments and frees
  * the buffers (x_s, y_s are then the streamed tiles' buffers); wgmma: the operands are the buffers. */
@@ -183,16 +201,11 @@ inline void load_own_rows(rows_operand *a, rows_operand *b, __local ushort *x_s,
   *a = x_s;
   *b = y_s;
 #else
-  const int lane = tid & 31, warp = tid >> 5;
   cp_commit();
   CP_WAIT(0);
   barrier(CLK_LOCAL_MEM_FENCE);
-#pragma unroll
-  for (int kk = 0; kk < KSTEPS; kk++) {
-    const int at = TILE_AT(warp * 16 + (lane & 15), kk * 16 + (lane >> 4) * 8, K_PITCH); /* 8 halves */
-    a->f[kk] = ldsm_x4(x_s, at EMU_ARGS);
-    b->f[kk] = ldsm_x4(y_s, at EMU_ARGS);
-  }
+  rows_fragments(a, x_s EMU_ARGS);
+  rows_fragments(b, y_s EMU_ARGS);
 #endif
 }
 
@@ -532,14 +545,12 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 #endif
   /* head dim 128 (mma.sync) uncapped: dK and dV alone hold 128 registers; at 168 clang 15 + ptxas 13 spilled
    * 2.1 KB, uncapped (255) 120 bytes */
+  __local ushort q_s[KV_STAGES * KV_TILE] __attribute__((aligned(TILE_ALIGN)));  /* query tiles */
+  __local ushort do_s[KV_STAGES * KV_TILE] __attribute__((aligned(TILE_ALIGN))); /* dO tiles */
 #if BWD_WGMMA_D128
-  __local ushort q_s[QT_TILE] __attribute__((aligned(TILE_ALIGN)));  /* the query tile */
-  __local ushort do_s[QT_TILE] __attribute__((aligned(TILE_ALIGN))); /* its dO */
-#else
-  __local ushort q_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));  /* query tiles */
-  __local ushort do_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* dO tiles */
-#endif
-#if DUA_WGMMA
+  __local ushort k_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* K rows of the work-group */
+  /* (V's rows pass through q_s into registers) */
+#elif DUA_WGMMA
   __local ushort k_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* K rows of the work-group */
   __local ushort v_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* V rows */
   /* (48 KB with the query tiles: the tile's LSE and delta stay in registers, lane_stats_ready) */
@@ -560,12 +571,18 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
                             (__global const ushort *)(k + offsets.s1 + b * k_strides.s0 + hk * k_strides.s1),
                         *v_bh =
                             (__global const ushort *)(v + offsets.s2 + b * v_strides.s0 + hk * v_strides.s1);
-#if BWD_WGMMA_D128 /* K and V rows of the work-group, read by wgmma (committed with the first query tile) */
-  __local const ushort *const ka = k_s, *const va = v_s;
+#if BWD_WGMMA_D128 /* K rows of the work-group read by wgmma, V rows as register A operands */
+  __local const ushort *const ka = k_s;
+  rows_operand va;
   load_tile_async(k_s, K_PITCH, k_bh, k_strides.s2, key0, shape.n_tokens, tid);
-  load_tile_async(v_s, V_PITCH, v_bh, v_strides.s2, key0, shape.n_tokens, tid);
+  load_tile_async(q_s, V_PITCH, v_bh, v_strides.s2, key0, shape.n_tokens, tid); /* both query stages */
+  cp_commit();
+  CP_WAIT(0);
+  barrier(CLK_LOCAL_MEM_FENCE);
+  rows_fragments(&va, q_s EMU_ARGS);
+  barrier(CLK_LOCAL_MEM_FENCE); /* every warp has read V: q_s holds query tiles from here */
 #else
-  rows_operand ka, va;                                /* K and V rows of the work-group */
+  rows_operand ka, va; /* K and V rows of the work-group */
   load_own_rows(&ka, &va, k_s, v_s, k_bh, k_strides.s2, v_bh, v_strides.s2, key0, shape.n_tokens EMU_ARGS);
 #endif
   const int k_lo = key0 + warp * 16 + g; /* C rows: keys k_lo, k_lo + 8 */
@@ -578,7 +595,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
   const int h_end = (hk + 1) * group;
   int have = next_query_tile(&cur, h_end, b, n, key0, shape, head_rules, paths, tlist_counts, tlist_full,
                              tlist_indices);
-#if BWD_STAGES == 2
+#if KV_STAGES == 2
   if (have) /* committed with the work-group's own rows */
     load_query_tile(q_s, do_s, q, d_o, q_strides, do_strides, offsets, b, cur.h, cur.i0, shape.n_tokens);
   cp_commit();
@@ -589,14 +606,10 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
       have ? lane_stats_raw(lse, delta, lse_strides, aux_offsets.s2, aux_offsets.s3, b, cur.h, cur.i0, shape)
            : (float4)(0.0f);
 #endif
-  int stage = 0; /* BWD_STAGES 2: the buffers of tile j */
+  int stage = 0; /* KV_STAGES 2: the buffers of tile j */
   while (have) {
-#if BWD_WGMMA_D128
-    __local ushort *q_t = q_s, *do_t = do_s;
-#else
-    __local ushort *q_t = q_s + stage * STAGED_TILE, *do_t = do_s + stage * STAGED_TILE;
-#endif
-#if BWD_STAGES == 2
+    __local ushort *q_t = q_s + stage * KV_TILE, *do_t = do_s + stage * KV_TILE;
+#if KV_STAGES == 2
     staged_tile_ready();
     const float4 lane_st =
         lane_stats_ready(lane_raw, cur.i0, shape); /* loaded a tile ago, or in the prologue */
@@ -604,20 +617,12 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     const int have_next = next_query_tile(&nxt, h_end, b, n, key0, shape, head_rules, paths, tlist_counts,
                                           tlist_full, tlist_indices);
     if (have_next) /* tile j + 1 streams in while tile j is computed */
-      load_query_tile(q_s + (stage ^ 1) * STAGED_TILE, do_s + (stage ^ 1) * STAGED_TILE, q, d_o, q_strides,
+      load_query_tile(q_s + (stage ^ 1) * KV_TILE, do_s + (stage ^ 1) * KV_TILE, q, d_o, q_strides,
                       do_strides, offsets, b, nxt.h, nxt.i0, shape.n_tokens);
     const float4 next_raw = have_next ? lane_stats_raw(lse, delta, lse_strides, aux_offsets.s2,
                                                        aux_offsets.s3, b, nxt.h, nxt.i0, shape)
                                       : (float4)(0.0f);
     cp_commit();
-#elif BWD_WGMMA_D128
-    barrier(CLK_LOCAL_MEM_FENCE); /* every warp is done with q_s and do_s */
-    load_query_tile(q_t, do_t, q, d_o, q_strides, do_strides, offsets, b, cur.h, cur.i0, shape.n_tokens);
-    cp_commit();
-    const float4 lane_raw = /* in flight with the copies */
-        lane_stats_raw(lse, delta, lse_strides, aux_offsets.s2, aux_offsets.s3, b, cur.h, cur.i0, shape);
-    staged_tile_ready();
-    const float4 lane_st = lane_stats_ready(lane_raw, cur.i0, shape);
 #else
     barrier(CLK_LOCAL_MEM_FENCE); /* every warp is done with q_s, do_s and stats */
     load_query_tile(q_t, do_t, q, d_o, q_strides, do_strides, offsets, b, cur.h, cur.i0, shape.n_tokens);
@@ -652,7 +657,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
        * before the products (208 bytes of spills at the cap of 168; measured mixed, bench/NOTES-mma.md) */
       START_TILES(s, dp, (float4)(0.0f), KV_COLS / 8);
 #if BWD_WGMMA_D128
-      wgmma_ss_kmajor_n32_d128_pair(s, ka, q_t, dp, va, do_t, QT_PANEL EMU_ARGS);
+      wgmma_ss_rs_kmajor_n32_d128_pair(s, ka, q_t, dp, va.f, do_t, QT_PANEL EMU_ARGS);
 #else
       mma_rows_x_tiles(s, ka, q_t + c0 * K_PITCH, dp, va, do_t + c0 * V_PITCH, KV_COLS / 8 EMU_ARGS);
 #endif
@@ -684,7 +689,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
       mma_acc_rows(dk_acc, dsa, q_t + c0 * K_PITCH, KV_COLS / 16 EMU_ARGS);
 #endif
     }
-#if BWD_STAGES == 2
+#if KV_STAGES == 2
     lane_raw = next_raw;
     cur = nxt;
     have = have_next;

@@ -387,6 +387,46 @@ inline void wgmma_ss_kmajor_n32_d128_pair(float4 *d0, __local const ushort *a0, 
 #endif
 }
 
+/* One RS k-step of m64n32 with a K-major B (A fragments %R0 .. %R3, descriptor %B) */
+#define WGMMA_RSK32(D, R0, R1, R2, R3, B)                                                                    \
+  WGMMA_OP32 D ", {%" #R0 ",%" #R1 ",%" #R2 ",%" #R3 "}, %" #B ", p, 1, 1, 0;\n"
+
+/* As wgmma_ss_kmajor_n32_d128_pair with the second product's A in registers (a1[kk]: this warp's mma.sync A
+ * fragments of the eight k-steps, held across the caller's loop): S^T = K Q^T from local memory and dP^T =
+ * V dO^T with V's rows as register operands, so that local memory has room for two stages of query tiles.
+ * Operands after the 32 accumulators: %32 .. %47 a0's and b0's descriptors (as above), %48 .. %79 a1's
+ * fragments, %80 .. %87 b1's descriptors (panel 0's four k-steps, panel 1's), %88 = 1. */
+inline void wgmma_ss_rs_kmajor_n32_d128_pair(float4 *d0, __local const ushort *a0, __local const ushort *b0,
+                                             float4 *d1, const uint4 *a1, __local const ushort *b1,
+                                             int panel EMU_PARAMS) {
+#if DUA_MMA_EMULATE
+  for (int pn = 0; pn < 2; pn++) {
+    uint4 af[4];
+    for (int kk = 0; kk < 4; kk++)
+      af[kk] = wgmma_a_fragment(a0 + pn * WGMMA_PANEL, kk);
+    wgmma_emulated_kn(d0, af, b0 + pn * panel, 0, 4, 4 EMU_ARGS);
+    wgmma_emulated_kn(d1, a1 + 4 * pn, b1 + pn * panel, 0, 4, 4 EMU_ARGS);
+  }
+#else
+  const ulong da0 = wgmma_desc(a0), da0p = wgmma_desc(a0 + WGMMA_PANEL), db0 = wgmma_desc(b0),
+              db0p = wgmma_desc(b0 + panel), db1 = wgmma_desc(b1), db1p = wgmma_desc(b1 + panel),
+              ks = 32 >> 4;
+  asm volatile(
+      WGMMA_BEGIN(88) WGMMA_SS32_4(WGMMA_D32, 32, 33, 34, 35, 36, 37, 38, 39) WGMMA_SS32_4(
+          WGMMA_D32, 40, 41, 42, 43, 44, 45, 46, 47) WGMMA_RSK32(WGMMA_D32_SECOND, 48, 49, 50, 51, 80)
+          WGMMA_RSK32(WGMMA_D32_SECOND, 52, 53, 54, 55, 81) WGMMA_RSK32(WGMMA_D32_SECOND, 56, 57, 58, 59, 82)
+              WGMMA_RSK32(WGMMA_D32_SECOND, 60, 61, 62, 63, 83)
+                  WGMMA_RSK32(WGMMA_D32_SECOND, 64, 65, 66, 67, 84)
+                      WGMMA_RSK32(WGMMA_D32_SECOND, 68, 69, 70, 71, 85)
+                          WGMMA_RSK32(WGMMA_D32_SECOND, 72, 73, 74, 75, 86)
+                              WGMMA_RSK32(WGMMA_D32_SECOND, 76, 77, 78, 79, 87) WGMMA_COMMIT WGMMA_WAIT(0)
+      : WGMMA_D32_OPERANDS(d0), WGMMA_D32_OPERANDS(d1)
+      : WGMMA_DESC4(da0), WGMMA_DESC4(db0), WGMMA_DESC4(da0p), WGMMA_DESC4(db0p), WGMMA_A_FRAGMENTS(a1),
+        WGMMA_A_FRAGMENTS((a1 + 4)), WGMMA_DESC4(db1), WGMMA_DESC4(db1p), "r"(1)
+      : "memory");
+#endif
+}
+
 /* The accumulator lists of the third and fourth 64-column sets of a statement (%64 .. %95, %96 .. %127) */
 #define WGMMA_D64_THIRD                                                                                      \
   "{%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,"                                        \
