@@ -387,11 +387,18 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     __global const dua_head_rule *head_rules, __global const uchar *paths, __global const int *order,
     __global const int *rank_range, __global const int *list_counts, __global const int *list_full,
     __global const int *list_indices, __global const int *tail_order, int tail_start) {
+#if BWD_WGMMA_D128 /* K in two stages (K(j + 1) streams in during tile j), V in one (V(j + 1) from P on) */
+  __local ushort k_s[2 * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));
+  __local ushort v_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));
+#else
   __local ushort k_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));
   __local ushort v_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));
+#endif
 #if BWD_WGMMA_SS
   __local ushort q_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));  /* Q rows of the work-group */
   __local ushort do_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* dO rows */
+#elif BWD_WGMMA_D128
+  __local ushort *const q_s = k_s, *const do_s = k_s + STAGED_TILE; /* Q and dO through the K stages */
 #else
   __local ushort *const q_s = k_s, *const do_s = v_s; /* Q and dO pass through the K and V buffers */
 #endif
@@ -429,8 +436,11 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
   cur.item = -1;
   int have =
       next_tile(&cur, &vl, hr, m, row0, row_end, shape, path_m, paths_bh, lse /* unused without DUA_BIAS */);
-#if BWD_STAGES == 2
-  if (have) { /* committed with the work-group's own rows */
+#if BWD_WGMMA_D128
+  barrier(CLK_LOCAL_MEM_FENCE); /* every warp has its Q and dO fragments: the buffers are K's and V's */
+#endif
+#if BWD_STAGES == 2 || BWD_WGMMA_D128
+  if (have) { /* BWD_STAGES 2: committed with the work-group's own rows */
     load_key_tile(k_s, v_s, k_bh, k_strides.s2, v_bh, v_strides.s2, cur.j0, shape.n_tokens);
   }
   cp_commit();
@@ -445,8 +455,18 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
                neg_dlt4 = -(float4)(st_lo.y, st_lo.y, st_hi.y, st_hi.y);
   int stage = 0; /* BWD_STAGES 2: the buffers of tile j */
   while (have) {
+#if BWD_WGMMA_D128
+    __local ushort *k_t = k_s + stage * STAGED_TILE, *v_t = v_s;
+    staged_tile_ready(); /* K(j), V(j); every warp is done with K(j - 1) */
+    tile_pos nxt = cur;
+    const int have_next = next_tile(&nxt, &vl, hr, m, row0, row_end, shape, path_m, paths_bh, lse);
+    if (have_next)
+      load_tile_async(k_s + (stage ^ 1) * STAGED_TILE, K_PITCH, k_bh, k_strides.s2, nxt.j0, shape.n_tokens,
+                      tid);
+    cp_commit();
+    const int elementwise = !TILE_UNMASKED(cur, shape, row0);
+#elif BWD_STAGES == 2
     __local ushort *k_t = k_s + stage * STAGED_TILE, *v_t = v_s + stage * STAGED_TILE;
-#if BWD_STAGES == 2
     staged_tile_ready();
     tile_pos nxt = cur;
     const int have_next = next_tile(&nxt, &vl, hr, m, row0, row_end, shape, path_m, paths_bh, lse);
@@ -458,7 +478,8 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     /* unmasked tiles per work-group, as the wgmma forward (TILE_UNMASKED) */
     const int elementwise = !TILE_UNMASKED(cur, shape, row0);
 #else
-    barrier(CLK_LOCAL_MEM_FENCE);                     /* every warp is done with k_s and v_s */
+    __local ushort *k_t = k_s, *v_t = v_s;
+    barrier(CLK_LOCAL_MEM_FENCE); /* every warp is done with k_s and v_s */
     load_key_tile(k_t, v_t, k_bh, k_strides.s2, v_bh, v_strides.s2, cur.j0, shape.n_tokens);
     cp_commit();
     CP_WAIT(0);
@@ -469,6 +490,12 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     float4 s[STILES], dp[STILES]; /* S, then P; dP, then dS */
     START_TILES(s, dp, neg_dlt4, STILES);
     mma_rows_x_tiles(s, qa, k_t, dp, ga, v_t, STILES EMU_ARGS);
+#if BWD_WGMMA_D128
+    barrier(CLK_LOCAL_MEM_FENCE); /* every warp is done with V(j): V(j + 1) streams in from here */
+    if (have_next)
+      load_tile_async(v_s, V_PITCH, v_bh, v_strides.s2, nxt.j0, shape.n_tokens, tid);
+    cp_commit();
+#endif
     if (elementwise) {
 #pragma unroll
       for (int i = 0; i < STILES; i++)
@@ -482,7 +509,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     uint4 dsa[PSTEPS];
     pack_a(dp, dsa, STILES);
     mma_acc_tile(acc, dsa, k_t EMU_ARGS); /* dQ += dS K */
-#if BWD_STAGES == 2
+#if BWD_STAGES == 2 || BWD_WGMMA_D128
     cur = nxt;
     have = have_next;
     stage ^= 1;
