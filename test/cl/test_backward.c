@@ -534,21 +534,23 @@ START_TEST(tensor_core_cases) {
   if (_i)
     ck_assert_msg(!possible, "DUA_NO_MMA=1 did not turn the tensor-core path off");
   test_rng rng = test_rng_make(205);
-  for (int n_case = 0; n_case < 11; n_case++) {
+  for (int n_case = 0; n_case < 12; n_case++) {
     /* 0-1 dense (causal); 2-3 block-diagonal with a tail and N < 64; 4 mixed depths, window, sink, shift,
      * causal; 5 content paths, window and sink (not causal: query tiles dead on both sides of the window),
      * GQA 4/2, (B,N,H,D); 6 device lists, GQA 4/1, causal; 8 head dim 128 (wgmma on Hopper), a tail in the
-     * last 32-row query tile and 64-key tile; then the portable ones: 7 level bias, 9 block 32, 10 fp32 */
-    static const int ns[11] = {320, 320, 300, 37, 1000, 512, 420, 256, 250, 256, 256};
-    static const int blks[11] = {64, 128, 128, 64, 128, 128, 64, 64, 64, 32, 64};
+     * last 32-row query tile and 64-key tile; then the portable ones: 7 level bias, 9 block 32, 10 fp32; then
+     * 11 head dim 128 with a window, sink and GQA 4/2 (not causal: the dK/dV walk's dead 32-row query tiles)
+     */
+    static const int ns[12] = {320, 320, 300, 37, 1000, 512, 420, 256, 250, 256, 256, 300};
+    static const int blks[12] = {64, 128, 128, 64, 128, 128, 64, 64, 64, 32, 64, 128};
     /* emulated warp instructions are slow: shorter sequences, the same features (tails, N < 64 kept) */
     const int n_tok = emulated && ns[n_case] > 256 ? ns[n_case] / 2 : ns[n_case];
-    case_desc c = base_case(n_tok, blks[n_case], n_case == 8 ? 128 : 64);
+    case_desc c = base_case(n_tok, blks[n_case], n_case == 8 || n_case == 11 ? 128 : 64);
     dua_layout_desc *d = &c.desc;
     c.dtype = n_case == 10 ? DUA_F32 : DUA_F16;
-    d->causal = n_case == 1 || n_case == 2 || n_case == 4 || n_case == 6 || n_case >= 7;
+    d->causal = n_case == 1 || n_case == 2 || n_case == 4 || n_case == 6 || (n_case >= 7 && n_case != 11);
     d->heads = n_case >= 4 ? 4 : 2;
-    d->kv_heads = n_case == 5 ? 2 : n_case == 6 ? 1 : 0;
+    d->kv_heads = n_case == 5 || n_case == 11 ? 2 : n_case == 6 ? 1 : 0;
     if (n_case >= 2) {
       for (int h = 0; h < d->heads; h++)
         c.depths[h] = n_case <= 3 ? -1 : (h % 3) - 1 + (n_case == 4); /* -1..2 */
@@ -557,6 +559,8 @@ START_TEST(tensor_core_cases) {
     if (n_case == 4)
       d->window = 65, d->sink = 9, d->shift = 1; /* 65: the skip's boundary, a query tile's first row
                                                   * reaching the last key of the tile 128 keys back */
+    if (n_case == 11)
+      d->window = 65, d->sink = 3;
     if (n_case == 5) {
       d->window = 65, d->sink = 3; /* 65: the skip's other boundary, a query tile's last
                                     * row reaching the first key of the tile 128 keys on */
@@ -574,7 +578,9 @@ START_TEST(tensor_core_cases) {
     c.with_bias = n_case == 7;
     const int before[4] = {launches[0], launches[1], launches[2], launches[3]};
     run_case(ctx, &c, &rng);
-    const int want = possible && (n_case < 7 || n_case == 8) ? 2 : 0; /* check_case runs the backward twice */
+    const int want = possible && (n_case < 7 || n_case == 8 || n_case == 11)
+                         ? 2
+                         : 0; /* check_case runs the backward twice */
     ck_assert_msg(launches[0] - before[0] == want,
                   "case %d: tensor-core backward launched %d times, expected %d", n_case,
                   launches[0] - before[0], want);
