@@ -5,6 +5,7 @@
 # NVIDIA's OpenCL compiler makes its own PTX: use this to check asm plumbing and register pressure before a
 # device call, not as a measurement.
 #   bash bench/ptx/build.sh fwd|bwd [MT] [CLDIR]   -> $PTX_OUT (default /tmp/dua-ptx)/{prog.ptx,prog.sass}
+# HEAD_DIM (default 64) the head dim; inline functions are forced inline (at 128 clang otherwise leaves calls).
 # PTXAS (default .devkit/bin/ptxas) and NVDISASM (optional: nvdisasm from the nvidia-cuda-nvdisasm wheel).
 set -euo pipefail
 prog=${1:?fwd or bwd}
