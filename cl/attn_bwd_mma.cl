@@ -8,15 +8,18 @@
  * dS = P (dP - delta), dQ += dS K; dQ = scale dQ.
  *
  * dua_attn_bwd_dkdv_mma: a work-group owns 64 keys (16 per warp) of one (batch, K/V head) and walks, for each
- * query head of its GQA group, the query blocks of the transposed list in tiles of 64 rows: S^T = K Q^T,
+ * query head of its GQA group, the query blocks of the transposed list in tiles of 64 rows (32 on wgmma at
+ * head dim 128): S^T = K Q^T,
  * dP^T = V dO^T, P^T and dS^T as above, dV += P^T dO, dK += dS^T Q; dK = scale dK.
  *
  * delta = rowsum(dO O) comes from dua_attn_bwd_pre (attn_bwd.cl). The work-group's own 64 rows (Q and dO in
  * the dq pass, K and V in the dkdv pass) are the A operand of the first two products of every tile: on
- * mma.sync as register A fragments, on wgmma in local memory (which wgmma reads; see nv_wgmma_ops.cl on why
- * not registers). The streamed tiles are staged in local memory with cp.async: mma.sync one buffer each (two
- * measured slower on an H100: its registers already cap residency, bench/NOTES-mma.md), wgmma two (tile
- * j + 1 streams in while tile j is computed; one barrier per tile). On wgmma the independent products of a
+ * mma.sync as register A fragments, on wgmma at head dim 64 in local memory (which wgmma reads; see
+ * nv_wgmma_ops.cl on why not registers across a wait; at head dim 128 see BWD_WGMMA_D128 below). The
+ * streamed tiles are staged in local memory with cp.async: mma.sync one buffer each (two measured slower on
+ * an H100: its registers already cap residency, bench/NOTES-mma.md), wgmma two (tile j + 1 streams in while
+ * tile j is computed; one barrier per tile; the dq pass at head dim 128: K two, V one, refilled after S and
+ * dP, two barriers per tile). On wgmma the independent products of a
  * tile share one asm statement and one wait (S and dP; dV and dK). The dkdv kernel caps its registers at 168
  * (three work-groups per SM instead of two; the host applies the cap through a PTX rebuild): on mma.sync it
  * takes each tile in two halves of 32 queries to fit; on wgmma the tile's LSE and delta are loaded a tile
@@ -38,7 +41,7 @@
 #endif
 /* The wgmma variant by head dim. 64 (BWD_WGMMA_SS): the work-group's own rows in local memory, read by wgmma,
  * and two stages of streamed tiles (48 KB). 128 (BWD_WGMMA_D128; a 64-row tile is 16 KB): the dq pass holds
- * its own rows as register A operands (RS) and K and V in one buffer each (32 KB); the dkdv pass its own K in
+ * its own rows as register A operands (RS), K in two buffers and V in one (48 KB); the dkdv pass its own K in
  * local memory (16 KB) and V as register A operands, and two stages of query tiles of QT_ROWS 32 rows (Q and
  * dO 8 KB each: 32 KB). */
 #define BWD_WGMMA_SS (DUA_WGMMA && HEAD_DIM == 64)
@@ -47,6 +50,9 @@
 #define QT_ROWS 32                   /* query rows per tile of the dkdv pass */
 #define QT_PANEL (QT_ROWS * 64)      /* halves between its two 64-column panels */
 #define QT_TILE (QT_ROWS * HEAD_DIM) /* halves of one such tile */
+#if QT_ROWS % COPY_RSTEP
+#error "a query tile is whole passes of the tile copy (load_rows_async)"
+#endif
 #else
 #define QT_ROWS BN
 #endif
@@ -189,8 +195,9 @@ inline void rows_fragments(rows_operand *a, __local const ushort *x_s EMU_PARAMS
 #endif
 
 /* The work-group's own rows [r0, r0 + 64) of two (tokens x HEAD_DIM) slices as operands a and b: copied into
- * x_s and y_s (cp.async, committed by the caller). mma.sync: waits, reads this warp's A fragments and frees
- * the buffers (x_s, y_s are then the streamed tiles' buffers); wgmma: the operands are the buffers. */
+ * x_s and y_s (cp.async, committed by the caller). mma.sync and wgmma at head dim 128: waits, reads this
+ * warp's A fragments and frees the buffers (x_s, y_s are then the streamed tiles' buffers; the caller's
+ * barrier precedes their reuse); wgmma at head dim 64: the operands are the buffers. */
 inline void load_own_rows(rows_operand *a, rows_operand *b, __local ushort *x_s, __local ushort *y_s,
                           __global const ushort *x, long x_stride, __global const ushort *y, long y_stride,
                           int r0, int n_tokens EMU_PARAMS) {
@@ -570,8 +577,8 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 #if HEAD_DIM == 64
   MAX_REGISTERS(168); /* three work-groups per SM (two uncapped: 1.2x slower on an H100; NOTES-mma.md) */
 #endif
-  /* head dim 128 (mma.sync) uncapped: dK and dV alone hold 128 registers; at 168 clang 15 + ptxas 13 spilled
-   * 2.1 KB, uncapped (255) 120 bytes */
+  /* head dim 128 uncapped: dK and dV alone hold 128 registers (mma.sync: at 168 clang 15 + ptxas 13 spilled
+   * 2.1 KB, uncapped (255) 120 bytes; wgmma: 251, no spills) */
   __local ushort q_s[KV_STAGES * KV_TILE] __attribute__((aligned(TILE_ALIGN)));  /* query tiles */
   __local ushort do_s[KV_STAGES * KV_TILE] __attribute__((aligned(TILE_ALIGN))); /* dO tiles */
 #if BWD_WGMMA_D128
@@ -623,7 +630,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
   int have = next_query_tile(&cur, h_end, b, n, key0, shape, head_rules, paths, tlist_counts, tlist_full,
                              tlist_indices);
 #if KV_STAGES == 2
-  if (have) /* committed with the work-group's own rows */
+  if (have) /* committed with the work-group's own rows (at head dim 128: K's, V's waited for above) */
     load_query_tile(q_s, do_s, q, d_o, q_strides, do_strides, offsets, b, cur.h, cur.i0, shape.n_tokens);
   cp_commit();
   /* LSE and delta of the tile's query rows 2 lane, + 1: loaded a tile ahead (the next tile's while this one

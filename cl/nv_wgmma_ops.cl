@@ -9,12 +9,13 @@
  *
  * One call = one warpgroup (4 warps, 128 work-items: dua's work-groups are one) computes D (64 x 64, f32)
  * += A (64 x 64, f16) B (64 x 64, f16) in four k-steps of 16, all inside one asm statement (fence, four
- * wgmma, commit, wait; the _pair helpers at the end: two such products, eight wgmma, one commit and wait),
- * so the compiler never sees the accumulators while the tensor core owns them. The forward's m-tile pipeline
- * (the last three helpers) returns with one commit group in flight; its accumulators and A registers are then
- * operands of the statement that waits for them, so the compiler neither reads nor reuses them before. D is
- * held as 8 mma.sync C tiles of 8 columns per warp (warp w of the warpgroup: rows 16 w .. + 15; d[i] = rows
- * g, g, g + 8, g + 8 x columns 8 i + 2 t, + 1).
+ * wgmma, commit, wait; the _pair helpers at the end: two such products, eight wgmma, one commit and wait;
+ * the head-dim-128 helpers: products over two 64-column panels, m64n32 for 32-row query tiles, up to 16 wgmma
+ * per statement), so the compiler never sees the accumulators while the tensor core owns them. The forward's
+ * m-tile pipeline (the last three helpers) returns with one commit group in flight; its accumulators and A
+ * registers are then operands of the statement that waits for them, so the compiler neither reads nor reuses
+ * them before. D is held as 8 mma.sync C tiles of 8 columns per warp (warp w of the warpgroup: rows 16 w .. +
+ * 15; d[i] = rows g, g, g + 8, g + 8 x columns 8 i + 2 t, + 1).
  *
  * Operands in local memory are tiles of 64-half (128-byte) rows, 1024-byte aligned, in the 128-byte swizzle
  * the tensor core reads without bank conflicts: 16-byte chunk c of row r is stored at chunk c ^ (r % 8)
@@ -352,50 +353,18 @@ inline void wgmma_rs_kmajor_d128_pair(float4 *d0, const uint4 *a0, __local const
 #define WGMMA_SS32_4(D, A0, A1, A2, A3, B0, B1, B2, B3)                                                      \
   WGMMA_SS32(D, A0, B0) WGMMA_SS32(D, A1, B1) WGMMA_SS32(D, A2, B2) WGMMA_SS32(D, A3, B3)
 
-/* d0 += a0 b0^T and d1 += a1 b1^T (64 x 32 each, d[0..3]) with A the work-group's 64 own rows (64 x 128, two
- * panels WGMMA_PANEL apart) and B a 32-row query tile, both K-major in local memory, eight k-steps each, in
- * one asm statement (16 wgmma, one commit and wait): S^T = K Q^T and dP^T = V dO^T. Operands after the 32
- * accumulators: %32 .. %47 a0's and b0's descriptors (panel 0: a0's four k-steps, b0's; panel 1: the same),
- * %48 .. %63 a1's and b1's, %64 = 1. */
-inline void wgmma_ss_kmajor_n32_d128_pair(float4 *d0, __local const ushort *a0, __local const ushort *b0,
-                                          float4 *d1, __local const ushort *a1, __local const ushort *b1,
-                                          int panel EMU_PARAMS) {
-#if DUA_MMA_EMULATE
-  for (int x = 0; x < 2; x++) { /* the first product, then the second */
-    float4 *d = x ? d1 : d0;
-    __local const ushort *a = x ? a1 : a0, *b = x ? b1 : b0;
-    for (int pn = 0; pn < 2; pn++) {
-      uint4 af[4];
-      for (int kk = 0; kk < 4; kk++)
-        af[kk] = wgmma_a_fragment(a + pn * WGMMA_PANEL, kk);
-      wgmma_emulated_kn(d, af, b + pn * panel, 0, 4, 4 EMU_ARGS);
-    }
-  }
-#else
-  const ulong da0 = wgmma_desc(a0), da0p = wgmma_desc(a0 + WGMMA_PANEL), db0 = wgmma_desc(b0),
-              db0p = wgmma_desc(b0 + panel), da1 = wgmma_desc(a1), da1p = wgmma_desc(a1 + WGMMA_PANEL),
-              db1 = wgmma_desc(b1), db1p = wgmma_desc(b1 + panel), ks = 32 >> 4;
-  asm volatile(WGMMA_BEGIN(64) WGMMA_SS32_4(WGMMA_D32, 32, 33, 34, 35, 36, 37, 38, 39)
-                   WGMMA_SS32_4(WGMMA_D32, 40, 41, 42, 43, 44, 45, 46, 47)
-                       WGMMA_SS32_4(WGMMA_D32_SECOND, 48, 49, 50, 51, 52, 53, 54, 55)
-                           WGMMA_SS32_4(WGMMA_D32_SECOND, 56, 57, 58, 59, 60, 61, 62, 63)
-                               WGMMA_COMMIT WGMMA_WAIT(0)
-               : WGMMA_D32_OPERANDS(d0), WGMMA_D32_OPERANDS(d1)
-               : WGMMA_DESC4(da0), WGMMA_DESC4(db0), WGMMA_DESC4(da0p), WGMMA_DESC4(db0p), WGMMA_DESC4(da1),
-                 WGMMA_DESC4(db1), WGMMA_DESC4(da1p), WGMMA_DESC4(db1p), "r"(1)
-               : "memory");
-#endif
-}
-
 /* One RS k-step of m64n32 with a K-major B (A fragments %R0 .. %R3, descriptor %B) */
 #define WGMMA_RSK32(D, R0, R1, R2, R3, B)                                                                    \
   WGMMA_OP32 D ", {%" #R0 ",%" #R1 ",%" #R2 ",%" #R3 "}, %" #B ", p, 1, 1, 0;\n"
 
-/* As wgmma_ss_kmajor_n32_d128_pair with the second product's A in registers (a1[kk]: this warp's mma.sync A
- * fragments of the eight k-steps, held across the caller's loop): S^T = K Q^T from local memory and dP^T =
- * V dO^T with V's rows as register operands, so that local memory has room for two stages of query tiles.
- * Operands after the 32 accumulators: %32 .. %47 a0's and b0's descriptors (as above), %48 .. %79 a1's
- * fragments, %80 .. %87 b1's descriptors (panel 0's four k-steps, panel 1's), %88 = 1. */
+/* d0 += a0 b0^T and d1 += a1 b1^T (64 x 32 each, d[0..3]), each over eight k-steps, in one asm statement (16
+ * wgmma, one commit and wait): S^T = K Q^T with A the work-group's 64 own K rows (64 x 128, two panels
+ * WGMMA_PANEL apart, K-major in local memory) and dP^T = V dO^T with A V's rows in registers (a1[kk]: this
+ * warp's mma.sync A fragments of the eight k-steps, held across the caller's loop, so that local memory has
+ * room for two stages of query tiles); B a 32-row query tile, K-major, two panels `panel` halves apart.
+ * Operands after the 32 accumulators: %32 .. %47 a0's and b0's descriptors (panel 0: a0's four k-steps, b0's;
+ * panel 1: the same), %48 .. %79 a1's fragments, %80 .. %87 b1's descriptors (panel 0's four k-steps, panel
+ * 1's), %88 = 1. */
 inline void wgmma_ss_rs_kmajor_n32_d128_pair(float4 *d0, __local const ushort *a0, __local const ushort *b0,
                                              float4 *d1, const uint4 *a1, __local const ushort *b1,
                                              int panel EMU_PARAMS) {
