@@ -356,6 +356,11 @@ inline void wgmma_rs_kmajor_d128_pair(float4 *d0, const uint4 *a0, __local const
 /* One RS k-step of m64n32 with a K-major B (A fragments %R0 .. %R3, descriptor %B) */
 #define WGMMA_RSK32(D, R0, R1, R2, R3, B)                                                                    \
   WGMMA_OP32 D ", {%" #R0 ",%" #R1 ",%" #R2 ",%" #R3 "}, %" #B ", p, 1, 1, 0;\n"
+#define WGMMA_RSK32_4(D, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, R11, R12, R13, R14, R15, B0, B1, B2,   \
+                      B3)                                                                                    \
+  WGMMA_RSK32(D, R0, R1, R2, R3, B0)                                                                         \
+  WGMMA_RSK32(D, R4, R5, R6, R7, B1)                                                                         \
+  WGMMA_RSK32(D, R8, R9, R10, R11, B2) WGMMA_RSK32(D, R12, R13, R14, R15, B3)
 
 /* d0 += a0 b0^T and d1 += a1 b1^T (64 x 32 each, d[0..3]), each over eight k-steps, in one asm statement (16
  * wgmma, one commit and wait): S^T = K Q^T with A the work-group's 64 own K rows (64 x 128, two panels
@@ -380,19 +385,17 @@ inline void wgmma_ss_rs_kmajor_n32_d128_pair(float4 *d0, __local const ushort *a
   const ulong da0 = wgmma_desc(a0), da0p = wgmma_desc(a0 + WGMMA_PANEL), db0 = wgmma_desc(b0),
               db0p = wgmma_desc(b0 + panel), db1 = wgmma_desc(b1), db1p = wgmma_desc(b1 + panel),
               ks = 32 >> 4;
-  asm volatile(
-      WGMMA_BEGIN(88) WGMMA_SS32_4(WGMMA_D32, 32, 33, 34, 35, 36, 37, 38, 39) WGMMA_SS32_4(
-          WGMMA_D32, 40, 41, 42, 43, 44, 45, 46, 47) WGMMA_RSK32(WGMMA_D32_SECOND, 48, 49, 50, 51, 80)
-          WGMMA_RSK32(WGMMA_D32_SECOND, 52, 53, 54, 55, 81) WGMMA_RSK32(WGMMA_D32_SECOND, 56, 57, 58, 59, 82)
-              WGMMA_RSK32(WGMMA_D32_SECOND, 60, 61, 62, 63, 83)
-                  WGMMA_RSK32(WGMMA_D32_SECOND, 64, 65, 66, 67, 84)
-                      WGMMA_RSK32(WGMMA_D32_SECOND, 68, 69, 70, 71, 85)
-                          WGMMA_RSK32(WGMMA_D32_SECOND, 72, 73, 74, 75, 86)
-                              WGMMA_RSK32(WGMMA_D32_SECOND, 76, 77, 78, 79, 87) WGMMA_COMMIT WGMMA_WAIT(0)
-      : WGMMA_D32_OPERANDS(d0), WGMMA_D32_OPERANDS(d1)
-      : WGMMA_DESC4(da0), WGMMA_DESC4(db0), WGMMA_DESC4(da0p), WGMMA_DESC4(db0p), WGMMA_A_FRAGMENTS(a1),
-        WGMMA_A_FRAGMENTS((a1 + 4)), WGMMA_DESC4(db1), WGMMA_DESC4(db1p), "r"(1)
-      : "memory");
+  asm volatile(WGMMA_BEGIN(88) WGMMA_SS32_4(WGMMA_D32, 32, 33, 34, 35, 36, 37, 38, 39)
+                   WGMMA_SS32_4(WGMMA_D32, 40, 41, 42, 43, 44, 45, 46, 47)
+                       WGMMA_RSK32_4(WGMMA_D32_SECOND, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61,
+                                     62, 63, 80, 81, 82, 83)
+                           WGMMA_RSK32_4(WGMMA_D32_SECOND, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76,
+                                         77, 78, 79, 84, 85, 86, 87) WGMMA_COMMIT WGMMA_WAIT(0)
+               : WGMMA_D32_OPERANDS(d0), WGMMA_D32_OPERANDS(d1)
+               : WGMMA_DESC4(da0), WGMMA_DESC4(db0), WGMMA_DESC4(da0p), WGMMA_DESC4(db0p),
+                 WGMMA_A_FRAGMENTS(a1), WGMMA_A_FRAGMENTS((a1 + 4)), WGMMA_DESC4(db1), WGMMA_DESC4(db1p),
+                 "r"(1)
+               : "memory");
 #endif
 }
 
