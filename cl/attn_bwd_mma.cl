@@ -72,12 +72,14 @@
 #else
 #define TENSOR_CORE_FENCE()
 #endif
+/* Buffers of the dq pass's K tiles and of its V tiles: wgmma two of each (head dim 128: V one, refilled as
+ * soon as S and dP are done, see the kernel), mma.sync one */
+#define DQ_STAGES (DUA_WGMMA ? 2 : 1)
+#define DQ_V_STAGES (BWD_WGMMA_D128 ? 1 : DQ_STAGES)
 #if BWD_WGMMA_SS
-#define BWD_STAGES 2
 /* The work-group's own 64 rows: a tile in local memory, read by wgmma */
 typedef __local const ushort *rows_operand;
 #else
-#define BWD_STAGES 1
 /* This warp's 16 of the work-group's own rows, as mma.sync (or wgmma RS) A fragments per k-step */
 typedef struct {
   uint4 f[KSTEPS];
@@ -91,7 +93,7 @@ typedef struct {
 #endif
 #define STAGED_TILE (BN * K_PITCH) /* elements per buffer of a staged 64-row tile (K_PITCH == V_PITCH) */
 
-/* Two stages (BWD_STAGES, KV_STAGES), top of tile j: tile j's copies (the only ones in flight) have landed
+/* Two stages (DQ_STAGES, KV_STAGES), top of tile j: tile j's copies (the only ones in flight) have landed
  * and are visible to the tensor core for every warp, and every warp is done with tile j - 1's buffers. */
 inline void staged_tile_ready(void) {
   CP_WAIT(0);
@@ -394,13 +396,8 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     __global const dua_head_rule *head_rules, __global const uchar *paths, __global const int *order,
     __global const int *rank_range, __global const int *list_counts, __global const int *list_full,
     __global const int *list_indices, __global const int *tail_order, int tail_start) {
-#if BWD_WGMMA_D128 /* K in two stages (K(j + 1) streams in during tile j), V in one (V(j + 1) from P on) */
-  __local ushort k_s[2 * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));
-  __local ushort v_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));
-#else
-  __local ushort k_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));
-  __local ushort v_s[BWD_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));
-#endif
+  __local ushort k_s[DQ_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));
+  __local ushort v_s[DQ_V_STAGES * STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));
 #if BWD_WGMMA_SS
   __local ushort q_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN)));  /* Q rows of the work-group */
   __local ushort do_s[STAGED_TILE] __attribute__((aligned(TILE_ALIGN))); /* dO rows */
@@ -446,8 +443,8 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 #if BWD_WGMMA_D128
   barrier(CLK_LOCAL_MEM_FENCE); /* every warp has its Q and dO fragments: the buffers are K's and V's */
 #endif
-#if BWD_STAGES == 2 || BWD_WGMMA_D128
-  if (have) { /* BWD_STAGES 2: committed with the work-group's own rows */
+#if DQ_STAGES == 2
+  if (have) { /* head dim 64: committed with the work-group's own rows */
     load_key_tile(k_s, v_s, k_bh, k_strides.s2, v_bh, v_strides.s2, cur.j0, shape.n_tokens);
   }
   cp_commit();
@@ -460,26 +457,21 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
       row_stats(lse, delta, lse_strides, aux_offsets.s1, aux_offsets.s2, b, h, r_lo + 8, shape);
   const float4 lse4 = (float4)(st_lo.x, st_lo.x, st_hi.x, st_hi.x),
                neg_dlt4 = -(float4)(st_lo.y, st_lo.y, st_hi.y, st_hi.y);
-  int stage = 0; /* BWD_STAGES 2: the buffers of tile j */
+  int stage = 0; /* DQ_STAGES 2: the buffers of tile j */
   while (have) {
-#if BWD_WGMMA_D128
-    __local ushort *k_t = k_s + stage * STAGED_TILE, *v_t = v_s;
-    staged_tile_ready(); /* K(j), V(j); every warp is done with K(j - 1) */
-    tile_pos nxt = cur;
-    const int have_next = next_tile(&nxt, &vl, hr, m, row0, row_end, shape, path_m, paths_bh, lse);
-    if (have_next)
-      load_tile_async(k_s + (stage ^ 1) * STAGED_TILE, K_PITCH, k_bh, k_strides.s2, nxt.j0, shape.n_tokens,
-                      tid);
-    cp_commit();
-    const int elementwise = !TILE_UNMASKED(cur, shape, row0);
-#elif BWD_STAGES == 2
-    __local ushort *k_t = k_s + stage * STAGED_TILE, *v_t = v_s + stage * STAGED_TILE;
+#if DQ_STAGES == 2
+    __local ushort *k_t = k_s + stage * STAGED_TILE, *v_t = v_s + (DQ_V_STAGES - 1) * stage * STAGED_TILE;
     staged_tile_ready();
     tile_pos nxt = cur;
     const int have_next = next_tile(&nxt, &vl, hr, m, row0, row_end, shape, path_m, paths_bh, lse);
-    if (have_next) { /* tile j + 1 streams in while tile j is computed */
+    if (have_next) { /* tile j + 1 streams in while tile j is computed (head dim 128: its K) */
+#if BWD_WGMMA_D128
+      load_tile_async(k_s + (stage ^ 1) * STAGED_TILE, K_PITCH, k_bh, k_strides.s2, nxt.j0, shape.n_tokens,
+                      tid);
+#else
       load_key_tile(k_s + (stage ^ 1) * STAGED_TILE, v_s + (stage ^ 1) * STAGED_TILE, k_bh, k_strides.s2,
                     v_bh, v_strides.s2, nxt.j0, shape.n_tokens);
+#endif
     }
     cp_commit();
     /* unmasked tiles per work-group, as the wgmma forward (TILE_UNMASKED) */
@@ -516,7 +508,7 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     uint4 dsa[PSTEPS];
     pack_a(dp, dsa, STILES);
     mma_acc_tile(acc, dsa, k_t EMU_ARGS); /* dQ += dS K */
-#if BWD_STAGES == 2 || BWD_WGMMA_D128
+#if DQ_STAGES == 2
     cur = nxt;
     have = have_next;
     stage ^= 1;
