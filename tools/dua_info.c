@@ -41,9 +41,8 @@ static const char *mma_path(const dua_device_info *d, int disabled) {
   if (disabled)
     return "portable kernels (fast paths disabled by DUA_NO_MMA)";
   if (d->nv_mma_f16 && d->nv_wgmma)
-    return "nvidia tensor cores: fp16 forward on wgmma (head dims 64, 128), fp16 backward on wgmma (head "
-           "dims "
-           "64, 128), blocks >= 64; everything else portable";
+    return "nvidia tensor cores: fp16 forward and backward on wgmma (head dims 64, 128), blocks >= 64; "
+           "everything else portable";
   if (d->nv_mma_f16)
     return "nvidia mma.sync: fp16 forward and backward, head dims 64/128, blocks >= 64; everything else "
            "portable";

@@ -347,7 +347,7 @@ dua_status dua_attention_backward_ex(dua_context *ctx, dua_layout *l, const dua_
   cl_kernel m_dq = NULL, m_kv = NULL;
   size_t mg_dq[3], mg_kv[3], m_local = 0;
   st = dua_backward_nv_mma(ctx, &mc, &m_dq, &m_kv, mg_dq, mg_kv, &m_local);
-  int *wgmma_failed = mc.head_dim == 64 ? &ctx->wgmma_bwd_failed : &ctx->wgmma_bwd128_failed;
+  int *wgmma_failed = &ctx->wgmma_bwd_failed[mc.head_dim == 128];
   if (st == DUA_ERROR_BUILD_FAILED && ctx->info.nv_wgmma && !*wgmma_failed) { /* back to mma.sync */
     dua_log(ctx, DUA_LOG_WARNING, "wgmma backward (head dim %d) unavailable (%s); using mma.sync: %s",
             mc.head_dim, dua_status_string(st), ctx->last_error);

@@ -36,8 +36,7 @@ dua_status dua_backward_nv_mma(dua_context *ctx, const dua_bwd_call *c, cl_kerne
   /* On Hopper both passes on wgmma: at head dim 64 on an H100 at N 8192 1.01-1.12x faster than the dK/dV
    * pass on mma.sync (bench/NOTES-mma.md); head dim 128 has its own variant (cl/attn_bwd_mma.cl) and its own
    * flag should it not build */
-  const int wgmma =
-      ctx->info.nv_wgmma && (c->head_dim == 64 ? !ctx->wgmma_bwd_failed : !ctx->wgmma_bwd128_failed);
+  const int wgmma = ctx->info.nv_wgmma && !ctx->wgmma_bwd_failed[c->head_dim == 128];
   char options_dq[256], options_kv[256];
   dua_status st;
   if ((st = bwd_kernel(ctx, c, wgmma, "dua_attn_bwd_dq_mma", k_dq, options_dq, sizeof options_dq)) !=

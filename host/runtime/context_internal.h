@@ -28,8 +28,7 @@ struct dua_context {
   cl_command_queue queue;
   dua_device_info info;
   int fast_paths_disabled; /* options or DUA_NO_MMA=1 */
-  int wgmma_bwd_failed;    /* the wgmma backward (head dim 64) did not build here: mma.sync there */
-  int wgmma_bwd128_failed; /* the head-dim-128 wgmma backward did not build here: mma.sync there */
+  int wgmma_bwd_failed[2]; /* the wgmma backward at head dim 64 [0] or 128 [1] did not build here: mma.sync */
   int wgmma_fwd128_failed; /* the head-dim-128 wgmma forward did not build or launch here: mma.sync there */
   dua_log_fn log;
   void *log_user;
