@@ -20,14 +20,16 @@ srcs="$dir/common.cl $dir/nv_mma_ops.cl $dir/nv_wgmma_ops.cl $dir/attn_fwd_mma.c
 cat "$here/prelude.cl" $srcs >"$out/prog.cl"
 clang-15 -x cl -cl-std=CL1.2 -target nvptx64-nvidia-nvcl -O3 -S -Xclang -finclude-default-header \
   -Xclang -fgnu-keywords -DHEAD_DIM=${HEAD_DIM:-64} "-Dinline=__attribute__((always_inline)) inline" -DMT="$mt" -DDUA_FP16=1 -DDUA_TF32=0 -DDUA_ENUM=0 -DDUA_TREE=0 \
-  -DDUA_BIAS=0 -DDUA_SPLIT=${SPLIT:-0} -DDUA_WGMMA=1 -DDUA_SM90A=1 "$out/prog.cl" -o "$out/clang.ptx"
+  -DDUA_BIAS=0 -DDUA_SPLIT=${SPLIT:-0} ${EXTRA_DEFS:-} -DDUA_WGMMA=1 -DDUA_SM90A=1 "$out/prog.cl" -o "$out/clang.ptx"
 python3 - "$out" <<'PY'
 import re, sys
 out = sys.argv[1]
 s = open(f'{out}/clang.ptx').read()
 s = re.sub(r'//\s*DUA_SM90A ', '', s)
 s = re.sub(r'\.target sm_\w+', '.target sm_90a', s)
-s = re.sub(r'\.version \d+\.\d+', '.version 8.0', s)
+parts0 = re.split(r"(?=\.visible \.entry |\.entry )", s)
+s = "".join(re.sub(r"DUA_ENTRY_PARAM_", (re.match(r"(?:\.visible )?\.entry (\w+)", q).group(1) + "_param_") if re.match(r"(?:\.visible )?\.entry ", q) else "DUA_ENTRY_PARAM_", q) for q in parts0)
+s = re.sub(r'\.version \d+\.\d+', '.version 8.3', s)
 # per entry, its body's "// DUA_MAXNREG n" becomes ".maxnreg n" before the body, as the runtime does
 parts = re.split(r'(?=\.visible \.entry |\.entry )', s)
 for i, part in enumerate(parts):

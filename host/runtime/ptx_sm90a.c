@@ -2,6 +2,10 @@
  * the Hopper-only instructions a kernel carries as "// DUA_SM90A <instruction>" comments in its inline asm
  * (cl/nv_wgmma_ops.cl explains why). program.c builds the result again with clCreateProgramWithBinary.
  *
+ * The same rewrite turns "DUA_ENTRY_PARAM_<n>" inside an entry into the name PTX gives that kernel's
+ * argument n ("<entry>_param_<n>"), so that an instruction can take the address of an argument in parameter
+ * space (a TMA tensor map passed by value).
+ *
  * A kernel may also cap its registers (as CUDA's __launch_bounds__ would; OpenCL has no such attribute and
  * NVIDIA's driver ignores -cl-nv-maxrregcount): "// DUA_MAXNREG <n>" in its body, n in 24..255, becomes the
  * ".maxnreg <n>" directive of its entry. dua_ptx_caps applies only that, for any target. */
@@ -56,22 +60,32 @@ int dua_ptx_targets_sm90(const char *ptx) {
 
 /* The caps (*caps counts them); to_sm90a: also the target and the DUA_SM90A lines (*markers). */
 static char *rewrite(const char *ptx, int to_sm90a, int *markers, int *caps) {
-  static const char mark[] = "// DUA_SM90A ", entry[] = ".entry ";
+  static const char mark[] = "// DUA_SM90A ", entry[] = ".entry ", param[] = "DUA_ENTRY_PARAM_";
   *markers = *caps = 0;
   const char *tp = to_sm90a ? sm90_target(ptx) : NULL;
   if (to_sm90a && !tp)
     return NULL;
-  size_t entries = 0;
-  for (const char *e = strstr(ptx, entry); e; e = strstr(e + 1, entry))
+  size_t entries = 0, longest = 0, params = 0;
+  for (const char *e = strstr(ptx, entry); e; e = strstr(e + 1, entry)) {
+    const size_t len = strcspn(e + sizeof entry - 1, "( \t\n");
+    longest = len > longest ? len : longest;
     entries++;
-  char *out = malloc(strlen(ptx) + 2 + entries * 16); /* the "a"; "\n.maxnreg NNN\n" per entry */
+  }
+  for (const char *e = strstr(ptx, param); e; e = strstr(e + 1, param))
+    params++;
+  /* the "a"; "\n.maxnreg NNN\n" per entry; an entry's name and "_param_" per argument name */
+  char *out = malloc(strlen(ptx) + 2 + entries * 16 + params * (longest + 7));
   if (!out)
     return NULL;
   size_t o = 0;
   const char *brace = NULL; /* the opening brace of the current entry's body, while its cap is pending */
   int cap = 0;
+  const char *entry_name = NULL; /* the current entry's name, name_len characters */
+  size_t name_len = 0;
   for (const char *p = ptx; *p;) {
     if (entry_at(ptx, p)) {
+      entry_name = p + sizeof entry - 1;
+      name_len = strcspn(entry_name, "( \t\n");
       /* the body opens at the first brace: a parameter list holds none */
       const char *body = strchr(p, '{');
       const char *next = body ? strstr(body, entry) : NULL;
@@ -91,6 +105,11 @@ static char *rewrite(const char *ptx, int to_sm90a, int *markers, int *caps) {
     } else if (to_sm90a && strncmp(p, mark, sizeof mark - 1) == 0) {
       p += sizeof mark - 1;
       (*markers)++;
+    } else if (to_sm90a && entry_name && strncmp(p, param, sizeof param - 1) == 0) {
+      memcpy(out + o, entry_name, name_len);
+      o += name_len;
+      memcpy(out + o, "_param_", 7);
+      o += 7, p += sizeof param - 1;
     } else {
       out[o++] = *p++;
     }

@@ -1,6 +1,7 @@
 /* test_ptx_sm90a.c: the PTX rewrites of host/runtime/ptx_sm90a.c (no device needed): for the wgmma kernels
  * every "// DUA_SM90A " marker uncommented, the target retargeted from sm_90 to sm_90a, a kernel's
- * "// DUA_MAXNREG n" turned into its entry's .maxnreg, and anything that does not target sm_90 exactly
+ * "// DUA_MAXNREG n" turned into its entry's .maxnreg, "DUA_ENTRY_PARAM_<n>" anywhere in an entry turned into
+ * the name of its entry's argument n (each entry its own), and anything that does not target sm_90 exactly
  * refused; for the mma.sync ones (dua_ptx_caps) the caps alone, on any target. */
 #include "test_util.h"
 
@@ -20,6 +21,34 @@ START_TEST(markers_uncommented_and_target_retargeted) {
   ck_assert_str_eq(out, ".version 8.0\n.target sm_90a, texmode_independent\n.address_size 64\n"
                         "\t// begin inline asm\n{\nwgmma.fence.sync.aligned;\n"
                         "wgmma.commit_group.sync.aligned;\n// a plain comment\n}\n");
+  free(out);
+}
+END_TEST
+
+START_TEST(entry_parameter_names) {
+  /* a long entry name: the output grows by more than the markers and the "a" take away */
+  const char *ptx =
+      ".target sm_90\n.visible .entry a_rather_long_kernel_name_of_forty_chars(\n"
+      ".param .align 64 .b8 a_rather_long_kernel_name_of_forty_chars_param_2[256]\n)\n{\n"
+      "// DUA_SM90A mov.b64 %rd1, DUA_ENTRY_PARAM_2;\n// DUA_SM90A mov.b64 %rd2, DUA_ENTRY_PARAM_2;\n"
+      "// DUA_ENTRY_PARAM_0 in a plain comment\n}\n.entry k2(\n)\n{\n"
+      "// DUA_SM90A mov.b64 %rd1, DUA_ENTRY_PARAM_13;\n}\n";
+  int markers = -1;
+  char *out = dua_ptx_to_sm90a(ptx, &markers);
+  ck_assert_ptr_nonnull(out);
+  ck_assert_int_eq(markers, 3);
+  ck_assert_str_eq(out, ".target sm_90a\n.visible .entry a_rather_long_kernel_name_of_forty_chars(\n"
+                        ".param .align 64 .b8 a_rather_long_kernel_name_of_forty_chars_param_2[256]\n)\n{\n"
+                        "mov.b64 %rd1, a_rather_long_kernel_name_of_forty_chars_param_2;\n"
+                        "mov.b64 %rd2, a_rather_long_kernel_name_of_forty_chars_param_2;\n"
+                        "// a_rather_long_kernel_name_of_forty_chars_param_0 in a plain comment\n}\n"
+                        ".entry k2(\n)\n{\nmov.b64 %rd1, k2_param_13;\n}\n");
+  /* only where the sm_90a rewrite runs: the caps alone leave the text as it is */
+  int caps = -1;
+  char *plain = dua_ptx_caps(ptx, &caps);
+  ck_assert_ptr_nonnull(plain);
+  ck_assert_str_eq(plain, ptx);
+  free(plain);
   free(out);
 }
 END_TEST
@@ -106,6 +135,7 @@ int main(void) {
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, markers_uncommented_and_target_retargeted);
   tcase_add_test(tc, no_markers_is_a_plain_retarget);
+  tcase_add_test(tc, entry_parameter_names);
   tcase_add_test(tc, register_cap_goes_to_its_own_entry);
   tcase_add_test(tc, register_cap_in_other_layouts);
   tcase_add_test(tc, caps_alone_on_any_target);
