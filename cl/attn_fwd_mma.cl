@@ -190,6 +190,114 @@ inline void load_rows_async(__local lds_t *dst, int pitch, int panel, __global c
   }
 }
 
+/* DUA_TMA (wgmma at head dim 64 on NVIDIA, not emulated): the K and V tiles of the key loop come by Hopper's
+ * tensor memory accelerator instead of cp.async. Work-item 0 issues one 64 x 64 box of each
+ * (cp.async.bulk.tensor: the hardware writes the 128-byte swizzle of WGMMA_TILE_AT and zero-fills rows past
+ * the sequence) onto an mbarrier, whose phase every work-item then waits for: no copy instructions or address
+ * arithmetic in the other 127 work-items. The two tensor maps (K's, then V's, 128 bytes each) are a kernel
+ * argument by value (dua_tma_maps_arg, argument TMA_MAPS_ARG): in parameter space a tensor map needs no
+ * acquire fence, which in global memory cost each work-group ~2 us on an H200 (bench/NOTES-mma.md). The host
+ * has them from dua_tma_maps (below), which builds them on the device (bench/tma_probe.c). */
+typedef struct {
+  ulong w[32];
+} __attribute__((aligned(64))) dua_tma_maps_arg;
+#define TMA_MAPS_ARG 29 /* dua_attn_fwd_mma's argument */
+#ifndef DUA_TMA
+#define DUA_TMA 0
+#endif
+#if DUA_TMA && (DUA_MMA_EMULATE || !DUA_WGMMA || STAGES != 2)
+#error "DUA_TMA: wgmma with two K/V stages on an NVIDIA device only"
+#endif
+/* Two m-tiles fill the 48 KB with Q and two stages of K and V, and the mbarriers need 16 bytes more: there V
+ * has one buffer (TMA_V_ALONE), refilled at each tile's top, after the barrier that follows every warp's P V
+ * of the tile before, and waited for just before P V, a product and a softmax after its copy started. */
+#define TMA_V_ALONE (DUA_TMA && MT == 2)
+#define V_STAGES (TMA_V_ALONE ? 1 : STAGES)
+#if DUA_TMA
+#define TMA_TILE_BYTES (BN * HEAD_DIM * 2) /* one K or V box, fp16 */
+#define TMA_BARS (STAGES + TMA_V_ALONE)    /* per stage: its tiles landed; TMA_V_ALONE: V's, last */
+
+/* The generic address of the kernel's tensor maps (argument TMA_MAPS_ARG, in parameter space): its name is
+ * "<entry>_param_<n>", which host/runtime/ptx_sm90a.c writes for "DUA_ENTRY_PARAM_<n>" */
+#define TMA_STR(x) #x
+#define TMA_PARAM(n) "DUA_ENTRY_PARAM_" TMA_STR(n)
+#define TMA_MAPS_MOV "// DUA_SM90A mov.b64 %0, " TMA_PARAM(TMA_MAPS_ARG) ";\n"
+inline ulong tma_maps_address(void) {
+  ulong a;
+  asm(TMA_MAPS_MOV "// DUA_SM90A cvta.param.u64 %0, %0;\n" : "=l"(a));
+  return a;
+}
+
+/* Work-item 0: the mbarriers (one arrival each: the issuing work-item's); then every work-item may wait. */
+inline void tma_begin(__local ulong *bars) {
+  if (get_local_id(0) == 0) {
+    for (int i = 0; i < TMA_BARS; i++)
+      asm volatile("// DUA_SM90A mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(smem_addr(bars + i))
+                   : "memory");
+    asm volatile("// DUA_SM90A fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+/* Work-item 0 starts the copy of rows [j0, j0 + BN) of (batch b, KV head hk) of the tensor of `map` into t,
+ * completing on *bar. */
+inline void tma_tile(__local lds_t *t, __local ulong *bar, ulong map, int j0, int hk, int b) {
+  if (get_local_id(0) == 0)
+    asm volatile(
+        "{\n.reg .b64 st;\n"
+        "// DUA_SM90A mbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %6;\n"
+        "// DUA_SM90A cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes "
+        "[%1], [%2, {%7, %3, %4, %5}], [%0];\n"
+        "}\n" ::"r"(smem_addr(bar)),
+        "r"(smem_addr(t)), "l"(map), "r"(j0), "r"(hk), "r"(b), "r"(TMA_TILE_BYTES), "r"(0)
+        : "memory");
+}
+
+/* Work-item 0 starts the copy of key rows [j0, j0 + BN) of (batch b, KV head hk): K into k_t, V into v_t,
+ * completing on *bar. */
+inline void tma_key_tile(__local lds_t *k_t, __local lds_t *v_t, __local ulong *bar, ulong maps, int j0,
+                         int hk, int b) {
+  if (get_local_id(0) == 0)
+    asm volatile(
+        "{\n.reg .b64 st;\n"
+        "// DUA_SM90A mbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %8;\n"
+        "// DUA_SM90A cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes "
+        "[%1], [%3, {%9, %5, %6, %7}], [%0];\n"
+        "// DUA_SM90A cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes "
+        "[%2], [%4, {%9, %5, %6, %7}], [%0];\n"
+        "}\n" ::"r"(smem_addr(bar)),
+        "r"(smem_addr(k_t)), "r"(smem_addr(v_t)), "l"(maps), "l"(maps + 128), "r"(j0), "r"(hk), "r"(b),
+        "r"(2 * TMA_TILE_BYTES), "r"(0)
+        : "memory");
+}
+
+/* The first key tile's copies (stage 0) */
+inline void tma_first_tile(__local lds_t *k_s, __local lds_t *v_s, __local ulong *bars, ulong maps, int j0,
+                           int hk, int b) {
+#if TMA_V_ALONE
+  tma_tile(k_s, bars, maps, j0, hk, b);
+  tma_tile(v_s, bars + STAGES, maps + 128, j0, hk, b);
+#else
+  tma_key_tile(k_s, v_s, bars, maps, j0, hk, b);
+#endif
+}
+
+/* Until *bar's phase of parity `parity` has completed (the tiles it counts have landed, visible to this
+ * work-item and to the tensor core) */
+inline void tma_wait(__local ulong *bar, uint parity) {
+  uint done;
+  do
+    asm volatile("{\n.reg .pred p;\n"
+                 "// DUA_SM90A mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                 "// DUA_SM90A selp.u32 %0, 1, 0, p;\n"
+                 "}\n"
+                 : "=r"(done)
+                 : "r"(smem_addr(bar)), "r"(parity)
+                 : "memory");
+  while (!done);
+}
+#endif
+
 /* A tile of BN rows */
 inline void load_tile_async(__local lds_t *dst, int pitch, __global const lds_t *src, long row_stride, int r0,
                             int n_tokens, int tid) {
@@ -604,7 +712,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
                  __global const int *list_counts, __global const int *list_full,
                  __global const int *list_indices, __global const float *level_bias, int bias_stride,
                  __global const int *tail_order, int tail_start, __global float *split_partials,
-                 __global int *split_counts, int4 split) {
+                 __global int *split_counts, int4 split, dua_tma_maps_arg tma_maps_arg) {
 #if DUA_WGMMA && MT == 2
   MAX_REGISTERS(168); /* three work-groups per SM (193 registers uncapped: two) */
 #elif DUA_WGMMA && HEAD_DIM == 128
@@ -619,9 +727,12 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   /* K and V tiles, BN keys x HEAD_DIM elements each (pitches K_PITCH, V_PITCH); fp16 on mma.sync: Q passes
    * through them once */
   __local lds_t k_s[STAGES * BN * K_PITCH] __attribute__((aligned(TILE_ALIGN)));
-  __local lds_t v_s[STAGES * BN * V_PITCH] __attribute__((aligned(TILE_ALIGN)));
+  __local lds_t v_s[V_STAGES * BN * V_PITCH] __attribute__((aligned(TILE_ALIGN)));
 #if DUA_WGMMA
   __local lds_t q_s[BM * HEAD_DIM] __attribute__((aligned(TILE_ALIGN))); /* Q: 64 rows per m-tile */
+#endif
+#if DUA_TMA
+  __local ulong tma_bars[TMA_BARS] __attribute__((aligned(8)));
 #endif
   EMU_LOCALS
 
@@ -647,9 +758,17 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   /* K(0), V(0) first where the head rule gives their block, committed below with Q (on an H100 block-diagonal
    * 3% faster, depth 3 1%: bench/NOTES-mma.md) */
   const int first_copied = STAGES == 2 && FIRST_BLOCK_EARLY(shape) && w.part <= 0;
+#if DUA_TMA
+  const ulong tma_maps = tma_maps_address();
+  tma_begin(tma_bars);
+  if (first_copied)
+    tma_first_tile(k_s, v_s, tma_bars, tma_maps, dua_tree_range(hr, m, shape.shift, shape.nb).x * shape.blk,
+                   hk, b);
+#else
   if (first_copied)
     load_key_tile(k_s, v_s, k_bh, k_strides.s2, v_bh, v_strides.s2,
                   dua_tree_range(hr, m, shape.shift, shape.nb).x * shape.blk, shape.n_tokens);
+#endif
 
   /* ---- the visited key blocks (as attn_fwd.cl); a split row tile's part: its range of them */
   visit_list vl = visit_list_begin(m, bh, hr, shape, order, rank_range, list_counts, list_full, list_indices);
@@ -704,11 +823,19 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   cur.item = item_lo - 1; /* a split part's range starts at a block: nothing left in block item_lo - 1 */
   cur.j0 = cur.col_end = 0;
   int have = next_tile(&cur, &vl, hr, m, row0, row_end, shape, path_m, paths_bh, bias_h);
+#if DUA_TMA
+  if (have && !first_copied)
+    tma_first_tile(k_s, v_s, tma_bars, tma_maps, cur.j0, hk, b);
+  uint tma_phases = 0; /* bit i: the parity of mbarrier i's next phase */
+  int q_pending = 1;   /* Q's copy (cp.async) is waited for at the first tile */
+  int v_issued = 1;    /* TMA_V_ALONE: V(j) is on its way (V(0): above) */
+#else
   if (have && !first_copied) {
     load_tile_async(k_s, K_PITCH, k_bh, k_strides.s2, cur.j0, shape.n_tokens, tid);
     if (STAGES == 2)
       load_tile_async(v_s, V_PITCH, v_bh, v_strides.s2, cur.j0, shape.n_tokens, tid);
   }
+#endif
   cp_commit();
 
   float4 acc[WARP_MT][OTILES]; /* O (16 rows x HEAD_DIM per m-tile) of this warp as C fragments */
@@ -733,19 +860,42 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #endif
   int stage = 0; /* STAGES 2: the buffers of tile j */
   while (have) {
-    __local lds_t *k_t = k_s + stage * (BN * K_PITCH), *v_t = v_s + stage * (BN * V_PITCH);
+    __local lds_t *k_t = k_s + stage * (BN * K_PITCH),
+                  *v_t = v_s + (V_STAGES == 2 ? stage : 0) * (BN * V_PITCH);
 #if STAGES == 2
-    CP_WAIT(0); /* K(j) and V(j) have landed (the only copies in flight) ... */
+#if DUA_TMA
+    tma_wait(tma_bars + stage, tma_phases >> stage & 1); /* K(j) and V(j) have landed */
+    tma_phases ^= 1u << stage;
+    if (q_pending) { /* and, at the first tile, Q */
+      CP_WAIT(0);
+      wgmma_proxy_fence();
+      q_pending = 0;
+    }
+#else
+    CP_WAIT(0);          /* K(j) and V(j) have landed (the only copies in flight) ... */
 #if DUA_WGMMA
     wgmma_proxy_fence(); /* ... and are visible to the tensor core's reads */
+#endif
 #endif
     barrier(CLK_LOCAL_MEM_FENCE); /* ... for every warp, and every warp is done with tile j - 1's buffers */
     tile_pos nxt = cur;
     const int have_next = next_tile(&nxt, &vl, hr, m, row0, row_end, shape, path_m, paths_bh, bias_h);
+#if TMA_V_ALONE
+    if (!v_issued) /* every warp is done with V(j - 1) */
+      tma_tile(v_s, tma_bars + STAGES, tma_maps + 128, cur.j0, hk, b);
+    v_issued = 0;
+    if (have_next) /* K(j + 1) streams in while tile j is computed */
+      tma_tile(k_s + (stage ^ 1) * (BN * K_PITCH), tma_bars + (stage ^ 1), tma_maps, nxt.j0, hk, b);
+#elif DUA_TMA
+    if (have_next)       /* tile j + 1 streams in while tile j is computed */
+      tma_key_tile(k_s + (stage ^ 1) * (BN * K_PITCH), v_s + (stage ^ 1) * (BN * V_PITCH),
+                   tma_bars + (stage ^ 1), tma_maps, nxt.j0, hk, b);
+#else
     if (have_next) /* tile j + 1 streams in while tile j is computed */
       load_key_tile(k_s + (stage ^ 1) * (BN * K_PITCH), v_s + (stage ^ 1) * (BN * V_PITCH), k_bh,
                     k_strides.s2, v_bh, v_strides.s2, nxt.j0, shape.n_tokens);
     cp_commit();
+#endif
 #else
     /* V(j) streams in while S = Q K(j)^T runs */
     load_tile_async(v_t, V_PITCH, v_bh, v_strides.s2, cur.j0, shape.n_tokens, tid);
@@ -925,10 +1075,15 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
         acc[mt][i] *= (float4)(alpha0, alpha0, alpha1, alpha1);
 #endif
 #if DUA_WGMMA && MT == 2
-      if (mt == 0) /* O0 += P0 V runs while m-tile 1's softmax does; S1 is done on return */
+      if (mt == 0) { /* O0 += P0 V runs while m-tile 1's softmax does; S1 is done on return */
+#if TMA_V_ALONE
+        tma_wait(tma_bars + STAGES, tma_phases >> STAGES & 1); /* V(j) has landed */
+        tma_phases ^= 1u << STAGES;
+#endif
         wgmma_rs_nmajor_then_wait1(acc[0], pa[0], v_t, s[1] EMU_ARGS);
-      else
+      } else {
         wgmma_rs_nmajor_then_wait0(acc[1], pa[1], v_t, acc[0], pa[0] EMU_ARGS);
+      }
 #endif
     }
 
@@ -1078,3 +1233,56 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   }
 #endif
 }
+
+#if DUA_TMA
+/* Writes the tensor map of one fp16 tensor (batch, heads, tokens, HEAD_DIM; element strides s, the last 1)
+ * for boxes of BN rows x HEAD_DIM in the 128-byte swizzle to *out: built in tm (128 bytes of local memory,
+ * zeroed, each field set by tensormap.replace), then copied out through the tensor-map proxy by the whole
+ * warp. */
+inline void tma_build_map(__local uint *tm, __global const dua_store_t *base, long4 s, int tokens, int heads,
+                          int batch, __global ulong *out) {
+  const int lane = get_local_id(0);
+  tm[lane] = 0;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  if (lane == 0)
+    asm volatile("// DUA_SM90A tensormap.replace.tile.global_address.shared::cta.b1024.b64 [%0], %1;\n"
+                 "// DUA_SM90A tensormap.replace.tile.rank.shared::cta.b1024.b32 [%0], 3;\n"
+                 "// DUA_SM90A tensormap.replace.tile.box_dim.shared::cta.b1024.b32 [%0], 0, %2;\n"
+                 "// DUA_SM90A tensormap.replace.tile.box_dim.shared::cta.b1024.b32 [%0], 1, %3;\n"
+                 "// DUA_SM90A tensormap.replace.tile.box_dim.shared::cta.b1024.b32 [%0], 2, 1;\n"
+                 "// DUA_SM90A tensormap.replace.tile.box_dim.shared::cta.b1024.b32 [%0], 3, 1;\n"
+                 "// DUA_SM90A tensormap.replace.tile.global_dim.shared::cta.b1024.b32 [%0], 0, %2;\n"
+                 "// DUA_SM90A tensormap.replace.tile.global_dim.shared::cta.b1024.b32 [%0], 1, %4;\n"
+                 "// DUA_SM90A tensormap.replace.tile.global_dim.shared::cta.b1024.b32 [%0], 2, %5;\n"
+                 "// DUA_SM90A tensormap.replace.tile.global_dim.shared::cta.b1024.b32 [%0], 3, %6;\n"
+                 "// DUA_SM90A tensormap.replace.tile.global_stride.shared::cta.b1024.b64 [%0], 0, %7;\n"
+                 "// DUA_SM90A tensormap.replace.tile.global_stride.shared::cta.b1024.b64 [%0], 1, %8;\n"
+                 "// DUA_SM90A tensormap.replace.tile.global_stride.shared::cta.b1024.b64 [%0], 2, %9;\n"
+                 "// DUA_SM90A tensormap.replace.tile.element_stride.shared::cta.b1024.b32 [%0], 0, 1;\n"
+                 "// DUA_SM90A tensormap.replace.tile.element_stride.shared::cta.b1024.b32 [%0], 1, 1;\n"
+                 "// DUA_SM90A tensormap.replace.tile.element_stride.shared::cta.b1024.b32 [%0], 2, 1;\n"
+                 "// DUA_SM90A tensormap.replace.tile.element_stride.shared::cta.b1024.b32 [%0], 3, 1;\n"
+                 "// DUA_SM90A tensormap.replace.tile.elemtype.shared::cta.b1024.b32 [%0], 1;\n"
+                 "// DUA_SM90A tensormap.replace.tile.swizzle_mode.shared::cta.b1024.b32 [%0], 3;\n" ::"r"(
+                     smem_addr(tm)),
+                 "l"(base), "r"(HEAD_DIM), "r"(BN), "r"(tokens), "r"(heads), "r"(batch), "l"(s.s2 * 2),
+                 "l"(s.s1 * 2), "l"(s.s0 * 2)
+                 : "memory");
+  barrier(CLK_LOCAL_MEM_FENCE);
+  asm volatile("// DUA_SM90A tensormap.cp_fenceproxy.global.shared::cta.tensormap::generic.release.gpu.sync."
+               "aligned [%0], [%1], 128;\n" ::"l"(out),
+               "r"(smem_addr(tm))
+               : "memory");
+}
+
+/* One warp: the key loop's K and V maps (tma_tile) of a launch into maps[first .. first + 31]. The host
+ * checked what TMA needs: 16-byte aligned starts, strides multiples of 16 bytes. */
+__kernel __attribute__((reqd_work_group_size(32, 1, 1))) void
+dua_tma_maps(__global const dua_store_t *k, __global const dua_store_t *v, long4 k_strides, long4 v_strides,
+             long4 offsets, int n_tokens, int hkv, int batch, __global ulong *maps_all, int first) {
+  __global ulong *maps = maps_all + first;
+  __local uint tm[2][32] __attribute__((aligned(128)));
+  tma_build_map(tm[0], k + offsets.s1, k_strides, n_tokens, hkv, batch, maps);
+  tma_build_map(tm[1], v + offsets.s2, v_strides, n_tokens, hkv, batch, maps + 16);
+}
+#endif

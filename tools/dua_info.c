@@ -41,8 +41,11 @@ static const char *mma_path(const dua_device_info *d, int disabled) {
   if (disabled)
     return "portable kernels (fast paths disabled by DUA_NO_MMA)";
   if (d->nv_mma_f16 && d->nv_wgmma)
-    return "nvidia tensor cores: fp16 forward and backward on wgmma (head dims 64, 128), blocks >= 64; "
-           "everything else portable";
+    return getenv("DUA_NO_TMA") && !strcmp(getenv("DUA_NO_TMA"), "1")
+               ? "nvidia tensor cores: fp16 forward and backward on wgmma (head dims 64, 128), blocks >= 64 "
+                 "(DUA_NO_TMA=1: the forward's K and V by cp.async); everything else portable"
+               : "nvidia tensor cores: fp16 forward and backward on wgmma (head dims 64, 128), blocks >= 64, "
+                 "the forward's K and V at head dim 64 by TMA; everything else portable";
   if (d->nv_mma_f16)
     return "nvidia mma.sync: fp16 forward and backward, head dims 64/128, blocks >= 64; everything else "
            "portable";

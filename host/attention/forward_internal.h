@@ -101,6 +101,12 @@ dua_status dua_fwd_set_args(dua_context *ctx, cl_kernel kernel, const dua_fwd_ca
  * error, when it has no kernel for this call (the portable kernel then runs). */
 dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *call);
 
+/* The K and V tensor maps (256 bytes) of the wgmma forward's TMA variant for call c (tma_maps.c), whose
+ * program is (sources, options): *maps NULL while they are not (yet) kept (the call runs on cp.async). An
+ * error means they cannot be built here. */
+dua_status dua_tma_maps(dua_context *ctx, const dua_fwd_call *c, const char *sources, const char *options,
+                        const unsigned char **maps);
+
 /* The build option that targets a tensor-core program at this device: " -DDUA_MMA_EMULATE=1" off NVIDIA (the
  * warp instructions emulated in plain OpenCL, for tests), the sm_90a rebuild for wgmma, else the rebuild that
  * applies the kernels' register caps (DUA_MAXNREG; nothing to do for a program that states none). */

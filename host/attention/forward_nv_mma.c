@@ -62,6 +62,24 @@ static int use_wgmma(const dua_context *ctx, const dua_fwd_call *c) {
          (c->head_dim == 64 || (c->head_dim == 128 && !ctx->wgmma_fwd128_failed));
 }
 
+/* Hopper's tensor memory accelerator for the key loop's K and V tiles (cl/attn_fwd_mma.cl, DUA_TMA; maps:
+ * tma_maps.c): wgmma at head dim 64 on an NVIDIA device, not DUA_NO_TMA=1 and not after the TMA variant
+ * failed here. A tensor map wants 16-byte aligned starts (rows_aligned) and strides that are multiples of
+ * 16 bytes (the same) and not 0. Not for two m-tiles whose work-groups visit one key block each: there V's
+ * one buffer (TMA_V_ALONE) leaves the second tile's copy exposed, 1-4% slower than cp.async on an H200
+ * (block-diagonal, N 8192 and 32768; 2 blocks and more: 1.4-6% faster; bench/NOTES-mma.md). */
+static int use_tma(const dua_context *ctx, const dua_fwd_call *c, int wgmma, int mt) {
+  const char *off = getenv("DUA_NO_TMA");
+  if (!wgmma || c->head_dim != 64 || !is_nvidia(ctx) || ctx->tma_failed || (off && !strcmp(off, "1")))
+    return 0;
+  if (mt == 2 && c->tail_lengths.longest >= 0 && c->tail_lengths.longest <= 1)
+    return 0;
+  for (int d = 0; d < 3; d++)
+    if (c->k_strides.s[d] <= 0 || c->v_strides.s[d] <= 0)
+      return 0;
+  return 1;
+}
+
 /* The m-tiles per warp: DUA_MMA_MT, the context's override, the tuning database, the compiled rule
  * (tuning.h, dua_tuning_fwd_mma: "fwd_mma" mt for most calls, mt_cs for causal layouts visiting few blocks).
  * The compiled rule: 32 query rows per warp (MT = 2) halve the local-memory reads per mma: 9% faster dense
@@ -118,6 +136,16 @@ int dua_forward_mma_plan(dua_context *ctx, const dua_layout *l, int head_dim, in
   return mma_fits(ctx, &c) ? mma_mt(ctx, &c, source, origin, origin_size) : 0;
 }
 
+/* The TMA variant failed here (its maps, build or launch; status st): said once, then this call and every
+ * later one run on cp.async. */
+static dua_status tma_failed(dua_context *ctx, const dua_fwd_call *c, dua_status st) {
+  dua_log(ctx, DUA_LOG_WARNING, "TMA forward unavailable (%s); using cp.async: %s", dua_status_string(st),
+          ctx->last_error);
+  ctx->last_error[0] = '\0';
+  ctx->tma_failed = 1;
+  return dua_forward_nv_mma(ctx, c);
+}
+
 dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
   if (!mma_fits(ctx, c))
     return DUA_ERROR_UNSUPPORTED;
@@ -135,16 +163,24 @@ dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
   if (st != DUA_SUCCESS)
     return st;
   const int splitting = split.split.s[1] >= 2;
-  char options[256];
-  snprintf(
-      options, sizeof options,
-      "-DHEAD_DIM=%d -DMT=%d -DDUA_FP16=%d -DDUA_TF32=%d -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=%d%s%s%s",
-      c->head_dim, mt, !tf32, tf32, c->enum_mode, c->tree_mode, c->has_bias, wgmma ? " -DDUA_WGMMA=1" : "",
-      splitting ? " -DDUA_SPLIT=1" : "", dua_nv_mma_target_option(ctx, wgmma));
+  int tma = use_tma(ctx, c, wgmma, mt);
+  char options[2][256]; /* without and with TMA */
+  for (int i = 0; i < 2; i++)
+    snprintf(
+        options[i], sizeof options[i],
+        "-DHEAD_DIM=%d -DMT=%d -DDUA_FP16=%d -DDUA_TF32=%d -DDUA_ENUM=%d -DDUA_TREE=%d -DDUA_BIAS=%d%s%s%s%s",
+        c->head_dim, mt, !tf32, tf32, c->enum_mode, c->tree_mode, c->has_bias, wgmma ? " -DDUA_WGMMA=1" : "",
+        splitting ? " -DDUA_SPLIT=1" : "", i ? " -DDUA_TMA=1" : "", dua_nv_mma_target_option(ctx, wgmma));
+  const char *sources =
+      wgmma ? "common,nv_mma_ops,nv_wgmma_ops,attn_fwd_mma" : "common,nv_mma_ops,attn_fwd_mma";
+  const unsigned char *maps = NULL;
+  if (tma && (st = dua_tma_maps(ctx, c, sources, options[1], &maps)) != DUA_SUCCESS)
+    return tma_failed(ctx, c, st);
+  tma = maps != NULL; /* else not (yet) kept: cp.async */
   cl_kernel kernel;
-  st = dua_program_kernel(
-      ctx, wgmma ? "common,nv_mma_ops,nv_wgmma_ops,attn_fwd_mma" : "common,nv_mma_ops,attn_fwd_mma", options,
-      "dua_attn_fwd_mma", &kernel);
+  st = dua_program_kernel(ctx, sources, options[tma], "dua_attn_fwd_mma", &kernel);
+  if (st != DUA_SUCCESS && tma)
+    return tma_failed(ctx, c, st);
   if (st != DUA_SUCCESS || (st = dua_fwd_set_args(ctx, kernel, c)) != DUA_SUCCESS)
     return st;
   const cl_mem none = c->tail_order; /* any buffer: not read without a split */
@@ -154,6 +190,8 @@ dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
   dua_arg(&a, sizeof(cl_mem), split.partials ? &split.partials : &none);
   dua_arg(&a, sizeof(cl_mem), split.counts ? &split.counts : &none);
   dua_arg(&a, sizeof split.split, &split.split);
+  static const unsigned char no_maps[sizeof ctx->tma[0].maps];
+  dua_arg(&a, sizeof no_maps, tma ? maps : no_maps); /* TMA_MAPS_ARG */
   if (a.err != CL_SUCCESS)
     return dua_fail(ctx, (dua_status)a.err, "forward kernel: setting argument %u failed: %s", a.index - 1,
                     dua_status_string((dua_status)a.err));
@@ -163,6 +201,8 @@ dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
     global[0] = (size_t)split.work_groups * threads, global[1] = global[2] = 1;
   size_t local[3] = {threads, 1, 1};
   cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, 0, NULL, NULL);
+  if (err != CL_SUCCESS && tma)
+    return tma_failed(ctx, c, (dua_status)err);
   if (err != CL_SUCCESS)
     return dua_fail(ctx, (dua_status)err, "launching dua_attn_fwd_mma failed: %s",
                     dua_status_string((dua_status)err));
@@ -170,7 +210,7 @@ dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
   if (splitting)
     snprintf(split_note, sizeof split_note, "; split tail: the last %d of %d work-groups in %d parts",
              split.split.s[2] - split.split.s[0], split.split.s[2], split.split.s[1]);
-  dua_log(ctx, DUA_LOG_DEBUG, "forward: tensor-core kernel dua_attn_fwd_mma (%s)%s%s", options, split_note,
-          short_launch ? "; one m-tile for a short launch" : "");
+  dua_log(ctx, DUA_LOG_DEBUG, "forward: tensor-core kernel dua_attn_fwd_mma (%s)%s%s", options[tma],
+          split_note, short_launch ? "; one m-tile for a short launch" : "");
   return DUA_SUCCESS;
 }

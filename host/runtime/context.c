@@ -168,6 +168,16 @@ void dua_context_destroy(dua_context *ctx) {
     clReleaseMemObject(ctx->scratch);
   if (ctx->counters)
     clReleaseMemObject(ctx->counters);
+  for (int i = 0; i < DUA_TMA_ENTRIES; i++) { /* the forward's TMA maps (host/attention/tma_maps.c) */
+    if (ctx->tma[i].state >= 2) {             /* retained from the build on; a pair seen once only is not */
+      clReleaseMemObject(ctx->tma[i].k);
+      clReleaseMemObject(ctx->tma[i].v);
+    }
+    if (ctx->tma[i].ready)
+      clReleaseEvent(ctx->tma[i].ready);
+  }
+  if (ctx->tma_device)
+    clReleaseMemObject(ctx->tma_device);
   if (ctx->queue)
     clReleaseCommandQueue(ctx->queue);
   if (ctx->cl_ctx)

@@ -20,6 +20,8 @@ typedef struct dua_program_entry {
   struct dua_program_entry *next;
 } dua_program_entry;
 
+#define DUA_TMA_ENTRIES 32 /* K and V pairs whose TMA tensor maps a context keeps */
+
 struct dua_context {
   uint64_t serial; /* unique per process: caches keyed by context compare this, never the pointer */
   cl_platform_id platform;
@@ -41,6 +43,20 @@ struct dua_context {
   size_t scratch_bytes;
   cl_mem counters; /* grow-only zeroed counters (dua_context_counters) */
   size_t counters_bytes;
+  /* The forward's TMA tensor maps by K and V (host/attention/tma_maps.c), DUA_TMA_ENTRIES pairs, with their
+   * device copies side by side in tma_device. tma_failed: the TMA variant did not build or launch here. */
+  struct dua_tma_entry {
+    cl_mem k, v;                            /* retained from the build on (state >= 2) */
+    cl_long4 k_strides, v_strides, offsets; /* offsets: K's and V's only (s1, s2) count */
+    cl_int dims[3];                         /* tokens, KV heads, batch */
+    int state;               /* 0 empty, 1 seen once, 2 being built (ready: the read), 3 built */
+    unsigned long long used; /* tma_clock at the last use */
+    cl_event ready;
+    unsigned char maps[256];
+  } tma[DUA_TMA_ENTRIES];
+  unsigned long long tma_clock;
+  cl_mem tma_device;
+  int tma_failed;
   int warned_split_tail; /* DUA_SPLIT_TAIL held an invalid value: said once */
   /* tuning state (host/tuning/tuning.c), made on first use; runtime only frees it through the hook */
   void *tuning;

@@ -56,11 +56,14 @@ typedef struct mma_ctx {
   int wgmma_launches; /* of which the wgmma variant (DUA_WGMMA=1 in the logged options) */
   int mt2_launches;   /* of which with MT 2 */
   int split_launches; /* of which with a split tail (DUA_SPLIT_TAIL) */
+  int tma_launches;   /* of which the TMA variant (DUA_TMA=1) */
   int split_warnings; /* warnings about DUA_SPLIT_TAIL's value */
   int mt_expected;    /* 1 or 2: the MT the next launches must have (the short-launch rule); 0: the plan's */
   int mma_possible;   /* the mma kernel can run here (NVIDIA probe, or forced emulation), fast paths on */
   int tf32_possible;  /* ... and its tf32 variant */
   int emulated;
+  int tma_possible; /* a real Hopper GPU: the wgmma forward at head dim 64 runs on TMA from its third call on
+                     */
 } mma_ctx;
 
 static void count_log(dua_log_level level, const char *msg, void *user) {
@@ -70,6 +73,7 @@ static void count_log(dua_log_level level, const char *msg, void *user) {
     ((mma_ctx *)user)->wgmma_launches += strstr(msg, "DUA_WGMMA=1") != NULL;
     ((mma_ctx *)user)->mt2_launches += strstr(msg, "-DMT=2 ") != NULL;
     ((mma_ctx *)user)->split_launches += strstr(msg, "split tail:") != NULL;
+    ((mma_ctx *)user)->tma_launches += strstr(msg, "DUA_TMA=1") != NULL;
   }
 }
 
@@ -98,6 +102,8 @@ static void mma_context(mma_ctx *m, int no_mma) {
   }
   m->mma_possible = m->ctx->info.nv_mma_f16 && !m->ctx->fast_paths_disabled;
   m->tf32_possible = m->ctx->info.nv_mma_tf32 && !m->ctx->fast_paths_disabled;
+  const char *no_tma = getenv("DUA_NO_TMA");
+  m->tma_possible = m->ctx->info.nv_wgmma && !m->emulated && !(no_tma && !strcmp(no_tma, "1"));
   if (no_mma)
     ck_assert_msg(!m->mma_possible && !m->tf32_possible,
                   "DUA_NO_MMA=1 did not turn the tensor-core path off");
@@ -230,10 +236,27 @@ static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng 
     tb = dua_tensor_contiguous(bb, 0, DUA_F32, H, dmax + 1, 1, 1);
     params.level_bias = &tb;
   }
-  const int launches0 = m->mma_launches, wg_launches0 = m->wgmma_launches, mt2_launches0 = m->mt2_launches;
-  dua_status st = dua_attention_forward(ctx, l, &params, &tq, &tk, &tv, &to, &tl);
   char what[256];
   describe(p, what, sizeof what);
+  dua_status st;
+  if (m->tma_possible) { /* two calls first: the TMA forward's maps are noted, then built (tma_maps.c); the
+                          * launch counters count the checked call only */
+    const mma_ctx counts = *m;
+    for (int i = 0; i < 2; i++) {
+      st = dua_attention_forward(ctx, l, &params, &tq, &tk, &tv, &to, &tl);
+      ck_assert_msg(st == DUA_SUCCESS, "%s: warm-up call %d failed: %s", what, i,
+                    dua_context_last_error(ctx));
+      ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
+    }
+    ck_assert_int_eq(dua_buffer_fill_bytes(bo, 0, (r->nq + pad) * es, 0xFF), DUA_SUCCESS);
+    ck_assert_int_eq(dua_buffer_fill_bytes(bl, 0, r->nl * 4, 0xFF), DUA_SUCCESS);
+    const int warnings = m->split_warnings; /* said once per context: maybe by a warm-up call */
+    *m = counts;                            /* the context and flags are the same */
+    m->split_warnings = warnings;
+  }
+  const int launches0 = m->mma_launches, wg_launches0 = m->wgmma_launches, mt2_launches0 = m->mt2_launches,
+            tma_launches0 = m->tma_launches;
+  st = dua_attention_forward(ctx, l, &params, &tq, &tk, &tv, &to, &tl);
   ck_assert_msg(st == DUA_SUCCESS, "%s: forward failed: %s: %s", what, dua_status_string(st),
                 dua_context_last_error(ctx));
   ck_assert_int_eq(dua_context_finish(ctx), DUA_SUCCESS);
@@ -246,6 +269,17 @@ static void run_problem(mma_ctx *m, problem *p, dua_layout *l, run *r, test_rng 
   const int want_wg = want && p->dtype == DUA_F16 && (p->head_dim == 64 || mt == 1) && m->ctx->info.nv_wgmma,
             got_wg = m->wgmma_launches - wg_launches0;
   ck_assert_msg(got_wg == want_wg, "%s: wgmma variant launched %d times, expected %d", what, got_wg, want_wg);
+  /* TMA: not for two m-tiles whose work-groups visit one key block each (forward_nv_mma.c, use_tma) */
+  dua_tail_lengths lengths = {-1, -1};
+  cl_mem order;
+  cl_int tail_start;
+  if (want_wg && m->tma_possible)
+    ck_assert_int_eq(dua_layout_tail_order(ctx, l, 0, &order, &tail_start, &lengths), DUA_SUCCESS);
+  const int short_mt2 = mt == 2 && lengths.longest >= 0 && lengths.longest <= 1;
+  const int want_tma = want_wg && p->head_dim == 64 && m->tma_possible && !short_mt2,
+            got_tma = m->tma_launches - tma_launches0;
+  ck_assert_msg(got_tma == want_tma, "%s: TMA variant launched %d times, expected %d", what, got_tma,
+                want_tma);
   if (want) { /* the m-tiles: the plan ran; the plan is DUA_MMA_MT or the compiled rule (no database) */
     ck_assert_msg(m->mt2_launches - mt2_launches0 == (mt == 2), "%s: MT 2 launched %d times, expected MT %d",
                   what, m->mt2_launches - mt2_launches0, mt);
