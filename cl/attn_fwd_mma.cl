@@ -205,8 +205,8 @@ typedef struct {
 #ifndef DUA_TMA
 #define DUA_TMA 0
 #endif
-#if DUA_TMA && (DUA_MMA_EMULATE || !DUA_WGMMA || STAGES != 2)
-#error "DUA_TMA: wgmma with two K/V stages on an NVIDIA device only"
+#if DUA_TMA && (!DUA_WGMMA || STAGES != 2)
+#error "DUA_TMA: wgmma with two K/V stages only"
 #endif
 /* Two m-tiles fill the 48 KB with Q and two stages of K and V, and the mbarriers need 16 bytes more: there V
  * has one buffer (TMA_V_ALONE), refilled at each tile's top, after the barrier that follows every warp's P V
@@ -217,6 +217,33 @@ typedef struct {
 #define TMA_TILE_BYTES (BN * HEAD_DIM * 2) /* one K or V box, fp16 */
 #define TMA_BARS (STAGES + TMA_V_ALONE)    /* per stage: its tiles landed; TMA_V_ALONE: V's, last */
 
+#if DUA_MMA_EMULATE
+/* Tests only: the same calls in plain OpenCL. A "map" is then 7 words of the tensor (its start's address,
+ * tokens, heads, batch, the element strides of tokens, heads and batch: tma_build_map below), a map's handle
+ * the address of those words; every work-item takes part in a copy, which is done when tma_tile returns (the
+ * callers issue a copy only where its buffer is free), and a wait is a barrier. Rows past the tokens and
+ * heads or batches past the map's come as zeros, as the hardware's do. */
+#define TMA_MAPS_OF(arg) ((ulong)(size_t)(arg).w)
+inline void tma_begin(__local ulong *bars) {
+  barrier(CLK_LOCAL_MEM_FENCE);
+}
+inline void tma_tile(__local lds_t *t, __local ulong *bar, ulong map, int j0, int hk, int b) {
+  const ulong *w = (const ulong *)(size_t)map;
+  __global const lds_t *base = (__global const lds_t *)(size_t)w[0];
+  const int in = hk < (int)w[2] && b < (int)w[3];
+  load_rows_async(t, K_PITCH, WGMMA_PANEL, base + (in ? b * (long)w[6] + hk * (long)w[5] : 0), (long)w[4], j0,
+                  BN, in ? (int)w[1] : 0, get_local_id(0));
+}
+inline void tma_key_tile(__local lds_t *k_t, __local lds_t *v_t, __local ulong *bar, ulong maps, int j0,
+                         int hk, int b) {
+  tma_tile(k_t, bar, maps, j0, hk, b);
+  tma_tile(v_t, bar, maps + 128, j0, hk, b);
+}
+inline void tma_wait(__local ulong *bar, uint parity) {
+  barrier(CLK_LOCAL_MEM_FENCE);
+}
+#else
+#define TMA_MAPS_OF(arg) tma_maps_address()
 /* The generic address of the kernel's tensor maps (argument TMA_MAPS_ARG, in parameter space): its name is
  * "<entry>_param_<n>", which host/runtime/ptx_sm90a.c writes for "DUA_ENTRY_PARAM_<n>" */
 #define TMA_STR(x) #x
@@ -271,17 +298,6 @@ inline void tma_key_tile(__local lds_t *k_t, __local lds_t *v_t, __local ulong *
         : "memory");
 }
 
-/* The first key tile's copies (stage 0) */
-inline void tma_first_tile(__local lds_t *k_s, __local lds_t *v_s, __local ulong *bars, ulong maps, int j0,
-                           int hk, int b) {
-#if TMA_V_ALONE
-  tma_tile(k_s, bars, maps, j0, hk, b);
-  tma_tile(v_s, bars + STAGES, maps + 128, j0, hk, b);
-#else
-  tma_key_tile(k_s, v_s, bars, maps, j0, hk, b);
-#endif
-}
-
 /* Until *bar's phase of parity `parity` has completed (the tiles it counts have landed, visible to this
  * work-item and to the tensor core) */
 inline void tma_wait(__local ulong *bar, uint parity) {
@@ -295,6 +311,18 @@ inline void tma_wait(__local ulong *bar, uint parity) {
                  : "r"(smem_addr(bar)), "r"(parity)
                  : "memory");
   while (!done);
+}
+#endif /* DUA_MMA_EMULATE */
+
+/* The first key tile's copies (stage 0) */
+inline void tma_first_tile(__local lds_t *k_s, __local lds_t *v_s, __local ulong *bars, ulong maps, int j0,
+                           int hk, int b) {
+#if TMA_V_ALONE
+  tma_tile(k_s, bars, maps, j0, hk, b);
+  tma_tile(v_s, bars + STAGES, maps + 128, j0, hk, b);
+#else
+  tma_key_tile(k_s, v_s, bars, maps, j0, hk, b);
+#endif
 }
 #endif
 
@@ -759,7 +787,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
    * 3% faster, depth 3 1%: bench/NOTES-mma.md) */
   const int first_copied = STAGES == 2 && FIRST_BLOCK_EARLY(shape) && w.part <= 0;
 #if DUA_TMA
-  const ulong tma_maps = tma_maps_address();
+  const ulong tma_maps = TMA_MAPS_OF(tma_maps_arg);
   tma_begin(tma_bars);
   if (first_copied)
     tma_first_tile(k_s, v_s, tma_bars, tma_maps, dua_tree_range(hr, m, shape.shift, shape.nb).x * shape.blk,
@@ -1242,6 +1270,11 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 inline void tma_build_map(__local uint *tm, __global const dua_store_t *base, long4 s, int tokens, int heads,
                           int batch, __global ulong *out) {
   const int lane = get_local_id(0);
+#if DUA_MMA_EMULATE /* the words tma_tile reads (tests) */
+  const ulong words[7] = {(ulong)(size_t)base, tokens, heads, batch, s.s2, s.s1, s.s0};
+  if (lane < 7)
+    out[lane] = words[lane];
+#else
   tm[lane] = 0;
   barrier(CLK_LOCAL_MEM_FENCE);
   if (lane == 0)
@@ -1273,6 +1306,7 @@ inline void tma_build_map(__local uint *tm, __global const dua_store_t *base, lo
                "aligned [%0], [%1], 128;\n" ::"l"(out),
                "r"(smem_addr(tm))
                : "memory");
+#endif
 }
 
 /* One warp: the key loop's K and V maps (tma_tile) of a launch into maps[first .. first + 31]. The host

@@ -70,7 +70,8 @@ static int use_wgmma(const dua_context *ctx, const dua_fwd_call *c) {
  * (block-diagonal, N 8192 and 32768; 2 blocks and more: 1.4-6% faster; bench/NOTES-mma.md). */
 static int use_tma(const dua_context *ctx, const dua_fwd_call *c, int wgmma, int mt) {
   const char *off = getenv("DUA_NO_TMA");
-  if (!wgmma || c->head_dim != 64 || !is_nvidia(ctx) || ctx->tma_failed || (off && !strcmp(off, "1")))
+  if (!wgmma || c->head_dim != 64 || !(is_nvidia(ctx) || ctx->tma_emulated) || ctx->tma_failed ||
+      (off && !strcmp(off, "1")))
     return 0;
   if (mt == 2 && c->tail_lengths.longest >= 0 && c->tail_lengths.longest <= 1)
     return 0;

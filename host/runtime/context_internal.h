@@ -57,6 +57,7 @@ struct dua_context {
   unsigned long long tma_clock;
   cl_mem tma_device;
   int tma_failed;
+  int tma_emulated;      /* tests: the TMA variant also on a device whose wgmma is emulated */
   int warned_split_tail; /* DUA_SPLIT_TAIL held an invalid value: said once */
   /* tuning state (host/tuning/tuning.c), made on first use; runtime only frees it through the hook */
   void *tuning;

@@ -102,8 +102,11 @@ static void mma_context(mma_ctx *m, int no_mma) {
   }
   m->mma_possible = m->ctx->info.nv_mma_f16 && !m->ctx->fast_paths_disabled;
   m->tf32_possible = m->ctx->info.nv_mma_tf32 && !m->ctx->fast_paths_disabled;
-  const char *no_tma = getenv("DUA_NO_TMA");
-  m->tma_possible = m->ctx->info.nv_wgmma && !m->emulated && !(no_tma && !strcmp(no_tma, "1"));
+  /* TMA: on a Hopper GPU; emulated (its copies in plain OpenCL) with DUA_TEST_TMA_EMULATE=1 */
+  const char *no_tma = getenv("DUA_NO_TMA"), *tma_emu = getenv("DUA_TEST_TMA_EMULATE");
+  m->ctx->tma_emulated = m->emulated && tma_emu && !strcmp(tma_emu, "1");
+  m->tma_possible =
+      m->ctx->info.nv_wgmma && (!m->emulated || m->ctx->tma_emulated) && !(no_tma && !strcmp(no_tma, "1"));
   if (no_mma)
     ck_assert_msg(!m->mma_possible && !m->tf32_possible,
                   "DUA_NO_MMA=1 did not turn the tensor-core path off");
@@ -354,6 +357,18 @@ static void set_depths(problem *p, int32_t d0, int32_t d1) {
   for (int h = 0; h < p->desc.heads; h++)
     p->depths[h] = h % 2 ? d1 : d0;
   p->desc.depths = p->depths;
+}
+
+/* Whether name is one of the comma-separated names in list */
+static int test_name_listed(const char *name, const char *list) {
+  const size_t len = strlen(name);
+  for (const char *p = list; *p;) {
+    const size_t n = strcspn(p, ",");
+    if (n == len && !strncmp(p, name, n))
+      return 1;
+    p += n + (p[n] == ',');
+  }
+  return 0;
 }
 
 /* _i: 0 = default context (the mma kernel where available), 1 = DUA_NO_MMA=1 */
@@ -909,9 +924,9 @@ int main(void) {
   Suite *s = suite_create("forward_mma");
   TCase *tc = tcase_create("core");
   tcase_set_timeout(tc, 1200);
-  const char *only = getenv("DUA_TEST_ONLY"); /* developer filter: substring of a test name */
+  const char *only = getenv("DUA_TEST_ONLY"); /* filter: test names, comma-separated */
 #define ADD(fn, n)                                                                                           \
-  if (!only || strstr(#fn, only))                                                                            \
+  if (!only || test_name_listed(#fn, only))                                                                  \
     tcase_add_loop_test(tc, fn, 0, n);
   ADD(dense_and_block_sizes, 2)
   ADD(block_diagonal_depth_and_tails, 2)
