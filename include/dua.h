@@ -450,7 +450,10 @@ DUA_API void dua_attention_params_init(dua_attention_params *params);
  *   k, v:  (B, Hkv, N, Dh)
  *   lse:   (B, Hq,  N, 1)    fp32, natural log of the softmax denominator (-inf for empty rows); may
  *          be NULL.
- * Dh in {32, 64, 96, 128}. Queued on the context's queue; does not wait. */
+ * Dh in {32, 64, 96, 128}. Queued on the context's queue; does not wait. On Hopper GPUs the fp16 forward
+ * at Dh 64 copies K and V by TMA from the third call on the same k and v buffers: the context then keeps
+ * their tensor maps (the last 32 pairs) and a reference to both buffers until the pair is replaced or the
+ * context destroyed (DUA_NO_TMA=1: neither). */
 DUA_API dua_status dua_attention_forward(dua_context *ctx, dua_layout *layout,
                                          const dua_attention_params *params, const dua_tensor *q,
                                          const dua_tensor *k, const dua_tensor *v, const dua_tensor *o,
