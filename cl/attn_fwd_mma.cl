@@ -221,26 +221,58 @@ typedef struct {
 /* Tests only: the same calls in plain OpenCL. A "map" is then 7 words of the tensor (its start's address,
  * tokens, heads, batch, the element strides of tokens, heads and batch: tma_build_map below), a map's handle
  * the address of those words; every work-item takes part in a copy, which is done when tma_tile returns (the
- * callers issue a copy only where its buffer is free), and a wait is a barrier. Rows past the tokens and
- * heads or batches past the map's come as zeros, as the hardware's do. */
+ * callers issue a copy only where its buffer is free). Rows past the tokens and heads or batches past the
+ * map's come as zeros, as the hardware's do. An mbarrier keeps the count of fills issued (low word) and
+ * waited for (high word): a fill while the last is not waited for, a wait for no fill or with the wrong
+ * parity, or a fill left at the end (tma_drained) breaks the bookkeeping, and the kernel then writes NaN. */
 #define TMA_MAPS_OF(arg) ((ulong)(size_t)(arg).w)
+#define TMA_BROKEN (1ul << 63)
+#define TMA_ISSUED(x) ((x)&0xFFFFFFFFul)
+#define TMA_WAITED(x) (((x) >> 32) & 0x7FFFFFFFul)
 inline void tma_begin(__local ulong *bars) {
+  if (get_local_id(0) == 0)
+    for (int i = 0; i < TMA_BARS; i++)
+      bars[i] = 0;
   barrier(CLK_LOCAL_MEM_FENCE);
 }
-inline void tma_tile(__local lds_t *t, __local ulong *bar, ulong map, int j0, int hk, int b) {
+inline void tma_fill(__local ulong *bar) {
+  barrier(CLK_LOCAL_MEM_FENCE);
+  if (get_local_id(0) == 0)
+    *bar = (*bar + 1) | (TMA_ISSUED(*bar) != TMA_WAITED(*bar) ? TMA_BROKEN : 0);
+  barrier(CLK_LOCAL_MEM_FENCE);
+}
+inline void tma_copy(__local lds_t *t, ulong map, int j0, int hk, int b) {
   const ulong *w = (const ulong *)(size_t)map;
   __global const lds_t *base = (__global const lds_t *)(size_t)w[0];
   const int in = hk < (int)w[2] && b < (int)w[3];
   load_rows_async(t, K_PITCH, WGMMA_PANEL, base + (in ? b * (long)w[6] + hk * (long)w[5] : 0), (long)w[4], j0,
                   BN, in ? (int)w[1] : 0, get_local_id(0));
 }
+inline void tma_tile(__local lds_t *t, __local ulong *bar, ulong map, int j0, int hk, int b) {
+  tma_copy(t, map, j0, hk, b);
+  tma_fill(bar);
+}
 inline void tma_key_tile(__local lds_t *k_t, __local lds_t *v_t, __local ulong *bar, ulong maps, int j0,
                          int hk, int b) {
-  tma_tile(k_t, bar, maps, j0, hk, b);
-  tma_tile(v_t, bar, maps + 128, j0, hk, b);
+  tma_copy(k_t, maps, j0, hk, b);
+  tma_copy(v_t, maps + 128, j0, hk, b);
+  tma_fill(bar);
 }
 inline void tma_wait(__local ulong *bar, uint parity) {
   barrier(CLK_LOCAL_MEM_FENCE);
+  if (get_local_id(0) == 0)
+    *bar = (*bar + (1ul << 32)) |
+           (TMA_ISSUED(*bar) != TMA_WAITED(*bar) + 1 || (TMA_WAITED(*bar) & 1) != parity ? TMA_BROKEN : 0);
+  barrier(CLK_LOCAL_MEM_FENCE);
+}
+/* Whether every fill was waited for and the bookkeeping held (every work-item) */
+inline int tma_drained(__local ulong *bars) {
+  barrier(CLK_LOCAL_MEM_FENCE);
+  int ok = 1;
+  for (int i = 0; i < TMA_BARS; i++)
+    ok &= !(bars[i] & TMA_BROKEN) && TMA_ISSUED(bars[i]) == TMA_WAITED(bars[i]);
+  barrier(CLK_LOCAL_MEM_FENCE);
+  return ok;
 }
 #else
 #define TMA_MAPS_OF(arg) tma_maps_address()
@@ -883,6 +915,14 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #if DUA_WGMMA
   if (!have) { /* nothing visited: every work-item's Q copy lands before O is staged in q_s */
     CP_WAIT(0);
+#if DUA_TMA
+    if (first_copied) { /* and the first key tile's, copied before an empty split part knew it was empty: no
+                         * copy may be in flight when the work-group ends */
+      tma_wait(tma_bars, 0);
+      if (TMA_V_ALONE)
+        tma_wait(tma_bars + STAGES, 0);
+    }
+#endif
     barrier(CLK_LOCAL_MEM_FENCE);
   }
 #endif
@@ -1191,6 +1231,14 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #define SPLIT_FLAG ((__local int *)q_s) /* q_s is free: its last wgmma is done */
 #else
 #define SPLIT_FLAG ((__local int *)v_s) /* free after the loop's last barrier */
+#endif
+#if DUA_TMA && DUA_MMA_EMULATE
+  if (!tma_drained(tma_bars)) /* tests: a TMA copy left in flight or waited for wrongly */
+    for (int mt = 0; mt < WARP_MT; mt++) {
+      l_run[mt][0] = l_run[mt][1] = NAN;
+      for (int i = 0; i < OTILES; i++)
+        acc[mt][i] = (float4)(NAN);
+    }
 #endif
   int writes = 1; /* this work-group writes O and LSE: of a split row tile, the last part only (no early
                     return: the barriers below stay uniform for any compiler) */

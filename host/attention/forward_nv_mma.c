@@ -20,6 +20,8 @@
 
 #define MMA_ROWS 64 /* query rows per work-group and m-tile per warp (attn_fwd_mma.cl BM = 64 MT) */
 #define MMA_THREADS 128
+#define TMA_MAPS_ARG                                                                                         \
+  29 /* dua_attn_fwd_mma's argument of the tensor maps (cl/attn_fwd_mma.cl, TMA_MAPS_ARG) */
 
 /* Every row of every tensor starts on a 16-byte boundary (cp.async moves 16 bytes; O is stored as half2 or
  * float2): offsets and strides are multiples of `elems` (16 bytes of the storage type). */
@@ -192,7 +194,10 @@ dua_status dua_forward_nv_mma(dua_context *ctx, const dua_fwd_call *c) {
   dua_arg(&a, sizeof(cl_mem), split.counts ? &split.counts : &none);
   dua_arg(&a, sizeof split.split, &split.split);
   static const unsigned char no_maps[sizeof ctx->tma[0].maps];
-  dua_arg(&a, sizeof no_maps, tma ? maps : no_maps); /* TMA_MAPS_ARG */
+  if (a.err == CL_SUCCESS && a.index != TMA_MAPS_ARG) /* the kernel would take another argument for a map */
+    return dua_fail(ctx, DUA_ERROR_INTERNAL, "forward kernel: the tensor maps are argument %d, not %u",
+                    TMA_MAPS_ARG, a.index);
+  dua_arg(&a, sizeof no_maps, tma ? maps : no_maps);
   if (a.err != CL_SUCCESS)
     return dua_fail(ctx, (dua_status)a.err, "forward kernel: setting argument %u failed: %s", a.index - 1,
                     dua_status_string((dua_status)a.err));

@@ -25,6 +25,8 @@ static int same_tensors(const struct dua_tma_entry *e, const dua_fwd_call *c, co
          e->offsets.s[2] == c->offsets.s[2] && !memcmp(e->dims, dims, sizeof e->dims);
 }
 
+/* Empties e (its maps' bytes stay: a read into them may still be under way, which the in-order queue finishes
+ * before any later read into the same entry) */
 static void forget(struct dua_tma_entry *e) {
   if (e->state >= 2) { /* retained */
     clReleaseMemObject(e->k);
@@ -32,7 +34,10 @@ static void forget(struct dua_tma_entry *e) {
   }
   if (e->ready)
     clReleaseEvent(e->ready);
-  memset(e, 0, sizeof *e);
+  e->k = e->v = NULL;
+  e->ready = NULL;
+  e->state = 0;
+  e->used = 0;
 }
 
 /* Enqueues dua_tma_maps for c into slot `slot` of ctx->tma_device and the read of its 256 bytes into e->maps
@@ -68,6 +73,8 @@ static dua_status build(dua_context *ctx, struct dua_tma_entry *e, int slot, con
   if (err == CL_SUCCESS)
     err = clEnqueueReadBuffer(ctx->queue, ctx->tma_device, CL_FALSE, (size_t)slot * sizeof e->maps,
                               sizeof e->maps, e->maps, 0, NULL, &e->ready);
+  if (err == CL_SUCCESS)
+    err = clFlush(ctx->queue); /* so that the read completes without the caller waiting for anything */
   if (err != CL_SUCCESS)
     return dua_fail(ctx, (dua_status)err, "building the tensor maps failed: %s",
                     dua_status_string((dua_status)err));
