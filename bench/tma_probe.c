@@ -18,7 +18,7 @@
  * Output: one JSON object per variant. Exit 0 when any variant is exact, 1 when none is, 2 on bad use or a
  * device that is not NVIDIA. Development tool, not installed; needs an sm_90 GPU. */
 #include "dua_cl.h"
-#include "runtime/context_internal.h" /* dua_ptx_to_sm90a */
+#include "sm90a_build.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,52 +120,8 @@ static double now_s(void) {
 }
 
 static cl_program build_sm90a(cl_context c, cl_device_id dev, char *why, size_t why_size) {
-  cl_int err;
-  cl_program p = clCreateProgramWithSource(c, sizeof src / sizeof src[0], src, NULL, &err);
-  if (err != CL_SUCCESS || clBuildProgram(p, 1, &dev, "", NULL, NULL) != CL_SUCCESS) {
-    char log[4096] = "";
-    if (p)
-      clGetProgramBuildInfo(p, dev, CL_PROGRAM_BUILD_LOG, sizeof log, log, NULL);
-    snprintf(why, why_size, "sm_90 build failed: %s", log);
-    if (p)
-      clReleaseProgram(p);
-    return NULL;
-  }
-  size_t bytes = 0;
-  clGetProgramInfo(p, CL_PROGRAM_BINARY_SIZES, sizeof bytes, &bytes, NULL);
-  char *ptx = calloc(bytes + 1, 1);
-  unsigned char *pp = (unsigned char *)ptx;
-  clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof pp, &pp, NULL);
-  clReleaseProgram(p);
-  int markers = 0;
-  char *patched = ptx ? dua_ptx_to_sm90a(ptx, &markers) : NULL;
-  if (getenv("TMA_PROBE_PTX") && patched) {
-    FILE *f = fopen(getenv("TMA_PROBE_PTX"), "w");
-    if (f)
-      fputs(patched, f), fclose(f);
-  }
-  free(ptx);
-  if (!patched) {
-    snprintf(why, why_size, "PTX patch failed");
-    return NULL;
-  }
-  size_t len = strlen(patched) + 1;
-  const unsigned char *bp = (const unsigned char *)patched;
-  cl_int bin_status = CL_SUCCESS;
-  p = clCreateProgramWithBinary(c, 1, &dev, &len, &bp, &bin_status, &err);
-  if (err == CL_SUCCESS)
-    err = clBuildProgram(p, 1, &dev, "", NULL, NULL);
-  if (err != CL_SUCCESS) {
-    char log[4096] = "";
-    if (p)
-      clGetProgramBuildInfo(p, dev, CL_PROGRAM_BUILD_LOG, sizeof log, log, NULL);
-    snprintf(why, why_size, "sm_90a build failed (OpenCL error %d, %d markers): %s", (int)err, markers, log);
-    if (p)
-      clReleaseProgram(p);
-    p = NULL;
-  }
-  free(patched);
-  return p;
+  return bench_build_sm90a(c, dev, sizeof src / sizeof src[0], src, -1, getenv("TMA_PROBE_PTX"), why,
+                           why_size);
 }
 
 /* The tensor's element (b, h, n, d) as a distinct non-zero fp16 bit pattern */

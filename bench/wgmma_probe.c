@@ -28,7 +28,7 @@
  * exact, 1 when none is, 2 on bad use or a device that is not NVIDIA. Development tool, not installed; not
  * run by the test suites (it needs an sm_90 GPU). */
 #include "dua_cl.h"
-#include "runtime/context_internal.h" /* dua_ptx_to_sm90a */
+#include "sm90a_build.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -159,49 +159,12 @@ typedef struct variant {
 /* Builds the sm_90a program of width n and transpose flag tnsp; returns NULL with why set. */
 static cl_program build_sm90a(cl_context c, cl_device_id dev, int n, int tnsp, char *why, size_t why_size) {
   char *src = kernel_source(n, tnsp);
-  cl_int err;
-  cl_program p = clCreateProgramWithSource(c, 1, (const char **)&src, NULL, &err);
+  if (!src) {
+    snprintf(why, why_size, "out of memory");
+    return NULL;
+  }
+  cl_program p = bench_build_sm90a(c, dev, 1, (const char **)&src, 5, NULL, why, why_size);
   free(src);
-  if (err != CL_SUCCESS || clBuildProgram(p, 1, &dev, "", NULL, NULL) != CL_SUCCESS) {
-    char log[4096] = "";
-    if (p)
-      clGetProgramBuildInfo(p, dev, CL_PROGRAM_BUILD_LOG, sizeof log, log, NULL);
-    snprintf(why, why_size, "sm_90 build of the commented kernel failed: %s", log);
-    if (p)
-      clReleaseProgram(p);
-    return NULL;
-  }
-  size_t bytes = 0;
-  clGetProgramInfo(p, CL_PROGRAM_BINARY_SIZES, sizeof bytes, &bytes, NULL);
-  char *ptx = calloc(bytes + 1, 1);
-  unsigned char *pp = (unsigned char *)ptx;
-  clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof pp, &pp, NULL);
-  clReleaseProgram(p);
-  int markers = 0;
-  char *patched = ptx ? dua_ptx_to_sm90a(ptx, &markers) : NULL;
-  free(ptx);
-  if (!patched || markers != 5) {
-    snprintf(why, why_size, "PTX patch: %d of 5 markers found%s", markers,
-             patched ? "" : ", or no .target line");
-    free(patched);
-    return NULL;
-  }
-  size_t len = strlen(patched) + 1;
-  const unsigned char *bp = (const unsigned char *)patched;
-  cl_int bin_status = CL_SUCCESS;
-  p = clCreateProgramWithBinary(c, 1, &dev, &len, &bp, &bin_status, &err);
-  if (err == CL_SUCCESS)
-    err = clBuildProgram(p, 1, &dev, "", NULL, NULL);
-  if (err != CL_SUCCESS) {
-    char log[4096] = "";
-    if (p)
-      clGetProgramBuildInfo(p, dev, CL_PROGRAM_BUILD_LOG, sizeof log, log, NULL);
-    snprintf(why, why_size, "sm_90a build failed (OpenCL error %d): %s", (int)err, log);
-    if (p)
-      clReleaseProgram(p);
-    p = NULL;
-  }
-  free(patched);
   return p;
 }
 
