@@ -3,7 +3,7 @@
 GPU by the SM's own clock: the forward (cl/attn_fwd_mma.cl, two m-tiles) and the backward's two passes
 (cl/attn_bwd_mma.cl, dQ and dK/dV).
 
-  python3 bench/phase_clocks.py make DEST        a copy of cl/ in DEST whose kernels read %clock (warp 0)
+  python3 bench/phase_clocks.py make DEST [fwd]  a copy of cl/ in DEST whose kernels read %clock (warp 0)
                                                  around each phase of their tile loop and printf the sums
   DUA_CL_DIR=$PWD/DEST dua-bench ... > log        (on the GPU machine; every launch prints its samples)
   python3 bench/phase_clocks.py summarize LOG... the mean clocks per work-group and per tile
@@ -46,7 +46,7 @@ def apply(path, edits):
     return src
 
 
-def make(dest):
+def make(dest, passes='all'):
     shutil.copytree('cl', dest)
     path = f'{dest}/attn_fwd_mma.cl'
     src = open(path).read()
@@ -60,19 +60,23 @@ def make(dest):
         ('  while (have) {\n', '  c_loop0 = c_prev = clk();\n  while (have) {\n    n_tiles++;\n'),
         ("every warp is done with tile j - 1's buffers */\n",
          "every warp is done with tile j - 1's buffers */\n    PH(0);\n"),
-        ('    cp_commit();\n#else\n', '    cp_commit();\n    PH(1);\n#else\n'),
+        ('    cp_commit();\n#endif\n#else\n', '    cp_commit();\n#endif\n    PH(1);\n#else\n'),
         ('k_t, s[1], q_s + BN * HEAD_DIM, k_t EMU_ARGS);\n#endif\n',
          'k_t, s[1], q_s + BN * HEAD_DIM, k_t EMU_ARGS);\n#endif\n    PH(2);\n'),
-        ('      if (mt == 0) /* O0 += P0 V runs while m-tile 1\'s softmax does; S1 is done on return */\n'
-         '        wgmma_rs_nmajor_then_wait1(acc[0], pa[0], v_t, s[1] EMU_ARGS);\n      else\n'
-         '        wgmma_rs_nmajor_then_wait0(acc[1], pa[1], v_t, acc[0], pa[0] EMU_ARGS);\n',
-         '      if (mt == 0) {\n        PH(3);\n        wgmma_rs_nmajor_then_wait1(acc[0], pa[0], v_t, s[1] EMU_ARGS);\n'
-         '        PH(4);\n      } else {\n        PH(5);\n'
+        ("      if (mt == 0) { /* O0 += P0 V runs while m-tile 1's softmax does; S1 is done on return */\n",
+         "      if (mt == 0) { /* O0 += P0 V runs while m-tile 1's softmax does; S1 is done on return */\n"
+         '        PH(3); /* the two-m-tile TMA kernel\'s wait for V counts in P0 V */\n'),
+        ('        wgmma_rs_nmajor_then_wait1(acc[0], pa[0], v_t, s[1] EMU_ARGS);\n      } else {\n'
+         '        wgmma_rs_nmajor_then_wait0(acc[1], pa[1], v_t, acc[0], pa[0] EMU_ARGS);\n      }\n',
+         '        wgmma_rs_nmajor_then_wait1(acc[0], pa[0], v_t, s[1] EMU_ARGS);\n        PH(4);\n'
+         '      } else {\n        PH(5);\n'
          '        wgmma_rs_nmajor_then_wait0(acc[1], pa[1], v_t, acc[0], pa[0] EMU_ARGS);\n        PH(6);\n      }\n'),
     ]
     src = apply(path, edits)
-    end = src.rindex('}')
-    open(path, 'w').write(src[:end] + printf_of('CLK', 7) + '}\n')
+    end = src.index('\n}\n', src.index('void\ndua_attn_fwd_mma(')) + 1  # the forward kernel's closing brace
+    open(path, 'w').write(src[:end] + printf_of('CLK', 7) + src[end:])
+    if passes == 'fwd':
+        return
     # the backward's two passes (built after attn_fwd_mma.cl: clk() and PH come from there)
     path = f'{dest}/attn_bwd_mma.cl'
     loop = '  int stage = 0; /* BWD_STAGES 2: the buffers of tile j */\n  while (have) {\n'
@@ -125,8 +129,8 @@ def summarize(paths):
 
 
 if __name__ == '__main__':
-    if len(sys.argv) == 3 and sys.argv[1] == 'make':
-        make(sys.argv[2])
+    if len(sys.argv) in (3, 4) and sys.argv[1] == 'make':
+        make(*sys.argv[2:])
     elif len(sys.argv) >= 3 and sys.argv[1] == 'summarize':
         summarize(sys.argv[2:])
     else:
