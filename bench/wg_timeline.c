@@ -1,15 +1,16 @@
 /* wg_timeline.c: when and where each work-group of one fp16 forward ran (a developer diagnostic,
  * bench/NOTES-mma.md twenty-eighth session). Run with DUA_CL_DIR set to a copy of cl/ made by `python3
- * bench/wg_timeline.py make DEST`, whose forward writes, instead of LSE rows row0 .. row0 + 11 of each row
+ * bench/wg_timeline.py make DEST`, whose forward writes, instead of LSE rows row0 .. row0 + 19 of each row
  * tile, the work-group's SM, its start on the global timer and its clocks at the first key tile, the loop's
  * end and its own end. Runs the forward `reps` times on the same buffers (TMA from the third) and prints the
  * last call's records as CSV on stdout:
  *   b,h,row0,smid,gstart_ns,gdur_ns,c_first,c_loop,c_end,gid,c_kv_issued,c_q_issued,c_kv_landed,c_q_landed
- * (clocks from the work-group's start; 0: the mark was not reached). Each call is finished before the next,
- * so that the tensor maps' read has completed by the third. WGT_DEBUG=1: the library's debug log (which
- * kernel each call ran) and each row tile's first words; WGT_EMULATE=1: the emulated wgmma and TMA kernels
- * (PoCL), to check this program and the edits of wg_timeline.py (with its clock reads replaced). usage:
- * dua_wg_timeline N DEPTH CAUSAL [BATCH HEADS REPS] */
+ * (clocks from the work-group's start; 0: the mark was not reached), then, with `make --phases`, the key
+ * loop's seven phases summed over the work-group's tiles and their count (0 without). Each call is finished
+ * before the next, so that the tensor maps' read has completed by the third. WGT_DEBUG=1: the library's debug
+ * log (which kernel each call ran) and each row tile's first words; WGT_EMULATE=1: the emulated wgmma and TMA
+ * kernels (PoCL), to check this program and the edits of wg_timeline.py (with its clock reads replaced).
+ * usage: dua_wg_timeline N DEPTH CAUSAL [BATCH HEADS REPS] */
 #include "dua.h"
 #include "runtime/context_internal.h"
 
@@ -100,21 +101,23 @@ int main(int argc, char **argv) {
   if (check(dua_buffer_read(buf[4], 0, rows * 4, lse), ctx, "read"))
     return 1;
   printf("b,h,row0,smid,gstart_ns,gdur_ns,c_first,c_loop,c_end,gid,c_kv_issued,c_q_issued,c_kv_landed,c_q_"
-         "landed\n");
+         "landed,ph0,ph1,ph2,ph3,ph4,ph5,ph6,tiles\n");
   long written = 0;
   for (int b = 0; b < batch; b++)
     for (int h = 0; h < heads; h++)
-      for (int r0 = 0; r0 + 12 <= n; r0 += 64) { /* row tiles of 64 or 128 rows */
-        uint32_t w[12];
+      for (int r0 = 0; r0 + 20 <= n; r0 += 64) { /* row tiles of 64 or 128 rows */
+        uint32_t w[20];
         memcpy(w, lse + ((size_t)(b * heads + h) * n + r0), sizeof w);
         if (getenv("WGT_DEBUG"))
           fprintf(stderr, "%d %d %d: %08x %08x %08x\n", b, h, r0, w[0], w[1], w[3]);
         if ((w[0] >> 16) != 0x7e00u)
           continue; /* not written by the instrumented kernel */
         written++;
-        printf("%d,%d,%d,%u,%llu,%u,%u,%u,%u,%u,%u,%u,%u,%u\n", b, h, r0, w[0] & 0xffffu,
-               (unsigned long long)w[1] | (unsigned long long)w[2] << 32, w[3], w[4], w[5], w[6], w[7], w[8],
-               w[9], w[10], w[11]);
+        printf("%d,%d,%d,%u,%llu", b, h, r0, w[0] & 0xffffu,
+               (unsigned long long)w[1] | (unsigned long long)w[2] << 32);
+        for (int i = 3; i < 20; i++)
+          printf(",%u", w[i]);
+        printf("\n");
       }
   fprintf(stderr, "wg_timeline: %ld work-group records\n", written);
   return written ? 0 : 1;

@@ -2,7 +2,7 @@
 """wg_timeline.py: when and where each work-group of dua's wgmma forward runs (a developer diagnostic,
 bench/NOTES-mma.md twenty-eighth session).
 
-  python3 bench/wg_timeline.py make DEST [SRC] a copy of cl/ (or SRC) in DEST whose forward (TMA or one m-tile builds)
+  python3 bench/wg_timeline.py make DEST [SRC] [--phases]   a copy of cl/ (or SRC) in DEST whose forward (TMA or one m-tile builds)
                                               writes each work-group's SM, global-timer start and clocks at
                                               its first key tile, loop end and end into LSE rows row0..row0+7
   DUA_CL_DIR=$PWD/DEST dua_wg_timeline N DEPTH CAUSAL [B H REPS] > CSV   (on the GPU machine)
@@ -27,21 +27,26 @@ def apply(path, edits):
     return src
 
 
-def make(dest, src='cl'):
+def make(dest, src='cl', phases=False):
     shutil.copytree(src, dest)
     path = f'{dest}/attn_fwd_mma.cl'
     edits = [
         ('  EMU_LOCALS\n',
          '  EMU_LOCALS\n#define DUA_WG_TIMELINE 1\n#if ' + ON + '\n'
-         '  __local ulong wgt[8]; /* global timer at the start; clocks at the start, first tile, loop end, marks */\n'
+         '  __local ulong wgt[18]; /* global timer at the start; clocks at the start, first tile, loop end, marks;\n'
+         '                          key-loop phase sums, tiles, the last phase clock */\n'
          '  if (get_local_id(0) == 0) {\n'
          '    ulong g_, c_;\n'
          '    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g_)::"memory");\n'
          '    asm volatile("mov.u64 %0, %%clock64;" : "=l"(c_)::"memory");\n'
-         '    wgt[0] = g_;\n    wgt[1] = c_;\n    for (int i_ = 2; i_ < 8; i_++)\n      wgt[i_] = 0;\n  }\n'
+         '    wgt[0] = g_;\n    wgt[1] = c_;\n    for (int i_ = 2; i_ < 18; i_++)\n      wgt[i_] = 0;\n  }\n'
          '#define WGT_MARK(i) do { if (get_local_id(0) == 0 && wgt[i] == 0) { ulong c_; '
          'asm volatile("mov.u64 %0, %%clock64;" : "=l"(c_)::"memory"); wgt[i] = c_; } } while (0)\n'
-         '#else\n#define WGT_MARK(i)\n#endif\n'),
+         '#define WGT_PHASE(k) do { if (get_local_id(0) == 0) { ulong c_; '
+         'asm volatile("mov.u64 %0, %%clock64;" : "=l"(c_)::"memory"); if ((k) >= 0) wgt[8 + (k)] += c_ - wgt[17]; '
+         'wgt[17] = c_; } } while (0)\n'
+         '#define WGT_TILE() do { if (get_local_id(0) == 0) wgt[16]++; } while (0)\n'
+         '#else\n#define WGT_MARK(i)\n#define WGT_PHASE(k)\n#define WGT_TILE()\n#endif\n'),
         # marks: 4 first K/V copy issued, 5 Q copies issued, 6 first K/V landed, 7 Q landed
         ('                   hk, b);\n#else\n  if (first_copied)\n',
          '                   hk, b);\n  WGT_MARK(4);\n#else\n  if (first_copied)\n'),
@@ -55,22 +60,42 @@ def make(dest, src='cl'):
         ('#if DUA_TMA && DUA_MMA_EMULATE\n',
          '  WGT_MARK(3);\n#if DUA_TMA && DUA_MMA_EMULATE\n'),
     ]
+    if phases:  # the key loop's phases, as phase_clocks.py's, summed per work-group (work-item 0's clock)
+        edits[4] = (edits[4][0], edits[4][1] + '    WGT_PHASE(0);\n    WGT_TILE();\n')
+        edits += [
+            ('  int stage = 0; /* STAGES 2: the buffers of tile j */\n',
+             '  int stage = 0; /* STAGES 2: the buffers of tile j */\n  WGT_PHASE(-1);\n'),
+            ('    cp_commit();\n#endif\n#else\n', '    cp_commit();\n#endif\n    WGT_PHASE(1);\n#else\n'),
+            ('k_t, s[1], q_s + BN * HEAD_DIM, k_t EMU_ARGS);\n#endif\n',
+             'k_t, s[1], q_s + BN * HEAD_DIM, k_t EMU_ARGS);\n#endif\n    WGT_PHASE(2);\n'),
+            ("      if (mt == 0) { /* O0 += P0 V runs while m-tile 1's softmax does; S1 is done on return */\n",
+             "      if (mt == 0) { /* O0 += P0 V runs while m-tile 1's softmax does; S1 is done on return */\n"
+             '        WGT_PHASE(3);\n'),
+            ('        wgmma_rs_nmajor_then_wait1(acc[0], pa[0], v_t, s[1] EMU_ARGS);\n      } else {\n'
+             '        wgmma_rs_nmajor_then_wait0(acc[1], pa[1], v_t, acc[0], pa[0] EMU_ARGS);\n      }\n',
+             '        wgmma_rs_nmajor_then_wait1(acc[0], pa[0], v_t, s[1] EMU_ARGS);\n        WGT_PHASE(4);\n'
+             '      } else {\n        WGT_PHASE(5);\n'
+             '        wgmma_rs_nmajor_then_wait0(acc[1], pa[1], v_t, acc[0], pa[0] EMU_ARGS);\n        WGT_PHASE(6);\n'
+             '      }\n'),
+        ]
     src = apply(path, edits)
     end = src.index('\n}\n', src.index('void\ndua_attn_fwd_mma(')) + 1  # the kernel's closing brace
     tail = ('#if ' + ON + '\n'
             '  barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);\n'
-            '  if (tid == 0 && has_lse && writes && row0 + 12 <= shape.n_tokens) {\n'
+            '  if (tid == 0 && has_lse && writes && row0 + 20 <= shape.n_tokens) {\n'
             '    ulong g_, c_;\n    uint sm_;\n'
             '    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g_)::"memory");\n'
             '    asm volatile("mov.u64 %0, %%clock64;" : "=l"(c_)::"memory");\n'
             '    asm volatile("mov.u32 %0, %%smid;" : "=r"(sm_));\n'
             '    __global uint *at = (__global uint *)(lse + aux_offsets.s0 + b * lse_strides.s0 + h * lse_strides.s1);\n'
-            '    const uint rec[12] = {0x7e000000u | sm_, (uint)wgt[0], (uint)(wgt[0] >> 32), (uint)(g_ - wgt[0]),\n'
+            '    const uint rec[20] = {0x7e000000u | sm_, (uint)wgt[0], (uint)(wgt[0] >> 32), (uint)(g_ - wgt[0]),\n'
             '                         wgt[2] ? (uint)(wgt[2] - wgt[1]) : 0u, (uint)(wgt[3] - wgt[1]), (uint)(c_ - wgt[1]),\n'
             '                         get_group_id(0) + get_num_groups(0) * (get_group_id(1) + get_num_groups(1) * get_group_id(2)),\n'
             '                         wgt[4] ? (uint)(wgt[4] - wgt[1]) : 0u, wgt[5] ? (uint)(wgt[5] - wgt[1]) : 0u,\n'
-            '                         wgt[6] ? (uint)(wgt[6] - wgt[1]) : 0u, wgt[7] ? (uint)(wgt[7] - wgt[1]) : 0u};\n'
-            '    for (int i = 0; i < 12; i++)\n'
+            '                         wgt[6] ? (uint)(wgt[6] - wgt[1]) : 0u, wgt[7] ? (uint)(wgt[7] - wgt[1]) : 0u,\n'
+            '                         (uint)wgt[8], (uint)wgt[9], (uint)wgt[10], (uint)wgt[11], (uint)wgt[12],\n'
+            '                         (uint)wgt[13], (uint)wgt[14], (uint)wgt[16]};\n'
+            '    for (int i = 0; i < 20; i++)\n'
             '      at[(row0 + i) * lse_strides.s2] = rec[i];\n'
             '  }\n#endif\n')
     src = src[:end] + tail + src[end:]
@@ -95,6 +120,12 @@ def summarize(paths):
             print(f'  prologue marks (median clocks from the start): first K/V copy issued {med("c_kv_issued")}, '
                   f'Q copies issued {med("c_q_issued")}, first K/V landed {med("c_kv_landed")}, Q landed '
                   f'{med("c_q_landed")}, first tile begins {med("c_first")}')
+        if rows[0].get('tiles', 0):
+            names = ['wait K/V + barrier', 'next tile + copies', 'S + wait S0', 'softmax 0', 'P0 V + wait S1',
+                     'softmax 1', 'P1 V + wait all']
+            tiles = sum(r['tiles'] for r in rows)
+            print('  key loop per tile (work-item 0): ' + ', '.join(
+                f'{nm} {sum(r[f"ph{i}"] for r in rows) / tiles:.0f}' for i, nm in enumerate(names)))
         t0 = min(r['gstart_ns'] for r in rows)
         t1 = max(r['gstart_ns'] + r['gdur_ns'] for r in rows)
         print(f'  launch span {(t1 - t0) / 1e3:.1f} us (global timer)')
@@ -135,8 +166,9 @@ def summarize(paths):
 
 
 if __name__ == '__main__':
-    if len(sys.argv) in (3, 4) and sys.argv[1] == 'make':
-        make(*sys.argv[2:])
+    if 3 <= len(sys.argv) <= 5 and sys.argv[1] == 'make':
+        args = [a for a in sys.argv[2:] if a != '--phases']
+        make(*args, phases='--phases' in sys.argv)
     elif len(sys.argv) >= 3 and sys.argv[1] == 'summarize':
         summarize(sys.argv[2:])
     else:
