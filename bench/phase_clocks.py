@@ -41,9 +41,30 @@ def apply(path, edits):
     src = open(path).read()
     for old, new in edits:
         if src.count(old) != 1:
-            sys.exit(f'phase_clocks: {path} changed, edit not applicable: {old[:70]!r}')
+            sys.exit(f'{sys.argv[0]}: {path} changed, edit not applicable: {old[:70]!r}')
         src = src.replace(old, new)
     return src
+
+
+def fwd_phase_edits(mark):
+    """The edits that put mark(i) (a statement) at the end of the wgmma forward's key-loop phase i (PHASES['CLK']),
+    for this tool and bench/wg_timeline.py."""
+    return [
+        ("every warp is done with tile j - 1's buffers */\n",
+         "every warp is done with tile j - 1's buffers */\n    " + mark(0) + '\n'),
+        ('    cp_commit();\n#endif\n#else\n', '    cp_commit();\n#endif\n    ' + mark(1) + '\n#else\n'),
+        ('k_t, s[1], q_s + BN * HEAD_DIM, k_t EMU_ARGS);\n#endif\n',
+         'k_t, s[1], q_s + BN * HEAD_DIM, k_t EMU_ARGS);\n#endif\n    ' + mark(2) + '\n'),
+        ("      if (mt == 0) { /* O0 += P0 V runs while m-tile 1's softmax does; S1 is done on return */\n",
+         "      if (mt == 0) { /* O0 += P0 V runs while m-tile 1's softmax does; S1 is done on return */\n"
+         '        ' + mark(3) + " /* the two-m-tile TMA kernel's wait for V counts in P0 V */\n"),
+        ('        wgmma_rs_nmajor_then_wait1(acc[0], pa[0], v_t, s[1] EMU_ARGS);\n      } else {\n'
+         '        wgmma_rs_nmajor_then_wait0(acc[1], pa[1], v_t, acc[0], pa[0] EMU_ARGS);\n      }\n',
+         '        wgmma_rs_nmajor_then_wait1(acc[0], pa[0], v_t, s[1] EMU_ARGS);\n        ' + mark(4) + '\n'
+         '      } else {\n        ' + mark(5) + '\n'
+         '        wgmma_rs_nmajor_then_wait0(acc[1], pa[1], v_t, acc[0], pa[0] EMU_ARGS);\n        ' + mark(6) +
+         '\n      }\n'),
+    ]
 
 
 def make(dest, passes='all'):
@@ -58,20 +79,7 @@ def make(dest, passes='all'):
          'g = lane >> 2, t = lane & 3;\n' + CLOCKS +
          '#define PH(i) do { const uint c_ = clk(); ph[i] += c_ - c_prev; c_prev = c_; } while (0)\n'),
         ('  while (have) {\n', '  c_loop0 = c_prev = clk();\n  while (have) {\n    n_tiles++;\n'),
-        ("every warp is done with tile j - 1's buffers */\n",
-         "every warp is done with tile j - 1's buffers */\n    PH(0);\n"),
-        ('    cp_commit();\n#endif\n#else\n', '    cp_commit();\n#endif\n    PH(1);\n#else\n'),
-        ('k_t, s[1], q_s + BN * HEAD_DIM, k_t EMU_ARGS);\n#endif\n',
-         'k_t, s[1], q_s + BN * HEAD_DIM, k_t EMU_ARGS);\n#endif\n    PH(2);\n'),
-        ("      if (mt == 0) { /* O0 += P0 V runs while m-tile 1's softmax does; S1 is done on return */\n",
-         "      if (mt == 0) { /* O0 += P0 V runs while m-tile 1's softmax does; S1 is done on return */\n"
-         '        PH(3); /* the two-m-tile TMA kernel\'s wait for V counts in P0 V */\n'),
-        ('        wgmma_rs_nmajor_then_wait1(acc[0], pa[0], v_t, s[1] EMU_ARGS);\n      } else {\n'
-         '        wgmma_rs_nmajor_then_wait0(acc[1], pa[1], v_t, acc[0], pa[0] EMU_ARGS);\n      }\n',
-         '        wgmma_rs_nmajor_then_wait1(acc[0], pa[0], v_t, s[1] EMU_ARGS);\n        PH(4);\n'
-         '      } else {\n        PH(5);\n'
-         '        wgmma_rs_nmajor_then_wait0(acc[1], pa[1], v_t, acc[0], pa[0] EMU_ARGS);\n        PH(6);\n      }\n'),
-    ]
+    ] + fwd_phase_edits(lambda i: f'PH({i});')
     src = apply(path, edits)
     end = src.index('\n}\n', src.index('void\ndua_attn_fwd_mma(')) + 1  # the forward kernel's closing brace
     open(path, 'w').write(src[:end] + printf_of('CLK', 7) + src[end:])

@@ -15,16 +15,9 @@ import csv
 import shutil
 import sys
 
+from phase_clocks import apply, fwd_phase_edits  # bench/phase_clocks.py
+
 ON = '(DUA_WG_TIMELINE && (DUA_TMA || MT == 1) && !DUA_MMA_EMULATE)'
-
-
-def apply(path, edits):
-    src = open(path).read()
-    for old, new in edits:
-        if src.count(old) != 1:
-            sys.exit(f'wg_timeline: {path} changed, edit not applicable: {old[:70]!r}')
-        src = src.replace(old, new)
-    return src
 
 
 def make(dest, src='cl', phases=False):
@@ -61,23 +54,10 @@ def make(dest, src='cl', phases=False):
          '  WGT_MARK(3);\n#if DUA_TMA && DUA_MMA_EMULATE\n'),
     ]
     if phases:  # the key loop's phases, as phase_clocks.py's, summed per work-group (work-item 0's clock)
-        edits[4] = (edits[4][0], edits[4][1] + '    WGT_PHASE(0);\n    WGT_TILE();\n')
         edits += [
             ('  int stage = 0; /* STAGES 2: the buffers of tile j */\n',
              '  int stage = 0; /* STAGES 2: the buffers of tile j */\n  WGT_PHASE(-1);\n'),
-            ('    cp_commit();\n#endif\n#else\n', '    cp_commit();\n#endif\n    WGT_PHASE(1);\n#else\n'),
-            ('k_t, s[1], q_s + BN * HEAD_DIM, k_t EMU_ARGS);\n#endif\n',
-             'k_t, s[1], q_s + BN * HEAD_DIM, k_t EMU_ARGS);\n#endif\n    WGT_PHASE(2);\n'),
-            ("      if (mt == 0) { /* O0 += P0 V runs while m-tile 1's softmax does; S1 is done on return */\n",
-             "      if (mt == 0) { /* O0 += P0 V runs while m-tile 1's softmax does; S1 is done on return */\n"
-             '        WGT_PHASE(3);\n'),
-            ('        wgmma_rs_nmajor_then_wait1(acc[0], pa[0], v_t, s[1] EMU_ARGS);\n      } else {\n'
-             '        wgmma_rs_nmajor_then_wait0(acc[1], pa[1], v_t, acc[0], pa[0] EMU_ARGS);\n      }\n',
-             '        wgmma_rs_nmajor_then_wait1(acc[0], pa[0], v_t, s[1] EMU_ARGS);\n        WGT_PHASE(4);\n'
-             '      } else {\n        WGT_PHASE(5);\n'
-             '        wgmma_rs_nmajor_then_wait0(acc[1], pa[1], v_t, acc[0], pa[0] EMU_ARGS);\n        WGT_PHASE(6);\n'
-             '      }\n'),
-        ]
+        ] + fwd_phase_edits(lambda i: f'WGT_PHASE({i});' + ('\n    WGT_TILE();' if i == 0 else ''))
     src = apply(path, edits)
     end = src.index('\n}\n', src.index('void\ndua_attn_fwd_mma(')) + 1  # the kernel's closing brace
     tail = ('#if ' + ON + '\n'

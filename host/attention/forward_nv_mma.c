@@ -20,8 +20,8 @@
 
 #define MMA_ROWS 64 /* query rows per work-group and m-tile per warp (attn_fwd_mma.cl BM = 64 MT) */
 #define MMA_THREADS 128
-#define TMA_MAPS_ARG                                                                                         \
-  29 /* dua_attn_fwd_mma's argument of the tensor maps (cl/attn_fwd_mma.cl, TMA_MAPS_ARG) */
+/* dua_attn_fwd_mma's argument of the tensor maps (cl/attn_fwd_mma.cl, TMA_MAPS_ARG) */
+#define TMA_MAPS_ARG 29
 
 /* Every row of every tensor starts on a 16-byte boundary (cp.async moves 16 bytes; O is stored as half2 or
  * float2): offsets and strides are multiples of `elems` (16 bytes of the storage type). */

@@ -25,21 +25,6 @@ static int same_tensors(const struct dua_tma_entry *e, const dua_fwd_call *c, co
          e->offsets.s[2] == c->offsets.s[2] && !memcmp(e->dims, dims, sizeof e->dims);
 }
 
-/* Empties e (its maps' bytes stay: a read into them may still be under way, which the in-order queue finishes
- * before any later read into the same entry) */
-static void forget(struct dua_tma_entry *e) {
-  if (e->state >= 2) { /* retained */
-    clReleaseMemObject(e->k);
-    clReleaseMemObject(e->v);
-  }
-  if (e->ready)
-    clReleaseEvent(e->ready);
-  e->k = e->v = NULL;
-  e->ready = NULL;
-  e->state = 0;
-  e->used = 0;
-}
-
 /* Enqueues dua_tma_maps for c into slot `slot` of ctx->tma_device and the read of its 256 bytes into e->maps
  * (e->ready its event). */
 static dua_status build(dua_context *ctx, struct dua_tma_entry *e, int slot, const dua_fwd_call *c,
@@ -95,7 +80,7 @@ dua_status dua_tma_maps(dua_context *ctx, const dua_fwd_call *c, const char *sou
   }
   ctx->tma_clock++;
   if (!e) { /* first seen: noted only */
-    forget(oldest);
+    dua_tma_entry_release(oldest);
     oldest->k = c->k, oldest->v = c->v;
     oldest->k_strides = c->k_strides, oldest->v_strides = c->v_strides, oldest->offsets = c->offsets;
     memcpy(oldest->dims, dims, sizeof dims);
@@ -107,7 +92,7 @@ dua_status dua_tma_maps(dua_context *ctx, const dua_fwd_call *c, const char *sou
   if (e->state == 1) { /* seen again: build */
     const dua_status st = build(ctx, e, (int)(e - ctx->tma), c, sources, options);
     if (st != DUA_SUCCESS) {
-      forget(e);
+      dua_tma_entry_release(e);
       return st;
     }
     clRetainMemObject(c->k);
@@ -120,7 +105,7 @@ dua_status dua_tma_maps(dua_context *ctx, const dua_fwd_call *c, const char *sou
     const cl_int err =
         clGetEventInfo(e->ready, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, NULL);
     if (err != CL_SUCCESS || status < 0) {
-      forget(e);
+      dua_tma_entry_release(e);
       return dua_fail(ctx, DUA_ERROR_BUILD_FAILED, "building the tensor maps failed: %s",
                       dua_status_string((dua_status)(err != CL_SUCCESS ? err : status)));
     }

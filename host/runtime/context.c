@@ -156,6 +156,19 @@ dua_status dua_context_create_from_cl(cl_context context, cl_device_id device, c
   return DUA_SUCCESS;
 }
 
+void dua_tma_entry_release(struct dua_tma_entry *e) {
+  if (e->state >= 2) { /* retained from the build on; a pair seen once only is not */
+    clReleaseMemObject(e->k);
+    clReleaseMemObject(e->v);
+  }
+  if (e->ready)
+    clReleaseEvent(e->ready);
+  e->k = e->v = NULL;
+  e->ready = NULL;
+  e->state = 0;
+  e->used = 0;
+}
+
 void dua_context_destroy(dua_context *ctx) {
   if (!ctx)
     return;
@@ -168,14 +181,8 @@ void dua_context_destroy(dua_context *ctx) {
     clReleaseMemObject(ctx->scratch);
   if (ctx->counters)
     clReleaseMemObject(ctx->counters);
-  for (int i = 0; i < DUA_TMA_ENTRIES; i++) { /* the forward's TMA maps (host/attention/tma_maps.c) */
-    if (ctx->tma[i].state >= 2) {             /* retained from the build on; a pair seen once only is not */
-      clReleaseMemObject(ctx->tma[i].k);
-      clReleaseMemObject(ctx->tma[i].v);
-    }
-    if (ctx->tma[i].ready)
-      clReleaseEvent(ctx->tma[i].ready);
-  }
+  for (int i = 0; i < DUA_TMA_ENTRIES; i++) /* the forward's TMA maps (host/attention/tma_maps.c) */
+    dua_tma_entry_release(&ctx->tma[i]);
   if (ctx->tma_device)
     clReleaseMemObject(ctx->tma_device);
   if (ctx->queue)

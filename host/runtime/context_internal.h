@@ -64,6 +64,11 @@ struct dua_context {
   void (*tuning_free)(void *tuning);
 };
 
+/* Releases what a TMA map entry holds (its buffers where retained, state >= 2, and its read's event) and
+ * empties it (host/attention/tma_maps.c; also at context destroy). Its maps' bytes stay: a read into them may
+ * still be under way, which the in-order queue finishes before any later read into the same entry. */
+void dua_tma_entry_release(struct dua_tma_entry *e);
+
 /* Scratch device memory of at least bytes, owned by the context and reused across calls. */
 dua_status dua_context_scratch(dua_context *ctx, size_t bytes, cl_mem *out);
 

@@ -197,6 +197,17 @@ static double fd_eval(fd_loss *l) {
   return s;
 }
 
+/* |fd - g| over the tolerance FD_ATOL + FD_RTOL |g| of element i: the largest kept in *worst (named when
+ * DUA_TEST_VERBOSE is set and over 1) */
+static void fd_note(double fd, double g, size_t i, const char *what, double *worst) {
+  const double r = fabs(fd - g) / (FD_ATOL + FD_RTOL * fabs(g));
+  if (r > *worst) {
+    *worst = r;
+    if (getenv("DUA_TEST_VERBOSE") && r > 1.0)
+      fprintf(stderr, "  %s[%zu]: fd %.6g vs %.6g\n", what, i, fd, g);
+  }
+}
+
 /* The worst |fd - g| / (FD_ATOL + FD_RTOL |g|) over FD_SAMPLES elements of the input x (host copy of the
  * device span xs, restored afterwards): <= 1 passes. */
 static double fd_worst(fd_loss *l, float *x, dua_span xs, size_t n, const double *g, const char *what) {
@@ -211,12 +222,7 @@ static double fd_worst(fd_loss *l, float *x, dua_span xs, size_t n, const double
     const double lm = fd_eval(l);
     put(dua_span_at(xs, i), &x0, 1);
     const double fd = (lp - lm) / ((double)xp - (double)xm);
-    const double r = fabs(fd - g[i]) / (FD_ATOL + FD_RTOL * fabs(g[i]));
-    if (r > worst) {
-      worst = r;
-      if (getenv("DUA_TEST_VERBOSE") && r > 1.0)
-        fprintf(stderr, "  %s[%zu]: fd %.6g vs %.6g\n", what, i, fd, g[i]);
-    }
+    fd_note(fd, g[i], i, what, &worst);
   }
   if (getenv("DUA_TEST_VERBOSE"))
     fprintf(stderr, "  fd %-25s worst ratio %.3g\n", what, worst);
@@ -457,12 +463,7 @@ static double ln_fd_dinp_worst(fx *f, const float *x, const float *w, const floa
         l[side] += out[c] * dy[c];
     }
     const double fd = (l[0] - l[1]) / (xp - xm);
-    const double r = fabs(fd - g[i]) / (FD_ATOL + FD_RTOL * fabs(g[i]));
-    if (r > worst) {
-      worst = r;
-      if (getenv("DUA_TEST_VERBOSE") && r > 1.0)
-        fprintf(stderr, "  %s[%zu]: fd %.6g vs %.6g\n", what, i, fd, g[i]);
-    }
+    fd_note(fd, g[i], i, what, &worst);
   }
   if (getenv("DUA_TEST_VERBOSE"))
     fprintf(stderr, "  fd %-25s worst ratio %.3g\n", what, worst);
