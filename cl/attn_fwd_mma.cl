@@ -474,6 +474,7 @@ typedef struct {
   __global const int *items;
 #else
   int2 iv[3];
+  int2 tree; /* m's tree range (positional tree) */
   int n_iv;
 #if DUA_ENUM == 1
   int n_interval_items, bucket_lo;
@@ -549,7 +550,7 @@ inline int next_block_tile(tile_pos *p, const visit_list *vl, dua_head_rule hr, 
         t++;
       }
       n = vl->iv[t].x + rest;
-      shared = block_shared(hr, m, n, shape.shift, path_m, paths_bh, shape.max_depth);
+      shared = dua_interval_block_shared(vl->tree, hr, m, n, shape.shift, path_m, paths_bh, shape.max_depth);
     }
     full = dua_tile_full(m, n, shared, shape.blk, shape.n_tokens, shape.window, shape.sink, shape.causal);
 #endif
@@ -603,11 +604,11 @@ inline visit_list visit_list_begin(int m, long bh, dua_head_rule hr, dua_fwd_sha
   vl.n_full = list_full[bh * shape.nb + m];
   vl.items = list_indices + (bh * shape.nb + m) * shape.nb;
 #else
-  int2 tree = (int2)(0, 0);
+  vl.tree = (int2)(0, 0);
 #if DUA_TREE == 0
-  tree = dua_tree_range(hr, m, shape.shift, shape.nb);
+  vl.tree = dua_tree_range(hr, m, shape.shift, shape.nb);
 #endif
-  vl.n_iv = dua_visit_intervals(m, tree, shape.blk, shape.n_tokens, shape.nb, shape.window, shape.sink,
+  vl.n_iv = dua_visit_intervals(m, vl.tree, shape.blk, shape.n_tokens, shape.nb, shape.window, shape.sink,
                                 shape.causal, vl.iv);
   vl.n_items = 0;
   for (int i = 0; i < vl.n_iv; i++)

@@ -140,6 +140,22 @@ inline int block_shared(dua_head_rule hr, int m, int n, int shift, __global cons
 #endif
 }
 
+/* block_shared for block n of one of query block m's visit intervals, tree = m's tree range (dua_tree_range,
+ * computed once per row): with the positional tree an interval block shares m's subtree iff it lies in that
+ * range, two compares where block_shared divides twice by the group size at every block change (on the wgmma
+ * forward's walk at depth 3: bench/NOTES-mma.md, twenty-eighth session); other trees as block_shared. */
+inline int dua_interval_block_shared(int2 tree, dua_head_rule hr, int m, int n, int shift,
+                                     __global const uchar *path_m, __global const uchar *paths_bh,
+                                     int max_depth) {
+#if DUA_TREE == 0
+  (void)hr, (void)m, (void)shift, (void)path_m, (void)paths_bh, (void)max_depth;
+  return n >= tree.x && n < tree.y;
+#else
+  (void)tree;
+  return block_shared(hr, m, n, shift, path_m, paths_bh, max_depth);
+#endif
+}
+
 /* lca(m, n) for the level bias. */
 inline int block_lca(dua_head_rule hr, int m, int n, int shift, __global const uchar *path_m,
                      __global const uchar *paths_bh, int max_depth) {
@@ -170,6 +186,7 @@ typedef struct {
  * bucket (DUA_ENUM 1), or the device list row, full blocks first (DUA_ENUM 2). */
 typedef struct {
   int2 iv[3];
+  int2 tree; /* m's tree range (positional tree) */
   int n_iv, n_interval_items, n_items, bucket_lo, n_full;
 } dua_row_visits;
 
@@ -178,15 +195,15 @@ inline dua_row_visits dua_row_visits_begin(int m, long bh, dua_head_rule hr, dua
                                            __global const int *list_full) {
   dua_row_visits rv;
   rv.n_iv = rv.n_interval_items = rv.bucket_lo = rv.n_full = 0;
+  rv.tree = (int2)(0, 0);
 #if DUA_ENUM == 2
   rv.n_items = list_counts[bh * shape.nb + m];
   rv.n_full = list_full[bh * shape.nb + m];
 #else
-  int2 tree = (int2)(0, 0);
 #if DUA_TREE == 0
-  tree = dua_tree_range(hr, m, shape.shift, shape.nb);
+  rv.tree = dua_tree_range(hr, m, shape.shift, shape.nb);
 #endif
-  rv.n_iv = dua_visit_intervals(m, tree, shape.blk, shape.n_tokens, shape.nb, shape.window, shape.sink,
+  rv.n_iv = dua_visit_intervals(m, rv.tree, shape.blk, shape.n_tokens, shape.nb, shape.window, shape.sink,
                                 shape.causal, rv.iv);
   int items = 0;
   for (int t = 0; t < rv.n_iv; t++)
@@ -237,7 +254,7 @@ inline int dua_row_visit(const dua_row_visits *rv, int item, int m, long bh, dua
     t++;
   }
   *n = rv->iv[t].x + rest;
-  *shared = block_shared(hr, m, *n, shape.shift, path_m, paths_bh, shape.max_depth);
+  *shared = dua_interval_block_shared(rv->tree, hr, m, *n, shape.shift, path_m, paths_bh, shape.max_depth);
   *full = dua_tile_full(m, *n, *shared, shape.blk, shape.n_tokens, shape.window, shape.sink, shape.causal);
   return 1;
 #endif
