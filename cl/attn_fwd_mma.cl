@@ -1048,18 +1048,21 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #endif
       float mx0 = -INFINITY, mx1 = -INFINITY; /* tile row maxima: of x (masked tiles) or of raw s (full) */
       const int rl = r_lo[mt], rh = rl + 8;
-#if !DUA_BIAS
-      row_keys kl = ROW_KEYS_NONE, kh = kl; /* the masks of rows rl and rh (masked tiles) */
+      /* One branch per m-tile: a full tile runs no test per S tile (one per S tile before: 3-4.5% of the
+       * forward's time on an H200, bench/NOTES-mma.md, twenty-ninth session). */
       if (elementwise) {
-        kl = row_keys_of(rl, cur.j0 + 2 * t, cur.shared, shape);
-        kh = row_keys_of(rh, cur.j0 + 2 * t, cur.shared, shape);
-      }
+#if !DUA_BIAS
+        int row = rl; /* opaque, so that the masks' row terms are not hoisted out of the key loop (where the
+                       * two-m-tile kernel spilled them, clang 15 + ptxas 13) */
+#if !DUA_MMA_EMULATE
+        asm volatile("" : "+r"(row));
+#endif
+        const row_keys kl = row_keys_of(row, cur.j0 + 2 * t, cur.shared, shape),
+                       kh = row_keys_of(row + 8, cur.j0 + 2 * t, cur.shared, shape); /* rows rl, rh */
 #endif
 #pragma unroll
-      for (int i = 0; i < STILES; i++) {
-        float4 x = s[mt][i];
-        if (elementwise) {
-          x *= scale_log2;
+        for (int i = 0; i < STILES; i++) {
+          float4 x = s[mt][i] * scale_log2;
 #if DUA_BIAS
           const int c = cur.j0 + 8 * i + 2 * t;
           x.s0 = masked_score(x.s0, rl, c, cur.shared, cur.beta, shape);
@@ -1073,9 +1076,15 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
           x.s3 = KEY_VISIBLE(kh, 8 * i + 1) ? x.s3 : -INFINITY;
 #endif
           s[mt][i] = x;
+          mx0 = fmax(mx0, fmax(x.s0, x.s1));
+          mx1 = fmax(mx1, fmax(x.s2, x.s3));
         }
-        mx0 = fmax(mx0, fmax(x.s0, x.s1));
-        mx1 = fmax(mx1, fmax(x.s2, x.s3));
+      } else {
+#pragma unroll
+        for (int i = 0; i < STILES; i++) {
+          mx0 = fmax(mx0, fmax(s[mt][i].s0, s[mt][i].s1));
+          mx1 = fmax(mx1, fmax(s[mt][i].s2, s[mt][i].s3));
+        }
       }
       /* full tiles: scale_log2 > 0, so max(s) scale + beta is the max of x = s scale + beta; then
        * p = exp2(s scale + (beta - m)), one fma per score (FlashAttention-2's folding) */
