@@ -684,6 +684,70 @@ __kernel void dua_mask_bounds_test(__global const int *cfg, __global int *out) {
 #endif
 #endif
 
+/* m where finite, else 0: the offset of a row whose scores are all masked (every p = exp2(-inf) = 0) */
+inline float finite_or_zero(float m) {
+  return m == -INFINITY ? 0.0f : m;
+}
+
+/* p = exp2(x sc + off) of one m-tile's S fragments (off0 for rows g, off1 for rows g + 8), rounded to the
+ * operand type and re-packed as A fragments of P V, and the rows' sums of p. f16: key step kk uses S tiles
+ * 2kk (keys 2t..2t+1) and 2kk + 1 (keys 2t+8..2t+9): a = {(g, tile 2kk), (g+8, tile 2kk), (g, 2kk+1), (g+8,
+ * 2kk+1)}. tf32: key step kk is S tile kk, permuted: a = {(g, 2t), (g+8, 2t), (g, 2t+1), (g+8, 2t+1)} = C
+ * elements 0, 2, 1, 3 */
+inline void exp_pack(const float4 *s, float sc, float off0, float off1, uint4 *pa, float *sum0, float *sum1) {
+  float r0 = 0.0f, r1 = 0.0f;
+#pragma unroll
+  for (int i = 0; i < STILES; i++) {
+    const float p0 = fast_exp2(fma(s[i].s0, sc, off0)), p1 = fast_exp2(fma(s[i].s1, sc, off0));
+    const float p2 = fast_exp2(fma(s[i].s2, sc, off1)), p3 = fast_exp2(fma(s[i].s3, sc, off1));
+    r0 += p0 + p1;
+    r1 += p2 + p3;
+#if DUA_TF32
+    pa[i] = (uint4)(tf32_bits(as_uint(p0)), tf32_bits(as_uint(p2)), tf32_bits(as_uint(p1)),
+                    tf32_bits(as_uint(p3)));
+#else
+    const uint lo = pack_half2(p0, p1), hi = pack_half2(p2, p3);
+    if (i & 1) {
+      pa[i >> 1].s2 = lo;
+      pa[i >> 1].s3 = hi;
+    } else {
+      pa[i >> 1].s0 = lo;
+      pa[i >> 1].s1 = hi;
+    }
+#endif
+  }
+  *sum0 = r0;
+  *sum1 = r1;
+}
+
+/* The maxima of rows g (.s0, .s1) and g + 8 (.s2, .s3) over a row tile's STILES C fragments, as a tree: the
+ * softmax waits for them, and a chain of STILES maxima is twice the tree's depth. */
+inline float2 tile_row_max(const float4 *s) {
+  float lo[STILES], hi[STILES];
+#pragma unroll
+  for (int i = 0; i < STILES; i++) {
+    lo[i] = fmax(s[i].s0, s[i].s1);
+    hi[i] = fmax(s[i].s2, s[i].s3);
+  }
+#pragma unroll
+  for (int w = 1; w < STILES; w *= 2)
+#pragma unroll
+    for (int i = 0; i + w < STILES; i += 2 * w) {
+      lo[i] = fmax(lo[i], lo[i + w]);
+      hi[i] = fmax(hi[i], hi[i + w]);
+    }
+  return (float2)(lo[0], hi[0]);
+}
+
+/* The maxima of two C-fragment rows (rows g and g + 8) over their quad, the four work-items that hold a row:
+ * every one of them gets the row's maximum. */
+inline void quad_max2(float *a, float *b EMU_PARAMS) {
+  *a = fmax(*a, shfl_xor(*a, 1 EMU_ARGS));
+  *b = fmax(*b, shfl_xor(*b, 1 EMU_ARGS));
+  *a = fmax(*a, shfl_xor(*a, 2 EMU_ARGS));
+  *b = fmax(*b, shfl_xor(*b, 2 EMU_ARGS));
+}
+
 /* A split row tile's part (split_entry_of) after its key loop: stores this work-item's O fragments, running
  * maxima and sums (unnormalized, as the loop leaves them) in its slot of partials,
  * [unit][part][value][work-item] floats, SPLIT_FLOATS values per work-item; returns 0 unless this is the row
@@ -931,6 +995,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   while (have) {
     __local lds_t *k_t = k_s + stage * (BN * K_PITCH),
                   *v_t = v_s + (V_STAGES == 2 ? stage : 0) * (BN * V_PITCH);
+    float4 s[WARP_MT][STILES]; /* S (16 rows x 64 keys per m-tile and warp) */
 #if STAGES == 2
 #if DUA_TMA
     tma_wait(tma_bars + stage, tma_phases >> stage & 1); /* K(j) and V(j) have landed */
@@ -947,12 +1012,24 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #endif
 #endif
     barrier(CLK_LOCAL_MEM_FENCE); /* ... for every warp, and every warp is done with tile j - 1's buffers */
-    tile_pos nxt = cur;
-    const int have_next = next_tile(&nxt, &vl, hr, m, row0, row_end, shape, path_m, paths_bh, bias_h);
 #if TMA_V_ALONE
     if (!v_issued) /* every warp is done with V(j - 1) */
       tma_tile(v_s, tma_bars + STAGES, tma_maps + 128, cur.j0, hk, b);
     v_issued = 0;
+#endif
+#if DUA_WGMMA && MT == 2
+    /* S0 = Q0 K(j)^T and S1 = Q1 K(j)^T are issued before the walk and the next tile's copies, which run
+     * while they do (wgmma_wait_first_of_pair below) */
+#pragma unroll
+    for (int mt = 0; mt < WARP_MT; mt++)
+#pragma unroll
+      for (int i = 0; i < STILES; i++)
+        s[mt][i] = (float4)(0.0f);
+    wgmma_ss_kmajor_pair_issue(s[0], q_s, k_t, s[1], q_s + BN * HEAD_DIM, k_t EMU_ARGS);
+#endif
+    tile_pos nxt = cur;
+    const int have_next = next_tile(&nxt, &vl, hr, m, row0, row_end, shape, path_m, paths_bh, bias_h);
+#if TMA_V_ALONE
     if (have_next) /* K(j + 1) streams in while tile j is computed */
       tma_tile(k_s + (stage ^ 1) * (BN * K_PITCH), tma_bars + (stage ^ 1), tma_maps, nxt.j0, hk, b);
 #elif DUA_TMA
@@ -976,15 +1053,15 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     barrier(CLK_LOCAL_MEM_FENCE);
 #endif
 
-    /* S (16 rows x 64 keys per m-tile): B = K^T, i.e. K rows (keys x d) are B^T row-major. ldmatrix .x4
-     * matrices: (keys +0..7, d +0..7), (keys +0..7, d +8..15), (keys +8..15, d +0..7), (keys +8..15, d
-     * +8..15). */
-    float4 s[WARP_MT][STILES];
+      /* S = Q K^T: B = K^T, i.e. K rows (keys x d) are B^T row-major. ldmatrix .x4 matrices: (keys +0..7, d
+       * +0..7), (keys +0..7, d +8..15), (keys +8..15, d +0..7), (keys +8..15, d +8..15). */
+#if !(DUA_WGMMA && MT == 2)
 #pragma unroll
     for (int mt = 0; mt < WARP_MT; mt++)
 #pragma unroll
       for (int i = 0; i < STILES; i++)
         s[mt][i] = (float4)(0.0f);
+#endif
 #if DUA_TF32
         /* b of n-tile i, k-step kk (permuted as Q): K rows 8i + g, columns 8kk + 2t, 2t + 1: one 64-bit load
          */
@@ -1002,8 +1079,8 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #elif DUA_WGMMA /* Q times K^T, both K-major in local memory (query rows, key rows) */
 #if MT == 1
     WGMMA_S(s[0], q_s, k_t EMU_ARGS);
-#else /* both m-tiles: S1 still runs while m-tile 0's softmax does */
-    wgmma_ss_kmajor_pair_first(s[0], q_s, k_t, s[1], q_s + BN * HEAD_DIM, k_t EMU_ARGS);
+#else /* both m-tiles, issued above: S1 still runs while m-tile 0's softmax does */
+    wgmma_wait_first_of_pair(s[0], s[1] EMU_ARGS);
 #endif
 #else
 #pragma unroll
@@ -1034,10 +1111,7 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #if DUA_WGMMA
     const int full = TILE_UNMASKED(cur, shape, row0), elementwise = ELEMENTWISE(full);
 #endif
-    /* P = exp2(S - m), rounded to the operand type and re-packed as A fragments of P V. f16: key step kk uses
-     * S tiles 2kk (keys 2t..2t+1) and 2kk + 1 (keys 2t+8..2t+9): a = {(g, tile 2kk), (g+8, tile 2kk), (g,
-     * 2kk+1), (g+8, 2kk+1)}. tf32: key step kk is S tile kk, permuted: a = {(g, 2t), (g+8, 2t), (g, 2t+1),
-     * (g+8, 2t+1)} = C elements 0, 2, 1, 3 */
+    /* P = exp2(S - m) as A fragments of P V (exp_pack) */
     uint4 pa[WARP_MT][PSTEPS];
 #pragma unroll
     for (int mt = 0; mt < WARP_MT; mt++) {
@@ -1046,7 +1120,6 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #elif !DUA_WGMMA
       const int full = cur.full, elementwise = ELEMENTWISE(full);
 #endif
-      float mx0 = -INFINITY, mx1 = -INFINITY; /* tile row maxima: of x (masked tiles) or of raw s (full) */
       const int rl = r_lo[mt], rh = rl + 8;
       /* One branch per m-tile: a full tile runs no test per S tile (one per S tile before: 3-4.5% of the
        * forward's time on an H200, bench/NOTES-mma.md, twenty-ninth session). */
@@ -1076,16 +1149,10 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
           x.s3 = KEY_VISIBLE(kh, 8 * i + 1) ? x.s3 : -INFINITY;
 #endif
           s[mt][i] = x;
-          mx0 = fmax(mx0, fmax(x.s0, x.s1));
-          mx1 = fmax(mx1, fmax(x.s2, x.s3));
-        }
-      } else {
-#pragma unroll
-        for (int i = 0; i < STILES; i++) {
-          mx0 = fmax(mx0, fmax(s[mt][i].s0, s[mt][i].s1));
-          mx1 = fmax(mx1, fmax(s[mt][i].s2, s[mt][i].s3));
         }
       }
+      const float2 tile_max = tile_row_max(s[mt]); /* of x (masked tiles) or of raw s (full) */
+      float mx0 = tile_max.s0, mx1 = tile_max.s1;
       /* full tiles: scale_log2 > 0, so max(s) scale + beta is the max of x = s scale + beta; then
        * p = exp2(s scale + (beta - m)), one fma per score (FlashAttention-2's folding) */
       const float sc = elementwise ? 1.0f : scale_log2, bt = elementwise ? 0.0f : cur.beta;
@@ -1095,15 +1162,25 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
       }
       mx0 = fmax(m_run[mt][0], mx0);
       mx1 = fmax(m_run[mt][1], mx1);
-      mx0 = fmax(mx0, shfl_xor(mx0, 1 EMU_ARGS));
-      mx1 = fmax(mx1, shfl_xor(mx1, 1 EMU_ARGS));
-      mx0 = fmax(mx0, shfl_xor(mx0, 2 EMU_ARGS));
-      mx1 = fmax(mx1, shfl_xor(mx1, 2 EMU_ARGS));
+      float sum0, sum1;
 #if DUA_WGMMA
-      /* the running max moves only when a row's max grows by more than 8 (p <= 256, exact in f16's range) */
+      /* The running max moves only when a row's max grows by more than 8 (p <= 256, exact in f16's range).
+       * m_run is the same in the four work-items of a row (the quad), so a row grows past it exactly when one
+       * of them sees it grow: the vote needs no quad maximum, and the shuffles run only when the max moves
+       * (off the common path's dependence chain: 3% of the forward's time on an H200, bench/NOTES-mma.md).
+       * Emulated shuffles are work-group barriers, not allowed in a warp's branch: there they run before the
+       * vote (the same decision, the same results). P is not computed before the vote with the running max
+       * as it stands (redone when it moves): S and P live together then, and ptxas 13 serialized the wgmma.
+       */
+#if DUA_MMA_EMULATE
+      quad_max2(&mx0, &mx1 EMU_ARGS);
+#endif
       if (warp_any(mx0 > m_run[mt][0] + 8.0f || mx1 > m_run[mt][1] + 8.0f EMU_ARGS)) {
-        const float nu0 = mx0 == -INFINITY ? 0.0f : mx0, nu1 = mx1 == -INFINITY ? 0.0f : mx1;
-        const float alpha0 = fast_exp2(m_run[mt][0] - nu0), alpha1 = fast_exp2(m_run[mt][1] - nu1);
+#if !DUA_MMA_EMULATE
+        quad_max2(&mx0, &mx1 EMU_ARGS);
+#endif
+        const float alpha0 = fast_exp2(m_run[mt][0] - finite_or_zero(mx0)),
+                    alpha1 = fast_exp2(m_run[mt][1] - finite_or_zero(mx1));
         m_run[mt][0] = mx0;
         m_run[mt][1] = mx1;
         l_run[mt][0] *= alpha0;
@@ -1112,40 +1189,17 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
         for (int i = 0; i < OTILES; i++)
           acc[mt][i] *= (float4)(alpha0, alpha0, alpha1, alpha1);
       }
-#else /* the running max is the row max so far; O and the sums are rescaled after P */
-      const float alpha0 = fast_exp2(m_run[mt][0] - (mx0 == -INFINITY ? 0.0f : mx0)),
-                  alpha1 = fast_exp2(m_run[mt][1] - (mx1 == -INFINITY ? 0.0f : mx1));
-      m_run[mt][0] = mx0;
-      m_run[mt][1] = mx1;
-#endif
-      const float mu0 = m_run[mt][0] == -INFINITY ? 0.0f : m_run[mt][0],
-                  mu1 = m_run[mt][1] == -INFINITY ? 0.0f : m_run[mt][1]; /* all masked: p = 0 */
-      const float off0 = bt - mu0, off1 = bt - mu1;
-      float sum0 = 0.0f, sum1 = 0.0f;
-#pragma unroll
-      for (int i = 0; i < STILES; i++) {
-        const float p0 = fast_exp2(fma(s[mt][i].s0, sc, off0)), p1 = fast_exp2(fma(s[mt][i].s1, sc, off0));
-        const float p2 = fast_exp2(fma(s[mt][i].s2, sc, off1)), p3 = fast_exp2(fma(s[mt][i].s3, sc, off1));
-        sum0 += p0 + p1;
-        sum1 += p2 + p3;
-#if DUA_TF32
-        pa[mt][i] = (uint4)(tf32_bits(as_uint(p0)), tf32_bits(as_uint(p2)), tf32_bits(as_uint(p1)),
-                            tf32_bits(as_uint(p3)));
-#else
-        const uint lo = pack_half2(p0, p1), hi = pack_half2(p2, p3);
-        if (i & 1) {
-          pa[mt][i >> 1].s2 = lo;
-          pa[mt][i >> 1].s3 = hi;
-        } else {
-          pa[mt][i >> 1].s0 = lo;
-          pa[mt][i >> 1].s1 = hi;
-        }
-#endif
-      }
-#if DUA_WGMMA
+      exp_pack(s[mt], sc, bt - finite_or_zero(m_run[mt][0]), bt - finite_or_zero(m_run[mt][1]), pa[mt], &sum0,
+               &sum1);
       l_run[mt][0] += sum0;
       l_run[mt][1] += sum1;
-#else
+#else /* the running max is the row max so far; O and the sums are rescaled after P */
+      quad_max2(&mx0, &mx1 EMU_ARGS);
+      const float alpha0 = fast_exp2(m_run[mt][0] - finite_or_zero(mx0)),
+                  alpha1 = fast_exp2(m_run[mt][1] - finite_or_zero(mx1));
+      m_run[mt][0] = mx0;
+      m_run[mt][1] = mx1;
+      exp_pack(s[mt], sc, bt - finite_or_zero(mx0), bt - finite_or_zero(mx1), pa[mt], &sum0, &sum1);
       l_run[mt][0] = l_run[mt][0] * alpha0 + sum0;
       l_run[mt][1] = l_run[mt][1] * alpha1 + sum1;
 #pragma unroll

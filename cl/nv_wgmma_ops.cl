@@ -174,13 +174,12 @@ inline void wgmma_rs_nmajor(float4 *d, const uint4 *a, __local const ushort *b E
 
 /* Two independent products of wgmma_ss_kmajor, d0 += a0 b0^T and d1 += a1 b1^T, in one asm statement: eight
  * wgmma in one commit group, one wait (the backward's S and dP, whose operands are all in local memory); with
- * first_only, two commit groups and a return once d0 is done, d1 still in flight (the forward's two m-tiles:
- * d1's registers are then tied to the statement that waits for them).
- * Operands after the 64 accumulators: %64 .. %67 a0's descriptors, %68 .. %71 b0's, %72 .. %75 a1's, %76 ..
- * %79 b1's, %80 = 1. */
+ * issue_only, two commit groups and a return at once (the forward's two m-tiles: wgmma_wait_first_of_pair
+ * waits for d0, then d1's registers are tied to the statement that waits for them). Operands after the 64
+ * accumulators: %64 .. %67 a0's descriptors, %68 .. %71 b0's, %72 .. %75 a1's, %76 .. %79 b1's, %80 = 1. */
 inline void wgmma_ss_kmajor_two(float4 *d0, __local const ushort *a0, __local const ushort *b0, float4 *d1,
                                 __local const ushort *a1, __local const ushort *b1,
-                                const int first_only EMU_PARAMS) {
+                                const int issue_only EMU_PARAMS) {
 #if DUA_MMA_EMULATE
   wgmma_ss_kmajor(d0, a0, b0 EMU_ARGS);
   wgmma_ss_kmajor(d1, a1, b1 EMU_ARGS);
@@ -193,9 +192,8 @@ inline void wgmma_ss_kmajor_two(float4 *d0, __local const ushort *a0, __local co
   : "memory"
 #define SS_TWO_FIRST WGMMA_SS4(WGMMA_D64, 64, 65, 66, 67, 68, 69, 70, 71)
 #define SS_TWO_SECOND WGMMA_SS4(WGMMA_D64_SECOND, 72, 73, 74, 75, 76, 77, 78, 79)
-  if (first_only)
-    asm volatile(WGMMA_BEGIN(80) SS_TWO_FIRST WGMMA_COMMIT SS_TWO_SECOND WGMMA_COMMIT WGMMA_WAIT(1)
-                     SS_TWO_OPERANDS);
+  if (issue_only)
+    asm volatile(WGMMA_BEGIN(80) SS_TWO_FIRST WGMMA_COMMIT SS_TWO_SECOND WGMMA_COMMIT "}\n" SS_TWO_OPERANDS);
   else
     asm volatile(WGMMA_BEGIN(80) SS_TWO_FIRST SS_TWO_SECOND WGMMA_COMMIT WGMMA_WAIT(0) SS_TWO_OPERANDS);
 #undef SS_TWO_FIRST
@@ -209,11 +207,23 @@ inline void wgmma_ss_kmajor_pair(float4 *d0, __local const ushort *a0, __local c
   wgmma_ss_kmajor_two(d0, a0, b0, d1, a1, b1, 0 EMU_ARGS);
 }
 
-/* The forward's two m-tiles in a pipeline (MT 2): S0 = Q0 K^T and S1 = Q1 K^T, returning once S0 is done. */
-inline void wgmma_ss_kmajor_pair_first(float4 *d0, __local const ushort *a0, __local const ushort *b0,
+/* The forward's two m-tiles in a pipeline (MT 2): S0 = Q0 K^T and S1 = Q1 K^T issued, returning at once;
+ * wgmma_wait_first_of_pair returns once S0 is done (the walk and the next tile's copies run meanwhile). */
+inline void wgmma_ss_kmajor_pair_issue(float4 *d0, __local const ushort *a0, __local const ushort *b0,
                                        float4 *d1, __local const ushort *a1,
                                        __local const ushort *b1 EMU_PARAMS) {
   wgmma_ss_kmajor_two(d0, a0, b0, d1, a1, b1, 1 EMU_ARGS);
+}
+
+/* Until the older of two pending commit groups is done; d0 and d1 (their accumulators) are tied to the
+ * statement, so that no read of them moves above it and their registers are not reused while in flight. */
+inline void wgmma_wait_first_of_pair(float4 *d0, float4 *d1 EMU_PARAMS) {
+#if !DUA_MMA_EMULATE
+  asm volatile("{\n// DUA_SM90A wgmma.wait_group.sync.aligned 1;\n}\n"
+               : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)
+               :
+               : "memory");
+#endif
 }
 
 /* Two independent products of wgmma_rs_nmajor, d0 += a0 b0 and d1 += a1 b1, in one asm statement (the
@@ -238,7 +248,7 @@ inline void wgmma_rs_nmajor_pair(float4 *d0, const uint4 *a0, __local const usho
 }
 
 /* O0 += P0 V issued as its own commit group, returning once the oldest pending group (S1 of
- * wgmma_ss_kmajor_pair_first) is done; d1 names S1's accumulators so that no read of them moves above. */
+ * wgmma_ss_kmajor_pair_issue) is done; d1 names S1's accumulators so that no read of them moves above. */
 inline void wgmma_rs_nmajor_then_wait1(float4 *d0, const uint4 *a0, __local const ushort *b0,
                                        float4 *d1 EMU_PARAMS) {
 #if DUA_MMA_EMULATE
