@@ -637,6 +637,13 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
     __local ushort *q_t = q_s + stage * KV_TILE, *do_t = do_s + stage * KV_TILE;
 #if KV_STAGES == 2
     staged_tile_ready();
+#if BWD_WGMMA_SS
+    /* S^T = K Q^T and dP^T = V dO^T are issued before the walk and the next tile's copies, which run while
+     * they do (wgmma_wait_all_of_pair below) */
+    float4 s[KV_COLS / 8], dp[KV_COLS / 8]; /* S^T, then P^T; dP^T, then dS^T */
+    START_TILES(s, dp, (float4)(0.0f), KV_COLS / 8);
+    wgmma_ss_kmajor_pair_issue(s, ka, q_t, dp, va, do_t EMU_ARGS);
+#endif
     const float4 lane_st =
         lane_stats_ready(lane_raw, cur.i0, shape); /* loaded a tile ago, or in the prologue */
     query_tile_pos nxt = cur;
@@ -670,7 +677,9 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
      * columns at a time: 48 fewer live registers; bench/NOTES-mma.md) */
 #pragma unroll
     for (int c0 = 0; c0 < QT_ROWS; c0 += KV_COLS) {
+#if !BWD_WGMMA_SS
       float4 s[KV_COLS / 8], dp[KV_COLS / 8]; /* S^T, then P^T; dP^T, then dS^T */
+#endif
 /* the LSE (log2 units) and the delta of query columns i0 + c, + 1, as (c, c + 1, c, c + 1) */
 #if DUA_WGMMA
 #define COLUMN_LSE(c) column_pair(lane_st.s0, lane_st.s1, c EMU_ARGS)
@@ -681,10 +690,13 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
 #endif
       /* dP^T from 0 here, delta subtracted after the products: starting it at -delta needs the delta shuffles
        * before the products (208 bytes of spills at the cap of 168; measured mixed, bench/NOTES-mma.md) */
+#if BWD_WGMMA_SS
+      wgmma_wait_all_of_pair(s, dp EMU_ARGS);
+#elif BWD_WGMMA_D128
       START_TILES(s, dp, (float4)(0.0f), KV_COLS / 8);
-#if BWD_WGMMA_D128
       wgmma_ss_rs_kmajor_n32_d128_pair(s, ka, q_t, dp, va.f, do_t, QT_PANEL EMU_ARGS);
 #else
+      START_TILES(s, dp, (float4)(0.0f), KV_COLS / 8);
       mma_rows_x_tiles(s, ka, q_t + c0 * K_PITCH, dp, va, do_t + c0 * V_PITCH, KV_COLS / 8 EMU_ARGS);
 #endif
       if (elementwise) {

@@ -175,7 +175,8 @@ inline void wgmma_rs_nmajor(float4 *d, const uint4 *a, __local const ushort *b E
 /* Two independent products of wgmma_ss_kmajor, d0 += a0 b0^T and d1 += a1 b1^T, in one asm statement: eight
  * wgmma in one commit group, one wait (the backward's S and dP, whose operands are all in local memory); with
  * issue_only, two commit groups and a return at once (the forward's two m-tiles: wgmma_wait_first_of_pair
- * waits for d0, then d1's registers are tied to the statement that waits for them). Operands after the 64
+ * waits for d0, then d1's registers are tied to the statement that waits for them; the backward's dK/dV pass:
+ * wgmma_wait_all_of_pair). Operands after the 64
  * accumulators: %64 .. %67 a0's descriptors, %68 .. %71 b0's, %72 .. %75 a1's, %76 .. %79 b1's, %80 = 1. */
 inline void wgmma_ss_kmajor_two(float4 *d0, __local const ushort *a0, __local const ushort *b0, float4 *d1,
                                 __local const ushort *a1, __local const ushort *b1,
@@ -220,6 +221,16 @@ inline void wgmma_ss_kmajor_pair_issue(float4 *d0, __local const ushort *a0, __l
 inline void wgmma_wait_first_of_pair(float4 *d0, float4 *d1 EMU_PARAMS) {
 #if !DUA_MMA_EMULATE
   asm volatile("{\n// DUA_SM90A wgmma.wait_group.sync.aligned 1;\n}\n"
+               : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)
+               :
+               : "memory");
+#endif
+}
+
+/* Until every commit group is done (both of wgmma_ss_kmajor_pair_issue); d0 and d1 tied to the statement. */
+inline void wgmma_wait_all_of_pair(float4 *d0, float4 *d1 EMU_PARAMS) {
+#if !DUA_MMA_EMULATE
+  asm volatile("{\n// DUA_SM90A wgmma.wait_group.sync.aligned 0;\n}\n"
                : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)
                :
                : "memory");
