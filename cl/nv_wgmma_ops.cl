@@ -216,24 +216,26 @@ inline void wgmma_ss_kmajor_pair_issue(float4 *d0, __local const ushort *a0, __l
   wgmma_ss_kmajor_two(d0, a0, b0, d1, a1, b1, 1 EMU_ARGS);
 }
 
-/* Until the older of two pending commit groups is done; d0 and d1 (their accumulators) are tied to the
- * statement, so that no read of them moves above it and their registers are not reused while in flight. */
+/* Waits for wgmma_ss_kmajor_pair_issue's groups: until at most N commit groups are pending, d0 and d1 (their
+ * accumulators) tied to the statement, so that no read of them moves above it and their registers are not
+ * reused while in flight. */
+#define WGMMA_WAIT_PAIR(N, d0, d1)                                                                           \
+  asm volatile("{\n// DUA_SM90A wgmma.wait_group.sync.aligned " #N ";\n}\n"                                  \
+               : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)                                              \
+               :                                                                                             \
+               : "memory")
+
+/* Until the older of the two is done (S0 of the forward's pair). */
 inline void wgmma_wait_first_of_pair(float4 *d0, float4 *d1 EMU_PARAMS) {
 #if !DUA_MMA_EMULATE
-  asm volatile("{\n// DUA_SM90A wgmma.wait_group.sync.aligned 1;\n}\n"
-               : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)
-               :
-               : "memory");
+  WGMMA_WAIT_PAIR(1, d0, d1);
 #endif
 }
 
-/* Until every commit group is done (both of wgmma_ss_kmajor_pair_issue); d0 and d1 tied to the statement. */
+/* Until both are done (the backward's S^T and dP^T). */
 inline void wgmma_wait_all_of_pair(float4 *d0, float4 *d1 EMU_PARAMS) {
 #if !DUA_MMA_EMULATE
-  asm volatile("{\n// DUA_SM90A wgmma.wait_group.sync.aligned 0;\n}\n"
-               : WGMMA_D64_OPERANDS(d0), WGMMA_D64_OPERANDS(d1)
-               :
-               : "memory");
+  WGMMA_WAIT_PAIR(0, d0, d1);
 #endif
 }
 
