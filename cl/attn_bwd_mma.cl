@@ -691,13 +691,14 @@ __kernel __attribute__((reqd_work_group_size(THREADS, 1, 1))) void dua_attn_bwd_
       /* dP^T from 0 here, delta subtracted after the products: starting it at -delta needs the delta shuffles
        * before the products (208 bytes of spills at the cap of 168; measured mixed, bench/NOTES-mma.md) */
 #if BWD_WGMMA_SS
-      wgmma_wait_all_of_pair(s, dp EMU_ARGS);
-#elif BWD_WGMMA_D128
-      START_TILES(s, dp, (float4)(0.0f), KV_COLS / 8);
-      wgmma_ss_rs_kmajor_n32_d128_pair(s, ka, q_t, dp, va.f, do_t, QT_PANEL EMU_ARGS);
+      wgmma_wait_all_of_pair(s, dp EMU_ARGS); /* issued above */
 #else
       START_TILES(s, dp, (float4)(0.0f), KV_COLS / 8);
+#if BWD_WGMMA_D128
+      wgmma_ss_rs_kmajor_n32_d128_pair(s, ka, q_t, dp, va.f, do_t, QT_PANEL EMU_ARGS);
+#else
       mma_rows_x_tiles(s, ka, q_t + c0 * K_PITCH, dp, va, do_t + c0 * V_PITCH, KV_COLS / 8 EMU_ARGS);
+#endif
 #endif
       if (elementwise) {
 #pragma unroll

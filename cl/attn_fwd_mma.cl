@@ -995,7 +995,12 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
   while (have) {
     __local lds_t *k_t = k_s + stage * (BN * K_PITCH),
                   *v_t = v_s + (V_STAGES == 2 ? stage : 0) * (BN * V_PITCH);
-    float4 s[WARP_MT][STILES]; /* S (16 rows x 64 keys per m-tile and warp) */
+    float4 s[WARP_MT][STILES]; /* S (16 rows x 64 keys per m-tile and warp), accumulated from 0 */
+#pragma unroll
+    for (int mt = 0; mt < WARP_MT; mt++)
+#pragma unroll
+      for (int i = 0; i < STILES; i++)
+        s[mt][i] = (float4)(0.0f);
 #if STAGES == 2
 #if DUA_TMA
     tma_wait(tma_bars + stage, tma_phases >> stage & 1); /* K(j) and V(j) have landed */
@@ -1020,11 +1025,6 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
 #if DUA_WGMMA && MT == 2
     /* S0 = Q0 K(j)^T and S1 = Q1 K(j)^T are issued before the walk and the next tile's copies, which run
      * while they do (wgmma_wait_first_of_pair below) */
-#pragma unroll
-    for (int mt = 0; mt < WARP_MT; mt++)
-#pragma unroll
-      for (int i = 0; i < STILES; i++)
-        s[mt][i] = (float4)(0.0f);
     wgmma_ss_kmajor_pair_issue(s[0], q_s, k_t, s[1], q_s + BN * HEAD_DIM, k_t EMU_ARGS);
 #endif
     tile_pos nxt = cur;
@@ -1053,18 +1053,9 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     barrier(CLK_LOCAL_MEM_FENCE);
 #endif
 
-      /* S = Q K^T: B = K^T, i.e. K rows (keys x d) are B^T row-major. ldmatrix .x4 matrices: (keys +0..7, d
-       * +0..7), (keys +0..7, d +8..15), (keys +8..15, d +0..7), (keys +8..15, d +8..15). */
-#if !(DUA_WGMMA && MT == 2)
-#pragma unroll
-    for (int mt = 0; mt < WARP_MT; mt++)
-#pragma unroll
-      for (int i = 0; i < STILES; i++)
-        s[mt][i] = (float4)(0.0f);
-#endif
 #if DUA_TF32
-        /* b of n-tile i, k-step kk (permuted as Q): K rows 8i + g, columns 8kk + 2t, 2t + 1: one 64-bit load
-         */
+      /* b of n-tile i, k-step kk (permuted as Q): K rows 8i + g, columns 8kk + 2t, 2t + 1: one 64-bit load
+       */
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; kk++) {
 #pragma unroll
@@ -1083,6 +1074,8 @@ dua_attn_fwd_mma(__global const dua_store_t *q, __global const dua_store_t *k, _
     wgmma_wait_first_of_pair(s[0], s[1] EMU_ARGS);
 #endif
 #else
+        /* B = K^T, i.e. K rows (keys x d) are B^T row-major. ldmatrix .x4 matrices: (keys +0..7, d +0..7),
+         * (keys +0..7, d +8..15), (keys +8..15, d +0..7), (keys +8..15, d +8..15). */
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; kk++) {
 #pragma unroll
